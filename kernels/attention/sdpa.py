@@ -1,0 +1,77 @@
+"""SDPA: torch's scaled_dot_product_attention through the fastest backend that runs the call.
+
+The variant's mask function is evaluated once into a dense boolean mask (B or 1, 1, Sq, Skv); plain
+causal prefill uses `is_causal` instead, and a mask that hides nothing is dropped, because both let
+SDPA pick its fused causal or unmasked kernels (cuDNN, flash) rather than the masked ones.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+# Tried in this order; `prepare` keeps the fastest that accepts the call and records its name.
+BACKENDS = (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH)
+TRIAL_CALLS = 5  # per backend; enough to rank backends that differ by 1.5x or more (cuDNN vs flash)
+
+
+def dense_mask(mask_mod, problem):
+    batch, q_len, kv_len = problem.batch, problem.q_len, problem.kv_len
+    device = problem.q.device
+    b = torch.arange(batch, device=device).view(batch, 1, 1, 1)
+    h = torch.zeros(1, 1, 1, 1, dtype=torch.long, device=device)
+    qi = torch.arange(q_len, device=device).view(1, 1, q_len, 1)
+    ki = torch.arange(kv_len, device=device).view(1, 1, 1, kv_len)
+    return mask_mod(b, h, qi, ki).expand(batch, 1, q_len, kv_len)
+
+
+def mask_arguments(variant, problem):
+    """(attn_mask, is_causal) for SDPA."""
+    mask_mod = variant.mask_mod(problem)
+    if mask_mod is None:
+        return None, False
+    mask = dense_mask(mask_mod, problem)
+    if bool(mask.all()):
+        return None, False
+    if problem.q_len == problem.kv_len and torch.equal(mask, torch.ones_like(mask).tril()):
+        return None, True  # SDPA's is_causal is top-left aligned: only valid when Sq == Skv
+    return mask, False
+
+
+def _elapsed(call, device):
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(TRIAL_CALLS):
+            call()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
+    import time
+
+    t0 = time.perf_counter()
+    for _ in range(TRIAL_CALLS):
+        call()
+    return time.perf_counter() - t0
+
+
+def prepare(variant, problem):
+    attn_mask, is_causal = mask_arguments(variant, problem)
+    q, k, v = problem.q, problem.k, problem.v
+    gqa = q.shape[1] != k.shape[1]
+    timings, errors = {}, {}
+    for backend in BACKENDS:
+        def call(backend=backend):
+            with sdpa_kernel(backend):
+                return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, enable_gqa=gqa)
+
+        try:
+            call()  # first call: library handles, cuDNN plan build
+            timings[backend] = (_elapsed(call, q.device), call)
+        except RuntimeError as error:  # "No available kernel" for this backend and these inputs
+            errors[backend.name] = str(error).splitlines()[0]
+    if not timings:
+        raise RuntimeError(f"no SDPA backend accepts this call: {errors}")
+    best = min(timings, key=lambda b: timings[b][0])
+    call = timings[best][1]
+    call.backend = best.name
+    return call

@@ -1,0 +1,89 @@
+"""Tuning probe for our Triton attention kernel on a GPU: checks, then times against SDPA and Flex.
+
+Not part of the suite (asv owns the history); this is the quick loop for kernel work:
+    python tools/probe_attention_kernel.py            # llama-3-8b geometry, S=4096, bf16
+It prints the chosen autotune config and a table of ms and TFLOP/s on the unmasked work.
+"""
+
+import sys
+
+import torch
+import torch.nn.functional as F
+import triton
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+sys.path.insert(0, ".")
+from kernels.attention.triton_flash import _decode_kernel, _prefill_kernel, attention_forward  # noqa: E402
+
+
+def visible_pairs(q_len, kv_len, lo, hi):
+    pos = torch.arange(kv_len - q_len, kv_len)
+    return int((hi(pos) - lo(pos) + 1).clamp(min=0).sum())
+
+
+def main():
+    torch.manual_seed(0)
+    B, H, HKV, S, D = 4, 32, 8, 4096, 128
+    dt = torch.bfloat16
+    q = torch.randn(B, H, S, D, device="cuda", dtype=dt)
+    k = torch.randn(B, HKV, S, D, device="cuda", dtype=dt)
+    v = torch.randn(B, HKV, S, D, device="cuda", dtype=dt)
+    rows = []
+
+    def bench(name, fn, pairs, batch=B, heads=H):
+        ms = triton.testing.do_bench(fn, warmup=100, rep=500, return_mode="median")
+        tf = 4 * batch * heads * D * pairs / ms / 1e9
+        rows.append((name, ms, tf))
+
+    causal_pairs = visible_pairs(S, S, lambda p: 0 * p, lambda p: p)
+    ref = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True, enable_gqa=True)
+    out = attention_forward(q, k, v, causal=True)
+    err = ((out.float() - ref).norm() / ref.norm()).item()
+    print(f"triton causal gqa rel err {err:.2e}; config {_prefill_kernel.best_config}", flush=True)
+    assert err < 1e-2
+    bench("triton causal gqa", lambda: attention_forward(q, k, v, causal=True), causal_pairs)
+    for be in (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION):
+        try:
+            with sdpa_kernel(be):
+                F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+
+                def call():
+                    return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+
+                bench(f"sdpa {be.name} causal gqa", call, causal_pairs)
+        except RuntimeError as e:
+            print(f"{be.name}: {str(e).splitlines()[0]}")
+    bm = create_block_mask(lambda b, h, qi, ki: qi >= ki, None, None, S, S)
+    flex = torch.compile(flex_attention)
+    flex(q, k, v, block_mask=bm, enable_gqa=True)
+    bench("flex causal gqa", lambda: flex(q, k, v, block_mask=bm, enable_gqa=True), causal_pairs)
+
+    w = 1024
+    out = attention_forward(q, k, v, causal=True, window=w)
+    bench("triton window 1024", lambda: attention_forward(q, k, v, causal=True, window=w),
+          visible_pairs(S, S, lambda p: (p - w + 1).clamp(min=0), lambda p: p))
+    bench("triton full", lambda: attention_forward(q, k, v, causal=False),
+          visible_pairs(S, S, lambda p: 0 * p, lambda p: 0 * p + S - 1))
+    bench("triton softcap", lambda: attention_forward(q, k, v, causal=True, softcap=50.0), causal_pairs)
+
+    kc = torch.randn(16, HKV, 8192, D, device="cuda", dtype=dt)
+    vc = torch.randn(16, HKV, 8192, D, device="cuda", dtype=dt)
+    qd = torch.randn(16, H, 1, D, device="cuda", dtype=dt)
+    refd = F.scaled_dot_product_attention(qd.float(), kc.float(), vc.float(), enable_gqa=True)
+    outd = attention_forward(qd, kc, vc, causal=True)
+    print(f"decode rel err {((outd.float() - refd).norm() / refd.norm()).item():.2e}; "
+          f"config {_decode_kernel.best_config}")
+    ms = triton.testing.do_bench(lambda: attention_forward(qd, kc, vc, causal=True), return_mode="median")
+    rows.append(("triton decode kv8k GB/s", ms, 2 * kc.numel() * 2 / ms / 1e9))
+    ms = triton.testing.do_bench(
+        lambda: F.scaled_dot_product_attention(qd, kc, vc, enable_gqa=True), return_mode="median")
+    rows.append(("sdpa decode kv8k GB/s", ms, 2 * kc.numel() * 2 / ms / 1e9))
+
+    print(f"{'what':32} {'ms':>9} {'TFLOP/s|GB/s':>13}")
+    for name, ms, tf in rows:
+        print(f"{name:32} {ms:9.4f} {tf:13.1f}")
+
+
+if __name__ == "__main__":
+    main()

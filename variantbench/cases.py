@@ -1,0 +1,258 @@
+"""A case is one (family, variant, implementation, shape) on one device: resolve, check, measure.
+
+The suite and the CLI both go through here, so `variantbench check` and the asv benchmarks agree on
+what runs, what is skipped and why, and what counts as correct.
+"""
+
+import hashlib
+import json
+import os
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from variantbench import timing
+from variantbench.catalog import Unsupported, family
+from variantbench.catalog import attention as attention_family
+
+CHECK_SEED_OFFSET = 1_000_003  # check inputs are drawn from a different seed than timed inputs
+CHECK_ROWS = 128  # query rows compared against the float64 reference at each check
+TOLERANCE_FACTOR = 4  # x the low-precision reference's own error (STYLE 4: tolerance from the data)
+SEED = 0
+
+
+class Mismatch(AssertionError):
+    """An implementation disagrees with its reference beyond the data-derived tolerance."""
+
+
+@dataclass(frozen=True)
+class Case:
+    family: str
+    variant: object
+    implementation: object
+    shape: object
+    device: str
+
+    @property
+    def dtype(self):
+        import torch
+
+        # bf16 is what models run on GPUs; the CPU run and tests use float32 (CPU bf16 matmuls are
+        # slow emulation and the Triton interpreter computes in numpy).
+        return torch.bfloat16 if self.device == "cuda" else torch.float32
+
+    @property
+    def name(self):
+        return f"{self.family}/{self.variant.name}/{self.implementation.name}/{self.shape.name}"
+
+
+def resolve(family_name, variant_name, implementation_name, shape_name, device) -> Case:
+    """The case, or Unsupported saying why it cannot run here. Pure Python: no GPU work."""
+    fam = family(family_name)
+    variant = fam.variant(variant_name)
+    implementation = fam.implementation(implementation_name)
+    shape = fam.shape(shape_name)
+    if shape.device != device:
+        raise Unsupported(f"shape {shape.name} belongs to the {shape.device} grid, not {device}")
+    variant.n_kv_heads(shape)
+    reason = implementation.unsupported(variant, shape)
+    if reason:
+        raise Unsupported(f"{implementation.name} cannot run {variant.name} at {shape.name}: {reason}")
+    if implementation.needs_triton and device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise Unsupported("Triton kernels run on CUDA, or on the CPU under TRITON_INTERPRET=1")
+    return Case(fam.name, variant, implementation, shape, device)
+
+
+def iter_cases(family_name, device, *, variants=None, implementations=None, shapes=None, quick=False):
+    """Every (case or Unsupported) of a family's grid on this device, in catalog order."""
+    fam = family(family_name)
+    for shape in fam.shapes:
+        if shape.device != device or (quick and not shape.quick) or (shapes and shape.name not in shapes):
+            continue
+        for variant in fam.variants:
+            if variants and variant.name not in variants:
+                continue
+            for impl in fam.implementations:
+                if implementations and impl.name not in implementations:
+                    continue
+                try:
+                    yield resolve(fam.name, variant.name, impl.name, shape.name, device)
+                except Unsupported as why:
+                    yield (fam.name, variant.name, impl.name, shape.name, why)
+
+
+def _torch_device(case):
+    from variantbench.device import require
+
+    return require(case.device)
+
+
+def prepare_checked(case, *, requires_grad=False):
+    """(problem, call, check) for a case: the implementation is prepared (compiled, autotuned) and
+    checked against the reference on fresh random inputs, then the inputs are refilled in place with
+    the timing seed's values, so the timed call runs on other data than the checked one.
+    Raises Mismatch if the implementation is wrong."""
+    import torch
+
+    dev = _torch_device(case)
+    problem = attention_family.make_problem(
+        case.variant, case.shape, device=dev, dtype=case.dtype, seed=SEED + CHECK_SEED_OFFSET,
+        requires_grad=requires_grad,
+    )
+    # Grad mode stays as the timed call will see it: compiled Flex guards on it, and a change would
+    # recompile inside the timed region.
+    call = case.implementation.load().prepare(case.variant, problem)
+    out = call().detach()
+    with torch.no_grad():
+        result = check_output(case, problem, out)
+    if not result["ok"]:
+        raise Mismatch(
+            f"{case.name}: max error {result['max_error']:.3g} against the float64 reference exceeds the "
+            f"tolerance {result['tolerance']:.3g} (low-precision reference error {result['reference_error']:.3g}, "
+            f"{result['rows']} query rows, seed {problem.seed})"
+        )
+    timed = attention_family.make_problem(case.variant, case.shape, device=dev, dtype=case.dtype, seed=SEED)
+    with torch.no_grad():
+        for name in ("q", "k", "v", "doc_start"):
+            if getattr(problem, name) is not None:
+                getattr(problem, name).copy_(getattr(timed, name))
+    problem.seed = SEED
+    return problem, call, result
+
+
+def check_output(case, problem, out):
+    """Compare `out` with the reference on sampled query rows (all rows when there are few).
+
+    Tolerance from the data: TOLERANCE_FACTOR x the error of the reference run in the working dtype
+    against the same reference in float64, plus a rounding band of 2 ulps of the output's magnitude.
+    """
+    import torch
+
+    from reference.attention import attention
+
+    rows = attention_family.sample_query_rows(problem.q_len, CHECK_ROWS, problem.seed).to(problem.q.device)
+    mask_mod, score_mod = case.variant.mask_mod(problem), case.variant.score_mod(problem)
+
+    def reference(dtype):
+        return attention(
+            problem.q[:, :, rows].to(dtype), problem.k.to(dtype), problem.v.to(dtype),
+            mask_mod=mask_mod, score_mod=score_mod, q_idx=rows,
+        )
+
+    exact = reference(torch.float64)
+    low = reference(problem.q.dtype).double()
+    got = out[:, :, rows].double()
+    reference_error = (low - exact).abs().max().item()
+    band = 2 * torch.finfo(problem.q.dtype).eps * exact.abs().max().item()
+    tolerance = TOLERANCE_FACTOR * reference_error + band
+    finite = bool(torch.isfinite(got).all())
+    max_error = (got - exact).abs().max().item() if finite else float("inf")
+    return {
+        "ok": finite and max_error <= tolerance,
+        "max_error": max_error,
+        "tolerance": tolerance,
+        "reference_error": reference_error,
+        "rows": int(rows.numel()),
+    }
+
+
+def forward_backward(problem, call):
+    """A call running forward then backward with a fixed random output gradient (no accumulation)."""
+    import torch
+
+    out = call()
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(SEED + 7)).to(out)
+    inputs = (problem.q, problem.k, problem.v)
+
+    def step():
+        return torch.autograd.grad(call(), inputs, grad)
+
+    step()  # compiles the backward (Flex) outside any timed region
+    return step
+
+
+def _memo_path(case):
+    root = os.environ.get("VARIANTBENCH_RUN_DIR")
+    if not root:
+        return None
+    key = hashlib.sha1(case.name.encode()).hexdigest()[:16]
+    return Path(root) / f"metrics-{key}.json"
+
+
+def metrics(case, rounds=25) -> dict:
+    """All track metrics of a case, from one side-by-side measurement: the case, the family baseline
+    at the same shape, and the reference where it runs, interleaved round by round.
+
+    asv runs every track method in its own process; within one `variantbench run` the first computes
+    and the rest read the memo in VARIANTBENCH_RUN_DIR (written atomically).
+    """
+    memo = _memo_path(case)
+    if memo is not None and memo.exists():
+        return json.loads(memo.read_text())
+    import torch
+
+    from variantbench.device import measured_peaks
+
+    dev = _torch_device(case)
+    peaks = measured_peaks(case.device)
+    fam = family(case.family)
+    problem, call, check = prepare_checked(case)
+    calls = {"case": call}
+    problems = {"case": problem}
+    variants = {"case": case.variant}
+    base_variant, base_impl = fam.baseline
+    if (base_variant, base_impl) != (case.variant, case.implementation):
+        base_case = resolve(fam.name, base_variant.name, base_impl.name, case.shape.name, case.device)
+        problems["baseline"], calls["baseline"], _ = prepare_checked(base_case)
+        variants["baseline"] = base_variant
+    ref_impl = fam.implementation("reference")
+    if case.implementation is not ref_impl and not ref_impl.unsupported(case.variant, case.shape):
+        calls["reference"] = ref_impl.load().prepare(case.variant, problem)
+        problems["reference"], variants["reference"] = problem, case.variant
+
+    peak_memory_mib = None
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        call()
+        torch.cuda.synchronize()
+        peak_memory_mib = (torch.cuda.max_memory_allocated() - before) / 2**20
+
+    samples = timing.interleaved_ms(calls, dev, rounds=rounds)
+    ms = {name: statistics.median(s) for name, s in samples.items()}
+
+    def floor_ms(name):
+        flops, nbytes = attention_family.work(variants[name], problems[name])
+        return max(flops / peaks["tflops"] / 1e9, nbytes / peaks["gbps"] / 1e6)
+
+    flops, nbytes = attention_family.work(case.variant, problem)
+    cost = ms["case"] / floor_ms("case")
+    base_name = "baseline" if "baseline" in ms else "case"
+    base_cost = ms[base_name] / floor_ms(base_name)
+    result = {
+        "case": case.name,
+        "ms": ms["case"],
+        "noise": timing.spread(samples["case"]),
+        "tflops": flops / ms["case"] / 1e9,
+        "gbps": nbytes / ms["case"] / 1e6,
+        "percent_of_peak": 100 * floor_ms("case") / ms["case"],
+        "bound": "compute" if flops / peaks["tflops"] / 1e9 >= nbytes / peaks["gbps"] / 1e6 else "memory",
+        "ratio_to_baseline": cost / base_cost,
+        "ratio_noise": timing.spread(samples["case"]) + timing.spread(samples[base_name]),
+        "baseline_ms": ms[base_name],
+        "speedup_over_reference": ms["reference"] / ms["case"] if "reference" in ms else None,
+        "reference_ms": ms.get("reference"),
+        "max_error": check["max_error"],
+        "tolerance": check["tolerance"],
+        "peak_memory_mib": peak_memory_mib,
+        "sdpa_backend": getattr(call, "backend", None),
+        "peak_tflops": peaks["tflops"],
+        "peak_gbps": peaks["gbps"],
+    }
+    if memo is not None:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(result))
+        tmp.replace(memo)
+    return result

@@ -1,0 +1,85 @@
+"""The catalog: every family's variants, implementations, baseline and shapes, as plain data.
+
+One module per family (`attention.py`, ...) holds its entries; this module holds the types they share
+and the tuple of families. Implementation code is named by module path, never imported here, so
+`variantbench list` needs neither a GPU nor Triton.
+"""
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+
+class Unsupported(Exception):
+    """This (variant, implementation, shape, device) combination cannot run; the message says why.
+
+    The suite turns it into an asv skip (NotImplementedError); the CLI prints it as a reason.
+    """
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """One way to compute a family's variants.
+
+    `module` provides `prepare(variant, problem) -> Callable[[], Tensor]`: all compilation and
+    autotuning happens in prepare, the returned call only launches work.
+    `unsupported(variant, shape)` returns why this implementation cannot run that variant at that
+    shape, or None.
+    """
+
+    name: str
+    module: str
+    fused: bool
+    backward: bool
+    unsupported: Callable[[object, object], str | None] = lambda variant, shape: None
+    needs_triton: bool = False
+
+    def load(self):
+        return importlib.import_module(self.module)
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    variants: tuple
+    implementations: tuple[Implementation, ...]
+    shapes: tuple
+    baseline_implementation: str  # the baseline is the variant flagged baseline=True, run through this
+
+    def variant(self, name: str):
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise Unsupported(f"unknown {self.name} variant {name!r}; known: {', '.join(v.name for v in self.variants)}")
+
+    def implementation(self, name: str) -> Implementation:
+        for impl in self.implementations:
+            if impl.name == name:
+                return impl
+        raise Unsupported(
+            f"unknown {self.name} implementation {name!r}; known: {', '.join(i.name for i in self.implementations)}"
+        )
+
+    def shape(self, name: str):
+        for s in self.shapes:
+            if s.name == name:
+                return s
+        raise Unsupported(f"unknown {self.name} shape {name!r}; known: {', '.join(s.name for s in self.shapes)}")
+
+    @property
+    def baseline(self):
+        (variant,) = [v for v in self.variants if v.baseline]
+        return variant, self.implementation(self.baseline_implementation)
+
+
+def families() -> tuple[Family, ...]:
+    from variantbench.catalog import attention
+
+    return (attention.FAMILY,)
+
+
+def family(name: str) -> Family:
+    for fam in families():
+        if fam.name == name:
+            return fam
+    raise Unsupported(f"unknown family {name!r}; known: {', '.join(f.name for f in families())}")

@@ -1,0 +1,319 @@
+"""The attention family: variants, implementations, baseline, shapes and work model.
+
+A variant is one small dataclass entry; its math is the mask and score functions built from its
+fields, in attention-gym's four-argument form `mask(b, h, q_idx, kv_idx) -> bool` and
+`score(score, b, h, q_idx, kv_idx) -> score`, named after the variant. The reference and FlexAttention
+evaluate those functions; SDPA gets the dense mask they define; our Triton kernel reads the same fields.
+
+Positions: a problem's queries are the last q_len of its kv_len positions, so query index i sits at
+key position i + offset, offset = kv_len - q_len (0 at prefill, kv_len - 1 at decode).
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from variantbench.catalog import Family, Implementation, Unsupported
+from variantbench.shapes import ATTENTION_SHAPES, AttentionShape
+
+# The reference materialises (B, H, Sq, Skv) float32 scores and two more tensors that size for softmax;
+# over 8 GiB of scores it would need about 24 GiB and tens of ms a call, so it is not run (not timed,
+# no speedup figure) at such shapes. Correctness there is still checked against it on sampled query
+# rows, which need only (B, H, rows, Skv).
+REFERENCE_MAX_SCORE_BYTES = 8 * 2**30
+
+
+def and_masks(*masks):
+    def mask(b, h, q_idx, kv_idx):
+        visible = masks[0](b, h, q_idx, kv_idx)
+        for m in masks[1:]:
+            visible = visible & m(b, h, q_idx, kv_idx)
+        return visible
+
+    return mask
+
+
+def or_masks(*masks):
+    def mask(b, h, q_idx, kv_idx):
+        visible = masks[0](b, h, q_idx, kv_idx)
+        for m in masks[1:]:
+            visible = visible | m(b, h, q_idx, kv_idx)
+        return visible
+
+    return mask
+
+
+def causal_mask(offset):
+    def causal(b, h, q_idx, kv_idx):
+        return q_idx + offset >= kv_idx
+
+    return causal
+
+
+def sliding_window_mask(window, offset):
+    """Window counts the query itself: a query sees `window` keys in all, itself and window-1 before."""
+
+    def sliding_window(b, h, q_idx, kv_idx):
+        return q_idx + offset - kv_idx < window
+
+    sliding_window.__name__ = f"sliding_window_{window}"
+    return sliding_window
+
+
+def prefix_mask(prefix):
+    """Keys in the first `prefix` positions are visible to every query (bidirectional prefix)."""
+
+    def prefix_lm(b, h, q_idx, kv_idx):
+        return kv_idx < prefix
+
+    return prefix_lm
+
+
+def same_document_mask(doc_start, offset):
+    """doc_start: (B, Skv) the first position of each position's document. With causal this is
+    exactly "same document": a key at or after the query's document start and not after the query."""
+
+    def same_document(b, h, q_idx, kv_idx):
+        return kv_idx >= doc_start[b, q_idx + offset]
+
+    return same_document
+
+
+def softcap_score(cap):
+    def softcap(score, b, h, q_idx, kv_idx):
+        return cap * torch.tanh(score / cap)
+
+    softcap.__name__ = f"softcap_{cap:g}"
+    return softcap
+
+
+def alibi_score(n_heads, offset, device):
+    # ALiBi's geometric slopes, head h (0-based): 2^(-8 (h + 1) / H).
+    slopes = torch.exp2(-8.0 * torch.arange(1, n_heads + 1, device=device, dtype=torch.float32) / n_heads)
+
+    def alibi(score, b, h, q_idx, kv_idx):
+        return score + slopes[h] * (kv_idx - (q_idx + offset))
+
+    return alibi
+
+
+@dataclass(frozen=True)
+class AttentionVariant:
+    name: str
+    causal: bool = True
+    kv_heads: int | str = "model"  # "model": the model's own KV heads; "mha": one per query head
+    window: int | None = None  # keys a query sees, itself included (see sliding_window_mask)
+    prefix: int | None = None  # bidirectional prefix length, prefix-LM
+    documents: bool = False  # packed sequences with seeded random lengths; causal within each
+    softcap: float | None = None  # scores capped to (-softcap, softcap) by tanh
+    alibi: bool = False
+    baseline: bool = False
+    note: str = ""
+
+    def n_kv_heads(self, shape: AttentionShape) -> int:
+        config = shape.config
+        if self.kv_heads == "model":
+            return config.n_kv_heads
+        if self.kv_heads == "mha":
+            return config.n_heads
+        if config.n_heads % self.kv_heads:
+            raise Unsupported(f"{self.name}: {config.n_heads} query heads do not split into {self.kv_heads} KV heads")
+        return self.kv_heads
+
+    def mask_mod(self, problem):
+        """The mask function, or None for full (unmasked) attention."""
+        offset = problem.kv_len - problem.q_len
+        masks = []
+        if self.causal:
+            masks.append(or_masks(causal_mask(offset), prefix_mask(self.prefix)) if self.prefix else causal_mask(offset))
+        if self.window is not None:
+            masks.append(sliding_window_mask(self.window, offset))
+        if self.documents:
+            masks.append(same_document_mask(problem.doc_start, offset))
+        if not masks:
+            return None
+        mask = masks[0] if len(masks) == 1 else and_masks(*masks)
+        mask.__name__ = self.name
+        return mask
+
+    def score_mod(self, problem):
+        """The score function, or None: applied to the scaled score q.k / sqrt(D) before masking.
+        Soft-capping comes before the ALiBi bias where a variant has both, as in our Triton kernel."""
+        mods = []
+        if self.softcap is not None:
+            mods.append(softcap_score(self.softcap))
+        if self.alibi:
+            mods.append(alibi_score(problem.n_heads, problem.kv_len - problem.q_len, problem.q.device))
+        if not mods:
+            return None
+
+        def score(s, b, h, q_idx, kv_idx):
+            for mod in mods:
+                s = mod(s, b, h, q_idx, kv_idx)
+            return s
+
+        score.__name__ = self.name
+        return score
+
+    def key_bounds(self, problem):
+        """(lo, hi), each (B, Sq): query i sees keys lo <= k <= hi. Every variant here is such an
+        interval; the work model counts visible pairs from it, and the tests check it against the
+        mask function on dense grids."""
+        batch, q_len, kv_len = problem.batch, problem.q_len, problem.kv_len
+        pos = torch.arange(kv_len - q_len, kv_len, device=problem.q.device).expand(batch, q_len)
+        lo = torch.zeros_like(pos)
+        hi = pos.clone() if self.causal else torch.full_like(pos, kv_len - 1)
+        if self.prefix:
+            hi = hi.clamp(min=self.prefix - 1)
+        if self.window is not None:
+            lo = torch.maximum(lo, pos - self.window + 1)
+        if self.documents:
+            lo = torch.maximum(lo, problem.doc_start.gather(1, pos).long())
+        return lo, hi.clamp(max=kv_len - 1)
+
+
+VARIANTS = (
+    AttentionVariant("causal", kv_heads="mha", note="multi-head: one KV head per query head"),
+    AttentionVariant("gqa_8", kv_heads=8, baseline=True, note="8 KV heads, the established Llama-3 recipe"),
+    AttentionVariant("mqa", kv_heads=1, note="one KV head shared by all query heads"),
+    AttentionVariant("sliding_window_1024", window=1024, note="each query sees 1024 keys, itself included"),
+    AttentionVariant("document", documents=True, note="packed sequences, seeded lengths in [S/16, S/2]"),
+    AttentionVariant("softcap_50", softcap=50.0, note="Gemma-2 style tanh capping of scores at 50"),
+    AttentionVariant("alibi", alibi=True, note="ALiBi linear position bias, causal"),
+    AttentionVariant("prefix_lm", prefix=1024, note="first 1024 positions bidirectional, causal after"),
+    AttentionVariant("full", causal=False, note="no mask: bidirectional encoder attention"),
+)
+
+
+def _sdpa_unsupported(variant, shape):
+    if variant.softcap is not None or variant.alibi:
+        return "SDPA takes no score function; a dense additive bias would need B x H x Sq x Skv memory"
+    return None
+
+
+def _reference_unsupported(variant, shape):
+    score_bytes = shape.batch * shape.config.n_heads * shape.q_len * shape.kv_len * 4
+    if score_bytes > REFERENCE_MAX_SCORE_BYTES:
+        return (
+            f"the reference materialises {score_bytes / 2**30:.0f} GiB of float32 scores here, over its "
+            f"{REFERENCE_MAX_SCORE_BYTES / 2**30:.0f} GiB limit (checked on sampled rows instead)"
+        )
+    return None
+
+
+IMPLEMENTATIONS = (
+    Implementation("reference", "reference.attention", fused=False, backward=True, unsupported=_reference_unsupported),
+    Implementation("sdpa", "kernels.attention.sdpa", fused=True, backward=True, unsupported=_sdpa_unsupported),
+    Implementation("flex", "kernels.attention.flex", fused=True, backward=True),
+    Implementation("triton", "kernels.attention.triton_flash", fused=True, backward=False, needs_triton=True),
+)
+
+FAMILY = Family(
+    name="attention",
+    variants=VARIANTS,
+    implementations=IMPLEMENTATIONS,
+    shapes=ATTENTION_SHAPES,
+    baseline_implementation="sdpa",
+)
+
+
+@dataclass
+class AttentionProblem:
+    """Inputs for one call. q: (B, Hq, Sq, D); k, v: (B, Hkv, Skv, D); doc_start: (B, Skv) int32 or None."""
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    doc_start: torch.Tensor | None
+    seed: int
+
+    @property
+    def batch(self):
+        return self.q.shape[0]
+
+    @property
+    def n_heads(self):
+        return self.q.shape[1]
+
+    @property
+    def q_len(self):
+        return self.q.shape[2]
+
+    @property
+    def kv_len(self):
+        return self.k.shape[2]
+
+    @property
+    def head_dim(self):
+        return self.q.shape[3]
+
+
+def document_starts(batch, kv_len, seed):
+    """(B, Skv) int32: each position's document start. Lengths uniform in [S/16, S/2], drawn per
+    sequence from `seed`; the last document is cut at S."""
+    gen = torch.Generator().manual_seed(seed)
+    starts = torch.empty(batch, kv_len, dtype=torch.int32)
+    low, high = max(1, kv_len // 16), max(2, kv_len // 2)
+    for b in range(batch):
+        pos = 0
+        while pos < kv_len:
+            length = int(torch.randint(low, high + 1, (1,), generator=gen))
+            starts[b, pos : pos + length] = pos
+            pos += length
+    return starts
+
+
+def make_problem(variant, shape, *, device, dtype, seed, requires_grad=False):
+    """Seeded standard-normal q, k, v (never zeros), and seeded document boundaries."""
+    config = shape.config
+    gen = torch.Generator().manual_seed(seed)
+
+    def randn(*size):
+        t = torch.randn(*size, generator=gen, dtype=torch.float32).to(device=device, dtype=dtype)
+        return t.requires_grad_(requires_grad)
+
+    kv_heads = variant.n_kv_heads(shape)
+    q = randn(shape.batch, config.n_heads, shape.q_len, config.head_dim)
+    k = randn(shape.batch, kv_heads, shape.kv_len, config.head_dim)
+    v = randn(shape.batch, kv_heads, shape.kv_len, config.head_dim)
+    doc_start = document_starts(shape.batch, shape.kv_len, seed).to(device) if variant.documents else None
+    return AttentionProblem(q, k, v, doc_start, seed)
+
+
+def visible_pairs(variant, problem) -> int:
+    """Query-key pairs the mask lets through, summed over batch (per head)."""
+    lo, hi = variant.key_bounds(problem)
+    return int((hi - lo + 1).clamp(min=0).sum())
+
+
+def work(variant, problem, backward=False):
+    """(FLOPs, bytes) of one call on useful work only: masked-out scores do not count.
+
+    Forward: QK^T and PV, 2 multiply-adds each per visible pair and head dim: 4 B Hq D pairs FLOPs.
+    Backward recomputes QK^T and adds dV, dP, dQ, dK: 2.5x the forward, so fwd+bwd is 3.5x.
+    Bytes: each input read once, each output written once (q, k, v, o; plus do, dq, dk, dv backward).
+    """
+    pairs = visible_pairs(variant, problem)
+    flops = 4 * problem.n_heads * problem.head_dim * pairs
+    elem = problem.q.element_size()
+    q_bytes = problem.q.numel() * elem
+    kv_bytes = problem.k.numel() * elem
+    nbytes = 2 * q_bytes + 2 * kv_bytes
+    if backward:
+        flops = flops * 7 // 2
+        nbytes += 4 * q_bytes + 4 * kv_bytes
+    return flops, nbytes
+
+
+def sample_query_rows(q_len, n, seed):
+    """Up to n query indices for the correctness check: the first, the last, and seeded others."""
+    if q_len <= n:
+        return torch.arange(q_len)
+    gen = torch.Generator().manual_seed(seed)
+    picked = torch.randperm(q_len - 2, generator=gen)[: n - 2] + 1
+    return torch.cat([torch.tensor([0, q_len - 1]), picked]).sort().values
+
+
+def head_dim_scale(problem):
+    return 1.0 / math.sqrt(problem.head_dim)

@@ -1,0 +1,127 @@
+"""Device facts: which device to run on, the machine's identity, and its measured peaks."""
+
+import json
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+
+
+class NoDevice(Exception):
+    """The device asked for is not here (for example --device cuda on a machine with no GPU)."""
+
+
+def default_device() -> str:
+    """"cuda" where a GPU is visible, else "cpu"; VARIANTBENCH_DEVICE overrides.
+
+    Reads /dev/nvidiactl rather than asking torch: asv imports the suite in a process that later forks
+    the benchmarks, and initialising CUDA before a fork breaks CUDA in every child.
+    """
+    forced = os.environ.get("VARIANTBENCH_DEVICE")
+    if forced:
+        if forced not in ("cpu", "cuda"):
+            raise NoDevice(f"VARIANTBENCH_DEVICE={forced!r}: expected cpu or cuda")
+        return forced
+    return "cuda" if os.path.exists("/dev/nvidiactl") else "cpu"
+
+
+def require(device: str):
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise NoDevice("no CUDA GPU is visible (torch.cuda.is_available() is False); use --device cpu")
+    return torch.device(device)
+
+
+def identity(device: str) -> dict:
+    """What makes two results comparable: the GPU (or CPU) model, driver, CUDA, torch and triton."""
+    import torch
+
+    facts = {
+        "device": device,
+        "torch": torch.__version__,
+        "triton": _version("triton"),
+        "python": platform.python_version(),
+    }
+    if device == "cuda":
+        facts["gpu"] = torch.cuda.get_device_name()
+        facts["cuda"] = torch.version.cuda or "none"
+        facts["driver"] = _nvidia_driver()
+        facts["gpu_count"] = torch.cuda.device_count()
+    else:
+        facts["gpu"] = "none"
+        facts["cpu"] = platform.processor() or platform.machine()
+        facts["cuda"] = "none"
+        facts["driver"] = "none"
+    return facts
+
+
+def machine_name(facts: dict) -> str:
+    """asv machine name: the device model, slugged (`nvidia-h100-80gb-hbm3`, `cpu-x86_64`).
+    Software versions live in the machine's params; the gate refuses to compare across them."""
+    model = facts["gpu"] if facts["device"] == "cuda" else f"cpu-{facts['cpu']}"
+    return re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")
+
+
+def _version(package):
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "none"
+
+
+def _nvidia_driver():
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout
+        return out.split()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return "unknown"
+
+
+def _cache_path(facts):
+    key = re.sub(r"[^A-Za-z0-9.]+", "-", "-".join(str(facts[k]) for k in ("gpu", "driver", "torch", "cuda")))
+    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "variantbench"
+    return root / f"peaks-{facts['device']}-{key}.json"
+
+
+def measured_peaks(device: str) -> dict:
+    """{"tflops": dense matmul rate, "gbps": copy bandwidth} measured on this device, cached per
+    identity. GPU: bf16 8192^3 matmul and a 2 GiB device copy (bytes read + written); CPU: float32
+    1024^3 matmul and a 256 MiB copy. "% of peak" in the suite is against these, not datasheets."""
+    facts = identity(device)
+    path = _cache_path(facts)
+    if path.exists():
+        return json.loads(path.read_text())
+    import torch
+
+    from variantbench.timing import median_ms
+
+    dev = require(device)
+    gen = torch.Generator().manual_seed(0)
+    if device == "cuda":
+        n, dtype, copy_elems = 8192, torch.bfloat16, 2**30
+    else:
+        n, dtype, copy_elems = 1024, torch.float32, 2**26
+    a = torch.randn(n, n, generator=gen).to(dev, dtype)
+    b = torch.randn(n, n, generator=gen).to(dev, dtype)
+    mm_ms = median_ms(lambda: a @ b, dev)
+    src = torch.randn(copy_elems // 4, generator=gen).to(dev, dtype).repeat(4)
+    dst = torch.empty_like(src)
+    copy_ms = median_ms(lambda: dst.copy_(src), dev)
+    peaks = {
+        "tflops": 2 * n**3 / mm_ms / 1e9,
+        "gbps": 2 * src.numel() * src.element_size() / copy_ms / 1e6,
+        "matmul": f"{n}^3 {dtype}",
+        **facts,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(peaks, indent=1))
+    tmp.replace(path)
+    return peaks
