@@ -1,0 +1,109 @@
+"""Attention benchmarks: every supported (variant, implementation, shape) of the catalog.
+
+Each setup checks the implementation against the float64 reference on fresh inputs before timing;
+a wrong kernel fails the benchmark with the mismatch, it never becomes a figure.
+"""
+
+from suite.common import Benchmark, grid, resolve_or_skip
+from variantbench import cases
+
+PARAMS, PARAM_NAMES = grid("attention")
+
+
+class AttentionForward(Benchmark):
+    params, param_names = PARAMS, PARAM_NAMES
+
+    def setup(self, variant, implementation, shape):
+        case = resolve_or_skip("attention", variant, implementation, shape)
+        self.problem, self.call, _ = cases.prepare_checked(case)
+
+    def time_forward(self, variant, implementation, shape):
+        self.call()
+
+
+class AttentionForwardBackward(Benchmark):
+    params, param_names = PARAMS, PARAM_NAMES
+
+    def setup(self, variant, implementation, shape):
+        case = resolve_or_skip("attention", variant, implementation, shape)
+        if not case.implementation.backward:
+            raise NotImplementedError(f"{implementation} is forward-only")
+        if case.shape.phase == "decode":
+            raise NotImplementedError("decode is inference: no backward")
+        problem, call, _ = cases.prepare_checked(case, requires_grad=True)
+        self.step = cases.forward_backward(problem, call)
+
+    def time_forward_backward(self, variant, implementation, shape):
+        self.step()
+
+
+class AttentionMetrics(Benchmark):
+    """Derived figures of the forward, from one side-by-side measurement with the baseline and the
+    reference (see variantbench.cases.metrics)."""
+
+    params, param_names = PARAMS, PARAM_NAMES
+
+    def setup(self, variant, implementation, shape):
+        self.metrics = cases.metrics(resolve_or_skip("attention", variant, implementation, shape))
+
+    def track_tflops(self, *params):
+        return self.metrics["tflops"]
+
+    track_tflops.unit = "TFLOP/s"
+
+    def track_gbps(self, *params):
+        return self.metrics["gbps"]
+
+    track_gbps.unit = "GB/s"
+
+    def track_percent_of_peak(self, *params):
+        return self.metrics["percent_of_peak"]
+
+    track_percent_of_peak.unit = "% of roofline"
+
+    def track_ratio_to_baseline(self, *params):
+        return self.metrics["ratio_to_baseline"]
+
+    track_ratio_to_baseline.unit = "x baseline cost per useful work"
+
+    def track_ratio_noise(self, *params):
+        return self.metrics["ratio_noise"]
+
+    track_ratio_noise.unit = "relative IQR"
+
+    def track_max_error(self, *params):
+        return self.metrics["max_error"]
+
+    track_max_error.unit = "max abs error vs float64"
+
+
+class AttentionReferenceSpeedup(Benchmark):
+    params, param_names = PARAMS, PARAM_NAMES
+
+    def setup(self, variant, implementation, shape):
+        case = resolve_or_skip("attention", variant, implementation, shape)
+        if implementation == "reference":
+            raise NotImplementedError("the reference itself")
+        self.metrics = cases.metrics(case)
+        if self.metrics["speedup_over_reference"] is None:
+            raise NotImplementedError("the reference does not run at this shape (see the catalog)")
+
+    def track_speedup_over_reference(self, *params):
+        return self.metrics["speedup_over_reference"]
+
+    track_speedup_over_reference.unit = "x"
+
+
+class AttentionPeakMemory(Benchmark):
+    params, param_names = PARAMS, PARAM_NAMES
+
+    def setup(self, variant, implementation, shape):
+        case = resolve_or_skip("attention", variant, implementation, shape)
+        if case.device != "cuda":
+            raise NotImplementedError("peak memory is tracked on CUDA only")
+        self.metrics = cases.metrics(case)
+
+    def track_peak_memory(self, *params):
+        return self.metrics["peak_memory_mib"]
+
+    track_peak_memory.unit = "MiB over inputs"

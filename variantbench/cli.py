@@ -1,0 +1,232 @@
+"""The `variantbench` command. Exit codes everywhere: 0 pass, 1 regression, mismatch or budget
+exceeded, 2 bad input or infrastructure failure, 3 incomparable or no baseline."""
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INCOMPARABLE = 0, 1, 2, 3
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fail(message, code=EXIT_BAD_INPUT):
+    click.echo(f"variantbench: {message}", err=True)
+    sys.exit(code)
+
+
+def _device(requested):
+    from variantbench.device import NoDevice, default_device, require
+
+    try:
+        device = requested or default_device()
+        require(device)
+    except NoDevice as why:
+        fail(str(why))
+    return device
+
+
+def _validate(family_name, variants, implementations, shapes, device):
+    """One clear line and exit 2 for any name the catalog does not know, or a shape of another device."""
+    from variantbench.catalog import Unsupported, family
+
+    try:
+        fam = family(family_name)
+        for v in variants:
+            fam.variant(v)
+        for i in implementations:
+            fam.implementation(i)
+        for s in shapes:
+            if fam.shape(s).device != device:
+                raise Unsupported(f"shape {s} belongs to the {fam.shape(s).device} grid, not {device}")
+    except Unsupported as why:
+        fail(str(why))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """Benchmarks for LLM building blocks: is each fused kernel right, is each variant within the
+    signal budget of its family's baseline, and did anything get slower.
+
+    Exit codes: 0 pass, 1 mismatch/regression/over budget, 2 bad input or infrastructure failure,
+    3 incomparable or no baseline."""
+
+
+@main.command("list")
+@click.option("--family", "family_name", default=None, help="Only this family.")
+def list_command(family_name):
+    """The catalog as a table: variants, which implementations run them, the baseline, the shapes."""
+    import pandas as pd
+
+    from variantbench.catalog import Unsupported, families, family
+
+    try:
+        fams = [family(family_name)] if family_name else families()
+    except Unsupported as why:
+        fail(str(why))
+    pd.set_option("display.width", 200)
+    pd.set_option("display.max_colwidth", 70)
+    for fam in fams:
+        base_variant, base_impl = fam.baseline
+        rows = []
+        for v in fam.variants:
+            row = {"variant": v.name, "baseline": f"{base_impl.name}" if v is base_variant else ""}
+            for impl in fam.implementations:
+                unsupported = [s.name for s in fam.shapes if impl.unsupported(v, s)]
+                row[impl.name] = "yes" if not unsupported else ("no" if len(unsupported) == len(fam.shapes) else "some")
+            row["note"] = v.note
+            rows.append(row)
+        click.echo(f"family {fam.name}: baseline {base_variant.name} through {base_impl.name}\n")
+        click.echo(pd.DataFrame(rows).to_string(index=False))
+        shapes = pd.DataFrame(
+            [{"shape": s.name, "model": s.model, "batch": s.batch, "q_len": s.q_len, "kv_len": s.kv_len,
+              "device": s.device, "quick": "yes" if s.quick else ""} for s in fam.shapes]
+        )
+        click.echo("\n" + shapes.to_string(index=False))
+        reasons = sorted({impl.unsupported(v, s) and f"{impl.name}: {impl.unsupported(v, s)}"
+                          for v in fam.variants for impl in fam.implementations for s in fam.shapes} - {None})
+        if reasons:
+            click.echo("\nwhy not everywhere (some/no above):\n  " + "\n  ".join(reasons))
+        click.echo("")
+
+
+@main.command()
+@click.option("--family", "family_name", default="attention", show_default=True)
+@click.option("--variant", "variants", multiple=True, help="Only these variants (repeatable).")
+@click.option("--implementation", "implementations", multiple=True, help="Only these implementations.")
+@click.option("--shape", "shapes", multiple=True, help="Only these shapes.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Default: cuda if a GPU is visible.")
+@click.option("--quick", is_flag=True, help="Only the quick shapes.")
+def check(family_name, variants, implementations, shapes, device, quick):
+    """Check every implementation against its reference on fresh random inputs.
+
+    Prints one line per case (ok, MISMATCH, skip with its reason); exits 1 naming each mismatch."""
+    device = _device(device)
+    _validate(family_name, variants, implementations, shapes, device)
+    if device == "cpu":
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the first triton import
+    from variantbench import cases
+
+    mismatches, errors, passed = [], [], 0
+    for case in cases.iter_cases(family_name, device, variants=variants, implementations=implementations,
+                                 shapes=shapes, quick=quick):
+        if isinstance(case, tuple):
+            click.echo(f"skip      {'/'.join(case[:4])}: {case[4]}")
+            continue
+        t0 = time.perf_counter()
+        try:
+            _, _, result = cases.prepare_checked(case)
+        except cases.Mismatch as why:
+            mismatches.append(case.name)
+            click.echo(f"MISMATCH  {why}")
+            continue
+        except Exception as error:  # noqa: BLE001 - report any crash as one line, keep checking the rest
+            if "out of memory" in str(error).lower():
+                errors.append(case.name)
+                click.echo(f"OOM       {case.name}: {str(error).splitlines()[0]}")
+                continue
+            errors.append(case.name)
+            click.echo(f"ERROR     {case.name}: {type(error).__name__}: {str(error).splitlines()[0]}")
+            continue
+        passed += 1
+        click.echo(f"ok        {case.name}  max error {result['max_error']:.2e} <= {result['tolerance']:.2e}"
+                   f"  ({time.perf_counter() - t0:.1f}s)")
+    click.echo(f"{passed} passed, {len(mismatches)} mismatched, {len(errors)} errors")
+    if errors:
+        sys.exit(EXIT_BAD_INPUT)
+    if mismatches:
+        sys.exit(EXIT_FAIL)
+
+
+def _machine_info(device):
+    import platform
+
+    from variantbench.device import identity, machine_name
+
+    facts = identity(device)
+    name = machine_name(facts)
+    info = {
+        "machine": name,
+        "os": f"{platform.system()} {platform.release()}",
+        "arch": platform.machine(),
+        "cpu": platform.processor() or platform.machine(),
+        "num_cpu": str(os.cpu_count()),
+        "ram": str(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 1024),
+        **{k: str(v) for k, v in facts.items()},
+    }
+    return name, info
+
+
+@main.command()
+@click.option("--bench", "-b", "bench", default=None, help="asv benchmark regex (shard the suite across runners).")
+@click.option("--quick", is_flag=True, help="Quick grid (headline shapes only), one sample per benchmark.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Default: cuda if a GPU is visible.")
+@click.option("--commit", default="HEAD", show_default=True, help="Commit the results are recorded under.")
+@click.option("--machine", "machine_override", default=None, help="asv machine name (default: the GPU model).")
+def run(bench, quick, device, commit, machine_override):
+    """Run the suite with asv in the existing environment and record results under reports/results/.
+
+    The machine's params carry the GPU model and the driver, CUDA, torch and triton versions, so
+    results from different hardware or software are never compared. Prints asv's progress line per
+    benchmark, then a table of the forward figures."""
+    from asv.machine import MachineCollection
+
+    from variantbench import results
+    from variantbench.device import measured_peaks
+
+    device = _device(device)
+    try:
+        sha = subprocess.run(["git", "rev-parse", commit], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.strip()
+    except subprocess.CalledProcessError as error:
+        fail(f"--commit {commit}: not a commit of {ROOT} ({error.stderr.strip()})")
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                           capture_output=True, text=True).stdout.strip()
+    if dirty and commit == "HEAD":
+        click.echo("variantbench: warning: uncommitted changes are measured but recorded under HEAD", err=True)
+    name, info = _machine_info(device)
+    name = machine_override or name
+    info["machine"] = name
+    MachineCollection.save(name, info)
+    click.echo(f"machine {name}: {info['gpu']} driver {info['driver']} CUDA {info['cuda']} "
+               f"torch {info['torch']} triton {info['triton']}; commit {sha[:8]}")
+    peaks = measured_peaks(device)
+    click.echo(f"measured peaks: {peaks['tflops']:.0f} TFLOP/s ({peaks['matmul']} matmul), {peaks['gbps']:.0f} GB/s copy")
+
+    env = dict(os.environ, VARIANTBENCH_DEVICE=device, VARIANTBENCH_QUICK="1" if quick else "0")
+    if device == "cpu":
+        env["TRITON_INTERPRET"] = "1"
+    cmd = ["asv", "run", "--python=same", f"--set-commit-hash={sha}", f"--machine={name}", "--show-stderr"]
+    if bench:
+        cmd += ["--bench", bench]
+    if quick:
+        cmd += ["--quick"]
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="variantbench-run-") as run_dir:
+        env["VARIANTBENCH_RUN_DIR"] = run_dir
+        try:
+            code = subprocess.run(cmd, cwd=ROOT, env=env).returncode
+        except FileNotFoundError:
+            fail("asv is not installed in this environment (pip install asv)")
+    click.echo(f"asv finished in {time.perf_counter() - t0:.0f}s with exit code {code}")
+    path = results.results_file(ROOT / "reports" / "results", name, sha)
+    if path is None:
+        fail(f"asv wrote no results for {sha[:8]} on {name}")
+    try:
+        frame = results.load_file(path)
+    except results.BadResults as why:
+        fail(str(why))
+    table = results.attention_table(frame)
+    if not table.empty:
+        import pandas as pd
+
+        pd.set_option("display.width", 200)
+        click.echo(f"\nforward, {device} figures ({path.relative_to(ROOT)}):")
+        click.echo(table.to_string(float_format=lambda x: f"{x:.4g}"))
+    failed = int(frame.value.isna().sum())
+    if code != 0:
+        fail(f"asv reported failures ({failed} results missing); see the log above", EXIT_BAD_INPUT)

@@ -1,0 +1,67 @@
+"""asv result files as a tidy pandas DataFrame: one row per (benchmark, parameter set, commit, machine)."""
+
+import itertools
+import json
+from pathlib import Path
+
+import pandas as pd
+
+
+class BadResults(Exception):
+    """A results file that is not what asv writes (truncated, malformed); the message names it."""
+
+
+def load_file(path: Path) -> pd.DataFrame:
+    try:
+        data = json.loads(Path(path).read_text())
+        columns = data["result_columns"]
+        machine = data["params"]["machine"]
+        commit = data["commit_hash"]
+        rows = []
+        for benchmark, entry in data["results"].items():
+            fields = dict(zip(columns, entry))
+            params = fields.get("params") or []
+            values = fields["result"] if isinstance(fields["result"], list) else [fields["result"]]
+            combos = list(itertools.product(*params)) if params else [()]
+            q25 = fields.get("stats_q_25") or [None] * len(combos)
+            q75 = fields.get("stats_q_75") or [None] * len(combos)
+            for combo, value, lo, hi in zip(combos, values, q25, q75):
+                rows.append({
+                    "benchmark": benchmark,
+                    "params": tuple(p.strip("'") for p in combo),
+                    "value": value,
+                    "q25": lo,
+                    "q75": hi,
+                    "commit": commit,
+                    "machine": machine,
+                })
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise BadResults(f"{path}: not a readable asv results file ({type(error).__name__}: {error})") from None
+    return pd.DataFrame(rows, columns=["benchmark", "params", "value", "q25", "q75", "commit", "machine"])
+
+
+def results_file(results_dir: Path, machine: str, commit: str) -> Path | None:
+    folder = Path(results_dir) / machine
+    matches = sorted(folder.glob(f"{commit[:8]}-*.json"))
+    return matches[-1] if matches else None
+
+
+def attention_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Forward figures per (variant, implementation, shape): ms, TFLOP/s, GB/s, % of roofline,
+    ratio to baseline, in catalog order."""
+    wanted = {
+        "bench_attention.AttentionForward.time_forward": "ms",
+        "bench_attention.AttentionMetrics.track_tflops": "TFLOP/s",
+        "bench_attention.AttentionMetrics.track_gbps": "GB/s",
+        "bench_attention.AttentionMetrics.track_percent_of_peak": "% roofline",
+        "bench_attention.AttentionMetrics.track_ratio_to_baseline": "x baseline",
+        "bench_attention.AttentionReferenceSpeedup.track_speedup_over_reference": "x reference",
+    }
+    rows = frame[frame.benchmark.isin(wanted)].copy()
+    if rows.empty:
+        return rows
+    rows["metric"] = rows.benchmark.map(wanted)
+    rows.loc[rows.metric == "ms", "value"] = rows.loc[rows.metric == "ms", "value"].astype(float) * 1e3
+    rows[["variant", "implementation", "shape"]] = pd.DataFrame(rows.params.tolist(), index=rows.index)
+    table = rows.pivot_table(index=["shape", "variant", "implementation"], columns="metric", values="value", sort=False)
+    return table[[c for c in wanted.values() if c in table.columns]]
