@@ -179,12 +179,13 @@ def _memo_path(case):
     return Path(root) / f"metrics-{key}.json"
 
 
-def metrics(case, rounds=25) -> dict:
+def metrics(case, prepared=None, rounds=25) -> dict:
     """All track metrics of a case, from one side-by-side measurement: the case, the family baseline
     at the same shape, and the reference where it runs, interleaved round by round.
 
-    asv runs every track method in its own process; within one `variantbench run` the first computes
-    and the rest read the memo in VARIANTBENCH_RUN_DIR (written atomically).
+    asv runs every track method in its own process; within one `variantbench run` the forward
+    benchmark's setup computes them (passing its `prepared` (problem, call, check) so nothing is
+    compiled twice) and the track processes read the memo in VARIANTBENCH_RUN_DIR (written atomically).
     """
     memo = _memo_path(case)
     if memo is not None and memo.exists():
@@ -196,7 +197,7 @@ def metrics(case, rounds=25) -> dict:
     dev = _torch_device(case)
     peaks = measured_peaks(case.device)
     fam = family(case.family)
-    problem, call, check = prepare_checked(case)
+    problem, call, check = prepared or prepare_checked(case)
     calls = {"case": call}
     problems = {"case": problem}
     variants = {"case": case.variant}

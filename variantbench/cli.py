@@ -195,7 +195,7 @@ def run(bench, quick, device, commit, machine_override):
     click.echo(f"machine {name}: {info['gpu']} driver {info['driver']} CUDA {info['cuda']} "
                f"torch {info['torch']} triton {info['triton']}; commit {sha[:8]}")
     peaks = measured_peaks(device)
-    click.echo(f"measured peaks: {peaks['tflops']:.0f} TFLOP/s ({peaks['matmul']} matmul), {peaks['gbps']:.0f} GB/s copy")
+    click.echo(f"measured peaks: {peaks['tflops']:.3g} TFLOP/s ({peaks['matmul']} matmul), {peaks['gbps']:.3g} GB/s copy")
 
     env = dict(os.environ, VARIANTBENCH_DEVICE=device, VARIANTBENCH_QUICK="1" if quick else "0")
     if device == "cpu":

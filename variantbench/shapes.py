@@ -65,5 +65,5 @@ ATTENTION_SHAPES = (
     AttentionShape("llama-3-70b-s16k", "llama-3-70b", batch=1, q_len=16384, kv_len=16384),
     AttentionShape("llama-3-8b-decode-kv8k", "llama-3-8b", batch=16, q_len=1, kv_len=8192, quick=True),
     AttentionShape("tiny-s128", "tiny", batch=2, q_len=128, kv_len=128, device="cpu", quick=True),
-    AttentionShape("tiny-decode-kv256", "tiny", batch=2, q_len=1, kv_len=256, device="cpu", quick=True),
+    AttentionShape("tiny-decode-kv256", "tiny", batch=2, q_len=1, kv_len=256, device="cpu"),
 )

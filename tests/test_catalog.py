@@ -1,0 +1,71 @@
+"""The catalog is complete and consistent, and the asv suite covers it."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from variantbench.catalog import families
+from variantbench.catalog.attention import FAMILY
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_names_are_unique_and_stable_strings():
+    for fam in families():
+        for items in (fam.variants, fam.implementations, fam.shapes):
+            names = [x.name for x in items]
+            assert len(names) == len(set(names))
+            assert all(n == n.strip() and " " not in n for n in names)
+
+
+def test_exactly_one_baseline_and_it_is_fused():
+    for fam in families():
+        assert sum(v.baseline for v in fam.variants) == 1
+        variant, impl = fam.baseline
+        assert impl.fused
+        cuda_shapes = [s for s in fam.shapes if s.device == "cuda"]
+        assert all(impl.unsupported(variant, s) is None for s in cuda_shapes)
+
+
+def test_every_variant_has_a_reference_and_a_fused_implementation_somewhere():
+    for fam in families():
+        ref = fam.implementation("reference")
+        assert not ref.fused
+        for v in fam.variants:
+            assert any(ref.unsupported(v, s) is None for s in fam.shapes), v.name
+            assert any(i.fused and i.unsupported(v, s) is None for i in fam.implementations for s in fam.shapes)
+
+
+def test_issue_shapes_exist():
+    names = {s.name for s in FAMILY.shapes}
+    assert {"llama-3-8b-s1k", "llama-3-8b-s4k", "llama-3-8b-s16k", "llama-3-70b-s4k"} <= names
+    assert any(s.q_len == 1 and s.device == "cuda" for s in FAMILY.shapes)
+
+
+def test_gpu_shapes_do_not_fit_in_l2():
+    """No L2 flush is needed because every GPU shape's inputs exceed twice the largest L2 we run on
+    (H200: 60 MB); a smaller shape must add input rotation first."""
+    for s in FAMILY.shapes:
+        if s.device != "cuda":
+            continue
+        c = s.config
+        kv_bytes = 2 * s.batch * c.n_kv_heads * s.kv_len * c.head_dim * 2
+        q_bytes = s.batch * c.n_heads * s.q_len * c.head_dim * 2
+        assert kv_bytes + q_bytes > 2 * 60e6, s.name
+
+
+def test_suite_grid_covers_every_variant_implementation_and_device_shape():
+    from suite.bench_attention import AttentionForward
+
+    variants, impls, shapes = AttentionForward.params
+    assert variants == [v.name for v in FAMILY.variants]
+    assert impls == [i.name for i in FAMILY.implementations]
+    assert shapes == [s.name for s in FAMILY.shapes if s.device == "cpu"]
+
+
+def test_asv_check_passes():
+    out = subprocess.run(
+        [sys.executable, "-m", "asv", "check", "--python=same"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "No problems found" in out.stdout

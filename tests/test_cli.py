@@ -1,0 +1,99 @@
+"""The CLI meets bad input with one clear line and its exit code, and checks on the CPU."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from variantbench import results
+from variantbench.cli import main
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+def one_line(result):
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def test_unknown_variant_is_exit_2_one_line():
+    result = invoke("check", "--variant", "sliding_window_999")
+    assert result.exit_code == 2
+    assert "unknown attention variant 'sliding_window_999'" in one_line(result)
+
+
+def test_unknown_family_is_exit_2():
+    result = invoke("list", "--family", "convolution")
+    assert result.exit_code == 2
+    assert "unknown family" in one_line(result)
+
+
+def test_shape_of_another_device_is_exit_2():
+    result = invoke("check", "--shape", "llama-3-70b-s16k", "--device", "cpu")
+    assert result.exit_code == 2
+    assert "belongs to the cuda grid" in one_line(result)
+
+
+def test_missing_gpu_is_exit_2(monkeypatch):
+    monkeypatch.delenv("VARIANTBENCH_DEVICE", raising=False)
+    result = invoke("check", "--device", "cuda")
+    assert result.exit_code == 2
+    assert "no CUDA GPU" in one_line(result)
+
+
+def test_list_shows_every_variant_and_the_baseline():
+    result = invoke("list")
+    assert result.exit_code == 0
+    assert "baseline gqa_8 through sdpa" in result.output
+    for name in ("causal", "mqa", "sliding_window_1024", "document", "softcap_50", "alibi", "prefix_lm", "full"):
+        assert name in result.output
+
+
+def test_check_passes_on_cpu_and_reports_skips():
+    result = invoke("check", "--variant", "softcap_50", "--shape", "tiny-decode-kv256")
+    assert result.exit_code == 0, result.output
+    assert "skip      attention/softcap_50/sdpa" in result.output
+    assert "3 passed, 0 mismatched, 0 errors" in result.output
+
+
+def test_check_exits_1_naming_the_mismatch(monkeypatch):
+    import kernels.attention.flex as flex
+
+    real = flex.prepare
+
+    def broken(variant, problem):
+        call = real(variant, problem)
+        return lambda: call() * 1.01
+
+    monkeypatch.setattr(flex, "prepare", broken)
+    result = invoke("check", "--variant", "gqa_8", "--implementation", "flex", "--shape", "tiny-s128")
+    assert result.exit_code == 1
+    assert "MISMATCH  attention/gqa_8/flex/tiny-s128" in result.output
+
+
+@pytest.mark.parametrize("content", ['{"results": {', "", '{"version": 2}', "[]"])
+def test_malformed_results_file_is_one_clear_error(tmp_path, content):
+    path = tmp_path / "abc-existing.json"
+    path.write_text(content)
+    with pytest.raises(results.BadResults, match="not a readable asv results file"):
+        results.load_file(path)
+
+
+def test_results_file_loads_tidy_rows(tmp_path):
+    data = {
+        "commit_hash": "abc123", "params": {"machine": "m"},
+        "result_columns": ["result", "params", "version", "stats_q_25", "stats_q_75"],
+        "results": {"bench_attention.AttentionForward.time_forward": [
+            [0.001, None], [["'causal'", "'mqa'"], ["'triton'"], ["'tiny-s128'"]], "v", [0.0009, None], [0.0011, None]]},
+    }
+    path = tmp_path / "abc123-existing.json"
+    path.write_text(json.dumps(data))
+    frame = results.load_file(path)
+    assert list(frame.params) == [("causal", "triton", "tiny-s128"), ("mqa", "triton", "tiny-s128")]
+    assert frame.value.iloc[0] == 0.001 and frame.value.isna().iloc[1]
+    table = results.attention_table(frame)
+    assert table.loc[("tiny-s128", "causal", "triton"), "ms"] == pytest.approx(1.0)

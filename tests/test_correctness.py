@@ -1,0 +1,103 @@
+"""Every implementation against the reference, with tolerances derived from the data; our Triton
+kernel through the interpreter at small shapes with awkward lengths."""
+
+import math
+
+import pytest
+import torch
+
+from reference.attention import attention
+from variantbench import cases
+from variantbench.catalog import attention as catalog
+from variantbench.catalog.attention import AttentionVariant
+from variantbench.shapes import AttentionShape
+
+
+def test_reference_matches_textbook_formula_in_float64():
+    """The oracle itself against softmax(QK^T/sqrt(D) + bias) V written out for one head, no masking
+    helpers shared."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 6, 4, dtype=torch.float64) for _ in range(3))
+    k, v = k[:, :1], v[:, :1]  # MQA: both query heads read KV head 0
+    out = attention(q, k, v, mask_mod=lambda b, h, qi, ki: qi >= ki)
+    for head in range(2):
+        scores = q[0, head] @ k[0, 0].T / math.sqrt(4)
+        scores = scores + torch.triu(torch.full((6, 6), float("-inf"), dtype=torch.float64), 1)
+        expected = torch.softmax(scores, -1) @ v[0, 0]
+        assert torch.allclose(out[0, head], expected, atol=1e-12)
+
+
+def test_reference_sampled_rows_equal_full_rows():
+    variant = catalog.VARIANTS[3]
+    shape = AttentionShape("t", "tiny", batch=1, q_len=64, kv_len=64, device="cpu")
+    prob = catalog.make_problem(variant, shape, device="cpu", dtype=torch.float64, seed=1)
+    full = attention(prob.q, prob.k, prob.v, mask_mod=variant.mask_mod(prob))
+    rows = torch.tensor([0, 17, 63])
+    part = attention(prob.q[:, :, rows], prob.k, prob.v, mask_mod=variant.mask_mod(prob), q_idx=rows)
+    assert torch.equal(full[:, :, rows], part)
+
+
+def _case(variant, impl, shape):
+    fam_impl = catalog.FAMILY.implementation(impl)
+    return cases.Case("attention", variant, fam_impl, shape, "cpu")
+
+
+CATALOG_CASES = [c for c in cases.iter_cases("attention", "cpu") if not isinstance(c, tuple)]
+
+
+@pytest.mark.parametrize("case", CATALOG_CASES, ids=lambda c: c.name)
+def test_catalog_case_matches_reference(case):
+    _, _, result = cases.prepare_checked(case)
+    assert result["ok"], result
+
+
+# Lengths that are not multiples of the interpreter's 64-row blocks, windows and prefixes that cut
+# blocks, a prefix longer than the sequence, decode over a cache, and MQA.
+AWKWARD = [
+    (AttentionVariant("sliding_window_7", window=7), AttentionShape("s77", "tiny", 2, 77, 77, device="cpu")),
+    (AttentionVariant("prefix_lm_20", prefix=20), AttentionShape("s77", "tiny", 2, 77, 77, device="cpu")),
+    (AttentionVariant("prefix_lm_500", prefix=500), AttentionShape("s70", "tiny", 1, 70, 70, device="cpu")),
+    (AttentionVariant("document", documents=True), AttentionShape("s150", "tiny", 2, 150, 150, device="cpu")),
+    (AttentionVariant("mqa_window_9", kv_heads=1, window=9), AttentionShape("d1", "tiny", 3, 1, 133, device="cpu")),
+    (AttentionVariant("softcap_alibi", softcap=5.0, alibi=True), AttentionShape("s65", "tiny", 1, 65, 65, device="cpu")),
+    (AttentionVariant("full", causal=False), AttentionShape("q3", "tiny", 1, 3, 90, device="cpu")),
+]
+
+
+@pytest.mark.parametrize("variant,shape", AWKWARD, ids=lambda x: x.name)
+@pytest.mark.parametrize("impl", ["triton", "flex"])
+def test_awkward_shapes_match_reference(variant, shape, impl):
+    _, _, result = cases.prepare_checked(_case(variant, impl, shape))
+    assert result["ok"], result
+
+
+def test_a_wrong_kernel_is_a_mismatch(monkeypatch):
+    """The check must fail a kernel that is off by one key: drop the window by one."""
+    import kernels.attention.triton_flash as ours
+
+    real = ours.attention_forward
+    monkeypatch.setattr(ours, "attention_forward", lambda *a, window=None, **kw: real(*a, window=window - 1, **kw))
+    case = _case(AttentionVariant("sliding_window_7", window=7), "triton", AWKWARD[0][1])
+    with pytest.raises(cases.Mismatch, match="exceeds the tolerance"):
+        cases.prepare_checked(case)
+
+
+def test_timed_inputs_differ_from_checked_inputs():
+    case = _case(catalog.VARIANTS[1], "reference", AWKWARD[0][1])
+    problem, call, _ = cases.prepare_checked(case)
+    fresh = catalog.make_problem(case.variant, case.shape, device="cpu", dtype=torch.float32, seed=cases.SEED)
+    assert torch.equal(problem.q, fresh.q)
+    checked = catalog.make_problem(case.variant, case.shape, device="cpu", dtype=torch.float32,
+                                   seed=cases.SEED + cases.CHECK_SEED_OFFSET)
+    assert not torch.equal(problem.q, checked.q)
+
+
+def test_forward_backward_gradients_match_reference():
+    variant, shape = catalog.VARIANTS[3], AttentionShape("s40", "tiny", 1, 40, 40, device="cpu")
+    grads = {}
+    for impl in ("reference", "sdpa"):  # Flex has no CPU backward
+        problem, call, _ = cases.prepare_checked(_case(variant, impl, shape), requires_grad=True)
+        grads[impl] = cases.forward_backward(problem, call)()
+    for impl in ("sdpa",):
+        for got, want in zip(grads[impl], grads["reference"]):
+            assert torch.allclose(got, want, atol=1e-5, rtol=1e-4)
