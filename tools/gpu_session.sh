@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# One lent-GPU session: set up asv from carried wheels, check, run, prove the timer, pack results.
+# Usage (device tool, carry .whl): bash tools/gpu_session.sh [variantbench run options]
+set -uo pipefail
+source tools/gpu-env.sh || exit 2
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+vb() { python3 -m variantbench "$@"; }
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=csv
+t0=$SECONDS
+vb check --quick 2>&1 | grep -v "Warning\|warn" | tee "$OUT/check.log" | grep -v "^ok " 
+echo "check: $((SECONDS - t0))s"; t0=$SECONDS
+vb run "$@" 2>&1 | tee "$OUT/run.log" | grep -v "^\s*$" | grep -E "^\[|asv finished|machine |measured|forward|^ *[a-z0-9_-]+ +[a-z]|ms " | tail -n 80
+echo "run: $((SECONDS - t0))s"
+python3 tools/timing_truth.py 2>&1 | grep -v Warn | tail -5
+tar czf "$OUT/results.tgz" reports/results
