@@ -7,8 +7,6 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 vb() { python3 -m variantbench "$@"; }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=csv
 t0=$SECONDS
-vb check --quick 2>&1 | grep -v "Warning\|warn" | tee "$OUT/check.log" | grep -v "^ok " 
-echo "check: $((SECONDS - t0))s"; t0=$SECONDS
 vb run "$@" 2>&1 | tee "$OUT/run.log" | grep -v "^\s*$" | grep -E "^\[|asv finished|machine |measured|forward|^ *[a-z0-9_-]+ +[a-z]|ms " | tail -n 80
 echo "run: $((SECONDS - t0))s"
 python3 tools/timing_truth.py 2>&1 | grep -v Warn | tail -5

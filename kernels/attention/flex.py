@@ -8,6 +8,11 @@ torch's unfused path, so the tests check the math without a C++ toolchain's comp
 import torch
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
+# Every variant and shape is its own graph: `variantbench check` compiles ~50 in one process. Past
+# dynamo's default limit of 8 it would fall back to the unfused eager path and time that silently;
+# raise the limit, and make hitting it an error rather than a quiet change of implementation.
+torch._dynamo.config.recompile_limit = 256
+torch._dynamo.config.fail_on_recompile_limit_hit = True
 _compiled_flex = torch.compile(flex_attention, dynamic=False)
 
 

@@ -5,6 +5,8 @@ causal prefill uses `is_causal` instead, and a mask that hides nothing is droppe
 SDPA pick its fused causal or unmasked kernels (cuDNN, flash) rather than the masked ones.
 """
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -65,7 +67,9 @@ def prepare(variant, problem):
                 return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, enable_gqa=gqa)
 
         try:
-            call()  # first call: library handles, cuDNN plan build
+            with warnings.catch_warnings():  # each refusing backend warns why; the error says it too
+                warnings.simplefilter("ignore", UserWarning)
+                call()  # first call: library handles, cuDNN plan build
             timings[backend] = (_elapsed(call, q.device), call)
         except RuntimeError as error:  # "No available kernel" for this backend and these inputs
             errors[backend.name] = str(error).splitlines()[0]

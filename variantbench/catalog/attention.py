@@ -267,10 +267,11 @@ def document_starts(batch, kv_len, seed):
 def make_problem(variant, shape, *, device, dtype, seed, requires_grad=False):
     """Seeded standard-normal q, k, v (never zeros), and seeded document boundaries."""
     config = shape.config
-    gen = torch.Generator().manual_seed(seed)
+    # Drawn on the device itself: a decode cache is 10^9 values, about 10 s to draw on the host.
+    gen = torch.Generator(device).manual_seed(seed)
 
     def randn(*size):
-        t = torch.randn(*size, generator=gen, dtype=torch.float32).to(device=device, dtype=dtype)
+        t = torch.randn(*size, generator=gen, device=device, dtype=torch.float32).to(dtype)
         return t.requires_grad_(requires_grad)
 
     kv_heads = variant.n_kv_heads(shape)
