@@ -3,6 +3,12 @@
 # Usage (device tool, carry .whl): bash tools/gpu_session.sh [variantbench run options]
 set -uo pipefail
 source tools/gpu-env.sh || exit 2
+# The device receives the working tree without git history; asv needs the commit. Carry a bundle
+# (git bundle create .vbgit.bundle main) and restore .git from it.
+if [ -f .vbgit.bundle ]; then
+  rm -rf .git && git clone -q --no-checkout .vbgit.bundle /tmp/vbgit && mv /tmp/vbgit/.git .git && git reset -q
+fi
+git log --oneline -1 || exit 2
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 vb() { python3 -m variantbench "$@"; }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=csv
