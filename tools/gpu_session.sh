@@ -6,7 +6,7 @@ source tools/gpu-env.sh || exit 2
 # The device receives the working tree without git history; asv needs the commit. Carry a bundle
 # (git bundle create .vbgit.bundle main) and restore .git from it.
 if [ -f .vbgit.bundle ]; then
-  rm -rf .git && git clone -q --no-checkout .vbgit.bundle /tmp/vbgit && mv /tmp/vbgit/.git .git && git reset -q
+  rm -rf .git && rm -rf /tmp/vbgit && git clone -q -b main --no-checkout .vbgit.bundle /tmp/vbgit && mv /tmp/vbgit/.git .git && git reset -q
 fi
 git log --oneline -1 || exit 2
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
