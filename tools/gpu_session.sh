@@ -9,7 +9,8 @@ if [ -f .vbgit.bundle ]; then
   rm -rf .git && rm -rf /tmp/vbgit && git clone -q -b main --no-checkout .vbgit.bundle /tmp/vbgit && mv /tmp/vbgit/.git .git && git reset -q
 fi
 git log --oneline -1 || exit 2
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+# asv starts benchmarks without our PYTHONPATH: install the project itself (no downloads there).
+python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . || exit 2
 vb() { python3 -m variantbench "$@"; }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=csv
 t0=$SECONDS
