@@ -15,12 +15,17 @@ from variantbench.timing import cuda_sync_timer
 
 DEVICE = default_device()
 QUICK = os.environ.get("VARIANTBENCH_QUICK") == "1"
+# Comma-separated shape names: one runner's shard of the grid (`variantbench run --shape`).
+ONLY_SHAPES = [s for s in os.environ.get("VARIANTBENCH_SHAPES", "").split(",") if s]
 
 
 def grid(family_name):
     """asv params and param_names of a family on this device: (variant, implementation, shape)."""
     fam = family(family_name)
-    shapes = [s.name for s in fam.shapes if s.device == DEVICE and (s.quick or not QUICK)]
+    shapes = [
+        s.name for s in fam.shapes
+        if s.device == DEVICE and (s.quick or not QUICK) and (not ONLY_SHAPES or s.name in ONLY_SHAPES)
+    ]
     params = ([v.name for v in fam.variants], [i.name for i in fam.implementations], shapes)
     return params, ["variant", "implementation", "shape"]
 

@@ -14,7 +14,7 @@ python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . || exit
 vb() { python3 -m variantbench "$@"; }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=csv
 t0=$SECONDS
-vb run "$@" 2>&1 | tee "$OUT/run.log" | grep -v "^\s*$" | grep -E "^\[|asv finished|machine |measured|forward|^ *[a-z0-9_-]+ +[a-z]|ms " | tail -n 80
+vb run "$@" 2>&1 | tee "$OUT/run.log" | grep -E "^\[|asv finished|machine |measured|forward|^ +[a-z0-9_-]+ +[a-z]" | tail -n 80
 echo "run: $((SECONDS - t0))s"
 python3 tools/timing_truth.py 2>&1 | grep -v Warn | tail -5
 tar czf "$OUT/results.tgz" reports/results

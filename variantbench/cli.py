@@ -167,7 +167,8 @@ def _machine_info(device):
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Default: cuda if a GPU is visible.")
 @click.option("--commit", default="HEAD", show_default=True, help="Commit the results are recorded under.")
 @click.option("--machine", "machine_override", default=None, help="asv machine name (default: the GPU model).")
-def run(bench, quick, device, commit, machine_override):
+@click.option("--shape", "shapes", multiple=True, help="Only these shapes (repeatable): one runner's shard.")
+def run(bench, quick, device, commit, machine_override, shapes):
     """Run the suite with asv in the existing environment and record results under reports/results/.
 
     The machine's params carry the GPU model and the driver, CUDA, torch and triton versions, so
@@ -179,6 +180,7 @@ def run(bench, quick, device, commit, machine_override):
     from variantbench.device import measured_peaks
 
     device = _device(device)
+    _validate("attention", (), (), shapes, device)
     try:
         sha = subprocess.run(["git", "rev-parse", commit], cwd=ROOT, capture_output=True, text=True,
                              check=True).stdout.strip()
@@ -197,7 +199,8 @@ def run(bench, quick, device, commit, machine_override):
     peaks = measured_peaks(device)
     click.echo(f"measured peaks: {peaks['tflops']:.3g} TFLOP/s ({peaks['matmul']} matmul), {peaks['gbps']:.3g} GB/s copy")
 
-    env = dict(os.environ, VARIANTBENCH_DEVICE=device, VARIANTBENCH_QUICK="1" if quick else "0")
+    env = dict(os.environ, VARIANTBENCH_DEVICE=device, VARIANTBENCH_QUICK="1" if quick else "0",
+               VARIANTBENCH_SHAPES=",".join(shapes))
     if device == "cpu":
         env["TRITON_INTERPRET"] = "1"
     cmd = ["asv", "run", "--python=same", f"--set-commit-hash={sha}", f"--machine={name}", "--show-stderr"]
