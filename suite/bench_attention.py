@@ -4,8 +4,6 @@ Each setup checks the implementation against the float64 reference on fresh inpu
 a wrong kernel fails the benchmark with the mismatch, it never becomes a figure.
 """
 
-import os
-
 from suite.common import Benchmark, grid, resolve_or_skip
 from variantbench import cases
 
@@ -17,10 +15,7 @@ class AttentionForward(Benchmark):
 
     def setup(self, variant, implementation, shape):
         case = resolve_or_skip("attention", variant, implementation, shape)
-        prepared = cases.prepare_checked(case)
-        self.call = prepared[1]
-        if os.environ.get("VARIANTBENCH_RUN_DIR"):
-            cases.metrics(case, prepared)  # memoised for the track benchmarks below
+        _, self.call, _ = cases.prepare_checked(case)
 
     def time_forward(self, variant, implementation, shape):
         self.call()
