@@ -4,8 +4,8 @@ Each setup checks the implementation against the float64 reference on fresh inpu
 a wrong kernel fails the benchmark with the mismatch, it never becomes a figure.
 """
 
-from suite.common import Benchmark, grid, resolve_or_skip
-from variantbench import cases
+from suite.common import Benchmark, grid, once_per_process, resolve_or_skip
+from variantbench import cases, timing
 
 PARAMS, PARAM_NAMES = grid("attention")
 
@@ -15,10 +15,15 @@ class AttentionForward(Benchmark):
 
     def setup(self, variant, implementation, shape):
         case = resolve_or_skip("attention", variant, implementation, shape)
-        _, self.call, _ = cases.prepare_checked(case)
+
+        def build():
+            problem, call, _ = cases.prepare_checked(case)
+            return timing.batched(call, problem.q.device)
+
+        self.body = once_per_process(case.name, build)
 
     def time_forward(self, variant, implementation, shape):
-        self.call()
+        self.body()
 
 
 class AttentionForwardBackward(Benchmark):
@@ -30,11 +35,15 @@ class AttentionForwardBackward(Benchmark):
             raise NotImplementedError(f"{implementation} is forward-only")
         if case.shape.phase == "decode":
             raise NotImplementedError("decode is inference: no backward")
-        problem, call, _ = cases.prepare_checked(case, requires_grad=True)
-        self.step = cases.forward_backward(problem, call)
+
+        def build():
+            problem, call, _ = cases.prepare_checked(case, requires_grad=True)
+            return timing.batched(cases.forward_backward(problem, call), problem.q.device)
+
+        self.body = once_per_process(case.name + "/backward", build)
 
     def time_forward_backward(self, variant, implementation, shape):
-        self.step()
+        self.body()
 
 
 class AttentionMetrics(Benchmark):
@@ -44,7 +53,8 @@ class AttentionMetrics(Benchmark):
     params, param_names = PARAMS, PARAM_NAMES
 
     def setup(self, variant, implementation, shape):
-        self.metrics = cases.metrics(resolve_or_skip("attention", variant, implementation, shape))
+        case = resolve_or_skip("attention", variant, implementation, shape)
+        self.metrics = once_per_process(case.name + "/metrics", lambda: cases.metrics(case))
 
     def track_tflops(self, *params):
         return self.metrics["tflops"]
@@ -84,7 +94,7 @@ class AttentionReferenceSpeedup(Benchmark):
         case = resolve_or_skip("attention", variant, implementation, shape)
         if implementation == "reference":
             raise NotImplementedError("the reference itself")
-        self.metrics = cases.metrics(case)
+        self.metrics = once_per_process(case.name + "/metrics", lambda: cases.metrics(case))
         if self.metrics["speedup_over_reference"] is None:
             raise NotImplementedError("the reference does not run at this shape (see the catalog)")
 
@@ -101,7 +111,7 @@ class AttentionPeakMemory(Benchmark):
         case = resolve_or_skip("attention", variant, implementation, shape)
         if case.device != "cuda":
             raise NotImplementedError("peak memory is tracked on CUDA only")
-        self.metrics = cases.metrics(case)
+        self.metrics = once_per_process(case.name + "/metrics", lambda: cases.metrics(case))
 
     def track_peak_memory(self, *params):
         return self.metrics["peak_memory_mib"]

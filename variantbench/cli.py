@@ -168,7 +168,9 @@ def _machine_info(device):
 @click.option("--commit", default="HEAD", show_default=True, help="Commit the results are recorded under.")
 @click.option("--machine", "machine_override", default=None, help="asv machine name (default: the GPU model).")
 @click.option("--shape", "shapes", multiple=True, help="Only these shapes (repeatable): one runner's shard.")
-def run(bench, quick, device, commit, machine_override, shapes):
+@click.option("--variant", "variants", multiple=True, help="Only these variants (repeatable).")
+@click.option("--implementation", "implementations", multiple=True, help="Only these implementations.")
+def run(bench, quick, device, commit, machine_override, shapes, variants, implementations):
     """Run the suite with asv in the existing environment and record results under reports/results/.
 
     The machine's params carry the GPU model and the driver, CUDA, torch and triton versions, so
@@ -180,7 +182,7 @@ def run(bench, quick, device, commit, machine_override, shapes):
     from variantbench.device import measured_peaks
 
     device = _device(device)
-    _validate("attention", (), (), shapes, device)
+    _validate("attention", variants, implementations, shapes, device)
     try:
         sha = subprocess.run(["git", "rev-parse", commit], cwd=ROOT, capture_output=True, text=True,
                              check=True).stdout.strip()
@@ -200,7 +202,8 @@ def run(bench, quick, device, commit, machine_override, shapes):
     click.echo(f"measured peaks: {peaks['tflops']:.3g} TFLOP/s ({peaks['matmul']} matmul), {peaks['gbps']:.3g} GB/s copy")
 
     env = dict(os.environ, VARIANTBENCH_DEVICE=device, VARIANTBENCH_QUICK="1" if quick else "0",
-               VARIANTBENCH_SHAPES=",".join(shapes))
+               VARIANTBENCH_SHAPES=",".join(shapes), VARIANTBENCH_VARIANTS=",".join(variants),
+               VARIANTBENCH_IMPLEMENTATIONS=",".join(implementations))
     if device == "cpu":
         env["TRITON_INTERPRET"] = "1"
     cmd = ["asv", "run", "--python=same", f"--set-commit-hash={sha}", f"--machine={name}", "--show-stderr"]
