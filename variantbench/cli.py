@@ -1,6 +1,7 @@
 """The `variantbench` command. Exit codes everywhere: 0 pass, 1 regression, mismatch or budget
 exceeded, 2 bad input or infrastructure failure, 3 incomparable or no baseline."""
 
+import json
 import os
 import subprocess
 import sys
@@ -207,7 +208,18 @@ def run(bench, quick, device, commit, machine_override, shapes, variants, implem
     # On the CPU our Triton kernels are checked through the interpreter (`check`, the tests) but not
     # timed: interpreter time is numpy emulation, ~1000x a GPU's and meaningless as a figure.
     env.pop("TRITON_INTERPRET", None)
+    results_dir = ROOT / "reports" / "results"
     cmd = ["asv", "run", "--python=same", f"--set-commit-hash={sha}", f"--machine={name}", "--show-stderr"]
+    if device == "cpu":
+        # CPU figures are a smoke run, not history: keep them (and asv's CPU-grid benchmarks.json) out
+        # of reports/results/, which holds the GPU history that `asv publish` renders.
+        results_dir = ROOT / "reports" / "cpu-results"
+        conf = json.loads((ROOT / "asv.conf.json").read_text())
+        conf.update(repo=str(ROOT), benchmark_dir=str(ROOT / "suite"), results_dir=str(results_dir),
+                    html_dir=str(ROOT / "reports" / "cpu-html"))
+        conf_path = Path(tempfile.mkdtemp(prefix="variantbench-conf-")) / "asv.conf.json"
+        conf_path.write_text(json.dumps(conf))
+        cmd[1:1] = ["--config", str(conf_path)]
     if bench:
         cmd += ["--bench", bench]
     if quick:
@@ -220,7 +232,7 @@ def run(bench, quick, device, commit, machine_override, shapes, variants, implem
         except FileNotFoundError:
             fail("asv is not installed in this environment (pip install asv)")
     click.echo(f"asv finished in {time.perf_counter() - t0:.0f}s with exit code {code}")
-    path = results.results_file(ROOT / "reports" / "results", name, sha)
+    path = results.results_file(results_dir, name, sha)
     if path is None:
         fail(f"asv wrote no results for {sha[:8]} on {name}")
     try:
