@@ -6,6 +6,7 @@ asv skip (NotImplementedError) with the catalog's reason.
 """
 
 import os
+import time
 
 from variantbench import cases
 from variantbench.catalog import Unsupported, family
@@ -51,10 +52,22 @@ _prepared = {}
 
 def once_per_process(key, build):
     """asv_runner re-runs setup before every sample (asv#966). Our timed calls never mutate their
-    inputs, so a process builds (compiles, checks) a case once and later setups reuse it."""
+    inputs, so a process builds (compiles, checks) a case once and later setups reuse it.
+    Each build is logged to the run's progress file, which `variantbench run` prints as it grows:
+    asv itself reports a benchmark only once its whole grid is done."""
     if key not in _prepared:
+        t0 = time.perf_counter()
         _prepared[key] = build()
+        progress(f"{key} ready in {time.perf_counter() - t0:.1f}s")
     return _prepared[key]
+
+
+def progress(line):
+    run_dir = os.environ.get("VARIANTBENCH_RUN_DIR")
+    if run_dir:
+        # One short append per line: atomic on POSIX, so lines from successive processes never mix.
+        with open(os.path.join(run_dir, "progress.log"), "a") as log:
+            log.write(line + "\n")
 
 
 class Benchmark:

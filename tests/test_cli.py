@@ -97,3 +97,20 @@ def test_results_file_loads_tidy_rows(tmp_path):
     assert frame.value.iloc[0] == 0.001 and frame.value.isna().iloc[1]
     table = results.attention_table(frame)
     assert table.loc[("tiny-s128", "causal", "triton"), "ms"] == pytest.approx(1.0)
+
+
+def test_run_on_cpu_records_results_outside_the_gpu_history_and_prints_the_table(tmp_path, monkeypatch):
+    """End to end through asv: one case, quick. CPU results land in reports/cpu-results/, never in
+    reports/results/ (the GPU history), and the forward table names the case."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    before = sorted(p.name for p in (root / "reports" / "results").rglob("*"))
+    monkeypatch.setenv("HOME", str(tmp_path))  # asv's machine file goes to ~/.asv-machine.json
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    result = invoke("run", "--quick", "--device", "cpu", "--variant", "gqa_8", "--implementation", "sdpa")
+    assert result.exit_code == 0, result.output
+    assert "forward, cpu figures (reports/cpu-results/" in result.output
+    assert "gqa_8" in result.output and "sdpa" in result.output
+    assert "ready in" in result.output  # the live progress line of the prepared case
+    assert sorted(p.name for p in (root / "reports" / "results").rglob("*")) == before

@@ -162,6 +162,22 @@ def _machine_info(device):
     return name, info
 
 
+def _follow_progress(process, log_path, t0):
+    """Wait for asv, echoing each case the suite finishes preparing (one line per case), so a long
+    benchmark grid shows progress before asv reports the whole grid. Returns asv's exit code."""
+    done = 0
+    while True:
+        finished = process.poll() is not None
+        if log_path.exists():
+            lines = log_path.read_text().splitlines()
+            for line in lines[done:]:
+                click.echo(f"  [{time.perf_counter() - t0:6.0f}s] {line}")
+            done = len(lines)
+        if finished:
+            return process.returncode
+        time.sleep(1.0)
+
+
 @main.command()
 @click.option("--bench", "-b", "bench", default=None, help="asv benchmark regex (shard the suite across runners).")
 @click.option("--quick", is_flag=True, help="Quick grid (headline shapes only), one sample per benchmark.")
@@ -228,9 +244,10 @@ def run(bench, quick, device, commit, machine_override, shapes, variants, implem
     with tempfile.TemporaryDirectory(prefix="variantbench-run-") as run_dir:
         env["VARIANTBENCH_RUN_DIR"] = run_dir
         try:
-            code = subprocess.run(cmd, cwd=ROOT, env=env).returncode
+            asv = subprocess.Popen(cmd, cwd=ROOT, env=env)
         except FileNotFoundError:
             fail("asv is not installed in this environment (pip install asv)")
+        code = _follow_progress(asv, Path(run_dir) / "progress.log", t0)
     click.echo(f"asv finished in {time.perf_counter() - t0:.0f}s with exit code {code}")
     path = results.results_file(results_dir, name, sha)
     if path is None:
