@@ -39,3 +39,17 @@ def test_interleaved_rotates_order_and_keeps_every_sample():
 def test_spread_is_relative_iqr():
     assert timing.spread([1.0, 1.0, 1.0, 1.0]) == 0.0
     assert timing.spread([0.9, 1.0, 1.0, 1.1]) > 0.0
+
+
+def test_interleaved_batches_fill_the_sample_and_report_per_call():
+    counter = {"a": 0}
+    payload = torch.randn(64, 64)
+
+    def a():
+        counter["a"] += 1
+        return payload @ payload
+
+    samples = timing.interleaved_ms({"a": a}, torch.device("cpu"), rounds=4, warmup=0, sample_ms=2.0)
+    assert len(samples["a"]) == 4
+    assert counter["a"] > 4 + 3  # batches, not single calls (3 estimate calls, then 4 rounds)
+    assert all(s < 2.0 for s in samples["a"])  # per call, not per batch

@@ -221,7 +221,7 @@ def metrics(case, rounds=25) -> dict:
     # The case and the baseline are interleaved (their ratio gates). The reference is timed after,
     # not between them: a 50 ms eager call at the card's power cap between 1 ms fused calls would
     # slow the fused calls that follow it, and a 40x speedup needs no drift cancelling.
-    samples = timing.interleaved_ms(calls, dev, rounds=rounds)
+    samples = timing.interleaved_ms(calls, dev, rounds=rounds, sample_ms=timing.SAMPLE_MS)
     if runs_reference:
         reference_call = ref_impl.load().prepare(case.variant, problem)
         samples["reference"] = timing.interleaved_ms({"reference": reference_call}, dev, rounds=5, warmup=1)["reference"]

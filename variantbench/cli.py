@@ -263,6 +263,6 @@ def run(bench, quick, device, commit, machine_override, shapes, variants, implem
         pd.set_option("display.width", 200)
         click.echo(f"\nforward, {device} figures ({path.relative_to(ROOT)}):")
         click.echo(table.to_string(float_format=lambda x: f"{x:.4g}"))
-    failed = int(frame.value.isna().sum())
     if code != 0:
-        fail(f"asv reported failures ({failed} results missing); see the log above", EXIT_BAD_INPUT)
+        fail(f"asv exited {code}: a benchmark failed or crashed (its message is in the log above); "
+             f"the results of the others are in {path.relative_to(ROOT)}", EXIT_BAD_INPUT)

@@ -40,11 +40,13 @@ def cpu_timer():
     return time.perf_counter() / _calls_per_sample
 
 
-def interleaved_ms(calls: dict, device, rounds: int = 25, warmup: int = 3) -> dict:
-    """{name: [ms per round]} for several calls measured side by side in one process.
+def interleaved_ms(calls: dict, device, rounds: int = 25, warmup: int = 3, sample_ms: float | None = None) -> dict:
+    """{name: [ms per call, one value per round]} for several calls measured side by side.
 
-    Each round runs every call once, in an order rotated per round, so clock and thermal drift hit
-    all of them alike; ratios of their medians are then fair.
+    Each round runs every call in an order rotated per round, so clock and thermal drift hit all of
+    them alike; ratios of their medians are then fair. With `sample_ms`, each call runs as a batch
+    filling about that long between its two events (as the asv body does, see `batched`); without,
+    once, which exposes launch latency (one synchronised 1 ms call read 8% slow on an H100).
     """
     import torch
 
@@ -52,21 +54,29 @@ def interleaved_ms(calls: dict, device, rounds: int = 25, warmup: int = 3) -> di
     for _ in range(warmup):
         for name in names:
             calls[name]()
+    batch = dict.fromkeys(names, 1)
+    if sample_ms is not None:
+        for name in names:
+            single = statistics.median(interleaved_ms({name: calls[name]}, device, rounds=3, warmup=0)[name])
+            batch[name] = max(1, math.ceil(sample_ms / single))
     samples = {name: [] for name in names}
     for r in range(rounds):
         order = names[r % len(names):] + names[: r % len(names)]
         for name in order:
+            call, n = calls[name], batch[name]
             if device.type == "cuda":
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
-                calls[name]()
+                for _ in range(n):
+                    call()
                 end.record()
                 end.synchronize()
-                samples[name].append(start.elapsed_time(end))
+                samples[name].append(start.elapsed_time(end) / n)
             else:
                 t0 = time.perf_counter()
-                calls[name]()
-                samples[name].append((time.perf_counter() - t0) * 1e3)
+                for _ in range(n):
+                    call()
+                samples[name].append((time.perf_counter() - t0) * 1e3 / n)
     return samples
 
 

@@ -5,6 +5,7 @@ causal prefill uses `is_causal` instead, and a mask that hides nothing is droppe
 SDPA pick its fused causal or unmasked kernels (cuDNN, flash) rather than the masked ones.
 """
 
+import time
 import warnings
 
 import torch
@@ -48,8 +49,6 @@ def _elapsed(call, device):
         end.record()
         end.synchronize()
         return start.elapsed_time(end)
-    import time
-
     t0 = time.perf_counter()
     for _ in range(TRIAL_CALLS):
         call()
