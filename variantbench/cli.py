@@ -225,7 +225,9 @@ def run(bench, quick, device, commit, machine_override, shapes, variants, implem
     # timed: interpreter time is numpy emulation, ~1000x a GPU's and meaningless as a figure.
     env.pop("TRITON_INTERPRET", None)
     results_dir = ROOT / "reports" / "results"
-    cmd = ["asv", "run", "--python=same", f"--set-commit-hash={sha}", f"--machine={name}", "--show-stderr"]
+    # --record-samples keeps every sample, not only asv's summary: the gate tests on the samples.
+    cmd = ["asv", "run", "--python=same", f"--set-commit-hash={sha}", f"--machine={name}", "--show-stderr",
+           "--record-samples"]
     if device == "cpu":
         # CPU figures are a smoke run, not history: keep them (and asv's CPU-grid benchmarks.json) out
         # of reports/results/, which holds the GPU history that `asv publish` renders.

@@ -11,7 +11,12 @@ class BadResults(Exception):
     """A results file that is not what asv writes (truncated, malformed); the message names it."""
 
 
+COLUMNS = ["benchmark", "params", "value", "q25", "q75", "repeat", "samples", "commit", "machine"]
+
+
 def load_file(path: Path) -> pd.DataFrame:
+    """One asv results file as tidy rows. `samples` holds every sample where the run recorded them
+    (`--record-samples`); q25/q75 and repeat summarise them otherwise."""
     try:
         data = json.loads(Path(path).read_text())
         columns = data["result_columns"]
@@ -23,21 +28,26 @@ def load_file(path: Path) -> pd.DataFrame:
             params = fields.get("params") or []
             values = fields["result"] if isinstance(fields["result"], list) else [fields["result"]]
             combos = list(itertools.product(*params)) if params else [()]
-            q25 = fields.get("stats_q_25") or [None] * len(combos)
-            q75 = fields.get("stats_q_75") or [None] * len(combos)
-            for combo, value, lo, hi in zip(combos, values, q25, q75):
+            def column(name):
+                return fields.get(name) or [None] * len(combos)
+
+            for combo, value, lo, hi, repeat, samples in zip(
+                combos, values, column("stats_q_25"), column("stats_q_75"), column("stats_repeat"), column("samples")
+            ):
                 rows.append({
                     "benchmark": benchmark,
                     "params": tuple(p.strip("'") for p in combo),
                     "value": value,
                     "q25": lo,
                     "q75": hi,
+                    "repeat": repeat,
+                    "samples": tuple(samples) if samples else None,
                     "commit": commit,
                     "machine": machine,
                 })
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise BadResults(f"{path}: not a readable asv results file ({type(error).__name__}: {error})") from None
-    return pd.DataFrame(rows, columns=["benchmark", "params", "value", "q25", "q75", "commit", "machine"])
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def results_file(results_dir: Path, machine: str, commit: str) -> Path | None:
