@@ -268,3 +268,87 @@ def run(bench, quick, device, commit, machine_override, shapes, variants, implem
     if code != 0:
         fail(f"asv exited {code}: a benchmark failed or crashed (its message is in the log above); "
              f"the results of the others are in {path.relative_to(ROOT)}", EXIT_BAD_INPUT)
+
+
+def _sha(rev):
+    try:
+        return subprocess.run(["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except subprocess.CalledProcessError:
+        fail(f"{rev}: not a commit of {ROOT}")
+
+
+def _base_and_head(base, head, results_dir, no_run):
+    from variantbench import gate, results
+
+    if not no_run:
+        fail("measuring missing commits is not built yet: run `variantbench run --commit REV` on the GPU "
+             "runner for each, then pass --no-run", EXIT_INCOMPARABLE)
+    base_sha, head_sha = _sha(base), _sha(head)
+    try:
+        base_rows, base_identity = gate.commit_results(results_dir, base_sha)
+        head_rows, head_identity = gate.commit_results(results_dir, head_sha)
+        gate.check_identity(base_identity, head_identity)
+    except gate.Incomparable as why:
+        fail(str(why), EXIT_INCOMPARABLE)
+    except results.BadResults as why:
+        fail(str(why))
+    return base_sha, head_sha, base_rows, head_rows, head_identity
+
+
+_results_option = click.option("--results", "results_dir", type=click.Path(path_type=Path),
+                               default=ROOT / "reports" / "results", show_default=True, help="asv results folder.")
+_no_run_option = click.option("--no-run", is_flag=True, help="Use only results already present.")
+
+
+@main.command()
+@click.argument("base")
+@click.argument("head")
+@_results_option
+@_no_run_option
+def compare(base, head, results_dir, no_run):
+    """Every timing benchmark present on BASE or HEAD: ratio, noise, significance and a verdict
+    (faster, slower, same, noisy, new, gone, failed, skipped). Exits 0; 2 on bad input; 3 when the
+    two were measured on different hardware or software, or one has no results."""
+    from variantbench import gate
+
+    settings = gate.load_settings(ROOT / "pyproject.toml")
+    _, _, base_rows, head_rows, _ = _base_and_head(base, head, results_dir, no_run)
+    table = gate.compare_frames(base_rows, head_rows, settings.regression_factor)
+    import pandas as pd
+
+    pd.set_option("display.width", 220)
+    click.echo(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+
+
+@main.command("gate")
+@click.argument("base")
+@click.argument("head")
+@_results_option
+@_no_run_option
+@click.option("--summary", "summary_path", type=click.Path(path_type=Path), default=None,
+              help="Write a Markdown summary here (a GitHub job summary or PR comment).")
+def gate_command(base, head, results_dir, no_run, summary_path):
+    """Fail (exit 1) when HEAD regressed against BASE or a variant is newly over its signal budget.
+
+    A regression is slower than the factor ([tool.variantbench] regression_factor, default 1.10),
+    significant after correcting for the number of benchmarks, and confirmed; with --no-run no re-run
+    can confirm, so suspects fail as they stand. Benchmarks too noisy for the factor are reported and
+    do not gate. Variants already over budget on BASE are reported, not failed."""
+    from variantbench import gate
+
+    try:
+        settings = gate.load_settings(ROOT / "pyproject.toml")
+    except gate.results.BadResults as why:
+        fail(str(why))
+    base_sha, head_sha, base_rows, head_rows, identity = _base_and_head(base, head, results_dir, no_run)
+    verdicts = gate.compare_frames(base_rows, head_rows, settings.regression_factor)
+    budgets = gate.budget_frame(base_rows, head_rows, settings)
+    text = gate.summary_markdown(base_sha, head_sha, identity, verdicts, budgets, settings.regression_factor)
+    if summary_path:
+        tmp = summary_path.with_suffix(summary_path.suffix + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(summary_path)
+    click.echo(text)
+    if verdicts.verdict.isin(["slower", "failed"]).any() or budgets.new_over.any():
+        sys.exit(EXIT_FAIL)

@@ -31,6 +31,8 @@ def load_file(path: Path) -> pd.DataFrame:
             def column(name):
                 return fields.get(name) or [None] * len(combos)
 
+            if any(isinstance(v, (int, float)) and v < 0 for v in values):
+                raise ValueError(f"negative value in {benchmark}")
             for combo, value, lo, hi, repeat, samples in zip(
                 combos, values, column("stats_q_25"), column("stats_q_75"), column("stats_repeat"), column("samples")
             ):
@@ -75,3 +77,12 @@ def attention_table(frame: pd.DataFrame) -> pd.DataFrame:
     rows[["variant", "implementation", "shape"]] = pd.DataFrame(rows.params.tolist(), index=rows.index)
     table = rows.pivot_table(index=["shape", "variant", "implementation"], columns="metric", values="value", sort=False)
     return table[[c for c in wanted.values() if c in table.columns]]
+
+
+def identity_of(path: Path) -> dict:
+    """The machine params a results file was measured with (GPU model, driver, CUDA, torch, triton)."""
+    try:
+        params = json.loads(Path(path).read_text())["params"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise BadResults(f"{path}: not a readable asv results file ({type(error).__name__}: {error})") from None
+    return {k: params.get(k) for k in ("gpu", "driver", "cuda", "torch", "triton", "machine")}

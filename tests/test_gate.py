@@ -1,0 +1,153 @@
+"""compare and gate on synthetic asv results: the real decision code, real commits of this repo."""
+
+import json
+import math
+import random
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from variantbench.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+IDENTITY = {"machine": "h100", "gpu": "NVIDIA H100 80GB HBM3", "driver": "580.159.04", "cuda": "13.0",
+            "torch": "2.11.0", "triton": "3.6.0"}
+VARIANTS = ["causal", "gqa_8", "mqa", "sliding_window_1024"]
+IMPLS = ["sdpa", "flex", "triton"]
+
+
+def sha(rev):
+    return subprocess.run(["git", "rev-parse", rev], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+
+BASE, HEAD = sha("HEAD~1"), sha("HEAD")
+
+
+def write(results_dir, commit, *, seed, slow=None, crash=None, ratios=None, identity=None, value_override=None):
+    rng = random.Random(seed)
+    combos = [(v, i, "llama-3-8b-s4k") for v in VARIANTS for i in IMPLS]
+    times, samples, q25, q75 = [], [], [], []
+    for n, combo in enumerate(combos):
+        factor = (slow or {}).get(combo, 1.0)
+        s = [1e-3 * (1 + n % 5) * factor * math.exp(rng.gauss(0, 0.02)) for _ in range(10)]
+        s.sort()
+        times.append(None if combo == crash else s[5])
+        samples.append(s)
+        q25.append(s[2])
+        q75.append(s[7])
+    if value_override is not None:
+        times[0] = value_override
+    params = [[f"'{v}'" for v in VARIANTS], [f"'{i}'" for i in IMPLS], ["'llama-3-8b-s4k'"]]
+    ratio_values = [(ratios or {}).get(c, 1.0) for c in combos]
+    data = {
+        "commit_hash": commit,
+        "params": dict(identity or IDENTITY, python="3.12"),
+        "result_columns": ["result", "params", "stats_q_25", "stats_q_75", "stats_repeat", "samples"],
+        "results": {
+            "bench_attention.AttentionForward.time_forward": [times, params, q25, q75, [10] * len(combos), samples],
+            "bench_attention.AttentionMetrics.track_ratio_to_baseline": [ratio_values, params, None, None, None, None],
+            "bench_attention.AttentionMetrics.track_ratio_noise": [[0.02] * len(combos), params, None, None, None, None],
+        },
+    }
+    folder = results_dir / data["params"]["machine"]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{commit[:8]}-existing-py.json").write_text(json.dumps(data))
+
+
+def gate(results_dir, *extra):
+    return CliRunner().invoke(main, ["gate", BASE, HEAD, "--no-run", "--results", str(results_dir), *extra])
+
+
+def test_same_code_passes(tmp_path):
+    write(tmp_path, BASE, seed=1)
+    write(tmp_path, HEAD, seed=2)
+    result = gate(tmp_path, "--summary", str(tmp_path / "summary.md"))
+    assert result.exit_code == 0, result.output
+    assert "Verdicts:" in (tmp_path / "summary.md").read_text()
+
+
+def test_planted_slowdown_fails_naming_only_that_benchmark(tmp_path):
+    write(tmp_path, BASE, seed=1)
+    write(tmp_path, HEAD, seed=2, slow={("mqa", "triton", "llama-3-8b-s4k"): 1.25})
+    result = gate(tmp_path, "--summary", str(tmp_path / "s.md"))
+    assert result.exit_code == 1, result.output
+    summary = (tmp_path / "s.md").read_text()
+    assert "mqa/triton/llama-3-8b-s4k" in summary
+    assert summary.count("| bench_attention") == 1
+
+
+def test_crash_on_head_is_a_regression(tmp_path):
+    write(tmp_path, BASE, seed=1)
+    write(tmp_path, HEAD, seed=2, crash=("gqa_8", "flex", "llama-3-8b-s4k"))
+    result = gate(tmp_path)
+    assert result.exit_code == 1
+    assert "crashed on HEAD" in result.output
+
+
+def test_newly_over_budget_fails_and_already_over_is_reported(tmp_path):
+    case = ("sliding_window_1024", "sdpa", "llama-3-8b-s4k")
+    write(tmp_path, BASE, seed=1)
+    write(tmp_path, HEAD, seed=2, ratios={case: 1.6})
+    result = gate(tmp_path)
+    assert result.exit_code == 1 and "Newly over the signal budget" in result.output
+    write(tmp_path, BASE, seed=1, ratios={case: 1.7})
+    result = gate(tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "Already over budget on BASE" in result.output
+
+
+def test_different_gpu_is_incomparable(tmp_path):
+    write(tmp_path, BASE, seed=1)
+    write(tmp_path, HEAD, seed=2, identity=dict(IDENTITY, gpu="NVIDIA H200", machine="h200"))
+    result = gate(tmp_path)
+    assert result.exit_code == 3
+    assert "no results" in result.output or "different" in result.output
+
+
+def test_different_torch_is_incomparable(tmp_path):
+    write(tmp_path, BASE, seed=1)
+    write(tmp_path, HEAD, seed=2, identity=dict(IDENTITY, torch="2.12.0"))
+    result = gate(tmp_path)
+    assert result.exit_code == 3
+    assert "torch: 2.11.0 vs 2.12.0" in result.output
+
+
+def test_missing_head_results_is_exit_3(tmp_path):
+    write(tmp_path, BASE, seed=1)
+    result = gate(tmp_path)
+    assert result.exit_code == 3 and "no results for" in result.output
+
+
+@pytest.mark.parametrize("damage", ["truncate", "negative"])
+def test_malformed_results_are_one_line_exit_2(tmp_path, damage):
+    write(tmp_path, BASE, seed=1)
+    if damage == "negative":
+        write(tmp_path, HEAD, seed=2, value_override=-1e-3)
+    else:
+        write(tmp_path, HEAD, seed=2)
+        path = next(tmp_path.glob(f"*/{HEAD[:8]}*.json"))
+        path.write_text(path.read_text()[:200])
+    result = gate(tmp_path)
+    assert result.exit_code == 2
+    assert "not a readable asv results file" in result.output and "Traceback" not in result.output
+
+
+def test_renamed_benchmark_is_gone_and_new_not_failed(tmp_path):
+    write(tmp_path, BASE, seed=1)
+    write(tmp_path, HEAD, seed=2)
+    path = next(tmp_path.glob(f"*/{HEAD[:8]}*.json"))
+    data = json.loads(path.read_text())
+    data["results"]["bench_attention.AttentionForward.time_forward_renamed"] = data["results"].pop(
+        "bench_attention.AttentionForward.time_forward")
+    path.write_text(json.dumps(data))
+    result = CliRunner().invoke(main, ["compare", BASE, HEAD, "--no-run", "--results", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert " gone " in result.output and " new " in result.output
+    assert gate(tmp_path).exit_code == 0
+
+
+def test_without_no_run_it_says_what_to_do(tmp_path):
+    result = CliRunner().invoke(main, ["gate", BASE, HEAD, "--results", str(tmp_path)])
+    assert result.exit_code == 3 and "--no-run" in result.output

@@ -1,0 +1,153 @@
+"""compare and gate over recorded results: verdicts per benchmark, the signal budget, a Markdown summary.
+
+Results of BASE and HEAD are compared only when measured on the same GPU with the same driver, CUDA,
+torch and triton: anything else is "incomparable" (exit 3), never a pass.
+"""
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from variantbench import decide, results
+
+IDENTITY = ("gpu", "driver", "cuda", "torch", "triton")
+RATIO_BENCHMARK = "AttentionMetrics.track_ratio_to_baseline"
+NOISE_BENCHMARK = "AttentionMetrics.track_ratio_noise"
+
+
+class Incomparable(Exception):
+    """BASE and HEAD cannot be compared (different hardware or software, or one has no results)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    regression_factor: float = 1.10
+    budget: float = 1.10
+    family_budget: dict = field(default_factory=dict)  # family -> budget
+    variant_budget: dict = field(default_factory=dict)  # "family/variant" -> budget
+
+    def budget_for(self, family, variant):
+        return self.variant_budget.get(f"{family}/{variant}", self.family_budget.get(family, self.budget))
+
+
+def load_settings(pyproject: Path) -> Settings:
+    """[tool.variantbench] of pyproject.toml: regression_factor, budget, and per family / variant
+    budgets in [tool.variantbench.budgets] as `attention = 1.2` or `"attention/alibi" = 1.5`."""
+    try:
+        table = tomllib.loads(pyproject.read_text()).get("tool", {}).get("variantbench", {})
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise results.BadResults(f"{pyproject}: unreadable settings ({error})") from None
+    budgets = table.get("budgets", {})
+    return Settings(
+        regression_factor=float(table.get("regression_factor", 1.10)),
+        budget=float(table.get("budget", 1.10)),
+        family_budget={k: float(v) for k, v in budgets.items() if "/" not in k},
+        variant_budget={k: float(v) for k, v in budgets.items() if "/" in k},
+    )
+
+
+def commit_results(results_dir: Path, commit: str) -> tuple[pd.DataFrame, dict]:
+    """(rows, identity) of one commit's results, from every machine that has them; raises
+    Incomparable if none or if they come from machines of different identities."""
+    paths = [p for p in Path(results_dir).glob(f"*/{commit[:8]}*.json") if p.name != "machine.json"]
+    if not paths:
+        raise Incomparable(f"no results for {commit} under {results_dir}")
+    frames, identities = [], {}
+    for path in paths:
+        frames.append(results.load_file(path))
+        identities[path] = results.identity_of(path)
+    distinct = {tuple(sorted(i.items())) for i in identities.values()}
+    if len(distinct) > 1:
+        raise Incomparable(f"results for {commit} come from different machines: {sorted(distinct)}")
+    return pd.concat(frames, ignore_index=True), next(iter(identities.values()))
+
+
+def check_identity(base_identity, head_identity):
+    differ = [f"{k}: {base_identity.get(k)} vs {head_identity.get(k)}" for k in IDENTITY
+              if base_identity.get(k) != head_identity.get(k)]
+    if differ:
+        raise Incomparable("BASE and HEAD were measured on different hardware or software (" + "; ".join(differ) + ")")
+
+
+def _side(row):
+    if row is None:
+        return None
+    value = row["value"]
+    return {"value": None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value),
+            "samples": row["samples"], "q25": row["q25"], "q75": row["q75"], "repeat": row["repeat"]}
+
+
+def compare_frames(base: pd.DataFrame, head: pd.DataFrame, factor: float) -> pd.DataFrame:
+    """One row per timing benchmark (time_*) and parameter set found on either side: ratio,
+    standard error, z and verdict (faster, slower, same, noisy, new, gone, failed, skipped)."""
+    def timing(frame):
+        return {(r.benchmark, r.params): r._asdict() for r in frame[frame.benchmark.str.contains(r"\.time_")].itertuples()}
+
+    base_rows, head_rows = timing(base), timing(head)
+    keys = sorted(set(base_rows) | set(head_rows), key=str)
+    n = sum(1 for k in keys if k in base_rows and k in head_rows)
+    rows = []
+    for key in keys:
+        c = decide.compare(_side(base_rows.get(key)), _side(head_rows.get(key)), n, factor=factor)
+        rows.append({"benchmark": key[0], "params": "/".join(key[1]), "verdict": c.verdict, "ratio": c.ratio,
+                     "standard_error": c.standard_error, "z": c.z})
+    return pd.DataFrame(rows, columns=["benchmark", "params", "verdict", "ratio", "standard_error", "z"])
+
+
+def budget_frame(base: pd.DataFrame, head: pd.DataFrame, settings: Settings, family="attention") -> pd.DataFrame:
+    """Per (variant, implementation, shape): ratio to baseline on BASE and HEAD, the budget, and
+    whether HEAD is newly over it (`new_over`) or was already over on BASE (`already_over`)."""
+    def ratios(frame):
+        picked = frame[frame.benchmark.str.endswith(RATIO_BENCHMARK)]
+        noise = frame[frame.benchmark.str.endswith(NOISE_BENCHMARK)].set_index("params")["value"]
+        return {p: (v, noise.get(p)) for p, v in zip(picked.params, picked.value) if v is not None and not pd.isna(v)}
+
+    base_r, head_r = ratios(base), ratios(head)
+    rows = []
+    for params, (ratio, noise) in head_r.items():
+        variant = params[0]
+        budget = settings.budget_for(family, variant)
+        base_ratio = base_r.get(params, (None, None))[0]
+        over = ratio > budget
+        rows.append({"params": "/".join(params), "ratio": ratio, "noise": noise, "budget": budget,
+                     "base_ratio": base_ratio, "new_over": over and not (base_ratio is not None and base_ratio > budget),
+                     "already_over": over and base_ratio is not None and base_ratio > budget})
+    return pd.DataFrame(rows, columns=["params", "ratio", "noise", "budget", "base_ratio", "new_over", "already_over"])
+
+
+def summary_markdown(base, head, identity, verdicts: pd.DataFrame, budgets: pd.DataFrame, factor) -> str:
+    failing = verdicts[verdicts.verdict.isin(["slower", "failed"])]
+    lines = [
+        f"## variantbench gate: {head[:8]} against {base[:8]}",
+        "",
+        f"{identity.get('gpu')}, driver {identity.get('driver')}, CUDA {identity.get('cuda')}, "
+        f"torch {identity.get('torch')}, triton {identity.get('triton')}. Regression factor {factor:g}.",
+        "",
+    ]
+    counts = verdicts.verdict.value_counts()
+    lines.append("Verdicts: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".")
+    lines.append("")
+    if not failing.empty:
+        lines += ["### Slower", "", "| benchmark | params | verdict | ratio | noise (se of log ratio) |", "|---|---|---|---|---|"]
+        for r in failing.itertuples():
+            ratio = "crashed on HEAD" if pd.isna(r.ratio) else f"{r.ratio:.3f}"
+            noise = "-" if pd.isna(r.standard_error) else f"{r.standard_error:.3%}"
+            lines.append(f"| {r.benchmark} | {r.params} | {r.verdict} | {ratio} | {noise} |")
+        lines.append("")
+    over = budgets[budgets.new_over]
+    if not over.empty:
+        lines += ["### Newly over the signal budget", "", "| case | ratio to baseline | noise | budget |", "|---|---|---|---|"]
+        lines += [f"| {r.params} | {r.ratio:.3f} | {r.noise or 0:.1%} | {r.budget:g} |" for r in over.itertuples()]
+        lines.append("")
+    already = budgets[budgets.already_over]
+    if not already.empty:
+        lines.append(f"Already over budget on BASE (reported, not failed): {', '.join(already.params)}.")
+        lines.append("")
+    noisy = verdicts[verdicts.verdict == "noisy"]
+    if not noisy.empty:
+        lines.append(f"Too noisy to gate at this factor ({len(noisy)}): " + ", ".join(
+            f"{r.benchmark} {r.params}" for r in noisy.itertuples()) + ".")
+    return "\n".join(lines) + "\n"
