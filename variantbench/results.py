@@ -14,13 +14,16 @@ class BadResults(Exception):
 COLUMNS = ["benchmark", "params", "value", "q25", "q75", "repeat", "samples", "commit", "machine"]
 
 
-def load_file(path: Path) -> pd.DataFrame:
-    """One asv results file as tidy rows. `samples` holds every sample where the run recorded them
-    (`--record-samples`); q25/q75 and repeat summarise them otherwise."""
+IDENTITY_KEYS = ("gpu", "driver", "cuda", "torch", "triton")
+
+
+def _read(path: Path):
+    """(rows, machine params) of one results file, parsed once."""
     try:
         data = json.loads(Path(path).read_text())
         columns = data["result_columns"]
-        machine = data["params"]["machine"]
+        machine_params = data["params"]
+        machine = machine_params["machine"]
         commit = data["commit_hash"]
         rows = []
         for benchmark, entry in data["results"].items():
@@ -28,27 +31,26 @@ def load_file(path: Path) -> pd.DataFrame:
             params = fields.get("params") or []
             values = fields["result"] if isinstance(fields["result"], list) else [fields["result"]]
             combos = list(itertools.product(*params)) if params else [()]
+            if any(isinstance(v, (int, float)) and v < 0 for v in values):
+                raise ValueError(f"negative value in {benchmark}")
+
             def column(name):
                 return fields.get(name) or [None] * len(combos)
 
-            if any(isinstance(v, (int, float)) and v < 0 for v in values):
-                raise ValueError(f"negative value in {benchmark}")
             for combo, value, lo, hi, repeat, samples in zip(
                 combos, values, column("stats_q_25"), column("stats_q_75"), column("stats_repeat"), column("samples")
             ):
-                rows.append({
-                    "benchmark": benchmark,
-                    "params": tuple(p.strip("'") for p in combo),
-                    "value": value,
-                    "q25": lo,
-                    "q75": hi,
-                    "repeat": repeat,
-                    "samples": tuple(samples) if samples else None,
-                    "commit": commit,
-                    "machine": machine,
-                })
+                rows.append((benchmark, tuple(p.strip("'") for p in combo), value, lo, hi, repeat,
+                             tuple(samples) if samples else None, commit, machine))
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise BadResults(f"{path}: not a readable asv results file ({type(error).__name__}: {error})") from None
+    return rows, machine_params
+
+
+def load_file(path: Path) -> pd.DataFrame:
+    """One asv results file as tidy rows. `samples` holds every sample where the run recorded them
+    (`--record-samples`); q25/q75 and repeat summarise them otherwise."""
+    rows, _ = _read(path)
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -81,8 +83,18 @@ def attention_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 def identity_of(path: Path) -> dict:
     """The machine params a results file was measured with (GPU model, driver, CUDA, torch, triton)."""
-    try:
-        params = json.loads(Path(path).read_text())["params"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise BadResults(f"{path}: not a readable asv results file ({type(error).__name__}: {error})") from None
-    return {k: params.get(k) for k in ("gpu", "driver", "cuda", "torch", "triton", "machine")}
+    _, params = _read(path)
+    return {k: params.get(k) for k in IDENTITY_KEYS + ("machine",)}
+
+
+def load_history(results_dir: Path) -> pd.DataFrame:
+    """Every results file under results_dir as one tidy frame, with each file's machine identity
+    (gpu, driver, cuda, torch, triton) as columns. A malformed file raises BadResults naming it."""
+    rows = []
+    for path in sorted(Path(results_dir).glob("*/*.json")):
+        if path.name == "machine.json":
+            continue
+        file_rows, params = _read(path)
+        identity = tuple(params.get(k) for k in IDENTITY_KEYS)
+        rows.extend(row + identity for row in file_rows)
+    return pd.DataFrame(rows, columns=COLUMNS + list(IDENTITY_KEYS))
