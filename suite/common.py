@@ -58,7 +58,9 @@ def once_per_process(key, build):
     if key not in _prepared:
         t0 = time.perf_counter()
         _prepared[key] = build()
-        progress(f"{key} ready in {time.perf_counter() - t0:.1f}s")
+        elapsed = time.perf_counter() - t0
+        if elapsed > 0.05:  # a memo read (the track benchmarks after the first) is not news
+            progress(f"{key} ready in {elapsed:.1f}s")
     return _prepared[key]
 
 

@@ -1,8 +1,9 @@
 """The `variantbench` command. Exit codes everywhere: 0 pass, 1 regression, mismatch or budget
 exceeded, 2 bad input or infrastructure failure, 3 incomparable or no baseline."""
 
-import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -165,7 +166,7 @@ def _machine_info(device):
 def _follow_progress(process, log_path, t0):
     """Wait for asv, echoing each case the suite finishes preparing (one line per case), so a long
     benchmark grid shows progress before asv reports the whole grid. Returns asv's exit code."""
-    done = 0
+    done = len(log_path.read_text().splitlines()) if log_path.exists() else 0
     while True:
         finished = process.poll() is not None
         if log_path.exists():
@@ -195,7 +196,7 @@ def run(bench, quick, device, commit, machine_override, shapes, variants, implem
     benchmark, then a table of the forward figures."""
     from asv.machine import MachineCollection
 
-    from variantbench import results
+    from variantbench import asvrun, results
     from variantbench.device import measured_peaks
 
     device = _device(device)
@@ -224,34 +225,26 @@ def run(bench, quick, device, commit, machine_override, shapes, variants, implem
     # On the CPU our Triton kernels are checked through the interpreter (`check`, the tests) but not
     # timed: interpreter time is numpy emulation, ~1000x a GPU's and meaningless as a figure.
     env.pop("TRITON_INTERPRET", None)
-    results_dir = ROOT / "reports" / "results"
+    # CPU figures are a smoke run, not history: they go to reports/cpu-results/ (ignored), never into
+    # reports/results/, the GPU history that `asv publish` renders.
+    results_dir = ROOT / "reports" / ("cpu-results" if device == "cpu" else "results")
     # --record-samples keeps every sample, not only asv's summary: the gate tests on the samples.
-    cmd = ["asv", "run", "--python=same", f"--set-commit-hash={sha}", f"--machine={name}", "--show-stderr",
-           "--record-samples"]
-    if device == "cpu":
-        # CPU figures are a smoke run, not history: keep them (and asv's CPU-grid benchmarks.json) out
-        # of reports/results/, which holds the GPU history that `asv publish` renders.
-        results_dir = ROOT / "reports" / "cpu-results"
-        conf = json.loads((ROOT / "asv.conf.json").read_text())
-        conf.update(repo=str(ROOT), benchmark_dir=str(ROOT / "suite"), results_dir=str(results_dir),
-                    html_dir=str(ROOT / "reports" / "cpu-html"))
-        conf_path = Path(tempfile.mkdtemp(prefix="variantbench-conf-")) / "asv.conf.json"
-        conf_path.write_text(json.dumps(conf))
-        cmd[1:1] = ["--config", str(conf_path)]
-    if bench:
-        cmd += ["--bench", bench]
+    asv_args = ["--python=same", f"--set-commit-hash={sha}", f"--machine={name}", "--show-stderr", "--record-samples"]
     if quick:
-        cmd += ["--quick"]
+        asv_args.append("--quick")
+    if shutil.which("asv") is None:
+        fail("asv is not installed in this environment (pip install asv)")
+    benchmarks = [b for b in asvrun.suite_benchmarks(ROOT) if not bench or re.search(bench, b)]
+    if not benchmarks:
+        fail(f"--bench {bench!r} matches no benchmark of the suite")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="variantbench-run-") as run_dir:
         env["VARIANTBENCH_RUN_DIR"] = run_dir
-        try:
-            asv = subprocess.Popen(cmd, cwd=ROOT, env=env)
-        except FileNotFoundError:
-            fail("asv is not installed in this environment (pip install asv)")
-        code = _follow_progress(asv, Path(run_dir) / "progress.log", t0)
+        code, path = asvrun.run_staged(
+            ROOT, results_dir, name, sha, asv_args, benchmarks, env,
+            follow=lambda process: _follow_progress(process, Path(run_dir) / "progress.log", t0),
+        )
     click.echo(f"asv finished in {time.perf_counter() - t0:.0f}s with exit code {code}")
-    path = results.results_file(results_dir, name, sha)
     if path is None:
         fail(f"asv wrote no results for {sha[:8]} on {name}")
     try:

@@ -1,0 +1,46 @@
+"""A killed or failed asv invocation never leaves a half-written results file behind."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from variantbench import asvrun, results
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def results_json(value):
+    return json.dumps({
+        "commit_hash": "abc", "params": {"machine": "m"}, "result_columns": ["result", "params"],
+        "results": {"bench_attention.AttentionForward.time_forward": [[value], [["'causal'"]]]},
+    })
+
+
+def test_publish_replaces_the_target_atomically(tmp_path):
+    staged, target = tmp_path / "staged.json", tmp_path / "out" / "abc-existing.json"
+    staged.write_text(results_json(0.001))
+    asvrun.publish(staged, target)
+    assert results.load_file(target).value.tolist() == [0.001]
+    assert [p.name for p in target.parent.iterdir()] == [target.name]  # no temporary left behind
+
+
+def test_a_torn_staged_file_is_not_published_and_the_last_good_one_stays(tmp_path):
+    target = tmp_path / "abc-existing.json"
+    target.write_text(results_json(0.001))
+    staged = tmp_path / "staged" / "abc-existing.json"
+    staged.parent.mkdir()
+    staged.write_text(results_json(0.002)[:60])  # what a kill during asv's write leaves
+    with pytest.raises(results.BadResults):
+        asvrun.publish(staged, target)
+    assert results.load_file(target).value.tolist() == [0.001]
+
+
+def test_benchmarks_are_chunked_by_class_in_order():
+    names = asvrun.suite_benchmarks(ROOT)
+    assert "bench_attention.AttentionForward.time_forward" in names
+    groups = asvrun.chunks(names)
+    assert [n for g in groups for n in g] == names
+    assert all(len({n.rsplit(".", 1)[0] for n in g}) == 1 for g in groups)
+    metrics = [g for g in groups if g[0].startswith("bench_attention.AttentionMetrics.")]
+    assert len(metrics) == 1 and len(metrics[0]) == 6

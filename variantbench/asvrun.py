@@ -1,0 +1,101 @@
+"""Running asv so that a killed run loses at most the benchmark in flight and no file is half-written.
+
+asv keeps every result of a run in memory and writes the results file once, at the end, with a plain
+open(path, "w"): a run killed after an hour loses the hour, and one killed while writing leaves a torn
+file. So `variantbench run` runs asv one benchmark at a time against a staging results folder (asv
+merges each benchmark's results into the commit's staged file), checks the staged file after each,
+and publishes it into the real results folder by write-to-temporary-then-rename.
+"""
+
+import importlib
+import inspect
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from variantbench import results
+
+
+def suite_benchmarks(root: Path) -> list[str]:
+    """asv names (`bench_attention.AttentionForward.time_forward`) of every benchmark of the suite,
+    in asv's order. Imports the suite modules, which touch no GPU at import."""
+    import sys
+
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    names = []
+    for module_path in sorted((root / "suite").glob("bench_*.py")):
+        module = importlib.import_module(f"suite.{module_path.stem}")
+        for class_name, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ != module.__name__:
+                continue
+            for attr in dir(cls):
+                if attr.startswith(("time_", "track_")):
+                    names.append(f"{module_path.stem}.{class_name}.{attr}")
+    return sorted(names)
+
+
+def publish(staged: Path, target: Path):
+    """Copy a staged file over its target atomically; a staged file asv left unreadable is not
+    published (the target keeps its last complete version) and BadResults says which."""
+    if staged.name not in ("machine.json", "benchmarks.json"):
+        results.load_file(staged)
+    else:
+        json.loads(staged.read_text())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.copyfile(staged, tmp)
+    os.replace(tmp, target)
+
+
+def staged_conf(root: Path, staging: Path) -> Path:
+    conf = json.loads((root / "asv.conf.json").read_text())
+    conf.update(repo=str(root), benchmark_dir=str(root / "suite"), results_dir=str(staging),
+                html_dir=str(root / conf["html_dir"]))
+    path = staging / "asv.conf.json"
+    path.write_text(json.dumps(conf))
+    return path
+
+
+def chunks(benchmarks):
+    """Benchmarks grouped by class, in order: one asv invocation each. A class's track methods share
+    one memoised measurement, so a kill loses at most one class's benchmarks, and each invocation's
+    discovery (~7 s of imports) is paid once per class, not once per method."""
+    grouped = {}
+    for name in benchmarks:
+        grouped.setdefault(name.rsplit(".", 1)[0], []).append(name)
+    return list(grouped.values())
+
+
+def run_staged(root, results_dir, machine, sha, asv_args, benchmarks, env, follow):
+    """Run each class's benchmarks in their own asv invocation and publish after each. Returns (exit
+    code of the worst invocation, path of the published results file or None)."""
+    results_dir = Path(results_dir)
+    with tempfile.TemporaryDirectory(prefix="variantbench-staging-") as staging_name:
+        staging = Path(staging_name)
+        existing = results.results_file(results_dir, machine, sha)
+        if existing is not None:  # a re-run of this commit adds to what is there
+            (staging / machine).mkdir(parents=True)
+            shutil.copyfile(existing, staging / machine / existing.name)
+        conf = staged_conf(root, staging)
+        worst, published = 0, None
+        for chunk in chunks(benchmarks):
+            # asv matches a parameterised benchmark as `name(p0, p1, ...)`
+            regex = "|".join(rf"^{re.escape(name)}(\(|$)" for name in chunk)
+            cmd = ["asv", "--config", str(conf), "run", *asv_args, "--bench", regex]
+            code = follow(subprocess.Popen(cmd, cwd=root, env=env))
+            worst = max(worst, code)
+            for staged in sorted(staging.glob("*/*.json")) + sorted(staging.glob("benchmarks.json")):
+                target = results_dir / staged.relative_to(staging)
+                try:
+                    publish(staged, target)
+                except results.BadResults:
+                    worst = max(worst, 2)
+                    continue
+                if staged.name not in ("machine.json", "benchmarks.json"):
+                    published = target
+    return worst, published
