@@ -151,3 +151,27 @@ def test_renamed_benchmark_is_gone_and_new_not_failed(tmp_path):
 def test_without_no_run_it_says_what_to_do(tmp_path):
     result = CliRunner().invoke(main, ["gate", BASE, HEAD, "--results", str(tmp_path)])
     assert result.exit_code == 3 and "--no-run" in result.output
+
+
+def test_bisect_finds_the_first_slower_commit_and_names_unmeasured_ones(tmp_path):
+    commits = [sha(f"HEAD~{n}") for n in range(6, -1, -1)]  # oldest first
+    case = ("gqa_8", "triton", "llama-3-8b-s4k")
+    for n, commit in enumerate(commits):
+        if n == 3:
+            continue  # no results for this one
+        write(tmp_path, commit, seed=n, slow={case: 1.3} if n >= 4 else None)
+    result = CliRunner().invoke(main, ["bisect", commits[0], commits[-1], "--no-run", "--results", str(tmp_path),
+                                       "--bench", r"time_forward\('gqa_8', 'triton'"])
+    assert result.exit_code == 0, result.output
+    assert f"first slower: {commits[4]}" in result.output
+    assert f"last good:    {commits[2]}" in result.output
+    assert f"unmeasured between them: {commits[3][:8]}" in result.output
+
+
+def test_bisect_when_bad_is_not_slower_is_exit_3(tmp_path):
+    commits = [sha("HEAD~2"), sha("HEAD~1"), sha("HEAD")]
+    for n, commit in enumerate(commits):
+        write(tmp_path, commit, seed=n)
+    result = CliRunner().invoke(main, ["bisect", commits[0], commits[-1], "--no-run", "--results", str(tmp_path),
+                                       "--bench", "time_forward"])
+    assert result.exit_code == 3 and "is not slower" in result.output

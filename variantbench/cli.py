@@ -345,3 +345,41 @@ def gate_command(base, head, results_dir, no_run, summary_path):
     click.echo(text)
     if verdicts.verdict.isin(["slower", "failed"]).any() or budgets.new_over.any():
         sys.exit(EXIT_FAIL)
+
+
+@main.command("bisect")
+@click.argument("good")
+@click.argument("bad")
+@click.option("--bench", "pattern", required=True,
+              help="Regex on `benchmark(param, ...)`, as asv's --bench: e.g. 'time_forward.*gqa_8, triton'.")
+@_results_option
+@_no_run_option
+def bisect_command(good, bad, pattern, results_dir, no_run):
+    """Find the commit between GOOD and BAD that made a benchmark slower, from recorded results.
+
+    Prints the first slower commit, the last good one, and any commits between them without results
+    (measure those with `variantbench run --commit REV` to narrow it further). Exit 0 when found,
+    3 when GOOD or BAD has no results or BAD is not slower, 2 on bad input."""
+    from variantbench import gate, results
+
+    if not no_run:
+        fail("measuring commits without results is not built yet: pass --no-run to bisect over recorded "
+             "results", EXIT_INCOMPARABLE)
+    good_sha, bad_sha = _sha(good), _sha(bad)
+    listed = subprocess.run(["git", "rev-list", "--reverse", "--ancestry-path", f"{good_sha}..{bad_sha}"], cwd=ROOT,
+                            capture_output=True, text=True)
+    if listed.returncode != 0 or not listed.stdout.strip():
+        fail(f"{bad} is not a descendant of {good}")
+    commits = [good_sha] + listed.stdout.split()
+    try:
+        settings = gate.load_settings(ROOT / "pyproject.toml")
+        found = gate.bisect(results_dir, commits, pattern, settings.regression_factor)
+    except gate.Incomparable as why:
+        fail(str(why), EXIT_INCOMPARABLE)
+    except results.BadResults as why:
+        fail(str(why))
+    ratio = "crashed" if found["ratio"] is None else f"{found['ratio']:.3f}x"
+    click.echo(f"first slower: {found['first_slower']}  {found['benchmark']}({', '.join(found['params'])}) {ratio}")
+    click.echo(f"last good:    {found['last_good']}")
+    if found["unmeasured"]:
+        click.echo("unmeasured between them: " + " ".join(c[:8] for c in found["unmeasured"]))

@@ -151,3 +151,60 @@ def summary_markdown(base, head, identity, verdicts: pd.DataFrame, budgets: pd.D
         lines.append(f"Too noisy to gate at this factor ({len(noisy)}): " + ", ".join(
             f"{r.benchmark} {r.params}" for r in noisy.itertuples()) + ".")
     return "\n".join(lines) + "\n"
+
+
+def _benchmark_side(frame, benchmark, params):
+    match = frame[(frame.benchmark == benchmark) & (frame.params == params)]
+    return None if match.empty else _side(match.iloc[0])
+
+
+def bisect(results_dir: Path, commits: list[str], pattern: str, factor: float) -> dict:
+    """The first commit of `commits` (oldest first; commits[0] is GOOD, commits[-1] is BAD) whose
+    recorded results make a benchmark matching `pattern` slower than on GOOD.
+
+    Only commits with results on GOOD's machine identity take part; the slowdown must show at BAD.
+    Binary search over them (a slowdown, once in, is assumed to stay); commits without results
+    between the last good and the first slow one are returned as `unmeasured`.
+    Raises Incomparable when GOOD or BAD has no results or BAD is not slower."""
+    import re
+
+    good_rows, good_identity = commit_results(results_dir, commits[0])
+    keys = [(b, p) for b, p in zip(good_rows.benchmark, good_rows.params)
+            if ".time_" in b and re.search(pattern, f"{b}({', '.join(repr(x) for x in p)})")]  # asv's form
+    if not keys:
+        raise Incomparable(f"no timing benchmark on {commits[0][:8]} matches {pattern!r}")
+
+    measured = []
+    for commit in commits:
+        try:
+            rows, identity = commit_results(results_dir, commit)
+        except Incomparable:
+            continue
+        if all(identity.get(k) == good_identity.get(k) for k in IDENTITY):
+            measured.append((commit, rows))
+
+    def slower(rows):
+        """(benchmark, params, ratio) of the first matching benchmark that is slower, or None."""
+        for benchmark, params in keys:
+            c = decide.compare(_benchmark_side(good_rows, benchmark, params), _benchmark_side(rows, benchmark, params),
+                               len(keys), factor=factor)
+            if c.verdict in ("slower", "failed"):
+                return benchmark, params, c.ratio
+        return None
+
+    if not measured or measured[-1][0] != commits[-1]:
+        raise Incomparable(f"no results for {commits[-1][:8]} on the machine GOOD was measured on")
+    if slower(measured[-1][1]) is None:
+        raise Incomparable(f"{commits[-1][:8]} is not slower than {commits[0][:8]} on {pattern!r}")
+    lo, hi = 0, len(measured) - 1  # measured[lo] not slower (GOOD itself), measured[hi] slower
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if slower(measured[mid][1]) is None:
+            lo = mid
+        else:
+            hi = mid
+    first, last_good = measured[hi][0], measured[lo][0]
+    between = commits[commits.index(last_good) + 1:commits.index(first)]
+    benchmark, params, ratio = slower(measured[hi][1])
+    return {"first_slower": first, "last_good": last_good, "unmeasured": between,
+            "benchmark": benchmark, "params": params, "ratio": ratio}
