@@ -4,7 +4,7 @@ Each setup checks the implementation against the float64 reference on fresh inpu
 a wrong kernel fails the benchmark with the mismatch, it never becomes a figure.
 """
 
-from suite.common import Benchmark, grid, once_per_process, resolve_or_skip
+from suite.common import Benchmark, grid, once_per_process, progress, resolve_or_skip
 from variantbench import cases, timing
 
 PARAMS, PARAM_NAMES = grid("attention")
@@ -17,7 +17,9 @@ class AttentionForward(Benchmark):
         case = resolve_or_skip("attention", variant, implementation, shape)
 
         def build():
-            problem, call, _ = cases.prepare_checked(case)
+            problem, call, check = cases.prepare_checked(case)
+            if check["backend"]:
+                progress(f"{case.name} runs on SDPA backend {check['backend']}")
             return timing.batched(call, problem.q.device)
 
         self.body = once_per_process(case.name, build)

@@ -114,3 +114,9 @@ def test_run_on_cpu_records_results_outside_the_gpu_history_and_prints_the_table
     assert "gqa_8" in result.output and "sdpa" in result.output
     assert "ready in" in result.output  # the live progress line of the prepared case
     assert sorted(p.name for p in (root / "reports" / "results").rglob("*")) == before
+
+
+def test_check_names_the_sdpa_backend_that_ran():
+    result = invoke("check", "--variant", "gqa_8", "--implementation", "sdpa", "--shape", "tiny-s128")
+    assert result.exit_code == 0, result.output
+    assert "attention/gqa_8/sdpa/tiny-s128" in result.output and " via " in result.output

@@ -105,6 +105,7 @@ def prepare_checked(case, *, requires_grad=False):
     out = call().detach()
     with torch.no_grad():
         result = check_output(case, problem, out)
+    result["backend"] = getattr(call, "backend", None)  # which SDPA backend `prepare` picked, if any
     if not result["ok"]:
         raise Mismatch(
             f"{case.name}: max error {result['max_error']:.3g} against the float64 reference exceeds the "

@@ -135,8 +135,9 @@ def check(family_name, variants, implementations, shapes, device, quick):
             click.echo(f"ERROR     {case.name}: {type(error).__name__}: {str(error).splitlines()[0]}")
             continue
         passed += 1
+        via = f"  via {result['backend']}" if result["backend"] else ""
         click.echo(f"ok        {case.name}  max error {result['max_error']:.2e} <= {result['tolerance']:.2e}"
-                   f"  ({time.perf_counter() - t0:.1f}s)")
+                   f"{via}  ({time.perf_counter() - t0:.1f}s)")
     click.echo(f"{passed} passed, {len(mismatches)} mismatched, {len(errors)} errors")
     if errors:
         sys.exit(EXIT_BAD_INPUT)
