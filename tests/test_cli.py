@@ -120,3 +120,14 @@ def test_check_names_the_sdpa_backend_that_ran():
     result = invoke("check", "--variant", "gqa_8", "--implementation", "sdpa", "--shape", "tiny-s128")
     assert result.exit_code == 0, result.output
     assert "attention/gqa_8/sdpa/tiny-s128" in result.output and " via " in result.output
+
+
+def test_results_with_a_short_column_are_damaged(tmp_path):
+    data = {
+        "commit_hash": "abc", "params": {"machine": "m"}, "result_columns": ["result", "params"],
+        "results": {"bench_attention.AttentionForward.time_forward": [[0.001], [["'causal'", "'mqa'"]]]},
+    }
+    path = tmp_path / "abc-existing.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(results.BadResults, match="not a readable asv results file"):
+        results.load_file(path)

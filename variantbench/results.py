@@ -27,18 +27,20 @@ def _read(path: Path):
         commit = data["commit_hash"]
         rows = []
         for benchmark, entry in data["results"].items():
-            fields = dict(zip(columns, entry))
+            fields = dict(zip(columns, entry))  # asv leaves trailing empty columns out of `entry`
             params = fields.get("params") or []
             values = fields["result"] if isinstance(fields["result"], list) else [fields["result"]]
             combos = list(itertools.product(*params)) if params else [()]
             if any(isinstance(v, (int, float)) and v < 0 for v in values):
                 raise ValueError(f"negative value in {benchmark}")
 
-            def column(name):
-                return fields.get(name) or [None] * len(combos)
+            def column(name, fields=fields, size=len(combos)):
+                return fields.get(name) or [None] * size
 
+            # strict: a column shorter than the parameter grid is a damaged file, not fewer results.
             for combo, value, lo, hi, repeat, samples in zip(
-                combos, values, column("stats_q_25"), column("stats_q_75"), column("stats_repeat"), column("samples")
+                combos, values, column("stats_q_25"), column("stats_q_75"), column("stats_repeat"), column("samples"),
+                strict=True,
             ):
                 rows.append((benchmark, tuple(p.strip("'") for p in combo), value, lo, hi, repeat,
                              tuple(samples) if samples else None, commit, machine))
