@@ -1,5 +1,6 @@
 """The catalog is complete and consistent, and the asv suite covers it."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -69,3 +70,20 @@ def test_asv_check_passes():
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "No problems found" in out.stdout
+
+
+def test_suite_imports_the_code_of_its_own_checkout(tmp_path):
+    """asv leaves sys.path alone; with another variantbench importable first (a decoy on PYTHONPATH
+    here, another checkout's install in life), the suite must still import the one beside it."""
+    decoy = tmp_path / "variantbench"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text("")
+    code = (
+        "import importlib.util;"
+        f"spec = importlib.util.spec_from_file_location('suite', r'{ROOT / 'suite' / '__init__.py'}');"
+        "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module);"
+        "import variantbench; print(variantbench.__file__)"
+    )
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", code], cwd="/", env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().startswith(str(ROOT / "variantbench"))
