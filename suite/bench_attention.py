@@ -10,6 +10,10 @@ from variantbench import cases, timing
 PARAMS, PARAM_NAMES = grid("attention")
 
 
+def _metrics(case):
+    return once_per_process(case.name + "/metrics", lambda: cases.metrics(case))
+
+
 class AttentionForward(Benchmark):
     params, param_names = PARAMS, PARAM_NAMES
 
@@ -56,7 +60,7 @@ class AttentionMetrics(Benchmark):
 
     def setup(self, variant, implementation, shape):
         case = resolve_or_skip("attention", variant, implementation, shape)
-        self.metrics = once_per_process(case.name + "/metrics", lambda: cases.metrics(case))
+        self.metrics = _metrics(case)
 
     def track_tflops(self, *params):
         return self.metrics["tflops"]
@@ -96,7 +100,7 @@ class AttentionReferenceSpeedup(Benchmark):
         case = resolve_or_skip("attention", variant, implementation, shape)
         if implementation == "reference":
             raise NotImplementedError("the reference itself")
-        self.metrics = once_per_process(case.name + "/metrics", lambda: cases.metrics(case))
+        self.metrics = _metrics(case)
         if self.metrics["speedup_over_reference"] is None:
             raise NotImplementedError("the reference does not run at this shape (see the catalog)")
 
@@ -113,7 +117,7 @@ class AttentionPeakMemory(Benchmark):
         case = resolve_or_skip("attention", variant, implementation, shape)
         if case.device != "cuda":
             raise NotImplementedError("peak memory is tracked on CUDA only")
-        self.metrics = once_per_process(case.name + "/metrics", lambda: cases.metrics(case))
+        self.metrics = _metrics(case)
 
     def track_peak_memory(self, *params):
         return self.metrics["peak_memory_mib"]

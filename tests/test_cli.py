@@ -131,3 +131,30 @@ def test_results_with_a_short_column_are_damaged(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(results.BadResults, match="not a readable asv results file"):
         results.load_file(path)
+
+
+def test_run_refuses_to_record_another_commits_results():
+    """Measuring the checked-out code under BASE's hash would poison every later comparison."""
+    result = invoke("run", "--quick", "--device", "cpu", "--commit", "HEAD~1")
+    assert result.exit_code == 2
+    assert "is not the checked-out commit" in one_line(result)
+
+
+def test_run_with_a_broken_bench_regex_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    result = invoke("run", "--quick", "--device", "cpu", "--bench", "time_forward(")
+    assert result.exit_code == 2
+    assert "not a regular expression" in result.output and "Traceback" not in result.output
+
+
+def test_check_reports_a_crash_with_no_message_as_one_line(monkeypatch):
+    import kernels.attention.flex as flex
+
+    def crash(variant, problem):
+        raise RuntimeError()
+
+    monkeypatch.setattr(flex, "prepare", crash)
+    result = invoke("check", "--variant", "gqa_8", "--implementation", "flex", "--shape", "tiny-s128")
+    assert result.exit_code == 2
+    assert "ERROR     attention/gqa_8/flex/tiny-s128: RuntimeError: (no message)" in result.output

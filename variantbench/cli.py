@@ -16,6 +16,11 @@ EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INCOMPARABLE = 0, 1, 2, 3
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _first_line(error):
+    lines = str(error).splitlines()
+    return lines[0] if lines else "(no message)"
+
+
 def fail(message, code=EXIT_BAD_INPUT):
     click.echo(f"variantbench: {message}", err=True)
     sys.exit(code)
@@ -127,12 +132,9 @@ def check(family_name, variants, implementations, shapes, device, quick):
             click.echo(f"MISMATCH  {why}")
             continue
         except Exception as error:  # noqa: BLE001 - report any crash as one line, keep checking the rest
-            if "out of memory" in str(error).lower():
-                errors.append(case.name)
-                click.echo(f"OOM       {case.name}: {str(error).splitlines()[0]}")
-                continue
             errors.append(case.name)
-            click.echo(f"ERROR     {case.name}: {type(error).__name__}: {str(error).splitlines()[0]}")
+            label = "OOM" if "out of memory" in str(error).lower() else "ERROR"
+            click.echo(f"{label:9} {case.name}: {type(error).__name__}: {_first_line(error)}")
             continue
         passed += 1
         via = f"  via {result['backend']}" if result["backend"] else ""
@@ -184,7 +186,8 @@ def _follow_progress(process, log_path, t0):
 @click.option("--bench", "-b", "bench", default=None, help="asv benchmark regex (shard the suite across runners).")
 @click.option("--quick", is_flag=True, help="Quick grid (headline shapes only), one sample per benchmark.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Default: cuda if a GPU is visible.")
-@click.option("--commit", default="HEAD", show_default=True, help="Commit the results are recorded under.")
+@click.option("--commit", default="HEAD", show_default=True,
+              help="Commit the results are recorded under; must be the one checked out.")
 @click.option("--machine", "machine_override", default=None, help="asv machine name (default: the GPU model).")
 @click.option("--shape", "shapes", multiple=True, help="Only these shapes (repeatable): one runner's shard.")
 @click.option("--variant", "variants", multiple=True, help="Only these variants (repeatable).")
@@ -202,15 +205,15 @@ def run(bench, quick, device, commit, machine_override, shapes, variants, implem
 
     device = _device(device)
     _validate("attention", variants, implementations, shapes, device)
-    try:
-        sha = subprocess.run(["git", "rev-parse", commit], cwd=ROOT, capture_output=True, text=True,
-                             check=True).stdout.strip()
-    except subprocess.CalledProcessError as error:
-        fail(f"--commit {commit}: not a commit of {ROOT} ({error.stderr.strip()})")
+    sha = _sha(commit)
+    # asv in the existing environment measures the code checked out here: recording it under another
+    # commit would file HEAD's figures as BASE's and poison every later comparison.
+    if sha != _sha("HEAD"):
+        fail(f"--commit {commit} is not the checked-out commit ({_sha('HEAD')[:8]}): check it out first")
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
                            capture_output=True, text=True).stdout.strip()
-    if dirty and commit == "HEAD":
-        click.echo("variantbench: warning: uncommitted changes are measured but recorded under HEAD", err=True)
+    if dirty:
+        click.echo(f"variantbench: warning: uncommitted changes are measured but recorded under {sha[:8]}", err=True)
     name, info = _machine_info(device)
     name = machine_override or name
     info["machine"] = name
@@ -235,7 +238,10 @@ def run(bench, quick, device, commit, machine_override, shapes, variants, implem
         asv_args.append("--quick")
     if shutil.which("asv") is None:
         fail("asv is not installed in this environment (pip install asv)")
-    benchmarks = [b for b in asvrun.suite_benchmarks(ROOT) if not bench or re.search(bench, b)]
+    try:
+        benchmarks = [b for b in asvrun.suite_benchmarks(ROOT) if not bench or re.search(bench, b)]
+    except re.error as error:
+        fail(f"--bench {bench!r}: not a regular expression ({error})")
     if not benchmarks:
         fail(f"--bench {bench!r} matches no benchmark of the suite")
     t0 = time.perf_counter()
@@ -329,11 +335,11 @@ def gate_command(base, head, results_dir, no_run, summary_path):
     significant after correcting for the number of benchmarks, and confirmed; with --no-run no re-run
     can confirm, so suspects fail as they stand. Benchmarks too noisy for the factor are reported and
     do not gate. Variants already over budget on BASE are reported, not failed."""
-    from variantbench import gate
+    from variantbench import gate, results
 
     try:
         settings = gate.load_settings(ROOT / "pyproject.toml")
-    except gate.results.BadResults as why:
+    except results.BadResults as why:
         fail(str(why))
     base_sha, head_sha, base_rows, head_rows, identity = _base_and_head(base, head, results_dir, no_run)
     verdicts = gate.compare_frames(base_rows, head_rows, settings.regression_factor)

@@ -57,8 +57,8 @@ def commit_results(results_dir: Path, commit: str) -> tuple[pd.DataFrame, dict]:
         raise Incomparable(f"no results for {commit} under {results_dir}")
     frames, identities = [], {}
     for path in paths:
-        frames.append(results.load_file(path))
-        identities[path] = results.identity_of(path)
+        frame, identities[path] = results.load_with_identity(path)
+        frames.append(frame)
     distinct = {tuple(sorted(i.items())) for i in identities.values()}
     if len(distinct) > 1:
         raise Incomparable(f"results for {commit} come from different machines: {sorted(distinct)}")

@@ -52,8 +52,14 @@ def _read(path: Path):
 def load_file(path: Path) -> pd.DataFrame:
     """One asv results file as tidy rows. `samples` holds every sample where the run recorded them
     (`--record-samples`); q25/q75 and repeat summarise them otherwise."""
-    rows, _ = _read(path)
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return load_with_identity(path)[0]
+
+
+def load_with_identity(path: Path) -> tuple[pd.DataFrame, dict]:
+    """(rows, identity) of one results file, parsed once. The identity is the machine params it was
+    measured with: GPU model, driver, CUDA, torch, triton, and the asv machine name."""
+    rows, params = _read(path)
+    return pd.DataFrame(rows, columns=COLUMNS), {k: params.get(k) for k in IDENTITY_KEYS + ("machine",)}
 
 
 def results_file(results_dir: Path, machine: str, commit: str) -> Path | None:
@@ -81,12 +87,6 @@ def attention_table(frame: pd.DataFrame) -> pd.DataFrame:
     rows[["variant", "implementation", "shape"]] = pd.DataFrame(rows.params.tolist(), index=rows.index)
     table = rows.pivot_table(index=["shape", "variant", "implementation"], columns="metric", values="value", sort=False)
     return table[[c for c in wanted.values() if c in table.columns]]
-
-
-def identity_of(path: Path) -> dict:
-    """The machine params a results file was measured with (GPU model, driver, CUDA, torch, triton)."""
-    _, params = _read(path)
-    return {k: params.get(k) for k in IDENTITY_KEYS + ("machine",)}
 
 
 def load_history(results_dir: Path) -> pd.DataFrame:
