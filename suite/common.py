@@ -11,10 +11,11 @@ import time
 from variantbench import cases
 from variantbench.catalog import Unsupported, family
 from variantbench.device import default_device
+from variantbench.shapes import in_tier
 from variantbench.timing import cpu_timer, cuda_sync_timer
 
 DEVICE = default_device()
-QUICK = os.environ.get("VARIANTBENCH_QUICK") == "1"
+TIER = os.environ.get("VARIANTBENCH_TIER", "default")
 
 
 def _names(variable):
@@ -32,7 +33,7 @@ def grid(family_name):
     fam = family(family_name)
     shapes = [
         s.name for s in fam.shapes
-        if s.device == DEVICE and (s.quick or not QUICK) and (not ONLY_SHAPES or s.name in ONLY_SHAPES)
+        if s.device == DEVICE and in_tier(s, TIER) and (not ONLY_SHAPES or s.name in ONLY_SHAPES)
     ]
     variants = [v.name for v in fam.variants if not ONLY_VARIANTS or v.name in ONLY_VARIANTS]
     implementations = [i.name for i in fam.implementations if not ONLY_IMPLEMENTATIONS or i.name in ONLY_IMPLEMENTATIONS]

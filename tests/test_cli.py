@@ -158,3 +158,44 @@ def test_check_reports_a_crash_with_no_message_as_one_line(monkeypatch):
     result = invoke("check", "--variant", "gqa_8", "--implementation", "flex", "--shape", "tiny-s128")
     assert result.exit_code == 2
     assert "ERROR     attention/gqa_8/flex/tiny-s128: RuntimeError: (no message)" in result.output
+
+
+def test_check_in_parallel_workers_runs_autotuning_kernels_alone_and_last():
+    """--jobs spawns worker processes (the path a GPU runner takes); the Triton kernel, which autotunes,
+    is prepared after the others so no other process's kernels disturb its config timings."""
+    result = invoke("check", "--jobs", "2", "--variant", "gqa_8", "--shape", "tiny-s128")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "attention/gqa_8/" in line]
+    assert len(lines) == 4 and all(" ok " in line for line in lines), result.output
+    assert "/triton/" in lines[-1]
+    assert "4 passed, 0 mismatched, 0 errors" in result.output
+
+
+def test_check_reports_a_dead_worker_as_one_line_per_case(monkeypatch):
+    from concurrent.futures.process import BrokenProcessPool
+
+    from variantbench import cases
+
+    class DeadPool:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def submit(self, fn, key):
+            from concurrent.futures import Future
+
+            future = Future()
+            future.set_exception(BrokenProcessPool("gone"))
+            return future
+
+    monkeypatch.setattr("concurrent.futures.ProcessPoolExecutor", DeadPool)
+    checked = cases.check_many(list(c for c in cases.iter_cases("attention", "cpu", variants=["gqa_8"],
+                                                                 implementations=["sdpa"], shapes=["tiny-s128"])),
+                               jobs=2, report=lambda r: None)
+    assert [r.status for r in checked] == ["error"]
+    assert "a worker process died" in checked[0].line

@@ -8,12 +8,14 @@ import hashlib
 import json
 import os
 import statistics
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from variantbench import timing
 from variantbench.catalog import Unsupported, family
 from variantbench.catalog import attention as attention_family
+from variantbench.shapes import in_tier
 
 CHECK_SEED_OFFSET = 1_000_003  # check inputs are drawn from a different seed than timed inputs
 CHECK_ROWS = 128  # query rows compared against the float64 reference at each check
@@ -63,11 +65,11 @@ def resolve(family_name, variant_name, implementation_name, shape_name, device) 
     return Case(fam.name, variant, implementation, shape, device)
 
 
-def iter_cases(family_name, device, *, variants=None, implementations=None, shapes=None, quick=False):
+def iter_cases(family_name, device, *, variants=None, implementations=None, shapes=None, tier="full"):
     """Every (case or Unsupported) of a family's grid on this device, in catalog order."""
     fam = family(family_name)
     for shape in fam.shapes:
-        if shape.device != device or (quick and not shape.quick) or (shapes and shape.name not in shapes):
+        if shape.device != device or not in_tier(shape, tier) or (shapes and shape.name not in shapes):
             continue
         for variant in fam.variants:
             if variants and variant.name not in variants:
@@ -79,6 +81,91 @@ def iter_cases(family_name, device, *, variants=None, implementations=None, shap
                     yield resolve(fam.name, variant.name, impl.name, shape.name, device)
                 except Unsupported as why:
                     yield (fam.name, variant.name, impl.name, shape.name, why)
+
+
+def first_line(error):
+    lines = str(error).splitlines()
+    return lines[0] if lines else "(no message)"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    case: str
+    status: str  # ok | mismatch | error
+    line: str  # what `variantbench check` prints for it
+
+
+def check_one(case) -> CheckResult:
+    """Prepare (compile, autotune) and check one case; any failure becomes one line, never a raise."""
+    t0 = time.perf_counter()
+    try:
+        _, _, result = prepare_checked(case)
+    except Mismatch as why:
+        return CheckResult(case.name, "mismatch", f"MISMATCH  {why}")
+    except Exception as error:  # noqa: BLE001 - a crash is reported as one line; the other cases go on
+        label = "OOM" if "out of memory" in str(error).lower() else "ERROR"
+        return CheckResult(case.name, "error", f"{label:9} {case.name}: {type(error).__name__}: {first_line(error)}")
+    finally:
+        if case.device == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()  # other worker processes share the card
+    via = f"  via {result['backend']}" if result["backend"] else ""
+    return CheckResult(
+        case.name, "ok",
+        f"ok        {case.name}  max error {result['max_error']:.2e} <= {result['tolerance']:.2e}{via}  "
+        f"({time.perf_counter() - t0:.1f}s)",
+    )
+
+
+def _check_key(key) -> CheckResult:
+    """check_one in a worker process: cases travel as names (their closures do not pickle)."""
+    return check_one(resolve(*key))
+
+
+def check_many(cases, jobs, report):
+    """check_one for every case, calling report(CheckResult) as each finishes; returns the results.
+
+    With jobs > 1 the cases run in that many spawned processes: preparing is mostly compilation
+    (a cold FlexAttention compile takes 10-20 s of CPU, its check milliseconds of GPU), so it scales
+    with cores, and the compile and autotune caches it fills on disk make the suite's own setups
+    fast. Implementations that autotune run afterwards one at a time, so no other process's kernels
+    disturb the config timings they choose from (the choice is cached, then timed by the suite).
+    A worker that dies (a crash, a kill) fails the cases it had, each with one line.
+    """
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+    from multiprocessing import get_context
+
+    results = []
+
+    def done(result):
+        results.append(result)
+        report(result)
+
+    if jobs <= 1:
+        for case in cases:
+            done(check_one(case))
+        return results
+    shared = [c for c in cases if not c.implementation.autotunes]
+    alone = [c for c in cases if c.implementation.autotunes]
+    for batch, workers in ((shared, jobs), (alone, 1)):
+        if not batch:
+            continue
+        # spawn, not fork: a forked CUDA context is unusable, and the parent may hold one.
+        with ProcessPoolExecutor(max_workers=min(workers, len(batch)), mp_context=get_context("spawn")) as pool:
+            futures = {
+                pool.submit(_check_key, (c.family, c.variant.name, c.implementation.name, c.shape.name, c.device)): c
+                for c in batch
+            }
+            for future in as_completed(futures):
+                case = futures[future]
+                try:
+                    done(future.result())
+                except BrokenProcessPool:
+                    done(CheckResult(case.name, "error", f"{'ERROR':9} {case.name}: a worker process died "
+                                                         "(crash or kill); `--jobs 1` shows which case"))
+    return results
 
 
 def _torch_device(case):

@@ -16,11 +16,6 @@ EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INCOMPARABLE = 0, 1, 2, 3
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _first_line(error):
-    lines = str(error).splitlines()
-    return lines[0] if lines else "(no message)"
-
-
 def fail(message, code=EXIT_BAD_INPUT):
     click.echo(f"variantbench: {message}", err=True)
     sys.exit(code)
@@ -91,7 +86,7 @@ def list_command(family_name):
         click.echo(pd.DataFrame(rows).to_string(index=False))
         shapes = pd.DataFrame(
             [{"shape": s.name, "model": s.model, "batch": s.batch, "q_len": s.q_len, "kv_len": s.kv_len,
-              "device": s.device, "quick": "yes" if s.quick else ""} for s in fam.shapes]
+              "device": s.device, "tier": s.tier} for s in fam.shapes]
         )
         click.echo("\n" + shapes.to_string(index=False))
         reasons = sorted({impl.unsupported(v, s) and f"{impl.name}: {impl.unsupported(v, s)}"
@@ -101,49 +96,71 @@ def list_command(family_name):
         click.echo("")
 
 
+def _default_jobs():
+    # Half the cores: a FlexAttention compile runs its own Triton compile threads.
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+_jobs_option = click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
+                            help="Processes preparing cases side by side (default: half the cores, at most "
+                                 "8, on CUDA; 1 on CPU). Autotuning kernels still run one at a time.")
+_tier_help = ("Which shapes: quick (headline), default (every commit), full (the whole grid). "
+              "See variantbench.shapes.TIERS.")
+
+
+def _run_checks(family_name, device, variants, implementations, shapes, tier, jobs, echo):
+    """Check every case of the selection; echo one line each (skips too). Returns the CheckResults."""
+    from variantbench import cases
+
+    runnable = []
+    for case in cases.iter_cases(family_name, device, variants=variants, implementations=implementations,
+                                 shapes=shapes, tier=tier):
+        if isinstance(case, tuple):
+            echo(f"skip      {'/'.join(case[:4])}: {case[4]}")
+        else:
+            runnable.append(case)
+    if jobs is None:
+        jobs = _default_jobs() if device == "cuda" else 1
+    t0 = time.perf_counter()
+    count = len(runnable)
+
+    def report(result):
+        report.done += 1
+        echo(f"[{report.done}/{count} {time.perf_counter() - t0:4.0f}s] {result.line}")
+
+    report.done = 0
+    return cases.check_many(runnable, jobs, report)
+
+
 @main.command()
 @click.option("--family", "family_name", default="attention", show_default=True)
 @click.option("--variant", "variants", multiple=True, help="Only these variants (repeatable).")
 @click.option("--implementation", "implementations", multiple=True, help="Only these implementations.")
 @click.option("--shape", "shapes", multiple=True, help="Only these shapes.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Default: cuda if a GPU is visible.")
-@click.option("--quick", is_flag=True, help="Only the quick shapes.")
-def check(family_name, variants, implementations, shapes, device, quick):
+@click.option("--tier", type=click.Choice(["quick", "default", "full"]), default="full", show_default=True,
+              help=_tier_help)
+@_jobs_option
+def check(family_name, variants, implementations, shapes, device, tier, jobs):
     """Check every implementation against its reference on fresh random inputs.
 
-    Prints one line per case (ok, MISMATCH, skip with its reason); exits 1 naming each mismatch."""
+    Prints one line per case (ok, MISMATCH, skip with its reason) as it finishes; exits 1 naming each
+    mismatch, 2 if a case crashed."""
     device = _device(device)
     _validate(family_name, variants, implementations, shapes, device)
     if device == "cpu":
         os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the first triton import
-    from variantbench import cases
-
-    mismatches, errors, passed = [], [], 0
-    for case in cases.iter_cases(family_name, device, variants=variants, implementations=implementations,
-                                 shapes=shapes, quick=quick):
-        if isinstance(case, tuple):
-            click.echo(f"skip      {'/'.join(case[:4])}: {case[4]}")
-            continue
-        t0 = time.perf_counter()
-        try:
-            _, _, result = cases.prepare_checked(case)
-        except cases.Mismatch as why:
-            mismatches.append(case.name)
-            click.echo(f"MISMATCH  {why}")
-            continue
-        except Exception as error:  # noqa: BLE001 - report any crash as one line, keep checking the rest
-            errors.append(case.name)
-            label = "OOM" if "out of memory" in str(error).lower() else "ERROR"
-            click.echo(f"{label:9} {case.name}: {type(error).__name__}: {_first_line(error)}")
-            continue
-        passed += 1
-        via = f"  via {result['backend']}" if result["backend"] else ""
-        click.echo(f"ok        {case.name}  max error {result['max_error']:.2e} <= {result['tolerance']:.2e}"
-                   f"{via}  ({time.perf_counter() - t0:.1f}s)")
-    click.echo(f"{passed} passed, {len(mismatches)} mismatched, {len(errors)} errors")
-    if errors:
+    t0 = time.perf_counter()
+    checked = _run_checks(family_name, device, variants, implementations, shapes, tier, jobs, click.echo)
+    count = {status: [r.case for r in checked if r.status == status] for status in ("ok", "mismatch", "error")}
+    click.echo(f"{len(count['ok'])} passed, {len(count['mismatch'])} mismatched, {len(count['error'])} errors "
+               f"in {time.perf_counter() - t0:.0f}s")
+    for status in ("mismatch", "error"):
+        if count[status]:
+            click.echo(f"{status}: " + " ".join(count[status]))
+    if count["error"]:
         sys.exit(EXIT_BAD_INPUT)
-    if mismatches:
+    if count["mismatch"]:
         sys.exit(EXIT_FAIL)
 
 
@@ -184,7 +201,10 @@ def _follow_progress(process, log_path, t0):
 
 @main.command()
 @click.option("--bench", "-b", "bench", default=None, help="asv benchmark regex (shard the suite across runners).")
-@click.option("--quick", is_flag=True, help="Quick grid (headline shapes only), one sample per benchmark.")
+@click.option("--quick", is_flag=True, help="Quick tier (headline shapes only), one sample per benchmark.")
+@click.option("--tier", type=click.Choice(["quick", "default", "full"]), default="default", show_default=True,
+              help=_tier_help)
+@_jobs_option
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Default: cuda if a GPU is visible.")
 @click.option("--commit", default="HEAD", show_default=True,
               help="Commit the results are recorded under; must be the one checked out.")
@@ -192,12 +212,14 @@ def _follow_progress(process, log_path, t0):
 @click.option("--shape", "shapes", multiple=True, help="Only these shapes (repeatable): one runner's shard.")
 @click.option("--variant", "variants", multiple=True, help="Only these variants (repeatable).")
 @click.option("--implementation", "implementations", multiple=True, help="Only these implementations.")
-def run(bench, quick, device, commit, machine_override, shapes, variants, implementations):
+def run(bench, quick, tier, jobs, device, commit, machine_override, shapes, variants, implementations):
     """Run the suite with asv in the existing environment and record results under reports/results/.
 
-    The machine's params carry the GPU model and the driver, CUDA, torch and triton versions, so
-    results from different hardware or software are never compared. Prints asv's progress line per
-    benchmark, then a table of the forward figures."""
+    On CUDA every case is first prepared and checked in parallel (`variantbench check`), which fills
+    the compile and autotune caches so the timed asv pass spends its time timing. The machine's params
+    carry the GPU model and the driver, CUDA, torch and triton versions, so results from different
+    hardware or software are never compared. Prints a progress line per case, then a table of the
+    forward figures."""
     from asv.machine import MachineCollection
 
     from variantbench import asvrun, results
@@ -223,7 +245,17 @@ def run(bench, quick, device, commit, machine_override, shapes, variants, implem
     peaks = measured_peaks(device)
     click.echo(f"measured peaks: {peaks['tflops']:.3g} TFLOP/s ({peaks['matmul']} matmul), {peaks['gbps']:.3g} GB/s copy")
 
-    env = dict(os.environ, VARIANTBENCH_DEVICE=device, VARIANTBENCH_QUICK="1" if quick else "0",
+    if quick:
+        tier = "quick"
+    if device == "cuda":
+        t_check = time.perf_counter()
+        click.echo("preparing and checking every case before timing:")
+        checked = _run_checks("attention", device, variants, implementations, shapes, tier, jobs,
+                              lambda line: click.echo(f"  {line}"))
+        bad = [r.case for r in checked if r.status != "ok"]
+        click.echo(f"checked {len(checked)} cases in {time.perf_counter() - t_check:.0f}s"
+                   + (f"; failing (their benchmarks will fail too): {' '.join(bad)}" if bad else ""))
+    env = dict(os.environ, VARIANTBENCH_DEVICE=device, VARIANTBENCH_TIER=tier,
                VARIANTBENCH_SHAPES=",".join(shapes), VARIANTBENCH_VARIANTS=",".join(variants),
                VARIANTBENCH_IMPLEMENTATIONS=",".join(implementations))
     # On the CPU our Triton kernels are checked through the interpreter (`check`, the tests) but not

@@ -30,13 +30,26 @@ def model(name: str) -> ModelConfig:
     raise KeyError(f"unknown model {name!r}; known: {', '.join(m.name for m in MODELS)}")
 
 
+# Which shapes a run covers, smallest first; each tier includes the ones before it.
+#   quick:   the headline shapes, for a first look (`variantbench run --quick`);
+#   default: what every commit is measured on, sized to keep a run (and so a PR gate, which runs
+#            base and head) within minutes on one GPU;
+#   full:    the whole grid, for nightly history (`--tier full`).
+TIERS = ("quick", "default", "full")
+
+
+def in_tier(shape, tier: str) -> bool:
+    return TIERS.index(shape.tier) <= TIERS.index(tier)
+
+
 @dataclass(frozen=True)
 class AttentionShape:
     """One attention call: `batch` sequences of `q_len` queries over `kv_len` keys.
 
     Prefill has q_len == kv_len; decode has one query token per sequence over a KV cache of kv_len.
     `device` says where the shape belongs: "cuda" shapes are the real grid, "cpu" shapes the quick
-    CPU run (figures from them are CPU figures, not GPU predictions).
+    CPU run (figures from them are CPU figures, not GPU predictions). `tier` says which runs include
+    it (see TIERS).
     """
 
     name: str
@@ -45,7 +58,7 @@ class AttentionShape:
     q_len: int
     kv_len: int
     device: str = "cuda"
-    quick: bool = False  # part of the `--quick` grid
+    tier: str = "full"
 
     @property
     def config(self) -> ModelConfig:
@@ -59,11 +72,11 @@ class AttentionShape:
 # Prefill keeps 16k tokens per call (batch x seq) so every sequence length fills an H100.
 ATTENTION_SHAPES = (
     AttentionShape("llama-3-8b-s1k", "llama-3-8b", batch=16, q_len=1024, kv_len=1024),
-    AttentionShape("llama-3-8b-s4k", "llama-3-8b", batch=4, q_len=4096, kv_len=4096, quick=True),
+    AttentionShape("llama-3-8b-s4k", "llama-3-8b", batch=4, q_len=4096, kv_len=4096, tier="quick"),
     AttentionShape("llama-3-8b-s16k", "llama-3-8b", batch=1, q_len=16384, kv_len=16384),
     AttentionShape("llama-3-70b-s4k", "llama-3-70b", batch=4, q_len=4096, kv_len=4096),
     AttentionShape("llama-3-70b-s16k", "llama-3-70b", batch=1, q_len=16384, kv_len=16384),
-    AttentionShape("llama-3-8b-decode-kv8k", "llama-3-8b", batch=16, q_len=1, kv_len=8192, quick=True),
-    AttentionShape("tiny-s128", "tiny", batch=2, q_len=128, kv_len=128, device="cpu", quick=True),
-    AttentionShape("tiny-decode-kv256", "tiny", batch=2, q_len=1, kv_len=256, device="cpu"),
+    AttentionShape("llama-3-8b-decode-kv8k", "llama-3-8b", batch=16, q_len=1, kv_len=8192, tier="default"),
+    AttentionShape("tiny-s128", "tiny", batch=2, q_len=128, kv_len=128, device="cpu", tier="quick"),
+    AttentionShape("tiny-decode-kv256", "tiny", batch=2, q_len=1, kv_len=256, device="cpu", tier="default"),
 )

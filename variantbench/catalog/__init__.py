@@ -24,7 +24,8 @@ class Implementation:
     `module` provides `prepare(variant, problem) -> Callable[[], Tensor]`: all compilation and
     autotuning happens in prepare, the returned call only launches work.
     `unsupported(variant, shape)` returns why this implementation cannot run that variant at that
-    shape, or None.
+    shape, or None. `autotunes`: its prepare times candidate configs on the GPU, so it is prepared
+    with no other work on the device (see variantbench.cases.check_many).
     """
 
     name: str
@@ -33,6 +34,7 @@ class Implementation:
     backward: bool
     unsupported: Callable[[object, object], str | None] = lambda variant, shape: None
     needs_triton: bool = False
+    autotunes: bool = False
 
     def load(self):
         return importlib.import_module(self.module)

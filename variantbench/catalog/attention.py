@@ -206,7 +206,8 @@ IMPLEMENTATIONS = (
     Implementation("reference", "reference.attention", fused=False, backward=True, unsupported=_reference_unsupported),
     Implementation("sdpa", "kernels.attention.sdpa", fused=True, backward=True, unsupported=_sdpa_unsupported),
     Implementation("flex", "kernels.attention.flex", fused=True, backward=True),
-    Implementation("triton", "kernels.attention.triton_flash", fused=True, backward=False, needs_triton=True),
+    Implementation("triton", "kernels.attention.triton_flash", fused=True, backward=False, needs_triton=True,
+                   autotunes=True),
 )
 
 FAMILY = Family(
