@@ -1,7 +1,9 @@
 """Attention benchmarks: every supported (variant, implementation, shape) of the catalog.
 
 Each setup checks the implementation against the float64 reference on fresh inputs before timing;
-a wrong kernel fails the benchmark with the mismatch, it never becomes a figure.
+a wrong kernel fails the benchmark with the mismatch, it never becomes a figure. The forward's setup
+also measures the track metrics (ratio to baseline side by side, reference speedup, peak memory) and
+memoises them for the track benchmarks' processes.
 """
 
 from suite.common import Benchmark, grid, once_per_process, progress, resolve_or_skip
@@ -24,6 +26,9 @@ class AttentionForward(Benchmark):
             problem, call, check = cases.prepare_checked(case)
             if check["backend"]:
                 progress(f"{case.name} runs on SDPA backend {check['backend']}")
+            # The track benchmarks' figures, measured here from the call about to be timed: one
+            # compile per case instead of two (see cases.metrics).
+            cases.metrics(case, prepared=(problem, call, check))
             return timing.batched(call, problem.q.device)
 
         self.body = once_per_process(case.name, build)

@@ -268,13 +268,15 @@ def _memo_path(case):
     return Path(root) / f"metrics-{key}.json"
 
 
-def metrics(case, rounds=25) -> dict:
+def metrics(case, prepared=None, rounds=25) -> dict:
     """All track metrics of a case, from one side-by-side measurement of the case and the family
     baseline at the same shape, interleaved round by round; and the reference where it runs.
 
-    asv runs every track method in its own process; within one `variantbench run` the first track
-    process computes them and the others read the memo in VARIANTBENCH_RUN_DIR (written atomically).
-    The forward benchmark never computes them: its process only checks and times the call.
+    `prepared` is the case's (problem, call, check) where the caller has it already: the forward
+    benchmark's process computes the metrics from the call it then times, so a case is compiled once
+    for both (a FlexAttention compile takes ~11 s on an H100 host even with warm caches). asv runs
+    every track method in its own process; they read the memo in VARIANTBENCH_RUN_DIR (written
+    atomically), and compute it themselves only where the forward did not run (a --bench shard).
     """
     memo = _memo_path(case)
     if memo is not None and memo.exists():
@@ -286,7 +288,7 @@ def metrics(case, rounds=25) -> dict:
     dev = _torch_device(case)
     peaks = measured_peaks(case.device)
     fam = family(case.family)
-    problem, call, check = prepare_checked(case)
+    problem, call, check = prepared or prepare_checked(case)
     calls = {"case": call}
     problems = {"case": problem}
     variants = {"case": case.variant}
