@@ -202,7 +202,8 @@ def _follow_progress(process, log_path, t0):
 @main.command()
 @click.option("--bench", "-b", "bench", default=None, help="asv benchmark regex (shard the suite across runners).")
 @click.option("--quick", is_flag=True,
-              help="A first look: quick tier (headline shape), forward benchmarks only, one sample each.")
+              help="A first look: quick tier (headline shape), fused implementations' forward only, one "
+                   "sample each (the reference's cost still shows as each case's speedup over it).")
 @click.option("--tier", type=click.Choice(["quick", "default", "full"]), default="default", show_default=True,
               help=_tier_help)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Default: cuda if a GPU is visible.")
@@ -222,6 +223,7 @@ def run(bench, quick, tier, device, commit, machine_override, shapes, variants, 
     from asv.machine import MachineCollection
 
     from variantbench import asvrun, results
+    from variantbench.catalog import family
     from variantbench.device import measured_peaks
 
     device = _device(device)
@@ -246,6 +248,9 @@ def run(bench, quick, tier, device, commit, machine_override, shapes, variants, 
 
     if quick:
         tier = "quick"
+        # A first look within minutes: every asv process compiles its case (3-11 s on an H100 host).
+        fused = [i.name for i in family("attention").implementations if i.fused]
+        implementations = implementations or tuple(fused)
     env = dict(os.environ, VARIANTBENCH_DEVICE=device, VARIANTBENCH_TIER=tier,
                VARIANTBENCH_SHAPES=",".join(shapes), VARIANTBENCH_VARIANTS=",".join(variants),
                VARIANTBENCH_IMPLEMENTATIONS=",".join(implementations))
