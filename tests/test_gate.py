@@ -3,6 +3,7 @@
 import json
 import math
 import random
+import statistics
 import subprocess
 from pathlib import Path
 
@@ -148,9 +149,51 @@ def test_renamed_benchmark_is_gone_and_new_not_failed(tmp_path):
     assert gate(tmp_path).exit_code == 0
 
 
-def test_without_no_run_it_says_what_to_do(tmp_path):
-    result = CliRunner().invoke(main, ["gate", BASE, HEAD, "--results", str(tmp_path)])
-    assert result.exit_code == 3 and "--no-run" in result.output
+def test_without_results_the_gate_measures_the_commit_in_its_own_worktree(tmp_path):
+    """End to end on the CPU: HEAD has no results, so the gate checks it out beside this checkout,
+    runs that checkout's suite (one case, one benchmark) into the results folder, and gates it
+    against itself: an A/A that must pass and show each benchmark's noise."""
+    summary = tmp_path / "summary.md"
+    result = CliRunner().invoke(main, [
+        "gate", "HEAD", "HEAD", "--results", str(tmp_path / "results"), "--device", "cpu", "--bench",
+        r"AttentionForward\.time_forward$", "--variant", "gqa_8", "--implementation", "sdpa", "--shape", "tiny-s128",
+        "--summary", str(summary)])
+    assert result.exit_code == 0, result.output
+    assert f"measuring {HEAD[:8]}" in result.output
+    assert list((tmp_path / "results").glob(f"*/{HEAD[:8]}*.json"))
+    assert "| bench_attention.AttentionForward.time_forward | gqa_8/sdpa/tiny-s128 | same | 1.000 |" in summary.read_text()
+    worktrees = subprocess.run(["git", "worktree", "list"], capture_output=True, text=True).stdout
+    assert "variantbench-" not in worktrees  # removed afterwards
+
+
+def _frame(ms_by_case, seed, n=10, noise=0.02):
+    import pandas as pd
+
+    rng = random.Random(seed)
+    rows = []
+    for params, ms in ms_by_case.items():
+        samples = [ms * math.exp(rng.gauss(0, noise)) for _ in range(n)]
+        rows.append({"benchmark": "bench_attention.AttentionForward.time_forward", "params": params,
+                     "value": statistics.median(samples), "samples": samples, "q25": None, "q75": None, "repeat": n})
+    return pd.DataFrame(rows)
+
+
+def test_confirmation_keeps_a_real_slowdown_and_clears_a_fluke():
+    from variantbench import gate as gate_module
+
+    real, fluke = ("gqa_8", "triton", "s4k"), ("causal", "flex", "s4k")
+    base = _frame({real: 1.0, fluke: 1.0}, seed=1)
+    head = _frame({real: 1.25, fluke: 1.25}, seed=2)
+    verdicts = gate_module.compare_frames(base, head, 1.10)
+    assert list(verdicts.verdict) == ["slower", "slower"]
+    base_rerun = _frame({real: 1.0, fluke: 1.0}, seed=3, n=20)
+    head_rerun = _frame({real: 1.25, fluke: 1.0}, seed=4, n=20)  # the fluke does not repeat
+    confirmed = gate_module.confirm_frame(verdicts, base, head, base_rerun, head_rerun, 1.10).set_index("params")
+    assert confirmed.loc["gqa_8/triton/s4k", "verdict"] == "slower"
+    assert confirmed.loc["causal/flex/s4k", "verdict"] == "same"
+    assert confirmed.loc["causal/flex/s4k", "confirmation"] == "not confirmed by re-run"
+    unconfirmed = gate_module.confirm_frame(verdicts, base, head, base_rerun.iloc[0:0], head_rerun, 1.10)
+    assert list(unconfirmed.verdict) == ["slower", "slower"]  # a re-run that measured nothing clears nothing
 
 
 def test_bisect_finds_the_first_slower_commit_and_names_unmeasured_ones(tmp_path):

@@ -213,7 +213,11 @@ def _follow_progress(process, log_path, t0):
 @click.option("--shape", "shapes", multiple=True, help="Only these shapes (repeatable): one runner's shard.")
 @click.option("--variant", "variants", multiple=True, help="Only these variants (repeatable).")
 @click.option("--implementation", "implementations", multiple=True, help="Only these implementations.")
-def run(bench, quick, tier, device, commit, machine_override, shapes, variants, implementations):
+@click.option("--results", "results_dir", type=click.Path(path_type=Path), default=None,
+              help="Results folder (default: reports/results on CUDA, reports/cpu-results on CPU).")
+@click.option("--repeat", type=click.IntRange(min=1), default=None,
+              help="Samples per time benchmark (default: the suite's, 10); the gate's confirming re-runs take 20.")
+def run(bench, quick, tier, device, commit, machine_override, shapes, variants, implementations, results_dir, repeat):
     """Run the suite with asv in the existing environment and record results under reports/results/.
 
     Every benchmark's setup checks its case against the reference before timing it. The machine's params
@@ -259,11 +263,13 @@ def run(bench, quick, tier, device, commit, machine_override, shapes, variants, 
     env.pop("TRITON_INTERPRET", None)
     # CPU figures are a smoke run, not history: they go to reports/cpu-results/ (ignored), never into
     # reports/results/, the GPU history that `asv publish` renders.
-    results_dir = ROOT / "reports" / ("cpu-results" if device == "cpu" else "results")
+    results_dir = (results_dir or ROOT / "reports" / ("cpu-results" if device == "cpu" else "results")).resolve()
     # --record-samples keeps every sample, not only asv's summary: the gate tests on the samples.
     asv_args = ["--python=same", f"--set-commit-hash={sha}", f"--machine={name}", "--show-stderr", "--record-samples"]
     if quick:
         asv_args.append("--quick")
+    if repeat:
+        asv_args += ["--attribute", f"repeat={repeat}"]
     if shutil.which("asv") is None:
         fail("asv is not installed in this environment (pip install asv)")
     try:
@@ -293,11 +299,11 @@ def run(bench, quick, tier, device, commit, machine_override, shapes, variants, 
         import pandas as pd
 
         pd.set_option("display.width", 200)
-        click.echo(f"\nforward, {device} figures ({path.relative_to(ROOT)}):")
+        click.echo(f"\nforward, {device} figures ({path}):")
         click.echo(table.to_string(float_format=lambda x: f"{x:.4g}"))
     if code != 0:
         fail(f"asv exited {code}: a benchmark failed or crashed (its message is in the log above); "
-             f"the results of the others are in {path.relative_to(ROOT)}", EXIT_BAD_INPUT)
+             f"the results of the others are in {path}", EXIT_BAD_INPUT)
 
 
 def _sha(rev):
@@ -308,42 +314,93 @@ def _sha(rev):
         fail(f"{rev}: not a commit of {ROOT}")
 
 
-def _base_and_head(base, head, results_dir, no_run):
-    from variantbench import gate, results
+def _measure_args(bench, tier, shapes, variants, implementations, device, machine):
+    """`variantbench run` options for measuring a commit that has no results."""
+    args = ["--tier", tier]
+    for flag, values in (("--shape", shapes), ("--variant", variants), ("--implementation", implementations)):
+        for value in values:
+            args += [flag, value]
+    for flag, value in (("--bench", bench), ("--device", device), ("--machine", machine)):
+        if value:
+            args += [flag, value]
+    return args
 
-    if not no_run:
-        fail("measuring missing commits is not built yet: run `variantbench run --commit REV` on the GPU "
-             "runner for each, then pass --no-run", EXIT_INCOMPARABLE)
+
+def _results_for(checkouts, sha, results_dir, measure_args):
+    """(rows, identity) of a commit's results; measured first in its own checkout when it has none,
+    unless measure_args is None (--no-run). Raises gate.Incomparable when there are still none."""
+    from variantbench import gate
+
+    try:
+        return gate.commit_results(results_dir, sha)
+    except gate.Incomparable:
+        if measure_args is None:
+            raise
+    code = checkouts.run(sha, results_dir, measure_args, click.echo)
+    try:
+        return gate.commit_results(results_dir, sha)
+    except gate.Incomparable:
+        raise gate.Incomparable(f"measuring {sha[:8]} recorded no results (its run exited {code})") from None
+
+
+def _base_and_head(checkouts, base, head, results_dir, measure_args):
+    from variantbench import gate, results
+    from variantbench.measure import MeasureFailed
+
     base_sha, head_sha = _sha(base), _sha(head)
     try:
-        base_rows, base_identity = gate.commit_results(results_dir, base_sha)
-        head_rows, head_identity = gate.commit_results(results_dir, head_sha)
+        base_rows, base_identity = _results_for(checkouts, base_sha, results_dir, measure_args)
+        head_rows, head_identity = _results_for(checkouts, head_sha, results_dir, measure_args)
         gate.check_identity(base_identity, head_identity)
     except gate.Incomparable as why:
         fail(str(why), EXIT_INCOMPARABLE)
+    except MeasureFailed as why:
+        fail(str(why))
     except results.BadResults as why:
         fail(str(why))
     return base_sha, head_sha, base_rows, head_rows, head_identity
 
 
+def _measure_options(command, with_bench=True):
+    """Options of compare, gate and bisect: what to measure for a commit with no results."""
+    options = [
+        click.option("--no-run", is_flag=True, help="Use only results already present; never measure."),
+        *([click.option("--bench", "-b", default=None, help="Measuring: asv benchmark regex.")] if with_bench else []),
+        click.option("--tier", type=click.Choice(["quick", "default", "full"]), default="default",
+                     show_default=True, help="Measuring: " + _tier_help),
+        click.option("--shape", "shapes", multiple=True, help="Measuring: only these shapes."),
+        click.option("--variant", "variants", multiple=True, help="Measuring: only these variants."),
+        click.option("--implementation", "implementations", multiple=True,
+                     help="Measuring: only these implementations."),
+        click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Measuring: the device."),
+        click.option("--machine", default=None, help="Measuring: asv machine name."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 _results_option = click.option("--results", "results_dir", type=click.Path(path_type=Path),
                                default=ROOT / "reports" / "results", show_default=True, help="asv results folder.")
-_no_run_option = click.option("--no-run", is_flag=True, help="Use only results already present.")
-
-
 @main.command()
 @click.argument("base")
 @click.argument("head")
 @_results_option
-@_no_run_option
-def compare(base, head, results_dir, no_run):
+@_measure_options
+def compare(base, head, results_dir, no_run, bench, tier, shapes, variants, implementations, device, machine):
     """Every timing benchmark present on BASE or HEAD: ratio, noise, significance and a verdict
-    (faster, slower, same, noisy, new, gone, failed, skipped). Exits 0; 2 on bad input; 3 when the
-    two were measured on different hardware or software, or one has no results."""
+    (faster, slower, same, noisy, new, gone, failed, skipped).
+
+    A commit with no results is measured first, in its own git worktree by its own code (unless
+    --no-run). Exits 0; 2 on bad input; 3 when the two were measured on different hardware or
+    software, or one has no results."""
     from variantbench import gate
+    from variantbench.measure import Checkouts
 
     settings = gate.load_settings(ROOT / "pyproject.toml")
-    _, _, base_rows, head_rows, _ = _base_and_head(base, head, results_dir, no_run)
+    args = None if no_run else _measure_args(bench, tier, shapes, variants, implementations, device, machine)
+    with Checkouts(ROOT) as checkouts:
+        _, _, base_rows, head_rows, _ = _base_and_head(checkouts, base, head, results_dir, args)
     table = gate.compare_frames(base_rows, head_rows, settings.regression_factor)
     import pandas as pd
 
@@ -355,24 +412,42 @@ def compare(base, head, results_dir, no_run):
 @click.argument("base")
 @click.argument("head")
 @_results_option
-@_no_run_option
+@_measure_options
 @click.option("--summary", "summary_path", type=click.Path(path_type=Path), default=None,
               help="Write a Markdown summary here (a GitHub job summary or PR comment).")
-def gate_command(base, head, results_dir, no_run, summary_path):
+def gate_command(base, head, results_dir, no_run, bench, tier, shapes, variants, implementations, device, machine,
+                 summary_path):
     """Fail (exit 1) when HEAD regressed against BASE or a variant is newly over its signal budget.
 
     A regression is slower than the factor ([tool.variantbench] regression_factor, default 1.10),
-    significant after correcting for the number of benchmarks, and confirmed; with --no-run no re-run
-    can confirm, so suspects fail as they stand. Benchmarks too noisy for the factor are reported and
-    do not gate. Variants already over budget on BASE are reported, not failed."""
-    from variantbench import gate, results
+    significant after correcting for the number of benchmarks, and confirmed by re-running just the
+    suspects on both commits (20 samples each, pooled with the first run's). With --no-run nothing is
+    measured and no re-run can confirm, so suspects fail as they stand. Benchmarks too noisy for the
+    factor are reported and do not gate. Variants already over budget on BASE are reported, not failed."""
+    from variantbench import decide, gate, results
+    from variantbench.measure import Checkouts
 
     try:
         settings = gate.load_settings(ROOT / "pyproject.toml")
     except results.BadResults as why:
         fail(str(why))
-    base_sha, head_sha, base_rows, head_rows, identity = _base_and_head(base, head, results_dir, no_run)
-    verdicts = gate.compare_frames(base_rows, head_rows, settings.regression_factor)
+    args = None if no_run else _measure_args(bench, tier, shapes, variants, implementations, device, machine)
+    with Checkouts(ROOT) as checkouts:
+        base_sha, head_sha, base_rows, head_rows, identity = _base_and_head(checkouts, base, head, results_dir, args)
+        verdicts = gate.compare_frames(base_rows, head_rows, settings.regression_factor)
+        suspects = verdicts[verdicts.verdict == "slower"]
+        if args is not None and not suspects.empty:
+            click.echo(f"confirming {len(suspects)} suspect(s) with {decide.RERUN_SAMPLES} more samples on each commit")
+            with tempfile.TemporaryDirectory(prefix="variantbench-confirm-") as rerun_dir:
+                rerun_args = _confirm_args(suspects, device, machine)
+                reruns = []
+                for sha in (base_sha, head_sha):
+                    checkouts.run(sha, Path(rerun_dir), rerun_args, click.echo)
+                    try:
+                        reruns.append(gate.commit_results(Path(rerun_dir), sha)[0])
+                    except (gate.Incomparable, results.BadResults):
+                        reruns.append(base_rows.iloc[0:0])  # no samples: the suspects stay unconfirmed
+            verdicts = gate.confirm_frame(verdicts, base_rows, head_rows, *reruns, settings.regression_factor)
     budgets = gate.budget_frame(base_rows, head_rows, settings)
     text = gate.summary_markdown(base_sha, head_sha, identity, verdicts, budgets, settings.regression_factor)
     if summary_path:
@@ -384,36 +459,65 @@ def gate_command(base, head, results_dir, no_run, summary_path):
         sys.exit(EXIT_FAIL)
 
 
+def _confirm_args(suspects, device, machine):
+    """Run options measuring just the suspects (a superset where several differ in more than one
+    parameter: shards are per name), with the re-run's sample count."""
+    from variantbench import decide
+
+    params = [p.split("/") for p in suspects.params]
+    names = sorted(set(suspects.benchmark))
+    args = ["--tier", "full", "--repeat", str(decide.RERUN_SAMPLES),
+            "--bench", "|".join(rf"^{re.escape(n)}$" for n in names)]
+    for flag, position in (("--variant", 0), ("--implementation", 1), ("--shape", 2)):
+        for value in sorted({p[position] for p in params if len(p) > position}):
+            args += [flag, value]
+    for flag, value in (("--device", device), ("--machine", machine)):
+        if value:
+            args += [flag, value]
+    return args
+
+
 @main.command("bisect")
 @click.argument("good")
 @click.argument("bad")
 @click.option("--bench", "pattern", required=True,
               help="Regex on `benchmark(param, ...)`, as asv's --bench: e.g. 'time_forward.*gqa_8, triton'.")
 @_results_option
-@_no_run_option
-def bisect_command(good, bad, pattern, results_dir, no_run):
-    """Find the commit between GOOD and BAD that made a benchmark slower, from recorded results.
+@lambda command: _measure_options(command, with_bench=False)
+def bisect_command(good, bad, pattern, results_dir, no_run, tier, shapes, variants, implementations, device, machine):
+    """Find the commit between GOOD and BAD that made a benchmark slower.
 
-    Prints the first slower commit, the last good one, and any commits between them without results
-    (measure those with `variantbench run --commit REV` to narrow it further). Exit 0 when found,
-    3 when GOOD or BAD has no results or BAD is not slower, 2 on bad input."""
+    Searches the recorded results; unless --no-run, measures GOOD and BAD if they have none, then
+    the middle one of the unmeasured commits between the last good and the first slower one, until
+    none is left (each in its own worktree; narrow what is measured with --shape/--variant/...).
+    Prints the first slower commit and the last good one. Exit 0 when found, 3 when GOOD or BAD has
+    no results or BAD is not slower, 2 on bad input."""
     from variantbench import gate, results
+    from variantbench.measure import Checkouts, MeasureFailed
 
-    if not no_run:
-        fail("measuring commits without results is not built yet: pass --no-run to bisect over recorded "
-             "results", EXIT_INCOMPARABLE)
     good_sha, bad_sha = _sha(good), _sha(bad)
     listed = subprocess.run(["git", "rev-list", "--reverse", "--ancestry-path", f"{good_sha}..{bad_sha}"], cwd=ROOT,
                             capture_output=True, text=True)
     if listed.returncode != 0 or not listed.stdout.strip():
         fail(f"{bad} is not a descendant of {good}")
     commits = [good_sha] + listed.stdout.split()
+    args = None if no_run else _measure_args(None, tier, shapes, variants, implementations, device, machine)
     try:
         settings = gate.load_settings(ROOT / "pyproject.toml")
-        found = gate.bisect(results_dir, commits, pattern, settings.regression_factor)
+        with Checkouts(ROOT) as checkouts:
+            for sha in (good_sha, bad_sha):
+                _results_for(checkouts, sha, results_dir, args)
+            found = gate.bisect(results_dir, commits, pattern, settings.regression_factor)
+            while args is not None and found["unmeasured"]:
+                middle = found["unmeasured"][len(found["unmeasured"]) // 2]
+                checkouts.run(middle, results_dir, args, click.echo)
+                narrowed = gate.bisect(results_dir, commits, pattern, settings.regression_factor)
+                if narrowed["unmeasured"] == found["unmeasured"]:  # it recorded nothing: stop, say so below
+                    break
+                found = narrowed
     except gate.Incomparable as why:
         fail(str(why), EXIT_INCOMPARABLE)
-    except results.BadResults as why:
+    except (results.BadResults, MeasureFailed) as why:
         fail(str(why))
     ratio = "crashed" if found["ratio"] is None else f"{found['ratio']:.3f}x"
     click.echo(f"first slower: {found['first_slower']}  {found['benchmark']}({', '.join(found['params'])}) {ratio}")

@@ -97,6 +97,28 @@ def compare_frames(base: pd.DataFrame, head: pd.DataFrame, factor: float) -> pd.
     return pd.DataFrame(rows, columns=["benchmark", "params", "verdict", "ratio", "standard_error", "z"])
 
 
+def confirm_frame(verdicts: pd.DataFrame, base, head, base_rerun, head_rerun, factor: float) -> pd.DataFrame:
+    """Verdicts with each "slower" decided again on its commits' samples pooled with a re-run's.
+
+    A suspect the re-run does not confirm becomes "same" (noted in `confirmation`); one the re-run has
+    no samples for (it crashed there) stays "slower": an unconfirmed suspect never passes silently.
+    """
+    verdicts = verdicts.copy()
+    verdicts["confirmation"] = ""
+    n = int(verdicts.verdict.isin(["slower", "faster", "same", "noisy"]).sum())
+    for i, row in verdicts[verdicts.verdict == "slower"].iterrows():
+        params = tuple(row.params.split("/"))
+        sides = [_benchmark_side(frame, row.benchmark, params) for frame in (base, head, base_rerun, head_rerun)]
+        if any(side is None or not side["samples"] for side in sides):
+            verdicts.loc[i, "confirmation"] = "re-run has no samples: unconfirmed, kept"
+            continue
+        c = decide.confirm(*sides, n, factor=factor)
+        verdicts.loc[i, ["verdict", "ratio", "standard_error", "z"]] = [
+            "slower" if c.verdict == "slower" else "same", c.ratio, c.standard_error, c.z]
+        verdicts.loc[i, "confirmation"] = "confirmed by re-run" if c.verdict == "slower" else "not confirmed by re-run"
+    return verdicts
+
+
 def budget_frame(base: pd.DataFrame, head: pd.DataFrame, settings: Settings, family="attention") -> pd.DataFrame:
     """Per (variant, implementation, shape): ratio to baseline on BASE and HEAD, the budget, and
     whether HEAD is newly over it (`new_over`) or was already over on BASE (`already_over`)."""
@@ -150,6 +172,21 @@ def summary_markdown(base, head, identity, verdicts: pd.DataFrame, budgets: pd.D
     if not noisy.empty:
         lines.append(f"Too noisy to gate at this factor ({len(noisy)}): " + ", ".join(
             f"{r.benchmark} {r.params}" for r in noisy.itertuples()) + ".")
+        lines.append("")
+    if "confirmation" in verdicts:
+        unconfirmed = verdicts[verdicts.confirmation == "not confirmed by re-run"]
+        if not unconfirmed.empty:
+            lines.append("Suspects the confirming re-run cleared: " + ", ".join(
+                f"{r.benchmark} {r.params}" for r in unconfirmed.itertuples()) + ".")
+            lines.append("")
+    measured = verdicts[verdicts.standard_error.notna()]
+    if not measured.empty:
+        # Every benchmark's noise, so an A/A run shows what the gate can resolve and what it cannot.
+        lines += [f"<details><summary>Noise of all {len(measured)} compared benchmarks</summary>", "",
+                  "| benchmark | params | verdict | ratio | noise (se of log ratio) |", "|---|---|---|---|---|"]
+        lines += [f"| {r.benchmark} | {r.params} | {r.verdict} | {r.ratio:.3f} | {r.standard_error:.2%} |"
+                  for r in measured.itertuples()]
+        lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
 
 
