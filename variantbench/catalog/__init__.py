@@ -35,6 +35,7 @@ class Implementation:
     unsupported: Callable[[object, object], str | None] = lambda variant, shape: None
     needs_triton: bool = False
     autotunes: bool = False
+    ours: bool = False  # our own kernel, the one under development: `run --quick` times it and the baseline
 
     def load(self):
         return importlib.import_module(self.module)

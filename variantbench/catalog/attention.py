@@ -207,7 +207,7 @@ IMPLEMENTATIONS = (
     Implementation("sdpa", "kernels.attention.sdpa", fused=True, backward=True, unsupported=_sdpa_unsupported),
     Implementation("flex", "kernels.attention.flex", fused=True, backward=True),
     Implementation("triton", "kernels.attention.triton_flash", fused=True, backward=False, needs_triton=True,
-                   autotunes=True),
+                   autotunes=True, ours=True),
 )
 
 FAMILY = Family(
