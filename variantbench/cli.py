@@ -301,11 +301,16 @@ def run(bench, quick, tier, device, commit, machine_override, shapes, variants, 
         import pandas as pd
 
         pd.set_option("display.width", 200)
-        click.echo(f"\nforward, {device} figures ({path}):")
+        click.echo(f"\nforward, {device} figures ({_shown(path)}):")
         click.echo(table.to_string(float_format=lambda x: f"{x:.4g}"))
     if code != 0:
         fail(f"asv exited {code}: a benchmark failed or crashed (its message is in the log above); "
-             f"the results of the others are in {path}", EXIT_BAD_INPUT)
+             f"the results of the others are in {_shown(path)}", EXIT_BAD_INPUT)
+
+
+def _shown(path):
+    """A path as a user reads it: relative to the checkout where it lies inside it."""
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
 
 
 def _sha(rev):
