@@ -23,7 +23,7 @@ def one_line(result):
 def test_unknown_variant_is_exit_2_one_line():
     result = invoke("check", "--variant", "sliding_window_999")
     assert result.exit_code == 2
-    assert "unknown attention variant 'sliding_window_999'" in one_line(result)
+    assert "unknown attention/moe variant 'sliding_window_999'" in one_line(result)
 
 
 def test_unknown_family_is_exit_2():
@@ -95,7 +95,7 @@ def test_results_file_loads_tidy_rows(tmp_path):
     frame = results.load_file(path)
     assert list(frame.params) == [("causal", "triton", "tiny-s128"), ("mqa", "triton", "tiny-s128")]
     assert frame.value.iloc[0] == 0.001 and frame.value.isna().iloc[1]
-    table = results.attention_table(frame)
+    table = results.forward_tables(frame)["attention"]
     assert table.loc[("tiny-s128", "causal", "triton"), "ms"] == pytest.approx(1.0)
 
 

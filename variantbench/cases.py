@@ -14,7 +14,6 @@ from pathlib import Path
 
 from variantbench import timing
 from variantbench.catalog import Unsupported, family
-from variantbench.catalog import attention as attention_family
 from variantbench.shapes import in_tier
 
 CHECK_SEED_OFFSET = 1_000_003  # check inputs are drawn from a different seed than timed inputs
@@ -56,7 +55,9 @@ def resolve(family_name, variant_name, implementation_name, shape_name, device) 
     shape = fam.shape(shape_name)
     if shape.device != device:
         raise Unsupported(f"shape {shape.name} belongs to the {shape.device} grid, not {device}")
-    variant.n_kv_heads(shape)
+    reason = variant.unsupported(shape)
+    if reason:
+        raise Unsupported(f"{variant.name} does not fit {shape.name}: {reason}")
     reason = implementation.unsupported(variant, shape)
     if reason:
         raise Unsupported(f"{implementation.name} cannot run {variant.name} at {shape.name}: {reason}")
@@ -182,7 +183,8 @@ def prepare_checked(case, *, requires_grad=False):
     import torch
 
     dev = _torch_device(case)
-    problem = attention_family.make_problem(
+    fam = family(case.family)
+    problem = fam.make_problem(
         case.variant, case.shape, device=dev, dtype=case.dtype, seed=SEED + CHECK_SEED_OFFSET,
         requires_grad=requires_grad,
     )
@@ -197,41 +199,31 @@ def prepare_checked(case, *, requires_grad=False):
         raise Mismatch(
             f"{case.name}: max error {result['max_error']:.3g} against the float64 reference exceeds the "
             f"tolerance {result['tolerance']:.3g} (low-precision reference error {result['reference_error']:.3g}, "
-            f"{result['rows']} query rows, seed {problem.seed})"
+            f"{result['rows']} rows compared, seed {problem.seed})"
         )
-    timed = attention_family.make_problem(case.variant, case.shape, device=dev, dtype=case.dtype, seed=SEED)
+    timed = fam.make_problem(case.variant, case.shape, device=dev, dtype=case.dtype, seed=SEED)
     with torch.no_grad():
-        for name in ("q", "k", "v", "doc_start"):
-            if getattr(problem, name) is not None:
-                getattr(problem, name).copy_(getattr(timed, name))
+        for name, tensor in problem.inputs().items():
+            tensor.copy_(timed.inputs()[name])
     problem.seed = SEED
     return problem, call, result
 
 
 def check_output(case, problem, out):
-    """Compare `out` with the reference on sampled query rows (all rows when there are few).
+    """Compare `out` with the family's reference on the rows its `check_views` picks (sampled query
+    rows for attention, all tokens for MoE).
 
     Tolerance from the data: TOLERANCE_FACTOR x the error of the reference run in the working dtype
     against the same reference in float64, plus a rounding band of 2 ulps of the output's magnitude.
     """
     import torch
 
-    from reference.attention import attention
-
-    rows = attention_family.sample_query_rows(problem.q_len, CHECK_ROWS, problem.seed).to(problem.q.device)
-    mask_mod, score_mod = case.variant.mask_mod(problem), case.variant.score_mod(problem)
-
-    def reference(dtype):
-        return attention(
-            problem.q[:, :, rows].to(dtype), problem.k.to(dtype), problem.v.to(dtype),
-            mask_mod=mask_mod, score_mod=score_mod, q_idx=rows,
-        )
-
+    reference, got, rows = family(case.family).check_views(case.variant, problem, out, CHECK_ROWS)
     exact = reference(torch.float64)
-    low = reference(problem.q.dtype).double()
-    got = out[:, :, rows].double()
+    low = reference(got.dtype).double()
+    band = 2 * torch.finfo(got.dtype).eps * exact.abs().max().item()
+    got = got.double()
     reference_error = (low - exact).abs().max().item()
-    band = 2 * torch.finfo(problem.q.dtype).eps * exact.abs().max().item()
     tolerance = TOLERANCE_FACTOR * reference_error + band
     finite = bool(torch.isfinite(got).all())
     max_error = (got - exact).abs().max().item() if finite else float("inf")
@@ -240,7 +232,7 @@ def check_output(case, problem, out):
         "max_error": max_error,
         "tolerance": tolerance,
         "reference_error": reference_error,
-        "rows": int(rows.numel()),
+        "rows": rows,
     }
 
 
@@ -251,7 +243,7 @@ def forward_backward(problem, call):
     out = call()
     gen = torch.Generator(out.device).manual_seed(SEED + 7)
     grad = torch.randn(out.shape, generator=gen, device=out.device, dtype=torch.float32).to(out.dtype)
-    inputs = (problem.q, problem.k, problem.v)
+    inputs = problem.grad_inputs()
 
     def step():
         return torch.autograd.grad(call(), inputs, grad)
@@ -320,7 +312,7 @@ def metrics(case, prepared=None, rounds=25) -> dict:
         del reference_call  # its B x H x S x S scores stay allocated otherwise
     ms = {name: statistics.median(s) for name, s in samples.items()}
 
-    work = {name: attention_family.work(variants[name], problems[name]) for name in calls}
+    work = {name: fam.work(variants[name], problems[name]) for name in calls}
 
     def floor_ms(name):
         flops, nbytes = work[name]

@@ -1,6 +1,7 @@
 """The `variantbench` command. Exit codes everywhere: 0 pass, 1 regression, mismatch or budget
 exceeded, 2 bad input or infrastructure failure, 3 incomparable or no baseline."""
 
+import dataclasses
 import os
 import re
 import shutil
@@ -32,21 +33,31 @@ def _device(requested):
     return device
 
 
-def _validate(family_name, variants, implementations, shapes, device):
-    """One clear line and exit 2 for any name the catalog does not know, or a shape of another device."""
-    from variantbench.catalog import Unsupported, family
+def _families(family_names, variants, implementations, shapes, device):
+    """The selected families (all by default) that the name filters leave cases of. A name filters
+    the families that know it; a name none of them knows, or a shape of another device, is one clear
+    line and exit 2."""
+    from variantbench.catalog import Unsupported, families, family
 
     try:
-        fam = family(family_name)
-        for v in variants:
-            fam.variant(v)
-        for i in implementations:
-            fam.implementation(i)
-        for s in shapes:
-            if fam.shape(s).device != device:
-                raise Unsupported(f"shape {s} belongs to the {fam.shape(s).device} grid, not {device}")
+        fams = [family(name) for name in family_names] or list(families())
     except Unsupported as why:
         fail(str(why))
+    dimensions = (
+        ("variant", variants, lambda fam: [v.name for v in fam.variants]),
+        ("implementation", implementations, lambda fam: [i.name for i in fam.implementations]),
+        ("shape", shapes, lambda fam: [s.name for s in fam.shapes]),
+    )
+    for kind, names, known in dimensions:
+        for name in names:
+            if not any(name in known(fam) for fam in fams):
+                fail(f"unknown {'/'.join(f.name for f in fams)} {kind} {name!r}; known: "
+                     f"{', '.join(n for fam in fams for n in known(fam))}")
+    for fam in fams:
+        for name in shapes:
+            if name in [s.name for s in fam.shapes] and fam.shape(name).device != device:
+                fail(f"shape {name} belongs to the {fam.shape(name).device} grid, not {device}")
+    return [fam for fam in fams if all(not names or set(names) & set(known(fam)) for _, names, known in dimensions)]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -84,10 +95,7 @@ def list_command(family_name):
             rows.append(row)
         click.echo(f"family {fam.name}: baseline {base_variant.name} through {base_impl.name}\n")
         click.echo(pd.DataFrame(rows).to_string(index=False))
-        shapes = pd.DataFrame(
-            [{"shape": s.name, "model": s.model, "batch": s.batch, "q_len": s.q_len, "kv_len": s.kv_len,
-              "device": s.device, "tier": s.tier} for s in fam.shapes]
-        )
+        shapes = pd.DataFrame([dataclasses.asdict(s) for s in fam.shapes]).rename(columns={"name": "shape"})
         click.echo("\n" + shapes.to_string(index=False))
         reasons = sorted({impl.unsupported(v, s) and f"{impl.name}: {impl.unsupported(v, s)}"
                           for v in fam.variants for impl in fam.implementations for s in fam.shapes} - {None})
@@ -108,17 +116,18 @@ _tier_help = ("Which shapes: quick (headline), default (every commit), full (the
               "See variantbench.shapes.TIERS.")
 
 
-def _run_checks(family_name, device, variants, implementations, shapes, tier, jobs, echo):
+def _run_checks(fams, device, variants, implementations, shapes, tier, jobs, echo):
     """Check every case of the selection; echo one line each (skips too). Returns the CheckResults."""
     from variantbench import cases
 
     runnable = []
-    for case in cases.iter_cases(family_name, device, variants=variants, implementations=implementations,
-                                 shapes=shapes, tier=tier):
-        if isinstance(case, tuple):
-            echo(f"skip      {'/'.join(case[:4])}: {case[4]}")
-        else:
-            runnable.append(case)
+    for fam in fams:
+        for case in cases.iter_cases(fam.name, device, variants=variants, implementations=implementations,
+                                     shapes=shapes, tier=tier):
+            if isinstance(case, tuple):
+                echo(f"skip      {'/'.join(case[:4])}: {case[4]}")
+            else:
+                runnable.append(case)
     if jobs is None:
         jobs = _default_jobs() if device == "cuda" else 1
     t0 = time.perf_counter()
@@ -133,7 +142,7 @@ def _run_checks(family_name, device, variants, implementations, shapes, tier, jo
 
 
 @main.command()
-@click.option("--family", "family_name", default="attention", show_default=True)
+@click.option("--family", "family_names", multiple=True, help="Only these families (default: all).")
 @click.option("--variant", "variants", multiple=True, help="Only these variants (repeatable).")
 @click.option("--implementation", "implementations", multiple=True, help="Only these implementations.")
 @click.option("--shape", "shapes", multiple=True, help="Only these shapes.")
@@ -141,17 +150,17 @@ def _run_checks(family_name, device, variants, implementations, shapes, tier, jo
 @click.option("--tier", type=click.Choice(["quick", "default", "full"]), default="full", show_default=True,
               help=_tier_help)
 @_jobs_option
-def check(family_name, variants, implementations, shapes, device, tier, jobs):
+def check(family_names, variants, implementations, shapes, device, tier, jobs):
     """Check every implementation against its reference on fresh random inputs.
 
     Prints one line per case (ok, MISMATCH, skip with its reason) as it finishes; exits 1 naming each
     mismatch, 2 if a case crashed."""
     device = _device(device)
-    _validate(family_name, variants, implementations, shapes, device)
+    fams = _families(family_names, variants, implementations, shapes, device)
     if device == "cpu":
         os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the first triton import
     t0 = time.perf_counter()
-    checked = _run_checks(family_name, device, variants, implementations, shapes, tier, jobs, click.echo)
+    checked = _run_checks(fams, device, variants, implementations, shapes, tier, jobs, click.echo)
     count = {status: [r.case for r in checked if r.status == status] for status in ("ok", "mismatch", "error")}
     click.echo(f"{len(count['ok'])} passed, {len(count['mismatch'])} mismatched, {len(count['error'])} errors "
                f"in {time.perf_counter() - t0:.0f}s")
@@ -213,12 +222,14 @@ def _follow_progress(process, log_path, t0):
 @click.option("--shape", "shapes", multiple=True, help="Only these shapes (repeatable): one runner's shard.")
 @click.option("--variant", "variants", multiple=True, help="Only these variants (repeatable).")
 @click.option("--implementation", "implementations", multiple=True, help="Only these implementations.")
+@click.option("--family", "family_names", multiple=True, help="Only these families (default: all).")
 @click.option("--results", "results_dir", type=click.Path(path_type=Path), default=None,
               help="Results folder (default: reports/results on CUDA; reports/quick-results for --quick; "
                    "reports/cpu-results on CPU).")
 @click.option("--repeat", type=click.IntRange(min=1), default=None,
               help="Samples per time benchmark (default: the suite's, 10); the gate's confirming re-runs take 20.")
-def run(bench, quick, tier, device, commit, machine_override, shapes, variants, implementations, results_dir, repeat):
+def run(bench, quick, tier, device, commit, machine_override, shapes, variants, implementations, family_names,
+        results_dir, repeat):
     """Run the suite with asv in the existing environment and record results under reports/results/.
 
     Every benchmark's setup checks its case against the reference before timing it. The machine's params
@@ -228,11 +239,10 @@ def run(bench, quick, tier, device, commit, machine_override, shapes, variants, 
     from asv.machine import MachineCollection
 
     from variantbench import asvrun, results
-    from variantbench.catalog import family
     from variantbench.device import measured_peaks
 
     device = _device(device)
-    _validate("attention", variants, implementations, shapes, device)
+    fams = _families(family_names, variants, implementations, shapes, device)
     sha = _sha(commit)
     # asv in the existing environment measures the code checked out here: recording it under another
     # commit would file HEAD's figures as BASE's and poison every later comparison.
@@ -255,9 +265,8 @@ def run(bench, quick, tier, device, commit, machine_override, shapes, variants, 
         tier = "quick"
         # A first look within minutes: every asv process prepares its case, and a FlexAttention one
         # compiles for 10-18 s on an H100 host; with Flex the quick grid took 214-273 s there.
-        fam = family("attention")
-        implementations = implementations or tuple(
-            i.name for i in fam.implementations if i.ours or i is fam.baseline[1])
+        implementations = implementations or tuple(dict.fromkeys(
+            i.name for fam in fams for i in fam.implementations if i.ours or i is fam.baseline[1]))
     env = dict(os.environ, VARIANTBENCH_DEVICE=device, VARIANTBENCH_TIER=tier,
                VARIANTBENCH_SHAPES=",".join(shapes), VARIANTBENCH_VARIANTS=",".join(variants),
                VARIANTBENCH_IMPLEMENTATIONS=",".join(implementations))
@@ -281,6 +290,7 @@ def run(bench, quick, tier, device, commit, machine_override, shapes, variants, 
         fail("asv is not installed in this environment (pip install asv)")
     try:
         benchmarks = [b for b in asvrun.suite_benchmarks(ROOT) if not bench or re.search(bench, b)]
+        benchmarks = [b for b in benchmarks if b.split(".")[0] in {f"bench_{fam.name}" for fam in fams}]
         if quick:  # forward figures only: a backward compile doubles a FlexAttention case's setup
             benchmarks = [b for b in benchmarks if not re.search(r"\.time_forward_backward$", b)]
     except re.error as error:
@@ -301,12 +311,11 @@ def run(bench, quick, tier, device, commit, machine_override, shapes, variants, 
         frame = results.load_file(path)
     except results.BadResults as why:
         fail(str(why))
-    table = results.attention_table(frame)
-    if not table.empty:
-        import pandas as pd
+    import pandas as pd
 
-        pd.set_option("display.width", 200)
-        click.echo(f"\nforward, {device} figures ({_shown(path)}):")
+    pd.set_option("display.width", 200)
+    for family_name, table in results.forward_tables(frame).items():
+        click.echo(f"\n{family_name} forward, {device} figures ({_shown(path)}):")
         click.echo(table.to_string(float_format=lambda x: f"{x:.4g}"))
     if code != 0:
         fail(f"asv exited {code}: a benchmark failed or crashed (its message is in the log above); "

@@ -14,8 +14,9 @@ import pandas as pd
 from variantbench import decide, results
 
 IDENTITY = ("gpu", "driver", "cuda", "torch", "triton")
-RATIO_BENCHMARK = "AttentionMetrics.track_ratio_to_baseline"
-NOISE_BENCHMARK = "AttentionMetrics.track_ratio_noise"
+# Every family's suite module tracks these (bench_<family>.<Family>Metrics.track_...).
+RATIO_BENCHMARK = "Metrics.track_ratio_to_baseline"
+NOISE_BENCHMARK = "Metrics.track_ratio_noise"
 
 
 class Incomparable(Exception):
@@ -119,22 +120,24 @@ def confirm_frame(verdicts: pd.DataFrame, base, head, base_rerun, head_rerun, fa
     return verdicts
 
 
-def budget_frame(base: pd.DataFrame, head: pd.DataFrame, settings: Settings, family="attention") -> pd.DataFrame:
-    """Per (variant, implementation, shape): ratio to baseline on BASE and HEAD, the budget, and
-    whether HEAD is newly over it (`new_over`) or was already over on BASE (`already_over`)."""
+def budget_frame(base: pd.DataFrame, head: pd.DataFrame, settings: Settings) -> pd.DataFrame:
+    """Per (family, variant, implementation, shape): ratio to baseline on BASE and HEAD, the budget,
+    and whether HEAD is newly over it (`new_over`) or was already over on BASE (`already_over`)."""
     def ratios(frame):
         picked = frame[frame.benchmark.str.endswith(RATIO_BENCHMARK)]
-        noise = frame[frame.benchmark.str.endswith(NOISE_BENCHMARK)].set_index("params")["value"]
-        return {p: (v, noise.get(p)) for p, v in zip(picked.params, picked.value) if v is not None and not pd.isna(v)}
+        noise = frame[frame.benchmark.str.endswith(NOISE_BENCHMARK)]
+        noise = dict(zip(zip(noise.benchmark.str.split(".").str[0], noise.params), noise.value))
+        return {(b.split(".")[0], p): (v, noise.get((b.split(".")[0], p)))
+                for b, p, v in zip(picked.benchmark, picked.params, picked.value) if v is not None and not pd.isna(v)}
 
     base_r, head_r = ratios(base), ratios(head)
     rows = []
-    for params, (ratio, noise) in head_r.items():
-        variant = params[0]
-        budget = settings.budget_for(family, variant)
-        base_ratio = base_r.get(params, (None, None))[0]
+    for (module, params), (ratio, noise) in head_r.items():
+        family = module.removeprefix("bench_")
+        budget = settings.budget_for(family, params[0])
+        base_ratio = base_r.get((module, params), (None, None))[0]
         over = ratio > budget
-        rows.append({"params": "/".join(params), "ratio": ratio, "noise": noise, "budget": budget,
+        rows.append({"params": f"{family}/" + "/".join(params), "ratio": ratio, "noise": noise, "budget": budget,
                      "base_ratio": base_ratio, "new_over": over and not (base_ratio is not None and base_ratio > budget),
                      "already_over": over and base_ratio is not None and base_ratio > budget})
     return pd.DataFrame(rows, columns=["params", "ratio", "noise", "budget", "base_ratio", "new_over", "already_over"])

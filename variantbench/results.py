@@ -68,25 +68,35 @@ def results_file(results_dir: Path, machine: str, commit: str) -> Path | None:
     return matches[-1] if matches else None
 
 
-def attention_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Forward figures per (variant, implementation, shape): ms, TFLOP/s, GB/s, % of roofline,
-    ratio to baseline, in catalog order."""
-    wanted = {
-        "bench_attention.AttentionForward.time_forward": "ms",
-        "bench_attention.AttentionMetrics.track_tflops": "TFLOP/s",
-        "bench_attention.AttentionMetrics.track_gbps": "GB/s",
-        "bench_attention.AttentionMetrics.track_percent_of_peak": "% roofline",
-        "bench_attention.AttentionMetrics.track_ratio_to_baseline": "x baseline",
-        "bench_attention.AttentionReferenceSpeedup.track_speedup_over_reference": "x reference",
-    }
-    rows = frame[frame.benchmark.isin(wanted)].copy()
-    if rows.empty:
-        return rows
-    rows["metric"] = rows.benchmark.map(wanted)
-    rows.loc[rows.metric == "ms", "value"] = rows.loc[rows.metric == "ms", "value"].astype(float) * 1e3
-    rows[["variant", "implementation", "shape"]] = pd.DataFrame(rows.params.tolist(), index=rows.index)
-    table = rows.pivot_table(index=["shape", "variant", "implementation"], columns="metric", values="value", sort=False)
-    return table[[c for c in wanted.values() if c in table.columns]]
+# Benchmark name endings every family's suite module shares (bench_<family>.<Family>Forward.time_forward, ...).
+FORWARD_FIGURES = {
+    "Forward.time_forward": "ms",
+    "Metrics.track_tflops": "TFLOP/s",
+    "Metrics.track_gbps": "GB/s",
+    "Metrics.track_percent_of_peak": "% roofline",
+    "Metrics.track_ratio_to_baseline": "x baseline",
+    "ReferenceSpeedup.track_speedup_over_reference": "x reference",
+}
+
+
+def forward_tables(frame: pd.DataFrame) -> dict:
+    """{family: forward figures per (shape, variant, implementation)}: ms, TFLOP/s, GB/s, % of roofline,
+    ratio to baseline, speedup over reference, in run order."""
+    tables = {}
+    def label(benchmark):
+        return next((name for ending, name in FORWARD_FIGURES.items() if benchmark.endswith(ending)), None)
+
+    figures = frame.assign(family=frame.benchmark.str.extract(r"^bench_(\w+)\.", expand=False),
+                           metric=frame.benchmark.map(label)).dropna(subset=["metric"])
+    for family, rows in figures.groupby("family", sort=False):
+        rows = rows.copy()
+        rows["value"] = rows.value.astype(float)
+        rows.loc[rows.metric == "ms", "value"] *= 1e3
+        rows[["variant", "implementation", "shape"]] = pd.DataFrame([p[:3] for p in rows.params], index=rows.index)
+        table = rows.pivot_table(index=["shape", "variant", "implementation"], columns="metric", values="value",
+                                 sort=False)
+        tables[family] = table[[c for c in FORWARD_FIGURES.values() if c in table.columns]]
+    return tables
 
 
 def load_history(results_dir: Path) -> pd.DataFrame:

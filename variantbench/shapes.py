@@ -83,3 +83,81 @@ ATTENTION_SHAPES = (
     AttentionShape("tiny-s128", "tiny", batch=2, q_len=128, kv_len=128, device="cpu", tier="quick"),
     AttentionShape("tiny-decode-kv256", "tiny", batch=2, q_len=1, kv_len=256, device="cpu", tier="default"),
 )
+
+
+@dataclass(frozen=True)
+class MoEConfig:
+    """A mixture-of-experts layer: `n_experts` SwiGLU experts of `ffn_dim`, `top_k` per token,
+    `n_shared` always-on shared experts (of `ffn_dim` each), and for group-limited routing
+    `n_groups` expert groups of which `topk_groups` are eligible per token."""
+
+    name: str
+    n_experts: int
+    top_k: int
+    dim: int
+    ffn_dim: int
+    n_shared: int = 0
+    n_groups: int = 1
+    topk_groups: int = 1
+    routed_scale: float = 1.0  # DeepSeek-V3 scales the normalised routed weights by 2.5
+
+
+MOE_MODELS = (
+    MoEConfig("mixtral-8x7b", n_experts=8, top_k=2, dim=4096, ffn_dim=14336),
+    MoEConfig("deepseek-v3", n_experts=256, top_k=8, dim=7168, ffn_dim=2048, n_shared=1, n_groups=8, topk_groups=4,
+              routed_scale=2.5),
+    MoEConfig("qwen3-moe", n_experts=128, top_k=8, dim=2048, ffn_dim=768),  # Qwen3-30B-A3B
+    # CPU-sized, with a shared expert and 4 groups so every routing path runs in the tests.
+    MoEConfig("tiny-moe", n_experts=8, top_k=2, dim=64, ffn_dim=128, n_shared=1, n_groups=4, topk_groups=2),
+)
+
+
+def moe_model(name: str) -> MoEConfig:
+    for config in MOE_MODELS:
+        if config.name == name:
+            return config
+    raise KeyError(f"unknown MoE model {name!r}; known: {', '.join(m.name for m in MOE_MODELS)}")
+
+
+SKEWS = ("uniform", "zipf")
+
+
+@dataclass(frozen=True)
+class MoEShape:
+    """`tokens` tokens through one MoE layer. `skew` is the routing load: "uniform" (router logits of
+    seeded random data), or "zipf" (expert e, in a seeded order, drawn with probability ~ 1/rank^1.2:
+    the hot-expert load real routers see); the seed is the problem's."""
+
+    name: str
+    model: str
+    tokens: int
+    skew: str = "uniform"
+    device: str = "cuda"
+    tier: str = "full"
+
+    @property
+    def config(self) -> MoEConfig:
+        return moe_model(self.model)
+
+    @property
+    def phase(self) -> str:
+        # Up to 64 tokens each expert's weights are read for a handful of rows: bandwidth bound.
+        return "decode" if self.tokens <= 64 else "prefill"
+
+
+# Prefill: 4k-8k tokens, compute bound. Decode: 16 tokens, bound by reading the weights of every
+# expert they reach. Each at both routing loads.
+MOE_SHAPES = (
+    MoEShape("mixtral-8x7b-prefill-t8k-uniform", "mixtral-8x7b", 8192, "uniform", tier="default"),
+    MoEShape("mixtral-8x7b-prefill-t8k-zipf", "mixtral-8x7b", 8192, "zipf", tier="default"),
+    MoEShape("mixtral-8x7b-decode-t16-uniform", "mixtral-8x7b", 16, "uniform", tier="default"),
+    MoEShape("mixtral-8x7b-decode-t16-zipf", "mixtral-8x7b", 16, "zipf", tier="default"),
+    MoEShape("deepseek-v3-prefill-t4k-uniform", "deepseek-v3", 4096, "uniform"),
+    MoEShape("deepseek-v3-prefill-t4k-zipf", "deepseek-v3", 4096, "zipf"),
+    MoEShape("deepseek-v3-decode-t16-uniform", "deepseek-v3", 16, "uniform"),
+    MoEShape("deepseek-v3-decode-t16-zipf", "deepseek-v3", 16, "zipf"),
+    MoEShape("qwen3-moe-prefill-t8k-uniform", "qwen3-moe", 8192, "uniform"),
+    MoEShape("qwen3-moe-decode-t16-zipf", "qwen3-moe", 16, "zipf"),
+    MoEShape("tiny-moe-t64-uniform", "tiny-moe", 64, "uniform", device="cpu", tier="quick"),
+    MoEShape("tiny-moe-t64-zipf", "tiny-moe", 64, "zipf", device="cpu", tier="quick"),
+)

@@ -43,11 +43,24 @@ class Implementation:
 
 @dataclass(frozen=True)
 class Family:
+    """A family's catalog entries and the three functions the harness needs from it:
+
+    make_problem(variant, shape, *, device, dtype, seed, requires_grad=False) -> problem: seeded random
+        inputs (never zeros); a problem has `seed`, `inputs()` (name -> tensor, refilled in place
+        between check and timing) and, for families with a backward, `grad_inputs()`;
+    check_views(variant, problem, out, rows) -> (reference(dtype) -> Tensor, got, rows compared): what to
+        compare against the reference, the reference evaluated in a given dtype on the same rows;
+    work(variant, problem, backward=False) -> (FLOPs, bytes) of useful work.
+    """
+
     name: str
     variants: tuple
     implementations: tuple[Implementation, ...]
     shapes: tuple
     baseline_implementation: str  # the baseline is the variant flagged baseline=True, run through this
+    make_problem: Callable
+    check_views: Callable
+    work: Callable
 
     def variant(self, name: str):
         for v in self.variants:
@@ -76,9 +89,9 @@ class Family:
 
 
 def families() -> tuple[Family, ...]:
-    from variantbench.catalog import attention
+    from variantbench.catalog import attention, moe
 
-    return (attention.FAMILY,)
+    return (attention.FAMILY, moe.FAMILY)
 
 
 def family(name: str) -> Family:

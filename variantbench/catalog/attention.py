@@ -121,6 +121,13 @@ class AttentionVariant:
             raise Unsupported(f"{self.name}: {config.n_heads} query heads do not split into {self.kv_heads} KV heads")
         return self.kv_heads
 
+    def unsupported(self, shape: AttentionShape) -> str | None:
+        try:
+            self.n_kv_heads(shape)
+        except Unsupported as why:
+            return str(why)
+        return None
+
     def mask_mod(self, problem):
         """The mask function, or None for full (unmasked) attention."""
         offset = problem.kv_len - problem.q_len
@@ -210,15 +217,6 @@ IMPLEMENTATIONS = (
                    autotunes=True, ours=True),
 )
 
-FAMILY = Family(
-    name="attention",
-    variants=VARIANTS,
-    implementations=IMPLEMENTATIONS,
-    shapes=ATTENTION_SHAPES,
-    baseline_implementation="sdpa",
-)
-
-
 @dataclass
 class AttentionProblem:
     """Inputs for one call. q: (B, Hq, Sq, D); k, v: (B, Hkv, Skv, D); doc_start: (B, Skv) int32 or None."""
@@ -248,6 +246,13 @@ class AttentionProblem:
     @property
     def head_dim(self):
         return self.q.shape[3]
+
+    def inputs(self):
+        return {name: t for name, t in (("q", self.q), ("k", self.k), ("v", self.v), ("doc_start", self.doc_start))
+                if t is not None}
+
+    def grad_inputs(self):
+        return self.q, self.k, self.v
 
 
 def document_starts(batch, kv_len, seed):
@@ -319,3 +324,32 @@ def sample_query_rows(q_len, n, seed):
 
 def head_dim_scale(problem):
     return 1.0 / math.sqrt(problem.head_dim)
+
+
+def check_views(variant, problem, out, rows):
+    """Up to `rows` sampled query rows of the output, and the reference on exactly those rows (it
+    needs only B x H x rows x Skv scores, so it checks every shape, even where it cannot run whole)."""
+    from reference.attention import attention
+
+    picked = sample_query_rows(problem.q_len, rows, problem.seed).to(problem.q.device)
+    mask_mod, score_mod = variant.mask_mod(problem), variant.score_mod(problem)
+
+    def reference(dtype):
+        return attention(
+            problem.q[:, :, picked].to(dtype), problem.k.to(dtype), problem.v.to(dtype),
+            mask_mod=mask_mod, score_mod=score_mod, q_idx=picked,
+        )
+
+    return reference, out[:, :, picked], int(picked.numel())
+
+
+FAMILY = Family(
+    name="attention",
+    variants=VARIANTS,
+    implementations=IMPLEMENTATIONS,
+    shapes=ATTENTION_SHAPES,
+    baseline_implementation="sdpa",
+    make_problem=make_problem,
+    check_views=check_views,
+    work=work,
+)

@@ -1,0 +1,91 @@
+"""A mixture-of-experts layer, eager and readable: route, permute, per-expert SwiGLU, combine.
+
+The correctness oracle and the unfused floor for the moe family. Runs on CPU and GPU, in any dtype
+(`compute_dtype`: the experts' math; routing is always float32, as models compute it). Imported by
+no kernel.
+"""
+
+import torch
+import torch.nn.functional as F
+
+
+def top_k(scores, k):
+    """(values, indices) of the k largest scores of each row. Ties go to the lower index: a stable
+    descending sort keeps equal scores in index order (torch.topk leaves their order unspecified)."""
+    values, indices = torch.sort(scores, dim=-1, descending=True, stable=True)
+    return values[..., :k], indices[..., :k]
+
+
+def softmax_topk(logits, k):
+    """Mixtral: softmax over all experts, keep the k best, renormalise their weights to sum to 1."""
+    weights, experts = top_k(torch.softmax(logits, dim=-1), k)
+    return experts, weights / weights.sum(-1, keepdim=True)
+
+
+def sigmoid_grouped_topk(logits, k, selection_bias, n_groups, topk_groups, scale):
+    """DeepSeek-V3: sigmoid scores. Selection ranks score + bias (the bias balances load; it never
+    weights an output). Experts form n_groups equal groups; a group ranks by the sum of its two best
+    biased scores, and only the topk_groups best groups are eligible. The k chosen experts' unbiased
+    scores, normalised to sum to 1 and times `scale`, are their weights."""
+    scores = torch.sigmoid(logits)
+    biased = scores + selection_bias
+    tokens, n_experts = scores.shape
+    per_group = n_experts // n_groups
+    group_rank = top_k(biased.view(tokens, n_groups, per_group), min(2, per_group))[0].sum(-1)
+    best_groups = top_k(group_rank, topk_groups)[1]
+    eligible = torch.zeros(tokens, n_groups, dtype=torch.bool, device=logits.device)
+    eligible.scatter_(1, best_groups, True)
+    eligible = eligible.repeat_interleave(per_group, dim=1)
+    experts = top_k(biased.masked_fill(~eligible, float("-inf")), k)[1]
+    weights = scores.gather(1, experts)
+    return experts, scale * weights / weights.sum(-1, keepdim=True)
+
+
+def route(router, config, x, router_weight, selection_bias):
+    """(experts (T, k) int64, weights (T, k) float32) for tokens x (T, dim)."""
+    logits = x.float() @ router_weight.float().t()
+    if router == "softmax_topk":
+        return softmax_topk(logits, config.top_k)
+    return sigmoid_grouped_topk(logits, config.top_k, selection_bias.float(), config.n_groups, config.topk_groups,
+                                config.routed_scale)
+
+
+def swiglu(x, w13, w2):
+    """One expert: w13 (dim, 2 ffn) holds gate then up; w2 (ffn, dim)."""
+    gate, up = (x @ w13).chunk(2, dim=-1)
+    return (F.silu(gate) * up) @ w2
+
+
+def moe(router, config, x, router_weight, selection_bias, w13, w2, shared13=None, shared2=None, compute_dtype=None):
+    """y (T, dim) in x's dtype (or compute_dtype): route, group the routed rows by expert (a stable
+    sort, so rows keep token order within an expert), run each expert on its rows, add the rows back
+    to their tokens weighted by the router, plus the shared expert on every token."""
+    dtype = compute_dtype or x.dtype
+    experts, weights = route(router, config, x, router_weight, selection_bias)
+    flat = experts.flatten()
+    order = torch.sort(flat, stable=True).indices
+    token = order // config.top_k
+    rows = x[token].to(dtype)
+    counts = torch.bincount(flat, minlength=config.n_experts).tolist()
+    y = torch.zeros(x.shape[0], x.shape[1], dtype=torch.float64 if dtype == torch.float64 else torch.float32,
+                    device=x.device)
+    start = 0
+    for expert, count in enumerate(counts):
+        if count:
+            out = swiglu(rows[start:start + count], w13[expert].to(dtype), w2[expert].to(dtype))
+            y.index_add_(0, token[start:start + count], out.to(y.dtype) * weights.flatten()[order[start:start + count], None].to(y.dtype))
+            start += count
+    if shared13 is not None:
+        y += swiglu(x.to(dtype), shared13.to(dtype), shared2.to(dtype)).to(y.dtype)
+    return y.to(dtype)
+
+
+def prepare(variant, problem):
+    """The reference as an implementation (the unfused floor the fused ones are timed against)."""
+    config = problem.config
+
+    def call():
+        return moe(variant.router, config, problem.x, problem.router_weight, problem.selection_bias, problem.w13,
+                   problem.w2, problem.shared13, problem.shared2)
+
+    return call

@@ -1,0 +1,166 @@
+"""The moe family: router variants, implementations, baseline, shapes and work model.
+
+A variant is its router (and, through the shape's model, its top-k, groups and shared expert):
+`softmax_topk` (Mixtral: softmax, top-k, renormalised) is the established one and, through
+`grouped_mm`, the family baseline; `sigmoid_grouped_topk` is DeepSeek-V3's (sigmoid scores, a
+selection-only per-expert bias, group-limited top-k). The math is `reference/moe.py`.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from variantbench.catalog import Family, Implementation
+from variantbench.shapes import MOE_SHAPES, MoEShape
+
+
+@dataclass(frozen=True)
+class MoEVariant:
+    name: str
+    router: str  # a router function of reference/moe.py: softmax_topk | sigmoid_grouped_topk
+    baseline: bool = False
+    note: str = ""
+
+    def unsupported(self, shape) -> str | None:
+        return None
+
+
+VARIANTS = (
+    MoEVariant("softmax_topk", "softmax_topk", baseline=True, note="Mixtral: softmax, top-k, weights renormalised"),
+    MoEVariant("sigmoid_grouped_topk", "sigmoid_grouped_topk",
+               note="DeepSeek-V3: sigmoid, selection-only bias, group-limited top-k, weights x routed scale"),
+)
+
+
+def _grouped_mm_unsupported(variant, shape):
+    if not hasattr(torch, "_grouped_mm"):
+        return f"torch {torch.__version__} has no torch._grouped_mm"
+    return None
+
+
+IMPLEMENTATIONS = (
+    Implementation("reference", "reference.moe", fused=False, backward=False),
+    Implementation("grouped_mm", "kernels.moe.grouped_mm", fused=True, backward=False,
+                   unsupported=_grouped_mm_unsupported),
+)
+
+
+@dataclass
+class MoEProblem:
+    """x (T, dim); router_weight (E, dim); selection_bias (E,) float32; w13 (E, dim, 2 ffn) gate then
+    up; w2 (E, ffn, dim); the shared expert's shared13 (dim, 2 ffn_s) and shared2 (ffn_s, dim) or None."""
+
+    config: object
+    x: torch.Tensor
+    router_weight: torch.Tensor
+    selection_bias: torch.Tensor
+    w13: torch.Tensor
+    w2: torch.Tensor
+    shared13: torch.Tensor | None
+    shared2: torch.Tensor | None
+    seed: int
+
+    def inputs(self):
+        return {"x": self.x}
+
+    def grad_inputs(self):
+        raise NotImplementedError("the moe implementations here are forward-only")
+
+
+ZIPF_EXPONENT = 1.2
+ZIPF_LOAD_DIRECTION_NORM = 4.0  # x's mean along the load direction; router offsets are log-probabilities
+
+
+def make_problem(variant, shape: MoEShape, *, device, dtype, seed, requires_grad=False):
+    """Seeded normal tokens and weights, scaled so every matmul keeps unit-size values (weights
+    1/sqrt(fan-in)). Zipf load: tokens share a mean direction u (|x.u| about 4) and expert e's router
+    row gets log(p_e)/4 along u, so its logit moves by about log p_e, p_e ~ 1/rank^1.2 in a seeded
+    expert order."""
+    config = shape.config
+    gen = torch.Generator(device).manual_seed(seed)
+
+    def randn(*size, scale=1.0):
+        return (torch.randn(*size, generator=gen, device=device, dtype=torch.float32) * scale).to(dtype)
+
+    n_experts, dim, ffn = config.n_experts, config.dim, config.ffn_dim
+    x = torch.randn(shape.tokens, dim, generator=gen, device=device, dtype=torch.float32)
+    router_weight = torch.randn(n_experts, dim, generator=gen, device=device, dtype=torch.float32) / dim ** 0.5
+    if shape.skew == "zipf":
+        direction = torch.randn(dim, generator=gen, device=device, dtype=torch.float32)
+        direction /= direction.norm()
+        rank = torch.randperm(n_experts, generator=gen, device=device).float() + 1
+        log_p = -ZIPF_EXPONENT * rank.log()
+        log_p -= torch.logsumexp(log_p, 0)
+        x += ZIPF_LOAD_DIRECTION_NORM * direction
+        router_weight += (log_p / ZIPF_LOAD_DIRECTION_NORM)[:, None] * direction
+    selection_bias = 0.01 * torch.randn(n_experts, generator=gen, device=device, dtype=torch.float32)
+    shared_ffn = config.n_shared * ffn
+    return MoEProblem(
+        config=config,
+        x=x.to(dtype),
+        router_weight=router_weight.to(dtype),
+        selection_bias=selection_bias,
+        w13=randn(n_experts, dim, 2 * ffn, scale=dim ** -0.5),
+        w2=randn(n_experts, ffn, dim, scale=ffn ** -0.5),
+        shared13=randn(dim, 2 * shared_ffn, scale=dim ** -0.5) if shared_ffn else None,
+        shared2=randn(shared_ffn, dim, scale=shared_ffn ** -0.5) if shared_ffn else None,
+        seed=seed,
+    )
+
+
+def sample_tokens(tokens, n, seed):
+    if tokens <= n:
+        return torch.arange(tokens)
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randperm(tokens, generator=gen)[:n].sort().values
+
+
+def check_views(variant, problem, out, rows):
+    """Up to `rows` sampled tokens (a token's output depends on no other token), leaving out any whose
+    routing flips between float32 and float64 logits: a near-tie that rounding may break either way,
+    where any two correct implementations may disagree."""
+    from reference.moe import moe, route
+
+    picked = sample_tokens(problem.x.shape[0], rows, problem.seed).to(problem.x.device)
+    x = problem.x[picked]
+    args = (problem.router_weight, problem.selection_bias)
+    experts32 = route(variant.router, problem.config, x, *args)[0]
+    experts64 = route(variant.router, problem.config, x.double(), *(a.double() for a in args))[0]
+    stable = (experts32.sort(-1).values == experts64.sort(-1).values).all(-1)
+    picked, x = picked[stable], x[stable]
+
+    def reference(dtype):
+        return moe(variant.router, problem.config, x, *args, problem.w13, problem.w2, problem.shared13,
+                   problem.shared2, compute_dtype=dtype)
+
+    return reference, out[picked], int(picked.numel())
+
+
+def work(variant, problem, backward=False):
+    """(FLOPs, bytes) the routed tokens really need: per (token, expert) pair three dim x ffn matmuls
+    (gate, up, down), 6 dim ffn FLOPs; the shared expert on every token; the router's T x dim x E.
+    Bytes: the weights of the experts at least one token reached (decode reads only those), the shared
+    expert and router weights, the tokens in and out."""
+    from reference.moe import route
+
+    config = problem.config
+    tokens, dim, ffn = problem.x.shape[0], config.dim, config.ffn_dim
+    experts, _ = route(variant.router, config, problem.x, problem.router_weight, problem.selection_bias)
+    hit = int(torch.unique(experts).numel())
+    shared_ffn = config.n_shared * ffn
+    flops = 6 * dim * ffn * experts.numel() + 6 * dim * shared_ffn * tokens + 2 * tokens * dim * config.n_experts
+    elem = problem.x.element_size()
+    nbytes = elem * (3 * dim * ffn * hit + 3 * dim * shared_ffn + config.n_experts * dim + 2 * tokens * dim)
+    return flops, nbytes
+
+
+FAMILY = Family(
+    name="moe",
+    variants=VARIANTS,
+    implementations=IMPLEMENTATIONS,
+    shapes=MOE_SHAPES,
+    baseline_implementation="grouped_mm",
+    make_problem=make_problem,
+    check_views=check_views,
+    work=work,
+)
