@@ -1,0 +1,106 @@
+"""The moe family on CPU: routers (ties, renormalisation, group limits, the selection-only bias),
+the grouped_mm layer against the reference (empty experts included), the Zipf load, the work model."""
+
+import pytest
+import torch
+
+from kernels.moe import grouped_mm
+from reference.moe import moe, route, sigmoid_grouped_topk, softmax_topk, top_k
+from variantbench import cases
+from variantbench.catalog import family
+from variantbench.shapes import MoEShape, moe_model
+
+FAMILY = family("moe")
+TINY = moe_model("tiny-moe")
+
+
+def test_top_k_ties_go_to_the_lower_expert_index():
+    values, indices = top_k(torch.tensor([[1.0, 3.0, 3.0, 2.0], [5.0, 5.0, 5.0, 5.0]]), 2)
+    assert indices.tolist() == [[1, 2], [0, 1]]
+    assert values.tolist() == [[3.0, 3.0], [5.0, 5.0]]
+
+
+def test_softmax_topk_renormalises_the_chosen_probabilities():
+    logits = torch.tensor([[0.0, 2.0, 1.0, -1.0]])
+    experts, weights = softmax_topk(logits, 2)
+    probs = torch.softmax(logits, -1)[0]
+    assert experts.tolist() == [[1, 2]]
+    assert torch.allclose(weights, (probs[[1, 2]] / probs[[1, 2]].sum())[None])
+
+
+def test_sigmoid_grouped_topk_stays_in_the_best_groups_and_weights_without_the_bias():
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(256, 8, generator=gen)
+    bias = torch.zeros(8)
+    bias[7] = 10.0  # selection only: expert 7 is always chosen, but weighted by its own score
+    experts, weights = sigmoid_grouped_topk(logits, 2, bias, n_groups=4, topk_groups=2, scale=2.5)
+    assert (experts == 7).any(-1).all()
+    groups = experts // 2
+    assert all(len(set(g)) <= 2 for g in groups.tolist())
+    scores = torch.sigmoid(logits).gather(1, experts)
+    assert torch.allclose(weights, 2.5 * scores / scores.sum(-1, keepdim=True))
+
+
+def test_group_limit_excludes_a_strong_expert_of_a_weak_group():
+    # Group 0 = experts 0,1; group 1 = experts 2,3. Expert 0 is the single best, but group 1's two
+    # experts together outrank group 0's pair, and only one group is eligible.
+    logits = torch.tensor([[3.0, -6.0, 2.0, 2.0]])
+    experts, _ = sigmoid_grouped_topk(logits, 2, torch.zeros(4), n_groups=2, topk_groups=1, scale=1.0)
+    assert sorted(experts[0].tolist()) == [2, 3]
+
+
+@pytest.mark.parametrize("router", ["softmax_topk", "sigmoid_grouped_topk"])
+def test_grouped_mm_routes_like_the_reference(router):
+    problem = FAMILY.make_problem(None, MoEShape("t", "tiny-moe", 512, "zipf", device="cpu"), device=torch.device("cpu"),
+                                  dtype=torch.float32, seed=5)
+    args = (TINY, problem.x, problem.router_weight, problem.selection_bias)
+    ref_experts, ref_weights = route(router, *args)
+    experts, weights = grouped_mm._route(router, *args)
+    assert torch.equal(experts.sort(-1).values, ref_experts.sort(-1).values)
+    assert torch.allclose(weights.sort(-1).values, ref_weights.sort(-1).values, atol=1e-6)
+
+
+@pytest.mark.parametrize("tokens", [1, 3, 64])  # 1 and 3 tokens leave most experts empty
+@pytest.mark.parametrize("variant", ["softmax_topk", "sigmoid_grouped_topk"])
+def test_grouped_mm_layer_matches_the_reference(variant, tokens):
+    v = FAMILY.variant(variant)
+    shape = MoEShape("t", "tiny-moe", tokens, "zipf", device="cpu")
+    problem = FAMILY.make_problem(v, shape, device=torch.device("cpu"), dtype=torch.float32, seed=11)
+    out = grouped_mm.prepare(v, problem)()
+    exact = moe(v.router, TINY, problem.x, problem.router_weight, problem.selection_bias, problem.w13, problem.w2,
+                problem.shared13, problem.shared2, compute_dtype=torch.float64)
+    assert out.shape == (tokens, TINY.dim)
+    assert torch.allclose(out.double(), exact, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", [s.name for s in FAMILY.shapes if s.device == "cpu"])
+@pytest.mark.parametrize("variant", [v.name for v in FAMILY.variants])
+def test_every_cpu_case_passes_its_check(variant, name):
+    for impl in FAMILY.implementations:
+        result = cases.check_one(cases.resolve("moe", variant, impl.name, name, "cpu"))
+        assert result.status == "ok", result.line
+
+
+def _load(skew, tokens=4096):
+    shape = MoEShape("t", "tiny-moe", tokens, skew, device="cpu")
+    problem = FAMILY.make_problem(None, shape, device=torch.device("cpu"), dtype=torch.float32, seed=2)
+    experts, _ = route("softmax_topk", TINY, problem.x, problem.router_weight, problem.selection_bias)
+    return torch.bincount(experts.flatten(), minlength=TINY.n_experts).float() / experts.numel()
+
+
+def test_zipf_load_concentrates_on_hot_experts_and_uniform_does_not():
+    uniform, zipf = _load("uniform"), _load("zipf")
+    fair = 1 / TINY.n_experts
+    assert uniform.max() < 1.6 * fair
+    assert zipf.max() > 2.5 * fair
+    assert zipf.sort(descending=True).values[:2].sum() > 0.45
+
+
+def test_work_counts_routed_pairs_and_only_the_experts_reached():
+    v = FAMILY.variant("softmax_topk")
+    one_token = FAMILY.make_problem(v, MoEShape("t", "tiny-moe", 1, device="cpu"), device=torch.device("cpu"),
+                                    dtype=torch.float32, seed=1)
+    flops, nbytes = FAMILY.work(v, one_token)
+    d, f, e = TINY.dim, TINY.ffn_dim, TINY.n_experts
+    assert flops == 6 * d * f * TINY.top_k + 6 * d * f * TINY.n_shared + 2 * d * e
+    assert nbytes == 4 * (3 * d * f * TINY.top_k + 3 * d * f * TINY.n_shared + e * d + 2 * d)
