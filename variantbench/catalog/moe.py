@@ -38,10 +38,18 @@ def _grouped_mm_unsupported(variant, shape):
     return None
 
 
+def _triton_unsupported(variant, shape):
+    if variant.router != "softmax_topk":
+        return "our Triton router implements softmax top-k only (group-limited sigmoid top-k is not written yet)"
+    return _grouped_mm_unsupported(variant, shape)
+
+
 IMPLEMENTATIONS = (
     Implementation("reference", "reference.moe", fused=False, backward=False),
     Implementation("grouped_mm", "kernels.moe.grouped_mm", fused=True, backward=False,
                    unsupported=_grouped_mm_unsupported),
+    Implementation("triton", "kernels.moe.triton_moe", fused=True, backward=False, unsupported=_triton_unsupported,
+                   needs_triton=True, ours=True),
 )
 
 
