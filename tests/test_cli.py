@@ -199,3 +199,35 @@ def test_check_reports_a_dead_worker_as_one_line_per_case(monkeypatch):
                                jobs=2, report=lambda r: None)
     assert [r.status for r in checked] == ["error"]
     assert "a worker process died" in checked[0].line
+
+
+def test_a_case_out_of_memory_beside_others_is_retried_alone(monkeypatch):
+    from concurrent.futures import Future
+
+    from variantbench import cases
+
+    calls = []
+
+    class Pool:
+        def __init__(self, max_workers, mp_context):
+            self.workers = max_workers
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def submit(self, fn, key):
+            calls.append((self.workers, key[2]))
+            future = Future()
+            oom = self.workers > 1 and key[2] == "flex"
+            future.set_result(cases.CheckResult("/".join(key), "error" if oom else "ok", "line", out_of_memory=oom))
+            return future
+
+    monkeypatch.setattr("concurrent.futures.ProcessPoolExecutor", Pool)
+    selected = [c for c in cases.iter_cases("attention", "cpu", variants=["gqa_8"], shapes=["tiny-s128"],
+                                            implementations=["sdpa", "flex"])]
+    checked = cases.check_many(selected, jobs=4, report=lambda r: None)
+    assert [r.status for r in checked] == ["ok", "ok"]
+    assert calls[-1] == (1, "flex")  # the OOM case ran again, alone

@@ -94,6 +94,7 @@ class CheckResult:
     case: str
     status: str  # ok | mismatch | error
     line: str  # what `variantbench check` prints for it
+    out_of_memory: bool = False
 
 
 def check_one(case) -> CheckResult:
@@ -104,8 +105,9 @@ def check_one(case) -> CheckResult:
     except Mismatch as why:
         return CheckResult(case.name, "mismatch", f"MISMATCH  {why}")
     except Exception as error:  # noqa: BLE001 - a crash is reported as one line; the other cases go on
-        label = "OOM" if "out of memory" in str(error).lower() else "ERROR"
-        return CheckResult(case.name, "error", f"{label:9} {case.name}: {type(error).__name__}: {first_line(error)}")
+        oom = "out of memory" in str(error).lower()
+        return CheckResult(case.name, "error", f"{'OOM' if oom else 'ERROR':9} {case.name}: {type(error).__name__}: "
+                                               f"{first_line(error)}", out_of_memory=oom)
     finally:
         if case.device == "cuda":
             import torch
@@ -131,7 +133,9 @@ def check_many(cases, jobs, report):
     (a cold FlexAttention compile takes 10-20 s of CPU, its check milliseconds of GPU), so it scales
     with cores, and the compile and autotune caches it fills on disk make the suite's own setups
     fast. Implementations that autotune run afterwards one at a time, so no other process's kernels
-    disturb the config timings they choose from (the choice is cached, then timed by the suite).
+    disturb the config timings they choose from (the choice is cached, then timed by the suite); so
+    do cases that ran out of memory beside the others (on an H100, 8 workers checking llama-3-8b-s16k
+    next to an 8 GiB reference left 13 cases without memory): only an OOM alone is reported.
     A worker that dies (a crash, a kill) fails the cases it had, each with one line.
     """
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -153,6 +157,7 @@ def check_many(cases, jobs, report):
     for batch, workers in ((shared, jobs), (alone, 1)):
         if not batch:
             continue
+        retry = workers > 1
         # spawn, not fork: a forked CUDA context is unusable, and the parent may hold one.
         with ProcessPoolExecutor(max_workers=min(workers, len(batch)), mp_context=get_context("spawn")) as pool:
             futures = {
@@ -162,7 +167,11 @@ def check_many(cases, jobs, report):
             for future in as_completed(futures):
                 case = futures[future]
                 try:
-                    done(future.result())
+                    result = future.result()
+                    if retry and result.out_of_memory:
+                        alone.append(case)  # the loop reaches `alone` after this pool has exited
+                    else:
+                        done(result)
                 except BrokenProcessPool:
                     done(CheckResult(case.name, "error", f"{'ERROR':9} {case.name}: a worker process died "
                                                          "(crash or kill); `--jobs 1` shows which case"))
