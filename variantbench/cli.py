@@ -403,6 +403,8 @@ def _measure_options(command, with_bench=True):
 
 _results_option = click.option("--results", "results_dir", type=click.Path(path_type=Path),
                                default=ROOT / "reports" / "results", show_default=True, help="asv results folder.")
+
+
 @main.command()
 @click.argument("base")
 @click.argument("head")
