@@ -51,9 +51,10 @@ def route(router, config, x, router_weight, selection_bias):
 
 
 def swiglu(x, w13, w2):
-    """One expert: w13 (dim, 2 ffn) holds gate then up; w2 (ffn, dim)."""
-    gate, up = (x @ w13).chunk(2, dim=-1)
-    return (F.silu(gate) * up) @ w2
+    """One expert, weights in nn.Linear's (out, in) layout: w13 (2 ffn, dim) holds gate then up;
+    w2 (dim, ffn)."""
+    gate, up = (x @ w13.t()).chunk(2, dim=-1)
+    return (F.silu(gate) * up) @ w2.t()
 
 
 def moe(router, config, x, router_weight, selection_bias, w13, w2, shared13=None, shared2=None, compute_dtype=None):

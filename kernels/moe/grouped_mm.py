@@ -39,14 +39,14 @@ def prepare(variant, problem):
         order = torch.argsort(flat)
         token = order // config.top_k
         offsets = torch.cumsum(torch.bincount(flat, minlength=config.n_experts), 0).to(torch.int32)
-        hidden = torch._grouped_mm(x[token], w13, offs=offsets)
+        hidden = torch._grouped_mm(x[token], w13.transpose(-2, -1), offs=offsets)
         gate, up = hidden.chunk(2, dim=-1)
-        rows = torch._grouped_mm(F.silu(gate) * up, w2, offs=offsets)
+        rows = torch._grouped_mm(F.silu(gate) * up, w2.transpose(-2, -1), offs=offsets)
         y = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
         y.index_add_(0, token, rows.float() * weights.flatten()[order, None])
         if problem.shared13 is not None:
-            gate, up = (x @ problem.shared13).chunk(2, dim=-1)
-            y += ((F.silu(gate) * up) @ problem.shared2).float()
+            gate, up = (x @ problem.shared13.t()).chunk(2, dim=-1)
+            y += ((F.silu(gate) * up) @ problem.shared2.t()).float()
         return y.to(x.dtype)
 
     call()

@@ -129,12 +129,12 @@ def prepare(variant, problem):
         position = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=x.device))
         offsets = torch.cumsum(torch.bincount(flat, minlength=config.n_experts), 0).to(torch.int32)
         rows = permute(x, (order // top_k).to(torch.int32))
-        gate, up = torch._grouped_mm(rows, w13, offs=offsets).chunk(2, dim=-1)
-        expert_rows = torch._grouped_mm(F.silu(gate) * up, w2, offs=offsets)
+        gate, up = torch._grouped_mm(rows, w13.transpose(-2, -1), offs=offsets).chunk(2, dim=-1)
+        expert_rows = torch._grouped_mm(F.silu(gate) * up, w2.transpose(-2, -1), offs=offsets)
         y = unpermute(expert_rows, position.view(-1, top_k).to(torch.int32), weights, x.shape[0], x.dtype)
         if problem.shared13 is not None:
-            gate, up = (x @ problem.shared13).chunk(2, dim=-1)
-            y = y + (F.silu(gate) * up) @ problem.shared2
+            gate, up = (x @ problem.shared13.t()).chunk(2, dim=-1)
+            y = y + (F.silu(gate) * up) @ problem.shared2.t()
         return y
 
     call()

@@ -55,8 +55,10 @@ IMPLEMENTATIONS = (
 
 @dataclass
 class MoEProblem:
-    """x (T, dim); router_weight (E, dim); selection_bias (E,) float32; w13 (E, dim, 2 ffn) gate then
-    up; w2 (E, ffn, dim); the shared expert's shared13 (dim, 2 ffn_s) and shared2 (ffn_s, dim) or None."""
+    """x (T, dim); router_weight (E, dim); selection_bias (E,) float32. Expert weights in nn.Linear's
+    (out, in) layout, as checkpoints store them and grouped GEMM kernels read them (K contiguous):
+    w13 (E, 2 ffn, dim) gate then up; w2 (E, dim, ffn); the shared expert's shared13 (2 ffn_s, dim)
+    and shared2 (dim, ffn_s), or None."""
 
     config: object
     x: torch.Tensor
@@ -108,10 +110,10 @@ def make_problem(variant, shape: MoEShape, *, device, dtype, seed, requires_grad
         x=x.to(dtype),
         router_weight=router_weight.to(dtype),
         selection_bias=selection_bias,
-        w13=randn(n_experts, dim, 2 * ffn, scale=dim ** -0.5),
-        w2=randn(n_experts, ffn, dim, scale=ffn ** -0.5),
-        shared13=randn(dim, 2 * shared_ffn, scale=dim ** -0.5) if shared_ffn else None,
-        shared2=randn(shared_ffn, dim, scale=shared_ffn ** -0.5) if shared_ffn else None,
+        w13=randn(n_experts, 2 * ffn, dim, scale=dim ** -0.5),
+        w2=randn(n_experts, dim, ffn, scale=ffn ** -0.5),
+        shared13=randn(2 * shared_ffn, dim, scale=dim ** -0.5) if shared_ffn else None,
+        shared2=randn(dim, shared_ffn, scale=shared_ffn ** -0.5) if shared_ffn else None,
         seed=seed,
     )
 
