@@ -161,3 +161,25 @@ MOE_SHAPES = (
     MoEShape("tiny-moe-t64-uniform", "tiny-moe", 64, "uniform", device="cpu", tier="quick"),
     MoEShape("tiny-moe-t64-zipf", "tiny-moe", 64, "zipf", device="cpu", tier="quick"),
 )
+
+
+@dataclass(frozen=True)
+class CommsShape:
+    """One collective of `nbytes` per rank, over every GPU of the machine on CUDA (one process each;
+    skipped below 2) or 2 gloo processes on the CPU. Small sizes are latency bound, large ones
+    bandwidth bound: the sweep covers both."""
+
+    name: str
+    nbytes: int
+    device: str = "cuda"
+    tier: str = "default"
+
+
+COMMS_SHAPES = (
+    CommsShape("comms-8k", 8 * 2**10),
+    CommsShape("comms-1m", 2**20),
+    CommsShape("comms-64m", 64 * 2**20),
+    CommsShape("comms-1g", 2**30),
+    CommsShape("comms-cpu-4k", 4 * 2**10, device="cpu", tier="quick"),
+    CommsShape("comms-cpu-256k", 256 * 2**10, device="cpu"),
+)

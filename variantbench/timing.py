@@ -15,10 +15,14 @@ SAMPLE_MS = 20.0  # per sample; launch and sync overheads (~50 us) stay under 0.
 
 def batched(call, device):
     """A body running `call` enough times back to back to fill SAMPLE_MS, and set the timers' divisor.
-    One benchmark runs per asv process, so one divisor per process."""
+    One benchmark runs per asv process, so one divisor per process. A call that runs its operation
+    several times (`call.repeats`, a collective repeated to amortise dispatching it to the other ranks)
+    is divided by those too: every figure is per operation."""
     global _calls_per_sample
-    _calls_per_sample = max(1, math.ceil(SAMPLE_MS / median_ms(call, device, rounds=5)))
-    calls = range(_calls_per_sample)
+    repeats = getattr(call, "repeats", 1)
+    calls_needed = max(1, math.ceil(SAMPLE_MS / (median_ms(call, device, rounds=5) * repeats)))
+    _calls_per_sample = calls_needed * repeats
+    calls = range(calls_needed)
 
     def body():
         for _ in calls:
@@ -51,6 +55,7 @@ def interleaved_ms(calls: dict, device, rounds: int = 25, warmup: int = 3, sampl
     import torch
 
     names = list(calls)
+    repeats = {name: getattr(calls[name], "repeats", 1) for name in names}  # see `batched`
     for _ in range(warmup):
         for name in names:
             calls[name]()
@@ -58,7 +63,7 @@ def interleaved_ms(calls: dict, device, rounds: int = 25, warmup: int = 3, sampl
     if sample_ms is not None:
         for name in names:
             single = statistics.median(interleaved_ms({name: calls[name]}, device, rounds=3, warmup=0)[name])
-            batch[name] = max(1, math.ceil(sample_ms / single))
+            batch[name] = max(1, math.ceil(sample_ms / (single * repeats[name])))
     samples = {name: [] for name in names}
     for r in range(rounds):
         order = names[r % len(names):] + names[: r % len(names)]
@@ -71,12 +76,12 @@ def interleaved_ms(calls: dict, device, rounds: int = 25, warmup: int = 3, sampl
                     call()
                 end.record()
                 end.synchronize()
-                samples[name].append(start.elapsed_time(end) / n)
+                samples[name].append(start.elapsed_time(end) / (n * repeats[name]))
             else:
                 t0 = time.perf_counter()
                 for _ in range(n):
                     call()
-                samples[name].append((time.perf_counter() - t0) * 1e3 / n)
+                samples[name].append((time.perf_counter() - t0) * 1e3 / (n * repeats[name]))
     return samples
 
 

@@ -89,9 +89,9 @@ class Family:
 
 
 def families() -> tuple[Family, ...]:
-    from variantbench.catalog import attention, moe
+    from variantbench.catalog import attention, comms, moe
 
-    return (attention.FAMILY, moe.FAMILY)
+    return (attention.FAMILY, moe.FAMILY, comms.FAMILY)
 
 
 def family(name: str) -> Family:

@@ -1,0 +1,160 @@
+"""Collectives through torch.distributed: NCCL on CUDA, one process per GPU; gloo on the CPU.
+
+The process that prepares a case is rank 0. The first time, it spawns ranks 1..n-1 and keeps them
+for every case it prepares; each rank builds the case's buffers from the same seed and runs the same
+collective, told what to run through a pipe. A call runs `repeats` collectives back to back on every
+rank, enough to amortise that message (about 1000 at 8 KiB), and the timers divide by it. Rank 0's
+time covers collectives none of which can finish before the slowest rank joins: the slowest rank's
+time, as nccl-tests reports. NVLink multicast stays off in every rank (../shared/GPU.md).
+"""
+
+import atexit
+import datetime
+import os
+import socket
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from variantbench.catalog.comms import rank_input
+
+MULTICAST_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+REPEAT_BYTES = 64 * 2**20  # a call moves at least this much (or runs 1000 collectives)
+TIMEOUT = datetime.timedelta(seconds=300)  # a rank that died fails the others' collectives, never hangs them
+
+_workers = []  # (process, pipe) of ranks 1..n-1, started by this process
+
+
+def _init(rank, ranks, device, port):
+    os.environ.update(MULTICAST_OFF)
+    if device == "cuda":
+        torch.cuda.set_device(rank)
+    dist.init_process_group("nccl" if device == "cuda" else "gloo", init_method=f"tcp://127.0.0.1:{port}",
+                            rank=rank, world_size=ranks, timeout=TIMEOUT)
+
+
+class _Collective:
+    """One rank's buffers and collective for a case: `check()` runs it on the check-sized inputs and
+    returns the output; `run(n)` runs it n times on the full-sized ones."""
+
+    def __init__(self, op, rank, ranks, device, dtype, seed, numel, check_numel, splits, check_splits):
+        self.op, self.rank, self.ranks = op, rank, ranks
+        self.device = torch.device(device, rank) if device == "cuda" else torch.device("cpu")
+        self.dtype, self.seed = dtype, seed
+        self.check_numel, self.check_splits = check_numel, check_splits
+        self.buffers = self._buffers(numel, splits)
+
+    def _buffers(self, numel, splits):
+        x = rank_input(self.seed, self.rank, numel, self.dtype, self.device)
+        received = sum(row[self.rank] for row in splits) if splits else None
+        out = {
+            "all_reduce": x,  # torch.distributed's all-reduce is in place
+            "all_gather": torch.empty(numel * self.ranks, dtype=self.dtype, device=self.device),
+            "reduce_scatter": torch.empty(numel // self.ranks, dtype=self.dtype, device=self.device),
+        }.get(self.op)
+        if splits:
+            out = torch.empty(received, dtype=self.dtype, device=self.device)
+        return x, out, splits
+
+    def _once(self, x, out, splits):
+        if self.op == "all_reduce":
+            dist.all_reduce(x)
+        elif self.op == "all_gather":
+            dist.all_gather_into_tensor(out, x)
+        elif self.op == "reduce_scatter":
+            dist.reduce_scatter_tensor(out, x)
+        else:
+            sent = splits[self.rank]
+            arrived = [row[self.rank] for row in splits]
+            dist.all_to_all_single(out, x, arrived, sent)
+            if self.op == "ep_dispatch_combine":
+                # the expert: rows that reached rank r are multiplied by r + 1; then back to their sources
+                processed = out * (self.rank + 1)
+                dist.all_to_all_single(x, processed, sent, arrived)
+                return x
+        return out
+
+    def check(self):
+        x, out, splits = self._buffers(self.check_numel, self.check_splits)
+        result = self._once(x, out, splits)
+        return result.detach().to("cpu", torch.float32 if result.dtype != torch.float64 else result.dtype)
+
+    def run(self, count):
+        for _ in range(count):
+            self._once(*self.buffers)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def _rank_main(rank, ranks, device, port, pipe):
+    _init(rank, ranks, device, port)
+    collectives = {}
+    while True:
+        try:
+            message = pipe.recv()
+        except EOFError:  # rank 0 exited without saying stop (asv ends its processes with os._exit)
+            break
+        if message[0] == "stop":
+            break
+        if message[0] == "prepare":
+            key, spec = message[1], message[2]
+            collectives[key] = _Collective(rank=rank, ranks=ranks, device=device, **spec)
+            pipe.send(collectives[key].check())
+        else:  # ("run", key, count): no reply, the collectives themselves synchronise the ranks
+            collectives[message[1]].run(message[2])
+    dist.destroy_process_group()
+
+
+def _stop():
+    for process, pipe in _workers:
+        try:
+            pipe.send(("stop",))
+        except (BrokenPipeError, OSError):
+            pass
+    for process, _ in _workers:
+        process.join(timeout=30)
+        if process.is_alive():
+            process.kill()
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _start(ranks, device):
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    context = mp.get_context("spawn")  # a forked CUDA context is unusable
+    for rank in range(1, ranks):
+        ours, theirs = context.Pipe()
+        process = context.Process(target=_rank_main, args=(rank, ranks, device, port, theirs), daemon=True)
+        process.start()
+        _workers.append((process, ours))
+    _init(0, ranks, device, port)
+    atexit.register(_stop)
+
+
+def prepare(variant, problem):
+    device = problem.device.type
+    if not _workers:
+        _start(problem.ranks, device)
+    numel = problem.numel
+    spec = {"op": variant.op, "dtype": problem.dtype, "seed": problem.seed, "numel": numel,
+            "check_numel": problem.check_numel(), "splits": problem.splits(numel),
+            "check_splits": problem.splits(problem.check_numel())}
+    key = f"{variant.name}/{problem.shape.name}/{problem.seed}"
+    for _, pipe in _workers:
+        pipe.send(("prepare", key, spec))
+    mine = _Collective(rank=0, ranks=problem.ranks, device=device, **spec)
+    problem.check_outputs = [mine.check()] + [pipe.recv() for _, pipe in _workers]
+    repeats = max(1, min(1000, REPEAT_BYTES // (numel * problem.x.element_size())))
+
+    def call():
+        for _, pipe in _workers:
+            pipe.send(("run", key, repeats))
+        mine.run(repeats)
+        return mine.buffers[1] if mine.buffers[1] is not None else mine.buffers[0]
+
+    call.repeats = repeats
+    call()
+    return call

@@ -1,0 +1,55 @@
+"""Collectives as math: single-process functions over the list of every rank's tensor, in rank
+order, returning the list of every rank's result. The correctness oracle of the comms family."""
+
+import torch
+
+
+def all_reduce(xs):
+    total = torch.stack(xs).sum(0)
+    return [total.clone() for _ in xs]
+
+
+def all_gather(xs):
+    gathered = torch.cat(xs)
+    return [gathered.clone() for _ in xs]
+
+
+def reduce_scatter(xs):
+    return list(torch.stack(xs).sum(0).chunk(len(xs)))
+
+
+def all_to_all(xs, splits):
+    """splits[src][dst]: how many of rank src's elements (in order) go to rank dst; rank dst receives
+    its pieces from every source in rank order."""
+    pieces = [x.split(row) for x, row in zip(xs, splits)]
+    return [torch.cat([pieces[src][dst] for src in range(len(xs))]) for dst in range(len(xs))]
+
+
+def ep_dispatch_combine(xs, splits):
+    """Expert-parallel round trip: dispatch each rank's routed rows to the ranks holding their
+    experts (all-to-all), apply the expert (here: multiply by the expert rank + 1, so a row sent to
+    the wrong rank comes back wrong), combine back to the source (the inverse all-to-all)."""
+    arrived = all_to_all(xs, splits)
+    processed = [rows * (rank + 1) for rank, rows in enumerate(arrived)]
+    back = [list(zip(*splits))[dst] for dst in range(len(xs))]  # transposed: what dst returns to each src
+    return all_to_all(processed, [list(row) for row in back])
+
+
+def prepare(variant, problem):
+    """The math as an implementation, in one process over every rank's input: rank 0's result. Only
+    on the CPU grid (see the catalog): it moves no data between devices, so it is no floor for a
+    collective on GPUs."""
+    from variantbench.catalog.comms import rank_input
+
+    xs = [rank_input(problem.seed, rank, problem.numel, problem.dtype, problem.device) for rank in range(problem.ranks)]
+    splits = problem.splits(problem.numel)
+    op = globals()[variant.op]
+
+    def call():
+        return (op(xs, splits) if splits else op(xs))[0]
+
+    check_splits = problem.splits(problem.check_numel())
+    check_xs = [rank_input(problem.seed, rank, problem.check_numel(), problem.dtype, problem.device)
+                for rank in range(problem.ranks)]
+    problem.check_outputs = op(check_xs, check_splits) if check_splits else op(check_xs)
+    return call

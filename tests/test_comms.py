@@ -1,0 +1,73 @@
+"""The comms family on CPU: the reference math, the split sizes, every collective through
+torch.distributed with gloo and 2 processes against the reference, and the skip below 2 GPUs."""
+
+import pytest
+import torch
+
+import reference.comms as reference_comms
+from variantbench import cases, timing
+from variantbench.catalog import Unsupported, family
+from variantbench.catalog.comms import routed_splits, uneven_splits
+
+FAMILY = family("comms")
+
+
+def test_reference_math_on_two_ranks():
+    xs = [torch.arange(4.0), torch.arange(4.0) + 10]
+    assert [t.tolist() for t in reference_comms.all_reduce(xs)] == [[10, 12, 14, 16]] * 2
+    assert [t.tolist() for t in reference_comms.all_gather(xs)] == [[0, 1, 2, 3, 10, 11, 12, 13]] * 2
+    assert [t.tolist() for t in reference_comms.reduce_scatter(xs)] == [[10, 12], [14, 16]]
+    splits = [[1, 3], [2, 2]]  # rank 0 sends 1 element to itself and 3 to rank 1; rank 1 sends 2 and 2
+    assert [t.tolist() for t in reference_comms.all_to_all(xs, splits)] == [[0, 10, 11], [1, 2, 3, 12, 13]]
+    # round trip: rows come home multiplied by (the rank that processed them + 1)
+    assert [t.tolist() for t in reference_comms.ep_dispatch_combine(xs, splits)] == [[0, 2, 4, 6], [10, 11, 24, 26]]
+
+
+def test_splits_cover_every_element_and_differ_between_pairs():
+    splits = uneven_splits(seed=3, ranks=4, numel=4096)
+    assert all(sum(row) == 4096 for row in splits)
+    assert len({c for row in splits for c in row}) > 4
+    routed = routed_splits(seed=3, ranks=2, numel=2 * 256 * 64)
+    assert all(sum(row) == 2 * 256 * 64 and all(c % 256 == 0 for c in row) for row in routed)
+
+
+@pytest.mark.parametrize("variant", [v.name for v in FAMILY.variants])
+def test_every_collective_through_gloo_matches_the_reference(variant):
+    result = cases.check_one(cases.resolve("comms", variant, "nccl", "comms-cpu-4k", "cpu"))
+    assert result.status == "ok", result.line
+
+
+def test_a_collective_that_disagrees_with_the_reference_is_a_mismatch(monkeypatch):
+    def wrong(xs, splits):  # rows processed by rank r multiplied by r, not r + 1
+        arrived = reference_comms.all_to_all(xs, splits)
+        back = [list(row) for row in zip(*splits)]
+        return reference_comms.all_to_all([rows * rank for rank, rows in enumerate(arrived)], back)
+
+    monkeypatch.setattr(reference_comms, "ep_dispatch_combine", wrong)
+    result = cases.check_one(cases.resolve("comms", "ep_dispatch_combine", "nccl", "comms-cpu-4k", "cpu"))
+    assert result.status == "mismatch", result.line
+
+
+def test_below_two_gpus_a_collective_is_skipped_with_the_reason(monkeypatch):
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
+    with pytest.raises(Unsupported, match="needs 2 or more GPUs; this machine has 1"):
+        cases.resolve("comms", "all_reduce", "nccl", "comms-1g", "cuda")
+
+
+def test_bus_bytes_follow_nccl_tests():
+    shape = FAMILY.shape("comms-cpu-256k")
+    for name, factor in (("all_reduce", 1.0), ("all_gather", 1.0), ("reduce_scatter", 0.5)):  # 2 ranks
+        variant = FAMILY.variant(name)
+        problem = FAMILY.make_problem(variant, shape, device=torch.device("cpu"), dtype=torch.float32, seed=0)
+        assert FAMILY.work(variant, problem) == (0, int(problem.numel * 4 * factor)), name
+
+
+def test_timers_report_per_operation_when_a_call_repeats_it():
+    def call():
+        return None
+
+    call.repeats = 7
+    timing.batched(call, torch.device("cpu"))
+    assert timing._calls_per_sample % 7 == 0
+    samples = timing.interleaved_ms({"call": call}, torch.device("cpu"), rounds=3, warmup=0)["call"]
+    assert len(samples) == 3
