@@ -3,15 +3,18 @@
 The process that prepares a case is rank 0. The first time, it spawns ranks 1..n-1 and keeps them
 for every case it prepares; each rank builds the case's buffers from the same seed and runs the same
 collective, told what to run through a pipe. A call runs `repeats` collectives back to back on every
-rank, enough to amortise that message (about 1000 at 8 KiB), and the timers divide by it. Rank 0's
+rank, calibrated to last CALL_MS so that message (tens of microseconds) costs a few percent at most,
+and the timers divide by it. Rank 0's
 time covers collectives none of which can finish before the slowest rank joins: the slowest rank's
 time, as nccl-tests reports. NVLink multicast stays off in every rank (../shared/GPU.md).
 """
 
 import atexit
 import datetime
+import math
 import os
 import socket
+import time
 
 import torch
 import torch.distributed as dist
@@ -20,7 +23,8 @@ import torch.multiprocessing as mp
 from variantbench.catalog.comms import rank_input
 
 MULTICAST_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
-REPEAT_BYTES = 64 * 2**20  # a call moves at least this much (or runs 1000 collectives)
+CALL_MS = 5.0  # a call's length, whatever one collective takes (8 KiB over NVLink: ~20 us)
+MAX_REPEATS = 10_000
 TIMEOUT = datetime.timedelta(seconds=300)  # a rank that died fails the others' collectives, never hangs them
 
 _workers = []  # (process, pipe) of ranks 1..n-1, started by this process
@@ -147,14 +151,22 @@ def prepare(variant, problem):
         pipe.send(("prepare", key, spec))
     mine = _Collective(rank=0, ranks=problem.ranks, device=device, **spec)
     problem.check_outputs = [mine.check()] + [pipe.recv() for _, pipe in _workers]
-    repeats = max(1, min(1000, REPEAT_BYTES // (numel * problem.x.element_size())))
 
-    def call():
+    def run(repeats):
         for _, pipe in _workers:
             pipe.send(("run", key, repeats))
         mine.run(repeats)
         return mine.buffers[1] if mine.buffers[1] is not None else mine.buffers[0]
 
+    repeats = 1
+    for _ in range(3):  # the first guess includes the dispatch; the next ones amortise it
+        t0 = time.perf_counter()
+        run(repeats)
+        per_collective_ms = (time.perf_counter() - t0) * 1e3 / repeats
+        repeats = max(1, min(MAX_REPEATS, math.ceil(CALL_MS / per_collective_ms)))
+
+    def call():
+        return run(repeats)
+
     call.repeats = repeats
-    call()
     return call
