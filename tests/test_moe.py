@@ -111,17 +111,23 @@ def test_work_counts_routed_pairs_and_only_the_experts_reached():
 triton_moe = pytest.importorskip("kernels.moe.triton_moe")
 
 
-def test_triton_router_breaks_exact_ties_toward_the_lower_expert_like_the_reference():
+@pytest.mark.parametrize("router", ["softmax_topk", "sigmoid_grouped_topk"])
+@pytest.mark.parametrize("n_experts, n_groups", [(8, 4), (32, 8)])  # 8 experts pad to tl.dot's 16
+def test_triton_routers_match_the_reference_with_exact_ties(router, n_experts, n_groups):
+    from variantbench.shapes import MoEConfig
+
+    config = MoEConfig("t", n_experts=n_experts, top_k=3, dim=64, ffn_dim=32, n_groups=n_groups, topk_groups=2,
+                       routed_scale=2.5)
     gen = torch.Generator().manual_seed(4)
     x = torch.randn(37, 64, generator=gen)  # not a multiple of the 16-token block
-    w = torch.randn(8, 64, generator=gen)
+    w = torch.randn(n_experts, 64, generator=gen)
     w[5] = w[2]  # experts 2 and 5 score identically for every token
     w[6] = w[1]
-    experts, weights = triton_moe.route(x, w, 3)
-    ref_experts, ref_weights = softmax_topk(x @ w.t(), 3)
+    bias = torch.zeros(n_experts)  # equal biases keep the ties exact
+    experts, weights = triton_moe.route(router, config, x, w, bias)
+    ref_experts, ref_weights = route(router, config, x, w, bias)
     assert torch.equal(experts.long(), ref_experts)
     assert torch.allclose(weights, ref_weights, atol=1e-6)
-    assert torch.allclose(weights.sum(-1), torch.ones(37))
 
 
 def test_permute_then_unpermute_with_unit_weights_sums_each_tokens_rows():
@@ -137,8 +143,9 @@ def test_permute_then_unpermute_with_unit_weights_sums_each_tokens_rows():
 
 
 @pytest.mark.parametrize("tokens", [1, 3, 64])
-def test_triton_layer_matches_the_reference(tokens):
-    v = FAMILY.variant("softmax_topk")
+@pytest.mark.parametrize("variant", ["softmax_topk", "sigmoid_grouped_topk"])
+def test_triton_layer_matches_the_reference(variant, tokens):
+    v = FAMILY.variant(variant)
     problem = FAMILY.make_problem(v, MoEShape("t", "tiny-moe", tokens, "zipf", device="cpu"),
                                   device=torch.device("cpu"), dtype=torch.float32, seed=13)
     out = triton_moe.prepare(v, problem)()

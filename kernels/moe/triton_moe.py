@@ -1,9 +1,10 @@
 """Our MoE layer: a fused Triton router (scores, top-k and renormalisation in one pass over the
 tokens) and Triton permute / unpermute kernels around torch's grouped GEMM for the experts.
 
-Router: each program takes BLOCK_T tokens, computes their logits against every expert in float32
-(the router weight is a few MB and stays in L2), the softmax, then picks the k best one at a time,
-ties to the lower expert index as the reference does, and renormalises the k weights. Permute gathers
+Routers (both of reference/moe.py's): each program takes BLOCK_T tokens, computes their logits
+against every expert in float32 (the router weight is a few MB and stays in L2), then the softmax, or
+the sigmoid with the selection bias and the group limit, picks the k best one at a time, ties to the
+lower index as the reference does, and normalises the k weights. Permute gathers
 each routed row into expert order; unpermute gathers each token's k expert rows back and sums them
 with the router weights (a gather, so no atomics and a deterministic sum).
 """
@@ -19,13 +20,9 @@ ROWS_PER_PROGRAM = 16  # rows per permute / unpermute program
 
 
 @triton.jit
-def _softmax_topk_router_kernel(
-    x_ptr, w_ptr, experts_ptr, weights_ptr, tokens, dim,
-    stride_x, stride_w,
-    N_EXPERTS: tl.constexpr, E_PAD: tl.constexpr, TOP_K: tl.constexpr, K_PAD: tl.constexpr,
-    BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
-):
-    offs_t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+def _router_logits(x_ptr, w_ptr, offs_t, tokens, dim, stride_x, stride_w,
+                   N_EXPERTS: tl.constexpr, E_PAD: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+    """(BLOCK_T, E_PAD) float32 logits; padded experts are -inf."""
     offs_e = tl.arange(0, E_PAD)
     logits = tl.zeros((BLOCK_T, E_PAD), dtype=tl.float32)
     for d0 in range(0, dim, BLOCK_D):
@@ -37,25 +34,92 @@ def _softmax_topk_router_kernel(
         # IEEE float32: routing is discrete, and TF32's 10-bit mantissa would flip near-ties that the
         # float32 reference decides the other way.
         logits += tl.dot(x, tl.trans(w), input_precision="ieee")
-    logits = tl.where(offs_e[None, :] < N_EXPERTS, logits, float("-inf"))
-    probs = tl.exp(logits - tl.max(logits, 1)[:, None])
-    probs = probs / tl.sum(probs, 1)[:, None]
+    return tl.where(offs_e[None, :] < N_EXPERTS, logits, float("-inf"))
+
+
+@triton.jit
+def _pick_top_k(ranked, weights, offs_e, E_PAD: tl.constexpr, TOP_K: tl.constexpr, K_PAD: tl.constexpr,
+                BLOCK_T: tl.constexpr):
+    """The TOP_K best of `ranked` one at a time, ties to the lower index as the reference's stable
+    sort picks; returns their indices and their `weights` (BLOCK_T, K_PAD)."""
     offs_k = tl.arange(0, K_PAD)
     chosen = tl.zeros((BLOCK_T, K_PAD), dtype=tl.int32)
-    chosen_p = tl.zeros((BLOCK_T, K_PAD), dtype=tl.float32)
-    remaining = tl.where(offs_e[None, :] < N_EXPERTS, probs, -1.0)
+    chosen_w = tl.zeros((BLOCK_T, K_PAD), dtype=tl.float32)
     for slot in tl.static_range(TOP_K):
-        best = tl.max(remaining, 1)
-        # the lowest index among equal best scores, as the reference's stable sort picks
-        index = tl.min(tl.where(remaining == best[:, None], offs_e[None, :], E_PAD), 1)
+        best = tl.max(ranked, 1)
+        index = tl.min(tl.where(ranked == best[:, None], offs_e[None, :], E_PAD), 1)
+        hit = offs_e[None, :] == index[:, None]
         chosen = tl.where(offs_k[None, :] == slot, index[:, None], chosen)
-        chosen_p = tl.where(offs_k[None, :] == slot, best[:, None], chosen_p)
-        remaining = tl.where(offs_e[None, :] == index[:, None], -1.0, remaining)
-    chosen_p = chosen_p / tl.sum(chosen_p, 1)[:, None]
+        chosen_w = tl.where(offs_k[None, :] == slot, tl.sum(tl.where(hit, weights, 0.0), 1)[:, None], chosen_w)
+        ranked = tl.where(hit, float("-inf"), ranked)
+    return chosen, chosen_w
+
+
+@triton.jit
+def _store_routing(experts_ptr, weights_ptr, chosen, chosen_w, offs_t, tokens,
+                   TOP_K: tl.constexpr, K_PAD: tl.constexpr):
+    offs_k = tl.arange(0, K_PAD)
     out = offs_t[:, None] * TOP_K + offs_k[None, :]
     keep = (offs_t[:, None] < tokens) & (offs_k[None, :] < TOP_K)
     tl.store(experts_ptr + out, chosen, mask=keep)
-    tl.store(weights_ptr + out, chosen_p, mask=keep)
+    tl.store(weights_ptr + out, chosen_w, mask=keep)
+
+
+@triton.jit
+def _softmax_topk_router_kernel(
+    x_ptr, w_ptr, experts_ptr, weights_ptr, tokens, dim, stride_x, stride_w,
+    N_EXPERTS: tl.constexpr, E_PAD: tl.constexpr, TOP_K: tl.constexpr, K_PAD: tl.constexpr,
+    BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    offs_t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    offs_e = tl.arange(0, E_PAD)
+    logits = _router_logits(x_ptr, w_ptr, offs_t, tokens, dim, stride_x, stride_w, N_EXPERTS, E_PAD, BLOCK_T, BLOCK_D)
+    probs = tl.exp(logits - tl.max(logits, 1)[:, None])
+    probs = probs / tl.sum(probs, 1)[:, None]
+    ranked = tl.where(offs_e[None, :] < N_EXPERTS, probs, float("-inf"))
+    chosen, chosen_p = _pick_top_k(ranked, probs, offs_e, E_PAD, TOP_K, K_PAD, BLOCK_T)
+    _store_routing(experts_ptr, weights_ptr, chosen, chosen_p / tl.sum(chosen_p, 1)[:, None], offs_t, tokens,
+                   TOP_K, K_PAD)
+
+
+@triton.jit
+def _sigmoid_grouped_router_kernel(
+    x_ptr, w_ptr, bias_ptr, experts_ptr, weights_ptr, tokens, dim, stride_x, stride_w, scale,
+    N_EXPERTS: tl.constexpr, E_PAD: tl.constexpr, TOP_K: tl.constexpr, K_PAD: tl.constexpr,
+    N_GROUPS: tl.constexpr, TOPK_GROUPS: tl.constexpr, PER_GROUP: tl.constexpr,
+    BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """DeepSeek-V3 routing, as reference/moe.py's sigmoid_grouped_topk. Padded experts (E_PAD, a
+    power of two of at least 16 for tl.dot) form whole padded groups of -inf rank: N_GROUPS counts
+    them too, and none is ever eligible while TOPK_GROUPS does not exceed the real groups."""
+    offs_t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    offs_e = tl.arange(0, E_PAD)
+    real = offs_e[None, :] < N_EXPERTS
+    logits = _router_logits(x_ptr, w_ptr, offs_t, tokens, dim, stride_x, stride_w, N_EXPERTS, E_PAD, BLOCK_T,
+                            BLOCK_D)
+    scores = tl.where(real, tl.sigmoid(logits), 0.0)
+    biased = tl.where(real, scores + tl.load(bias_ptr + offs_e, mask=offs_e < N_EXPERTS, other=0.0)[None, :],
+                      float("-inf"))
+    # a group ranks by the sum of its two best biased scores (its one score if it has one expert)
+    grouped = tl.reshape(biased, (BLOCK_T, N_GROUPS, PER_GROUP))
+    first = tl.max(grouped, 2)
+    offs_in = tl.arange(0, PER_GROUP)
+    first_at = tl.min(tl.where(grouped == first[:, :, None], offs_in[None, None, :], PER_GROUP), 2)
+    second = tl.max(tl.where(offs_in[None, None, :] == first_at[:, :, None], float("-inf"), grouped), 2)
+    group_rank = first + (second if PER_GROUP > 1 else 0.0)
+    offs_g = tl.arange(0, N_GROUPS)
+    eligible = tl.zeros((BLOCK_T, N_GROUPS), dtype=tl.int32)
+    for _ in tl.static_range(TOPK_GROUPS):
+        best = tl.max(group_rank, 1)
+        index = tl.min(tl.where(group_rank == best[:, None], offs_g[None, :], N_GROUPS), 1)
+        eligible = tl.where(offs_g[None, :] == index[:, None], 1, eligible)
+        group_rank = tl.where(offs_g[None, :] == index[:, None], float("-inf"), group_rank)
+    eligible_e = tl.reshape(tl.broadcast_to(eligible[:, :, None], (BLOCK_T, N_GROUPS, PER_GROUP)),
+                            (BLOCK_T, E_PAD))
+    ranked = tl.where(eligible_e != 0, biased, float("-inf"))
+    chosen, chosen_s = _pick_top_k(ranked, scores, offs_e, E_PAD, TOP_K, K_PAD, BLOCK_T)
+    _store_routing(experts_ptr, weights_ptr, chosen, scale * chosen_s / tl.sum(chosen_s, 1)[:, None], offs_t, tokens,
+                   TOP_K, K_PAD)
 
 
 @triton.jit
@@ -88,17 +152,25 @@ def _unpermute_kernel(rows_ptr, position_ptr, weights_ptr, y_ptr, tokens, dim,
         tl.store(y_ptr + offs_t[:, None] * dim + offs_d[None, :], acc.to(y_ptr.dtype.element_ty), mask=keep)
 
 
-def route(x, router_weight, top_k):
-    """(experts (T, k) int32, weights (T, k) float32): softmax top-k, renormalised, ties to the lower index."""
+def route(router, config, x, router_weight, selection_bias):
+    """(experts (T, k) int32, weights (T, k) float32) as reference/moe.py's router of that name."""
     tokens, dim = x.shape
-    n_experts = router_weight.shape[0]
+    top_k, n_experts = config.top_k, config.n_experts
     experts = torch.empty(tokens, top_k, dtype=torch.int32, device=x.device)
     weights = torch.empty(tokens, top_k, dtype=torch.float32, device=x.device)
-    _softmax_topk_router_kernel[(triton.cdiv(tokens, BLOCK_T),)](
-        x, router_weight, experts, weights, tokens, dim, x.stride(0), router_weight.stride(0),
-        N_EXPERTS=n_experts, E_PAD=max(16, triton.next_power_of_2(n_experts)), TOP_K=top_k,
-        K_PAD=triton.next_power_of_2(top_k), BLOCK_T=BLOCK_T, BLOCK_D=BLOCK_D,
-    )
+    grid = (triton.cdiv(tokens, BLOCK_T),)
+    e_pad = max(16, triton.next_power_of_2(n_experts))
+    common = dict(N_EXPERTS=n_experts, E_PAD=e_pad, TOP_K=top_k, K_PAD=triton.next_power_of_2(top_k),
+                  BLOCK_T=BLOCK_T, BLOCK_D=BLOCK_D)
+    if router == "softmax_topk":
+        _softmax_topk_router_kernel[grid](
+            x, router_weight, experts, weights, tokens, dim, x.stride(0), router_weight.stride(0), **common)
+    else:
+        per_group = n_experts // config.n_groups
+        _sigmoid_grouped_router_kernel[grid](
+            x, router_weight, selection_bias, experts, weights, tokens, dim, x.stride(0), router_weight.stride(0),
+            config.routed_scale, N_GROUPS=e_pad // per_group, TOPK_GROUPS=config.topk_groups, PER_GROUP=per_group,
+            **common)
     return experts, weights
 
 
@@ -123,7 +195,7 @@ def prepare(variant, problem):
     top_k = config.top_k
 
     def call():
-        experts, weights = route(x, problem.router_weight, top_k)
+        experts, weights = route(variant.router, config, x, problem.router_weight, problem.selection_bias)
         flat = experts.flatten()
         order = torch.argsort(flat, stable=True)
         position = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=x.device))

@@ -39,8 +39,9 @@ def _grouped_mm_unsupported(variant, shape):
 
 
 def _triton_unsupported(variant, shape):
-    if variant.router != "softmax_topk":
-        return "our Triton router implements softmax top-k only (group-limited sigmoid top-k is not written yet)"
+    per_group = shape.config.n_experts // shape.config.n_groups
+    if variant.router == "sigmoid_grouped_topk" and per_group & (per_group - 1):
+        return f"our group-limited router needs a power-of-two group size, not {per_group}"
     return _grouped_mm_unsupported(variant, shape)
 
 
