@@ -232,3 +232,16 @@ def test_a_case_out_of_memory_beside_others_is_retried_alone(monkeypatch):
     checked = cases.check_many(selected, jobs=4, report=lambda r: None)
     assert [r.status for r in checked] == ["ok", "ok"]
     assert calls[-1] == (1, "flex")  # the OOM case ran again, alone
+
+
+def test_run_leaves_out_a_family_with_nothing_to_run_here_saying_why(monkeypatch, capsys):
+    from variantbench.catalog import family
+    from variantbench.cli import _families_with_cases
+
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
+    kept = _families_with_cases([family("attention"), family("comms")], "cuda", (), (), (), "default")
+    assert [f.name for f in kept] == ["attention"]
+    assert "comms: nothing runs here (a collective needs 2 or more GPUs; this machine has 1" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        _families_with_cases([family("comms")], "cuda", (), (), (), "default")
+    assert exit_info.value.code == 2

@@ -104,6 +104,27 @@ def list_command(family_name):
         click.echo("")
 
 
+def _families_with_cases(fams, device, variants, implementations, shapes, tier):
+    """The families with at least one case that can run here; for the others, one line saying why
+    (collectives on a one-GPU machine), so asv is not started for a grid of skips."""
+    from variantbench import cases
+
+    kept = []
+    for fam in fams:
+        reasons = set()
+        for case in cases.iter_cases(fam.name, device, variants=variants, implementations=implementations,
+                                     shapes=shapes, tier=tier):
+            if not isinstance(case, tuple):
+                kept.append(fam)
+                break
+            reasons.add(str(case[4]).split(": ", 1)[-1])
+        else:
+            click.echo(f"{fam.name}: nothing runs here ({'; '.join(sorted(reasons)) or 'no shape in this tier'})")
+    if not kept:
+        fail("no case of the selection can run on this machine")
+    return kept
+
+
 def _default_jobs():
     # Half the cores: a FlexAttention compile runs its own Triton compile threads.
     return max(1, min(8, (os.cpu_count() or 2) // 2))
@@ -243,6 +264,9 @@ def run(bench, quick, tier, device, commit, machine_override, shapes, variants, 
 
     device = _device(device)
     fams = _families(family_names, variants, implementations, shapes, device)
+    if quick:
+        tier = "quick"
+    fams = _families_with_cases(fams, device, variants, implementations, shapes, tier)
     sha = _sha(commit)
     # asv in the existing environment measures the code checked out here: recording it under another
     # commit would file HEAD's figures as BASE's and poison every later comparison.
@@ -262,7 +286,6 @@ def run(bench, quick, tier, device, commit, machine_override, shapes, variants, 
     click.echo(f"measured peaks: {peaks['tflops']:.3g} TFLOP/s ({peaks['matmul']} matmul), {peaks['gbps']:.3g} GB/s copy")
 
     if quick:
-        tier = "quick"
         # A first look within minutes: every asv process prepares its case, and a FlexAttention one
         # compiles for 10-18 s on an H100 host; with Flex the quick grid took 214-273 s there.
         implementations = implementations or tuple(dict.fromkeys(
