@@ -41,15 +41,18 @@ def prepare(variant, problem):
     collective on GPUs."""
     from variantbench.catalog.comms import rank_input
 
-    xs = [rank_input(problem.seed, rank, problem.numel, problem.dtype, problem.device) for rank in range(problem.ranks)]
-    splits = problem.splits(problem.numel)
     op = globals()[variant.op]
 
-    def call():
-        return (op(xs, splits) if splits else op(xs))[0]
+    def bound(numel):
+        """The op over every rank's inputs of that size, inputs drawn once, outside any timed call."""
+        xs = [rank_input(problem.seed, rank, numel, problem.dtype, problem.device) for rank in range(problem.ranks)]
+        splits = problem.splits(numel)
+        return (lambda: op(xs, splits)) if splits else (lambda: op(xs))
 
-    check_splits = problem.splits(problem.check_numel())
-    check_xs = [rank_input(problem.seed, rank, problem.check_numel(), problem.dtype, problem.device)
-                for rank in range(problem.ranks)]
-    problem.check_outputs = op(check_xs, check_splits) if check_splits else op(check_xs)
+    problem.check_outputs = bound(problem.check_numel())()
+    full = bound(problem.numel)
+
+    def call():
+        return full()[0]
+
     return call

@@ -5,10 +5,11 @@ import time; cases are resolved (pure Python) in `setup`, and an impossible comb
 asv skip (NotImplementedError) with the catalog's reason.
 """
 
+import abc
 import os
 import time
 
-from variantbench import cases
+from variantbench import cases, timing
 from variantbench.catalog import Unsupported, family
 from variantbench.device import default_device
 from variantbench.shapes import in_tier
@@ -90,3 +91,111 @@ class Benchmark:
     repeat = (5, 10, 30.0)
     number = 1
     warmup_time = 0.1
+
+
+class FamilyBenchmark(Benchmark, abc.ABC):
+    """A benchmark over one family's grid. Subclasses in suite/bench_<family>.py name the family and
+    get its grid as their params. Abstract here, so asv (which imports this module too) discovers
+    only those subclasses, under their own names."""
+
+    @property
+    @abc.abstractmethod
+    def family(self) -> str:
+        """The family's name, a class attribute of each subclass."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if isinstance(cls.__dict__.get("family"), str):
+            cls.params, cls.param_names = grid(cls.family)
+
+    def case(self, params):
+        return resolve_or_skip(self.family, *params)
+
+
+class ForwardBenchmark(FamilyBenchmark):
+    """The forward, timed by asv. Setup checks the case against the float64 reference on fresh inputs
+    (a wrong kernel fails the benchmark with the mismatch, never becomes a figure), then measures the
+    track metrics from the call about to be timed: one compile per case instead of two (see
+    variantbench.cases.metrics)."""
+
+    def setup(self, *params):
+        case = self.case(params)
+
+        def build():
+            problem, call, check = cases.prepare_checked(case)
+            if check["backend"]:
+                progress(f"{case.name} runs on SDPA backend {check['backend']}")
+            cases.metrics(case, prepared=(problem, call, check))
+            return timing.batched(call, problem.device)
+
+        self.body = once_per_process(case.name, build)
+
+    def time_forward(self, *params):
+        self.body()
+
+
+def metrics_of(case):
+    return once_per_process(case.name + "/metrics", lambda: cases.metrics(case))
+
+
+class MetricsBenchmark(FamilyBenchmark):
+    """Derived figures of the forward, from one side-by-side measurement with the baseline and the
+    reference (variantbench.cases.metrics), memoised by the forward benchmark's process."""
+
+    def setup(self, *params):
+        self.metrics = metrics_of(self.case(params))
+
+    def track_tflops(self, *params):
+        return self.metrics["tflops"]
+
+    track_tflops.unit = "TFLOP/s"
+
+    def track_gbps(self, *params):
+        return self.metrics["gbps"]
+
+    track_gbps.unit = "GB/s"
+
+    def track_percent_of_peak(self, *params):
+        return self.metrics["percent_of_peak"]
+
+    track_percent_of_peak.unit = "% of roofline"
+
+    def track_ratio_to_baseline(self, *params):
+        return self.metrics["ratio_to_baseline"]
+
+    track_ratio_to_baseline.unit = "x baseline cost per useful work"
+
+    def track_ratio_noise(self, *params):
+        return self.metrics["ratio_noise"]
+
+    track_ratio_noise.unit = "relative IQR"
+
+    def track_max_error(self, *params):
+        return self.metrics["max_error"]
+
+    track_max_error.unit = "max abs error vs float64"
+
+
+class ReferenceSpeedupBenchmark(FamilyBenchmark):
+    def setup(self, *params):
+        self.metrics = metrics_of(self.case(params))
+        if self.metrics["speedup_over_reference"] is None:
+            raise NotImplementedError("the reference does not run at this shape (see the catalog)")
+
+    def track_speedup_over_reference(self, *params):
+        return self.metrics["speedup_over_reference"]
+
+    track_speedup_over_reference.unit = "x"
+
+
+class PeakMemoryBenchmark(FamilyBenchmark):
+    def setup(self, *params):
+        case = self.case(params)
+        if case.device != "cuda":
+            raise NotImplementedError("peak memory is tracked on CUDA only")
+        self.metrics = metrics_of(case)
+
+    def track_peak_memory(self, *params):
+        return self.metrics["peak_memory_mib"]
+
+    track_peak_memory.unit = "MiB over inputs"

@@ -471,7 +471,7 @@ def gate_command(base, head, results_dir, no_run, bench, tier, shapes, variants,
     measured and no re-run can confirm, so suspects fail as they stand. Benchmarks too noisy for the
     factor are reported and do not gate. Variants already over budget on BASE are reported, not failed."""
     from variantbench import decide, gate, results
-    from variantbench.measure import Checkouts
+    from variantbench.measure import Checkouts, MeasureFailed
 
     try:
         settings = gate.load_settings(ROOT / "pyproject.toml")
@@ -488,11 +488,12 @@ def gate_command(base, head, results_dir, no_run, bench, tier, shapes, variants,
                 rerun_args = _confirm_args(suspects, device, machine)
                 reruns = []
                 for sha in (base_sha, head_sha):
-                    checkouts.run(sha, Path(rerun_dir), rerun_args, click.echo)
                     try:
+                        checkouts.run(sha, Path(rerun_dir), rerun_args, click.echo)
                         reruns.append(gate.commit_results(Path(rerun_dir), sha)[0])
-                    except (gate.Incomparable, results.BadResults):
-                        reruns.append(base_rows.iloc[0:0])  # no samples: the suspects stay unconfirmed
+                    except (gate.Incomparable, results.BadResults, MeasureFailed) as why:
+                        click.echo(f"confirming on {sha[:8]} measured nothing ({why}): its suspects stay unconfirmed")
+                        reruns.append(base_rows.iloc[0:0])
             verdicts = gate.confirm_frame(verdicts, base_rows, head_rows, *reruns, settings.regression_factor)
     budgets = gate.budget_frame(base_rows, head_rows, settings)
     text = gate.summary_markdown(base_sha, head_sha, identity, verdicts, budgets, settings.regression_factor)

@@ -23,11 +23,16 @@ MODELS = (
 )
 
 
+def named(table, name: str, kind: str):
+    """The entry of `table` called `name`; KeyError listing the known names otherwise."""
+    for entry in table:
+        if entry.name == name:
+            return entry
+    raise KeyError(f"unknown {kind} {name!r}; known: {', '.join(e.name for e in table)}")
+
+
 def model(name: str) -> ModelConfig:
-    for config in MODELS:
-        if config.name == name:
-            return config
-    raise KeyError(f"unknown model {name!r}; known: {', '.join(m.name for m in MODELS)}")
+    return named(MODELS, name, "model")
 
 
 # Which shapes a run covers, smallest first; each tier includes the ones before it.
@@ -113,10 +118,7 @@ MOE_MODELS = (
 
 
 def moe_model(name: str) -> MoEConfig:
-    for config in MOE_MODELS:
-        if config.name == name:
-            return config
-    raise KeyError(f"unknown MoE model {name!r}; known: {', '.join(m.name for m in MOE_MODELS)}")
+    return named(MOE_MODELS, name, "MoE model")
 
 
 SKEWS = ("uniform", "zipf")

@@ -46,8 +46,8 @@ class Family:
     """A family's catalog entries and the three functions the harness needs from it:
 
     make_problem(variant, shape, *, device, dtype, seed, requires_grad=False) -> problem: seeded random
-        inputs (never zeros); a problem has `seed`, `inputs()` (name -> tensor, refilled in place
-        between check and timing) and, for families with a backward, `grad_inputs()`;
+        inputs (never zeros); a problem has `seed`, `device`, `inputs()` (name -> tensor, refilled in
+        place between check and timing) and, for families with a backward, `grad_inputs()`;
     check_views(variant, problem, out, rows) -> (reference(dtype) -> Tensor, got, rows compared): what to
         compare against the reference, the reference evaluated in a given dtype on the same rows;
     work(variant, problem, backward=False) -> (FLOPs, bytes) of useful work.
@@ -86,6 +86,17 @@ class Family:
     def baseline(self):
         (variant,) = [v for v in self.variants if v.baseline]
         return variant, self.implementation(self.baseline_implementation)
+
+
+def sample_rows(total, n, seed):
+    """Up to n row indices for a correctness check, sorted: the first, the last, and seeded others."""
+    import torch
+
+    if total <= n:
+        return torch.arange(total)
+    gen = torch.Generator().manual_seed(seed)
+    picked = torch.randperm(total - 2, generator=gen)[: n - 2] + 1
+    return torch.cat([torch.tensor([0, total - 1]), picked]).sort().values
 
 
 def families() -> tuple[Family, ...]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from variantbench.catalog import Family, Implementation, Unsupported
+from variantbench.catalog import Family, Implementation, Unsupported, sample_rows
 from variantbench.shapes import ATTENTION_SHAPES, AttentionShape
 
 # The reference materialises (B, H, Sq, Skv) float32 scores and two more tensors that size for softmax;
@@ -247,6 +247,10 @@ class AttentionProblem:
     def head_dim(self):
         return self.q.shape[3]
 
+    @property
+    def device(self):
+        return self.q.device
+
     def inputs(self):
         return {name: t for name, t in (("q", self.q), ("k", self.k), ("v", self.v), ("doc_start", self.doc_start))
                 if t is not None}
@@ -313,15 +317,6 @@ def work(variant, problem, backward=False):
     return flops, nbytes
 
 
-def sample_query_rows(q_len, n, seed):
-    """Up to n query indices for the correctness check: the first, the last, and seeded others."""
-    if q_len <= n:
-        return torch.arange(q_len)
-    gen = torch.Generator().manual_seed(seed)
-    picked = torch.randperm(q_len - 2, generator=gen)[: n - 2] + 1
-    return torch.cat([torch.tensor([0, q_len - 1]), picked]).sort().values
-
-
 def head_dim_scale(problem):
     return 1.0 / math.sqrt(problem.head_dim)
 
@@ -331,7 +326,7 @@ def check_views(variant, problem, out, rows):
     needs only B x H x rows x Skv scores, so it checks every shape, even where it cannot run whole)."""
     from reference.attention import attention
 
-    picked = sample_query_rows(problem.q_len, rows, problem.seed).to(problem.q.device)
+    picked = sample_rows(problem.q_len, rows, problem.seed).to(problem.q.device)
     mask_mod, score_mod = variant.mask_mod(problem), variant.score_mod(problem)
 
     def reference(dtype):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from variantbench.catalog import Family, Implementation
+from variantbench.catalog import Family, Implementation, sample_rows
 from variantbench.shapes import MOE_SHAPES, MoEShape
 
 
@@ -71,6 +71,10 @@ class MoEProblem:
     shared2: torch.Tensor | None
     seed: int
 
+    @property
+    def device(self):
+        return self.x.device
+
     def inputs(self):
         return {"x": self.x}
 
@@ -119,20 +123,13 @@ def make_problem(variant, shape: MoEShape, *, device, dtype, seed, requires_grad
     )
 
 
-def sample_tokens(tokens, n, seed):
-    if tokens <= n:
-        return torch.arange(tokens)
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randperm(tokens, generator=gen)[:n].sort().values
-
-
 def check_views(variant, problem, out, rows):
     """Up to `rows` sampled tokens (a token's output depends on no other token), leaving out any whose
     routing flips between float32 and float64 logits: a near-tie that rounding may break either way,
     where any two correct implementations may disagree."""
     from reference.moe import moe, route
 
-    picked = sample_tokens(problem.x.shape[0], rows, problem.seed).to(problem.x.device)
+    picked = sample_rows(problem.x.shape[0], rows, problem.seed).to(problem.x.device)
     x = problem.x[picked]
     args = (problem.router_weight, problem.selection_bias)
     experts32 = route(variant.router, problem.config, x, *args)[0]
