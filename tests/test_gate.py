@@ -3,6 +3,7 @@
 import json
 import math
 import random
+import re
 import statistics
 import subprocess
 from pathlib import Path
@@ -162,7 +163,10 @@ def test_without_results_the_gate_measures_the_commit_in_its_own_worktree(tmp_pa
     assert result.exit_code == 0, result.output
     assert f"measuring {HEAD[:8]}" in result.output
     assert list((tmp_path / "results").glob(f"*/{HEAD[:8]}*.json"))
-    assert "| bench_attention.AttentionForward.time_forward | gqa_8/sdpa/tiny-s128 | same | 1.000 |" in summary.read_text()
+    # The same results against themselves: ratio exactly 1; "noisy" where this CPU's timing noise is
+    # too high to resolve the factor (a 6% standard error was seen on a 2-core machine).
+    assert re.search(r"\| bench_attention\.AttentionForward\.time_forward \| gqa_8/sdpa/tiny-s128 \| (same|noisy) \| 1\.000 \|",
+                     summary.read_text())
     worktrees = subprocess.run(["git", "worktree", "list"], capture_output=True, text=True).stdout
     assert "variantbench-" not in worktrees  # removed afterwards
 
