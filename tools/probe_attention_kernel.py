@@ -1,11 +1,18 @@
 """Tuning probe for our Triton attention kernel on a GPU: checks, then times against SDPA and Flex.
 
 Not part of the suite (asv owns the history); this is the quick loop for kernel work:
-    python tools/probe_attention_kernel.py            # llama-3-8b geometry, S=4096, bf16
-It prints the chosen autotune config and a table of ms and TFLOP/s on the unmasked work.
+    python tools/probe_attention_kernel.py [MODULE ...]   # llama-3-8b geometry, S=4096, bf16
+MODULE (default kernels.attention.triton_flash) is any file with our kernel's interface, say an older
+version (`git show REV:kernels/attention/triton_flash.py > /tmp/before.py`, then /tmp/before.py), so
+two versions are timed in one session on one card. Prints each module's autotune timings, chosen
+config and a table of ms and TFLOP/s on the unmasked work.
 """
 
+import importlib
+import importlib.util
+
 import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -13,8 +20,16 @@ import triton
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-sys.path.insert(0, ".")
-from kernels.attention.triton_flash import _decode_kernel, _prefill_kernel, attention_forward  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def load(module):
+    if not module.endswith(".py"):
+        return importlib.import_module(module)
+    spec = importlib.util.spec_from_file_location(Path(module).stem, module)
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    return loaded
 
 
 def visible_pairs(q_len, kv_len, lo, hi):
@@ -22,7 +37,7 @@ def visible_pairs(q_len, kv_len, lo, hi):
     return int((hi(pos) - lo(pos) + 1).clamp(min=0).sum())
 
 
-def main():
+def main(modules):
     torch.manual_seed(0)
     B, H, HKV, S, D = 4, 32, 8, 4096, 128
     dt = torch.bfloat16
@@ -38,11 +53,16 @@ def main():
 
     causal_pairs = visible_pairs(S, S, lambda p: 0 * p, lambda p: p)
     ref = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True, enable_gqa=True)
-    out = attention_forward(q, k, v, causal=True)
-    err = ((out.float() - ref).norm() / ref.norm()).item()
-    print(f"triton causal gqa rel err {err:.2e}; config {_prefill_kernel.best_config}", flush=True)
-    assert err < 1e-2
-    bench("triton causal gqa", lambda: attention_forward(q, k, v, causal=True), causal_pairs)
+    kernels = {name: load(name) for name in modules}
+    for name, kernel in kernels.items():
+        out = kernel.attention_forward(q, k, v, causal=True)
+        err = ((out.float() - ref).norm() / ref.norm()).item()
+        tuned = getattr(kernel._prefill_kernel, "configs_timings", None) or {}
+        for config, ms in sorted(tuned.items(), key=lambda item: item[1]):
+            print(f"  {name} {config}: {ms}")
+        print(f"{name} causal gqa rel err {err:.2e}; config {kernel._prefill_kernel.best_config}", flush=True)
+        assert err < 1e-2
+        bench(f"{Path(name).stem} causal gqa", lambda: kernel.attention_forward(q, k, v, causal=True), causal_pairs)
     for be in (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION):
         try:
             with sdpa_kernel(be):
@@ -60,22 +80,22 @@ def main():
     bench("flex causal gqa", lambda: flex(q, k, v, block_mask=bm, enable_gqa=True), causal_pairs)
 
     w = 1024
-    out = attention_forward(q, k, v, causal=True, window=w)
-    bench("triton window 1024", lambda: attention_forward(q, k, v, causal=True, window=w),
-          visible_pairs(S, S, lambda p: (p - w + 1).clamp(min=0), lambda p: p))
-    bench("triton full", lambda: attention_forward(q, k, v, causal=False),
-          visible_pairs(S, S, lambda p: 0 * p, lambda p: 0 * p + S - 1))
-    bench("triton softcap", lambda: attention_forward(q, k, v, causal=True, softcap=50.0), causal_pairs)
-
     kc = torch.randn(16, HKV, 8192, D, device="cuda", dtype=dt)
     vc = torch.randn(16, HKV, 8192, D, device="cuda", dtype=dt)
     qd = torch.randn(16, H, 1, D, device="cuda", dtype=dt)
     refd = F.scaled_dot_product_attention(qd.float(), kc.float(), vc.float(), enable_gqa=True)
-    outd = attention_forward(qd, kc, vc, causal=True)
-    print(f"decode rel err {((outd.float() - refd).norm() / refd.norm()).item():.2e}; "
-          f"config {_decode_kernel.best_config}")
-    ms = triton.testing.do_bench(lambda: attention_forward(qd, kc, vc, causal=True), return_mode="median")
-    rows.append(("triton decode kv8k GB/s", ms, 2 * kc.numel() * 2 / ms / 1e9))
+    for name, kernel in kernels.items():
+        forward, stem = kernel.attention_forward, Path(name).stem
+        bench(f"{stem} window 1024", lambda: forward(q, k, v, causal=True, window=w),
+              visible_pairs(S, S, lambda p: (p - w + 1).clamp(min=0), lambda p: p))
+        bench(f"{stem} full", lambda: forward(q, k, v, causal=False),
+              visible_pairs(S, S, lambda p: 0 * p, lambda p: 0 * p + S - 1))
+        bench(f"{stem} softcap", lambda: forward(q, k, v, causal=True, softcap=50.0), causal_pairs)
+        outd = forward(qd, kc, vc, causal=True)
+        print(f"{stem} decode rel err {((outd.float() - refd).norm() / refd.norm()).item():.2e}; "
+              f"config {kernel._decode_kernel.best_config}")
+        ms = triton.testing.do_bench(lambda: forward(qd, kc, vc, causal=True), return_mode="median")
+        rows.append((f"{stem} decode kv8k GB/s", ms, 2 * kc.numel() * 2 / ms / 1e9))
     ms = triton.testing.do_bench(
         lambda: F.scaled_dot_product_attention(qd, kc, vc, enable_gqa=True), return_mode="median")
     rows.append(("sdpa decode kv8k GB/s", ms, 2 * kc.numel() * 2 / ms / 1e9))
@@ -86,4 +106,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:] or ["kernels.attention.triton_flash"])

@@ -18,25 +18,39 @@ query head.
 
 Positions: queries are the last q_len positions of the kv_len keys (q_len == kv_len at prefill, 1 at
 decode), so query row i sits at absolute position kv_len - q_len + i.
+
+K and V tiles come through tensor descriptors (Hopper's bulk tensor copy engine, TMA): a block of
+pointers for a 64x128 tile costs each of 256 threads 32 64-bit addresses, registers the softmax
+needs. Rows past the end of a head's keys read as zeros (the descriptor is 4-D, so a tile never runs
+into the next head) and are masked out of the scores like any invisible key.
 """
 
 import torch
 import triton
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 LOG2E = 1.4426950408889634
 
-# Measured on an H100 (causal GQA, B=4 H=32/8 S=4096 D=128 bf16): BLOCK 128x64, 8 warps, 4 stages won
-# at 409 TFLOP/s out of 36 configs; for decode, 16x64, 4 warps, 3 stages (2.8 TB/s). Each config costs
-# a compile (~3 s) in every cold process, so the lists keep the winners and one neighbour each.
+# Measured on an H100 (causal GQA, B=4 H=32/8 S=4096 D=128 bf16), pointer loads: BLOCK 128x64, 8 warps,
+# 4 stages won at 409 TFLOP/s out of 36 configs; for decode, 16x64, 4 warps, 3 stages (2.8 TB/s). Each
+# config costs a compile (~3 s) in every cold process, so the lists keep the winners and a neighbour.
 # The 16-row configs serve decode, where a KV head's whole query group is a handful of rows.
-PREFILL_CONFIGS = [
-    triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st)
-    for bm, bn, w, st in ((128, 64, 8, 4), (128, 64, 8, 3), (128, 128, 8, 3))
-]
-DECODE_CONFIGS = [
-    triton.Config({"BLOCK_M": 16, "BLOCK_N": bn}, num_warps=4, num_stages=3) for bn in (64, 128)
-]
+def _set_tile(nargs):
+    """Autotune pre-hook: the descriptors' tile is the config's key block."""
+    for name in ("desc_k", "desc_v"):
+        nargs[name].block_shape = [1, 1, nargs["BLOCK_N"], nargs["HEAD_DIM"]]
+
+
+def _configs(shapes):
+    return [
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st, pre_hook=_set_tile)
+        for bm, bn, w, st in shapes
+    ]
+
+
+PREFILL_CONFIGS = _configs(((128, 64, 8, 4), (128, 64, 8, 3), (128, 128, 8, 3), (128, 128, 8, 2)))
+DECODE_CONFIGS = _configs(((16, 64, 4, 3), (16, 128, 4, 3)))
 # The interpreter runs on the CPU in tests: one small config, no autotuning.
 INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64}
 
@@ -55,19 +69,14 @@ def _tanh(x):
 
 @triton.jit
 def _attend_block(
-    acc, l_i, m_i, q, k_ptrs, v_ptrs, start_n, lo, hi, q_pos, q_head, n_q_heads, kv_len,
+    acc, l_i, m_i, q, desc_k, desc_v, batch, kv_head, start_n, lo, hi, q_pos, q_head, n_q_heads,
     sm_scale, softcap,
     MASKED: tl.constexpr, SOFTCAP: tl.constexpr, ALIBI: tl.constexpr,
-    BLOCK_N: tl.constexpr, stride_kn, stride_vn,
+    BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
 ):
     offs_n = start_n + tl.arange(0, BLOCK_N)
-    if MASKED:
-        in_kv = offs_n < kv_len
-        k = tl.load(k_ptrs + start_n * stride_kn, mask=in_kv[:, None], other=0.0)
-        v = tl.load(v_ptrs + start_n * stride_vn, mask=in_kv[:, None], other=0.0)
-    else:
-        k = tl.load(k_ptrs + start_n * stride_kn)
-        v = tl.load(v_ptrs + start_n * stride_vn)
+    k = desc_k.load([batch, kv_head, start_n, 0]).reshape(BLOCK_N, HEAD_DIM)
+    v = desc_v.load([batch, kv_head, start_n, 0]).reshape(BLOCK_N, HEAD_DIM)
     qk = tl.dot(q, tl.trans(k))
     if SOFTCAP or ALIBI:
         s = qk * sm_scale
@@ -78,18 +87,22 @@ def _attend_block(
             slope = tl.exp2(-8.0 * (q_head + 1).to(tl.float32) / n_q_heads)
             s = s + slope[:, None] * (offs_n[None, :] - q_pos[:, None]).to(tl.float32)
         s = s * 1.4426950408889634
+        to_log2 = 1.0
     else:
-        s = qk * (sm_scale * 1.4426950408889634)
-    if MASKED:
+        # Plain scores stay raw: the row max is scaled once, and exp2's argument becomes one fused
+        # multiply-add (s * to_log2 - m) instead of a multiply, then a subtract, per score.
+        s = qk
+        to_log2 = sm_scale * 1.4426950408889634
+    if MASKED:  # also hides the zero rows a tile past the last key reads
         visible = (offs_n[None, :] >= lo[:, None]) & (offs_n[None, :] <= hi[:, None])
         s = tl.where(visible, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_new = tl.maximum(m_i, tl.max(s, 1) * to_log2)
         # A row with no visible key yet keeps m = -inf; subtracting 0 instead keeps exp2 at 0, not NaN.
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
     else:
-        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_new = tl.maximum(m_i, tl.max(s, 1) * to_log2)
         m_safe = m_new
-    p = tl.exp2(s - m_safe[:, None])
+    p = tl.exp2(s * to_log2 - m_safe[:, None])
     alpha = tl.exp2(m_i - m_safe)
     l_i = l_i * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None]
@@ -99,10 +112,8 @@ def _attend_block(
 
 @triton.jit
 def _attention_forward_kernel(
-    Q, K, V, O, DocStart,
+    Q, desc_k, desc_v, O, DocStart,
     stride_qb, stride_qh, stride_qs,
-    stride_kb, stride_kh, stride_kn,
-    stride_vb, stride_vh, stride_vn,
     stride_ob, stride_oh, stride_os,
     n_kv_heads, n_q_heads, group, q_len, kv_len,
     sm_scale, window, prefix, softcap,
@@ -144,9 +155,6 @@ def _attention_forward_kernel(
     q_row = rows_c % q_len
     q_ptrs = Q + batch * stride_qb + q_head[:, None] * stride_qh + q_row[:, None] * stride_qs + offs_d[None, :]
     q = tl.load(q_ptrs)
-    offs_n0 = tl.arange(0, BLOCK_N)
-    k_ptrs = K + batch * stride_kb + kv_head * stride_kh + offs_n0[:, None] * stride_kn + offs_d[None, :]
-    v_ptrs = V + batch * stride_vb + kv_head * stride_vh + offs_n0[:, None] * stride_vn + offs_d[None, :]
 
     m_i = tl.zeros([BLOCK_M], dtype=tl.float32) - float("inf")
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -154,16 +162,16 @@ def _attention_forward_kernel(
 
     for start_n in range(first, unmasked_lo, BLOCK_N):
         acc, l_i, m_i = _attend_block(
-            acc, l_i, m_i, q, k_ptrs, v_ptrs, start_n, lo, hi, q_pos, q_head, n_q_heads, kv_len,
-            sm_scale, softcap, True, SOFTCAP, ALIBI, BLOCK_N, stride_kn, stride_vn)
+            acc, l_i, m_i, q, desc_k, desc_v, batch, kv_head, start_n, lo, hi, q_pos, q_head, n_q_heads,
+            sm_scale, softcap, True, SOFTCAP, ALIBI, BLOCK_N, HEAD_DIM)
     for start_n in range(unmasked_lo, unmasked_hi, BLOCK_N):
         acc, l_i, m_i = _attend_block(
-            acc, l_i, m_i, q, k_ptrs, v_ptrs, start_n, lo, hi, q_pos, q_head, n_q_heads, kv_len,
-            sm_scale, softcap, False, SOFTCAP, ALIBI, BLOCK_N, stride_kn, stride_vn)
+            acc, l_i, m_i, q, desc_k, desc_v, batch, kv_head, start_n, lo, hi, q_pos, q_head, n_q_heads,
+            sm_scale, softcap, False, SOFTCAP, ALIBI, BLOCK_N, HEAD_DIM)
     for start_n in range(unmasked_hi, end, BLOCK_N):
         acc, l_i, m_i = _attend_block(
-            acc, l_i, m_i, q, k_ptrs, v_ptrs, start_n, lo, hi, q_pos, q_head, n_q_heads, kv_len,
-            sm_scale, softcap, True, SOFTCAP, ALIBI, BLOCK_N, stride_kn, stride_vn)
+            acc, l_i, m_i, q, desc_k, desc_v, batch, kv_head, start_n, lo, hi, q_pos, q_head, n_q_heads,
+            sm_scale, softcap, True, SOFTCAP, ALIBI, BLOCK_N, HEAD_DIM)
 
     out = acc / l_i[:, None]
     o_ptrs = O + batch * stride_ob + q_head[:, None] * stride_oh + q_row[:, None] * stride_os + offs_d[None, :]
@@ -202,17 +210,21 @@ def attention_forward(
     for t in (q, k, v):
         if t.stride(-1) != 1:
             raise ValueError("the head dimension must be contiguous")
+    for t in (k, v):
+        # The copy engine needs a 16-byte-aligned base and 16-byte multiples for every outer stride.
+        if t.data_ptr() % 16 or any(stride * t.element_size() % 16 for stride in t.stride()[:-1]):
+            raise ValueError("k and v need 16-byte-aligned storage and strides (tensor descriptors)")
     group = n_q_heads // n_kv_heads
     out = torch.empty_like(q)
     if doc_start is None:
         doc_start_arg = q  # never read: DOCUMENTS is off
     else:
         doc_start_arg = doc_start.to(device=q.device, dtype=torch.int32).contiguous()
+    # The tile is the interpreter's here; the autotuner's pre-hook sets each config's on the GPU.
+    tile = [1, 1, INTERPRETER_CONFIG["BLOCK_N"], head_dim]
     args = (
-        q, k, v, out, doc_start_arg,
+        q, TensorDescriptor.from_tensor(k, tile), TensorDescriptor.from_tensor(v, tile), out, doc_start_arg,
         q.stride(0), q.stride(1), q.stride(2),
-        k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2),
         out.stride(0), out.stride(1), out.stride(2),
         n_kv_heads, n_q_heads, group, q_len, kv_len,
         scale if scale is not None else head_dim ** -0.5,
