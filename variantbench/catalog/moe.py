@@ -95,7 +95,9 @@ def make_problem(variant, shape: MoEShape, *, device, dtype, seed, requires_grad
     gen = torch.Generator(device).manual_seed(seed)
 
     def randn(*size, scale=1.0):
-        return (torch.randn(*size, generator=gen, device=device, dtype=torch.float32) * scale).to(dtype)
+        # Drawn in the working dtype and scaled in place: DeepSeek-V3's w13 drawn in float32 and then
+        # scaled is two 28 GiB temporaries, which ran an 80 GB H100 out of memory.
+        return torch.randn(*size, generator=gen, device=device, dtype=dtype).mul_(scale)
 
     n_experts, dim, ffn = config.n_experts, config.dim, config.ffn_dim
     x = torch.randn(shape.tokens, dim, generator=gen, device=device, dtype=torch.float32)
