@@ -18,10 +18,9 @@ class AttentionForwardBackward(Benchmark):
 
     def setup(self, variant, implementation, shape):
         case = resolve_or_skip("attention", variant, implementation, shape)
-        if not case.implementation.backward:
-            raise NotImplementedError(f"{implementation} is forward-only")
-        if case.shape.phase == "decode":
-            raise NotImplementedError("decode is inference: no backward")
+        reason = cases.backward_unsupported(case)
+        if reason:
+            raise NotImplementedError(reason)
 
         def build():
             problem, call, _ = cases.prepare_checked(case, requires_grad=True)

@@ -51,6 +51,42 @@ def test_catalog_case_matches_reference(case):
     assert result["ok"], result
 
 
+BACKWARD_CASES = [c for c in CATALOG_CASES if not cases.backward_unsupported(c)]
+
+
+@pytest.mark.parametrize("case", BACKWARD_CASES, ids=lambda c: c.name)
+def test_catalog_case_gradients_match_reference(case):
+    _, _, result = cases.prepare_checked(case, requires_grad=True)
+    assert {"max_error_dq", "max_error_dk", "max_error_dv"} <= set(result), result
+
+
+class _ScaledBackward(torch.autograd.Function):
+    """Identity forward; backward off by a factor: a kernel whose forward is right and gradient wrong."""
+
+    @staticmethod
+    def forward(ctx, out):
+        return out.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * 1.01
+
+
+def test_gradient_check_catches_a_backward_one_percent_off():
+    case = next(c for c in BACKWARD_CASES if c.implementation.name == "sdpa" and c.variant.name == "gqa_8")
+    problem = catalog.make_problem(case.variant, case.shape, device=torch.device("cpu"), dtype=case.dtype,
+                                   seed=3, requires_grad=True)
+    call = case.implementation.load().prepare(case.variant, problem)
+    assert all(g["ok"] for g in cases.check_gradients(case, problem, call).values())
+    wrong = cases.check_gradients(case, problem, lambda: _ScaledBackward.apply(call()))
+    assert not any(g["ok"] for g in wrong.values()), wrong
+
+
+def test_flex_has_no_cpu_backward_and_says_so():
+    case = next(c for c in CATALOG_CASES if c.implementation.name == "flex")
+    assert cases.backward_unsupported(case) == "flex has no backward on the CPU"
+
+
 # Lengths that are not multiples of the interpreter's 64-row blocks, windows and prefixes that cut
 # blocks, a prefix longer than the sequence, decode over a cache, and MQA.
 AWKWARD = [

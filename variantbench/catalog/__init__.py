@@ -32,6 +32,7 @@ class Implementation:
     module: str
     fused: bool
     backward: bool
+    backward_on_cpu: bool = True  # False where the library has a backward on CUDA only
     unsupported: Callable[[object, object], str | None] = lambda variant, shape: None
     needs_triton: bool = False
     autotunes: bool = False
