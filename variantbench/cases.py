@@ -101,12 +101,13 @@ class CheckResult:
     out_of_memory: bool = False
 
 
-def check_one(case) -> CheckResult:
-    """Prepare (compile, autotune) and check one case; any failure becomes one line, never a raise."""
+def check_one(case, backward=True) -> CheckResult:
+    """Prepare (compile, autotune) and check one case, and its gradients where it has a backward
+    (unless `backward` is False); any failure becomes one line, never a raise."""
     t0 = time.perf_counter()
     try:
         _, _, result = prepare_checked(case)
-        if not backward_unsupported(case):  # also compiles the backward into the caches the suite's setups reuse
+        if backward and not backward_unsupported(case):
             _, _, result = prepare_checked(case, requires_grad=True)
     except Mismatch as why:
         return CheckResult(case.name, "mismatch", f"MISMATCH  {why}")
@@ -130,12 +131,12 @@ def check_one(case) -> CheckResult:
     )
 
 
-def _check_key(key) -> CheckResult:
+def _check_key(key, backward) -> CheckResult:
     """check_one in a worker process: cases travel as names (their closures do not pickle)."""
-    return check_one(resolve(*key))
+    return check_one(resolve(*key), backward)
 
 
-def check_many(cases, jobs, report):
+def check_many(cases, jobs, report, backward=True):
     """check_one for every case, calling report(CheckResult) as each finishes; returns the results.
 
     With jobs > 1 the cases run in that many spawned processes: preparing is mostly compilation
@@ -159,7 +160,7 @@ def check_many(cases, jobs, report):
 
     if jobs <= 1:
         for case in cases:
-            done(check_one(case))
+            done(check_one(case, backward))
         return results
     shared = [c for c in cases if not c.implementation.autotunes]
     alone = [c for c in cases if c.implementation.autotunes]
@@ -170,7 +171,8 @@ def check_many(cases, jobs, report):
         # spawn, not fork: a forked CUDA context is unusable, and the parent may hold one.
         with ProcessPoolExecutor(max_workers=min(workers, len(batch)), mp_context=get_context("spawn")) as pool:
             futures = {
-                pool.submit(_check_key, (c.family, c.variant.name, c.implementation.name, c.shape.name, c.device)): c
+                pool.submit(_check_key, (c.family, c.variant.name, c.implementation.name, c.shape.name, c.device),
+                            backward): c
                 for c in batch
             }
             for future in as_completed(futures):

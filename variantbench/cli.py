@@ -137,7 +137,8 @@ _tier_help = ("Which shapes: quick (headline), default (every commit), full (the
               "See variantbench.shapes.TIERS.")
 
 
-def _run_checks(fams, device, variants, implementations, shapes, tier, jobs, echo, failures_only=False):
+def _run_checks(fams, device, variants, implementations, shapes, tier, jobs, echo, failures_only=False,
+                backward=True):
     """Check every case of the selection; echo one line each (skips too), or only those that fail.
     Returns the CheckResults."""
     from variantbench import cases
@@ -162,7 +163,7 @@ def _run_checks(fams, device, variants, implementations, shapes, tier, jobs, ech
             echo(f"[{report.done}/{count} {time.perf_counter() - t0:4.0f}s] {result.line}")
 
     report.done = 0
-    return cases.check_many(runnable, jobs, report)
+    return cases.check_many(runnable, jobs, report, backward)
 
 
 @main.command()
@@ -175,7 +176,8 @@ def _run_checks(fams, device, variants, implementations, shapes, tier, jobs, ech
               help=_tier_help)
 @_jobs_option
 def check(family_names, variants, implementations, shapes, device, tier, jobs):
-    """Check every implementation against its reference on fresh random inputs.
+    """Check every implementation against its reference on fresh random inputs: the output on
+    sampled rows, and, where the case has a backward, the gradients those rows give q, k and v.
 
     Prints one line per case (ok, MISMATCH, skip with its reason) as it finishes; exits 1 naming each
     mismatch, 2 if a case crashed."""
@@ -355,14 +357,17 @@ def run(bench, quick, tier, device, commit, machine_override, shapes, variants, 
 
 
 def _precheck(fams, device, variants, implementations, shapes, tier):
-    """`check` the run's cases side by side before asv times them one process at a time. On an H100
-    (edacf1b) asv spent 15-18 s preparing each FlexAttention case and 8-11 s each Triton one, most of
-    it compiling and autotuning; with the on-disk caches warm, 10-12 s and 3-4 s. A failing case is
-    named here and still goes to asv, whose setup fails it as a benchmark: the others are timed."""
+    """`check` the run's forwards side by side before asv times them one process at a time. On an
+    H100 (edacf1b) asv spent 15-18 s preparing each FlexAttention case and 8-11 s each Triton one,
+    most of it compiling and autotuning; after this precheck (10b2a5e, 45 s), 11-16 s and 4 s.
+    Gradients are left to the forward+backward benchmarks' own setups: checking them here too took
+    the precheck to 116 s on a cold H100 (fcd3149) and saved those setups only 4-6 s each.
+    A failing case is named here and still goes to asv, whose setup fails it as a benchmark: the
+    others are timed."""
     t0 = time.perf_counter()
-    click.echo("prechecking every case on parallel workers (fills the compile caches the timed setups reuse)")
+    click.echo("prechecking every case on parallel workers (forwards; fills the compile caches the timed setups reuse)")
     checked = _run_checks(fams, device, variants, implementations, shapes, tier, None, click.echo,
-                          failures_only=True)
+                          failures_only=True, backward=False)
     bad = [r for r in checked if r.status != "ok"]
     click.echo(f"precheck: {len(checked) - len(bad)} ok, {len(bad)} failing in {time.perf_counter() - t0:.0f}s")
 
