@@ -187,7 +187,7 @@ def test_check_reports_a_dead_worker_as_one_line_per_case(monkeypatch):
         def __exit__(self, *exc):
             return False
 
-        def submit(self, fn, key):
+        def submit(self, fn, key, backward):
             from concurrent.futures import Future
 
             future = Future()
@@ -219,7 +219,7 @@ def test_a_case_out_of_memory_beside_others_is_retried_alone(monkeypatch):
         def __exit__(self, *exc):
             return False
 
-        def submit(self, fn, key):
+        def submit(self, fn, key, backward):
             calls.append((self.workers, key[2]))
             future = Future()
             oom = self.workers > 1 and key[2] == "flex"
