@@ -97,8 +97,11 @@ def _rank_main(rank, ranks, device, port, pipe):
     while True:
         try:
             message = pipe.recv()
-        except EOFError:  # rank 0 exited without saying stop (asv ends its processes with os._exit)
-            break
+        except EOFError:
+            # Rank 0 exited without saying stop (asv ends its processes with os._exit; a failed setup
+            # raises). Leave at once: destroying an NCCL group whose peer is gone can block, and this
+            # process holds the output pipe asv waits on (an H200 pair sat 420 s in one such run).
+            os._exit(0)
         if message[0] == "stop":
             break
         if message[0] == "prepare":

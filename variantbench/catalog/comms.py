@@ -155,7 +155,9 @@ def check_views(variant, problem, out, rows):
         op = getattr(reference_comms, variant.op)
         return torch.cat(op(xs, splits) if splits else op(xs))
 
-    return reference, torch.cat(problem.check_outputs), problem.ranks
+    # Inputs are drawn on the problem's device (a CUDA generator's values differ from the CPU's), the
+    # outputs came back from every rank to the CPU: compare on the problem's device.
+    return reference, torch.cat(problem.check_outputs).to(problem.device), problem.ranks
 
 
 def work(variant, problem, backward=False):
