@@ -25,7 +25,10 @@ from variantbench.catalog.comms import rank_input
 MULTICAST_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 CALL_MS = 5.0  # a call's length, whatever one collective takes (8 KiB over NVLink: ~20 us)
 MAX_REPEATS = 10_000
-TIMEOUT = datetime.timedelta(seconds=300)  # a rank that died fails the others' collectives, never hangs them
+# A rank that died or never joined fails the others' collectives and the rendezvous, never hangs them.
+# The largest collective of the suite (1 GiB per rank) takes milliseconds; a rank's start (spawn,
+# torch import, CUDA and NCCL init) about 10 s: 60 s is a stall, not a slow machine.
+TIMEOUT = datetime.timedelta(seconds=60)
 
 _workers = []  # (process, pipe) of ranks 1..n-1, started by this process
 
@@ -141,6 +144,13 @@ def _start(ranks, device):
     atexit.register(_stop)
 
 
+def _reply(pipe, rank):
+    if not pipe.poll(TIMEOUT.total_seconds()):
+        raise TimeoutError(f"rank {rank} sent no check output within {TIMEOUT.total_seconds():.0f} s "
+                           "(a stalled NCCL init or a dead rank)")
+    return pipe.recv()
+
+
 def prepare(variant, problem):
     device = problem.device.type
     if not _workers:
@@ -153,7 +163,7 @@ def prepare(variant, problem):
     for _, pipe in _workers:
         pipe.send(("prepare", key, spec))
     mine = _Collective(rank=0, ranks=problem.ranks, device=device, **spec)
-    problem.check_outputs = [mine.check()] + [pipe.recv() for _, pipe in _workers]
+    problem.check_outputs = [mine.check()] + [_reply(pipe, rank) for rank, (_, pipe) in enumerate(_workers, 1)]
 
     def run(repeats):
         for _, pipe in _workers:
