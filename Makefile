@@ -10,7 +10,14 @@ setup:
 quick: setup
 	variantbench run --quick
 
-test: setup
+# Debian's Chromium for the report's browser tests (tests/test_report.py); they skip, saying so, where
+# it cannot be installed.
+browser:
+	@command -v chromium >/dev/null || apt-get install -y -q chromium >/dev/null 2>&1 \
+	  || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1) \
+	  || echo "chromium could not be installed: the browser tests will skip"
+
+test: setup browser
 	TRITON_INTERPRET=1 VARIANTBENCH_DEVICE=cpu $(PYTHON) -m pytest -q -p no:cacheprovider
 
-.PHONY: setup quick test
+.PHONY: setup quick browser test

@@ -551,6 +551,47 @@ def _confirm_args(suspects, device, machine):
     return args
 
 
+@main.command()
+@_results_option
+@click.option("--html", "html_dir", type=click.Path(path_type=Path), default=ROOT / "reports" / "html",
+              show_default=True, help="Where the site goes.")
+@click.option("--no-asv", is_flag=True, help="Only our summary page; skip `asv publish` of the per-benchmark history.")
+def report(results_dir, html_dir, no_asv):
+    """Write the static site: asv's published history and our summary page linking into it.
+
+    The summary (HTML_DIR/variantbench/index.html), one section per machine, never mixed: per family,
+    the latest commit's figures for every variant and implementation (ms, TFLOP/s, GB/s, % of roofline,
+    ratio to baseline with its signal-budget verdict, speedup over the reference, error, peak memory),
+    flagged ones first; plots of the ratios against the budget, of % of roofline, and of each forward's
+    history with regressions marked. Opens from disk with no network. Exit 2 on bad or missing results."""
+    from variantbench import gate, report as site, results
+
+    try:
+        settings = gate.load_settings(ROOT / "pyproject.toml")
+        summary = site.build(ROOT, results_dir, html_dir, settings, with_asv=not no_asv)
+    except (site.ReportError, results.BadResults) as why:
+        fail(str(why))
+    click.echo(f"summary: {_shown(summary)}")
+    if not no_asv:
+        click.echo(f"asv history: {_shown(html_dir / 'index.html')}")
+
+
+@main.command()
+@_results_option
+@click.option("--output", "-o", type=click.Path(path_type=Path), required=True,
+              help="A .csv or .parquet file (Parquet needs pyarrow).")
+def export(results_dir, output):
+    """Write every recorded result as one tidy table: a row per benchmark, parameter set, commit and
+    machine, with the samples, the GPU and software identity and the commit's date."""
+    from variantbench import report as site, results
+
+    try:
+        count = site.export(results_dir, output)
+    except (site.ReportError, results.BadResults) as why:
+        fail(str(why))
+    click.echo(f"{count} rows to {output}")
+
+
 @main.command("bisect")
 @click.argument("good")
 @click.argument("bad")

@@ -11,7 +11,9 @@ class BadResults(Exception):
     """A results file that is not what asv writes (truncated, malformed); the message names it."""
 
 
-COLUMNS = ["benchmark", "params", "value", "q25", "q75", "repeat", "samples", "commit", "machine"]
+# `failed`: asv wrote null (the benchmark raised or crashed), as against NaN (skipped): in a frame both
+# read as NaN in `value`.
+COLUMNS = ["benchmark", "params", "value", "q25", "q75", "repeat", "samples", "commit", "machine", "failed"]
 
 
 IDENTITY_KEYS = ("gpu", "driver", "cuda", "torch", "triton")
@@ -43,7 +45,7 @@ def _read(path: Path):
                 strict=True,
             ):
                 rows.append((benchmark, tuple(p.strip("'") for p in combo), value, lo, hi, repeat,
-                             tuple(samples) if samples else None, commit, machine))
+                             tuple(samples) if samples else None, commit, machine, value is None))
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise BadResults(f"{path}: not a readable asv results file ({type(error).__name__}: {error})") from None
     return rows, machine_params

@@ -1,0 +1,414 @@
+"""The report: asv's published history plus a summary page of ours, one static site that works opened
+from disk with no network.
+
+asv publish renders the per-benchmark history; its pages load jQuery, Flot and Bootstrap from CDNs,
+so the site carries those libraries (variantbench/assets/vendor, from npm: jquery 3.3.1, flot 0.8.3,
+flot-orderbars 1.0.0, stupid-table-plugin 1.1.3, blueimp-md5 2.19.0, bootstrap 3.1.1) and its pages
+are pointed at them. The summary page (variantbench/index.html) shows, per machine (never mixed) and
+family: the latest commit's figures for every variant and implementation, flagged variants first,
+and matplotlib plots of the ratio to baseline against the signal budget, % of roofline per
+implementation, and each forward's history over commits with regressions marked.
+"""
+
+import html
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import urllib.parse
+from pathlib import Path
+
+import pandas as pd
+
+from variantbench import results
+from variantbench.catalog import families
+
+ASSETS = Path(__file__).parent / "assets" / "vendor"
+CDN = {
+    "https://code.jquery.com/jquery-3.3.1.min.js": "jquery-3.3.1.min.js",
+    "https://cdnjs.cloudflare.com/ajax/libs/flot/0.8.3/jquery.flot.min.js": "jquery.flot.js",
+    "https://cdnjs.cloudflare.com/ajax/libs/flot/0.8.3/jquery.flot.time.min.js": "jquery.flot.time.js",
+    "https://cdnjs.cloudflare.com/ajax/libs/flot/0.8.3/jquery.flot.selection.min.js": "jquery.flot.selection.js",
+    "https://cdnjs.cloudflare.com/ajax/libs/flot/0.8.3/jquery.flot.categories.min.js": "jquery.flot.categories.js",
+    "https://cdn.jsdelivr.net/npm/flot-orderbars@1.0.0/js/jquery.flot.orderBars.js": "jquery.flot.orderBars.js",
+    "https://cdnjs.cloudflare.com/ajax/libs/stupidtable/1.0.1/stupidtable.min.js": "stupidtable.min.js",
+    "https://cdnjs.cloudflare.com/ajax/libs/blueimp-md5/2.19.0/js/md5.min.js": "md5.min.js",
+    "https://cdn.jsdelivr.net/npm/bootstrap@3.1.1/dist/js/bootstrap.min.js": "bootstrap.min.js",
+    "https://cdn.jsdelivr.net/npm/bootstrap@3.1.1/dist/css/bootstrap.min.css": "css/bootstrap.min.css",
+}
+SUMMARY_DIR = "variantbench"
+
+# Per-case figures of the latest commit: (benchmark ending, column, scale).
+FIGURES = (
+    ("Forward.time_forward", "ms", 1e3),
+    ("Metrics.track_tflops", "TFLOP/s", 1),
+    ("Metrics.track_gbps", "GB/s", 1),
+    ("Metrics.track_percent_of_peak", "% roofline", 1),
+    ("Metrics.track_ratio_to_baseline", "x baseline", 1),
+    ("ReferenceSpeedup.track_speedup_over_reference", "x reference", 1),
+    ("Metrics.track_max_error", "max error", 1),
+    ("PeakMemory.track_peak_memory", "peak MiB", 1),
+)
+
+
+class ReportError(Exception):
+    """The report cannot be built (no results, asv publish failed); the message says why."""
+
+
+def publish_asv(root: Path, results_dir: Path, html_dir: Path):
+    """asv publish of results_dir into html_dir (through a copy of asv.conf.json pointing there), then
+    point its pages at the carried libraries instead of CDNs."""
+    config = json.loads((root / "asv.conf.json").read_text())
+    config.update(repo=str(root.resolve()), results_dir=str(Path(results_dir).resolve()),
+                  html_dir=str(Path(html_dir).resolve()))
+    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="asv-publish-") as conf:
+        json.dump(config, conf)
+        conf.flush()
+        done = subprocess.run(["asv", "publish", "--config", conf.name], cwd=root, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr or done.stdout).strip().splitlines()
+        raise ReportError(f"asv publish failed: {last[-1] if last else 'exit ' + str(done.returncode)}")
+    vendor = html_dir / "vendor"
+    shutil.copytree(ASSETS, vendor, dirs_exist_ok=True)
+    for page in html_dir.glob("*.html"):
+        text = page.read_text()
+        for url, local in CDN.items():
+            text = text.replace(url, f"vendor/{local}")
+        # The CDN tags carry subresource-integrity hashes of the CDN's minified files and ask for CORS,
+        # which Chromium refuses for every file:// load: the local copies go without both.
+        text = re.sub(r'(<(?:script|link)[^>]*"vendor/[^>]*?)\s+integrity="[^"]*"', r"\1", text)
+        text = re.sub(r'(<(?:script|link)[^>]*"vendor/[^>]*?)\s+crossorigin="[^"]*"', r"\1", text)
+        jquery = re.search(r'<script src="vendor/jquery-[^"]*"[^>]*></script>', text)
+        if jquery:
+            shim = '<script src="vendor/offline-data.js"></script><script src="vendor/offline.js"></script>'
+            text = text[:jquery.end()] + shim + text[jquery.end():]
+        page.write_text(text)
+    _embed_json(html_dir)
+
+
+def _embed_json(html_dir: Path):
+    """Every JSON file of the published site, as text keyed by its path, in vendor/offline-data.js;
+    with vendor/offline.js, asv's pages read them with no server (see that file). The liveness probe
+    asv's graph page makes (swallow.ico, as text) is answered too."""
+    files = {path.relative_to(html_dir).as_posix(): path.read_text() for path in html_dir.rglob("*.json")}
+    files["swallow.ico"] = ""
+    vendor = html_dir / "vendor"
+    shutil.copy(ASSETS.parent / "offline.js", vendor / "offline.js")
+    (vendor / "offline-data.js").write_text("window.VARIANTBENCH_OFFLINE = " + json.dumps(files) + ";\n")
+
+
+def commit_dates(results_dir: Path) -> pd.DataFrame:
+    """(machine, commit, date) of every results file: asv records the commit's date in each."""
+    rows = []
+    for path in sorted(Path(results_dir).glob("*/*.json")):
+        if path.name == "machine.json":
+            continue
+        try:
+            data = json.loads(path.read_text())
+            rows.append((data["params"]["machine"], data["commit_hash"], pd.to_datetime(data["date"], unit="ms")))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise results.BadResults(f"{path}: not a readable asv results file ({type(error).__name__})") from None
+    return pd.DataFrame(rows, columns=["machine", "commit", "date"])
+
+
+def _family_of(benchmark):
+    return benchmark.split(".")[0].removeprefix("bench_")
+
+
+def latest_table(frame: pd.DataFrame, budget_for) -> pd.DataFrame:
+    """One row per (family, shape, variant, implementation) of one commit's results: the FIGURES,
+    the budget and its verdict ("over budget", "within", "failed"), flagged rows first."""
+    rows = {}
+    for ending, column, scale in FIGURES:
+        picked = frame[frame.benchmark.str.endswith(ending)]
+        for benchmark, params, value, failed in zip(picked.benchmark, picked.params, picked.value, picked.failed):
+            if len(params) < 3:
+                continue
+            row = rows.setdefault((_family_of(benchmark), params[2], params[0], params[1]), {})
+            if failed:
+                row["failed"] = True
+            elif value == value:
+                row[column] = float(value) * scale
+    table = pd.DataFrame(
+        [{"family": k[0], "shape": k[1], "variant": k[2], "implementation": k[3], **v} for k, v in rows.items()])
+    if table.empty:
+        return pd.DataFrame(columns=["family", "shape", "variant", "implementation",
+                                     *[c for _, c, _ in FIGURES], "failed", "budget", "verdict"])
+    for _, column, _ in FIGURES:
+        if column not in table.columns:
+            table[column] = float("nan")
+    if "failed" not in table.columns:
+        table["failed"] = False
+    table["failed"] = table.failed.fillna(False).astype(bool)
+    measured = table[[c for _, c, _ in FIGURES]].notna().any(axis=1) | table.failed
+    table = table[measured].copy()
+    table["budget"] = [budget_for(f, v) for f, v in zip(table.family, table.variant)]
+
+    def verdict(row):
+        if row.failed and row["ms"] != row["ms"]:
+            return "failed"
+        ratio = row["x baseline"]
+        if ratio != ratio:
+            return ""
+        return "over budget" if ratio > row.budget else "within"
+
+    table["verdict"] = table.apply(verdict, axis=1)
+    order = {"failed": 0, "over budget": 1, "within": 2, "": 3}
+    table["order"] = table.verdict.map(order)
+    return table.sort_values(["family", "order", "shape", "variant", "implementation"]).drop(columns="order")
+
+
+def family_table(mine: pd.DataFrame, order: pd.DataFrame, family: str, budget_for) -> pd.DataFrame:
+    """latest_table of one machine's family, each shape at the latest commit that measured its
+    metrics there (else its forward): runs sharded by shape, or cut short, leave other shapes at
+    earlier commits, and each row names its commit."""
+    measured = mine[mine.benchmark.str.startswith(f"bench_{family}.")]
+    measured = measured[measured.params.map(len) >= 3]
+    shapes = measured.params.map(lambda p: p[2])
+    tables = []
+    for shape in dict.fromkeys(shapes):
+        rows = measured[shapes == shape]
+        with_metrics = set(rows[rows.benchmark.str.endswith("Metrics.track_ratio_to_baseline")].commit)
+        commits = with_metrics or set(rows.commit)
+        commit = next(c for c in reversed(list(order.commit)) if c in commits)
+        table = latest_table(rows[rows.commit == commit], budget_for)
+        tables.append(table.assign(commit=commit[:8]))
+    if not tables:
+        return latest_table(measured.iloc[0:0], budget_for).assign(commit="")
+    order_of = {"failed": 0, "over budget": 1, "within": 2, "": 3}
+    table = pd.concat(tables, ignore_index=True)
+    return table.sort_values(["shape", "variant", "implementation"]).sort_values(
+        "verdict", key=lambda v: v.map(order_of), kind="stable")
+
+
+def history_frame(history: pd.DataFrame, dates: pd.DataFrame, machine: str) -> pd.DataFrame:
+    """Forward times of one machine over its commits, in commit-date order: one column per case,
+    NaN where a commit has no figure for it (a gap, a new or removed benchmark, a failure)."""
+    forward = history[(history.machine == machine) & history.benchmark.str.endswith("Forward.time_forward")]
+    forward = forward[forward.params.map(len) >= 3]
+    if forward.empty:
+        return pd.DataFrame()
+    order = dates[dates.machine == machine].drop_duplicates("commit").sort_values("date")
+    cases = forward.assign(case=[f"{_family_of(b)}/{p[0]}/{p[1]}/{p[2]}" for b, p in zip(forward.benchmark, forward.params)],
+                           ms=pd.to_numeric(forward.value, errors="coerce") * 1e3)
+    table = cases.pivot_table(index="commit", columns="case", values="ms", aggfunc="first")
+    return table.reindex([c for c in order.commit if c in table.index])
+
+
+def regressions(times: pd.DataFrame, factor: float) -> list:
+    """(case, commit) where a forward got slower than the previous commit that measured it by more
+    than the regression factor: the marks on the history plot."""
+    marks = []
+    for case in times.columns:
+        series = times[case].dropna()
+        steps = series / series.shift(1)
+        marks += [(case, commit) for commit, step in steps.items() if step == step and step > factor]
+    return marks
+
+
+def _plots(out: Path, stem: str, table: pd.DataFrame, times: pd.DataFrame, marks: list) -> dict:
+    """matplotlib figures of one machine's family: {kind: file name}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = {}
+    ratio = table.dropna(subset=["x baseline"])
+    if not ratio.empty:
+        labels = [f"{r.variant}/{r.implementation} @ {r.shape}" for r in ratio.itertuples()]
+        fig, ax = plt.subplots(figsize=(9, 0.28 * len(labels) + 1.2))
+        colors = ["#c0392b" if v == "over budget" else "#2e86c1" for v in ratio.verdict]
+        ax.barh(range(len(labels)), ratio["x baseline"], color=colors)
+        ax.axvline(ratio.budget.max(), color="black", linestyle="--", label=f"signal budget {ratio.budget.max():.2f}x")
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set_xlabel("cost per useful work, x the family baseline (log)")
+        ax.legend(loc="lower right", fontsize=8)
+        fig.tight_layout()
+        made["ratio"] = f"{stem}-ratio.png"
+        fig.savefig(out / made["ratio"], dpi=90)
+        plt.close(fig)
+    peak = table.dropna(subset=["% roofline"])
+    if not peak.empty:
+        pivot = peak.pivot_table(index="variant", columns="implementation", values="% roofline", aggfunc="max")
+        fig, ax = plt.subplots(figsize=(9, 3.6))
+        pivot.plot.bar(ax=ax, rot=30, fontsize=8)
+        ax.axhline(100, color="black", linestyle="--", linewidth=1)
+        ax.set_ylabel("% of roofline (measured peaks)")
+        ax.set_ylim(0, 105)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        made["roofline"] = f"{stem}-roofline.png"
+        fig.savefig(out / made["roofline"], dpi=90)
+        plt.close(fig)
+    if not times.empty and len(times.index) > 0:
+        fig, ax = plt.subplots(figsize=(9, 3.6))
+        x = range(len(times.index))
+        for case in times.columns:
+            relative = times[case] / times[case].dropna().iloc[0] if times[case].notna().any() else times[case]
+            ax.plot(x, relative, marker=".", linewidth=1, label=case if len(times.columns) <= 12 else None)
+        for case, commit in marks:
+            i = list(times.index).index(commit)
+            ax.plot([i], [times[case][commit] / times[case].dropna().iloc[0]], "x", color="#c0392b", markersize=10,
+                    markeredgewidth=2)
+        ax.set_xticks(list(x), [c[:8] for c in times.index], rotation=45, fontsize=7)
+        ax.set_ylabel("forward time / first measured")
+        ax.set_title(f"{len(times.columns)} forward benchmarks over {len(times.index)} commits; x: regression",
+                     fontsize=9)
+        if len(times.columns) <= 12:
+            ax.legend(fontsize=6)
+        fig.tight_layout()
+        made["history"] = f"{stem}-history.png"
+        fig.savefig(out / made["history"], dpi=90)
+        plt.close(fig)
+    return made
+
+
+def _asv_link(benchmark, row, machine):
+    """asv's page for a case's forward: its graph of every commit, filtered to this case."""
+    query = urllib.parse.urlencode({"machine": machine, "p-variant": f"'{row.variant}'",
+                                    "p-implementation": f"'{row.implementation}'", "p-shape": f"'{row.shape}'"})
+    return f"../index.html#{benchmark}?{query}"
+
+
+def _number(value, column):
+    if value != value:
+        return ""
+    if column == "max error":
+        return f"{value:.1e}"
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+
+
+def _table_html(forward_benchmark, table, machine):
+    columns = [c for _, c, _ in FIGURES]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["shape", "variant", "implementation", *columns[:5],
+                                                           "budget", *columns[5:], "commit", "history"])
+    body = []
+    for row in table.itertuples():
+        cells = [row.shape, row.variant, row.implementation]
+        values = [table.loc[row.Index, c] for c in columns]
+        verdict = f' class="{row.verdict.replace(" ", "-")}"' if row.verdict else ""
+        figures = [_number(v, c) for v, c in zip(values, columns)]
+        budget = f"{row.verdict} ({row.budget:.2f}x)" if row.verdict else ""
+        body.append(
+            f"<tr{verdict}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
+            + "".join(f"<td class=num>{f}</td>" for f in figures[:5])
+            + f"<td>{html.escape(budget)}</td>"
+            + "".join(f"<td class=num>{f}</td>" for f in figures[5:])
+            + f"<td><code>{html.escape(str(row.commit))}</code></td>"
+            + f'<td><a href="{html.escape(_asv_link(forward_benchmark, row, machine))}">asv</a></td></tr>')
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+STYLE = """
+body { font-family: sans-serif; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; font-size: 12px; margin: 0.5em 0 1em; }
+th, td { border-bottom: 1px solid #ddd; padding: 2px 8px; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.over-budget td { background: #fdecea; }
+tr.failed td { background: #f5b7b1; font-weight: bold; }
+.identity { color: #555; font-size: 13px; }
+.flagged { color: #c0392b; font-weight: bold; }
+img { max-width: 100%; display: block; margin: 0.5em 0; }
+section.machine { border-top: 3px solid #2e86c1; margin-top: 2em; }
+"""
+
+
+def build(root: Path, results_dir: Path, html_dir: Path, settings, *, with_asv=True) -> Path:
+    """Write the site; returns the summary page's path. Raises ReportError or results.BadResults."""
+    history = results.load_history(results_dir)
+    if history.empty:
+        raise ReportError(f"no results under {results_dir}: run `variantbench run` first")
+    dates = commit_dates(results_dir)
+    html_dir.mkdir(parents=True, exist_ok=True)
+    if with_asv:
+        publish_asv(root, results_dir, html_dir)
+    out = html_dir / SUMMARY_DIR
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+
+    sections, variants_shown = [], set()
+    for machine in sorted(history.machine.unique()):
+        mine = history[history.machine == machine]
+        order = dates[dates.machine == machine].sort_values("date")
+        latest = order.commit.iloc[-1]
+        identity = mine[mine.commit == latest].iloc[0]
+        times = history_frame(history, dates, machine)
+        marks = regressions(times, settings.regression_factor)
+        parts = [
+            f'<section class="machine" id="{html.escape(machine)}"><h2>{html.escape(machine)}</h2>',
+            f'<p class="identity">{html.escape(str(identity.gpu))}, driver {html.escape(str(identity.driver))}, '
+            f"CUDA {html.escape(str(identity.cuda))}, torch {html.escape(str(identity.torch))}, "
+            f"triton {html.escape(str(identity.triton))}. Latest commit <code>{latest[:8]}</code> "
+            f"({order.date.iloc[-1]:%Y-%m-%d %H:%M}); {order.commit.nunique()} commits measured here.</p>",
+        ]
+        for fam in families():
+            mine_fam = family_table(mine, order, fam.name, settings.budget_for)
+            fam_times = times[[c for c in times.columns if c.startswith(fam.name + "/")]] if not times.empty else times
+            fam_marks = [m for m in marks if m[0].startswith(fam.name + "/")]
+            parts.append(f"<h3>{fam.name}</h3>")
+            if mine_fam.empty:
+                parts.append(f"<p>No {fam.name} results on this machine.</p>")
+            else:
+                flagged = mine_fam[mine_fam.verdict.isin(["over budget", "failed"])]
+                if len(flagged):
+                    names = ", ".join(f"{r.variant}/{r.implementation} @ {r.shape} ({r.verdict})"
+                                      for r in flagged.itertuples())
+                    parts.append(f'<p class="flagged">Flagged: {html.escape(names)}</p>')
+                forward = next((b for b in history.benchmark.unique()
+                                if b.startswith(f"bench_{fam.name}.") and b.endswith("Forward.time_forward")), "")
+                parts.append(_table_html(forward, mine_fam, machine))
+                variants_shown.update(mine_fam.variant)
+            absent = [v.name for v in fam.variants if mine_fam.empty or v.name not in set(mine_fam.variant)]
+            if absent:
+                parts.append(f"<p>Not measured at this commit on this machine: {html.escape(', '.join(absent))}.</p>")
+            for kind, name in _plots(out, f"{machine}-{fam.name}", mine_fam, fam_times, fam_marks).items():
+                parts.append(f'<img src="{html.escape(name)}" alt="{fam.name} {kind} on {html.escape(machine)}">')
+            if fam_marks:
+                listed = ", ".join(f"{case} at {commit[:8]}" for case, commit in fam_marks)
+                parts.append(f"<p>Regressions in the history (&gt; {settings.regression_factor:.2f}x the previous "
+                             f"measurement): {html.escape(listed)}</p>")
+        parts.append("</section>")
+        sections.append("".join(parts))
+
+    catalog = "".join(
+        f"<li><b>{fam.name}</b>: " + ", ".join(html.escape(v.name) for v in fam.variants) + "</li>" for fam in families())
+    page = (
+        "<!doctype html><html><head><meta charset=utf-8><title>variantbench report</title>"
+        f"<style>{STYLE}</style></head><body><h1>variantbench report</h1>"
+        f"<p>Every variant against its family baseline and its signal budget (default {settings.budget:.2f}x), "
+        "per machine. Rows over budget or failed come first. The history link opens asv's graph of that "
+        f'case; <a href="../index.html">asv\'s full history</a>.</p><ul>{catalog}</ul>'
+        + "".join(sections) + "</body></html>")
+    summary = out / "index.html"
+    tmp = summary.with_suffix(".tmp")
+    tmp.write_text(page)
+    tmp.replace(summary)
+    return summary
+
+
+def export(results_dir: Path, path: Path):
+    """The tidy history table (one row per benchmark, parameter set, commit, machine; identity
+    columns) as CSV or Parquet, by the file's suffix."""
+    frame = results.load_history(results_dir)
+    frame = frame.assign(params=frame.params.map("/".join),
+                         samples=frame.samples.map(lambda s: None if s is None else json.dumps(list(s))))
+    dates = commit_dates(results_dir).drop_duplicates(["machine", "commit"])
+    frame = frame.merge(dates, on=["machine", "commit"], how="left")
+    tmp = path.with_name(path.name + ".tmp")
+    if path.suffix == ".parquet":
+        try:
+            frame.to_parquet(tmp, index=False)
+        except ImportError:
+            tmp.unlink(missing_ok=True)
+            raise ReportError("Parquet needs pyarrow (pip install pyarrow); or write .csv") from None
+    elif path.suffix == ".csv":
+        frame.to_csv(tmp, index=False)
+    else:
+        raise ReportError(f"{path}: write .csv or .parquet")
+    tmp.replace(path)
+    return len(frame)
