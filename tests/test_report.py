@@ -145,7 +145,7 @@ def test_every_catalog_variant_appears(site):
 def test_history_marks_the_regression_and_keeps_the_gap(history):
     folder, commits = history
     frame = report.results.load_history(folder)
-    times = report.history_frame(frame, report.commit_dates(folder), "h100")
+    times = report.history_frame(frame, "h100")
     assert list(times.index) == [commits[0], commits[1], commits[3]]  # the gap commit has no row
     assert report.regressions(times, 1.10) == [(f"attention/gqa_8/triton/{SHAPE}", commits[3])]
 
@@ -174,6 +174,24 @@ def test_export_csv_round_trips_and_parquet_says_what_it_needs(history, tmp_path
         assert not list(tmp_path.glob("*.parquet*"))
     with pytest.raises(report.ReportError, match="csv or .parquet"):
         report.export(folder, tmp_path / "history.xlsx")
+
+
+def test_export_and_report_bad_input_is_one_line_exit_2(history, tmp_path):
+    from click.testing import CliRunner
+
+    from variantbench.cli import main
+
+    folder, _ = history
+    runner = CliRunner()
+    missing = runner.invoke(main, ["export", "--results", str(folder), "-o", str(tmp_path / "no" / "x.csv")])
+    assert missing.exit_code == 2 and "cannot write" in missing.output and "Traceback" not in missing.output
+    bad = tmp_path / "bad"
+    (bad / "m").mkdir(parents=True)
+    (bad / "m" / "x.json").write_text('{"commit_hash": "ab')
+    for args in (["export", "-o", str(tmp_path / "x.csv")], ["report", "--no-asv", "--html", str(tmp_path / "h")]):
+        broken = runner.invoke(main, [*args, "--results", str(bad)])
+        assert broken.exit_code == 2 and "not a readable asv results file" in broken.output
+    assert not (tmp_path / "x.csv").exists()
 
 
 def test_report_without_results_is_one_line(tmp_path):

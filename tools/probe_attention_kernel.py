@@ -10,7 +10,6 @@ config and a table of ms and TFLOP/s on the unmasked work.
 
 import importlib
 import importlib.util
-
 import sys
 from pathlib import Path
 

@@ -107,6 +107,8 @@ def check_one(case, backward=True) -> CheckResult:
     t0 = time.perf_counter()
     try:
         _, _, result = prepare_checked(case)
+        # Grad mode is part of what compiles (Flex guards on it): the forward timed alone and the one
+        # under the timed backward are two builds, and each is checked.
         if backward and not backward_unsupported(case):
             _, _, result = prepare_checked(case, requires_grad=True)
     except Mismatch as why:

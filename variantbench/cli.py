@@ -571,6 +571,8 @@ def report(results_dir, html_dir, no_asv):
         summary = site.build(ROOT, results_dir, html_dir, settings, with_asv=not no_asv)
     except (site.ReportError, results.BadResults) as why:
         fail(str(why))
+    except OSError as why:  # an HTML folder that cannot be written
+        fail(f"cannot write the report under {html_dir}: {why.strerror or why}")
     click.echo(f"summary: {_shown(summary)}")
     if not no_asv:
         click.echo(f"asv history: {_shown(html_dir / 'index.html')}")
@@ -589,6 +591,8 @@ def export(results_dir, output):
         count = site.export(results_dir, output)
     except (site.ReportError, results.BadResults) as why:
         fail(str(why))
+    except OSError as why:  # pandas names a missing folder in the message
+        fail(f"cannot write {output}: {why}")
     click.echo(f"{count} rows to {output}")
 
 

@@ -38,6 +38,7 @@ CDN = {
     "https://cdn.jsdelivr.net/npm/bootstrap@3.1.1/dist/css/bootstrap.min.css": "css/bootstrap.min.css",
 }
 SUMMARY_DIR = "variantbench"
+VERDICT_ORDER = {"failed": 0, "over budget": 1, "within": 2, "": 3}  # flagged rows first
 
 # Per-case figures of the latest commit: (benchmark ending, column, scale).
 FIGURES = (
@@ -98,18 +99,9 @@ def _embed_json(html_dir: Path):
     (vendor / "offline-data.js").write_text("window.VARIANTBENCH_OFFLINE = " + json.dumps(files) + ";\n")
 
 
-def commit_dates(results_dir: Path) -> pd.DataFrame:
-    """(machine, commit, date) of every results file: asv records the commit's date in each."""
-    rows = []
-    for path in sorted(Path(results_dir).glob("*/*.json")):
-        if path.name == "machine.json":
-            continue
-        try:
-            data = json.loads(path.read_text())
-            rows.append((data["params"]["machine"], data["commit_hash"], pd.to_datetime(data["date"], unit="ms")))
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise results.BadResults(f"{path}: not a readable asv results file ({type(error).__name__})") from None
-    return pd.DataFrame(rows, columns=["machine", "commit", "date"])
+def commit_dates(history: pd.DataFrame) -> pd.DataFrame:
+    """(machine, commit, date) of every results file of the history, oldest first."""
+    return history[["machine", "commit", "date"]].drop_duplicates().sort_values("date", kind="stable")
 
 
 def _family_of(benchmark):
@@ -118,7 +110,7 @@ def _family_of(benchmark):
 
 def latest_table(frame: pd.DataFrame, budget_for) -> pd.DataFrame:
     """One row per (family, shape, variant, implementation) of one commit's results: the FIGURES,
-    the budget and its verdict ("over budget", "within", "failed"), flagged rows first."""
+    the budget and its verdict ("failed", "over budget", "within", or "" with no ratio)."""
     rows = {}
     for ending, column, scale in FIGURES:
         picked = frame[frame.benchmark.str.endswith(ending)]
@@ -154,9 +146,7 @@ def latest_table(frame: pd.DataFrame, budget_for) -> pd.DataFrame:
         return "over budget" if ratio > row.budget else "within"
 
     table["verdict"] = table.apply(verdict, axis=1)
-    order = {"failed": 0, "over budget": 1, "within": 2, "": 3}
-    table["order"] = table.verdict.map(order)
-    return table.sort_values(["family", "order", "shape", "variant", "implementation"]).drop(columns="order")
+    return table
 
 
 def family_table(mine: pd.DataFrame, order: pd.DataFrame, family: str, budget_for) -> pd.DataFrame:
@@ -176,20 +166,19 @@ def family_table(mine: pd.DataFrame, order: pd.DataFrame, family: str, budget_fo
         tables.append(table.assign(commit=commit[:8]))
     if not tables:
         return latest_table(measured.iloc[0:0], budget_for).assign(commit="")
-    order_of = {"failed": 0, "over budget": 1, "within": 2, "": 3}
     table = pd.concat(tables, ignore_index=True)
     return table.sort_values(["shape", "variant", "implementation"]).sort_values(
-        "verdict", key=lambda v: v.map(order_of), kind="stable")
+        "verdict", key=lambda v: v.map(VERDICT_ORDER), kind="stable")
 
 
-def history_frame(history: pd.DataFrame, dates: pd.DataFrame, machine: str) -> pd.DataFrame:
+def history_frame(history: pd.DataFrame, machine: str) -> pd.DataFrame:
     """Forward times of one machine over its commits, in commit-date order: one column per case,
     NaN where a commit has no figure for it (a gap, a new or removed benchmark, a failure)."""
     forward = history[(history.machine == machine) & history.benchmark.str.endswith("Forward.time_forward")]
     forward = forward[forward.params.map(len) >= 3]
     if forward.empty:
         return pd.DataFrame()
-    order = dates[dates.machine == machine].drop_duplicates("commit").sort_values("date")
+    order = commit_dates(history[history.machine == machine]).drop_duplicates("commit")
     cases = forward.assign(case=[f"{_family_of(b)}/{p[0]}/{p[1]}/{p[2]}" for b, p in zip(forward.benchmark, forward.params)],
                            ms=pd.to_numeric(forward.value, errors="coerce") * 1e3)
     table = cases.pivot_table(index="commit", columns="case", values="ms", aggfunc="first")
@@ -322,7 +311,6 @@ def build(root: Path, results_dir: Path, html_dir: Path, settings, *, with_asv=T
     history = results.load_history(results_dir)
     if history.empty:
         raise ReportError(f"no results under {results_dir}: run `variantbench run` first")
-    dates = commit_dates(results_dir)
     html_dir.mkdir(parents=True, exist_ok=True)
     if with_asv:
         publish_asv(root, results_dir, html_dir)
@@ -334,10 +322,10 @@ def build(root: Path, results_dir: Path, html_dir: Path, settings, *, with_asv=T
     sections, variants_shown = [], set()
     for machine in sorted(history.machine.unique()):
         mine = history[history.machine == machine]
-        order = dates[dates.machine == machine].sort_values("date")
+        order = commit_dates(mine)
         latest = order.commit.iloc[-1]
         identity = mine[mine.commit == latest].iloc[0]
-        times = history_frame(history, dates, machine)
+        times = history_frame(history, machine)
         marks = regressions(times, settings.regression_factor)
         parts = [
             f'<section class="machine" id="{html.escape(machine)}"><h2>{html.escape(machine)}</h2>',
@@ -397,8 +385,6 @@ def export(results_dir: Path, path: Path):
     frame = results.load_history(results_dir)
     frame = frame.assign(params=frame.params.map("/".join),
                          samples=frame.samples.map(lambda s: None if s is None else json.dumps(list(s))))
-    dates = commit_dates(results_dir).drop_duplicates(["machine", "commit"])
-    frame = frame.merge(dates, on=["machine", "commit"], how="left")
     tmp = path.with_name(path.name + ".tmp")
     if path.suffix == ".parquet":
         try:

@@ -13,7 +13,8 @@ class BadResults(Exception):
 
 # `failed`: asv wrote null (the benchmark raised or crashed), as against NaN (skipped): in a frame both
 # read as NaN in `value`.
-COLUMNS = ["benchmark", "params", "value", "q25", "q75", "repeat", "samples", "commit", "machine", "failed"]
+# `date`: the commit's date, which asv records in each file (ms since the epoch).
+COLUMNS = ["benchmark", "params", "value", "q25", "q75", "repeat", "samples", "commit", "machine", "failed", "date"]
 
 
 IDENTITY_KEYS = ("gpu", "driver", "cuda", "torch", "triton")
@@ -27,6 +28,7 @@ def _read(path: Path):
         machine_params = data["params"]
         machine = machine_params["machine"]
         commit = data["commit_hash"]
+        date = pd.to_datetime(data["date"], unit="ms") if data.get("date") is not None else pd.NaT
         rows = []
         for benchmark, entry in data["results"].items():
             fields = dict(zip(columns, entry))  # asv leaves trailing empty columns out of `entry`
@@ -45,7 +47,7 @@ def _read(path: Path):
                 strict=True,
             ):
                 rows.append((benchmark, tuple(p.strip("'") for p in combo), value, lo, hi, repeat,
-                             tuple(samples) if samples else None, commit, machine, value is None))
+                             tuple(samples) if samples else None, commit, machine, value is None, date))
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise BadResults(f"{path}: not a readable asv results file ({type(error).__name__}: {error})") from None
     return rows, machine_params
