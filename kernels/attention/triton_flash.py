@@ -191,13 +191,15 @@ _decode_kernel = triton.autotune(
 )(_attention_forward_kernel)
 
 
-def attention_forward(
+def forward_launcher(
     q, k, v, *, causal, window=None, prefix=None, doc_start=None, softcap=None, alibi=False, scale=None
 ):
-    """Attention forward. q: (B, Hq, Sq, D); k, v: (B, Hkv, Skv, D) with Hq a multiple of Hkv.
+    """A launch of the attention forward on these tensors: `launcher()` allocates the output, launches
+    the kernel and returns the output. Checks, tensor descriptors and kernel choice happen once here,
+    not in every timed call. q: (B, Hq, Sq, D); k, v: (B, Hkv, Skv, D) with Hq a multiple of Hkv.
 
     doc_start: (B, Skv) int32, for each key position the first position of its document (packed
-    sequences); requires causal. Returns (B, Hq, Sq, D) in q's dtype.
+    sequences); requires causal. The output is (B, Hq, Sq, D) in q's dtype.
     """
     batch, n_q_heads, q_len, head_dim = q.shape
     _, n_kv_heads, kv_len, _ = k.shape
@@ -215,17 +217,14 @@ def attention_forward(
         if t.data_ptr() % 16 or any(stride * t.element_size() % 16 for stride in t.stride()[:-1]):
             raise ValueError("k and v need 16-byte-aligned storage and strides (tensor descriptors)")
     group = n_q_heads // n_kv_heads
-    out = torch.empty_like(q)
     if doc_start is None:
         doc_start_arg = q  # never read: DOCUMENTS is off
     else:
         doc_start_arg = doc_start.to(device=q.device, dtype=torch.int32).contiguous()
     # The tile is the interpreter's here; the autotuner's pre-hook sets each config's on the GPU.
     tile = [1, 1, INTERPRETER_CONFIG["BLOCK_N"], head_dim]
-    args = (
-        q, TensorDescriptor.from_tensor(k, tile), TensorDescriptor.from_tensor(v, tile), out, doc_start_arg,
-        q.stride(0), q.stride(1), q.stride(2),
-        out.stride(0), out.stride(1), out.stride(2),
+    desc_k, desc_v = TensorDescriptor.from_tensor(k, tile), TensorDescriptor.from_tensor(v, tile)
+    sizes = (
         n_kv_heads, n_q_heads, group, q_len, kv_len,
         scale if scale is not None else head_dim ** -0.5,
         window or 0, prefix or 0, softcap or 1.0,
@@ -239,12 +238,25 @@ def attention_forward(
         return (triton.cdiv(group * q_len, meta["BLOCK_M"]), batch * n_kv_heads)
 
     if not q.is_cuda:
-        _attention_forward_kernel[grid(INTERPRETER_CONFIG)](*args, **flags, **INTERPRETER_CONFIG)
-    elif group * q_len <= 16:
-        _decode_kernel[grid](*args, **flags)
+        kernel, flags = _attention_forward_kernel[grid(INTERPRETER_CONFIG)], {**flags, **INTERPRETER_CONFIG}
     else:
-        _prefill_kernel[grid](*args, **flags)
-    return out
+        kernel = (_decode_kernel if group * q_len <= 16 else _prefill_kernel)[grid]
+
+    def launcher():
+        out = torch.empty_like(q)
+        kernel(q, desc_k, desc_v, out, doc_start_arg, q.stride(0), q.stride(1), q.stride(2),
+               out.stride(0), out.stride(1), out.stride(2), *sizes, **flags)
+        return out
+
+    return launcher
+
+
+def attention_forward(
+    q, k, v, *, causal, window=None, prefix=None, doc_start=None, softcap=None, alibi=False, scale=None
+):
+    """Attention forward, launched once (see `forward_launcher`). Returns (B, Hq, Sq, D)."""
+    return forward_launcher(q, k, v, causal=causal, window=window, prefix=prefix, doc_start=doc_start,
+                            softcap=softcap, alibi=alibi, scale=scale)()
 
 
 def prepare(variant, problem):
@@ -255,8 +267,6 @@ def prepare(variant, problem):
         doc_start=problem.doc_start, softcap=variant.softcap, alibi=variant.alibi,
     )
 
-    def call():
-        return attention_forward(q, k, v, **options)
-
+    call = forward_launcher(q, k, v, **options)
     call()
     return call
