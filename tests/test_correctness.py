@@ -111,8 +111,8 @@ def test_a_wrong_kernel_is_a_mismatch(monkeypatch):
     """The check must fail a kernel that is off by one key: drop the window by one."""
     import kernels.attention.triton_flash as ours
 
-    real = ours.attention_forward
-    monkeypatch.setattr(ours, "attention_forward", lambda *a, window=None, **kw: real(*a, window=window - 1, **kw))
+    real = ours.forward_launcher
+    monkeypatch.setattr(ours, "forward_launcher", lambda *a, window=None, **kw: real(*a, window=window - 1, **kw))
     case = _case(AttentionVariant("sliding_window_7", window=7), "triton", AWKWARD[0][1])
     with pytest.raises(cases.Mismatch, match="exceeds the tolerance"):
         cases.prepare_checked(case)
