@@ -12,6 +12,7 @@ import time
 from variantbench import cases, timing
 from variantbench.catalog import Unsupported, family
 from variantbench.device import default_device
+from variantbench.progress import progress, stall_dumps
 from variantbench.shapes import in_tier
 from variantbench.timing import cpu_timer, cuda_sync_timer
 
@@ -62,22 +63,16 @@ def once_per_process(key, build):
     """asv_runner re-runs setup before every sample (asv#966). Our timed calls never mutate their
     inputs, so a process builds (compiles, checks) a case once and later setups reuse it.
     Each build is logged to the run's progress file, which `variantbench run` prints as it grows:
-    asv itself reports a benchmark only once its whole grid is done."""
+    asv itself reports a benchmark only once its whole grid is done; a build that stalls writes its
+    stack there (variantbench.progress)."""
     if key not in _prepared:
         t0 = time.perf_counter()
-        _prepared[key] = build()
+        with stall_dumps():
+            _prepared[key] = build()
         elapsed = time.perf_counter() - t0
         if elapsed > 0.05:  # a memo read (the track benchmarks after the first) is not news
             progress(f"{key} ready in {elapsed:.1f}s")
     return _prepared[key]
-
-
-def progress(line):
-    run_dir = os.environ.get("VARIANTBENCH_RUN_DIR")
-    if run_dir:
-        # One short append per line: atomic on POSIX, so lines from successive processes never mix.
-        with open(os.path.join(run_dir, "progress.log"), "a") as log:
-            log.write(line + "\n")
 
 
 class Benchmark:
@@ -126,10 +121,14 @@ class ForwardBenchmark(FamilyBenchmark):
         case = self.case(params)
 
         def build():
+            t0 = time.perf_counter()
             problem, call, check = cases.prepare_checked(case)
-            if check["backend"]:
-                progress(f"{case.name} runs on SDPA backend {check['backend']}")
+            t1 = time.perf_counter()
             cases.metrics(case, prepared=(problem, call, check))
+            t2 = time.perf_counter()
+            backend = f" on SDPA backend {check['backend']}" if check["backend"] else ""
+            # Where a default run's minutes go, case by case (the prepare includes the compile).
+            progress(f"{case.name}{backend}: prepared and checked in {t1 - t0:.1f}s, metrics in {t2 - t1:.1f}s")
             return timing.batched(call, problem.device)
 
         self.body = once_per_process(case.name, build)

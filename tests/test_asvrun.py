@@ -36,14 +36,16 @@ def test_a_torn_staged_file_is_not_published_and_the_last_good_one_stays(tmp_pat
     assert results.load_file(target).value.tolist() == [0.001]
 
 
-def test_benchmarks_are_chunked_by_class_in_order():
+def test_each_timed_benchmark_is_its_own_invocation_and_the_tracks_share_the_last():
     names = asvrun.suite_benchmarks(ROOT)
     assert "bench_attention.AttentionForward.time_forward" in names
     groups = asvrun.chunks(names)
-    assert [n for g in groups for n in g] == names
-    assert all(len({n.rsplit(".", 1)[0] for n in g}) == 1 for g in groups)
-    metrics = [g for g in groups if g[0].startswith("bench_attention.AttentionMetrics.")]
-    assert len(metrics) == 1 and len(metrics[0]) == 6
+    assert sorted(n for g in groups for n in g) == names
+    *timed, tracks = groups
+    assert all(len(g) == 1 and ".time_" in g[0] for g in timed)
+    assert tracks and all(".track_" in n for n in tracks)
+    assert "bench_moe.MoEPeakMemory.track_peak_memory" in tracks
+    assert asvrun.chunks([n for n in names if ".time_" in n]) == [[n] for n in names if ".time_" in n]
 
 
 def test_our_benchmark_list_is_asvs_own_discovery():

@@ -53,3 +53,29 @@ def test_interleaved_batches_fill_the_sample_and_report_per_call():
     assert len(samples["a"]) == 4
     assert counter["a"] > 4 + 3  # batches, not single calls (3 estimate calls, then 4 rounds)
     assert all(s < 2.0 for s in samples["a"])  # per call, not per batch
+
+
+def test_a_stalled_setup_writes_its_stack_to_the_progress_log(tmp_path, monkeypatch):
+    """A build that blocks past the stall period leaves every thread's stack in the run's progress
+    log (which `variantbench run` echoes), naming the function it blocks in; a healthy one leaves its
+    ready line only."""
+    import threading
+
+    from suite import common
+    from variantbench import progress
+
+    monkeypatch.setenv("VARIANTBENCH_RUN_DIR", str(tmp_path))
+    monkeypatch.setattr(progress, "STALL_DUMP_S", 0.05)
+    never_set = threading.Event()
+
+    def blocked_collective():
+        never_set.wait(0.5)  # stands in for a rendezvous that never completes
+        return "built"
+
+    assert common.once_per_process("stalled-case", blocked_collective) == "built"
+    log = (tmp_path / "progress.log").read_text()
+    assert "Timeout (0:00:00" in log and "blocked_collective" in log
+    assert log.rstrip().splitlines()[-1].startswith("stalled-case ready in ")
+    (tmp_path / "progress.log").unlink()
+    assert common.once_per_process("healthy-case", lambda: "built") == "built"
+    assert (tmp_path / "progress.log").read_text() == ""  # built in under 0.05 s: nothing to say

@@ -20,7 +20,7 @@ step() {
   shift 2
   timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
   local code=$?
-  grep -vE "\] ok |skip |ready in |runs on SDPA|[Ww]arn|^ *$" "$OUT/$name.log" | tail -n 70
+  grep -vE "\] ok |skip |ready in |prepared and checked in |[Ww]arn|^ *$" "$OUT/$name.log" | tail -n 70
   echo "== step $name: exit $code in $((SECONDS - t0))s (limit ${limit}s)"
   tar czf "$OUT/results.tgz" reports/results
   return 0

@@ -21,6 +21,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from variantbench.catalog.comms import rank_input
+from variantbench.progress import progress, stall_dumps
 
 MULTICAST_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 CALL_MS = 5.0  # a call's length, whatever one collective takes (8 KiB over NVLink: ~20 us)
@@ -95,7 +96,10 @@ class _Collective:
 
 
 def _rank_main(rank, ranks, device, port, pipe):
-    _init(rank, ranks, device, port)
+    progress(f"rank {rank} of {ranks} started")
+    with stall_dumps():
+        _init(rank, ranks, device, port)
+    progress(f"rank {rank} joined the {'NCCL' if device == 'cuda' else 'gloo'} group")
     collectives = {}
     while True:
         try:
@@ -107,12 +111,13 @@ def _rank_main(rank, ranks, device, port, pipe):
             os._exit(0)
         if message[0] == "stop":
             break
-        if message[0] == "prepare":
-            key, spec = message[1], message[2]
-            collectives[key] = _Collective(rank=rank, ranks=ranks, device=device, **spec)
-            pipe.send(collectives[key].check())
-        else:  # ("run", key, count): no reply, the collectives themselves synchronise the ranks
-            collectives[message[1]].run(message[2])
+        with stall_dumps():  # a rank that stalls writes its stack to the run's progress log too
+            if message[0] == "prepare":
+                key, spec = message[1], message[2]
+                collectives[key] = _Collective(rank=rank, ranks=ranks, device=device, **spec)
+                pipe.send(collectives[key].check())
+            else:  # ("run", key, count): no reply, the collectives themselves synchronise the ranks
+                collectives[message[1]].run(message[2])
     dist.destroy_process_group()
 
 
@@ -140,7 +145,9 @@ def _start(ranks, device):
         process = context.Process(target=_rank_main, args=(rank, ranks, device, port, theirs), daemon=True)
         process.start()
         _workers.append((process, ours))
+    progress(f"rank 0 started ranks 1-{ranks - 1}; rendezvous on port {port}")
     _init(0, ranks, device, port)
+    progress("rank 0 joined")
     atexit.register(_stop)
 
 
