@@ -1,0 +1,31 @@
+# Work that outlasts one device call (600 s): a PR gate of the default suite runs two suites.
+# Source after tools/gpu_setup.sh in the first call, then alone in later calls (each within the 30 s
+# the machine stays warm):
+#   call 1: source tools/gpu_setup.sh && source tools/gpu_detached.sh && workdir && detach gate 'python3 -m variantbench gate A B' && await gate 560
+#   call 2: source tools/gpu_detached.sh && await gate 560
+# `workdir` copies the checkout to /tmp/vbwork and works there: each call re-sends the working tree,
+# and gpu_setup.sh rebuilds .git, under a gate's git worktrees. `detach` starts a command in its own
+# process session (setsid), which the device tool leaves running when a call returns; `await` waits
+# for it up to a limit, prints its new log lines, and packs its log and results into $OUT.
+DETACHED=/tmp/vb-detached
+workdir() {
+  rm -rf /tmp/vbwork && cp -a . /tmp/vbwork && cd /tmp/vbwork || return 2
+}
+detach() {  # detach NAME 'COMMANDS': a bash script line, run in /tmp/vbwork with this shell's environment
+  local name=$1 script=$2
+  mkdir -p "$DETACHED"
+  rm -f "$DETACHED/$name.done" "$DETACHED/$name.shown"
+  setsid nohup bash -c "cd /tmp/vbwork && { $script; }; echo \$? > $DETACHED/$name.done" \
+    > "$DETACHED/$name.log" 2>&1 < /dev/null &
+  echo "detached $name: $script"
+}
+await() {
+  local name=$1 limit=$2 t0=$SECONDS shown
+  while [ ! -f "$DETACHED/$name.done" ] && [ $((SECONDS - t0)) -lt "$limit" ]; do sleep 5; done
+  shown=$(cat "$DETACHED/$name.shown" 2>/dev/null || echo 0)
+  tail -n +$((shown + 1)) "$DETACHED/$name.log" | grep -vE "\] ok |skip |ready in |prepared and checked in |[Ww]arn|^ *$" | tail -n 80
+  wc -l < "$DETACHED/$name.log" > "$DETACHED/$name.shown"
+  cp "$DETACHED/$name.log" "$OUT/"
+  (cd /tmp/vbwork && tar czf "$OUT/results.tgz" reports)
+  if [ -f "$DETACHED/$name.done" ]; then echo "== $name: exit $(cat "$DETACHED/$name.done")"; else echo "== $name: running"; fi
+}
