@@ -145,7 +145,8 @@ def check_many(cases, jobs, report, backward=True):
     (a cold FlexAttention compile takes 10-20 s of CPU, its check milliseconds of GPU), so it scales
     with cores, and the compile and autotune caches it fills on disk make the suite's own setups
     fast. Implementations that autotune run afterwards one at a time, so no other process's kernels
-    disturb the config timings they choose from (the choice is cached, then timed by the suite); so
+    disturb the config timings they choose from (the choice is cached, then timed by the suite), and
+    so do collectives, whose every case takes every GPU (8 workers would start 8 NCCL groups); so
     do cases that ran out of memory beside the others (on an H100, 8 workers checking llama-3-8b-s16k
     next to an 8 GiB reference left 13 cases without memory): only an OOM alone is reported.
     A worker that dies (a crash, a kill) fails the cases it had, each with one line.
@@ -164,8 +165,11 @@ def check_many(cases, jobs, report, backward=True):
         for case in cases:
             done(check_one(case, backward))
         return results
-    shared = [c for c in cases if not c.implementation.autotunes]
-    alone = [c for c in cases if c.implementation.autotunes]
+    def runs_alone(case):
+        return case.implementation.autotunes or case.implementation.every_gpu
+
+    shared = [c for c in cases if not runs_alone(c)]
+    alone = [c for c in cases if runs_alone(c)]
     for batch, workers in ((shared, jobs), (alone, 1)):
         if not batch:
             continue

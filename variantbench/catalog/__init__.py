@@ -25,7 +25,8 @@ class Implementation:
     autotuning happens in prepare, the returned call only launches work.
     `unsupported(variant, shape)` returns why this implementation cannot run that variant at that
     shape, or None. `autotunes`: its prepare times candidate configs on the GPU, so it is prepared
-    with no other work on the device (see variantbench.cases.check_many).
+    with no other work on the device (see variantbench.cases.check_many). `every_gpu`: a case runs one
+    process on each GPU of the machine (a collective's ranks), so cases are checked one at a time.
     """
 
     name: str
@@ -36,6 +37,7 @@ class Implementation:
     unsupported: Callable[[object, object], str | None] = lambda variant, shape: None
     needs_triton: bool = False
     autotunes: bool = False
+    every_gpu: bool = False
     ours: bool = False  # our own kernel, the one under development: `run --quick` times it and the baseline
 
     def load(self):

@@ -64,7 +64,8 @@ def _reference_unsupported(variant, shape):
 
 IMPLEMENTATIONS = (
     Implementation("reference", "reference.comms", fused=False, backward=False, unsupported=_reference_unsupported),
-    Implementation("nccl", "kernels.comms.nccl", fused=True, backward=False, unsupported=_nccl_unsupported),
+    Implementation("nccl", "kernels.comms.nccl", fused=True, backward=False, unsupported=_nccl_unsupported,
+                   every_gpu=True),
 )
 
 
