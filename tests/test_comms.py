@@ -71,3 +71,16 @@ def test_timers_report_per_operation_when_a_call_repeats_it():
     assert timing._calls_per_sample % 7 == 0
     samples = timing.interleaved_ms({"call": call}, torch.device("cpu"), rounds=3, warmup=0)["call"]
     assert len(samples) == 3
+
+
+def test_a_rank_that_dies_at_start_fails_the_case_at_once_with_its_exit_code(monkeypatch):
+    """Ranks are started as their own program; one that exits before its first word (a broken
+    interpreter path, an import error) fails its case in one line, not after the 60 s rendezvous."""
+    import kernels.comms.nccl as nccl
+
+    monkeypatch.setattr(nccl, "_workers", [])
+    monkeypatch.setattr(nccl.sys, "executable", "false")  # exits 1 before reading anything
+    case = cases.resolve("comms", "all_reduce", "nccl", "comms-cpu-4k", "cpu")
+    problem = FAMILY.make_problem(case.variant, case.shape, device=torch.device("cpu"), dtype=torch.float32, seed=1)
+    with pytest.raises(RuntimeError, match="rank 1 exited with code 1 before its start reply"):
+        nccl.prepare(case.variant, problem)

@@ -1,6 +1,6 @@
 """Collectives through torch.distributed: NCCL on CUDA, one process per GPU; gloo on the CPU.
 
-The process that prepares a case is rank 0. The first time, it spawns ranks 1..n-1 and keeps them
+The process that prepares a case is rank 0. The first time, it starts ranks 1..n-1 and keeps them
 for every case it prepares; each rank builds the case's buffers from the same seed and runs the same
 collective, told what to run through a pipe. A call runs `repeats` collectives back to back on every
 rank, calibrated to last CALL_MS so that message (tens of microseconds) costs a few percent at most,
@@ -12,13 +12,18 @@ time, as nccl-tests reports. NVLink multicast stays off in every rank (../shared
 import atexit
 import datetime
 import math
+import multiprocessing
+import multiprocessing.connection
 import os
+import pickle
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from variantbench.catalog.comms import rank_input
 from variantbench.progress import progress, stall_dumps
@@ -27,11 +32,11 @@ MULTICAST_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1
 CALL_MS = 5.0  # a call's length, whatever one collective takes (8 KiB over NVLink: ~20 us)
 MAX_REPEATS = 10_000
 # A rank that died or never joined fails the others' collectives and the rendezvous, never hangs them.
-# The largest collective of the suite (1 GiB per rank) takes milliseconds; a rank's start (spawn,
+# The largest collective of the suite (1 GiB per rank) takes milliseconds; a rank's start (process,
 # torch import, CUDA and NCCL init) about 10 s: 60 s is a stall, not a slow machine.
 TIMEOUT = datetime.timedelta(seconds=60)
 
-_workers = []  # (process, pipe) of ranks 1..n-1, started by this process
+_workers = []  # (subprocess.Popen, Connection) of ranks 1..n-1, started by this process
 
 
 def _init(rank, ranks, device, port):
@@ -86,7 +91,9 @@ class _Collective:
     def check(self):
         x, out, splits = self._buffers(self.check_numel, self.check_splits)
         result = self._once(x, out, splits)
-        return result.detach().to("cpu", torch.float32 if result.dtype != torch.float64 else result.dtype)
+        # In the working dtype: the check's tolerance comes from the reference rounded to it (a bf16
+        # sum is off the exact one by up to half an ulp, NCCL's as much as the reference's).
+        return result.detach().to("cpu")
 
     def run(self, count):
         for _ in range(count):
@@ -95,7 +102,15 @@ class _Collective:
             torch.cuda.synchronize(self.device)
 
 
+def _to_rank0(pipe, message):
+    """Plain pickle, not the Connection's: torch's multiprocessing pickler would pass a tensor as shared
+    memory through a resource sharer that authenticates with the parent's multiprocessing key, which a
+    rank started as its own program does not have."""
+    pipe.send_bytes(pickle.dumps(message))
+
+
 def _rank_main(rank, ranks, device, port, pipe):
+    _to_rank0(pipe, ("started",))
     progress(f"rank {rank} of {ranks} started")
     with stall_dumps():
         _init(rank, ranks, device, port)
@@ -115,7 +130,7 @@ def _rank_main(rank, ranks, device, port, pipe):
             if message[0] == "prepare":
                 key, spec = message[1], message[2]
                 collectives[key] = _Collective(rank=rank, ranks=ranks, device=device, **spec)
-                pipe.send(collectives[key].check())
+                _to_rank0(pipe, collectives[key].check())
             else:  # ("run", key, count): no reply, the collectives themselves synchronise the ranks
                 collectives[message[1]].run(message[2])
     dist.destroy_process_group()
@@ -128,34 +143,50 @@ def _stop():
         except (BrokenPipeError, OSError):
             pass
     for process, _ in _workers:
-        process.join(timeout=30)
-        if process.is_alive():
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
             process.kill()
     if dist.is_initialized():
         dist.destroy_process_group()
 
 
 def _start(ranks, device):
+    """Start ranks 1..n-1 as plain `python -m kernels.comms.nccl` processes, each holding one end of a
+    socket pair, and join them. Not multiprocessing's spawn: its children re-run the parent's main
+    script, and under asv that is asv's runner, importable only from a PYTHONPATH asv strips from its
+    benchmarks' environment. On an H200 pair every rank then died before its first line and rank 0
+    waited out the rendezvous, case after case."""
     with socket.socket() as probe:  # a free port for the rendezvous
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    context = mp.get_context("spawn")  # a forked CUDA context is unusable
+    root = Path(__file__).resolve().parents[2]
     for rank in range(1, ranks):
-        ours, theirs = context.Pipe()
-        process = context.Process(target=_rank_main, args=(rank, ranks, device, port, theirs), daemon=True)
-        process.start()
+        ours, theirs = multiprocessing.Pipe()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "kernels.comms.nccl", str(rank), str(ranks), device, str(port), str(theirs.fileno())],
+            cwd=root, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+        theirs.close()
         _workers.append((process, ours))
+    for rank, (process, pipe) in enumerate(_workers, 1):
+        _reply(pipe, rank, process, "start")
     progress(f"rank 0 started ranks 1-{ranks - 1}; rendezvous on port {port}")
     _init(0, ranks, device, port)
     progress("rank 0 joined")
     atexit.register(_stop)
 
 
-def _reply(pipe, rank):
+def _reply(pipe, rank, process, what):
+    """Rank `rank`'s next message; a rank that exited or stays silent for TIMEOUT fails the case
+    with one line."""
     if not pipe.poll(TIMEOUT.total_seconds()):
-        raise TimeoutError(f"rank {rank} sent no check output within {TIMEOUT.total_seconds():.0f} s "
-                           "(a stalled NCCL init or a dead rank)")
-    return pipe.recv()
+        raise TimeoutError(f"rank {rank} sent no {what} reply within {TIMEOUT.total_seconds():.0f} s "
+                           "(a stalled NCCL init or collective; its stack is in the run's progress log)")
+    try:
+        return pickle.loads(pipe.recv_bytes())
+    except EOFError:
+        raise RuntimeError(f"rank {rank} exited with code {process.wait()} before its {what} reply "
+                           "(its error is on this benchmark's stderr)") from None
 
 
 def prepare(variant, problem):
@@ -170,7 +201,8 @@ def prepare(variant, problem):
     for _, pipe in _workers:
         pipe.send(("prepare", key, spec))
     mine = _Collective(rank=0, ranks=problem.ranks, device=device, **spec)
-    problem.check_outputs = [mine.check()] + [_reply(pipe, rank) for rank, (_, pipe) in enumerate(_workers, 1)]
+    problem.check_outputs = [mine.check()] + [
+        _reply(pipe, rank, process, "check") for rank, (process, pipe) in enumerate(_workers, 1)]
 
     def run(repeats):
         for _, pipe in _workers:
@@ -190,3 +222,9 @@ def prepare(variant, problem):
 
     call.repeats = repeats
     return call
+
+
+if __name__ == "__main__":
+    # A rank started by `_start`: rank, ranks, device, rendezvous port, its end of the socket pair.
+    rank_arg, ranks_arg, device_arg, port_arg, fd_arg = sys.argv[1:]
+    _rank_main(int(rank_arg), int(ranks_arg), device_arg, int(port_arg), multiprocessing.connection.Connection(int(fd_arg)))
