@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from variantbench.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
-IDENTITY = {"machine": "h100", "gpu": "NVIDIA H100 80GB HBM3", "driver": "580.159.04", "cuda": "13.0",
+IDENTITY = {"machine": "h100", "gpu": "NVIDIA H100 80GB HBM3", "driver": "580.159.04", "cuda": "13.0", "gpu_count": "1",
             "torch": "2.11.0", "triton": "3.6.0"}
 VARIANTS = ["causal", "gqa_8", "mqa", "sliding_window_1024"]
 IMPLS = ["sdpa", "flex", "triton"]
@@ -115,6 +115,24 @@ def test_different_torch_is_incomparable(tmp_path):
     result = gate(tmp_path)
     assert result.exit_code == 3
     assert "torch: 2.11.0 vs 2.12.0" in result.output
+
+
+def test_a_different_gpu_count_is_incomparable(tmp_path):
+    """Collectives over 2 GPUs and over 4 are different measurements, even on the same model."""
+    write(tmp_path, BASE, seed=1)
+    write(tmp_path, HEAD, seed=2, identity=dict(IDENTITY, gpu_count="4"))
+    result = gate(tmp_path)
+    assert result.exit_code == 3
+    assert "gpu_count: 1 vs 4" in result.output
+
+
+def test_machine_names_count_the_gpus_where_there_are_several():
+    from variantbench.device import machine_name
+
+    h200 = {"device": "cuda", "gpu": "NVIDIA H200"}
+    assert machine_name({**h200, "gpu_count": 1}) == "nvidia-h200"
+    assert machine_name({**h200, "gpu_count": "2"}) == "nvidia-h200-x2"
+    assert machine_name({"device": "cpu", "cpu": "x86_64", "gpu_count": 0}) == "cpu-x86-64"
 
 
 def test_missing_head_results_is_exit_3(tmp_path):

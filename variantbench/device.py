@@ -58,10 +58,13 @@ def identity(device: str) -> dict:
 
 
 def machine_name(facts: dict) -> str:
-    """asv machine name: the device model, slugged (`nvidia-h100-80gb-hbm3`, `cpu-x86_64`).
+    """asv machine name: the device model, slugged, and the GPU count where there are several
+    (`nvidia-h100-80gb-hbm3`, `nvidia-h200-x2`, `cpu-x86-64`): a collective's figures depend on how
+    many GPUs take part, so two H200s and four are different machines in the history.
     Software versions live in the machine's params; the gate refuses to compare across them."""
     model = facts["gpu"] if facts["device"] == "cuda" else f"cpu-{facts['cpu']}"
-    return re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")
+    count = int(facts.get("gpu_count", 1)) if facts["device"] == "cuda" else 1
+    return re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-") + (f"-x{count}" if count > 1 else "")
 
 
 def _version(package):

@@ -1,7 +1,7 @@
 """compare and gate over recorded results: verdicts per benchmark, the signal budget, a Markdown summary.
 
-Results of BASE and HEAD are compared only when measured on the same GPU with the same driver, CUDA,
-torch and triton: anything else is "incomparable" (exit 3), never a pass.
+Results of BASE and HEAD are compared only when measured on the same GPU, as many of them, with the
+same driver, CUDA, torch and triton: anything else is "incomparable" (exit 3), never a pass.
 """
 
 import math
@@ -13,7 +13,7 @@ import pandas as pd
 
 from variantbench import decide, results
 
-IDENTITY = ("gpu", "driver", "cuda", "torch", "triton")
+IDENTITY = results.IDENTITY_KEYS  # one list: what makes two measurements comparable
 # Every family's suite module tracks these (bench_<family>.<Family>Metrics.track_...).
 RATIO_BENCHMARK = "Metrics.track_ratio_to_baseline"
 NOISE_BENCHMARK = "Metrics.track_ratio_noise"

@@ -17,7 +17,7 @@ class BadResults(Exception):
 COLUMNS = ["benchmark", "params", "value", "q25", "q75", "repeat", "samples", "commit", "machine", "failed", "date"]
 
 
-IDENTITY_KEYS = ("gpu", "driver", "cuda", "torch", "triton")
+IDENTITY_KEYS = ("gpu", "gpu_count", "driver", "cuda", "torch", "triton")
 
 
 def _read(path: Path):
