@@ -88,3 +88,12 @@ def test_suite_imports_the_code_of_its_own_checkout(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(tmp_path))
     out = subprocess.run([sys.executable, "-c", code], cwd="/", env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip().startswith(str(ROOT / "variantbench"))
+
+
+def test_autotuners_and_collectives_are_checked_alone_and_the_rest_side_by_side():
+    from variantbench.catalog import family
+
+    assert family("comms").implementation("nccl").runs_alone  # every case takes every GPU
+    assert family("attention").implementation("triton").runs_alone  # it times configs while tuning
+    assert not family("attention").implementation("sdpa").runs_alone
+    assert not family("attention").implementation("flex").runs_alone

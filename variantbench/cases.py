@@ -165,11 +165,8 @@ def check_many(cases, jobs, report, backward=True):
         for case in cases:
             done(check_one(case, backward))
         return results
-    def runs_alone(case):
-        return case.implementation.autotunes or case.implementation.every_gpu
-
-    shared = [c for c in cases if not runs_alone(c)]
-    alone = [c for c in cases if runs_alone(c)]
+    shared = [c for c in cases if not c.implementation.runs_alone]
+    alone = [c for c in cases if c.implementation.runs_alone]
     for batch, workers in ((shared, jobs), (alone, 1)):
         if not batch:
             continue

@@ -197,11 +197,13 @@ def _config_name(config):
     return f"{config.kwargs['BLOCK_M']}x{config.kwargs['BLOCK_N']}-w{config.num_warps}-s{config.num_stages}"
 
 
+# Every kernel and config is in this file: its source names them all.
+SOURCE_HASH = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+
+
 def _choice_path(key_values, dtype):
-    """This machine's file for one tuning key, this file's source (every kernel and config is in it),
-    the GPU, Triton and the dtype."""
-    source = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
-    identity = [triton.__version__, torch.cuda.get_device_name(), source, str(dtype),
+    """This machine's file for one tuning key, this file's source, the GPU, Triton and the dtype."""
+    identity = [triton.__version__, torch.cuda.get_device_name(), SOURCE_HASH, str(dtype),
                 *(f"{name}={key_values[name]}" for name in AUTOTUNE_KEY)]
     return CHOICES_DIR / f"{hashlib.sha256('|'.join(identity).encode()).hexdigest()[:32]}.json"
 

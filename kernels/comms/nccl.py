@@ -126,13 +126,13 @@ def _rank_main(rank, ranks, device, port, pipe):
             os._exit(0)
         if message[0] == "stop":
             break
-        with stall_dumps():  # a rank that stalls writes its stack to the run's progress log too
-            if message[0] == "prepare":
-                key, spec = message[1], message[2]
+        if message[0] == "prepare":
+            key, spec = message[1], message[2]
+            with stall_dumps():  # a rank that stalls writes its stack to the run's progress log too
                 collectives[key] = _Collective(rank=rank, ranks=ranks, device=device, **spec)
                 _to_rank0(pipe, collectives[key].check())
-            else:  # ("run", key, count): no reply, the collectives themselves synchronise the ranks
-                collectives[message[1]].run(message[2])
+        else:  # ("run", key, count): timed on rank 0, so nothing more here; NCCL's TIMEOUT bounds a stall
+            collectives[message[1]].run(message[2])
     dist.destroy_process_group()
 
 

@@ -40,6 +40,11 @@ class Implementation:
     every_gpu: bool = False
     ours: bool = False  # our own kernel, the one under development: `run --quick` times it and the baseline
 
+    @property
+    def runs_alone(self) -> bool:
+        """Checked with no other case beside it (see `autotunes` and `every_gpu`)."""
+        return self.autotunes or self.every_gpu
+
     def load(self):
         return importlib.import_module(self.module)
 
