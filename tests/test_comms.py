@@ -7,7 +7,8 @@ import torch
 import reference.comms as reference_comms
 from variantbench import cases, timing
 from variantbench.catalog import Unsupported, family
-from variantbench.catalog.comms import routed_splits, uneven_splits
+from kernels.comms.nccl import split_sizes
+from variantbench.catalog.comms import even_splits, routed_splits, uneven_splits
 
 FAMILY = family("comms")
 
@@ -29,6 +30,13 @@ def test_splits_cover_every_element_and_differ_between_pairs():
     assert len({c for row in splits for c in row}) > 4
     routed = routed_splits(seed=3, ranks=2, numel=2 * 256 * 64)
     assert all(sum(row) == 2 * 256 * 64 and all(c % 256 == 0 for c in row) for row in routed)
+
+
+def test_even_splits_take_torchs_equal_split_path_and_uneven_ones_give_their_sizes():
+    assert even_splits(seed=3, ranks=4, numel=4096) == [[1024] * 4] * 4
+    assert split_sizes(even_splits(seed=3, ranks=4, numel=4096), rank=2) == (None, None)
+    splits = [[1, 3], [2, 2]]
+    assert split_sizes(splits, rank=1) == ([3, 2], [2, 2])  # rank 1 receives 3 from rank 0, 2 from itself
 
 
 @pytest.mark.parametrize("variant", [v.name for v in FAMILY.variants])

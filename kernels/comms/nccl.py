@@ -47,6 +47,16 @@ def _init(rank, ranks, device, port):
                             rank=rank, world_size=ranks, timeout=TIMEOUT)
 
 
+def split_sizes(splits, rank):
+    """(arrived, sent) element counts of `rank` for torch's all_to_all_single; (None, None) where
+    every count is equal, so torch takes its equal-split path, the one nccl-tests' alltoall times."""
+    sent = splits[rank]
+    arrived = [row[rank] for row in splits]
+    if len(set(sent + arrived)) == 1:
+        return None, None
+    return arrived, sent
+
+
 class _Collective:
     """One rank's buffers and collective for a case: `check()` runs it on the check-sized inputs and
     returns the output; `run(n)` runs it n times on the full-sized ones."""
@@ -78,8 +88,7 @@ class _Collective:
         elif self.op == "reduce_scatter":
             dist.reduce_scatter_tensor(out, x)
         else:
-            sent = splits[self.rank]
-            arrived = [row[self.rank] for row in splits]
+            arrived, sent = split_sizes(splits, self.rank)
             dist.all_to_all_single(out, x, arrived, sent)
             if self.op == "ep_dispatch_combine":
                 # the expert: rows that reached rank r are multiplied by r + 1; then back to their sources

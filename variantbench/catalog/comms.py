@@ -1,12 +1,13 @@
 """The comms family: the collectives multi-GPU inference puts inside the model.
 
 Variants are the collectives (all_reduce, the family baseline through NCCL; all_gather,
-reduce_scatter; all_to_all with uneven splits; and the expert-parallel dispatch/combine round trip,
-with split sizes from a real routing). The math is `reference/comms.py`. A shape is the bytes each
+reduce_scatter; all_to_all with uneven splits, and with even ones as nccl-tests times it; and the
+expert-parallel dispatch/combine round trip, with split sizes from a real routing). The math is `reference/comms.py`. A shape is the bytes each
 rank contributes; the ranks are every GPU of the machine (2 gloo processes on the CPU).
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +22,40 @@ EP_ROW = 256  # elements per routed token row in the dispatch/combine sizes (a C
 EP_EXPERTS, EP_TOP_K = 8, 2  # Mixtral's routing, experts spread evenly over the ranks
 
 
+def even_splits(seed, ranks, numel):
+    """nccl-tests' alltoall: numel / ranks elements to every rank (nothing drawn, the seed is unused)."""
+    return [[numel // ranks] * ranks for _ in range(ranks)]
+
+
+def uneven_splits(seed, ranks, numel, row=1):
+    """ranks x ranks element counts, each row summing to numel, in whole rows of `row` elements:
+    seeded shares between 1/4 and 7/4 of even, so every pair exchanges a different amount."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = numel // row
+    splits = []
+    for _ in range(ranks):
+        share = 0.25 + 1.5 * torch.rand(ranks, generator=gen)
+        counts = (share / share.sum() * rows).floor().long()
+        counts[-1] += rows - counts.sum()
+        splits.append([int(c) * row for c in counts])
+    return splits
+
+
+def routed_splits(seed, ranks, numel):
+    """Dispatch sizes from a real routing: each rank's numel / EP_ROW tokens pick their top-2 of 8
+    experts through a softmax router over seeded logits; expert e lives on rank e * ranks / 8."""
+    from reference.moe import softmax_topk
+
+    gen = torch.Generator().manual_seed(seed)
+    tokens = numel // (EP_ROW * EP_TOP_K)
+    splits = []
+    for _ in range(ranks):
+        experts, _ = softmax_topk(torch.randn(tokens, EP_EXPERTS, generator=gen), EP_TOP_K)
+        owner = experts.flatten() * ranks // EP_EXPERTS
+        splits.append([int(c) * EP_ROW for c in torch.bincount(owner, minlength=ranks)])
+    return splits
+
+
 @dataclass(frozen=True)
 class CommsVariant:
     name: str
@@ -28,6 +63,8 @@ class CommsVariant:
     bus_factor: str  # nccl-tests' bus bandwidth factor: "2(n-1)/n" or "(n-1)/n"
     baseline: bool = False
     note: str = ""
+    # (seed, ranks, numel) -> splits[src][dst] element counts, for the all-to-all collectives
+    splits: Callable[[int, int, int], list[list[int]]] | None = None
 
     def unsupported(self, shape) -> str | None:
         return None
@@ -40,8 +77,12 @@ VARIANTS = (
     CommsVariant("all_reduce", "all_reduce", "2(n-1)/n", baseline=True, note="sum over ranks, result on every rank"),
     CommsVariant("all_gather", "all_gather", "(n-1)/n", note="every rank's tensor on every rank"),
     CommsVariant("reduce_scatter", "reduce_scatter", "(n-1)/n", note="sum over ranks, rank r keeps chunk r"),
-    CommsVariant("all_to_all", "all_to_all", "(n-1)/n", note="uneven seeded splits between every pair of ranks"),
-    CommsVariant("ep_dispatch_combine", "ep_dispatch_combine", "(n-1)/n",
+    CommsVariant("all_to_all", "all_to_all", "(n-1)/n", splits=uneven_splits,
+                 note="uneven seeded splits between every pair of ranks (bus bandwidth by nccl-tests' even formula: "
+                      "the busiest rank moves more)"),
+    CommsVariant("all_to_all_even", "all_to_all", "(n-1)/n", splits=even_splits,
+                 note="numel / ranks to every rank: nccl-tests' alltoall, and a capacity-padded expert dispatch"),
+    CommsVariant("ep_dispatch_combine", "ep_dispatch_combine", "(n-1)/n", splits=routed_splits,
                  note="expert-parallel dispatch and combine of routed tokens (Mixtral top-2 of 8 routing)"),
 )
 
@@ -75,35 +116,6 @@ def rank_input(seed, rank, numel, dtype, device):
     return torch.randn(numel, generator=gen, device=device, dtype=torch.float32).to(dtype)
 
 
-def uneven_splits(seed, ranks, numel, row=1):
-    """ranks x ranks element counts, each row summing to numel, in whole rows of `row` elements:
-    seeded shares between 1/4 and 7/4 of even, so every pair exchanges a different amount."""
-    gen = torch.Generator().manual_seed(seed)
-    rows = numel // row
-    splits = []
-    for _ in range(ranks):
-        share = 0.25 + 1.5 * torch.rand(ranks, generator=gen)
-        counts = (share / share.sum() * rows).floor().long()
-        counts[-1] += rows - counts.sum()
-        splits.append([int(c) * row for c in counts])
-    return splits
-
-
-def routed_splits(seed, ranks, numel):
-    """Dispatch sizes from a real routing: each rank's numel / EP_ROW tokens pick their top-2 of 8
-    experts through a softmax router over seeded logits; expert e lives on rank e * ranks / 8."""
-    from reference.moe import softmax_topk
-
-    gen = torch.Generator().manual_seed(seed)
-    tokens = numel // (EP_ROW * EP_TOP_K)
-    splits = []
-    for _ in range(ranks):
-        experts, _ = softmax_topk(torch.randn(tokens, EP_EXPERTS, generator=gen), EP_TOP_K)
-        owner = experts.flatten() * ranks // EP_EXPERTS
-        splits.append([int(c) * EP_ROW for c in torch.bincount(owner, minlength=ranks)])
-    return splits
-
-
 @dataclass
 class CommsProblem:
     """This process's view (rank 0): its input `x`; every rank builds its own from the same seed.
@@ -126,11 +138,7 @@ class CommsProblem:
         raise NotImplementedError("collectives have no backward here")
 
     def splits(self, numel):
-        if self.variant.op == "all_to_all":
-            return uneven_splits(self.seed, self.ranks, numel)
-        if self.variant.op == "ep_dispatch_combine":
-            return routed_splits(self.seed, self.ranks, numel)
-        return None
+        return self.variant.splits(self.seed, self.ranks, numel) if self.variant.splits else None
 
     def check_numel(self):
         return min(self.numel, CHECK_NUMEL)
