@@ -4,7 +4,10 @@ The process that prepares a case is rank 0. The first time, it starts ranks 1..n
 for every case it prepares; each rank builds the case's buffers from the same seed and runs the same
 collective, told what to run through a pipe. A call runs `repeats` collectives back to back on every
 rank, calibrated to last CALL_MS so that message (tens of microseconds) costs a few percent at most,
-and the timers divide by it. Rank 0's
+and the timers divide by it. On CUDA those collectives are one CUDA graph, captured on every rank and
+checked against an eager call, as nccl-tests' `-G` and as inference engines run their decode steps:
+launched one by one from Python, an 8 KiB collective cost 24-140 us, Python's dispatch rather than the
+device's (DESIGN.md: work under ~10 us is timed as graph replays). Rank 0's
 time covers collectives none of which can finish before the slowest rank joins: the slowest rank's
 time, as nccl-tests reports. NVLink multicast stays off in every rank (../shared/GPU.md).
 """
@@ -37,6 +40,7 @@ MAX_REPEATS = 10_000
 TIMEOUT = datetime.timedelta(seconds=60)
 
 _workers = []  # (subprocess.Popen, Connection) of ranks 1..n-1, started by this process
+_graphs = []  # every CUDA graph this process captured, freed before its process group
 
 
 def _init(rank, ranks, device, port):
@@ -59,7 +63,8 @@ def split_sizes(splits, rank):
 
 class _Collective:
     """One rank's buffers and collective for a case: `check()` runs it on the check-sized inputs and
-    returns the output; `run(n)` runs it n times on the full-sized ones."""
+    returns the output; `run(n)` runs it n times on the full-sized ones: on CUDA as one CUDA graph of
+    n collectives (captured once per n), on the CPU as a loop."""
 
     def __init__(self, op, rank, ranks, device, dtype, seed, numel, check_numel, splits, check_splits):
         self.op, self.rank, self.ranks = op, rank, ranks
@@ -67,6 +72,7 @@ class _Collective:
         self.dtype, self.seed = dtype, seed
         self.check_numel, self.check_splits = check_numel, check_splits
         self.buffers = self._buffers(numel, splits)
+        self.graphs = {}  # collectives per replay -> torch.cuda.CUDAGraph
 
     def _buffers(self, numel, splits):
         x = rank_input(self.seed, self.rank, numel, self.dtype, self.device)
@@ -105,10 +111,55 @@ class _Collective:
         return result.detach().to("cpu")
 
     def run(self, count):
-        for _ in range(count):
-            self._once(*self.buffers)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        if self.device.type == "cpu":
+            for _ in range(count):
+                self._once(*self.buffers)
+            return
+        if count not in self.graphs:
+            if not self.graphs:
+                self._check_capture()
+            self.graphs[count] = self._capture(count)
+        self.graphs[count].replay()
+        torch.cuda.synchronize(self.device)
+
+    def _capture(self, count):
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: ProcessGroupNCCL's watchdog thread queries its events while this one captures
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            for _ in range(count):
+                self._once(*self.buffers)
+        _graphs.append(graph)
+        return graph
+
+    def _check_capture(self):
+        """One captured collective on the seeded inputs must give what one eager call gives. A capture
+        that misses the collective leaves its output untouched (NaN here, or the input for the in-place
+        all-reduce) and would time as a very fast collective: this fails the case instead. The eager
+        call also connects every peer before any capture."""
+        x, out, splits = self.buffers
+        seeded = x.clone()
+        expected = self._once(x, out, splits).clone()
+        x.copy_(seeded)
+        graph = self._capture(1)
+        if out is not x:
+            out.fill_(float("nan"))
+        graph.replay()
+        got = x if self.op in ("all_reduce", "ep_dispatch_combine") else out
+        # bf16 sums in another order differ by an ulp or two (2^-7 relative), near zero by the ulp of
+        # the partial sums (about 0.03 for 4 ranks of unit normals); a missed collective by O(1)
+        if not torch.allclose(got.float(), expected.float(), rtol=2e-2, atol=5e-2):
+            raise RuntimeError(f"rank {self.rank}: a CUDA graph replay of {self.op} does not give what an "
+                               "eager call gives: the capture missed the collective; not timed")
+        x.copy_(seeded)
+        self.graphs[1] = graph
+
+
+def _release_graphs():
+    """CUDA graphs that hold NCCL kernels keep the communicator busy: destroying the process group
+    with one alive can hang (pytorch#115388). Free them first."""
+    for graph in _graphs:
+        graph.reset()
+    _graphs.clear()
 
 
 def _to_rank0(pipe, message):
@@ -142,6 +193,7 @@ def _rank_main(rank, ranks, device, port, pipe):
                 _to_rank0(pipe, collectives[key].check())
         else:  # ("run", key, count): timed on rank 0, so nothing more here; NCCL's TIMEOUT bounds a stall
             collectives[message[1]].run(message[2])
+    _release_graphs()
     dist.destroy_process_group()
 
 
@@ -156,6 +208,7 @@ def _stop():
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+    _release_graphs()
     if dist.is_initialized():
         dist.destroy_process_group()
 
@@ -221,10 +274,12 @@ def prepare(variant, problem):
 
     repeats = 1
     for _ in range(3):  # the first guess includes the dispatch; the next ones amortise it
+        run(repeats)  # on CUDA this captures the graph of that many: outside the measurement
         t0 = time.perf_counter()
         run(repeats)
         per_collective_ms = (time.perf_counter() - t0) * 1e3 / repeats
         repeats = max(1, min(MAX_REPEATS, math.ceil(CALL_MS / per_collective_ms)))
+    run(repeats)  # the timed graph, captured before any timed call
 
     def call():
         return run(repeats)
