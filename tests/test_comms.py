@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import reference.comms as reference_comms
+from kernels.comms.nccl import replay_matches_eager, split_sizes
 from variantbench import cases, timing
 from variantbench.catalog import Unsupported, family
-from kernels.comms.nccl import split_sizes
 from variantbench.catalog.comms import even_splits, routed_splits, uneven_splits
 
 FAMILY = family("comms")
@@ -37,6 +37,20 @@ def test_even_splits_take_torchs_equal_split_path_and_uneven_ones_give_their_siz
     assert split_sizes(even_splits(seed=3, ranks=4, numel=4096), rank=2) == (None, None)
     splits = [[1, 3], [2, 2]]
     assert split_sizes(splits, rank=1) == ([3, 2], [2, 2])  # rank 1 receives 3 from rank 0, 2 from itself
+
+
+def test_the_capture_check_passes_a_reordered_bf16_sum_and_fails_a_missed_collective(monkeypatch):
+    monkeypatch.setattr("kernels.comms.nccl.CAPTURE_CHECK_CHUNK", 1000)  # several chunks, the last one short
+    gen = torch.Generator().manual_seed(0)
+    ranks = [torch.randn(4096, generator=gen).to(torch.bfloat16) for _ in range(4)]
+    eager = ((ranks[0] + ranks[1]) + ranks[2]) + ranks[3]
+    reordered = (ranks[0] + ranks[1]) + (ranks[2] + ranks[3])
+    assert not torch.equal(eager, reordered)
+    assert replay_matches_eager(reordered, eager)
+    assert not replay_matches_eager(ranks[0], eager)  # an in-place all-reduce that never ran
+    missed = eager.clone()
+    missed[-1] = float("nan")  # an output the replay never wrote, in the last chunk only
+    assert not replay_matches_eager(missed, eager)
 
 
 @pytest.mark.parametrize("variant", [v.name for v in FAMILY.variants])

@@ -109,21 +109,17 @@ def test_different_gpu_is_incomparable(tmp_path):
     assert "no results" in result.output or "different" in result.output
 
 
-def test_different_torch_is_incomparable(tmp_path):
+@pytest.mark.parametrize("key, value, difference", [
+    ("torch", "2.12.0", "torch: 2.11.0 vs 2.12.0"),
+    # collectives over 2 GPUs and over 4 are different measurements, even on the same model
+    ("gpu_count", "4", "gpu_count: 1 vs 4"),
+])
+def test_a_different_identity_is_incomparable(tmp_path, key, value, difference):
     write(tmp_path, BASE, seed=1)
-    write(tmp_path, HEAD, seed=2, identity=dict(IDENTITY, torch="2.12.0"))
+    write(tmp_path, HEAD, seed=2, identity=dict(IDENTITY, **{key: value}))
     result = gate(tmp_path)
     assert result.exit_code == 3
-    assert "torch: 2.11.0 vs 2.12.0" in result.output
-
-
-def test_a_different_gpu_count_is_incomparable(tmp_path):
-    """Collectives over 2 GPUs and over 4 are different measurements, even on the same model."""
-    write(tmp_path, BASE, seed=1)
-    write(tmp_path, HEAD, seed=2, identity=dict(IDENTITY, gpu_count="4"))
-    result = gate(tmp_path)
-    assert result.exit_code == 3
-    assert "gpu_count: 1 vs 4" in result.output
+    assert difference in result.output
 
 
 def test_machine_names_count_the_gpus_where_there_are_several():
