@@ -4,8 +4,8 @@ The forward, its metrics, the speedup over the reference and peak memory are the
 classes (suite/common.py); forward+backward is attention's own.
 """
 
-from suite.common import (Benchmark, ForwardBenchmark, MetricsBenchmark, PeakMemoryBenchmark,
-                          ReferenceSpeedupBenchmark, grid, once_per_process, resolve_or_skip)
+from suite.common import (Benchmark, ForwardBenchmark, MetricsBenchmark, PeakMemoryBenchmark, PowerBenchmark,
+                          PowerRecorded, ReferenceSpeedupBenchmark, grid, once_per_process, resolve_or_skip)
 from variantbench import cases, timing
 
 
@@ -13,8 +13,9 @@ class AttentionForward(ForwardBenchmark):
     family = "attention"
 
 
-class AttentionForwardBackward(Benchmark):
+class AttentionForwardBackward(PowerRecorded, Benchmark):
     params, param_names = grid("attention")
+    timed = "forward_backward"
 
     def setup(self, variant, implementation, shape):
         case = resolve_or_skip("attention", variant, implementation, shape)
@@ -27,6 +28,7 @@ class AttentionForwardBackward(Benchmark):
             return timing.batched(cases.forward_backward(problem, call), problem.device)
 
         self.body = once_per_process(case.name + "/backward", build)
+        self.record_power(case)
 
     def time_forward_backward(self, variant, implementation, shape):
         self.body()
@@ -42,3 +44,12 @@ class AttentionReferenceSpeedup(ReferenceSpeedupBenchmark):
 
 class AttentionPeakMemory(PeakMemoryBenchmark):
     family = "attention"
+
+
+class AttentionPower(PowerBenchmark):
+    family = "attention"
+
+
+class AttentionForwardBackwardPower(PowerBenchmark):
+    family = "attention"
+    timed = "forward_backward"

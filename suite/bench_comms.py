@@ -7,7 +7,7 @@ model counts bus bytes, so track_gbps is nccl-tests' bus bandwidth; setup checks
 against the reference first.
 """
 
-from suite.common import ForwardBenchmark, MetricsBenchmark
+from suite.common import ForwardBenchmark, MetricsBenchmark, PowerBenchmark
 
 
 class CommsForward(ForwardBenchmark):
@@ -20,3 +20,7 @@ class CommsMetrics(MetricsBenchmark):
     # bandwidth, not its links': no figure for either until the links' peak is measured.
     track_tflops = None
     track_percent_of_peak = None
+
+
+class CommsPower(PowerBenchmark):
+    family = "comms"

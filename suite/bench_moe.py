@@ -3,7 +3,8 @@ shape carries the model, the token count and the routing load (uniform or Zipf-s
 are the shared suite classes (suite/common.py); the baseline is softmax top-k through grouped_mm.
 """
 
-from suite.common import ForwardBenchmark, MetricsBenchmark, PeakMemoryBenchmark, ReferenceSpeedupBenchmark
+from suite.common import (ForwardBenchmark, MetricsBenchmark, PeakMemoryBenchmark, PowerBenchmark,
+                          ReferenceSpeedupBenchmark)
 
 
 class MoEForward(ForwardBenchmark):
@@ -19,4 +20,8 @@ class MoEReferenceSpeedup(ReferenceSpeedupBenchmark):
 
 
 class MoEPeakMemory(PeakMemoryBenchmark):
+    family = "moe"
+
+
+class MoEPower(PowerBenchmark):
     family = "moe"

@@ -9,7 +9,7 @@ import abc
 import os
 import time
 
-from variantbench import cases, timing
+from variantbench import cases, metrics, power, timing
 from variantbench.catalog import Unsupported, family
 from variantbench.device import default_device
 from variantbench.progress import progress, stall_dumps
@@ -111,11 +111,48 @@ class FamilyBenchmark(Benchmark, abc.ABC):
         return resolve_or_skip(self.family, *params)
 
 
-class ForwardBenchmark(FamilyBenchmark):
+class PowerRecorded:
+    """A timed benchmark whose process records the GPU's power state over its samples: NVML is read
+    on a thread while asv times, and each teardown (asv runs one after every sample) leaves the mean
+    SM clock, power and throttle reasons over the samples so far (the timer's marks bound them) in the
+    run's memo, where the `track_` benchmarks of `PowerBenchmark` read it."""
+
+    timed = "forward"  # the memo's name: which timed benchmark of the case the readings belong to
+
+    def record_power(self, case):
+        if case.device != "cuda" or metrics.memo_path(case) is None:
+            return
+        self._power_case = case
+        sampler = once_per_process("power-sampler", lambda: power.Sampler(_cuda_device()).__enter__())
+        self._sampler = sampler
+
+    def teardown(self, *params):
+        sampler = getattr(self, "_sampler", None)
+        if sampler is None or sampler.unavailable:
+            return
+        state = sampler.windows(timing.sample_spans())
+        if state is not None:
+            path = power_memo_path(self._power_case, self.timed)
+            metrics.write_memo(path, {"sm_clock_mhz": state.sm_clock_mhz, "power_w": state.power_w,
+                                      "throttle": state.throttle_mask, "readings": state.readings})
+
+
+def _cuda_device():
+    import torch
+
+    return torch.device("cuda", torch.cuda.current_device())
+
+
+def power_memo_path(case, timed):
+    memo = metrics.memo_path(case)
+    return memo.with_name(memo.name.replace("metrics-", f"power-{timed}-"))
+
+
+class ForwardBenchmark(PowerRecorded, FamilyBenchmark):
     """The forward, timed by asv. Setup checks the case against the float64 reference on fresh inputs
     (a wrong kernel fails the benchmark with the mismatch, never becomes a figure), then measures the
     track metrics from the call about to be timed: one compile per case instead of two (see
-    variantbench.cases.metrics)."""
+    variantbench.metrics)."""
 
     def setup(self, *params):
         case = self.case(params)
@@ -124,7 +161,7 @@ class ForwardBenchmark(FamilyBenchmark):
             t0 = time.perf_counter()
             problem, call, check = cases.prepare_checked(case)
             t1 = time.perf_counter()
-            cases.metrics(case, prepared=(problem, call, check))
+            metrics.metrics(case, prepared=(problem, call, check))
             t2 = time.perf_counter()
             backend = f" on SDPA backend {check['backend']}" if check["backend"] else ""
             # Where a default run's minutes go, case by case (the prepare includes the compile).
@@ -132,18 +169,20 @@ class ForwardBenchmark(FamilyBenchmark):
             return timing.batched(call, problem.device)
 
         self.body = once_per_process(case.name, build)
+        self.record_power(case)
 
     def time_forward(self, *params):
         self.body()
 
 
 def metrics_of(case):
-    return once_per_process(case.name + "/metrics", lambda: cases.metrics(case))
+    return once_per_process(case.name + "/metrics", lambda: metrics.metrics(case))
 
 
 class MetricsBenchmark(FamilyBenchmark):
     """Derived figures of the forward, from one side-by-side measurement with the baseline and the
-    reference (variantbench.cases.metrics), memoised by the forward benchmark's process."""
+    reference (variantbench.metrics), memoised by the forward benchmark's process. NaN (asv: no
+    figure) where a value could not be measured, such as the power state on the CPU."""
 
     def setup(self, *params):
         self.metrics = metrics_of(self.case(params))
@@ -172,6 +211,26 @@ class MetricsBenchmark(FamilyBenchmark):
         return self.metrics["ratio_noise"]
 
     track_ratio_noise.unit = "relative IQR"
+
+    def track_ratio_standard_error(self, *params):
+        return self.metrics["ratio_standard_error"]
+
+    track_ratio_standard_error.unit = "standard error of ln ratio_to_baseline"
+
+    def track_time_ratio(self, *params):
+        return self.metrics["time_ratio"]
+
+    track_time_ratio.unit = "x baseline wall time"
+
+    def track_sm_clock_mhz(self, *params):
+        return self.metrics["sm_clock_mhz"]
+
+    track_sm_clock_mhz.unit = "MHz, mean SM clock while the ratio's blocks ran"
+
+    def track_baseline_sm_clock_mhz(self, *params):
+        return self.metrics["baseline_sm_clock_mhz"]
+
+    track_baseline_sm_clock_mhz.unit = "MHz, mean SM clock while the baseline's blocks ran"
 
     def track_max_error(self, *params):
         return self.metrics["max_error"]
@@ -202,3 +261,35 @@ class PeakMemoryBenchmark(FamilyBenchmark):
         return self.metrics["peak_memory_mib"]
 
     track_peak_memory.unit = "MiB over inputs"
+
+
+class PowerBenchmark(FamilyBenchmark):
+    """The power state over a timed benchmark's samples (see `PowerRecorded`): mean SM clock, mean
+    power, and NVML's throttle reason bits OR-ed over the samples (variantbench.power names them).
+    Skipped where nothing was read (the CPU, no NVML, a shard that did not time the case)."""
+
+    timed = "forward"
+
+    def setup(self, *params):
+        import json
+
+        case = self.case(params)
+        path = power_memo_path(case, self.timed) if metrics.memo_path(case) else None
+        if path is None or not path.exists():
+            raise NotImplementedError("no power readings for this case in this run (CPU, no NVML, or not timed)")
+        self.state = json.loads(path.read_text())
+
+    def track_sm_clock_mhz(self, *params):
+        return self.state["sm_clock_mhz"]
+
+    track_sm_clock_mhz.unit = "MHz, mean over the timed samples"
+
+    def track_power_w(self, *params):
+        return self.state["power_w"]
+
+    track_power_w.unit = "W, mean over the timed samples"
+
+    def track_throttle_reasons(self, *params):
+        return self.state["throttle"]
+
+    track_throttle_reasons.unit = "NVML clock-event reason bits, OR-ed"

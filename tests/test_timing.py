@@ -1,58 +1,104 @@
 """The timers asv uses report per-call time of a batch; the batch fills a sample."""
 
-import math
-
+import pytest
 import torch
 
 from variantbench import timing
 
 
-def test_batched_body_runs_enough_calls_and_the_timer_divides_by_them():
-    counter = {"calls": 0}
-    payload = torch.randn(256, 256)
+class VirtualClock:
+    """Time marks of a clock that only the calls advance: timing tests that no machine load can
+    disturb (a 2-core CI box made wall-clock versions of these fail)."""
 
+    def __init__(self):
+        self.now = 0.0
+
+    def mark(self):
+        return self.now
+
+    def wait(self):
+        return None
+
+    def ms(self, start, end):
+        return end - start
+
+
+def costing(clock, ms, repeats=1, log=None, name=None):
     def call():
-        counter["calls"] += 1
-        return payload @ payload
+        clock.now += ms
+        if log is not None:
+            log.append(name)
 
-    body = timing.batched(call, torch.device("cpu"))
-    per_call = timing.median_ms(call, torch.device("cpu"), rounds=5)
-    n = timing._calls_per_sample
-    assert n >= 1
-    assert n * per_call >= timing.SAMPLE_MS * 0.2  # sized from an estimate of the same call
-    counter["calls"] = 0
+    call.repeats = repeats
+    return call
+
+
+def test_batched_body_fills_a_sample_and_the_timers_divide_by_its_operations(monkeypatch):
+    """A call of 0.7 ms that repeats its operation 7 times: 0.1 ms per operation, so a 20 ms sample
+    takes 29 calls, and the timers divide the clock by 29 x 7 operations."""
+    clock = VirtualClock()
+    call = costing(clock, 0.7, repeats=7)
+    body = timing.batched(call, torch.device("cpu"), marks=clock)
+    assert timing._calls_per_sample == 29 * 7
+    before = clock.now
     body()
-    assert counter["calls"] == n
-    import time
+    assert clock.now - before == pytest.approx(29 * 0.7)
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: 406.0)
+    assert timing.cpu_timer() == pytest.approx(406.0 / 203)
 
-    assert math.isclose(timing.cpu_timer() * n, time.perf_counter(), rel_tol=1e-3)
 
-
-def test_interleaved_rotates_order_and_keeps_every_sample():
-    order = []
-    calls = {name: (lambda name=name: order.append(name)) for name in "abc"}
-    samples = timing.interleaved_ms(calls, torch.device("cpu"), rounds=3, warmup=0)
-    assert {k: len(v) for k, v in samples.items()} == {"a": 3, "b": 3, "c": 3}
+def test_interleaved_rotates_order_and_reports_per_operation():
+    clock, order = VirtualClock(), []
+    calls = {name: costing(clock, ms, repeats=2, log=order, name=name) for name, ms in (("a", 1.0), ("b", 3.0), ("c", 5.0))}
+    samples = timing.interleaved_ms(calls, torch.device("cpu"), rounds=3, warmup=0, marks=clock)
+    assert samples == {"a": [0.5] * 3, "b": [1.5] * 3, "c": [2.5] * 3}
     assert order == list("abc") + list("bca") + list("cab")
 
 
 def test_spread_is_relative_iqr():
     assert timing.spread([1.0, 1.0, 1.0, 1.0]) == 0.0
-    assert timing.spread([0.9, 1.0, 1.0, 1.1]) > 0.0
+    assert timing.spread([0.9, 1.0, 1.0, 1.1]) == pytest.approx(0.15)
 
 
-def test_interleaved_batches_fill_the_sample_and_report_per_call():
-    counter = {"a": 0}
-    payload = torch.randn(64, 64)
+def powered_pair(clock, log):
+    """Two calls on a power-capped GPU, as measured: the light one runs slow (1.3 ms instead of 1.0)
+    for its first three calls after the heavy one, whose clock it inherits."""
+    state = {"last": None, "since": 0}
 
-    def a():
-        counter["a"] += 1
-        return payload @ payload
+    def make(name, settled, unsettled):
+        def call():
+            state["since"] = state["since"] + 1 if state["last"] == name else 1
+            state["last"] = name
+            clock.now += settled if state["since"] > 3 else unsettled
+            log.append(name)
+        return call
 
-    samples = timing.interleaved_ms({"a": a}, torch.device("cpu"), rounds=4, warmup=0, sample_ms=2.0)
-    assert len(samples["a"]) == 4
-    assert counter["a"] > 4 + 3  # batches, not single calls (3 estimate calls, then 4 rounds)
-    assert all(s < 2.0 for s in samples["a"])  # per call, not per batch
+    return {"light": make("light", 1.0, 1.3), "heavy": make("heavy", 2.0, 2.0)}
+
+
+def test_blocks_time_each_call_after_it_settles_where_interleaving_does_not():
+    clock, log = VirtualClock(), []
+    calls = powered_pair(clock, log)
+    plan = timing.BlockPlan(rounds=3, block_ms=16.0, settle_ms=4.0, samples_per_block=2)
+    blocks = timing.alternating_blocks(calls, torch.device("cpu"), plan, marks=clock)
+    assert blocks.samples == {"light": pytest.approx([1.0] * 6), "heavy": pytest.approx([2.0] * 6)}
+    assert len(blocks.windows["light"]) == len(blocks.windows["heavy"]) == 3
+    # After the two estimates (light, then heavy), blocks go light, heavy | heavy, light | light,
+    # heavy: rotated per round, so round 2's heavy block follows round 1's and the runs merge.
+    runs = [name for i, name in enumerate(log) if i == 0 or log[i - 1] != name]
+    assert runs == ["light", "heavy"] * 3
+    # Finely interleaved, the light call never settles: it reads its inherited 1.3 ms.
+    other = VirtualClock()
+    interleaved = timing.interleaved_ms(powered_pair(other, []), torch.device("cpu"), rounds=4, warmup=0, marks=other)
+    assert interleaved["light"] == pytest.approx([1.3] * 4)
+
+
+def test_log_ratio_standard_error_grows_with_the_spread_and_shrinks_with_samples():
+    assert timing.log_ratio_standard_error([1.0] * 5, [2.0] * 5) == 0.0
+    noisy = timing.log_ratio_standard_error([0.9, 1.0, 1.1, 1.0, 0.95], [2.0, 2.1, 1.9, 2.0, 2.05])
+    assert noisy > 0
+    assert timing.log_ratio_standard_error([0.9, 1.0, 1.1, 1.0, 0.95] * 4, [2.0, 2.1, 1.9, 2.0, 2.05] * 4) \
+        == pytest.approx(noisy / 2)
 
 
 def test_a_stalled_setup_writes_its_stack_to_the_progress_log(tmp_path, monkeypatch):

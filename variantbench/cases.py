@@ -5,15 +5,10 @@ what runs, what is skipped and why, and what counts as correct.
 """
 
 import dataclasses
-import hashlib
-import json
 import os
-import statistics
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-from variantbench import timing
 from variantbench.catalog import Unsupported, family
 from variantbench.shapes import in_tier
 
@@ -331,100 +326,3 @@ def forward_backward(problem, call):
     step()  # compiles the backward (Flex) outside any timed region
     return step
 
-
-def _memo_path(case):
-    root = os.environ.get("VARIANTBENCH_RUN_DIR")
-    if not root:
-        return None
-    key = hashlib.sha1(case.name.encode()).hexdigest()[:16]
-    return Path(root) / f"metrics-{key}.json"
-
-
-def metrics(case, prepared=None, rounds=25) -> dict:
-    """All track metrics of a case, from one side-by-side measurement of the case and the family
-    baseline at the same shape, interleaved round by round; and the reference where it runs.
-
-    `prepared` is the case's (problem, call, check) where the caller has it already: the forward
-    benchmark's process computes the metrics from the call it then times, so a case is compiled once
-    for both (a FlexAttention compile takes ~11 s on an H100 host even with warm caches). asv runs
-    every track method in its own process; they read the memo in VARIANTBENCH_RUN_DIR (written
-    atomically), and compute it themselves only where the forward did not run (a --bench shard).
-    """
-    memo = _memo_path(case)
-    if memo is not None and memo.exists():
-        return json.loads(memo.read_text())
-    import torch
-
-    from variantbench.device import measured_peaks
-
-    dev = _torch_device(case)
-    peaks = measured_peaks(case.device)
-    fam = family(case.family)
-    problem, call, check = prepared or prepare_checked(case)
-    calls = {"case": call}
-    problems = {"case": problem}
-    variants = {"case": case.variant}
-    base_variant, base_impl = fam.baseline
-    if (base_variant, base_impl) != (case.variant, case.implementation):
-        base_case = resolve(fam.name, base_variant.name, base_impl.name, case.shape.name, case.device)
-        problems["baseline"], calls["baseline"], _ = prepare_checked(base_case)
-        variants["baseline"] = base_variant
-    ref_impl = fam.implementation("reference")
-    runs_reference = case.implementation is not ref_impl and not ref_impl.unsupported(case.variant, case.shape)
-
-    peak_memory_mib = None
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-        before = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        call()
-        torch.cuda.synchronize()
-        peak_memory_mib = (torch.cuda.max_memory_allocated() - before) / 2**20
-
-    # The case and the baseline are interleaved: their ratio gates, so drift must cancel. The
-    # reference is timed apart, 5 rounds: at ~50 ms a call, 25 interleaved rounds would add seconds per
-    # case, and a 13-70x speedup needs no drift cancelling. (Measured on an H100: the fused calls
-    # after 28 reference calls time the same, 1.028 vs 1.039 ms; tools/timing_probe.py.)
-    samples = timing.interleaved_ms(calls, dev, rounds=rounds, sample_ms=timing.SAMPLE_MS)
-    if runs_reference:
-        reference_call = ref_impl.load().prepare(case.variant, problem)
-        samples["reference"] = timing.interleaved_ms({"reference": reference_call}, dev, rounds=5, warmup=1)["reference"]
-        del reference_call  # its B x H x S x S scores stay allocated otherwise
-    ms = {name: statistics.median(s) for name, s in samples.items()}
-
-    work = {name: fam.work(variants[name], problems[name]) for name in calls}
-
-    def floor_ms(name):
-        flops, nbytes = work[name]
-        return max(flops / peaks["tflops"] / 1e9, nbytes / peaks["gbps"] / 1e6)
-
-    flops, nbytes = work["case"]
-    cost = ms["case"] / floor_ms("case")
-    base_name = "baseline" if "baseline" in ms else "case"
-    base_cost = ms[base_name] / floor_ms(base_name)
-    result = {
-        "case": case.name,
-        "ms": ms["case"],
-        "noise": timing.spread(samples["case"]),
-        "tflops": flops / ms["case"] / 1e9,
-        "gbps": nbytes / ms["case"] / 1e6,
-        "percent_of_peak": 100 * floor_ms("case") / ms["case"],
-        "bound": "compute" if flops / peaks["tflops"] / 1e9 >= nbytes / peaks["gbps"] / 1e6 else "memory",
-        "ratio_to_baseline": cost / base_cost,
-        "ratio_noise": timing.spread(samples["case"]) + timing.spread(samples[base_name]),
-        "baseline_ms": ms[base_name],
-        "speedup_over_reference": ms["reference"] / ms["case"] if "reference" in ms else None,
-        "reference_ms": ms.get("reference"),
-        "max_error": check["max_error"],
-        "tolerance": check["tolerance"],
-        "peak_memory_mib": peak_memory_mib,
-        "sdpa_backend": check["backend"],
-        "peak_tflops": peaks["tflops"],
-        "peak_gbps": peaks["gbps"],
-    }
-    if memo is not None:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(result))
-        tmp.replace(memo)
-    return result

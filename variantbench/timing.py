@@ -1,9 +1,25 @@
 """Timers. GPU work is asynchronous: every figure here comes from CUDA events, or from a host clock
-read only after a synchronize."""
+read only after a synchronize.
+
+Two ways of timing, for two questions:
+- `batched` + the asv timers: one call back to back, as a model runs it; asv keeps the samples.
+- `alternating_blocks`: two or more calls side by side, for their ratio (cost against the baseline).
+
+Why blocks and not finely interleaved batches. The lent H100s and H200s run at their 700 W power
+cap, and the clock follows the power a kernel draws, with a lag of tens of milliseconds. Run alone,
+cuDNN's attention settles at ~1.70-1.74 GHz and our lighter Triton kernel at ~1.85-1.97 GHz.
+Interleaved in 20 ms batches, or call by call, both ran at the clock of their mix (1.77-1.83 GHz on
+an H200, tools/ratio_probe.py), which slows the light kernel and speeds the heavy one: gqa_8/triton
+read 1.246x the baseline that way against 1.101x from do_bench medians of each alone; causal 1.235
+vs 1.117; sliding_window_1024 1.681 vs 1.413 per useful work. Blocks of 250 ms of one call, the
+first SETTLE_MS dropped, then the other, alternating, gave 1.103, 1.125 and 1.379: each kernel at its
+own clock, as a model running it sees, and the slow drift between blocks still hits both sides alike.
+"""
 
 import math
 import statistics
 import time
+from dataclasses import dataclass
 
 # asv_runner >= 0.3 times one call per sample whenever a benchmark has a setup (asv#966). One 1 ms
 # kernel between two synchronisations measured 8% over do_bench on an H100 (launch and sync latency
@@ -11,16 +27,70 @@ import time
 # timers below divide the clock by the batch size: asv records per-call time, samples and statistics.
 _calls_per_sample = 1
 SAMPLE_MS = 20.0  # per sample; launch and sync overheads (~50 us) stay under 0.3% of it
+_marks: list[float] = []  # host times the CUDA timer read; asv reads it in pairs around each sample
 
 
-def batched(call, device):
+class HostMarks:
+    """Time marks from the host clock (the CPU: its work is synchronous)."""
+
+    def mark(self):
+        return time.perf_counter()
+
+    def wait(self):
+        return None
+
+    def ms(self, start, end) -> float:
+        return (end - start) * 1e3
+
+
+class CudaMarks:
+    """Time marks as CUDA events on the current stream; `wait` before reading them."""
+
+    def mark(self):
+        import torch
+
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def wait(self):
+        import torch
+
+        torch.cuda.synchronize()
+
+    def ms(self, start, end) -> float:
+        return start.elapsed_time(end)
+
+
+def marks_for(device):
+    return CudaMarks() if device.type == "cuda" else HostMarks()
+
+
+def repeats_of(call) -> int:
+    """Operations per call: a collective repeats itself `call.repeats` times to amortise dispatching
+    it to the other ranks; every figure is per operation."""
+    return getattr(call, "repeats", 1)
+
+
+def per_call_ms(call, device, calls: int = 5, marks=None) -> float:
+    """A quick estimate of one call (per operation), after one untimed call."""
+    marks = marks or marks_for(device)
+    call()
+    start = marks.mark()
+    for _ in range(calls):
+        call()
+    end = marks.mark()
+    marks.wait()
+    return marks.ms(start, end) / (calls * repeats_of(call))
+
+
+def batched(call, device, marks=None):
     """A body running `call` enough times back to back to fill SAMPLE_MS, and set the timers' divisor.
-    One benchmark runs per asv process, so one divisor per process. A call that runs its operation
-    several times (`call.repeats`, a collective repeated to amortise dispatching it to the other ranks)
-    is divided by those too: every figure is per operation."""
+    One benchmark runs per asv process, so one divisor per process; it counts operations (see
+    `repeats_of`), so the timers report per operation."""
     global _calls_per_sample
-    repeats = getattr(call, "repeats", 1)
-    calls_needed = max(1, math.ceil(SAMPLE_MS / (median_ms(call, device, rounds=5) * repeats)))
+    repeats = repeats_of(call)
+    calls_needed = max(1, math.ceil(SAMPLE_MS / (median_ms(call, device, rounds=5, marks=marks) * repeats)))
     _calls_per_sample = calls_needed * repeats
     calls = range(calls_needed)
 
@@ -33,63 +103,125 @@ def batched(call, device):
 
 def cuda_sync_timer():
     """asv `timer` for CUDA benchmarks: synchronises, so a sample covers the GPU work of its calls;
-    scaled to one call of the batch (see `batched`)."""
+    scaled to one operation of the batch (see `batched`)."""
     import torch
 
     torch.cuda.synchronize()
-    return time.perf_counter() / _calls_per_sample
+    now = time.perf_counter()
+    _marks.append(now)
+    return now / _calls_per_sample
+
+
+def sample_spans() -> list[tuple[float, float]]:
+    """(start, end) host times of every sample timed so far: asv's runner reads its timer once before
+    and once after each sample, so the marks pair up (the power readings of those spans are the
+    state the samples ran in)."""
+    return list(zip(_marks[0::2], _marks[1::2]))
 
 
 def cpu_timer():
     return time.perf_counter() / _calls_per_sample
 
 
-def interleaved_ms(calls: dict, device, rounds: int = 25, warmup: int = 3, sample_ms: float | None = None) -> dict:
-    """{name: [ms per call, one value per round]} for several calls measured side by side.
-
-    Each round runs every call in an order rotated per round, so clock and thermal drift hit all of
-    them alike; ratios of their medians are then fair. With `sample_ms`, each call runs as a batch
-    filling about that long between its two events (as the asv body does, see `batched`); without,
-    once, which exposes launch latency (one synchronised 1 ms call read 8% slow on an H100).
-    """
-    import torch
-
+def interleaved_ms(calls: dict, device, rounds: int = 25, warmup: int = 3, marks=None) -> dict:
+    """{name: [ms per operation, one value per round]}: each round runs every call once, in an order
+    rotated per round. For calls far longer than the clock's lag (the eager reference, ~50 ms), or
+    one call alone (`median_ms`); ratios of fused calls come from `alternating_blocks`."""
+    marks = marks or marks_for(device)
     names = list(calls)
-    repeats = {name: getattr(calls[name], "repeats", 1) for name in names}  # see `batched`
     for _ in range(warmup):
         for name in names:
             calls[name]()
-    batch = dict.fromkeys(names, 1)
-    if sample_ms is not None:
-        for name in names:
-            single = statistics.median(interleaved_ms({name: calls[name]}, device, rounds=3, warmup=0)[name])
-            batch[name] = max(1, math.ceil(sample_ms / (single * repeats[name])))
     samples = {name: [] for name in names}
     for r in range(rounds):
-        order = names[r % len(names):] + names[: r % len(names)]
-        for name in order:
-            call, n = calls[name], batch[name]
-            if device.type == "cuda":
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                for _ in range(n):
-                    call()
-                end.record()
-                end.synchronize()
-                samples[name].append(start.elapsed_time(end) / (n * repeats[name]))
-            else:
-                t0 = time.perf_counter()
-                for _ in range(n):
-                    call()
-                samples[name].append((time.perf_counter() - t0) * 1e3 / (n * repeats[name]))
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            start = marks.mark()
+            calls[name]()
+            end = marks.mark()
+            marks.wait()
+            samples[name].append(marks.ms(start, end) / repeats_of(calls[name]))
     return samples
 
 
-def median_ms(call, device, rounds: int = 25) -> float:
-    return statistics.median(interleaved_ms({"call": call}, device, rounds=rounds)["call"])
+def median_ms(call, device, rounds: int = 25, marks=None) -> float:
+    return statistics.median(interleaved_ms({"call": call}, device, rounds=rounds, marks=marks)["call"])
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """How `alternating_blocks` measures: `rounds` blocks per call, each `block_ms` long, of which the
+    first `settle_ms` are run but not timed and the rest is cut into `samples_per_block` samples."""
+
+    rounds: int
+    block_ms: float
+    settle_ms: float
+    samples_per_block: int
+
+
+# CUDA: 100 ms settles the clock after a switch (the probe's blocks agreed with do_bench within 2.5%
+# at 300/100; see the module's docstring); 4 rounds of 250 ms per side cost 2 s per ratio. CPU: no
+# power state to settle; short blocks keep the tests and a CPU run quick.
+BLOCK_PLANS = {
+    "cuda": BlockPlan(rounds=4, block_ms=250.0, settle_ms=100.0, samples_per_block=5),
+    "cpu": BlockPlan(rounds=4, block_ms=4.0, settle_ms=0.0, samples_per_block=2),
+}
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """Per-operation ms samples of each call, and the host-time windows (t0, t1) its timed parts ran
+    in (for the power readings of `variantbench.power`)."""
+
+    samples: dict
+    windows: dict
+
+    def median(self, name) -> float:
+        return statistics.median(self.samples[name])
+
+
+def alternating_blocks(calls: dict, device, plan: BlockPlan | None = None, marks=None) -> Blocks:
+    """Each call runs alone for a block, then the next, in an order rotated per round (see the module's
+    docstring for why blocks). Within a block the calls queue back to back; after `settle_ms` each of
+    `samples_per_block` stretches between two marks is one sample, divided by its calls."""
+    plan = plan or BLOCK_PLANS[device.type]
+    marks = marks or marks_for(device)
+    names = list(calls)
+    estimate = {name: per_call_ms(calls[name], device, marks=marks) * repeats_of(calls[name]) for name in names}
+    samples = {name: [] for name in names}
+    windows = {name: [] for name in names}
+    for r in range(plan.rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            call, per = calls[name], max(estimate[name], 1e-6)
+            for _ in range(math.ceil(plan.settle_ms / per)):
+                call()
+            per_sample = max(1, math.ceil((plan.block_ms - plan.settle_ms) / plan.samples_per_block / per))
+            bounds = [marks.mark()]
+            for _ in range(plan.samples_per_block):
+                for _ in range(per_sample):
+                    call()
+                bounds.append(marks.mark())
+            marks.wait()
+            t1 = time.perf_counter()
+            timed = [marks.ms(a, b) for a, b in zip(bounds, bounds[1:])]
+            samples[name] += [ms / (per_sample * repeats_of(call)) for ms in timed]
+            windows[name].append((t1 - sum(timed) / 1e3, t1))
+    return Blocks(samples, windows)
 
 
 def spread(samples) -> float:
     """Relative noise of a sample list: interquartile range over median."""
     q = statistics.quantiles(samples, n=4)
     return (q[2] - q[0]) / statistics.median(samples)
+
+
+def log_ratio_standard_error(case_samples, base_samples) -> float:
+    """Standard error of ln(median case / median base), as `variantbench.decide` estimates it: one
+    robust sigma (1.4826 x MAD of the log samples about each side's median) pooled over both sides;
+    the median of n samples has variance about (pi/2) sigma^2 / n."""
+    deviations = []
+    for samples in (case_samples, base_samples):
+        logs = [math.log(s) for s in samples]
+        centre = statistics.median(logs)
+        deviations += [abs(x - centre) for x in logs]
+    sigma = 1.4826 * statistics.median(deviations)
+    return math.sqrt(math.pi / 2) * sigma * math.sqrt(1 / len(case_samples) + 1 / len(base_samples))

@@ -1,0 +1,51 @@
+"""The derived figures of a case on the CPU: the ratio to baseline is the time ratio scaled by the
+work model, the baseline against itself is exactly 1, and the run's processes share one record."""
+
+import json
+import math
+
+import pytest
+
+from variantbench import cases, metrics
+from variantbench.timing import BlockPlan
+
+PLAN = BlockPlan(rounds=2, block_ms=2.0, settle_ms=0.0, samples_per_block=2)
+
+
+def test_the_baseline_against_itself_is_exactly_one_and_has_no_power_readings_on_the_cpu():
+    case = cases.resolve("attention", "gqa_8", "sdpa", "tiny-s128", "cpu")
+    record = metrics.metrics(case, plan=PLAN)
+    assert record["ratio_to_baseline"] == 1.0 and record["time_ratio"] == 1.0
+    assert record["baseline_ms"] == record["ms"]
+    assert math.isnan(record["sm_clock_mhz"]) and math.isnan(record["baseline_throttle"])
+
+
+def test_ratio_to_baseline_is_the_time_ratio_per_useful_work():
+    """A sliding window does a fraction of causal's work: its cost per useful work is its time ratio
+    over that fraction (compute-bound at these shapes on the CPU's measured peaks, or memory-bound:
+    either way the floor times' ratio)."""
+    from variantbench.catalog import family
+    from variantbench.device import measured_peaks
+
+    case = cases.resolve("attention", "sliding_window_1024", "sdpa", "tiny-s128", "cpu")
+    record = metrics.metrics(case, plan=PLAN)
+    fam, peaks = family("attention"), measured_peaks("cpu")
+    problem = fam.make_problem(case.variant, case.shape, device="cpu", dtype=case.dtype, seed=0)
+    base_variant, _ = fam.baseline
+    side = metrics.Side(case.variant, problem, None)
+    base = metrics.Side(base_variant, fam.make_problem(base_variant, case.shape, device="cpu", dtype=case.dtype,
+                                                       seed=0), None)
+    work_factor = base.floor_ms(fam.work, peaks) / side.floor_ms(fam.work, peaks)
+    assert record["ratio_to_baseline"] == pytest.approx(record["time_ratio"] * work_factor)
+    assert record["time_ratio"] == pytest.approx(record["ms"] / record["baseline_ms"])
+    assert record["ratio_standard_error"] >= 0
+
+
+def test_a_run_computes_a_case_once_and_its_processes_read_the_record(tmp_path, monkeypatch):
+    monkeypatch.setenv("VARIANTBENCH_RUN_DIR", str(tmp_path))
+    case = cases.resolve("attention", "causal", "sdpa", "tiny-s128", "cpu")
+    first = metrics.metrics(case, plan=PLAN)
+    (memo,) = tmp_path.glob("metrics-*.json")
+    planted = dict(first, ms=123.0)
+    memo.write_text(json.dumps(planted))
+    assert metrics.metrics(case, plan=PLAN)["ms"] == 123.0  # read, not measured again

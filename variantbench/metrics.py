@@ -1,0 +1,157 @@
+"""The derived figures of a case: throughput, roofline share, cost against the family baseline, speedup
+over the reference, error, peak memory and the power state they were measured in.
+
+One `Side` per thing timed (the case, the baseline, the reference): its call, its work and its
+samples. The case and the baseline are timed in alternating blocks (variantbench.timing explains why
+not finely interleaved): their ratio gates the signal budget, so it must be what each costs run on
+its own, and slow drift must hit both alike.
+"""
+
+import hashlib
+import json
+import os
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from variantbench import timing
+from variantbench.cases import _torch_device, prepare_checked, resolve
+from variantbench.catalog import family
+from variantbench.power import Sampler
+
+# The eager reference is timed apart, 5 rounds: at ~50 ms a call, blocks would add seconds per case,
+# and a 13-70x speedup needs no drift cancelling. (H100: the fused calls after 28 reference calls
+# time the same, 1.028 vs 1.039 ms; tools/timing_probe.py.)
+REFERENCE_ROUNDS = 5
+
+
+@dataclass
+class Side:
+    """One thing timed: its variant and problem (for the work model), its call, and what was measured."""
+
+    variant: object
+    problem: object
+    call: object
+    samples: list = field(default_factory=list)
+    power: object = None  # variantbench.power.PowerState of its timed blocks, where NVML reads
+
+    @property
+    def ms(self) -> float:
+        return statistics.median(self.samples)
+
+    def floor_ms(self, work, peaks) -> float:
+        """The roofline time of its work on this device's measured peaks."""
+        flops, nbytes = work(self.variant, self.problem)
+        return max(flops / peaks["tflops"] / 1e9, nbytes / peaks["gbps"] / 1e6)
+
+
+def memo_path(case):
+    """Where a run's processes share one case's metrics (VARIANTBENCH_RUN_DIR), or None outside a run."""
+    root = os.environ.get("VARIANTBENCH_RUN_DIR")
+    if not root:
+        return None
+    key = hashlib.sha1(case.name.encode()).hexdigest()[:16]
+    return Path(root) / f"metrics-{key}.json"
+
+
+def write_memo(path: Path, record: dict):
+    """Atomically: a reader in another process sees the whole record or none."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(record))
+    tmp.replace(path)
+
+
+def _peak_memory_mib(call, dev):
+    import torch
+
+    if dev.type != "cuda":
+        return None
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    call()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - before) / 2**20
+
+
+def _power_fields(prefix, state) -> dict:
+    """sm_clock_mhz, power_w and throttle (NVML's reason bits) of a side; NaN where not read."""
+    nan = float("nan")
+    return {f"{prefix}sm_clock_mhz": state.sm_clock_mhz if state else nan,
+            f"{prefix}power_w": state.power_w if state else nan,
+            f"{prefix}throttle": state.throttle_mask if state else nan}
+
+
+def metrics(case, prepared=None, plan=None) -> dict:
+    """Every track figure of a case, from one alternating-block measurement of the case and the
+    family baseline at the same shape, and the reference where it runs.
+
+    `prepared` is the case's (problem, call, check) where the caller has it: the forward benchmark's
+    process computes the metrics from the call it then times, so a case compiles once for both (a
+    FlexAttention compile takes ~11 s on an H100 host even with warm caches). asv runs every track
+    method in its own process; they read the memo in VARIANTBENCH_RUN_DIR, and compute it themselves
+    only where the forward did not run (a --bench shard)."""
+    memo = memo_path(case)
+    if memo is not None and memo.exists():
+        return json.loads(memo.read_text())
+    from variantbench.device import measured_peaks
+
+    dev = _torch_device(case)
+    peaks = measured_peaks(case.device)
+    fam = family(case.family)
+    problem, call, check = prepared or prepare_checked(case)
+    sides = {"case": Side(case.variant, problem, call)}
+    base_variant, base_impl = fam.baseline
+    if (base_variant, base_impl) != (case.variant, case.implementation):
+        base_case = resolve(fam.name, base_variant.name, base_impl.name, case.shape.name, case.device)
+        base_problem, base_call, _ = prepare_checked(base_case)
+        sides["baseline"] = Side(base_variant, base_problem, base_call)
+    peak_memory_mib = _peak_memory_mib(call, dev)
+
+    with Sampler(dev) as sampler:
+        blocks = timing.alternating_blocks({name: side.call for name, side in sides.items()}, dev, plan)
+    for name, side in sides.items():
+        side.samples = blocks.samples[name]
+        side.power = sampler.windows(blocks.windows[name])
+
+    reference = None
+    ref_impl = fam.implementation("reference")
+    if case.implementation is not ref_impl and not ref_impl.unsupported(case.variant, case.shape):
+        reference = Side(case.variant, problem, ref_impl.load().prepare(case.variant, problem))
+        reference.samples = timing.interleaved_ms({"reference": reference.call}, dev, rounds=REFERENCE_ROUNDS,
+                                                  warmup=1)["reference"]
+        reference.call = None  # its B x H x S x S scores stay allocated otherwise
+
+    mine, base = sides["case"], sides.get("baseline", sides["case"])
+    flops, nbytes = fam.work(mine.variant, mine.problem)
+    floor, base_floor = mine.floor_ms(fam.work, peaks), base.floor_ms(fam.work, peaks)
+    result = {
+        "case": case.name,
+        "ms": mine.ms,
+        "noise": timing.spread(mine.samples),
+        "tflops": flops / mine.ms / 1e9,
+        "gbps": nbytes / mine.ms / 1e6,
+        "percent_of_peak": 100 * floor / mine.ms,
+        "bound": "compute" if flops / peaks["tflops"] / 1e9 >= nbytes / peaks["gbps"] / 1e6 else "memory",
+        # cost per useful work: time over the roofline time of the work done
+        "ratio_to_baseline": (mine.ms / floor) / (base.ms / base_floor),
+        "ratio_noise": timing.spread(mine.samples) + timing.spread(base.samples),
+        "ratio_standard_error": timing.log_ratio_standard_error(mine.samples, base.samples),
+        "time_ratio": mine.ms / base.ms,
+        "baseline_ms": base.ms,
+        "speedup_over_reference": reference.ms / mine.ms if reference else None,
+        "reference_ms": reference.ms if reference else None,
+        "max_error": check["max_error"],
+        "tolerance": check["tolerance"],
+        "peak_memory_mib": peak_memory_mib,
+        "sdpa_backend": check["backend"],
+        "peak_tflops": peaks["tflops"],
+        "peak_gbps": peaks["gbps"],
+        **_power_fields("", mine.power),
+        **_power_fields("baseline_", base.power),
+    }
+    if memo is not None:
+        write_memo(memo, result)
+    return result
+
