@@ -9,7 +9,7 @@ import pytest
 from variantbench import cases, metrics
 from variantbench.timing import BlockPlan
 
-PLAN = BlockPlan(rounds=2, block_ms=2.0, settle_ms=0.0, samples_per_block=2)
+PLAN = BlockPlan(rounds=2, block_ms=2.0, settle_ms=0.0)
 
 
 def test_the_baseline_against_itself_is_exactly_one_and_has_no_power_readings_on_the_cpu():

@@ -6,14 +6,19 @@ Two ways of timing, for two questions:
 - `alternating_blocks`: two or more calls side by side, for their ratio (cost against the baseline).
 
 Why blocks and not finely interleaved batches. The lent H100s and H200s run at their 700 W power
-cap, and the clock follows the power a kernel draws, with a lag of tens of milliseconds. Run alone,
-cuDNN's attention settles at ~1.70-1.74 GHz and our lighter Triton kernel at ~1.85-1.97 GHz.
-Interleaved in 20 ms batches, or call by call, both ran at the clock of their mix (1.77-1.83 GHz on
-an H200, tools/ratio_probe.py), which slows the light kernel and speeds the heavy one: gqa_8/triton
-read 1.246x the baseline that way against 1.101x from do_bench medians of each alone; causal 1.235
-vs 1.117; sliding_window_1024 1.681 vs 1.413 per useful work. Blocks of 250 ms of one call, the
-first SETTLE_MS dropped, then the other, alternating, gave 1.103, 1.125 and 1.379: each kernel at its
-own clock, as a model running it sees, and the slow drift between blocks still hits both sides alike.
+cap, and the clock follows the power a kernel draws, with a lag. Run alone, cuDNN's attention
+settles at ~1.70-1.74 GHz and our lighter Triton kernel at ~1.85-1.97 GHz. Interleaved in 20 ms
+batches, or call by call, both ran at the clock of their mix (1.77-1.83 GHz on an H200,
+tools/ratio_probe.py), which slows the light kernel and speeds the heavy one: gqa_8/triton read
+1.246x the baseline that way against 1.101x from do_bench medians of each alone; causal 1.235 vs
+1.117; sliding_window_1024 1.681 vs 1.413 per useful work. So each call runs alone for a block and
+the first SETTLE of it is not timed. How long is that (tools/ratio_truth.py --settle, H200, 25 ms
+bins): our Triton kernel after cuDNN starts 25% slow and settles within 125 ms; cuDNN after ours
+starts 2% fast, overshoots to 6% slow at 50-75 ms as the power controller catches up, and is within
+1% of its settled time from ~300 ms. Blocks alternate and rotate (A B | B A | A B) so slow drift
+(temperature) hits both sides alike. Within a block each call is timed alone between two events
+after an L2 flush, as do_bench times it: the low-power flushes between calls are part of the power
+state do_bench medians are taken in, and no call finds its inputs in L2 from the one before.
 """
 
 import math
@@ -33,6 +38,9 @@ _marks: list[float] = []  # host times the CUDA timer read; asv reads it in pair
 class HostMarks:
     """Time marks from the host clock (the CPU: its work is synchronous)."""
 
+    def flush(self):
+        return None
+
     def mark(self):
         return time.perf_counter()
 
@@ -44,7 +52,17 @@ class HostMarks:
 
 
 class CudaMarks:
-    """Time marks as CUDA events on the current stream; `wait` before reading them."""
+    """Time marks as CUDA events on the current stream; `wait` before reading them. `flush` evicts the
+    L2 (50 MB on an H100, 60 on an H200) by writing 256 MiB, as triton.testing.do_bench does."""
+
+    _flush_buffer = None
+
+    def flush(self):
+        import torch
+
+        if CudaMarks._flush_buffer is None:
+            CudaMarks._flush_buffer = torch.empty(2**26, dtype=torch.int32, device="cuda")
+        CudaMarks._flush_buffer.zero_()
 
     def mark(self):
         import torch
@@ -150,27 +168,25 @@ def median_ms(call, device, rounds: int = 25, marks=None) -> float:
 @dataclass(frozen=True)
 class BlockPlan:
     """How `alternating_blocks` measures: `rounds` blocks per call, each `block_ms` long, of which the
-    first `settle_ms` are run but not timed and the rest is cut into `samples_per_block` samples."""
+    first `settle_ms` are run but not timed."""
 
     rounds: int
     block_ms: float
     settle_ms: float
-    samples_per_block: int
 
 
-# CUDA: 100 ms settles the clock after a switch (the probe's blocks agreed with do_bench within 2.5%
-# at 300/100; see the module's docstring); 4 rounds of 250 ms per side cost 2 s per ratio. CPU: no
-# power state to settle; short blocks keep the tests and a CPU run quick.
+# CUDA: see the module's docstring for the 300 ms; 3 rounds of 500 ms per side cost 3 s per ratio.
+# CPU: no power state to settle; short blocks keep the tests and a CPU run quick.
 BLOCK_PLANS = {
-    "cuda": BlockPlan(rounds=4, block_ms=250.0, settle_ms=100.0, samples_per_block=5),
-    "cpu": BlockPlan(rounds=4, block_ms=4.0, settle_ms=0.0, samples_per_block=2),
+    "cuda": BlockPlan(rounds=3, block_ms=500.0, settle_ms=300.0),
+    "cpu": BlockPlan(rounds=4, block_ms=4.0, settle_ms=0.0),
 }
 
 
 @dataclass(frozen=True)
 class Blocks:
-    """Per-operation ms samples of each call, and the host-time windows (t0, t1) its timed parts ran
-    in (for the power readings of `variantbench.power`)."""
+    """Per-operation ms samples of each call (one per timed call), and the host-time windows (t0, t1)
+    its timed parts ran in (for the power readings of `variantbench.power`)."""
 
     samples: dict
     windows: dict
@@ -181,29 +197,31 @@ class Blocks:
 
 def alternating_blocks(calls: dict, device, plan: BlockPlan | None = None, marks=None) -> Blocks:
     """Each call runs alone for a block, then the next, in an order rotated per round (see the module's
-    docstring for why blocks). Within a block the calls queue back to back; after `settle_ms` each of
-    `samples_per_block` stretches between two marks is one sample, divided by its calls."""
+    docstring for why). In a block every call follows an L2 flush; after `settle_ms` each call is
+    timed between two marks."""
     plan = plan or BLOCK_PLANS[device.type]
     marks = marks or marks_for(device)
     names = list(calls)
-    estimate = {name: per_call_ms(calls[name], device, marks=marks) * repeats_of(calls[name]) for name in names}
+    estimate = {name: max(per_call_ms(calls[name], device, marks=marks) * repeats_of(calls[name]), 1e-6)
+                for name in names}
     samples = {name: [] for name in names}
     windows = {name: [] for name in names}
     for r in range(plan.rounds):
         for name in names[r % len(names):] + names[: r % len(names)]:
-            call, per = calls[name], max(estimate[name], 1e-6)
-            for _ in range(math.ceil(plan.settle_ms / per)):
+            call = calls[name]
+            for _ in range(math.ceil(plan.settle_ms / estimate[name])):
+                marks.flush()
                 call()
-            per_sample = max(1, math.ceil((plan.block_ms - plan.settle_ms) / plan.samples_per_block / per))
-            bounds = [marks.mark()]
-            for _ in range(plan.samples_per_block):
-                for _ in range(per_sample):
-                    call()
-                bounds.append(marks.mark())
+            bounds = []
+            for _ in range(max(1, math.ceil((plan.block_ms - plan.settle_ms) / estimate[name]))):
+                marks.flush()
+                start = marks.mark()
+                call()
+                bounds.append((start, marks.mark()))
             marks.wait()
             t1 = time.perf_counter()
-            timed = [marks.ms(a, b) for a, b in zip(bounds, bounds[1:])]
-            samples[name] += [ms / (per_sample * repeats_of(call)) for ms in timed]
+            timed = [marks.ms(a, b) for a, b in bounds]
+            samples[name] += [ms / repeats_of(call) for ms in timed]
             windows[name].append((t1 - sum(timed) / 1e3, t1))
     return Blocks(samples, windows)
 
