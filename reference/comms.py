@@ -35,19 +35,33 @@ def ep_dispatch_combine(xs, splits):
     return all_to_all(processed, [list(row) for row in back])
 
 
+# A catalog entry's `op` names one of these; the catalog checks its names against this table.
+OPS = {"all_reduce": all_reduce, "all_gather": all_gather, "reduce_scatter": reduce_scatter,
+       "all_to_all": all_to_all, "ep_dispatch_combine": ep_dispatch_combine}
+
+
+def op(name):
+    """The collective of that name; an unknown name raises with the known ones."""
+    try:
+        return OPS[name]
+    except KeyError:
+        raise ValueError(f"unknown collective {name!r}; known: {', '.join(OPS)}") from None
+
+
+def run(name, xs, splits):
+    """The collective `name` over every rank's input; `splits` for the all-to-alls, else None."""
+    return op(name)(xs) if splits is None else op(name)(xs, splits)
+
+
 def prepare(variant, problem):
     """The math as an implementation, in one process over every rank's input: rank 0's result. Only
     on the CPU grid (see the catalog): it moves no data between devices, so it is no floor for a
     collective on GPUs."""
-    from variantbench.catalog.comms import rank_input
-
-    op = globals()[variant.op]
 
     def bound(numel):
         """The op over every rank's inputs of that size, inputs drawn once, outside any timed call."""
-        xs = [rank_input(problem.seed, rank, numel, problem.dtype, problem.device) for rank in range(problem.ranks)]
-        splits = problem.splits(numel)
-        return (lambda: op(xs, splits)) if splits else (lambda: op(xs))
+        xs, splits = problem.rank_inputs(numel), problem.splits(numel)
+        return lambda: run(variant.op, xs, splits)
 
     problem.check_outputs = bound(problem.check_numel())()
     full = bound(problem.numel)

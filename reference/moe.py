@@ -41,13 +41,27 @@ def sigmoid_grouped_topk(logits, k, selection_bias, n_groups, topk_groups, scale
     return experts, scale * weights / weights.sum(-1, keepdim=True)
 
 
-def route(router, config, x, router_weight, selection_bias):
-    """(experts (T, k) int64, weights (T, k) float32) for tokens x (T, dim)."""
+# A catalog entry's `router` names one of these: (logits (T, E) float32, the model's config, the
+# selection bias (E,) float32) -> (experts, weights). The catalog checks its names against this table.
+ROUTERS = {
+    "softmax_topk": lambda logits, config, selection_bias: softmax_topk(logits, config.top_k),
+    "sigmoid_grouped_topk": lambda logits, config, selection_bias: sigmoid_grouped_topk(
+        logits, config.top_k, selection_bias, config.n_groups, config.topk_groups, config.routed_scale),
+}
+
+
+def router(name):
+    """The router of that name; an unknown name raises with the known ones."""
+    try:
+        return ROUTERS[name]
+    except KeyError:
+        raise ValueError(f"unknown MoE router {name!r}; known: {', '.join(ROUTERS)}") from None
+
+
+def route(name, config, x, router_weight, selection_bias):
+    """(experts (T, k) int64, weights (T, k) float32) for tokens x (T, dim), by the router `name`."""
     logits = x.float() @ router_weight.float().t()
-    if router == "softmax_topk":
-        return softmax_topk(logits, config.top_k)
-    return sigmoid_grouped_topk(logits, config.top_k, selection_bias.float(), config.n_groups, config.topk_groups,
-                                config.routed_scale)
+    return router(name)(logits, config, selection_bias.float())
 
 
 def swiglu(x, w13, w2):

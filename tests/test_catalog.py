@@ -1,12 +1,15 @@
 """The catalog is complete and consistent, and the asv suite covers it."""
 
+import ast
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from variantbench.catalog import families
-from variantbench.catalog.attention import FAMILY
+from variantbench.catalog.attention import FAMILY, AttentionVariant
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -17,6 +20,38 @@ def test_names_are_unique_and_stable_strings():
             names = [x.name for x in items]
             assert len(names) == len(set(names))
             assert all(n == n.strip() and " " not in n for n in names)
+
+
+@pytest.mark.parametrize("name, fields, says", [
+    ("sliding_window_4096", {"window": 1024}, "window_4096 in its name means window=4096, but window=1024"),
+    ("gqa_4", {"kv_heads": 8}, "gqa_4 in its name means kv_heads=4, but kv_heads=8"),
+    ("gqa_4", {"kv_heads": "mha"}, "gqa_4 in its name means kv_heads=4, but kv_heads='mha'"),
+    ("softcap_30", {"softcap": 50.0}, "softcap_30 in its name means softcap=30, but softcap=50.0"),
+    ("prefix_lm_9", {"prefix": 8}, "prefix_lm_9 in its name means prefix=9, but prefix=8"),
+    ("sliding_window_1024_softcap_50", {"window": 1024, "softcap": 30.0}, "softcap_50 in its name means softcap=50"),
+    ("swa_512", {"window": 512}, "the number 512 in its name stands for no field"),
+])
+def test_a_number_in_an_attention_variant_name_must_be_the_field_it_names(name, fields, says):
+    with pytest.raises(ValueError, match=f"AttentionVariant '{name}': {says}"):
+        AttentionVariant(name, **fields)
+
+
+def test_names_that_agree_with_their_fields_are_made():
+    assert AttentionVariant("sliding_window_1024_softcap_50", window=1024, softcap=50.0).window == 1024
+    assert AttentionVariant("softcap_2.5", softcap=2.5).softcap == 2.5
+    assert AttentionVariant("mqa_window_9", kv_heads=1, window=9).window == 9
+    assert AttentionVariant("sliding_window", window=64).window == 64  # a name with no number claims none
+
+
+def test_the_reference_imports_nothing_of_the_harness():
+    """reference/ is the oracle the catalog is checked against: reference/comms.py once imported the
+    catalog's input drawing inside its prepare while the catalog imported it back (an import circle).
+    A reference gets what it needs from the problem it is handed."""
+    for path in sorted((ROOT / "reference").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.split(".")[0] in ("variantbench", "kernels") for n in names), f"{path.name}: {names}"
 
 
 def test_exactly_one_baseline_and_it_is_fused(monkeypatch):

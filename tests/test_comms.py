@@ -1,14 +1,18 @@
 """The comms family on CPU: the reference math, the split sizes, every collective through
 torch.distributed with gloo and 2 processes against the reference, and the skip below 2 GPUs."""
 
+import importlib
+import re
+
 import pytest
 import torch
 
 import reference.comms as reference_comms
+from kernels.comms import nccl
 from kernels.comms.nccl import replay_matches_eager, split_sizes
 from variantbench import cases, timing
 from variantbench.catalog import Unsupported, family
-from variantbench.catalog.comms import even_splits, routed_splits, uneven_splits
+from variantbench.catalog.comms import CommsVariant, even_splits, routed_splits, uneven_splits
 
 FAMILY = family("comms")
 
@@ -22,6 +26,34 @@ def test_reference_math_on_two_ranks():
     assert [t.tolist() for t in reference_comms.all_to_all(xs, splits)] == [[0, 10, 11], [1, 2, 3, 12, 13]]
     # round trip: rows come home multiplied by (the rank that processed them + 1)
     assert [t.tolist() for t in reference_comms.ep_dispatch_combine(xs, splits)] == [[0, 2, 4, 6], [10, 11, 24, 26]]
+
+
+@pytest.mark.parametrize("module", ["reference.comms", "kernels.comms.nccl"])
+def test_every_catalog_op_has_its_collective_in_each_implementation(module):
+    assert {v.op for v in FAMILY.variants} <= set(importlib.import_module(module).OPS)
+
+
+def test_an_unknown_op_fails_when_the_entry_is_made_with_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown collective 'broadcast'; known: all_reduce, all_gather, "):
+        CommsVariant("broadcast", "broadcast", "(n-1)/n", algorithm_bytes="buffer")
+
+
+@pytest.mark.parametrize("bus_factor, algorithm_bytes, unknown", [
+    ("2(n-1)/N", "buffer", "bus bandwidth factor '2(n-1)/N'"),  # a typo once counted as (n-1)/n
+    ("(n-1)/n", "twice the buffer", "algorithm bytes rule 'twice the buffer'"),
+])
+def test_an_unknown_bus_factor_or_byte_rule_fails_when_the_entry_is_made(bus_factor, algorithm_bytes, unknown):
+    with pytest.raises(ValueError, match=re.escape(f"unknown {unknown}; known: ")):
+        CommsVariant("all_reduce", "all_reduce", bus_factor, algorithm_bytes=algorithm_bytes)
+
+
+def test_an_unknown_op_fails_in_the_reference_and_in_a_ranks_buffers():
+    """A rank's dispatch once ran an all-to-all for any name it did not know."""
+    with pytest.raises(ValueError, match="unknown collective 'broadcast'"):
+        reference_comms.run("broadcast", [torch.ones(4)] * 2, None)
+    with pytest.raises(ValueError, match="unknown collective 'broadcast'"):
+        nccl._Collective(op="broadcast", rank=0, ranks=2, device="cpu", dtype=torch.float32, seed=0, numel=8,
+                         check_numel=8, splits=None, check_splits=None)
 
 
 def test_splits_cover_every_element_and_differ_between_pairs():
@@ -65,7 +97,7 @@ def test_a_collective_that_disagrees_with_the_reference_is_a_mismatch(monkeypatc
         back = [list(row) for row in zip(*splits)]
         return reference_comms.all_to_all([rows * rank for rank, rows in enumerate(arrived)], back)
 
-    monkeypatch.setattr(reference_comms, "ep_dispatch_combine", wrong)
+    monkeypatch.setitem(reference_comms.OPS, "ep_dispatch_combine", wrong)
     result = cases.check_one(cases.resolve("comms", "ep_dispatch_combine", "nccl", "comms-cpu-4k", "cpu"))
     assert result.status == "mismatch", result.line
 
@@ -78,7 +110,8 @@ def test_below_two_gpus_a_collective_is_skipped_with_the_reason(monkeypatch):
 
 def test_bus_bytes_follow_nccl_tests():
     shape = FAMILY.shape("comms-cpu-256k")
-    for name, factor in (("all_reduce", 1.0), ("all_gather", 1.0), ("reduce_scatter", 0.5)):  # 2 ranks
+    for name, factor in (("all_reduce", 1.0), ("all_gather", 1.0), ("reduce_scatter", 0.5), ("all_to_all", 0.5),
+                         ("ep_dispatch_combine", 1.0)):  # 2 ranks
         variant = FAMILY.variant(name)
         problem = FAMILY.make_problem(variant, shape, device=torch.device("cpu"), dtype=torch.float32, seed=0)
         assert FAMILY.work(variant, problem) == (0, int(problem.numel * 4 * factor)), name

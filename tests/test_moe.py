@@ -1,6 +1,8 @@
 """The moe family on CPU: routers (ties, renormalisation, group limits, the selection-only bias),
 the grouped_mm layer against the reference (empty experts included), the Zipf load, the work model."""
 
+import importlib
+
 import pytest
 import torch
 
@@ -8,6 +10,7 @@ from kernels.moe import grouped_mm
 from reference.moe import moe, route, sigmoid_grouped_topk, softmax_topk, top_k
 from variantbench import cases
 from variantbench.catalog import family
+from variantbench.catalog.moe import MoEVariant
 from variantbench.shapes import MoEShape, moe_model
 
 FAMILY = family("moe")
@@ -47,6 +50,31 @@ def test_group_limit_excludes_a_strong_expert_of_a_weak_group():
     logits = torch.tensor([[3.0, -6.0, 2.0, 2.0]])
     experts, _ = sigmoid_grouped_topk(logits, 2, torch.zeros(4), n_groups=2, topk_groups=1, scale=1.0)
     assert sorted(experts[0].tolist()) == [2, 3]
+
+
+def test_an_unknown_router_fails_when_the_entry_is_made_with_the_known_ones():
+    """It once ran DeepSeek's router, in the reference and in every kernel, and `check` passed it."""
+    known = "softmax_topk, sigmoid_grouped_topk"
+    with pytest.raises(ValueError, match=f"unknown MoE router 'sigmoid_topk'; known: {known}"):
+        MoEVariant("sigmoid_topk", "sigmoid_topk")
+
+
+def test_a_number_in_a_moe_variant_name_stands_for_no_field():
+    """Top-k comes from the shape's model: `softmax_topk_2` would claim what no field sets."""
+    with pytest.raises(ValueError, match="'softmax_topk_2': the number 2 in its name stands for no field"):
+        MoEVariant("softmax_topk_2", "softmax_topk")
+
+
+@pytest.mark.parametrize("module", ["reference.moe", "kernels.moe.grouped_mm"])
+def test_every_catalog_router_has_its_function(module):
+    assert {v.router for v in FAMILY.variants} <= set(importlib.import_module(module).ROUTERS)
+
+
+@pytest.mark.parametrize("route_by_name", [route, grouped_mm._route], ids=["reference", "grouped_mm"])
+def test_an_unknown_router_fails_where_routing_looks_it_up(route_by_name):
+    x = torch.randn(4, TINY.dim)
+    with pytest.raises(ValueError, match="unknown .*router 'sigmoid_topk'; known: softmax_topk, sigmoid_grouped_topk"):
+        route_by_name("sigmoid_topk", TINY, x, torch.randn(TINY.n_experts, TINY.dim), torch.zeros(TINY.n_experts))
 
 
 @pytest.mark.parametrize("router", ["softmax_topk", "sigmoid_grouped_topk"])
@@ -109,6 +137,16 @@ def test_work_counts_routed_pairs_and_only_the_experts_reached():
 
 
 triton_moe = pytest.importorskip("kernels.moe.triton_moe")
+
+
+def test_every_catalog_router_has_its_triton_kernel():
+    assert {v.router for v in FAMILY.variants} <= set(triton_moe.ROUTERS)
+
+
+def test_an_unknown_router_fails_in_the_triton_wrapper():
+    x = torch.randn(4, TINY.dim)
+    with pytest.raises(ValueError, match="unknown Triton MoE router 'sigmoid_topk'; known: softmax_topk, "):
+        triton_moe.route("sigmoid_topk", TINY, x, torch.randn(TINY.n_experts, TINY.dim), torch.zeros(TINY.n_experts))
 
 
 @pytest.mark.parametrize("router", ["softmax_topk", "sigmoid_grouped_topk"])

@@ -23,11 +23,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
+from variantbench.catalog import lookup
 from variantbench.catalog.comms import rank_input
 from variantbench.progress import progress, stall_dumps
 
@@ -62,6 +65,72 @@ def split_sizes(splits, rank):
     return arrived, sent
 
 
+def _in_place(x, ranks, rank, splits):
+    return x
+
+
+def _gathered(x, ranks, rank, splits):
+    return x.new_empty(x.numel() * ranks)
+
+
+def _scattered(x, ranks, rank, splits):
+    return x.new_empty(x.numel() // ranks)
+
+
+def _received(x, ranks, rank, splits):
+    return x.new_empty(sum(row[rank] for row in splits))
+
+
+def _all_reduce(x, out, splits, rank):
+    dist.all_reduce(x)
+    return x
+
+
+def _all_gather(x, out, splits, rank):
+    dist.all_gather_into_tensor(out, x)
+    return out
+
+
+def _reduce_scatter(x, out, splits, rank):
+    dist.reduce_scatter_tensor(out, x)
+    return out
+
+
+def _all_to_all(x, out, splits, rank):
+    arrived, sent = split_sizes(splits, rank)
+    dist.all_to_all_single(out, x, arrived, sent)
+    return out
+
+
+def _ep_dispatch_combine(x, out, splits, rank):
+    arrived, sent = split_sizes(splits, rank)
+    dist.all_to_all_single(out, x, arrived, sent)
+    # the expert: rows that reached rank r are multiplied by r + 1; then back to their sources
+    dist.all_to_all_single(x, out * (rank + 1), sent, arrived)
+    return x
+
+
+@dataclass(frozen=True)
+class _Op:
+    """A collective as each rank runs it. `output(x, ranks, rank, splits)`: the buffer its result lands
+    in (x itself where it works in place: the capture check tells the two apart by identity);
+    `once(x, out, splits, rank)`: one collective, returning the buffer that holds its result."""
+
+    output: Callable
+    once: Callable
+
+
+# reference/comms.py's collectives by the same names (a catalog entry's `op`, sent to every rank by
+# name). tests/test_comms.py checks that every catalog op has an entry here.
+OPS = {
+    "all_reduce": _Op(_in_place, _all_reduce),  # torch.distributed's all-reduce is in place
+    "all_gather": _Op(_gathered, _all_gather),
+    "reduce_scatter": _Op(_scattered, _reduce_scatter),
+    "all_to_all": _Op(_received, _all_to_all),
+    "ep_dispatch_combine": _Op(_received, _ep_dispatch_combine),
+}
+
+
 class _Collective:
     """One rank's buffers and collective for a case: `check()` runs it on the check-sized inputs and
     returns the output; `run(n)` runs it n times on the full-sized ones: on CUDA as one CUDA graph of
@@ -77,32 +146,10 @@ class _Collective:
 
     def _buffers(self, numel, splits):
         x = rank_input(self.seed, self.rank, numel, self.dtype, self.device)
-        received = sum(row[self.rank] for row in splits) if splits else None
-        out = {
-            "all_reduce": x,  # torch.distributed's all-reduce is in place
-            "all_gather": torch.empty(numel * self.ranks, dtype=self.dtype, device=self.device),
-            "reduce_scatter": torch.empty(numel // self.ranks, dtype=self.dtype, device=self.device),
-        }.get(self.op)
-        if splits:
-            out = torch.empty(received, dtype=self.dtype, device=self.device)
-        return x, out, splits
+        return x, lookup(OPS, self.op, "collective").output(x, self.ranks, self.rank, splits), splits
 
     def _once(self, x, out, splits):
-        if self.op == "all_reduce":
-            dist.all_reduce(x)
-        elif self.op == "all_gather":
-            dist.all_gather_into_tensor(out, x)
-        elif self.op == "reduce_scatter":
-            dist.reduce_scatter_tensor(out, x)
-        else:
-            arrived, sent = split_sizes(splits, self.rank)
-            dist.all_to_all_single(out, x, arrived, sent)
-            if self.op == "ep_dispatch_combine":
-                # the expert: rows that reached rank r are multiplied by r + 1; then back to their sources
-                processed = out * (self.rank + 1)
-                dist.all_to_all_single(x, processed, sent, arrived)
-                return x
-        return out
+        return OPS[self.op].once(x, out, splits, self.rank)  # a known name: _buffers looked it up first
 
     def check(self):
         x, out, splits = self._buffers(self.check_numel, self.check_splits)

@@ -10,12 +10,15 @@ unsupported rather than silently timing a per-expert loop.
 import torch
 import torch.nn.functional as F
 
+from variantbench.catalog import lookup
 
-def _route(router, config, x, router_weight, selection_bias):
-    logits = x.float() @ router_weight.float().t()
-    if router == "softmax_topk":
-        weights, experts = torch.topk(torch.softmax(logits, dim=-1), config.top_k, dim=-1)
-        return experts, weights / weights.sum(-1, keepdim=True)
+
+def _softmax_topk(logits, config, selection_bias):
+    weights, experts = torch.topk(torch.softmax(logits, dim=-1), config.top_k, dim=-1)
+    return experts, weights / weights.sum(-1, keepdim=True)
+
+
+def _sigmoid_grouped_topk(logits, config, selection_bias):
     scores = torch.sigmoid(logits)
     biased = scores + selection_bias
     tokens, n_experts = scores.shape
@@ -27,6 +30,16 @@ def _route(router, config, x, router_weight, selection_bias):
     experts = torch.topk(biased, config.top_k, dim=-1).indices
     weights = scores.gather(1, experts)
     return experts, config.routed_scale * weights / weights.sum(-1, keepdim=True)
+
+
+# reference/moe.py's routers by the same names: (logits (T, E) float32, config, selection_bias) ->
+# (experts, weights). tests/test_moe.py checks that every catalog router has an entry here.
+ROUTERS = {"softmax_topk": _softmax_topk, "sigmoid_grouped_topk": _sigmoid_grouped_topk}
+
+
+def _route(router, config, x, router_weight, selection_bias):
+    logits = x.float() @ router_weight.float().t()
+    return lookup(ROUTERS, router, "grouped_mm MoE router")(logits, config, selection_bias)
 
 
 def prepare(variant, problem):

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from variantbench.catalog import lookup
+
 BLOCK_T = 16  # tokens per router program: tl.dot's smallest tile side
 BLOCK_D = 64  # columns per load in every kernel here
 ROWS_PER_PROGRAM = 16  # rows per permute / unpermute program
@@ -152,25 +154,33 @@ def _unpermute_kernel(rows_ptr, position_ptr, weights_ptr, y_ptr, tokens, dim,
         tl.store(y_ptr + offs_t[:, None] * dim + offs_d[None, :], acc.to(y_ptr.dtype.element_ty), mask=keep)
 
 
+def _softmax_topk(config, x, router_weight, selection_bias, experts, weights, grid, common):
+    _softmax_topk_router_kernel[grid](
+        x, router_weight, experts, weights, x.shape[0], x.shape[1], x.stride(0), router_weight.stride(0), **common)
+
+
+def _sigmoid_grouped_topk(config, x, router_weight, selection_bias, experts, weights, grid, common):
+    per_group = config.n_experts // config.n_groups
+    _sigmoid_grouped_router_kernel[grid](
+        x, router_weight, selection_bias, experts, weights, x.shape[0], x.shape[1], x.stride(0),
+        router_weight.stride(0), config.routed_scale, N_GROUPS=common["E_PAD"] // per_group,
+        TOPK_GROUPS=config.topk_groups, PER_GROUP=per_group, **common)
+
+
+# reference/moe.py's routers by the same names, each launching its router kernel into `experts` and
+# `weights`. tests/test_moe.py checks that every catalog router has an entry here.
+ROUTERS = {"softmax_topk": _softmax_topk, "sigmoid_grouped_topk": _sigmoid_grouped_topk}
+
+
 def route(router, config, x, router_weight, selection_bias):
     """(experts (T, k) int32, weights (T, k) float32) as reference/moe.py's router of that name."""
-    tokens, dim = x.shape
-    top_k, n_experts = config.top_k, config.n_experts
+    launch = lookup(ROUTERS, router, "Triton MoE router")
+    tokens, top_k, n_experts = x.shape[0], config.top_k, config.n_experts
     experts = torch.empty(tokens, top_k, dtype=torch.int32, device=x.device)
     weights = torch.empty(tokens, top_k, dtype=torch.float32, device=x.device)
-    grid = (triton.cdiv(tokens, BLOCK_T),)
-    e_pad = max(16, triton.next_power_of_2(n_experts))
-    common = dict(N_EXPERTS=n_experts, E_PAD=e_pad, TOP_K=top_k, K_PAD=triton.next_power_of_2(top_k),
-                  BLOCK_T=BLOCK_T, BLOCK_D=BLOCK_D)
-    if router == "softmax_topk":
-        _softmax_topk_router_kernel[grid](
-            x, router_weight, experts, weights, tokens, dim, x.stride(0), router_weight.stride(0), **common)
-    else:
-        per_group = n_experts // config.n_groups
-        _sigmoid_grouped_router_kernel[grid](
-            x, router_weight, selection_bias, experts, weights, tokens, dim, x.stride(0), router_weight.stride(0),
-            config.routed_scale, N_GROUPS=e_pad // per_group, TOPK_GROUPS=config.topk_groups, PER_GROUP=per_group,
-            **common)
+    common = dict(N_EXPERTS=n_experts, E_PAD=max(16, triton.next_power_of_2(n_experts)), TOP_K=top_k,
+                  K_PAD=triton.next_power_of_2(top_k), BLOCK_T=BLOCK_T, BLOCK_D=BLOCK_D)
+    launch(config, x, router_weight, selection_bias, experts, weights, (triton.cdiv(tokens, BLOCK_T),), common)
     return experts, weights
 
 

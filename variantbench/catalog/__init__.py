@@ -1,11 +1,13 @@
 """The catalog: every family's variants, implementations, baseline and shapes, as plain data.
 
 One module per family (`attention.py`, ...) holds its entries; this module holds the types they share
-and the tuple of families. Implementation code is named by module path, never imported here, so
-`variantbench list` needs neither a GPU nor Triton.
+and the tuple of families. Kernel code is named by module path, never imported here, so
+`variantbench list` needs neither a GPU nor Triton; an entry's router or collective name is checked
+against reference/'s table of them (torch only) when the entry is made.
 """
 
 import importlib
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -15,6 +17,42 @@ class Unsupported(Exception):
 
     The suite turns it into an asv skip (NotImplementedError); the CLI prints it as a reason.
     """
+
+
+def lookup(table: dict, name: str, what: str):
+    """table[name]; an unknown name raises ValueError naming it and every known one (STYLE 13: an
+    unknown router once ran DeepSeek's silently, and `check` passed it)."""
+    try:
+        return table[name]
+    except KeyError:
+        raise ValueError(f"unknown {what} {name!r}; known: {', '.join(table)}") from None
+
+
+def check_numbers_in_name(entry, fields_by_part: dict[str, str]):
+    """Raise ValueError unless every number in `entry.name` equals the field it stands for.
+
+    A number is a `_`-separated token of the name; the name part just before it says which field:
+    with {"window": "window"}, `sliding_window_1024` needs window == 1024. A number after no part of
+    `fields_by_part` is refused too. History is kept by name, so a name that says one thing while the
+    fields do another (`sliding_window_4096` with window=1024) would file one variant's timings under
+    another's name.
+    """
+    kind = type(entry).__name__
+    tokens = entry.name.split("_")
+    known = ", ".join(f"{part}_N for {field}" for part, field in fields_by_part.items()) or "none"
+    for i, token in enumerate(tokens):
+        if not re.fullmatch(r"\d+(\.\d+)?", token):
+            continue
+        parts = [p for p in fields_by_part if tokens[:i][-len(p.split("_")):] == p.split("_")]
+        if not parts:
+            raise ValueError(f"{kind} {entry.name!r}: the number {token} in its name stands for no field "
+                             f"(numbers its name may carry: {known})")
+        part = max(parts, key=len)
+        field = fields_by_part[part]
+        value = getattr(entry, field)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != float(token):
+            raise ValueError(f"{kind} {entry.name!r}: {part}_{token} in its name means {field}={token}, but "
+                             f"{field}={value!r}")
 
 
 @dataclass(frozen=True)

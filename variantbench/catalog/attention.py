@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from variantbench.catalog import Family, Implementation, Unsupported, sample_rows
+from variantbench.catalog import Family, Implementation, Unsupported, check_numbers_in_name, sample_rows
 from variantbench.shapes import ATTENTION_SHAPES, AttentionShape
 
 # The reference materialises (B, H, Sq, Skv) float32 scores and two more tensors that size for softmax;
@@ -98,6 +98,12 @@ def alibi_score(n_heads, offset, device):
     return alibi
 
 
+# The number after each of these name parts is that field: sliding_window_1024 is window=1024,
+# gqa_8 kv_heads=8, softcap_50 softcap=50, prefix_lm_9 prefix=9. Checked when an entry is made.
+NUMBERED_NAME_PARTS = {"window": "window", "gqa": "kv_heads", "softcap": "softcap", "prefix": "prefix",
+                       "prefix_lm": "prefix"}
+
+
 @dataclass(frozen=True)
 class AttentionVariant:
     name: str
@@ -110,6 +116,9 @@ class AttentionVariant:
     alibi: bool = False
     baseline: bool = False
     note: str = ""
+
+    def __post_init__(self):
+        check_numbers_in_name(self, NUMBERED_NAME_PARTS)
 
     def n_kv_heads(self, shape: AttentionShape) -> int:
         config = shape.config

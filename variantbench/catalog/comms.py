@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from variantbench.catalog import Family, Implementation
+from reference import comms as reference_comms
+from reference.moe import softmax_topk
+from variantbench.catalog import Family, Implementation, check_numbers_in_name, lookup
 from variantbench.shapes import COMMS_SHAPES
 
 # The check runs each collective on at most this many elements per rank: the wrapper's layout and
@@ -44,8 +46,6 @@ def uneven_splits(seed, ranks, numel, row=1):
 def routed_splits(seed, ranks, numel):
     """Dispatch sizes from a real routing: each rank's numel / EP_ROW tokens pick their top-2 of 8
     experts through a softmax router over seeded logits; expert e lives on rank e * ranks / 8."""
-    from reference.moe import softmax_topk
-
     gen = torch.Generator().manual_seed(seed)
     tokens = numel // (EP_ROW * EP_TOP_K)
     splits = []
@@ -56,33 +56,65 @@ def routed_splits(seed, ranks, numel):
     return splits
 
 
+# nccl-tests' bus bandwidth factors (its doc/PERFORMANCE.md), by the formula a variant names: the
+# algorithm bandwidth times this is comparable with the link's peak.
+BUS_FACTORS = {"2(n-1)/n": lambda ranks: 2 * (ranks - 1) / ranks, "(n-1)/n": lambda ranks: (ranks - 1) / ranks}
+
+# The bytes a collective counts as moved (nccl-tests' algorithm bytes), from the per-rank buffer's
+# bytes, by the rule a variant names.
+ALGORITHM_BYTES = {
+    "buffer": lambda nbytes, ranks: nbytes,  # all-reduce; reduce-scatter's input; all-to-all
+    "every rank's buffer": lambda nbytes, ranks: ranks * nbytes,  # all-gather's output
+    "buffer there and back": lambda nbytes, ranks: 2 * nbytes,  # dispatch, then combine
+}
+
+
 @dataclass(frozen=True)
 class CommsVariant:
+    """`op` names a collective of reference/comms.py's OPS (kernels/comms/nccl.py has its own table of
+    them); `bus_factor` and `algorithm_bytes` name rules of the tables above. Names, checked when the
+    entry is made, so a typo fails before anything runs; ranks receive the op by name."""
+
     name: str
-    op: str  # a function of reference/comms.py
-    bus_factor: str  # nccl-tests' bus bandwidth factor: "2(n-1)/n" or "(n-1)/n"
+    op: str
+    bus_factor: str
+    algorithm_bytes: str
     baseline: bool = False
     note: str = ""
     # (seed, ranks, numel) -> splits[src][dst] element counts, for the all-to-all collectives
     splits: Callable[[int, int, int], list[list[int]]] | None = None
 
+    def __post_init__(self):
+        reference_comms.op(self.op)
+        lookup(BUS_FACTORS, self.bus_factor, "bus bandwidth factor")
+        lookup(ALGORITHM_BYTES, self.algorithm_bytes, "algorithm bytes rule")
+        check_numbers_in_name(self, {})
+
     def unsupported(self, shape) -> str | None:
         return None
 
     def bus_bandwidth_factor(self, ranks):
-        return 2 * (ranks - 1) / ranks if self.bus_factor == "2(n-1)/n" else (ranks - 1) / ranks
+        return BUS_FACTORS[self.bus_factor](ranks)
+
+    def bytes_moved(self, nbytes, ranks):
+        """nccl-tests' algorithm bytes of one collective over per-rank buffers of `nbytes`."""
+        return ALGORITHM_BYTES[self.algorithm_bytes](nbytes, ranks)
 
 
 VARIANTS = (
-    CommsVariant("all_reduce", "all_reduce", "2(n-1)/n", baseline=True, note="sum over ranks, result on every rank"),
-    CommsVariant("all_gather", "all_gather", "(n-1)/n", note="every rank's tensor on every rank"),
-    CommsVariant("reduce_scatter", "reduce_scatter", "(n-1)/n", note="sum over ranks, rank r keeps chunk r"),
-    CommsVariant("all_to_all", "all_to_all", "(n-1)/n", splits=uneven_splits,
+    CommsVariant("all_reduce", "all_reduce", "2(n-1)/n", algorithm_bytes="buffer", baseline=True,
+                 note="sum over ranks, result on every rank"),
+    CommsVariant("all_gather", "all_gather", "(n-1)/n", algorithm_bytes="every rank's buffer",
+                 note="every rank's tensor on every rank"),
+    CommsVariant("reduce_scatter", "reduce_scatter", "(n-1)/n", algorithm_bytes="buffer",
+                 note="sum over ranks, rank r keeps chunk r"),
+    CommsVariant("all_to_all", "all_to_all", "(n-1)/n", algorithm_bytes="buffer", splits=uneven_splits,
                  note="uneven seeded splits between every pair of ranks (bus bandwidth by nccl-tests' even formula: "
                       "the busiest rank moves more)"),
-    CommsVariant("all_to_all_even", "all_to_all", "(n-1)/n", splits=even_splits,
+    CommsVariant("all_to_all_even", "all_to_all", "(n-1)/n", algorithm_bytes="buffer", splits=even_splits,
                  note="numel / ranks to every rank: nccl-tests' alltoall, and a capacity-padded expert dispatch"),
-    CommsVariant("ep_dispatch_combine", "ep_dispatch_combine", "(n-1)/n", splits=routed_splits,
+    CommsVariant("ep_dispatch_combine", "ep_dispatch_combine", "(n-1)/n", algorithm_bytes="buffer there and back",
+                 splits=routed_splits,
                  note="expert-parallel dispatch and combine of routed tokens (Mixtral top-2 of 8 routing)"),
 )
 
@@ -140,6 +172,10 @@ class CommsProblem:
     def splits(self, numel):
         return self.variant.splits(self.seed, self.ranks, numel) if self.variant.splits else None
 
+    def rank_inputs(self, numel):
+        """Every rank's input of `numel` elements, in rank order, as each rank draws its own."""
+        return [rank_input(self.seed, rank, numel, self.dtype, self.device) for rank in range(self.ranks)]
+
     def check_numel(self):
         return min(self.numel, CHECK_NUMEL)
 
@@ -154,15 +190,12 @@ def make_problem(variant, shape, *, device, dtype, seed, requires_grad=False):
 
 def check_views(variant, problem, out, rows):
     """Every rank's output of the check run against the reference on the same inputs."""
-    import reference.comms as reference_comms
-
     numel = problem.check_numel()
     splits = problem.splits(numel)
 
     def reference(dtype):
-        xs = [rank_input(problem.seed, r, numel, problem.dtype, problem.device).to(dtype) for r in range(problem.ranks)]
-        op = getattr(reference_comms, variant.op)
-        return torch.cat(op(xs, splits) if splits else op(xs))
+        xs = [x.to(dtype) for x in problem.rank_inputs(numel)]
+        return torch.cat(reference_comms.run(variant.op, xs, splits))
 
     # Inputs are drawn on the problem's device (a CUDA generator's values differ from the CPU's), the
     # outputs came back from every rank to the CPU: compare on the problem's device.
@@ -170,12 +203,9 @@ def check_views(variant, problem, out, rows):
 
 
 def work(variant, problem, backward=False):
-    """(0 FLOPs, bus bytes): nccl-tests' bus bandwidth, the algorithm bytes times the factor that makes
-    it comparable with the link's peak (2(n-1)/n for all-reduce, (n-1)/n for the others). Algorithm
-    bytes: the per-rank buffer for all-reduce, reduce-scatter's input and all-to-all; all-gather's
-    output (n x per rank); the dispatch/combine round trip moves its buffer twice."""
-    nbytes = problem.numel * problem.x.element_size()
-    algorithm_bytes = {"all_gather": problem.ranks * nbytes, "ep_dispatch_combine": 2 * nbytes}.get(variant.op, nbytes)
+    """(0 FLOPs, bus bytes): nccl-tests' bus bandwidth, the variant's algorithm bytes times its bus
+    factor, which makes it comparable with the link's peak (see BUS_FACTORS and ALGORITHM_BYTES)."""
+    algorithm_bytes = variant.bytes_moved(problem.numel * problem.x.element_size(), problem.ranks)
     return 0, math.ceil(algorithm_bytes * variant.bus_bandwidth_factor(problem.ranks))
 
 

@@ -10,16 +10,26 @@ from dataclasses import dataclass
 
 import torch
 
-from variantbench.catalog import Family, Implementation, sample_rows
+from reference import moe as reference_moe
+from variantbench.catalog import Family, Implementation, check_numbers_in_name, sample_rows
 from variantbench.shapes import MOE_SHAPES, MoEShape
 
 
 @dataclass(frozen=True)
 class MoEVariant:
+    """`router` names a router of reference/moe.py's ROUTERS (each implementation has its own table of
+    them). A name, not the function: kernels never import the reference, and a name can be checked
+    here, when the entry is made, so an unknown router fails before anything runs. Top-k, groups and
+    the routed scale come from the shape's model, so a name carries no numbers."""
+
     name: str
-    router: str  # a router function of reference/moe.py: softmax_topk | sigmoid_grouped_topk
+    router: str
     baseline: bool = False
     note: str = ""
+
+    def __post_init__(self):
+        reference_moe.router(self.router)
+        check_numbers_in_name(self, {})
 
     def unsupported(self, shape) -> str | None:
         return None
@@ -129,18 +139,16 @@ def check_views(variant, problem, out, rows):
     """Up to `rows` sampled tokens (a token's output depends on no other token), leaving out any whose
     routing flips between float32 and float64 logits: a near-tie that rounding may break either way,
     where any two correct implementations may disagree."""
-    from reference.moe import moe, route
-
     picked = sample_rows(problem.x.shape[0], rows, problem.seed).to(problem.x.device)
     x = problem.x[picked]
     args = (problem.router_weight, problem.selection_bias)
-    experts32 = route(variant.router, problem.config, x, *args)[0]
-    experts64 = route(variant.router, problem.config, x.double(), *(a.double() for a in args))[0]
+    experts32 = reference_moe.route(variant.router, problem.config, x, *args)[0]
+    experts64 = reference_moe.route(variant.router, problem.config, x.double(), *(a.double() for a in args))[0]
     stable = (experts32.sort(-1).values == experts64.sort(-1).values).all(-1)
     picked, x = picked[stable], x[stable]
 
     def reference(dtype):
-        return moe(variant.router, problem.config, x, *args, problem.w13, problem.w2, problem.shared13,
+        return reference_moe.moe(variant.router, problem.config, x, *args, problem.w13, problem.w2, problem.shared13,
                    problem.shared2, compute_dtype=dtype)
 
     return reference, out[picked], int(picked.numel())
@@ -151,11 +159,9 @@ def work(variant, problem, backward=False):
     (gate, up, down), 6 dim ffn FLOPs; the shared expert on every token; the router's T x dim x E.
     Bytes: the weights of the experts at least one token reached (decode reads only those), the shared
     expert and router weights, the tokens in and out."""
-    from reference.moe import route
-
     config = problem.config
     tokens, dim, ffn = problem.x.shape[0], config.dim, config.ffn_dim
-    experts, _ = route(variant.router, config, problem.x, problem.router_weight, problem.selection_bias)
+    experts, _ = reference_moe.route(variant.router, config, problem.x, problem.router_weight, problem.selection_bias)
     hit = int(torch.unique(experts).numel())
     shared_ffn = config.n_shared * ffn
     flops = 6 * dim * ffn * experts.numel() + 6 * dim * shared_ffn * tokens + 2 * tokens * dim * config.n_experts
