@@ -4,14 +4,16 @@ from disk with no network.
 asv publish renders the per-benchmark history; its pages load jQuery, Flot and Bootstrap from CDNs,
 so the site carries those libraries (variantbench/assets/vendor, from npm: jquery 3.3.1, flot 0.8.3,
 flot-orderbars 1.0.0, stupid-table-plugin 1.1.3, blueimp-md5 2.19.0, bootstrap 3.1.1) and its pages
-are pointed at them. The summary page (variantbench/index.html) shows, per machine (never mixed) and
-family: the latest commit's figures for every variant and implementation, flagged variants first,
-and matplotlib plots of the ratio to baseline against the signal budget, % of roofline per
-implementation, and each forward's history over commits with regressions marked.
+are pointed at them. The summary page (variantbench/index.html) shows, per machine (never mixed: one
+machine name measured on two GPU models or software stacks is two sections) and family: the latest
+commit's figures for every variant and implementation, flagged variants first, and matplotlib plots
+of the ratio to baseline against the signal budget, % of roofline per implementation, and each
+forward's history over commits with regressions (variantbench.history) marked.
 """
 
 import html
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from variantbench import history as hist
 from variantbench import results
 from variantbench.catalog import families
 
@@ -55,6 +58,26 @@ FIGURES = (
 
 class ReportError(Exception):
     """The report cannot be built (no results, asv publish failed); the message says why."""
+
+
+def load(results_dir: Path) -> pd.DataFrame:
+    """The tidy history of results_dir; ReportError where it has none (a missing or empty folder)."""
+    frame = results.load_history(results_dir)
+    if frame.empty:
+        raise ReportError(f"no results under {results_dir}: run `variantbench run` first")
+    return frame
+
+
+def _check_asv_inputs(results_dir: Path):
+    """The files asv publish reads besides the results, each read here first: asv's own message
+    names no file for benchmarks.json and says to run asv itself."""
+    for path in [Path(results_dir) / "benchmarks.json", *sorted(Path(results_dir).glob("*/machine.json"))]:
+        try:
+            json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            why = "missing" if isinstance(error, FileNotFoundError) else f"not readable JSON ({error})"
+            raise ReportError(f"{path}: {why}; `variantbench run` writes it beside the results it records "
+                              "(or restore the committed copy with git checkout)") from None
 
 
 def publish_asv(root: Path, results_dir: Path, html_dir: Path):
@@ -111,41 +134,27 @@ def _family_of(benchmark):
 def latest_table(frame: pd.DataFrame, budget_for) -> pd.DataFrame:
     """One row per (family, shape, variant, implementation) of one commit's results: the FIGURES,
     the budget and its verdict ("failed", "over budget", "within", or "" with no ratio)."""
+    columns = [c for _, c, _ in FIGURES]
     rows = {}
     for ending, column, scale in FIGURES:
         picked = frame[frame.benchmark.str.endswith(ending)]
         for benchmark, params, value, failed in zip(picked.benchmark, picked.params, picked.value, picked.failed):
             if len(params) < 3:
                 continue
-            row = rows.setdefault((_family_of(benchmark), params[2], params[0], params[1]), {})
+            row = rows.setdefault((_family_of(benchmark), params[2], params[0], params[1]),
+                                  {"failed": False, **dict.fromkeys(columns, float("nan"))})
             if failed:
                 row["failed"] = True
             elif value == value:
                 row[column] = float(value) * scale
-    table = pd.DataFrame(
-        [{"family": k[0], "shape": k[1], "variant": k[2], "implementation": k[3], **v} for k, v in rows.items()])
-    if table.empty:
-        return pd.DataFrame(columns=["family", "shape", "variant", "implementation",
-                                     *[c for _, c, _ in FIGURES], "failed", "budget", "verdict"])
-    for _, column, _ in FIGURES:
-        if column not in table.columns:
-            table[column] = float("nan")
-    if "failed" not in table.columns:
-        table["failed"] = False
-    table["failed"] = table.failed.fillna(False).astype(bool)
-    measured = table[[c for _, c, _ in FIGURES]].notna().any(axis=1) | table.failed
-    table = table[measured].copy()
+    table = pd.DataFrame([{"family": k[0], "shape": k[1], "variant": k[2], "implementation": k[3], **v}
+                          for k, v in rows.items()], columns=["family", "shape", "variant", "implementation",
+                                                              *columns, "failed"])
+    table = table[table[columns].notna().any(axis=1) | table.failed.astype(bool)].copy()
     table["budget"] = [budget_for(f, v) for f, v in zip(table.family, table.variant)]
-
-    def verdict(row):
-        if row.failed and row["ms"] != row["ms"]:
-            return "failed"
-        ratio = row["x baseline"]
-        if ratio != ratio:
-            return ""
-        return "over budget" if ratio > row.budget else "within"
-
-    table["verdict"] = table.apply(verdict, axis=1)
+    table["verdict"] = ["failed" if failed and ms != ms else "" if ratio != ratio else
+                        "over budget" if ratio > budget else "within" for failed, ms, ratio, budget
+                        in zip(table.failed, table["ms"], table["x baseline"], table.budget)]
     return table
 
 
@@ -171,31 +180,6 @@ def family_table(mine: pd.DataFrame, order: pd.DataFrame, family: str, budget_fo
         "verdict", key=lambda v: v.map(VERDICT_ORDER), kind="stable")
 
 
-def history_frame(history: pd.DataFrame, machine: str) -> pd.DataFrame:
-    """Forward times of one machine over its commits, in commit-date order: one column per case,
-    NaN where a commit has no figure for it (a gap, a new or removed benchmark, a failure)."""
-    forward = history[(history.machine == machine) & history.benchmark.str.endswith("Forward.time_forward")]
-    forward = forward[forward.params.map(len) >= 3]
-    if forward.empty:
-        return pd.DataFrame()
-    order = commit_dates(history[history.machine == machine]).drop_duplicates("commit")
-    cases = forward.assign(case=[f"{_family_of(b)}/{p[0]}/{p[1]}/{p[2]}" for b, p in zip(forward.benchmark, forward.params)],
-                           ms=pd.to_numeric(forward.value, errors="coerce") * 1e3)
-    table = cases.pivot_table(index="commit", columns="case", values="ms", aggfunc="first")
-    return table.reindex([c for c in order.commit if c in table.index])
-
-
-def regressions(times: pd.DataFrame, factor: float) -> list:
-    """(case, commit) where a forward got slower than the previous commit that measured it by more
-    than the regression factor: the marks on the history plot."""
-    marks = []
-    for case in times.columns:
-        series = times[case].dropna()
-        steps = series / series.shift(1)
-        marks += [(case, commit) for commit, step in steps.items() if step == step and step > factor]
-    return marks
-
-
 def _plots(out: Path, stem: str, table: pd.DataFrame, times: pd.DataFrame, marks: list) -> dict:
     """matplotlib figures of one machine's family: {kind: file name}."""
     import matplotlib
@@ -216,10 +200,7 @@ def _plots(out: Path, stem: str, table: pd.DataFrame, times: pd.DataFrame, marks
         ax.set_xscale("log")
         ax.set_xlabel("cost per useful work, x the family baseline (log)")
         ax.legend(loc="lower right", fontsize=8)
-        fig.tight_layout()
-        made["ratio"] = f"{stem}-ratio.png"
-        fig.savefig(out / made["ratio"], dpi=90)
-        plt.close(fig)
+        made["ratio"] = _save(fig, out / f"{stem}-ratio.png")
     peak = table.dropna(subset=["% roofline"])
     if not peak.empty:
         pivot = peak.pivot_table(index="variant", columns="implementation", values="% roofline", aggfunc="max")
@@ -229,36 +210,25 @@ def _plots(out: Path, stem: str, table: pd.DataFrame, times: pd.DataFrame, marks
         ax.set_ylabel("% of roofline (measured peaks)")
         ax.set_ylim(0, 105)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        made["roofline"] = f"{stem}-roofline.png"
-        fig.savefig(out / made["roofline"], dpi=90)
-        plt.close(fig)
-    if not times.empty and len(times.index) > 0:
-        fig, ax = plt.subplots(figsize=(9, 3.6))
-        x = range(len(times.index))
-        for case in times.columns:
-            relative = times[case] / times[case].dropna().iloc[0] if times[case].notna().any() else times[case]
-            ax.plot(x, relative, marker=".", linewidth=1, label=case if len(times.columns) <= 12 else None)
-        for case, commit in marks:
-            i = list(times.index).index(commit)
-            ax.plot([i], [times[case][commit] / times[case].dropna().iloc[0]], "x", color="#c0392b", markersize=10,
-                    markeredgewidth=2)
-        ax.set_xticks(list(x), [c[:8] for c in times.index], rotation=45, fontsize=7)
-        ax.set_ylabel("forward time / first measured")
-        ax.set_title(f"{len(times.columns)} forward benchmarks over {len(times.index)} commits; x: regression",
-                     fontsize=9)
-        if len(times.columns) <= 12:
-            ax.legend(fontsize=6)
-        fig.tight_layout()
-        made["history"] = f"{stem}-history.png"
-        fig.savefig(out / made["history"], dpi=90)
-        plt.close(fig)
+        made["roofline"] = _save(fig, out / f"{stem}-roofline.png")
+    if not times.empty:
+        made["history"] = _save(hist.plot(times, marks), out / f"{stem}-history.png")
     return made
 
 
-def _asv_link(benchmark, row, machine):
-    """asv's page for a case's forward: its graph of every commit, filtered to this case."""
-    query = urllib.parse.urlencode({"machine": machine, "p-variant": f"'{row.variant}'",
+def _save(fig, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path.name
+
+
+def _asv_link(benchmark, row, machine, identity):
+    """asv's page for a case's forward: its graph of every commit, filtered to this case (and to
+    this section's identity where one machine name has several)."""
+    query = urllib.parse.urlencode({"machine": machine, **identity, "p-variant": f"'{row.variant}'",
                                     "p-implementation": f"'{row.implementation}'", "p-shape": f"'{row.shape}'"})
     return f"../index.html#{benchmark}?{query}"
 
@@ -266,29 +236,26 @@ def _asv_link(benchmark, row, machine):
 def _number(value, column):
     if value != value:
         return ""
-    if column == "max error":
-        return f"{value:.1e}"
-    return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    return f"{value:.1e}" if column == "max error" else f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
 
 
-def _table_html(forward_benchmark, table, machine):
+def _table_html(forward_benchmark, table, machine, identity):
     columns = [c for _, c, _ in FIGURES]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ["shape", "variant", "implementation", *columns[:5],
                                                            "budget", *columns[5:], "commit", "history"])
     body = []
     for row in table.itertuples():
-        cells = [row.shape, row.variant, row.implementation]
-        values = [table.loc[row.Index, c] for c in columns]
         verdict = f' class="{row.verdict.replace(" ", "-")}"' if row.verdict else ""
-        figures = [_number(v, c) for v, c in zip(values, columns)]
+        figures = [_number(table.loc[row.Index, c], c) for c in columns]
         budget = f"{row.verdict} ({row.budget:.2f}x)" if row.verdict else ""
         body.append(
-            f"<tr{verdict}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
+            f"<tr{verdict}>"
+            + "".join(f"<td>{html.escape(str(c))}</td>" for c in (row.shape, row.variant, row.implementation))
             + "".join(f"<td class=num>{f}</td>" for f in figures[:5])
             + f"<td>{html.escape(budget)}</td>"
             + "".join(f"<td class=num>{f}</td>" for f in figures[5:])
             + f"<td><code>{html.escape(str(row.commit))}</code></td>"
-            + f'<td><a href="{html.escape(_asv_link(forward_benchmark, row, machine))}">asv</a></td></tr>')
+            + f'<td><a href="{html.escape(_asv_link(forward_benchmark, row, machine, identity))}">asv</a></td></tr>')
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
@@ -303,98 +270,134 @@ tr.failed td { background: #f5b7b1; font-weight: bold; }
 .flagged { color: #c0392b; font-weight: bold; }
 img { max-width: 100%; display: block; margin: 0.5em 0; }
 section.machine { border-top: 3px solid #2e86c1; margin-top: 2em; }
+p.note { background: #fff3cd; border-left: 4px solid #e0a800; padding: 4px 8px; }
 """
 
 
+def _section_html(out: Path, section: dict, benchmarks, settings, outside: set) -> str:
+    """One machine identity's section: identity, then per family the table, plots and history."""
+    mine, machine = section["rows"], section["rows"].machine.iloc[0]
+    order = commit_dates(mine)
+    identity = mine[mine.commit == order.commit.iloc[-1]].iloc[0]
+    count = hist.text(identity.gpu_count)
+    gpus = f"{count} x {identity.gpu}" if count not in ("1", "unknown") else str(identity.gpu)
+    forward = hist.forward_rows(mine, outside)
+    times = hist.times(forward)
+    steps = hist.steps(forward, settings.regression_factor)
+    parts = [
+        f'<section class="machine" id="{html.escape(section["id"])}"><h2>{html.escape(section["title"])}</h2>',
+        f'<p class="note">{html.escape(section["note"])}</p>' if section["note"] else "",
+        f'<p class="identity">{html.escape(gpus)}, driver {html.escape(str(identity.driver))}, '
+        f"CUDA {html.escape(str(identity.cuda))}, torch {html.escape(str(identity.torch))}, "
+        f"triton {html.escape(str(identity.triton))}. Latest commit <code>{order.commit.iloc[-1][:8]}</code> "
+        f"({order.date.iloc[-1]:%Y-%m-%d %H:%M}); {order.commit.nunique()} commits measured here.</p>",
+    ]
+    for fam in families():
+        table = family_table(mine, order, fam.name, settings.budget_for)
+        fam_times = times[[c for c in times.columns if c.startswith(fam.name + "/")]].dropna(how="all")
+        fam_steps = [s for s in steps if s.case.startswith(fam.name + "/")]
+        marks = [(s.case, s.commit) for s in fam_steps if s.verdict == "slower"]
+        parts.append(f"<h3>{fam.name}</h3>")
+        if table.empty:
+            parts.append(f"<p>No {fam.name} results on this machine.</p>")
+        else:
+            flagged = table[table.verdict.isin(["over budget", "failed"])]
+            if len(flagged):
+                names = ", ".join(f"{r.variant}/{r.implementation} @ {r.shape} ({r.verdict})" for r in flagged.itertuples())
+                parts.append(f'<p class="flagged">Flagged: {html.escape(names)}</p>')
+            benchmark = next((b for b in benchmarks if b.startswith(f"bench_{fam.name}.")
+                              and b.endswith("Forward.time_forward")), "")
+            parts.append(_table_html(benchmark, table, machine, section["asv"]))
+        absent = [v.name for v in fam.variants if table.empty or v.name not in set(table.variant)]
+        if absent:
+            parts.append(f"<p>Not measured at this commit on this machine: {html.escape(', '.join(absent))}.</p>")
+        for kind, name in _plots(out, f"{section['id']}-{fam.name}", table, fam_times, marks).items():
+            parts.append(f'<img src="{html.escape(name)}" alt="{fam.name} {kind} on {html.escape(section["title"])}">')
+        factor = settings.regression_factor
+        slower = [f"{s.case} at {s.commit[:8]} ({s.ratio:.2f}x)" for s in fam_steps if s.verdict == "slower"]
+        unresolved = [f"{s.case} at {s.commit[:8]} ({s.ratio:.2f}x, {s.verdict})" for s in fam_steps
+                      if s.verdict != "slower" and s.ratio > factor]
+        if slower:
+            parts.append(f"<p>Regressions in the history (slower than the previous measurement as the gate decides: "
+                         f"significant against the samples' noise, not significantly under {factor:.2f}x): "
+                         f"{html.escape(', '.join(slower))}</p>")
+        if unresolved:
+            parts.append(f"<p>Steps over {factor:.2f}x that are not significant against their noise (not marked): "
+                         f"{html.escape(', '.join(unresolved))}</p>")
+    return "".join(parts) + "</section>"
+
+
+def _swap(new: Path, target: Path):
+    """Put the folder `new` where `target` is; the old one goes only once the new one is in place."""
+    old = new.with_name(new.name + "-old")
+    if target.exists():
+        target.rename(old)
+    try:
+        new.rename(target)
+    except OSError:
+        if old.exists():
+            old.rename(target)
+        raise
+    if old.exists():
+        shutil.rmtree(old)
+
+
 def build(root: Path, results_dir: Path, html_dir: Path, settings, *, with_asv=True) -> Path:
-    """Write the site; returns the summary page's path. Raises ReportError or results.BadResults."""
-    history = results.load_history(results_dir)
-    if history.empty:
-        raise ReportError(f"no results under {results_dir}: run `variantbench run` first")
-    html_dir.mkdir(parents=True, exist_ok=True)
+    """Write the site; returns the summary page's path. Raises ReportError or results.BadResults.
+    The new site (with_asv=False: the summary folder) is built beside the old one and replaces it
+    only once complete: a failure leaves the previous site as it was, and nothing else behind."""
+    history = load(results_dir)
     if with_asv:
-        publish_asv(root, results_dir, html_dir)
-    out = html_dir / SUMMARY_DIR
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-
-    sections, variants_shown = [], set()
-    for machine in sorted(history.machine.unique()):
-        mine = history[history.machine == machine]
-        order = commit_dates(mine)
-        latest = order.commit.iloc[-1]
-        identity = mine[mine.commit == latest].iloc[0]
-        times = history_frame(history, machine)
-        marks = regressions(times, settings.regression_factor)
-        parts = [
-            f'<section class="machine" id="{html.escape(machine)}"><h2>{html.escape(machine)}</h2>',
-            f'<p class="identity">{html.escape(str(identity.gpu))}, driver {html.escape(str(identity.driver))}, '
-            f"CUDA {html.escape(str(identity.cuda))}, torch {html.escape(str(identity.torch))}, "
-            f"triton {html.escape(str(identity.triton))}. Latest commit <code>{latest[:8]}</code> "
-            f"({order.date.iloc[-1]:%Y-%m-%d %H:%M}); {order.commit.nunique()} commits measured here.</p>",
-        ]
-        for fam in families():
-            mine_fam = family_table(mine, order, fam.name, settings.budget_for)
-            fam_times = times[[c for c in times.columns if c.startswith(fam.name + "/")]] if not times.empty else times
-            fam_marks = [m for m in marks if m[0].startswith(fam.name + "/")]
-            parts.append(f"<h3>{fam.name}</h3>")
-            if mine_fam.empty:
-                parts.append(f"<p>No {fam.name} results on this machine.</p>")
-            else:
-                flagged = mine_fam[mine_fam.verdict.isin(["over budget", "failed"])]
-                if len(flagged):
-                    names = ", ".join(f"{r.variant}/{r.implementation} @ {r.shape} ({r.verdict})"
-                                      for r in flagged.itertuples())
-                    parts.append(f'<p class="flagged">Flagged: {html.escape(names)}</p>')
-                forward = next((b for b in history.benchmark.unique()
-                                if b.startswith(f"bench_{fam.name}.") and b.endswith("Forward.time_forward")), "")
-                parts.append(_table_html(forward, mine_fam, machine))
-                variants_shown.update(mine_fam.variant)
-            absent = [v.name for v in fam.variants if mine_fam.empty or v.name not in set(mine_fam.variant)]
-            if absent:
-                parts.append(f"<p>Not measured at this commit on this machine: {html.escape(', '.join(absent))}.</p>")
-            for kind, name in _plots(out, f"{machine}-{fam.name}", mine_fam, fam_times, fam_marks).items():
-                parts.append(f'<img src="{html.escape(name)}" alt="{fam.name} {kind} on {html.escape(machine)}">')
-            if fam_marks:
-                listed = ", ".join(f"{case} at {commit[:8]}" for case, commit in fam_marks)
-                parts.append(f"<p>Regressions in the history (&gt; {settings.regression_factor:.2f}x the previous "
-                             f"measurement): {html.escape(listed)}</p>")
-        parts.append("</section>")
-        sections.append("".join(parts))
-
-    catalog = "".join(
-        f"<li><b>{fam.name}</b>: " + ", ".join(html.escape(v.name) for v in fam.variants) + "</li>" for fam in families())
-    page = (
-        "<!doctype html><html><head><meta charset=utf-8><title>variantbench report</title>"
-        f"<style>{STYLE}</style></head><body><h1>variantbench report</h1>"
-        f"<p>Every variant against its family baseline and its signal budget (default {settings.budget:.2f}x), "
-        "per machine. Rows over budget or failed come first. The history link opens asv's graph of that "
-        f'case; <a href="../index.html">asv\'s full history</a>.</p><ul>{catalog}</ul>'
-        + "".join(sections) + "</body></html>")
-    summary = out / "index.html"
-    tmp = summary.with_suffix(".tmp")
-    tmp.write_text(page)
-    tmp.replace(summary)
-    return summary
+        _check_asv_inputs(results_dir)
+    outside = hist.outside_suite(results_dir)
+    # asv publish empties its html_dir before it reads anything: over the old site, a truncated
+    # machine.json left 14 of its 102 files, a truncated benchmarks.json none. So the site is built
+    # beside it, then swapped in.
+    target = html_dir if with_asv else html_dir / SUMMARY_DIR
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        os.chmod(staging, 0o755)  # mkdtemp's 0o700 would become the site's
+        out = staging / SUMMARY_DIR if with_asv else staging
+        if with_asv:
+            publish_asv(root, results_dir, staging)
+        out.mkdir(exist_ok=True)
+        catalog = "".join(f"<li><b>{fam.name}</b>: " + ", ".join(html.escape(v.name) for v in fam.variants)
+                          + "</li>" for fam in families())
+        (out / "index.html").write_text(
+            "<!doctype html><html><head><meta charset=utf-8><title>variantbench report</title>"
+            f"<style>{STYLE}</style></head><body><h1>variantbench report</h1>"
+            f"<p>Every variant against its family baseline and its signal budget (default {settings.budget:.2f}x), "
+            "per machine. Rows over budget or failed come first. The history link opens asv's graph of that "
+            f'case; <a href="../index.html">asv\'s full history</a>.</p><ul>{catalog}</ul>'
+            + "".join(_section_html(out, section, history.benchmark.unique(), settings, outside)
+                      for section in hist.histories(history))
+            + "</body></html>")
+        _swap(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return html_dir / SUMMARY_DIR / "index.html"
 
 
 def export(results_dir: Path, path: Path):
     """The tidy history table (one row per benchmark, parameter set, commit, machine; identity
-    columns) as CSV or Parquet, by the file's suffix."""
-    frame = results.load_history(results_dir)
+    columns) as CSV or Parquet, by the file's suffix. Written aside and renamed: a failure (no
+    results, no pyarrow, a full disk) leaves an existing file as it was."""
+    if path.suffix not in (".csv", ".parquet"):
+        raise ReportError(f"{path}: write .csv or .parquet")
+    frame = load(results_dir)
     frame = frame.assign(params=frame.params.map("/".join),
                          samples=frame.samples.map(lambda s: None if s is None else json.dumps(list(s))))
-    tmp = path.with_name(path.name + ".tmp")
-    if path.suffix == ".parquet":
-        try:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        if path.suffix == ".csv":
+            frame.to_csv(tmp, index=False)
+        else:
             frame.to_parquet(tmp, index=False)
-        except ImportError:
-            tmp.unlink(missing_ok=True)
-            raise ReportError("Parquet needs pyarrow (pip install pyarrow); or write .csv") from None
-    elif path.suffix == ".csv":
-        frame.to_csv(tmp, index=False)
-    else:
-        raise ReportError(f"{path}: write .csv or .parquet")
-    tmp.replace(path)
+        tmp.replace(path)
+    except ImportError:
+        raise ReportError("Parquet needs pyarrow (pip install pyarrow); or write .csv") from None
+    finally:
+        tmp.unlink(missing_ok=True)  # a partial file of a failed write; gone after the rename
     return len(frame)
