@@ -139,3 +139,14 @@ def test_a_rank_that_dies_at_start_fails_the_case_at_once_with_its_exit_code(mon
     problem = FAMILY.make_problem(case.variant, case.shape, device=torch.device("cpu"), dtype=torch.float32, seed=1)
     with pytest.raises(RuntimeError, match="rank 1 exited with code 1 before its start reply"):
         nccl.prepare(case.variant, problem)
+
+
+def test_repeats_are_whole_replays_of_a_short_graph():
+    """Longer graphs time slower per collective (tools/comms_truth.py): a call replays a graph of at
+    most GRAPH_OPS collectives, so its repeats are a whole number of those."""
+    import kernels.comms.nccl as nccl
+
+    assert nccl.whole_graphs(7) == 7
+    assert nccl.whole_graphs(nccl.GRAPH_OPS) == nccl.GRAPH_OPS
+    assert nccl.whole_graphs(nccl.GRAPH_OPS + 1) == 2 * nccl.GRAPH_OPS
+    assert nccl.whole_graphs(389) % nccl.GRAPH_OPS == 0 and nccl.whole_graphs(389) >= 389

@@ -2,7 +2,7 @@
 replayed in a loop and timed with events on rank 0, as nccl-tests' -G does. Compare with the suite's
 time_forward of the same collective and size (`variantbench run --family comms`), same machine.
     python tools/comms_truth.py [--sizes 8192,1048576,1073741824] [--ops all_reduce,reduce_scatter]
-Prints us per collective for graphs of 50 and of 400 calls, with the SM clock during the replays.
+Prints us per collective for graphs of 10 to 400 calls, with the SM clock during the replays.
 """
 
 import argparse
@@ -82,7 +82,7 @@ def main():
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     sizes = [int(s) for s in args.sizes.split(",")]
-    procs = [ctx.Process(target=rank_main, args=(r, ranks, 29511, args.ops.split(","), sizes, (50, 400), queue))
+    procs = [ctx.Process(target=rank_main, args=(r, ranks, 29511, args.ops.split(","), sizes, (10, 25, 50, 100, 400), queue))
              for r in range(ranks)]
     for p in procs:
         p.start()

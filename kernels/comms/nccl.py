@@ -37,6 +37,10 @@ from variantbench.progress import progress, stall_dumps
 MULTICAST_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 CALL_MS = 5.0  # a call's length, whatever one collective takes (8 KiB over NVLink: ~20 us)
 MAX_REPEATS = 10_000
+# Collectives per captured graph; a call replays the graph repeats / GRAPH_OPS times. Longer graphs
+# time slower per collective: on two H200s (tools/comms_truth.py) an 8 KiB all-reduce took 18.6 us in
+# a graph of 50 and 28.6 us in one of 400, 1 MiB 25.6 vs 40.5 us.
+GRAPH_OPS = 50
 CAPTURE_CHECK_CHUNK = 2**26  # elements compared at once by the capture check: 256 MiB in float32
 # A rank that died or never joined fails the others' collectives and the rendezvous, never hangs them.
 # The largest collective of the suite (1 GiB per rank) takes milliseconds; a rank's start (process,
@@ -163,11 +167,13 @@ class _Collective:
             for _ in range(count):
                 self._once(*self.buffers)
             return
-        if count not in self.graphs:
+        ops = min(count, GRAPH_OPS)
+        if ops not in self.graphs:
             if not self.graphs:
                 self._check_capture()
-            self.graphs[count] = self._capture(count)
-        self.graphs[count].replay()
+            self.graphs[ops] = self._capture(ops)
+        for _ in range(count // ops):
+            self.graphs[ops].replay()
         torch.cuda.synchronize(self.device)
 
     def _capture(self, count):
@@ -198,6 +204,11 @@ class _Collective:
                                "eager call gives: the capture missed the collective; not timed")
         x.copy_(seeded)
         self.graphs[1] = graph
+
+
+def whole_graphs(repeats):
+    """Repeats as whole replays of a GRAPH_OPS-collective graph (fewer repeats: one graph of them)."""
+    return repeats if repeats <= GRAPH_OPS else math.ceil(repeats / GRAPH_OPS) * GRAPH_OPS
 
 
 def replay_matches_eager(replayed, eager):
@@ -333,7 +344,7 @@ def prepare(variant, problem):
         t0 = time.perf_counter()
         run(repeats)
         per_collective_ms = (time.perf_counter() - t0) * 1e3 / repeats
-        repeats = max(1, min(MAX_REPEATS, math.ceil(CALL_MS / per_collective_ms)))
+        repeats = whole_graphs(max(1, min(MAX_REPEATS, math.ceil(CALL_MS / per_collective_ms))))
     run(repeats)  # the timed graph, captured before any timed call
 
     def call():
