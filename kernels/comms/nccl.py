@@ -38,9 +38,10 @@ MULTICAST_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1
 CALL_MS = 5.0  # a call's length, whatever one collective takes (8 KiB over NVLink: ~20 us)
 MAX_REPEATS = 10_000
 # Collectives per captured graph; a call replays the graph repeats / GRAPH_OPS times. Longer graphs
-# time slower per collective: on two H200s (tools/comms_truth.py) an 8 KiB all-reduce took 18.6 us in
-# a graph of 50 and 28.6 us in one of 400, 1 MiB 25.6 vs 40.5 us.
-GRAPH_OPS = 50
+# time slower per collective: on two H200s (tools/comms_truth.py, 8 KiB all-reduce per collective)
+# graphs of 10, 25, 50, 100 and 400 calls gave 10.1, 13.3, 18.4-18.8, 14.9-17.9 and 27.8-31.4 us; at
+# 1 GiB the length changes nothing (3252-3268 us). Ten is what nccl-tests' -G latency looks like.
+GRAPH_OPS = 10
 CAPTURE_CHECK_CHUNK = 2**26  # elements compared at once by the capture check: 256 MiB in float32
 # A rank that died or never joined fails the others' collectives and the rendezvous, never hangs them.
 # The largest collective of the suite (1 GiB per rank) takes milliseconds; a rank's start (process,
