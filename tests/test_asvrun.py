@@ -1,6 +1,11 @@
 """A killed or failed asv invocation never leaves a half-written results file behind."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -56,3 +61,59 @@ def test_our_benchmark_list_is_asvs_own_discovery():
 
     root = Path(__file__).resolve().parent.parent
     assert asvrun.suite_benchmarks(root) == sorted(b.name for b in disc_benchmarks(str(root / "suite")))
+
+
+SLOW_ASV = """#!/bin/sh
+# A stand-in for asv that starts a benchmark process and works until killed.
+sleep 300 &
+echo "$$ $!" > "$MARKER"
+wait
+"""
+
+RUN = """
+import sys
+from pathlib import Path
+from variantbench import asvrun
+asvrun.run_staged(Path(sys.argv[1]), Path(sys.argv[2]), "m", "abc12345", [], ["bench_x.X.time_x"], None,
+                  follow=lambda process: process.wait())
+"""
+
+
+def _alive(pid):
+    """False once the process is gone or a zombie (nothing reaps an orphan in some containers)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_killed_run_stops_asv_and_leaves_no_staging_folder(tmp_path, sig):
+    """A CI timeout (SIGTERM) or Ctrl-C (SIGINT) mid-run: the staging folder goes, and asv and the
+    benchmark process it started go with the run instead of outliving it."""
+    bin_dir, tmp_dir = tmp_path / "bin", tmp_path / "tmp"
+    bin_dir.mkdir()
+    tmp_dir.mkdir()
+    (bin_dir / "asv").write_text(SLOW_ASV)
+    (bin_dir / "asv").chmod(0o755)
+    marker = tmp_path / "pids"
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", TMPDIR=str(tmp_dir), MARKER=str(marker))
+    with open(tmp_path / "stderr", "w") as stderr:  # not a pipe: a surviving asv would hold it open
+        run = subprocess.Popen([sys.executable, "-c", RUN, str(ROOT), str(tmp_path / "results")], env=env,
+                               stderr=stderr)
+    pids = []
+    try:
+        deadline = time.monotonic() + 60
+        while not (marker.exists() and marker.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pids = [int(pid) for pid in marker.read_text().split()]  # asv, and the benchmark process it started
+        assert [p.name for p in tmp_dir.iterdir()][0].startswith("variantbench-staging-")
+        run.send_signal(sig)
+        assert run.wait(timeout=60) != 0
+        assert list(tmp_dir.iterdir()) == [], (tmp_path / "stderr").read_text()
+        assert [pid for pid in pids if _alive(pid)] == []
+    finally:  # a failing run must not leave its processes behind either
+        run.kill()
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -1,6 +1,9 @@
 """The CLI meets bad input with one clear line and its exit code, and checks on the CPU."""
 
 import json
+import os
+import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -100,21 +103,45 @@ def test_results_file_loads_tidy_rows(tmp_path):
     assert table.loc[("tiny-s128", "causal", "triton"), "ms"] == pytest.approx(1.0)
 
 
-def test_run_on_cpu_records_results_outside_the_gpu_history_and_prints_the_table(tmp_path, monkeypatch):
-    """End to end through asv: one case, quick. CPU results land in reports/cpu-results/, never in
-    reports/results/ (the GPU history), and the forward table names the case."""
-    from pathlib import Path
+def _tree(folder):
+    """Every file under folder with its size and modification time: what a run must leave alone.
+    (Not screenshots/: the report's browser tests write their synthetic screenshots there.)"""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.relative_to(folder).parts[0] != "screenshots"}
 
+
+def test_run_on_cpu_writes_only_where_it_is_told_and_times_triton_through_the_interpreter(tmp_path, monkeypatch):
+    """End to end through asv: one variant, quick, on the CPU. Results go to --results; nothing of the
+    run lands in the checkout (its reports/ stays as it was: `make test` must not overwrite a user's
+    own reports/cpu-results/), asv's machine file goes to HOME; the quick run times our Triton kernel
+    through the interpreter beside the baseline, and the table says these are CPU/interpreter figures."""
     root = Path(__file__).resolve().parent.parent
-    before = sorted(p.name for p in (root / "reports" / "results").rglob("*"))
+    before = _tree(root / "reports"), (root / ".asv").exists()
     monkeypatch.setenv("HOME", str(tmp_path))  # asv's machine file goes to ~/.asv-machine.json
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    result = invoke("run", "--quick", "--device", "cpu", "--variant", "gqa_8", "--implementation", "sdpa")
+    monkeypatch.delenv("TRITON_INTERPRET")  # as a user types it: quick turns the interpreter on itself
+    result = invoke("run", "--quick", "--device", "cpu", "--variant", "gqa_8", "--results", str(tmp_path / "results"))
     assert result.exit_code == 0, result.output
-    assert "forward, cpu figures (reports/cpu-results/" in result.output
-    assert "gqa_8" in result.output and "sdpa" in result.output
+    assert f"attention forward, CPU/interpreter figures at CPU-sized shapes; triton through the Triton " \
+           f"interpreter (numpy emulation): a smoke run, not a GPU prediction ({tmp_path / 'results'}/" in result.output
+    assert " triton " in result.output.split("attention forward, ")[1]
     assert "ready in" in result.output  # the live progress line of the prepared case
-    assert sorted(p.name for p in (root / "reports" / "results").rglob("*")) == before
+    (path,) = (tmp_path / "results").glob("cpu-*/*-*.json")
+    table = results.forward_tables(results.load_file(path))["attention"]
+    assert sorted(table.index.get_level_values("implementation")) == ["sdpa", "triton"]
+    assert not table.isna().any().any(), table  # every figure of both, the reference speedup too
+    assert (tmp_path / ".asv-machine.json").exists()
+    after = _tree(root / "reports"), (root / ".asv").exists()
+    changed = sorted(k for k in set(before[0]) | set(after[0]) if before[0].get(k) != after[0].get(k))
+    assert changed == [] and after[1] == before[1]
+
+
+def test_results_go_outside_the_gpu_history_by_default():
+    from variantbench.runner import ROOT, default_results_dir
+
+    assert default_results_dir("cpu", quick=True) == ROOT / "reports" / "cpu-results"
+    assert default_results_dir("cuda", quick=True) == ROOT / "reports" / "quick-results"
+    assert default_results_dir("cuda", quick=False) == ROOT / "reports" / "results"
 
 
 def test_check_names_the_sdpa_backend_that_ran():
@@ -236,12 +263,105 @@ def test_a_case_out_of_memory_beside_others_is_retried_alone(monkeypatch):
 
 def test_run_leaves_out_a_family_with_nothing_to_run_here_saying_why(monkeypatch, capsys):
     from variantbench.catalog import family
-    from variantbench.cli import _families_with_cases
+    from variantbench.runner import Selection, families_with_cases
 
     monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
-    kept = _families_with_cases([family("attention"), family("comms")], "cuda", (), (), (), "default")
+    on_cuda = Selection(device="cuda")
+    kept = families_with_cases([family("attention"), family("comms")], on_cuda)
     assert [f.name for f in kept] == ["attention"]
     assert "comms: nothing runs here (a collective needs 2 or more GPUs; this machine has 1" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_info:
-        _families_with_cases([family("comms")], "cuda", (), (), (), "default")
+        families_with_cases([family("comms")], on_cuda)
     assert exit_info.value.code == 2
+
+
+def test_an_unknown_name_lists_each_known_one_once():
+    """Every family has a `reference` implementation: the list of known names says it once, in order."""
+    result = invoke("check", "--implementation", "cuda_graphs")
+    assert result.exit_code == 2
+    known = one_line(result).split("known: ")[1].split(", ")
+    assert known == list(dict.fromkeys(known)) and known.count("reference") == 1
+    assert known[:2] == ["reference", "sdpa"]  # catalog order
+
+
+FAKE_ASV = '''\
+#!{python}
+"""A stand-in for asv: records one forward's figure and one failed (null) forward, as asv does when
+a benchmark's setup raises, into the staged results folder of its --config; exits 2 as asv does."""
+import json, sys
+args = sys.argv[1:]
+conf = json.load(open(args[args.index("--config") + 1]))
+option = lambda name: next(a.split("=", 1)[1] for a in args if a.startswith(name + "="))
+folder = f"{{conf['results_dir']}}/{{option('--machine')}}"
+import os; os.makedirs(folder, exist_ok=True)
+params = [["'gqa_8'"], ["'sdpa'", "'flex'"], ["'tiny-s128'"]]
+data = {{"commit_hash": option("--set-commit-hash"), "params": {{"machine": option("--machine")}},
+        "result_columns": ["result", "params"],
+        "results": {{"bench_attention.AttentionForward.time_forward": [[0.001, None], params]}}}}
+open(f"{{folder}}/{{option('--set-commit-hash')[:8]}}-existing.json", "w").write(json.dumps(data))
+sys.exit(2)
+'''
+
+
+@pytest.fixture
+def fake_asv(tmp_path, monkeypatch):
+    """PATH with an `asv` that fails gqa_8/flex/tiny-s128's forward; HOME and caches under tmp_path."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    asv = bin_dir / "asv"
+    asv.write_text(FAKE_ASV.format(python=sys.executable))
+    asv.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return ["run", "--device", "cpu", "--variant", "gqa_8", "--implementation", "sdpa", "--implementation", "flex",
+            "--shape", "tiny-s128", "--bench", r"AttentionForward\.time_forward$", "--results", str(tmp_path / "r")]
+
+
+def test_run_exits_1_naming_a_kernel_that_disagrees_with_its_reference(fake_asv, monkeypatch):
+    """README and DESIGN: a mismatch is exit 1. The failed benchmark's case is checked again (no
+    precheck ran on the CPU) and found wrong: exit 1, naming it; the other figure is still printed."""
+    import kernels.attention.flex as flex
+
+    real = flex.prepare
+
+    def broken(variant, problem):
+        call = real(variant, problem)
+        return lambda: call() * 1.01
+
+    monkeypatch.setattr(flex, "prepare", broken)
+    result = invoke(*fake_asv)
+    assert result.exit_code == 1, result.output
+    assert "MISMATCH  attention/gqa_8/flex/tiny-s128" in result.output
+    assert "variantbench: kernel mismatch: attention/gqa_8/flex/tiny-s128 disagree" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_run_exits_2_when_a_benchmark_crashed(fake_asv):
+    """The same failure with a kernel that checks right was a crash (an infrastructure failure): 2."""
+    result = invoke(*fake_asv)
+    assert result.exit_code == 2, result.output
+    assert "crashed: attention/gqa_8/flex/tiny-s128" in result.output
+
+
+def test_the_precheck_verdict_names_the_mismatch_without_checking_again(monkeypatch, tmp_path):
+    """On CUDA the precheck already checked every forward: its mismatch is the exit-1 verdict, with no
+    second check of the case."""
+    import pandas as pd
+
+    from variantbench import cases, runner
+    from variantbench.catalog import family
+
+    def no_second_check(case, backward=True):
+        raise AssertionError("checked again")
+
+    monkeypatch.setattr(cases, "check_one", no_second_check)
+    selection = runner.Selection(variants=("gqa_8",), implementations=("flex",), shapes=("tiny-s128",),
+                                 device="cpu", tier="full")
+    frame = pd.DataFrame({"benchmark": ["bench_attention.AttentionForward.time_forward"],
+                          "params": [("gqa_8", "flex", "tiny-s128")], "failed": [True]})
+    checked = [cases.CheckResult("attention/gqa_8/flex/tiny-s128", "mismatch", "MISMATCH  ...")]
+    with pytest.raises(SystemExit) as stop:
+        runner._exit_for_failures(frame, ["bench_attention.AttentionForward.time_forward"], [family("attention")],
+                                  selection, checked, 2, tmp_path / "results.json")
+    assert stop.value.code == 1 and "kernel mismatch: attention/gqa_8/flex/tiny-s128" in stop.value.message

@@ -78,3 +78,32 @@ def test_negative_or_zero_timings_are_not_compared():
     ok = {"value": 1e-3, "samples": [1e-3] * 10}
     assert compare(ok, {"value": -1e-3}, 10).verdict == "failed"
     assert compare({"value": 0.0}, ok, 10).verdict == "new"
+
+
+def _suite_frame(rng, slowdowns=None):
+    """One commit's time_forward results over N_BENCHMARKS parameter sets, as gate.compare_frames
+    reads them: medians and the samples they come from."""
+    import pandas as pd
+
+    rows = []
+    for i in range(N_BENCHMARKS):
+        side = draw(rng, 1e-3 * (1 + i % 7) * (slowdowns or {}).get(i, 1.0))
+        rows.append({"benchmark": "bench_attention.AttentionForward.time_forward", "params": (f"v{i:03d}",),
+                     "value": side["value"], "samples": side["samples"], "q25": None, "q75": None, "repeat": SAMPLES})
+    return pd.DataFrame(rows)
+
+
+def test_decide_one_gate_over_300_benchmarks():
+    """A gate's first pass over a whole suite: unchanged, every benchmark is "same" (2% noise at 10
+    samples resolves the factor, so none is noisy, and none is a false suspect); with one benchmark
+    25% slower, that one, and only it, is "slower". Fails if the decision flags noise or misses it."""
+    from variantbench import gate
+
+    rng = random.Random(5)
+    base = _suite_frame(rng)
+    unchanged = gate.compare_frames(base, _suite_frame(rng), 1.10)
+    assert len(unchanged) == N_BENCHMARKS
+    assert unchanged.verdict.value_counts().to_dict() == {"same": N_BENCHMARKS}
+    slowed = gate.compare_frames(base, _suite_frame(rng, {123: 1.25}), 1.10)
+    assert list(slowed[slowed.verdict != "same"].params) == ["v123"]
+    assert slowed.set_index("params").loc["v123", "verdict"] == "slower"

@@ -27,21 +27,24 @@ def sha(rev):
 BASE, HEAD = sha("HEAD~1"), sha("HEAD")
 
 
-def write(results_dir, commit, *, seed, slow=None, crash=None, ratios=None, identity=None, value_override=None):
+def write(results_dir, commit, *, seed, slow=None, crash=None, skip=None, ratios=None, identity=None,
+          value_override=None, variants=VARIANTS):
+    """asv results of one commit: `crash` a case asv recorded null for (its setup raised), `skip` one
+    it recorded NaN for (NotImplementedError)."""
     rng = random.Random(seed)
-    combos = [(v, i, "llama-3-8b-s4k") for v in VARIANTS for i in IMPLS]
+    combos = [(v, i, "llama-3-8b-s4k") for v in variants for i in IMPLS]
     times, samples, q25, q75 = [], [], [], []
     for n, combo in enumerate(combos):
         factor = (slow or {}).get(combo, 1.0)
         s = [1e-3 * (1 + n % 5) * factor * math.exp(rng.gauss(0, 0.02)) for _ in range(10)]
         s.sort()
-        times.append(None if combo == crash else s[5])
+        times.append(None if combo == crash else math.nan if combo == skip else s[5])
         samples.append(s)
         q25.append(s[2])
         q75.append(s[7])
     if value_override is not None:
         times[0] = value_override
-    params = [[f"'{v}'" for v in VARIANTS], [f"'{i}'" for i in IMPLS], ["'llama-3-8b-s4k'"]]
+    params = [[f"'{v}'" for v in variants], [f"'{i}'" for i in IMPLS], ["'llama-3-8b-s4k'"]]
     ratio_values = [(ratios or {}).get(c, 1.0) for c in combos]
     data = {
         "commit_hash": commit,
@@ -165,18 +168,20 @@ def test_renamed_benchmark_is_gone_and_new_not_failed(tmp_path):
     assert gate(tmp_path).exit_code == 0
 
 
-def test_without_results_the_gate_measures_the_commit_in_its_own_worktree(tmp_path):
+def test_without_results_the_gate_measures_the_commit_in_its_own_worktree(tmp_path, monkeypatch):
     """End to end on the CPU: HEAD has no results, so the gate checks it out beside this checkout,
     runs that checkout's suite (one case, one benchmark) into the results folder, and gates it
     against itself: an A/A that must pass and show each benchmark's noise."""
     summary = tmp_path / "summary.md"
+    monkeypatch.setenv("HOME", str(tmp_path))  # asv's machine file goes to ~/.asv-machine.json
+    head = sha("HEAD")  # the checkout's HEAD now (BASE and HEAD above were read at import)
     result = CliRunner().invoke(main, [
         "gate", "HEAD", "HEAD", "--results", str(tmp_path / "results"), "--device", "cpu", "--bench",
         r"AttentionForward\.time_forward$", "--variant", "gqa_8", "--implementation", "sdpa", "--shape", "tiny-s128",
         "--summary", str(summary)])
     assert result.exit_code == 0, result.output
-    assert f"measuring {HEAD[:8]}" in result.output
-    assert list((tmp_path / "results").glob(f"*/{HEAD[:8]}*.json"))
+    assert f"measuring {head[:8]}" in result.output
+    assert list((tmp_path / "results").glob(f"*/{head[:8]}*.json"))
     # The same results against themselves: ratio exactly 1; "noisy" where this CPU's timing noise is
     # too high to resolve the factor (a 6% standard error was seen on a 2-core machine).
     assert re.search(r"\| bench_attention\.AttentionForward\.time_forward \| gqa_8/sdpa/tiny-s128 \| (same|noisy) \| 1\.000 \|",
@@ -223,7 +228,7 @@ def test_bisect_finds_the_first_slower_commit_and_names_unmeasured_ones(tmp_path
             continue  # no results for this one
         write(tmp_path, commit, seed=n, slow={case: 1.3} if n >= 4 else None)
     result = CliRunner().invoke(main, ["bisect", commits[0], commits[-1], "--no-run", "--results", str(tmp_path),
-                                       "--bench", r"time_forward\('gqa_8', 'triton'"])
+                                       "-b", r"time_forward\(gqa_8, triton"])
     assert result.exit_code == 0, result.output
     assert f"first slower: {commits[4]}" in result.output
     assert f"last good:    {commits[2]}" in result.output
@@ -237,3 +242,96 @@ def test_bisect_when_bad_is_not_slower_is_exit_3(tmp_path):
     result = CliRunner().invoke(main, ["bisect", commits[0], commits[-1], "--no-run", "--results", str(tmp_path),
                                        "--bench", "time_forward"])
     assert result.exit_code == 3 and "is not slower" in result.output
+
+
+def test_a_summary_that_cannot_be_written_is_exit_2_in_one_line(tmp_path):
+    """Exit 1 would read as a regression; a traceback is no answer."""
+    write(tmp_path, BASE, seed=1)
+    write(tmp_path, HEAD, seed=2)
+    result = gate(tmp_path, "--summary", "/nonexistent/x.md")
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "/nonexistent/x.md" in lines[0], result.output
+    result = gate(tmp_path, "--summary", str(tmp_path))  # a folder: found only when writing
+    assert result.exit_code == 2 and "cannot write the summary" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("damage, code, why", [
+    ("no HEAD results", 3, "no results for"),
+    ("different GPU", 3, "different hardware or software (gpu: NVIDIA H100 80GB HBM3 vs NVIDIA H200"),
+    ("torn results", 2, "not a readable asv results file"),
+    ("bad revision", 2, "no-such-rev: not a commit"),
+])
+def test_a_gate_that_cannot_decide_still_writes_its_summary_saying_why(tmp_path, damage, code, why):
+    """CI shows the summary, not the log: exit 2 or 3 writes one saying why."""
+    write(tmp_path, BASE, seed=1)
+    if damage == "different GPU":
+        write(tmp_path, HEAD, seed=2, identity=dict(IDENTITY, gpu="NVIDIA H200"))
+    elif damage == "torn results":
+        write(tmp_path, HEAD, seed=2)
+        path = next(tmp_path.glob(f"*/{HEAD[:8]}*.json"))
+        path.write_text(path.read_text()[:200])
+    summary = tmp_path / "summary.md"
+    revisions = [BASE, "no-such-rev" if damage == "bad revision" else HEAD]
+    result = CliRunner().invoke(main, ["gate", *revisions, "--no-run", "--results", str(tmp_path),
+                                       "--summary", str(summary)])
+    assert result.exit_code == code, result.output
+    text = summary.read_text()
+    assert text.startswith("## variantbench gate: ") and f"not gated (exit {code}: " in text
+    assert why in text
+
+
+def _bisect(results_dir, good, bad, pattern):
+    return CliRunner().invoke(main, ["bisect", good, bad, "--no-run", "--results", str(results_dir), "-b", pattern])
+
+
+def test_the_bisect_examples_of_the_readme_and_the_help_find_the_benchmark_bisect_prints(tmp_path):
+    """The pattern is matched against `benchmark(variant, implementation, shape)` unquoted, exactly as
+    bisect prints it, so the documented examples find softcap_50 through triton."""
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    (readme_pattern,) = re.findall(r"variantbench bisect GOOD BAD (?:--bench|-b) '([^']+)'", readme)
+    help_text = " ".join(CliRunner().invoke(main, ["bisect", "--help"]).output.split())
+    (help_pattern,) = re.findall(r"e\.g\. '([^']+)'", help_text)
+    commits = [sha("HEAD~2"), sha("HEAD~1"), sha("HEAD")]
+    variants = VARIANTS + ["softcap_50"]
+    case = ("softcap_50", "triton", "llama-3-8b-s4k")
+    for n, commit in enumerate(commits):
+        write(tmp_path, commit, seed=n, slow={case: 1.3} if n == 2 else None, variants=variants)
+    for pattern in (readme_pattern, help_pattern):
+        result = _bisect(tmp_path, commits[0], commits[-1], pattern)
+        assert result.exit_code == 0, (pattern, result.output)
+        printed = re.search(r"first slower: \w+ +(\S+\(.*\)) [\d.]+x", result.output).group(1)
+        assert printed == "bench_attention.AttentionForward.time_forward(softcap_50, triton, llama-3-8b-s4k)"
+        assert re.search(pattern, printed)
+
+
+def test_bisect_counts_a_failed_benchmark_as_slower_and_a_skipped_one_not(tmp_path):
+    """NaN (skipped: the case cannot run there) is no slowdown; null (it failed: crash or mismatch) is."""
+    commits = [sha("HEAD~2"), sha("HEAD~1"), sha("HEAD")]
+    case = ("gqa_8", "flex", "llama-3-8b-s4k")
+    write(tmp_path, commits[0], seed=0)
+    write(tmp_path, commits[1], seed=1, skip=case)
+    write(tmp_path, commits[2], seed=2, skip=case)
+    result = _bisect(tmp_path, commits[0], commits[-1], r"time_forward\(gqa_8, flex")
+    assert result.exit_code == 3 and "is not slower" in result.output, result.output
+    write(tmp_path, commits[2], seed=2, crash=case)
+    result = _bisect(tmp_path, commits[0], commits[-1], r"time_forward\(gqa_8, flex")
+    assert result.exit_code == 0, result.output
+    assert f"first slower: {commits[2]}" in result.output and "failed (no figure" in result.output
+    assert f"last good:    {commits[1]}" in result.output
+
+
+def test_a_gate_that_breaks_is_exit_2_never_1_and_says_so_in_its_summary(tmp_path, monkeypatch):
+    """An unforeseen error inside the gate is an infrastructure failure, not a regression."""
+    from variantbench import gate as gate_module
+
+    def broken(*args, **kwargs):
+        raise KeyError("verdict")
+
+    monkeypatch.setattr(gate_module, "compare_frames", broken)
+    write(tmp_path, BASE, seed=1)
+    write(tmp_path, HEAD, seed=2)
+    result = gate(tmp_path, "--summary", str(tmp_path / "s.md"))
+    assert result.exit_code == 2
+    assert "internal error: KeyError" in (tmp_path / "s.md").read_text()

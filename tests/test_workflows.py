@@ -53,14 +53,75 @@ def test_gpu_jobs_get_no_secrets_and_no_write_token():
         assert checkout and checkout[0]["with"]["persist-credentials"] is False, name
 
 
-def test_pull_requests_reach_the_gpu_only_through_an_approved_environment_at_the_exact_commit():
-    gate = load(WORKFLOWS / "gpu-benchmarks.yml")["jobs"]["gate"]
-    assert gate["if"] == "github.event_name == 'pull_request'"
-    assert gate["environment"] == "gpu"
-    checkout = gate["steps"][0]
-    assert checkout["with"]["ref"] == "${{ github.event.pull_request.head.sha }}"
+def _needs(job):
+    needs = job.get("needs", [])
+    return [needs] if isinstance(needs, str) else needs
+
+
+def runs_for_pull_requests(data, name):
+    """Whether a job can run for a pull request: its workflow triggers on one, and neither its own
+    `if` nor a job it needs keeps it to pushes."""
+    job = data["jobs"][name]
+    return ("pull_request" in (data["on"] or {}) and job.get("if") != "github.event_name == 'push'"
+            and all(runs_for_pull_requests(data, need) for need in _needs(job)))
+
+
+def unapproved_gpu_jobs(data):
+    """GPU jobs a pull request can start without a reviewer approving the `gpu` environment."""
+    def environment(job):
+        value = job.get("environment")
+        return value.get("name") if isinstance(value, dict) else value
+
+    return sorted(name for name, job in gpu_jobs(data).items()
+                  if runs_for_pull_requests(data, name) and environment(job) != "gpu")
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_pull_requests_reach_the_gpu_only_through_an_approved_environment_at_the_exact_commit(path):
+    data = load(path)
+    assert unapproved_gpu_jobs(data) == []
+    for name in gpu_jobs(data):
+        if runs_for_pull_requests(data, name):
+            checkout = data["jobs"][name]["steps"][0]
+            assert checkout["with"]["ref"] == "${{ github.event.pull_request.head.sha }}", name
+
+
+def test_the_gate_is_the_one_gpu_job_a_pull_request_reaches_and_writes_the_job_summary():
+    data = load(WORKFLOWS / "gpu-benchmarks.yml")
+    assert [name for name in gpu_jobs(data) if runs_for_pull_requests(data, name)] == ["gate"]
+    gate = data["jobs"]["gate"]
     assert any("variantbench gate" in str(s.get("run", "")) and "GITHUB_STEP_SUMMARY" in str(s.get("run", ""))
                for s in gate["steps"])
+
+
+def _without_gate_environment(data):
+    del data["jobs"]["gate"]["environment"]
+
+
+def _gate_environment_renamed(data):
+    data["jobs"]["gate"]["environment"] = {"name": "staging"}
+
+
+def _new_gpu_job(data):
+    data["jobs"]["pr-bench"] = {"runs-on": ["self-hosted", "gpu"], "steps": [{"run": "variantbench run"}]}
+
+
+def _suite_for_every_event(data):
+    del data["jobs"]["suite"]["if"]
+
+
+@pytest.mark.parametrize("change, caught", [
+    (_without_gate_environment, ["gate"]),
+    (_gate_environment_renamed, ["gate"]),
+    (_new_gpu_job, ["pr-bench"]),
+    (_suite_for_every_event, ["suite"]),
+], ids=lambda x: getattr(x, "__name__", ""))
+def test_the_approval_check_catches_a_gpu_job_without_it(change, caught):
+    """The check above can fail: each of these edits to the workflow lets a pull request reach the GPU
+    unapproved, and it names the job."""
+    data = load(WORKFLOWS / "gpu-benchmarks.yml")
+    change(data)
+    assert unapproved_gpu_jobs(data) == caught
 
 
 def test_ci_runs_the_readme_test_command():

@@ -6,16 +6,22 @@ file. So `variantbench run` runs asv one benchmark at a time against a staging r
 merges each benchmark's results into the commit's staged file), checks the staged file after each,
 and publishes it into the real results folder by write-to-temporary-then-rename. The derived `track_`
 figures share one invocation (see `chunks`).
+
+A run stopped by SIGTERM (a CI timeout, `kill`) or Ctrl-C stops asv and every benchmark process it
+started, and removes its staging folder: nothing of it is left behind but what was published.
 """
 
+import contextlib
 import importlib
 import inspect
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 from variantbench import results
@@ -50,14 +56,18 @@ def publish(staged: Path, target: Path):
         json.loads(staged.read_text())
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    shutil.copyfile(staged, tmp)
-    os.replace(tmp, target)
+    try:
+        shutil.copyfile(staged, tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)  # a kill between the copy and the rename
 
 
 def staged_conf(root: Path, staging: Path) -> Path:
     conf = json.loads((root / "asv.conf.json").read_text())
+    # html too: `asv run` writes none, but nothing of a run may land in the checkout
     conf.update(repo=str(root), benchmark_dir=str(root / "suite"), results_dir=str(staging),
-                html_dir=str(root / conf["html_dir"]))
+                html_dir=str(staging / "html"))
     path = staging / "asv.conf.json"
     path.write_text(json.dumps(conf))
     return path
@@ -76,11 +86,52 @@ def chunks(benchmarks):
     return timed + ([tracks] if tracks else [])
 
 
+@contextlib.contextmanager
+def exit_on_sigterm():
+    """Within: SIGTERM raises SystemExit(143) instead of ending the process where it stands, so
+    `finally` blocks and context managers clean up as they do on Ctrl-C. Python's handlers run only
+    on the main thread; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def stop_group(process, grace_s=10.0):
+    """End a child started with start_new_session and every process of its group (asv's benchmark
+    processes: an orphaned one would hold the GPU until its 600 s timeout): SIGTERM, SIGKILL after
+    `grace_s`."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(timeout=grace_s)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=grace_s)
+
+
 def run_staged(root, results_dir, machine, sha, asv_args, benchmarks, env, follow):
     """Run each chunk of benchmarks in its own asv invocation and publish after each. Returns (exit
-    code of the worst invocation, path of the published results file or None)."""
+    code of the worst invocation, path of the published results file or None).
+
+    `follow(process)` waits for an invocation and returns its exit code. asv runs in a session of
+    its own, so a kill of this process (SIGTERM, Ctrl-C) stops it and its benchmark processes here,
+    and the staging folder is removed, rather than either outliving the run."""
     results_dir = Path(results_dir)
-    with tempfile.TemporaryDirectory(prefix="variantbench-staging-") as staging_name:
+    with exit_on_sigterm(), tempfile.TemporaryDirectory(prefix="variantbench-staging-") as staging_name:
         staging = Path(staging_name)
         existing = results.results_file(results_dir, machine, sha)
         if existing is not None:  # a re-run of this commit adds to what is there
@@ -92,7 +143,11 @@ def run_staged(root, results_dir, machine, sha, asv_args, benchmarks, env, follo
             # asv matches a parameterised benchmark as `name(p0, p1, ...)`
             regex = "|".join(rf"^{re.escape(name)}(\(|$)" for name in chunk)
             cmd = ["asv", "--config", str(conf), "run", *asv_args, "--bench", regex]
-            code = follow(subprocess.Popen(cmd, cwd=root, env=env))
+            process = subprocess.Popen(cmd, cwd=root, env=env, start_new_session=True)
+            try:
+                code = follow(process)
+            finally:
+                stop_group(process)  # asv's own processes end with it; after a kill, stop them all
             worst = max(worst, code)
             for staged in sorted(staging.glob("*/*.json")) + sorted(staging.glob("benchmarks.json")):
                 target = results_dir / staged.relative_to(staging)

@@ -202,6 +202,10 @@ def bisect(results_dir: Path, commits: list[str], pattern: str, factor: float) -
     """The first commit of `commits` (oldest first; commits[0] is GOOD, commits[-1] is BAD) whose
     recorded results make a benchmark matching `pattern` slower than on GOOD.
 
+    `pattern` is searched in `benchmark(variant, implementation, shape)` with the parameters
+    unquoted, exactly as `variantbench bisect` prints a benchmark (asv's own --bench form quotes them).
+    A benchmark that failed on a commit (asv recorded null: a crash or a mismatch) is slower there;
+    one skipped there (NaN: NotImplementedError, e.g. unsupported at that commit) is not.
     Only commits with results on GOOD's machine identity take part; the slowdown must show at BAD.
     Binary search over them (a slowdown, once in, is assumed to stay); commits without results
     between the last good and the first slow one are returned as `unmeasured`.
@@ -210,7 +214,7 @@ def bisect(results_dir: Path, commits: list[str], pattern: str, factor: float) -
 
     good_rows, good_identity = commit_results(results_dir, commits[0])
     keys = [(b, p) for b, p in zip(good_rows.benchmark, good_rows.params)
-            if ".time_" in b and re.search(pattern, f"{b}({', '.join(repr(x) for x in p)})")]  # asv's form
+            if ".time_" in b and re.search(pattern, f"{b}({', '.join(p)})")]
     if not keys:
         raise Incomparable(f"no timing benchmark on {commits[0][:8]} matches {pattern!r}")
 
@@ -223,9 +227,15 @@ def bisect(results_dir: Path, commits: list[str], pattern: str, factor: float) -
         if all(identity.get(k) == good_identity.get(k) for k in IDENTITY):
             measured.append((commit, rows))
 
+    def skipped(rows, benchmark, params):
+        match = rows[(rows.benchmark == benchmark) & (rows.params == params)]
+        return not match.empty and pd.isna(match.iloc[0]["value"]) and not match.iloc[0]["failed"]
+
     def slower(rows):
         """(benchmark, params, ratio) of the first matching benchmark that is slower, or None."""
         for benchmark, params in keys:
+            if skipped(rows, benchmark, params):
+                continue
             c = decide.compare(_benchmark_side(good_rows, benchmark, params), _benchmark_side(rows, benchmark, params),
                                len(keys), factor=factor)
             if c.verdict in ("slower", "failed"):

@@ -6,6 +6,7 @@ asv builds every commit it measures; in an existing environment it cannot, so `c
 its own suite, kernels and harness, exactly as a push to main would have measured it.
 """
 
+import re
 import shutil
 import subprocess
 import sys
@@ -45,6 +46,10 @@ class Checkouts:
         self._paths = {}
 
     def __enter__(self):
+        from variantbench.asvrun import exit_on_sigterm
+
+        # a SIGTERM (a CI timeout) still stops the measuring run and removes the worktrees
+        self._stack.enter_context(exit_on_sigterm())
         return self
 
     def __exit__(self, *exc):
@@ -58,13 +63,66 @@ class Checkouts:
 
     def run(self, sha, results_dir: Path, run_args, echo):
         """`variantbench run --commit sha --results results_dir RUN_ARGS` in sha's checkout, its output
-        echoed line by line. Exit 1 (a benchmark failed) still leaves the others' results; exit 2 or
-        more means nothing usable was measured."""
+        echoed line by line; returns its exit code. A run that exits 1 (a kernel mismatch) or 2 (a
+        benchmark crashed) still records the others' results: callers read the results folder. A
+        kill of this process stops the run (which then stops its asv and removes its staging)."""
         cmd = [sys.executable, "-m", "variantbench", "run", "--commit", sha, "--results", str(results_dir),
                *run_args]
         echo(f"measuring {sha[:8]}: variantbench run {' '.join(cmd[4:])}")
         with subprocess.Popen(cmd, cwd=self.path(sha), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True) as process:
-            for line in process.stdout:
-                echo(f"  {sha[:8]} | {line.rstrip()}")
+            try:
+                for line in process.stdout:
+                    echo(f"  {sha[:8]} | {line.rstrip()}")
+            except BaseException:
+                process.terminate()  # the run stops its asv and removes its staging (asvrun)
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                raise
         return process.returncode
+
+    def results_for(self, sha, results_dir: Path, run_args, echo):
+        """(rows, identity) of a commit's results; measured first in its own checkout when it has
+        none, unless run_args is None (--no-run). Raises gate.Incomparable when there are still none."""
+        from variantbench import gate
+
+        try:
+            return gate.commit_results(results_dir, sha)
+        except gate.Incomparable:
+            if run_args is None:
+                raise
+        code = self.run(sha, results_dir, run_args, echo)
+        try:
+            return gate.commit_results(results_dir, sha)
+        except gate.Incomparable:
+            raise gate.Incomparable(f"measuring {sha[:8]} recorded no results (its run exited {code})") from None
+
+    def compared(self, base_sha, head_sha, results_dir: Path, run_args, echo):
+        """(BASE's rows, HEAD's rows, the identity they share), each measured first where it has no
+        results (see `results_for`). Raises gate.Incomparable when their identities differ."""
+        from variantbench import gate
+
+        base_rows, base_identity = self.results_for(base_sha, results_dir, run_args, echo)
+        head_rows, head_identity = self.results_for(head_sha, results_dir, run_args, echo)
+        gate.check_identity(base_identity, head_identity)
+        return base_rows, head_rows, head_identity
+
+
+def confirm_args(suspects, device, machine):
+    """`variantbench run` options measuring just the gate's suspects (a superset where several differ
+    in more than one parameter: shards are per name), with the re-run's sample count."""
+    from variantbench import decide
+
+    params = [p.split("/") for p in suspects.params]
+    names = sorted(set(suspects.benchmark))
+    args = ["--tier", "full", "--repeat", str(decide.RERUN_SAMPLES),
+            "--bench", "|".join(rf"^{re.escape(n)}$" for n in names)]
+    for flag, position in (("--variant", 0), ("--implementation", 1), ("--shape", 2)):
+        for value in sorted({p[position] for p in params if len(p) > position}):
+            args += [flag, value]
+    for flag, value in (("--device", device), ("--machine", machine)):
+        if value:
+            args += [flag, value]
+    return args
