@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from variantbench import gate, report
@@ -139,7 +140,7 @@ def test_summary_flags_over_budget_and_failed_first(site, history):
     _, commits = history
     page = summary.read_text()
     h100 = page[page.index('id="h100"'):page.index('id="h200"')]
-    table = h100[h100.index("<tbody>"):]
+    table = h100[h100.index("<h4>Every implementation</h4>"):]
     assert table.index('class="failed"') < table.index('class="over-budget"') < table.index('class="within"')
     assert "sliding_window_1024/sdpa @ llama-3-8b-s4k (over budget)" in h100
     assert "causal/triton @ llama-3-8b-s4k (failed)" in h100
@@ -436,3 +437,21 @@ def test_asv_graph_page_works_from_disk(site):
     errors, network, _, text, _ = _open(url, ROOT / "reports" / "screenshots" / "synthetic" / "asv.png")
     assert errors == [] and network == []
     assert "gqa_8" in text
+
+
+def test_each_family_leads_with_one_row_per_variant_its_fastest_fused_implementation():
+    """The leading table judges a variant by its fastest fused implementation: window is over budget
+    through SDPA but within through ours, so it is within; the reference never counts."""
+    from variantbench import summary
+
+    table = pd.DataFrame([
+        ("attention", "s4k", "sliding_window_1024", "sdpa", 7.6, 7.6, 0.01, 1.1, "over budget"),
+        ("attention", "s4k", "sliding_window_1024", "triton", 1.05, 0.6, 0.01, 1.1, "within"),
+        ("attention", "s4k", "sliding_window_1024", "reference", 0.5, 30.0, 0.01, 1.1, "within"),
+        ("attention", "s4k", "alibi", "flex", 2.1, 1.9, 0.01, 1.1, "over budget"),
+    ], columns=["family", "shape", "variant", "implementation", "x baseline", "time ratio", "standard_error",
+                "budget", "verdict"])
+    variants = summary.variant_table(table)
+    assert list(zip(variants.variant, variants.fastest, variants.verdict)) == [
+        ("alibi", "flex", "over budget"), ("sliding_window_1024", "triton", "within")]
+    assert variants.time_ratio.tolist() == [1.9, 0.6]

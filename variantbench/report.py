@@ -25,6 +25,7 @@ import pandas as pd
 
 from variantbench import history as hist
 from variantbench import results
+from variantbench.summary import FIGURES, commit_dates, family_table, variant_table
 from variantbench.catalog import families
 
 ASSETS = Path(__file__).parent / "assets" / "vendor"
@@ -41,20 +42,6 @@ CDN = {
     "https://cdn.jsdelivr.net/npm/bootstrap@3.1.1/dist/css/bootstrap.min.css": "css/bootstrap.min.css",
 }
 SUMMARY_DIR = "variantbench"
-VERDICT_ORDER = {"failed": 0, "over budget": 1, "within": 2, "": 3}  # flagged rows first
-
-# Per-case figures of the latest commit: (benchmark ending, column, scale).
-FIGURES = (
-    ("Forward.time_forward", "ms", 1e3),
-    ("Metrics.track_tflops", "TFLOP/s", 1),
-    ("Metrics.track_gbps", "GB/s", 1),
-    ("Metrics.track_percent_of_peak", "% roofline", 1),
-    ("Metrics.track_ratio_to_baseline", "x baseline", 1),
-    ("ReferenceSpeedup.track_speedup_over_reference", "x reference", 1),
-    ("Metrics.track_max_error", "max error", 1),
-    ("PeakMemory.track_peak_memory", "peak MiB", 1),
-)
-
 
 class ReportError(Exception):
     """The report cannot be built (no results, asv publish failed); the message says why."""
@@ -122,62 +109,16 @@ def _embed_json(html_dir: Path):
     (vendor / "offline-data.js").write_text("window.VARIANTBENCH_OFFLINE = " + json.dumps(files) + ";\n")
 
 
-def commit_dates(history: pd.DataFrame) -> pd.DataFrame:
-    """(machine, commit, date) of every results file of the history, oldest first."""
-    return history[["machine", "commit", "date"]].drop_duplicates().sort_values("date", kind="stable")
-
-
-def _family_of(benchmark):
-    return benchmark.split(".")[0].removeprefix("bench_")
-
-
-def latest_table(frame: pd.DataFrame, budget_for) -> pd.DataFrame:
-    """One row per (family, shape, variant, implementation) of one commit's results: the FIGURES,
-    the budget and its verdict ("failed", "over budget", "within", or "" with no ratio)."""
-    columns = [c for _, c, _ in FIGURES]
-    rows = {}
-    for ending, column, scale in FIGURES:
-        picked = frame[frame.benchmark.str.endswith(ending)]
-        for benchmark, params, value, failed in zip(picked.benchmark, picked.params, picked.value, picked.failed):
-            if len(params) < 3:
-                continue
-            row = rows.setdefault((_family_of(benchmark), params[2], params[0], params[1]),
-                                  {"failed": False, **dict.fromkeys(columns, float("nan"))})
-            if failed:
-                row["failed"] = True
-            elif value == value:
-                row[column] = float(value) * scale
-    table = pd.DataFrame([{"family": k[0], "shape": k[1], "variant": k[2], "implementation": k[3], **v}
-                          for k, v in rows.items()], columns=["family", "shape", "variant", "implementation",
-                                                              *columns, "failed"])
-    table = table[table[columns].notna().any(axis=1) | table.failed.astype(bool)].copy()
-    table["budget"] = [budget_for(f, v) for f, v in zip(table.family, table.variant)]
-    table["verdict"] = ["failed" if failed and ms != ms else "" if ratio != ratio else
-                        "over budget" if ratio > budget else "within" for failed, ms, ratio, budget
-                        in zip(table.failed, table["ms"], table["x baseline"], table.budget)]
-    return table
-
-
-def family_table(mine: pd.DataFrame, order: pd.DataFrame, family: str, budget_for) -> pd.DataFrame:
-    """latest_table of one machine's family, each shape at the latest commit that measured its
-    metrics there (else its forward): runs sharded by shape, or cut short, leave other shapes at
-    earlier commits, and each row names its commit."""
-    measured = mine[mine.benchmark.str.startswith(f"bench_{family}.")]
-    measured = measured[measured.params.map(len) >= 3]
-    shapes = measured.params.map(lambda p: p[2])
-    tables = []
-    for shape in dict.fromkeys(shapes):
-        rows = measured[shapes == shape]
-        with_metrics = set(rows[rows.benchmark.str.endswith("Metrics.track_ratio_to_baseline")].commit)
-        commits = with_metrics or set(rows.commit)
-        commit = next(c for c in reversed(list(order.commit)) if c in commits)
-        table = latest_table(rows[rows.commit == commit], budget_for)
-        tables.append(table.assign(commit=commit[:8]))
-    if not tables:
-        return latest_table(measured.iloc[0:0], budget_for).assign(commit="")
-    table = pd.concat(tables, ignore_index=True)
-    return table.sort_values(["shape", "variant", "implementation"]).sort_values(
-        "verdict", key=lambda v: v.map(VERDICT_ORDER), kind="stable")
+def _variant_html(variants: pd.DataFrame) -> str:
+    head = "".join(f"<th>{c}</th>" for c in ("shape", "variant", "fastest fused", "x baseline per useful work",
+                                            "± se", "budget", "verdict", "time ratio"))
+    body = "".join(
+        f'<tr class="{html.escape(r.verdict.replace(" ", "-"))}"><td>{html.escape(r.shape)}</td>'
+        f"<td>{html.escape(r.variant)}</td><td>{html.escape(r.fastest or '-')}</td>"
+        f"<td class=num>{_number(r.ratio, '')}</td><td class=num>{_number(100 * r.standard_error, '')}%</td>"
+        f"<td class=num>{r.budget:.2f}x</td><td>{html.escape(r.verdict)}</td>"
+        f"<td class=num>{_number(r.time_ratio, '')}</td></tr>" for r in variants.itertuples())
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _plots(out: Path, stem: str, table: pd.DataFrame, times: pd.DataFrame, marks: list) -> dict:
@@ -192,7 +133,8 @@ def _plots(out: Path, stem: str, table: pd.DataFrame, times: pd.DataFrame, marks
     if not ratio.empty:
         labels = [f"{r.variant}/{r.implementation} @ {r.shape}" for r in ratio.itertuples()]
         fig, ax = plt.subplots(figsize=(9, 0.28 * len(labels) + 1.2))
-        colors = ["#c0392b" if v == "over budget" else "#2e86c1" for v in ratio.verdict]
+        colors = ["#c0392b" if v == "over budget" else "#e0a800" if v == "at budget" else "#2e86c1"
+                  for v in ratio.verdict]
         ax.barh(range(len(labels)), ratio["x baseline"], color=colors)
         ax.axvline(ratio.budget.max(), color="black", linestyle="--", label=f"signal budget {ratio.budget.max():.2f}x")
         ax.set_yticks(range(len(labels)), labels, fontsize=7)
@@ -265,6 +207,7 @@ table { border-collapse: collapse; font-size: 12px; margin: 0.5em 0 1em; }
 th, td { border-bottom: 1px solid #ddd; padding: 2px 8px; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.over-budget td { background: #fdecea; }
+tr.at-budget td { background: #fff8e1; }
 tr.failed td { background: #f5b7b1; font-weight: bold; }
 .identity { color: #555; font-size: 13px; }
 .flagged { color: #c0392b; font-weight: bold; }
@@ -307,7 +250,11 @@ def _section_html(out: Path, section: dict, benchmarks, settings, outside: set) 
                 parts.append(f'<p class="flagged">Flagged: {html.escape(names)}</p>')
             benchmark = next((b for b in benchmarks if b.startswith(f"bench_{fam.name}.")
                               and b.endswith("Forward.time_forward")), "")
-            parts.append(_table_html(benchmark, table, machine, section["asv"]))
+            variants = variant_table(table)
+            if not variants.empty:
+                parts.append("<h4>Per variant: its fastest fused implementation against the budget</h4>"
+                             + _variant_html(variants))
+            parts.append("<h4>Every implementation</h4>" + _table_html(benchmark, table, machine, section["asv"]))
         absent = [v.name for v in fam.variants if table.empty or v.name not in set(table.variant)]
         if absent:
             parts.append(f"<p>Not measured at this commit on this machine: {html.escape(', '.join(absent))}.</p>")

@@ -1,0 +1,131 @@
+"""The signal budget as a decision, not a point estimate.
+
+A variant swamps the modeling signal when its cost per unit of useful work exceeds the family
+baseline's by more than the budget (default 1.10x). The ratio is a measurement: on an H100 it moved
+~5% between runs of the same code, and 21 of 25 attention rows read "over budget" as bare ratios.
+So, per case (variant, implementation, shape):
+
+- "over budget": the ratio is *significantly* over the budget: ln(ratio / budget) exceeds z standard
+  errors, z the one-sided normal quantile at FAMILY_ALPHA / cases compared (Bonferroni, as the
+  regression decision in variantbench.decide), so the chance that any case truly at the budget reads
+  over stays under FAMILY_ALPHA;
+- "at budget": over the budget, but not significantly: reported, never flagged;
+- "within": at or under the budget;
+- "failed": no ratio (the benchmark failed or was skipped at this shape).
+
+The standard error is the run's own (track_ratio_standard_error: the two sides' samples in
+alternating blocks, variantbench.timing) with a floor of RUN_SIGMA for what one run cannot see:
+on an H200 (7ed2c48, tools/ratio_truth.py) five recorded ratios sat 0.3-1.5% from do_bench medians of
+the same calls, so 1% is a typical run-to-run offset. A variant's verdict is that of its fastest
+fused implementation (lowest ratio) at that shape. The gate confirms a variant newly over budget on
+a re-run and decides again on both runs pooled (`pooled`).
+"""
+
+import math
+
+import pandas as pd
+
+from variantbench import decide
+
+RUN_SIGMA = 0.01  # log-scale floor of a ratio's standard error: see the module's docstring
+RATIO = "Metrics.track_ratio_to_baseline"
+STANDARD_ERROR = "Metrics.track_ratio_standard_error"
+NOISE = "Metrics.track_ratio_noise"  # relative IQR: what results before the standard error carried
+TIME_RATIO = "Metrics.track_time_ratio"
+VERDICTS = ("failed", "over budget", "at budget", "within")  # flagged first
+
+
+def standard_error(se, noise) -> float:
+    """The log ratio's standard error: the recorded one, else one from the relative IQR of the old
+    interleaved samples (25 a side: sigma ~ IQR / 1.349, median's se ~ 1.25 sigma / 5), floored."""
+    if se is not None and not pd.isna(se):
+        return max(float(se), RUN_SIGMA)
+    if noise is not None and not pd.isna(noise):
+        return max(float(noise) / 1.349 * 1.25 / 5, RUN_SIGMA)
+    return RUN_SIGMA
+
+
+def verdict(ratio, se, budget, n_cases) -> str:
+    if ratio is None or pd.isna(ratio) or ratio <= 0:
+        return "failed"
+    if ratio <= budget:
+        return "within"
+    z = math.log(ratio / budget) / se
+    return "over budget" if z > decide.z_alpha(n_cases) else "at budget"
+
+
+def _column(frame, ending):
+    rows = frame[frame.benchmark.str.endswith(ending)]
+    return {(b.split(".")[0].removeprefix("bench_"), tuple(p)): v for b, p, v in zip(rows.benchmark, rows.params, rows.value)}
+
+
+def case_frame(rows: pd.DataFrame, budget_for) -> pd.DataFrame:
+    """One row per case with a ratio benchmark in one commit's results: family, variant,
+    implementation, shape, ratio, standard error, budget, time ratio and verdict."""
+    ratios, ses, noises, times = (_column(rows, e) for e in (RATIO, STANDARD_ERROR, NOISE, TIME_RATIO))
+    records = []
+    for (family, params), ratio in ratios.items():
+        if len(params) < 3 or params[1] == "reference":
+            continue
+        ratio = None if ratio is None or pd.isna(ratio) else float(ratio)
+        records.append({"family": family, "variant": params[0], "implementation": params[1], "shape": params[2],
+                        "ratio": ratio, "standard_error": standard_error(ses.get((family, params)),
+                                                                         noises.get((family, params))),
+                        "budget": budget_for(family, params[0]), "time_ratio": times.get((family, params))})
+    frame = pd.DataFrame(records, columns=["family", "variant", "implementation", "shape", "ratio",
+                                           "standard_error", "budget", "time_ratio"])
+    n = int(frame.ratio.notna().sum())
+    frame["verdict"] = [verdict(r, se, b, n) for r, se, b in zip(frame.ratio, frame.standard_error, frame.budget)]
+    return frame
+
+
+def variant_frame(cases: pd.DataFrame) -> pd.DataFrame:
+    """One row per (family, variant, shape): its fastest fused implementation (lowest ratio), that
+    ratio, its verdict and time ratio; "failed" where no implementation has a ratio."""
+    rows = []
+    for (family, variant, shape), group in cases.groupby(["family", "variant", "shape"], sort=False):
+        measured = group[group.ratio.notna()]
+        best = measured.loc[measured.ratio.idxmin()] if not measured.empty else group.iloc[0]
+        rows.append({"family": family, "variant": variant, "shape": shape,
+                     "fastest": best.implementation if not measured.empty else "",
+                     "ratio": best.ratio, "standard_error": best.standard_error, "budget": best.budget,
+                     "time_ratio": best.time_ratio, "verdict": best.verdict if not measured.empty else "failed"})
+    frame = pd.DataFrame(rows, columns=["family", "variant", "shape", "fastest", "ratio", "standard_error", "budget",
+                                        "time_ratio", "verdict"])
+    order = {v: i for i, v in enumerate(VERDICTS)}
+    return frame.sort_values("verdict", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+
+
+def pooled(first: pd.Series, again: pd.Series, n_cases) -> dict:
+    """A case's ratio decided again on two runs: the inverse-variance mean of the two log ratios, and
+    a standard error no smaller than half their difference (two runs that disagree more than their
+    errors say reveal a run-to-run offset neither saw)."""
+    logs = [math.log(first.ratio), math.log(again.ratio)]
+    weights = [1 / first.standard_error**2, 1 / again.standard_error**2]
+    mean = sum(w * x for w, x in zip(weights, logs)) / sum(weights)
+    se = max(1 / math.sqrt(sum(weights)), abs(logs[0] - logs[1]) / 2)
+    ratio = math.exp(mean)
+    return {"ratio": ratio, "standard_error": se, "verdict": verdict(ratio, se, first.budget, n_cases)}
+
+
+def newly_over(base_variants: pd.DataFrame, head_variants: pd.DataFrame) -> pd.DataFrame:
+    """Head's variants over budget that were not over on BASE (at the same shape); each with its BASE
+    verdict. A variant already over on BASE is reported, never failed: the PR did not cause it."""
+    base = {(r.family, r.variant, r.shape): r.verdict for r in base_variants.itertuples()}
+    over = head_variants[head_variants.verdict == "over budget"].copy()
+    over["base_verdict"] = [base.get((r.family, r.variant, r.shape), "new") for r in over.itertuples()]
+    return over[over.base_verdict != "over budget"].reset_index(drop=True)
+
+
+def markdown(variants: pd.DataFrame) -> list[str]:
+    """The summary's leading table: one row per variant and shape, flagged first."""
+    if variants.empty:
+        return []
+    lines = ["| variant | shape | fastest fused | x baseline per useful work | se | budget | verdict | "
+             "time ratio |", "|---|---|---|---|---|---|---|---|"]
+    for r in variants.itertuples():
+        ratio = "-" if pd.isna(r.ratio) else f"{r.ratio:.3f}"
+        time_ratio = "-" if r.time_ratio is None or pd.isna(r.time_ratio) else f"{r.time_ratio:.3f}"
+        lines.append(f"| {r.family}/{r.variant} | {r.shape} | {r.fastest or '-'} | {ratio} | {r.standard_error:.1%} "
+                     f"| {r.budget:g} | {r.verdict} | {time_ratio} |")
+    return lines
