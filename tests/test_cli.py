@@ -103,6 +103,24 @@ def test_results_file_loads_tidy_rows(tmp_path):
     assert table.loc[("tiny-s128", "causal", "triton"), "ms"] == pytest.approx(1.0)
 
 
+def test_the_forward_table_has_the_sm_clock_the_forward_ran_at(tmp_path):
+    """The forward's own Power track, not forward+backward's (whose name ends the same way)."""
+    params = [["'causal'", "'mqa'"], ["'triton'"], ["'s4k'"]]
+    data = {
+        "commit_hash": "abc123", "params": {"machine": "m"}, "result_columns": ["result", "params"],
+        "results": {
+            "bench_attention.AttentionForward.time_forward": [[0.001, 0.002], params],
+            "bench_attention.AttentionPower.track_sm_clock_mhz": [[1755.0, 1900.0], params],
+            "bench_attention.AttentionForwardBackwardPower.track_sm_clock_mhz": [[1500.0, 1600.0], params],
+        },
+    }
+    path = tmp_path / "abc123-existing.json"
+    path.write_text(json.dumps(data))
+    table = results.forward_tables(results.load_file(path))["attention"]
+    assert list(table.columns) == ["ms", "SM MHz"]
+    assert table["SM MHz"].tolist() == [1755.0, 1900.0]
+
+
 def _tree(folder):
     """Every file under folder with its size and modification time: what a run must leave alone.
     (Not screenshots/: the report's browser tests write their synthetic screenshots there.)"""

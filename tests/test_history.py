@@ -191,3 +191,20 @@ def test_one_history_per_machine_identity():
         ("n", ["a"])]
     assert "(gpu, torch differ)" in found[0]["note"] and found[2]["note"] == ""
     assert found[1]["asv"] == {"gpu": "NVIDIA H200", "torch": "2.12.0"}
+
+
+def test_a_key_older_results_did_not_record_is_unknown_not_a_new_machine():
+    """cuDNN and NCCL joined the identity in session 6: a file without them continues the history of
+    the files with them on that machine, unless those disagree among themselves."""
+    identity = {"gpu": "NVIDIA H200", "gpu_count": "1", "driver": "580", "cuda": "13.0", "torch": "2.11.0",
+                "triton": "3.6.0"}
+    frame = pd.DataFrame([
+        {"machine": "m", "commit": "old", "date": pd.Timestamp(1, unit="s"), **identity},
+        {"machine": "m", "commit": "new", "date": pd.Timestamp(2, unit="s"), **identity, "cudnn": "91002",
+         "nccl": "2.28.9"},
+    ])
+    (one,) = history.histories(frame)
+    assert list(one["rows"].commit) == ["old", "new"] and one["note"] == ""
+    split = pd.concat([frame, pd.DataFrame([{"machine": "m", "commit": "newer", "date": pd.Timestamp(3, unit="s"),
+                                             **identity, "cudnn": "91100", "nccl": "2.28.9"}])])
+    assert len(history.histories(split)) == 3

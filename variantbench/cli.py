@@ -4,10 +4,8 @@ exceeded, 2 bad input or infrastructure failure, 3 incomparable or no baseline.
 The commands are thin: running cases is variantbench.runner, measuring commits that have no results
 is variantbench.measure, deciding is variantbench.gate."""
 
-import contextlib
 import dataclasses
 import functools
-import re
 import subprocess
 import sys
 import tempfile
@@ -66,7 +64,9 @@ def _measure_options(with_bench=True):
         click.option("--no-run", is_flag=True, help="Use only results already present; never measure."),
         *([click.option("--bench", "-b", default=None, help="Measuring: asv benchmark regex.")] if with_bench else []),
         filter_options("default", measuring=True),
-        click.option("--machine", default=None, help="Measuring: asv machine name."),
+        click.option("--machine", default=None,
+                     help="Compare the results recorded on this asv machine, and record measurements under it "
+                          "(default: the one machine with results for both commits)."),
     ]
 
     def decorate(command):
@@ -162,37 +162,12 @@ def run(bench, quick, selection, commit, machine, results_dir, precheck, repeat)
     """Run the suite with asv in the existing environment and record results under reports/results/.
 
     Every benchmark's setup checks its case against the reference before timing it. The machine's params
-    carry the GPU model and the driver, CUDA, torch and triton versions, so results from different
-    hardware or software are never compared. Prints a progress line per case, then a table of the
-    forward figures. Exits 1 naming each kernel that disagrees with its reference (the others are
+    carry the GPU model and the driver, CUDA, cuDNN, NCCL, torch and triton versions, so results from
+    different hardware or software are never compared. Prints a progress line per case, then a table of
+    the forward figures (with the mean SM clock over each forward's samples, on a GPU). Exits 1 naming each kernel that disagrees with its reference (the others are
     still recorded), 2 when a benchmark crashed or asv failed."""
     runner.run(selection, bench=bench, quick=quick, commit=commit, machine=machine, results_dir=results_dir,
                precheck_first=precheck, repeat=repeat)
-
-
-@contextlib.contextmanager
-def _measuring_exits():
-    """compare, gate and bisect: results that cannot be compared (different machines, none) are exit
-    3; a commit that cannot be measured, damaged results or a broken pattern, one line and exit 2."""
-    from variantbench import gate, results
-    from variantbench.measure import MeasureFailed
-
-    try:
-        yield
-    except gate.Incomparable as why:
-        fail(str(why), EXIT_INCOMPARABLE)
-    except (MeasureFailed, results.BadResults) as why:
-        fail(str(why))
-    except re.error as why:
-        fail(f"--bench {why.pattern!r}: not a regular expression ({why})")
-
-
-def _run_args(no_run, bench, selection, machine):
-    """`variantbench run` options measuring a commit with no results; None with --no-run."""
-    if no_run:
-        return None
-    return selection.run_args() + [arg for flag, value in (("--bench", bench), ("--machine", machine)) if value
-                                   for arg in (flag, value)]
 
 
 @main.command()
@@ -206,16 +181,20 @@ def compare(base, head, results_dir, no_run, bench, selection, machine):
 
     A commit with no results is measured first, in its own git worktree by its own code (unless
     --no-run). Exits 0; 2 on bad input; 3 when the two were measured on different hardware or
-    software, or one has no results."""
+    software (or several machines have results for both and --machine names none), or one has no
+    results. base_mhz and head_mhz: the mean SM clock over each side's samples."""
     import pandas as pd
 
     from variantbench import gate
-    from variantbench.measure import Checkouts
+    from variantbench.measure import Checkouts, measuring_args, measuring_exits
 
-    args = _run_args(no_run, bench, selection, machine)
-    with _measuring_exits(), Checkouts(ROOT) as checkouts:
+    args = measuring_args(no_run, bench, selection, machine)
+    with measuring_exits(), Checkouts(ROOT) as checkouts:
         settings = gate.load_settings(ROOT / "pyproject.toml")
-        base_rows, head_rows, _ = checkouts.compared(sha(base), sha(head), results_dir, args, click.echo)
+        base_rows, head_rows, _, notes = checkouts.compared(sha(base), sha(head), results_dir, args, click.echo,
+                                                            machine)
+    for note in notes:
+        click.echo(f"note: {note}")
     table = gate.compare_frames(base_rows, head_rows, settings.regression_factor)
     pd.set_option("display.width", 220)
     click.echo(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
@@ -236,12 +215,15 @@ def gate_command(base, head, results_dir, no_run, bench, selection, machine, sum
     significant after correcting for the number of benchmarks, and confirmed by re-running just the
     suspects on both commits (20 samples each, pooled with the first run's). With --no-run nothing is
     measured and no re-run can confirm, so suspects fail as they stand. Benchmarks too noisy for the
-    factor are reported and do not gate. Variants already over budget on BASE are reported, not failed."""
+    factor are reported and do not gate. Variants already over budget on BASE are reported, not failed.
+    The summary states the SM clocks each side ran at, and notes where they differ by more than 3%."""
+    from variantbench.measure import measuring_args
+
     if summary_path is not None and not summary_path.parent.is_dir():
         fail(f"--summary {summary_path}: no folder {summary_path.parent} to write it in")
     try:
-        text, failing = _gate(base, head, results_dir, _run_args(no_run, bench, selection, machine), selection.device,
-                              machine)
+        text, failing = _gate(base, head, results_dir, measuring_args(no_run, bench, selection, machine),
+                              selection.device, machine)
     except runner.Failed as stop:
         _write_summary(summary_path, _not_gated(base, head, stop.code, stop.message), quiet=True)
         raise
@@ -259,12 +241,13 @@ def gate_command(base, head, results_dir, no_run, bench, selection, machine, sum
 def _gate(base, head, results_dir, run_args, device, machine):
     """(the gate's Markdown summary, whether it fails)."""
     from variantbench import decide, gate, results
-    from variantbench.measure import Checkouts, MeasureFailed, confirm_args
+    from variantbench.measure import Checkouts, MeasureFailed, confirm_args, measuring_exits
 
     base_sha, head_sha = sha(base), sha(head)
-    with _measuring_exits(), Checkouts(ROOT) as checkouts:
+    with measuring_exits(), Checkouts(ROOT) as checkouts:
         settings = gate.load_settings(ROOT / "pyproject.toml")
-        base_rows, head_rows, identity = checkouts.compared(base_sha, head_sha, results_dir, run_args, click.echo)
+        base_rows, head_rows, identity, notes = checkouts.compared(base_sha, head_sha, results_dir, run_args,
+                                                                   click.echo, machine)
         verdicts = gate.compare_frames(base_rows, head_rows, settings.regression_factor)
         suspects = verdicts[verdicts.verdict == "slower"]
         if run_args is not None and not suspects.empty:
@@ -282,7 +265,8 @@ def _gate(base, head, results_dir, run_args, device, machine):
                         reruns.append(base_rows.iloc[0:0])
             verdicts = gate.confirm_frame(verdicts, base_rows, head_rows, *reruns, settings.regression_factor)
     budgets = gate.budget_frame(base_rows, head_rows, settings)
-    text = gate.summary_markdown(base_sha, head_sha, identity, verdicts, budgets, settings.regression_factor)
+    text = gate.summary_markdown(base_sha, head_sha, identity, verdicts, budgets, settings.regression_factor, notes,
+                                 gate.power_notes(verdicts, base_rows, head_rows))
     return text, bool(verdicts.verdict.isin(["slower", "failed"]).any() or budgets.new_over.any())
 
 
@@ -371,7 +355,7 @@ def bisect_command(good, bad, pattern, results_dir, no_run, selection, machine):
     skipped there does not. Prints the first slower commit and the last good one. Exit 0 when found,
     3 when GOOD or BAD has no results or BAD is not slower, 2 on bad input."""
     from variantbench import gate
-    from variantbench.measure import Checkouts
+    from variantbench.measure import Checkouts, measuring_args, measuring_exits
 
     good_sha, bad_sha = sha(good), sha(bad)
     listed = subprocess.run(["git", "rev-list", "--reverse", "--ancestry-path", f"{good_sha}..{bad_sha}"], cwd=ROOT,
@@ -379,16 +363,17 @@ def bisect_command(good, bad, pattern, results_dir, no_run, selection, machine):
     if listed.returncode != 0 or not listed.stdout.strip():
         fail(f"{bad} is not a descendant of {good}")
     commits = [good_sha] + listed.stdout.split()
-    args = _run_args(no_run, None, selection, machine)
-    with _measuring_exits(), Checkouts(ROOT) as checkouts:
+    args = measuring_args(no_run, None, selection, machine)
+    with measuring_exits(), Checkouts(ROOT) as checkouts:
         settings = gate.load_settings(ROOT / "pyproject.toml")
+        machine = machine or gate.shared_machine(results_dir, (good_sha, bad_sha))
         for commit in (good_sha, bad_sha):
-            checkouts.results_for(commit, results_dir, args, click.echo)
-        found = gate.bisect(results_dir, commits, pattern, settings.regression_factor)
+            checkouts.results_for(commit, results_dir, args, click.echo, machine)
+        found = gate.bisect(results_dir, commits, pattern, settings.regression_factor, machine)
         while args is not None and found["unmeasured"]:
             middle = found["unmeasured"][len(found["unmeasured"]) // 2]
             checkouts.run(middle, results_dir, args, click.echo)
-            narrowed = gate.bisect(results_dir, commits, pattern, settings.regression_factor)
+            narrowed = gate.bisect(results_dir, commits, pattern, settings.regression_factor, machine)
             if narrowed["unmeasured"] == found["unmeasured"]:  # it recorded nothing: stop, say so below
                 break
             found = narrowed

@@ -35,26 +35,41 @@ def require(device: str):
 
 
 def identity(device: str) -> dict:
-    """What makes two results comparable: the GPU (or CPU) model, driver, CUDA, torch and triton."""
+    """What makes two results comparable: the GPU (or CPU) model, driver, CUDA, cuDNN, NCCL, torch
+    and triton. cuDNN is what torch loads (its SDPA backend; a CPU build reports "none"); NCCL counts
+    on CUDA only (the collectives' figures)."""
     import torch
 
+    cudnn = torch.backends.cudnn.version()  # e.g. 91002 for 9.10.2; None where torch has no cuDNN
     facts = {
         "device": device,
         "torch": torch.__version__,
         "triton": _version("triton"),
         "python": platform.python_version(),
+        "cudnn": "none" if cudnn is None else str(cudnn),
     }
     if device == "cuda":
         facts["gpu"] = torch.cuda.get_device_name()
         facts["cuda"] = torch.version.cuda or "none"
         facts["driver"] = _nvidia_driver()
         facts["gpu_count"] = torch.cuda.device_count()
+        facts["nccl"] = _nccl_version(torch)
     else:
         facts["gpu"] = "none"
         facts["cpu"] = platform.processor() or platform.machine()
         facts["cuda"] = "none"
         facts["driver"] = "none"
+        facts["nccl"] = "none"
     return facts
+
+
+def _nccl_version(torch) -> str:
+    """"2.28.9" (a suffix such as "+cuda13.0" kept); "none" for a torch built without NCCL, which
+    has no torch._C._nccl_version (torch.cuda.nccl.version() raises AttributeError there)."""
+    if not hasattr(torch._C, "_nccl_version"):
+        return "none"
+    major, minor, patch, *suffix = torch.cuda.nccl.version()
+    return f"{major}.{minor}.{patch}" + "".join(suffix)
 
 
 def machine_name(facts: dict) -> str:

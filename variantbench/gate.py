@@ -1,26 +1,40 @@
 """compare and gate over recorded results: verdicts per benchmark, the signal budget, a Markdown summary.
 
 Results of BASE and HEAD are compared only when measured on the same GPU, as many of them, with the
-same driver, CUDA, torch and triton: anything else is "incomparable" (exit 3), never a pass.
+same driver, CUDA, cuDNN, NCCL, torch and triton: anything else is "incomparable" (exit 3), never a
+pass. A commit measured on several machines is compared on one of them (`--machine`).
+
+Each timed benchmark's power state (the SM clock over its samples, the throttle reasons) is reported
+beside its verdict and never changes it: the clock is a lead, the samples decide.
 """
 
+import functools
 import math
+import operator
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from variantbench import decide, results
+from variantbench import decide, power, results
 
 IDENTITY = results.IDENTITY_KEYS  # one list: what makes two measurements comparable
 # Every family's suite module tracks these (bench_<family>.<Family>Metrics.track_...).
 RATIO_BENCHMARK = "Metrics.track_ratio_to_baseline"
 NOISE_BENCHMARK = "Metrics.track_ratio_noise"
+# A compute-bound kernel's time scales about with its SM clock: clocks 3% apart move a ratio by about
+# a third of the 1.10 factor. Clocks at the power cap vary that much and more: on the H200 at 7ed2c48a
+# the SDPA forwards ran at 1740-1764 MHz, Flex's and ours at 1855-1977 (variantbench.power).
+CLOCK_TOLERANCE = 0.03
 
 
 class Incomparable(Exception):
     """BASE and HEAD cannot be compared (different hardware or software, or one has no results)."""
+
+
+class NoResults(Incomparable):
+    """A commit has no results (on the machine asked for): measure it first, or exit 3."""
 
 
 @dataclass(frozen=True)
@@ -50,12 +64,33 @@ def load_settings(pyproject: Path) -> Settings:
     )
 
 
-def commit_results(results_dir: Path, commit: str) -> tuple[pd.DataFrame, dict]:
-    """(rows, identity) of one commit's results, from every machine that has them; raises
-    Incomparable if none or if they come from machines of different identities."""
-    paths = [p for p in Path(results_dir).glob(f"*/{commit[:8]}*.json") if p.name != "machine.json"]
+def _result_files(results_dir: Path, commit: str, machine: str | None = None) -> list[Path]:
+    return [p for p in Path(results_dir).glob(f"{machine or '*'}/{commit[:8]}*.json") if p.name != "machine.json"]
+
+
+def shared_machine(results_dir: Path, commits) -> str | None:
+    """The machine to compare `commits` on where --machine names none: the one machine with results
+    for every commit. None where no machine has them all (each commit's own results are then read, and
+    the identity check decides); Incomparable, naming them, where several have."""
+    found = [{p.parent.name for p in _result_files(results_dir, commit)} for commit in commits]
+    shared = sorted(set.intersection(*found))
+    if len(shared) > 1:
+        raise Incomparable(f"{' and '.join(c[:8] for c in commits)} have results on several machines "
+                           f"({', '.join(shared)}): pass --machine NAME")
+    return shared[0] if shared else None
+
+
+def commit_results(results_dir: Path, commit: str, machine: str | None = None) -> tuple[pd.DataFrame, dict]:
+    """(rows, identity) of one commit's results on `machine`, or on the one machine that has them
+    where machine is None. Raises NoResults if there are none, Incomparable if several machines
+    have them and none is named, or if one machine's files differ in identity."""
+    paths = _result_files(results_dir, commit, machine)
     if not paths:
-        raise Incomparable(f"no results for {commit} under {results_dir}")
+        raise NoResults(f"no results for {commit} under {results_dir}" + (f" on {machine}" if machine else ""))
+    machines = sorted({p.parent.name for p in paths})
+    if len(machines) > 1:
+        raise Incomparable(f"{commit[:8]} has results on several machines ({', '.join(machines)}): "
+                           "pass --machine NAME")
     frames, identities = [], {}
     for path in paths:
         frame, identities[path] = results.load_with_identity(path)
@@ -66,11 +101,31 @@ def commit_results(results_dir: Path, commit: str) -> tuple[pd.DataFrame, dict]:
     return pd.concat(frames, ignore_index=True), next(iter(identities.values()))
 
 
-def check_identity(base_identity, head_identity):
-    differ = [f"{k}: {base_identity.get(k)} vs {head_identity.get(k)}" for k in IDENTITY
-              if base_identity.get(k) != head_identity.get(k)]
+def _differences(a, b):
+    """The identity keys both sides know and disagree on. A key one side lacks is unknown, not
+    different: files recorded before cudnn and nccl joined the identity have neither."""
+    return [f"{k}: {a.get(k)} vs {b.get(k)}" for k in IDENTITY
+            if a.get(k) is not None and b.get(k) is not None and a.get(k) != b.get(k)]
+
+
+def check_identity(base_identity, head_identity) -> tuple[dict, list[str]]:
+    """(the identity BASE and HEAD share, a note per side that lacks some keys). Raises Incomparable
+    where they differ in a value both know."""
+    differ = _differences(base_identity, head_identity)
     if differ:
         raise Incomparable("BASE and HEAD were measured on different hardware or software (" + "; ".join(differ) + ")")
+    unknown = {}  # the keys a side lacks -> the sides lacking them
+    for side, identity in (("BASE", base_identity), ("HEAD", head_identity)):
+        unknown.setdefault(tuple(k for k in IDENTITY if identity.get(k) is None), []).append(f"{side}'s")
+    notes = [f"{' and '.join(sides)} results do not record {', '.join(keys)} (measured before they were part of the "
+             "machine's identity): unknown, so not checked." for keys, sides in unknown.items() if keys]
+    shared = {k: v for identity in (base_identity, head_identity) for k, v in identity.items() if v is not None}
+    return shared, notes
+
+
+def _skipped(row):
+    """asv recorded NaN (the setup raised NotImplementedError: it cannot run there), not null (it failed)."""
+    return pd.isna(row["value"]) and not row["failed"]
 
 
 def _side(row):
@@ -83,19 +138,32 @@ def _side(row):
 
 def compare_frames(base: pd.DataFrame, head: pd.DataFrame, factor: float) -> pd.DataFrame:
     """One row per timing benchmark (time_*) and parameter set found on either side: ratio,
-    standard error, z and verdict (faster, slower, same, noisy, new, gone, failed, skipped)."""
+    standard error, z and verdict (faster, slower, same, noisy, new, gone, failed, skipped), and the
+    mean SM clock over each side's samples (base_mhz, head_mhz: NaN where none was read).
+    Skipped on HEAD (NaN) is "skipped" whatever BASE did; failed on HEAD (null) where BASE ran, "failed"."""
     def timing(frame):
         return {(r.benchmark, r.params): r._asdict() for r in frame[frame.benchmark.str.contains(r"\.time_")].itertuples()}
 
+    def clocks(frame):
+        tracked = frame[frame.benchmark.str.endswith("Power.track_sm_clock_mhz")]
+        return dict(zip(zip(tracked.benchmark, tracked.params), tracked.value.astype(float)))
+
     base_rows, head_rows = timing(base), timing(head)
+    base_mhz, head_mhz = clocks(base), clocks(head)
     keys = sorted(set(base_rows) | set(head_rows), key=str)
     n = sum(1 for k in keys if k in base_rows and k in head_rows)
     rows = []
     for key in keys:
-        c = decide.compare(_side(base_rows.get(key)), _side(head_rows.get(key)), n, factor=factor)
+        if key in head_rows and _skipped(head_rows[key]):
+            c = decide.Comparison("skipped", None, None, None)
+        else:
+            c = decide.compare(_side(base_rows.get(key)), _side(head_rows.get(key)), n, factor=factor)
+        clock = (results.power_benchmark(key[0]), key[1])
         rows.append({"benchmark": key[0], "params": "/".join(key[1]), "verdict": c.verdict, "ratio": c.ratio,
-                     "standard_error": c.standard_error, "z": c.z})
-    return pd.DataFrame(rows, columns=["benchmark", "params", "verdict", "ratio", "standard_error", "z"])
+                     "standard_error": c.standard_error, "z": c.z, "base_mhz": base_mhz.get(clock, math.nan),
+                     "head_mhz": head_mhz.get(clock, math.nan)})
+    return pd.DataFrame(rows, columns=["benchmark", "params", "verdict", "ratio", "standard_error", "z",
+                                       "base_mhz", "head_mhz"])
 
 
 def confirm_frame(verdicts: pd.DataFrame, base, head, base_rerun, head_rerun, factor: float) -> pd.DataFrame:
@@ -143,25 +211,68 @@ def budget_frame(base: pd.DataFrame, head: pd.DataFrame, settings: Settings) -> 
     return pd.DataFrame(rows, columns=["params", "ratio", "noise", "budget", "base_ratio", "new_over", "already_over"])
 
 
-def summary_markdown(base, head, identity, verdicts: pd.DataFrame, budgets: pd.DataFrame, factor) -> str:
+def throttle_mask(rows: pd.DataFrame) -> int | None:
+    """Every NVML throttle reason seen over one commit's timed samples (bits OR-ed); None where no
+    power state was recorded."""
+    masks = rows.value[rows.benchmark.str.endswith("Power.track_throttle_reasons")].dropna()
+    return None if masks.empty else functools.reduce(operator.or_, masks.astype(int), 0)
+
+
+def power_notes(verdicts: pd.DataFrame, base_rows: pd.DataFrame, head_rows: pd.DataFrame) -> list[str]:
+    """The gate summary's lines on the power state (reported, never deciding): benchmarks whose BASE
+    and HEAD SM clocks are more than CLOCK_TOLERANCE apart, the throttle reasons seen on each side,
+    or that a side has no power readings."""
+    unread = [side for side, column in (("BASE", "base_mhz"), ("HEAD", "head_mhz")) if verdicts[column].isna().all()]
+    lines = []
+    if unread:
+        lines.append(f"No power readings{'' if len(unread) == 2 else ' on ' + unread[0]} (results from before they "
+                     "were recorded, or the CPU): the clocks are unknown.")
+    apart = verdicts[(verdicts.head_mhz / verdicts.base_mhz - 1).abs() > CLOCK_TOLERANCE]
+    if not apart.empty:
+        lines.append(f"**Power state differs:** BASE and HEAD ran at SM clocks more than {CLOCK_TOLERANCE:.0%} apart in "
+                     f"{len(apart)} benchmark(s); a slowdown there may be the power state, not the code: " + ", ".join(
+                         f"{r.benchmark} {r.params} ({_clocks(r)})" for r in apart.itertuples()) + ".")
+    seen = [(side, throttle_mask(rows)) for side, rows in (("BASE", base_rows), ("HEAD", head_rows))]
+    seen = [f"{side} {', '.join(power.reason_names(mask)) or 'none'}" for side, mask in seen if mask is not None]
+    if seen:
+        lines.append("Throttle reasons seen: " + "; ".join(seen) + ".")
+    return lines
+
+
+def _clocks(r):
+    def mhz(value):
+        return "-" if pd.isna(value) else f"{value:.0f}"
+
+    return f"{mhz(r.base_mhz)} → {mhz(r.head_mhz)} MHz"
+
+
+def summary_markdown(base, head, identity, verdicts: pd.DataFrame, budgets: pd.DataFrame, factor, notes=(),
+                     power_lines=()) -> str:
+    """`notes`: on the identity (check_identity); `power_lines`: power_notes."""
     failing = verdicts[verdicts.verdict.isin(["slower", "failed"])]
+    known = {k: identity.get(k) or "unknown" for k in IDENTITY + ("machine",)}
     lines = [
         f"## variantbench gate: {head[:8]} against {base[:8]}",
         "",
-        f"{identity.get('gpu')}, driver {identity.get('driver')}, CUDA {identity.get('cuda')}, "
-        f"torch {identity.get('torch')}, triton {identity.get('triton')}. Regression factor {factor:g}.",
+        f"{known['machine']}: {known['gpu']}, driver {known['driver']}, CUDA {known['cuda']}, cuDNN {known['cudnn']}, "
+        f"NCCL {known['nccl']}, torch {known['torch']}, triton {known['triton']}. Regression factor {factor:g}.",
         "",
     ]
+    if notes:
+        lines += [f"Note: {note}" for note in notes] + [""]
     counts = verdicts.verdict.value_counts()
     lines.append("Verdicts: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".")
     lines.append("")
     if not failing.empty:
-        lines += ["### Slower", "", "| benchmark | params | verdict | ratio | noise (se of log ratio) |", "|---|---|---|---|---|"]
+        lines += ["### Slower", "", "| benchmark | params | verdict | ratio | noise (se of log ratio) | SM clock BASE → HEAD |",
+                  "|---|---|---|---|---|---|"]
         for r in failing.itertuples():
             ratio = "crashed on HEAD" if pd.isna(r.ratio) else f"{r.ratio:.3f}"
             noise = "-" if pd.isna(r.standard_error) else f"{r.standard_error:.3%}"
-            lines.append(f"| {r.benchmark} | {r.params} | {r.verdict} | {ratio} | {noise} |")
+            lines.append(f"| {r.benchmark} | {r.params} | {r.verdict} | {ratio} | {noise} | {_clocks(r)} |")
         lines.append("")
+    if power_lines:
+        lines += [*power_lines, ""]
     over = budgets[budgets.new_over]
     if not over.empty:
         lines += ["### Newly over the signal budget", "", "| case | ratio to baseline | noise | budget |", "|---|---|---|---|"]
@@ -198,7 +309,7 @@ def _benchmark_side(frame, benchmark, params):
     return None if match.empty else _side(match.iloc[0])
 
 
-def bisect(results_dir: Path, commits: list[str], pattern: str, factor: float) -> dict:
+def bisect(results_dir: Path, commits: list[str], pattern: str, factor: float, machine: str | None = None) -> dict:
     """The first commit of `commits` (oldest first; commits[0] is GOOD, commits[-1] is BAD) whose
     recorded results make a benchmark matching `pattern` slower than on GOOD.
 
@@ -206,13 +317,14 @@ def bisect(results_dir: Path, commits: list[str], pattern: str, factor: float) -
     unquoted, exactly as `variantbench bisect` prints a benchmark (asv's own --bench form quotes them).
     A benchmark that failed on a commit (asv recorded null: a crash or a mismatch) is slower there;
     one skipped there (NaN: NotImplementedError, e.g. unsupported at that commit) is not.
-    Only commits with results on GOOD's machine identity take part; the slowdown must show at BAD.
+    Only commits with results on `machine` (None: each commit's one machine) of GOOD's identity take
+    part; the slowdown must show at BAD.
     Binary search over them (a slowdown, once in, is assumed to stay); commits without results
     between the last good and the first slow one are returned as `unmeasured`.
     Raises Incomparable when GOOD or BAD has no results or BAD is not slower."""
     import re
 
-    good_rows, good_identity = commit_results(results_dir, commits[0])
+    good_rows, good_identity = commit_results(results_dir, commits[0], machine)
     keys = [(b, p) for b, p in zip(good_rows.benchmark, good_rows.params)
             if ".time_" in b and re.search(pattern, f"{b}({', '.join(p)})")]
     if not keys:
@@ -221,15 +333,15 @@ def bisect(results_dir: Path, commits: list[str], pattern: str, factor: float) -
     measured = []
     for commit in commits:
         try:
-            rows, identity = commit_results(results_dir, commit)
+            rows, identity = commit_results(results_dir, commit, machine)
         except Incomparable:
             continue
-        if all(identity.get(k) == good_identity.get(k) for k in IDENTITY):
+        if not _differences(identity, good_identity):
             measured.append((commit, rows))
 
     def skipped(rows, benchmark, params):
         match = rows[(rows.benchmark == benchmark) & (rows.params == params)]
-        return not match.empty and pd.isna(match.iloc[0]["value"]) and not match.iloc[0]["failed"]
+        return not match.empty and _skipped(match.iloc[0])
 
     def slower(rows):
         """(benchmark, params, ratio) of the first matching benchmark that is slower, or None."""

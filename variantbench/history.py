@@ -173,6 +173,20 @@ def migrate(results_dir: Path, repo: Path = ROOT, since: dict = SINCE) -> list[D
     return decisions
 
 
+def _known_where_unrecorded(mine: pd.DataFrame, keys) -> pd.DataFrame:
+    """Older results lack identity keys added since (cuDNN and NCCL, session 6): a key a file did not
+    record is unknown, not different, so it takes the machine's one recorded value where there is
+    exactly one (as the gate treats it); with several recorded values it stays apart."""
+    mine = mine.copy()
+    for key in keys:
+        if key not in mine:
+            mine[key] = None
+        known = mine[key].dropna().unique()
+        if len(known) == 1:
+            mine[key] = mine[key].fillna(known[0])
+    return mine
+
+
 def histories(frame: pd.DataFrame) -> list[dict]:
     """One history per machine name and identity (results.IDENTITY_KEYS): results recorded under one
     name on two GPU models or software stacks are never one history (the gate calls them
@@ -181,7 +195,7 @@ def histories(frame: pd.DataFrame) -> list[dict]:
     keys = list(results.IDENTITY_KEYS)
     found = []
     for machine in sorted(frame.machine.unique()):
-        mine = frame[frame.machine == machine]
+        mine = _known_where_unrecorded(frame[frame.machine == machine], keys)
         groups = sorted(mine.groupby(keys, dropna=False, sort=False).indices.items(),
                         key=lambda group: (text(group[0][0]), mine.date.iloc[group[1]].min()))
         differ = [k for i, k in enumerate(keys) if len({text(g[i]) for g, _ in groups}) > 1]

@@ -20,6 +20,31 @@ class MeasureFailed(Exception):
 
 
 @contextmanager
+def measuring_exits():
+    """compare, gate and bisect: results that cannot be compared (different machines, none) are exit
+    3; a commit that cannot be measured, damaged results or a broken pattern, one line and exit 2."""
+    from variantbench import gate, results
+    from variantbench.runner import EXIT_INCOMPARABLE, fail
+
+    try:
+        yield
+    except gate.Incomparable as why:
+        fail(str(why), EXIT_INCOMPARABLE)
+    except (MeasureFailed, results.BadResults) as why:
+        fail(str(why))
+    except re.error as why:
+        fail(f"--bench {why.pattern!r}: not a regular expression ({why})")
+
+
+def measuring_args(no_run, bench, selection, machine):
+    """`variantbench run` options measuring a commit with no results; None with --no-run."""
+    if no_run:
+        return None
+    return selection.run_args() + [arg for flag, value in (("--bench", bench), ("--machine", machine)) if value
+                                   for arg in (flag, value)]
+
+
+@contextmanager
 def worktree(root: Path, sha: str):
     """A detached checkout of `sha` in a temporary folder, removed afterwards (even on a kill of
     this process's Python code; a SIGKILL leaves it to `git worktree prune`)."""
@@ -83,31 +108,34 @@ class Checkouts:
                 raise
         return process.returncode
 
-    def results_for(self, sha, results_dir: Path, run_args, echo):
-        """(rows, identity) of a commit's results; measured first in its own checkout when it has
-        none, unless run_args is None (--no-run). Raises gate.Incomparable when there are still none."""
+    def results_for(self, sha, results_dir: Path, run_args, echo, machine=None):
+        """(rows, identity) of a commit's results on `machine` (None: the one machine that has them);
+        measured first in its own checkout when there are none, unless run_args is None (--no-run).
+        Raises gate.Incomparable when there are still none, or several machines have them."""
         from variantbench import gate
 
         try:
-            return gate.commit_results(results_dir, sha)
-        except gate.Incomparable:
+            return gate.commit_results(results_dir, sha, machine)
+        except gate.NoResults:
             if run_args is None:
                 raise
         code = self.run(sha, results_dir, run_args, echo)
         try:
-            return gate.commit_results(results_dir, sha)
-        except gate.Incomparable:
-            raise gate.Incomparable(f"measuring {sha[:8]} recorded no results (its run exited {code})") from None
+            return gate.commit_results(results_dir, sha, machine)
+        except gate.NoResults:
+            raise gate.NoResults(f"measuring {sha[:8]} recorded no results (its run exited {code})") from None
 
-    def compared(self, base_sha, head_sha, results_dir: Path, run_args, echo):
-        """(BASE's rows, HEAD's rows, the identity they share), each measured first where it has no
-        results (see `results_for`). Raises gate.Incomparable when their identities differ."""
+    def compared(self, base_sha, head_sha, results_dir: Path, run_args, echo, machine=None):
+        """(BASE's rows, HEAD's rows, the identity they share, notes on it), on `machine`, or where
+        none is named on the one machine with results for both (gate.shared_machine); each measured
+        first where it has no results (see `results_for`). Raises gate.Incomparable when their
+        identities differ, or several machines have results for both."""
         from variantbench import gate
 
-        base_rows, base_identity = self.results_for(base_sha, results_dir, run_args, echo)
-        head_rows, head_identity = self.results_for(head_sha, results_dir, run_args, echo)
-        gate.check_identity(base_identity, head_identity)
-        return base_rows, head_rows, head_identity
+        machine = machine or gate.shared_machine(results_dir, (base_sha, head_sha))
+        base_rows, base_identity = self.results_for(base_sha, results_dir, run_args, echo, machine)
+        head_rows, head_identity = self.results_for(head_sha, results_dir, run_args, echo, machine)
+        return base_rows, head_rows, *gate.check_identity(base_identity, head_identity)
 
 
 def confirm_args(suspects, device, machine):

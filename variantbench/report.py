@@ -232,7 +232,8 @@ def _section_html(out: Path, section: dict, benchmarks, settings, outside: set) 
         f'<p class="note">{html.escape(section["note"])}</p>' if section["note"] else "",
         f'<p class="identity">{html.escape(gpus)}, driver {html.escape(str(identity.driver))}, '
         f"CUDA {html.escape(str(identity.cuda))}, torch {html.escape(str(identity.torch))}, "
-        f"triton {html.escape(str(identity.triton))}. Latest commit <code>{order.commit.iloc[-1][:8]}</code> "
+        f"triton {html.escape(str(identity.triton))}, cuDNN {html.escape(hist.text(identity.get('cudnn')))}, "
+        f"NCCL {html.escape(hist.text(identity.get('nccl')))}. Latest commit <code>{order.commit.iloc[-1][:8]}</code> "
         f"({order.date.iloc[-1]:%Y-%m-%d %H:%M}); {order.commit.nunique()} commits measured here.</p>",
     ]
     for fam in families():

@@ -17,7 +17,9 @@ class BadResults(Exception):
 COLUMNS = ["benchmark", "params", "value", "q25", "q75", "repeat", "samples", "commit", "machine", "failed", "date"]
 
 
-IDENTITY_KEYS = ("gpu", "gpu_count", "driver", "cuda", "torch", "triton")
+# Files recorded before cudnn and nccl joined the identity lack them (None): unknown, not different
+# (gate.check_identity).
+IDENTITY_KEYS = ("gpu", "gpu_count", "driver", "cuda", "cudnn", "nccl", "torch", "triton")
 
 
 def _read(path: Path):
@@ -61,7 +63,7 @@ def load_file(path: Path) -> pd.DataFrame:
 
 def load_with_identity(path: Path) -> tuple[pd.DataFrame, dict]:
     """(rows, identity) of one results file, parsed once. The identity is the machine params it was
-    measured with: GPU model, driver, CUDA, torch, triton, and the asv machine name."""
+    measured with: GPU model, driver, CUDA, cuDNN, NCCL, torch, triton, and the asv machine name."""
     rows, params = _read(path)
     return _dated(pd.DataFrame(rows, columns=COLUMNS)), {k: params.get(k) for k in IDENTITY_KEYS + ("machine",)}
 
@@ -77,6 +79,14 @@ def results_file(results_dir: Path, machine: str, commit: str) -> Path | None:
     return matches[-1] if matches else None
 
 
+def power_benchmark(timed: str, track: str = "track_sm_clock_mhz") -> str:
+    """The power track recorded over a timed benchmark's samples (suite/common.py PowerBenchmark):
+    bench_moe.MoEForward.time_forward -> bench_moe.MoEPower.<track>, and
+    bench_attention.AttentionForwardBackward.time_forward_backward -> ...AttentionForwardBackwardPower.<track>."""
+    module, timed_class, _ = timed.split(".")
+    return f"{module}.{timed_class.removesuffix('Forward')}Power.{track}"
+
+
 # Benchmark name endings every family's suite module shares (bench_<family>.<Family>Forward.time_forward, ...).
 FORWARD_FIGURES = {
     "Forward.time_forward": "ms",
@@ -85,18 +95,23 @@ FORWARD_FIGURES = {
     "Metrics.track_percent_of_peak": "% roofline",
     "Metrics.track_ratio_to_baseline": "x baseline",
     "ReferenceSpeedup.track_speedup_over_reference": "x reference",
+    # the forward's own clock (power_benchmark): ForwardBackwardPower's ends the same way and is left out
+    "Power.track_sm_clock_mhz": "SM MHz",
 }
 
 
 def forward_tables(frame: pd.DataFrame) -> dict:
     """{family: forward figures per (shape, variant, implementation)}: ms, TFLOP/s, GB/s, % of roofline,
-    ratio to baseline, speedup over reference, in run order."""
+    ratio to baseline, speedup over reference, the mean SM clock over the forward's samples (GPU), in
+    run order."""
     tables = {}
     def label(benchmark):
         return next((name for ending, name in FORWARD_FIGURES.items() if benchmark.endswith(ending)), None)
 
+    clocks = {power_benchmark(b) for b in frame.benchmark.unique() if b.endswith("Forward.time_forward")}
     figures = frame.assign(family=frame.benchmark.str.extract(r"^bench_(\w+)\.", expand=False),
                            metric=frame.benchmark.map(label)).dropna(subset=["metric"])
+    figures = figures[(figures.metric != "SM MHz") | figures.benchmark.isin(clocks)]
     for family, rows in figures.groupby("family", sort=False):
         rows = rows.copy()
         rows["value"] = rows.value.astype(float)
@@ -110,7 +125,7 @@ def forward_tables(frame: pd.DataFrame) -> dict:
 
 def load_history(results_dir: Path) -> pd.DataFrame:
     """Every results file under results_dir as one tidy frame, with each file's machine identity
-    (gpu, driver, cuda, torch, triton) as columns. A malformed file raises BadResults naming it."""
+    (IDENTITY_KEYS) as columns. A malformed file raises BadResults naming it."""
     rows = []
     for path in sorted(Path(results_dir).glob("*/*.json")):
         if path.name == "machine.json":

@@ -290,8 +290,8 @@ def run(selection, *, bench, quick, commit, machine, results_dir, precheck_first
     name = machine or name
     info["machine"] = name
     MachineCollection.save(name, info)  # ~/.asv-machine.json, where asv reads it
-    click.echo(f"machine {name}: {info['gpu']} driver {info['driver']} CUDA {info['cuda']} "
-               f"torch {info['torch']} triton {info['triton']}; commit {head[:8]}")
+    click.echo(f"machine {name}: {info['gpu']} driver {info['driver']} CUDA {info['cuda']} cuDNN {info['cudnn']} "
+               f"NCCL {info['nccl']} torch {info['torch']} triton {info['triton']}; commit {head[:8]}")
     peaks = measured_peaks(device)
     click.echo(f"measured peaks: {peaks['tflops']:.3g} TFLOP/s ({peaks['matmul']} matmul), {peaks['gbps']:.3g} GB/s copy")
 
