@@ -80,3 +80,24 @@ def test_old_results_without_a_standard_error_use_their_relative_iqr():
     cases = budget.case_frame(frame, flat)
     assert cases.standard_error.iloc[0] == pytest.approx(0.30 / 1.349 * 1.25 / 5)
     assert cases.verdict.iloc[0] == "over budget"  # ln(1.3/1.1) / 5.6% = 3.0 > 2.33, one case compared
+
+
+def test_a_rerun_confirms_or_clears_each_variant_newly_over():
+    first = budget.case_frame(rows({("a", "triton"): (1.5, 0.01, 1.0), ("a", "flex"): (1.8, 0.01, 1.0),
+                                    ("b", "triton"): (1.5, 0.01, 1.0), ("c", "triton"): (1.5, 0.01, 1.0)}), flat)
+    over = budget.newly_over(budget.variant_frame(first.iloc[0:0]), budget.variant_frame(first))
+    again = budget.case_frame(rows({("a", "triton"): (1.5, 0.01, 1.0), ("b", "triton"): (0.9, 0.01, 1.0)}), flat)
+    decided = budget.confirm(first, again, over).set_index("variant")
+    assert decided.loc["a", "confirmation"] == "confirmed by re-run" and decided.loc["a", "fastest"] == "triton"
+    assert decided.loc["b", "confirmation"] == "not confirmed by re-run"
+    assert decided.loc["b", "verdict"] in ("within", "at budget")
+    assert decided.loc["c", "confirmation"] == "re-run has no ratio: unconfirmed, kept"
+    assert list(budget.failing(decided.reset_index()).variant) == ["a", "c"]
+
+
+def test_a_rerun_measures_the_ratio_benchmarks_of_the_families_over():
+    frame = rows({("a", "triton"): (1.5, 0.01, 1.0)})
+    frame = pd.concat([frame, pd.DataFrame([("bench_moe.MoEMetrics.track_ratio_to_baseline", ("r", "triton", "t"), 1.0)],
+                                           columns=["benchmark", "params", "value"])])
+    over = pd.DataFrame({"family": ["attention"]})
+    assert budget.rerun_benchmarks(frame, over) == [RATIO, SE]

@@ -114,6 +114,7 @@ def newly_over(base_variants: pd.DataFrame, head_variants: pd.DataFrame) -> pd.D
     base = {(r.family, r.variant, r.shape): r.verdict for r in base_variants.itertuples()}
     over = head_variants[head_variants.verdict == "over budget"].copy()
     over["base_verdict"] = [base.get((r.family, r.variant, r.shape), "new") for r in over.itertuples()]
+    over["confirmation"] = ""  # `confirm` says what a re-run did
     return over[over.base_verdict != "over budget"].reset_index(drop=True)
 
 
@@ -128,4 +129,71 @@ def markdown(variants: pd.DataFrame) -> list[str]:
         time_ratio = "-" if r.time_ratio is None or pd.isna(r.time_ratio) else f"{r.time_ratio:.3f}"
         lines.append(f"| {r.family}/{r.variant} | {r.shape} | {r.fastest or '-'} | {ratio} | {r.standard_error:.1%} "
                      f"| {r.budget:g} | {r.verdict} | {time_ratio} |")
+    return lines
+
+
+def confirm(first_cases: pd.DataFrame, again_cases: pd.DataFrame, over: pd.DataFrame) -> pd.DataFrame:
+    """`over` (newly_over's rows) decided again: each case of the variant at that shape pooled with its
+    re-run (`pooled`), the variant judged by its fastest pooled case. `confirmation` says what the
+    re-run did; a variant the re-run has no ratio for stays over ("unconfirmed, kept"): an
+    unconfirmed suspect never passes silently."""
+    over = over.copy()
+    n = int(first_cases.ratio.notna().sum())
+    again = {(r.family, r.variant, r.implementation, r.shape): r for r in again_cases.itertuples()}
+    for i, row in over.iterrows():
+        cases = first_cases[(first_cases.family == row.family) & (first_cases.variant == row.variant)
+                            & (first_cases["shape"] == row["shape"]) & first_cases.ratio.notna()]
+        decided = []
+        for case in cases.itertuples():
+            rerun = again.get((case.family, case.variant, case.implementation, case.shape))
+            if rerun is not None and rerun.ratio is not None and not pd.isna(rerun.ratio):
+                decided.append((case.implementation, pooled(pd.Series(case._asdict()), pd.Series(rerun._asdict()), n)))
+        if not decided:
+            over.loc[i, "confirmation"] = "re-run has no ratio: unconfirmed, kept"
+            continue
+        fastest, best = min(decided, key=lambda d: d[1]["ratio"])
+        over.loc[i, ["fastest", "ratio", "standard_error", "verdict"]] = [fastest, best["ratio"], best["standard_error"],
+                                                                         best["verdict"]]
+        over.loc[i, "confirmation"] = ("confirmed by re-run" if best["verdict"] == "over budget"
+                                       else "not confirmed by re-run")
+    return over
+
+
+def rerun_benchmarks(rows: pd.DataFrame, over: pd.DataFrame) -> list[str]:
+    """The asv benchmarks a re-run of the variants in `over` needs: each family's ratio and its
+    standard error (the Metrics class computes both in one process and memo)."""
+    families = set(over.family)
+    names = rows.benchmark[rows.benchmark.str.endswith((RATIO, STANDARD_ERROR))].unique()
+    return sorted(n for n in names if n.split(".")[0].removeprefix("bench_") in families)
+
+
+def failing(over: pd.DataFrame) -> pd.DataFrame:
+    """The variants that fail the gate: newly over budget and still over after any re-run."""
+    return over[over.verdict == "over budget"]
+
+
+def gate_markdown(head_variants: pd.DataFrame, over: pd.DataFrame) -> list[str]:
+    """The gate summary's budget part: HEAD's variants, then what fails, what a re-run cleared and
+    what was already over on BASE."""
+    lines = ["### Signal budget on HEAD: one row per variant (its fastest fused implementation)", ""]
+    lines += markdown(head_variants) or ["No ratio to baseline recorded on HEAD."]
+    lines.append("")
+    failed = failing(over)
+    if not failed.empty:
+        lines += ["### Newly over the signal budget", "", "| variant | shape | fastest fused | x baseline | se | budget | "
+                  "BASE | confirmation |", "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r.family}/{r.variant} | {r.shape} | {r.fastest} | {r.ratio:.3f} | {r.standard_error:.1%} | "
+                  f"{r.budget:g} | {r.base_verdict} | {r.confirmation or 'no re-run (--no-run)'} |"
+                  for r in failed.itertuples()]
+        lines.append("")
+    cleared = over[over.verdict != "over budget"]
+    if not cleared.empty:
+        lines += ["Newly over on the first run, cleared by the re-run: " + ", ".join(
+            f"{r.family}/{r.variant} @ {r.shape} ({r.ratio:.3f}, {r.verdict})" for r in cleared.itertuples()) + ".", ""]
+    already = head_variants[head_variants.verdict == "over budget"]
+    already = already[~already.set_index(["family", "variant", "shape"]).index.isin(
+        over.set_index(["family", "variant", "shape"]).index)]
+    if not already.empty:
+        lines += ["Already over budget on BASE (reported, not failed): " + ", ".join(
+            f"{r.family}/{r.variant} @ {r.shape}" for r in already.itertuples()) + ".", ""]
     return lines

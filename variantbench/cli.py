@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from variantbench import runner
+from variantbench import gating, runner
 from variantbench.runner import EXIT_BAD_INPUT, EXIT_FAIL, EXIT_INCOMPARABLE, ROOT, fail, sha, shown
 from variantbench.shapes import TIERS
 
@@ -222,8 +222,8 @@ def gate_command(base, head, results_dir, no_run, bench, selection, machine, sum
     if summary_path is not None and not summary_path.parent.is_dir():
         fail(f"--summary {summary_path}: no folder {summary_path.parent} to write it in")
     try:
-        text, failing = _gate(base, head, results_dir, measuring_args(no_run, bench, selection, machine),
-                              selection.device, machine)
+        text, failing = gating.run_gate(sha(base), sha(head), results_dir,
+                                        measuring_args(no_run, bench, selection, machine), selection.device, machine)
     except runner.Failed as stop:
         _write_summary(summary_path, _not_gated(base, head, stop.code, stop.message), quiet=True)
         raise
@@ -236,38 +236,6 @@ def gate_command(base, head, results_dir, no_run, bench, selection, machine, sum
     _write_summary(summary_path, text)
     if failing:
         sys.exit(EXIT_FAIL)
-
-
-def _gate(base, head, results_dir, run_args, device, machine):
-    """(the gate's Markdown summary, whether it fails)."""
-    from variantbench import decide, gate, results
-    from variantbench.measure import Checkouts, MeasureFailed, confirm_args, measuring_exits
-
-    base_sha, head_sha = sha(base), sha(head)
-    with measuring_exits(), Checkouts(ROOT) as checkouts:
-        settings = gate.load_settings(ROOT / "pyproject.toml")
-        base_rows, head_rows, identity, notes = checkouts.compared(base_sha, head_sha, results_dir, run_args,
-                                                                   click.echo, machine)
-        verdicts = gate.compare_frames(base_rows, head_rows, settings.regression_factor)
-        suspects = verdicts[verdicts.verdict == "slower"]
-        if run_args is not None and not suspects.empty:
-            click.echo(f"confirming {len(suspects)} suspect(s) with {decide.RERUN_SAMPLES} more samples on each commit")
-            with tempfile.TemporaryDirectory(prefix="variantbench-confirm-") as rerun_dir:
-                rerun_args = confirm_args(suspects, device, machine)
-                reruns = []
-                for commit in (base_sha, head_sha):
-                    try:
-                        checkouts.run(commit, Path(rerun_dir), rerun_args, click.echo)
-                        reruns.append(gate.commit_results(Path(rerun_dir), commit)[0])
-                    except (gate.Incomparable, results.BadResults, MeasureFailed) as why:
-                        click.echo(f"confirming on {commit[:8]} measured nothing ({why}): "
-                                   "its suspects stay unconfirmed")
-                        reruns.append(base_rows.iloc[0:0])
-            verdicts = gate.confirm_frame(verdicts, base_rows, head_rows, *reruns, settings.regression_factor)
-    budgets = gate.budget_frame(base_rows, head_rows, settings)
-    text = gate.summary_markdown(base_sha, head_sha, identity, verdicts, budgets, settings.regression_factor, notes,
-                                 gate.power_notes(verdicts, base_rows, head_rows))
-    return text, bool(verdicts.verdict.isin(["slower", "failed"]).any() or budgets.new_over.any())
 
 
 def _not_gated(base, head, code, message):

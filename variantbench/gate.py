@@ -20,9 +20,6 @@ import pandas as pd
 from variantbench import decide, power, results
 
 IDENTITY = results.IDENTITY_KEYS  # one list: what makes two measurements comparable
-# Every family's suite module tracks these (bench_<family>.<Family>Metrics.track_...).
-RATIO_BENCHMARK = "Metrics.track_ratio_to_baseline"
-NOISE_BENCHMARK = "Metrics.track_ratio_noise"
 # A compute-bound kernel's time scales about with its SM clock: clocks 3% apart move a ratio by about
 # a third of the 1.10 factor. Clocks at the power cap vary that much and more: on the H200 at 7ed2c48a
 # the SDPA forwards ran at 1740-1764 MHz, Flex's and ours at 1855-1977 (variantbench.power).
@@ -188,29 +185,6 @@ def confirm_frame(verdicts: pd.DataFrame, base, head, base_rerun, head_rerun, fa
     return verdicts
 
 
-def budget_frame(base: pd.DataFrame, head: pd.DataFrame, settings: Settings) -> pd.DataFrame:
-    """Per (family, variant, implementation, shape): ratio to baseline on BASE and HEAD, the budget,
-    and whether HEAD is newly over it (`new_over`) or was already over on BASE (`already_over`)."""
-    def ratios(frame):
-        picked = frame[frame.benchmark.str.endswith(RATIO_BENCHMARK)]
-        noise = frame[frame.benchmark.str.endswith(NOISE_BENCHMARK)]
-        noise = dict(zip(zip(noise.benchmark.str.split(".").str[0], noise.params), noise.value))
-        return {(b.split(".")[0], p): (v, noise.get((b.split(".")[0], p)))
-                for b, p, v in zip(picked.benchmark, picked.params, picked.value) if v is not None and not pd.isna(v)}
-
-    base_r, head_r = ratios(base), ratios(head)
-    rows = []
-    for (module, params), (ratio, noise) in head_r.items():
-        family = module.removeprefix("bench_")
-        budget = settings.budget_for(family, params[0])
-        base_ratio = base_r.get((module, params), (None, None))[0]
-        over = ratio > budget
-        rows.append({"params": f"{family}/" + "/".join(params), "ratio": ratio, "noise": noise, "budget": budget,
-                     "base_ratio": base_ratio, "new_over": over and not (base_ratio is not None and base_ratio > budget),
-                     "already_over": over and base_ratio is not None and base_ratio > budget})
-    return pd.DataFrame(rows, columns=["params", "ratio", "noise", "budget", "base_ratio", "new_over", "already_over"])
-
-
 def throttle_mask(rows: pd.DataFrame) -> int | None:
     """Every NVML throttle reason seen over one commit's timed samples (bits OR-ed); None where no
     power state was recorded."""
@@ -246,9 +220,10 @@ def _clocks(r):
     return f"{mhz(r.base_mhz)} → {mhz(r.head_mhz)} MHz"
 
 
-def summary_markdown(base, head, identity, verdicts: pd.DataFrame, budgets: pd.DataFrame, factor, notes=(),
+def summary_markdown(base, head, identity, verdicts: pd.DataFrame, budget_lines, factor, notes=(),
                      power_lines=()) -> str:
-    """`notes`: on the identity (check_identity); `power_lines`: power_notes."""
+    """`budget_lines`: variantbench.budget.gate_markdown; `notes`: on the identity (check_identity);
+    `power_lines`: power_notes."""
     failing = verdicts[verdicts.verdict.isin(["slower", "failed"])]
     known = {k: identity.get(k) or "unknown" for k in IDENTITY + ("machine",)}
     lines = [
@@ -260,8 +235,9 @@ def summary_markdown(base, head, identity, verdicts: pd.DataFrame, budgets: pd.D
     ]
     if notes:
         lines += [f"Note: {note}" for note in notes] + [""]
+    lines += budget_lines
     counts = verdicts.verdict.value_counts()
-    lines.append("Verdicts: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".")
+    lines.append("Regression verdicts: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".")
     lines.append("")
     if not failing.empty:
         lines += ["### Slower", "", "| benchmark | params | verdict | ratio | noise (se of log ratio) | SM clock BASE → HEAD |",
@@ -273,15 +249,6 @@ def summary_markdown(base, head, identity, verdicts: pd.DataFrame, budgets: pd.D
         lines.append("")
     if power_lines:
         lines += [*power_lines, ""]
-    over = budgets[budgets.new_over]
-    if not over.empty:
-        lines += ["### Newly over the signal budget", "", "| case | ratio to baseline | noise | budget |", "|---|---|---|---|"]
-        lines += [f"| {r.params} | {r.ratio:.3f} | {r.noise or 0:.1%} | {r.budget:g} |" for r in over.itertuples()]
-        lines.append("")
-    already = budgets[budgets.already_over]
-    if not already.empty:
-        lines.append(f"Already over budget on BASE (reported, not failed): {', '.join(already.params)}.")
-        lines.append("")
     noisy = verdicts[verdicts.verdict == "noisy"]
     if not noisy.empty:
         lines.append(f"Too noisy to gate at this factor ({len(noisy)}): " + ", ".join(
