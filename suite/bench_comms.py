@@ -7,7 +7,7 @@ model counts bus bytes, so track_gbps is nccl-tests' bus bandwidth; setup checks
 against the reference first.
 """
 
-from suite.common import ForwardBenchmark, MetricsBenchmark, PowerBenchmark
+from suite.common import ForwardBenchmark, MetricsBenchmark, PowerBenchmark, TimingModeBenchmark
 
 
 class CommsForward(ForwardBenchmark):
@@ -23,4 +23,8 @@ class CommsMetrics(MetricsBenchmark):
 
 
 class CommsPower(PowerBenchmark):
+    family = "comms"
+
+
+class CommsTimingMode(TimingModeBenchmark):
     family = "comms"

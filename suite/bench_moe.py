@@ -4,7 +4,7 @@ are the shared suite classes (suite/common.py); the baseline is softmax top-k th
 """
 
 from suite.common import (ForwardBenchmark, MetricsBenchmark, PeakMemoryBenchmark, PowerBenchmark,
-                          ReferenceSpeedupBenchmark)
+                          ReferenceSpeedupBenchmark, TimingModeBenchmark)
 
 
 class MoEForward(ForwardBenchmark):
@@ -24,4 +24,8 @@ class MoEPeakMemory(PeakMemoryBenchmark):
 
 
 class MoEPower(PowerBenchmark):
+    family = "moe"
+
+
+class MoETimingMode(TimingModeBenchmark):
     family = "moe"

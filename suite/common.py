@@ -6,10 +6,12 @@ asv skip (NotImplementedError) with the catalog's reason.
 """
 
 import abc
+import dataclasses
+import json
 import os
 import time
 
-from variantbench import cases, metrics, power, timing
+from variantbench import cases, metrics, power, replay, timing
 from variantbench.catalog import Unsupported, family
 from variantbench.device import default_device
 from variantbench.progress import progress, stall_dumps
@@ -150,11 +152,18 @@ def power_memo_path(case, timed):
     return memo.with_name(memo.name.replace("metrics-", f"power-{timed}-"))
 
 
+def timing_memo_path(case, timed):
+    memo = metrics.memo_path(case)
+    return memo.with_name(memo.name.replace("metrics-", f"timing-{timed}-"))
+
+
 class ForwardBenchmark(PowerRecorded, FamilyBenchmark):
     """The forward, timed by asv. Setup checks the case against the float64 reference on fresh inputs
     (a wrong kernel fails the benchmark with the mismatch, never becomes a figure), then measures the
     track metrics from the call about to be timed: one compile per case instead of two (see
-    variantbench.metrics)."""
+    variantbench.metrics). The timed body runs the call as variantbench.replay builds it (CUDA-graph
+    replays for a short call, rotated inputs for a small working set), and the run's memo says which
+    for the `TimingModeBenchmark` tracks."""
 
     def setup(self, *params):
         case = self.case(params)
@@ -165,10 +174,15 @@ class ForwardBenchmark(PowerRecorded, FamilyBenchmark):
             t1 = time.perf_counter()
             metrics.metrics(case, prepared=(problem, call, check))
             t2 = time.perf_counter()
+            timed, mode = replay.for_case(case, problem, call)
+            t3 = time.perf_counter()
+            if metrics.memo_path(case) is not None:
+                metrics.write_memo(timing_memo_path(case, self.timed), dataclasses.asdict(mode))
             backend = f" on SDPA backend {check['backend']}" if check["backend"] else ""
             # Where a default run's minutes go, case by case (the prepare includes the compile).
-            progress(f"{case.name}{backend}: prepared and checked in {t1 - t0:.1f}s, metrics in {t2 - t1:.1f}s")
-            return timing.batched(call, problem.device)
+            progress(f"{case.name}{backend}: prepared and checked in {t1 - t0:.1f}s, metrics in {t2 - t1:.1f}s, "
+                     f"timed body in {t3 - t2:.1f}s: {mode.why}")
+            return timing.batched(timed, problem.device)
 
         self.body = once_per_process(case.name, build)
         self.record_power(case)
@@ -300,3 +314,28 @@ class PowerBenchmark(FamilyBenchmark):
         return self.state["throttle"]
 
     track_throttle_reasons.unit = "NVML clock-event reason bits, OR-ed"
+
+
+class TimingModeBenchmark(FamilyBenchmark):
+    """What the forward's figure is of (variantbench.replay): CUDA-graph replays or eager calls, over
+    how many rotated input sets; the memo's `why` says it in words, with the numbers. Skipped where
+    the forward was not timed in this run (a --bench shard)."""
+
+    timed = "forward"
+
+    def setup(self, *params):
+        case = self.case(params)
+        path = timing_memo_path(case, self.timed) if metrics.memo_path(case) else None
+        if path is None or not path.exists():
+            raise NotImplementedError("the forward was not timed in this run: no record of how")
+        self.mode = json.loads(path.read_text())
+
+    def track_cuda_graph(self, *params):
+        return self.mode["cuda_graph"]
+
+    track_cuda_graph.unit = "1: timed as CUDA-graph replays, 0: as eager calls"
+
+    def track_l2_inputs(self, *params):
+        return self.mode["input_sets"]
+
+    track_l2_inputs.unit = "input sets the calls cycle through, against the L2 (1: not rotated)"

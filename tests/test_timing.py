@@ -132,3 +132,45 @@ def test_a_stalled_setup_writes_its_stack_to_the_progress_log(tmp_path, monkeypa
     (tmp_path / "progress.log").unlink()
     assert common.once_per_process("healthy-case", lambda: "built") == "built"
     assert (tmp_path / "progress.log").read_text() == ""  # built in under 0.05 s: nothing to say
+
+
+MIB = 2**20
+
+
+@pytest.mark.parametrize("call_ms, issue_ms, repeats, working_set, graph, sets", [
+    (0.020, 0.005, 1, 67.4e6, True, 2),  # mqa decode at llama-3-8b-decode-kv8k: short, 67 MB
+    (0.180, 0.010, 1, 537e6, False, 1),  # gqa_8 decode: 537 MB, device-bound
+    (0.050, 0.005, 1, 537e6, False, 1),  # 50 us is not under 50 us
+    (0.102, 0.100, 1, 537e6, True, 1),  # the host issues it as slowly as the device runs it
+    (0.102, 0.082, 1, 537e6, True, 1),  # within 20% of host-bound
+    (0.102, 0.081, 1, 537e6, False, 1),
+    (0.200, 0.010, 1, 100 * MIB, False, 2),  # long, but 2 x 50 MiB of L2 would hold it
+    (0.200, 0.010, 1, 100 * MIB + 1, False, 1),
+    (0.010, 0.010, 40, 8e3, False, 1),  # a collective: its call graphs its own repeats
+])
+def test_plan_graphs_short_or_host_bound_calls_and_rotates_what_fits_in_twice_the_l2(
+        call_ms, issue_ms, repeats, working_set, graph, sets):
+    plan = timing.plan_timing(call_ms, issue_ms, repeats, int(working_set), 50 * MIB)
+    assert (plan.graph, plan.input_sets) == (graph, sets)
+    assert ("CUDA-graph replays" in plan.why) == graph
+
+
+def test_input_sets_exceed_twice_the_l2_or_stop_at_the_cap_and_say_so():
+    l2 = 50 * MIB
+    for working_set in (1, 3 * MIB, 7 * MIB, 33 * MIB, 67 * MIB, 100 * MIB):
+        sets = timing.input_sets(working_set, l2)
+        assert sets == timing.MAX_INPUT_SETS or sets * working_set > 2 * l2
+        assert sets == 1 or (sets - 1) * working_set <= 2 * l2  # the fewest that do
+    assert timing.input_sets(67 * MIB, l2) == 2 and timing.input_sets(7 * MIB, l2) == 15
+    assert timing.input_sets(3 * MIB, l2) == 16
+    assert "capped: still partly in the L2" in timing.plan_timing(0.01, 0.001, 1, 3 * MIB, l2).why
+    assert "capped" not in timing.plan_timing(0.01, 0.001, 1, 7 * MIB, l2).why
+
+
+def test_graph_calls_last_a_millisecond_in_whole_passes_over_the_sets_and_are_capped():
+    assert timing.graph_calls(0.02, 1) == 50
+    assert timing.graph_calls(0.02, 2) == 50
+    assert timing.graph_calls(0.03, 3) == 36  # 34 calls fill 1 ms: 12 passes of 3
+    assert timing.graph_calls(0.001, 3) == 498  # 1000 wanted, capped at 500, whole passes
+    assert timing.graph_calls(0.001, 1) == timing.MAX_GRAPH_CALLS
+    assert timing.graph_calls(5.0, 4) == 4  # at least one pass

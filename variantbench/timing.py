@@ -3,6 +3,8 @@ read only after a synchronize.
 
 Two ways of timing, for two questions:
 - `batched` + the asv timers: one call back to back, as a model runs it; asv keeps the samples.
+  What `batched` runs is decided by `plan_timing` below and built by variantbench.replay: a short
+  call as CUDA-graph replays, one whose working set fits in the L2 over rotated input sets.
 - `alternating_blocks`: two or more calls side by side, for their ratio (cost against the baseline).
 
 Why blocks and not finely interleaved batches. The lent H100s and H200s run at their 700 W power
@@ -243,3 +245,93 @@ def log_ratio_standard_error(case_samples, base_samples) -> float:
         deviations += [abs(x - centre) for x in logs]
     sigma = 1.4826 * statistics.median(deviations)
     return math.sqrt(math.pi / 2) * sigma * math.sqrt(1 / len(case_samples) + 1 / len(base_samples))
+
+
+# What `batched` times (DESIGN.md timing rules); variantbench.replay builds it.
+#
+# From Python every launch costs the host ~5-20 us, and more on the lent machines: there mqa decode at
+# llama-3-8b-decode-kv8k took the host 58-91 us a call through SDPA and 200 us through FlexAttention,
+# against 27-36 us on the device (H200, tools/replay_probe.py). A call shorter than GRAPH_BELOW_MS, or
+# one the host issues no faster than the device runs it, would time as the host's launches, not the
+# GPU's work: such a call is timed as replays of a CUDA graph of back-to-back calls (SDPA's: 80 us a
+# call eagerly, 29 us replayed).
+GRAPH_BELOW_MS = 0.05
+# Over ESTIMATE_CALLS calls started after a wait, the device of a host-bound call finishes at most one
+# call after the host issued the last, so the host's share of the span is at least 10/11 = 0.91; a
+# device-bound call's share is its host time over its device time. Calls within 20% of host-bound
+# count as host-bound: graphed or not, their figure moves little.
+HOST_BOUND = 0.8
+ESTIMATE_CALLS = 10
+# One replay lasts at least GRAPH_MS, so the replay's own launch (a few us of host) hides behind the
+# one before it; at most MAX_GRAPH_CALLS calls per graph: a 2 us call still replays for 1 ms.
+GRAPH_MS = 1.0
+MAX_GRAPH_CALLS = 500
+# A call moving at most L2_MARGIN x the L2 (50 MiB on an H100, 60 on an H200) would find its inputs
+# in the L2 from the call before: the body cycles through input sets until they exceed that, at most
+# MAX_INPUT_SETS (variantbench.replay says why rotation and not an L2 flush).
+L2_MARGIN = 2
+MAX_INPUT_SETS = 16
+
+
+def issue_and_call_ms(call, device, calls: int = ESTIMATE_CALLS, marks=None, host=None):
+    """(ms a call takes, ms the host takes to issue one): `calls` calls back to back after an untimed
+    call and a wait, between two marks and on the host clock (seconds)."""
+    marks = marks or marks_for(device)
+    host = host or time.perf_counter
+    call()
+    marks.wait()
+    t0, start = host(), marks.mark()
+    for _ in range(calls):
+        call()
+    end, t1 = marks.mark(), host()
+    marks.wait()
+    return marks.ms(start, end) / calls, (t1 - t0) * 1e3 / calls
+
+
+@dataclass(frozen=True)
+class TimingPlan:
+    """How the timed body runs a call: `graph`, as CUDA-graph replays if the call captures; over
+    `input_sets` copies of its inputs (1: its own only); `why`, in words with the numbers."""
+
+    graph: bool
+    input_sets: int
+    why: str
+
+
+def input_sets(working_set_bytes: int, l2_bytes: int) -> int:
+    """Copies of the inputs to cycle through: the fewest whose bytes exceed L2_MARGIN x the L2, at most
+    MAX_INPUT_SETS; 1 where one set already does."""
+    if working_set_bytes > L2_MARGIN * l2_bytes:
+        return 1
+    return min(MAX_INPUT_SETS, L2_MARGIN * l2_bytes // max(working_set_bytes, 1) + 1)
+
+
+def graph_calls(call_ms: float, sets: int) -> int:
+    """Calls per captured graph: enough for a replay of GRAPH_MS, at most MAX_GRAPH_CALLS, in whole
+    passes over the input sets (so consecutive calls never share a set, across replays too)."""
+    wanted = math.ceil(min(GRAPH_MS / max(call_ms, 1e-6), MAX_GRAPH_CALLS) / sets) * sets
+    return max(sets, min(wanted, MAX_GRAPH_CALLS // sets * sets))
+
+
+def plan_timing(call_ms: float, issue_ms: float, repeats: int, working_set_bytes: int, l2_bytes: int) -> TimingPlan:
+    """The plan for a CUDA call from its eager time, the host's time to issue it (per call, from
+    `issue_and_call_ms`), its repeats, the bytes of its work model and the L2's size."""
+    if repeats > 1:
+        return TimingPlan(False, 1, f"a call of {repeats} collectives replays its own CUDA graphs of them "
+                                    "(kernels/comms/nccl.py): none captured around it; they reuse one buffer, "
+                                    "so rotating inputs between calls would not make them cold")
+    sets = input_sets(working_set_bytes, l2_bytes)
+    moved, margin = f"{working_set_bytes / 1e6:.1f} MB moved", f"{L2_MARGIN} x {l2_bytes / 2**20:.0f} MiB of L2"
+    if sets == 1:
+        l2 = f"{moved} > {margin}: inputs not rotated"
+    else:
+        cold = "" if sets * working_set_bytes > L2_MARGIN * l2_bytes else " (capped: still partly in the L2)"
+        l2 = f"{moved} <= {margin}: {sets} input sets rotated{cold}"
+    share = issue_ms / max(call_ms, 1e-9)
+    if call_ms < GRAPH_BELOW_MS:
+        return TimingPlan(True, sets, f"{l2}; {call_ms * 1e3:.1f} us a call, under {GRAPH_BELOW_MS * 1e3:.0f} us: "
+                                      "CUDA-graph replays")
+    if share >= HOST_BOUND:
+        return TimingPlan(True, sets, f"{l2}; the host took {share:.0%} of a call's {call_ms * 1e3:.1f} us to issue "
+                                      "it: CUDA-graph replays")
+    return TimingPlan(False, sets, f"{l2}; {call_ms * 1e3:.1f} us a call, {share:.0%} of it to issue: eager calls")
