@@ -55,7 +55,7 @@ class AttentionTimingMode(TimingModeBenchmark):
     family = "attention"
 
 
-class AttentionPower(PowerBenchmark):
+class AttentionForwardPower(PowerBenchmark):
     family = "attention"
 
 

@@ -22,7 +22,7 @@ class CommsMetrics(MetricsBenchmark):
     track_percent_of_peak = None
 
 
-class CommsPower(PowerBenchmark):
+class CommsForwardPower(PowerBenchmark):
     family = "comms"
 
 

@@ -23,7 +23,7 @@ class MoEPeakMemory(PeakMemoryBenchmark):
     family = "moe"
 
 
-class MoEPower(PowerBenchmark):
+class MoEForwardPower(PowerBenchmark):
     family = "moe"
 
 

@@ -11,7 +11,7 @@ import json
 import os
 import time
 
-from variantbench import cases, metrics, power, replay, timing
+from variantbench import cases, figures, metrics, power, replay, timing
 from variantbench.catalog import Unsupported, family
 from variantbench.device import default_device
 from variantbench.progress import progress, stall_dumps
@@ -209,66 +209,66 @@ class MetricsBenchmark(FamilyBenchmark):
         self.metrics = metrics_of(self.case(params))
 
     def track_tflops(self, *params):
-        return self.metrics["tflops"]
+        return self.metrics[figures.TFLOPS.key]
 
-    track_tflops.unit = "TFLOP/s"
+    track_tflops.unit = figures.TFLOPS.unit
 
     def track_gbps(self, *params):
-        return self.metrics["gbps"]
+        return self.metrics[figures.GBPS.key]
 
-    track_gbps.unit = "GB/s"
+    track_gbps.unit = figures.GBPS.unit
 
     def track_percent_of_peak(self, *params):
-        return self.metrics["percent_of_peak"]
+        return self.metrics[figures.PERCENT_OF_PEAK.key]
 
-    track_percent_of_peak.unit = "% of roofline"
+    track_percent_of_peak.unit = figures.PERCENT_OF_PEAK.unit
 
     def track_ratio_to_baseline(self, *params):
-        return self.metrics["ratio_to_baseline"]
+        return self.metrics[figures.RATIO.key]
 
-    track_ratio_to_baseline.unit = "x baseline cost per useful work"
+    track_ratio_to_baseline.unit = figures.RATIO.unit
 
     def track_ratio_noise(self, *params):
-        return self.metrics["ratio_noise"]
+        return self.metrics[figures.RATIO_NOISE.key]
 
-    track_ratio_noise.unit = "relative IQR"
+    track_ratio_noise.unit = figures.RATIO_NOISE.unit
 
     def track_ratio_standard_error(self, *params):
-        return self.metrics["ratio_standard_error"]
+        return self.metrics[figures.RATIO_STANDARD_ERROR.key]
 
-    track_ratio_standard_error.unit = "standard error of ln ratio_to_baseline"
+    track_ratio_standard_error.unit = figures.RATIO_STANDARD_ERROR.unit
 
     def track_time_ratio(self, *params):
-        return self.metrics["time_ratio"]
+        return self.metrics[figures.TIME_RATIO.key]
 
-    track_time_ratio.unit = "x baseline wall time"
+    track_time_ratio.unit = figures.TIME_RATIO.unit
 
     def track_sm_clock_mhz(self, *params):
-        return self.metrics["sm_clock_mhz"]
+        return self.metrics[figures.RATIO_CLOCK.key]
 
-    track_sm_clock_mhz.unit = "MHz, mean SM clock while the ratio's blocks ran"
+    track_sm_clock_mhz.unit = figures.RATIO_CLOCK.unit
 
     def track_baseline_sm_clock_mhz(self, *params):
-        return self.metrics["baseline_sm_clock_mhz"]
+        return self.metrics[figures.BASELINE_CLOCK.key]
 
-    track_baseline_sm_clock_mhz.unit = "MHz, mean SM clock while the baseline's blocks ran"
+    track_baseline_sm_clock_mhz.unit = figures.BASELINE_CLOCK.unit
 
     def track_max_error(self, *params):
-        return self.metrics["max_error"]
+        return self.metrics[figures.MAX_ERROR.key]
 
-    track_max_error.unit = "max abs error vs float64"
+    track_max_error.unit = figures.MAX_ERROR.unit
 
 
 class ReferenceSpeedupBenchmark(FamilyBenchmark):
     def setup(self, *params):
         self.metrics = metrics_of(self.case(params))
-        if self.metrics["speedup_over_reference"] is None:
+        if self.metrics[figures.SPEEDUP.key] is None:
             raise NotImplementedError("the reference does not run at this shape (see the catalog)")
 
     def track_speedup_over_reference(self, *params):
-        return self.metrics["speedup_over_reference"]
+        return self.metrics[figures.SPEEDUP.key]
 
-    track_speedup_over_reference.unit = "x"
+    track_speedup_over_reference.unit = figures.SPEEDUP.unit
 
 
 class PeakMemoryBenchmark(FamilyBenchmark):
@@ -279,9 +279,9 @@ class PeakMemoryBenchmark(FamilyBenchmark):
         self.metrics = metrics_of(case)
 
     def track_peak_memory(self, *params):
-        return self.metrics["peak_memory_mib"]
+        return self.metrics[figures.PEAK_MEMORY.key]
 
-    track_peak_memory.unit = "MiB over inputs"
+    track_peak_memory.unit = figures.PEAK_MEMORY.unit
 
 
 class PowerBenchmark(FamilyBenchmark):
@@ -301,19 +301,19 @@ class PowerBenchmark(FamilyBenchmark):
         self.state = json.loads(path.read_text())
 
     def track_sm_clock_mhz(self, *params):
-        return self.state["sm_clock_mhz"]
+        return self.state[figures.CLOCK.key]
 
-    track_sm_clock_mhz.unit = "MHz, mean over the timed samples"
+    track_sm_clock_mhz.unit = figures.CLOCK.unit
 
     def track_power_w(self, *params):
-        return self.state["power_w"]
+        return self.state[figures.POWER.key]
 
-    track_power_w.unit = "W, mean over the timed samples"
+    track_power_w.unit = figures.POWER.unit
 
     def track_throttle_reasons(self, *params):
-        return self.state["throttle"]
+        return self.state[figures.THROTTLE.key]
 
-    track_throttle_reasons.unit = "NVML clock-event reason bits, OR-ed"
+    track_throttle_reasons.unit = figures.THROTTLE.unit
 
 
 class TimingModeBenchmark(FamilyBenchmark):
@@ -331,11 +331,11 @@ class TimingModeBenchmark(FamilyBenchmark):
         self.mode = json.loads(path.read_text())
 
     def track_cuda_graph(self, *params):
-        return self.mode["cuda_graph"]
+        return self.mode[figures.CUDA_GRAPH.key]
 
-    track_cuda_graph.unit = "1: timed as CUDA-graph replays, 0: as eager calls"
+    track_cuda_graph.unit = figures.CUDA_GRAPH.unit
 
     def track_l2_inputs(self, *params):
-        return self.mode["input_sets"]
+        return self.mode[figures.L2_INPUTS.key]
 
-    track_l2_inputs.unit = "input sets the calls cycle through, against the L2 (1: not rotated)"
+    track_l2_inputs.unit = figures.L2_INPUTS.unit

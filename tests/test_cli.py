@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from variantbench import results
+from variantbench.catalog import family
 from variantbench.cli import main
 
 
@@ -110,15 +111,15 @@ def test_the_forward_table_has_the_sm_clock_the_forward_ran_at(tmp_path):
         "commit_hash": "abc123", "params": {"machine": "m"}, "result_columns": ["result", "params"],
         "results": {
             "bench_attention.AttentionForward.time_forward": [[0.001, 0.002], params],
-            "bench_attention.AttentionPower.track_sm_clock_mhz": [[1755.0, 1900.0], params],
+            "bench_attention.AttentionForwardPower.track_sm_clock_mhz": [[1755.0, 1900.0], params],
             "bench_attention.AttentionForwardBackwardPower.track_sm_clock_mhz": [[1500.0, 1600.0], params],
         },
     }
     path = tmp_path / "abc123-existing.json"
     path.write_text(json.dumps(data))
     table = results.forward_tables(results.load_file(path))["attention"]
-    assert list(table.columns) == ["ms", "SM MHz"]
-    assert table["SM MHz"].tolist() == [1755.0, 1900.0]
+    assert list(table.columns) == ["ms", "MHz"]
+    assert table["MHz"].tolist() == [1755.0, 1900.0]
 
 
 def _tree(folder):
@@ -149,6 +150,11 @@ def test_run_on_cpu_writes_only_where_it_is_told_and_times_triton_through_the_in
     assert sorted(table.index.get_level_values("implementation")) == ["sdpa", "triton"]
     assert not table.isna().any().any(), table  # every figure of both, the reference speedup too
     assert (tmp_path / ".asv-machine.json").exists()
+    # asv publish draws only the parameters benchmarks.json lists: the whole grid, not the run's shard
+    described = json.loads((tmp_path / "results" / "benchmarks.json").read_text())
+    assert described["bench_attention.AttentionForward.time_forward"]["params"][0] == [
+        f"'{v.name}'" for v in family("attention").variants]
+    assert "bench_attention.AttentionForwardPower.track_sm_clock_mhz" in described
     after = _tree(root / "reports"), (root / ".asv").exists()
     changed = sorted(k for k in set(before[0]) | set(after[0]) if before[0].get(k) != after[0].get(k))
     assert changed == [] and after[1] == before[1]

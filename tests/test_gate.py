@@ -65,7 +65,7 @@ def write(results_dir, commit, *, seed, slow=None, crash=None, skip=None, ratios
         clocks = [(mhz_by_case or {}).get(c, mhz) for c in combos]
         for track, values in (("sm_clock_mhz", clocks), ("power_w", [650.0] * len(combos)),
                               ("throttle_reasons", [throttle] * len(combos))):
-            data["results"][f"bench_attention.AttentionPower.track_{track}"] = [values, params, None, None, None, None]
+            data["results"][f"bench_attention.AttentionForwardPower.track_{track}"] = [values, params, None, None, None, None]
     folder = results_dir / data["params"]["machine"]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{commit[:8]}-existing-py.json").write_text(json.dumps(data))
@@ -503,16 +503,16 @@ def test_each_timed_benchmark_gets_the_clock_of_its_own_samples():
     """Forward+backward ran at its own clock (AttentionForwardBackwardPower), the forward at its."""
     import pandas as pd
 
-    from variantbench import gate as gate_module, results
+    from variantbench import figures, gate as gate_module
 
-    assert results.power_benchmark("bench_moe.MoEForward.time_forward") == "bench_moe.MoEPower.track_sm_clock_mhz"
+    assert figures.power_benchmark("bench_moe.MoEForward.time_forward") == "bench_moe.MoEForwardPower.track_sm_clock_mhz"
     params = ("gqa_8", "triton", "s4k")
 
     def frame(forward_mhz, backward_mhz):
         rows = [(b, v, s) for b, v, s in (
             ("bench_attention.AttentionForward.time_forward", 1e-3, [1e-3] * 10),
             ("bench_attention.AttentionForwardBackward.time_forward_backward", 3e-3, [3e-3] * 10),
-            ("bench_attention.AttentionPower.track_sm_clock_mhz", forward_mhz, None),
+            ("bench_attention.AttentionForwardPower.track_sm_clock_mhz", forward_mhz, None),
             ("bench_attention.AttentionForwardBackwardPower.track_sm_clock_mhz", backward_mhz, None))]
         return pd.DataFrame([{"benchmark": b, "params": params, "value": v, "samples": s, "q25": None, "q75": None,
                               "repeat": 10, "failed": False} for b, v, s in rows])

@@ -1,5 +1,5 @@
 """The suite's ratio to baseline against independent do_bench medians, on the GPU, after a run:
-    variantbench run --shape llama-3-8b-s4k --bench 'AttentionForward\\.|AttentionMetrics|AttentionPower' ...
+    variantbench run --shape llama-3-8b-s4k --bench 'AttentionForward\\.|AttentionMetrics|AttentionForwardPower' ...
     python tools/ratio_truth.py [variant:implementation ...] [--shape S]
 For each case: the recorded track_ratio_to_baseline; the ratio of the recorded time_forward medians
 (the report's ms column) per useful work; and the ratio of triton.testing.do_bench medians of the
@@ -91,7 +91,7 @@ def main():
             print(f"{pair:30} {track:7.3f} {ms_col:7.3f} {truth:8.3f} {track / truth - 1:+8.1%} {ms_col / truth - 1:+8.1%} "
                   f"{asv_ms:7.4f} {bench:7.4f} {recorded('AttentionMetrics.track_sm_clock_mhz', variant, impl):6.0f} "
                   f"{recorded('AttentionMetrics.track_baseline_sm_clock_mhz', variant, impl):7.0f} "
-                  f"{recorded('AttentionPower.track_sm_clock_mhz', variant, impl):9.0f}", flush=True)
+                  f"{recorded('AttentionForwardPower.track_sm_clock_mhz', variant, impl):9.0f}", flush=True)
 
 
 if __name__ == "__main__":

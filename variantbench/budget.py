@@ -25,13 +25,13 @@ import math
 
 import pandas as pd
 
-from variantbench import decide
+from variantbench import decide, figures
 
 RUN_SIGMA = 0.01  # log-scale floor of a ratio's standard error: see the module's docstring
-RATIO = "Metrics.track_ratio_to_baseline"
-STANDARD_ERROR = "Metrics.track_ratio_standard_error"
-NOISE = "Metrics.track_ratio_noise"  # relative IQR: what results before the standard error carried
-TIME_RATIO = "Metrics.track_time_ratio"
+RATIO = figures.RATIO.ending
+STANDARD_ERROR = figures.RATIO_STANDARD_ERROR.ending
+NOISE = figures.RATIO_NOISE.ending  # relative IQR: what results before the standard error carried
+TIME_RATIO = figures.TIME_RATIO.ending
 VERDICTS = ("failed", "over budget", "at budget", "within")  # flagged first
 
 

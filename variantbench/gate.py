@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from variantbench import decide, power, results
+from variantbench import decide, figures, power, results
 
 IDENTITY = results.IDENTITY_KEYS  # one list: what makes two measurements comparable
 # A compute-bound kernel's time scales about with its SM clock: clocks 3% apart move a ratio by about
@@ -142,7 +142,7 @@ def compare_frames(base: pd.DataFrame, head: pd.DataFrame, factor: float) -> pd.
         return {(r.benchmark, r.params): r._asdict() for r in frame[frame.benchmark.str.contains(r"\.time_")].itertuples()}
 
     def clocks(frame):
-        tracked = frame[frame.benchmark.str.endswith("Power.track_sm_clock_mhz")]
+        tracked = frame[frame.benchmark.str.endswith("Power.track_sm_clock_mhz")]  # forward and forward+backward
         return dict(zip(zip(tracked.benchmark, tracked.params), tracked.value.astype(float)))
 
     base_rows, head_rows = timing(base), timing(head)
@@ -155,7 +155,7 @@ def compare_frames(base: pd.DataFrame, head: pd.DataFrame, factor: float) -> pd.
             c = decide.Comparison("skipped", None, None, None)
         else:
             c = decide.compare(_side(base_rows.get(key)), _side(head_rows.get(key)), n, factor=factor)
-        clock = (results.power_benchmark(key[0]), key[1])
+        clock = (figures.power_benchmark(key[0]), key[1])
         rows.append({"benchmark": key[0], "params": "/".join(key[1]), "verdict": c.verdict, "ratio": c.ratio,
                      "standard_error": c.standard_error, "z": c.z, "base_mhz": base_mhz.get(clock, math.nan),
                      "head_mhz": head_mhz.get(clock, math.nan)})

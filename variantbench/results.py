@@ -79,47 +79,24 @@ def results_file(results_dir: Path, machine: str, commit: str) -> Path | None:
     return matches[-1] if matches else None
 
 
-def power_benchmark(timed: str, track: str = "track_sm_clock_mhz") -> str:
-    """The power track recorded over a timed benchmark's samples (suite/common.py PowerBenchmark):
-    bench_moe.MoEForward.time_forward -> bench_moe.MoEPower.<track>, and
-    bench_attention.AttentionForwardBackward.time_forward_backward -> ...AttentionForwardBackwardPower.<track>."""
-    module, timed_class, _ = timed.split(".")
-    return f"{module}.{timed_class.removesuffix('Forward')}Power.{track}"
-
-
-# Benchmark name endings every family's suite module shares (bench_<family>.<Family>Forward.time_forward, ...).
-FORWARD_FIGURES = {
-    "Forward.time_forward": "ms",
-    "Metrics.track_tflops": "TFLOP/s",
-    "Metrics.track_gbps": "GB/s",
-    "Metrics.track_percent_of_peak": "% roofline",
-    "Metrics.track_ratio_to_baseline": "x baseline",
-    "ReferenceSpeedup.track_speedup_over_reference": "x reference",
-    # the forward's own clock (power_benchmark): ForwardBackwardPower's ends the same way and is left out
-    "Power.track_sm_clock_mhz": "SM MHz",
-}
-
-
 def forward_tables(frame: pd.DataFrame) -> dict:
-    """{family: forward figures per (shape, variant, implementation)}: ms, TFLOP/s, GB/s, % of roofline,
-    ratio to baseline, speedup over reference, the mean SM clock over the forward's samples (GPU), in
-    run order."""
-    tables = {}
-    def label(benchmark):
-        return next((name for ending, name in FORWARD_FIGURES.items() if benchmark.endswith(ending)), None)
+    """{family: the forward's figures.RUN_TABLE per (shape, variant, implementation)}, in run order."""
+    from variantbench import figures
 
-    clocks = {power_benchmark(b) for b in frame.benchmark.unique() if b.endswith("Forward.time_forward")}
-    figures = frame.assign(family=frame.benchmark.str.extract(r"^bench_(\w+)\.", expand=False),
-                           metric=frame.benchmark.map(label)).dropna(subset=["metric"])
-    figures = figures[(figures.metric != "SM MHz") | figures.benchmark.isin(clocks)]
-    for family, rows in figures.groupby("family", sort=False):
-        rows = rows.copy()
-        rows["value"] = rows.value.astype(float)
-        rows.loc[rows.metric == "ms", "value"] *= 1e3
+    tables = {}
+
+    def picked(benchmark):
+        return next((f for f in figures.RUN_TABLE if f.of(benchmark)), None)
+
+    chosen = frame.assign(family=frame.benchmark.str.extract(r"^bench_(\w+)\.", expand=False),
+                          figure=frame.benchmark.map(picked)).dropna(subset=["figure"])
+    for family, rows in chosen.groupby("family", sort=False):
+        rows = rows.assign(metric=[f.label for f in rows.figure],
+                           value=[float(v) * f.scale for v, f in zip(rows.value, rows.figure)])
         rows[["variant", "implementation", "shape"]] = pd.DataFrame([p[:3] for p in rows.params], index=rows.index)
         table = rows.pivot_table(index=["shape", "variant", "implementation"], columns="metric", values="value",
                                  sort=False)
-        tables[family] = table[[c for c in FORWARD_FIGURES.values() if c in table.columns]]
+        tables[family] = table[[f.label for f in figures.RUN_TABLE if f.label in table.columns]]
     return tables
 
 

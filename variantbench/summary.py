@@ -3,23 +3,12 @@ implementation against the signal budget (variantbench.budget decides the verdic
 
 import pandas as pd
 
-from variantbench import budget
+from variantbench import budget, figures
 
 VERDICT_ORDER = {v: i for i, v in enumerate(budget.VERDICTS + ("",))}  # flagged rows first
 
 # Per-case figures of the latest commit: (benchmark ending, column, scale).
-FIGURES = (
-    ("Forward.time_forward", "ms", 1e3),
-    ("Metrics.track_tflops", "TFLOP/s", 1),
-    ("Metrics.track_gbps", "GB/s", 1),
-    ("Metrics.track_percent_of_peak", "% roofline", 1),
-    ("Metrics.track_ratio_to_baseline", "x baseline", 1),
-    ("Metrics.track_time_ratio", "time ratio", 1),
-    ("ReferenceSpeedup.track_speedup_over_reference", "x reference", 1),
-    ("Power.track_sm_clock_mhz", "MHz", 1),
-    ("Metrics.track_max_error", "max error", 1),
-    ("PeakMemory.track_peak_memory", "peak MiB", 1),
-)
+FIGURES = tuple((f.ending, f.label, f.scale) for f in figures.REPORT_TABLE)
 
 
 def commit_dates(history: pd.DataFrame) -> pd.DataFrame:
