@@ -43,5 +43,4 @@ def test_decide_one_gate_over_300_benchmarks(benchmark, history):
     head = results.load_file(history / "h100" / f"{1:08x}-existing.json")
     verdicts = benchmark(gate.compare_frames, base, head, 1.10)
     assert len(verdicts) == BENCHMARKS
-    assert set(verdicts.verdict) <= {"same", "noisy", "faster", "slower"}
     assert decide.z_alpha(BENCHMARKS) > 3.5

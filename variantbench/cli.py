@@ -182,20 +182,23 @@ def compare(base, head, results_dir, no_run, bench, selection, machine):
     A commit with no results is measured first, in its own git worktree by its own code (unless
     --no-run). Exits 0; 2 on bad input; 3 when the two were measured on different hardware or
     software (or several machines have results for both and --machine names none), or one has no
-    results. base_mhz and head_mhz: the mean SM clock over each side's samples."""
+    results. base_mhz and head_mhz: the mean SM clock over each side's samples; between_run_sigma:
+    the benchmark's run-to-run noise from the history's A/A pairs (aa_pairs of them), added to the
+    samples' own (variantbench.noise)."""
     import pandas as pd
 
-    from variantbench import gate
+    from variantbench import gate, noise, results
     from variantbench.measure import Checkouts, measuring_args, measuring_exits
 
     args = measuring_args(no_run, bench, selection, machine)
     with measuring_exits(), Checkouts(ROOT) as checkouts:
         settings = gate.load_settings(ROOT / "pyproject.toml")
-        base_rows, head_rows, _, notes = checkouts.compared(sha(base), sha(head), results_dir, args, click.echo,
-                                                            machine)
+        base_rows, head_rows, identity, notes = checkouts.compared(sha(base), sha(head), results_dir, args,
+                                                                   click.echo, machine)
+        calibration = noise.calibrate(results.load_history(results_dir), ROOT, identity, (sha(base), sha(head)))
     for note in notes:
         click.echo(f"note: {note}")
-    table = gate.compare_frames(base_rows, head_rows, settings.regression_factor)
+    table = gate.compare_frames(base_rows, head_rows, settings.regression_factor, calibration)
     pd.set_option("display.width", 220)
     click.echo(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
 

@@ -133,7 +133,8 @@ def _side(row):
             "samples": row["samples"], "q25": row["q25"], "q75": row["q75"], "repeat": row["repeat"]}
 
 
-def compare_frames(base: pd.DataFrame, head: pd.DataFrame, factor: float) -> pd.DataFrame:
+def compare_frames(base: pd.DataFrame, head: pd.DataFrame, factor: float, calibration=None,
+                   screen: bool = False) -> pd.DataFrame:
     """One row per timing benchmark (time_*) and parameter set found on either side: ratio,
     standard error, z and verdict (faster, slower, same, noisy, new, gone, failed, skipped), and the
     mean SM clock over each side's samples (base_mhz, head_mhz: NaN where none was read).
@@ -151,16 +152,20 @@ def compare_frames(base: pd.DataFrame, head: pd.DataFrame, factor: float) -> pd.
     n = sum(1 for k in keys if k in base_rows and k in head_rows)
     rows = []
     for key in keys:
+        between = calibration.get(*key) if calibration else None  # noise.Noise or None
         if key in head_rows and _skipped(head_rows[key]):
             c = decide.Comparison("skipped", None, None, None)
         else:
-            c = decide.compare(_side(base_rows.get(key)), _side(head_rows.get(key)), n, factor=factor)
+            c = decide.compare(_side(base_rows.get(key)), _side(head_rows.get(key)), n, factor=factor,
+                               between_run_sigma=between.sigma if between else None, screen=screen)
         clock = (figures.power_benchmark(key[0]), key[1])
         rows.append({"benchmark": key[0], "params": "/".join(key[1]), "verdict": c.verdict, "ratio": c.ratio,
                      "standard_error": c.standard_error, "z": c.z, "base_mhz": base_mhz.get(clock, math.nan),
-                     "head_mhz": head_mhz.get(clock, math.nan)})
+                     "head_mhz": head_mhz.get(clock, math.nan),
+                     "between_run_sigma": between.sigma if between else math.nan,
+                     "aa_pairs": between.pairs if between else 0, "sigma_scope": between.scope if between else ""})
     return pd.DataFrame(rows, columns=["benchmark", "params", "verdict", "ratio", "standard_error", "z",
-                                       "base_mhz", "head_mhz"])
+                                       "base_mhz", "head_mhz", "between_run_sigma", "aa_pairs", "sigma_scope"])
 
 
 def confirm_frame(verdicts: pd.DataFrame, base, head, base_rerun, head_rerun, factor: float) -> pd.DataFrame:
@@ -178,9 +183,10 @@ def confirm_frame(verdicts: pd.DataFrame, base, head, base_rerun, head_rerun, fa
         if any(side is None or not side["samples"] for side in sides):
             verdicts.loc[i, "confirmation"] = "re-run has no samples: unconfirmed, kept"
             continue
-        c = decide.confirm(*sides, n, factor=factor)
+        sigma = row.get("between_run_sigma", math.nan)
+        c = decide.confirm(*sides, n, factor=factor, between_run_sigma=None if pd.isna(sigma) else sigma)
         verdicts.loc[i, ["verdict", "ratio", "standard_error", "z"]] = [
-            "slower" if c.verdict == "slower" else "same", c.ratio, c.standard_error, c.z]
+            c.verdict if c.verdict in ("slower", "noisy") else "same", c.ratio, c.standard_error, c.z]
         verdicts.loc[i, "confirmation"] = "confirmed by re-run" if c.verdict == "slower" else "not confirmed by re-run"
     return verdicts
 
@@ -264,8 +270,10 @@ def summary_markdown(base, head, identity, verdicts: pd.DataFrame, budget_lines,
     if not measured.empty:
         # Every benchmark's noise, so an A/A run shows what the gate can resolve and what it cannot.
         lines += [f"<details><summary>Noise of all {len(measured)} compared benchmarks</summary>", "",
-                  "| benchmark | params | verdict | ratio | noise (se of log ratio) |", "|---|---|---|---|---|"]
-        lines += [f"| {r.benchmark} | {r.params} | {r.verdict} | {r.ratio:.3f} | {r.standard_error:.2%} |"
+                  "| benchmark | params | verdict | ratio | noise (se of log ratio) | between-run sigma (A/A pairs) |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {r.benchmark} | {r.params} | {r.verdict} | {r.ratio:.3f} | {r.standard_error:.2%} | "
+                  + (f"{r.between_run_sigma:.2%} ({r.aa_pairs}, {r.sigma_scope}) |" if r.aa_pairs else "none |")
                   for r in measured.itertuples()]
         lines += ["", "</details>"]
     return "\n".join(lines) + "\n"

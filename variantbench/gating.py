@@ -14,14 +14,18 @@ from variantbench.runner import ROOT
 
 def run_gate(base_sha, head_sha, results_dir, run_args, device, machine, echo=click.echo):
     """(the gate's Markdown summary, whether it fails)."""
-    from variantbench import decide, gate, results
+    from variantbench import decide, gate, noise, results
     from variantbench.measure import Checkouts, MeasureFailed, confirm_args, measuring_exits
 
     with measuring_exits(), Checkouts(ROOT) as checkouts:
         settings = gate.load_settings(ROOT / "pyproject.toml")
         base_rows, head_rows, identity, notes = checkouts.compared(base_sha, head_sha, results_dir, run_args,
                                                                    echo, machine)
-        verdicts = gate.compare_frames(base_rows, head_rows, settings.regression_factor)
+        # Each benchmark's between-run noise from the history's A/A pairs (variantbench.noise), never
+        # from this BASE/HEAD pair itself; screen wide only where a confirming re-run follows.
+        calibration = noise.calibrate(results.load_history(results_dir), ROOT, identity, (base_sha, head_sha))
+        verdicts = gate.compare_frames(base_rows, head_rows, settings.regression_factor, calibration,
+                                       screen=run_args is not None)
         suspects = verdicts[verdicts.verdict == "slower"]
         if run_args is not None and not suspects.empty:
             echo(f"confirming {len(suspects)} suspect(s) with {decide.RERUN_SAMPLES} more samples on each commit")
