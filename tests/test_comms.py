@@ -10,7 +10,7 @@ import torch
 import reference.comms as reference_comms
 from kernels.comms import nccl
 from kernels.comms.nccl import replay_matches_eager, split_sizes
-from variantbench import cases, timing
+from variantbench import cases
 from variantbench.catalog import Unsupported, family
 from variantbench.catalog.comms import CommsVariant, even_splits, routed_splits, uneven_splits
 
@@ -115,17 +115,6 @@ def test_bus_bytes_follow_nccl_tests():
         variant = FAMILY.variant(name)
         problem = FAMILY.make_problem(variant, shape, device=torch.device("cpu"), dtype=torch.float32, seed=0)
         assert FAMILY.work(variant, problem) == (0, int(problem.numel * 4 * factor)), name
-
-
-def test_timers_report_per_operation_when_a_call_repeats_it():
-    def call():
-        return None
-
-    call.repeats = 7
-    timing.batched(call, torch.device("cpu"))
-    assert timing._calls_per_sample % 7 == 0
-    samples = timing.interleaved_ms({"call": call}, torch.device("cpu"), rounds=3, warmup=0)["call"]
-    assert len(samples) == 3
 
 
 def test_a_rank_that_dies_at_start_fails_the_case_at_once_with_its_exit_code(monkeypatch):
