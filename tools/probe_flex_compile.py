@@ -15,7 +15,6 @@ torch.zeros(1, device="cuda")
 t1 = time.perf_counter()
 from variantbench.catalog import attention as A
 p = A.make_problem(case.variant, case.shape, device=torch.device("cuda"), dtype=torch.bfloat16, seed=0)
-from torch.nn.attention.flex_attention import create_block_mask
 t2 = time.perf_counter()
 call = case.implementation.load().prepare(case.variant, p)
 torch.cuda.synchronize(); t3 = time.perf_counter()

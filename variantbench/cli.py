@@ -8,7 +8,6 @@ import dataclasses
 import functools
 import subprocess
 import sys
-import tempfile
 import traceback
 from pathlib import Path
 
