@@ -96,8 +96,20 @@ def test_suite_grid_covers_every_variant_implementation_and_device_shape():
 
     variants, impls, shapes = AttentionForward.params
     assert variants == [v.name for v in FAMILY.variants]
-    assert impls == [i.name for i in FAMILY.implementations]
+    assert impls == [i.name for i in FAMILY.implementations if i.name != "compiled"]  # the default tier's
     assert shapes == [s.name for s in FAMILY.shapes if s.device == "cpu"]
+
+
+def test_compiled_joins_the_full_tier_or_where_it_is_named(monkeypatch):
+    """torch.compile in every asv process (10-30 s each) does not fit the default tier's 10 minutes."""
+    from suite import common
+
+    monkeypatch.setattr(common, "TIER", "full")
+    assert "compiled" in common.grid("attention")[0][1]
+    monkeypatch.setattr(common, "TIER", "default")
+    assert "compiled" not in common.grid("attention")[0][1]
+    monkeypatch.setattr(common, "ONLY_IMPLEMENTATIONS", ["compiled"])
+    assert common.grid("attention")[0][1] == ["compiled"]
 
 
 def test_asv_check_passes():

@@ -25,6 +25,13 @@ class Mismatch(AssertionError):
     """An implementation disagrees with its reference beyond the data-derived tolerance."""
 
 
+class UnsupportedWhenPrepared(Unsupported, NotImplementedError):
+    """An implementation's prepare found it cannot run the case (torch.compile's compiler failing on
+    the graph): only trying says so. An Unsupported, so `check` prints it as a skip like those
+    `resolve` finds; a NotImplementedError, asv's skip, so every suite setup that prepares a case
+    (through `prepare_checked`) skips it with the reason, as `resolve_or_skip` does the others."""
+
+
 @dataclass(frozen=True)
 class Case:
     family: str
@@ -77,6 +84,8 @@ def iter_cases(family_name, device, *, variants=None, implementations=None, shap
             for impl in fam.implementations:
                 if implementations and impl.name not in implementations:
                     continue
+                if not implementations and not in_tier(impl, tier):  # named, it runs at any tier
+                    continue
                 try:
                     yield resolve(fam.name, variant.name, impl.name, shape.name, device)
                 except Unsupported as why:
@@ -91,7 +100,7 @@ def first_line(error):
 @dataclass(frozen=True)
 class CheckResult:
     case: str
-    status: str  # ok | mismatch | error
+    status: str  # ok | mismatch | error | skip
     line: str  # what `variantbench check` prints for it
     out_of_memory: bool = False
 
@@ -108,6 +117,8 @@ def check_one(case, backward=True) -> CheckResult:
             _, _, result = prepare_checked(case, requires_grad=True)
     except Mismatch as why:
         return CheckResult(case.name, "mismatch", f"MISMATCH  {why}")
+    except Unsupported as why:
+        return CheckResult(case.name, "skip", f"{'skip':9} {case.name}: {why}")
     except Exception as error:  # noqa: BLE001 - a crash is reported as one line; the other cases go on
         oom = "out of memory" in str(error).lower()
         return CheckResult(case.name, "error", f"{'OOM' if oom else 'ERROR':9} {case.name}: {type(error).__name__}: "
@@ -208,7 +219,11 @@ def prepare_checked(case, *, requires_grad=False):
     )
     # Grad mode stays as the timed call will see it: compiled Flex guards on it, and a change would
     # recompile inside the timed region.
-    call = case.implementation.load().prepare(case.variant, problem)
+    try:
+        call = case.implementation.load().prepare(case.variant, problem)
+    except Unsupported as why:
+        raise UnsupportedWhenPrepared(
+            f"{case.implementation.name} cannot run {case.variant.name} at {case.shape.name}: {why}") from None
     out = call().detach()
     with torch.no_grad():
         result = check_output(case, problem, out)

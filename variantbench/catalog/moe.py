@@ -6,6 +6,7 @@ A variant is its router (and, through the shape's model, its top-k, groups and s
 selection-only per-expert bias, group-limited top-k). The math is `reference/moe.py`.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -20,10 +21,15 @@ class MoEVariant:
     """`router` names a router of reference/moe.py's ROUTERS (each implementation has its own table of
     them). A name, not the function: kernels never import the reference, and a name can be checked
     here, when the entry is made, so an unknown router fails before anything runs. Top-k, groups and
-    the routed scale come from the shape's model, so a name carries no numbers."""
+    the routed scale come from the shape's model, so a name carries no numbers.
+
+    A plug-in's new router is the function itself, of ROUTERS' signature: (logits (T, E) float32, the
+    model's config, selection bias (E,) float32) -> (experts (T, k) int64, weights (T, k) float32).
+    The reference and grouped_mm call it as they call their own; our Triton kernel fuses only its own
+    routers."""
 
     name: str
-    router: str
+    router: str | Callable
     baseline: bool = False
     note: str = ""
 
@@ -49,6 +55,8 @@ def _grouped_mm_unsupported(variant, shape):
 
 
 def _triton_unsupported(variant, shape):
+    if callable(variant.router):
+        return f"our kernel fuses its own routers only; {variant.name}'s router {variant.router.__name__} is a plug-in's"
     per_group = shape.config.n_experts // shape.config.n_groups
     if variant.router == "sigmoid_grouped_topk" and per_group & (per_group - 1):
         return f"our group-limited router needs a power-of-two group size, not {per_group}"
@@ -61,6 +69,9 @@ IMPLEMENTATIONS = (
                    unsupported=_grouped_mm_unsupported),
     Implementation("triton", "kernels.moe.triton_moe", fused=True, backward=False, unsupported=_triton_unsupported,
                    needs_triton=True, ours=True),
+    # torch.compile of the reference, with a graph break where routing sizes the experts' rows
+    # (kernels/moe/compiled.py); it runs wherever the reference does, forward-only like it.
+    Implementation("compiled", "kernels.moe.compiled", fused=True, backward=False, tier="full"),
 )
 
 
