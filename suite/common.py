@@ -33,14 +33,17 @@ ONLY_IMPLEMENTATIONS = _names("VARIANTBENCH_IMPLEMENTATIONS")
 
 
 def grid(family_name):
-    """asv params and param_names of a family on this device: (variant, implementation, shape)."""
+    """asv params and param_names of a family on this device: (variant, implementation, shape). The
+    family comes with the plug-ins of the command that started asv (VARIANTBENCH_PLUGINS, read by
+    `catalog.families()`), their entries under their recorded names (variantbench.plugins)."""
     fam = family(family_name)
     shapes = [
         s.name for s in fam.shapes
         if s.device == DEVICE and in_tier(s, TIER) and (not ONLY_SHAPES or s.name in ONLY_SHAPES)
     ]
     variants = [v.name for v in fam.variants if not ONLY_VARIANTS or v.name in ONLY_VARIANTS]
-    implementations = [i.name for i in fam.implementations if not ONLY_IMPLEMENTATIONS or i.name in ONLY_IMPLEMENTATIONS]
+    implementations = [i.name for i in fam.implementations
+                       if i.name in ONLY_IMPLEMENTATIONS or (not ONLY_IMPLEMENTATIONS and in_tier(i, TIER))]
     params = (variants, implementations, shapes)
     return params, ["variant", "implementation", "shape"]
 

@@ -62,7 +62,7 @@ def test_check_passes_on_cpu_and_reports_skips():
     result = invoke("check", "--variant", "softcap_50", "--shape", "tiny-decode-kv256")
     assert result.exit_code == 0, result.output
     assert "skip      attention/softcap_50/sdpa" in result.output
-    assert "3 passed, 0 mismatched, 0 errors" in result.output
+    assert "4 passed, 0 mismatched, 0 errors" in result.output  # reference, flex, triton, compiled
 
 
 def test_check_exits_1_naming_the_mismatch(monkeypatch):
@@ -218,9 +218,9 @@ def test_check_in_parallel_workers_runs_autotuning_kernels_alone_and_last():
     result = invoke("check", "--jobs", "2", "--variant", "gqa_8", "--shape", "tiny-s128")
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if "attention/gqa_8/" in line]
-    assert len(lines) == 4 and all(" ok " in line for line in lines), result.output
+    assert len(lines) == 5 and all(" ok " in line for line in lines), result.output
     assert "/triton/" in lines[-1]
-    assert "4 passed, 0 mismatched, 0 errors" in result.output
+    assert "5 passed, 0 mismatched, 0 errors" in result.output
 
 
 def test_check_reports_a_dead_worker_as_one_line_per_case(monkeypatch):

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from variantbench import gating, runner
-from variantbench.runner import EXIT_BAD_INPUT, EXIT_FAIL, EXIT_INCOMPARABLE, ROOT, fail, sha, shown
+from variantbench.runner import EXIT_BAD_INPUT, EXIT_FAIL, ROOT, fail, sha, shown
 from variantbench.shapes import TIERS
 
 _TIER_HELP = ("which shapes: quick (headline), default (every commit), full (the whole grid). "
@@ -76,6 +76,30 @@ def _measure_options(with_bench=True):
     return decorate
 
 
+def plugin_option(command):
+    """--plugin PATH_OR_MODULE (repeatable) on a command: the plug-ins it and the processes it starts
+    see (variantbench.plugins.activate). One that cannot be used is one line and exit 2, before anything runs."""
+
+    @functools.wraps(command)
+    def with_plugins(*args, plugins, **kwargs):
+        from variantbench import plugins as plugin_files
+
+        try:
+            for line in plugin_files.activate_for(plugins, kwargs.get("device")):
+                click.echo(line, err=True)
+        except plugin_files.PluginError as why:
+            if kwargs.get("summary_path") is not None:  # the gate's summary says why it could not decide
+                gating.write_summary(kwargs["summary_path"],
+                                     gating.not_gated(kwargs["base"], kwargs["head"], EXIT_BAD_INPUT, str(why)),
+                                     quiet=True)
+            fail(str(why))
+        return command(*args, **kwargs)
+
+    return click.option("--plugin", "plugins", multiple=True, metavar="PATH_OR_MODULE",
+                        help="A plug-in's variants and kernels (a .py file or a module; repeatable), with those "
+                             "[tool.variantbench] plugins of ./pyproject.toml lists.")(with_plugins)
+
+
 _results_option = click.option("--results", "results_dir", type=click.Path(path_type=Path),
                                default=ROOT / "reports" / "results", show_default=True, help="asv results folder.")
 
@@ -90,6 +114,7 @@ def main():
 
 
 @main.command("list")
+@plugin_option
 @click.option("--family", "family_name", default=None, help="Only this family.")
 def list_command(family_name):
     """The catalog as a table: variants, which implementations run them, the baseline, the shapes."""
@@ -125,6 +150,7 @@ def list_command(family_name):
 
 
 @main.command()
+@plugin_option
 @filter_options("full")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
               help="Processes preparing cases side by side (default: half the cores, at most 8, on CUDA; 1 on "
@@ -138,7 +164,35 @@ def check(selection, jobs):
     runner.check(selection, jobs)
 
 
+@main.command("try")
+@plugin_option
+@click.argument("variant")
+@click.option("--against", default=None, metavar="A",
+              help="Judge against this variant of the family, through its fastest fused implementation (default: "
+                   "the family baseline's, through its fastest fused one).")
+@click.option("--shape", "shapes", multiple=True,
+              help="Shapes (repeatable; default: the family's headline shape on this device).")
+@click.option("--json", "json_path", default=None, metavar="PATH|-",
+              help="Also write the verdict as one JSON document (- for stdout; the tables then go to stderr).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
+              help="The device (default: cuda if a GPU is visible).")
+def try_command(variant, against, shapes, json_path, device):
+    """Is VARIANT (built in or a plug-in's) right, what does each implementation of it cost against A,
+    and is its fastest fused one within the signal budget?
+
+    Checks every implementation, a plug-in's candidate kernels too, against the float64 reference
+    (and the gradients where it has a backward): a wrong one is named, never timed. Times each fused
+    one side by side with A's in alternating blocks, as the suite's ratio to baseline, and prints a
+    table per shape: ms, useful TFLOP/s, % roofline, cost per useful work and wall time against A,
+    the standard error, the budget verdict, the max error. Exit 0 within budget, 1 over budget or
+    wrong, 2 bad input or a crash, 3 no baseline (A has no fused implementation at a shape)."""
+    from variantbench import trying
+
+    trying.run(variant, against=against, shapes=shapes, json_path=json_path, device=device)
+
+
 @main.command()
+@plugin_option
 @click.option("--bench", "-b", "bench", default=None, help="asv benchmark regex (shard the suite across runners).")
 @click.option("--quick", is_flag=True,
               help="A first look: quick tier (headline shape), forward of the baseline's implementation and "
@@ -170,6 +224,7 @@ def run(bench, quick, selection, commit, machine, results_dir, precheck, repeat)
 
 
 @main.command()
+@plugin_option
 @click.argument("base")
 @click.argument("head")
 @_results_option
@@ -203,6 +258,7 @@ def compare(base, head, results_dir, no_run, bench, selection, machine):
 
 
 @main.command("gate")
+@plugin_option
 @click.argument("base")
 @click.argument("head")
 @_results_option
@@ -227,42 +283,21 @@ def gate_command(base, head, results_dir, no_run, bench, selection, machine, sum
         text, failing = gating.run_gate(sha(base), sha(head), results_dir,
                                         measuring_args(no_run, bench, selection, machine), selection.device, machine)
     except runner.Failed as stop:
-        _write_summary(summary_path, _not_gated(base, head, stop.code, stop.message), quiet=True)
+        gating.write_summary(summary_path, gating.not_gated(base, head, stop.code, stop.message), quiet=True)
         raise
     except Exception as error:  # a bug must not read as exit 1, "regression"; CI shows the summary
         traceback.print_exc()
         message = f"internal error: {type(error).__name__}: {error}"
-        _write_summary(summary_path, _not_gated(base, head, EXIT_BAD_INPUT, message), quiet=True)
+        gating.write_summary(summary_path, gating.not_gated(base, head, EXIT_BAD_INPUT, message), quiet=True)
         fail(message)
     click.echo(text)
-    _write_summary(summary_path, text)
+    gating.write_summary(summary_path, text)
     if failing:
         sys.exit(EXIT_FAIL)
 
 
-def _not_gated(base, head, code, message):
-    """The summary of a gate that could not decide: CI shows it where the PR's reviewers look."""
-    meaning = {EXIT_BAD_INPUT: "bad input or infrastructure failure",
-               EXIT_INCOMPARABLE: "incomparable or no baseline"}.get(code, "not decided")
-    return (f"## variantbench gate: {head} against {base} not gated (exit {code}: {meaning})\n\n"
-            f"{message}\n")
-
-
-def _write_summary(path, text, quiet=False):
-    """Write the summary file atomically (where asked for); a file that cannot be written is one line
-    and exit 2, or, with `quiet` (already failing for another reason), nothing more."""
-    if path is None:
-        return
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    try:
-        tmp.write_text(text)
-        tmp.replace(path)
-    except OSError as why:
-        if not quiet:
-            fail(f"cannot write the summary {path}: {why.strerror or why}")
-
-
 @main.command()
+@plugin_option
 @_results_option
 @click.option("--html", "html_dir", type=click.Path(path_type=Path), default=ROOT / "reports" / "html",
               show_default=True, help="Where the site goes.")
@@ -290,6 +325,7 @@ def report(results_dir, html_dir, no_asv):
 
 
 @main.command()
+@plugin_option
 @_results_option
 @click.option("--output", "-o", type=click.Path(path_type=Path), required=True,
               help="A .csv or .parquet file (Parquet needs pyarrow).")
@@ -308,6 +344,7 @@ def export(results_dir, output):
 
 
 @main.command("bisect")
+@plugin_option
 @click.argument("good")
 @click.argument("bad")
 @click.option("--bench", "-b", "pattern", required=True,

@@ -42,16 +42,31 @@ class Settings:
     variant_budget: dict = field(default_factory=dict)  # "family/variant" -> budget
 
     def budget_for(self, family, variant):
+        # A plug-in's variant is recorded as `name@plugin-hash` (variantbench.plugins); its budget is
+        # set by the name a user types.
+        variant = variant.split("@", 1)[0]
         return self.variant_budget.get(f"{family}/{variant}", self.family_budget.get(family, self.budget))
 
 
-def load_settings(pyproject: Path) -> Settings:
-    """[tool.variantbench] of pyproject.toml: regression_factor, budget, and per family / variant
-    budgets in [tool.variantbench.budgets] as `attention = 1.2` or `"attention/alibi" = 1.5`."""
+def _settings_table(pyproject: Path) -> dict:
     try:
-        table = tomllib.loads(pyproject.read_text()).get("tool", {}).get("variantbench", {})
+        return tomllib.loads(pyproject.read_text()).get("tool", {}).get("variantbench", {})
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise results.BadResults(f"{pyproject}: unreadable settings ({error})") from None
+
+
+def load_settings(pyproject: Path, project: Path | None = None) -> Settings:
+    """[tool.variantbench] of pyproject.toml: regression_factor, budget, and per family / variant
+    budgets in [tool.variantbench.budgets] as `attention = 1.2` or `"attention/alibi" = 1.5`.
+
+    `project` (default: pyproject.toml of the working directory, where there is one) is the user's
+    own project: what it sets overrides `pyproject` (the package's own, the defaults), budget by
+    budget, so a researcher sets a plug-in variant's budget beside the plug-in."""
+    table = _settings_table(pyproject)
+    project = Path.cwd() / "pyproject.toml" if project is None else project
+    if project.is_file() and project.resolve() != Path(pyproject).resolve():
+        own = _settings_table(project)
+        table = {**table, **own, "budgets": {**table.get("budgets", {}), **own.get("budgets", {})}}
     budgets = table.get("budgets", {})
     return Settings(
         regression_factor=float(table.get("regression_factor", 1.10)),

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from variantbench import budget
-from variantbench.runner import ROOT
+from variantbench.runner import EXIT_BAD_INPUT, EXIT_INCOMPARABLE, ROOT, fail
 
 
 def run_gate(base_sha, head_sha, results_dir, run_args, device, machine, echo=click.echo):
@@ -69,3 +69,25 @@ def confirm_budget(checkouts, head_sha, head_rows, head_cases, over, settings, d
             echo(f"the budget re-run measured nothing ({why}): its variants stay over, unconfirmed")
             again = head_cases.iloc[0:0]
     return budget.confirm(head_cases, again, over)
+
+
+def not_gated(base, head, code, message):
+    """The summary of a gate that could not decide: CI shows it where the PR's reviewers look."""
+    meaning = {EXIT_BAD_INPUT: "bad input or infrastructure failure",
+               EXIT_INCOMPARABLE: "incomparable or no baseline"}.get(code, "not decided")
+    return (f"## variantbench gate: {head} against {base} not gated (exit {code}: {meaning})\n\n"
+            f"{message}\n")
+
+
+def write_summary(path, text, quiet=False):
+    """Write the summary file atomically (where asked for); a file that cannot be written is one line
+    and exit 2, or, with `quiet` (already failing for another reason), nothing more."""
+    if path is None:
+        return
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    except OSError as why:
+        if not quiet:
+            fail(f"cannot write the summary {path}: {why.strerror or why}")

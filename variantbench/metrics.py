@@ -83,6 +83,46 @@ def _power_fields(prefix, state) -> dict:
             f"{prefix}throttle": state.throttle_mask if state else nan}
 
 
+def measure_side_by_side(sides: dict, dev, plan=None):
+    """Time every side's call in alternating blocks (variantbench.timing says why blocks), with the
+    power state of each side's timed parts: fills each Side's `samples` and `power`. `metrics` times
+    a case and its baseline this way; `variantbench try` a variant's fused implementations and A's."""
+    with Sampler(dev) as sampler:
+        blocks = timing.alternating_blocks({name: side.call for name, side in sides.items()}, dev, plan)
+    for name, side in sides.items():
+        side.samples = blocks.samples[name]
+        side.power = sampler.windows(blocks.windows[name])
+
+
+def time_apart(side: Side, dev):
+    """The eager reference's samples, timed apart in REFERENCE_ROUNDS rounds (see there); its call is
+    released afterwards: its B x H x S x S scores stay allocated otherwise."""
+    side.samples = timing.interleaved_ms({"reference": side.call}, dev, rounds=REFERENCE_ROUNDS, warmup=1)["reference"]
+    side.call = None
+
+
+def against(mine: Side, base: Side, work, peaks) -> dict:
+    """The figures of `mine` beside `base`, both measured at one shape in one run: time, throughput
+    and roofline share on useful work, and the cost per useful work over base's, its noise and the
+    standard error of its log, and the wall-time ratio."""
+    flops, nbytes = work(mine.variant, mine.problem)
+    floor, base_floor = mine.floor_ms(work, peaks), base.floor_ms(work, peaks)
+    return {
+        "ms": mine.ms,
+        "noise": timing.spread(mine.samples),
+        "tflops": flops / mine.ms / 1e9,
+        "gbps": nbytes / mine.ms / 1e6,
+        "percent_of_peak": 100 * floor / mine.ms,
+        "bound": "compute" if flops / peaks["tflops"] / 1e9 >= nbytes / peaks["gbps"] / 1e6 else "memory",
+        # cost per useful work: time over the roofline time of the work done
+        "ratio_to_baseline": (mine.ms / floor) / (base.ms / base_floor),
+        "ratio_noise": timing.spread(mine.samples) + timing.spread(base.samples),
+        "ratio_standard_error": timing.log_ratio_standard_error(mine.samples, base.samples),
+        "time_ratio": mine.ms / base.ms,
+        "baseline_ms": base.ms,
+    }
+
+
 def metrics(case, prepared=None, plan=None) -> dict:
     """Every track figure of a case, from one alternating-block measurement of the case and the
     family baseline at the same shape, and the reference where it runs.
@@ -108,38 +148,18 @@ def metrics(case, prepared=None, plan=None) -> dict:
         base_problem, base_call, _ = prepare_checked(base_case)
         sides["baseline"] = Side(base_variant, base_problem, base_call)
     peak_memory_mib = _peak_memory_mib(call, dev)
-
-    with Sampler(dev) as sampler:
-        blocks = timing.alternating_blocks({name: side.call for name, side in sides.items()}, dev, plan)
-    for name, side in sides.items():
-        side.samples = blocks.samples[name]
-        side.power = sampler.windows(blocks.windows[name])
+    measure_side_by_side(sides, dev, plan)
 
     reference = None
     ref_impl = fam.implementation("reference")
     if case.implementation is not ref_impl and not ref_impl.unsupported(case.variant, case.shape):
         reference = Side(case.variant, problem, ref_impl.load().prepare(case.variant, problem))
-        reference.samples = timing.interleaved_ms({"reference": reference.call}, dev, rounds=REFERENCE_ROUNDS,
-                                                  warmup=1)["reference"]
-        reference.call = None  # its B x H x S x S scores stay allocated otherwise
+        time_apart(reference, dev)
 
     mine, base = sides["case"], sides.get("baseline", sides["case"])
-    flops, nbytes = fam.work(mine.variant, mine.problem)
-    floor, base_floor = mine.floor_ms(fam.work, peaks), base.floor_ms(fam.work, peaks)
     result = {
         "case": case.name,
-        "ms": mine.ms,
-        "noise": timing.spread(mine.samples),
-        "tflops": flops / mine.ms / 1e9,
-        "gbps": nbytes / mine.ms / 1e6,
-        "percent_of_peak": 100 * floor / mine.ms,
-        "bound": "compute" if flops / peaks["tflops"] / 1e9 >= nbytes / peaks["gbps"] / 1e6 else "memory",
-        # cost per useful work: time over the roofline time of the work done
-        "ratio_to_baseline": (mine.ms / floor) / (base.ms / base_floor),
-        "ratio_noise": timing.spread(mine.samples) + timing.spread(base.samples),
-        "ratio_standard_error": timing.log_ratio_standard_error(mine.samples, base.samples),
-        "time_ratio": mine.ms / base.ms,
-        "baseline_ms": base.ms,
+        **against(mine, base, fam.work, peaks),
         "speedup_over_reference": reference.ms / mine.ms if reference else None,
         "reference_ms": reference.ms if reference else None,
         "max_error": check["max_error"],
@@ -154,4 +174,3 @@ def metrics(case, prepared=None, plan=None) -> dict:
     if memo is not None:
         write_memo(memo, result)
     return result
-

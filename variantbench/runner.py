@@ -82,6 +82,7 @@ def resolve(selection):
     """(selection with its device decided, the selected families the name filters leave cases of).
     A name filters the families that know it; a name none of them knows, a shape of another device
     or a device that is not here is one clear line and exit 2."""
+    from variantbench import plugins
     from variantbench.catalog import Unsupported, families, family
     from variantbench.device import NoDevice, default_device, require
 
@@ -95,6 +96,10 @@ def resolve(selection):
         fams = [family(name) for name in selection.families] or list(families())
     except Unsupported as why:
         fail(str(why))
+    # A plug-in's entry is typed `sink_window` and recorded `sink_window@sinks-1a2b3c4d`
+    # (variantbench.plugins): the selection carries recorded names, as the grids and results do.
+    selection = dataclasses.replace(selection, variants=plugins.recorded(fams, "variants", selection.variants),
+                                    implementations=plugins.recorded(fams, "implementations", selection.implementations))
     dimensions = (
         ("variant", selection.variants, lambda fam: [v.name for v in fam.variants]),
         ("implementation", selection.implementations, lambda fam: [i.name for i in fam.implementations]),

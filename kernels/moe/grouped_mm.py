@@ -39,7 +39,9 @@ ROUTERS = {"softmax_topk": _softmax_topk, "sigmoid_grouped_topk": _sigmoid_group
 
 def _route(router, config, x, router_weight, selection_bias):
     logits = x.float() @ router_weight.float().t()
-    return lookup(ROUTERS, router, "grouped_mm MoE router")(logits, config, selection_bias)
+    # A plug-in's router is its own function (variantbench.catalog.moe.MoEVariant), run as it is.
+    route = router if callable(router) else lookup(ROUTERS, router, "grouped_mm MoE router")
+    return route(logits, config, selection_bias)
 
 
 def prepare(variant, problem):

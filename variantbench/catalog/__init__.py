@@ -77,6 +77,9 @@ class Implementation:
     autotunes: bool = False
     every_gpu: bool = False
     ours: bool = False  # our own kernel, the one under development: `run --quick` times it and the baseline
+    # The lowest tier (variantbench.shapes.TIERS) whose runs include it unless named: `compiled`
+    # compiles in every asv process (10-30 s each), which the default tier's 10 minutes cannot hold.
+    tier: str = "quick"
 
     @property
     def runs_alone(self) -> bool:
@@ -109,18 +112,13 @@ class Family:
     work: Callable
 
     def variant(self, name: str):
-        for v in self.variants:
-            if v.name == name:
-                return v
-        raise Unsupported(f"unknown {self.name} variant {name!r}; known: {', '.join(v.name for v in self.variants)}")
+        """The variant of that name: as recorded, or as typed (a plug-in's `sink_window` for
+        `sink_window@sinks-1a2b3c4d`, see variantbench.plugins)."""
+        return _named(self.variants, name, f"{self.name} variant")
 
     def implementation(self, name: str) -> Implementation:
-        for impl in self.implementations:
-            if impl.name == name:
-                return impl
-        raise Unsupported(
-            f"unknown {self.name} implementation {name!r}; known: {', '.join(i.name for i in self.implementations)}"
-        )
+        """As `variant`, for implementations."""
+        return _named(self.implementations, name, f"{self.name} implementation")
 
     def shape(self, name: str):
         for s in self.shapes:
@@ -134,6 +132,18 @@ class Family:
         return variant, self.implementation(self.baseline_implementation)
 
 
+def typed_name(name: str) -> str:
+    """The name a user types for a recorded one: a plug-in's entry is recorded as `name@plugin-hash`."""
+    return name.split("@", 1)[0]
+
+
+def _named(entries, name, what):
+    for entry in entries:
+        if entry.name == name or ("@" not in name and typed_name(entry.name) == name):
+            return entry
+    raise Unsupported(f"unknown {what} {name!r}; known: {', '.join(e.name for e in entries)}")
+
+
 def sample_rows(total, n, seed):
     """Up to n row indices for a correctness check, sorted: the first, the last, and seeded others."""
     import torch
@@ -145,10 +155,19 @@ def sample_rows(total, n, seed):
     return torch.cat([torch.tensor([0, total - 1]), picked]).sort().values
 
 
-def families() -> tuple[Family, ...]:
+def builtin_families() -> tuple[Family, ...]:
     from variantbench.catalog import attention, comms, moe
 
     return (attention.FAMILY, moe.FAMILY, comms.FAMILY)
+
+
+def families() -> tuple[Family, ...]:
+    """Every family, with the entries of the active plug-ins added: those VARIANTBENCH_PLUGINS names,
+    read here on first use, never at import, so asv's benchmark processes and check's workers, which
+    inherit the variable from the command that started them, see the grid it saw (variantbench.plugins)."""
+    from variantbench import plugins
+
+    return plugins.extended(builtin_families())
 
 
 def family(name: str) -> Family:

@@ -10,11 +10,15 @@ key position i + offset, offset = kv_len - q_len (0 at prefill, kv_len - 1 at de
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from variantbench.catalog import Family, Implementation, Unsupported, check_numbers_in_name, sample_rows
+from variantbench.catalog.attention_mods import (alibi_score, and_masks, causal_mask, mask_at_positions, or_masks,
+                                                 prefix_mask, same_document_mask, score_at_positions,
+                                                 sliding_window_mask, softcap_score)
 from variantbench.shapes import ATTENTION_SHAPES, AttentionShape
 
 # The reference materialises (B, H, Sq, Skv) float32 scores and two more tensors that size for softmax;
@@ -24,82 +28,6 @@ from variantbench.shapes import ATTENTION_SHAPES, AttentionShape
 REFERENCE_MAX_SCORE_BYTES = 8 * 2**30
 
 
-def and_masks(*masks):
-    def mask(b, h, q_idx, kv_idx):
-        visible = masks[0](b, h, q_idx, kv_idx)
-        for m in masks[1:]:
-            visible = visible & m(b, h, q_idx, kv_idx)
-        return visible
-
-    return mask
-
-
-def or_masks(*masks):
-    def mask(b, h, q_idx, kv_idx):
-        visible = masks[0](b, h, q_idx, kv_idx)
-        for m in masks[1:]:
-            visible = visible | m(b, h, q_idx, kv_idx)
-        return visible
-
-    return mask
-
-
-def causal_mask(offset):
-    def causal(b, h, q_idx, kv_idx):
-        return q_idx + offset >= kv_idx
-
-    return causal
-
-
-def sliding_window_mask(window, offset):
-    """Window counts the query itself: a query sees `window` keys in all, itself and window-1 before."""
-
-    def sliding_window(b, h, q_idx, kv_idx):
-        return q_idx + offset - kv_idx < window
-
-    sliding_window.__name__ = f"sliding_window_{window}"
-    return sliding_window
-
-
-def prefix_mask(prefix):
-    """Keys in the first `prefix` positions are visible to every query (bidirectional prefix)."""
-
-    def prefix_lm(b, h, q_idx, kv_idx):
-        return kv_idx < prefix
-
-    return prefix_lm
-
-
-def same_document_mask(doc_start, offset):
-    """doc_start: (B, Skv) the first position of each position's document. With causal this is
-    exactly "same document": a key at or after the query's document start and not after the query."""
-
-    def same_document(b, h, q_idx, kv_idx):
-        return kv_idx >= doc_start[b, q_idx + offset]
-
-    return same_document
-
-
-def softcap_score(cap):
-    def softcap(score, b, h, q_idx, kv_idx):
-        return cap * torch.tanh(score / cap)
-
-    softcap.__name__ = f"softcap_{cap:g}"
-    return softcap
-
-
-def alibi_score(n_heads, offset, device):
-    # ALiBi's geometric slopes, head h (0-based): 2^(-8 (h + 1) / H).
-    slopes = torch.exp2(-8.0 * torch.arange(1, n_heads + 1, device=device, dtype=torch.float32) / n_heads)
-
-    def alibi(score, b, h, q_idx, kv_idx):
-        return score + slopes[h] * (kv_idx - (q_idx + offset))
-
-    return alibi
-
-
-# The number after each of these name parts is that field: sliding_window_1024 is window=1024,
-# gqa_8 kv_heads=8, softcap_50 softcap=50, prefix_lm_9 prefix=9. Checked when an entry is made.
 NUMBERED_NAME_PARTS = {"window": "window", "gqa": "kv_heads", "softcap": "softcap", "prefix": "prefix",
                        "prefix_lm": "prefix"}
 
@@ -116,6 +44,11 @@ class AttentionVariant:
     alibi: bool = False
     baseline: bool = False
     note: str = ""
+    # A plug-in's own math on positions (see mask_at_positions): mask(b, h, q_pos, kv_pos) AND-ed with
+    # the fields' mask, score(score, b, h, q_pos, kv_pos) after their score functions. SDPA and Flex
+    # build one mask for every head and batch row: a mask must depend on positions only.
+    mask: Callable | None = None
+    score: Callable | None = None
 
     def __post_init__(self):
         check_numbers_in_name(self, NUMBERED_NAME_PARTS)
@@ -147,6 +80,8 @@ class AttentionVariant:
             masks.append(sliding_window_mask(self.window, offset))
         if self.documents:
             masks.append(same_document_mask(problem.doc_start, offset))
+        if self.mask is not None:
+            masks.append(mask_at_positions(self.mask, offset))
         if not masks:
             return None
         mask = masks[0] if len(masks) == 1 else and_masks(*masks)
@@ -161,6 +96,8 @@ class AttentionVariant:
             mods.append(softcap_score(self.softcap))
         if self.alibi:
             mods.append(alibi_score(problem.n_heads, problem.kv_len - problem.q_len, problem.q.device))
+        if self.score is not None:
+            mods.append(score_at_positions(self.score, problem.kv_len - problem.q_len))
         if not mods:
             return None
 
@@ -173,9 +110,12 @@ class AttentionVariant:
         return score
 
     def key_bounds(self, problem):
-        """(lo, hi), each (B, Sq): query i sees keys lo <= k <= hi. Every variant here is such an
-        interval; the work model counts visible pairs from it, and the tests check it against the
-        mask function on dense grids."""
+        """(lo, hi), each (B, Sq): query i sees keys lo <= k <= hi. Every variant made of the fields
+        is such an interval; the work model counts visible pairs from it, and the tests check it
+        against the mask function on dense grids. A plug-in's own mask function need not be one."""
+        if self.mask is not None:
+            raise ValueError(f"{self.name}: its own mask function {self.mask.__name__} is not known to be one key "
+                             "interval per query")
         batch, q_len, kv_len = problem.batch, problem.q_len, problem.kv_len
         pos = torch.arange(kv_len - q_len, kv_len, device=problem.q.device).expand(batch, q_len)
         lo = torch.zeros_like(pos)
@@ -203,8 +143,18 @@ VARIANTS = (
 
 
 def _sdpa_unsupported(variant, shape):
-    if variant.softcap is not None or variant.alibi:
+    if variant.softcap is not None or variant.alibi or variant.score is not None:
         return "SDPA takes no score function; a dense additive bias would need B x H x Sq x Skv memory"
+    return None
+
+
+def _triton_unsupported(variant, shape):
+    # Our kernel reads the fields: one key interval per query and its score switches. A plug-in's own
+    # function is neither (a sink window, keys 0-3 and a causal window, is two intervals).
+    own = [f"{kind} function {fn.__name__}" for kind, fn in (("mask", variant.mask), ("score", variant.score)) if fn]
+    if own:
+        return (f"our kernel runs masks that are one key interval per query (causal, window, prefix, documents) and "
+                f"the softcap and alibi scores; {variant.name} has its own {' and '.join(own)}")
     return None
 
 
@@ -218,13 +168,25 @@ def _reference_unsupported(variant, shape):
     return None
 
 
+def _compiled_unsupported(variant, shape):
+    # Inductor computes the reference's scores with one batched matmul and softmaxes them in place: it
+    # does not fuse them away (kernels/attention/compiled.py), so it runs where the reference runs.
+    why = _reference_unsupported(variant, shape)
+    if why:
+        return f"torch.compile of the reference keeps its scores in memory: {why}"
+    return None
+
+
 IMPLEMENTATIONS = (
     Implementation("reference", "reference.attention", fused=False, backward=True, unsupported=_reference_unsupported),
     Implementation("sdpa", "kernels.attention.sdpa", fused=True, backward=True, unsupported=_sdpa_unsupported),
     # torch 2.13's FlexAttention raises NotImplementedError for a backward on the CPU.
     Implementation("flex", "kernels.attention.flex", fused=True, backward=True, backward_on_cpu=False),
     Implementation("triton", "kernels.attention.triton_flash", fused=True, backward=False, needs_triton=True,
-                   autotunes=True, ours=True),
+                   autotunes=True, ours=True, unsupported=_triton_unsupported),
+    # torch.compile of the reference; its backward is autograd through the compiled graph.
+    Implementation("compiled", "kernels.attention.compiled", fused=True, backward=True,
+                   unsupported=_compiled_unsupported, tier="full"),
 )
 
 @dataclass
@@ -303,9 +265,20 @@ def make_problem(variant, shape, *, device, dtype, seed, requires_grad=False):
 
 
 def visible_pairs(variant, problem) -> int:
-    """Query-key pairs the mask lets through, summed over batch (per head)."""
-    lo, hi = variant.key_bounds(problem)
-    return int((hi - lo + 1).clamp(min=0).sum())
+    """Query-key pairs the mask lets through, summed over batch (per head). A plug-in's own mask need
+    not be one key interval per query: it is evaluated on the index grid, chunks of query rows at a time."""
+    if variant.mask is None:
+        lo, hi = variant.key_bounds(problem)
+        return int((hi - lo + 1).clamp(min=0).sum())
+    mask_mod, device = variant.mask_mod(problem), problem.q.device
+    b, h = torch.arange(problem.batch, device=device).view(-1, 1, 1), torch.zeros((), dtype=torch.long, device=device)
+    kv = torch.arange(problem.kv_len, device=device).view(1, 1, -1)
+    rows = max(1, 2**24 // (problem.batch * problem.kv_len))  # 16 MiB of booleans an evaluation
+    pairs = 0
+    for start in range(0, problem.q_len, rows):
+        q = torch.arange(start, min(start + rows, problem.q_len), device=device).view(1, -1, 1)
+        pairs += int(mask_mod(b, h, q, kv).expand(problem.batch, -1, problem.kv_len).sum())
+    return pairs
 
 
 def work(variant, problem, backward=False):
