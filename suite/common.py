@@ -139,9 +139,9 @@ class PowerRecorded:
             return
         state = sampler.windows(timing.sample_spans())
         if state is not None:
-            path = power_memo_path(self._power_case, self.timed)
-            metrics.write_memo(path, {"sm_clock_mhz": state.sm_clock_mhz, "power_w": state.power_w,
-                                      "throttle": state.throttle_mask, "readings": state.readings})
+            metrics.write_memo(process_memo_path(self._power_case, "power", self.timed),
+                               {figures.CLOCK.key: state.sm_clock_mhz, figures.POWER.key: state.power_w,
+                                figures.THROTTLE.key: state.throttle_mask, "readings": state.readings})
 
 
 def _cuda_device():
@@ -150,14 +150,11 @@ def _cuda_device():
     return torch.device("cuda", torch.cuda.current_device())
 
 
-def power_memo_path(case, timed):
+def process_memo_path(case, kind, timed):
+    """Where a timed benchmark's process leaves a record of `kind` ("power", "timing") for the track
+    benchmarks of the same run (beside the case's metrics memo), or None outside a run."""
     memo = metrics.memo_path(case)
-    return memo.with_name(memo.name.replace("metrics-", f"power-{timed}-"))
-
-
-def timing_memo_path(case, timed):
-    memo = metrics.memo_path(case)
-    return memo.with_name(memo.name.replace("metrics-", f"timing-{timed}-"))
+    return None if memo is None else memo.with_name(memo.name.replace("metrics-", f"{kind}-{timed}-"))
 
 
 class ForwardBenchmark(PowerRecorded, FamilyBenchmark):
@@ -180,7 +177,7 @@ class ForwardBenchmark(PowerRecorded, FamilyBenchmark):
             timed, mode = replay.for_case(case, problem, call)
             t3 = time.perf_counter()
             if metrics.memo_path(case) is not None:
-                metrics.write_memo(timing_memo_path(case, self.timed), dataclasses.asdict(mode))
+                metrics.write_memo(process_memo_path(case, "timing", self.timed), dataclasses.asdict(mode))
             backend = f" on SDPA backend {check['backend']}" if check["backend"] else ""
             # Where a default run's minutes go, case by case (the prepare includes the compile).
             progress(f"{case.name}{backend}: prepared and checked in {t1 - t0:.1f}s, metrics in {t2 - t1:.1f}s, "
@@ -287,58 +284,58 @@ class PeakMemoryBenchmark(FamilyBenchmark):
     track_peak_memory.unit = figures.PEAK_MEMORY.unit
 
 
-class PowerBenchmark(FamilyBenchmark):
-    """The power state over a timed benchmark's samples (see `PowerRecorded`): mean SM clock, mean
-    power, and NVML's throttle reason bits OR-ed over the samples (variantbench.power names them).
-    Skipped where nothing was read (the CPU, no NVML, a shard that did not time the case)."""
+class ProcessRecordBenchmark(FamilyBenchmark):
+    """Tracks of what a timed benchmark's process recorded about its own samples (`process_memo_path`
+    of `kind` and `timed`), read into `self.record`; an asv skip saying `missing` where this run has
+    no such record."""
 
+    kind: str
+    missing: str
     timed = "forward"
 
     def setup(self, *params):
-        import json
-
-        case = self.case(params)
-        path = power_memo_path(case, self.timed) if metrics.memo_path(case) else None
+        path = process_memo_path(self.case(params), self.kind, self.timed)
         if path is None or not path.exists():
-            raise NotImplementedError("no power readings for this case in this run (CPU, no NVML, or not timed)")
-        self.state = json.loads(path.read_text())
+            raise NotImplementedError(self.missing)
+        self.record = json.loads(path.read_text())
+
+
+class PowerBenchmark(ProcessRecordBenchmark):
+    """The power state over a timed benchmark's samples (see `PowerRecorded`): mean SM clock, mean
+    power, and NVML's throttle reason bits OR-ed over the samples (variantbench.power names them)."""
+
+    kind = "power"
+    missing = "no power readings for this case in this run (CPU, no NVML, or not timed)"
 
     def track_sm_clock_mhz(self, *params):
-        return self.state[figures.CLOCK.key]
+        return self.record[figures.CLOCK.key]
 
     track_sm_clock_mhz.unit = figures.CLOCK.unit
 
     def track_power_w(self, *params):
-        return self.state[figures.POWER.key]
+        return self.record[figures.POWER.key]
 
     track_power_w.unit = figures.POWER.unit
 
     def track_throttle_reasons(self, *params):
-        return self.state[figures.THROTTLE.key]
+        return self.record[figures.THROTTLE.key]
 
     track_throttle_reasons.unit = figures.THROTTLE.unit
 
 
-class TimingModeBenchmark(FamilyBenchmark):
+class TimingModeBenchmark(ProcessRecordBenchmark):
     """What the forward's figure is of (variantbench.replay): CUDA-graph replays or eager calls, over
-    how many rotated input sets; the memo's `why` says it in words, with the numbers. Skipped where
-    the forward was not timed in this run (a --bench shard)."""
+    how many rotated input sets; the record's `why` says it in words, with the numbers."""
 
-    timed = "forward"
-
-    def setup(self, *params):
-        case = self.case(params)
-        path = timing_memo_path(case, self.timed) if metrics.memo_path(case) else None
-        if path is None or not path.exists():
-            raise NotImplementedError("the forward was not timed in this run: no record of how")
-        self.mode = json.loads(path.read_text())
+    kind = "timing"
+    missing = "the forward was not timed in this run: no record of how"
 
     def track_cuda_graph(self, *params):
-        return self.mode[figures.CUDA_GRAPH.key]
+        return self.record[figures.CUDA_GRAPH.key]
 
     track_cuda_graph.unit = figures.CUDA_GRAPH.unit
 
     def track_l2_inputs(self, *params):
-        return self.mode[figures.L2_INPUTS.key]
+        return self.record[figures.L2_INPUTS.key]
 
     track_l2_inputs.unit = figures.L2_INPUTS.unit

@@ -56,3 +56,33 @@ def test_no_nvml_means_no_readings_with_the_reason(monkeypatch):
 def test_reason_names_follow_nvml_bits():
     assert power.reason_names(0) == []
     assert power.reason_names(0x4 | 0x40) == ["sw_power_cap", "hw_thermal"]
+
+
+def test_the_forwards_process_records_its_power_state_and_the_tracks_read_it(tmp_path, monkeypatch):
+    """A timed benchmark's teardown leaves the power state over its samples in the run's memo; the
+    ForwardPower tracks of the same run read it, and skip where the case was not timed."""
+    from suite import bench_attention
+    from variantbench import cases, timing
+
+    monkeypatch.setenv("VARIANTBENCH_RUN_DIR", str(tmp_path))
+    params = ("gqa_8", "sdpa", "tiny-s128")
+    track = bench_attention.AttentionForwardPower()
+    with pytest.raises(NotImplementedError, match="no power readings"):
+        track.setup(*params)
+
+    spans_seen = []
+
+    class Readings:
+        unavailable = None
+
+        def windows(self, spans):
+            spans_seen.append(spans)
+            return power.PowerState(sm_clock_mhz=1801.0, power_w=655.0, throttle_mask=0x4, readings=12)
+
+    monkeypatch.setattr(timing, "_marks", [1.0, 2.0, 3.0, 4.0])
+    timed = bench_attention.AttentionForward()
+    timed._power_case, timed._sampler = cases.resolve("attention", *params, "cpu"), Readings()
+    timed.teardown(*params)
+    assert spans_seen == [[(1.0, 2.0), (3.0, 4.0)]]  # the samples' spans, from the timer's marks
+    track.setup(*params)
+    assert (track.track_sm_clock_mhz(), track.track_power_w(), track.track_throttle_reasons()) == (1801.0, 655.0, 4)

@@ -342,4 +342,4 @@ def test_the_forward_records_how_it_was_timed_and_the_tracks_read_it(tmp_path, m
     assert ran and set(ran) == {"attention/gqa_8/sdpa/tiny-s128"}
     track.setup(*params)
     assert (track.track_cuda_graph(*params), track.track_l2_inputs(*params)) == (1, 2)
-    assert track.mode["why"] == "planted"
+    assert track.record["why"] == "planted"

@@ -51,9 +51,6 @@ class PowerState:
     def throttle(self) -> list[str]:
         return reason_names(self.throttle_mask)
 
-    def line(self) -> str:
-        return f"{self.sm_clock_mhz:.0f} MHz, {self.power_w:.0f} W, throttle: {','.join(self.throttle) or 'none'}"
-
 
 def _nvml_handle(torch_index: int):
     """NVML's handle of torch's device `torch_index`, matched by PCI bus id (CUDA_VISIBLE_DEVICES

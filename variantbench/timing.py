@@ -193,9 +193,6 @@ class Blocks:
     samples: dict
     windows: dict
 
-    def median(self, name) -> float:
-        return statistics.median(self.samples[name])
-
 
 def alternating_blocks(calls: dict, device, plan: BlockPlan | None = None, marks=None) -> Blocks:
     """Each call runs alone for a block, then the next, in an order rotated per round (see the module's
