@@ -237,11 +237,14 @@ _decode_kernel = triton.autotune(
 
 
 def forward_launcher(
-    q, k, v, *, causal, window=None, prefix=None, doc_start=None, softcap=None, alibi=False, scale=None
+    q, k, v, *, causal, window=None, prefix=None, doc_start=None, softcap=None, alibi=False, scale=None,
+    config=None,
 ):
     """A launch of the attention forward on these tensors: `launcher()` allocates the output, launches
     the kernel and returns the output. Checks, tensor descriptors and kernel choice happen once here,
     not in every timed call. q: (B, Hq, Sq, D); k, v: (B, Hkv, Skv, D) with Hq a multiple of Hkv.
+    config: a `triton.Config` (BLOCK_M, BLOCK_N, warps, stages) to launch instead of autotuning, for a
+    kernel engineer comparing one tile against the tuned choice (a plug-in candidate).
 
     doc_start: (B, Skv) int32, for each key position the first position of its document (packed
     sequences); requires causal. The output is (B, Hq, Sq, D) in q's dtype.
@@ -266,8 +269,9 @@ def forward_launcher(
         doc_start_arg = q  # never read: DOCUMENTS is off
     else:
         doc_start_arg = doc_start.to(device=q.device, dtype=torch.int32).contiguous()
-    # The tile is the interpreter's here; the autotuner's pre-hook sets each config's on the GPU.
-    tile = [1, 1, INTERPRETER_CONFIG["BLOCK_N"], head_dim]
+    # The tile is the interpreter's or the forced config's; the autotuner's pre-hook sets each of its
+    # configs' on the GPU.
+    tile = [1, 1, (config.kwargs if config else INTERPRETER_CONFIG)["BLOCK_N"], head_dim]
     desc_k, desc_v = TensorDescriptor.from_tensor(k, tile), TensorDescriptor.from_tensor(v, tile)
     sizes = (
         n_kv_heads, n_q_heads, group, q_len, kv_len,
@@ -282,7 +286,10 @@ def forward_launcher(
     def grid(meta):
         return (triton.cdiv(group * q_len, meta["BLOCK_M"]), batch * n_kv_heads)
 
-    if not q.is_cuda:
+    if config is not None:
+        meta = {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}
+        kernel, flags = _attention_forward_kernel[grid(config.kwargs)], {**flags, **meta}
+    elif not q.is_cuda:
         kernel, flags = _attention_forward_kernel[grid(INTERPRETER_CONFIG)], {**flags, **INTERPRETER_CONFIG}
     else:
         tuner = _decode_kernel if group * q_len <= 16 else _prefill_kernel
@@ -294,7 +301,7 @@ def forward_launcher(
                out.stride(0), out.stride(1), out.stride(2), *sizes, **flags)
         return out
 
-    if not q.is_cuda:
+    if config is not None or not q.is_cuda:
         return launcher
 
     def first_launch():
@@ -315,12 +322,13 @@ def attention_forward(
                             softcap=softcap, alibi=alibi, scale=scale)()
 
 
-def prepare(variant, problem):
-    """The catalog's entry point: runs (and on CUDA autotunes) once, returns the launch-only call."""
+def prepare(variant, problem, config=None):
+    """The catalog's entry point: runs (and on CUDA autotunes, unless a `config` is forced) once,
+    returns the launch-only call."""
     q, k, v = problem.q, problem.k, problem.v
     options = dict(
         causal=variant.causal, window=variant.window, prefix=variant.prefix,
-        doc_start=problem.doc_start, softcap=variant.softcap, alibi=variant.alibi,
+        doc_start=problem.doc_start, softcap=variant.softcap, alibi=variant.alibi, config=config,
     )
 
     first_launch = forward_launcher(q, k, v, **options)

@@ -1,0 +1,26 @@
+# The research loop's demonstrations on one GPU (issue 13), each command's wall time and verdict kept:
+#   source tools/gpu_setup.sh && bash tools/research_loop_gpu.sh  ($OUT/research/ gets logs and JSON)
+# 1. the README's sink-window plug-in against gqa_8 at the headline shape, cold then warm;
+# 2. a candidate kernel (our Triton attention, one tile forced) judged in one command;
+# 3. `compiled` beside Flex, SDPA and ours for every built-in attention and MoE variant (try's JSON);
+# 4. short calls as graph replays against an independent loop (tools/replay_probe.py), again.
+dest=${OUT:-/tmp}/research
+mkdir -p "$dest"
+timed() {  # timed NAME LIMIT COMMAND...: the command's log in $dest/NAME.log, its exit and seconds here
+  local name=$1 limit=$2 t0=$SECONDS
+  shift 2
+  timeout "$limit" "$@" > "$dest/$name.log" 2>&1
+  echo "== $name: exit $? in $((SECONDS - t0))s"
+  grep -E "^verdict|^try:|^attention/|^moe/| x | ok |mismatch|FAIL|Error" "$dest/$name.log" | grep -v "\] ok " | tail -n 30
+}
+vbtry() { python3 -m variantbench try "$@"; }
+timed sinks-cold 240 vbtry --plugin tools/plugins/sinks.py sink_window --against gqa_8 --json "$dest/sinks-cold.json"
+timed sinks-warm 240 vbtry --plugin tools/plugins/sinks.py sink_window --against gqa_8 --json "$dest/sinks-warm.json"
+timed forced-tile 240 vbtry --plugin tools/plugins/forced_tile.py gqa_8 --json "$dest/forced-tile.json"
+for variant in causal mqa sliding_window_1024 document softcap_50 alibi prefix_lm full; do
+  timed "attention-$variant" 240 vbtry "$variant" --json "$dest/attention-$variant.json"
+done
+timed moe-softmax_topk 300 vbtry softmax_topk --json "$dest/moe-softmax_topk.json"
+timed moe-sigmoid_grouped_topk 300 vbtry sigmoid_grouped_topk --shape deepseek-v3-prefill-t4k-uniform \
+  --json "$dest/moe-sigmoid_grouped_topk.json"
+timed replay 240 python3 tools/replay_probe.py
