@@ -33,6 +33,15 @@ def test_every_builtin_variant_has_a_compiled_case_at_every_cpu_shape():
         assert len([c for c in COMPILED_CASES if c.family == fam.name]) == len(fam.variants) * len(cpu_shapes)
 
 
+def test_compiled_moe_stops_where_its_expert_loop_took_minutes_to_compile_and_says_so():
+    moe = family("moe")
+    compiled = moe.implementation("compiled")
+    router = moe.variants[0]
+    assert compiled.unsupported(router, moe.shape("mixtral-8x7b-prefill-t8k-uniform")) is None
+    why = compiled.unsupported(router, moe.shape("deepseek-v3-prefill-t4k-uniform"))
+    assert "256 experts" in why and "300 s" in why
+
+
 @pytest.mark.parametrize("case", [c for c in COMPILED_CASES if c.shape.name in SWEEP_SHAPES], ids=lambda c: c.name)
 def test_every_builtin_variant_passes_check_compiled(case):
     """Forward, and gradients where the case has a backward. Attention compiles to one graph; the MoE

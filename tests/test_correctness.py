@@ -160,3 +160,19 @@ def test_our_triton_attention_keeps_its_autotune_choice_per_machine_and_key(tmp_
     ours._remember(configs[0], {"group": 4, "q_len": 4096, "kv_len": 4096, **flags}, torch.bfloat16)
     assert ours._remembered(configs, named_args, **flags) == [configs[2]]  # the first choice stays
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
+
+
+@pytest.mark.parametrize("variant,shape", AWKWARD[:2], ids=lambda x: x.name)
+def test_a_forced_tile_matches_the_reference(variant, shape):
+    """triton_flash's config= (a plug-in candidate's forced tile): a 32x16 tile, not the interpreter's
+    64x64, at lengths no tile divides, checked as every case is."""
+    import triton
+
+    from kernels.attention import triton_flash as ours
+    from variantbench.plugins import PluginImplementation
+
+    tile = triton.Config({"BLOCK_M": 32, "BLOCK_N": 16}, num_warps=4, num_stages=2)
+    forced = PluginImplementation("triton_32x16", module="", fused=True, backward=False, needs_triton=True,
+                                  prepare=lambda v, problem: ours.prepare(v, problem, config=tile))
+    _, _, result = cases.prepare_checked(cases.Case("attention", variant, forced, shape, "cpu"))
+    assert result["ok"], result

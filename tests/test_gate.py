@@ -94,6 +94,18 @@ def test_planted_slowdown_fails_naming_only_that_benchmark(tmp_path):
     assert failing.count("| bench_attention") == 1
 
 
+def test_factor_on_the_command_line_overrides_the_projects(tmp_path):
+    """6% slower: under the package's 1.10 (passes), caught at --factor 1.05 and the summary says 1.05."""
+    write(tmp_path, BASE, seed=1)
+    write(tmp_path, HEAD, seed=2, slow={("mqa", "triton", "llama-3-8b-s4k"): 1.06})
+    assert gate(tmp_path).exit_code == 0
+    result = gate(tmp_path, "--factor", "1.05", "--summary", str(tmp_path / "s.md"))
+    assert result.exit_code == 1, result.output
+    failing = (tmp_path / "s.md").read_text().split("<details>")[0]
+    assert "Regression factor 1.05." in failing and "mqa/triton/llama-3-8b-s4k" in failing
+    assert gate(tmp_path, "--factor", "0.9").exit_code == 2
+
+
 def test_crash_on_head_is_a_regression(tmp_path):
     write(tmp_path, BASE, seed=1)
     write(tmp_path, HEAD, seed=2, crash=("gqa_8", "flex", "llama-3-8b-s4k"))
@@ -213,6 +225,7 @@ def test_without_results_the_gate_measures_the_commit_in_its_own_worktree(tmp_pa
         "--summary", str(summary)])
     assert result.exit_code == 0, result.output
     assert f"measuring {head[:8]}" in result.output
+    assert re.search(rf"measured {head[:8]}: exit 0 in \d+ s", result.output)
     assert list((tmp_path / "results").glob(f"*/{head[:8]}*.json"))
     # The same results against themselves: ratio exactly 1; "noisy" where this CPU's timing noise is
     # too high to resolve the factor (a 6% standard error was seen on a 2-core machine).

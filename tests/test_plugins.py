@@ -4,6 +4,7 @@ one, is filed under its plug-in's content hash, and a broken plug-in is one line
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -277,3 +278,40 @@ def test_a_missing_plugin_file_is_one_line(tmp_path):
     result = invoke("try", "--plugin", tmp_path / "nowhere.py", "gqa_8")
     assert result.exit_code == 2
     assert one_line(result) == f"variantbench: plug-in {tmp_path / 'nowhere.py'}: no such file"
+
+
+def test_the_repositorys_example_plugins_list_and_their_candidate_checks():
+    """tools/plugins: the README's sink window, and the forced-tile candidate kernel, judged by check."""
+    examples = ROOT / "tools" / "plugins"
+    listed = invoke("list", "--plugin", examples / "sinks.py", "--plugin", examples / "forced_tile.py")
+    assert listed.exit_code == 0, listed.output
+    assert "sink_window, sigmoid_topk" in listed.stderr and "triton_64x64 (attention)" in listed.stderr
+    checked = invoke("check", "--plugin", examples / "forced_tile.py", "--variant", "causal",
+                     "--implementation", "triton_64x64", "--shape", "tiny-s128", "--device", "cpu")
+    assert checked.exit_code == 0, checked.output
+    assert re.search(r"ok +attention/causal/triton_64x64@forced_tile-[0-9a-f]{8}/tiny-s128", checked.output)
+
+
+SKEWED = '''\
+"""A comms variant: an all-to-all whose rank 0 sends half of everything it has to rank 1 (a hot expert)."""
+
+from variantbench.catalog.comms import CommsVariant
+
+
+def hot_pair(seed, ranks, numel):
+    rest = numel // 2 // (ranks - 1)
+    return [[numel - rest * (ranks - 1) if dst == (src + 1) % ranks else rest for dst in range(ranks)]
+            for src in range(ranks)]
+
+
+VARIANTS = (CommsVariant("all_to_all_hot", "all_to_all", "(n-1)/n", algorithm_bytes="buffer", splits=hot_pair,
+                         note="half of each rank's buffer to its neighbour"),)
+'''
+
+
+def test_a_comms_plugin_variant_reaches_the_ranks_and_checks_against_the_reference(tmp_path):
+    """Each rank is its own process: the plug-in's splits function must reach it (VARIANTBENCH_PLUGINS)."""
+    path = write_plugin(tmp_path, "hot", SKEWED)
+    result = invoke("check", "--plugin", path, "--variant", "all_to_all_hot", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert re.search(rf"ok +comms/all_to_all_hot@{tag(path)}/nccl/comms-cpu-4k", result.output), result.output

@@ -13,14 +13,14 @@ timed() {  # timed NAME LIMIT COMMAND...: the command's log in $dest/NAME.log, i
   echo "== $name: exit $? in $((SECONDS - t0))s"
   grep -E "^verdict|^try:|^attention/|^moe/| x | ok |mismatch|FAIL|Error" "$dest/$name.log" | grep -v "\] ok " | tail -n 30
 }
-vbtry() { python3 -m variantbench try "$@"; }
-timed sinks-cold 240 vbtry --plugin tools/plugins/sinks.py sink_window --against gqa_8 --json "$dest/sinks-cold.json"
-timed sinks-warm 240 vbtry --plugin tools/plugins/sinks.py sink_window --against gqa_8 --json "$dest/sinks-warm.json"
-timed forced-tile 240 vbtry --plugin tools/plugins/forced_tile.py gqa_8 --json "$dest/forced-tile.json"
+
+timed sinks-cold 240 python3 -m variantbench try --plugin tools/plugins/sinks.py sink_window --against gqa_8 --json "$dest/sinks-cold.json"
+timed sinks-warm 240 python3 -m variantbench try --plugin tools/plugins/sinks.py sink_window --against gqa_8 --json "$dest/sinks-warm.json"
+timed forced-tile 240 python3 -m variantbench try --plugin tools/plugins/forced_tile.py gqa_8 --json "$dest/forced-tile.json"
 for variant in causal mqa sliding_window_1024 document softcap_50 alibi prefix_lm full; do
-  timed "attention-$variant" 240 vbtry "$variant" --json "$dest/attention-$variant.json"
+  timed "attention-$variant" 240 python3 -m variantbench try "$variant" --json "$dest/attention-$variant.json"
 done
-timed moe-softmax_topk 300 vbtry softmax_topk --json "$dest/moe-softmax_topk.json"
-timed moe-sigmoid_grouped_topk 300 vbtry sigmoid_grouped_topk --shape deepseek-v3-prefill-t4k-uniform \
+timed moe-softmax_topk 300 python3 -m variantbench try softmax_topk --json "$dest/moe-softmax_topk.json"
+timed moe-sigmoid_grouped_topk 300 python3 -m variantbench try sigmoid_grouped_topk --shape deepseek-v3-prefill-t4k-uniform \
   --json "$dest/moe-sigmoid_grouped_topk.json"
 timed replay 240 python3 tools/replay_probe.py

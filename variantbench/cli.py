@@ -102,6 +102,8 @@ def plugin_option(command):
 
 _results_option = click.option("--results", "results_dir", type=click.Path(path_type=Path),
                                default=ROOT / "reports" / "results", show_default=True, help="asv results folder.")
+_factor_option = click.option("--factor", type=click.FloatRange(min=1.0, min_open=True), default=None,
+                              help="Regression factor for this call (default: [tool.variantbench] regression_factor).")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -228,8 +230,9 @@ def run(bench, quick, selection, commit, machine, results_dir, precheck, repeat)
 @click.argument("base")
 @click.argument("head")
 @_results_option
+@_factor_option
 @_measure_options()
-def compare(base, head, results_dir, no_run, bench, selection, machine):
+def compare(base, head, results_dir, factor, no_run, bench, selection, machine):
     """Every timing benchmark present on BASE or HEAD: ratio, noise, significance and a verdict
     (faster, slower, same, noisy, new, gone, failed, skipped).
 
@@ -246,7 +249,7 @@ def compare(base, head, results_dir, no_run, bench, selection, machine):
 
     args = measuring_args(no_run, bench, selection, machine)
     with measuring_exits(), Checkouts(ROOT) as checkouts:
-        settings = gate.load_settings(ROOT / "pyproject.toml")
+        settings = gate.load_settings(ROOT / "pyproject.toml", factor=factor)
         base_rows, head_rows, identity, notes = checkouts.compared(sha(base), sha(head), results_dir, args,
                                                                    click.echo, machine)
         calibration = noise.calibrate(results.load_history(results_dir), ROOT, identity, (sha(base), sha(head)))
@@ -262,14 +265,15 @@ def compare(base, head, results_dir, no_run, bench, selection, machine):
 @click.argument("base")
 @click.argument("head")
 @_results_option
+@_factor_option
 @_measure_options()
 @click.option("--summary", "summary_path", type=click.Path(path_type=Path), default=None,
               help="Write a Markdown summary here (a GitHub job summary or PR comment), also when the gate "
                    "cannot decide (exit 2 or 3): then it says why.")
-def gate_command(base, head, results_dir, no_run, bench, selection, machine, summary_path):
+def gate_command(base, head, results_dir, factor, no_run, bench, selection, machine, summary_path):
     """Fail (exit 1) when HEAD regressed against BASE or a variant is newly over its signal budget.
 
-    A regression is slower than the factor ([tool.variantbench] regression_factor, default 1.10),
+    A regression is slower than the factor (--factor, else [tool.variantbench] regression_factor, 1.10),
     significant after correcting for the number of benchmarks, and confirmed by re-running just the
     suspects on both commits (20 samples each, pooled with the first run's). With --no-run nothing is
     measured and no re-run can confirm, so suspects fail as they stand. Benchmarks too noisy for the
@@ -280,8 +284,8 @@ def gate_command(base, head, results_dir, no_run, bench, selection, machine, sum
     if summary_path is not None and not summary_path.parent.is_dir():
         fail(f"--summary {summary_path}: no folder {summary_path.parent} to write it in")
     try:
-        text, failing = gating.run_gate(sha(base), sha(head), results_dir,
-                                        measuring_args(no_run, bench, selection, machine), selection.device, machine)
+        text, failing = gating.run_gate(sha(base), sha(head), results_dir, measuring_args(no_run, bench, selection, machine),
+                                        selection.device, machine, factor=factor)
     except runner.Failed as stop:
         gating.write_summary(summary_path, gating.not_gated(base, head, stop.code, stop.message), quiet=True)
         raise
@@ -351,8 +355,9 @@ def export(results_dir, output):
               help="Regex on `benchmark(variant, implementation, shape)` as this command prints it, unquoted: "
                    "e.g. 'time_forward.*softcap_50, triton' (not asv's --bench form, which quotes them).")
 @_results_option
+@_factor_option
 @_measure_options(with_bench=False)
-def bisect_command(good, bad, pattern, results_dir, no_run, selection, machine):
+def bisect_command(good, bad, pattern, results_dir, factor, no_run, selection, machine):
     """Find the commit between GOOD and BAD that made a benchmark slower.
 
     Searches the recorded results; unless --no-run, measures GOOD and BAD if they have none, then
@@ -372,7 +377,7 @@ def bisect_command(good, bad, pattern, results_dir, no_run, selection, machine):
     commits = [good_sha] + listed.stdout.split()
     args = measuring_args(no_run, None, selection, machine)
     with measuring_exits(), Checkouts(ROOT) as checkouts:
-        settings = gate.load_settings(ROOT / "pyproject.toml")
+        settings = gate.load_settings(ROOT / "pyproject.toml", factor=factor)
         machine = machine or gate.shared_machine(results_dir, (good_sha, bad_sha))
         for commit in (good_sha, bad_sha):
             checkouts.results_for(commit, results_dir, args, click.echo, machine)

@@ -55,13 +55,14 @@ def _settings_table(pyproject: Path) -> dict:
         raise results.BadResults(f"{pyproject}: unreadable settings ({error})") from None
 
 
-def load_settings(pyproject: Path, project: Path | None = None) -> Settings:
+def load_settings(pyproject: Path, project: Path | None = None, factor: float | None = None) -> Settings:
     """[tool.variantbench] of pyproject.toml: regression_factor, budget, and per family / variant
     budgets in [tool.variantbench.budgets] as `attention = 1.2` or `"attention/alibi" = 1.5`.
 
     `project` (default: pyproject.toml of the working directory, where there is one) is the user's
     own project: what it sets overrides `pyproject` (the package's own, the defaults), budget by
-    budget, so a researcher sets a plug-in variant's budget beside the plug-in."""
+    budget, so a researcher sets a plug-in variant's budget beside the plug-in. `factor` (a command's
+    --factor) overrides both's regression_factor."""
     table = _settings_table(pyproject)
     project = Path.cwd() / "pyproject.toml" if project is None else project
     if project.is_file() and project.resolve() != Path(pyproject).resolve():
@@ -69,7 +70,7 @@ def load_settings(pyproject: Path, project: Path | None = None) -> Settings:
         table = {**table, **own, "budgets": {**table.get("budgets", {}), **own.get("budgets", {})}}
     budgets = table.get("budgets", {})
     return Settings(
-        regression_factor=float(table.get("regression_factor", 1.10)),
+        regression_factor=float(factor or table.get("regression_factor", 1.10)),
         budget=float(table.get("budget", 1.10)),
         family_budget={k: float(v) for k, v in budgets.items() if "/" not in k},
         variant_budget={k: float(v) for k, v in budgets.items() if "/" in k},

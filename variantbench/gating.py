@@ -12,13 +12,13 @@ from variantbench import budget
 from variantbench.runner import EXIT_BAD_INPUT, EXIT_INCOMPARABLE, ROOT, fail
 
 
-def run_gate(base_sha, head_sha, results_dir, run_args, device, machine, echo=click.echo):
+def run_gate(base_sha, head_sha, results_dir, run_args, device, machine, echo=click.echo, factor=None):
     """(the gate's Markdown summary, whether it fails)."""
     from variantbench import decide, gate, noise, results
     from variantbench.measure import Checkouts, MeasureFailed, confirm_args, measuring_exits
 
     with measuring_exits(), Checkouts(ROOT) as checkouts:
-        settings = gate.load_settings(ROOT / "pyproject.toml")
+        settings = gate.load_settings(ROOT / "pyproject.toml", factor=factor)
         base_rows, head_rows, identity, notes = checkouts.compared(base_sha, head_sha, results_dir, run_args,
                                                                    echo, machine)
         # Each benchmark's between-run noise from the history's A/A pairs (variantbench.noise), never

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -94,6 +95,7 @@ class Checkouts:
         cmd = [sys.executable, "-m", "variantbench", "run", "--commit", sha, "--results", str(results_dir),
                *run_args]
         echo(f"measuring {sha[:8]}: variantbench run {' '.join(cmd[4:])}")
+        started = time.monotonic()
         with subprocess.Popen(cmd, cwd=self.path(sha), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True) as process:
             try:
@@ -106,6 +108,7 @@ class Checkouts:
                 except subprocess.TimeoutExpired:
                     process.kill()
                 raise
+        echo(f"measured {sha[:8]}: exit {process.returncode} in {time.monotonic() - started:.0f} s")
         return process.returncode
 
     def results_for(self, sha, results_dir: Path, run_args, echo, machine=None):
