@@ -186,3 +186,65 @@ COMMS_SHAPES = (
     CommsShape("comms-cpu-4k", 4 * 2**10, device="cpu", tier="quick"),
     CommsShape("comms-cpu-256k", 256 * 2**10, device="cpu"),
 )
+
+
+@dataclass(frozen=True)
+class MLAConfig:
+    """Multi-head latent attention (DeepSeek-V2/V3): per token the cache holds a latent of
+    `kv_lora_rank` and one RoPE key of `qk_rope_dim` shared by every head; head h expands the latent to
+    a `qk_nope_dim` key part and a `v_head_dim` value. `q_lora_rank`, the query's own compression, is
+    applied before the attention call (the block family's business), kept here as the config has it."""
+
+    name: str
+    n_heads: int
+    kv_lora_rank: int
+    qk_nope_dim: int
+    qk_rope_dim: int
+    v_head_dim: int
+    q_lora_rank: int
+
+    @property
+    def qk_dim(self) -> int:
+        return self.qk_nope_dim + self.qk_rope_dim
+
+
+MLA_MODELS = (
+    MLAConfig("deepseek-v3", n_heads=128, kv_lora_rank=512, qk_nope_dim=128, qk_rope_dim=64, v_head_dim=128,
+              q_lora_rank=1536),
+    # CPU-sized; every dim at least 16, the smallest a Triton dot takes.
+    MLAConfig("tiny-mla", n_heads=8, kv_lora_rank=32, qk_nope_dim=16, qk_rope_dim=16, v_head_dim=16, q_lora_rank=64),
+)
+
+
+@dataclass(frozen=True)
+class MLAShape:
+    """One MLA attention call: `batch` sequences of `q_len` queries over a latent cache of `kv_len`
+    tokens (the queries are its last q_len positions). Prefill has q_len == kv_len, decode less."""
+
+    name: str
+    model: str
+    batch: int
+    q_len: int
+    kv_len: int
+    device: str = "cuda"
+    tier: str = "full"
+
+    @property
+    def config(self) -> MLAConfig:
+        return named(MLA_MODELS, self.model, "MLA model")
+
+    @property
+    def phase(self) -> str:
+        return "prefill" if self.q_len == self.kv_len else "decode"
+
+
+# Decode at batch 64 is where serving spends MLA's time: 64 x 8k tokens x 576 values is a 604 MB
+# latent cache read per step (bfloat16). Prefill keeps 16k tokens a call, as attention's shapes do.
+MLA_SHAPES = (
+    MLAShape("deepseek-v3-mla-decode-b64-kv8k", "deepseek-v3", batch=64, q_len=1, kv_len=8192, tier="default"),
+    MLAShape("deepseek-v3-mla-decode-b64-kv32k", "deepseek-v3", batch=64, q_len=1, kv_len=32768),
+    MLAShape("deepseek-v3-mla-prefill-s4k", "deepseek-v3", batch=4, q_len=4096, kv_len=4096),
+    MLAShape("deepseek-v3-mla-prefill-s16k", "deepseek-v3", batch=1, q_len=16384, kv_len=16384),
+    MLAShape("tiny-mla-s80", "tiny-mla", batch=2, q_len=80, kv_len=80, device="cpu", tier="quick"),
+    MLAShape("tiny-mla-decode-kv200", "tiny-mla", batch=3, q_len=1, kv_len=200, device="cpu", tier="quick"),
+)

@@ -13,7 +13,7 @@ from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 # raise the limit, and make hitting it an error rather than a quiet change of implementation.
 torch._dynamo.config.recompile_limit = 256
 torch._dynamo.config.fail_on_recompile_limit_hit = True
-_compiled_flex = torch.compile(flex_attention, dynamic=False)
+compiled_flex = torch.compile(flex_attention, dynamic=False)
 
 
 def prepare(variant, problem):
@@ -24,7 +24,7 @@ def prepare(variant, problem):
         # The document mask depends on the batch row; the others are the same for every row.
         batch = problem.batch if variant.documents else None
         block_mask = create_block_mask(mask_mod, batch, None, problem.q_len, problem.kv_len, device=q.device)
-    flex = _compiled_flex if q.is_cuda else flex_attention
+    flex = compiled_flex if q.is_cuda else flex_attention
     gqa = q.shape[1] != k.shape[1]
 
     def call():

@@ -58,10 +58,9 @@ def _elapsed(call, device):
     return time.perf_counter() - t0
 
 
-def prepare(variant, problem):
-    attn_mask, is_causal = mask_arguments(variant, problem)
-    q, k, v = problem.q, problem.k, problem.v
-    gqa = q.shape[1] != k.shape[1]
+def fastest(q, k, v, **options):
+    """The call `F.scaled_dot_product_attention(q, k, v, **options)` through the fastest backend that
+    accepts it, its name in the call's `backend`. The MLA family's forms come through here too."""
     timings, errors = {}, {}
     for backend in FUSED_BACKENDS + (FALLBACK_BACKEND,):
         if backend is FALLBACK_BACKEND and timings:
@@ -69,7 +68,7 @@ def prepare(variant, problem):
 
         def call(backend=backend):
             with sdpa_kernel(backend):
-                return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, enable_gqa=gqa)
+                return F.scaled_dot_product_attention(q, k, v, **options)
 
         try:
             with warnings.catch_warnings():  # each refusing backend warns why; the error says it too
@@ -84,3 +83,9 @@ def prepare(variant, problem):
     call = timings[best][1]
     call.backend = best.name
     return call
+
+
+def prepare(variant, problem):
+    attn_mask, is_causal = mask_arguments(variant, problem)
+    q, k, v = problem.q, problem.k, problem.v
+    return fastest(q, k, v, attn_mask=attn_mask, is_causal=is_causal, enable_gqa=q.shape[1] != k.shape[1])

@@ -1,0 +1,62 @@
+"""SDPA for MLA, in the form each phase is served in (reference/mla.py):
+
+- prefill, decompressed: the latent expanded to per-head keys (192 wide: 128 from the latent, the
+  shared 64-wide RoPE key) and values (128), then causal attention through SDPA's fastest backend
+  (kernels/attention/sdpa.py's `fastest`). The expansion is part of every call: it is the layer's.
+- decode, absorbed: W_uk folded into the queries, then attention over the cache itself, one 576-wide
+  key head for all query heads (enable_gqa) with the 512-wide latent as values, then W_uv.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from kernels.attention.sdpa import fastest
+
+
+def decompress(problem):
+    """(q, k, v): queries [q_nope ; q_pe], keys [W_uk c ; k_pe] per head, values W_uv c."""
+    rank, heads = problem.config.kv_lora_rank, problem.config.n_heads
+    latent, k_pe = problem.cache[..., :rank], problem.cache[..., rank:]
+    k_nope = torch.einsum("bsr,hdr->bhsd", latent, problem.w_uk)
+    k = torch.cat([k_nope, k_pe[:, None].expand(-1, heads, -1, -1)], dim=-1)
+    v = torch.einsum("bsr,hdr->bhsd", latent, problem.w_uv)
+    return torch.cat([problem.q_nope, problem.q_pe], dim=-1), k, v
+
+
+def absorb(problem):
+    """(q, k, v) of the absorbed form: q (B, H, Sq, rank + rope), k (B, 1, Skv, rank + rope) and
+    v (B, 1, Skv, rank), the cache's own storage (views, no copy)."""
+    rank = problem.config.kv_lora_rank
+    q_latent = torch.einsum("bhqd,hdr->bhqr", problem.q_nope, problem.w_uk)
+    keys = problem.cache[:, None]
+    return torch.cat([q_latent, problem.q_pe], dim=-1), keys, keys[..., :rank]
+
+
+def decode_mask(problem):
+    """The causal mask of Sq > 1 new tokens at the end of the cache (bottom-right aligned, which
+    SDPA's is_causal is not); None for one token, which sees every key."""
+    if problem.q_len == 1:
+        return None
+    rows = torch.arange(problem.kv_len - problem.q_len, problem.kv_len, device=problem.device)
+    return torch.arange(problem.kv_len, device=problem.device)[None, :] <= rows[:, None]
+
+
+def prepare(variant, problem):
+    prefill = problem.q_len == problem.kv_len
+    options = (dict(is_causal=True, scale=problem.scale) if prefill
+               else dict(attn_mask=decode_mask(problem), scale=problem.scale, enable_gqa=True))
+    chosen = fastest(*(decompress(problem) if prefill else absorb(problem)), **options)
+    backend = getattr(SDPBackend, chosen.backend)
+
+    def call():
+        if prefill:
+            with sdpa_kernel(backend):
+                return F.scaled_dot_product_attention(*decompress(problem), **options)
+        with sdpa_kernel(backend):
+            out_latent = F.scaled_dot_product_attention(*absorb(problem), **options)
+        return torch.einsum("bhqr,hdr->bhqd", out_latent, problem.w_uv)
+
+    call()
+    call.backend = chosen.backend
+    return call
