@@ -82,11 +82,17 @@ ATTENTION_SHAPES = (
     AttentionShape("llama-3-8b-s1k", "llama-3-8b", batch=16, q_len=1024, kv_len=1024),
     AttentionShape("llama-3-8b-s4k", "llama-3-8b", batch=4, q_len=4096, kv_len=4096, tier="quick"),
     AttentionShape("llama-3-8b-s16k", "llama-3-8b", batch=1, q_len=16384, kv_len=16384),
+    # Long context, where a block-sparse selection's savings show (block_topk_16 reads 17 of 1024 blocks).
+    AttentionShape("llama-3-8b-s64k", "llama-3-8b", batch=1, q_len=65536, kv_len=65536),
     AttentionShape("llama-3-70b-s4k", "llama-3-70b", batch=4, q_len=4096, kv_len=4096),
     AttentionShape("llama-3-70b-s16k", "llama-3-70b", batch=1, q_len=16384, kv_len=16384),
     AttentionShape("llama-3-8b-decode-kv8k", "llama-3-8b", batch=16, q_len=1, kv_len=8192),
+    # Chunked prefill: 512 new tokens at the end of an 8k context, a serving engine's mixed step. SDPA's
+    # is_causal is top-left aligned, so SDPA gets the dense bottom-right mask here.
+    AttentionShape("llama-3-8b-chunk512-kv8k", "llama-3-8b", batch=4, q_len=512, kv_len=8192),
     AttentionShape("tiny-s128", "tiny", batch=2, q_len=128, kv_len=128, device="cpu", tier="quick"),
     AttentionShape("tiny-decode-kv256", "tiny", batch=2, q_len=1, kv_len=256, device="cpu", tier="default"),
+    AttentionShape("tiny-chunk48-kv176", "tiny", batch=2, q_len=48, kv_len=176, device="cpu"),
 )
 
 

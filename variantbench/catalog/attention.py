@@ -19,6 +19,8 @@ from variantbench.catalog import Family, Implementation, Unsupported, check_numb
 from variantbench.catalog.attention_mods import (alibi_score, and_masks, causal_mask, mask_at_positions, or_masks,
                                                  prefix_mask, same_document_mask, score_at_positions,
                                                  sliding_window_mask, softcap_score)
+from variantbench.catalog.block_selection import (SELECTION_BLOCK, block_selection, selected_blocks, selected_pairs,
+                                                   selection_mask)
 from variantbench.shapes import ATTENTION_SHAPES, AttentionShape
 
 # The reference materialises (B, H, Sq, Skv) float32 scores and two more tensors that size for softmax;
@@ -29,7 +31,7 @@ REFERENCE_MAX_SCORE_BYTES = 8 * 2**30
 
 
 NUMBERED_NAME_PARTS = {"window": "window", "gqa": "kv_heads", "softcap": "softcap", "prefix": "prefix",
-                       "prefix_lm": "prefix"}
+                       "prefix_lm": "prefix", "block_topk": "topk_blocks"}
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,9 @@ class AttentionVariant:
     documents: bool = False  # packed sequences with seeded random lengths; causal within each
     softcap: float | None = None  # scores capped to (-softcap, softcap) by tanh
     alibi: bool = False
+    # Block-sparse top-k (variantbench.catalog.block_selection): each query block reads its own block and
+    # the topk_blocks earlier key blocks its pooled queries score highest, chosen per KV head.
+    topk_blocks: int | None = None
     baseline: bool = False
     note: str = ""
     # A plug-in's own math on positions (see mask_at_positions): mask(b, h, q_pos, kv_pos) AND-ed with
@@ -80,6 +85,9 @@ class AttentionVariant:
             masks.append(sliding_window_mask(self.window, offset))
         if self.documents:
             masks.append(same_document_mask(problem.doc_start, offset))
+        if self.topk_blocks is not None:
+            group = problem.n_heads // problem.k.shape[1]
+            masks.append(selection_mask(self.block_selection(problem), offset, group))
         if self.mask is not None:
             masks.append(mask_at_positions(self.mask, offset))
         if not masks:
@@ -109,6 +117,14 @@ class AttentionVariant:
         score.__name__ = self.name
         return score
 
+    def block_selection(self, problem):
+        """(B, Hkv, n, n) bool: the earlier key blocks each query block reads (block_selection.py)."""
+        return block_selection(problem.q, problem.k, self.topk_blocks)
+
+    def selected_blocks(self, problem):
+        """(indices, counts) of `block_selection`, as a kernel reads them (block_selection.selected_blocks)."""
+        return selected_blocks(self.block_selection(problem))
+
     def key_bounds(self, problem):
         """(lo, hi), each (B, Sq): query i sees keys lo <= k <= hi. Every variant made of the fields
         is such an interval; the work model counts visible pairs from it, and the tests check it
@@ -116,6 +132,8 @@ class AttentionVariant:
         if self.mask is not None:
             raise ValueError(f"{self.name}: its own mask function {self.mask.__name__} is not known to be one key "
                              "interval per query")
+        if self.topk_blocks is not None:
+            raise ValueError(f"{self.name}: a block selection is several key intervals per query")
         batch, q_len, kv_len = problem.batch, problem.q_len, problem.kv_len
         pos = torch.arange(kv_len - q_len, kv_len, device=problem.q.device).expand(batch, q_len)
         lo = torch.zeros_like(pos)
@@ -139,12 +157,16 @@ VARIANTS = (
     AttentionVariant("alibi", alibi=True, note="ALiBi linear position bias, causal"),
     AttentionVariant("prefix_lm", prefix=1024, note="first 1024 positions bidirectional, causal after"),
     AttentionVariant("full", causal=False, note="no mask: bidirectional encoder attention"),
+    AttentionVariant("block_topk_16", topk_blocks=16,
+                     note="NSA/MoBA selection: own 64-key block + the 16 earlier ones its pooled queries pick"),
 )
 
 
 def _sdpa_unsupported(variant, shape):
     if variant.softcap is not None or variant.alibi or variant.score is not None:
         return "SDPA takes no score function; a dense additive bias would need B x H x Sq x Skv memory"
+    if variant.topk_blocks is not None:
+        return "a selection per KV head would be a dense B x H x Sq x Skv mask; SDPA takes no block-sparse one"
     return None
 
 
@@ -155,6 +177,15 @@ def _triton_unsupported(variant, shape):
     if own:
         return (f"our kernel runs masks that are one key interval per query (causal, window, prefix, documents) and "
                 f"the softcap and alibi scores; {variant.name} has its own {' and '.join(own)}")
+    if variant.topk_blocks is not None and (not variant.causal or variant.window or variant.prefix or variant.documents):
+        return "our block-sparse kernel runs a causal selection, with no window, prefix or documents beside it"
+    return None
+
+
+def _flex_unsupported(variant, shape):
+    if variant.topk_blocks is not None and (shape.kv_len - shape.q_len) % SELECTION_BLOCK:
+        return (f"Flex counts query blocks from query 0: {shape.q_len} queries at position "
+                f"{shape.kv_len - shape.q_len} do not start a {SELECTION_BLOCK}-key block of the selection")
     return None
 
 
@@ -181,7 +212,8 @@ IMPLEMENTATIONS = (
     Implementation("reference", "reference.attention", fused=False, backward=True, unsupported=_reference_unsupported),
     Implementation("sdpa", "kernels.attention.sdpa", fused=True, backward=True, unsupported=_sdpa_unsupported),
     # torch 2.13's FlexAttention raises NotImplementedError for a backward on the CPU.
-    Implementation("flex", "kernels.attention.flex", fused=True, backward=True, backward_on_cpu=False),
+    Implementation("flex", "kernels.attention.flex", fused=True, backward=True, backward_on_cpu=False,
+                   unsupported=_flex_unsupported),
     Implementation("triton", "kernels.attention.triton_flash", fused=True, backward=False, needs_triton=True,
                    autotunes=True, ours=True, unsupported=_triton_unsupported),
     # torch.compile of the reference; its backward is autograd through the compiled graph.
@@ -266,7 +298,10 @@ def make_problem(variant, shape, *, device, dtype, seed, requires_grad=False):
 
 def visible_pairs(variant, problem) -> int:
     """Query-key pairs the mask lets through, summed over batch (per head). A plug-in's own mask need
-    not be one key interval per query: it is evaluated on the index grid, chunks of query rows at a time."""
+    not be one key interval per query: it is evaluated on the index grid, chunks of query rows at a time.
+    A block selection's count does not depend on the data (block_selection.selected_pairs)."""
+    if variant.topk_blocks is not None:
+        return problem.batch * selected_pairs(variant.topk_blocks, problem.q_len, problem.kv_len)
     if variant.mask is None:
         lo, hi = variant.key_bounds(problem)
         return int((hi - lo + 1).clamp(min=0).sum())
