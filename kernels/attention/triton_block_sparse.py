@@ -30,7 +30,6 @@ def _block_sparse_kernel(
     offset = kv_len - q_len
     first_block = offset // BLOCK_N
     # Later query blocks read more blocks (min(topk, j)): launch them first so the grid's tail is short.
-    n_query_blocks = n_blocks - first_block
     pid = tl.num_programs(0) - 1 - tl.program_id(0)
     query_block = first_block + pid // group
     q_head_scalar = (tl.program_id(1) % n_kv_heads) * group + pid % group
