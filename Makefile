@@ -5,7 +5,7 @@ PYTHON ?= python3
 # (several GB); 2.13.0 is the CPU build these machines carry. GPU runners keep their own torch.
 setup:
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q torch==2.13.0
-	$(PYTHON) -m pip install -q -e ".[triton,test$$(command -v nvidia-smi >/dev/null && echo ,gpu)]"
+	$(PYTHON) -m pip install -q -e ".[triton,test$$(command -v nvidia-smi >/dev/null && echo ,gpu,peers)]"
 
 quick: setup
 	variantbench run --quick

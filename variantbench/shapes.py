@@ -254,3 +254,48 @@ MLA_SHAPES = (
     MLAShape("tiny-mla-s80", "tiny-mla", batch=2, q_len=80, kv_len=80, device="cpu", tier="quick"),
     MLAShape("tiny-mla-decode-kv200", "tiny-mla", batch=3, q_len=1, kv_len=200, device="cpu", tier="quick"),
 )
+
+
+@dataclass(frozen=True)
+class LinearConfig:
+    """A linear-attention layer: `n_qk_heads` query/key heads of `k_dim`, `n_v_heads` value heads of
+    `v_dim` (more value heads than key heads: value head h reads key head h // (n_v / n_qk))."""
+
+    name: str
+    n_qk_heads: int
+    n_v_heads: int
+    k_dim: int
+    v_dim: int
+
+
+LINEAR_MODELS = (
+    LinearConfig("qwen3-next", n_qk_heads=16, n_v_heads=32, k_dim=128, v_dim=128),  # Qwen3-Next-80B-A3B
+    LinearConfig("tiny-linear", n_qk_heads=2, n_v_heads=4, k_dim=16, v_dim=16),
+)
+
+
+@dataclass(frozen=True)
+class LinearShape:
+    """One linear-attention call over `tokens` tokens of each of `batch` sequences (prefill: the state
+    starts at zero)."""
+
+    name: str
+    model: str
+    batch: int
+    tokens: int
+    device: str = "cuda"
+    tier: str = "full"
+
+    @property
+    def config(self) -> LinearConfig:
+        return named(LINEAR_MODELS, self.model, "linear-attention model")
+
+
+# Where linear attention is meant to pay: 4k to 64k tokens, one sequence (the state is per sequence).
+LINEAR_SHAPES = (
+    LinearShape("qwen3-next-t4k", "qwen3-next", batch=1, tokens=4096),
+    LinearShape("qwen3-next-t16k", "qwen3-next", batch=1, tokens=16384),
+    LinearShape("qwen3-next-t32k", "qwen3-next", batch=1, tokens=32768),
+    LinearShape("qwen3-next-t64k", "qwen3-next", batch=1, tokens=65536),
+    LinearShape("tiny-linear-t100", "tiny-linear", batch=2, tokens=100, device="cpu", tier="quick"),
+)

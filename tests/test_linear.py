@@ -1,0 +1,85 @@
+"""Gated DeltaNet: the recurrence against the rule as the issue writes it, the chunked form against the
+recurrence in float64 at odd lengths with gates near 0 and 1, the work model, and every implementation
+against the reference."""
+
+import pytest
+import torch
+
+from reference import linear_attention as reference
+from variantbench import cases
+from variantbench.catalog import family
+
+LINEAR = family("linear")
+
+
+def inputs(tokens, heads, v_heads, *, decay_offset=3.0, seed=0, k_dim=16, v_dim=8):
+    gen = torch.Generator().manual_seed(seed)
+
+    def randn(*size):
+        return torch.randn(*size, generator=gen, dtype=torch.float64)
+
+    q = torch.nn.functional.normalize(randn(2, tokens, heads, k_dim), dim=-1)
+    k = torch.nn.functional.normalize(randn(2, tokens, heads, k_dim), dim=-1)
+    v = randn(2, tokens, v_heads, v_dim)
+    g = torch.nn.functional.logsigmoid(decay_offset + randn(2, tokens, v_heads))
+    beta = torch.sigmoid(randn(2, tokens, v_heads))
+    return q, k, v, g, beta
+
+
+def test_the_recurrence_is_the_gated_delta_rule_as_written():
+    """S_t = a_t S_{t-1} (I - b_t k_t k_t^T) + b_t v_t k_t^T, o_t = S_t q_t, with the identity matrix,
+    one (batch, value head) at a time; value head h reads key head h // 2."""
+    q, k, v, g, beta = inputs(9, 2, 4)
+    scale = 0.25
+    out = reference.recurrence(q, k, v, g, beta, scale=scale)
+    for b in range(2):
+        for h in range(4):
+            state, eye = torch.zeros(8, 16, dtype=torch.float64), torch.eye(16, dtype=torch.float64)
+            for t in range(9):
+                kt, a, bt = k[b, t, h // 2], g[b, t, h].exp(), beta[b, t, h]
+                state = a * state @ (eye - bt * torch.outer(kt, kt)) + bt * torch.outer(v[b, t, h], kt)
+                torch.testing.assert_close(out[b, t, h], state @ (scale * q[b, t, h // 2]), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("tokens", [1, 37, 64, 100, 130])
+@pytest.mark.parametrize("decay_offset", [-8.0, 3.0, 12.0], ids=["gates-near-0", "typical", "gates-near-1"])
+@pytest.mark.parametrize("heads,v_heads", [(2, 4), (3, 3)])
+def test_the_chunked_form_equals_the_recurrence_in_float64(tokens, decay_offset, heads, v_heads):
+    q, k, v, g, beta = inputs(tokens, heads, v_heads, decay_offset=decay_offset, seed=tokens)
+    expected = reference.recurrence(q, k, v, g, beta, scale=0.25)
+    for chunk in (16, 64):
+        torch.testing.assert_close(reference.chunked(q, k, v, g, beta, scale=0.25, chunk=chunk), expected,
+                                   rtol=1e-10, atol=1e-12)
+
+
+def test_the_chunked_form_keeps_half_precision_inputs_dtype_and_computes_in_float32():
+    q, k, v, g, beta = (x.to(torch.bfloat16) for x in inputs(70, 2, 4))
+    out = reference.chunked(q, k, v, g, beta, scale=0.25)
+    assert out.dtype == torch.bfloat16
+    exact = reference.recurrence(*(x.double() for x in (q, k, v, g, beta)), scale=0.25)
+    assert (out.double() - exact).abs().max() < 2e-2  # bfloat16 rounding of the output alone
+
+
+def test_the_work_model_grows_with_chunks_and_reads_every_input_once():
+    shape = LINEAR.shape("tiny-linear-t100")
+    problem = LINEAR.make_problem(LINEAR.variant("gated_deltanet"), shape, device="cpu", dtype=torch.float32, seed=1)
+    flops, nbytes = LINEAR.work(LINEAR.variant("gated_deltanet"), problem)
+    c, k_dim, v_dim = 64, 16, 16
+    per_chunk = 2 * c * c * k_dim + c * (c - 1) * (k_dim + v_dim) + 6 * c * k_dim * v_dim + c * (c + 1) * v_dim
+    assert flops == 2 * 4 * 2 * per_chunk  # batch 2, 4 value heads, 100 tokens in 2 chunks
+    assert nbytes == 4 * (2 * 100 * 2 * 16 * 2 + 2 * 100 * 4 * 16 * 2 + 2 * 100 * 4 * 2)
+
+
+@pytest.mark.parametrize("case", [c for c in cases.iter_cases("linear", "cpu") if not isinstance(c, tuple)],
+                         ids=lambda c: c.name)
+def test_every_linear_implementation_matches_the_reference(case):
+    _, _, result = cases.prepare_checked(case)
+    assert result["ok"], result
+
+
+def test_the_peer_says_how_to_install_it_where_it_is_missing(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    why = LINEAR.implementation("fla").unsupported(LINEAR.variant("gated_deltanet"), LINEAR.shape("qwen3-next-t4k"))
+    assert "fla-core is not installed" in why and ".[peers]" in why

@@ -1,0 +1,155 @@
+"""The linear family: linear attention, its implementations, baseline, shapes and work model.
+
+`gated_deltanet` is Qwen3-Next's linear-attention layer (the gated delta rule, reference/
+linear_attention.py), through flash-linear-attention's fused chunked kernel the family baseline (a
+peer, `fla-core`, an optional extra; skipped with the reason where it is not installed). A state
+replaces the KV cache, so the cost grows with tokens, not tokens squared: the question a hybrid model
+asks is where that wins against causal GQA, at the same shape (variantbench try --against).
+"""
+
+import importlib.util
+from dataclasses import dataclass
+
+import torch
+
+from reference import linear_attention as reference_linear
+from variantbench.catalog import Family, Implementation, check_numbers_in_name, sample_rows
+from variantbench.shapes import LINEAR_SHAPES, LinearShape
+
+# Dynamo unrolls the chunked reference's loop over chunks into one graph: beyond this many chunks
+# (4096 tokens) the compile is the run. Measured: not yet on a GPU (tiny-linear-t100, 2 chunks,
+# compiles in seconds on the CPU).
+COMPILED_MAX_CHUNKS = 64
+
+
+@dataclass(frozen=True)
+class LinearVariant:
+    name: str
+    baseline: bool = False
+    note: str = ""
+
+    def __post_init__(self):
+        check_numbers_in_name(self, {})
+
+    def unsupported(self, shape) -> str | None:
+        return None
+
+
+VARIANTS = (
+    LinearVariant("gated_deltanet", baseline=True,
+                  note="Qwen3-Next: the gated delta rule, 16 q/k heads, 32 value heads of 128"),
+)
+
+
+def _fla_unsupported(variant, shape):
+    if importlib.util.find_spec("fla") is None:
+        return "fla-core is not installed (an optional extra: pip install '.[peers]')"
+    if shape.device != "cuda":
+        return "fla-core's kernels are Triton kernels for the GPU"
+    return None
+
+
+def _compiled_unsupported(variant, shape):
+    chunks = -(-shape.tokens // reference_linear.CHUNK)
+    if chunks > COMPILED_MAX_CHUNKS:
+        return (f"torch.compile unrolls the chunked reference's loop over its {chunks} chunks; compiled runs up "
+                f"to {COMPILED_MAX_CHUNKS}")
+    return None
+
+
+IMPLEMENTATIONS = (
+    Implementation("reference", "reference.linear_attention", fused=False, backward=False),
+    Implementation("fla", "kernels.linear.fla", fused=True, backward=False, unsupported=_fla_unsupported),
+    Implementation("compiled", "kernels.linear.compiled", fused=True, backward=False, tier="full",
+                   unsupported=_compiled_unsupported),
+)
+
+
+@dataclass
+class LinearProblem:
+    """q, k (B, T, H, K) L2-normalised; v (B, T, HV, V); g (B, T, HV) float32 log-decays; beta
+    (B, T, HV) write strengths in (0, 1)."""
+
+    config: object
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    g: torch.Tensor
+    beta: torch.Tensor
+    seed: int
+
+    @property
+    def scale(self):
+        return self.config.k_dim ** -0.5
+
+    @property
+    def device(self):
+        return self.v.device
+
+    def inputs(self):
+        return {"q": self.q, "k": self.k, "v": self.v, "g": self.g, "beta": self.beta}
+
+    def grad_inputs(self):
+        raise NotImplementedError("the linear-attention implementations here are forward-only")
+
+
+# Qwen3-Next's decays sit close to 1: a = sigmoid(3 + N(0, 1)) is 0.95 at the median, 0.73 at the 2nd
+# percentile; the tests take gates near 0 and near 1 besides.
+DECAY_OFFSET = 3.0
+
+
+def make_problem(variant, shape: LinearShape, *, device, dtype, seed, requires_grad=False):
+    config = shape.config
+    gen = torch.Generator(device).manual_seed(seed)
+
+    def randn(*size):
+        return torch.randn(*size, generator=gen, device=device, dtype=torch.float32)
+
+    tokens, heads, v_heads = shape.tokens, config.n_qk_heads, config.n_v_heads
+    q = torch.nn.functional.normalize(randn(shape.batch, tokens, heads, config.k_dim), dim=-1)
+    k = torch.nn.functional.normalize(randn(shape.batch, tokens, heads, config.k_dim), dim=-1)
+    return LinearProblem(
+        config=config, q=q.to(dtype), k=k.to(dtype), v=randn(shape.batch, tokens, v_heads, config.v_dim).to(dtype),
+        g=torch.nn.functional.logsigmoid(DECAY_OFFSET + randn(shape.batch, tokens, v_heads)),
+        beta=torch.sigmoid(randn(shape.batch, tokens, v_heads)).to(dtype), seed=seed)
+
+
+def check_views(variant, problem, out, rows):
+    """Up to `rows` sampled tokens of the output (each depends on every token before it, so the
+    reference runs the whole sequence, in its chunked form: tests check it equals the recurrence)."""
+    picked = sample_rows(problem.v.shape[1], rows, problem.seed).to(problem.device)
+    p = problem
+
+    def reference(dtype):
+        out = reference_linear.chunked(*(x.to(dtype) for x in (p.q, p.k, p.v, p.g, p.beta)), scale=p.scale)
+        return out[:, picked]
+
+    return reference, out[:, picked], int(picked.numel())
+
+
+def work(variant, problem, backward=False):
+    """(FLOPs, bytes) of the chunked algorithm (chunk C, per value head and chunk): K K^T strictly
+    below the diagonal, C(C-1)K; Q K^T on and below it, C(C+1)K; the triangular solve for the V + K
+    right-hand sides, C(C-1)(V+K); the state's three products (into U, into the output, its update),
+    6CKV; the chunk's own attention on U, C(C+1)V. Bytes: every input once, the output once."""
+    config = problem.config
+    c, k_dim, v_dim = reference_linear.CHUNK, config.k_dim, config.v_dim
+    batch, tokens = problem.v.shape[:2]
+    chunks = -(-tokens // c)
+    per_chunk = (c * (c - 1) * k_dim + c * (c + 1) * k_dim + c * (c - 1) * (v_dim + k_dim) + 6 * c * k_dim * v_dim
+                 + c * (c + 1) * v_dim)
+    flops = batch * config.n_v_heads * chunks * per_chunk
+    nbytes = sum(x.numel() * x.element_size() for x in problem.inputs().values()) + problem.v.numel() * problem.v.element_size()
+    return flops, nbytes
+
+
+FAMILY = Family(
+    name="linear",
+    variants=VARIANTS,
+    implementations=IMPLEMENTATIONS,
+    shapes=LINEAR_SHAPES,
+    baseline_implementation="fla",
+    make_problem=make_problem,
+    check_views=check_views,
+    work=work,
+)
