@@ -14,7 +14,8 @@ def attention(q, k, v, *, mask_mod=None, score_mod=None, scale=None, q_idx=None)
     reads KV head h // (Hq / Hkv).
     q_idx: (Sq,) the query indices the rows of q stand for (default 0..Sq-1); the check passes a
     sample of rows to run this at shapes whose full score matrix would not fit.
-    Scores are computed in q's dtype (as an eager model would) and the softmax in float32.
+    Scores are computed in q's dtype (as an eager model would) and the softmax in float32, or float64
+    for float64 inputs.
     A row with no visible key returns zeros.
     """
     batch, n_heads, q_len, head_dim = q.shape
@@ -24,7 +25,8 @@ def attention(q, k, v, *, mask_mod=None, score_mod=None, scale=None, q_idx=None)
     v = v.repeat_interleave(group, dim=1)
     scale = head_dim**-0.5 if scale is None else scale
 
-    scores = (q @ k.transpose(-1, -2)).float() * scale  # (B, Hq, Sq, Skv)
+    # float32 at least: a float64 check keeps float64 (float() here once made the oracle's softmax float32)
+    scores = (q @ k.transpose(-1, -2)).to(torch.promote_types(q.dtype, torch.float32)) * scale  # (B, Hq, Sq, Skv)
     b = torch.arange(batch, device=q.device).view(batch, 1, 1, 1)
     h = torch.arange(n_heads, device=q.device).view(1, n_heads, 1, 1)
     qi = (torch.arange(q_len) if q_idx is None else q_idx).to(q.device).view(1, 1, q_len, 1)

@@ -12,8 +12,8 @@ arithmetic (tests/test_mla.py checks it in float64):
   query heads, the 512-wide latent as its value. A step reads the cache once instead of expanding it.
 
 Queries are the last Sq of the Skv positions (causal). Scores in the inputs' dtype, softmax in
-float32, as reference/attention.py. Weights: w_uk (H, qk_nope, rank), w_uv (H, v_head, rank), the
-halves of DeepSeek's kv_b_proj (H * (qk_nope + v_head), rank).
+float32 (float64 for float64 inputs), as reference/attention.py. Weights: w_uk (H, qk_nope, rank),
+w_uv (H, v_head, rank), the halves of DeepSeek's kv_b_proj (H * (qk_nope + v_head), rank).
 """
 
 import torch
@@ -30,7 +30,7 @@ def rope(x, positions, base=10000.0):
 
 
 def _probs(scores, q_idx, kv_len, q_len):
-    """Causal softmax of (B, H, rows, Skv) float32 scores for query rows `q_idx` of q_len."""
+    """Causal softmax of (B, H, rows, Skv) scores for query rows `q_idx` of q_len."""
     offset = kv_len - q_len
     rows = (torch.arange(q_len) if q_idx is None else q_idx).to(scores.device)
     visible = torch.arange(kv_len, device=scores.device)[None, :] <= (rows[:, None] + offset)
@@ -45,7 +45,8 @@ def decompressed(q_nope, q_pe, cache, w_uk, w_uv, *, scale, q_len=None, q_idx=No
     latent, k_pe = cache[..., :rank], cache[..., rank:]
     k_nope = torch.einsum("bsr,hdr->bhsd", latent, w_uk)
     v = torch.einsum("bsr,hdr->bhsd", latent, w_uv)
-    scores = (q_nope @ k_nope.transpose(-1, -2) + q_pe @ k_pe[:, None].transpose(-1, -2)).float() * scale
+    scores = q_nope @ k_nope.transpose(-1, -2) + q_pe @ k_pe[:, None].transpose(-1, -2)
+    scores = scores.to(torch.promote_types(scores.dtype, torch.float32)) * scale
     probs = _probs(scores, q_idx, cache.shape[1], q_len or q_nope.shape[2])
     return probs.to(v.dtype) @ v
 
@@ -55,7 +56,8 @@ def absorbed(q_nope, q_pe, cache, w_uk, w_uv, *, scale, q_len=None, q_idx=None):
     rank = w_uk.shape[-1]
     q_latent = torch.einsum("bhqd,hdr->bhqr", q_nope, w_uk)
     keys = cache[:, None]  # (B, 1, Skv, rank + qk_rope): one key head for every query head
-    scores = (torch.cat([q_latent, q_pe], dim=-1) @ keys.transpose(-1, -2)).float() * scale
+    scores = torch.cat([q_latent, q_pe], dim=-1) @ keys.transpose(-1, -2)
+    scores = scores.to(torch.promote_types(scores.dtype, torch.float32)) * scale
     probs = _probs(scores, q_idx, cache.shape[1], q_len or q_nope.shape[2])
     out_latent = probs.to(cache.dtype) @ keys[..., :rank]
     return torch.einsum("bhqr,hdr->bhqd", out_latent, w_uv)

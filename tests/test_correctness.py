@@ -34,7 +34,8 @@ def test_reference_sampled_rows_equal_full_rows():
     full = attention(prob.q, prob.k, prob.v, mask_mod=variant.mask_mod(prob))
     rows = torch.tensor([0, 17, 63])
     part = attention(prob.q[:, :, rows], prob.k, prob.v, mask_mod=variant.mask_mod(prob), q_idx=rows)
-    assert torch.equal(full[:, :, rows], part)
+    # float64 throughout: sampled and full rows differ only by the matmuls' blocking (1e-16)
+    torch.testing.assert_close(full[:, :, rows], part, rtol=1e-12, atol=1e-14)
 
 
 def _case(variant, impl, shape):

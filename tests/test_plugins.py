@@ -242,7 +242,7 @@ BROKEN = {
                        " failed to import: ValueError: unknown MoE router 'top_p'; known: softmax_topk, "
                        "sigmoid_grouped_topk"),
     "unknown entry type": ("VARIANTS = ('sink_window',)\n",
-                           ": VARIANTS[0] is of type str, not one of AttentionVariant, MLAVariant, LinearVariant, MoEVariant, CommsVariant"),
+                           ": VARIANTS[0] is of type str, not one of AttentionVariant, MLAVariant, LinearVariant, PagedVariant, MoEVariant, CommsVariant"),
     "implementation not a Kernel": ("from variantbench.catalog import Implementation\n"
                                     "IMPLEMENTATIONS = (Implementation('x', 'kernels.attention.sdpa', True, True),)\n",
                                     ": IMPLEMENTATIONS[0] is of type Implementation, not variantbench.plugins.Kernel"),

@@ -299,3 +299,35 @@ LINEAR_SHAPES = (
     LinearShape("qwen3-next-t64k", "qwen3-next", batch=1, tokens=65536),
     LinearShape("tiny-linear-t100", "tiny-linear", batch=2, tokens=100, device="cpu", tier="quick"),
 )
+
+
+@dataclass(frozen=True)
+class PagedShape:
+    """One decode step over a paged KV cache: `batch` sequences of one new token each, their keys in
+    pages of `page_size` tokens scattered over a shared pool through a page table. `lengths`: "equal"
+    (every sequence `kv_len` long) or "mixed" (seeded lengths from kv_len / 8 to kv_len)."""
+
+    name: str
+    model: str
+    batch: int
+    kv_len: int
+    page_size: int
+    lengths: str = "equal"
+    device: str = "cuda"
+    tier: str = "full"
+
+    @property
+    def config(self) -> ModelConfig:
+        return model(self.model)
+
+
+PAGED_SHAPES = (
+    PagedShape("llama-3-8b-paged16-b64-kv8k", "llama-3-8b", batch=64, kv_len=8192, page_size=16),
+    PagedShape("llama-3-8b-paged64-b64-kv8k", "llama-3-8b", batch=64, kv_len=8192, page_size=64),
+    PagedShape("llama-3-8b-paged16-b64-mixed8k", "llama-3-8b", batch=64, kv_len=8192, page_size=16, lengths="mixed"),
+    # batch 1 over 128k: 8 KV heads are 8 programs unless the cache is split (our kernel splits it)
+    PagedShape("llama-3-8b-paged16-b1-kv128k", "llama-3-8b", batch=1, kv_len=131072, page_size=16),
+    PagedShape("tiny-paged4-b3-mixed37", "tiny", batch=3, kv_len=37, page_size=4, lengths="mixed", device="cpu",
+               tier="quick"),
+    PagedShape("tiny-paged16-b2-kv32", "tiny", batch=2, kv_len=32, page_size=16, device="cpu"),
+)

@@ -71,7 +71,7 @@ def _partial_kernel(
 
 
 @triton.jit
-def _merge_kernel(
+def merge_splits(
     PartOut, PartMax, PartSum, Out, n_rows, n_splits,
     RANK: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
@@ -139,7 +139,7 @@ def decode_launcher(q_nope, q_pe, cache, w_uk, w_uv, *, scale, n_splits=None):
     else:
         partial = _partial_kernel[(triton.cdiv(n_rows, INTERPRETER_CONFIG["BLOCK_H"]), n_splits, batch)]
         tiles = INTERPRETER_CONFIG
-    merge = _merge_kernel[(triton.cdiv(n_rows, MERGE_BLOCK_H), batch)]
+    merge = merge_splits[(triton.cdiv(n_rows, MERGE_BLOCK_H), batch)]
 
     def launcher():
         # rows are query-major (row = query * H + head), as the kernels index them

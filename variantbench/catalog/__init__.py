@@ -156,9 +156,9 @@ def sample_rows(total, n, seed):
 
 
 def builtin_families() -> tuple[Family, ...]:
-    from variantbench.catalog import attention, comms, linear, mla, moe
+    from variantbench.catalog import attention, comms, linear, mla, moe, paged
 
-    return (attention.FAMILY, mla.FAMILY, linear.FAMILY, moe.FAMILY, comms.FAMILY)
+    return (attention.FAMILY, mla.FAMILY, linear.FAMILY, paged.FAMILY, moe.FAMILY, comms.FAMILY)
 
 
 def families() -> tuple[Family, ...]:
