@@ -83,3 +83,16 @@ def test_the_peer_says_how_to_install_it_where_it_is_missing(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     why = LINEAR.implementation("fla").unsupported(LINEAR.variant("gated_deltanet"), LINEAR.shape("qwen3-next-t4k"))
     assert "fla-core is not installed" in why and ".[peers]" in why
+
+
+@pytest.mark.parametrize("tokens", [1, 37, 64, 130])
+@pytest.mark.parametrize("decay_offset", [-8.0, 3.0, 12.0], ids=["gates-near-0", "typical", "gates-near-1"])
+@pytest.mark.parametrize("heads,v_heads,v_dim,block_v", [(2, 4, 16, 16), (1, 1, 32, 16)])
+def test_our_chunked_kernel_matches_the_recurrence(tokens, decay_offset, heads, v_heads, v_dim, block_v):
+    """Through the interpreter in float32: odd lengths (a partial last chunk), one token, gates near 0
+    and 1, grouped value heads, and the value dim split over two programs."""
+    from kernels.linear.triton_gdn import gdn_launcher
+
+    q, k, v, g, beta = inputs(tokens, heads, v_heads, decay_offset=decay_offset, seed=tokens, v_dim=v_dim)
+    got = gdn_launcher(*(x.float() for x in (q, k, v, g, beta)), scale=0.25, block_v=block_v)()
+    torch.testing.assert_close(got.double(), reference.recurrence(q, k, v, g, beta, scale=0.25), rtol=1e-4, atol=2e-6)

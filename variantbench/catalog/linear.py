@@ -2,7 +2,8 @@
 
 `gated_deltanet` is Qwen3-Next's linear-attention layer (the gated delta rule, reference/
 linear_attention.py), through flash-linear-attention's fused chunked kernel the family baseline (a
-peer, `fla-core`, an optional extra; skipped with the reason where it is not installed). A state
+peer, `fla-core`, an optional extra; skipped with the reason where it is not installed). Ours is
+kernels/linear/triton_gdn.py, the same chunked algorithm. A state
 replaces the KV cache, so the cost grows with tokens, not tokens squared: the question a hybrid model
 asks is where that wins against causal GQA, at the same shape (variantbench try --against).
 """
@@ -60,6 +61,7 @@ def _compiled_unsupported(variant, shape):
 IMPLEMENTATIONS = (
     Implementation("reference", "reference.linear_attention", fused=False, backward=False),
     Implementation("fla", "kernels.linear.fla", fused=True, backward=False, unsupported=_fla_unsupported),
+    Implementation("triton", "kernels.linear.triton_gdn", fused=True, backward=False, needs_triton=True, ours=True),
     Implementation("compiled", "kernels.linear.compiled", fused=True, backward=False, tier="full",
                    unsupported=_compiled_unsupported),
 )
