@@ -57,8 +57,8 @@ def dense_by_loops(variant, prob):
     return out
 
 
-# Block selections are tested apart (tests/test_block_sparse.py): several key intervals per query.
-SMALL_VARIANTS = tuple(v for v in VARIANTS if v.topk_blocks is None) + (
+# Selections are tested apart (tests/test_block_sparse.py, test_token_sparse.py): several key intervals a query.
+SMALL_VARIANTS = tuple(v for v in VARIANTS if v.topk_blocks is None and v.topk_tokens is None) + (
     AttentionVariant("sliding_window_5", window=5),
     AttentionVariant("prefix_lm_9", prefix=9),
     AttentionVariant("document_window_6", documents=True, window=6),

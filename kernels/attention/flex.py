@@ -59,8 +59,8 @@ def prepare(variant, problem):
             torch.cuda.synchronize(q.device)
         built = f"BlockMask from the selection in {1e3 * (time.perf_counter() - started):.1f} ms"
     elif mask_mod is not None:
-        # The document mask depends on the batch row; the others are the same for every row.
-        batch = problem.batch if variant.documents else None
+        # The document mask and a token selection depend on the batch row; the others do not.
+        batch = problem.batch if variant.documents or variant.topk_tokens is not None else None
         block_mask = create_block_mask(mask_mod, batch, None, problem.q_len, problem.kv_len, device=q.device)
     flex = compiled_flex if q.is_cuda else flex_attention
     gqa = q.shape[1] != k.shape[1]

@@ -21,6 +21,7 @@ from variantbench.catalog.attention_mods import (alibi_score, and_masks, causal_
                                                  sliding_window_mask, softcap_score)
 from variantbench.catalog.block_selection import (SELECTION_BLOCK, block_selection, selected_blocks, selected_pairs,
                                                    selection_mask)
+from variantbench.catalog.token_selection import selected_token_pairs, token_mask, token_selection
 from variantbench.shapes import ATTENTION_SHAPES, AttentionShape
 
 # The reference materialises (B, H, Sq, Skv) float32 scores and two more tensors that size for softmax;
@@ -31,7 +32,7 @@ REFERENCE_MAX_SCORE_BYTES = 8 * 2**30
 
 
 NUMBERED_NAME_PARTS = {"window": "window", "gqa": "kv_heads", "softcap": "softcap", "prefix": "prefix",
-                       "prefix_lm": "prefix", "block_topk": "topk_blocks"}
+                       "prefix_lm": "prefix", "block_topk": "topk_blocks", "dsa_topk": "topk_tokens"}
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ class AttentionVariant:
     # Block-sparse top-k (variantbench.catalog.block_selection): each query block reads its own block and
     # the topk_blocks earlier key blocks its pooled queries score highest, chosen per KV head.
     topk_blocks: int | None = None
+    # Token-level top-k (variantbench.catalog.token_selection, DSA): each query reads the topk_tokens
+    # causal keys a seeded indexer scores highest.
+    topk_tokens: int | None = None
     baseline: bool = False
     note: str = ""
     # A plug-in's own math on positions (see mask_at_positions): mask(b, h, q_pos, kv_pos) AND-ed with
@@ -88,6 +92,8 @@ class AttentionVariant:
         if self.topk_blocks is not None:
             group = problem.n_heads // problem.k.shape[1]
             masks.append(selection_mask(self.block_selection(problem), offset, group))
+        if self.topk_tokens is not None:
+            masks.append(token_mask(problem.selection, offset))
         if self.mask is not None:
             masks.append(mask_at_positions(self.mask, offset))
         if not masks:
@@ -132,8 +138,8 @@ class AttentionVariant:
         if self.mask is not None:
             raise ValueError(f"{self.name}: its own mask function {self.mask.__name__} is not known to be one key "
                              "interval per query")
-        if self.topk_blocks is not None:
-            raise ValueError(f"{self.name}: a block selection is several key intervals per query")
+        if self.topk_blocks is not None or self.topk_tokens is not None:
+            raise ValueError(f"{self.name}: a selection is several key intervals per query")
         batch, q_len, kv_len = problem.batch, problem.q_len, problem.kv_len
         pos = torch.arange(kv_len - q_len, kv_len, device=problem.q.device).expand(batch, q_len)
         lo = torch.zeros_like(pos)
@@ -159,6 +165,8 @@ VARIANTS = (
     AttentionVariant("full", causal=False, note="no mask: bidirectional encoder attention"),
     AttentionVariant("block_topk_16", topk_blocks=16,
                      note="NSA/MoBA selection: own 64-key block + the 16 earlier ones its pooled queries pick"),
+    AttentionVariant("dsa_topk_2048", topk_tokens=2048,
+                     note="DeepSeek-V3.2 sparse attention: the 2048 causal keys a seeded indexer ranks first"),
 )
 
 
@@ -167,6 +175,8 @@ def _sdpa_unsupported(variant, shape):
         return "SDPA takes no score function; a dense additive bias would need B x H x Sq x Skv memory"
     if variant.topk_blocks is not None:
         return "a selection per KV head would be a dense B x H x Sq x Skv mask; SDPA takes no block-sparse one"
+    if variant.topk_tokens is not None and (variant.window or variant.prefix or variant.documents or variant.mask):
+        return "SDPA over gathered keys runs the token selection alone"
     return None
 
 
@@ -179,6 +189,8 @@ def _triton_unsupported(variant, shape):
                 f"the softcap and alibi scores; {variant.name} has its own {' and '.join(own)}")
     if variant.topk_blocks is not None and (not variant.causal or variant.window or variant.prefix or variant.documents):
         return "our block-sparse kernel runs a causal selection, with no window, prefix or documents beside it"
+    if variant.topk_tokens is not None:
+        return "our token-sparse kernel is not written yet: DSA runs through Flex and SDPA over gathered keys"
     return None
 
 
@@ -230,6 +242,7 @@ class AttentionProblem:
     v: torch.Tensor
     doc_start: torch.Tensor | None
     seed: int
+    selection: torch.Tensor | None = None  # (B, Sq, Skv) bool: a token-level top-k's keys
 
     @property
     def batch(self):
@@ -293,7 +306,11 @@ def make_problem(variant, shape, *, device, dtype, seed, requires_grad=False):
     k = randn(shape.batch, kv_heads, shape.kv_len, config.head_dim)
     v = randn(shape.batch, kv_heads, shape.kv_len, config.head_dim)
     doc_start = document_starts(shape.batch, shape.kv_len, seed).to(device) if variant.documents else None
-    return AttentionProblem(q, k, v, doc_start, seed)
+    selection = None
+    if variant.topk_tokens is not None:
+        selection = token_selection(shape.batch, shape.q_len, shape.kv_len, variant.topk_tokens, device=device,
+                                    seed=seed)
+    return AttentionProblem(q, k, v, doc_start, seed, selection)
 
 
 def visible_pairs(variant, problem) -> int:
@@ -302,6 +319,8 @@ def visible_pairs(variant, problem) -> int:
     A block selection's count does not depend on the data (block_selection.selected_pairs)."""
     if variant.topk_blocks is not None:
         return problem.batch * selected_pairs(variant.topk_blocks, problem.q_len, problem.kv_len)
+    if variant.topk_tokens is not None:
+        return problem.batch * selected_token_pairs(variant.topk_tokens, problem.q_len, problem.kv_len)
     if variant.mask is None:
         lo, hi = variant.key_bounds(problem)
         return int((hi - lo + 1).clamp(min=0).sum())
