@@ -1,6 +1,7 @@
 """Token-level top-k attention (DSA): the indexer's selection against a plain formulation, its mask
-exactly the selection, the work model, and every implementation against the float64 reference where
-the selection is really sparse (16 keys of up to 100), SDPA's gathered keys in several chunks."""
+exactly the selection, the work model, and every implementation (our kernel through the interpreter)
+against the float64 reference where the selection is really sparse (16 keys of up to 100), SDPA's
+gathered keys in several chunks."""
 
 import pytest
 import torch
@@ -50,7 +51,7 @@ SHAPES = [AttentionShape("s100", "tiny", 2, 100, 100, device="cpu"),
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: s.name)
-@pytest.mark.parametrize("impl", ["reference", "sdpa", "flex"])
+@pytest.mark.parametrize("impl", ["reference", "sdpa", "flex", "triton"])
 def test_each_implementation_matches_the_reference_where_the_selection_is_sparse(shape, impl, monkeypatch):
     monkeypatch.setattr(sdpa, "GATHER_BYTES", 40_000)  # several chunks of queries
     case = cases.Case("attention", DSA, catalog.FAMILY.implementation(impl), shape, "cpu")
@@ -60,7 +61,20 @@ def test_each_implementation_matches_the_reference_where_the_selection_is_sparse
         assert "queries a chunk" in call.backend and int(call.backend.split(", ")[1].split()[0]) < shape.q_len
 
 
-def test_our_kernel_says_it_does_not_run_dsa_yet():
-    why = catalog.FAMILY.implementation("triton").unsupported(catalog.FAMILY.variant("dsa_topk_2048"),
-                                                                catalog.FAMILY.shape("tiny-s128"))
-    assert "not written yet" in why
+def test_our_kernel_says_what_it_does_not_run():
+    capped = AttentionVariant("dsa_topk_16_softcap_5", topk_tokens=16, softcap=5.0)
+    why = catalog.FAMILY.implementation("triton").unsupported(capped, catalog.FAMILY.shape("tiny-s128"))
+    assert "the selection alone" in why
+
+
+def test_our_kernel_reads_a_selection_over_several_tiles():
+    """40 keys a query in tiles of 16 (the interpreter's): two whole tiles and a partial one."""
+    variant = AttentionVariant("dsa_topk_40", topk_tokens=40)
+    case = cases.Case("attention", variant, catalog.FAMILY.implementation("triton"), SHAPES[0], "cpu")
+    _, _, result = cases.prepare_checked(case)
+    assert result["ok"], result
+
+
+def test_a_query_reads_at_least_one_key():
+    with pytest.raises(ValueError, match="at least one key"):
+        AttentionVariant("dsa_topk_0", topk_tokens=0)

@@ -325,10 +325,14 @@ def attention_forward(
 def prepare(variant, problem, config=None):
     """The catalog's entry point: runs (and on CUDA autotunes, unless a `config` is forced) once,
     returns the launch-only call."""
-    if variant.topk_blocks is not None:  # a block selection reads several key intervals per query
+    if variant.topk_blocks is not None:  # a selection reads several key intervals per query
         from kernels.attention import triton_block_sparse
 
         return triton_block_sparse.prepare(variant, problem)
+    if variant.topk_tokens is not None:
+        from kernels.attention import triton_token_sparse
+
+        return triton_token_sparse.prepare(variant, problem)
     q, k, v = problem.q, problem.k, problem.v
     options = dict(
         causal=variant.causal, window=variant.window, prefix=variant.prefix,

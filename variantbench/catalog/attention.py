@@ -61,6 +61,8 @@ class AttentionVariant:
 
     def __post_init__(self):
         check_numbers_in_name(self, NUMBERED_NAME_PARTS)
+        if self.topk_tokens is not None and self.topk_tokens < 1:
+            raise ValueError(f"AttentionVariant {self.name!r}: a query reads at least one key, not {self.topk_tokens}")
 
     def n_kv_heads(self, shape: AttentionShape) -> int:
         config = shape.config
@@ -189,8 +191,9 @@ def _triton_unsupported(variant, shape):
                 f"the softcap and alibi scores; {variant.name} has its own {' and '.join(own)}")
     if variant.topk_blocks is not None and (not variant.causal or variant.window or variant.prefix or variant.documents):
         return "our block-sparse kernel runs a causal selection, with no window, prefix or documents beside it"
-    if variant.topk_tokens is not None:
-        return "our token-sparse kernel is not written yet: DSA runs through Flex and SDPA over gathered keys"
+    if variant.topk_tokens is not None and (variant.window or variant.prefix or variant.documents
+                                            or variant.softcap is not None or variant.alibi):
+        return "our token-sparse kernel runs the selection alone, with no other mask or score beside it"
     return None
 
 
