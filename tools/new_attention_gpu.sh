@@ -12,11 +12,12 @@ timed() {  # timed NAME LIMIT COMMAND...
   grep -E "^verdict|^try:|mismatch|FAIL|[Ee]rror|passed" "$dest/$name.log" | tail -n 12
 }
 vb="python3 -m variantbench"
-timed check 600 $vb check --family attention --family mla --family linear --family paged --variant block_topk_16 --variant mla \
+timed check 600 $vb check --family attention --family mla --family linear --family paged --variant block_topk_16 --variant dsa_topk_2048 --variant mla \
   --variant gated_deltanet --variant gqa_decode --tier full
 timed try-mla-decode 240 $vb try mla --shape deepseek-v3-mla-decode-b64-kv8k --json "$dest/mla-decode.json"
 timed try-mla-prefill 240 $vb try mla --shape deepseek-v3-mla-prefill-s4k --json "$dest/mla-prefill.json"
 timed try-sparse 300 $vb try block_topk_16 --shape llama-3-8b-s16k --shape llama-3-8b-s64k --json "$dest/sparse.json"
+timed try-dsa 300 $vb try dsa_topk_2048 --shape llama-3-8b-s16k --json "$dest/dsa.json"
 timed try-dense-64k 300 $vb try causal --shape llama-3-8b-s64k --json "$dest/dense-64k.json"
 timed try-gdn 300 $vb try gated_deltanet --shape qwen3-next-t4k --shape qwen3-next-t16k --shape qwen3-next-t64k \
   --json "$dest/gdn.json"
