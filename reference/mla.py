@@ -45,7 +45,8 @@ def decompressed(q_nope, q_pe, cache, w_uk, w_uv, *, scale, q_len=None, q_idx=No
     latent, k_pe = cache[..., :rank], cache[..., rank:]
     k_nope = torch.einsum("bsr,hdr->bhsd", latent, w_uk)
     v = torch.einsum("bsr,hdr->bhsd", latent, w_uv)
-    scores = q_nope @ k_nope.transpose(-1, -2) + q_pe @ k_pe[:, None].transpose(-1, -2)
+    # the shared RoPE key through einsum: a matmul against k_pe[:, None] would copy it for every head
+    scores = q_nope @ k_nope.transpose(-1, -2) + torch.einsum("bhqd,bsd->bhqs", q_pe, k_pe)
     scores = scores.to(torch.promote_types(scores.dtype, torch.float32)) * scale
     probs = _probs(scores, q_idx, cache.shape[1], q_len or q_nope.shape[2])
     return probs.to(v.dtype) @ v
@@ -55,11 +56,13 @@ def absorbed(q_nope, q_pe, cache, w_uk, w_uv, *, scale, q_len=None, q_idx=None):
     """As `decompressed`, through the latent: the form decode kernels (FlashMLA, ours) compute."""
     rank = w_uk.shape[-1]
     q_latent = torch.einsum("bhqd,hdr->bhqr", q_nope, w_uk)
-    keys = cache[:, None]  # (B, 1, Skv, rank + qk_rope): one key head for every query head
-    scores = torch.cat([q_latent, q_pe], dim=-1) @ keys.transpose(-1, -2)
+    # one key head (the cache row) for every query head: einsum keeps it one batched matmul over the
+    # cache as it is (a broadcast matmul against cache[:, None] copied it for all 128 heads: 77 GB at
+    # batch 64 x 8k)
+    scores = torch.einsum("bhqc,bsc->bhqs", torch.cat([q_latent, q_pe], dim=-1), cache)
     scores = scores.to(torch.promote_types(scores.dtype, torch.float32)) * scale
     probs = _probs(scores, q_idx, cache.shape[1], q_len or q_nope.shape[2])
-    out_latent = probs.to(cache.dtype) @ keys[..., :rank]
+    out_latent = torch.einsum("bhqs,bsr->bhqr", probs.to(cache.dtype), cache[..., :rank])
     return torch.einsum("bhqr,hdr->bhqd", out_latent, w_uv)
 
 

@@ -84,10 +84,10 @@ def test_our_kernel_says_why_it_does_not_run_prefill():
     assert "absorbed decode form" in why
 
 
-@pytest.mark.parametrize("q_len,kv_len,n_splits", [(1, 37, 1), (1, 200, 3), (1, 200, 7), (3, 53, 4), (2, 16, 5)])
+@pytest.mark.parametrize("q_len,kv_len,n_splits", [(1, 37, 1), (1, 200, 3), (1, 200, 7), (3, 53, 4), (20, 80, 5)])
 def test_our_split_decode_kernel_matches_the_float64_reference(q_len, kv_len, n_splits):
-    """Splits of ceil(kv_len / n) keys end inside cache tiles; with several new tokens each row has its
-    own causal end, and with 5 splits of 16 keys the last splits hold no key a row sees."""
+    """Splits of whole 16-key tiles, the last one short; with several new tokens each row has its own
+    causal end, and with 20 new tokens over 5 splits of 16 the last split holds no key the first sees."""
     from kernels.mla.triton_decode import decode_launcher
 
     p = problem_at(MLAShape("t", "tiny-mla", batch=3, q_len=q_len, kv_len=kv_len, device="cpu"), dtype=torch.float32)
@@ -105,3 +105,12 @@ def test_the_split_plan_fills_the_gpu_without_splits_shorter_than_a_minimum():
     assert plan_splits(1, 128, 131072, cpu) == 4
     assert plan_splits(1, 128, 2 * MIN_SPLIT_KEYS, cpu) == 2
     assert plan_splits(1, 16, 100, cpu) == 1
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "flex", "triton", "reference"])
+def test_several_new_tokens_at_decode_see_their_own_causal_ends(impl):
+    """Three new tokens over 53 (multi-token prediction's decode): the folded SDPA mask repeats per head."""
+    shape = MLAShape("d3", "tiny-mla", batch=2, q_len=3, kv_len=53, device="cpu")
+    case = cases.Case("mla", MLA.variant("mla"), MLA.implementation(impl), shape, "cpu")
+    _, _, result = cases.prepare_checked(case)
+    assert result["ok"], result

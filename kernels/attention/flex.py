@@ -65,8 +65,12 @@ def prepare(variant, problem):
     flex = compiled_flex if q.is_cuda else flex_attention
     gqa = q.shape[1] != k.shape[1]
 
+    # A selection's BlockMask has 64-row query blocks; inductor's default Hopper tile is 128 rows, which
+    # must divide them (it raises otherwise), so its tile follows the selection's.
+    options = {"BLOCK_M": SELECTION_BLOCK, "BLOCK_N": SELECTION_BLOCK} if variant.topk_blocks is not None else None
+
     def call():
-        return flex(q, k, v, score_mod=score_mod, block_mask=block_mask, enable_gqa=gqa)
+        return flex(q, k, v, score_mod=score_mod, block_mask=block_mask, enable_gqa=gqa, kernel_options=options)
 
     call()
     if built:

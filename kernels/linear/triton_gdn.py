@@ -8,8 +8,10 @@
 3. `_output_kernel`, every chunk at once again: O = diag(G) Q S^T + ((Q K^T) o D o lower) U.
 
 Dots take the inputs' dtype (bfloat16 on the GPU, as flash-linear-attention's do) and accumulate in
-float32; decays, the state and T stay float32. The forward substitution runs row by row on a 64 x 64
-tile: simple, and the first thing to make faster (fla inverts 16 x 16 blocks and merges them).
+float32: T and the state are kept in float32 and cast to that dtype as a dot's operand; decays stay
+float32. The states entering each chunk go through memory in float32 (2 GiB at 64k tokens: bfloat16
+would halve that traffic). The forward substitution runs row by row on a 64 x 64 tile: simple, and
+the first thing to make faster (fla inverts 16 x 16 blocks and merges them).
 """
 
 import math
@@ -24,7 +26,7 @@ CHUNK = 64  # reference/linear_attention.CHUNK
 @triton.jit
 def _wy_kernel(K, V, G, Beta, Gam, Wk, Wv, T, H, HV, ratio,
                KD: tl.constexpr, VD: tl.constexpr, C: tl.constexpr):
-    chunk, bh = tl.program_id(0), tl.program_id(1)
+    chunk, bh = tl.program_id(0), tl.program_id(1).to(tl.int64)  # offsets pass 2^31 beyond 256k tokens
     b, hv = bh // HV, bh % HV
     h = hv // ratio
     i = tl.arange(0, C)
@@ -56,7 +58,7 @@ def _wy_kernel(K, V, G, Beta, Gam, Wk, Wv, T, H, HV, ratio,
 @triton.jit
 def _state_kernel(K, Gam, Wk, Wv, U, States, T, H, HV, ratio, n_chunks,
                   KD: tl.constexpr, VD: tl.constexpr, BV: tl.constexpr, C: tl.constexpr):
-    bh, v_block = tl.program_id(0), tl.program_id(1)
+    bh, v_block = tl.program_id(0).to(tl.int64), tl.program_id(1)
     b, hv = bh // HV, bh % HV
     h = hv // ratio
     i = tl.arange(0, C)
@@ -81,7 +83,7 @@ def _state_kernel(K, Gam, Wk, Wv, U, States, T, H, HV, ratio, n_chunks,
 @triton.jit
 def _output_kernel(Q, K, Gam, U, States, Out, T, H, HV, ratio, n_chunks, scale,
                    KD: tl.constexpr, VD: tl.constexpr, BV: tl.constexpr, C: tl.constexpr):
-    chunk, bh, v_block = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    chunk, bh, v_block = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
     b, hv = bh // HV, bh % HV
     h = hv // ratio
     i = tl.arange(0, C)

@@ -4,7 +4,7 @@
   shared 64-wide RoPE key) and values (128), then causal attention through SDPA's fastest backend
   (kernels/attention/sdpa.py's `fastest`). The expansion is part of every call: it is the layer's.
 - decode, absorbed: W_uk folded into the queries, then attention over the cache itself, one 576-wide
-  key head for all query heads (enable_gqa) with the 512-wide latent as values, then W_uv.
+  key head with the 512-wide latent as values and the query heads as rows, then W_uv.
 """
 
 import torch
@@ -33,6 +33,14 @@ def absorb(problem):
     return torch.cat([q_latent, problem.q_pe], dim=-1), keys, keys[..., :rank]
 
 
+def absorb_folded(problem):
+    """`absorb` with the query heads folded into query rows, as FlashMLA runs it: q (B, 1, H Sq, rank +
+    rope), head-major. One key head and no GQA: SDPA's fused backends refuse a 1-to-128 head group,
+    and its math backend would copy the cache for every head (77 + 69 GB at batch 64 x 8k)."""
+    q, k, v = absorb(problem)
+    return q.reshape(problem.batch, 1, -1, q.shape[-1]), k, v
+
+
 def decode_mask(problem):
     """The causal mask of Sq > 1 new tokens at the end of the cache (bottom-right aligned, which
     SDPA's is_causal is not); None for one token, which sees every key."""
@@ -44,9 +52,11 @@ def decode_mask(problem):
 
 def prepare(variant, problem):
     prefill = problem.q_len == problem.kv_len
+    heads = problem.config.n_heads
+    mask = None if prefill else decode_mask(problem)
     options = (dict(is_causal=True, scale=problem.scale) if prefill
-               else dict(attn_mask=decode_mask(problem), scale=problem.scale, enable_gqa=True))
-    chosen = fastest(*(decompress(problem) if prefill else absorb(problem)), **options)
+               else dict(attn_mask=None if mask is None else mask.repeat(heads, 1), scale=problem.scale))
+    chosen = fastest(*(decompress(problem) if prefill else absorb_folded(problem)), **options)
     backend = getattr(SDPBackend, chosen.backend)
 
     def call():
@@ -54,7 +64,8 @@ def prepare(variant, problem):
             with sdpa_kernel(backend):
                 return F.scaled_dot_product_attention(*decompress(problem), **options)
         with sdpa_kernel(backend):
-            out_latent = F.scaled_dot_product_attention(*absorb(problem), **options)
+            out_latent = F.scaled_dot_product_attention(*absorb_folded(problem), **options)
+        out_latent = out_latent.view(problem.batch, heads, problem.q_len, -1)
         return torch.einsum("bhqr,hdr->bhqd", out_latent, problem.w_uv)
 
     call()

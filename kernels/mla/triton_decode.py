@@ -18,12 +18,13 @@ import triton
 import triton.language as tl
 
 # The partial states of every split are merged by the second kernel; a split below this many keys
-# costs its program launch and merge more than it saves (a cache tile is 64 keys).
+# costs its program launch and merge more than it saves (a cache tile is 32 or 64 keys).
 MIN_SPLIT_KEYS = 256
-# Programs per SM the splits aim at: with 2, a batch of 64 x 2 row blocks already fills an H200's 132
-# SMs without splitting, and batch 1 over a long cache splits into ~132 ranges.
+# Programs per SM the splits aim at: batch 64 x 2 row blocks is 128 programs, split 3 ways to reach
+# 2 x 132 on an H200; batch 1 over a long cache splits into ~132 ranges.
 PROGRAMS_PER_SM = 2
 ROWS_PER_PROGRAM = 64  # the row block the split count is planned with (the largest tuned BLOCK_H)
+SPLIT_ALIGN = 64  # a split's keys are a multiple of this (on the CPU, of the interpreter's 16)
 LOG2E = 1.4426950408889634
 
 
@@ -35,7 +36,8 @@ def _partial_kernel(
     RANK: tl.constexpr, ROPE: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """One (row block, split, sequence): the online softmax over keys [split * split_len, next split)."""
-    row_block, split, batch = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    row_block, split = tl.program_id(0), tl.program_id(1)
+    batch = tl.program_id(2).to(tl.int64)  # batch x cache stride reaches 1.2e9 at 64 x 32k: 56% of int32
     n_splits = tl.num_programs(1)
     rows = row_block * BLOCK_H + tl.arange(0, BLOCK_H)
     row_ok = rows < n_rows
@@ -128,7 +130,10 @@ def decode_launcher(q_nope, q_pe, cache, w_uk, w_uv, *, scale, n_splits=None):
         raise ValueError(f"rank {rank} and rope {rope} must be powers of two")
     n_rows = q_len * heads
     n_splits = n_splits or plan_splits(batch, n_rows, kv_len, cache.device)
-    split_len = math.ceil(kv_len / n_splits)
+    # whole tiles of 64 keys a split (every tuned BLOCK_N divides 64): no split starts mid-tile
+    align = SPLIT_ALIGN if cache.is_cuda else INTERPRETER_CONFIG["BLOCK_N"]
+    split_len = math.ceil(kv_len / n_splits / align) * align
+    n_splits = math.ceil(kv_len / split_len)
     part_out = torch.empty(batch, n_splits, n_rows, rank, device=cache.device, dtype=torch.float32)
     part_max = torch.empty(batch, n_splits, n_rows, device=cache.device, dtype=torch.float32)
     part_sum = torch.empty_like(part_max)

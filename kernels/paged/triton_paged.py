@@ -79,9 +79,10 @@ def paged_launcher(q, k_pool, v_pool, page_table, seq_lens, page_size, *, n_spli
         raise ValueError("the key and value pools need one layout with a contiguous head dim")
     longest = int(seq_lens.max())
     n_splits = n_splits or plan_splits(batch, n_kv_heads, longest, q.device)
-    split_len = math.ceil(longest / n_splits)
     # 64 keys a tile on the GPU; 16 in the interpreter, so tiles there cross several small pages
     block_n = block_n or (64 if q.is_cuda else 16)
+    split_len = math.ceil(longest / n_splits / block_n) * block_n  # whole tiles: no split starts mid-tile
+    n_splits = math.ceil(longest / split_len)
     programs = batch * n_kv_heads
     part_out = torch.empty(programs, n_splits, ROWS, head_dim, device=q.device, dtype=torch.float32)
     part_max = torch.empty(programs, n_splits, ROWS, device=q.device, dtype=torch.float32)

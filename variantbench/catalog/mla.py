@@ -140,11 +140,14 @@ def make_problem(variant, shape: MLAShape, *, device, dtype, seed, requires_grad
 
 
 def check_views(variant, problem, out, rows):
-    """Up to `rows` sampled query rows, against the decompressed form in the reference's dtype."""
+    """Up to `rows` sampled query rows, against the reference in the phase's form and the reference's
+    dtype: decompressed at decode would expand the whole cache per head (128 GiB in float64 at
+    batch 64 x 8k); tests/test_mla.py checks the two forms equal in float64."""
     picked = sample_rows(problem.q_len, rows, problem.seed).to(problem.device)
+    attend = reference_mla.form(problem)
 
     def reference(dtype):
-        return reference_mla.decompressed(
+        return attend(
             problem.q_nope[:, :, picked].to(dtype), problem.q_pe[:, :, picked].to(dtype), problem.cache.to(dtype),
             problem.w_uk.to(dtype), problem.w_uv.to(dtype), scale=problem.scale, q_len=problem.q_len, q_idx=picked)
 
