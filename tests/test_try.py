@@ -5,6 +5,7 @@ import json
 from dataclasses import replace as dataclass_replace
 
 import pytest
+import torch
 from test_plugins import invoke, no_plugins_leak, one_line, tag, write_plugin  # noqa: F401 - the fixture is used
 
 from variantbench import budget, trying
@@ -134,7 +135,7 @@ def test_no_fused_implementation_of_a_at_the_shape_is_exit_3(tmp_path, monkeypat
     assert result.exit_code == 3, result.output
     doc = json.loads(result.stdout)
     assert doc["verdict"] == "no baseline" and doc["shapes"][0]["against"]["implementation"] is None
-    assert f"gqa_3@{tag(path)} does not fit here: " in result.stderr
+    assert f"gqa_3@{tag(path)} does not fit tiny-s128: " in result.stderr
     assert "16 query heads do not split into 3 KV heads" in result.stderr
 
 
@@ -193,3 +194,32 @@ def test_the_budget_decides_each_fused_ratio_and_the_fastest_decides_the_variant
     settings = Settings(variant_budget={"attention/sink_window": 2.0})
     trying.decide(shapes, settings, fam, variant)
     assert [s.verdict for s in shapes] == ["within", "within"]
+
+
+def test_a_variant_of_another_family_is_judged_at_its_own_shape():
+    """MLA against attention's gqa_8: the ratio per useful work from each family's own work model (the
+    MLA call's FLOPs differ from gqa_8's at any shape), the wall-time ratio as the calls are."""
+    from variantbench.catalog import family
+    from variantbench.metrics import Side
+
+    result = invoke("try", "mla", "--against", "attention/gqa_8@tiny-s128", "--device", "cpu", "--json", "-")
+    assert result.exit_code in (0, 1), result.output
+    document = json.loads(result.stdout)
+    assert document["against"] == "attention/gqa_8@tiny-s128"
+    shape = document["shapes"][0]
+    assert shape["shape"] == "tiny-mla-s80" and shape["against"]["implementation"] in ("sdpa", "flex", "triton")
+    sdpa = next(row for row in shape["implementations"] if row["implementation"] == "sdpa")
+    assert sdpa["ratio"] is not None and sdpa["time_ratio"] == pytest.approx(sdpa["ms"] / shape["against"]["ms"])
+    # a side judged beside another family's keeps its own work model
+    attention, mla = family("attention"), family("mla")
+    problem = attention.make_problem(attention.variant("gqa_8"), attention.shape("tiny-s128"), device="cpu",
+                                     dtype=torch.float32, seed=0)
+    side = Side(attention.variant("gqa_8"), problem, None, work=attention.work)
+    peaks = {"tflops": 1.0, "gbps": 1.0}
+    assert side.floor_ms(mla.work, peaks) == Side(attention.variant("gqa_8"), problem, None).floor_ms(attention.work, peaks)
+
+
+def test_another_familys_variant_without_its_shape_is_one_line_and_exit_2():
+    result = invoke("try", "mla", "--against", "attention/gqa_8", "--device", "cpu")
+    assert result.exit_code == 2
+    assert "say which, as attention/gqa_8@SHAPE" in one_line(result)

@@ -170,8 +170,9 @@ def check(selection, jobs):
 @plugin_option
 @click.argument("variant")
 @click.option("--against", default=None, metavar="A",
-              help="Judge against this variant of the family, through its fastest fused implementation (default: "
-                   "the family baseline's, through its fastest fused one).")
+              help="Judge against this variant of the family, or FAMILY/VARIANT@SHAPE of another (MLA against "
+                   "attention/gqa_8@llama-3-8b-s4k), through its fastest fused implementation (default: the family "
+                   "baseline's).")
 @click.option("--shape", "shapes", multiple=True,
               help="Shapes (repeatable; default: the family's headline shape on this device).")
 @click.option("--json", "json_path", default=None, metavar="PATH|-",

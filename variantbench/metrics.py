@@ -34,14 +34,15 @@ class Side:
     call: object
     samples: list = field(default_factory=list)
     power: object = None  # variantbench.power.PowerState of its timed blocks, where NVML reads
+    work: object = None  # its family's work model, where it is not the family of the side it is judged beside
 
     @property
     def ms(self) -> float:
         return statistics.median(self.samples)
 
     def floor_ms(self, work, peaks) -> float:
-        """The roofline time of its work on this device's measured peaks."""
-        flops, nbytes = work(self.variant, self.problem)
+        """The roofline time of its work on this device's measured peaks (its own work model first)."""
+        flops, nbytes = (self.work or work)(self.variant, self.problem)
         return max(flops / peaks["tflops"] / 1e9, nbytes / peaks["gbps"] / 1e6)
 
 

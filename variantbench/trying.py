@@ -45,6 +45,40 @@ class Tried:
     verdict: str | None = None
 
 
+@dataclass(frozen=True)
+class Against:
+    """A: a variant of B's family at B's shapes, or of another family at a shape of its own."""
+
+    family: object
+    variant: object
+    shape: object = None
+
+    @property
+    def name(self) -> str:
+        if self.shape is None:
+            return self.variant.name
+        return f"{self.family.name}/{self.variant.name}@{self.shape.name}"
+
+
+def parse_against(text, fam):
+    """--against: VARIANT (of B's family), or FAMILY/VARIANT@SHAPE. Another family's variant needs its
+    shape: B's shapes are not its. The ratio per useful work compares any two; the wall-time ratio
+    compares the two calls as they are (the same tokens, where the shapes say so)."""
+    from variantbench.catalog import Unsupported, family
+
+    if text is None:
+        return Against(fam, fam.baseline[0])
+    if "/" not in text:
+        return Against(fam, fam.variant(text))
+    family_name, _, rest = text.partition("/")
+    name, _, shape_name = rest.partition("@")
+    other = family(family_name)
+    if other.name != fam.name and not shape_name:
+        raise Unsupported(f"--against {text}: the {other.name} family's variants run at its own shapes; say which, "
+                          f"as {text}@SHAPE (known: {', '.join(s.name for s in other.shapes)})")
+    return Against(other, other.variant(name), other.shape(shape_name) if shape_name else None)
+
+
 @dataclass
 class AtShape:
     """What `judge` found at one shape; `decide` adds the verdicts."""
@@ -103,7 +137,7 @@ def _tried(fam, variant, impl, shape, device, echo, gradients):
         if gradients and not cases.backward_unsupported(case):
             _, _, with_grad = cases.prepare_checked(case, requires_grad=True)
             check.update({k: v for k, v in with_grad.items() if k.startswith("max_error_d")})
-        tried.side, tried.check = metrics.Side(variant, problem, call), check
+        tried.side, tried.check = metrics.Side(variant, problem, call, work=fam.work), check
     except cases.Mismatch as why:
         tried.status, tried.reason = "wrong", str(why)
     except Unsupported as why:  # found only when prepared: torch.compile refusing the graph
@@ -133,14 +167,15 @@ def judge(fam, variant, against, shape, device, echo) -> AtShape:
     echo(f"[{shape.name}] checking {fam.name}/{variant.name} against the float64 reference")
     mine = [_tried(fam, variant, impl, shape, device, echo, gradients=True) for impl in fam.implementations]
     theirs = [t for t in mine if t.implementation.fused and not is_plugin(t.implementation)]
-    if against.name != variant.name:
-        misfit = against.unsupported(shape)
-        echo(f"[{shape.name}] {against.name} does not fit here: {misfit}" if misfit else
+    a_family, a_variant, a_shape = against.family, against.variant, against.shape or shape
+    if (a_family.name, a_variant.name, a_shape.name) != (fam.name, variant.name, shape.name):
+        misfit = a_variant.unsupported(a_shape)
+        echo(f"[{shape.name}] {against.name} does not fit {a_shape.name}: {misfit}" if misfit else
              f"[{shape.name}] checking {against.name}'s fused implementations (A)")
         # A's fused implementations of the default tier: `compiled` (full tier) would compile the
         # reference of A for minutes at llama shapes and never be A's fastest.
-        theirs = [] if misfit else [_tried(fam, against, impl, shape, device, echo, gradients=False)
-                                    for impl in fam.implementations
+        theirs = [] if misfit else [_tried(a_family, a_variant, impl, a_shape, device, echo, gradients=False)
+                                    for impl in a_family.implementations
                                     if impl.fused and not is_plugin(impl) and in_tier(impl, "default")]
     theirs = [t for t in theirs if t.status == "ok"]
     result = AtShape(shape, mine, theirs)
@@ -292,10 +327,12 @@ def run(name, *, against, shapes, json_path, device):
         os.environ.setdefault("TRITON_INTERPRET", "1")  # before the first triton import: our kernels interpreted
     fam, variant = find_variant(name)
     try:
-        base = fam.variant(against) if against else fam.baseline[0]
+        base = parse_against(against, fam)
         chosen = [fam.shape(s) for s in shapes] or [headline(fam, device)]
     except Unsupported as why:
         fail(str(why))
+    if base.shape is not None and base.shape.device != device:
+        fail(f"--against {base.name}: {base.shape.name} belongs to the {base.shape.device} grid, not {device}")
     for shape in chosen:
         if shape.device != device:
             fail(f"shape {shape.name} belongs to the {shape.device} grid, not {device}")
