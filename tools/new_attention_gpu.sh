@@ -21,5 +21,9 @@ timed try-dsa 300 $vb try dsa_topk_2048 --shape llama-3-8b-s16k --json "$dest/ds
 timed try-dense-64k 300 $vb try causal --shape llama-3-8b-s64k --json "$dest/dense-64k.json"
 timed try-gdn 300 $vb try gated_deltanet --shape qwen3-next-t4k --shape qwen3-next-t16k --shape qwen3-next-t64k \
   --json "$dest/gdn.json"
+timed try-gdn-vs-gqa 300 $vb try gated_deltanet --shape qwen3-next-t16k --against attention/gqa_8@llama-3-8b-s16k \
+  --json "$dest/gdn-vs-gqa.json"
+timed try-mla-vs-gqa 300 $vb try mla --shape deepseek-v3-mla-prefill-s4k --against attention/gqa_8@llama-3-8b-s4k \
+  --json "$dest/mla-vs-gqa.json"
 timed try-paged 300 $vb try gqa_decode --shape llama-3-8b-paged16-b64-kv8k --shape llama-3-8b-paged64-b64-kv8k \
   --shape llama-3-8b-paged16-b1-kv128k --json "$dest/paged.json"
