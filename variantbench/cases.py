@@ -287,7 +287,7 @@ def backward_unsupported(case) -> str | None:
         return f"{impl.name} has no backward on the CPU"
     if getattr(case.shape, "phase", None) == "decode":
         return "decode is inference: no backward"
-    return None
+    return impl.backward_unsupported(case.variant, case.shape)
 
 
 def check_gradients(case, problem, call) -> dict:

@@ -118,14 +118,14 @@ def _attend_block(
 
 @triton.jit
 def _attention_forward_kernel(
-    Q, desc_k, desc_v, O, DocStart,
+    Q, desc_k, desc_v, O, DocStart, Lse,
     stride_qb, stride_qh, stride_qs,
     stride_ob, stride_oh, stride_os,
     n_kv_heads, n_q_heads, group, q_len, kv_len,
     sm_scale, window, prefix, softcap,
     CAUSAL: tl.constexpr, WINDOW: tl.constexpr, PREFIX: tl.constexpr, DOCUMENTS: tl.constexpr,
     SOFTCAP: tl.constexpr, ALIBI: tl.constexpr,
-    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, STORE_LSE: tl.constexpr = False,
 ):
     n_rows = group * q_len
     n_row_blocks = tl.cdiv(n_rows, BLOCK_M)
@@ -182,6 +182,8 @@ def _attention_forward_kernel(
     out = acc / l_i[:, None]
     o_ptrs = O + batch * stride_ob + q_head[:, None] * stride_oh + q_row[:, None] * stride_os + offs_d[None, :]
     tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_valid[:, None])
+    if STORE_LSE:  # for the backward (triton_attention_backward.py): log2 of each row's softmax sum, scaled
+        tl.store(Lse + (batch * n_q_heads + q_head) * q_len + q_row, m_i + tl.log2(l_i), mask=row_valid)
 
 
 AUTOTUNE_KEY = ["group", "q_len", "kv_len", "HEAD_DIM", "CAUSAL", "WINDOW", "PREFIX", "DOCUMENTS", "SOFTCAP", "ALIBI"]
@@ -238,13 +240,15 @@ _decode_kernel = triton.autotune(
 
 def forward_launcher(
     q, k, v, *, causal, window=None, prefix=None, doc_start=None, softcap=None, alibi=False, scale=None,
-    config=None,
+    config=None, lse=None,
 ):
     """A launch of the attention forward on these tensors: `launcher()` allocates the output, launches
     the kernel and returns the output. Checks, tensor descriptors and kernel choice happen once here,
     not in every timed call. q: (B, Hq, Sq, D); k, v: (B, Hkv, Skv, D) with Hq a multiple of Hkv.
     config: a `triton.Config` (BLOCK_M, BLOCK_N, warps, stages) to launch instead of autotuning, for a
-    kernel engineer comparing one tile against the tuned choice (a plug-in candidate).
+    kernel engineer comparing one tile against the tuned choice (a plug-in candidate). lse: a (B, Hq,
+    Sq) float32 tensor the launch also fills with each row's log2-sum-exp2 of its scaled scores (what
+    the backward recomputes the probabilities from).
 
     doc_start: (B, Skv) int32, for each key position the first position of its document (packed
     sequences); requires causal. The output is (B, Hq, Sq, D) in q's dtype.
@@ -281,7 +285,9 @@ def forward_launcher(
     flags = dict(
         CAUSAL=causal, WINDOW=window is not None, PREFIX=prefix is not None,
         DOCUMENTS=doc_start is not None, SOFTCAP=softcap is not None, ALIBI=alibi, HEAD_DIM=head_dim,
+        STORE_LSE=lse is not None,
     )
+    lse_arg = q if lse is None else lse  # never written unless STORE_LSE
 
     def grid(meta):
         return (triton.cdiv(group * q_len, meta["BLOCK_M"]), batch * n_kv_heads)
@@ -297,7 +303,7 @@ def forward_launcher(
 
     def launcher():
         out = torch.empty_like(q)
-        kernel(q, desc_k, desc_v, out, doc_start_arg, q.stride(0), q.stride(1), q.stride(2),
+        kernel(q, desc_k, desc_v, out, doc_start_arg, lse_arg, q.stride(0), q.stride(1), q.stride(2),
                out.stride(0), out.stride(1), out.stride(2), *sizes, **flags)
         return out
 
@@ -339,6 +345,13 @@ def prepare(variant, problem, config=None):
         doc_start=problem.doc_start, softcap=variant.softcap, alibi=variant.alibi, config=config,
     )
 
+    if q.requires_grad:  # a forward+backward case: the autograd function with our backward kernels
+        from kernels.attention.triton_attention_backward import TritonAttention
+
+        options.pop("config")
+        call = lambda: TritonAttention.apply(q, k, v, options)  # noqa: E731
+        call()
+        return call
     first_launch = forward_launcher(q, k, v, **options)
     first_launch()
     return getattr(first_launch, "then", first_launch)  # on CUDA, the launch without the bookkeeping

@@ -197,6 +197,12 @@ def _triton_unsupported(variant, shape):
     return None
 
 
+def _triton_backward_unsupported(variant, shape):
+    if variant.topk_blocks is not None or variant.topk_tokens is not None:
+        return "our sparse kernels are forward-only; the backward is the interval kernel's"
+    return None
+
+
 def _flex_unsupported(variant, shape):
     if variant.topk_blocks is not None and (shape.kv_len - shape.q_len) % SELECTION_BLOCK:
         return (f"Flex counts query blocks from query 0: {shape.q_len} queries at position "
@@ -229,8 +235,9 @@ IMPLEMENTATIONS = (
     # torch 2.13's FlexAttention raises NotImplementedError for a backward on the CPU.
     Implementation("flex", "kernels.attention.flex", fused=True, backward=True, backward_on_cpu=False,
                    unsupported=_flex_unsupported),
-    Implementation("triton", "kernels.attention.triton_flash", fused=True, backward=False, needs_triton=True,
-                   autotunes=True, ours=True, unsupported=_triton_unsupported),
+    Implementation("triton", "kernels.attention.triton_flash", fused=True, backward=True, needs_triton=True,
+                   autotunes=True, ours=True, unsupported=_triton_unsupported,
+                   backward_unsupported=_triton_backward_unsupported),
     # torch.compile of the reference; its backward is autograd through the compiled graph.
     Implementation("compiled", "kernels.attention.compiled", fused=True, backward=True,
                    unsupported=_compiled_unsupported, tier="full"),

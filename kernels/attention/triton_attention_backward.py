@@ -1,0 +1,184 @@
+"""The backward of our Triton attention (triton_flash.py), FlashAttention-2's two-kernel scheme.
+
+The forward keeps each query row's log2-sum-exp2 of its scaled scores (`lse`), so the backward
+recomputes every probability P = exp2(S - lse) tile by tile instead of storing P. With dO the output's
+gradient and delta = rowsum(dO o O):
+
+    dV = P^T dO,   dP = dO V^T,   dS = P o (dP - delta),   dQ = scale dS K,   dK = scale dS^T Q,
+
+where dS is the gradient of the (capped, biased) score; softcap's tanh adds its derivative
+1 - (s / cap)^2 and ALiBi's bias none. `_dkdv_kernel` owns a tile of keys of one KV head and walks
+every query row of its group (GQA sums the group's heads into one dK, dV); `_dq_kernel` owns a tile
+of query rows and walks the keys they see, as the forward does. The masks are the forward's: one key
+interval [lo, hi] per query row. Loads are plain pointer loads: the forward's tensor descriptors
+are a speed matter left for later.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.attention import triton_flash
+
+LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _bounds(q_pos, batch, kv_len, window, prefix, DocStart,
+            CAUSAL: tl.constexpr, WINDOW: tl.constexpr, PREFIX: tl.constexpr, DOCUMENTS: tl.constexpr):
+    """(lo, hi): the key interval each query position sees, as the forward computes it."""
+    lo = q_pos * 0
+    hi = q_pos * 0 + (kv_len - 1)
+    if CAUSAL:
+        hi = q_pos
+    if PREFIX:
+        hi = tl.minimum(tl.maximum(hi, prefix - 1), kv_len - 1)
+    if WINDOW:
+        lo = tl.maximum(lo, q_pos - window + 1)
+    if DOCUMENTS:
+        lo = tl.maximum(lo, tl.load(DocStart + batch * kv_len + q_pos))
+    return lo, hi
+
+
+@triton.jit
+def _probabilities(q, k, lse, q_pos, q_head, offs_n, lo, hi, n_q_heads, sm_scale, softcap,
+                   SOFTCAP: tl.constexpr, ALIBI: tl.constexpr):
+    """(P, the softcap derivative d capped / d raw score or 1): recomputed from the forward's lse."""
+    s = tl.dot(q, tl.trans(k)) * sm_scale
+    slope_term = 1.0
+    if SOFTCAP:
+        capped = softcap * triton_flash._tanh(s / softcap)
+        slope_term = 1.0 - (capped / softcap) * (capped / softcap)
+        s = capped
+    if ALIBI:
+        slope = tl.exp2(-8.0 * (q_head + 1).to(tl.float32) / n_q_heads)
+        s = s + slope[:, None] * (offs_n[None, :] - q_pos[:, None]).to(tl.float32)
+    visible = (offs_n[None, :] >= lo[:, None]) & (offs_n[None, :] <= hi[:, None])
+    p = tl.exp2(tl.where(visible, s * LOG2E - lse[:, None], float("-inf")))
+    return p, slope_term
+
+
+@triton.jit
+def _dkdv_kernel(
+    Q, K, V, DO, Lse, Delta, DocStart, DK, DV,
+    stride_qb, stride_qh, stride_qs, stride_kb, stride_kh, stride_ks,
+    n_kv_heads, n_q_heads, group, q_len, kv_len, sm_scale, window, prefix, softcap,
+    CAUSAL: tl.constexpr, WINDOW: tl.constexpr, PREFIX: tl.constexpr, DOCUMENTS: tl.constexpr,
+    SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    key_block = tl.program_id(0)
+    batch, kv_head = tl.program_id(1) // n_kv_heads, tl.program_id(1) % n_kv_heads
+    offs_n = key_block * BLOCK_N + tl.arange(0, BLOCK_N)
+    key_ok = offs_n < kv_len
+    d = tl.arange(0, HEAD_DIM)
+    kv_offs = batch * stride_kb + kv_head * stride_kh + offs_n[:, None] * stride_ks + d[None, :]
+    k = tl.load(K + kv_offs, mask=key_ok[:, None], other=0.0)
+    v = tl.load(V + kv_offs, mask=key_ok[:, None], other=0.0)
+    dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    n_rows = group * q_len
+    for first in range(0, n_rows, BLOCK_M):
+        rows = first + tl.arange(0, BLOCK_M)
+        row_ok = rows < n_rows
+        rows_c = tl.minimum(rows, n_rows - 1)
+        q_head = kv_head * group + rows_c // q_len
+        q_row = rows_c % q_len
+        q_pos = kv_len - q_len + q_row
+        lo, hi = _bounds(q_pos, batch, kv_len, window, prefix, DocStart, CAUSAL, WINDOW, PREFIX, DOCUMENTS)
+        hi = tl.where(row_ok, hi, -1)  # tail rows see nothing
+        q_offs = batch * stride_qb + q_head[:, None] * stride_qh + q_row[:, None] * stride_qs + d[None, :]
+        q = tl.load(Q + q_offs)
+        do = tl.load(DO + q_offs)
+        stat = (batch * n_q_heads + q_head) * q_len + q_row
+        lse, delta = tl.load(Lse + stat), tl.load(Delta + stat)
+        p, slope_term = _probabilities(q, k, lse, q_pos, q_head, offs_n, lo, hi, n_q_heads, sm_scale, softcap,
+                                       SOFTCAP, ALIBI)
+        dv = tl.dot(tl.trans(p.to(do.dtype)), do, dv)
+        dp = tl.dot(do, tl.trans(v))
+        ds = p * (dp - delta[:, None]) * slope_term
+        dk = tl.dot(tl.trans(ds.to(q.dtype)), q, dk)
+    tl.store(DK + kv_offs, (dk * sm_scale).to(DK.dtype.element_ty), mask=key_ok[:, None])
+    tl.store(DV + kv_offs, dv.to(DV.dtype.element_ty), mask=key_ok[:, None])
+
+
+@triton.jit
+def _dq_kernel(
+    Q, K, V, DO, Lse, Delta, DocStart, DQ,
+    stride_qb, stride_qh, stride_qs, stride_kb, stride_kh, stride_ks,
+    n_kv_heads, n_q_heads, group, q_len, kv_len, sm_scale, window, prefix, softcap,
+    CAUSAL: tl.constexpr, WINDOW: tl.constexpr, PREFIX: tl.constexpr, DOCUMENTS: tl.constexpr,
+    SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    row_block = tl.program_id(0)
+    batch, kv_head = tl.program_id(1) // n_kv_heads, tl.program_id(1) % n_kv_heads
+    n_rows = group * q_len
+    rows = row_block * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < n_rows
+    rows_c = tl.minimum(rows, n_rows - 1)
+    q_head = kv_head * group + rows_c // q_len
+    q_row = rows_c % q_len
+    q_pos = kv_len - q_len + q_row
+    lo, hi = _bounds(q_pos, batch, kv_len, window, prefix, DocStart, CAUSAL, WINDOW, PREFIX, DOCUMENTS)
+    d = tl.arange(0, HEAD_DIM)
+    q_offs = batch * stride_qb + q_head[:, None] * stride_qh + q_row[:, None] * stride_qs + d[None, :]
+    q = tl.load(Q + q_offs)
+    do = tl.load(DO + q_offs)
+    stat = (batch * n_q_heads + q_head) * q_len + q_row
+    lse, delta = tl.load(Lse + stat), tl.load(Delta + stat)
+    dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    first = (tl.min(lo, 0) // BLOCK_N) * BLOCK_N
+    end = tl.minimum(tl.max(hi, 0) + 1, kv_len)
+    for start_n in range(first, end, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        key_ok = offs_n < kv_len
+        kv_offs = batch * stride_kb + kv_head * stride_kh + offs_n[:, None] * stride_ks + d[None, :]
+        k = tl.load(K + kv_offs, mask=key_ok[:, None], other=0.0)
+        v = tl.load(V + kv_offs, mask=key_ok[:, None], other=0.0)
+        p, slope_term = _probabilities(q, k, lse, q_pos, q_head, offs_n, lo, hi, n_q_heads, sm_scale, softcap,
+                                       SOFTCAP, ALIBI)
+        dp = tl.dot(do, tl.trans(v))
+        ds = p * (dp - delta[:, None]) * slope_term
+        dq = tl.dot(ds.to(k.dtype), k, dq)
+    tl.store(DQ + q_offs, (dq * sm_scale).to(DQ.dtype.element_ty), mask=row_ok[:, None])
+
+
+BLOCK = 64  # rows and keys a tile, both kernels (the interpreter's tile too)
+
+
+class TritonAttention(torch.autograd.Function):
+    """Our forward (with lse) and the two backward kernels, for q (B, Hq, Sq, D), k, v (B, Hkv, Skv, D)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, options):
+        lse = torch.empty(q.shape[:3], device=q.device, dtype=torch.float32)
+        out = triton_flash.forward_launcher(q, k, v, lse=lse, **options)()
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.options = options
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, out, lse = ctx.saved_tensors
+        grad_out = grad_out.contiguous()
+        opts = ctx.options
+        batch, n_q_heads, q_len, head_dim = q.shape
+        n_kv_heads, kv_len = k.shape[1], k.shape[2]
+        delta = (grad_out.float() * out.float()).sum(-1)
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        doc_start = opts.get("doc_start")
+        doc_arg = q if doc_start is None else doc_start.to(device=q.device, dtype=torch.int32).contiguous()
+        scale = opts.get("scale") or head_dim ** -0.5
+        common = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+                  n_kv_heads, n_q_heads, n_q_heads // n_kv_heads, q_len, kv_len, scale, opts.get("window") or 0,
+                  opts.get("prefix") or 0, opts.get("softcap") or 1.0)
+        flags = dict(CAUSAL=opts["causal"], WINDOW=opts.get("window") is not None,
+                     PREFIX=opts.get("prefix") is not None, DOCUMENTS=doc_start is not None,
+                     SOFTCAP=opts.get("softcap") is not None, ALIBI=bool(opts.get("alibi")), HEAD_DIM=head_dim,
+                     BLOCK_M=BLOCK, BLOCK_N=BLOCK, **({"num_warps": 4, "num_stages": 2} if q.is_cuda else {}))
+        _dkdv_kernel[(triton.cdiv(kv_len, BLOCK), batch * n_kv_heads)](
+            q, k, v, grad_out, lse, delta, doc_arg, dk, dv, *common, **flags)
+        _dq_kernel[(triton.cdiv(q_len * n_q_heads // n_kv_heads, BLOCK), batch * n_kv_heads)](
+            q, k, v, grad_out, lse, delta, doc_arg, dq, *common, **flags)
+        return dq, dk, dv, None
