@@ -14,6 +14,9 @@ timed() {  # timed NAME LIMIT COMMAND...
 vb="python3 -m variantbench"
 timed check 600 $vb check --family attention --family mla --family linear --family paged --variant block_topk_16 --variant dsa_topk_2048 --variant mla \
   --variant gated_deltanet --variant gqa_decode --tier full
+timed check-backward 400 $vb check --family attention --implementation triton --tier default
+timed fwd-bwd 500 $vb run --family attention --implementation triton --implementation flex --implementation sdpa \
+  --shape llama-3-8b-s4k --bench 'AttentionForwardBackward\.' --no-precheck
 timed try-mla-decode 240 $vb try mla --shape deepseek-v3-mla-decode-b64-kv8k --json "$dest/mla-decode.json"
 timed try-mla-prefill 240 $vb try mla --shape deepseek-v3-mla-prefill-s4k --json "$dest/mla-prefill.json"
 timed try-sparse 300 $vb try block_topk_16 --shape llama-3-8b-s16k --shape llama-3-8b-s64k --json "$dest/sparse.json"
