@@ -21,6 +21,6 @@ for variant in causal mqa sliding_window_1024 document softcap_50 alibi prefix_l
   timed "attention-$variant" 240 python3 -m variantbench try "$variant" --json "$dest/attention-$variant.json"
 done
 timed moe-softmax_topk 300 python3 -m variantbench try softmax_topk --json "$dest/moe-softmax_topk.json"
-timed moe-sigmoid_grouped_topk 300 python3 -m variantbench try sigmoid_grouped_topk --shape deepseek-v3-prefill-t4k-uniform \
+timed moe-sigmoid_grouped_topk 300 python3 -m variantbench try sigmoid_grouped_topk \
   --json "$dest/moe-sigmoid_grouped_topk.json"
 timed replay 240 python3 tools/replay_probe.py
