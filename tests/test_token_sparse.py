@@ -68,9 +68,10 @@ def test_our_kernel_says_what_it_does_not_run():
 
 
 def test_our_kernel_reads_a_selection_over_several_tiles():
-    """40 keys a query in tiles of 16 (the interpreter's): two whole tiles and a partial one."""
-    variant = AttentionVariant("dsa_topk_40", topk_tokens=40)
-    case = cases.Case("attention", variant, catalog.FAMILY.implementation("triton"), SHAPES[0], "cpu")
+    """100 keys of up to 200 a query, in tiles of 64: a whole tile and a partial one."""
+    variant = AttentionVariant("dsa_topk_100", topk_tokens=100)
+    shape = AttentionShape("s200", "tiny", 1, 200, 200, device="cpu")
+    case = cases.Case("attention", variant, catalog.FAMILY.implementation("triton"), shape, "cpu")
     _, _, result = cases.prepare_checked(case)
     assert result["ok"], result
 

@@ -9,6 +9,7 @@ its own, and slow drift must hit both alike.
 
 import hashlib
 import json
+import math
 import os
 import statistics
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from variantbench import timing
 from variantbench.cases import _torch_device, prepare_checked, resolve
-from variantbench.catalog import family
+from variantbench.catalog import Unsupported, family
 from variantbench.power import Sampler
 
 # The eager reference is timed apart, 5 rounds: at ~50 ms a call, blocks would add seconds per case,
@@ -124,6 +125,10 @@ def against(mine: Side, base: Side, work, peaks) -> dict:
     }
 
 
+# The figures that only a baseline gives: NaN (asv: no figure) where the baseline cannot run.
+BASELINE_KEYS = ("ratio_to_baseline", "ratio_noise", "ratio_standard_error", "time_ratio", "baseline_ms")
+
+
 def metrics(case, prepared=None, plan=None) -> dict:
     """Every track figure of a case, from one alternating-block measurement of the case and the
     family baseline at the same shape, and the reference where it runs.
@@ -144,10 +149,15 @@ def metrics(case, prepared=None, plan=None) -> dict:
     problem, call, check = prepared or prepare_checked(case)
     sides = {"case": Side(case.variant, problem, call)}
     base_variant, base_impl = fam.baseline
+    no_baseline = None
     if (base_variant, base_impl) != (case.variant, case.implementation):
-        base_case = resolve(fam.name, base_variant.name, base_impl.name, case.shape.name, case.device)
-        base_problem, base_call, _ = prepare_checked(base_case)
-        sides["baseline"] = Side(base_variant, base_problem, base_call)
+        try:
+            base_case = resolve(fam.name, base_variant.name, base_impl.name, case.shape.name, case.device)
+        except Unsupported as why:  # a peer baseline not installed here (fla-core): no ratio, the rest stands
+            no_baseline = str(why)
+        else:
+            base_problem, base_call, _ = prepare_checked(base_case)
+            sides["baseline"] = Side(base_variant, base_problem, base_call)
     peak_memory_mib = _peak_memory_mib(call, dev)
     measure_side_by_side(sides, dev, plan)
 
@@ -158,9 +168,13 @@ def metrics(case, prepared=None, plan=None) -> dict:
         time_apart(reference, dev)
 
     mine, base = sides["case"], sides.get("baseline", sides["case"])
+    figures_against = against(mine, base, fam.work, peaks)
+    if no_baseline:
+        figures_against.update({key: math.nan for key in BASELINE_KEYS})
     result = {
         "case": case.name,
-        **against(mine, base, fam.work, peaks),
+        **figures_against,
+        "no_baseline": no_baseline,
         "speedup_over_reference": reference.ms / mine.ms if reference else None,
         "reference_ms": reference.ms if reference else None,
         "max_error": check["max_error"],
