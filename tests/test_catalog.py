@@ -97,6 +97,19 @@ def test_gpu_shapes_do_not_fit_in_l2():
         assert kv_bytes + q_bytes > 2 * 60e6, s.name
 
 
+def test_every_family_has_its_suite_module_and_benchmark_classes():
+    """A family without suite/bench_<family>.py is never timed by asv, however well it checks."""
+    import importlib
+
+    from suite.common import ForwardBenchmark, MetricsBenchmark, PowerBenchmark
+
+    for fam in families():
+        module = importlib.import_module(f"suite.bench_{fam.name}")
+        classes = [c for c in vars(module).values() if isinstance(c, type) and getattr(c, "family", None) == fam.name]
+        for kind in (ForwardBenchmark, MetricsBenchmark, PowerBenchmark):
+            assert any(issubclass(c, kind) for c in classes), (fam.name, kind.__name__)
+
+
 def test_suite_grid_covers_every_variant_implementation_and_device_shape():
     from suite.bench_attention import AttentionForward
 
