@@ -1,5 +1,6 @@
 # Issue 12's last demonstration, at regression_factor 1.05 on one H200 (nvidia-h200), as a detached job
-# (tools/gpu_detached.sh; both gates take ~700 s together):
+# (tools/gpu_detached.sh; both gates take ~700 s together). The bundle carries the demonstration's
+# branches: git bundle create .vbgit.bundle main aa-h200 planted-h200-6pct
 #   source tools/gpu_setup.sh && source tools/gpu_detached.sh && workdir && detach f105 'bash tools/gate_f105.sh' && await f105 560
 # 1. A/A: 5bd47a9 against 431e9f2 (an empty commit), both recorded in session 7: only suspects re-run.
 # 2. The planted slowdown: 431e9f2 against 3e298a6 (branch planted-h200-6pct: 0.625 extra passes over
