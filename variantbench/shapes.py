@@ -223,25 +223,12 @@ MLA_MODELS = (
 
 
 @dataclass(frozen=True)
-class MLAShape:
-    """One MLA attention call: `batch` sequences of `q_len` queries over a latent cache of `kv_len`
-    tokens (the queries are its last q_len positions). Prefill has q_len == kv_len, decode less."""
-
-    name: str
-    model: str
-    batch: int
-    q_len: int
-    kv_len: int
-    device: str = "cuda"
-    tier: str = "full"
+class MLAShape(AttentionShape):
+    """An attention shape over a latent cache of `kv_len` tokens, its model one of MLA_MODELS."""
 
     @property
     def config(self) -> MLAConfig:
         return named(MLA_MODELS, self.model, "MLA model")
-
-    @property
-    def phase(self) -> str:
-        return "prefill" if self.q_len == self.kv_len else "decode"
 
 
 # Decode at batch 64 is where serving spends MLA's time: 64 x 8k tokens x 576 values is a 604 MB

@@ -59,6 +59,27 @@ def _probabilities(q, k, lse, q_pos, q_head, offs_n, lo, hi, n_q_heads, sm_scale
 
 
 @triton.jit
+def _query_rows(rows, batch, kv_head, Q, DO, Lse, Delta, DocStart, stride_qb, stride_qh, stride_qs,
+                n_q_heads, group, q_len, kv_len, window, prefix,
+                CAUSAL: tl.constexpr, WINDOW: tl.constexpr, PREFIX: tl.constexpr, DOCUMENTS: tl.constexpr,
+                HEAD_DIM: tl.constexpr):
+    """A tile of one KV head's query rows (row = head in the group x q_len + query, as the forward):
+    (row valid, head, position, key interval lo..hi, q, dO, lse, delta, the rows' offsets)."""
+    n_rows = group * q_len
+    row_ok = rows < n_rows
+    rows_c = tl.minimum(rows, n_rows - 1)  # tail rows borrow the last row's, never stored
+    q_head = kv_head * group + rows_c // q_len
+    q_row = rows_c % q_len
+    q_pos = kv_len - q_len + q_row
+    lo, hi = _bounds(q_pos, batch, kv_len, window, prefix, DocStart, CAUSAL, WINDOW, PREFIX, DOCUMENTS)
+    d = tl.arange(0, HEAD_DIM)
+    q_offs = batch * stride_qb + q_head[:, None] * stride_qh + q_row[:, None] * stride_qs + d[None, :]
+    stat = (batch * n_q_heads + q_head) * q_len + q_row
+    return (row_ok, q_head, q_pos, lo, hi, tl.load(Q + q_offs), tl.load(DO + q_offs), tl.load(Lse + stat),
+            tl.load(Delta + stat), q_offs)
+
+
+@triton.jit
 def _dkdv_kernel(
     Q, K, V, DO, Lse, Delta, DocStart, DK, DV,
     stride_qb, stride_qh, stride_qs, stride_kb, stride_kh, stride_ks,
@@ -79,19 +100,10 @@ def _dkdv_kernel(
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     n_rows = group * q_len
     for first in range(0, n_rows, BLOCK_M):
-        rows = first + tl.arange(0, BLOCK_M)
-        row_ok = rows < n_rows
-        rows_c = tl.minimum(rows, n_rows - 1)
-        q_head = kv_head * group + rows_c // q_len
-        q_row = rows_c % q_len
-        q_pos = kv_len - q_len + q_row
-        lo, hi = _bounds(q_pos, batch, kv_len, window, prefix, DocStart, CAUSAL, WINDOW, PREFIX, DOCUMENTS)
+        row_ok, q_head, q_pos, lo, hi, q, do, lse, delta, _ = _query_rows(
+            first + tl.arange(0, BLOCK_M), batch, kv_head, Q, DO, Lse, Delta, DocStart, stride_qb, stride_qh,
+            stride_qs, n_q_heads, group, q_len, kv_len, window, prefix, CAUSAL, WINDOW, PREFIX, DOCUMENTS, HEAD_DIM)
         hi = tl.where(row_ok, hi, -1)  # tail rows see nothing
-        q_offs = batch * stride_qb + q_head[:, None] * stride_qh + q_row[:, None] * stride_qs + d[None, :]
-        q = tl.load(Q + q_offs)
-        do = tl.load(DO + q_offs)
-        stat = (batch * n_q_heads + q_head) * q_len + q_row
-        lse, delta = tl.load(Lse + stat), tl.load(Delta + stat)
         p, slope_term = _probabilities(q, k, lse, q_pos, q_head, offs_n, lo, hi, n_q_heads, sm_scale, softcap,
                                        SOFTCAP, ALIBI)
         dv = tl.dot(tl.trans(p.to(do.dtype)), do, dv)
@@ -113,20 +125,11 @@ def _dq_kernel(
 ):
     row_block = tl.program_id(0)
     batch, kv_head = tl.program_id(1) // n_kv_heads, tl.program_id(1) % n_kv_heads
-    n_rows = group * q_len
-    rows = row_block * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < n_rows
-    rows_c = tl.minimum(rows, n_rows - 1)
-    q_head = kv_head * group + rows_c // q_len
-    q_row = rows_c % q_len
-    q_pos = kv_len - q_len + q_row
-    lo, hi = _bounds(q_pos, batch, kv_len, window, prefix, DocStart, CAUSAL, WINDOW, PREFIX, DOCUMENTS)
+    row_ok, q_head, q_pos, lo, hi, q, do, lse, delta, q_offs = _query_rows(
+        row_block * BLOCK_M + tl.arange(0, BLOCK_M), batch, kv_head, Q, DO, Lse, Delta, DocStart, stride_qb,
+        stride_qh, stride_qs, n_q_heads, group, q_len, kv_len, window, prefix, CAUSAL, WINDOW, PREFIX, DOCUMENTS,
+        HEAD_DIM)
     d = tl.arange(0, HEAD_DIM)
-    q_offs = batch * stride_qb + q_head[:, None] * stride_qh + q_row[:, None] * stride_qs + d[None, :]
-    q = tl.load(Q + q_offs)
-    do = tl.load(DO + q_offs)
-    stat = (batch * n_q_heads + q_head) * q_len + q_row
-    lse, delta = tl.load(Lse + stat), tl.load(Delta + stat)
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     first = (tl.min(lo, 0) // BLOCK_N) * BLOCK_N
     end = tl.minimum(tl.max(hi, 0) + 1, kv_len)

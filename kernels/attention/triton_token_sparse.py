@@ -10,6 +10,8 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.mla.triton_decode import online_softmax_step
+
 ROWS = 16
 
 
@@ -42,12 +44,7 @@ def _token_sparse_kernel(
         k = tl.load(K + offs, mask=key_ok[:, None], other=0.0)
         v = tl.load(V + offs, mask=key_ok[:, None], other=0.0)
         s = tl.where(key_ok[None, :], tl.dot(q, tl.trans(k)) * scale_log2, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        p = tl.exp2(s - m_new[:, None])  # every query sees itself: m_new is finite from the first tile
-        alpha = tl.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
-        m_i = m_new
+        m_i, l_i, acc = online_softmax_step(s, v, m_i, l_i, acc)
     out = acc / l_i[:, None]
     tl.store(O + batch * stride_ob + q_head[:, None] * stride_oh + t * stride_os + d[None, :],
              out.to(O.dtype.element_ty), mask=row_ok[:, None])

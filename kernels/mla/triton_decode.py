@@ -29,6 +29,17 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
+def online_softmax_step(s, values, m_i, l_i, acc):
+    """One tile of keys in flash attention's online softmax: s (rows, keys) scaled scores in log2 units,
+    -inf where hidden; values (keys, dim). Returns the running max, sum and unnormalised output."""
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no visible key yet stays at 0
+    p = tl.exp2(s - m_safe[:, None])
+    alpha = tl.exp2(m_i - m_safe)
+    return m_new, l_i * alpha + tl.sum(p, 1), tl.dot(p.to(values.dtype), values, acc * alpha[:, None])
+
+
+@triton.jit
 def _partial_kernel(
     QLatent, QPe, Cache, PartOut, PartMax, PartSum,
     stride_cache_b, stride_cache_s,
@@ -59,13 +70,7 @@ def _partial_kernel(
         k_pe = tl.load(row_ptr + RANK + e[None, :], mask=key_ok[:, None], other=0.0)
         s = tl.dot(q_latent, tl.trans(latent)) + tl.dot(q_pe, tl.trans(k_pe))
         s = tl.where(key_ok[None, :] & (keys[None, :] <= last_key[:, None]), s * scale_log2, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no visible key yet stays at 0
-        p = tl.exp2(s - m_safe[:, None])
-        alpha = tl.exp2(m_i - m_safe)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = tl.dot(p.to(latent.dtype), latent, acc * alpha[:, None])
-        m_i = m_new
+        m_i, l_i, acc = online_softmax_step(s, latent, m_i, l_i, acc)
     part = (batch * n_splits + split) * n_rows + rows
     tl.store(PartOut + part[:, None] * RANK + r[None, :], acc, mask=row_ok[:, None])
     tl.store(PartMax + part, m_i, mask=row_ok)

@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.mla.triton_decode import MIN_SPLIT_KEYS, PROGRAMS_PER_SM, merge_splits
+from kernels.mla.triton_decode import MIN_SPLIT_KEYS, PROGRAMS_PER_SM, merge_splits, online_softmax_step
 
 ROWS = 16  # the query heads of a KV head, padded to a dot's smallest M
 
@@ -49,13 +49,7 @@ def _paged_partial_kernel(
         k = tl.load(KPool + offs, mask=key_ok[:, None], other=0.0)
         v = tl.load(VPool + offs, mask=key_ok[:, None], other=0.0)
         s = tl.where(key_ok[None, :], tl.dot(q, tl.trans(k)) * scale_log2, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.exp2(s - m_safe[:, None])
-        alpha = tl.exp2(m_i - m_safe)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
-        m_i = m_new
+        m_i, l_i, acc = online_softmax_step(s, v, m_i, l_i, acc)
     part = (sequence_head * n_splits + split) * ROWS + rows
     tl.store(PartOut + part[:, None] * HEAD_DIM + d[None, :], acc)
     tl.store(PartMax + part, m_i)

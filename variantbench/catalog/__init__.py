@@ -56,6 +56,22 @@ def check_numbers_in_name(entry, fields_by_part: dict[str, str]):
 
 
 @dataclass(frozen=True)
+class NamedVariant:
+    """A variant that is its name and its family's math alone (the shape's model gives every number):
+    each such family subclasses it, so a plug-in's entry names its family by its type."""
+
+    name: str
+    baseline: bool = False
+    note: str = ""
+
+    def __post_init__(self):
+        check_numbers_in_name(self, {})
+
+    def unsupported(self, shape) -> str | None:
+        return None
+
+
+@dataclass(frozen=True)
 class Implementation:
     """One way to compute a family's variants.
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from reference import linear_attention as reference_linear
-from variantbench.catalog import Family, Implementation, check_numbers_in_name, sample_rows
+from variantbench.catalog import Family, Implementation, NamedVariant, sample_rows
 from variantbench.shapes import LINEAR_SHAPES, LinearShape
 
 # Dynamo unrolls the chunked reference's loop over chunks into one graph: beyond this many chunks
@@ -24,16 +24,8 @@ COMPILED_MAX_CHUNKS = 64
 
 
 @dataclass(frozen=True)
-class LinearVariant:
-    name: str
-    baseline: bool = False
-    note: str = ""
-
-    def __post_init__(self):
-        check_numbers_in_name(self, {})
-
-    def unsupported(self, shape) -> str | None:
-        return None
+class LinearVariant(NamedVariant):
+    """A linear-attention rule; its dims come from the shape's model."""
 
 
 VARIANTS = (

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from reference import mla as reference_mla
-from variantbench.catalog import Family, Implementation, check_numbers_in_name, sample_rows
+from variantbench.catalog import Family, Implementation, NamedVariant, sample_rows
 from variantbench.shapes import MLA_SHAPES, MLAShape
 
 # As attention's reference (variantbench/catalog/attention.py): over 8 GiB of float32 scores it is
@@ -23,16 +23,8 @@ REFERENCE_MAX_SCORE_BYTES = 8 * 2**30
 
 
 @dataclass(frozen=True)
-class MLAVariant:
-    name: str
-    baseline: bool = False
-    note: str = ""
-
-    def __post_init__(self):
-        check_numbers_in_name(self, {})
-
-    def unsupported(self, shape) -> str | None:
-        return None
+class MLAVariant(NamedVariant):
+    """An MLA geometry's use; its dims come from the shape's model."""
 
 
 VARIANTS = (

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from reference import paged as reference_paged
-from variantbench.catalog import Family, Implementation, check_numbers_in_name, sample_rows
+from variantbench.catalog import Family, Implementation, NamedVariant, sample_rows
 from variantbench.shapes import PAGED_SHAPES, PagedShape
 
 # The layout (lengths, page placement) belongs to the shape, not to the input values: the check's and
@@ -25,16 +25,8 @@ FREE_PAGES = 1 / 8  # pool pages left free, between the used ones
 
 
 @dataclass(frozen=True)
-class PagedVariant:
-    name: str
-    baseline: bool = False
-    note: str = ""
-
-    def __post_init__(self):
-        check_numbers_in_name(self, {})
-
-    def unsupported(self, shape) -> str | None:
-        return None
+class PagedVariant(NamedVariant):
+    """Decode over a paged cache; its dims come from the shape's model."""
 
 
 VARIANTS = (PagedVariant("gqa_decode", baseline=True, note="one new token per sequence, the model's KV heads"),)
