@@ -1,0 +1,68 @@
+"""Independent check of `variantbench try` figures, on the GPU, right after the try runs:
+    python tools/try_truth.py TRY.json [TRY.json ...]
+For every implementation the JSON timed (B's and A's), the same call is prepared again and timed apart
+from the suite: triton.testing.do_bench's median, or for calls under 50 us (where launch overhead is
+most of a back-to-back loop, and the suite replays a CUDA graph) do_bench_cudagraph's median.
+Prints the suite's ms, the independent ms and their difference; they should agree within 5%.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+import triton
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from variantbench import cases  # noqa: E402
+
+GRAPH_BELOW_MS = 0.05
+
+
+def independent_ms(call) -> tuple[float, str]:
+    quick = triton.testing.do_bench(call, warmup=25, rep=100, return_mode="median")
+    if quick < GRAPH_BELOW_MS:
+        return triton.testing.do_bench_cudagraph(call, rep=500, return_mode="median"), "graph"
+    return triton.testing.do_bench(call, warmup=100, rep=1000, return_mode="median"), "do_bench"
+
+
+def timed_rows(doc):
+    """(family, variant, implementation, shape, suite ms) of every timed call in one try document."""
+    against = doc["against"]
+    for at in doc["shapes"]:
+        for row in at["implementations"]:
+            if row["status"] == "ok" and row["ms"] is not None:
+                yield doc["family"], doc["variant"], row["implementation"], at["shape"], row["ms"]
+        family, variant, shape = doc["family"], against, at["shape"]
+        if "/" in against:  # another family's variant at its own shape: FAMILY/VARIANT@SHAPE
+            family, rest = against.split("/", 1)
+            variant, _, shape = rest.partition("@")
+        for theirs in at["against"]["implementations"]:
+            if theirs["ms"] is not None and (family, variant) != (doc["family"], doc["variant"]):
+                yield family, variant, theirs["implementation"], shape, theirs["ms"]
+
+
+def main(paths):
+    print(f"{'case':72} {'suite ms':>10} {'indep ms':>10} {'how':>8} {'diff':>7}")
+    worst = 0.0
+    for path in paths:
+        for family, variant, impl, shape, suite_ms in timed_rows(json.loads(Path(path).read_text())):
+            name = f"{family}/{variant}/{impl}@{shape}"
+            try:
+                _, call, _ = cases.prepare_checked(cases.resolve(family, variant, impl, shape, "cuda"))
+                ms, how = independent_ms(call)
+            except Exception as error:  # noqa: BLE001 - one line per case that cannot be re-timed
+                print(f"{name:72} {suite_ms:10.4f} {'-':>10} {'error':>8}  {type(error).__name__}: "
+                      f"{cases.first_line(error)}")
+                continue
+            finally:
+                torch.cuda.empty_cache()
+            worst = max(worst, abs(suite_ms / ms - 1))
+            print(f"{name:72} {suite_ms:10.4f} {ms:10.4f} {how:>8} {suite_ms / ms - 1:+7.1%}", flush=True)
+    print(f"largest difference: {worst:.1%}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
