@@ -285,6 +285,62 @@ def test_a_case_out_of_memory_beside_others_is_retried_alone(monkeypatch):
     assert calls[-1] == (1, "flex")  # the OOM case ran again, alone
 
 
+def test_a_case_that_breaks_its_workers_gpu_fails_alone_and_the_workers_other_cases_rerun(monkeypatch):
+    """An illegal memory access leaves a worker's CUDA context unusable (Flex reading past a page pool
+    on the H200): that case fails with its line, the worker hands back the rest, a fresh pool checks them."""
+    from concurrent.futures import Future
+
+    from variantbench import cases
+
+    pools = []
+
+    class Pool:  # one process of `workers`, run in this one: fresh, so nothing is lost yet
+        def __init__(self, max_workers, mp_context):
+            pools.append([])
+            monkeypatch.setattr(cases, "_lost_by", None)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def submit(self, fn, key, backward):
+            pools[-1].append(key[2])
+            future = Future()
+            future.set_result(fn(key, backward))
+            return future
+
+    selected = [c for c in cases.iter_cases("attention", "cpu", variants=["gqa_8"], shapes=["tiny-s128"],
+                                            implementations=["flex", "sdpa", "triton"])]
+    breaker = selected[0].implementation.name
+
+    def check_one(case, backward=True):
+        broken = case.implementation.name == breaker
+        return cases.CheckResult(case.name, "error" if broken else "ok", "line", context_lost=broken)
+
+    monkeypatch.setattr("concurrent.futures.ProcessPoolExecutor", Pool)
+    monkeypatch.setattr(cases, "check_one", check_one)
+    checked = {r.case.split("/")[2]: r.status for r in cases.check_many(selected, jobs=4, report=lambda r: None)}
+    assert checked == {"flex": "ok", "sdpa": "ok", "triton": "ok", breaker: "error"}
+    assert pools[0][0] == breaker and pools[1] == pools[0][1:]  # handed back, checked afresh
+
+
+def test_in_one_process_the_cases_after_a_broken_gpu_context_say_so(monkeypatch):
+    from variantbench import cases
+
+    def check_one(case, backward=True):
+        broken = case.implementation.name == "flex"
+        return cases.CheckResult(case.name, "error" if broken else "ok", "line", context_lost=broken)
+
+    monkeypatch.setattr(cases, "check_one", check_one)
+    selected = [c for c in cases.iter_cases("attention", "cpu", variants=["gqa_8"], shapes=["tiny-s128"],
+                                            implementations=["sdpa", "flex", "triton"])]
+    checked = cases.check_many(selected, jobs=1, report=lambda r: None)
+    assert [r.status for r in checked] == ["ok", "error", "error"]
+    assert "broke this process's GPU context" in checked[2].line
+
+
 def test_run_leaves_out_a_family_with_nothing_to_run_here_saying_why(monkeypatch, capsys):
     from variantbench.catalog import family
     from variantbench.runner import Selection, families_with_cases

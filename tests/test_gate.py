@@ -380,3 +380,30 @@ def test_a_gate_that_breaks_is_exit_2_never_1_and_says_so_in_its_summary(tmp_pat
     result = gate(tmp_path, "--summary", str(tmp_path / "s.md"))
     assert result.exit_code == 2
     assert "internal error: KeyError" in (tmp_path / "s.md").read_text()
+
+
+def test_a_relative_results_folder_reaches_the_worktree_run_as_an_absolute_path(tmp_path, monkeypatch):
+    """The measuring run works in the commit's own worktree: a relative --results must not land its
+    results inside that worktree (removed afterwards), where the gate never finds them."""
+    from variantbench import measure
+
+    seen = {}
+
+    class FakeRun:
+        def __init__(self, cmd, cwd, **kwargs):
+            seen["cmd"], seen["cwd"] = cmd, cwd
+            self.stdout, self.returncode = iter(()), 0
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(measure.subprocess, "Popen", FakeRun)
+    checkouts = measure.Checkouts(tmp_path)
+    checkouts._paths["abc"] = tmp_path / "worktree"
+    checkouts.run("abc", Path("reports/gate/results"), ["--tier", "default"], lambda line: None)
+    given = Path(seen["cmd"][seen["cmd"].index("--results") + 1])
+    assert given == tmp_path / "reports/gate/results"

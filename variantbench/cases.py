@@ -103,6 +103,20 @@ class CheckResult:
     status: str  # ok | mismatch | error | skip
     line: str  # what `variantbench check` prints for it
     out_of_memory: bool = False
+    context_lost: bool = False  # a sticky CUDA error (an illegal address): this process's GPU is unusable
+
+
+def _cuda_usable() -> bool:
+    """Whether this process's CUDA context survived: after an illegal memory access every later call
+    raises (the H200 saw Flex read past a page pool, and the next empty_cache raise)."""
+    import torch
+
+    try:
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()  # other worker processes share the card
+        return True
+    except Exception:  # noqa: BLE001 - any CUDA error here means the context is gone
+        return False
 
 
 def check_one(case, backward=True) -> CheckResult:
@@ -122,12 +136,11 @@ def check_one(case, backward=True) -> CheckResult:
     except Exception as error:  # noqa: BLE001 - a crash is reported as one line; the other cases go on
         oom = "out of memory" in str(error).lower()
         return CheckResult(case.name, "error", f"{'OOM' if oom else 'ERROR':9} {case.name}: {type(error).__name__}: "
-                                               f"{first_line(error)}", out_of_memory=oom)
+                                               f"{first_line(error)}", out_of_memory=oom,
+                           context_lost=case.device == "cuda" and not _cuda_usable())
     finally:
         if case.device == "cuda":
-            import torch
-
-            torch.cuda.empty_cache()  # other worker processes share the card
+            _cuda_usable()
     via = f"  via {result['backend']}" if result["backend"] else ""
     grads = " ".join(f"{key[len('max_error_'):]} {value:.1e}" for key, value in result.items()
                      if key.startswith("max_error_d"))
@@ -139,9 +152,21 @@ def check_one(case, backward=True) -> CheckResult:
     )
 
 
+_lost_by = None  # in a worker process: the case after which its CUDA context was unusable
+
+
 def _check_key(key, backward) -> CheckResult:
-    """check_one in a worker process: cases travel as names (their closures do not pickle)."""
-    return check_one(resolve(*key), backward)
+    """check_one in a worker process: cases travel as names (their closures do not pickle). A worker
+    whose GPU context a case broke checks nothing more: it hands its later cases back to be re-run
+    in a fresh process, so only the case that broke it fails."""
+    global _lost_by
+    case = resolve(*key)
+    if _lost_by is not None:
+        return CheckResult(case.name, "retry", f"{case.name}: handed back ({_lost_by} broke its worker's GPU context)")
+    result = check_one(case, backward)
+    if result.context_lost:
+        _lost_by = case.name
+    return result
 
 
 def check_many(cases, jobs, report, backward=True):
@@ -168,15 +193,22 @@ def check_many(cases, jobs, report, backward=True):
         report(result)
 
     if jobs <= 1:
+        lost_by = None
         for case in cases:
+            if lost_by is not None:
+                done(CheckResult(case.name, "error", f"{'ERROR':9} {case.name}: not checked: {lost_by} broke this "
+                                                     "process's GPU context (an illegal memory access)"))
+                continue
             done(check_one(case, backward))
+            lost_by = case.name if results[-1].context_lost else None
         return results
-    shared = [c for c in cases if not c.implementation.runs_alone]
-    alone = [c for c in cases if c.implementation.runs_alone]
-    for batch, workers in ((shared, jobs), (alone, 1)):
+    rounds = [([c for c in cases if not c.implementation.runs_alone], jobs),
+              ([c for c in cases if c.implementation.runs_alone], 1)]
+    while rounds:
+        batch, workers = rounds.pop(0)
         if not batch:
             continue
-        retry = workers > 1
+        again, alone = [], []
         # spawn, not fork: a forked CUDA context is unusable, and the parent may hold one.
         with ProcessPoolExecutor(max_workers=min(workers, len(batch)), mp_context=get_context("spawn")) as pool:
             futures = {
@@ -188,13 +220,18 @@ def check_many(cases, jobs, report, backward=True):
                 case = futures[future]
                 try:
                     result = future.result()
-                    if retry and result.out_of_memory:
-                        alone.append(case)  # the loop reaches `alone` after this pool has exited
+                    if result.status == "retry":
+                        again.append(case)  # a fresh pool, once this one has exited
+                    elif workers > 1 and result.out_of_memory:
+                        alone.append(case)
                     else:
                         done(result)
                 except BrokenProcessPool:
                     done(CheckResult(case.name, "error", f"{'ERROR':9} {case.name}: a worker process died "
                                                          "(crash or kill); `--jobs 1` shows which case"))
+        # the handed-back cases first, at the same width; out-of-memory ones alone, before the
+        # implementations that always run alone
+        rounds[:0] = [(again, workers), (alone, 1)]
     return results
 
 

@@ -91,8 +91,10 @@ class Checkouts:
         """`variantbench run --commit sha --results results_dir RUN_ARGS` in sha's checkout, its output
         echoed line by line; returns its exit code. A run that exits 1 (a kernel mismatch) or 2 (a
         benchmark crashed) still records the others' results: callers read the results folder. A
-        kill of this process stops the run (which then stops its asv and removes its staging)."""
-        cmd = [sys.executable, "-m", "variantbench", "run", "--commit", sha, "--results", str(results_dir),
+        kill of this process stops the run (which then stops its asv and removes its staging). The run's
+        working directory is sha's checkout, so a relative results folder is made absolute here: else
+        its results land inside that worktree and are removed with it (a 625 s H200 run lost so)."""
+        cmd = [sys.executable, "-m", "variantbench", "run", "--commit", sha, "--results", str(Path(results_dir).resolve()),
                *run_args]
         echo(f"measuring {sha[:8]}: variantbench run {' '.join(cmd[4:])}")
         started = time.monotonic()

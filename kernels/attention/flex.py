@@ -21,6 +21,16 @@ torch._dynamo.config.fail_on_recompile_limit_hit = True
 compiled_flex = torch.compile(flex_attention, dynamic=False)
 
 
+# A selection's BlockMask has 64-row query blocks and 64-key blocks; inductor's tiles must divide
+# them. Its default Hopper forward tile is 128 rows (it raises), and with every default backward tile
+# refused it finds no kernel at all (NoValidChoicesError on the H200, torch 2.11): so the forward
+# takes 64 x 64, and the backward's two kernels tiles within a block (dK/dV: 32 query rows a step
+# over 64 keys; dQ: 64 query rows over 32 keys a step, FA2's shapes).
+SELECTION_TILES = {"BLOCK_M": SELECTION_BLOCK, "BLOCK_N": SELECTION_BLOCK,
+                   "bwd_BLOCK_M1": SELECTION_BLOCK // 2, "bwd_BLOCK_N1": SELECTION_BLOCK,
+                   "bwd_BLOCK_M2": SELECTION_BLOCK, "bwd_BLOCK_N2": SELECTION_BLOCK // 2}
+
+
 def selection_block_mask(variant, problem):
     """A block-sparse top-k variant's BlockMask, straight from its selection (no mask evaluated per
     pair to build it): the selected earlier blocks full, the query block's own partial. Its mask_mod is
@@ -65,9 +75,7 @@ def prepare(variant, problem):
     flex = compiled_flex if q.is_cuda else flex_attention
     gqa = q.shape[1] != k.shape[1]
 
-    # A selection's BlockMask has 64-row query blocks; inductor's default Hopper tile is 128 rows, which
-    # must divide them (it raises otherwise), so its tile follows the selection's.
-    options = {"BLOCK_M": SELECTION_BLOCK, "BLOCK_N": SELECTION_BLOCK} if variant.topk_blocks is not None else None
+    options = SELECTION_TILES if variant.topk_blocks is not None else None
 
     def call():
         return flex(q, k, v, score_mod=score_mod, block_mask=block_mask, enable_gqa=gqa, kernel_options=options)

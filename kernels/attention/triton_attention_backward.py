@@ -20,7 +20,7 @@ import triton.language as tl
 
 from kernels.attention import triton_flash
 
-LOG2E = 1.4426950408889634
+LOG2E = tl.constexpr(1.4426950408889634)  # a plain global is refused by the GPU compiler (the interpreter allows it)
 
 
 @triton.jit

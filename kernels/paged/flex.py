@@ -40,8 +40,13 @@ def prepare(variant, problem):
     block_mask = page_block_mask(p)
     flex = compiled_flex if p.device.type == "cuda" else flex_attention
 
+    # A key block is one page: inductor's key tile (64 or 128 by default) must not be larger, or each
+    # visit reads past the page into its neighbours in the pool, unmasked in a full block, and past
+    # the pool's end (on the H200 with torch 2.11: max error 0.9, then an illegal memory access).
+    options = {"BLOCK_N": p.page_size}
+
     def call():
-        return flex(p.q, p.k_pool, p.v_pool, block_mask=block_mask, enable_gqa=True)
+        return flex(p.q, p.k_pool, p.v_pool, block_mask=block_mask, enable_gqa=True, kernel_options=options)
 
     call()
     return call
