@@ -122,3 +122,6 @@ def test_flex_block_mask_is_the_selection_full_and_the_own_block_partial():
     for b, h, j in torch.cartesian_prod(torch.arange(2), torch.arange(16), torch.arange(7)).tolist():
         full[b, h, j, indices[b, h, j, :counts[b, h, j]].long()] = True
     assert torch.equal(full, selection)
+    # the fused kernels read the full list with the partial list's strides and length
+    assert mask.kv_indices.shape == mask.full_kv_indices.shape
+    assert mask.kv_indices.stride() == mask.full_kv_indices.stride()

@@ -102,6 +102,10 @@ def test_flex_block_mask_has_the_full_pages_full_and_the_last_partial():
         assert int(mask.kv_num_blocks[b, 0, 0]) == (n % 4 != 0)
         if n % 4:
             assert int(mask.kv_indices[b, 0, 0, 0]) == int(problem.page_table[b, n // 4])
+    # Flex's fused kernels read the full list with the partial list's strides and length (its Triton
+    # templates): where the two differ, every full block read the wrong page on the H200.
+    assert mask.kv_indices.shape == mask.full_kv_indices.shape
+    assert mask.kv_indices.stride() == mask.full_kv_indices.stride()
 
 
 def test_the_work_model_counts_every_sequences_keys_once():

@@ -22,13 +22,13 @@ compiled_flex = torch.compile(flex_attention, dynamic=False)
 
 
 # A selection's BlockMask has 64-row query blocks and 64-key blocks; inductor's tiles must divide
-# them. Its default Hopper forward tile is 128 rows (it raises), and with every default backward tile
-# refused it finds no kernel at all (NoValidChoicesError on the H200, torch 2.11): so the forward
-# takes 64 x 64, and the backward's two kernels tiles within a block (dK/dV: 32 query rows a step
-# over 64 keys; dQ: 64 query rows over 32 keys a step, FA2's shapes).
-SELECTION_TILES = {"BLOCK_M": SELECTION_BLOCK, "BLOCK_N": SELECTION_BLOCK,
-                   "bwd_BLOCK_M1": SELECTION_BLOCK // 2, "bwd_BLOCK_N1": SELECTION_BLOCK,
-                   "bwd_BLOCK_M2": SELECTION_BLOCK, "bwd_BLOCK_N2": SELECTION_BLOCK // 2}
+# them. The forward takes its tile from kernel_options (its default Hopper tile is 128 rows, which
+# raises). The backward filters its configs by their own tiles before any option applies, and the
+# one default for head dim 128 on Hopper has 128-key tiles: no kernel at all (NoValidChoicesError
+# on the H200, torch 2.11). Max-autotune's backward list has 32 and 64 tiles, so a selection variant
+# compiles in that mode (slower to compile, never in a timed region).
+SELECTION_TILES = {"BLOCK_M": SELECTION_BLOCK, "BLOCK_N": SELECTION_BLOCK}
+compiled_flex_autotuned = torch.compile(flex_attention, dynamic=False, mode="max-autotune-no-cudagraphs")
 
 
 def selection_block_mask(variant, problem):
@@ -72,10 +72,10 @@ def prepare(variant, problem):
         # The document mask and a token selection depend on the batch row; the others do not.
         batch = problem.batch if variant.documents or variant.topk_tokens is not None else None
         block_mask = create_block_mask(mask_mod, batch, None, problem.q_len, problem.kv_len, device=q.device)
-    flex = compiled_flex if q.is_cuda else flex_attention
+    selection = variant.topk_blocks is not None
+    flex = flex_attention if not q.is_cuda else compiled_flex_autotuned if selection else compiled_flex
+    options = SELECTION_TILES if selection else None
     gqa = q.shape[1] != k.shape[1]
-
-    options = SELECTION_TILES if variant.topk_blocks is not None else None
 
     def call():
         return flex(q, k, v, score_mod=score_mod, block_mask=block_mask, enable_gqa=gqa, kernel_options=options)

@@ -28,9 +28,13 @@ def page_block_mask(problem):
 
     full = (lens // size).to(torch.int32)
     partial = (lens % size != 0).to(torch.int32)
-    last = p.page_table.gather(1, full.clamp(max=p.page_table.shape[1] - 1)[:, None].long())
+    # The fused kernels index the full blocks' list with the partial list's strides and length, so
+    # both are the page table's shape: the partial page first, the rest unread (a (B, 1, 1, 1) partial
+    # list read every full block as the first page: max error 0.9 on the H200, and past the pool).
+    partial_pages = p.page_table.clone()
+    partial_pages[:, 0] = p.page_table.gather(1, full.clamp(max=p.page_table.shape[1] - 1)[:, None].long())[:, 0]
     return BlockMask.from_kv_blocks(
-        partial.view(-1, 1, 1), last.view(-1, 1, 1, 1).contiguous(), full.view(-1, 1, 1),
+        partial.view(-1, 1, 1), partial_pages.view(p.batch, 1, 1, -1), full.view(-1, 1, 1),
         p.page_table.view(p.batch, 1, 1, -1), BLOCK_SIZE=(128, size), mask_mod=own_keys,
         seq_lengths=(1, p.k_pool.shape[2]), compute_q_blocks=False)
 
@@ -40,9 +44,8 @@ def prepare(variant, problem):
     block_mask = page_block_mask(p)
     flex = compiled_flex if p.device.type == "cuda" else flex_attention
 
-    # A key block is one page: inductor's key tile (64 or 128 by default) must not be larger, or each
-    # visit reads past the page into its neighbours in the pool, unmasked in a full block, and past
-    # the pool's end (on the H200 with torch 2.11: max error 0.9, then an illegal memory access).
+    # A key block is one page: inductor's key tile must divide it (torch 2.13 clamps its default to the
+    # block; asked for outright, no version's default can read past a page into its pool neighbours).
     options = {"BLOCK_N": p.page_size}
 
     def call():
