@@ -195,6 +195,33 @@ def metrics_of(case):
     return once_per_process(case.name + "/metrics", lambda: metrics.metrics(case))
 
 
+class ForwardBackwardBenchmark(PowerRecorded, FamilyBenchmark):
+    """Forward and backward with a fixed random output gradient, the gradients checked against the
+    float64 reference in setup, as the forward's outputs are."""
+
+    timed = "forward_backward"
+
+    def setup(self, variant, implementation, shape):
+        case = resolve_or_skip(self.family, variant, implementation, shape)
+        reason = cases.backward_unsupported(case)
+        if reason:
+            raise NotImplementedError(reason)
+
+        def build():
+            problem, call, _ = cases.prepare_checked(case, requires_grad=True)
+            # Eager calls on one input set, unlike the forward (variantbench.replay): only prefill has a
+            # backward, and its least (mqa at llama-3-8b-s1k) moves 0.83 GB in about a millisecond a
+            # call (0.48 TFLOP): 8x the 2 x 50 MiB of an H100's L2, 20x the 50 us under which a call is
+            # replayed as a graph. Capturing autograd would be machinery no case of the grid runs.
+            return timing.batched(cases.forward_backward(problem, call), problem.device)
+
+        self.body = once_per_process(case.name + "/backward", build)
+        self.record_power(case)
+
+    def time_forward_backward(self, variant, implementation, shape):
+        self.body()
+
+
 class MetricsBenchmark(FamilyBenchmark):
     """Derived figures of the forward, from one side-by-side measurement with the baseline and the
     reference (variantbench.metrics), memoised by the forward benchmark's process. NaN (asv: no

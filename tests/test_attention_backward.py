@@ -40,3 +40,23 @@ def test_gradients_match_float64_autograd_of_the_reference(variant, q_len, kv_le
     torch.testing.assert_close(out.double(), reference, rtol=1e-4, atol=1e-5)
     for name, g, e in zip("qkv", got, torch.autograd.grad(reference, exact, grad.double())):
         torch.testing.assert_close(g.double(), e, rtol=1e-4, atol=2e-5, msg=lambda m, name=name: f"d{name}: {m}")
+
+
+def test_gradients_of_transposed_views_match_those_of_contiguous_inputs():
+    """A block's q, k, v are (B, S, H, D) projections transposed to (B, H, S, D): not contiguous. The
+    kernels read the output gradient with q's strides; a contiguous one against a view's strides was
+    read wrong (dq off by 10 in the block check)."""
+    gen = torch.Generator().manual_seed(3)
+
+    def view(heads):
+        return torch.randn(2, 40, heads, 16, generator=gen).transpose(1, 2).requires_grad_()
+
+    q, k, v = view(4), view(2), view(2)
+    options = dict(causal=True, window=None, prefix=None, doc_start=None, softcap=5.0, alibi=False)
+    out = TritonAttention.apply(q, k, v, options)
+    grad = torch.randn(out.shape, generator=gen)
+    got = torch.autograd.grad(out, (q, k, v), grad)
+    dense = [t.detach().contiguous().requires_grad_() for t in (q, k, v)]
+    expected = torch.autograd.grad(TritonAttention.apply(*dense, options), dense, grad)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6)

@@ -58,8 +58,10 @@ def selection_block_mask(variant, problem):
         seq_lengths=(q_len, kv_len))
 
 
-def prepare(variant, problem):
-    q, k, v = problem.q, problem.k, problem.v
+def prepare_function(variant, problem):
+    """Flex, compiled (on CUDA) for the problem's shapes, as a function of any q, k, v of them (a
+    block's projections); the block mask is built here, from the problem."""
+    q, k = problem.q, problem.k
     mask_mod, score_mod = variant.mask_mod(problem), variant.score_mod(problem)
     block_mask, built = None, ""
     if variant.topk_blocks is not None:
@@ -77,10 +79,20 @@ def prepare(variant, problem):
     options = SELECTION_TILES if selection else None
     gqa = q.shape[1] != k.shape[1]
 
-    def call():
+    def attend(q, k, v):
         return flex(q, k, v, score_mod=score_mod, block_mask=block_mask, enable_gqa=gqa, kernel_options=options)
 
+    attend.backend = f"flex ({built})" if built else "flex"
+    return attend
+
+
+def prepare(variant, problem):
+    attend = prepare_function(variant, problem)
+
+    def call():
+        return attend(problem.q, problem.k, problem.v)
+
     call()
-    if built:
-        call.backend = f"flex ({built})"
+    if attend.backend != "flex":
+        call.backend = attend.backend
     return call

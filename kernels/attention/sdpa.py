@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from variantbench.catalog import Unsupported
+
 # Tried in this order; `prepare` keeps the fastest that accepts the call and records its name.
 FUSED_BACKENDS = (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION)
 # Tried only when no fused backend accepts the call: it materialises B x H x Sq x Skv scores (32 GiB
@@ -119,6 +121,24 @@ def token_sparse(variant, problem):
     call()
     call.backend = f"gathered keys, {chunk} queries a chunk"
     return call
+
+
+def prepare_function(variant, problem):
+    """`prepare`'s call as a function of any q, k, v of the problem's shapes (a block's projections):
+    the mask and the fastest backend chosen here, on the problem's own tensors."""
+    if variant.topk_tokens is not None:
+        raise Unsupported("SDPA's token selection gathers its problem's own keys; it serves no block")
+    attn_mask, is_causal = mask_arguments(variant, problem)
+    options = dict(attn_mask=attn_mask, is_causal=is_causal, enable_gqa=problem.q.shape[1] != problem.k.shape[1])
+    chosen = fastest(problem.q, problem.k, problem.v, **options).backend
+    (backend,) = [b for b in FUSED_BACKENDS + (FALLBACK_BACKEND,) if b.name == chosen]
+
+    def attend(q, k, v):
+        with sdpa_kernel(backend):
+            return F.scaled_dot_product_attention(q, k, v, **options)
+
+    attend.backend = f"sdpa {backend.name}"
+    return attend
 
 
 def prepare(variant, problem):

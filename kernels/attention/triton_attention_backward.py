@@ -164,7 +164,12 @@ class TritonAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         q, k, v, out, lse = ctx.saved_tensors
-        grad_out = grad_out.contiguous()
+        # The kernels read Q and DO and write DQ with q's strides, K, V, DK and DV with k's: the output
+        # gradient goes into q's layout, and v into k's where they differ (a block's projections are
+        # transposed views, not contiguous; a contiguous DO against them was read wrong, dq off by 10).
+        grad_out = torch.empty_like(q).copy_(grad_out)
+        if v.stride() != k.stride():
+            k, v = k.contiguous(), v.contiguous()
         opts = ctx.options
         batch, n_q_heads, q_len, head_dim = q.shape
         n_kv_heads, kv_len = k.shape[1], k.shape[2]

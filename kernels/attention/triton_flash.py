@@ -35,6 +35,8 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
+from variantbench.catalog import Unsupported
+
 LOG2E = 1.4426950408889634
 
 # Measured on an H100 (causal GQA, B=4 H=32/8 S=4096 D=128 bf16), pointer loads: BLOCK 128x64, 8 warps,
@@ -326,6 +328,27 @@ def attention_forward(
     """Attention forward, launched once (see `forward_launcher`). Returns (B, Hq, Sq, D)."""
     return forward_launcher(q, k, v, causal=causal, window=window, prefix=prefix, doc_start=doc_start,
                             softcap=softcap, alibi=alibi, scale=scale)()
+
+
+def prepare_function(variant, problem):
+    """Our kernel as a function of any q, k, v of the problem's shapes (a block's projections): the
+    autograd function with our backward where q needs a gradient, the forward alone otherwise. Tuned
+    here, on the problem's tensors. The interval variants only: a selection is its problem's own."""
+    if variant.topk_blocks is not None or variant.topk_tokens is not None:
+        raise Unsupported("our sparse kernels read their problem's own selection; they serve no block")
+    from kernels.attention.triton_attention_backward import TritonAttention
+
+    options = dict(causal=variant.causal, window=variant.window, prefix=variant.prefix, doc_start=problem.doc_start,
+                   softcap=variant.softcap, alibi=variant.alibi)
+
+    def attend(q, k, v):
+        if q.requires_grad and torch.is_grad_enabled():
+            return TritonAttention.apply(q, k, v, options)
+        return attention_forward(q, k, v, **options)
+
+    attend(problem.q, problem.k, problem.v)
+    attend.backend = "triton"
+    return attend
 
 
 def prepare(variant, problem, config=None):

@@ -44,11 +44,12 @@ def _route(router, config, x, router_weight, selection_bias):
     return route(logits, config, selection_bias)
 
 
-def prepare(variant, problem):
+def prepare_function(variant, problem):
+    """The layer, with the problem's experts and router, as a function of any tokens x (T, dim)."""
     config = problem.config
-    x, w13, w2 = problem.x, problem.w13, problem.w2
+    w13, w2 = problem.w13, problem.w2
 
-    def call():
+    def layer(x):
         experts, weights = _route(variant.router, config, x, problem.router_weight, problem.selection_bias)
         flat = experts.flatten()
         order = torch.argsort(flat)
@@ -63,6 +64,16 @@ def prepare(variant, problem):
             gate, up = (x @ problem.shared13.t()).chunk(2, dim=-1)
             y += ((F.silu(gate) * up) @ problem.shared2.t()).float()
         return y.to(x.dtype)
+
+    layer.backend = "grouped_mm"
+    return layer
+
+
+def prepare(variant, problem):
+    layer = prepare_function(variant, problem)
+
+    def call():
+        return layer(problem.x)
 
     call()
     return call

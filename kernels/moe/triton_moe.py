@@ -199,12 +199,13 @@ def unpermute(rows, position, weights, tokens, dtype):
     return y
 
 
-def prepare(variant, problem):
+def prepare_function(variant, problem):
+    """The layer, with the problem's experts and router, as a function of any tokens x (T, dim)."""
     config = problem.config
-    x, w13, w2 = problem.x, problem.w13, problem.w2
+    w13, w2 = problem.w13, problem.w2
     top_k = config.top_k
 
-    def call():
+    def layer(x):
         experts, weights = route(variant.router, config, x, problem.router_weight, problem.selection_bias)
         flat = experts.flatten()
         order = torch.argsort(flat, stable=True)
@@ -218,6 +219,16 @@ def prepare(variant, problem):
             gate, up = (x @ problem.shared13.t()).chunk(2, dim=-1)
             y = y + (F.silu(gate) * up) @ problem.shared2.t()
         return y
+
+    layer.backend = "triton"
+    return layer
+
+
+def prepare(variant, problem):
+    layer = prepare_function(variant, problem)
+
+    def call():
+        return layer(problem.x)
 
     call()
     return call

@@ -174,9 +174,9 @@ def sample_rows(total, n, seed):
 
 
 def builtin_families() -> tuple[Family, ...]:
-    from variantbench.catalog import attention, comms, linear, mla, moe, paged
+    from variantbench.catalog import attention, block, comms, linear, mla, moe, paged
 
-    return (attention.FAMILY, mla.FAMILY, linear.FAMILY, paged.FAMILY, moe.FAMILY, comms.FAMILY)
+    return (attention.FAMILY, mla.FAMILY, linear.FAMILY, paged.FAMILY, moe.FAMILY, comms.FAMILY, block.FAMILY)
 
 
 def families() -> tuple[Family, ...]:

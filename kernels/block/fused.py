@@ -1,0 +1,193 @@
+"""fused: the block through each piece's fastest fused implementation from the catalog.
+
+Attention goes through the attention family's implementations that serve blocks (those whose module
+has `prepare_function`: SDPA, Flex, ours), an MoE through the moe family's (grouped_mm, ours). Each
+is prepared at the block's piece shape and, on CUDA, timed over TRIAL_CALLS calls (forward, or
+forward and backward where the block is trained); the fastest is kept and named in the call's
+`backend`, which check prints and the results record. On a CPU the first that prepares is kept: a
+CPU's timings say nothing of a GPU's. The glue is torch's: the projections and the dense MLP cuBLAS
+GEMMs, the norms torch's fused rms_norm and layer_norm kernels, RoPE and the MLP's activation one
+compiled kernel each on CUDA (eager on the CPU, where the tests need no compiler).
+"""
+
+import os
+
+import torch
+import torch.nn.functional as F
+
+from variantbench.catalog import Unsupported, family, lookup
+
+TRIAL_CALLS = 5
+
+
+def _elapsed(step, device):
+    step()  # warm-up: compiles, plans, caches
+    if device.type != "cuda":
+        return 0.0
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(TRIAL_CALLS):
+        step()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end)
+
+
+def _serves(implementation, variant, shape, device, trained):
+    """Why this implementation cannot be the block's piece here, or None."""
+    if not hasattr(implementation.load(), "prepare_function"):
+        return "serves no block"
+    if implementation.needs_triton and device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        return "Triton runs on CUDA, or on the CPU under TRITON_INTERPRET=1"
+    why = implementation.unsupported(variant, shape)
+    if why:
+        return why
+    if trained:
+        if not implementation.backward or (device.type == "cpu" and not implementation.backward_on_cpu):
+            return "forward-only here"
+        return implementation.backward_unsupported(variant, shape)
+    return None
+
+
+def fastest_piece(family_name, variant, shape, problem, inputs, trained):
+    """(function, its implementation's name): the fastest of the family's block-serving fused
+    implementations for `variant` at `shape`, timed on `inputs` (on CUDA), prepared on `problem`."""
+    fam = family(family_name)
+    device = inputs[0].device
+    timed, refused = {}, {}
+    for implementation in fam.implementations:
+        if not implementation.fused:
+            continue
+        why = _serves(implementation, variant, shape, device, trained)
+        if why:
+            refused[implementation.name] = why
+            continue
+        try:
+            function = implementation.load().prepare_function(variant, problem)
+        except (Unsupported, ValueError, RuntimeError) as error:  # a head dim our kernel has no tile for
+            refused[implementation.name] = str(error).splitlines()[0]
+            continue
+
+        def step(function=function):
+            out = function(*inputs)
+            if trained:
+                torch.autograd.grad(out.float().sum(), [t for t in inputs if t.requires_grad])
+
+        timed[implementation.name] = (_elapsed(step, device), function)
+        if device.type != "cuda":
+            break
+    if not timed:
+        raise Unsupported(f"no fused {family_name} implementation serves {variant.name} here: {refused}")
+    name = min(timed, key=lambda n: timed[n][0])
+    return timed[name][1], name
+
+
+def _compiled(function, device):
+    return torch.compile(function, dynamic=False) if device.type == "cuda" else function
+
+
+def _rotate(x, cos, sin):
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+
+def rope_tables(positions, head_dim, theta, dtype):
+    """(cos, sin), each (S, D/2) in dtype, of the rotate-half RoPE at these positions."""
+    half = head_dim // 2
+    freqs = theta ** (-torch.arange(half, device=positions.device, dtype=torch.float64) / half)
+    angles = positions.to(torch.float64)[:, None] * freqs
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def _swiglu(h):
+    gate, up = h.chunk(2, dim=-1)
+    return F.silu(gate) * up
+
+
+def _geglu(h):
+    gate, up = h.chunk(2, dim=-1)
+    return F.gelu(gate, approximate="tanh") * up
+
+
+ACTIVATIONS = {"swiglu": _swiglu, "geglu": _geglu, "gelu": F.gelu}
+
+
+# (weight, eps) -> the norm as a function of x; Gemma scales by 1 + w (added in the call, so a trained
+# block's weight gradient flows through it every step).
+NORMS = {
+    "rms": lambda w, eps: lambda x: F.rms_norm(x, x.shape[-1:], w, eps),
+    "gemma_rms": lambda w, eps: lambda x: F.rms_norm(x, x.shape[-1:], 1 + w, eps),
+    "layer": lambda w, eps: lambda x: F.layer_norm(x, x.shape[-1:], w, None, eps),
+}
+
+
+def _norm(kind, weight, eps):
+    return lookup(NORMS, kind, "norm")(weight, eps)
+
+
+def prepare(variant, problem):
+    from variantbench.block_shapes import PieceAttentionShape
+    from variantbench.catalog.attention import make_problem as attention_problem
+    from variantbench.shapes import MoEShape
+
+    p, config = problem, problem.config
+    device, dtype = p.x.device, p.x.dtype
+    batch, tokens, dim = p.x.shape
+    if variant.depth_capacity is not None:
+        raise Unsupported("the fused mixture-of-depths block is not built yet (reference and compiled run it)")
+    trained = p.x.requires_grad
+    kv_len = tokens if p.k_cache is None else p.k_cache.shape[2]
+    start = kv_len - tokens
+    heads, kv_heads, head_dim = config.n_heads, config.n_kv_heads, config.head_dim
+    piece_shape = PieceAttentionShape("block-attention", config.name, batch, tokens, kv_len, device.type,
+                                      heads=config.attention)
+    piece = attention_problem(variant.attention, piece_shape, device=device, dtype=dtype, seed=p.seed,
+                              requires_grad=trained)
+    attend, attention_name = fastest_piece("attention", variant.attention, piece_shape, piece,
+                                           (piece.q, piece.k, piece.v), trained)
+    if p.moe is not None:
+        moe_shape = MoEShape("block-moe", config.moe, batch * tokens, device=device.type)
+        moe_layer, mlp_name = fastest_piece("moe", family("moe").variant(variant.router), moe_shape, p.moe,
+                                            (p.moe.x,), trained=False)
+    else:
+        activation, mlp_name = _compiled(lookup(ACTIVATIONS, variant.mlp, "MLP"), device), "cublas"
+    attn_norm, mlp_norm = _norm(variant.norm, p.attn_norm, config.eps), _norm(variant.norm, p.mlp_norm, config.eps)
+    sandwich = variant.residual == "sandwich"
+    if sandwich:
+        post_attn = _norm(variant.norm, p.post_attn_norm, config.eps)
+        post_mlp = _norm(variant.norm, p.post_mlp_norm, config.eps)
+    if variant.qk_norm:
+        q_norm, k_norm = _norm("rms", p.q_norm, config.eps), _norm("rms", p.k_norm, config.eps)
+    rotate = _compiled(_rotate, device)
+    cos, sin = rope_tables(torch.arange(start, kv_len, device=device), head_dim, config.rope_theta, dtype)
+
+    def call():
+        h = attn_norm(p.x)
+        q = (h @ p.wq.t()).view(batch, tokens, heads, head_dim).transpose(1, 2)
+        k = (h @ p.wk.t()).view(batch, tokens, kv_heads, head_dim).transpose(1, 2)
+        v = (h @ p.wv.t()).view(batch, tokens, kv_heads, head_dim).transpose(1, 2)
+        if variant.qk_norm:
+            q, k = q_norm(q), k_norm(k)
+        if variant.rope:
+            q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+        if p.k_cache is not None:  # decode: the new token's key and value into the cache, in place
+            p.k_cache[:, :, start:] = k
+            p.v_cache[:, :, start:] = v
+            k, v = p.k_cache, p.v_cache
+        out = attend(q, k, v).transpose(1, 2).reshape(batch, tokens, heads * head_dim) @ p.wo.t()
+        if sandwich:
+            out = post_attn(out)
+        h = p.x + out
+        normed = mlp_norm(h)
+        if p.moe is not None:
+            out = moe_layer(normed.view(-1, dim)).view(batch, tokens, dim)
+        else:
+            out = activation(normed @ p.w13.t()) @ p.w2.t()
+        if sandwich:
+            out = post_mlp(out)
+        return h + out
+
+    call()
+    call.backend = f"attention {attention_name}, mlp {mlp_name}"
+    return call

@@ -1,0 +1,162 @@
+"""A transformer block composed of its pieces' references: eager, readable, float64-able. The block
+family's oracle and its unfused floor.
+
+x (B, S, dim) -> (B, S, dim). Pre-norm: h = x + attn(norm(x)); out = h + mlp(norm(h)). Sandwich
+(Gemma-2): each piece's output is normed again before its residual add. Mixture-of-depths: a router
+picks the top `capacity` of each sequence's tokens; only they go through the block (attending to each
+other, causally in their own order), scaled by their router weight; the rest ride the residual.
+
+`rows` (query positions) asks for the output at those positions only: keys and values still come from
+every token, so the check compares sampled rows at shapes whose full float64 block would not fit.
+Decode: x is the one new token per sequence; its key and value are written at position kv_len - 1 of
+the cache, whose earlier positions hold the sequence so far.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from reference import moe as reference_moe
+from reference.attention import attention
+from variantbench.catalog import lookup
+
+
+def rms_norm(x, weight, eps):
+    """x / rms(x) * weight, in float32 at least."""
+    wide = x.to(torch.promote_types(x.dtype, torch.float32))
+    return (wide * torch.rsqrt(wide.pow(2).mean(-1, keepdim=True) + eps) * weight.to(wide.dtype)).to(x.dtype)
+
+
+def gemma_rms_norm(x, weight, eps):
+    """Gemma scales by (1 + weight): a zero weight is the identity scale."""
+    return rms_norm(x, 1 + weight.to(torch.promote_types(weight.dtype, torch.float32)), eps)
+
+
+def layer_norm(x, weight, eps):
+    wide = x.to(torch.promote_types(x.dtype, torch.float32))
+    return F.layer_norm(wide, wide.shape[-1:], weight.to(wide.dtype), None, eps).to(x.dtype)
+
+
+NORMS = {"rms": rms_norm, "gemma_rms": gemma_rms_norm, "layer": layer_norm}
+
+
+def rope(x, positions, theta):
+    """Rotary embedding, the rotate-half layout (Llama's): x (B, H, S, D), positions (S,) or (B, S)."""
+    half = x.shape[-1] // 2
+    freqs = theta ** (-torch.arange(half, device=x.device, dtype=torch.float64) / half)
+    angles = positions.to(torch.float64)[..., None] * freqs  # (..., S, half)
+    if angles.dim() == 3:  # per sequence: (B, 1, S, half)
+        angles = angles[:, None]
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+
+def swiglu(x, w13, w2):
+    return reference_moe.swiglu(x, w13, w2)
+
+
+def geglu(x, w13, w2):
+    """Gemma's gated GELU (tanh approximation): w13 holds gate then up, nn.Linear layout."""
+    gate, up = (x @ w13.t()).chunk(2, dim=-1)
+    return (F.gelu(gate, approximate="tanh") * up) @ w2.t()
+
+
+def gelu_mlp(x, w13, w2):
+    """ViT's MLP: one up projection (w13 is (ffn, dim) here), exact GELU, one down projection."""
+    return F.gelu(x @ w13.t()) @ w2.t()
+
+
+DENSE_MLPS = {"swiglu": swiglu, "geglu": geglu, "gelu": gelu_mlp}
+
+
+def mlp(recipe, config, w, x):
+    """The recipe's MLP or MoE on x (..., dim)."""
+    if recipe.mlp != "moe":
+        return lookup(DENSE_MLPS, recipe.mlp, "MLP")(x, w.w13, w.w2)
+    m = w.moe
+    flat = x.reshape(-1, x.shape[-1])
+    y = reference_moe.moe(recipe.router, config.moe_config, flat, m.router_weight, m.selection_bias, m.w13, m.w2,
+                          m.shared13, m.shared2, compute_dtype=x.dtype)
+    return y.view(x.shape)
+
+
+def project_qkv(recipe, config, w, h, positions):
+    """(q, k, v), each (B, heads, S, head dim), RoPE'd where the recipe has it."""
+    batch, tokens, _ = h.shape
+    q = (h @ w.wq.t()).view(batch, tokens, config.n_heads, config.head_dim).transpose(1, 2)
+    k = (h @ w.wk.t()).view(batch, tokens, config.n_kv_heads, config.head_dim).transpose(1, 2)
+    v = (h @ w.wv.t()).view(batch, tokens, config.n_kv_heads, config.head_dim).transpose(1, 2)
+    if recipe.qk_norm:  # Qwen3: RMS norm of each head's query and key before RoPE
+        q, k = rms_norm(q, w.q_norm, config.eps), rms_norm(k, w.k_norm, config.eps)
+    if recipe.rope:
+        q, k = rope(q, positions, config.rope_theta), rope(k, positions, config.rope_theta)
+    return q, k, v
+
+
+def attend(recipe, q, k, v, q_idx):
+    """The recipe's attention variant over (B, H, S, D) tensors, queries at key positions q_idx."""
+    from variantbench.catalog.attention import AttentionProblem
+
+    piece = AttentionProblem(q, k, v, None, seed=0)
+    mask_mod, score_mod = recipe.attention.mask_mod(piece), recipe.attention.score_mod(piece)
+    return attention(q, k, v, mask_mod=mask_mod, score_mod=score_mod, q_idx=q_idx)
+
+
+def layer(recipe, config, w, x, *, rows=None, cache=None, positions=None):
+    """One pass of the block's layer (norms, attention, MLP, residuals) over x (B, S, dim); see the
+    module docstring for `rows` and `cache`. `positions` (B, S): each token's position for RoPE, where
+    it is not its index (mixture-of-depths runs the layer over the chosen tokens alone)."""
+    norm = lookup(NORMS, recipe.norm, "norm")
+    batch, tokens, _ = x.shape
+    start = 0 if cache is None else cache[0].shape[2] - 1
+    if positions is None:
+        positions = torch.arange(start, start + tokens, device=x.device)
+    q, k, v = project_qkv(recipe, config, w, norm(x, w.attn_norm, config.eps), positions)
+    if cache is not None:  # decode: the new keys after the cached ones
+        k = torch.cat([cache[0][:, :, :start].to(k.dtype), k], dim=2)
+        v = torch.cat([cache[1][:, :, :start].to(v.dtype), v], dim=2)
+    picked = torch.arange(tokens, device=x.device) if rows is None else rows.to(x.device)
+    out = attend(recipe, q[:, :, picked], k, v, q_idx=picked + start)
+    out = out.transpose(1, 2).reshape(batch, picked.numel(), -1) @ w.wo.t()
+    if recipe.residual == "sandwich":
+        out = norm(out, w.post_attn_norm, config.eps)
+    h = x[:, picked] + out
+    out = mlp(recipe, config, w, norm(h, w.mlp_norm, config.eps))
+    if recipe.residual == "sandwich":
+        out = norm(out, w.post_mlp_norm, config.eps)
+    return h + out
+
+
+def depth_choice(recipe, w, x):
+    """(chosen (B, n) token indices in order, their router scores (B, n) float32+): each sequence's
+    top `depth_capacity` of its tokens by the router's score."""
+    tokens = x.shape[1]
+    wide = torch.promote_types(x.dtype, torch.float32)
+    scores = x.to(wide) @ w.depth_router.to(wide)
+    chosen = torch.sort(reference_moe.top_k(scores, max(1, int(tokens * recipe.depth_capacity)))[1], dim=-1).values
+    return chosen, scores.gather(1, chosen)
+
+
+def depth_routed(recipe, config, w, x, rows=None):
+    """Mixture-of-depths: the chosen tokens go through the layer among themselves (causal in their
+    order, RoPE at their own positions); a chosen token's change is scaled by sigmoid(its score), the
+    others ride the residual unchanged."""
+    chosen, scores = depth_choice(recipe, w, x)
+    index = chosen[..., None].expand(-1, -1, x.shape[-1])
+    routed = x.gather(1, index)
+    changed = layer(recipe, config, w, routed, positions=chosen)
+    gate = torch.sigmoid(scores).to(x.dtype)[..., None]
+    out = x.scatter(1, index, routed + gate * (changed - routed))
+    return out if rows is None else out[:, rows.to(x.device)]
+
+
+def block(recipe, config, w, x, *, rows=None, cache=None):
+    """The block's output (B, S or len(rows), dim)."""
+    if recipe.depth_capacity is not None:
+        return depth_routed(recipe, config, w, x, rows)
+    return layer(recipe, config, w, x, rows=rows, cache=cache)
+
+
+def prepare(variant, problem):
+    """The reference as an implementation (the unfused floor the fused ones are timed against)."""
+    return lambda: block(variant, problem.config, problem, problem.x, cache=problem.cache)

@@ -1,0 +1,283 @@
+"""The block family: one transformer layer as a recipe of catalog pieces, named after the model whose
+config gives its dimensions (variantbench/block_shapes.py), its reference composed of the pieces'
+references (reference/block.py), and the budget ratio against the llama-3-8b block per useful work.
+
+A recipe is data: its norm, its attention variant (an attention-family entry, so every attention
+implementation that runs the variant can serve the block), its MLP or the MoE router it routes with
+(a moe-family variant), its residual structure and positions. `fused` runs each piece through its
+family's fastest fused implementation at the block's shape (the choice recorded with the results);
+`compiled` is torch.compile of the reference block. Covered so far: the dense and MoE GQA blocks, a
+ViT encoder block and a mixture-of-depths block; MLA (deepseek-v3) and gated DeltaNet (qwen3-next)
+blocks are not built yet.
+"""
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from variantbench.block_shapes import BLOCK_SHAPES, BlockShape
+from variantbench.catalog import Family, Implementation, check_numbers_in_name, sample_rows
+from variantbench.catalog.attention import AttentionVariant, visible_pairs
+from variantbench.catalog.attention import REFERENCE_MAX_SCORE_BYTES
+from variantbench.shapes import MoEShape
+
+
+@dataclass(frozen=True)
+class BlockVariant:
+    name: str
+    model: str  # block_shapes.BLOCK_MODELS: the dimensions
+    attention: AttentionVariant
+    norm: str = "rms"  # reference/block.py NORMS
+    mlp: str = "swiglu"  # reference/block.py DENSE_MLPS, or "moe"
+    router: str | None = None  # with mlp "moe": a moe-family variant's name
+    residual: str = "pre"  # "pre": pre-norm; "sandwich": each piece's output normed too (Gemma-2)
+    rope: bool = True
+    qk_norm: bool = False  # Qwen3: RMS norm of each query and key head
+    depth_capacity: float | None = None  # mixture-of-depths: the fraction of tokens the block processes
+    baseline: bool = False
+    note: str = ""
+
+    def __post_init__(self):
+        check_numbers_in_name(self, {})
+        if (self.mlp == "moe") != (self.router is not None):
+            raise ValueError(f"BlockVariant {self.name!r}: an MoE block names its router, and only an MoE block")
+
+    def unsupported(self, shape: BlockShape) -> str | None:
+        if self.depth_capacity is not None and shape.phase == "decode":
+            return ("mixture-of-depths picks a top-k over the whole sequence; at decode a causal predictor "
+                    "decides, which is not modelled")
+        if self.depth_capacity is not None and self.depth_capacity * shape.q_len < 1:
+            return f"{self.depth_capacity} of {shape.q_len} tokens is no token"
+        return self.attention.unsupported(shape.attention_shape(self.model))
+
+
+CAUSAL_GQA = AttentionVariant("causal_gqa", note="causal, the model's own KV heads")
+
+VARIANTS = (
+    BlockVariant("llama-3-8b", "llama-3-8b", CAUSAL_GQA, baseline=True,
+                 note="pre-norm RMSNorm, GQA with RoPE, SwiGLU MLP"),
+    BlockVariant("gemma-2-9b-local", "gemma-2-9b", AttentionVariant("softcap_50_window_4096", softcap=50.0, window=4096),
+                 norm="gemma_rms", mlp="geglu", residual="sandwich",
+                 note="Gemma-2's sliding-window layer: scores capped at 50, 4096-key window, sandwich norms, GeGLU"),
+    BlockVariant("gemma-2-9b-global", "gemma-2-9b", AttentionVariant("softcap_50", softcap=50.0),
+                 norm="gemma_rms", mlp="geglu", residual="sandwich",
+                 note="Gemma-2's global layer, alternating with the local one"),
+    BlockVariant("qwen3-30b-a3b", "qwen3-30b-a3b", CAUSAL_GQA, mlp="moe", router="softmax_topk", qk_norm=True,
+                 note="GQA (32 heads on 4) with QK-norm, 128 experts top-8"),
+    BlockVariant("mixtral-8x7b", "mixtral-8x7b", AttentionVariant("sliding_window_4096", window=4096), mlp="moe",
+                 router="softmax_topk", note="GQA with a 4096-key sliding window, 8 experts top-2"),
+    BlockVariant("vit-l16", "vit-l16", AttentionVariant("bidirectional", causal=False), norm="layer", mlp="gelu",
+                 rope=False, note="encoder: bidirectional attention, LayerNorm, GELU MLP"),
+    BlockVariant("llama-3-8b-depth", "llama-3-8b", CAUSAL_GQA, depth_capacity=0.125,
+                 note="mixture-of-depths: a router sends each sequence's top 12.5% of tokens through the block"),
+)
+
+
+def _attention_piece_unsupported(variant, shape):
+    piece = shape.attention_shape(variant.model)
+    if variant.depth_capacity is not None:
+        return None  # the layer sees an eighth of the tokens
+    score_bytes = piece.batch * piece.config.n_heads * piece.q_len * piece.kv_len * 4
+    if score_bytes > REFERENCE_MAX_SCORE_BYTES:
+        return (f"the reference attention materialises {score_bytes / 2**30:.0f} GiB of float32 scores here, over "
+                f"its {REFERENCE_MAX_SCORE_BYTES / 2**30:.0f} GiB limit (checked on sampled rows instead)")
+    return None
+
+
+# torch.compile unrolls the reference MoE's loop over experts (moe.COMPILED_MAX_EXPERTS says why).
+COMPILED_MAX_EXPERTS = 64
+
+
+def _compiled_unsupported(variant, shape):
+    moe = shape.config(variant.model).moe_config
+    if moe is not None and moe.n_experts > COMPILED_MAX_EXPERTS:
+        return (f"torch.compile unrolls the reference MoE's loop over {moe.n_experts} experts; compiled runs up "
+                f"to {COMPILED_MAX_EXPERTS}")
+    why = _attention_piece_unsupported(variant, shape)
+    return f"torch.compile of the reference keeps its scores in memory: {why}" if why else None
+
+
+def _fused_backward_unsupported(variant, shape):
+    if variant.mlp == "moe":
+        return "the moe family's fused implementations are forward-only"
+    return None
+
+
+IMPLEMENTATIONS = (
+    Implementation("reference", "reference.block", fused=False, backward=True, unsupported=_attention_piece_unsupported),
+    Implementation("fused", "kernels.block.fused", fused=True, backward=True, autotunes=True,
+                   backward_unsupported=_fused_backward_unsupported),
+    Implementation("compiled", "kernels.block.compiled", fused=True, backward=True, tier="full",
+                   unsupported=_compiled_unsupported),
+)
+
+WEIGHTS = ("wq", "wk", "wv", "wo", "attn_norm", "mlp_norm", "post_attn_norm", "post_mlp_norm", "q_norm", "k_norm",
+           "w13", "w2", "depth_router")
+
+
+@dataclass
+class BlockProblem:
+    """x (B, S, dim); the layer's weights in nn.Linear's (out, in) layout, None where the recipe has no
+    such piece; an MoE block's experts and router as a moe-family problem (`moe`); at decode the KV
+    cache (B, Hkv, kv_len, D), the new token's key and value going to its last position."""
+
+    config: object
+    x: torch.Tensor
+    seed: int
+    wq: torch.Tensor
+    wk: torch.Tensor
+    wv: torch.Tensor
+    wo: torch.Tensor
+    attn_norm: torch.Tensor
+    mlp_norm: torch.Tensor
+    post_attn_norm: torch.Tensor | None = None
+    post_mlp_norm: torch.Tensor | None = None
+    q_norm: torch.Tensor | None = None
+    k_norm: torch.Tensor | None = None
+    w13: torch.Tensor | None = None
+    w2: torch.Tensor | None = None
+    depth_router: torch.Tensor | None = None
+    moe: object = None
+    k_cache: torch.Tensor | None = None
+    v_cache: torch.Tensor | None = None
+
+    @property
+    def device(self):
+        return self.x.device
+
+    @property
+    def cache(self):
+        return None if self.k_cache is None else (self.k_cache, self.v_cache)
+
+    def weights(self):
+        return {name: getattr(self, name) for name in WEIGHTS if getattr(self, name) is not None}
+
+    def inputs(self):
+        caches = {name: t for name, t in (("k_cache", self.k_cache), ("v_cache", self.v_cache)) if t is not None}
+        return {"x": self.x, **self.weights(), **caches}
+
+    def grad_inputs(self):
+        """x and every weight of the layer (the MoE's excepted: its implementations are forward-only):
+        a training step's backward computes them all."""
+        return (self.x, *self.weights().values())
+
+    def converted(self, dtype):
+        """The same problem in `dtype` (the reference's), tensors already in it kept as they are."""
+        moe = self.moe
+        if moe is not None:
+            moe = dataclasses.replace(moe, **{n: getattr(moe, n).to(dtype) for n in ("x", "router_weight", "w13", "w2")},
+                                      **{n: getattr(moe, n).to(dtype) for n in ("shared13", "shared2")
+                                         if getattr(moe, n) is not None})
+        tensors = {name: t.to(dtype) for name, t in self.inputs().items()}
+        return dataclasses.replace(self, moe=moe, **tensors)
+
+
+# Norm weights near 1 (Gemma's near 0, as it scales by 1 + w) but not exactly: a norm that dropped its
+# weight would still pass at exactly 1.
+NORM_SPREAD = 0.1
+
+
+def make_problem(variant, shape: BlockShape, *, device, dtype, seed, requires_grad=False):
+    """Seeded weights at 1/sqrt(fan-in) (unit-size activations through every matmul) and unit-normal
+    tokens, never zeros; at decode a seeded random cache."""
+    from variantbench.catalog import family
+
+    config = shape.config(variant.model)
+    gen = torch.Generator(device).manual_seed(seed)
+
+    def randn(*size, scale=1.0, offset=0.0):
+        t = torch.randn(*size, generator=gen, device=device, dtype=torch.float32).mul_(scale).add_(offset).to(dtype)
+        return t.requires_grad_(requires_grad)
+
+    dim, heads, kv_heads, head_dim = config.dim, config.n_heads, config.n_kv_heads, config.head_dim
+    norm_offset = 0.0 if variant.norm == "gemma_rms" else 1.0
+
+    def norm(size=dim):
+        return randn(size, scale=NORM_SPREAD, offset=norm_offset)
+
+    sandwich = variant.residual == "sandwich"
+    problem = BlockProblem(
+        config=config, x=randn(shape.batch, shape.q_len, dim), seed=seed,
+        wq=randn(heads * head_dim, dim, scale=dim ** -0.5), wk=randn(kv_heads * head_dim, dim, scale=dim ** -0.5),
+        wv=randn(kv_heads * head_dim, dim, scale=dim ** -0.5), wo=randn(dim, heads * head_dim, scale=(heads * head_dim) ** -0.5),
+        attn_norm=norm(), mlp_norm=norm(), post_attn_norm=norm() if sandwich else None,
+        post_mlp_norm=norm() if sandwich else None,
+        q_norm=randn(head_dim, scale=NORM_SPREAD, offset=1.0) if variant.qk_norm else None,
+        k_norm=randn(head_dim, scale=NORM_SPREAD, offset=1.0) if variant.qk_norm else None,
+        depth_router=randn(dim, scale=dim ** -0.5) if variant.depth_capacity is not None else None,
+    )
+    if variant.mlp == "moe":
+        moe = family("moe")
+        tokens = MoEShape(f"{shape.name}-moe", config.moe, shape.batch * shape.q_len, device=shape.device)
+        problem.moe = moe.make_problem(moe.variant(variant.router), tokens, device=device, dtype=dtype, seed=seed + 1)
+    else:
+        up = 2 * config.ffn_dim if variant.mlp in ("swiglu", "geglu") else config.ffn_dim
+        problem.w13 = randn(up, dim, scale=dim ** -0.5)
+        problem.w2 = randn(dim, config.ffn_dim, scale=config.ffn_dim ** -0.5)
+    if shape.phase == "decode":
+        problem.k_cache = torch.randn(shape.batch, kv_heads, shape.kv_len, head_dim, generator=gen, device=device,
+                                      dtype=torch.float32).to(dtype)
+        problem.v_cache = torch.randn(problem.k_cache.shape, generator=gen, device=device, dtype=torch.float32).to(dtype)
+    return problem
+
+
+def check_views(variant, problem, out, rows):
+    """Up to `rows` sampled positions of every sequence, and the reference block on exactly those
+    rows (keys and values from every token: B x H x rows x S scores at any shape)."""
+    from reference import block as reference_block
+
+    picked = sample_rows(problem.x.shape[1], rows, problem.seed).to(problem.device)
+
+    def reference(dtype):
+        p = problem.converted(dtype)
+        return reference_block.block(variant, p.config, p, p.x, rows=picked, cache=p.cache)
+
+    return reference, out[:, picked], int(picked.numel())
+
+
+def work(variant, problem, backward=False):
+    """(FLOPs, bytes) of the layer's useful work. FLOPs: the four projections, 2 T dim (H + 2 Hkv + H) D;
+    the attention's visible pairs as the attention family counts them; the MLP, 6 T dim ffn gated
+    (4 ungated), or the MoE's routed work as the moe family counts it. Mixture-of-depths counts the
+    chosen tokens, plus its router. Backward: twice each matmul (input and weight gradients), the
+    attention's 2.5x. Bytes: every weight once, tokens in and out, the cache read at decode."""
+    from variantbench.catalog import family
+    from variantbench.catalog.attention import AttentionProblem
+
+    config = problem.config
+    batch, tokens, dim = problem.x.shape
+    routed = tokens if variant.depth_capacity is None else max(1, int(tokens * variant.depth_capacity))
+    kv_len = routed if problem.k_cache is None else problem.k_cache.shape[2]
+    heads, kv_heads, head_dim = config.n_heads, config.n_kv_heads, config.head_dim
+    rows = batch * routed
+    gemm = 2 * rows * dim * (2 * heads + 2 * kv_heads) * head_dim
+    if problem.moe is not None:
+        moe = family("moe")
+        mlp_flops, mlp_bytes = moe.work(moe.variant(variant.router), problem.moe)
+    else:
+        gated = variant.mlp in ("swiglu", "geglu")
+        mlp_flops, mlp_bytes = (6 if gated else 4) * rows * dim * config.ffn_dim, 0
+    empty = torch.empty(batch, heads, routed, 0)
+    pairs = visible_pairs(variant.attention, AttentionProblem(empty, torch.empty(batch, kv_heads, kv_len, 0),
+                                                              None, None, problem.seed))
+    attention = 4 * heads * head_dim * pairs
+    matmuls = gemm + mlp_flops + (2 * batch * tokens * dim if variant.depth_capacity is not None else 0)
+    flops = 3 * matmuls + attention * 7 // 2 if backward else matmuls + attention
+    elem = problem.x.element_size()
+    weights = sum(t.numel() for t in problem.weights().values()) * elem
+    caches = 0 if problem.k_cache is None else 2 * problem.k_cache.numel() * elem
+    nbytes = weights + mlp_bytes + 2 * problem.x.numel() * elem + caches
+    return flops, nbytes * (2 if backward else 1)
+
+
+FAMILY = Family(
+    name="block",
+    variants=VARIANTS,
+    implementations=IMPLEMENTATIONS,
+    shapes=BLOCK_SHAPES,
+    baseline_implementation="fused",
+    make_problem=make_problem,
+    check_views=check_views,
+    work=work,
+)
