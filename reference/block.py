@@ -12,12 +12,20 @@ Decode: x is the one new token per sequence; its key and value are written at po
 the cache, whose earlier positions hold the sequence so far.
 """
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
 from reference import moe as reference_moe
 from reference.attention import attention
-from variantbench.catalog import lookup
+
+
+def lookup(table, name, what):
+    try:
+        return table[name]
+    except KeyError:
+        raise ValueError(f"unknown {what} {name!r}; known: {', '.join(table)}") from None
 
 
 def rms_norm(x, weight, eps):
@@ -93,13 +101,36 @@ def project_qkv(recipe, config, w, h, positions):
     return q, k, v
 
 
-def attend(recipe, q, k, v, q_idx):
-    """The recipe's attention variant over (B, H, S, D) tensors, queries at key positions q_idx."""
-    from variantbench.catalog.attention import AttentionProblem
+@dataclass
+class AttentionCall:
+    """What an attention variant's mask and score functions read of a call: its sizes, its tensors.
+    The block's queries are the last q_len of kv_len positions, as the attention family's are."""
 
-    piece = AttentionProblem(q, k, v, None, seed=0)
-    mask_mod, score_mod = recipe.attention.mask_mod(piece), recipe.attention.score_mod(piece)
-    return attention(q, k, v, mask_mod=mask_mod, score_mod=score_mod, q_idx=q_idx)
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    q_len: int
+    doc_start: None = None
+
+    @property
+    def kv_len(self):
+        return self.k.shape[2]
+
+    @property
+    def n_heads(self):
+        return self.q.shape[1]
+
+    @property
+    def batch(self):
+        return self.q.shape[0]
+
+
+def attend(recipe, q, k, v, q_idx, q_len):
+    """The recipe's attention variant: rows q (B, H, rows, D) of a call of q_len queries, the rows'
+    query indices q_idx, over every key k, v (B, Hkv, kv_len, D)."""
+    call = AttentionCall(q, k, v, q_len)
+    return attention(q, k, v, mask_mod=recipe.attention.mask_mod(call), score_mod=recipe.attention.score_mod(call),
+                     q_idx=q_idx)
 
 
 def layer(recipe, config, w, x, *, rows=None, cache=None, positions=None):
@@ -116,7 +147,7 @@ def layer(recipe, config, w, x, *, rows=None, cache=None, positions=None):
         k = torch.cat([cache[0][:, :, :start].to(k.dtype), k], dim=2)
         v = torch.cat([cache[1][:, :, :start].to(v.dtype), v], dim=2)
     picked = torch.arange(tokens, device=x.device) if rows is None else rows.to(x.device)
-    out = attend(recipe, q[:, :, picked], k, v, q_idx=picked + start)
+    out = attend(recipe, q[:, :, picked], k, v, q_idx=picked, q_len=tokens)
     out = out.transpose(1, 2).reshape(batch, picked.numel(), -1) @ w.wo.t()
     if recipe.residual == "sandwich":
         out = norm(out, w.post_attn_norm, config.eps)

@@ -1,0 +1,230 @@
+"""The block family on the CPU: each recipe's reference against a layer written here independently
+(complex-number RoPE, SDPA or explicit softmax attention, a per-token loop over experts), decode
+against prefill, mixture-of-depths' routing, the fused and compiled blocks against the reference, the
+work model, and the recipes' own rules."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from reference import block as reference_block
+from variantbench import cases
+from variantbench.block_shapes import BlockShape
+from variantbench.catalog import family
+from variantbench.catalog.attention import AttentionVariant
+from variantbench.catalog.block import BlockVariant
+
+BLOCK = family("block")
+PREFILL = BlockShape("t-prefill", batch=2, q_len=24, kv_len=24, size="tiny", device="cpu")
+
+
+def problem_of(name, shape=PREFILL, seed=1):
+    return BLOCK.make_problem(BLOCK.variant(name), shape, device="cpu", dtype=torch.float64, seed=seed)
+
+
+def rms(x, w, eps):
+    return x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps) * w
+
+
+def rotated(x, theta):
+    """RoPE as a complex rotation: the first half of the head dim is the real part, the second the
+    imaginary part (the rotate-half layout), position p turns pair i by p * theta^(-i / half)."""
+    half = x.shape[-1] // 2
+    turns = torch.arange(x.shape[2], dtype=torch.float64)[:, None] * theta ** (-torch.arange(half, dtype=torch.float64) / half)
+    z = torch.complex(x[..., :half], x[..., half:]) * torch.polar(torch.ones_like(turns), turns)
+    return torch.cat([z.real, z.imag], dim=-1)
+
+
+def independent_layer(recipe, p, x):
+    """The recipe's layer written apart from reference/block.py, for pre-norm and sandwich RMS blocks."""
+    c = p.config
+    scale = (lambda w: 1 + w) if recipe.norm == "gemma_rms" else (lambda w: w)
+    norm = lambda t, w: rms(t, scale(w), c.eps)  # noqa: E731
+    b, s, _ = x.shape
+    h = norm(x, p.attn_norm)
+    heads = lambda t, n: t.view(b, s, n, c.head_dim).transpose(1, 2)  # noqa: E731
+    q, k, v = heads(h @ p.wq.T, c.n_heads), heads(h @ p.wk.T, c.n_kv_heads), heads(h @ p.wv.T, c.n_kv_heads)
+    if recipe.qk_norm:
+        q, k = rms(q, p.q_norm, c.eps), rms(k, p.k_norm, c.eps)
+    q, k = rotated(q, c.rope_theta), rotated(k, c.rope_theta)
+    group = c.n_heads // c.n_kv_heads
+    k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(c.head_dim)
+    if recipe.attention.softcap:
+        scores = recipe.attention.softcap * torch.tanh(scores / recipe.attention.softcap)
+    i, j = torch.arange(s)[:, None], torch.arange(s)[None, :]
+    visible = j <= i
+    if recipe.attention.window:
+        visible &= i - j < recipe.attention.window
+    attended = torch.softmax(scores.masked_fill(~visible, -math.inf), -1) @ v
+    out = attended.transpose(1, 2).reshape(b, s, -1) @ p.wo.T
+    if recipe.residual == "sandwich":
+        out = norm(out, p.post_attn_norm)
+    h = x + out
+    g = norm(h, p.mlp_norm)
+    if recipe.mlp == "moe":
+        out = torch.stack([experts_of_token(p.moe, t) for t in g.reshape(-1, g.shape[-1])]).view(g.shape)
+    else:
+        gate, up = (g @ p.w13.T).chunk(2, -1)
+        act = F.gelu(gate, approximate="tanh") if recipe.mlp == "geglu" else gate * torch.sigmoid(gate)
+        out = (act * up) @ p.w2.T
+    if recipe.residual == "sandwich":
+        out = norm(out, p.post_mlp_norm)
+    return h + out
+
+
+def experts_of_token(moe, t):
+    """Mixtral's routing for one token: softmax over every expert, its top-k renormalised; in float32,
+    as models route (and reference/moe.py does, whatever the experts' dtype)."""
+    probs = torch.softmax(t.float() @ moe.router_weight.float().T, -1)
+    top = torch.topk(probs, moe.config.top_k)
+    out = torch.zeros_like(t)
+    for weight, e in zip((top.values / top.values.sum()).to(t.dtype), top.indices):
+        gate, up = (t @ moe.w13[e].T).chunk(2, -1)
+        out += weight * ((gate * torch.sigmoid(gate) * up) @ moe.w2[e].T)
+    if moe.shared13 is not None:
+        gate, up = (t @ moe.shared13.T).chunk(2, -1)
+        out += (gate * torch.sigmoid(gate) * up) @ moe.shared2.T
+    return out
+
+
+@pytest.mark.parametrize("name", ["llama-3-8b", "gemma-2-9b-local", "gemma-2-9b-global", "qwen3-30b-a3b",
+                                  "mixtral-8x7b"])
+def test_each_recipes_reference_is_the_layer_written_independently(name):
+    recipe = BLOCK.variant(name)
+    if recipe.attention.window:
+        recipe = small_window(recipe)
+    p = problem_of(name)
+    got = reference_block.block(recipe, p.config, p, p.x)
+    # routing runs in float32 in both (as models route): its weights agree to float32's rounding only
+    close = 1e-6 if recipe.mlp == "moe" else 1e-9
+    torch.testing.assert_close(got, independent_layer(recipe, p, p.x), rtol=close, atol=close)
+
+
+def test_the_vit_block_is_layer_norm_bidirectional_attention_and_a_gelu_mlp():
+    recipe, p = BLOCK.variant("vit-l16"), problem_of("vit-l16")
+    c = p.config
+    ln = lambda t, w: F.layer_norm(t, t.shape[-1:], w, None, c.eps)  # noqa: E731
+    b, s, _ = p.x.shape
+    heads = lambda t: t.view(b, s, c.n_heads, c.head_dim).transpose(1, 2)  # noqa: E731
+    h = ln(p.x, p.attn_norm)
+    attended = F.scaled_dot_product_attention(heads(h @ p.wq.T), heads(h @ p.wk.T), heads(h @ p.wv.T))
+    h = p.x + attended.transpose(1, 2).reshape(b, s, -1) @ p.wo.T
+    expected = h + F.gelu(ln(h, p.mlp_norm) @ p.w13.T) @ p.w2.T
+    torch.testing.assert_close(reference_block.block(recipe, c, p, p.x), expected, rtol=1e-9, atol=1e-9)
+
+
+def small_window(recipe):
+    """The recipe with a 6-key window (its own 4096 cuts nothing at 24 tokens)."""
+    return BlockVariant(recipe.name, recipe.model, AttentionVariant("window_6", window=6, softcap=recipe.attention.softcap),
+                        norm=recipe.norm, mlp=recipe.mlp, router=recipe.router, residual=recipe.residual)
+
+
+@pytest.mark.parametrize("name", ["llama-3-8b", "gemma-2-9b-local", "mixtral-8x7b", "vit-l16"])
+def test_decode_over_a_cache_of_the_earlier_tokens_is_the_last_row_of_prefill(name):
+    recipe, p = BLOCK.variant(name), problem_of(name)
+    if recipe.attention.window:
+        recipe = small_window(recipe)
+    c = p.config
+    prefill = reference_block.block(recipe, c, p, p.x)
+    norm = reference_block.NORMS[recipe.norm]
+    _, k, v = reference_block.project_qkv(recipe, c, p, norm(p.x, p.attn_norm, c.eps), torch.arange(PREFILL.q_len))
+    got = reference_block.block(recipe, c, p, p.x[:, -1:], cache=(k, v))
+    torch.testing.assert_close(got[:, 0], prefill[:, -1], rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["llama-3-8b", "gemma-2-9b-local"])
+def test_sampled_rows_are_those_rows_of_the_whole_block(name):
+    """The check compares sampled positions at large shapes: the reference on those rows alone must
+    place them where they are (a windowed mask once read them as the last rows of the sequence)."""
+    recipe, p = small_window(BLOCK.variant(name)) if name != "llama-3-8b" else BLOCK.variant(name), problem_of(name)
+    rows = torch.tensor([0, 3, 11, 17])
+    whole = reference_block.block(recipe, p.config, p, p.x)
+    torch.testing.assert_close(reference_block.block(recipe, p.config, p, p.x, rows=rows), whole[:, rows])
+
+
+def test_mixture_of_depths_changes_only_the_chosen_tokens_by_their_gated_layer_output():
+    recipe = BlockVariant("depth", "llama-3-8b", AttentionVariant("causal_gqa"), depth_capacity=0.25)
+    p = problem_of("llama-3-8b-depth")
+    out = reference_block.block(recipe, p.config, p, p.x)
+    chosen, scores = reference_block.depth_choice(recipe, p, p.x)
+    assert chosen.shape == (2, 6)
+    changed = (out != p.x).any(-1)
+    assert torch.equal(changed, torch.zeros_like(changed).scatter_(1, chosen, True))
+    b = 0
+    routed = p.x[b:b + 1, chosen[b]]
+    layer = reference_block.layer(recipe, p.config, p, routed, positions=chosen[b:b + 1])
+    gate = torch.sigmoid(scores[b])[:, None]
+    torch.testing.assert_close(out[b, chosen[b]], routed[0] + gate * (layer[0] - routed[0]))
+
+
+def test_mixture_of_depths_rope_uses_each_chosen_tokens_own_position():
+    """Routed as a short sequence, a chosen token keeps its place in the whole one: its rotation is
+    by its own position, not its index among the chosen."""
+    recipe, p = BLOCK.variant("llama-3-8b-depth"), problem_of("llama-3-8b-depth")
+    chosen, _ = reference_block.depth_choice(recipe, p, p.x)
+    assert not torch.equal(chosen, torch.arange(chosen.shape[1]).expand_as(chosen))  # not simply the first ones
+    routed = p.x.gather(1, chosen[..., None].expand(-1, -1, p.x.shape[-1]))
+    at_own = reference_block.layer(recipe, p.config, p, routed, positions=chosen)
+    at_index = reference_block.layer(recipe, p.config, p, routed)
+    assert not torch.allclose(at_own, at_index)
+
+
+@pytest.mark.parametrize("name,shape", [("llama-3-8b", "tiny-prefill-b2-s48"), ("gemma-2-9b-local", "tiny-decode-b2-kv40"),
+                                        ("qwen3-30b-a3b", "tiny-prefill-b2-s48")])
+def test_the_fused_block_matches_the_reference_and_names_its_pieces(name, shape):
+    result = cases.check_one(cases.resolve("block", name, "fused", shape, "cpu"))
+    assert result.status == "ok", result.line
+    assert "via attention " in result.line and ", mlp " in result.line
+
+
+def test_the_compiled_block_matches_the_reference_with_gradients():
+    result = cases.check_one(cases.resolve("block", "vit-l16", "compiled", "tiny-prefill-b2-s48", "cpu"))
+    assert result.status == "ok", result.line
+    assert "gradients dx" in result.line and "dw13" in result.line
+
+
+def test_a_fused_block_fails_its_check_when_a_piece_is_wrong(monkeypatch):
+    from kernels.block import fused
+
+    monkeypatch.setitem(fused.ACTIVATIONS, "swiglu", lambda h: F.silu(h.chunk(2, -1)[0]))  # the up half dropped
+    result = cases.check_one(cases.resolve("block", "llama-3-8b", "fused", "tiny-prefill-b2-s48", "cpu"))
+    assert result.status == "mismatch", result.line
+
+
+def test_the_work_model_counts_projections_attention_and_mlp():
+    p = problem_of("llama-3-8b", PREFILL)
+    c = p.config
+    rows = 2 * 24
+    pairs = 2 * 24 * 25 // 2
+    expected = (2 * rows * c.dim * (2 * c.n_heads + 2 * c.n_kv_heads) * c.head_dim + 4 * c.n_heads * c.head_dim * pairs
+                + 6 * rows * c.dim * c.ffn_dim)
+    flops, nbytes = BLOCK.work(BLOCK.variant("llama-3-8b"), p)
+    assert flops == expected
+    assert nbytes == 8 * (sum(t.numel() for t in p.weights().values()) + 2 * p.x.numel())
+    assert BLOCK.work(BLOCK.variant("llama-3-8b"), p, backward=True)[0] > 3 * flops
+
+
+def test_a_recipe_names_its_router_exactly_when_it_has_experts():
+    with pytest.raises(ValueError, match="names its router"):
+        BlockVariant("bad", "llama-3-8b", AttentionVariant("causal_gqa"), mlp="moe")
+    with pytest.raises(ValueError, match="names its router"):
+        BlockVariant("bad", "llama-3-8b", AttentionVariant("causal_gqa"), router="softmax_topk")
+
+
+def test_an_unknown_norm_or_mlp_fails_by_name():
+    recipe = BlockVariant("odd", "llama-3-8b", AttentionVariant("causal_gqa"), norm="batch")
+    p = problem_of("llama-3-8b")
+    with pytest.raises(ValueError, match="unknown norm 'batch'"):
+        reference_block.block(recipe, p.config, p, p.x)
+
+
+def test_tiny_configs_keep_the_models_structure():
+    from variantbench.block_shapes import block_model
+
+    for name, group in (("llama-3-8b", 4), ("qwen3-30b-a3b", 4), ("gemma-2-9b", 2), ("vit-l16", 1)):
+        tiny = block_model(name).tiny()
+        assert tiny.n_heads // tiny.n_kv_heads == group
+    assert block_model("mixtral-8x7b").tiny().moe_config.dim == block_model("mixtral-8x7b").tiny().dim
