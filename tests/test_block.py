@@ -173,7 +173,8 @@ def test_mixture_of_depths_rope_uses_each_chosen_tokens_own_position():
 
 
 @pytest.mark.parametrize("name,shape", [("llama-3-8b", "tiny-prefill-b2-s48"), ("gemma-2-9b-local", "tiny-decode-b2-kv40"),
-                                        ("qwen3-30b-a3b", "tiny-prefill-b2-s48")])
+                                        ("qwen3-30b-a3b", "tiny-prefill-b2-s48"),
+                                        ("llama-3-8b-depth", "tiny-prefill-b2-s48")])
 def test_the_fused_block_matches_the_reference_and_names_its_pieces(name, shape):
     result = cases.check_one(cases.resolve("block", name, "fused", shape, "cpu"))
     assert result.status == "ok", result.line
@@ -228,3 +229,18 @@ def test_tiny_configs_keep_the_models_structure():
         tiny = block_model(name).tiny()
         assert tiny.n_heads // tiny.n_kv_heads == group
     assert block_model("mixtral-8x7b").tiny().moe_config.dim == block_model("mixtral-8x7b").tiny().dim
+
+
+def test_composition_overhead_is_the_block_over_the_sum_of_its_pieces(monkeypatch):
+    from suite import bench_block
+
+    _, call, _ = cases.prepare_checked(cases.resolve("block", "llama-3-8b", "fused", "tiny-prefill-b2-s48", "cpu"))
+    assert set(call.pieces) == {"norms", "projections", "positions", "attention", "mlp"}
+    for piece in call.pieces.values():
+        piece()
+    fixed = {"block": [6.0] * 3, "norms": [1.0] * 3, "projections": [1.0] * 3, "positions": [0.5] * 3,
+             "attention": [1.5] * 3, "mlp": [1.0] * 3}
+    monkeypatch.setattr(bench_block.timing, "interleaved_ms", lambda calls, device, rounds: {n: fixed[n] for n in calls})
+    figures = bench_block.composition(call, torch.device("cpu"))
+    assert figures["overhead"] == pytest.approx(6.0 / 5.0)
+    assert figures["attention"] == 1.5

@@ -126,6 +126,27 @@ def _norm(kind, weight, eps):
     return lookup(NORMS, kind, "norm")(weight, eps)
 
 
+def pieces(x, attn_norm, mlp_norm, project, position, cached, attend, output, mlp):
+    """{piece: a call running that piece alone}, each on the inputs it sees in the block (from one
+    pass here): what the composition overhead (the block's time over their sum) is measured against.
+    A sandwich's post norms are timed with the piece they follow."""
+    with torch.no_grad():
+        h = attn_norm(x)
+        q, k, v = project(h)
+        q, k = position(q, k)
+        k, v = cached(k, v)
+        attended = attend(q, k, v)
+        mid = x + output(attended)
+        normed = mlp_norm(mid)
+    return {
+        "norms": lambda: (attn_norm(x), mlp_norm(mid)),
+        "projections": lambda: (project(h), output(attended)),
+        "positions": lambda: position(q, k),
+        "attention": lambda: attend(q, k, v),
+        "mlp": lambda: mlp(normed),
+    }
+
+
 def prepare(variant, problem):
     from variantbench.block_shapes import PieceAttentionShape
     from variantbench.catalog.attention import make_problem as attention_problem
@@ -133,9 +154,10 @@ def prepare(variant, problem):
 
     p, config = problem, problem.config
     device, dtype = p.x.device, p.x.dtype
-    batch, tokens, dim = p.x.shape
-    if variant.depth_capacity is not None:
-        raise Unsupported("the fused mixture-of-depths block is not built yet (reference and compiled run it)")
+    batch, total, dim = p.x.shape
+    depth = variant.depth_capacity is not None
+    # The layer's own tokens: mixture-of-depths runs it over each sequence's chosen ones alone.
+    tokens = max(1, int(total * variant.depth_capacity)) if depth else total
     trained = p.x.requires_grad
     kv_len = tokens if p.k_cache is None else p.k_cache.shape[2]
     start = kv_len - tokens
@@ -160,34 +182,70 @@ def prepare(variant, problem):
     if variant.qk_norm:
         q_norm, k_norm = _norm("rms", p.q_norm, config.eps), _norm("rms", p.k_norm, config.eps)
     rotate = _compiled(_rotate, device)
-    cos, sin = rope_tables(torch.arange(start, kv_len, device=device), head_dim, config.rope_theta, dtype)
+    cos, sin = rope_tables(torch.arange(start, start + total, device=device), head_dim, config.rope_theta, dtype)
 
-    def call():
-        h = attn_norm(p.x)
+    def project(h):
         q = (h @ p.wq.t()).view(batch, tokens, heads, head_dim).transpose(1, 2)
         k = (h @ p.wk.t()).view(batch, tokens, kv_heads, head_dim).transpose(1, 2)
         v = (h @ p.wv.t()).view(batch, tokens, kv_heads, head_dim).transpose(1, 2)
+        return q, k, v
+
+    def position(q, k, cos, sin):
         if variant.qk_norm:
             q, k = q_norm(q), k_norm(k)
         if variant.rope:
             q, k = rotate(q, cos, sin), rotate(k, cos, sin)
-        if p.k_cache is not None:  # decode: the new token's key and value into the cache, in place
-            p.k_cache[:, :, start:] = k
-            p.v_cache[:, :, start:] = v
-            k, v = p.k_cache, p.v_cache
-        out = attend(q, k, v).transpose(1, 2).reshape(batch, tokens, heads * head_dim) @ p.wo.t()
-        if sandwich:
-            out = post_attn(out)
-        h = p.x + out
-        normed = mlp_norm(h)
+        return q, k
+
+    def cached(k, v):
+        if p.k_cache is None:
+            return k, v
+        p.k_cache[:, :, start:] = k  # decode: the new token's key and value into the cache, in place
+        p.v_cache[:, :, start:] = v
+        return p.k_cache, p.v_cache
+
+    def output(attended):
+        out = attended.transpose(1, 2).reshape(batch, tokens, heads * head_dim) @ p.wo.t()
+        return post_attn(out) if sandwich else out
+
+    def mlp(normed):
         if p.moe is not None:
             out = moe_layer(normed.view(-1, dim)).view(batch, tokens, dim)
         else:
             out = activation(normed @ p.w13.t()) @ p.w2.t()
-        if sandwich:
-            out = post_mlp(out)
-        return h + out
+        return post_mlp(out) if sandwich else out
+
+    def layer(x, cos, sin):
+        q, k, v = project(attn_norm(x))
+        q, k = position(q, k, cos, sin)
+        h = x + output(attend(q, *cached(k, v)))
+        return h + mlp(mlp_norm(h))
+
+    def route(x):
+        """(chosen (B, n) in order, their router scores): each sequence's top tokens (reference/block.py)."""
+        scores = x.float() @ p.depth_router.float()
+        chosen = torch.topk(scores, tokens, dim=-1).indices.sort(-1).values
+        return chosen, scores.gather(1, chosen)
+
+    def call():
+        if not depth:
+            return layer(p.x, cos, sin)
+        chosen, scores = route(p.x)
+        index = chosen[..., None].expand(-1, -1, dim)
+        routed = p.x.gather(1, index)
+        changed = layer(routed, cos[chosen][:, None], sin[chosen][:, None])  # RoPE at each token's own position
+        gate = torch.sigmoid(scores).to(dtype)[..., None]
+        return p.x.scatter(1, index, routed + gate * (changed - routed))
 
     call()
+    if depth:
+        chosen, _ = route(p.x)
+        x, tables = p.x.gather(1, chosen[..., None].expand(-1, -1, dim)), (cos[chosen][:, None], sin[chosen][:, None])
+    else:
+        x, tables = p.x, (cos, sin)
+    call.pieces = pieces(x, attn_norm, mlp_norm, project, lambda q, k: position(q, k, *tables), cached, attend, output,
+                         mlp)
+    if depth:
+        call.pieces["routing"] = lambda: route(p.x)
     call.backend = f"attention {attention_name}, mlp {mlp_name}"
     return call
