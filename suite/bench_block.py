@@ -55,6 +55,46 @@ class BlockForwardBackwardPower(PowerBenchmark):
     timed = "forward_backward"
 
 
+def parallel_figures(single, split, device) -> dict:
+    """{"efficiency": the single-device block's median over (ranks x the split block's), "collectives_share":
+    the split block's collectives alone over the split block, and each call's ms}."""
+    samples = timing.interleaved_ms({"single": single, "split": split, "collectives": split.collectives}, device,
+                                    rounds=COMPOSITION_ROUNDS)
+    ms = {name: statistics.median(values) for name, values in samples.items()}
+    return {"efficiency": ms["single"] / (split.ranks * ms["split"]), "collectives_share": ms["collectives"] / ms["split"],
+            **ms}
+
+
+class BlockParallel(FamilyBenchmark):
+    """A block split over every GPU (tensor or sequence parallel) against the same block fused on one:
+    parallel efficiency, 1 where N GPUs take 1/N of the time, and the collectives' share of the split
+    block's time (its collectives run alone on buffers of their sizes)."""
+
+    family = "block"
+
+    def setup(self, variant, implementation, shape):
+        case = self.case((variant, implementation, shape))
+        if not case.implementation.every_gpu:
+            raise NotImplementedError("parallel efficiency is a split block's figure")
+
+        def build():
+            problem, split, _ = cases.prepare_checked(case)
+            _, single, _ = cases.prepare_checked(cases.resolve("block", variant, "fused", shape, case.device))
+            return parallel_figures(single, split, problem.device)
+
+        self.figures = once_per_process(case.name + "/parallel", build)
+
+    def track_parallel_efficiency(self, variant, implementation, shape):
+        return self.figures["efficiency"]
+
+    track_parallel_efficiency.unit = "single / (ranks x split)"
+
+    def track_collectives_share(self, variant, implementation, shape):
+        return self.figures["collectives_share"]
+
+    track_collectives_share.unit = "collectives / split block"
+
+
 class BlockComposition(FamilyBenchmark):
     """The composition overhead of a fused block (see `composition`): its pieces are the catalog
     implementations `fused` chose, each timed alone on the inputs it sees in the block."""

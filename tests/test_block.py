@@ -244,3 +244,55 @@ def test_composition_overhead_is_the_block_over_the_sum_of_its_pieces(monkeypatc
     figures = bench_block.composition(call, torch.device("cpu"))
     assert figures["overhead"] == pytest.approx(6.0 / 5.0)
     assert figures["attention"] == 1.5
+
+
+@pytest.mark.parametrize("name,implementation,shape", [
+    ("llama-3-8b", "tensor_parallel", "tiny-prefill-b2-s48"), ("llama-3-8b", "sequence_parallel", "tiny-prefill-b2-s48"),
+    ("qwen3-30b-a3b", "tensor_parallel", "tiny-prefill-b2-s48"),
+    ("qwen3-30b-a3b", "sequence_parallel", "tiny-prefill-b2-s48"), ("gemma-2-9b-local", "tensor_parallel", "tiny-decode-b2-kv40")])
+def test_a_block_split_over_two_gloo_ranks_is_the_unsplit_block(name, implementation, shape):
+    result = cases.check_one(cases.resolve("block", name, implementation, shape, "cpu"))
+    assert result.status == "ok", result.line
+    assert "parallel over 2 ranks" in result.line
+
+
+def test_a_rank_holding_the_wrong_share_fails_the_check(monkeypatch):
+    from kernels.block import parallel
+
+    real = parallel.share
+    # rank 0 (this process) takes rank 1's heads and MLP slice: the sum counts those twice
+    monkeypatch.setattr(parallel, "share", lambda problem, variant, rank, ranks, mode: real(problem, variant, 1, ranks, mode))
+    result = cases.check_one(cases.resolve("block", "llama-3-8b", "tensor_parallel", "tiny-prefill-b2-s48", "cpu"))
+    assert result.status == "mismatch", result.line
+
+
+def test_sequence_parallel_is_refused_where_the_tokens_do_not_split():
+    from kernels.block.parallel import unsupported
+
+    recipe = BLOCK.variant("llama-3-8b")
+    odd = BlockShape("t-odd", batch=1, q_len=25, kv_len=25, size="tiny", device="cpu")
+    assert "do not split over 2 ranks" in unsupported(recipe, odd, "sequence")
+    assert unsupported(recipe, odd, "tensor") is None
+    assert "mixture-of-depths" in unsupported(BLOCK.variant("llama-3-8b-depth"), PREFILL, "tensor")
+
+
+def test_parallel_efficiency_and_the_collectives_share(monkeypatch):
+    from suite import bench_block
+
+    def split():
+        return None
+
+    split.collectives, split.ranks = (lambda: None), 2
+    fixed = {"single": [8.0] * 3, "split": [5.0] * 3, "collectives": [1.0] * 3}
+    monkeypatch.setattr(bench_block.timing, "interleaved_ms", lambda calls, device, rounds: {n: fixed[n] for n in calls})
+    figures = bench_block.parallel_figures(lambda: None, split, torch.device("cpu"))
+    assert figures["efficiency"] == pytest.approx(8.0 / (2 * 5.0))
+    assert figures["collectives_share"] == pytest.approx(0.2)
+
+
+def test_the_budget_verdict_weighs_one_device_fused_implementations_only():
+    from variantbench.budget import judged
+
+    assert judged("block", "fused") and judged("block", "compiled") and judged("comms", "nccl")
+    assert not judged("block", "tensor_parallel") and not judged("block", "reference")
+    assert judged("attention", "an_old_kernel") and not judged("attention", "reference")

@@ -59,13 +59,29 @@ def _column(frame, ending):
     return {(b.split(".")[0].removeprefix("bench_"), tuple(p)): v for b, p, v in zip(rows.benchmark, rows.params, rows.value)}
 
 
+def judged(family_name, implementation_name) -> bool:
+    """Whether the verdict weighs an implementation: a fused one, on the devices the family baseline
+    runs on. The reference is no candidate; a block split over every GPU (every_gpu, where the
+    baseline takes one) is what the split costs, not B on A's device. A name the catalog no longer
+    has (older results) is judged, the reference's excepted."""
+    from variantbench.catalog import Unsupported, family
+
+    try:
+        fam = family(family_name)
+        implementation = fam.implementation(implementation_name)
+    except Unsupported:
+        return implementation_name != "reference"
+    baseline = fam.implementation(fam.baseline_implementation)
+    return implementation.fused and (not implementation.every_gpu or baseline.every_gpu)
+
+
 def case_frame(rows: pd.DataFrame, budget_for) -> pd.DataFrame:
     """One row per case with a ratio benchmark in one commit's results: family, variant,
     implementation, shape, ratio, standard error, budget, time ratio and verdict."""
     ratios, ses, noises, times = (_column(rows, e) for e in (RATIO, STANDARD_ERROR, NOISE, TIME_RATIO))
     records = []
     for (family, params), ratio in ratios.items():
-        if len(params) < 3 or params[1] == "reference":
+        if len(params) < 3 or not judged(family, params[1]):
             continue
         ratio = None if ratio is None or pd.isna(ratio) else float(ratio)
         records.append({"family": family, "variant": params[0], "implementation": params[1], "shape": params[2],

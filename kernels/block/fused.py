@@ -11,6 +11,8 @@ compiled kernel each on CUDA (eager on the CPU, where the tests need no compiler
 """
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +20,21 @@ import torch.nn.functional as F
 from variantbench.catalog import Unsupported, family, lookup
 
 TRIAL_CALLS = 5
+
+
+@dataclass(frozen=True)
+class Split:
+    """How the block is split over ranks (kernels/block/parallel.py): `gather` turns this rank's
+    tokens into every rank's before a column-parallel product, `reduce` sums the ranks' partial
+    outputs after a row-parallel one, into this rank's tokens; `token_share` is every rank's tokens
+    over this rank's. Alone on one device, both are the identity."""
+
+    gather: Callable
+    reduce: Callable
+    token_share: int = 1
+
+
+ALONE = Split(gather=lambda t: t, reduce=lambda t: t)
 
 
 def _elapsed(step, device):
@@ -148,6 +165,12 @@ def pieces(x, attn_norm, mlp_norm, project, position, cached, attend, output, ml
 
 
 def prepare(variant, problem):
+    return build(variant, problem, ALONE)
+
+
+def build(variant, problem, split: Split):
+    """The block's call; `problem` is this rank's share where `split` splits it (its heads, its
+    slice of the MLP, its tokens)."""
     from variantbench.block_shapes import PieceAttentionShape
     from variantbench.catalog.attention import make_problem as attention_problem
     from variantbench.shapes import MoEShape
@@ -155,7 +178,10 @@ def prepare(variant, problem):
     p, config = problem, problem.config
     device, dtype = p.x.device, p.x.dtype
     batch, total, dim = p.x.shape
+    total *= split.token_share  # attention, RoPE and the MLP see every rank's tokens
     depth = variant.depth_capacity is not None
+    if depth and split is not ALONE:
+        raise Unsupported("mixture-of-depths picks tokens per sequence; it is not split over ranks here")
     # The layer's own tokens: mixture-of-depths runs it over each sequence's chosen ones alone.
     tokens = max(1, int(total * variant.depth_capacity)) if depth else total
     trained = p.x.requires_grad
@@ -188,7 +214,7 @@ def prepare(variant, problem):
         q = (h @ p.wq.t()).view(batch, tokens, heads, head_dim).transpose(1, 2)
         k = (h @ p.wk.t()).view(batch, tokens, kv_heads, head_dim).transpose(1, 2)
         v = (h @ p.wv.t()).view(batch, tokens, kv_heads, head_dim).transpose(1, 2)
-        return q, k, v
+        return q, k, v  # this rank's heads
 
     def position(q, k, cos, sin):
         if variant.qk_norm:
@@ -205,21 +231,22 @@ def prepare(variant, problem):
         return p.k_cache, p.v_cache
 
     def output(attended):
-        out = attended.transpose(1, 2).reshape(batch, tokens, heads * head_dim) @ p.wo.t()
+        out = split.reduce(attended.transpose(1, 2).reshape(batch, tokens, heads * head_dim) @ p.wo.t())
         return post_attn(out) if sandwich else out
 
     def mlp(normed):
         if p.moe is not None:
-            out = moe_layer(normed.view(-1, dim)).view(batch, tokens, dim)
+            out = moe_layer(normed.reshape(-1, dim)).view(batch, tokens, dim)
         else:
             out = activation(normed @ p.w13.t()) @ p.w2.t()
+        out = split.reduce(out)
         return post_mlp(out) if sandwich else out
 
     def layer(x, cos, sin):
-        q, k, v = project(attn_norm(x))
+        q, k, v = project(split.gather(attn_norm(x)))
         q, k = position(q, k, cos, sin)
         h = x + output(attend(q, *cached(k, v)))
-        return h + mlp(mlp_norm(h))
+        return h + mlp(split.gather(mlp_norm(h)))
 
     def route(x):
         """(chosen (B, n) in order, their router scores): each sequence's top tokens (reference/block.py)."""
@@ -238,6 +265,9 @@ def prepare(variant, problem):
         return p.x.scatter(1, index, routed + gate * (changed - routed))
 
     call()
+    if split is not ALONE:
+        call.backend = f"attention {attention_name}, mlp {mlp_name}"
+        return call
     if depth:
         chosen, _ = route(p.x)
         x, tables = p.x.gather(1, chosen[..., None].expand(-1, -1, dim)), (cos[chosen][:, None], sin[chosen][:, None])

@@ -14,6 +14,7 @@ time, as nccl-tests reports. NVLink multicast stays off in every rank (../shared
 
 import atexit
 import datetime
+import importlib
 import math
 import multiprocessing
 import multiprocessing.connection
@@ -236,6 +237,17 @@ def _to_rank0(pipe, message):
     pipe.send_bytes(pickle.dumps(message))
 
 
+def _made(spec, rank, ranks, device):
+    """What a rank prepares: a collective, or what `spec["maker"]` names ("module:Class", such as a
+    block split over the ranks, kernels/block/parallel.py); either has `check()` and `run(n)`."""
+    spec = dict(spec)
+    maker = spec.pop("maker", None)
+    if maker is None:
+        return _Collective(rank=rank, ranks=ranks, device=device, **spec)
+    module, _, name = maker.partition(":")
+    return getattr(importlib.import_module(module), name)(rank=rank, ranks=ranks, device=device, **spec)
+
+
 def _rank_main(rank, ranks, device, port, pipe):
     _to_rank0(pipe, ("started",))
     progress(f"rank {rank} of {ranks} started")
@@ -256,8 +268,11 @@ def _rank_main(rank, ranks, device, port, pipe):
         if message[0] == "prepare":
             key, spec = message[1], message[2]
             with stall_dumps():  # a rank that stalls writes its stack to the run's progress log too
-                collectives[key] = _Collective(rank=rank, ranks=ranks, device=device, **spec)
-                _to_rank0(pipe, collectives[key].check())
+                try:
+                    collectives[key] = _made(spec, rank, ranks, device)
+                    _to_rank0(pipe, collectives[key].check())
+                except Exception as error:  # noqa: BLE001 - rank 0 reports it; this rank serves the next case
+                    _to_rank0(pipe, ("error", f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"))
         else:  # ("run", key, count): timed on rank 0, so nothing more here; NCCL's TIMEOUT bounds a stall
             collectives[message[1]].run(message[2])
     _release_graphs()
@@ -312,10 +327,27 @@ def _reply(pipe, rank, process, what):
         raise TimeoutError(f"rank {rank} sent no {what} reply within {TIMEOUT.total_seconds():.0f} s "
                            "(a stalled NCCL init or collective; its stack is in the run's progress log)")
     try:
-        return pickle.loads(pipe.recv_bytes())
+        reply = pickle.loads(pipe.recv_bytes())
     except EOFError:
         raise RuntimeError(f"rank {rank} exited with code {process.wait()} before its {what} reply "
                            "(its error is on this benchmark's stderr)") from None
+    if isinstance(reply, tuple) and reply[:1] == ("error",):
+        raise RuntimeError(f"rank {rank} could not prepare: {reply[1]}")
+    return reply
+
+
+def replies(what):
+    """Every other rank's next reply, in rank order; the first error raises after all are read, so
+    none is left for the next case."""
+    got, failed = [], None
+    for rank, (process, pipe) in enumerate(_workers, 1):
+        try:
+            got.append(_reply(pipe, rank, process, what))
+        except RuntimeError as error:
+            failed = failed or error
+    if failed:
+        raise failed
+    return got
 
 
 def prepare(variant, problem):

@@ -104,12 +104,27 @@ def _fused_backward_unsupported(variant, shape):
     return None
 
 
+def _split_unsupported(mode):
+    def why(variant, shape):
+        from kernels.block.parallel import unsupported
+
+        return unsupported(variant, shape, mode)
+
+    return why
+
+
 IMPLEMENTATIONS = (
     Implementation("reference", "reference.block", fused=False, backward=True, unsupported=_attention_piece_unsupported),
     Implementation("fused", "kernels.block.fused", fused=True, backward=True, autotunes=True,
                    backward_unsupported=_fused_backward_unsupported),
     Implementation("compiled", "kernels.block.compiled", fused=True, backward=True, tier="full",
                    unsupported=_compiled_unsupported),
+    # Over every GPU of the machine (2 gloo processes on the CPU), forward only: what a split costs, not
+    # B on A's device, so the budget verdict leaves them out (Family.judged).
+    Implementation("tensor_parallel", "kernels.block.tensor_parallel", fused=True, backward=False, every_gpu=True,
+                   tier="full", unsupported=_split_unsupported("tensor")),
+    Implementation("sequence_parallel", "kernels.block.sequence_parallel", fused=True, backward=False,
+                   every_gpu=True, tier="full", unsupported=_split_unsupported("sequence")),
 )
 
 WEIGHTS = ("wq", "wk", "wv", "wo", "attn_norm", "mlp_norm", "post_attn_norm", "post_mlp_norm", "q_norm", "k_norm",
@@ -141,6 +156,8 @@ class BlockProblem:
     moe: object = None
     k_cache: torch.Tensor | None = None
     v_cache: torch.Tensor | None = None
+    shape: object = None  # the BlockShape it was drawn for (a split block's ranks draw it again)
+    check_outputs: list | None = None  # a split block's outputs of its check run, one per rank
 
     @property
     def device(self):
@@ -205,7 +222,7 @@ def make_problem(variant, shape: BlockShape, *, device, dtype, seed, requires_gr
         post_mlp_norm=norm() if sandwich else None,
         q_norm=randn(head_dim, scale=NORM_SPREAD, offset=1.0) if variant.qk_norm else None,
         k_norm=randn(head_dim, scale=NORM_SPREAD, offset=1.0) if variant.qk_norm else None,
-        depth_router=randn(dim, scale=dim ** -0.5) if variant.depth_capacity is not None else None,
+        depth_router=randn(dim, scale=dim ** -0.5) if variant.depth_capacity is not None else None, shape=shape,
     )
     if variant.mlp == "moe":
         moe = family("moe")
@@ -233,6 +250,8 @@ def check_views(variant, problem, out, rows):
         p = problem.converted(dtype)
         return reference_block.block(variant, p.config, p, p.x, rows=picked, cache=p.cache)
 
+    if out.shape[1] != problem.x.shape[1]:  # a rank's tokens (sequence parallel): every rank's make the output
+        out = torch.cat(problem.check_outputs, dim=1).to(problem.device)
     return reference, out[:, picked], int(picked.numel())
 
 

@@ -1,0 +1,229 @@
+"""Blocks split over ranks, Megatron's way, through the collectives' rank processes (kernels/comms/nccl.py).
+
+tensor: each rank holds 1/N of the query heads and their KV heads (1/N of them, or, where a model has
+  fewer KV heads than ranks, a copy of the one its query heads read), 1/N of the MLP's hidden size and
+  of every expert's. q, k, v and the MLP's up projection are split by output rows (column-parallel),
+  the attention output and down projections by input columns (row-parallel); an all-reduce sums the
+  partial outputs after each row-parallel product: two a block.
+sequence: the same weights, but between the products each rank holds 1/N of the tokens: the norms and
+  residual adds run on its slice, an all-gather of the normed slices comes before each
+  column-parallel product, and a reduce-scatter replaces each all-reduce (the same bytes; the norms'
+  work is split). Our blocks are (batch, tokens, dim), so each collective goes through a
+  (tokens, batch, dim) copy where batch > 1; Megatron keeps that layout throughout.
+
+Every rank builds the whole problem from the case's seed and keeps its share (`share`); rank 0 is the
+benchmark's own process, the others are started once and told what to prepare and run. Every rank's
+check output comes back to rank 0: under tensor parallelism each must equal rank 0's (an all-reduce
+leaves the same sum on every rank), under sequence parallelism the slices make the whole output the
+block family's check compares with the reference.
+"""
+
+import dataclasses
+
+import torch
+import torch.distributed as dist
+
+from kernels.block import fused
+from kernels.comms import nccl
+from variantbench.catalog import family
+from variantbench.catalog.comms import world_size
+
+SHARD = "kernels.block.parallel:Shard"
+
+
+def heads_of(config, rank, ranks):
+    """(query heads, first KV head, KV heads) of `rank`: query heads in N equal runs, each with the KV
+    heads its queries read."""
+    heads = config.n_heads // ranks
+    group = config.n_heads // config.n_kv_heads
+    return heads, rank * heads // group, max(1, heads // group)
+
+
+def unsupported(variant, shape, mode):
+    config = shape.config(variant.model)
+    ranks = world_size(shape.device)
+    if shape.device == "cuda" and ranks < 2:
+        return f"a split block needs 2 or more GPUs; this machine has {ranks}"
+    if variant.depth_capacity is not None:
+        return "mixture-of-depths picks tokens per sequence; it is not split over ranks here"
+    group = config.n_heads // config.n_kv_heads
+    if config.n_heads % ranks or (config.n_kv_heads % ranks and ranks % config.n_kv_heads):
+        return f"{config.n_heads} query heads on {config.n_kv_heads} KV heads do not split over {ranks} ranks"
+    if config.n_heads // ranks < group and group % (config.n_heads // ranks):
+        return f"a rank's {config.n_heads // ranks} query heads would read part of a KV head's group of {group}"
+    ffn = config.moe_config.ffn_dim if config.moe_config else config.ffn_dim
+    if ffn % ranks:
+        return f"an MLP of {ffn} does not split over {ranks} ranks"
+    if mode == "sequence" and (shape.phase == "decode" or shape.q_len % ranks):
+        return f"{shape.q_len} new tokens do not split over {ranks} ranks"
+    return None
+
+
+def _rows(tensor, start, count, dim=0):
+    return tensor.narrow(dim, start, count).contiguous()
+
+
+def _up_rows(w13, ffn, start, count, gated, dim):
+    """A rank's rows of an up projection holding gate then up (gated) or only up."""
+    if not gated:
+        return _rows(w13, start, count, dim)
+    return torch.cat([_rows(w13, start, count, dim), _rows(w13, ffn + start, count, dim)], dim=dim)
+
+
+def share(problem, variant, rank, ranks, mode):
+    """This rank's share of a block problem (a BlockProblem of its heads, MLP slice and tokens)."""
+    c, p = problem.config, problem
+    heads, first_kv, kv_heads = heads_of(c, rank, ranks)
+    d = c.head_dim
+    gated = variant.mlp in ("swiglu", "geglu")
+    local = dict(
+        wq=_rows(p.wq, rank * heads * d, heads * d), wk=_rows(p.wk, first_kv * d, kv_heads * d),
+        wv=_rows(p.wv, first_kv * d, kv_heads * d), wo=_rows(p.wo, rank * heads * d, heads * d, dim=1))
+    ffn = c.ffn_dim // ranks
+    if p.moe is not None:
+        m, expert_ffn = p.moe, p.moe.config.ffn_dim // ranks
+        shared = {}
+        if m.shared13 is not None:
+            shared_ffn = m.shared2.shape[1] // ranks
+            shared = dict(shared13=_up_rows(m.shared13, m.shared2.shape[1], rank * shared_ffn, shared_ffn, True, 0),
+                          shared2=_rows(m.shared2, rank * shared_ffn, shared_ffn, dim=1))
+        local["moe"] = dataclasses.replace(
+            m, config=dataclasses.replace(m.config, ffn_dim=expert_ffn), **shared,
+            w13=_up_rows(m.w13, m.config.ffn_dim, rank * expert_ffn, expert_ffn, True, 1),
+            w2=_rows(m.w2, rank * expert_ffn, expert_ffn, dim=2))
+    else:
+        local["w13"] = _up_rows(p.w13, c.ffn_dim, rank * ffn, ffn, gated, 0)
+        local["w2"] = _rows(p.w2, rank * ffn, ffn, dim=1)
+    if p.k_cache is not None:
+        local["k_cache"], local["v_cache"] = (_rows(t, first_kv, kv_heads, dim=1) for t in (p.k_cache, p.v_cache))
+    if mode == "sequence":
+        tokens = p.x.shape[1] // ranks
+        local["x"] = _rows(p.x, rank * tokens, tokens, dim=1)
+    config = dataclasses.replace(c, n_heads=heads, n_kv_heads=kv_heads, ffn_dim=ffn)
+    return dataclasses.replace(p, config=config, **local)
+
+
+def _all_reduce(t):
+    dist.all_reduce(t)
+    return t
+
+
+def _gather_tokens(ranks):
+    def gather(t):  # (B, s, dim) -> (B, N s, dim)
+        slab = t.transpose(0, 1).contiguous()
+        out = slab.new_empty((slab.shape[0] * ranks, *slab.shape[1:]))
+        dist.all_gather_into_tensor(out, slab)
+        return out.transpose(0, 1)
+
+    return gather
+
+
+def _scatter_tokens(ranks):
+    def reduce(t):  # (B, S, dim) partial sums -> (B, S / N, dim) summed
+        slab = t.transpose(0, 1).contiguous()
+        out = slab.new_empty((slab.shape[0] // ranks, *slab.shape[1:]))
+        dist.reduce_scatter_tensor(out, slab)
+        return out.transpose(0, 1)
+
+    return reduce
+
+
+def split_of(mode, ranks):
+    if mode == "tensor":
+        return fused.Split(gather=lambda t: t, reduce=_all_reduce)
+    return fused.Split(gather=_gather_tokens(ranks), reduce=_scatter_tokens(ranks), token_share=ranks)
+
+
+def collectives_alone(mode, ranks, batch, tokens, dim, device, dtype):
+    """A call running the split block's collectives alone, on buffers of the sizes they move in it:
+    two all-reduces of the (B, S, dim) partial outputs (tensor), or two all-gathers of (B, S / N, dim)
+    and two reduce-scatters of (B, S, dim) (sequence)."""
+    split = split_of(mode, ranks)
+    gen = torch.Generator(device).manual_seed(17)
+    partial = [torch.randn(batch, tokens, dim, generator=gen, device=device).to(dtype) for _ in range(2)]
+    mine = [torch.randn(batch, tokens // split.token_share, dim, generator=gen, device=device).to(dtype)
+            for _ in range(2)]
+
+    def call():
+        for part, slice_ in zip(partial, mine):
+            split.gather(slice_)
+            split.reduce(part)
+        return partial[0]
+
+    call.backend = f"{mode}-parallel collectives alone"
+    return call
+
+
+class Shard:
+    """One rank's split block (the rank processes' `prepare` makes one from its spec): `check()` runs it
+    once and returns its output on the CPU; `run(n)` runs it n times. With `collectives`, only the
+    collectives the block runs (`collectives_alone`), for their share of its time."""
+
+    def __init__(self, rank, ranks, device, variant, shape, seed, dtype, mode, collectives=False):
+        fam = family("block")
+        self.variant, shape = fam.variant(variant), fam.shape(shape)
+        self.device = torch.device(device, rank) if device == "cuda" else torch.device("cpu")
+        if collectives:
+            config = shape.config(self.variant.model)
+            self.call = collectives_alone(mode, ranks, shape.batch, shape.q_len, config.dim, self.device, dtype)
+        else:
+            whole = fam.make_problem(self.variant, shape, device=self.device, dtype=dtype, seed=seed)
+            self.call = fused.build(self.variant, share(whole, self.variant, rank, ranks, mode), split_of(mode, ranks))
+        self.backend = self.call.backend
+
+    def check(self):
+        return self.call().detach().to("cpu")
+
+    def run(self, count):
+        for _ in range(count):
+            self.call()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def _on_every_rank(spec, key, device):
+    """(this rank's Shard, every rank's check output) of `spec`, prepared on every rank."""
+    ranks = len(nccl._workers) + 1
+    for _, pipe in nccl._workers:
+        pipe.send(("prepare", key, {"maker": SHARD, **spec}))
+    try:
+        mine = Shard(rank=0, ranks=ranks, device=device, **spec)
+        first = mine.check()
+    except Exception:
+        nccl.replies("check")  # the others' replies to this case, read before the next one asks
+        raise
+    return mine, [first] + nccl.replies("check")
+
+
+def _everywhere(mine, key):
+    def call():
+        for _, pipe in nccl._workers:
+            pipe.send(("run", key, 1))
+        return mine.call()
+
+    return call
+
+
+def prepare_split(variant, problem, mode):
+    from variantbench.cases import Mismatch
+
+    device = problem.device.type
+    ranks = world_size(device)
+    if not nccl._workers:
+        nccl._start(ranks, device)
+    spec = {"variant": variant.name, "shape": problem.shape.name, "seed": problem.seed, "dtype": problem.x.dtype,
+            "mode": mode}
+    key = f"block/{mode}/{variant.name}/{problem.shape.name}/{problem.seed}"
+    mine, outputs = _on_every_rank(spec, key, device)
+    if mode == "tensor":
+        for rank, out in enumerate(outputs[1:], 1):
+            if not torch.equal(out, outputs[0]):
+                raise Mismatch(f"rank {rank}'s output differs from rank 0's after the all-reduce "
+                               f"(max {(out - outputs[0]).abs().max().item():.3g})")
+    problem.check_outputs = outputs
+    call = _everywhere(mine, key)
+    alone, _ = _on_every_rank({**spec, "collectives": True}, key + "/collectives", device)
+    call.collectives = _everywhere(alone, key + "/collectives")
+    call.ranks = ranks
+    call.backend = f"{mode} parallel over {ranks} ranks; {mine.backend}"
+    return call
