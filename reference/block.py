@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from reference import mla as reference_mla
 from reference import moe as reference_moe
 from reference.attention import attention
 
@@ -133,22 +134,55 @@ def attend(recipe, q, k, v, q_idx, q_len):
                      q_idx=q_idx)
 
 
+def latent_rows(config, w, h, positions):
+    """(q_nope, q_pe, cache rows) of multi-head latent attention (DeepSeek-V3): the query through its
+    own low-rank bottleneck (down, RMS norm, up to every head's nope and RoPE parts), and each token's
+    cache row, its normed latent and its one RoPE key shared by every head."""
+    m = config.mla_config
+    batch, tokens, _ = h.shape
+    q = (rms_norm(h @ w.w_dq.t(), w.q_a_norm, config.eps) @ w.w_uq.t()).view(batch, tokens, m.n_heads, m.qk_dim)
+    q = q.transpose(1, 2)
+    q_nope, q_pe = q[..., :m.qk_nope_dim], rope(q[..., m.qk_nope_dim:], positions, config.rope_theta)
+    kv = h @ w.w_dkv.t()
+    latent = rms_norm(kv[..., :m.kv_lora_rank], w.kv_a_norm, config.eps)
+    k_pe = rope(kv[:, None, :, m.kv_lora_rank:], positions, config.rope_theta)[:, 0]
+    return q_nope, q_pe, torch.cat([latent, k_pe], dim=-1)
+
+
+def latent_attention(config, w, h, positions, picked, cache):
+    """The attention output (B, rows, H v_head) of an MLA block: decompressed at prefill, absorbed over
+    the latent cache at decode (reference/mla.py; equal in exact arithmetic)."""
+    m = config.mla_config
+    q_nope, q_pe, rows = latent_rows(config, w, h, positions)
+    start = 0 if cache is None else cache.shape[1] - h.shape[1]
+    every = rows if cache is None else torch.cat([cache[:, :start].to(rows.dtype), rows], dim=1)
+    form = reference_mla.decompressed if cache is None else reference_mla.absorbed
+    out = form(q_nope[:, :, picked], q_pe[:, :, picked], every, w.mla.w_uk, w.mla.w_uv, scale=m.qk_dim ** -0.5,
+               q_len=h.shape[1], q_idx=picked)
+    return out.transpose(1, 2).reshape(h.shape[0], picked.numel(), -1) @ w.wo.t()
+
+
 def layer(recipe, config, w, x, *, rows=None, cache=None, positions=None):
     """One pass of the block's layer (norms, attention, MLP, residuals) over x (B, S, dim); see the
     module docstring for `rows` and `cache`. `positions` (B, S): each token's position for RoPE, where
     it is not its index (mixture-of-depths runs the layer over the chosen tokens alone)."""
     norm = lookup(NORMS, recipe.norm, "norm")
     batch, tokens, _ = x.shape
-    start = 0 if cache is None else cache[0].shape[2] - 1
+    latent = config.mla_config is not None
+    start = 0 if cache is None else (cache.shape[1] if latent else cache[0].shape[2]) - tokens
     if positions is None:
         positions = torch.arange(start, start + tokens, device=x.device)
-    q, k, v = project_qkv(recipe, config, w, norm(x, w.attn_norm, config.eps), positions)
-    if cache is not None:  # decode: the new keys after the cached ones
-        k = torch.cat([cache[0][:, :, :start].to(k.dtype), k], dim=2)
-        v = torch.cat([cache[1][:, :, :start].to(v.dtype), v], dim=2)
     picked = torch.arange(tokens, device=x.device) if rows is None else rows.to(x.device)
-    out = attend(recipe, q[:, :, picked], k, v, q_idx=picked, q_len=tokens)
-    out = out.transpose(1, 2).reshape(batch, picked.numel(), -1) @ w.wo.t()
+    h = norm(x, w.attn_norm, config.eps)
+    if latent:
+        out = latent_attention(config, w, h, positions, picked, cache)
+    else:
+        q, k, v = project_qkv(recipe, config, w, h, positions)
+        if cache is not None:  # decode: the new keys after the cached ones
+            k = torch.cat([cache[0][:, :, :start].to(k.dtype), k], dim=2)
+            v = torch.cat([cache[1][:, :, :start].to(v.dtype), v], dim=2)
+        out = attend(recipe, q[:, :, picked], k, v, q_idx=picked, q_len=tokens)
+        out = out.transpose(1, 2).reshape(batch, picked.numel(), -1) @ w.wo.t()
     if recipe.residual == "sandwich":
         out = norm(out, w.post_attn_norm, config.eps)
     h = x[:, picked] + out

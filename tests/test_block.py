@@ -174,7 +174,8 @@ def test_mixture_of_depths_rope_uses_each_chosen_tokens_own_position():
 
 @pytest.mark.parametrize("name,shape", [("llama-3-8b", "tiny-prefill-b2-s48"), ("gemma-2-9b-local", "tiny-decode-b2-kv40"),
                                         ("qwen3-30b-a3b", "tiny-prefill-b2-s48"),
-                                        ("llama-3-8b-depth", "tiny-prefill-b2-s48")])
+                                        ("llama-3-8b-depth", "tiny-prefill-b2-s48"),
+                                        ("deepseek-v3", "tiny-prefill-b2-s48"), ("deepseek-v3", "tiny-decode-b2-kv40")])
 def test_the_fused_block_matches_the_reference_and_names_its_pieces(name, shape):
     result = cases.check_one(cases.resolve("block", name, "fused", shape, "cpu"))
     assert result.status == "ok", result.line
@@ -296,3 +297,37 @@ def test_the_budget_verdict_weighs_one_device_fused_implementations_only():
     assert judged("block", "fused") and judged("block", "compiled") and judged("comms", "nccl")
     assert not judged("block", "tensor_parallel") and not judged("block", "reference")
     assert judged("attention", "an_old_kernel") and not judged("attention", "reference")
+
+
+def test_the_latent_attention_block_is_deepseeks_layer_written_per_head():
+    """DeepSeek-V3's attention written head by head: each head's key is its up-projected latent and
+    the shared RoPE key, its value the latent up-projected again; the MoE after it is the reference's
+    (checked on its own in tests/test_moe.py)."""
+    recipe, p = BLOCK.variant("deepseek-v3"), problem_of("deepseek-v3")
+    c, m = p.config, p.config.mla_config
+    b, s, _ = p.x.shape
+    h = rms(p.x, p.attn_norm, c.eps)
+    q = (rms(h @ p.w_dq.T, p.q_a_norm, c.eps) @ p.w_uq.T).view(b, s, m.n_heads, m.qk_dim).transpose(1, 2)
+    q_nope, q_pe = q[..., :m.qk_nope_dim], rotated(q[..., m.qk_nope_dim:], c.rope_theta)
+    kv = h @ p.w_dkv.T
+    latent = rms(kv[..., :m.kv_lora_rank], p.kv_a_norm, c.eps)
+    k_pe = rotated(kv[:, None, :, m.kv_lora_rank:], c.rope_theta)[:, 0]
+    visible = torch.ones(s, s, dtype=torch.bool).tril()
+    heads = []
+    for head in range(m.n_heads):
+        k = torch.cat([latent @ p.mla.w_uk[head].T, k_pe], dim=-1)
+        v = latent @ p.mla.w_uv[head].T
+        scores = torch.cat([q_nope[:, head], q_pe[:, head]], -1) @ k.transpose(-1, -2) / math.sqrt(m.qk_dim)
+        heads.append(torch.softmax(scores.masked_fill(~visible, -math.inf), -1) @ v)
+    mid = p.x + torch.cat(heads, dim=-1) @ p.wo.T
+    expected = mid + reference_block.mlp(recipe, c, p, rms(mid, p.mlp_norm, c.eps))
+    torch.testing.assert_close(reference_block.block(recipe, c, p, p.x), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_latent_attention_decode_over_the_latent_cache_is_the_last_row_of_prefill():
+    recipe, p = BLOCK.variant("deepseek-v3"), problem_of("deepseek-v3")
+    c = p.config
+    prefill = reference_block.block(recipe, c, p, p.x)
+    _, _, rows = reference_block.latent_rows(c, p, rms(p.x, p.attn_norm, c.eps), torch.arange(PREFILL.q_len))
+    got = reference_block.block(recipe, c, p, p.x[:, -1:], cache=rows)
+    torch.testing.assert_close(got[:, 0], prefill[:, -1], rtol=1e-6, atol=1e-6)

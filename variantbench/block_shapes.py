@@ -8,13 +8,15 @@ experts per token, RMS or layer norm) for the CPU.
 
 from dataclasses import dataclass
 
-from variantbench.shapes import AttentionShape, ModelConfig, MoEConfig, moe_model, named
+from variantbench.shapes import MLA_MODELS, AttentionShape, MLAConfig, ModelConfig, MoEConfig, moe_model, named
 
 
 @dataclass(frozen=True)
 class BlockConfig:
     """One transformer layer's dimensions. `ffn_dim`: the dense MLP's hidden size (0 for an MoE
-    block, whose experts' sizes are its `moe` model's, one of shapes.MOE_MODELS)."""
+    block, whose experts' sizes are its `moe` model's, one of shapes.MOE_MODELS). `mla`: a latent-
+    attention block's MLA geometry (shapes.MLA_MODELS; its heads are `n_heads`, its value head
+    `head_dim`)."""
 
     name: str
     dim: int
@@ -23,12 +25,17 @@ class BlockConfig:
     head_dim: int
     ffn_dim: int = 0
     moe: str | None = None
+    mla: str | None = None
     rope_theta: float = 500000.0
     eps: float = 1e-5
 
     @property
     def moe_config(self) -> MoEConfig | None:
         return moe_model(self.moe) if self.moe else None
+
+    @property
+    def mla_config(self) -> MLAConfig | None:
+        return named(MLA_MODELS, self.mla, "MLA model") if self.mla else None
 
     @property
     def attention(self) -> ModelConfig:
@@ -39,9 +46,12 @@ class BlockConfig:
         dim 16, model dim 64, MLP 96; an MoE block takes tiny-moe's 8 experts of top-2 (dim 64)."""
         group = self.n_heads // self.n_kv_heads
         n_kv = 1 if group >= 4 else 4 // group
-        return BlockConfig(f"tiny-{self.name}", dim=64, n_heads=n_kv * min(group, 4), n_kv_heads=n_kv, head_dim=16,
+        heads = n_kv * min(group, 4)
+        if self.mla:  # tiny-mla's heads, one "KV head" each as the latent serves all
+            heads = n_kv = named(MLA_MODELS, "tiny-mla", "MLA model").n_heads
+        return BlockConfig(f"tiny-{self.name}", dim=64, n_heads=heads, n_kv_heads=n_kv, head_dim=16,
                            ffn_dim=96 if self.ffn_dim else 0, moe="tiny-moe" if self.moe else None,
-                           rope_theta=self.rope_theta, eps=self.eps)
+                           mla="tiny-mla" if self.mla else None, rope_theta=self.rope_theta, eps=self.eps)
 
 
 BLOCK_MODELS = (
@@ -52,6 +62,10 @@ BLOCK_MODELS = (
                 rope_theta=1000000.0, eps=1e-6),
     BlockConfig("mixtral-8x7b", dim=4096, n_heads=32, n_kv_heads=8, head_dim=128, moe="mixtral-8x7b",
                 rope_theta=1000000.0),
+    # DeepSeek-V3: multi-head latent attention (128 heads; values 128 wide) and 256 routed experts
+    # top-8 plus a shared one; RoPE theta 10000 (its YaRN scaling, which starts past 4k, left out).
+    BlockConfig("deepseek-v3", dim=7168, n_heads=128, n_kv_heads=128, head_dim=128, moe="deepseek-v3",
+                mla="deepseek-v3", rope_theta=10000.0, eps=1e-6),
     # ViT-L/16: 24 layers of this, 16 heads of 64, LayerNorm, a GELU MLP of 4096; positions are added
     # to the patch embeddings before the first block, so the block itself has no RoPE.
     BlockConfig("vit-l16", dim=1024, n_heads=16, n_kv_heads=16, head_dim=64, ffn_dim=4096, eps=1e-6),

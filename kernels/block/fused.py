@@ -173,7 +173,7 @@ def build(variant, problem, split: Split):
     slice of the MLP, its tokens)."""
     from variantbench.block_shapes import PieceAttentionShape
     from variantbench.catalog.attention import make_problem as attention_problem
-    from variantbench.shapes import MoEShape
+    from variantbench.shapes import MLAShape, MoEShape
 
     p, config = problem, problem.config
     device, dtype = p.x.device, p.x.dtype
@@ -190,10 +190,16 @@ def build(variant, problem, split: Split):
     heads, kv_heads, head_dim = config.n_heads, config.n_kv_heads, config.head_dim
     piece_shape = PieceAttentionShape("block-attention", config.name, batch, tokens, kv_len, device.type,
                                       heads=config.attention)
-    piece = attention_problem(variant.attention, piece_shape, device=device, dtype=dtype, seed=p.seed,
-                              requires_grad=trained)
-    attend, attention_name = fastest_piece("attention", variant.attention, piece_shape, piece,
-                                           (piece.q, piece.k, piece.v), trained)
+    m = config.mla_config
+    if m is None:
+        piece = attention_problem(variant.attention, piece_shape, device=device, dtype=dtype, seed=p.seed,
+                                  requires_grad=trained)
+        attend, attention_name = fastest_piece("attention", variant.attention, piece_shape, piece,
+                                               (piece.q, piece.k, piece.v), trained)
+    else:
+        latent_shape = MLAShape("block-mla", config.mla, batch, tokens, kv_len, device=device.type)
+        attend, attention_name = fastest_piece("mla", variant.attention, latent_shape, p.mla,
+                                               (p.mla.q_nope, p.mla.q_pe, p.mla.cache), trained)
     if p.moe is not None:
         moe_shape = MoEShape("block-moe", config.moe, batch * tokens, device=device.type)
         moe_layer, mlp_name = fastest_piece("moe", family("moe").variant(variant.router), moe_shape, p.moe,
@@ -208,7 +214,10 @@ def build(variant, problem, split: Split):
     if variant.qk_norm:
         q_norm, k_norm = _norm("rms", p.q_norm, config.eps), _norm("rms", p.k_norm, config.eps)
     rotate = _compiled(_rotate, device)
-    cos, sin = rope_tables(torch.arange(start, start + total, device=device), head_dim, config.rope_theta, dtype)
+    rope_dim = head_dim if m is None else m.qk_rope_dim
+    cos, sin = rope_tables(torch.arange(start, start + total, device=device), rope_dim, config.rope_theta, dtype)
+    if m is not None:
+        q_a_norm, kv_a_norm = _norm("rms", p.q_a_norm, config.eps), _norm("rms", p.kv_a_norm, config.eps)
 
     def project(h):
         q = (h @ p.wq.t()).view(batch, tokens, heads, head_dim).transpose(1, 2)
@@ -242,10 +251,28 @@ def build(variant, problem, split: Split):
         out = split.reduce(out)
         return post_mlp(out) if sandwich else out
 
-    def layer(x, cos, sin):
-        q, k, v = project(split.gather(attn_norm(x)))
+    def grouped(h, cos, sin):
+        q, k, v = project(h)
         q, k = position(q, k, cos, sin)
-        h = x + output(attend(q, *cached(k, v)))
+        return output(attend(q, *cached(k, v)))
+
+    def latent(h, cos, sin):
+        """DeepSeek-V3's attention (reference/block.py's latent_rows): the query through its bottleneck,
+        each token's cache row (normed latent, RoPE key), through the mla family's chosen call."""
+        q = (q_a_norm(h @ p.w_dq.t()) @ p.w_uq.t()).view(batch, tokens, heads, m.qk_dim).transpose(1, 2)
+        q_nope, q_pe = q[..., :m.qk_nope_dim].contiguous(), rotate(q[..., m.qk_nope_dim:], cos, sin).contiguous()
+        kv = h @ p.w_dkv.t()
+        rows = torch.cat([kv_a_norm(kv[..., :m.kv_lora_rank]),
+                          rotate(kv[:, None, :, m.kv_lora_rank:], cos, sin)[:, 0]], dim=-1)
+        if p.latent_cache is not None:  # decode: the new token's row into the cache, in place
+            p.latent_cache[:, start:] = rows
+            rows = p.latent_cache
+        return output(attend(q_nope, q_pe, rows))
+
+    attention_part = grouped if m is None else latent
+
+    def layer(x, cos, sin):
+        h = x + attention_part(split.gather(attn_norm(x)), cos, sin)
         return h + mlp(split.gather(mlp_norm(h)))
 
     def route(x):
@@ -265,7 +292,7 @@ def build(variant, problem, split: Split):
         return p.x.scatter(1, index, routed + gate * (changed - routed))
 
     call()
-    if split is not ALONE:
+    if split is not ALONE or m is not None:  # composition pieces: the grouped-query blocks' so far
         call.backend = f"attention {attention_name}, mlp {mlp_name}"
         return call
     if depth:

@@ -7,6 +7,8 @@
   key head with the 512-wide latent as values and the query heads as rows, then W_uv.
 """
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -50,7 +52,9 @@ def decode_mask(problem):
     return torch.arange(problem.kv_len, device=problem.device)[None, :] <= rows[:, None]
 
 
-def prepare(variant, problem):
+def prepare_function(variant, problem):
+    """`prepare`'s call as a function of any queries and cache of the problem's shapes (a block's),
+    with the problem's up-projections; the backend is chosen here, on the problem's own tensors."""
     prefill = problem.q_len == problem.kv_len
     heads = problem.config.n_heads
     mask = None if prefill else decode_mask(problem)
@@ -59,15 +63,26 @@ def prepare(variant, problem):
     chosen = fastest(*(decompress(problem) if prefill else absorb_folded(problem)), **options)
     backend = getattr(SDPBackend, chosen.backend)
 
-    def call():
+    def attend(q_nope, q_pe, cache):
+        p = dataclasses.replace(problem, q_nope=q_nope, q_pe=q_pe, cache=cache)
         if prefill:
             with sdpa_kernel(backend):
-                return F.scaled_dot_product_attention(*decompress(problem), **options)
+                return F.scaled_dot_product_attention(*decompress(p), **options)
         with sdpa_kernel(backend):
-            out_latent = F.scaled_dot_product_attention(*absorb_folded(problem), **options)
-        out_latent = out_latent.view(problem.batch, heads, problem.q_len, -1)
-        return torch.einsum("bhqr,hdr->bhqd", out_latent, problem.w_uv)
+            out_latent = F.scaled_dot_product_attention(*absorb_folded(p), **options)
+        out_latent = out_latent.view(p.batch, heads, p.q_len, -1)
+        return torch.einsum("bhqr,hdr->bhqd", out_latent, p.w_uv)
+
+    attend.backend = chosen.backend
+    return attend
+
+
+def prepare(variant, problem):
+    attend = prepare_function(variant, problem)
+
+    def call():
+        return attend(problem.q_nope, problem.q_pe, problem.cache)
 
     call()
-    call.backend = chosen.backend
+    call.backend = attend.backend
     return call

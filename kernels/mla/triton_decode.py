@@ -164,6 +164,20 @@ def decode_launcher(q_nope, q_pe, cache, w_uk, w_uv, *, scale, n_splits=None):
     return launcher
 
 
+def prepare_function(variant, problem):
+    """Our decode as a function of any queries and cache of the problem's shapes (a block's), with the
+    problem's up-projections; tuned here, on the problem's own tensors."""
+    first = decode_launcher(problem.q_nope, problem.q_pe, problem.cache, problem.w_uk, problem.w_uv,
+                            scale=problem.scale)
+    first()
+
+    def attend(q_nope, q_pe, cache):
+        return decode_launcher(q_nope, q_pe, cache, problem.w_uk, problem.w_uv, scale=problem.scale)()
+
+    attend.backend = f"triton ({first.n_splits} splits)"
+    return attend
+
+
 def prepare(variant, problem):
     """The catalog's entry point: launches (and on CUDA autotunes) once, returns the launch-only call."""
     launcher = decode_launcher(problem.q_nope, problem.q_pe, problem.cache, problem.w_uk, problem.w_uv,

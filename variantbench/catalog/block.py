@@ -6,9 +6,9 @@ A recipe is data: its norm, its attention variant (an attention-family entry, so
 implementation that runs the variant can serve the block), its MLP or the MoE router it routes with
 (a moe-family variant), its residual structure and positions. `fused` runs each piece through its
 family's fastest fused implementation at the block's shape (the choice recorded with the results);
-`compiled` is torch.compile of the reference block. Covered so far: the dense and MoE GQA blocks, a
-ViT encoder block and a mixture-of-depths block; MLA (deepseek-v3) and gated DeltaNet (qwen3-next)
-blocks are not built yet.
+`compiled` is torch.compile of the reference block. Covered so far: the dense and MoE GQA blocks,
+DeepSeek-V3's latent-attention MoE block, a ViT encoder block and a mixture-of-depths block; the gated
+DeltaNet (qwen3-next) block is not built yet.
 """
 
 import dataclasses
@@ -20,6 +20,7 @@ from variantbench.block_shapes import BLOCK_SHAPES, BlockShape
 from variantbench.catalog import Family, Implementation, check_numbers_in_name, sample_rows
 from variantbench.catalog.attention import AttentionVariant, visible_pairs
 from variantbench.catalog.attention import REFERENCE_MAX_SCORE_BYTES
+from variantbench.catalog.mla import VARIANTS as MLA_VARIANTS
 from variantbench.shapes import MoEShape
 
 
@@ -67,6 +68,8 @@ VARIANTS = (
                  note="GQA (32 heads on 4) with QK-norm, 128 experts top-8"),
     BlockVariant("mixtral-8x7b", "mixtral-8x7b", AttentionVariant("sliding_window_4096", window=4096), mlp="moe",
                  router="softmax_topk", note="GQA with a 4096-key sliding window, 8 experts top-2"),
+    BlockVariant("deepseek-v3", "deepseek-v3", MLA_VARIANTS[0], mlp="moe", router="sigmoid_grouped_topk",
+                 note="multi-head latent attention (128 heads, a 512 latent cached), 256 experts top-8 and a shared one"),
     BlockVariant("vit-l16", "vit-l16", AttentionVariant("bidirectional", causal=False), norm="layer", mlp="gelu",
                  rope=False, note="encoder: bidirectional attention, LayerNorm, GELU MLP"),
     BlockVariant("llama-3-8b-depth", "llama-3-8b", CAUSAL_GQA, depth_capacity=0.125,
@@ -101,6 +104,8 @@ def _compiled_unsupported(variant, shape):
 def _fused_backward_unsupported(variant, shape):
     if variant.mlp == "moe":
         return "the moe family's fused implementations are forward-only"
+    if shape.config(variant.model).mla:
+        return "the mla family's fused implementations are forward-only"
     return None
 
 
@@ -127,8 +132,8 @@ IMPLEMENTATIONS = (
                    every_gpu=True, tier="full", unsupported=_split_unsupported("sequence")),
 )
 
-WEIGHTS = ("wq", "wk", "wv", "wo", "attn_norm", "mlp_norm", "post_attn_norm", "post_mlp_norm", "q_norm", "k_norm",
-           "w13", "w2", "depth_router")
+WEIGHTS = ("wq", "wk", "wv", "w_dq", "q_a_norm", "w_uq", "w_dkv", "kv_a_norm", "wo", "attn_norm", "mlp_norm",
+           "post_attn_norm", "post_mlp_norm", "q_norm", "k_norm", "w13", "w2", "depth_router")
 
 
 @dataclass
@@ -140,12 +145,21 @@ class BlockProblem:
     config: object
     x: torch.Tensor
     seed: int
-    wq: torch.Tensor
-    wk: torch.Tensor
-    wv: torch.Tensor
     wo: torch.Tensor
     attn_norm: torch.Tensor
     mlp_norm: torch.Tensor
+    wq: torch.Tensor | None = None
+    wk: torch.Tensor | None = None
+    wv: torch.Tensor | None = None
+    # multi-head latent attention (DeepSeek-V3), in place of wq, wk, wv: the query's down and up
+    # projections and the norm between, the latent's down projection (to rank + RoPE key) and norm
+    w_dq: torch.Tensor | None = None
+    q_a_norm: torch.Tensor | None = None
+    w_uq: torch.Tensor | None = None
+    w_dkv: torch.Tensor | None = None
+    kv_a_norm: torch.Tensor | None = None
+    mla: object = None  # its latent's up projections (w_uk, w_uv) as an mla-family problem
+    latent_cache: torch.Tensor | None = None  # (B, kv_len, rank + RoPE) at decode
     post_attn_norm: torch.Tensor | None = None
     post_mlp_norm: torch.Tensor | None = None
     q_norm: torch.Tensor | None = None
@@ -165,13 +179,16 @@ class BlockProblem:
 
     @property
     def cache(self):
+        if self.latent_cache is not None:
+            return self.latent_cache
         return None if self.k_cache is None else (self.k_cache, self.v_cache)
 
     def weights(self):
         return {name: getattr(self, name) for name in WEIGHTS if getattr(self, name) is not None}
 
     def inputs(self):
-        caches = {name: t for name, t in (("k_cache", self.k_cache), ("v_cache", self.v_cache)) if t is not None}
+        caches = {name: t for name, t in (("k_cache", self.k_cache), ("v_cache", self.v_cache),
+                                          ("latent_cache", self.latent_cache)) if t is not None}
         return {"x": self.x, **self.weights(), **caches}
 
     def grad_inputs(self):
@@ -186,8 +203,11 @@ class BlockProblem:
             moe = dataclasses.replace(moe, **{n: getattr(moe, n).to(dtype) for n in ("x", "router_weight", "w13", "w2")},
                                       **{n: getattr(moe, n).to(dtype) for n in ("shared13", "shared2")
                                          if getattr(moe, n) is not None})
+        mla = self.mla
+        if mla is not None:
+            mla = dataclasses.replace(mla, w_uk=mla.w_uk.to(dtype), w_uv=mla.w_uv.to(dtype))
         tensors = {name: t.to(dtype) for name, t in self.inputs().items()}
-        return dataclasses.replace(self, moe=moe, **tensors)
+        return dataclasses.replace(self, moe=moe, mla=mla, **tensors)
 
 
 # Norm weights near 1 (Gemma's near 0, as it scales by 1 + w) but not exactly: a norm that dropped its
@@ -216,14 +236,30 @@ def make_problem(variant, shape: BlockShape, *, device, dtype, seed, requires_gr
     sandwich = variant.residual == "sandwich"
     problem = BlockProblem(
         config=config, x=randn(shape.batch, shape.q_len, dim), seed=seed,
-        wq=randn(heads * head_dim, dim, scale=dim ** -0.5), wk=randn(kv_heads * head_dim, dim, scale=dim ** -0.5),
-        wv=randn(kv_heads * head_dim, dim, scale=dim ** -0.5), wo=randn(dim, heads * head_dim, scale=(heads * head_dim) ** -0.5),
+        wo=randn(dim, heads * head_dim, scale=(heads * head_dim) ** -0.5),
         attn_norm=norm(), mlp_norm=norm(), post_attn_norm=norm() if sandwich else None,
         post_mlp_norm=norm() if sandwich else None,
         q_norm=randn(head_dim, scale=NORM_SPREAD, offset=1.0) if variant.qk_norm else None,
         k_norm=randn(head_dim, scale=NORM_SPREAD, offset=1.0) if variant.qk_norm else None,
         depth_router=randn(dim, scale=dim ** -0.5) if variant.depth_capacity is not None else None, shape=shape,
     )
+    m = config.mla_config
+    if m is None:
+        problem.wq = randn(heads * head_dim, dim, scale=dim ** -0.5)
+        problem.wk, problem.wv = (randn(kv_heads * head_dim, dim, scale=dim ** -0.5) for _ in range(2))
+    else:
+        from variantbench.shapes import MLAShape
+
+        problem.w_dq = randn(m.q_lora_rank, dim, scale=dim ** -0.5)
+        problem.q_a_norm = norm(m.q_lora_rank)
+        problem.w_uq = randn(heads * m.qk_dim, m.q_lora_rank, scale=m.q_lora_rank ** -0.5)
+        problem.w_dkv = randn(m.kv_lora_rank + m.qk_rope_dim, dim, scale=dim ** -0.5)
+        problem.kv_a_norm = norm(m.kv_lora_rank)
+        mla = family("mla")
+        latent = MLAShape(f"{shape.name}-mla", config.mla, shape.batch, shape.q_len, shape.kv_len, device=shape.device)
+        problem.mla = mla.make_problem(variant.attention, latent, device=device, dtype=dtype, seed=seed + 2)
+        if shape.phase == "decode":
+            problem.latent_cache = problem.mla.cache.clone()
     if variant.mlp == "moe":
         moe = family("moe")
         tokens = MoEShape(f"{shape.name}-moe", config.moe, shape.batch * shape.q_len, device=shape.device)
@@ -232,7 +268,7 @@ def make_problem(variant, shape: BlockShape, *, device, dtype, seed, requires_gr
         up = 2 * config.ffn_dim if variant.mlp in ("swiglu", "geglu") else config.ffn_dim
         problem.w13 = randn(up, dim, scale=dim ** -0.5)
         problem.w2 = randn(dim, config.ffn_dim, scale=config.ffn_dim ** -0.5)
-    if shape.phase == "decode":
+    if shape.phase == "decode" and m is None:
         problem.k_cache = torch.randn(shape.batch, kv_heads, shape.kv_len, head_dim, generator=gen, device=device,
                                       dtype=torch.float32).to(dtype)
         problem.v_cache = torch.randn(problem.k_cache.shape, generator=gen, device=device, dtype=torch.float32).to(dtype)
@@ -271,21 +307,28 @@ def work(variant, problem, backward=False):
     heads, kv_heads, head_dim = config.n_heads, config.n_kv_heads, config.head_dim
     rows = batch * routed
     gemm = 2 * rows * dim * (2 * heads + 2 * kv_heads) * head_dim
+    m = config.mla_config
+    if m is not None:  # the query's bottleneck, the latent's down projection, the output projection
+        gemm = 2 * rows * (dim * m.q_lora_rank + m.q_lora_rank * heads * m.qk_dim
+                           + dim * (m.kv_lora_rank + m.qk_rope_dim) + heads * m.v_head_dim * dim)
     if problem.moe is not None:
         moe = family("moe")
         mlp_flops, mlp_bytes = moe.work(moe.variant(variant.router), problem.moe)
     else:
         gated = variant.mlp in ("swiglu", "geglu")
         mlp_flops, mlp_bytes = (6 if gated else 4) * rows * dim * config.ffn_dim, 0
-    empty = torch.empty(batch, heads, routed, 0)
-    pairs = visible_pairs(variant.attention, AttentionProblem(empty, torch.empty(batch, kv_heads, kv_len, 0),
-                                                              None, None, problem.seed))
-    attention = 4 * heads * head_dim * pairs
+    if m is not None:  # the latent's expansion and the pairs, as the mla family counts them
+        attention = family("mla").work(variant.attention, problem.mla)[0]
+    else:
+        empty = torch.empty(batch, heads, routed, 0)
+        pairs = visible_pairs(variant.attention, AttentionProblem(empty, torch.empty(batch, kv_heads, kv_len, 0),
+                                                                  None, None, problem.seed))
+        attention = 4 * heads * head_dim * pairs
     matmuls = gemm + mlp_flops + (2 * batch * tokens * dim if variant.depth_capacity is not None else 0)
     flops = 3 * matmuls + attention * 7 // 2 if backward else matmuls + attention
     elem = problem.x.element_size()
     weights = sum(t.numel() for t in problem.weights().values()) * elem
-    caches = 0 if problem.k_cache is None else 2 * problem.k_cache.numel() * elem
+    caches = sum(t.numel() for t in (problem.k_cache, problem.v_cache, problem.latent_cache) if t is not None) * elem
     nbytes = weights + mlp_bytes + 2 * problem.x.numel() * elem + caches
     return flops, nbytes * (2 if backward else 1)
 
