@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from reference import linear_attention as reference_linear
 from reference import mla as reference_mla
 from reference import moe as reference_moe
 from reference.attention import attention
@@ -162,6 +163,45 @@ def latent_attention(config, w, h, positions, picked, cache):
     return out.transpose(1, 2).reshape(h.shape[0], picked.numel(), -1) @ w.wo.t()
 
 
+def l2_normed(x, eps=1e-6):
+    """x / |x| along the last dim, as Qwen3-Next normalises q and k (fla's l2norm, eps inside the root)."""
+    return x * torch.rsqrt((x * x).sum(-1, keepdim=True) + eps)
+
+
+def causal_conv(x, weight):
+    """Each channel's short causal convolution, x (B, S, C) with weight (C, width), then SiLU."""
+    width = weight.shape[1]
+    out = F.conv1d(F.pad(x.transpose(1, 2), (width - 1, 0)), weight[:, None], groups=x.shape[-1])
+    return F.silu(out.transpose(1, 2))
+
+
+def delta_inputs(config, w, h):
+    """(q, k, v, g, beta, z) of Qwen3-Next's gated DeltaNet from h (B, S, dim): q, k, v projected and
+    through the short convolution, q and k L2-normed; the decay g = -exp(A_log) softplus(a + dt_bias)
+    and the write strength beta = sigmoid(b), per value head; z, the output gate."""
+    lin = config.linear_config
+    batch, tokens, _ = h.shape
+    key, value = lin.n_qk_heads * lin.k_dim, lin.n_v_heads * lin.v_dim
+    q, k, v, z = (h @ w.w_qkvz.t()).split([key, key, value, value], dim=-1)
+    b, a = (h @ w.w_ba.t()).split([lin.n_v_heads, lin.n_v_heads], dim=-1)
+    q, k, v = causal_conv(torch.cat([q, k, v], dim=-1), w.conv_weight).split([key, key, value], dim=-1)
+    wide = torch.promote_types(h.dtype, torch.float32)
+    g = -w.a_log.to(wide).exp() * F.softplus(a.to(wide) + w.dt_bias.to(wide))
+    return (l2_normed(q.view(batch, tokens, lin.n_qk_heads, lin.k_dim)),
+            l2_normed(k.view(batch, tokens, lin.n_qk_heads, lin.k_dim)), v.view(batch, tokens, lin.n_v_heads, lin.v_dim),
+            g, torch.sigmoid(b), z.view(batch, tokens, lin.n_v_heads, lin.v_dim))
+
+
+def delta_attention(config, w, h, picked):
+    """Gated DeltaNet's output (B, rows, dim): the gated delta rule (reference/linear_attention.py),
+    each value head's output RMS-normed and gated by SiLU(z), projected out."""
+    lin = config.linear_config
+    q, k, v, g, beta, z = delta_inputs(config, w, h)
+    out = reference_linear.chunked(q, k, v, g, beta, scale=lin.k_dim ** -0.5)[:, picked]
+    gated = rms_norm(out, w.out_norm, config.eps) * F.silu(z[:, picked])
+    return gated.reshape(h.shape[0], picked.numel(), -1) @ w.wo.t()
+
+
 def layer(recipe, config, w, x, *, rows=None, cache=None, positions=None):
     """One pass of the block's layer (norms, attention, MLP, residuals) over x (B, S, dim); see the
     module docstring for `rows` and `cache`. `positions` (B, S): each token's position for RoPE, where
@@ -174,7 +214,9 @@ def layer(recipe, config, w, x, *, rows=None, cache=None, positions=None):
         positions = torch.arange(start, start + tokens, device=x.device)
     picked = torch.arange(tokens, device=x.device) if rows is None else rows.to(x.device)
     h = norm(x, w.attn_norm, config.eps)
-    if latent:
+    if config.linear_config is not None:
+        out = delta_attention(config, w, h, picked)
+    elif latent:
         out = latent_attention(config, w, h, positions, picked, cache)
     else:
         q, k, v = project_qkv(recipe, config, w, h, positions)

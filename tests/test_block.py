@@ -331,3 +331,38 @@ def test_latent_attention_decode_over_the_latent_cache_is_the_last_row_of_prefil
     _, _, rows = reference_block.latent_rows(c, p, rms(p.x, p.attn_norm, c.eps), torch.arange(PREFILL.q_len))
     got = reference_block.block(recipe, c, p, p.x[:, -1:], cache=rows)
     torch.testing.assert_close(got[:, 0], prefill[:, -1], rtol=1e-6, atol=1e-6)
+
+
+def test_the_gated_deltanet_block_is_qwen3_nexts_layer_with_the_token_by_token_rule():
+    """Qwen3-Next's linear-attention layer written apart: the short convolution tap by tap, the gated
+    delta rule by its float64 recurrence (the linear family's oracle), the gated per-head norm."""
+    from reference.linear_attention import recurrence
+
+    recipe, p = BLOCK.variant("qwen3-next"), problem_of("qwen3-next")
+    c, lin = p.config, p.config.linear_config
+    b, s, _ = p.x.shape
+    h = rms(p.x, p.attn_norm, c.eps)
+    key, value = lin.n_qk_heads * lin.k_dim, lin.n_v_heads * lin.v_dim
+    q, k, v, z = (h @ p.w_qkvz.T).split([key, key, value, value], -1)
+    beta_in, a = (h @ p.w_ba.T).split([lin.n_v_heads] * 2, -1)
+    mixed = torch.cat([q, k, v], -1)
+    conv = sum(p.conv_weight[:, tap] * F.pad(mixed, (0, 0, c.conv - 1 - tap, 0))[:, :s] for tap in range(c.conv))
+    q, k, v = F.silu(conv).split([key, key, value], -1)
+    unit = lambda t, n, d: t.view(b, s, n, d) / torch.sqrt((t.view(b, s, n, d) ** 2).sum(-1, keepdim=True) + 1e-6)  # noqa: E731
+    g = -torch.exp(p.a_log) * F.softplus(a + p.dt_bias)
+    out = recurrence(unit(q, lin.n_qk_heads, lin.k_dim), unit(k, lin.n_qk_heads, lin.k_dim),
+                     v.view(b, s, lin.n_v_heads, lin.v_dim), g, torch.sigmoid(beta_in), scale=lin.k_dim ** -0.5)
+    gated = rms(out, p.out_norm, c.eps) * F.silu(z.view(b, s, lin.n_v_heads, lin.v_dim))
+    mid = p.x + gated.reshape(b, s, -1) @ p.wo.T
+    expected = mid + reference_block.mlp(recipe, c, p, rms(mid, p.mlp_norm, c.eps))
+    torch.testing.assert_close(reference_block.block(recipe, c, p, p.x), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_the_fused_gated_deltanet_block_runs_our_kernel_on_the_cpu():
+    import os
+
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("our Triton kernels run on the CPU under TRITON_INTERPRET=1 (fla-core is GPU-only)")
+    result = cases.check_one(cases.resolve("block", "qwen3-next", "fused", "tiny-prefill-b2-s48", "cpu"))
+    assert result.status == "ok", result.line
+    assert "via attention triton" in result.line

@@ -8,7 +8,8 @@ experts per token, RMS or layer norm) for the CPU.
 
 from dataclasses import dataclass
 
-from variantbench.shapes import MLA_MODELS, AttentionShape, MLAConfig, ModelConfig, MoEConfig, moe_model, named
+from variantbench.shapes import (LINEAR_MODELS, MLA_MODELS, AttentionShape, LinearConfig, MLAConfig, ModelConfig,
+                                 MoEConfig, moe_model, named)
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class BlockConfig:
     ffn_dim: int = 0
     moe: str | None = None
     mla: str | None = None
+    linear: str | None = None  # a gated-DeltaNet block's geometry (shapes.LINEAR_MODELS)
+    conv: int = 4  # its short causal convolution's width
     rope_theta: float = 500000.0
     eps: float = 1e-5
 
@@ -36,6 +39,10 @@ class BlockConfig:
     @property
     def mla_config(self) -> MLAConfig | None:
         return named(MLA_MODELS, self.mla, "MLA model") if self.mla else None
+
+    @property
+    def linear_config(self) -> LinearConfig | None:
+        return named(LINEAR_MODELS, self.linear, "linear-attention model") if self.linear else None
 
     @property
     def attention(self) -> ModelConfig:
@@ -49,9 +56,13 @@ class BlockConfig:
         heads = n_kv * min(group, 4)
         if self.mla:  # tiny-mla's heads, one "KV head" each as the latent serves all
             heads = n_kv = named(MLA_MODELS, "tiny-mla", "MLA model").n_heads
+        if self.linear:  # tiny-linear's value and key heads
+            tiny = named(LINEAR_MODELS, "tiny-linear", "linear-attention model")
+            heads, n_kv = tiny.n_v_heads, tiny.n_qk_heads
         return BlockConfig(f"tiny-{self.name}", dim=64, n_heads=heads, n_kv_heads=n_kv, head_dim=16,
                            ffn_dim=96 if self.ffn_dim else 0, moe="tiny-moe" if self.moe else None,
-                           mla="tiny-mla" if self.mla else None, rope_theta=self.rope_theta, eps=self.eps)
+                           mla="tiny-mla" if self.mla else None, linear="tiny-linear" if self.linear else None,
+                           conv=self.conv, rope_theta=self.rope_theta, eps=self.eps)
 
 
 BLOCK_MODELS = (
@@ -66,6 +77,10 @@ BLOCK_MODELS = (
     # top-8 plus a shared one; RoPE theta 10000 (its YaRN scaling, which starts past 4k, left out).
     BlockConfig("deepseek-v3", dim=7168, n_heads=128, n_kv_heads=128, head_dim=128, moe="deepseek-v3",
                 mla="deepseek-v3", rope_theta=10000.0, eps=1e-6),
+    # Qwen3-Next-80B-A3B's linear-attention layer (three of every four): gated DeltaNet, 16 key heads
+    # and 32 value heads of 128 (n_heads counts the value heads), then 512 experts top-10.
+    BlockConfig("qwen3-next-80b-a3b", dim=2048, n_heads=32, n_kv_heads=16, head_dim=128, moe="qwen3-next",
+                linear="qwen3-next", eps=1e-6),
     # ViT-L/16: 24 layers of this, 16 heads of 64, LayerNorm, a GELU MLP of 4096; positions are added
     # to the patch embeddings before the first block, so the block itself has no RoPE.
     BlockConfig("vit-l16", dim=1024, n_heads=16, n_kv_heads=16, head_dim=64, ffn_dim=4096, eps=1e-6),

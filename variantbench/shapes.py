@@ -118,6 +118,8 @@ MOE_MODELS = (
     MoEConfig("deepseek-v3", n_experts=256, top_k=8, dim=7168, ffn_dim=2048, n_shared=1, n_groups=8, topk_groups=4,
               routed_scale=2.5),
     MoEConfig("qwen3-moe", n_experts=128, top_k=8, dim=2048, ffn_dim=768),  # Qwen3-30B-A3B
+    # Qwen3-Next-80B-A3B (its shared expert's sigmoid gate left out)
+    MoEConfig("qwen3-next", n_experts=512, top_k=10, dim=2048, ffn_dim=512, n_shared=1),
     # CPU-sized, with a shared expert and 4 groups so every routing path runs in the tests.
     MoEConfig("tiny-moe", n_experts=8, top_k=2, dim=64, ffn_dim=128, n_shared=1, n_groups=4, topk_groups=2),
 )

@@ -99,6 +99,11 @@ def fastest_piece(family_name, variant, shape, problem, inputs, trained):
     return timed[name][1], name
 
 
+def l2_normed(x, eps=1e-6):
+    """x / |x| along the last dim, eps inside the root (as fla's l2norm and the reference)."""
+    return (x * torch.rsqrt((x * x).sum(-1, keepdim=True) + eps)).contiguous()
+
+
 def _compiled(function, device):
     return torch.compile(function, dynamic=False) if device.type == "cuda" else function
 
@@ -173,7 +178,7 @@ def build(variant, problem, split: Split):
     slice of the MLP, its tokens)."""
     from variantbench.block_shapes import PieceAttentionShape
     from variantbench.catalog.attention import make_problem as attention_problem
-    from variantbench.shapes import MLAShape, MoEShape
+    from variantbench.shapes import LinearShape, MLAShape, MoEShape
 
     p, config = problem, problem.config
     device, dtype = p.x.device, p.x.dtype
@@ -190,8 +195,13 @@ def build(variant, problem, split: Split):
     heads, kv_heads, head_dim = config.n_heads, config.n_kv_heads, config.head_dim
     piece_shape = PieceAttentionShape("block-attention", config.name, batch, tokens, kv_len, device.type,
                                       heads=config.attention)
-    m = config.mla_config
-    if m is None:
+    m, lin = config.mla_config, config.linear_config
+    if lin is not None:
+        linear_shape = LinearShape("block-linear", config.linear, batch, tokens, device=device.type)
+        q0 = p.linear
+        attend, attention_name = fastest_piece("linear", variant.attention, linear_shape, q0,
+                                               (q0.q, q0.k, q0.v, q0.g, q0.beta), trained)
+    elif m is None:
         piece = attention_problem(variant.attention, piece_shape, device=device, dtype=dtype, seed=p.seed,
                                   requires_grad=trained)
         attend, attention_name = fastest_piece("attention", variant.attention, piece_shape, piece,
@@ -218,6 +228,8 @@ def build(variant, problem, split: Split):
     cos, sin = rope_tables(torch.arange(start, start + total, device=device), rope_dim, config.rope_theta, dtype)
     if m is not None:
         q_a_norm, kv_a_norm = _norm("rms", p.q_a_norm, config.eps), _norm("rms", p.kv_a_norm, config.eps)
+    if lin is not None:
+        out_norm = _norm("rms", p.out_norm, config.eps)
 
     def project(h):
         q = (h @ p.wq.t()).view(batch, tokens, heads, head_dim).transpose(1, 2)
@@ -269,7 +281,25 @@ def build(variant, problem, split: Split):
             rows = p.latent_cache
         return output(attend(q_nope, q_pe, rows))
 
-    attention_part = grouped if m is None else latent
+    def delta(h, cos, sin):
+        """Qwen3-Next's gated DeltaNet (reference/block.py's delta_inputs and delta_attention), the
+        rule itself through the linear family's chosen call."""
+        key, value = lin.n_qk_heads * lin.k_dim, lin.n_v_heads * lin.v_dim
+        q, k, v, z = (h @ p.w_qkvz.t()).split([key, key, value, value], dim=-1)
+        b, a = (h @ p.w_ba.t()).split([lin.n_v_heads, lin.n_v_heads], dim=-1)
+        mixed = F.conv1d(F.pad(torch.cat([q, k, v], dim=-1).transpose(1, 2), (config.conv - 1, 0)),
+                         p.conv_weight[:, None], groups=2 * key + value)
+        q, k, v = F.silu(mixed.transpose(1, 2)).split([key, key, value], dim=-1)
+        g = -p.a_log.float().exp() * F.softplus(a.float() + p.dt_bias.float())
+        out = attend(l2_normed(q.reshape(batch, tokens, lin.n_qk_heads, lin.k_dim)),
+                     l2_normed(k.reshape(batch, tokens, lin.n_qk_heads, lin.k_dim)),
+                     v.reshape(batch, tokens, lin.n_v_heads, lin.v_dim).contiguous(), g.contiguous(),
+                     torch.sigmoid(b).contiguous())
+        gated = out_norm(out) * F.silu(z.reshape(batch, tokens, lin.n_v_heads, lin.v_dim))
+        out = split.reduce(gated.reshape(batch, tokens, value) @ p.wo.t())
+        return post_attn(out) if sandwich else out
+
+    attention_part = delta if lin is not None else grouped if m is None else latent
 
     def layer(x, cos, sin):
         h = x + attention_part(split.gather(attn_norm(x)), cos, sin)
@@ -292,7 +322,7 @@ def build(variant, problem, split: Split):
         return p.x.scatter(1, index, routed + gate * (changed - routed))
 
     call()
-    if split is not ALONE or m is not None:  # composition pieces: the grouped-query blocks' so far
+    if split is not ALONE or m is not None or lin is not None:  # composition pieces: grouped-query blocks' so far
         call.backend = f"attention {attention_name}, mlp {mlp_name}"
         return call
     if depth:

@@ -46,8 +46,8 @@ def unsupported(variant, shape, mode):
         return f"a split block needs 2 or more GPUs; this machine has {ranks}"
     if variant.depth_capacity is not None:
         return "mixture-of-depths picks tokens per sequence; it is not split over ranks here"
-    if config.mla:
-        return "latent attention is not split over ranks here"
+    if config.mla or config.linear:
+        return "latent and linear attention are not split over ranks here"
     group = config.n_heads // config.n_kv_heads
     if config.n_heads % ranks or (config.n_kv_heads % ranks and ranks % config.n_kv_heads):
         return f"{config.n_heads} query heads on {config.n_kv_heads} KV heads do not split over {ranks} ranks"

@@ -3,13 +3,25 @@ fused kernel the field uses for Gated DeltaNet (Qwen3-Next's layers run it). Sam
 q, k (B, T, H, K), v (B, T, HV, V), g and beta (B, T, HV); q and k arrive L2-normalised."""
 
 
-def prepare(variant, problem):
+def prepare_function(variant, problem):
+    """fla's chunked kernel as a function of any q, k, v, g, beta of the problem's shapes (a block's)."""
     from fla.ops.gated_delta_rule import chunk_gated_delta_rule
 
+    scale = problem.scale
+
+    def attend(q, k, v, g, beta):
+        return chunk_gated_delta_rule(q, k, v, g, beta, scale=scale)[0]
+
+    attend.backend = "fla"
+    return attend
+
+
+def prepare(variant, problem):
     p = problem
+    attend = prepare_function(variant, p)
 
     def call():
-        return chunk_gated_delta_rule(p.q, p.k, p.v, p.g, p.beta, scale=p.scale)[0]
+        return attend(p.q, p.k, p.v, p.g, p.beta)
 
     call()
     return call

@@ -140,6 +140,17 @@ def gdn_launcher(q, k, v, g, beta, *, scale, block_v=None):
     return launcher
 
 
+def prepare_function(variant, problem):
+    """Our kernels as a function of any q, k, v, g, beta of the problem's shapes (a block's)."""
+    scale = problem.scale
+
+    def attend(q, k, v, g, beta):
+        return gdn_launcher(q, k, v, g, beta, scale=scale)()
+
+    attend.backend = "triton"
+    return attend
+
+
 def prepare(variant, problem):
     p = problem
     launcher = gdn_launcher(p.q, p.k, p.v, p.g, p.beta, scale=p.scale)

@@ -7,8 +7,8 @@ implementation that runs the variant can serve the block), its MLP or the MoE ro
 (a moe-family variant), its residual structure and positions. `fused` runs each piece through its
 family's fastest fused implementation at the block's shape (the choice recorded with the results);
 `compiled` is torch.compile of the reference block. Covered so far: the dense and MoE GQA blocks,
-DeepSeek-V3's latent-attention MoE block, a ViT encoder block and a mixture-of-depths block; the gated
-DeltaNet (qwen3-next) block is not built yet.
+DeepSeek-V3's latent-attention MoE block, Qwen3-Next's gated-DeltaNet MoE block (prefill), a ViT
+encoder block and a mixture-of-depths block.
 """
 
 import dataclasses
@@ -20,6 +20,7 @@ from variantbench.block_shapes import BLOCK_SHAPES, BlockShape
 from variantbench.catalog import Family, Implementation, check_numbers_in_name, sample_rows
 from variantbench.catalog.attention import AttentionVariant, visible_pairs
 from variantbench.catalog.attention import REFERENCE_MAX_SCORE_BYTES
+from variantbench.catalog.linear import VARIANTS as LINEAR_VARIANTS
 from variantbench.catalog.mla import VARIANTS as MLA_VARIANTS
 from variantbench.shapes import MoEShape
 
@@ -45,6 +46,8 @@ class BlockVariant:
             raise ValueError(f"BlockVariant {self.name!r}: an MoE block names its router, and only an MoE block")
 
     def unsupported(self, shape: BlockShape) -> str | None:
+        if shape.config(self.model).linear and shape.phase == "decode":
+            return "the linear family runs prefill only: a recurrent decode step over its state is not built"
         if self.depth_capacity is not None and shape.phase == "decode":
             return ("mixture-of-depths picks a top-k over the whole sequence; at decode a causal predictor "
                     "decides, which is not modelled")
@@ -70,6 +73,8 @@ VARIANTS = (
                  router="softmax_topk", note="GQA with a 4096-key sliding window, 8 experts top-2"),
     BlockVariant("deepseek-v3", "deepseek-v3", MLA_VARIANTS[0], mlp="moe", router="sigmoid_grouped_topk",
                  note="multi-head latent attention (128 heads, a 512 latent cached), 256 experts top-8 and a shared one"),
+    BlockVariant("qwen3-next", "qwen3-next-80b-a3b", LINEAR_VARIANTS[0], mlp="moe", router="softmax_topk", rope=False,
+                 note="gated DeltaNet (16 key, 32 value heads, a short convolution, gated output norm), 512 experts top-10"),
     BlockVariant("vit-l16", "vit-l16", AttentionVariant("bidirectional", causal=False), norm="layer", mlp="gelu",
                  rope=False, note="encoder: bidirectional attention, LayerNorm, GELU MLP"),
     BlockVariant("llama-3-8b-depth", "llama-3-8b", CAUSAL_GQA, depth_capacity=0.125,
@@ -79,8 +84,8 @@ VARIANTS = (
 
 def _attention_piece_unsupported(variant, shape):
     piece = shape.attention_shape(variant.model)
-    if variant.depth_capacity is not None:
-        return None  # the layer sees an eighth of the tokens
+    if variant.depth_capacity is not None or shape.config(variant.model).linear:
+        return None  # the layer sees an eighth of the tokens; a linear layer keeps no scores
     score_bytes = piece.batch * piece.config.n_heads * piece.q_len * piece.kv_len * 4
     if score_bytes > REFERENCE_MAX_SCORE_BYTES:
         return (f"the reference attention materialises {score_bytes / 2**30:.0f} GiB of float32 scores here, over "
@@ -93,6 +98,9 @@ COMPILED_MAX_EXPERTS = 64
 
 
 def _compiled_unsupported(variant, shape):
+    if shape.config(variant.model).linear:
+        return ("torch.compile fails on the chunked gated delta rule with the dynamic sizes the MoE's routing needs "
+                "(TypeError: cannot determine truth value of Relational; torch 2.13, CPU)")
     moe = shape.config(variant.model).moe_config
     if moe is not None and moe.n_experts > COMPILED_MAX_EXPERTS:
         return (f"torch.compile unrolls the reference MoE's loop over {moe.n_experts} experts; compiled runs up "
@@ -106,6 +114,8 @@ def _fused_backward_unsupported(variant, shape):
         return "the moe family's fused implementations are forward-only"
     if shape.config(variant.model).mla:
         return "the mla family's fused implementations are forward-only"
+    if shape.config(variant.model).linear:
+        return "the linear family's fused implementations are forward-only"
     return None
 
 
@@ -132,7 +142,8 @@ IMPLEMENTATIONS = (
                    every_gpu=True, tier="full", unsupported=_split_unsupported("sequence")),
 )
 
-WEIGHTS = ("wq", "wk", "wv", "w_dq", "q_a_norm", "w_uq", "w_dkv", "kv_a_norm", "wo", "attn_norm", "mlp_norm",
+WEIGHTS = ("wq", "wk", "wv", "w_dq", "q_a_norm", "w_uq", "w_dkv", "kv_a_norm", "w_qkvz", "w_ba", "conv_weight", "a_log",
+           "dt_bias", "out_norm", "wo", "attn_norm", "mlp_norm",
            "post_attn_norm", "post_mlp_norm", "q_norm", "k_norm", "w13", "w2", "depth_router")
 
 
@@ -159,6 +170,16 @@ class BlockProblem:
     w_dkv: torch.Tensor | None = None
     kv_a_norm: torch.Tensor | None = None
     mla: object = None  # its latent's up projections (w_uk, w_uv) as an mla-family problem
+    # gated DeltaNet (Qwen3-Next), in place of attention: q, k, v and the gate z projected together,
+    # b and a (write strength, decay) per value head, the short convolution's weights (channels,
+    # width), the decay's log scale and bias, the output's per-head norm
+    w_qkvz: torch.Tensor | None = None
+    w_ba: torch.Tensor | None = None
+    conv_weight: torch.Tensor | None = None
+    a_log: torch.Tensor | None = None
+    dt_bias: torch.Tensor | None = None
+    out_norm: torch.Tensor | None = None
+    linear: object = None  # a linear-family problem of the block's sizes (to pick its fused call by)
     latent_cache: torch.Tensor | None = None  # (B, kv_len, rank + RoPE) at decode
     post_attn_norm: torch.Tensor | None = None
     post_mlp_norm: torch.Tensor | None = None
@@ -243,8 +264,23 @@ def make_problem(variant, shape: BlockShape, *, device, dtype, seed, requires_gr
         k_norm=randn(head_dim, scale=NORM_SPREAD, offset=1.0) if variant.qk_norm else None,
         depth_router=randn(dim, scale=dim ** -0.5) if variant.depth_capacity is not None else None, shape=shape,
     )
-    m = config.mla_config
-    if m is None:
+    m, lin = config.mla_config, config.linear_config
+    if lin is not None:
+        from variantbench.shapes import LinearShape
+
+        key, value = lin.n_qk_heads * lin.k_dim, lin.n_v_heads * lin.v_dim
+        problem.w_qkvz = randn(2 * key + 2 * value, dim, scale=dim ** -0.5)
+        problem.w_ba = randn(2 * lin.n_v_heads, dim, scale=dim ** -0.5)
+        problem.conv_weight = randn(2 * key + value, config.conv, scale=config.conv ** -0.5)
+        # decays near Qwen3-Next's: exp(A_log) in [1, 16], dt_bias near 0, so g = -exp(A_log) softplus(.)
+        problem.a_log = randn(lin.n_v_heads, scale=0.5, offset=1.0)
+        problem.dt_bias = randn(lin.n_v_heads, scale=0.5, offset=-2.0)
+        problem.out_norm = norm(lin.v_dim)
+        linear = family("linear")
+        problem.linear = linear.make_problem(variant.attention, LinearShape(f"{shape.name}-linear", config.linear,
+                                                                           shape.batch, shape.q_len, device=shape.device),
+                                             device=device, dtype=dtype, seed=seed + 3)
+    elif m is None:
         problem.wq = randn(heads * head_dim, dim, scale=dim ** -0.5)
         problem.wk, problem.wv = (randn(kv_heads * head_dim, dim, scale=dim ** -0.5) for _ in range(2))
     else:
@@ -268,7 +304,7 @@ def make_problem(variant, shape: BlockShape, *, device, dtype, seed, requires_gr
         up = 2 * config.ffn_dim if variant.mlp in ("swiglu", "geglu") else config.ffn_dim
         problem.w13 = randn(up, dim, scale=dim ** -0.5)
         problem.w2 = randn(dim, config.ffn_dim, scale=config.ffn_dim ** -0.5)
-    if shape.phase == "decode" and m is None:
+    if shape.phase == "decode" and m is None and lin is None:
         problem.k_cache = torch.randn(shape.batch, kv_heads, shape.kv_len, head_dim, generator=gen, device=device,
                                       dtype=torch.float32).to(dtype)
         problem.v_cache = torch.randn(problem.k_cache.shape, generator=gen, device=device, dtype=torch.float32).to(dtype)
@@ -317,7 +353,13 @@ def work(variant, problem, backward=False):
     else:
         gated = variant.mlp in ("swiglu", "geglu")
         mlp_flops, mlp_bytes = (6 if gated else 4) * rows * dim * config.ffn_dim, 0
-    if m is not None:  # the latent's expansion and the pairs, as the mla family counts them
+    lin = config.linear_config
+    if lin is not None:  # q, k, v, z, b, a in, the convolution, the output out; the rule as linear counts it
+        key, value = lin.n_qk_heads * lin.k_dim, lin.n_v_heads * lin.v_dim
+        gemm = 2 * rows * dim * (2 * key + 2 * value + 2 * lin.n_v_heads) + 2 * rows * value * dim
+        gemm += 2 * rows * (2 * key + value) * config.conv
+        attention = family("linear").work(variant.attention, problem.linear)[0]
+    elif m is not None:  # the latent's expansion and the pairs, as the mla family counts them
         attention = family("mla").work(variant.attention, problem.mla)[0]
     else:
         empty = torch.empty(batch, heads, routed, 0)
