@@ -20,8 +20,8 @@ def gpu_jobs(data):
     return {name: job for name, job in data["jobs"].items() if "gpu" in str(job.get("runs-on"))}
 
 
-def test_both_workflows_exist():
-    assert {p.name for p in FILES} == {"ci.yml", "gpu-benchmarks.yml"}
+def test_the_workflows_exist():
+    assert {p.name for p in FILES} == {"ci.yml", "gpu-benchmarks.yml", "nightly.yml"}
 
 
 def test_workflows_match_githubs_schema():
@@ -127,3 +127,30 @@ def test_the_approval_check_catches_a_gpu_job_without_it(change, caught):
 def test_ci_runs_the_readme_test_command():
     steps = load(WORKFLOWS / "ci.yml")["jobs"]["tests"]["steps"]
     assert any(s.get("run") == "bash .ci/run" for s in steps)
+
+
+def test_the_nightly_runs_mains_full_tier_sharded_by_family_and_never_for_a_pull_request():
+    from variantbench.catalog import builtin_families
+
+    data = load(WORKFLOWS / "nightly.yml")
+    assert set(data["on"]) == {"schedule", "workflow_dispatch"}
+    shard = data["jobs"]["shard"]
+    families = [entry["family"] for entry in shard["strategy"]["matrix"]["include"]]
+    assert sorted(families) == sorted(f.name for f in builtin_families())  # each family, once
+    runs = " ".join(str(step.get("run", "")) for step in shard["steps"])
+    assert '--tier full --family "$FAMILY" --results "shards/$FAMILY"' in runs
+    checkout = shard["steps"][0]
+    assert checkout["with"]["ref"] == "main" and checkout["with"]["persist-credentials"] is False
+    assert shard["permissions"] == {"contents": "read"} and "secrets." not in yaml.safe_dump(shard)
+
+
+def test_the_nightly_merges_and_publishes_from_jobs_without_a_gpu():
+    jobs = load(WORKFLOWS / "nightly.yml")["jobs"]
+    history, pages = jobs["history"], jobs["pages"]
+    for job in (history, pages):
+        assert job["runs-on"] == "ubuntu-latest"
+    assert history["needs"] == "shard" and history["permissions"] == {"contents": "write"}
+    assert any("variantbench merge shards/* --into reports/results" in str(s.get("run", "")) for s in history["steps"])
+    assert pages["needs"] == "history"
+    assert pages["permissions"] == {"contents": "read", "pages": "write", "id-token": "write"}
+    assert any(str(s.get("uses", "")).startswith("actions/deploy-pages@") for s in pages["steps"])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from variantbench import gating, runner
+from variantbench import gating, merging, runner
 from variantbench.runner import EXIT_BAD_INPUT, EXIT_FAIL, ROOT, fail, sha, shown
 from variantbench.shapes import TIERS
 
@@ -395,3 +395,6 @@ def bisect_command(good, bad, pattern, results_dir, factor, no_run, selection, m
     click.echo(f"last good:    {found['last_good']}")
     if found["unmeasured"]:
         click.echo("unmeasured between them: " + " ".join(c[:8] for c in found["unmeasured"]))
+
+
+main.add_command(merging.merge_command)  # its own module: one story, the shards' join
