@@ -366,3 +366,11 @@ def test_the_fused_gated_deltanet_block_runs_our_kernel_on_the_cpu():
     result = cases.check_one(cases.resolve("block", "qwen3-next", "fused", "tiny-prefill-b2-s48", "cpu"))
     assert result.status == "ok", result.line
     assert "via attention triton" in result.line
+
+
+@pytest.mark.parametrize("name", ["deepseek-v3", "mixtral-8x7b"])
+def test_every_fused_block_has_composition_pieces(name):
+    _, call, _ = cases.prepare_checked(cases.resolve("block", name, "fused", "tiny-prefill-b2-s48", "cpu"))
+    assert {"norms", "attention", "mlp"} <= set(call.pieces)
+    for piece in call.pieces.values():
+        piece()

@@ -322,8 +322,15 @@ def build(variant, problem, split: Split):
         return p.x.scatter(1, index, routed + gate * (changed - routed))
 
     call()
-    if split is not ALONE or m is not None or lin is not None:  # composition pieces: grouped-query blocks' so far
-        call.backend = f"attention {attention_name}, mlp {mlp_name}"
+    call.backend = f"attention {attention_name}, mlp {mlp_name}"
+    if split is not ALONE:  # a split block's pieces are its collectives (BlockParallel)
+        return call
+    if attention_part is not grouped:  # latent or linear: its projections, the rule and the output as one piece
+        with torch.no_grad():
+            mid = p.x + attention_part(attn_norm(p.x), cos, sin)
+            normed = mlp_norm(mid)
+        call.pieces = {"norms": lambda: (attn_norm(p.x), mlp_norm(mid)),
+                       "attention": lambda: attention_part(attn_norm(p.x), cos, sin), "mlp": lambda: mlp(normed)}
         return call
     if depth:
         chosen, _ = route(p.x)
@@ -334,5 +341,4 @@ def build(variant, problem, split: Split):
                          mlp)
     if depth:
         call.pieces["routing"] = lambda: route(p.x)
-    call.backend = f"attention {attention_name}, mlp {mlp_name}"
     return call
