@@ -374,3 +374,26 @@ def test_every_fused_block_has_composition_pieces(name):
     assert {"norms", "attention", "mlp"} <= set(call.pieces)
     for piece in call.pieces.values():
         piece()
+
+
+@pytest.mark.parametrize("name", ["deepseek-v3", "llama-3-8b"])
+def test_fused_decode_writes_only_the_new_tokens_position_and_matches_the_untouched_cache(name):
+    """The fused decode writes the new token's key (or latent row) into the cache in place. It must
+    write only the last position: a latent block once broadcast its row over the whole cache, and the
+    check, reading the cache after the call, agreed with it."""
+    from kernels.block import fused
+
+    recipe = BLOCK.variant(name)
+    shape = BLOCK.shape("tiny-decode-b2-kv40")
+    p = BLOCK.make_problem(recipe, shape, device="cpu", dtype=torch.float32, seed=5)
+    pristine = p.converted(torch.float64)  # copies, caches included, before anything writes
+    out = fused.prepare(recipe, p)()
+    for name, now in p.inputs().items():
+        if name.endswith("cache"):
+            was = getattr(pristine, name).float()
+            written = now[:, :, -1] if name != "latent_cache" else now[:, -1]
+            kept = (now[:, :, :-1], was[:, :, :-1]) if name != "latent_cache" else (now[:, :-1], was[:, :-1])
+            assert torch.equal(*kept), name
+            assert not torch.equal(written, (was[:, :, -1] if name != "latent_cache" else was[:, -1])), name
+    expected = reference_block.block(recipe, pristine.config, pristine, pristine.x, cache=pristine.cache)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-4, atol=1e-4)

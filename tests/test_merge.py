@@ -57,22 +57,54 @@ def test_a_shard_joins_a_commit_already_in_the_results(tmp_path):
 def test_a_benchmark_in_two_shards_is_refused_and_nothing_written(tmp_path):
     one = shard(tmp_path, "one", by_family("attention"))
     two = shard(tmp_path, "two", lambda b: True)
+    path = two / "nvidia-h200" / RUN.name
+    data = json.loads(path.read_text())  # the same benchmark measured again: another figure
+    data["results"]["bench_attention.AttentionForward.time_forward"][3] = "2026-11-28 other run"
+    path.write_text(json.dumps(data))
     result = merge(one, two, "--into", tmp_path / "results")
     assert result.exit_code == 2
     assert "shards must run disjoint benchmarks" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "results").exists()
 
 
-@pytest.mark.parametrize("field,value", [("commit_hash", "0" * 40), ("params", {"machine": "other"})])
-def test_shards_of_another_commit_or_machine_are_refused(tmp_path, field, value):
+@pytest.mark.parametrize("field,key,value", [("commit_hash", None, "0" * 40), ("params", "torch", "2.99"),
+                                             ("params", "gpu", "NVIDIA H100")])
+def test_shards_of_another_commit_or_software_are_refused(tmp_path, field, key, value):
     one = shard(tmp_path, "one", by_family("attention"))
     two = shard(tmp_path, "two", by_family("moe"))
     path = two / "nvidia-h200" / RUN.name
     data = json.loads(path.read_text())
-    data[field] = value
+    if key:
+        data[field][key] = value
+    else:
+        data[field] = value
     path.write_text(json.dumps(data))
     result = merge(one, two, "--into", tmp_path / "results")
     assert result.exit_code == 2 and f"differ in {field}" in result.output
+
+
+def test_two_runners_of_one_gpu_model_share_a_history(tmp_path):
+    one = shard(tmp_path, "one", by_family("attention"))
+    two = shard(tmp_path, "two", by_family("moe"))
+    path = two / "nvidia-h200" / RUN.name
+    data = json.loads(path.read_text())
+    data["params"].update(num_cpu="128", ram="999999")  # another host of the same GPU and software
+    path.write_text(json.dumps(data))
+    assert merge(one, two, "--into", tmp_path / "results").exit_code == 0
+
+
+def test_a_retried_shard_merges_again_as_a_no_op(tmp_path):
+    into = tmp_path / "results"
+    attention = shard(tmp_path, "attention", by_family("attention"))
+    assert merge(attention, "--into", into).exit_code == 0
+    assert merge(attention, "--into", into).exit_code == 0
+
+
+def test_an_empty_shard_is_refused_rather_than_a_family_silently_missing(tmp_path):
+    (tmp_path / "empty" / "nvidia-h200").mkdir(parents=True)
+    result = merge(shard(tmp_path, "attention", by_family("attention")), tmp_path / "empty", "--into", tmp_path / "r")
+    assert result.exit_code == 2 and "no asv result files" in result.output
+    assert not (tmp_path / "r").exists()
 
 
 def test_a_truncated_shard_fails_with_one_line_and_the_results_stay(tmp_path):

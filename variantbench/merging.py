@@ -18,10 +18,13 @@ from pathlib import Path
 
 import click
 
-from variantbench.results import BadResults
+from variantbench.results import IDENTITY_KEYS, BadResults
 from variantbench.runner import ROOT, fail
 
-AGREED = ("commit_hash", "env_name", "params", "result_columns", "version")
+AGREED = ("commit_hash", "env_name", "result_columns", "version")
+# Of asv's machine params, what a figure depends on (results.IDENTITY_KEYS and the machine's name);
+# two runners of one GPU model differ in host name, core count and memory, and still share a history.
+MEASURED_WITH = IDENTITY_KEYS + ("machine",)
 
 
 def _load(path: Path) -> dict:
@@ -40,7 +43,12 @@ def joined(into: dict, into_path, more: dict, more_path) -> dict:
     for key in AGREED:
         if into[key] != more[key]:
             raise BadResults(f"{more_path} and {into_path} differ in {key}: not one commit's run on one machine")
-    both = sorted(set(into["results"]) & set(more["results"]))
+    for key in MEASURED_WITH:
+        if into["params"].get(key) != more["params"].get(key):
+            raise BadResults(f"{more_path} and {into_path} differ in params ({key}: {into['params'].get(key)} and "
+                             f"{more['params'].get(key)}): not one commit's run on one machine")
+    # a shard merged again (a retried job) brings the same entries: not two measurements of one figure
+    both = sorted(b for b in set(into["results"]) & set(more["results"]) if into["results"][b] != more["results"][b])
     if both:
         raise BadResults(f"{both[0]} is in both {into_path} and {more_path}: shards must run disjoint benchmarks")
     merged = dict(into)
@@ -70,6 +78,9 @@ def plan(shards, into: Path) -> dict:
         if not shard.is_dir():
             raise BadResults(f"{shard}: no such shard folder")
         benchmark_files += [shard / "benchmarks.json"] if (shard / "benchmarks.json").exists() else []
+        if not [p for p in shard.glob("*/*.json") if p.name != "machine.json"]:
+            # a failed runner's empty artifact, or a path one level too deep (shards/F/<machine>)
+            raise BadResults(f"{shard}: no asv result files (<machine>/<commit>-<env>.json) in this shard")
         for machine_file in sorted(shard.glob("*/machine.json")):
             target = into / machine_file.parent.name / "machine.json"
             theirs = _load_machine(machine_file)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from variantbench.cases import first_line
 from variantbench.catalog import Unsupported, family, lookup
 
 TRIAL_CALLS = 5
@@ -79,18 +80,19 @@ def fastest_piece(family_name, variant, shape, problem, inputs, trained):
         if why:
             refused[implementation.name] = why
             continue
-        try:
-            function = implementation.load().prepare_function(variant, problem)
-        except (Unsupported, ValueError, RuntimeError) as error:  # a head dim our kernel has no tile for
-            refused[implementation.name] = str(error).splitlines()[0]
-            continue
-
-        def step(function=function):
+        def step(function):
             out = function(*inputs)
             if trained:
                 torch.autograd.grad(out.float().sum(), [t for t in inputs if t.requires_grad])
 
-        timed[implementation.name] = (_elapsed(step, device), function)
+        try:
+            function = implementation.load().prepare_function(variant, problem)
+            # its first call (Flex's and fla's compile) inside the try too: a head dim a kernel has no
+            # tile for (ours at 256), or shared memory it does not have, refuses it here
+            timed[implementation.name] = (_elapsed(lambda: step(function), device), function)
+        except Exception as error:  # noqa: BLE001 - a candidate that cannot run is not chosen; the others are
+            refused[implementation.name] = f"{type(error).__name__}: {first_line(error)}"
+            continue
         if device.type != "cuda":
             break
     if not timed:
@@ -136,10 +138,11 @@ ACTIVATIONS = {"swiglu": _swiglu, "geglu": _geglu, "gelu": F.gelu}
 
 
 # (weight, eps) -> the norm as a function of x; Gemma scales by 1 + w (added in the call, so a trained
-# block's weight gradient flows through it every step).
+# block's weight gradient flows through it every step), as its own code does, in float32.
 NORMS = {
     "rms": lambda w, eps: lambda x: F.rms_norm(x, x.shape[-1:], w, eps),
-    "gemma_rms": lambda w, eps: lambda x: F.rms_norm(x, x.shape[-1:], 1 + w, eps),
+    # Gemma scales in float32 (1 + w rounded to bfloat16 would be off by up to 2^-8, four norms a block)
+    "gemma_rms": lambda w, eps: lambda x: (F.rms_norm(x.float(), x.shape[-1:], None, eps) * (1 + w.float())).to(x.dtype),
     "layer": lambda w, eps: lambda x: F.layer_norm(x, x.shape[-1:], w, None, eps),
 }
 
@@ -190,7 +193,9 @@ def build(variant, problem, split: Split):
     # The layer's own tokens: mixture-of-depths runs it over each sequence's chosen ones alone.
     tokens = max(1, int(total * variant.depth_capacity)) if depth else total
     trained = p.x.requires_grad
-    kv_len = tokens if p.k_cache is None else p.k_cache.shape[2]
+    # decode: the cache's length (the new token's key goes to its last position); prefill: the tokens
+    kv_len = (p.k_cache.shape[2] if p.k_cache is not None else
+              p.latent_cache.shape[1] if p.latent_cache is not None else tokens)
     start = kv_len - tokens
     heads, kv_heads, head_dim = config.n_heads, config.n_kv_heads, config.head_dim
     piece_shape = PieceAttentionShape("block-attention", config.name, batch, tokens, kv_len, device.type,

@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,6 +273,7 @@ def _rank_main(rank, ranks, device, port, pipe):
                     collectives[key] = _made(spec, rank, ranks, device)
                     _to_rank0(pipe, collectives[key].check())
                 except Exception as error:  # noqa: BLE001 - rank 0 reports it; this rank serves the next case
+                    traceback.print_exc()  # the whole story on the benchmark's stderr, which this rank shares
                     _to_rank0(pipe, ("error", f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"))
         else:  # ("run", key, count): timed on rank 0, so nothing more here; NCCL's TIMEOUT bounds a stall
             collectives[message[1]].run(message[2])
@@ -343,7 +345,7 @@ def replies(what):
     for rank, (process, pipe) in enumerate(_workers, 1):
         try:
             got.append(_reply(pipe, rank, process, what))
-        except RuntimeError as error:
+        except (RuntimeError, TimeoutError) as error:  # a silent rank too: the later ones are still read
             failed = failed or error
     if failed:
         raise failed
@@ -361,9 +363,16 @@ def prepare(variant, problem):
     key = f"{variant.name}/{problem.shape.name}/{problem.seed}"
     for _, pipe in _workers:
         pipe.send(("prepare", key, spec))
-    mine = _Collective(rank=0, ranks=problem.ranks, device=device, **spec)
-    problem.check_outputs = [mine.check()] + [
-        _reply(pipe, rank, process, "check") for rank, (process, pipe) in enumerate(_workers, 1)]
+    try:
+        mine = _Collective(rank=0, ranks=problem.ranks, device=device, **spec)
+        first = mine.check()
+    except Exception:
+        try:  # the others' replies to this case, read before the next one asks; this rank's error stands
+            replies("check")
+        except Exception:  # noqa: BLE001
+            pass
+        raise
+    problem.check_outputs = [first] + replies("check")
 
     def run(repeats):
         for _, pipe in _workers:
