@@ -222,7 +222,14 @@ def _remembered(configs, named_args, **kwargs):
     return [c for c in configs if _config_name(c) == chosen] or configs
 
 
+_REMEMBERED = set()  # (key values, dtype) this process has written or found: later launches skip the file
+
+
 def _remember(config, key_values, dtype):
+    seen = (tuple(key_values.items()), dtype, CHOICES_DIR)
+    if seen in _REMEMBERED:  # a block or a training step launches per call: no hash and stat each time
+        return
+    _REMEMBERED.add(seen)
     path = _choice_path(key_values, dtype)
     if path.exists():
         return
