@@ -397,3 +397,21 @@ def test_fused_decode_writes_only_the_new_tokens_position_and_matches_the_untouc
             assert not torch.equal(written, (was[:, :, -1] if name != "latent_cache" else was[:, -1])), name
     expected = reference_block.block(recipe, pristine.config, pristine, pristine.x, cache=pristine.cache)
     torch.testing.assert_close(out.double(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_piece_is_chosen_by_the_times_every_rank_agrees_on():
+    """Split blocks sum each candidate's time over the ranks (Split.agree) before choosing, so every
+    rank runs one backend: a candidate that any rank could not run (inf) is chosen by none."""
+    from kernels.block.fused import fastest_piece
+    from variantbench.block_shapes import PieceAttentionShape
+    from variantbench.catalog.attention import make_problem as attention_problem
+
+    variant = BLOCK.variant("llama-3-8b").attention
+    shape = PieceAttentionShape("t", "tiny", 2, 16, 16, "cpu", heads=problem_of("llama-3-8b").config.attention)
+    piece = attention_problem(variant, shape, device="cpu", dtype=torch.float32, seed=1)
+    inputs = (piece.q, piece.k, piece.v)
+    _, alone = fastest_piece("attention", variant, shape, piece, inputs, False)
+    assert alone == "sdpa"  # on a CPU the first that runs
+    vetoed = lambda times: [float("inf") if t == min(times) else t for t in times]  # noqa: E731 - a rank refused it
+    with pytest.raises(Exception, match="no fused attention implementation serves"):
+        fastest_piece("attention", variant, shape, piece, inputs, False, vetoed)

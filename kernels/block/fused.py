@@ -28,11 +28,13 @@ class Split:
     """How the block is split over ranks (kernels/block/parallel.py): `gather` turns this rank's
     tokens into every rank's before a column-parallel product, `reduce` sums the ranks' partial
     outputs after a row-parallel one, into this rank's tokens; `token_share` is every rank's tokens
-    over this rank's. Alone on one device, both are the identity."""
+    over this rank's; `agree` sums a list of candidate times over the ranks, so every rank picks the
+    same piece. Alone on one device, all are the identity."""
 
     gather: Callable
     reduce: Callable
     token_share: int = 1
+    agree: Callable = lambda times: times
 
 
 ALONE = Split(gather=lambda t: t, reduce=lambda t: t)
@@ -67,9 +69,10 @@ def _serves(implementation, variant, shape, device, trained):
     return None
 
 
-def fastest_piece(family_name, variant, shape, problem, inputs, trained):
+def fastest_piece(family_name, variant, shape, problem, inputs, trained, agree=ALONE.agree):
     """(function, its implementation's name): the fastest of the family's block-serving fused
-    implementations for `variant` at `shape`, timed on `inputs` (on CUDA), prepared on `problem`."""
+    implementations for `variant` at `shape`, timed on `inputs` (on CUDA), prepared on `problem`.
+    `agree`: the ranks of a split block sum their times (Split.agree), so they pick one piece."""
     fam = family(family_name)
     device = inputs[0].device
     timed, refused = {}, {}
@@ -95,9 +98,11 @@ def fastest_piece(family_name, variant, shape, problem, inputs, trained):
             continue
         if device.type != "cuda":
             break
-    if not timed:
+    names = [i.name for i in fam.implementations]
+    summed = agree([timed[n][0] if n in timed else float("inf") for n in names])
+    if not timed or min(summed) == float("inf"):
         raise Unsupported(f"no fused {family_name} implementation serves {variant.name} here: {refused}")
-    name = min(timed, key=lambda n: timed[n][0])
+    name = names[summed.index(min(summed))]
     return timed[name][1], name
 
 
@@ -205,20 +210,20 @@ def build(variant, problem, split: Split):
         linear_shape = LinearShape("block-linear", config.linear, batch, tokens, device=device.type)
         q0 = p.linear
         attend, attention_name = fastest_piece("linear", variant.attention, linear_shape, q0,
-                                               (q0.q, q0.k, q0.v, q0.g, q0.beta), trained)
+                                               (q0.q, q0.k, q0.v, q0.g, q0.beta), trained, split.agree)
     elif m is None:
         piece = attention_problem(variant.attention, piece_shape, device=device, dtype=dtype, seed=p.seed,
                                   requires_grad=trained)
         attend, attention_name = fastest_piece("attention", variant.attention, piece_shape, piece,
-                                               (piece.q, piece.k, piece.v), trained)
+                                               (piece.q, piece.k, piece.v), trained, split.agree)
     else:
         latent_shape = MLAShape("block-mla", config.mla, batch, tokens, kv_len, device=device.type)
         attend, attention_name = fastest_piece("mla", variant.attention, latent_shape, p.mla,
-                                               (p.mla.q_nope, p.mla.q_pe, p.mla.cache), trained)
+                                               (p.mla.q_nope, p.mla.q_pe, p.mla.cache), trained, split.agree)
     if p.moe is not None:
         moe_shape = MoEShape("block-moe", config.moe, batch * tokens, device=device.type)
         moe_layer, mlp_name = fastest_piece("moe", family("moe").variant(variant.router), moe_shape, p.moe,
-                                            (p.moe.x,), trained=False)
+                                            (p.moe.x,), False, split.agree)
     else:
         activation, mlp_name = _compiled(lookup(ACTIVATIONS, variant.mlp, "MLP"), device), "cublas"
     attn_norm, mlp_norm = _norm(variant.norm, p.attn_norm, config.eps), _norm(variant.norm, p.mlp_norm, config.eps)

@@ -130,10 +130,19 @@ def _scatter_tokens(ranks):
     return reduce
 
 
+def _agree(times):
+    """Every rank's candidate times summed (inf where any rank refused one): one choice on every rank,
+    where each rank's own fastest could differ (a rank that runs another backend is an imbalance
+    the split's figures would show as inefficiency)."""
+    summed = torch.tensor(times, dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(summed)
+    return summed.tolist()
+
+
 def split_of(mode, ranks):
     if mode == "tensor":
-        return fused.Split(gather=lambda t: t, reduce=_all_reduce)
-    return fused.Split(gather=_gather_tokens(ranks), reduce=_scatter_tokens(ranks), token_share=ranks)
+        return fused.Split(gather=lambda t: t, reduce=_all_reduce, agree=_agree)
+    return fused.Split(gather=_gather_tokens(ranks), reduce=_scatter_tokens(ranks), token_share=ranks, agree=_agree)
 
 
 def collectives_alone(mode, ranks, batch, tokens, dim, device, dtype):
