@@ -9,20 +9,14 @@
 dest=${DEST:-${OUT:-/tmp}/block}
 budget=${BUDGET:-900}
 mkdir -p "$dest"
-timed() {  # timed NAME LIMIT COMMAND...
-  local name=$1 limit=$2 t0=$SECONDS
-  shift 2
-  if [ $((SECONDS + limit / 2)) -gt "$budget" ]; then echo "== $name: skipped (${SECONDS}s of ${budget}s used)"; return; fi
-  timeout "$limit" "$@" > "$dest/$name.log" 2>&1
-  echo "== $name: exit $? in $((SECONDS - t0))s"
-  grep -E "^verdict|^try:|MISMATCH|ERROR|passed|largest|composition|parallel" "$dest/$name.log" | tail -n 20
-}
 vb="python3 -m variantbench"
-timed check 300 $vb check --family block --tier full --implementation fused --implementation reference \
+show='^verdict|^try:|MISMATCH|ERROR|passed|largest|composition|parallel'
+source tools/budgeted.sh
+step check 300 $vb check --family block --tier full --implementation fused --implementation reference \
   --implementation tensor_parallel --implementation sequence_parallel
-timed run 420 $vb run --family block --tier full --shape prefill-b4-s4k --shape decode-b64-kv4k \
+step run 420 $vb run --family block --tier full --shape prefill-b4-s4k --shape decode-b64-kv4k \
   --implementation fused --implementation tensor_parallel --implementation sequence_parallel --no-precheck
 for recipe in gemma-2-9b-local qwen3-30b-a3b vit-l16 llama-3-8b-depth; do
-  timed "try-$recipe" 200 $vb try "$recipe" --shape prefill-b4-s4k --json "$dest/try-$recipe.json"
+  step "try-$recipe" 200 $vb try "$recipe" --shape prefill-b4-s4k --json "$dest/try-$recipe.json"
 done
-timed truth 300 python3 tools/try_truth.py "$dest"/try-*.json
+step truth 300 python3 tools/try_truth.py "$dest"/try-*.json

@@ -8,31 +8,25 @@
 dest=${DEST:-${OUT:-/tmp}/new-attention}
 budget=${BUDGET:-900}
 mkdir -p "$dest"
-timed() {  # timed NAME LIMIT COMMAND...
-  local name=$1 limit=$2 t0=$SECONDS
-  shift 2
-  if [ $((SECONDS + limit / 2)) -gt "$budget" ]; then echo "== $name: skipped (${SECONDS}s of ${budget}s used)"; return; fi
-  timeout "$limit" "$@" > "$dest/$name.log" 2>&1
-  echo "== $name: exit $? in $((SECONDS - t0))s"
-  grep -E "^verdict|^try:|mismatch|FAIL|[Ee]rror|passed| ok |largest" "$dest/$name.log" | tail -n 16
-}
 vb="python3 -m variantbench"
-timed moe-sigmoid_grouped_topk 200 $vb try sigmoid_grouped_topk --shape mixtral-8x7b-prefill-t8k-uniform \
+show='^verdict|^try:|mismatch|FAIL|[Ee]rror|passed| ok |largest'
+source tools/budgeted.sh
+step moe-sigmoid_grouped_topk 200 $vb try sigmoid_grouped_topk --shape mixtral-8x7b-prefill-t8k-uniform \
   --json "$dest/moe-sigmoid_grouped_topk.json"
-timed check 240 $vb check --family mla --family linear --family paged --tier full \
+step check 240 $vb check --family mla --family linear --family paged --tier full \
   --shape deepseek-v3-mla-decode-b64-kv8k --shape deepseek-v3-mla-prefill-s4k --shape qwen3-next-t16k \
   --shape llama-3-8b-paged16-b64-mixed8k --shape llama-3-8b-paged16-b1-kv128k
-timed check-sparse 200 $vb check --family attention --variant block_topk_16 --variant dsa_topk_2048 \
+step check-sparse 200 $vb check --family attention --variant block_topk_16 --variant dsa_topk_2048 \
   --variant causal --tier full --shape llama-3-8b-s4k --shape llama-3-8b-chunk512-kv8k
-timed try-mla-decode 150 $vb try mla --shape deepseek-v3-mla-decode-b64-kv8k --json "$dest/mla-decode.json"
-timed try-gdn-vs-gqa 200 $vb try gated_deltanet --shape qwen3-next-t16k --against attention/gqa_8@llama-3-8b-s16k \
+step try-mla-decode 150 $vb try mla --shape deepseek-v3-mla-decode-b64-kv8k --json "$dest/mla-decode.json"
+step try-gdn-vs-gqa 200 $vb try gated_deltanet --shape qwen3-next-t16k --against attention/gqa_8@llama-3-8b-s16k \
   --json "$dest/gdn-vs-gqa.json"
-timed try-paged 200 $vb try gqa_decode --shape llama-3-8b-paged16-b64-kv8k --shape llama-3-8b-paged16-b1-kv128k \
+step try-paged 200 $vb try gqa_decode --shape llama-3-8b-paged16-b64-kv8k --shape llama-3-8b-paged16-b1-kv128k \
   --json "$dest/paged.json"
-timed try-sparse 150 $vb try block_topk_16 --shape llama-3-8b-s16k --json "$dest/sparse.json"
-timed truth 300 python3 tools/try_truth.py "$dest"/*.json
-timed fwd-bwd 240 $vb run --family attention --implementation triton --implementation sdpa --shape llama-3-8b-s4k \
+step try-sparse 150 $vb try block_topk_16 --shape llama-3-8b-s16k --json "$dest/sparse.json"
+step truth 300 python3 tools/try_truth.py "$dest"/*.json
+step fwd-bwd 240 $vb run --family attention --implementation triton --implementation sdpa --shape llama-3-8b-s4k \
   --bench 'AttentionForwardBackward\.' --no-precheck
-timed try-mla-prefill 150 $vb try mla --shape deepseek-v3-mla-prefill-s4k --against attention/gqa_8@llama-3-8b-s4k \
+step try-mla-prefill 150 $vb try mla --shape deepseek-v3-mla-prefill-s4k --against attention/gqa_8@llama-3-8b-s4k \
   --json "$dest/mla-vs-gqa.json"
-timed try-dsa 150 $vb try dsa_topk_2048 --shape llama-3-8b-s16k --json "$dest/dsa.json"
+step try-dsa 150 $vb try dsa_topk_2048 --shape llama-3-8b-s16k --json "$dest/dsa.json"

@@ -12,14 +12,8 @@ set -u
 budget=${BUDGET:-1500}
 dest=reports/truth/open-items-$(git rev-parse --short HEAD)
 mkdir -p "$dest"
-step() {  # step NAME LIMIT COMMAND...: skipped where it would start past the budget
-  local name=$1 limit=$2 t0=$SECONDS
-  shift 2
-  if [ $((SECONDS + limit / 2)) -gt "$budget" ]; then echo "== $name: skipped (${SECONDS}s of ${budget}s used)"; return; fi
-  timeout "$limit" "$@" > "$dest/$name.log" 2>&1
-  echo "== $name: exit $? in $((SECONDS - t0))s"
-  grep -E "^verdict|MISMATCH|ERROR|passed|Regression verdicts|slower|asv finished|measured " "$dest/$name.log" | tail -n 12
-}
+show='^verdict|MISMATCH|ERROR|passed|Regression verdicts|slower|asv finished|measured '
+source tools/budgeted.sh
 step planted-gate 600 bash tools/gate_f105.sh
 step flex-fixes 240 python3 -m variantbench check --family attention --family paged --variant block_topk_16 \
   --variant gqa_decode --implementation flex --tier full --shape llama-3-8b-s4k --shape llama-3-8b-paged16-b64-kv8k \

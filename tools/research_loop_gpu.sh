@@ -6,21 +6,17 @@
 # 4. short calls as graph replays against an independent loop (tools/replay_probe.py), again.
 dest=${OUT:-/tmp}/research
 mkdir -p "$dest"
-timed() {  # timed NAME LIMIT COMMAND...: the command's log in $dest/NAME.log, its exit and seconds here
-  local name=$1 limit=$2 t0=$SECONDS
-  shift 2
-  timeout "$limit" "$@" > "$dest/$name.log" 2>&1
-  echo "== $name: exit $? in $((SECONDS - t0))s"
-  grep -E "^verdict|^try:|^attention/|^moe/| x | ok |mismatch|FAIL|Error" "$dest/$name.log" | grep -v "\] ok " | tail -n 30
-}
+budget=${BUDGET:-3600}
+show='^verdict|^try:|^attention/|^moe/| x |^  ok |mismatch|FAIL|Error'
+source tools/budgeted.sh
 
-timed sinks-cold 240 python3 -m variantbench try --plugin tools/plugins/sinks.py sink_window --against gqa_8 --json "$dest/sinks-cold.json"
-timed sinks-warm 240 python3 -m variantbench try --plugin tools/plugins/sinks.py sink_window --against gqa_8 --json "$dest/sinks-warm.json"
-timed forced-tile 240 python3 -m variantbench try --plugin tools/plugins/forced_tile.py gqa_8 --json "$dest/forced-tile.json"
+step sinks-cold 240 python3 -m variantbench try --plugin tools/plugins/sinks.py sink_window --against gqa_8 --json "$dest/sinks-cold.json"
+step sinks-warm 240 python3 -m variantbench try --plugin tools/plugins/sinks.py sink_window --against gqa_8 --json "$dest/sinks-warm.json"
+step forced-tile 240 python3 -m variantbench try --plugin tools/plugins/forced_tile.py gqa_8 --json "$dest/forced-tile.json"
 for variant in causal mqa sliding_window_1024 document softcap_50 alibi prefix_lm full; do
-  timed "attention-$variant" 240 python3 -m variantbench try "$variant" --json "$dest/attention-$variant.json"
+  step "attention-$variant" 240 python3 -m variantbench try "$variant" --json "$dest/attention-$variant.json"
 done
-timed moe-softmax_topk 300 python3 -m variantbench try softmax_topk --json "$dest/moe-softmax_topk.json"
-timed moe-sigmoid_grouped_topk 300 python3 -m variantbench try sigmoid_grouped_topk \
+step moe-softmax_topk 300 python3 -m variantbench try softmax_topk --json "$dest/moe-softmax_topk.json"
+step moe-sigmoid_grouped_topk 300 python3 -m variantbench try sigmoid_grouped_topk \
   --json "$dest/moe-sigmoid_grouped_topk.json"
-timed replay 240 python3 tools/replay_probe.py
+step replay 240 python3 tools/replay_probe.py

@@ -1,0 +1,12 @@
+# Sourced by the GPU job scripts: `step NAME LIMIT COMMAND...` runs one command under `timeout LIMIT`,
+# its log in $dest/NAME.log, and prints its exit code, its seconds and the log's lines matching $show.
+# A step that would start past $budget seconds of the job is skipped, and says so, so a job fits what
+# is left of a device session. The script sets dest, budget and show before its first step.
+step() {
+  local name=$1 limit=$2 t0=$SECONDS
+  shift 2
+  if [ $((SECONDS + limit / 2)) -gt "$budget" ]; then echo "== $name: skipped (${SECONDS}s of ${budget}s used)"; return; fi
+  timeout "$limit" "$@" > "$dest/$name.log" 2>&1
+  echo "== $name: exit $? in $((SECONDS - t0))s"
+  grep -E "$show" "$dest/$name.log" | tail -n 16
+}
