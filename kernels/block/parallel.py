@@ -195,18 +195,8 @@ class Shard:
 def _on_every_rank(spec, key, device):
     """(this rank's Shard, every rank's check output) of `spec`, prepared on every rank."""
     ranks = len(nccl._workers) + 1
-    for _, pipe in nccl._workers:
-        pipe.send(("prepare", key, {"maker": SHARD, **spec}))
-    try:
-        mine = Shard(rank=0, ranks=ranks, device=device, **spec)
-        first = mine.check()
-    except Exception:
-        try:  # the others' replies to this case, read before the next one asks; this rank's error stands
-            nccl.replies("check")
-        except Exception:  # noqa: BLE001 - theirs are usually this one again
-            pass
-        raise
-    return mine, [first] + nccl.replies("check")
+    return nccl.prepared_everywhere(key, {"maker": SHARD, **spec},
+                                    lambda: Shard(rank=0, ranks=ranks, device=device, **spec))
 
 
 def _everywhere(mine, key):

@@ -352,6 +352,24 @@ def replies(what):
     return got
 
 
+def prepared_everywhere(key, spec, make_mine):
+    """(rank 0's prepared case, every rank's check output): `spec` is prepared on every other rank
+    (what `_made` makes of it) and `make_mine()` here. Where this rank fails, the others' replies to
+    the case are still read, so none is left for the next case, and this rank's error stands."""
+    for _, pipe in _workers:
+        pipe.send(("prepare", key, spec))
+    try:
+        mine = make_mine()
+        first = mine.check()
+    except Exception:
+        try:
+            replies("check")
+        except Exception:  # noqa: BLE001 - theirs are usually this one again
+            pass
+        raise
+    return mine, [first] + replies("check")
+
+
 def prepare(variant, problem):
     device = problem.device.type
     if not _workers:
@@ -361,18 +379,8 @@ def prepare(variant, problem):
             "check_numel": problem.check_numel(), "splits": problem.splits(numel),
             "check_splits": problem.splits(problem.check_numel())}
     key = f"{variant.name}/{problem.shape.name}/{problem.seed}"
-    for _, pipe in _workers:
-        pipe.send(("prepare", key, spec))
-    try:
-        mine = _Collective(rank=0, ranks=problem.ranks, device=device, **spec)
-        first = mine.check()
-    except Exception:
-        try:  # the others' replies to this case, read before the next one asks; this rank's error stands
-            replies("check")
-        except Exception:  # noqa: BLE001
-            pass
-        raise
-    problem.check_outputs = [first] + replies("check")
+    mine, problem.check_outputs = prepared_everywhere(
+        key, spec, lambda: _Collective(rank=0, ranks=problem.ranks, device=device, **spec))
 
     def run(repeats):
         for _, pipe in _workers:
