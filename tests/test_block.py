@@ -216,11 +216,15 @@ def test_a_recipe_names_its_router_exactly_when_it_has_experts():
         BlockVariant("bad", "llama-3-8b", AttentionVariant("causal_gqa"), router="softmax_topk")
 
 
-def test_an_unknown_norm_or_mlp_fails_by_name():
-    recipe = BlockVariant("odd", "llama-3-8b", AttentionVariant("causal_gqa"), norm="batch")
-    p = problem_of("llama-3-8b")
-    with pytest.raises(ValueError, match="unknown norm 'batch'"):
-        reference_block.block(recipe, p.config, p, p.x)
+def test_an_unknown_residual_structure_fails_by_name():
+    with pytest.raises(ValueError, match="unknown residual 'post'"):
+        BlockVariant("odd", "llama-3-8b", AttentionVariant("causal_gqa"), residual="post")
+
+
+@pytest.mark.parametrize("field,value", [("norm", "batch"), ("mlp", "relu2")])
+def test_an_unknown_norm_or_mlp_fails_by_name_when_the_recipe_is_made(field, value):
+    with pytest.raises(ValueError, match=f"unknown {field} '{value}'"):
+        BlockVariant("odd", "llama-3-8b", AttentionVariant("causal_gqa"), **{field: value})
 
 
 def test_tiny_configs_keep_the_models_structure():
@@ -415,3 +419,10 @@ def test_a_piece_is_chosen_by_the_times_every_rank_agrees_on():
     vetoed = lambda times: [float("inf") if t == min(times) else t for t in times]  # noqa: E731 - a rank refused it
     with pytest.raises(Exception, match="no fused attention implementation serves"):
         fastest_piece("attention", variant, shape, piece, inputs, False, vetoed)
+
+
+def test_an_unknown_split_fails_by_name():
+    from kernels.block.parallel import split_of
+
+    with pytest.raises(ValueError, match="unknown split 'pipeline'"):
+        split_of("pipeline", 2)

@@ -25,7 +25,7 @@ import torch.distributed as dist
 
 from kernels.block import fused
 from kernels.comms import nccl
-from variantbench.catalog import family
+from variantbench.catalog import family, lookup
 from variantbench.catalog.comms import world_size
 
 SHARD = "kernels.block.parallel:Shard"
@@ -139,10 +139,15 @@ def _agree(times):
     return summed.tolist()
 
 
+SPLITS = {
+    "tensor": lambda ranks: fused.Split(gather=lambda t: t, reduce=_all_reduce, agree=_agree),
+    "sequence": lambda ranks: fused.Split(gather=_gather_tokens(ranks), reduce=_scatter_tokens(ranks),
+                                          token_share=ranks, agree=_agree),
+}
+
+
 def split_of(mode, ranks):
-    if mode == "tensor":
-        return fused.Split(gather=lambda t: t, reduce=_all_reduce, agree=_agree)
-    return fused.Split(gather=_gather_tokens(ranks), reduce=_scatter_tokens(ranks), token_share=ranks, agree=_agree)
+    return lookup(SPLITS, mode, "split")(ranks)
 
 
 def collectives_alone(mode, ranks, batch, tokens, dim, device, dtype):

@@ -25,6 +25,9 @@ from variantbench.catalog.mla import VARIANTS as MLA_VARIANTS
 from variantbench.shapes import MoEShape
 
 
+RESIDUALS = ("pre", "sandwich")
+
+
 @dataclass(frozen=True)
 class BlockVariant:
     name: str
@@ -44,6 +47,13 @@ class BlockVariant:
         check_numbers_in_name(self, {})
         if (self.mlp == "moe") != (self.router is not None):
             raise ValueError(f"BlockVariant {self.name!r}: an MoE block names its router, and only an MoE block")
+        from reference.block import DENSE_MLPS, NORMS
+
+        # the code asks "sandwich or not", "gated or not": a misspelt name must fail here, when the entry is made
+        for what, value, known in (("residual", self.residual, RESIDUALS), ("norm", self.norm, tuple(NORMS)),
+                                   ("mlp", self.mlp, (*DENSE_MLPS, "moe"))):
+            if value not in known:
+                raise ValueError(f"BlockVariant {self.name!r}: unknown {what} {value!r}; known: {', '.join(known)}")
 
     def unsupported(self, shape: BlockShape) -> str | None:
         if shape.config(self.model).linear and shape.phase == "decode":
