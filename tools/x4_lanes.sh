@@ -1,5 +1,6 @@
-# The open GPU items on one 4-GPU machine (nvidia-h200-x4), in lanes side by side so that one device
-# session (1800 s) holds them all:
+# The open GPU items on one 4-GPU machine (nvidia-h200-x4; on two GPUs the blocks come after the first
+# two lanes and the 4-rank step is left out), in lanes side by side so that one device session (1800 s)
+# holds them all:
 #   git bundle create .vbgit.bundle main aa-h200 planted-h200-6pct
 #   run(kind="nvidia-h200-x4", carry=[".whl", ".vbgit.bundle"]): source tools/gpu_setup.sh && source tools/gpu_detached.sh \
 #     && workdir && detach lanes 'bash tools/x4_lanes.sh' && await lanes 540     (then `await lanes 560` within 30 s)
@@ -33,10 +34,17 @@ attention() {
     --shape llama-3-8b-paged16-b64-kv8k --shape llama-3-8b-paged16-b64-mixed8k --shape llama-3-8b-paged16-b1-kv128k
   step default-tier 1000 python3 -m variantbench run
 }
+gpus=$(nvidia-smi -L | wc -l)
 lane planted 0 planted &
 lane attention 1 attention &
-lane block-x2 2,3 env DEST="$root/block-x2" BUDGET=$((budget - 400)) bash tools/block_gpu.sh &
-wait
+if [ "$gpus" -ge 4 ]; then
+  lane block-x2 2,3 env DEST="$root/block-x2" BUDGET=$((budget - 400)) bash tools/block_gpu.sh &
+  wait
+else  # two GPUs: the blocks after the other lanes, on both
+  wait
+  lane block-x2 0,1 env DEST="$root/block-x2" BUDGET=$((budget - SECONDS)) bash tools/block_gpu.sh
+  exit
+fi
 dest=$root/block-x4
 show='^verdict|MISMATCH|ERROR|passed|parallel|asv finished'
 mkdir -p "$dest"
