@@ -115,8 +115,19 @@ def test_suite_grid_covers_every_variant_implementation_and_device_shape():
 
     variants, impls, shapes = AttentionForward.params
     assert variants == [v.name for v in FAMILY.variants]
-    assert impls == [i.name for i in FAMILY.implementations if i.name != "compiled"]  # the default tier's
+    # the default tier's fused implementations: compiled and Flex are nightly; the reference is no
+    # point of the grid (every setup would skip it)
+    assert impls == ["sdpa", "triton"]
     assert shapes == [s.name for s in FAMILY.shapes if s.device == "cpu" and in_tier(s, "default")]
+
+
+def test_the_grid_leaves_the_reference_out_even_where_named(monkeypatch):
+    from suite import common
+
+    monkeypatch.setattr(common, "TIER", "full")
+    assert "reference" not in common.grid("attention")[0][1]
+    monkeypatch.setattr(common, "ONLY_IMPLEMENTATIONS", ["reference", "sdpa"])
+    assert common.grid("attention")[0][1] == ["sdpa"]
 
 
 def test_compiled_joins_the_full_tier_or_where_it_is_named(monkeypatch):

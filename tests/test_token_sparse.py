@@ -79,3 +79,10 @@ def test_our_kernel_reads_a_selection_over_several_tiles():
 def test_a_query_reads_at_least_one_key():
     with pytest.raises(ValueError, match="at least one key"):
         AttentionVariant("dsa_topk_0", topk_tokens=0)
+
+
+def test_sdpa_over_gathered_keys_times_no_backward_but_its_forward_and_the_dense_ones_do():
+    """Its autograd keeps every query's gathered keys: 137 GB at llama-3-8b-s4k, past an H200 (cad5169)."""
+    dsa = cases.resolve("attention", "dsa_topk_2048", "sdpa", "llama-3-8b-s4k", "cuda")
+    assert "gathered keys" in cases.backward_unsupported(dsa)
+    assert cases.backward_unsupported(cases.resolve("attention", "gqa_8", "sdpa", "llama-3-8b-s4k", "cuda")) is None

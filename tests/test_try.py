@@ -97,7 +97,8 @@ def test_try_json_is_one_well_formed_verdict_under_the_projects_budget(project):
     assert shape["fastest"] == fastest["implementation"]
     against = shape["against"]
     assert against["variant"] == "gqa_8" and against["ms"] == min(i["ms"] for i in against["implementations"])
-    assert {i["implementation"] for i in against["implementations"]} >= {"sdpa", "flex", "triton"}
+    # A's side is its default tier's fused implementations: Flex and compiled are nightly
+    assert {i["implementation"] for i in against["implementations"]} == {"sdpa", "triton"}
     # the same answer for people: progress and the table, on stderr
     assert "[tiny-s128] timing" in result.stderr and "verdict: within: fastest fused" in result.stderr
 

@@ -173,7 +173,8 @@ def judge(fam, variant, against, shape, device, echo) -> AtShape:
         echo(f"[{shape.name}] {against.name} does not fit {a_shape.name}: {misfit}" if misfit else
              f"[{shape.name}] checking {against.name}'s fused implementations (A)")
         # A's fused implementations of the default tier: `compiled` (full tier) would compile the
-        # reference of A for minutes at llama shapes and never be A's fastest.
+        # reference of A for minutes at llama shapes and never be A's fastest. Flex is nightly too: an
+        # A that only Flex and ours run is timed through ours.
         theirs = [] if misfit else [_tried(a_family, a_variant, impl, a_shape, device, echo, gradients=False)
                                     for impl in a_family.implementations
                                     if impl.fused and not is_plugin(impl) and in_tier(impl, "default")]

@@ -197,6 +197,14 @@ def _triton_unsupported(variant, shape):
     return None
 
 
+def _sdpa_backward_unsupported(variant, shape):
+    if variant.topk_tokens is not None:
+        # autograd keeps every chunk's gathered keys and values: at llama-3-8b-s4k with 2048 keys a
+        # query, 4 x 8 x 4096 x 2048 x 128 x 2 bytes twice, 137 GB (cad5169 ran out of an H200's 140 GiB)
+        return "SDPA over gathered keys keeps every query's gathered keys and values for its backward"
+    return None
+
+
 def _triton_backward_unsupported(variant, shape):
     if variant.topk_blocks is not None or variant.topk_tokens is not None:
         return "our sparse kernels are forward-only; the backward is the interval kernel's"
@@ -231,10 +239,13 @@ def _compiled_unsupported(variant, shape):
 
 IMPLEMENTATIONS = (
     Implementation("reference", "reference.attention", fused=False, backward=True, unsupported=_reference_unsupported),
-    Implementation("sdpa", "kernels.attention.sdpa", fused=True, backward=True, unsupported=_sdpa_unsupported),
-    # torch 2.13's FlexAttention raises NotImplementedError for a backward on the CPU.
+    Implementation("sdpa", "kernels.attention.sdpa", fused=True, backward=True, unsupported=_sdpa_unsupported,
+                   backward_unsupported=_sdpa_backward_unsupported),
+    # torch 2.13's FlexAttention raises NotImplementedError for a backward on the CPU. A peer, so nightly
+    # (full tier): its compile costs every asv process 13-15 s, and its 11 forwards and 10 backwards with
+    # their figures took ~430 s of cad5169's default tier on an H200, which ran past 1000 s in all.
     Implementation("flex", "kernels.attention.flex", fused=True, backward=True, backward_on_cpu=False,
-                   unsupported=_flex_unsupported),
+                   unsupported=_flex_unsupported, tier="full"),
     Implementation("triton", "kernels.attention.triton_flash", fused=True, backward=True, needs_triton=True,
                    autotunes=True, ours=True, unsupported=_triton_unsupported,
                    backward_unsupported=_triton_backward_unsupported),
