@@ -190,3 +190,16 @@ def test_triton_layer_matches_the_reference(variant, tokens):
     exact = moe(v.router, TINY, problem.x, problem.router_weight, problem.selection_bias, problem.w13, problem.w2,
                 problem.shared13, problem.shared2, compute_dtype=torch.float64)
     assert torch.allclose(out.double(), exact, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("n_experts", [1, 8, 256])
+def test_expert_offsets_end_each_experts_rows_even_where_experts_get_none(n_experts):
+    """The grouped GEMM's offsets, found on the device: equal to bincount's running sum, with the
+    experts no token reached (the zipf load leaves many) and the last ones empty."""
+    from kernels.moe.grouped_mm import expert_offsets
+
+    experts = torch.randint(0, max(1, n_experts // 2), (64, 2), generator=torch.Generator().manual_seed(3))
+    flat = experts.flatten()
+    want = torch.cumsum(torch.bincount(flat, minlength=n_experts), 0).to(torch.int32)
+    got = expert_offsets(flat.sort().values, n_experts)
+    assert got.dtype == torch.int32 and torch.equal(got, want)

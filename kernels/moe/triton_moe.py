@@ -14,6 +14,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from kernels.moe.grouped_mm import expert_offsets
 from variantbench.catalog import lookup
 
 BLOCK_T = 16  # tokens per router program: tl.dot's smallest tile side
@@ -210,7 +211,7 @@ def prepare_function(variant, problem):
         flat = experts.flatten()
         order = torch.argsort(flat, stable=True)
         position = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=x.device))
-        offsets = torch.cumsum(torch.bincount(flat, minlength=config.n_experts), 0).to(torch.int32)
+        offsets = expert_offsets(flat[order], config.n_experts)
         rows = permute(x, (order // top_k).to(torch.int32))
         gate, up = torch._grouped_mm(rows, w13.transpose(-2, -1), offs=offsets).chunk(2, dim=-1)
         expert_rows = torch._grouped_mm(F.silu(gate) * up, w2.transpose(-2, -1), offs=offsets)
