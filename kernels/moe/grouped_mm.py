@@ -35,8 +35,9 @@ def _sigmoid_grouped_topk(logits, config, selection_bias):
 def expert_offsets(sorted_experts, n_experts):
     """(E,) int32 end of each expert's rows in expert order, from the routed experts sorted: the group
     offsets `torch._grouped_mm` takes. A binary search on the device; `torch.bincount` sizes its
-    output by the largest value, read on the host, and that synchronisation kept every MoE call of
-    cad5169 (Mixtral decode, 1.3-1.5 ms on an H200) from running as a CUDA graph."""
+    output by the largest value, read on the host. At cad5169 every MoE call synchronised with the
+    host (Mixtral decode, 1.3-1.5 ms on an H200, so timed eagerly rather than as CUDA-graph replays);
+    bincount was one synchronisation, whether the only one a GPU run will tell."""
     bounds = torch.arange(n_experts, device=sorted_experts.device, dtype=sorted_experts.dtype)
     return torch.searchsorted(sorted_experts, bounds, right=True).to(torch.int32)
 
