@@ -27,10 +27,18 @@ def default_device() -> str:
 
 
 def require(device: str):
+    """The device, where it is here; also the collectives' ranks where VARIANTBENCH_RANKS names a world
+    (kernels/comms/ranks.py): a bad name, or one no rank answers, is one line before any case."""
     import torch
+
+    from kernels.comms.ranks import BadRanks, served
 
     if device == "cuda" and not torch.cuda.is_available():
         raise NoDevice("no CUDA GPU is visible (torch.cuda.is_available() is False); use --device cpu")
+    try:
+        served()
+    except BadRanks as why:
+        raise NoDevice(str(why)) from None
     return torch.device(device)
 
 
@@ -60,6 +68,22 @@ def identity(device: str) -> dict:
         facts["cuda"] = "none"
         facts["driver"] = "none"
         facts["nccl"] = "none"
+    return {**facts, **served_facts(device)}
+
+
+def served_facts(device: str) -> dict:
+    """Where the collectives' ranks come through torchrun (VARIANTBENCH_RANKS): the nodes and ranks per
+    node, in node order (one rank per GPU on CUDA, rank 0's counted on its node), and on CUDA the world
+    as gpu_count. Nothing otherwise: a single machine's identity is what it always was."""
+    from kernels.comms.ranks import served
+
+    world = served()
+    if world is None:
+        return {}
+    per_node = world.per_node()
+    facts = {"nodes": len(per_node), "ranks_per_node": ",".join(map(str, per_node))}
+    if device == "cuda":
+        facts["gpu_count"] = world.ranks
     return facts
 
 
@@ -75,11 +99,17 @@ def _nccl_version(torch) -> str:
 def machine_name(facts: dict) -> str:
     """asv machine name: the device model, slugged, and the GPU count where there are several
     (`nvidia-h100-80gb-hbm3`, `nvidia-h200-x2`, `cpu-x86-64`): a collective's figures depend on how
-    many GPUs take part, so two H200s and four are different machines in the history.
+    many GPUs take part, so two H200s and four are different machines in the history. Ranks on
+    several nodes (torchrun) are nodes x ranks per node (`nvidia-h200-2x2`; `-nodes-2-4` where the
+    nodes differ): the links between nodes are not those inside one.
     Software versions live in the machine's params; the gate refuses to compare across them."""
     model = facts["gpu"] if facts["device"] == "cuda" else f"cpu-{facts['cpu']}"
+    slug = re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")
+    if int(facts.get("nodes", 1)) > 1:
+        per_node = str(facts["ranks_per_node"]).split(",")
+        return slug + (f"-{len(per_node)}x{per_node[0]}" if len(set(per_node)) == 1 else "-nodes-" + "-".join(per_node))
     count = int(facts.get("gpu_count", 1)) if facts["device"] == "cuda" else 1
-    return re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-") + (f"-x{count}" if count > 1 else "")
+    return slug + (f"-x{count}" if count > 1 else "")
 
 
 def _version(package):

@@ -1,4 +1,4 @@
-"""Blocks split over ranks, Megatron's way, through the collectives' rank processes (kernels/comms/nccl.py).
+"""Blocks split over ranks, Megatron's way, through the collectives' ranks (kernels/comms/nccl.py).
 
 tensor: each rank holds 1/N of the query heads and their KV heads (1/N of them, or, where a model has
   fewer KV heads than ranks, a copy of the one its query heads read), 1/N of the MLP's hidden size and
@@ -12,10 +12,11 @@ sequence: the same weights, but between the products each rank holds 1/N of the 
   (tokens, batch, dim) copy where batch > 1; Megatron keeps that layout throughout.
 
 Every rank builds the whole problem from the case's seed and keeps its share (`share`); rank 0 is the
-benchmark's own process, the others are started once and told what to prepare and run. Every rank's
-check output comes back to rank 0: under tensor parallelism each must equal rank 0's (an all-reduce
-leaves the same sum on every rank), under sequence parallelism the slices make the whole output the
-block family's check compares with the reference.
+benchmark's own process, the others are got once (kernels/comms/ranks.py: started here, or torchrun
+workers) and told what to prepare and run. Every rank's check output comes back to rank 0: under
+tensor parallelism each must equal rank 0's (an all-reduce leaves the same sum on every rank), under
+sequence parallelism the slices make the whole output the block family's check compares with the
+reference.
 """
 
 import dataclasses
@@ -25,6 +26,7 @@ import torch.distributed as dist
 
 from kernels.block import fused
 from kernels.comms import nccl
+from kernels.comms.ranks import BadRanks, local_device
 from variantbench.catalog import family, lookup
 from variantbench.catalog.comms import world_size
 
@@ -41,7 +43,10 @@ def heads_of(config, rank, ranks):
 
 def unsupported(variant, shape, mode):
     config = shape.config(variant.model)
-    ranks = world_size(shape.device)
+    try:
+        ranks = world_size(shape.device)
+    except BadRanks as why:  # `list` shows it; commands that run cases stop on it first (device.require)
+        return str(why)
     if shape.device == "cuda" and ranks < 2:
         return f"a split block needs 2 or more GPUs; this machine has {ranks}"
     if variant.depth_capacity is not None:
@@ -178,7 +183,7 @@ class Shard:
     def __init__(self, rank, ranks, device, variant, shape, seed, dtype, mode, collectives=False):
         fam = family("block")
         self.variant, shape = fam.variant(variant), fam.shape(shape)
-        self.device = torch.device(device, rank) if device == "cuda" else torch.device("cpu")
+        self.device = local_device(device)
         if collectives:
             config = shape.config(self.variant.model)
             self.call = collectives_alone(mode, ranks, shape.batch, shape.q_len, config.dim, self.device, dtype)
@@ -197,17 +202,15 @@ class Shard:
             torch.cuda.synchronize(self.device)
 
 
-def _on_every_rank(spec, key, device):
+def _on_every_rank(spec, key, ranks, device):
     """(this rank's Shard, every rank's check output) of `spec`, prepared on every rank."""
-    ranks = len(nccl._workers) + 1
     return nccl.prepared_everywhere(key, {"maker": SHARD, **spec},
                                     lambda: Shard(rank=0, ranks=ranks, device=device, **spec))
 
 
 def _everywhere(mine, key):
     def call():
-        for _, pipe in nccl._workers:
-            pipe.send(("run", key, 1))
+        nccl.send(("run", key, 1))
         return mine.call()
 
     return call
@@ -218,12 +221,11 @@ def prepare_split(variant, problem, mode):
 
     device = problem.device.type
     ranks = world_size(device)
-    if not nccl._workers:
-        nccl._start(ranks, device)
+    nccl.peers(ranks, device)
     spec = {"variant": variant.name, "shape": problem.shape.name, "seed": problem.seed, "dtype": problem.x.dtype,
             "mode": mode}
     key = f"block/{mode}/{variant.name}/{problem.shape.name}/{problem.seed}"
-    mine, outputs = _on_every_rank(spec, key, device)
+    mine, outputs = _on_every_rank(spec, key, ranks, device)
     if mode == "tensor":
         for rank, out in enumerate(outputs[1:], 1):
             if not torch.equal(out, outputs[0]):
@@ -231,7 +233,7 @@ def prepare_split(variant, problem, mode):
                                f"(max {(out - outputs[0]).abs().max().item():.3g})")
     problem.check_outputs = outputs
     call = _everywhere(mine, key)
-    alone, _ = _on_every_rank({**spec, "collectives": True}, key + "/collectives", device)
+    alone, _ = _on_every_rank({**spec, "collectives": True}, key + "/collectives", ranks, device)
     call.collectives = _everywhere(alone, key + "/collectives")
     call.ranks = ranks
     call.backend = f"{mode} parallel over {ranks} ranks; {mine.backend}"

@@ -1,8 +1,9 @@
 """Collectives through torch.distributed: NCCL on CUDA, one process per GPU; gloo on the CPU.
 
-The process that prepares a case is rank 0. The first time, it starts ranks 1..n-1 and keeps them
-for every case it prepares; each rank builds the case's buffers from the same seed and runs the same
-collective, told what to run through a pipe. A call runs `repeats` collectives back to back on every
+The process that prepares a case is rank 0. Its first case gets it the other ranks (kernels/comms/
+ranks.py: started on this machine, or torchrun workers on several nodes), kept for every case it
+prepares; each rank builds the case's buffers from the same seed and runs the same collective, told
+what to run by a message (`serve`). A call runs `repeats` collectives back to back on every
 rank, calibrated to last CALL_MS so that message (tens of microseconds) costs a few percent at most,
 and the timers divide by it. On CUDA those collectives are one CUDA graph, captured on every rank and
 checked against an eager call, as nccl-tests' `-G` and as inference engines run their decode steps:
@@ -13,30 +14,24 @@ time, as nccl-tests reports. NVLink multicast stays off in every rank (../shared
 """
 
 import atexit
-import datetime
 import importlib
 import math
-import multiprocessing
-import multiprocessing.connection
 import os
 import pickle
-import socket
-import subprocess
-import sys
+import sys  # noqa: F401 - tests set the ranks' interpreter through nccl.sys.executable
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
+from kernels.comms.ranks import RankGone, local_device, start
 from variantbench.catalog import lookup
 from variantbench.catalog.comms import rank_input
-from variantbench.progress import progress, stall_dumps
+from variantbench.progress import stall_dumps
 
-MULTICAST_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 CALL_MS = 5.0  # a call's length, whatever one collective takes (8 KiB over NVLink: ~20 us)
 MAX_REPEATS = 10_000
 # Collectives per captured graph; a call replays the graph repeats / GRAPH_OPS times. Longer graphs
@@ -45,21 +40,9 @@ MAX_REPEATS = 10_000
 # 1 GiB the length changes nothing (3252-3268 us). Ten is what nccl-tests' -G latency looks like.
 GRAPH_OPS = 10
 CAPTURE_CHECK_CHUNK = 2**26  # elements compared at once by the capture check: 256 MiB in float32
-# A rank that died or never joined fails the others' collectives and the rendezvous, never hangs them.
-# The largest collective of the suite (1 GiB per rank) takes milliseconds; a rank's start (process,
-# torch import, CUDA and NCCL init) about 10 s: 60 s is a stall, not a slow machine.
-TIMEOUT = datetime.timedelta(seconds=60)
 
-_workers = []  # (subprocess.Popen, Connection) of ranks 1..n-1, started by this process
+_workers = []  # [this process's ranks.Peers], got by its first case (a list: a test swaps in a fresh one)
 _graphs = []  # every CUDA graph this process captured, freed before its process group
-
-
-def _init(rank, ranks, device, port):
-    os.environ.update(MULTICAST_OFF)
-    if device == "cuda":
-        torch.cuda.set_device(rank)
-    dist.init_process_group("nccl" if device == "cuda" else "gloo", init_method=f"tcp://127.0.0.1:{port}",
-                            rank=rank, world_size=ranks, timeout=TIMEOUT)
 
 
 def split_sizes(splits, rank):
@@ -145,7 +128,7 @@ class _Collective:
 
     def __init__(self, op, rank, ranks, device, dtype, seed, numel, check_numel, splits, check_splits):
         self.op, self.rank, self.ranks = op, rank, ranks
-        self.device = torch.device(device, rank) if device == "cuda" else torch.device("cpu")
+        self.device = local_device(device)
         self.dtype, self.seed = dtype, seed
         self.check_numel, self.check_splits = check_numel, check_splits
         self.buffers = self._buffers(numel, splits)
@@ -231,13 +214,6 @@ def _release_graphs():
     _graphs.clear()
 
 
-def _to_rank0(pipe, message):
-    """Plain pickle, not the Connection's: torch's multiprocessing pickler would pass a tensor as shared
-    memory through a resource sharer that authenticates with the parent's multiprocessing key, which a
-    rank started as its own program does not have."""
-    pipe.send_bytes(pickle.dumps(message))
-
-
 def _made(spec, rank, ranks, device):
     """What a rank prepares: a collective, or what `spec["maker"]` names ("module:Class", such as a
     block split over the ranks, kernels/block/parallel.py); either has `check()` and `run(n)`."""
@@ -249,104 +225,87 @@ def _made(spec, rank, ranks, device):
     return getattr(importlib.import_module(module), name)(rank=rank, ranks=ranks, device=device, **spec)
 
 
-def _rank_main(rank, ranks, device, port, pipe):
-    _to_rank0(pipe, ("started",))
-    progress(f"rank {rank} of {ranks} started")
-    with stall_dumps():
-        _init(rank, ranks, device, port)
-    progress(f"rank {rank} joined the {'NCCL' if device == 'cuda' else 'gloo'} group")
-    collectives = {}
+def _prepare_here(link, made, message, rank, ranks, device):
+    key, spec = message[1], message[2]
+    with stall_dumps():  # a rank that stalls writes its stack to the run's progress log too
+        try:
+            made[key] = _made(spec, rank, ranks, device)
+            reply = made[key].check()
+        except Exception as error:  # noqa: BLE001 - rank 0 reports it; this rank serves the next case
+            traceback.print_exc()  # the whole story on the benchmark's stderr (or its torchrun node's output)
+            reply = ("error", f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+    link.send_bytes(pickle.dumps(reply))
+
+
+def _run_here(link, made, message, rank, ranks, device):
+    made[message[1]].run(message[2])  # timed on rank 0, so nothing more here; TIMEOUT bounds a stall
+
+
+# What rank 0 asks of a rank, by a message's first word (besides "stop"): ("prepare", key, spec) makes
+# and checks a case, replying its check output or ("error", line); ("run", key, count) runs it.
+HANDLERS = {"prepare": _prepare_here, "run": _run_here}
+
+
+def serve(link, rank, ranks, device):
+    """Rank `rank`'s side, on its end `link` of rank 0's Connection, until rank 0 says stop."""
+    made = {}
     while True:
         try:
-            message = pipe.recv()
-        except EOFError:
+            message = pickle.loads(link.recv_bytes())
+        except (EOFError, OSError):
             # Rank 0 exited without saying stop (asv ends its processes with os._exit; a failed setup
             # raises). Leave at once: destroying an NCCL group whose peer is gone can block, and this
-            # process holds the output pipe asv waits on (an H200 pair sat 420 s in one such run).
+            # process may hold the output pipe asv waits on (an H200 pair sat 420 s in one such run).
             os._exit(0)
         if message[0] == "stop":
-            break
-        if message[0] == "prepare":
-            key, spec = message[1], message[2]
-            with stall_dumps():  # a rank that stalls writes its stack to the run's progress log too
-                try:
-                    collectives[key] = _made(spec, rank, ranks, device)
-                    _to_rank0(pipe, collectives[key].check())
-                except Exception as error:  # noqa: BLE001 - rank 0 reports it; this rank serves the next case
-                    traceback.print_exc()  # the whole story on the benchmark's stderr, which this rank shares
-                    _to_rank0(pipe, ("error", f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"))
-        else:  # ("run", key, count): timed on rank 0, so nothing more here; NCCL's TIMEOUT bounds a stall
-            collectives[message[1]].run(message[2])
+            return
+        lookup(HANDLERS, message[0], "message")(link, made, message, rank, ranks, device)
+
+
+def leave():
+    """Graphs first, then the group (see _release_graphs)."""
     _release_graphs()
     dist.destroy_process_group()
 
 
 def _stop():
-    for process, pipe in _workers:
-        try:
-            pipe.send(("stop",))
-        except (BrokenPipeError, OSError):
-            pass
-    for process, _ in _workers:
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    for peers in _workers:
+        peers.stop()
+    _workers.clear()
     _release_graphs()
     if dist.is_initialized():
         dist.destroy_process_group()
 
 
-def _start(ranks, device):
-    """Start ranks 1..n-1 as plain `python -m kernels.comms.nccl` processes, each holding one end of a
-    socket pair, and join them. Not multiprocessing's spawn: its children re-run the parent's main
-    script, and under asv that is asv's runner, importable only from a PYTHONPATH asv strips from its
-    benchmarks' environment. On an H200 pair every rank then died before its first line and rank 0
-    waited out the rendezvous, case after case."""
-    with socket.socket() as probe:  # a free port for the rendezvous
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    root = Path(__file__).resolve().parents[2]
-    for rank in range(1, ranks):
-        ours, theirs = multiprocessing.Pipe()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "kernels.comms.nccl", str(rank), str(ranks), device, str(port), str(theirs.fileno())],
-            cwd=root, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
-        theirs.close()
-        _workers.append((process, ours))
-    for rank, (process, pipe) in enumerate(_workers, 1):
-        _reply(pipe, rank, process, "start")
-    progress(f"rank 0 started ranks 1-{ranks - 1}; rendezvous on port {port}")
-    _init(0, ranks, device, port)
-    progress("rank 0 joined")
-    atexit.register(_stop)
+def peers(ranks, device):
+    """This process's other ranks, got by its first case and kept for the next ones."""
+    if not _workers:
+        _workers.append(start(ranks, device))
+        atexit.register(_stop)
+    if _workers[0].ranks != ranks:
+        raise RuntimeError(f"this process's ranks are {_workers[0].ranks}, the case's {ranks}")
+    return _workers[0]
 
 
-def _reply(pipe, rank, process, what):
-    """Rank `rank`'s next message; a rank that exited or stays silent for TIMEOUT fails the case
-    with one line."""
-    if not pipe.poll(TIMEOUT.total_seconds()):
-        raise TimeoutError(f"rank {rank} sent no {what} reply within {TIMEOUT.total_seconds():.0f} s "
-                           "(a stalled NCCL init or collective; its stack is in the run's progress log)")
-    try:
-        reply = pickle.loads(pipe.recv_bytes())
-    except EOFError:
-        raise RuntimeError(f"rank {rank} exited with code {process.wait()} before its {what} reply "
-                           "(its error is on this benchmark's stderr)") from None
-    if isinstance(reply, tuple) and reply[:1] == ("error",):
-        raise RuntimeError(f"rank {rank} could not prepare: {reply[1]}")
-    return reply
+def send(message):
+    """`message` to every rank but this one (a "run" on every rank calls this, then runs its own)."""
+    _workers[0].send(message)
 
 
 def replies(what):
     """Every other rank's next reply, in rank order; the first error raises after all are read, so
-    none is left for the next case."""
+    none is left for the next case. A rank that is gone is the error raised: it explains the rest."""
     got, failed = [], None
-    for rank, (process, pipe) in enumerate(_workers, 1):
+    others = _workers[0]
+    for rank in range(1, others.ranks):
         try:
-            got.append(_reply(pipe, rank, process, what))
+            reply = others.reply(rank, what)
+            if isinstance(reply, tuple) and reply[:1] == ("error",):
+                raise RuntimeError(f"rank {rank} could not prepare: {reply[1]}")
+            got.append(reply)
         except (RuntimeError, TimeoutError) as error:  # a silent rank too: the later ones are still read
-            failed = failed or error
+            if failed is None or (isinstance(error, RankGone) and not isinstance(failed, RankGone)):
+                failed = error
     if failed:
         raise failed
     return got
@@ -355,15 +314,18 @@ def replies(what):
 def prepared_everywhere(key, spec, make_mine):
     """(rank 0's prepared case, every rank's check output): `spec` is prepared on every other rank
     (what `_made` makes of it) and `make_mine()` here. Where this rank fails, the others' replies to
-    the case are still read, so none is left for the next case, and this rank's error stands."""
-    for _, pipe in _workers:
-        pipe.send(("prepare", key, spec))
+    the case are still read, so none is left for the next case, and this rank's error stands, unless
+    a rank is gone: that explains this rank's failure."""
+    _workers[0].check_alive()
+    send(("prepare", key, spec))
     try:
         mine = make_mine()
         first = mine.check()
-    except Exception:
+    except Exception as error:
         try:
             replies("check")
+        except RankGone as gone:
+            raise gone from error
         except Exception:  # noqa: BLE001 - theirs are usually this one again
             pass
         raise
@@ -372,8 +334,7 @@ def prepared_everywhere(key, spec, make_mine):
 
 def prepare(variant, problem):
     device = problem.device.type
-    if not _workers:
-        _start(problem.ranks, device)
+    peers(problem.ranks, device)
     numel = problem.numel
     spec = {"op": variant.op, "dtype": problem.dtype, "seed": problem.seed, "numel": numel,
             "check_numel": problem.check_numel(), "splits": problem.splits(numel),
@@ -383,8 +344,7 @@ def prepare(variant, problem):
         key, spec, lambda: _Collective(rank=0, ranks=problem.ranks, device=device, **spec))
 
     def run(repeats):
-        for _, pipe in _workers:
-            pipe.send(("run", key, repeats))
+        send(("run", key, repeats))
         mine.run(repeats)
         return mine.buffers[1] if mine.buffers[1] is not None else mine.buffers[0]
 
@@ -402,9 +362,3 @@ def prepare(variant, problem):
 
     call.repeats = repeats
     return call
-
-
-if __name__ == "__main__":
-    # A rank started by `_start`: rank, ranks, device, rendezvous port, its end of the socket pair.
-    rank_arg, ranks_arg, device_arg, port_arg, fd_arg = sys.argv[1:]
-    _rank_main(int(rank_arg), int(ranks_arg), device_arg, int(port_arg), multiprocessing.connection.Connection(int(fd_arg)))

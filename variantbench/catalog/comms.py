@@ -120,12 +120,22 @@ VARIANTS = (
 
 
 def world_size(device):
-    return torch.cuda.device_count() if device == "cuda" else 2
+    """Every GPU of the machine (2 gloo processes on the CPU), or the torchrun world VARIANTBENCH_RANKS
+    names (kernels/comms/ranks.py)."""
+    from kernels.comms.ranks import world
+
+    return world(device)
 
 
 def _nccl_unsupported(variant, shape):
-    if shape.device == "cuda" and torch.cuda.device_count() < 2:
-        return f"a collective needs 2 or more GPUs; this machine has {torch.cuda.device_count()}"
+    from kernels.comms.ranks import BadRanks
+
+    try:
+        ranks = world_size(shape.device)
+    except BadRanks as why:  # `list` shows it; commands that run cases stop on it first (device.require)
+        return str(why)
+    if shape.device == "cuda" and ranks < 2:
+        return f"a collective needs 2 or more GPUs; this machine has {ranks}"
     return None
 
 
