@@ -254,7 +254,9 @@ def test_composition_overhead_is_the_block_over_the_sum_of_its_pieces(monkeypatc
 @pytest.mark.parametrize("name,implementation,shape", [
     ("llama-3-8b", "tensor_parallel", "tiny-prefill-b2-s48"), ("llama-3-8b", "sequence_parallel", "tiny-prefill-b2-s48"),
     ("qwen3-30b-a3b", "tensor_parallel", "tiny-prefill-b2-s48"),
-    ("qwen3-30b-a3b", "sequence_parallel", "tiny-prefill-b2-s48"), ("gemma-2-9b-local", "tensor_parallel", "tiny-decode-b2-kv40")])
+    ("qwen3-30b-a3b", "sequence_parallel", "tiny-prefill-b2-s48"), ("gemma-2-9b-local", "tensor_parallel", "tiny-decode-b2-kv40"),
+    ("llama-3-8b", "sequence_parallel_overlapped", "tiny-prefill-b2-s48"),
+    ("qwen3-30b-a3b", "sequence_parallel_overlapped", "tiny-prefill-b2-s48")])
 def test_a_block_split_over_two_gloo_ranks_is_the_unsplit_block(name, implementation, shape):
     result = cases.check_one(cases.resolve("block", name, implementation, shape, "cpu"))
     assert result.status == "ok", result.line

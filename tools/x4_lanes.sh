@@ -10,7 +10,8 @@
 #   Mixtral decode (do its calls now run as CUDA-graph replays?), re-timed apart.
 # GPUs 2-3, issue 16: `try` of Mixtral's block against llama-3-8b's, re-timed apart, and the split
 #   blocks' check that session 9 cut at 41 of 72.
-# Then all four, issues 16 and 18: the split blocks over 4 ranks; the collectives over 2 torchrun
+# Then all four, issues 16 and 18: the split blocks over 4 ranks (sequence parallel with and without
+#   its collectives overlapped with the products beside them); the collectives over 2 torchrun
 #   "nodes" of 2 GPUs beside one 4-rank run (tools/torchrun_nodes.sh).
 # One GPU set per lane (CUDA_VISIBLE_DEVICES), so each records under the machine its GPU count names
 # (nvidia-h200, nvidia-h200-x2, nvidia-h200-x4). Each lane has its own HOME: asv keeps its machine
@@ -48,7 +49,7 @@ blocks() {
   step try-mixtral 150 $vb try mixtral-8x7b --shape prefill-b4-s4k --json "$dest/try-mixtral.json"
   step truth 90 python3 tools/try_truth.py "$dest/try-mixtral.json"
   step check-split 400 $vb check --family block --tier full --implementation tensor_parallel \
-    --implementation sequence_parallel
+    --implementation sequence_parallel --implementation sequence_parallel_overlapped
 }
 gpus=$(nvidia-smi -L | wc -l)
 lane default-tier 0 default_tier &
@@ -66,6 +67,6 @@ show='^verdict|MISMATCH|ERROR|passed|parallel|asv finished|busbw|nodes'
 mkdir -p "$dest"
 source tools/budgeted.sh
 step run-x4 300 $vb run --family block --tier full --shape prefill-b4-s4k --variant llama-3-8b \
-  --variant qwen3-30b-a3b --implementation fused --implementation tensor_parallel \
-  --implementation sequence_parallel --no-precheck --bench 'BlockForward\.|BlockParallel'
+  --variant qwen3-30b-a3b --implementation fused --implementation tensor_parallel --implementation sequence_parallel \
+  --implementation sequence_parallel_overlapped --no-precheck --bench 'BlockForward\.|BlockParallel'
 step torchrun-nodes 300 bash tools/torchrun_nodes.sh "$dest"

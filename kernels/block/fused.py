@@ -35,6 +35,23 @@ class Split:
     reduce: Callable
     token_share: int = 1
     agree: Callable = lambda times: times
+    # Overlapped splits fuse a collective with the products beside it (kernels/block/parallel.py):
+    # gather_products(h, weights) -> [gather(h) @ w.T for each w]; product_reduce(a, w) -> reduce(a @ w.T).
+    gather_products: Callable | None = None
+    product_reduce: Callable | None = None
+
+    def products(self, h, weights):
+        """gather(h) @ w.T for each weight: every rank's tokens through this rank's column shards."""
+        if self.gather_products is not None:
+            return self.gather_products(h, weights)
+        gathered = self.gather(h)
+        return [gathered @ w.t() for w in weights]
+
+    def reduced_product(self, a, w):
+        """reduce(a @ w.T): a row-parallel product's partial sums, summed into this rank's tokens."""
+        if self.product_reduce is not None:
+            return self.product_reduce(a, w)
+        return self.reduce(a @ w.t())
 
 
 ALONE = Split(gather=lambda t: t, reduce=lambda t: t)
@@ -241,11 +258,11 @@ def build(variant, problem, split: Split):
     if lin is not None:
         out_norm = _norm("rms", p.out_norm, config.eps)
 
-    def project(h):
-        q = (h @ p.wq.t()).view(batch, tokens, heads, head_dim).transpose(1, 2)
-        k = (h @ p.wk.t()).view(batch, tokens, kv_heads, head_dim).transpose(1, 2)
-        v = (h @ p.wv.t()).view(batch, tokens, kv_heads, head_dim).transpose(1, 2)
-        return q, k, v  # this rank's heads
+    def project(h):  # h: this rank's tokens; q, k, v: every rank's tokens, this rank's heads
+        q, k, v = split.products(h, (p.wq, p.wk, p.wv))
+        return (q.view(batch, tokens, heads, head_dim).transpose(1, 2),
+                k.view(batch, tokens, kv_heads, head_dim).transpose(1, 2),
+                v.view(batch, tokens, kv_heads, head_dim).transpose(1, 2))
 
     def position(q, k, cos, sin):
         if variant.qk_norm:
@@ -262,15 +279,15 @@ def build(variant, problem, split: Split):
         return p.k_cache, p.v_cache
 
     def output(attended):
-        out = split.reduce(attended.transpose(1, 2).reshape(batch, tokens, heads * head_dim) @ p.wo.t())
+        out = split.reduced_product(attended.transpose(1, 2).reshape(batch, tokens, heads * head_dim), p.wo)
         return post_attn(out) if sandwich else out
 
-    def mlp(normed):
+    def mlp(normed):  # normed: this rank's tokens
         if p.moe is not None:
-            out = moe_layer(normed.reshape(-1, dim)).view(batch, tokens, dim)
+            out = split.reduce(moe_layer(split.gather(normed).reshape(-1, dim)).view(batch, tokens, dim))
         else:
-            out = activation(normed @ p.w13.t()) @ p.w2.t()
-        out = split.reduce(out)
+            up, = split.products(normed, (p.w13,))
+            out = split.reduced_product(activation(up), p.w2)
         return post_mlp(out) if sandwich else out
 
     def grouped(h, cos, sin):
@@ -281,6 +298,7 @@ def build(variant, problem, split: Split):
     def latent(h, cos, sin):
         """DeepSeek-V3's attention (reference/block.py's latent_rows): the query through its bottleneck,
         each token's cache row (normed latent, RoPE key), through the mla family's chosen call."""
+        h = split.gather(h)
         q = (q_a_norm(h @ p.w_dq.t()) @ p.w_uq.t()).view(batch, tokens, heads, m.qk_dim).transpose(1, 2)
         q_nope, q_pe = q[..., :m.qk_nope_dim].contiguous(), rotate(q[..., m.qk_nope_dim:], cos, sin).contiguous()
         kv = h @ p.w_dkv.t()
@@ -295,6 +313,7 @@ def build(variant, problem, split: Split):
         """Qwen3-Next's gated DeltaNet (reference/block.py's delta_inputs and delta_attention), the
         rule itself through the linear family's chosen call."""
         key, value = lin.n_qk_heads * lin.k_dim, lin.n_v_heads * lin.v_dim
+        h = split.gather(h)
         q, k, v, z = (h @ p.w_qkvz.t()).split([key, key, value, value], dim=-1)
         b, a = (h @ p.w_ba.t()).split([lin.n_v_heads, lin.n_v_heads], dim=-1)
         mixed = F.conv1d(F.pad(torch.cat([q, k, v], dim=-1).transpose(1, 2), (config.conv - 1, 0)),
@@ -306,14 +325,14 @@ def build(variant, problem, split: Split):
                      v.reshape(batch, tokens, lin.n_v_heads, lin.v_dim).contiguous(), g.contiguous(),
                      torch.sigmoid(b).contiguous())
         gated = out_norm(out) * F.silu(z.reshape(batch, tokens, lin.n_v_heads, lin.v_dim))
-        out = split.reduce(gated.reshape(batch, tokens, value) @ p.wo.t())
+        out = split.reduced_product(gated.reshape(batch, tokens, value), p.wo)
         return post_attn(out) if sandwich else out
 
     attention_part = delta if lin is not None else grouped if m is None else latent
 
-    def layer(x, cos, sin):
-        h = x + attention_part(split.gather(attn_norm(x)), cos, sin)
-        return h + mlp(split.gather(mlp_norm(h)))
+    def layer(x, cos, sin):  # each part gathers every rank's tokens where the split shares them out
+        h = x + attention_part(attn_norm(x), cos, sin)
+        return h + mlp(mlp_norm(h))
 
     def route(x):
         """(chosen (B, n) in order, their router scores): each sequence's top tokens (reference/block.py)."""

@@ -20,6 +20,7 @@ reference.
 """
 
 import dataclasses
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
@@ -61,7 +62,7 @@ def unsupported(variant, shape, mode):
     ffn = config.moe_config.ffn_dim if config.moe_config else config.ffn_dim
     if ffn % ranks:
         return f"an MLP of {ffn} does not split over {ranks} ranks"
-    if mode == "sequence" and (shape.phase == "decode" or shape.q_len % ranks):
+    if lookup(SPLITS, mode, "split").splits_tokens and (shape.phase == "decode" or shape.q_len % ranks):
         return f"{shape.q_len} new tokens do not split over {ranks} ranks"
     return None
 
@@ -103,7 +104,7 @@ def share(problem, variant, rank, ranks, mode):
         local["w2"] = _rows(p.w2, rank * ffn, ffn, dim=1)
     if p.k_cache is not None:
         local["k_cache"], local["v_cache"] = (_rows(t, first_kv, kv_heads, dim=1) for t in (p.k_cache, p.v_cache))
-    if mode == "sequence":
+    if lookup(SPLITS, mode, "split").splits_tokens:
         tokens = p.x.shape[1] // ranks
         local["x"] = _rows(p.x, rank * tokens, tokens, dim=1)
     config = dataclasses.replace(c, n_heads=heads, n_kv_heads=kv_heads, ffn_dim=ffn)
@@ -144,15 +145,70 @@ def _agree(times):
     return summed.tolist()
 
 
+def _gather_products(ranks):
+    """Every rank's tokens through this rank's column shards, each rank's slab multiplied as it
+    arrives: one broadcast per rank, all issued at once (NCCL runs them in order on its own stream),
+    this rank's own slab multiplied first while the others travel. Megatron's all-gather/GEMM overlap
+    decomposed by source rank; the same sums as gathering first."""
+    def products(h, weights):  # h (B, s, dim) -> [(B, N s, out) for each weight]
+        rank = dist.get_rank()
+        slab = h.transpose(0, 1).contiguous()  # (s, B, dim): whole rows per rank, as _gather_tokens
+        slabs = [slab if source == rank else torch.empty_like(slab) for source in range(ranks)]
+        arrivals = [dist.broadcast(slabs[source], src=source, async_op=True) for source in range(ranks)]
+        rows = slab.shape[0] * slab.shape[1]
+        outs = [slab.new_empty((ranks * rows, w.shape[0])) for w in weights]
+        for source in [rank] + [r for r in range(ranks) if r != rank]:
+            if source != rank:
+                arrivals[source].wait()  # on CUDA the compute stream waits, not the host
+            for out, w in zip(outs, weights):
+                torch.mm(slabs[source].view(rows, -1), w.t(), out=out[source * rows:(source + 1) * rows])
+        return [out.view(ranks * slab.shape[0], slab.shape[1], -1).transpose(0, 1) for out in outs]
+
+    return products
+
+
+def _product_reduce(ranks):
+    """A row-parallel product summed into this rank's tokens, token slab by token slab: each
+    destination's slab multiplied, then reduced onto it (in flight while the next slab multiplies).
+    Every rank issues the reduces in destination order: collectives pair up by their order of issue,
+    and a rank starting with another destination deadlocks the group. Megatron's GEMM/reduce-scatter
+    overlap decomposed by destination."""
+    def reduced(a, w):  # a (B, S, k) -> (B, S / N, dim) summed over the ranks
+        tokens = a.shape[1] // ranks
+        parts, sends = [], []
+        for destination in range(ranks):
+            parts.append(a[:, destination * tokens:(destination + 1) * tokens] @ w.t())
+            sends.append(dist.reduce(parts[-1], dst=destination, async_op=True))
+        for send in sends:
+            send.wait()
+        return parts[dist.get_rank()]
+
+    return reduced
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitMode:
+    """How a block splits over ranks: whether each rank holds 1/N of the tokens between the products
+    (sequence parallel), and its fused.Split for a number of ranks."""
+
+    splits_tokens: bool
+    make: Callable
+
+
 SPLITS = {
-    "tensor": lambda ranks: fused.Split(gather=lambda t: t, reduce=_all_reduce, agree=_agree),
-    "sequence": lambda ranks: fused.Split(gather=_gather_tokens(ranks), reduce=_scatter_tokens(ranks),
-                                          token_share=ranks, agree=_agree),
+    "tensor": SplitMode(False, lambda ranks: fused.Split(gather=lambda t: t, reduce=_all_reduce, agree=_agree)),
+    "sequence": SplitMode(True, lambda ranks: fused.Split(
+        gather=_gather_tokens(ranks), reduce=_scatter_tokens(ranks), token_share=ranks, agree=_agree)),
+    # the same split, its all-gathers and reduce-scatters overlapped with the products beside them (the
+    # MoE's own gather and reduce-scatter stay whole: the grouped GEMMs take every token at once)
+    "sequence_overlapped": SplitMode(True, lambda ranks: fused.Split(
+        gather=_gather_tokens(ranks), reduce=_scatter_tokens(ranks), token_share=ranks, agree=_agree,
+        gather_products=_gather_products(ranks), product_reduce=_product_reduce(ranks))),
 }
 
 
 def split_of(mode, ranks):
-    return lookup(SPLITS, mode, "split")(ranks)
+    return lookup(SPLITS, mode, "split").make(ranks)
 
 
 def collectives_alone(mode, ranks, batch, tokens, dim, device, dtype):

@@ -150,6 +150,8 @@ IMPLEMENTATIONS = (
                    tier="full", unsupported=_split_unsupported("tensor")),
     Implementation("sequence_parallel", "kernels.block.sequence_parallel", fused=True, backward=False,
                    every_gpu=True, tier="full", unsupported=_split_unsupported("sequence")),
+    Implementation("sequence_parallel_overlapped", "kernels.block.sequence_parallel_overlapped", fused=True,
+                   backward=False, every_gpu=True, tier="full", unsupported=_split_unsupported("sequence_overlapped")),
 )
 
 WEIGHTS = ("wq", "wk", "wv", "w_dq", "q_a_norm", "w_uq", "w_dkv", "kv_a_norm", "w_qkvz", "w_ba", "conv_weight", "a_log",
