@@ -7,7 +7,8 @@
 # GPU 0, issues 14, 15: HEAD's default tier alone on its GPU, timed whole: the figure those issues ask
 #   for (cad5169's ran past 1000 s; 943b722 moved Flex attention to the nightly tier).
 # GPU 1, issue 17: the MoE layers without a host synchronisation (bf7860a): checked, then `try` at
-#   Mixtral decode (do its calls now run as CUDA-graph replays?), re-timed apart.
+#   Mixtral decode (do its calls now run as CUDA-graph replays?), re-timed apart; then issue 14's
+#   sparse variants at 64k and MLA decode over 32k.
 # GPUs 2-3, issue 16: `try` of Mixtral's block against llama-3-8b's, re-timed apart, and the split
 #   blocks' check that session 9 cut at 41 of 72.
 # Then all four, issues 16 and 18: the split blocks over 4 ranks (sequence parallel with and without
@@ -41,6 +42,13 @@ moe() {
   step try-decode 200 $vb try softmax_topk --shape mixtral-8x7b-decode-t16-zipf --shape deepseek-v3-decode-t16-zipf \
     --json "$dest/try-moe-decode.json"
   step truth 120 python3 tools/try_truth.py "$dest/try-moe-decode.json"
+  # issue 14's figures still missing: the sparse variants at 64k against dense causal gqa_8, MLA decode
+  # over a 32k latent cache (GB/s of the cache against the copy peak)
+  step try-sparse-64k 240 $vb try block_topk_16 --shape llama-3-8b-s64k --json "$dest/try-block-topk-64k.json"
+  step try-dsa-64k 240 $vb try dsa_topk_2048 --shape llama-3-8b-s64k --json "$dest/try-dsa-64k.json"
+  step try-mla-32k 150 $vb try mla --shape deepseek-v3-mla-decode-b64-kv32k --json "$dest/try-mla-32k.json"
+  step truth-attention 240 python3 tools/try_truth.py "$dest"/try-block-topk-64k.json "$dest"/try-dsa-64k.json \
+    "$dest"/try-mla-32k.json
 }
 blocks() {
   local dest=$root/block show='^verdict|^try:|MISMATCH|ERROR|passed|median'
