@@ -6,7 +6,8 @@
 #     && workdir && detach lanes 'bash tools/x4_lanes.sh' && await lanes 540     (then `await lanes 560` within 30 s)
 # GPU 0, issues 14, 15: HEAD's default tier alone on its GPU, timed whole: the figure those issues ask
 #   for (cad5169's ran past 1000 s; 943b722 moved Flex attention to the nightly tier).
-# GPU 1, issue 17: the MoE layers without a host synchronisation (bf7860a): checked, then `try` at
+# GPU 1, issue 17: our softcap through the hardware tanh, checked and tried against gqa_8; the MoE
+#   layers without a host synchronisation (bf7860a): checked, then `try` at
 #   Mixtral decode (do its calls now run as CUDA-graph replays?), re-timed apart; then issue 14's
 #   sparse variants at 64k and MLA decode over 32k.
 # GPUs 2-3, issue 16: `try` of Mixtral's block against llama-3-8b's, re-timed apart, and the split
@@ -38,10 +39,15 @@ moe() {  # steps start within 850 s, so the 4-GPU steps after the lanes keep the
   local budget=850 dest=$root/moe show='^verdict|^try:|MISMATCH|ERROR|passed|replays|synchronis|median'
   mkdir -p "$dest"
   source tools/budgeted.sh
+  # first, our softcap through the hardware tanh (issue 17; never run on a GPU when it landed): right,
+  # gradients too, and its time beside our gqa_8 (A's fused implementations are SDPA and ours)
+  step check-softcap 200 $vb check --family attention --variant softcap_50 --implementation triton \
+    --shape llama-3-8b-s4k --shape llama-3-8b-s16k --tier full
+  step try-softcap 200 $vb try softcap_50 --shape llama-3-8b-s4k --json "$dest/try-softcap.json"
   step check 200 $vb check --family moe --tier full
   step try-decode 200 $vb try softmax_topk --shape mixtral-8x7b-decode-t16-zipf --shape deepseek-v3-decode-t16-zipf \
     --json "$dest/try-moe-decode.json"
-  step truth 120 python3 tools/try_truth.py "$dest/try-moe-decode.json"
+  step truth 120 python3 tools/try_truth.py "$dest/try-softcap.json" "$dest/try-moe-decode.json"
   # issue 14's figures still missing: the sparse variants at 64k against dense causal gqa_8, MLA decode
   # over a 32k latent cache (GB/s of the cache against the copy peak)
   step try-sparse-64k 240 $vb try block_topk_16 --shape llama-3-8b-s64k --json "$dest/try-block-topk-64k.json"
