@@ -200,7 +200,8 @@ SPLITS = {
     "sequence": SplitMode(True, lambda ranks: fused.Split(
         gather=_gather_tokens(ranks), reduce=_scatter_tokens(ranks), token_share=ranks, agree=_agree)),
     # the same split, its all-gathers and reduce-scatters overlapped with the products beside them (the
-    # MoE's own gather and reduce-scatter stay whole: the grouped GEMMs take every token at once)
+    # MoE's own gather and reduce-scatter stay whole: the grouped GEMMs take every token at once). Its
+    # collectives alone are the plain split's: their share is what the overlap has to hide.
     "sequence_overlapped": SplitMode(True, lambda ranks: fused.Split(
         gather=_gather_tokens(ranks), reduce=_scatter_tokens(ranks), token_share=ranks, agree=_agree,
         gather_products=_gather_products(ranks), product_reduce=_product_reduce(ranks))),
