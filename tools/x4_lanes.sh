@@ -36,7 +36,7 @@ default_tier() {
   echo "== default tier: exit $? in $((SECONDS - t0))s"
 }
 moe() {  # steps start within 850 s, so the 4-GPU steps after the lanes keep their time
-  local budget=850 dest=$root/moe show='^verdict|^try:|MISMATCH|ERROR|passed|replays|synchronis|median'
+  local budget=850 dest=$root/moe show='^verdict|^try:|MISMATCH|ERROR|passed|replays|synchronis|median| ms'
   mkdir -p "$dest"
   source tools/budgeted.sh
   # first, our softcap through the hardware tanh (issue 17; never run on a GPU when it landed): right,
@@ -48,6 +48,7 @@ moe() {  # steps start within 850 s, so the 4-GPU steps after the lanes keep the
   step try-decode 200 $vb try softmax_topk --shape mixtral-8x7b-decode-t16-zipf --shape deepseek-v3-decode-t16-zipf \
     --json "$dest/try-moe-decode.json"
   step truth 120 python3 tools/try_truth.py "$dest/try-softcap.json" "$dest/try-moe-decode.json"
+  step probe-gdn 90 python3 tools/probe_gdn.py qwen3-next-t16k  # issue 15: which of our GDN kernels holds the gap
   # issue 14's figures still missing: the sparse variants at 64k against dense causal gqa_8, MLA decode
   # over a 32k latent cache (GB/s of the cache against the copy peak)
   step try-sparse-64k 240 $vb try block_topk_16 --shape llama-3-8b-s64k --json "$dest/try-block-topk-64k.json"
