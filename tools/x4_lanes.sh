@@ -1,12 +1,13 @@
 # The open GPU items on one 4-GPU machine (nvidia-h200-x4), in lanes side by side so that one device
 # session (1800 s) holds them all; on two GPUs the block lane comes after the first two and the
 # 4-rank steps are left out:
-#   git bundle create .vbgit.bundle main
+#   git bundle create .vbgit.bundle main softcap-hw-tanh
 #   run(kind="nvidia-h200-x4", carry=[".whl", ".vbgit.bundle"]): source tools/gpu_setup.sh && source tools/gpu_detached.sh \
 #     && workdir && detach lanes 'bash tools/x4_lanes.sh' && await lanes 540     (then `await lanes 560` within 30 s)
 # GPU 0, issues 14, 15: HEAD's default tier alone on its GPU, timed whole: the figure those issues ask
 #   for (cad5169's ran past 1000 s; 943b722 moved Flex attention to the nightly tier).
-# GPU 1, issue 17: our softcap through the hardware tanh, checked and tried against gqa_8; the MoE
+# GPU 1, issue 17: branch softcap-hw-tanh (our softcap through the hardware tanh) gated against main;
+#   the MoE
 #   layers without a host synchronisation (bf7860a): checked, then `try` at
 #   Mixtral decode (do its calls now run as CUDA-graph replays?), re-timed apart; then issue 14's
 #   sparse variants at 64k and MLA decode over 32k.
@@ -39,10 +40,16 @@ moe() {  # steps start within 850 s, so the 4-GPU steps after the lanes keep the
   local budget=850 dest=$root/moe show='^verdict|^try:|MISMATCH|ERROR|passed|replays|synchronis|median| ms'
   mkdir -p "$dest"
   source tools/budgeted.sh
-  # first, our softcap through the hardware tanh (issue 17; never run on a GPU when it landed): right,
-  # gradients too, and its time beside our gqa_8 (A's fused implementations are SDPA and ours)
-  step check-softcap 200 $vb check --family attention --variant softcap_50 --implementation triton \
-    --shape llama-3-8b-s4k --shape llama-3-8b-s16k --tier full
+  # first, issue 17's branch softcap-hw-tanh (our softcap through the hardware tanh, never yet run on a
+  # GPU) gated against main: softcap_50 forward and forward+backward must read faster, checked (every
+  # measured case is checked in its setup, gradients too), gqa_8 the same; then its time beside gqa_8
+  local branch  # gpu_setup.sh's clone of the bundle holds it as origin/softcap-hw-tanh
+  branch=$(git rev-parse --verify -q origin/softcap-hw-tanh || git rev-parse softcap-hw-tanh)
+  step gate-softcap 300 $vb gate "$(git rev-parse HEAD)" "$branch" --factor 1.05 --machine nvidia-h200 \
+    --family attention --variant softcap_50 \
+    --variant gqa_8 --implementation triton --shape llama-3-8b-s4k --tier full --results "$dest/gate-results" \
+    --bench 'AttentionForward\.time_forward|AttentionForwardBackward\.time_forward_backward' \
+    --summary reports/gate/softcap-hw-tanh-h200.md
   step try-softcap 200 $vb try softcap_50 --shape llama-3-8b-s4k --json "$dest/try-softcap.json"
   step check 200 $vb check --family moe --tier full
   step try-decode 200 $vb try softmax_topk --shape mixtral-8x7b-decode-t16-zipf --shape deepseek-v3-decode-t16-zipf \
