@@ -5,7 +5,7 @@
 #   run(kind="nvidia-h200-x4", carry=[".whl", ".vbgit.bundle"]): source tools/gpu_setup.sh && source tools/gpu_detached.sh \
 #     && workdir && detach lanes 'bash tools/x4_lanes.sh' && await lanes 540     (then `await lanes 560` within 30 s)
 # GPU 0, issues 14, 15: HEAD's default tier alone on its GPU, timed whole: the figure those issues ask
-#   for (cad5169's ran past 1000 s; 943b722 moved Flex attention to the nightly tier).
+#   for (cad5169's ran past 1000 s; 7f649b7 moved Flex attention to the nightly tier).
 # GPU 1, issue 17: branch softcap-hw-tanh (our softcap through the hardware tanh) gated against main;
 #   the MoE
 #   layers without a host synchronisation (bf7860a): checked, then `try` at
