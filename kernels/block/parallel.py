@@ -27,9 +27,9 @@ import torch.distributed as dist
 
 from kernels.block import fused
 from kernels.comms import nccl
-from kernels.comms.ranks import BadRanks, local_device
+from kernels.comms.ranks import local_device
 from variantbench.catalog import family, lookup
-from variantbench.catalog.comms import world_size
+from variantbench.catalog.comms import missing_ranks, world_size
 
 SHARD = "kernels.block.parallel:Shard"
 
@@ -44,12 +44,10 @@ def heads_of(config, rank, ranks):
 
 def unsupported(variant, shape, mode):
     config = shape.config(variant.model)
-    try:
-        ranks = world_size(shape.device)
-    except BadRanks as why:  # `list` shows it; commands that run cases stop on it first (device.require)
-        return str(why)
-    if shape.device == "cuda" and ranks < 2:
-        return f"a split block needs 2 or more GPUs; this machine has {ranks}"
+    why = missing_ranks(shape.device, "a split block")
+    if why:
+        return why
+    ranks = world_size(shape.device)
     if variant.depth_capacity is not None:
         return "mixture-of-depths picks tokens per sequence; it is not split over ranks here"
     if config.mla or config.linear:

@@ -127,16 +127,22 @@ def world_size(device):
     return world(device)
 
 
-def _nccl_unsupported(variant, shape):
+def missing_ranks(device, what):
+    """Why `what` cannot run over this world's ranks (a VARIANTBENCH_RANKS naming no world, fewer than 2
+    GPUs), or None: for the collectives and the split blocks alike."""
     from kernels.comms.ranks import BadRanks
 
     try:
-        ranks = world_size(shape.device)
+        ranks = world_size(device)
     except BadRanks as why:  # `list` shows it; commands that run cases stop on it first (device.require)
         return str(why)
-    if shape.device == "cuda" and ranks < 2:
-        return f"a collective needs 2 or more GPUs; this machine has {ranks}"
+    if device == "cuda" and ranks < 2:
+        return f"{what} needs 2 or more GPUs; this machine has {ranks}"
     return None
+
+
+def _nccl_unsupported(variant, shape):
+    return missing_ranks(shape.device, "a collective")
 
 
 def _reference_unsupported(variant, shape):
