@@ -69,3 +69,14 @@ def test_the_check_sees_a_plain_global(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     module = importlib.import_module("plain_global_kernel")
     assert [plain_globals_read(fn, module) for _, fn in jitted(module)] == [["SCALE"]]
+
+
+def test_the_hardware_tanh_is_left_to_compiled_kernels():
+    """tanh.approx.f32 is inline PTX, which the interpreter cannot run: under TRITON_INTERPRET=1 (every
+    CPU test) our softcap takes the portable path, and the switch is a constexpr the compiler accepts."""
+    import os
+
+    from kernels.attention import triton_flash
+
+    assert isinstance(triton_flash.HARDWARE_TANH, tl.constexpr)
+    assert bool(triton_flash.HARDWARE_TANH) == (os.environ.get("TRITON_INTERPRET", "0") != "1")
