@@ -87,10 +87,11 @@ def test_the_peer_says_how_to_install_it_where_it_is_missing(monkeypatch):
 
 @pytest.mark.parametrize("tokens", [1, 37, 64, 130])
 @pytest.mark.parametrize("decay_offset", [-8.0, 3.0, 12.0], ids=["gates-near-0", "typical", "gates-near-1"])
-@pytest.mark.parametrize("heads,v_heads,v_dim,block_v", [(2, 4, 16, 16), (1, 1, 32, 16)])
+@pytest.mark.parametrize("heads,v_heads,v_dim,block_v", [(2, 4, 16, 16), (1, 1, 32, 16), (1, 1, 64, 64)])
 def test_our_chunked_kernel_matches_the_recurrence(tokens, decay_offset, heads, v_heads, v_dim, block_v):
     """Through the interpreter in float32: odd lengths (a partial last chunk), one token, gates near 0
-    and 1, grouped value heads, and the value dim split over two programs."""
+    and 1, grouped value heads, the value dim split over two programs, and the state pass's value
+    blocks (32 rows at most) narrower than the output's."""
     from kernels.linear.triton_gdn import gdn_launcher
 
     q, k, v, g, beta = inputs(tokens, heads, v_heads, decay_offset=decay_offset, seed=tokens, v_dim=v_dim)
@@ -111,3 +112,51 @@ def test_without_its_peer_baseline_a_case_keeps_its_figures_and_has_no_ratio(tmp
     assert math.isnan(figures["ratio_to_baseline"]) and math.isnan(figures["time_ratio"])
     assert "fla-core is not installed" in figures["no_baseline"]
     assert figures["tflops"] > 0 and figures["max_error"] <= figures["tolerance"]
+
+
+def chunk_wy(k, v, g, beta, dtype, chunk=64):
+    """log G, W_k = (I + A)^-1 diag(b G) K and W_v = (I + A)^-1 diag(b) V of every chunk, (B, HV, n, C, ...),
+    computed in `dtype` through an explicit inverse: neither the kernel's blocks nor the reference's
+    triangular solve. Padded tokens write nothing and decay nothing, as in reference.chunked."""
+    batch, tokens, v_heads, _ = v.shape
+    pad, n = -tokens % chunk, -(-tokens // chunk)
+    k = k.repeat_interleave(v_heads // k.shape[2], dim=2)
+
+    def chunks(x):  # (B, T, HV, D) -> (B, HV, n, C, D)
+        x = torch.nn.functional.pad(x.to(dtype), (0, 0, 0, 0, 0, pad))
+        return x.view(batch, n, chunk, v_heads, -1).permute(0, 3, 1, 2, 4)
+
+    k, v, g, beta = chunks(k), chunks(v), chunks(g[..., None])[..., 0], chunks(beta[..., None])[..., 0]
+    gam = g.cumsum(-1)
+    lower = torch.ones(chunk, chunk, dtype=torch.bool).tril(-1)
+    a = torch.where(lower, beta[..., None] * (gam[..., :, None] - gam[..., None, :]).exp() * (k @ k.mT), 0.0)
+    inverse = torch.linalg.inv(torch.eye(chunk, dtype=dtype) + a)
+    return gam, inverse @ ((beta * gam.exp())[..., None] * k), inverse @ (beta[..., None] * v)
+
+
+@pytest.mark.parametrize("tokens", [1, 17, 63, 64, 65, 130])
+@pytest.mark.parametrize("decay_offset", [-8.0, 3.0, 12.0], ids=["gates-near-0", "typical", "gates-near-1"])
+@pytest.mark.parametrize("keys", ["random", "aligned"])
+def test_our_chunk_inverse_is_exact_across_its_blocks(tokens, decay_offset, keys):
+    """`_wy_kernel` inverts each chunk's I + A as 4 x 4 blocks of 16 x 16, so its W_k and W_v (all of
+    the inverse the rest sees) are checked against float64 directly: lengths inside one block, across
+    blocks, one chunk exactly and a partial chunk after it; gates near 0 (A is its diagonal blocks),
+    near 1 (the blocks below the diagonal are as large as those on it); keys at random, or all near one
+    direction (k_i.k_j about 0.9: A's entries near b_i, T's widest). The budget is 4x the error of the
+    same explicit inverse in float32 against float64, plus a float32 rounding band."""
+    from kernels.linear.triton_gdn import CHUNK, SUB, _wy_kernel
+
+    _, k, v, g, beta = inputs(tokens, 2, 4, decay_offset=decay_offset, seed=tokens, k_dim=32, v_dim=16)
+    if keys == "aligned":  # each unit key plus 3x one shared unit direction: k_i.k_j 0.82 to 0.97
+        k = torch.nn.functional.normalize(k + 3 * torch.ones(32, dtype=k.dtype) / 32 ** 0.5, dim=-1)
+    n = -(-tokens // CHUNK)
+    rows = 2 * 4 * n * CHUNK  # batch 2, 4 value heads
+    gam, w_k, w_v = torch.empty(rows), torch.empty(rows, 32), torch.empty(rows, 16)
+    _wy_kernel[(n, 2 * 4)](*(x.float() for x in (k, v, g, beta)), gam, w_k, w_v, tokens, 2, 4, 2,
+                           KD=32, VD=16, C=CHUNK, S=SUB)
+    got = gam.view(2, 4, n, CHUNK), w_k.view(2, 4, n, CHUNK, 32), w_v.view(2, 4, n, CHUNK, 16)
+    exact, single = chunk_wy(k, v, g, beta, torch.float64), chunk_wy(k, v, g, beta, torch.float32)
+    for name, ours, want, low in zip(("log G", "W_k", "W_v"), got, exact, single):
+        budget = 4 * (low.double() - want).abs().max().item() + 1e-6 * want.abs().max().item()
+        error = (ours.double() - want).abs().max().item()
+        assert error <= budget, f"{name}: {error:.3g} over {budget:.3g}"

@@ -4,9 +4,10 @@ torch.profiler, which times them apart from the suite's timers:
 
     python3 tools/probe_gdn.py [SHAPE ...]        (default qwen3-next-t16k; on a GPU)
 
-kernels/linear/triton_gdn.py names the suspect: its `_wy_kernel` inverts each 64 x 64 chunk matrix a
-row at a time. If that kernel holds most of the gap, block forward substitution (16 x 16 blocks
-inverted, then merged) is the work; if `_state_kernel` does, the sequential pass is.
+The first suspect was `_wy_kernel` in kernels/linear/triton_gdn.py, which inverted each 64 x 64 chunk
+matrix a row at a time; it now inverts 16 x 16 blocks and merges them (branch gdn-block-inverse,
+unmeasured). If that kernel still holds most of the gap, the inverse is still the work; if
+`_state_kernel` does, the sequential pass is.
 """
 
 import sys
