@@ -102,8 +102,9 @@ def test_the_split_plan_fills_the_gpu_without_splits_shorter_than_a_minimum():
 
     cpu = torch.device("cpu")  # counts 4 SMs
     assert plan_splits(64, 128, 8192, cpu) == 1  # 128 programs already
-    assert plan_splits(1, 128, 131072, cpu) == 4
-    assert plan_splits(1, 128, 2 * MIN_SPLIT_KEYS, cpu) == 2
+    assert plan_splits(1, 128, 131072, cpu) == 2  # 2 row blocks x 2 splits: a program per SM
+    assert plan_splits(1, 64, 131072, cpu) == 4
+    assert plan_splits(1, 64, 2 * MIN_SPLIT_KEYS, cpu) == 2
     assert plan_splits(1, 16, 100, cpu) == 1
 
 

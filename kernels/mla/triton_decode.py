@@ -20,9 +20,10 @@ import triton.language as tl
 # The partial states of every split are merged by the second kernel; a split below this many keys
 # costs its program launch and merge more than it saves (a cache tile is 32 or 64 keys).
 MIN_SPLIT_KEYS = 256
-# Programs per SM the splits aim at: batch 64 x 2 row blocks is 128 programs, split 3 ways to reach
-# 2 x 132 on an H200; batch 1 over a long cache splits into ~132 ranges.
-PROGRAMS_PER_SM = 2
+# Programs per SM the splits aim at, rounded: batch 64 x 2 row blocks is 128 programs, one wave on an
+# H200's 132 SMs, so no split (tools/probe_mla.py at b64 x 8k, 64 x 64 tiles: 0.531 ms unsplit, 0.543
+# in 2, 0.555 in 3, 0.608 in 8); batch 1 over a long cache splits into ~66 ranges of 2 row blocks.
+PROGRAMS_PER_SM = 1
 ROWS_PER_PROGRAM = 64  # the row block the split count is planned with (the largest tuned BLOCK_H)
 SPLIT_ALIGN = 64  # a split's keys are a multiple of this (on the CPU, of the interpreter's 16)
 LOG2E = 1.4426950408889634
@@ -105,9 +106,11 @@ def merge_splits(
 
 
 # Tiles tried on the GPU: 32 or 64 heads a row block, 32 or 64 keys a cache tile. A 64-head block
-# holds a 64 x 512 float32 accumulator (128 registers a thread at 8 warps).
+# holds a 64 x 512 float32 accumulator (128 registers a thread at 8 warps). 64 x 64 in two stages
+# (147 KB of cache tiles in shared memory) was the fastest of tools/probe_mla.py's 11 on an H200 at
+# b64 x 8k: 0.531 ms against 0.613 for the autotuned pick of the first four, split 3 ways.
 CONFIGS = [triton.Config({"BLOCK_H": h, "BLOCK_N": n}, num_warps=w, num_stages=st)
-           for h, n, w, st in ((64, 32, 8, 1), (64, 64, 8, 1), (32, 64, 4, 2), (32, 32, 4, 2))]
+           for h, n, w, st in ((64, 32, 8, 1), (64, 64, 8, 1), (64, 64, 8, 2), (32, 64, 4, 2), (32, 32, 4, 2))]
 INTERPRETER_CONFIG = {"BLOCK_H": 16, "BLOCK_N": 16}  # the interpreter: small tiles, odd lengths in the tests
 MERGE_BLOCK_H = 16
 _tuned_partial = triton.autotune(configs=CONFIGS, key=["n_rows", "kv_len", "split_len"], cache_results=True)(
@@ -119,7 +122,7 @@ def plan_splits(batch, n_rows, kv_len, device):
     none shorter than MIN_SPLIT_KEYS keys."""
     sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
     programs = batch * math.ceil(n_rows / ROWS_PER_PROGRAM)
-    return max(1, min(math.ceil(PROGRAMS_PER_SM * sms / programs), math.ceil(kv_len / MIN_SPLIT_KEYS)))
+    return max(1, min(round(PROGRAMS_PER_SM * sms / programs), math.ceil(kv_len / MIN_SPLIT_KEYS)))
 
 
 def decode_launcher(q_nope, q_pe, cache, w_uk, w_uv, *, scale, n_splits=None):
