@@ -217,7 +217,7 @@ def test_check_in_parallel_workers_runs_autotuning_kernels_alone_and_last():
     is prepared after the others so no other process's kernels disturb its config timings."""
     result = invoke("check", "--jobs", "2", "--variant", "gqa_8", "--shape", "tiny-s128")
     assert result.exit_code == 0, result.output
-    lines = [line for line in result.output.splitlines() if "attention/gqa_8/" in line]
+    lines = [line for line in result.output.splitlines() if "attention/gqa_8/" in line and "skip" not in line]
     assert len(lines) == 5 and all(" ok " in line for line in lines), result.output
     assert "/triton/" in lines[-1]
     assert "5 passed, 0 mismatched, 0 errors" in result.output

@@ -6,7 +6,7 @@ gathered keys in several chunks."""
 import pytest
 import torch
 
-from kernels.attention import sdpa
+from kernels.attention import sdpa_gathered
 from variantbench import cases
 from variantbench.catalog import attention as catalog
 from variantbench.catalog import token_selection
@@ -51,13 +51,13 @@ SHAPES = [AttentionShape("s100", "tiny", 2, 100, 100, device="cpu"),
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: s.name)
-@pytest.mark.parametrize("impl", ["reference", "sdpa", "flex", "triton"])
+@pytest.mark.parametrize("impl", ["reference", "sdpa_gathered", "flex", "triton"])
 def test_each_implementation_matches_the_reference_where_the_selection_is_sparse(shape, impl, monkeypatch):
-    monkeypatch.setattr(sdpa, "GATHER_BYTES", 40_000)  # several chunks of queries
+    monkeypatch.setattr(sdpa_gathered, "GATHER_BYTES", 40_000)  # several chunks of queries
     case = cases.Case("attention", DSA, catalog.FAMILY.implementation(impl), shape, "cpu")
     _, call, result = cases.prepare_checked(case)
     assert result["ok"], result
-    if impl == "sdpa" and shape.q_len > 1:
+    if impl == "sdpa_gathered" and shape.q_len > 1:
         assert "queries a chunk" in call.backend and int(call.backend.split(", ")[1].split()[0]) < shape.q_len
 
 
@@ -83,6 +83,35 @@ def test_a_query_reads_at_least_one_key():
 
 def test_sdpa_over_gathered_keys_times_no_backward_but_its_forward_and_the_dense_ones_do():
     """Its autograd keeps every query's gathered keys: 137 GB at llama-3-8b-s4k, past an H200 (cad5169)."""
-    dsa = cases.resolve("attention", "dsa_topk_2048", "sdpa", "llama-3-8b-s4k", "cuda")
+    dsa = cases.resolve("attention", "dsa_topk_2048", "sdpa_gathered", "llama-3-8b-s4k", "cuda")
     assert "gathered keys" in cases.backward_unsupported(dsa)
     assert cases.backward_unsupported(cases.resolve("attention", "gqa_8", "sdpa", "llama-3-8b-s4k", "cuda")) is None
+
+
+def test_sdpa_gathered_runs_only_token_selections_and_only_nightly():
+    """401 ms a call at llama-3-8b-s4k on an H200 (ec6ebbf): out of the default tier's 10 minutes; plain
+    SDPA points to it, and it refuses what plain SDPA runs."""
+    from variantbench.shapes import in_tier
+
+    with pytest.raises(catalog.Unsupported, match="sdpa_gathered"):
+        cases.resolve("attention", "dsa_topk_2048", "sdpa", "llama-3-8b-s4k", "cuda")
+    with pytest.raises(catalog.Unsupported, match="token selections"):
+        cases.resolve("attention", "gqa_8", "sdpa_gathered", "llama-3-8b-s4k", "cuda")
+    gathered = catalog.FAMILY.implementation("sdpa_gathered")
+    assert in_tier(gathered, "full") and not in_tier(gathered, "default")
+
+
+def test_the_packed_selection_and_its_index_lists_hold_every_key_over_several_chunks(monkeypatch):
+    """Packing and listing go a chunk of queries at a time (64k keys in memory); here 3 chunks of 4 rows,
+    keys not a multiple of 8."""
+    monkeypatch.setattr(token_selection, "INDEX_CHUNK", 4)
+    selection = token_selection.token_selection(2, 10, 37, 5, device="cpu", seed=3)
+    bits = token_selection.packed_bits(selection)
+    assert bits.shape == (2, 10, 5) and bits.dtype == torch.uint8
+    b, q, kv = torch.arange(2).view(2, 1, 1), torch.arange(10).view(1, 10, 1), torch.arange(37).view(1, 1, 37)
+    assert torch.equal(token_selection.token_mask(selection, 27)(b, None, q, kv), selection)
+    indices, valid = token_selection.selected_indices(selection, 5)
+    listed = torch.zeros_like(selection)
+    listed.scatter_(-1, indices, valid)
+    assert torch.equal(listed, selection)
+    assert bool((indices[..., 1:] > indices[..., :-1])[valid[..., 1:]].all())

@@ -25,12 +25,12 @@ budget=${BUDGET:-1500}
 root=reports/truth/lanes-$(git rev-parse --short HEAD)
 mkdir -p "$root"
 vb="python3 -m variantbench"
-lane() {  # lane NAME GPUS COMMAND...: the command on those GPUs, its log in $root/NAME.log
-  local name=$1 gpus=$2
+lane() {  # lane NAME DEVICES COMMAND...: the command on those GPUs, its log in $root/NAME.log
+  local name=$1 devices=$2  # not `gpus`: the lanes read the machine's GPU count by that name
   shift 2
   mkdir -p "/tmp/home-$name"
-  (export CUDA_VISIBLE_DEVICES=$gpus HOME=/tmp/home-$name; "$@") > "$root/$name.log" 2>&1
-  echo "== lane $name (GPUs $gpus): exit $? at ${SECONDS}s"
+  (export CUDA_VISIBLE_DEVICES=$devices HOME=/tmp/home-$name; "$@") > "$root/$name.log" 2>&1
+  echo "== lane $name (GPUs $devices): exit $? at ${SECONDS}s"
 }
 default_tier() {  # then, on two GPUs, issue 17's softcap gate on the same GPU once the tier is timed
   local t0=$SECONDS

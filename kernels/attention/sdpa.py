@@ -12,8 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from variantbench.catalog import Unsupported
-
 # Tried in this order; `prepare` keeps the fastest that accepts the call and records its name.
 FUSED_BACKENDS = (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION)
 # Tried only when no fused backend accepts the call: it materialises B x H x Sq x Skv scores (32 GiB
@@ -87,47 +85,9 @@ def fastest(q, k, v, **options):
     return call
 
 
-# Keys gathered per query take (B, Hkv, queries, k, D) twice (keys and values): queries go in chunks of
-# at most this many bytes (a 16k-token llama-3-8b sequence gathers 68 GB for 2048 keys a query).
-GATHER_BYTES = 2**30
-
-
-def token_sparse(variant, problem):
-    """A token-level top-k (DSA) through SDPA: each query's selected keys and values gathered into a
-    batch of one-query calls, chunk by chunk, the keys past a short query's selection masked."""
-    from variantbench.catalog.token_selection import selected_indices
-
-    q, k, v = problem.q, problem.k, problem.v
-    batch, n_q_heads, q_len, dim = q.shape
-    indices, valid = selected_indices(problem.selection, variant.topk_tokens)
-    width = indices.shape[-1]
-    chunk = max(1, GATHER_BYTES // (2 * batch * k.shape[1] * width * dim * k.element_size()))
-    rows_of = torch.arange(batch, device=q.device)[:, None, None]
-
-    def call():
-        out = torch.empty_like(q)
-        for start in range(0, q_len, chunk):
-            rows = slice(start, min(start + chunk, q_len))
-            picked = indices[:, rows]
-            n = picked.shape[1]
-            keys = k.transpose(1, 2)[rows_of, picked].flatten(0, 1).transpose(1, 2)  # (B n, Hkv, k, D)
-            values = v.transpose(1, 2)[rows_of, picked].flatten(0, 1).transpose(1, 2)
-            queries = q[:, :, rows].transpose(1, 2).reshape(batch * n, n_q_heads, 1, dim)
-            mask = valid[:, rows].reshape(batch * n, 1, 1, width)
-            attended = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, enable_gqa=True)
-            out[:, :, rows] = attended.view(batch, n, n_q_heads, dim).transpose(1, 2)
-        return out
-
-    call()
-    call.backend = f"gathered keys, {chunk} queries a chunk"
-    return call
-
-
 def prepare_function(variant, problem):
     """`prepare`'s call as a function of any q, k, v of the problem's shapes (a block's projections):
     the mask and the fastest backend chosen here, on the problem's own tensors."""
-    if variant.topk_tokens is not None:
-        raise Unsupported("SDPA's token selection gathers its problem's own keys; it serves no block")
     attn_mask, is_causal = mask_arguments(variant, problem)
     options = dict(attn_mask=attn_mask, is_causal=is_causal, enable_gqa=problem.q.shape[1] != problem.k.shape[1])
     chosen = fastest(problem.q, problem.k, problem.v, **options).backend
@@ -142,8 +102,6 @@ def prepare_function(variant, problem):
 
 
 def prepare(variant, problem):
-    if variant.topk_tokens is not None:
-        return token_sparse(variant, problem)
     attn_mask, is_causal = mask_arguments(variant, problem)
     q, k, v = problem.q, problem.k, problem.v
     return fastest(q, k, v, attn_mask=attn_mask, is_causal=is_causal, enable_gqa=q.shape[1] != k.shape[1])

@@ -7,7 +7,8 @@ forward and backward where the block is trained); the fastest is kept and named 
 `backend`, which check prints and the results record. On a CPU the first that prepares is kept: a
 CPU's timings say nothing of a GPU's. The glue is torch's: the projections and the dense MLP cuBLAS
 GEMMs, the norms torch's fused rms_norm and layer_norm kernels, RoPE and the MLP's activation one
-compiled kernel each on CUDA (eager on the CPU, where the tests need no compiler).
+compiled kernel each on CUDA (eager on the CPU, where the tests need no compiler). A peer swaps in
+its own norms, activation and RoPE (`Glue`: kernels/block/liger.py), every other choice kept.
 """
 
 import os
@@ -133,8 +134,7 @@ def _compiled(function, device):
 
 
 def _rotate(x, cos, sin):
-    half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]
+    x1, x2 = x.chunk(2, dim=-1)  # the rotate-half layout: RoPE'd head dims are even
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
 
 
@@ -173,6 +173,27 @@ def _norm(kind, weight, eps):
     return lookup(NORMS, kind, "norm")(weight, eps)
 
 
+def _rope(device):
+    rotate = _compiled(_rotate, device)
+    return lambda q, k, cos, sin: (rotate(q, cos, sin), rotate(k, cos, sin))
+
+
+@dataclass(frozen=True)
+class Glue:
+    """The block's glue as factories: norm(kind, weight, eps) -> x -> normed x; activation(mlp, device)
+    -> the MLP's activation of its up projection (gate then up); rope(device) -> (q, k, cos, sin) ->
+    (q, k) rotated; tables(positions, head_dim, theta, dtype) -> the (cos, sin) that rope reads. A piece
+    with a `backend` attribute is named in the call's backend by its role (fused's own carry none)."""
+
+    norm: Callable = _norm
+    activation: Callable = lambda mlp, device: _compiled(lookup(ACTIVATIONS, mlp, "MLP"), device)
+    rope: Callable = _rope
+    tables: Callable = rope_tables
+
+
+FUSED = Glue()
+
+
 def pieces(x, attn_norm, mlp_norm, project, position, cached, attend, output, mlp):
     """{piece: a call running that piece alone}, each on the inputs it sees in the block (from one
     pass here): what the composition overhead (the block's time over their sum) is measured against.
@@ -198,9 +219,9 @@ def prepare(variant, problem):
     return build(variant, problem, ALONE)
 
 
-def build(variant, problem, split: Split):
+def build(variant, problem, split: Split, glue: Glue = FUSED):
     """The block's call; `problem` is this rank's share where `split` splits it (its heads, its
-    slice of the MLP, its tokens)."""
+    slice of the MLP, its tokens); `glue` makes its norms, activation and RoPE."""
     from variantbench.block_shapes import PieceAttentionShape
     from variantbench.catalog.attention import make_problem as attention_problem
     from variantbench.shapes import LinearShape, MLAShape, MoEShape
@@ -241,22 +262,28 @@ def build(variant, problem, split: Split):
         moe_shape = MoEShape("block-moe", config.moe, batch * tokens, device=device.type)
         moe_layer, mlp_name = fastest_piece("moe", family("moe").variant(variant.router), moe_shape, p.moe,
                                             (p.moe.x,), False, split.agree)
-    else:
-        activation, mlp_name = _compiled(lookup(ACTIVATIONS, variant.mlp, "MLP"), device), "cublas"
-    attn_norm, mlp_norm = _norm(variant.norm, p.attn_norm, config.eps), _norm(variant.norm, p.mlp_norm, config.eps)
+    glued = {}  # role -> the name of a piece the glue swapped in
+
+    def made(role, piece):
+        glued.update({role: piece.backend} if hasattr(piece, "backend") else {})
+        return piece
+
+    norm = lambda kind, weight: made("norms", glue.norm(kind, weight, config.eps))  # noqa: E731
+    if p.moe is None:
+        activation, mlp_name = made("activation", glue.activation(variant.mlp, device)), "cublas"
+    attn_norm, mlp_norm = norm(variant.norm, p.attn_norm), norm(variant.norm, p.mlp_norm)
     sandwich = variant.residual == "sandwich"
     if sandwich:
-        post_attn = _norm(variant.norm, p.post_attn_norm, config.eps)
-        post_mlp = _norm(variant.norm, p.post_mlp_norm, config.eps)
+        post_attn, post_mlp = norm(variant.norm, p.post_attn_norm), norm(variant.norm, p.post_mlp_norm)
     if variant.qk_norm:
-        q_norm, k_norm = _norm("rms", p.q_norm, config.eps), _norm("rms", p.k_norm, config.eps)
-    rotate = _compiled(_rotate, device)
+        q_norm, k_norm = norm("rms", p.q_norm), norm("rms", p.k_norm)
+    rope = made("rope", glue.rope(device)) if variant.rope or m is not None else None  # MLA: its RoPE parts, always
     rope_dim = head_dim if m is None else m.qk_rope_dim
-    cos, sin = rope_tables(torch.arange(start, start + total, device=device), rope_dim, config.rope_theta, dtype)
+    cos, sin = glue.tables(torch.arange(start, start + total, device=device), rope_dim, config.rope_theta, dtype)
     if m is not None:
-        q_a_norm, kv_a_norm = _norm("rms", p.q_a_norm, config.eps), _norm("rms", p.kv_a_norm, config.eps)
+        q_a_norm, kv_a_norm = norm("rms", p.q_a_norm), norm("rms", p.kv_a_norm)
     if lin is not None:
-        out_norm = _norm("rms", p.out_norm, config.eps)
+        out_norm = norm("rms", p.out_norm)
 
     def project(h):  # h: this rank's tokens; q, k, v: every rank's tokens, this rank's heads
         q, k, v = split.products(h, (p.wq, p.wk, p.wv))
@@ -268,7 +295,7 @@ def build(variant, problem, split: Split):
         if variant.qk_norm:
             q, k = q_norm(q), k_norm(k)
         if variant.rope:
-            q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+            q, k = rope(q, k, cos, sin)
         return q, k
 
     def cached(k, v):
@@ -300,10 +327,10 @@ def build(variant, problem, split: Split):
         each token's cache row (normed latent, RoPE key), through the mla family's chosen call."""
         h = split.gather(h)
         q = (q_a_norm(h @ p.w_dq.t()) @ p.w_uq.t()).view(batch, tokens, heads, m.qk_dim).transpose(1, 2)
-        q_nope, q_pe = q[..., :m.qk_nope_dim].contiguous(), rotate(q[..., m.qk_nope_dim:], cos, sin).contiguous()
         kv = h @ p.w_dkv.t()
-        rows = torch.cat([kv_a_norm(kv[..., :m.kv_lora_rank]),
-                          rotate(kv[:, None, :, m.kv_lora_rank:], cos, sin)[:, 0]], dim=-1)
+        q_pe, k_pe = rope(q[..., m.qk_nope_dim:], kv[:, None, :, m.kv_lora_rank:], cos, sin)
+        q_nope, q_pe = q[..., :m.qk_nope_dim].contiguous(), q_pe.contiguous()
+        rows = torch.cat([kv_a_norm(kv[..., :m.kv_lora_rank]), k_pe[:, 0]], dim=-1)
         if p.latent_cache is not None:  # decode: the new token's row into the cache, in place
             p.latent_cache[:, start:] = rows
             rows = p.latent_cache
@@ -351,7 +378,7 @@ def build(variant, problem, split: Split):
         return p.x.scatter(1, index, routed + gate * (changed - routed))
 
     call()
-    call.backend = f"attention {attention_name}, mlp {mlp_name}"
+    call.backend = ", ".join([f"attention {attention_name}", f"mlp {mlp_name}", *map(" ".join, glued.items())])
     if split is not ALONE:  # a split block's pieces are its collectives (BlockParallel)
         return call
     if attention_part is not grouped:  # latent or linear: its projections, the rule and the output as one piece

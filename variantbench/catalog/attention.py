@@ -177,7 +177,15 @@ def _sdpa_unsupported(variant, shape):
         return "SDPA takes no score function; a dense additive bias would need B x H x Sq x Skv memory"
     if variant.topk_blocks is not None:
         return "a selection per KV head would be a dense B x H x Sq x Skv mask; SDPA takes no block-sparse one"
-    if variant.topk_tokens is not None and (variant.window or variant.prefix or variant.documents or variant.mask):
+    if variant.topk_tokens is not None:
+        return "SDPA runs a token selection only over gathered keys: implementation sdpa_gathered (full tier)"
+    return None
+
+
+def _sdpa_gathered_unsupported(variant, shape):
+    if variant.topk_tokens is None:
+        return "SDPA over gathered keys runs token selections; sdpa runs the rest"
+    if variant.window or variant.prefix or variant.documents or variant.mask:
         return "SDPA over gathered keys runs the token selection alone"
     return None
 
@@ -197,12 +205,10 @@ def _triton_unsupported(variant, shape):
     return None
 
 
-def _sdpa_backward_unsupported(variant, shape):
-    if variant.topk_tokens is not None:
-        # autograd keeps every chunk's gathered keys and values: at llama-3-8b-s4k with 2048 keys a
-        # query, 4 x 8 x 4096 x 2048 x 128 x 2 bytes twice, 137 GB (cad5169 ran out of an H200's 140 GiB)
-        return "SDPA over gathered keys keeps every query's gathered keys and values for its backward"
-    return None
+def _sdpa_gathered_backward_unsupported(variant, shape):
+    # autograd keeps every chunk's gathered keys and values: at llama-3-8b-s4k with 2048 keys a query,
+    # 4 x 8 x 4096 x 2048 x 128 x 2 bytes twice, 137 GB (cad5169 ran out of an H200's 140 GiB)
+    return "SDPA over gathered keys keeps every query's gathered keys and values for its backward"
 
 
 def _triton_backward_unsupported(variant, shape):
@@ -239,8 +245,7 @@ def _compiled_unsupported(variant, shape):
 
 IMPLEMENTATIONS = (
     Implementation("reference", "reference.attention", fused=False, backward=True, unsupported=_reference_unsupported),
-    Implementation("sdpa", "kernels.attention.sdpa", fused=True, backward=True, unsupported=_sdpa_unsupported,
-                   backward_unsupported=_sdpa_backward_unsupported),
+    Implementation("sdpa", "kernels.attention.sdpa", fused=True, backward=True, unsupported=_sdpa_unsupported),
     # torch 2.13's FlexAttention raises NotImplementedError for a backward on the CPU. A peer, so nightly
     # (full tier): its compile costs every asv process 13-15 s, and its 11 forwards and 10 backwards with
     # their figures took ~430 s of cad5169's default tier on an H200, which ran past 1000 s in all.
@@ -252,6 +257,9 @@ IMPLEMENTATIONS = (
     # torch.compile of the reference; its backward is autograd through the compiled graph.
     Implementation("compiled", "kernels.attention.compiled", fused=True, backward=True,
                    unsupported=_compiled_unsupported, tier="full"),
+    # Nightly: 401 ms a call at llama-3-8b-s4k on an H200, 31x our token-sparse kernel (ec6ebbf).
+    Implementation("sdpa_gathered", "kernels.attention.sdpa_gathered", fused=True, backward=True, tier="full",
+                   unsupported=_sdpa_gathered_unsupported, backward_unsupported=_sdpa_gathered_backward_unsupported),
 )
 
 @dataclass

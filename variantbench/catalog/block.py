@@ -5,13 +5,14 @@ references (reference/block.py), and the budget ratio against the llama-3-8b blo
 A recipe is data: its norm, its attention variant (an attention-family entry, so every attention
 implementation that runs the variant can serve the block), its MLP or the MoE router it routes with
 (a moe-family variant), its residual structure and positions. `fused` runs each piece through its
-family's fastest fused implementation at the block's shape (the choice recorded with the results);
-`compiled` is torch.compile of the reference block. Covered so far: the dense and MoE GQA blocks,
-DeepSeek-V3's latent-attention MoE block, Qwen3-Next's gated-DeltaNet MoE block (prefill), a ViT
-encoder block and a mixture-of-depths block.
+family's fastest fused implementation at the block's shape (the choice recorded with the results),
+`liger` the same with liger-kernel's norms, activation and RoPE (a peer), `compiled` torch.compile of
+the reference block. Covered so far: the dense and MoE GQA blocks, DeepSeek-V3's latent-attention MoE
+block, Qwen3-Next's gated-DeltaNet MoE block (prefill), a ViT encoder block and a mixture-of-depths block.
 """
 
 import dataclasses
+import importlib.util
 from dataclasses import dataclass
 
 import torch
@@ -120,22 +121,20 @@ def _compiled_unsupported(variant, shape):
 
 
 def _fused_backward_unsupported(variant, shape):
-    if variant.mlp == "moe":
-        return "the moe family's fused implementations are forward-only"
-    if shape.config(variant.model).mla:
-        return "the mla family's fused implementations are forward-only"
-    if shape.config(variant.model).linear:
-        return "the linear family's fused implementations are forward-only"
-    return None
+    config = shape.config(variant.model)
+    piece = "moe" if variant.mlp == "moe" else "mla" if config.mla else "linear" if config.linear else None
+    return piece and f"the {piece} family's fused implementations are forward-only"
 
 
 def _split_unsupported(mode):
-    def why(variant, shape):
-        from kernels.block.parallel import unsupported
+    return lambda variant, shape: importlib.import_module("kernels.block.parallel").unsupported(variant, shape, mode)
 
-        return unsupported(variant, shape, mode)
 
-    return why
+def _liger_unsupported(variant, shape):
+    if importlib.util.find_spec("liger_kernel") is None:
+        return "liger-kernel is not installed (an optional extra: pip install '.[peers]')"
+    # its RMSNorm, SwiGLU and GeGLU fail under TRITON_INTERPRET=1 (liger 0.8.5, triton 3.9; its RoPE runs)
+    return None if shape.device == "cuda" else "liger-kernel runs on the GPU only, not in the Triton interpreter"
 
 
 IMPLEMENTATIONS = (
@@ -144,6 +143,8 @@ IMPLEMENTATIONS = (
                    backward_unsupported=_fused_backward_unsupported),
     Implementation("compiled", "kernels.block.compiled", fused=True, backward=True, tier="full",
                    unsupported=_compiled_unsupported),
+    Implementation("liger", "kernels.block.liger", fused=True, backward=True, autotunes=True,
+                   unsupported=_liger_unsupported, backward_unsupported=_fused_backward_unsupported),
     # Over every GPU of the machine (2 gloo processes on the CPU), forward only: what a split costs, not
     # B on A's device, so the budget verdict leaves them out (Family.judged).
     Implementation("tensor_parallel", "kernels.block.tensor_parallel", fused=True, backward=False, every_gpu=True,

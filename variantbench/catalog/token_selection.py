@@ -16,6 +16,7 @@ import torch
 
 INDEX_HEADS, INDEX_DIM = 64, 128  # DeepSeek-V3.2's indexer
 QUERY_CHUNK = 256  # indexer scores are made for this many queries at a time
+INDEX_CHUNK = 1024  # queries a pass when packing or listing a selection: 256 MiB of int32 keys at 64k
 INDEXER_SEED_OFFSET = 7919
 
 
@@ -39,9 +40,28 @@ def token_selection(batch, q_len, kv_len, topk, *, device, seed):
     return selection
 
 
+def packed_bits(selection):
+    """(B, Sq, ceil(Skv / 8)) uint8: key kv of query q is bit kv % 8 of byte kv // 8 of row q, packed a
+    chunk of queries at a time."""
+    batch, q_len, kv_len = selection.shape
+    n_bytes = -(-kv_len // 8)
+    bits = torch.zeros(batch, q_len, n_bytes, dtype=torch.uint8, device=selection.device)
+    weights = 2 ** torch.arange(8, dtype=torch.uint8, device=selection.device)
+    for start in range(0, q_len, INDEX_CHUNK):
+        rows = selection[:, start:start + INDEX_CHUNK]
+        padded = torch.nn.functional.pad(rows, (0, 8 * n_bytes - kv_len)).view(batch, rows.shape[1], n_bytes, 8)
+        bits[:, start:start + INDEX_CHUNK] = (padded.to(torch.uint8) * weights).sum(-1, dtype=torch.uint8)
+    return bits
+
+
 def token_mask(selection, offset):
+    """The selection as a mask function over its bits packed 8 keys a byte: a (B, Sq, Skv) bool read by
+    Flex at llama-3-8b-s64k spans 2^32 elements, past the 32-bit offsets of its kernels (ec6ebbf: max
+    error 0.18 against the reference there, right at 16k); packed it spans 2^29."""
+    bits = packed_bits(selection)
+
     def dsa_topk(b, h, q_idx, kv_idx):
-        return selection[b, q_idx, kv_idx]
+        return (bits[b, q_idx, kv_idx // 8].to(torch.int32) >> (kv_idx % 8)) & 1 == 1
 
     return dsa_topk
 
@@ -54,10 +74,14 @@ def selected_token_pairs(topk, q_len, kv_len):
 
 def selected_indices(selection, topk):
     """(indices (B, Sq, k) int64, valid (B, Sq, k) bool): each query's keys in ascending order, padded
-    with key 0 (marked invalid) where it has fewer than k."""
-    kv_len = selection.shape[-1]
-    keys = torch.where(selection, torch.arange(kv_len, device=selection.device), kv_len)
+    with key 0 (marked invalid) where it has fewer than k. Sorted a chunk of queries at a time: the
+    whole (B, Sq, Skv) int64 key table is 32 GiB at llama-3-8b-s64k (ec6ebbf ran out of an H200)."""
+    batch, q_len, kv_len = selection.shape
     width = min(topk, kv_len)
-    indices = keys.sort(-1).values[..., :width]
+    keys = torch.arange(kv_len, device=selection.device, dtype=torch.int32)
+    indices = torch.empty(batch, q_len, width, dtype=torch.int64, device=selection.device)
+    for start in range(0, q_len, INDEX_CHUNK):
+        table = torch.where(selection[:, start:start + INDEX_CHUNK], keys, kv_len)
+        indices[:, start:start + INDEX_CHUNK] = table.sort(-1).values[..., :width]
     valid = indices < kv_len
     return indices.masked_fill(~valid, 0), valid
