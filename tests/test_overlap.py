@@ -13,7 +13,11 @@ RANKS = 2
 
 
 def _compare(rank, port, results):
-    from kernels.block.parallel import _gather_products, _gather_tokens, _product_reduce, _scatter_tokens
+    from torch.distributed._symmetric_memory import (_fused_all_gather_matmul_fallback,
+                                                     _fused_matmul_reduce_scatter_fallback)
+
+    from kernels.block.parallel import (_gather_products, _gather_tokens, _product_reduce, _scatter_tokens,
+                                        _symm_mem_products, _symm_mem_reduce)
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=RANKS)
     try:
@@ -27,14 +31,21 @@ def _compare(rank, port, results):
         w = torch.randn(8, 7, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
         reduced = _scatter_tokens(RANKS)(a @ w.t())
         overlapped_reduced = _product_reduce(RANKS)(a, w)
-        results.put((rank, [(o - gathered @ wt.t()).abs().max().item() for o, wt in zip(overlapped, weights)],
-                     [tuple(o.shape) for o in overlapped], (overlapped_reduced - reduced).abs().max().item(),
-                     tuple(overlapped_reduced.shape)))
+        # torch's symmetric-memory operators have CUDA kernels only; their gloo-capable fallbacks (the
+        # same operator contract, through functional collectives) check how our split calls them
+        symm = _symm_mem_products(_fused_all_gather_matmul_fallback)(h, weights)
+        symm_reduced = _symm_mem_reduce(_fused_matmul_reduce_scatter_fallback)(a, w)
+        results.put((rank, [(o - gathered @ wt.t()).abs().max().item() for o, wt in zip(overlapped + symm,
+                                                                                         weights + weights)],
+                     [tuple(o.shape) for o in overlapped + symm],
+                     max((r - reduced).abs().max().item() for r in (overlapped_reduced, symm_reduced)),
+                     tuple(overlapped_reduced.shape) + tuple(symm_reduced.shape)))
     finally:
         dist.destroy_process_group()
 
 
 def test_overlapped_products_are_the_gather_and_the_reduce_scatter_they_replace():
+    """Ours (per-rank broadcasts and reduces) and torch's symmetric-memory operators' contract."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -48,9 +59,9 @@ def test_overlapped_products_are_the_gather_and_the_reduce_scatter_they_replace(
         process.join(timeout=60)
         assert process.exitcode == 0
     for rank, errors, shapes, reduce_error, reduced_shape in got:
-        assert shapes == [(3, 4 * RANKS, 6), (3, 4 * RANKS, 5)], rank
+        assert shapes == [(3, 4 * RANKS, 6), (3, 4 * RANKS, 5)] * 2, rank
         assert max(errors) < 1e-12 and reduce_error < 1e-12, (rank, errors, reduce_error)
-        assert reduced_shape == (3, 4, 8)
+        assert reduced_shape == (3, 4, 8) * 2
 
 
 def test_an_overlapped_split_splits_the_tokens_as_sequence_parallel_does():
@@ -68,3 +79,11 @@ def test_the_plain_splits_keep_their_collectives_whole(mode):
 
     split = SPLITS[mode].make(RANKS)
     assert split.gather_products is None and split.product_reduce is None
+
+
+def test_the_symmetric_memory_split_runs_on_cuda_only_and_says_so():
+    from variantbench import cases
+    from variantbench.catalog import Unsupported
+
+    with pytest.raises(Unsupported, match="CUDA kernels only"):
+        cases.resolve("block", "llama-3-8b", "sequence_parallel_symm_mem", "tiny-prefill-b2-s48", "cpu")

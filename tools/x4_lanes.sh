@@ -64,11 +64,16 @@ blocks() {  # issue 16's single-GPU figures (on the lane's first GPU), Mixtral's
   step block-figures 300 env CUDA_VISIBLE_DEVICES="${CUDA_VISIBLE_DEVICES%%,*}" $vb run --family block --tier full \
     --shape prefill-b4-s4k --implementation fused --implementation liger --no-precheck \
     --bench 'BlockForward\.|BlockForwardBackward\.time|BlockComposition'
+  # issue 18: the sequence-parallel split plain, overlapped by us, and through torch's symmetric memory
+  step run-split 240 $vb run --family block --tier full --shape prefill-b4-s4k --variant llama-3-8b \
+    --variant qwen3-30b-a3b --implementation sequence_parallel --implementation sequence_parallel_overlapped \
+    --implementation sequence_parallel_symm_mem --no-precheck --bench 'BlockForward\.|BlockParallel'
   step try-mixtral 150 $vb try mixtral-8x7b --shape prefill-b4-s4k --json "$dest/try-mixtral.json"
   step truth 60 python3 tools/try_truth.py "$dest/try-mixtral.json"
   [ "$gpus" -ge 4 ] || step torchrun-x2 200 bash tools/torchrun_x2.sh "$dest/torchrun"
   step check-split 400 $vb check --family block --tier full --implementation tensor_parallel \
-    --implementation sequence_parallel --implementation sequence_parallel_overlapped
+    --implementation sequence_parallel --implementation sequence_parallel_overlapped \
+    --implementation sequence_parallel_symm_mem
 }
 gpus=$(nvidia-smi -L | wc -l)
 lane default-tier 0 default_tier &
@@ -87,5 +92,6 @@ mkdir -p "$dest"
 source tools/budgeted.sh
 step run-x4 240 $vb run --family block --tier full --shape prefill-b4-s4k --variant llama-3-8b \
   --variant qwen3-30b-a3b --implementation fused --implementation tensor_parallel --implementation sequence_parallel \
-  --implementation sequence_parallel_overlapped --no-precheck --bench 'BlockForward\.|BlockParallel'
+  --implementation sequence_parallel_overlapped --implementation sequence_parallel_symm_mem --no-precheck \
+  --bench 'BlockForward\.|BlockParallel'
 step torchrun-nodes 420 bash tools/torchrun_nodes.sh "$dest"

@@ -60,6 +60,8 @@ def unsupported(variant, shape, mode):
     ffn = config.moe_config.ffn_dim if config.moe_config else config.ffn_dim
     if ffn % ranks:
         return f"an MLP of {ffn} does not split over {ranks} ranks"
+    if lookup(SPLITS, mode, "split").cuda_only and shape.device != "cuda":
+        return "torch's symmetric-memory operators have CUDA kernels only"
     if lookup(SPLITS, mode, "split").splits_tokens and (shape.phase == "decode" or shape.q_len % ranks):
         return f"{shape.q_len} new tokens do not split over {ranks} ranks"
     return None
@@ -184,13 +186,45 @@ def _product_reduce(ranks):
     return reduced
 
 
+def _symm_mem_products(fused_all_gather_matmul):
+    """torch's symmetric-memory all-gather/matmul (torch.ops.symm_mem, CUDA kernels only): the gather
+    split into per-rank copies through peer memory, each slab multiplied as it lands. Gathered along
+    the tokens (dim 1), never dim 0, so torch takes no NVLink-multicast path, which the lent machines
+    keep off (../shared/GPU.md)."""
+    def products(h, weights):  # h (B, s, dim) -> [(B, N s, out)], tokens rank by rank as _gather_tokens
+        _, outs = fused_all_gather_matmul(h, [w.t() for w in weights], 1, dist.group.WORLD.group_name,
+                                          return_A=False)
+        return outs
+
+    return products
+
+
+def _symm_mem_reduce(fused_matmul_reduce_scatter):
+    """torch's symmetric-memory matmul/reduce-scatter: the product made slab by slab, each reduced onto
+    its destination through peer memory while the next multiplies."""
+    def reduced(a, w):  # a (B, S, k) -> (B, S / N, dim) summed over the ranks
+        return fused_matmul_reduce_scatter(a, w.t(), "sum", 1, dist.group.WORLD.group_name)
+
+    return reduced
+
+
+def _symm_mem_split(ranks):
+    import torch.distributed._symmetric_memory  # noqa: F401  (defines the torch.ops.symm_mem operators)
+
+    ops = torch.ops.symm_mem
+    return fused.Split(gather=_gather_tokens(ranks), reduce=_scatter_tokens(ranks), token_share=ranks, agree=_agree,
+                       gather_products=_symm_mem_products(ops.fused_all_gather_matmul),
+                       product_reduce=_symm_mem_reduce(ops.fused_matmul_reduce_scatter))
+
+
 @dataclasses.dataclass(frozen=True)
 class SplitMode:
     """How a block splits over ranks: whether each rank holds 1/N of the tokens between the products
-    (sequence parallel), and its fused.Split for a number of ranks."""
+    (sequence parallel), its fused.Split for a number of ranks, and whether it runs only on CUDA."""
 
     splits_tokens: bool
     make: Callable
+    cuda_only: bool = False
 
 
 SPLITS = {
@@ -203,6 +237,9 @@ SPLITS = {
     "sequence_overlapped": SplitMode(True, lambda ranks: fused.Split(
         gather=_gather_tokens(ranks), reduce=_scatter_tokens(ranks), token_share=ranks, agree=_agree,
         gather_products=_gather_products(ranks), product_reduce=_product_reduce(ranks))),
+    # the same overlap through torch's symmetric memory (issue 18): its fused operators have CUDA
+    # kernels only; tests/test_overlap.py runs their wiring through torch's own gloo fallbacks.
+    "sequence_symm_mem": SplitMode(True, _symm_mem_split, cuda_only=True),
 }
 
 

@@ -153,6 +153,8 @@ IMPLEMENTATIONS = (
                    every_gpu=True, tier="full", unsupported=_split_unsupported("sequence")),
     Implementation("sequence_parallel_overlapped", "kernels.block.sequence_parallel_overlapped", fused=True,
                    backward=False, every_gpu=True, tier="full", unsupported=_split_unsupported("sequence_overlapped")),
+    Implementation("sequence_parallel_symm_mem", "kernels.block.sequence_parallel_symm_mem", fused=True,
+                   backward=False, every_gpu=True, tier="full", unsupported=_split_unsupported("sequence_symm_mem")),
 )
 
 WEIGHTS = ("wq", "wk", "wv", "w_dq", "q_a_norm", "w_uq", "w_dkv", "kv_a_norm", "w_qkvz", "w_ba", "conv_weight", "a_log",
