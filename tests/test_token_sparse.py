@@ -61,10 +61,13 @@ def test_each_implementation_matches_the_reference_where_the_selection_is_sparse
         assert "queries a chunk" in call.backend and int(call.backend.split(", ")[1].split()[0]) < shape.q_len
 
 
-def test_our_kernel_says_what_it_does_not_run():
+def test_our_kernel_and_sdpa_over_gathered_keys_say_what_they_do_not_run():
     capped = AttentionVariant("dsa_topk_16_softcap_5", topk_tokens=16, softcap=5.0)
     why = catalog.FAMILY.implementation("triton").unsupported(capped, catalog.FAMILY.shape("tiny-s128"))
     assert "the selection alone" in why
+    for variant in (capped, AttentionVariant("dsa_topk_16_alibi", topk_tokens=16, alibi=True)):
+        why = catalog.FAMILY.implementation("sdpa_gathered").unsupported(variant, catalog.FAMILY.shape("tiny-s128"))
+        assert "no score function" in why
 
 
 def test_our_kernel_reads_a_selection_over_several_tiles():
@@ -105,13 +108,12 @@ def test_the_packed_selection_and_its_index_lists_hold_every_key_over_several_ch
     """Packing and listing go a chunk of queries at a time (64k keys in memory); here 3 chunks of 4 rows,
     keys not a multiple of 8."""
     monkeypatch.setattr(token_selection, "INDEX_CHUNK", 4)
-    selection = token_selection.token_selection(2, 10, 37, 5, device="cpu", seed=3)
+    selection = token_selection.token_selection(2, 10, 37, 30, device="cpu", seed=3)  # early queries: < 30 keys
     bits = token_selection.packed_bits(selection)
     assert bits.shape == (2, 10, 5) and bits.dtype == torch.uint8
     b, q, kv = torch.arange(2).view(2, 1, 1), torch.arange(10).view(1, 10, 1), torch.arange(37).view(1, 1, 37)
     assert torch.equal(token_selection.token_mask(selection, 27)(b, None, q, kv), selection)
-    indices, valid = token_selection.selected_indices(selection, 5)
-    listed = torch.zeros_like(selection)
-    listed.scatter_(-1, indices, valid)
-    assert torch.equal(listed, selection)
+    indices, valid = token_selection.selected_indices(selection, 30)
+    listed = torch.zeros(selection.shape, dtype=torch.int64).scatter_add_(-1, indices, valid.long())
+    assert torch.equal(listed.bool(), selection) and int(listed.max()) == 1
     assert bool((indices[..., 1:] > indices[..., :-1])[valid[..., 1:]].all())

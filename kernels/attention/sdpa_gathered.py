@@ -1,7 +1,8 @@
 """A token-level top-k (DSA) through SDPA: each query's selected keys and values gathered into a batch
 of one-query calls. The catalog runs it nightly (full tier): at llama-3-8b-s4k it takes 401 ms a call
 on an H200 against 12.9 ms for our token-sparse kernel (ec6ebbf), about 30 s of the default tier's
-10 minutes with its precheck, and at 64k its gathered keys do not fit in the H200's memory.
+10 minutes with its precheck. Until then it was `sdpa`'s token path: its history under that name ends
+at ec6ebbf.
 """
 
 import torch
@@ -42,7 +43,6 @@ def prepare(variant, problem):
     call()
     call.backend = f"gathered keys, {chunk} queries a chunk"
     return call
-
 
 
 def prepare_function(variant, problem):

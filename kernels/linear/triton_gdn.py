@@ -11,17 +11,20 @@ Dots take the inputs' dtype (bfloat16 on the GPU, as flash-linear-attention's do
 float32: T and the state are kept in float32 and cast to that dtype as a dot's operand; decays stay
 float32. The states entering each chunk go through memory in the inputs' dtype: the output kernel
 casts them to it for its dot anyway, so float32 there only doubled the traffic (2 GiB at 64k tokens).
-On the GPU each kernel's warps, stages and value block are autotuned (`_tuned`); session 10's H200
-profile at qwen3-next-t16k, before: the three kernels 0.568, 0.470 and 0.359 ms at 4 warps, against
-fla's 0.344, 0.308 and 0.262 for the same steps.
+On the GPU each kernel's warps, stages and value block are autotuned (`_tuned`).
+
+Measured on an H200 at qwen3-next-t16k (session 10, torch.profiler, tools/probe_gdn.py): 3.30 ms a call
+with the row-at-a-time inverse below (2.34 ms of it in `_wy_kernel`), 1.41 ms now: `_wy_kernel` 0.569,
+`_state_kernel` 0.522, `_output_kernel` 0.317 ms, against fla's 0.344, 0.308 and 0.262 ms for the same
+steps (0.946 ms in all). The gate of the change read 3.316 -> 1.415 ms at 16k, 13.59 -> 5.899 at 64k.
 
 The inverse works on the 64 x 64 chunk as 4 x 4 blocks of 16 x 16 (fla's `solve_tril` does the same):
 a row-at-a-time substitution on the whole 64 x 64 tile was 63 dependent steps, each two reductions
 across the tile, and made `_wy_kernel` the suspect for our 3.45x of fla's time at qwen3-next-t16k
 (H200). Now each diagonal block I + A_ii is inverted row by row (15 steps, the four blocks side by
-side), and the blocks below the diagonal follow from small dots (see `_wy_kernel`). Unmeasured on a GPU;
-compiled offline for sm_90a (bfloat16, K = V = 128, 4 warps) the loop went from 63 passes of 365 SASS
-instructions to 15 of 176, and ptxas's spills from 1210 to 76 bytes a thread (255 registers both).
+side), and the blocks below the diagonal follow from small dots (see `_wy_kernel`). Compiled offline for
+sm_90a (bfloat16, K = V = 128, 4 warps) the loop went from 63 passes of 365 SASS instructions to 15 of
+176, and ptxas's spills from 1210 to 76 bytes a thread (255 registers both).
 """
 
 import math
@@ -156,7 +159,7 @@ def _wy_kernel(K, V, G, Beta, Gam, Wk, Wv, T, H, HV, ratio,
 
 
 @triton.jit
-def _state_kernel(K, Gam, Wk, Wv, U, States, T, H, HV, ratio, n_chunks,
+def _state_kernel(K, Gam, Wk, Wv, U, States, T, H, HV, ratio, n_chunks, B,
                   KD: tl.constexpr, VD: tl.constexpr, BV: tl.constexpr, C: tl.constexpr):
     bh, v_block = tl.program_id(0).to(tl.int64), tl.program_id(1)
     b, hv = bh // HV, bh % HV
@@ -205,25 +208,28 @@ def _output_kernel(Q, K, Gam, U, States, Out, T, H, HV, ratio, n_chunks, scale,
     tl.store(Out + ((b * T + t[:, None]) * HV + hv) * VD + vd[None, :], out.to(Out.dtype.element_ty), mask=ok[:, None])
 
 
-def _tuned(kernel, blocks):
+def _tuned(kernel, blocks, key=("T", "HV", "KD", "VD")):
     """The kernel autotuned over warps and stages (and its value block where `blocks` names some): each
     of our kernels rewrites its outputs whole from inputs it does not write, so a config's trial runs
     change nothing."""
     configs = [triton.Config({"BV": bv} if bv else {}, num_warps=w, num_stages=st)
                for bv in blocks or (None,) for w in (4, 8) for st in (1, 2)]
-    return triton.autotune(configs=configs, key=["T", "HV", "KD", "VD"], cache_results=True)(kernel)
+    return triton.autotune(configs=configs, key=key, cache_results=True)(kernel)
 
 
 _tuned_wy = _tuned(_wy_kernel, ())
-_tuned_state = _tuned(_state_kernel, (16, 32, 64))
+# the batch too: the state pass's programs are batch x value heads x value blocks, so its best block
+# at batch 1 (qwen3-next-t16k) need not be the block's at batch 4 (prefill-b4-s4k), same T and heads
+_tuned_state = _tuned(_state_kernel, (16, 32, 64), key=("T", "HV", "KD", "VD", "B"))
 _tuned_output = _tuned(_output_kernel, (32, 64))
 
 
 def gdn_launcher(q, k, v, g, beta, *, scale, block_v=None):
     """A launch of the chunked forward: `launcher()` returns (B, T, HV, V) in v's dtype. q, k (B, T, H,
     K) contiguous, v (B, T, HV, V), g (B, T, HV) log-decays, beta (B, T, HV); K and V powers of two.
-    block_v: rows of V an output program computes (64 at most by default; the state pass takes 32 at most);
-    given, or V under the tuned blocks' 64, it fixes them on the GPU too, untuned."""
+    block_v: rows of V an output program computes. On the GPU, unless given (or V is under 64), the
+    value blocks are tuned; otherwise the output's is block_v (default min(V, 64)), the state pass's at
+    most 32."""
     batch, tokens, heads, k_dim = q.shape
     v_heads, v_dim = v.shape[2], v.shape[3]
     if v_heads % heads or k_dim & (k_dim - 1) or v_dim & (v_dim - 1):
@@ -259,7 +265,8 @@ def gdn_launcher(q, k, v, g, beta, *, scale, block_v=None):
 
     def launcher():
         wy(k, v, g, beta, gam, w_k, w_v, tokens, heads, v_heads, ratio, S=SUB, **dims)
-        state_pass(k, gam, w_k, w_v, u, states, tokens, heads, v_heads, ratio, n_chunks, **state_block, **dims)
+        state_pass(k, gam, w_k, w_v, u, states, tokens, heads, v_heads, ratio, n_chunks, batch, **state_block,
+                   **dims)
         out = torch.empty_like(v)
         output(q, k, gam, u, states, out, tokens, heads, v_heads, ratio, n_chunks, scale, **output_block, **dims)
         return out

@@ -172,9 +172,15 @@ VARIANTS = (
 )
 
 
-def _sdpa_unsupported(variant, shape):
+def _sdpa_score_unsupported(variant):
     if variant.softcap is not None or variant.alibi or variant.score is not None:
         return "SDPA takes no score function; a dense additive bias would need B x H x Sq x Skv memory"
+    return None
+
+
+def _sdpa_unsupported(variant, shape):
+    if why := _sdpa_score_unsupported(variant):
+        return why
     if variant.topk_blocks is not None:
         return "a selection per KV head would be a dense B x H x Sq x Skv mask; SDPA takes no block-sparse one"
     if variant.topk_tokens is not None:
@@ -185,6 +191,8 @@ def _sdpa_unsupported(variant, shape):
 def _sdpa_gathered_unsupported(variant, shape):
     if variant.topk_tokens is None:
         return "SDPA over gathered keys runs token selections; sdpa runs the rest"
+    if why := _sdpa_score_unsupported(variant):
+        return why
     if variant.window or variant.prefix or variant.documents or variant.mask:
         return "SDPA over gathered keys runs the token selection alone"
     return None

@@ -143,7 +143,7 @@ IMPLEMENTATIONS = (
                    backward_unsupported=_fused_backward_unsupported),
     Implementation("compiled", "kernels.block.compiled", fused=True, backward=True, tier="full",
                    unsupported=_compiled_unsupported),
-    Implementation("liger", "kernels.block.liger", fused=True, backward=True, autotunes=True,
+    Implementation("liger", "kernels.block.liger", fused=True, backward=True, autotunes=True, tier="full",
                    unsupported=_liger_unsupported, backward_unsupported=_fused_backward_unsupported),
     # Over every GPU of the machine (2 gloo processes on the CPU), forward only: what a split costs, not
     # B on A's device, so the budget verdict leaves them out (Family.judged).

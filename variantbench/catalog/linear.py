@@ -53,7 +53,8 @@ def _compiled_unsupported(variant, shape):
 IMPLEMENTATIONS = (
     Implementation("reference", "reference.linear_attention", fused=False, backward=False),
     Implementation("fla", "kernels.linear.fla", fused=True, backward=False, unsupported=_fla_unsupported),
-    Implementation("triton", "kernels.linear.triton_gdn", fused=True, backward=False, needs_triton=True, ours=True),
+    Implementation("triton", "kernels.linear.triton_gdn", fused=True, backward=False, needs_triton=True, ours=True,
+                   autotunes=True),
     Implementation("compiled", "kernels.linear.compiled", fused=True, backward=False, tier="full",
                    unsupported=_compiled_unsupported),
 )
