@@ -20,7 +20,7 @@ import torch
 from variantbench.block_shapes import BLOCK_SHAPES, BlockShape
 from variantbench.catalog import Family, Implementation, check_numbers_in_name, sample_rows
 from variantbench.catalog.attention import AttentionVariant, visible_pairs
-from variantbench.catalog.attention import REFERENCE_MAX_SCORE_BYTES
+from variantbench.catalog.attention_support import REFERENCE_MAX_SCORE_BYTES
 from variantbench.catalog.linear import VARIANTS as LINEAR_VARIANTS
 from variantbench.catalog.mla import VARIANTS as MLA_VARIANTS
 from variantbench.shapes import MoEShape
