@@ -47,7 +47,8 @@ def grid(family_name):
     # the reference, in each of its 16 benchmarks.
     implementations = [i.name for i in fam.implementations if i.fused and (
         i.name in ONLY_IMPLEMENTATIONS or (not ONLY_IMPLEMENTATIONS and in_tier(i, TIER)))]
-    _preload(fam, implementations)
+    if shapes:  # a family with nothing to run in this tier needs none of its kernels
+        _preload(fam, implementations)
     params = (variants, implementations, shapes)
     return params, ["variant", "implementation", "shape"]
 
