@@ -5,7 +5,7 @@
 #   run(kind="nvidia-h200-x4", carry=[".whl", ".vbgit.bundle"]): source tools/gpu_setup.sh && source tools/gpu_detached.sh \
 #     && workdir && detach lanes 'bash tools/x4_lanes.sh' && await lanes 540     (then `await lanes 560` within 30 s)
 # GPU 0, issues 14, 15: HEAD's default tier alone on its GPU, timed whole: the figure those issues ask
-#   for (ec6ebbf's took 644 s; since then torch and the kernels load in asv's forkserver, and DSA
+#   for (ec6ebbf's took 644 s; since then torch and triton load in asv's forkserver, and DSA
 #   through SDPA over gathered keys is nightly).
 # GPU 1, issues 14, 15, 17: DSA at 64k, MLA prefill against gqa_8, the paged decode shapes, Gated
 #   DeltaNet against gqa_8 at 16k and 64k, softcap_50 through ours, every `try`
