@@ -190,7 +190,7 @@ class ForwardBenchmark(PowerRecorded, FamilyBenchmark):
 
         def build():
             t0 = time.perf_counter()
-            problem, call, check = cases.prepare_checked(case)
+            problem, call, check = metrics.prepare_remembered(case)
             t1 = time.perf_counter()
             metrics.metrics(case, prepared=(problem, call, check))
             t2 = time.perf_counter()

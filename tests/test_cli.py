@@ -445,3 +445,20 @@ def test_the_precheck_verdict_names_the_mismatch_without_checking_again(monkeypa
         runner._exit_for_failures(frame, ["bench_attention.AttentionForward.time_forward"], [family("attention")],
                                   selection, checked, 2, tmp_path / "results.json")
     assert stop.value.code == 1 and "kernel mismatch: attention/gqa_8/flex/tiny-s128" in stop.value.message
+
+
+def test_the_precheck_counts_a_prepare_time_skip_apart_and_leaves_it_in_the_run_memos(monkeypatch, tmp_path, capsys):
+    """86c9ee3's H200 precheck said '48 ok, 1 failing' for Flex refusing MLA's absorbed decode, a skip;
+    and each of that case's 12 track benchmarks then tried the ~10 s compile again."""
+    from variantbench import cases, metrics, runner
+
+    found = [cases.CheckResult("mla/mla/flex/x", "skip", "skip      mla/mla/flex/x: no config",
+                               unpreparable="flex cannot run mla at x: no config"),
+             cases.CheckResult("attention/gqa_8/sdpa/x", "ok", "ok ..."),
+             cases.CheckResult("attention/alibi/triton/x", "mismatch", "MISMATCH ...")]
+    monkeypatch.setattr(runner, "run_checks", lambda *args, **kwargs: found)
+    assert runner.precheck([], None, str(tmp_path)) == found
+    assert "precheck: 1 ok, 1 skipped, 1 failing" in capsys.readouterr().out
+    memo = metrics.memo_path("mla/mla/flex/x", tmp_path)
+    assert json.loads(memo.read_text()) == {metrics.UNSUPPORTED: "flex cannot run mla at x: no config"}
+    assert not metrics.memo_path("attention/gqa_8/sdpa/x", tmp_path).exists()

@@ -49,3 +49,41 @@ def test_a_run_computes_a_case_once_and_its_processes_read_the_record(tmp_path, 
     planted = dict(first, ms=123.0)
     memo.write_text(json.dumps(planted))
     assert metrics.metrics(case, plan=PLAN)["ms"] == 123.0  # read, not measured again
+
+
+def test_a_case_found_unpreparable_is_remembered_and_never_prepared_again(tmp_path, monkeypatch):
+    """Flex refusing MLA's absorbed decode took ~10 s to fail, in each of 12 track processes of an
+    H200 default run: the first failure goes into the run's memo, and every later benchmark skips."""
+    monkeypatch.setenv("VARIANTBENCH_RUN_DIR", str(tmp_path))
+    case = cases.resolve("attention", "gqa_8", "sdpa", "tiny-s128", "cpu")
+    prepares = []
+
+    def refusing(case, **kwargs):
+        prepares.append(case.name)
+        raise cases.UnsupportedWhenPrepared("the compiler found no config")
+
+    monkeypatch.setattr(metrics, "prepare_checked", refusing)
+    with pytest.raises(cases.UnsupportedWhenPrepared, match="no config"):
+        metrics.metrics(case, plan=PLAN)
+    with pytest.raises(cases.UnsupportedWhenPrepared, match="no config"):
+        metrics.metrics(case, plan=PLAN)
+    with pytest.raises(NotImplementedError, match="no config"):  # asv's skip, in a forward's setup
+        metrics.prepare_remembered(case)
+    assert prepares == [case.name]
+
+
+def test_the_precheck_remembers_what_it_found_unpreparable_for_the_run(tmp_path, monkeypatch):
+    ordinary = cases.check_one(cases.resolve("attention", "gqa_8", "sdpa", "tiny-decode-kv256", "cpu"), backward=False)
+    assert ordinary.status == "ok" and not ordinary.unpreparable
+    case = cases.resolve("attention", "gqa_8", "sdpa", "tiny-s128", "cpu")
+
+    def refusing(case, **kwargs):
+        raise cases.UnsupportedWhenPrepared("shared memory: 336 KiB needed")
+
+    monkeypatch.setattr(cases, "prepare_checked", refusing)
+    result = cases.check_one(case, backward=False)
+    assert result.status == "skip" and result.unpreparable == "shared memory: 336 KiB needed"
+    metrics.remember_unsupported(result.case, result.unpreparable, tmp_path)
+    monkeypatch.setenv("VARIANTBENCH_RUN_DIR", str(tmp_path))
+    with pytest.raises(cases.UnsupportedWhenPrepared, match="336 KiB"):
+        metrics.metrics(case, plan=PLAN)

@@ -104,6 +104,7 @@ class CheckResult:
     line: str  # what `variantbench check` prints for it
     out_of_memory: bool = False
     context_lost: bool = False  # a sticky CUDA error (an illegal address): this process's GPU is unusable
+    unpreparable: str = ""  # why its prepare found it cannot run here (UnsupportedWhenPrepared), if so
 
 
 def _cuda_usable() -> bool:
@@ -132,7 +133,8 @@ def check_one(case, backward=True) -> CheckResult:
     except Mismatch as why:
         return CheckResult(case.name, "mismatch", f"MISMATCH  {why}")
     except Unsupported as why:
-        return CheckResult(case.name, "skip", f"{'skip':9} {case.name}: {why}")
+        return CheckResult(case.name, "skip", f"{'skip':9} {case.name}: {why}",
+                           unpreparable=str(why) if isinstance(why, UnsupportedWhenPrepared) else "")
     except Exception as error:  # noqa: BLE001 - a crash is reported as one line; the other cases go on
         oom = "out of memory" in str(error).lower()
         return CheckResult(case.name, "error", f"{'OOM' if oom else 'ERROR':9} {case.name}: {type(error).__name__}: "

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from variantbench import timing
-from variantbench.cases import _torch_device, prepare_checked, resolve
+from variantbench.cases import UnsupportedWhenPrepared, _torch_device, prepare_checked, resolve
 from variantbench.catalog import Unsupported, family
 from variantbench.power import Sampler
 
@@ -47,13 +47,44 @@ class Side:
         return max(flops / peaks["tflops"] / 1e9, nbytes / peaks["gbps"] / 1e6)
 
 
-def memo_path(case):
-    """Where a run's processes share one case's metrics (VARIANTBENCH_RUN_DIR), or None outside a run."""
-    root = os.environ.get("VARIANTBENCH_RUN_DIR")
+def memo_path(case, run_dir=None):
+    """Where a run's processes share one case's metrics (`run_dir`, else VARIANTBENCH_RUN_DIR), or None
+    outside a run. `case` is a Case or its name."""
+    root = run_dir or os.environ.get("VARIANTBENCH_RUN_DIR")
     if not root:
         return None
-    key = hashlib.sha1(case.name.encode()).hexdigest()[:16]
+    name = case if isinstance(case, str) else case.name
+    key = hashlib.sha1(name.encode()).hexdigest()[:16]
     return Path(root) / f"metrics-{key}.json"
+
+
+# A memo that says why the case's prepare failed (UnsupportedWhenPrepared), in place of its figures.
+UNSUPPORTED = "unsupported"
+
+
+def remember_unsupported(case, why, run_dir=None):
+    """Record in the run's memo that `case` (a Case or its name) cannot be prepared here, so that its
+    other benchmarks skip it at once. Without it each of them tried again: FlexAttention failed to
+    compile MLA's absorbed decode in ~10 s in each of 12 track processes, 120 s of 86c9ee3's 670 s
+    default tier on an H200."""
+    memo = memo_path(case, run_dir)
+    if memo is not None:
+        write_memo(memo, {UNSUPPORTED: str(why)})
+
+
+def prepare_remembered(case, **kwargs):
+    """cases.prepare_checked, except that a case this run already found unpreparable (the precheck,
+    or another benchmark's process) is skipped at once, and one found so now is remembered."""
+    memo = memo_path(case)
+    if memo is not None and memo.exists():
+        record = json.loads(memo.read_text())
+        if UNSUPPORTED in record:
+            raise UnsupportedWhenPrepared(record[UNSUPPORTED])
+    try:
+        return prepare_checked(case, **kwargs)
+    except UnsupportedWhenPrepared as why:
+        remember_unsupported(case, why)
+        raise
 
 
 def write_memo(path: Path, record: dict):
@@ -140,13 +171,16 @@ def metrics(case, prepared=None, plan=None) -> dict:
     only where the forward did not run (a --bench shard)."""
     memo = memo_path(case)
     if memo is not None and memo.exists():
-        return json.loads(memo.read_text())
+        record = json.loads(memo.read_text())
+        if UNSUPPORTED in record:
+            raise UnsupportedWhenPrepared(record[UNSUPPORTED])
+        return record
     from variantbench.device import measured_peaks
 
     dev = _torch_device(case)
     peaks = measured_peaks(case.device)
     fam = family(case.family)
-    problem, call, check = prepared or prepare_checked(case)
+    problem, call, check = prepared or prepare_remembered(case)
     sides = {"case": Side(case.variant, problem, call)}
     base_variant, base_impl = fam.baseline
     no_baseline = None

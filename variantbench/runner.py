@@ -7,6 +7,7 @@ infrastructure failure, 3 incomparable or no baseline. Nothing heavy is imported
 the CLI imports this module for `--help` too.
 """
 
+import collections
 import dataclasses
 import os
 import re
@@ -224,19 +225,28 @@ def follow_progress(process, log_path, t0):
         time.sleep(1.0)
 
 
-def precheck(fams, selection):
+def precheck(fams, selection, run_dir):
     """`check` the run's forwards side by side before asv times them one process at a time. On an
     H100 (edacf1b) asv spent 15-18 s preparing each FlexAttention case and 8-11 s each Triton one,
     most of it compiling and autotuning; after this precheck (10b2a5e, 45 s), 11-16 s and 4 s.
     Gradients are left to the forward+backward benchmarks' own setups: checking them here too took
     the precheck to 116 s on a cold H100 (fcd3149) and saved those setups only 4-6 s each.
     A failing case is named here and still goes to asv, whose setup fails it as a benchmark: the
-    others are timed. Returns the CheckResults (which cases mismatched, for the exit code)."""
+    others are timed. A case whose prepare finds it cannot run (Flex refusing MLA's absorbed decode)
+    is a skip, remembered in the run's memos so that none of its benchmarks tries again
+    (metrics.remember_unsupported). Returns the CheckResults (which cases mismatched, for the exit code)."""
+    from variantbench import metrics
+
     t0 = time.perf_counter()
     click.echo("prechecking every case on parallel workers (forwards; fills the compile caches the timed setups reuse)")
     checked = run_checks(fams, selection, None, click.echo, failures_only=True, backward=False)
-    bad = [r for r in checked if r.status != "ok"]
-    click.echo(f"precheck: {len(checked) - len(bad)} ok, {len(bad)} failing in {time.perf_counter() - t0:.0f}s")
+    for result in checked:
+        if result.unpreparable:
+            metrics.remember_unsupported(result.case, result.unpreparable, run_dir)
+    counts = collections.Counter("ok" if r.status == "ok" else "skipped" if r.status == "skip" else "failing"
+                                 for r in checked)
+    click.echo(f"precheck: {counts['ok']} ok, {counts['skipped']} skipped, {counts['failing']} failing "
+               f"in {time.perf_counter() - t0:.0f}s")
     return checked
 
 
@@ -324,8 +334,8 @@ def run(selection, *, bench, quick, commit, machine, results_dir, precheck_first
     benchmarks = _benchmarks(bench, fams, quick)
     t0 = time.perf_counter()
     with asvrun.exit_on_sigterm():  # a kill still removes the run's folders and stops asv
-        checked = precheck(fams, selection) if precheck_first and device == "cuda" else []
         with tempfile.TemporaryDirectory(prefix="variantbench-run-") as run_dir:
+            checked = precheck(fams, selection, run_dir) if precheck_first and device == "cuda" else []
             env["VARIANTBENCH_RUN_DIR"] = run_dir
             code, path = asvrun.run_staged(
                 ROOT, results_dir, name, head, asv_args, benchmarks, env,
