@@ -220,7 +220,7 @@ def timed_call(call, device, copy, working_set, cuda=None):
         return call, Mode(0, 0, 1, "on the CPU: eager calls on one input set")
     cuda = cuda or CudaDevice(device)
     call_ms, issue_ms = timing.issue_and_call_ms(call, device, marks=cuda.marks, host=cuda.host)
-    repeats = timing.repeats_of(call)
+    repeats = getattr(call, "repeats", None)  # a collective's (timing.repeats_of)
     plan = timing.plan_timing(call_ms, issue_ms, repeats, working_set(), cuda.l2_bytes())
     calls = with_copies(call, copy, plan.input_sets)
     why = plan.why
@@ -232,7 +232,7 @@ def timed_call(call, device, copy, working_set, cuda=None):
             return replay, Mode(1, replay.repeats, len(calls), why)
         why = f"{why}; eager calls instead: {refused}"
     # A collective's call replays its own graphs (see plan_timing): its figure is of replays too.
-    return (calls[0] if len(calls) == 1 else Rotating(calls)), Mode(int(repeats > 1), 0, len(calls), why)
+    return (calls[0] if len(calls) == 1 else Rotating(calls)), Mode(int(repeats is not None), 0, len(calls), why)
 
 
 def copier(case, problem):

@@ -310,10 +310,15 @@ def graph_calls(call_ms: float, sets: int) -> int:
     return max(sets, min(wanted, MAX_GRAPH_CALLS // sets * sets))
 
 
-def plan_timing(call_ms: float, issue_ms: float, repeats: int, working_set_bytes: int, l2_bytes: int) -> TimingPlan:
+def plan_timing(call_ms: float, issue_ms: float, repeats: int | None, working_set_bytes: int,
+                l2_bytes: int) -> TimingPlan:
     """The plan for a CUDA call from its eager time, the host's time to issue it (per call, from
-    `issue_and_call_ms`), its repeats, the bytes of its work model and the L2's size."""
-    if repeats > 1:
+    `issue_and_call_ms`), its repeats (a collective's `call.repeats`; None for any other call), the
+    bytes of its work model and the L2's size. A collective is never captured around, even at one
+    repeat: its call messages the other ranks, which run their collectives whether or not rank 0's
+    capture then fails, and a failed capture left them one collective ahead (64 MiB all-reduce over
+    two torchrun "nodes" on an H200 host, 20 ms a collective, hung the run until its time limit)."""
+    if repeats is not None:
         return TimingPlan(False, 1, f"a call of {repeats} collectives replays its own CUDA graphs of them "
                                     "(kernels/comms/nccl.py): none captured around it; they reuse one buffer, "
                                     "so rotating inputs between calls would not make them cold")
