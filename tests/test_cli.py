@@ -374,6 +374,7 @@ conf = json.load(open(args[args.index("--config") + 1]))
 option = lambda name: next(a.split("=", 1)[1] for a in args if a.startswith(name + "="))
 folder = f"{{conf['results_dir']}}/{{option('--machine')}}"
 import os; os.makedirs(folder, exist_ok=True)
+open(os.path.join(os.environ["HOME"], "asv-pythonpath"), "a").write(os.environ.get("ASV_PYTHONPATH", "-") + "\\n")
 params = [["'gqa_8'"], ["'sdpa'", "'flex'"], ["'tiny-s128'"]]
 data = {{"commit_hash": option("--set-commit-hash"), "params": {{"machine": option("--machine")}},
         "result_columns": ["result", "params"],
@@ -450,15 +451,26 @@ def test_the_precheck_verdict_names_the_mismatch_without_checking_again(monkeypa
 def test_the_precheck_counts_a_prepare_time_skip_apart_and_leaves_it_in_the_run_memos(monkeypatch, tmp_path, capsys):
     """86c9ee3's H200 precheck said '48 ok, 1 failing' for Flex refusing MLA's absorbed decode, a skip;
     and each of that case's 12 track benchmarks then tried the ~10 s compile again."""
-    from variantbench import cases, metrics, runner
+    from variantbench import cases, checking, metrics
 
     found = [cases.CheckResult("mla/mla/flex/x", "skip", "skip      mla/mla/flex/x: no config",
                                unpreparable="flex cannot run mla at x: no config"),
              cases.CheckResult("attention/gqa_8/sdpa/x", "ok", "ok ..."),
              cases.CheckResult("attention/alibi/triton/x", "mismatch", "MISMATCH ...")]
-    monkeypatch.setattr(runner, "run_checks", lambda *args, **kwargs: found)
-    assert runner.precheck([], None, str(tmp_path)) == found
+    monkeypatch.setattr(checking, "run_checks", lambda *args, **kwargs: found)
+    assert checking.precheck([], None, str(tmp_path)) == found
     assert "precheck: 1 ok, 1 skipped, 1 failing" in capsys.readouterr().out
     memo = metrics.memo_path("mla/mla/flex/x", tmp_path)
     assert json.loads(memo.read_text()) == {metrics.UNSUPPORTED: "flex cannot run mla at x: no config"}
     assert not metrics.memo_path("attention/gqa_8/sdpa/x", tmp_path).exists()
+
+
+def test_asv_benchmarks_see_the_pythonpath_the_run_was_started_with(fake_asv, tmp_path, monkeypatch):
+    """asv drops PYTHONPATH from its benchmarks unless ASV_PYTHONPATH carries it: on the lent H200 the
+    peers installed on it (liger) passed the precheck, then were "not installed" in every benchmark."""
+    peers = tmp_path / "peers"
+    peers.mkdir()
+    path = os.pathsep.join([str(peers), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    monkeypatch.setenv("PYTHONPATH", path)
+    invoke(*fake_asv)
+    assert (tmp_path / "asv-pythonpath").read_text().splitlines()[0] == path

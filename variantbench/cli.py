@@ -163,7 +163,9 @@ def check(selection, jobs):
 
     Prints one line per case (ok, MISMATCH, skip with its reason) as it finishes; exits 1 naming each
     mismatch, 2 if a case crashed."""
-    runner.check(selection, jobs)
+    from variantbench import checking
+
+    checking.check(selection, jobs)
 
 
 @main.command("try")

@@ -1,4 +1,4 @@
-"""Running cases: what a command's filter options select, `check` on parallel workers, and
+"""Running cases: what a command's filter options select, and
 `variantbench run`: asv over the selection, a progress line per case as it is prepared, a table of
 the forward figures, and an exit code that tells a wrong kernel (1) from a crash (2).
 
@@ -7,7 +7,6 @@ infrastructure failure, 3 incomparable or no baseline. Nothing heavy is imported
 the CLI imports this module for `--help` too.
 """
 
-import collections
 import dataclasses
 import os
 import re
@@ -138,58 +137,6 @@ def families_with_cases(fams, selection):
     return kept
 
 
-def default_jobs():
-    # Half the cores: a FlexAttention compile runs its own Triton compile threads.
-    return max(1, min(8, (os.cpu_count() or 2) // 2))
-
-
-def run_checks(fams, selection, jobs, echo, failures_only=False, backward=True):
-    """Check every case of the selection; echo one line each (skips too), or only those that fail.
-    Returns the CheckResults."""
-    from variantbench import cases
-
-    runnable = []
-    for fam in fams:
-        for case in selection.cases(fam):
-            if isinstance(case, tuple):
-                if not failures_only:
-                    echo(f"skip      {'/'.join(case[:4])}: {case[4]}")
-            else:
-                runnable.append(case)
-    if jobs is None:
-        jobs = default_jobs() if selection.device == "cuda" else 1
-    t0 = time.perf_counter()
-    count = len(runnable)
-
-    def report(result):
-        report.done += 1
-        if result.status != "ok" or not failures_only:
-            echo(f"[{report.done}/{count} {time.perf_counter() - t0:4.0f}s] {result.line}")
-
-    report.done = 0
-    return cases.check_many(runnable, jobs, report, backward)
-
-
-def check(selection, jobs):
-    """`variantbench check` (see its --help): a line per case, a count; exits 1 naming each mismatch,
-    2 if a case crashed."""
-    selection, fams = resolve(selection)
-    if selection.device == "cpu":
-        os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the first triton import
-    t0 = time.perf_counter()
-    checked = run_checks(fams, selection, jobs, click.echo)
-    count = {status: [r.case for r in checked if r.status == status] for status in ("ok", "mismatch", "error")}
-    click.echo(f"{len(count['ok'])} passed, {len(count['mismatch'])} mismatched, {len(count['error'])} errors "
-               f"in {time.perf_counter() - t0:.0f}s")
-    for status in ("mismatch", "error"):
-        if count[status]:
-            click.echo(f"{status}: " + " ".join(count[status]))
-    if count["error"]:
-        raise SystemExit(EXIT_BAD_INPUT)
-    if count["mismatch"]:
-        raise SystemExit(EXIT_FAIL)
-
-
 def machine_info(device):
     import platform
 
@@ -225,31 +172,6 @@ def follow_progress(process, log_path, t0):
         time.sleep(1.0)
 
 
-def precheck(fams, selection, run_dir):
-    """`check` the run's forwards side by side before asv times them one process at a time. On an
-    H100 (edacf1b) asv spent 15-18 s preparing each FlexAttention case and 8-11 s each Triton one,
-    most of it compiling and autotuning; after this precheck (10b2a5e, 45 s), 11-16 s and 4 s.
-    Gradients are left to the forward+backward benchmarks' own setups: checking them here too took
-    the precheck to 116 s on a cold H100 (fcd3149) and saved those setups only 4-6 s each.
-    A failing case is named here and still goes to asv, whose setup fails it as a benchmark: the
-    others are timed. A case whose prepare finds it cannot run (Flex refusing MLA's absorbed decode)
-    is a skip, remembered in the run's memos so that none of its benchmarks tries again
-    (metrics.remember_unsupported). Returns the CheckResults (which cases mismatched, for the exit code)."""
-    from variantbench import metrics
-
-    t0 = time.perf_counter()
-    click.echo("prechecking every case on parallel workers (forwards; fills the compile caches the timed setups reuse)")
-    checked = run_checks(fams, selection, None, click.echo, failures_only=True, backward=False)
-    for result in checked:
-        if result.unpreparable:
-            metrics.remember_unsupported(result.case, result.unpreparable, run_dir)
-    counts = collections.Counter("ok" if r.status == "ok" else "skipped" if r.status == "skip" else "failing"
-                                 for r in checked)
-    click.echo(f"precheck: {counts['ok']} ok, {counts['skipped']} skipped, {counts['failing']} failing "
-               f"in {time.perf_counter() - t0:.0f}s")
-    return checked
-
-
 def default_results_dir(device, quick):
     # CPU figures are a smoke run, not history: they go to reports/cpu-results/ (ignored), never into
     # reports/results/, the GPU history that `asv publish` renders.
@@ -279,6 +201,7 @@ def run(selection, *, bench, quick, commit, machine, results_dir, precheck_first
     from asv.machine import MachineCollection
 
     from variantbench import asvrun, results
+    from variantbench.checking import precheck
     from variantbench.device import measured_peaks
 
     if quick:
@@ -318,6 +241,11 @@ def run(selection, *, bench, quick, commit, machine, results_dir, precheck_first
     env = dict(os.environ, VARIANTBENCH_DEVICE=device, VARIANTBENCH_TIER=selection.tier,
                VARIANTBENCH_SHAPES=",".join(selection.shapes), VARIANTBENCH_VARIANTS=",".join(selection.variants),
                VARIANTBENCH_IMPLEMENTATIONS=",".join(selection.implementations))
+    if os.environ.get("PYTHONPATH"):
+        # asv drops PYTHONPATH from its benchmarks' environment unless ASV_PYTHONPATH carries it: peers
+        # installed on it (the lent GPU's wheels, pip --target) passed the precheck in this process and
+        # were then "not installed" in every asv process (liger, 86c9ee3's H200 block run).
+        env["ASV_PYTHONPATH"] = os.environ["PYTHONPATH"]
     if interpreted:
         env["TRITON_INTERPRET"] = "1"
     else:
