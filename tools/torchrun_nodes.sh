@@ -8,7 +8,10 @@
 dest=${1:-${OUT:-/tmp}/torchrun}
 mkdir -p "$dest"
 vb="python3 -m variantbench"
-shapes="--shape comms-8k --shape comms-64m"
+[ $# -gt 0 ] && shift
+[ $# -gt 0 ] || set -- comms-8k comms-64m
+shapes=""
+for shape in "$@"; do shapes="$shapes --shape $shape"; done
 agent() {  # agent NODE GPUS WORKERS HOSTS_RENDEZVOUS [--gpu-offset 1]: on one machine is_host says which hosts it
   local node=$1 gpus=$2 workers=$3 host=$4
   shift 4
@@ -22,14 +25,14 @@ agent 1 2,3 2 false
 trap 'pkill -f "rdzv-id vb-nodes"' EXIT
 t0=$SECONDS
 export CUDA_VISIBLE_DEVICES=0,1 NCCL_HOSTID=vb-node-0 VARIANTBENCH_RANKS=torchrun://127.0.0.1:29500
-timeout 120 $vb check --family comms --tier full > "$dest/two-nodes-check.log" 2>&1
+timeout 150 $vb check --family comms --tier full > "$dest/two-nodes-check.log" 2>&1
 echo "== two nodes x 2: check exit $? in $((SECONDS - t0))s"; tail -n 3 "$dest/two-nodes-check.log"
 t0=$SECONDS
-timeout 180 $vb run --family comms --tier full $shapes > "$dest/two-nodes-run.log" 2>&1
+timeout 300 $vb run --family comms --tier full $shapes --no-precheck > "$dest/two-nodes-run.log" 2>&1
 echo "== two nodes x 2: run exit $? in $((SECONDS - t0))s"
 pkill -f "rdzv-id vb-nodes"
 t0=$SECONDS
-env -u VARIANTBENCH_RANKS -u NCCL_HOSTID CUDA_VISIBLE_DEVICES=0,1,2,3 timeout 150 $vb run --family comms --tier full $shapes \
+env -u VARIANTBENCH_RANKS -u NCCL_HOSTID CUDA_VISIBLE_DEVICES=0,1,2,3 timeout 240 $vb run --family comms --tier full $shapes --no-precheck \
   > "$dest/single-node-x4.log" 2>&1
 echo "== one node, 4 ranks: exit $? in $((SECONDS - t0))s"
 grep -hE "busbw|GB/s|all_reduce|all_gather|reduce_scatter|all_to_all" "$dest"/single-node-x4.log "$dest"/two-nodes-run.log | tail -n 30
