@@ -6,15 +6,16 @@
 #     source tools/gpu_detached.sh && workdir && detach lanes 'bash tools/x4_lanes.sh' && await lanes 540
 #   (then `source tools/gpu_detached.sh && await lanes 560` within 30 s, until it says exit)
 # GPU 0, issues 14, 15, 16: HEAD's default tier alone on its GPU, timed whole (86c9ee3's took 670 s, 120
-#   of them Flex failing MLA's decode again in 12 track processes, now remembered once); then branch
-#   kernels-s12's attention change (softcap's folded scale) gated, and the paged decode shapes tried,
-#   every call re-timed apart and as a CUDA-graph loop (tools/try_truth.py).
+#   of them Flex failing MLA's decode again in 12 track processes, now remembered once; the llama-3-8b
+#   block joined it since); then the paged decode shapes tried, every call re-timed apart and as a
+#   CUDA-graph loop (tools/try_truth.py).
 # GPU 1, issues 15, 17: the paged plans probed, then kernels-s12's MoE router (split logits only where
 #   the token blocks cannot fill the GPU), paged plan tuner and Gated DeltaNet gated against HEAD;
 #   Gated DeltaNet against gqa_8 at 16k (86c9ee3's try ran out of its 90 s compiling).
 # GPU 2, issue 16: every block recipe's forward+backward and composition overhead through fused.
-# GPU 3, issue 16: every block recipe's forward and forward+backward through liger (its wheel is on
-#   PYTHONPATH, which asv now passes on), then Mixtral's block `try` re-timed apart.
+# GPU 3, issues 16, 17: every block recipe's forward and forward+backward through liger (its wheel is
+#   on PYTHONPATH, which asv now passes on), Mixtral's block `try` re-timed apart, then kernels-s12's
+#   attention change (softcap's folded scale) gated.
 # Then, on four, issues 16 and 18: the split blocks over 4 ranks (tensor, sequence, sequence
 #   overlapped by us and through torch's symmetric memory), every rank's output checked in setup.
 # One GPU set per lane (CUDA_VISIBLE_DEVICES), so each records under the machine its GPU count names
@@ -33,18 +34,13 @@ lane() {  # lane NAME DEVICES COMMAND...: the command on those GPUs, its log in 
   (export CUDA_VISIBLE_DEVICES=$devices HOME=/tmp/home-$name; "$@") > "$root/$name.log" 2>&1
   echo "== lane $name (GPUs $devices): exit $? at ${SECONDS}s"
 }
-default_tier_then_attention() {  # budget: seconds since the script started past which no step starts
-  local budget=$1 dest=$root/attention show='^verdict|^try:|MISMATCH|ERROR|passed|median| ms|diff|faster|slower'
+default_tier_then_paged() {  # budget: seconds since the script started past which no step starts
+  local budget=$1 dest=$root/paged show='^verdict|^try:|MISMATCH|ERROR|passed|median| ms|diff'
   local t0=$SECONDS
   timeout 720 $vb run
   echo "== default tier: exit $? in $((SECONDS - t0))s"
   mkdir -p "$dest"
   source tools/budgeted.sh
-  step gate-attention 300 $vb gate "$(git rev-parse HEAD)" "$branch" --factor 1.05 --machine nvidia-h200 \
-    --family attention --variant softcap_50 --variant alibi --variant gqa_8 --implementation triton \
-    --shape llama-3-8b-s4k --tier full --results "$dest/gate-attention-results" \
-    --bench 'AttentionForward\.time_forward|AttentionForwardBackward\.time_forward_backward' \
-    --summary reports/gate/kernels-s12-attention-h200.md
   step try-paged 150 $vb try gqa_decode --shape llama-3-8b-paged16-b64-kv8k --shape llama-3-8b-paged16-b1-kv128k \
     --json "$dest/try-paged.json"
   step truth 150 python3 tools/try_truth.py "$dest/try-paged.json"
@@ -81,16 +77,22 @@ blocks_liger() {
     --bench 'BlockForward\.time|BlockForwardBackward\.time'
   step try-mixtral 150 $vb try mixtral-8x7b --shape prefill-b4-s4k --json "$dest/try-mixtral.json"
   step truth 60 python3 tools/try_truth.py "$dest/try-mixtral.json"
+  show='faster|slower|same|exit'
+  step gate-attention 300 $vb gate "$(git rev-parse HEAD)" "$branch" --factor 1.05 --machine nvidia-h200 \
+    --family attention --variant softcap_50 --variant alibi --variant gqa_8 --implementation triton \
+    --shape llama-3-8b-s4k --tier full --results "$dest/gate-attention-results" \
+    --bench 'AttentionForward\.time_forward|AttentionForwardBackward\.time_forward_backward' \
+    --summary reports/gate/kernels-s12-attention-h200.md
 }
 gpus=$(nvidia-smi -L | wc -l)
 if [ "$gpus" -ge 4 ]; then
-  lane default-attention 0 default_tier_then_attention 1050 &
+  lane default-paged 0 default_tier_then_paged 1050 &
   lane kernels 1 kernels 1050 &
   lane block-fused 2 blocks_fused 1000 &
-  lane block-liger 3 blocks_liger 1000 &
+  lane block-liger 3 blocks_liger 1100 &
   wait
 else  # two GPUs: the block lanes after the first two, with what is left
-  lane default-attention 0 default_tier_then_attention 1050 &
+  lane default-paged 0 default_tier_then_paged 1050 &
   lane kernels 1 kernels 1050 &
   wait
   lane block-fused 0 blocks_fused 1500 &
