@@ -45,6 +45,9 @@ default_tier_then_paged() {  # budget: seconds since the script started past whi
   step try-paged 150 $vb try gqa_decode --shape llama-3-8b-paged16-b64-kv8k --shape llama-3-8b-paged16-b1-kv128k \
     --json "$dest/try-paged.json"
   step truth 150 python3 tools/try_truth.py "$dest/try-paged.json"
+  # which tile each of our attention kernel's tuning keys chose here, cold (the default tier tunes 4
+  # configs for each of 11 variants, in the precheck, one at a time)
+  cp -r "$HOME/.triton/cache/variantbench-autotune" "$root/autotune-choices" 2>/dev/null
 }
 kernels() {
   local budget=$1 dest=$root/kernels show='^verdict|^try:|MISMATCH|ERROR|passed|faster|slower|GB/s|picks'
@@ -98,6 +101,10 @@ if [ "$gpus" -ge 4 ]; then
   lane block-fused 2 blocks_fused 1100 &
   lane block-liger 3 blocks_liger 1100 &
   wait
+elif [ "$gpus" -eq 1 ]; then  # one GPU: the default tier and the kernels' gates, no blocks
+  lane default-paged 0 default_tier_then_paged 900
+  lane kernels 0 kernels 1500
+  exit
 else  # two GPUs: the block lanes after the first two, with what is left
   lane default-paged 0 default_tier_then_paged 1050 &
   lane kernels 1 kernels 1050 &
