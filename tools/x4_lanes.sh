@@ -11,7 +11,7 @@
 #   CUDA-graph loop (tools/try_truth.py).
 # GPU 1, issues 15, 17: the paged plans probed, then kernels-s12's MoE router (split logits only where
 #   the token blocks cannot fill the GPU) and paged plan tuner gated against HEAD; Gated DeltaNet
-#   against gqa_8 at 16k (86c9ee3's try ran out of its 90 s compiling).
+#   against gqa_8 at 16k (86c9ee3's try ran out of its 90 s compiling) and at 4 x 4k tokens.
 # GPU 2, issues 16, 15: every block recipe's forward+backward and composition overhead through fused,
 #   then kernels-s12's Gated DeltaNet gated.
 # GPU 3, issues 16, 17: every block recipe's forward and forward+backward through liger (its wheel is
@@ -61,7 +61,9 @@ kernels() {
     --bench 'MoEForward\.time_forward|PagedForward\.time_forward' --summary reports/gate/kernels-s12-h200.md
   step try-gdn-16k 240 $vb try gated_deltanet --shape qwen3-next-t16k --against attention/gqa_8@llama-3-8b-s16k \
     --json "$dest/try-gdn-16k.json"
-  step truth 120 python3 tools/try_truth.py "$dest/try-gdn-16k.json"
+  step try-gdn-4k 150 $vb try gated_deltanet --shape qwen3-next-b4-t4k --against attention/gqa_8@llama-3-8b-s4k \
+    --json "$dest/try-gdn-4k.json"
+  step truth 150 python3 tools/try_truth.py "$dest/try-gdn-16k.json" "$dest/try-gdn-4k.json"
 }
 blocks_fused() {  # issue 16: forward+backward and composition per recipe (the forwards: 86c9ee3)
   local budget=$1 dest=$root/block-fused show='MISMATCH|ERROR|asv finished|Traceback'
