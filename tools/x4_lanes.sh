@@ -7,8 +7,8 @@
 #   (then `source tools/gpu_detached.sh && await lanes 560` within 30 s, until it says exit)
 # GPU 0, issues 14, 15, 16: HEAD's default tier alone on its GPU, timed whole (86c9ee3's took 670 s, 120
 #   of them Flex failing MLA's decode again in 12 track processes, now remembered once; the llama-3-8b
-#   block joined it since); then the paged decode shapes tried, every call re-timed apart and as a
-#   CUDA-graph loop (tools/try_truth.py).
+#   block joined it since); then the paged decode shapes and DeepSeek-V3's MoE prefill tried, every
+#   call re-timed apart (decode also as a CUDA-graph loop; tools/try_truth.py).
 # GPU 1, issues 15, 17: the paged plans probed, then kernels-s12's MoE router (split logits only where
 #   the token blocks cannot fill the GPU) and paged plan tuner gated against HEAD; Gated DeltaNet
 #   against gqa_8 at 16k (86c9ee3's try ran out of its 90 s compiling) and at 4 x 4k tokens.
@@ -44,7 +44,10 @@ default_tier_then_paged() {  # budget: seconds since the script started past whi
   source tools/budgeted.sh
   step try-paged 150 $vb try gqa_decode --shape llama-3-8b-paged16-b64-kv8k --shape llama-3-8b-paged16-b1-kv128k \
     --json "$dest/try-paged.json"
-  step truth 150 python3 tools/try_truth.py "$dest/try-paged.json"
+  # issue 17: DeepSeek-V3's MoE layer at prefill against its roofline, per implementation (44% in November)
+  step try-moe-prefill 150 $vb try sigmoid_grouped_topk --shape deepseek-v3-prefill-t4k-zipf \
+    --json "$dest/try-moe-prefill.json"
+  step truth 150 python3 tools/try_truth.py "$dest/try-paged.json" "$dest/try-moe-prefill.json"
   # which tile each of our attention kernel's tuning keys chose here, cold (the default tier tunes 4
   # configs for each of 11 variants, in the precheck, one at a time)
   cp -r "$HOME/.triton/cache/variantbench-autotune" "$root/autotune-choices" 2>/dev/null
@@ -98,7 +101,7 @@ blocks_liger() {
 }
 gpus=$(nvidia-smi -L | wc -l)
 if [ "$gpus" -ge 4 ]; then
-  lane default-paged 0 default_tier_then_paged 1050 &
+  lane default-paged 0 default_tier_then_paged 1150 &
   lane kernels 1 kernels 1100 &
   lane block-fused 2 blocks_fused 1100 &
   lane block-liger 3 blocks_liger 1100 &
