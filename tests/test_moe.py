@@ -151,18 +151,19 @@ def test_an_unknown_router_fails_in_the_triton_wrapper():
 
 @pytest.mark.parametrize("router", ["softmax_topk", "sigmoid_grouped_topk"])
 @pytest.mark.parametrize("n_experts, n_groups", [(8, 4), (32, 8)])  # 8 experts pad to tl.dot's 16
-def test_triton_routers_match_the_reference_with_exact_ties(router, n_experts, n_groups):
+@pytest.mark.parametrize("logit_splits", [None, 3])  # 3 asked of a 200-wide dim: whole loads, 128 + 72
+def test_triton_routers_match_the_reference_with_exact_ties(router, n_experts, n_groups, logit_splits):
     from variantbench.shapes import MoEConfig
 
-    config = MoEConfig("t", n_experts=n_experts, top_k=3, dim=64, ffn_dim=32, n_groups=n_groups, topk_groups=2,
+    config = MoEConfig("t", n_experts=n_experts, top_k=3, dim=200, ffn_dim=32, n_groups=n_groups, topk_groups=2,
                        routed_scale=2.5)
     gen = torch.Generator().manual_seed(4)
-    x = torch.randn(37, 64, generator=gen)  # not a multiple of the 16-token block
-    w = torch.randn(n_experts, 64, generator=gen)
+    x = torch.randn(37, 200, generator=gen)  # not a multiple of the 16-token block; dim not of the 64 a load
+    w = torch.randn(n_experts, 200, generator=gen)
     w[5] = w[2]  # experts 2 and 5 score identically for every token
     w[6] = w[1]
     bias = torch.zeros(n_experts)  # equal biases keep the ties exact
-    experts, weights = triton_moe.route(router, config, x, w, bias)
+    experts, weights = triton_moe.route(router, config, x, w, bias, logit_splits=logit_splits)
     ref_experts, ref_weights = route(router, config, x, w, bias)
     assert torch.equal(experts.long(), ref_experts)
     assert torch.allclose(weights, ref_weights, atol=1e-6)
