@@ -1,7 +1,7 @@
 # The open GPU items on one 4-GPU machine (nvidia-h200-x4), in lanes side by side so that one device
 # session (1800 s) holds them all; on two GPUs the block lane comes after the first two and the
 # 4-rank steps are left out:
-#   git bundle create .vbgit.bundle main
+#   git bundle create .vbgit.bundle main moe-router-split
 #   run(kind="nvidia-h200-x4", carry=[".whl", ".vbgit.bundle"]): source tools/gpu_setup.sh && source tools/gpu_detached.sh \
 #     && workdir && detach lanes 'bash tools/x4_lanes.sh' && await lanes 540     (then `await lanes 560` within 30 s)
 # GPU 0, issues 14, 15: HEAD's default tier alone on its GPU, timed whole: the figure those issues ask
@@ -9,7 +9,7 @@
 #   through SDPA over gathered keys is nightly).
 # GPU 1, issues 14, 15, 17: DSA at 64k, MLA prefill against gqa_8, the paged decode shapes, Gated
 #   DeltaNet's crossover against gqa_8 at 4k, 16k and 64k, softcap_50 through ours, every `try`
-#   re-timed apart (tools/try_truth.py).
+#   re-timed apart (tools/try_truth.py); then branch moe-router-split gated against main.
 # GPUs 2-3 (on two GPUs: 0-1 after the lanes above), issues 16, 18: every block recipe's forward,
 #   forward+backward and composition overhead through fused and liger on one GPU, Mixtral's block
 #   `try` re-timed apart, on two GPUs rank 1 through torchrun (tools/torchrun_x2.sh), then the rest of
@@ -55,6 +55,13 @@ attention_and_moe() {  # what issues 14, 15 and 17 still lack, each `try` re-tim
   done
   step try-softcap 100 $vb try softcap_50 --shape llama-3-8b-s4k --json "$dest/try-softcap.json"
   step truth 240 python3 tools/try_truth.py "$dest"/try-*.json
+  # issue 17: branch moe-router-split (the router's logits spread over the GPU) gated against main
+  local branch  # gpu_setup.sh's clone of the bundle holds it as origin/moe-router-split
+  branch=$(git rev-parse --verify -q origin/moe-router-split || git rev-parse moe-router-split)
+  step gate-moe 300 $vb gate "$(git rev-parse HEAD)" "$branch" --factor 1.05 --machine nvidia-h200 --family moe \
+    --implementation triton --shape deepseek-v3-decode-t16-zipf --shape mixtral-8x7b-decode-t16-zipf \
+    --shape deepseek-v3-prefill-t4k-zipf --tier full --results "$dest/gate-moe-results" \
+    --bench 'MoEForward\.time_forward' --summary reports/gate/moe-router-split-h200.md
 }
 blocks() {  # issue 16's single-GPU figures (on the lane's first GPU), Mixtral's try re-timed apart;
   # on two GPUs rank 1 through torchrun; then the rest of the split blocks' check
