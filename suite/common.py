@@ -47,26 +47,25 @@ def grid(family_name):
     # the reference, in each of its 16 benchmarks.
     implementations = [i.name for i in fam.implementations if i.fused and (
         i.name in ONLY_IMPLEMENTATIONS or (not ONLY_IMPLEMENTATIONS and in_tier(i, TIER)))]
-    _preload(fam, implementations)
+    _preload()
     params = (variants, implementations, shapes)
     return params, ["variant", "implementation", "shape"]
 
 
-def _preload(fam, implementations):
-    """Imports torch and the grid's implementation modules here, in asv's forkserver, which imports the
-    suite once and forks every benchmark from it: without this each fork imported them itself (torch
-    and triton take 1.2-1.4 s), and ec6ebbf's default tier on an H200 spent ~140 s of its 644 s on 71
-    track benchmarks that only read memos. Importing touches no CUDA (peers load inside `prepare`). A
-    module that fails to import (say a triton too old for its autotuner's arguments) is left to its
-    benchmarks' setups, which import it again and fail that implementation alone, as before."""
+def _preload():
+    """Imports torch and triton here, in asv's forkserver, which imports the suite once and forks every
+    benchmark from it: without this each fork imported them itself (1.2-1.4 s a process), and ec6ebbf's
+    default tier on an H200 spent ~140 s of its 644 s on 71 track benchmarks that only read memos.
+    Neither import touches CUDA. Our kernel modules are not preloaded: triton 3.2-3.6's autotune
+    decorator starts its CUDA driver when the module is imported (Autotuner.__init__ asks
+    driver.active for a benchmarker, and the driver asks torch.cuda.is_available()), and CUDA started
+    before a fork is broken in every child."""
     import torch  # noqa: F401  (the import is the point)
 
-    for implementation in fam.implementations:
-        if implementation.name in implementations:
-            try:
-                implementation.load()
-            except Exception:  # noqa: BLE001  (raised again, per case, where setup imports it)
-                pass
+    try:
+        import triton  # noqa: F401
+    except ImportError:  # a CPU machine without it: our kernels' setups say so, case by case
+        pass
 
 
 def resolve_or_skip(family_name, variant, implementation, shape):

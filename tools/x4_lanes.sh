@@ -5,10 +5,10 @@
 #   run(kind="nvidia-h200-x4", carry=[".whl", ".vbgit.bundle"]): source tools/gpu_setup.sh && source tools/gpu_detached.sh \
 #     && workdir && detach lanes 'bash tools/x4_lanes.sh' && await lanes 540     (then `await lanes 560` within 30 s)
 # GPU 0, issues 14, 15: HEAD's default tier alone on its GPU, timed whole: the figure those issues ask
-#   for (ec6ebbf's took 644 s; since then torch and the kernels load in asv's forkserver, and DSA
+#   for (ec6ebbf's took 644 s; since then torch and triton load in asv's forkserver, and DSA
 #   through SDPA over gathered keys is nightly).
 # GPU 1, issues 14, 15, 17: DSA at 64k, MLA prefill against gqa_8, the paged decode shapes, Gated
-#   DeltaNet's crossover against gqa_8 at 4k, 16k and 64k, softcap_50 through ours, every `try`
+#   DeltaNet against gqa_8 at 16k and 64k, softcap_50 through ours, every `try`
 #   re-timed apart (tools/try_truth.py); then branch moe-router-split gated against main.
 # GPUs 2-3 (on two GPUs: 0-1 after the lanes above), issues 16, 18: every block recipe's forward,
 #   forward+backward and composition overhead through fused and liger on one GPU, Mixtral's block
@@ -47,9 +47,10 @@ attention_and_moe() {  # what issues 14, 15 and 17 still lack, each `try` re-tim
     --json "$dest/try-mla-prefill.json"
   step try-paged 150 $vb try gqa_decode --shape llama-3-8b-paged16-b64-kv8k --shape llama-3-8b-paged16-b1-kv128k \
     --json "$dest/try-paged.json"
-  # Gated DeltaNet's wall-time crossover against dense causal gqa_8 at the same length
+  # Gated DeltaNet's wall time against dense causal gqa_8 at the same length and batch (1: llama-3-8b-s4k
+  # is 4 sequences, so 4k has no single-sequence attention shape to stand beside)
   local n
-  for n in 4k 16k 64k; do
+  for n in 16k 64k; do
     step "try-gdn-$n" 90 $vb try gated_deltanet --shape "qwen3-next-t$n" --against "attention/gqa_8@llama-3-8b-s$n" \
       --json "$dest/try-gdn-$n.json"
   done
