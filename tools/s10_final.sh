@@ -1,3 +1,4 @@
+# Ran once, at 5331386 (its probe_gdn.py is now tools/probe_kernels.py linear gated_deltanet triton,fla ...).
 # Session 10's last device call, two GPUs side by side (nvidia-h200-x2, ~400 s after setup):
 #   git bundle create .vbgit.bundle main kernels-s10
 #   run(kind="nvidia-h200-x2", carry=[".whl", ".vbgit.bundle"]): source tools/gpu_setup.sh > /tmp/setup.log 2>&1; bash tools/s10_final.sh

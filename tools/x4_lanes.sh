@@ -56,7 +56,9 @@ attention_and_moe() {  # what issues 14, 15 and 17 still lack, each `try` re-tim
   done
   step try-softcap 100 $vb try softcap_50 --shape llama-3-8b-s4k --json "$dest/try-softcap.json"
   step truth 240 python3 tools/try_truth.py "$dest"/try-*.json
-  # issue 17: branch moe-router-split (the router's logits spread over the GPU) gated against main
+  # issue 17: where ours loses to grouped_mm at DeepSeek-V3 decode (the router, suspected), then branch
+  # moe-router-split (the router's logits spread over the GPU) gated against main
+  step probe-moe 60 python3 tools/probe_kernels.py moe softmax_topk triton,grouped_mm deepseek-v3-decode-t16-zipf
   local branch  # gpu_setup.sh's clone of the bundle holds it as origin/moe-router-split
   branch=$(git rev-parse --verify -q origin/moe-router-split || git rev-parse moe-router-split)
   step gate-moe 300 $vb gate "$(git rev-parse HEAD)" "$branch" --factor 1.05 --machine nvidia-h200 --family moe \

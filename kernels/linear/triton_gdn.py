@@ -13,7 +13,7 @@ float32. The states entering each chunk go through memory in the inputs' dtype: 
 casts them to it for its dot anyway, so float32 there only doubled the traffic (2 GiB at 64k tokens).
 On the GPU each kernel's warps, stages and value block are autotuned (`_tuned`).
 
-Measured on an H200 at qwen3-next-t16k (session 10, torch.profiler, tools/probe_gdn.py): 3.30 ms a call
+Measured on an H200 at qwen3-next-t16k (session 10, torch.profiler, tools/probe_kernels.py): 3.30 ms a call
 with the row-at-a-time inverse below (2.34 ms of it in `_wy_kernel`), 1.41 ms now: `_wy_kernel` 0.569,
 `_state_kernel` 0.522, `_output_kernel` 0.317 ms, against fla's 0.344, 0.308 and 0.262 ms for the same
 steps (0.946 ms in all). The gate of the change read 3.316 -> 1.415 ms at 16k, 13.59 -> 5.899 at 64k.
