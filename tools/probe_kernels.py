@@ -16,6 +16,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from variantbench import cases
+from variantbench.catalog import Unsupported
 
 CALLS = 10
 SHOWN = 8  # kernels listed per case, the slowest first
@@ -34,15 +35,22 @@ def kernel_times(case):
 
 
 def main(family, variant, implementations, shapes):
-    for shape in shapes:
-        for implementation in implementations.split(","):
-            times = kernel_times(cases.resolve(family, variant, implementation, shape, "cuda"))
-            print(f"{shape} {implementation}: {sum(times.values()):.3f} ms a call on the device")
-            for name, ms in sorted(times.items(), key=lambda kv: -kv[1])[:SHOWN]:
-                print(f"  {ms:8.3f} ms  {name[:100]}")
+    try:  # every name resolved before the first profile: a misspelt one costs no GPU time
+        probes = [cases.resolve(family, variant, implementation, shape, "cuda")
+                  for shape in shapes for implementation in implementations.split(",")]
+    except Unsupported as why:
+        print(f"probe_kernels: {why}", file=sys.stderr)
+        return 2
+    for case in probes:
+        times = kernel_times(case)
+        print(f"{case.shape.name} {case.implementation.name}: {sum(times.values()):.3f} ms a call on the device")
+        for name, ms in sorted(times.items(), key=lambda kv: -kv[1])[:SHOWN]:
+            print(f"  {ms:8.3f} ms  {name[:100]}")
+    return 0
 
 
 if __name__ == "__main__":
     if len(sys.argv) < 5:
-        sys.exit(__doc__)
-    main(*sys.argv[1:4], sys.argv[4:])
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
+    sys.exit(main(*sys.argv[1:4], sys.argv[4:]))

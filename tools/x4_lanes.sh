@@ -1,15 +1,15 @@
 # The open GPU items on one 4-GPU machine (nvidia-h200-x4), in lanes side by side so that one device
 # session (1800 s) holds them all; on two GPUs the block lane comes after the first two and the
 # 4-rank steps are left out:
-#   git bundle create .vbgit.bundle main moe-router-split
+#   git bundle create .vbgit.bundle main kernels-s11
 #   run(kind="nvidia-h200-x4", carry=[".whl", ".vbgit.bundle"]): source tools/gpu_setup.sh && source tools/gpu_detached.sh \
 #     && workdir && detach lanes 'bash tools/x4_lanes.sh' && await lanes 540     (then `await lanes 560` within 30 s)
 # GPU 0, issues 14, 15: HEAD's default tier alone on its GPU, timed whole: the figure those issues ask
 #   for (ec6ebbf's took 644 s; since then torch and triton load in asv's forkserver, and DSA
 #   through SDPA over gathered keys is nightly).
 # GPU 1, issues 14, 15, 17: DSA at 64k, MLA prefill against gqa_8, the paged decode shapes, Gated
-#   DeltaNet against gqa_8 at 16k and 64k, softcap_50 through ours, every `try`
-#   re-timed apart (tools/try_truth.py); then branch moe-router-split gated against main.
+#   DeltaNet against gqa_8 at 16k, 32k and 64k, softcap_50 through ours, every `try`
+#   re-timed apart (tools/try_truth.py); then branch kernels-s11 (two kernel changes) gated against main.
 # GPUs 2-3 (on two GPUs: 0-1 after the lanes above), issues 16, 18: every block recipe's forward,
 #   forward+backward and composition overhead through fused and liger on one GPU, Mixtral's block
 #   `try` re-timed apart, on two GPUs rank 1 through torchrun (tools/torchrun_x2.sh), then the rest of
@@ -47,24 +47,26 @@ attention_and_moe() {  # what issues 14, 15 and 17 still lack, each `try` re-tim
     --json "$dest/try-mla-prefill.json"
   step try-paged 150 $vb try gqa_decode --shape llama-3-8b-paged16-b64-kv8k --shape llama-3-8b-paged16-b1-kv128k \
     --json "$dest/try-paged.json"
-  # Gated DeltaNet's wall time against dense causal gqa_8 at the same length and batch (1: llama-3-8b-s4k
-  # is 4 sequences, so 4k has no single-sequence attention shape to stand beside)
+  # Gated DeltaNet's wall time against dense causal gqa_8 at the same tokens, one sequence each (at 4k
+  # the attention grid has 4 sequences, llama-3-8b-s4k)
   local n
-  for n in 16k 64k; do
+  for n in 16k 32k 64k; do
     step "try-gdn-$n" 90 $vb try gated_deltanet --shape "qwen3-next-t$n" --against "attention/gqa_8@llama-3-8b-s$n" \
       --json "$dest/try-gdn-$n.json"
   done
   step try-softcap 100 $vb try softcap_50 --shape llama-3-8b-s4k --json "$dest/try-softcap.json"
   step truth 240 python3 tools/try_truth.py "$dest"/try-*.json
-  # issue 17: where ours loses to grouped_mm at DeepSeek-V3 decode (the router, suspected), then branch
-  # moe-router-split (the router's logits spread over the GPU) gated against main
+  # issues 15, 17: where ours loses to grouped_mm at DeepSeek-V3 decode (the router, suspected); then
+  # branch kernels-s11 gated against main: moe-router-split (the router's logits spread over the GPU)
+  # and gdn-wy-full-tile (our GDN's W as two 64 x 64 products); every measured case checked in setup
   step probe-moe 60 python3 tools/probe_kernels.py moe softmax_topk triton,grouped_mm deepseek-v3-decode-t16-zipf
-  local branch  # gpu_setup.sh's clone of the bundle holds it as origin/moe-router-split
-  branch=$(git rev-parse --verify -q origin/moe-router-split || git rev-parse moe-router-split)
-  step gate-moe 300 $vb gate "$(git rev-parse HEAD)" "$branch" --factor 1.05 --machine nvidia-h200 --family moe \
-    --implementation triton --shape deepseek-v3-decode-t16-zipf --shape mixtral-8x7b-decode-t16-zipf \
-    --shape deepseek-v3-prefill-t4k-zipf --tier full --results "$dest/gate-moe-results" \
-    --bench 'MoEForward\.time_forward' --summary reports/gate/moe-router-split-h200.md
+  local branch  # gpu_setup.sh's clone of the bundle holds it as origin/kernels-s11
+  branch=$(git rev-parse --verify -q origin/kernels-s11 || git rev-parse kernels-s11)
+  step gate-kernels 360 $vb gate "$(git rev-parse HEAD)" "$branch" --factor 1.05 --machine nvidia-h200 \
+    --family moe --family linear --implementation triton --shape deepseek-v3-decode-t16-zipf \
+    --shape mixtral-8x7b-decode-t16-zipf --shape deepseek-v3-prefill-t4k-zipf --shape qwen3-next-t16k \
+    --shape qwen3-next-t64k --tier full --results "$dest/gate-kernels-results" \
+    --bench 'MoEForward\.time_forward|LinearForward\.time_forward' --summary reports/gate/kernels-s11-h200.md
 }
 blocks() {  # issue 16's single-GPU figures (on the lane's first GPU), Mixtral's try re-timed apart;
   # on two GPUs rank 1 through torchrun; then the rest of the split blocks' check

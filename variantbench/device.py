@@ -138,6 +138,16 @@ def _cache_path(facts):
     return root / f"peaks-{facts['device']}-{key}.json"
 
 
+def multiprocessors(device) -> int:
+    """SMs of a torch CUDA device, which split-K and flash-decoding plans fill; 4 for any other (the
+    Triton interpreter's runs on the CPU, where a plan only has to exercise several splits)."""
+    if device.type != "cuda":
+        return 4
+    import torch
+
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
 def measured_peaks(device: str) -> dict:
     """{"tflops": dense matmul rate, "gbps": copy bandwidth} measured on this device, cached per
     identity. GPU: bf16 8192^3 matmul and a 2 GiB device copy (bytes read + written); CPU: float32

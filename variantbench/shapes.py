@@ -84,6 +84,10 @@ ATTENTION_SHAPES = (
     AttentionShape("llama-3-8b-s16k", "llama-3-8b", batch=1, q_len=16384, kv_len=16384),
     # Long context, where a block-sparse selection's savings show (block_topk_16 reads 17 of 1024 blocks).
     AttentionShape("llama-3-8b-s64k", "llama-3-8b", batch=1, q_len=65536, kv_len=65536),
+    # One sequence of 32k, beside the linear family's qwen3-next-t32k: Gated DeltaNet's wall time against
+    # attention's at the same tokens. (One sequence of 4k, beside qwen3-next-t4k, moves 50 MB: inside
+    # twice an H200's L2, which test_gpu_shapes_do_not_fit_in_l2 keeps out of the attention grid.)
+    AttentionShape("llama-3-8b-s32k", "llama-3-8b", batch=1, q_len=32768, kv_len=32768),
     AttentionShape("llama-3-70b-s4k", "llama-3-70b", batch=4, q_len=4096, kv_len=4096),
     AttentionShape("llama-3-70b-s16k", "llama-3-70b", batch=1, q_len=16384, kv_len=16384),
     AttentionShape("llama-3-8b-decode-kv8k", "llama-3-8b", batch=16, q_len=1, kv_len=8192),

@@ -60,9 +60,10 @@ def unsupported(variant, shape, mode):
     ffn = config.moe_config.ffn_dim if config.moe_config else config.ffn_dim
     if ffn % ranks:
         return f"an MLP of {ffn} does not split over {ranks} ranks"
-    if lookup(SPLITS, mode, "split").cuda_only and shape.device != "cuda":
+    split = lookup(SPLITS, mode, "split")
+    if split.cuda_only and shape.device != "cuda":
         return "torch's symmetric-memory operators have CUDA kernels only"
-    if lookup(SPLITS, mode, "split").splits_tokens and (shape.phase == "decode" or shape.q_len % ranks):
+    if split.splits_tokens and (shape.phase == "decode" or shape.q_len % ranks):
         return f"{shape.q_len} new tokens do not split over {ranks} ranks"
     return None
 

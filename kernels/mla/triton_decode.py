@@ -17,6 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
+from variantbench.device import multiprocessors
+
 # The partial states of every split are merged by the second kernel; a split below this many keys
 # costs its program launch and merge more than it saves (a cache tile is 32 or 64 keys).
 MIN_SPLIT_KEYS = 256
@@ -121,7 +123,7 @@ _tuned_partial = triton.autotune(configs=CONFIGS, key=["n_rows", "kv_len", "spli
 def plan_splits(batch, n_rows, kv_len, device):
     """How many ranges the cache is split into: enough programs for PROGRAMS_PER_SM on every SM,
     none shorter than MIN_SPLIT_KEYS keys."""
-    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
+    sms = multiprocessors(device)
     programs = batch * math.ceil(n_rows / ROWS_PER_PROGRAM)
     return max(1, min(round(PROGRAMS_PER_SM * sms / programs), math.ceil(kv_len / MIN_SPLIT_KEYS)))
 

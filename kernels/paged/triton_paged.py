@@ -15,6 +15,7 @@ import triton
 import triton.language as tl
 
 from kernels.mla.triton_decode import MIN_SPLIT_KEYS, merge_splits, online_softmax_step
+from variantbench.device import multiprocessors
 
 # Programs per SM the splits aim at: batch 1 over 128k keys with 8 KV heads splits into 33 ranges on an
 # H200 (session 8: 0.193 ms against SDPA's 0.156). Its own figure: MLA's decode aims at one wave, paged's
@@ -62,7 +63,7 @@ def _paged_partial_kernel(
 
 
 def plan_splits(batch, n_kv_heads, longest, device):
-    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
+    sms = multiprocessors(device)
     return max(1, min(math.ceil(PROGRAMS_PER_SM * sms / (batch * n_kv_heads)), math.ceil(longest / MIN_SPLIT_KEYS)))
 
 
