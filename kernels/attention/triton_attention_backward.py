@@ -47,9 +47,10 @@ def _probabilities(q, k, lse, q_pos, q_head, offs_n, lo, hi, n_q_heads, sm_scale
     s = tl.dot(q, tl.trans(k)) * sm_scale
     slope_term = 1.0
     if SOFTCAP:
-        capped = softcap * triton_flash._tanh(s / softcap)
-        slope_term = 1.0 - (capped / softcap) * (capped / softcap)
-        s = capped
+        # d (c tanh(s / c)) / ds = 1 - tanh^2: from the tanh itself, with no division per score
+        t = triton_flash._tanh(s * (1.0 / softcap))
+        slope_term = 1.0 - t * t
+        s = softcap * t
     if ALIBI:
         slope = tl.exp2(-8.0 * (q_head + 1).to(tl.float32) / n_q_heads)
         s = s + slope[:, None] * (offs_n[None, :] - q_pos[:, None]).to(tl.float32)

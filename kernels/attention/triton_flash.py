@@ -100,16 +100,21 @@ def _attend_block(
     k = desc_k.load([batch, kv_head, start_n, 0]).reshape(BLOCK_N, HEAD_DIM)
     v = desc_v.load([batch, kv_head, start_n, 0]).reshape(BLOCK_N, HEAD_DIM)
     qk = tl.dot(q, tl.trans(k))
-    if SOFTCAP or ALIBI:
+    if ALIBI:
         s = qk * sm_scale
         if SOFTCAP:
-            s = softcap * _tanh(s / softcap)
-        if ALIBI:
-            # slope of head h (0-based) is 2^(-8 (h+1) / H), the ALiBi paper's geometric sequence.
-            slope = tl.exp2(-8.0 * (q_head + 1).to(tl.float32) / n_q_heads)
-            s = s + slope[:, None] * (offs_n[None, :] - q_pos[:, None]).to(tl.float32)
+            s = softcap * _tanh(s * (1.0 / softcap))
+        # slope of head h (0-based) is 2^(-8 (h+1) / H), the ALiBi paper's geometric sequence.
+        slope = tl.exp2(-8.0 * (q_head + 1).to(tl.float32) / n_q_heads)
+        s = s + slope[:, None] * (offs_n[None, :] - q_pos[:, None]).to(tl.float32)
         s = s * 1.4426950408889634
         to_log2 = 1.0
+    elif SOFTCAP:
+        # Scores stay in units of the cap; the cap x log2(e) folds into exp2's fused multiply-add, as plain
+        # scores' scale does below. As cap * tanh(s / cap), every score took an IEEE division (~8
+        # instructions) and three multiplies: 1.27x our causal on an H200 (1.451 vs 1.141 ms, s4k).
+        s = _tanh(qk * (sm_scale / softcap))
+        to_log2 = softcap * 1.4426950408889634
     else:
         # Plain scores stay raw: the row max is scaled once, and exp2's argument becomes one fused
         # multiply-add (s * to_log2 - m) instead of a multiply, then a subtract, per score.
