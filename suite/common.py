@@ -41,7 +41,8 @@ def grid(family_name):
         s.name for s in fam.shapes
         if s.device == DEVICE and in_tier(s, TIER) and (not ONLY_SHAPES or s.name in ONLY_SHAPES)
     ]
-    variants = [v.name for v in fam.variants if not ONLY_VARIANTS or v.name in ONLY_VARIANTS]
+    variants = [v.name for v in fam.variants
+                if v.name in ONLY_VARIANTS or (not ONLY_VARIANTS and in_tier(v, TIER))]
     # Only fused implementations: every setup skips the reference (see resolve_or_skip), and asv starts
     # a process for every point of the grid, skipped or not: 11 of the attention grid's 44 points were
     # the reference, in each of its 16 benchmarks.

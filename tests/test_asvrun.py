@@ -117,3 +117,27 @@ def test_a_killed_run_stops_asv_and_leaves_no_staging_folder(tmp_path, sig):
         for pid in pids:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_two_runs_of_one_commit_publishing_into_one_folder_keep_each_others_benchmarks(tmp_path):
+    """Lanes of one GPU host ran the default tier and the block forwards of one commit at once: each
+    staged the results file as it was when it started, and the last to publish dropped the other's."""
+    columns = ["result", "params", "started_at"]
+
+    def run(started, **benchmarks):
+        return {"commit_hash": "abc", "params": {"machine": "m"}, "result_columns": columns,
+                "results": {f"bench_{name}.X.time_x": [[value], [["'v'"]], started] for name, value in benchmarks.items()}}
+
+    target = tmp_path / "m" / "abc-existing.json"
+    staged = tmp_path / "staged.json"
+    staged.write_text(json.dumps(run(100, attention=1.0, moe=2.0)))
+    asvrun.publish(staged, target)
+    staged.write_text(json.dumps(run(50, block=3.0, moe=9.0)))  # began before the first one's moe ran
+    asvrun.publish(staged, target)
+    published = json.loads(target.read_text())["results"]
+    assert {name: entry[0][0] for name, entry in published.items()} == {
+        "bench_attention.X.time_x": 1.0, "bench_block.X.time_x": 3.0, "bench_moe.X.time_x": 2.0}
+    staged.write_text(json.dumps(run(200, moe=4.0)))  # measured again later: it replaces
+    asvrun.publish(staged, target)
+    assert json.loads(target.read_text())["results"]["bench_moe.X.time_x"][0][0] == 4.0
+    assert sorted(p.name for p in target.parent.iterdir()) == [target.name]

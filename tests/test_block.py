@@ -428,3 +428,16 @@ def test_an_unknown_split_fails_by_name():
 
     with pytest.raises(ValueError, match="unknown split 'pipeline'"):
         split_of("pipeline", 2)
+
+
+def test_the_default_tier_has_one_block_the_baseline_recipe_and_a_named_recipe_runs_at_any_tier():
+    """Issue 16: one block shape in the default tier, within its minutes: the family baseline's recipe
+    through fused, forward and forward+backward; the other recipes in the full tier or where named."""
+    default = [c for c in cases.iter_cases("block", "cuda", tier="default") if not isinstance(c, tuple)]
+    assert sorted((c.variant.name, c.implementation.name, c.shape.name) for c in default) == [
+        ("llama-3-8b", "fused", "prefill-b4-s4k"), ("llama-3-8b", "reference", "prefill-b4-s4k")]
+    full = {c.variant.name for c in cases.iter_cases("block", "cuda", tier="full") if not isinstance(c, tuple)}
+    assert {"llama-3-8b", "qwen3-30b-a3b", "deepseek-v3", "vit-l16"} <= full
+    named = [c for c in cases.iter_cases("block", "cuda", variants=["qwen3-30b-a3b"], tier="default")
+             if not isinstance(c, tuple)]
+    assert {c.variant.name for c in named} == {"qwen3-30b-a3b"} and named

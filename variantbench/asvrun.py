@@ -49,18 +49,63 @@ def suite_benchmarks(root: Path) -> list[str]:
 
 def publish(staged: Path, target: Path):
     """Copy a staged file over its target atomically; a staged file asv left unreadable is not
-    published (the target keeps its last complete version) and BadResults says which."""
-    if staged.name not in ("machine.json", "benchmarks.json"):
-        results.load_file(staged)
-    else:
+    published (the target keeps its last complete version) and BadResults says which.
+
+    A results file is joined with its target as the target is now, under a lock on the folder: runs
+    of one commit on one machine at once (lanes of one GPU host, shards sharing a folder) each staged a
+    copy of the file as it was when they started, and the last to publish dropped what the others had
+    published since (86c9ee3's block forwards on an H200, published while its default tier ran)."""
+    if staged.name in ("machine.json", "benchmarks.json"):
         json.loads(staged.read_text())
+        _replace(staged.read_bytes(), target)
+        return
+    results.load_file(staged)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(target.parent):
+        data = json.loads(staged.read_text())
+        try:
+            data = newest_of(json.loads(target.read_text()), data)
+        except (OSError, ValueError):  # no target yet, or a damaged one: the staged file replaces it
+            pass
+        _replace(json.dumps(data).encode(), target)
+
+
+def newest_of(current: dict, staged: dict) -> dict:
+    """The staged results with every benchmark of `current` it lacks, and of those both hold, the one
+    measured last (asv's started_at). Files of another commit or layout are not joined: staged wins."""
+    if any(current.get(key) != staged.get(key) for key in ("commit_hash", "result_columns")):
+        return staged
+    columns = staged["result_columns"]
+    started = columns.index("started_at") if "started_at" in columns else None
+    joined = dict(current["results"])
+    for name, entry in staged["results"].items():
+        mine = joined.get(name)
+        if mine is None or started is None or (entry[started] or 0) >= (mine[started] or 0):
+            joined[name] = entry
+    return {**staged, "results": joined, "durations": {**current.get("durations", {}), **staged.get("durations", {})}}
+
+
+@contextlib.contextmanager
+def _locked(folder: Path):
+    """An exclusive flock on the folder itself (no lock file left in the results)."""
+    import fcntl
+
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _replace(content: bytes, target: Path):
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        shutil.copyfile(staged, tmp)
+        tmp.write_bytes(content)
         os.replace(tmp, target)
     finally:
-        tmp.unlink(missing_ok=True)  # a kill between the copy and the rename
+        tmp.unlink(missing_ok=True)  # a kill between the write and the rename
 
 
 def staged_conf(root: Path, staging: Path) -> Path:

@@ -131,10 +131,10 @@ class BlockShape:
 
 
 # Prefill keeps 16k tokens a call, as attention's shapes do; decode is a serving step of 64 sequences
-# over 4k-token caches. None is in the default tier yet: that tier's run already took 625 s on one
-# H200 without blocks (2026-11-28), over its 10 minutes, and the blocks' own cost there is not measured.
+# over 4k-token caches. prefill-b4-s4k is the default tier's block shape, where only the family
+# baseline's recipe runs (catalog/block.py BlockVariant.tier).
 BLOCK_SHAPES = (
-    BlockShape("prefill-b4-s4k", batch=4, q_len=4096, kv_len=4096),
+    BlockShape("prefill-b4-s4k", batch=4, q_len=4096, kv_len=4096, tier="default"),
     BlockShape("prefill-b1-s16k", batch=1, q_len=16384, kv_len=16384),
     BlockShape("decode-b64-kv4k", batch=64, q_len=1, kv_len=4096),
     BlockShape("tiny-prefill-b2-s48", batch=2, q_len=48, kv_len=48, size="tiny", device="cpu", tier="quick"),

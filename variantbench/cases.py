@@ -81,6 +81,8 @@ def iter_cases(family_name, device, *, variants=None, implementations=None, shap
         for variant in fam.variants:
             if variants and variant.name not in variants:
                 continue
+            if not variants and not in_tier(variant, tier):  # named, it runs at any tier
+                continue
             for impl in fam.implementations:
                 if implementations and impl.name not in implementations:
                     continue

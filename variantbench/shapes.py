@@ -46,8 +46,10 @@ def model(name: str) -> ModelConfig:
 TIERS = ("quick", "default", "full")
 
 
-def in_tier(shape, tier: str) -> bool:
-    return TIERS.index(shape.tier) <= TIERS.index(tier)
+def in_tier(item, tier: str) -> bool:
+    """Whether a run of `tier` includes `item` (a shape, an implementation, or a variant with a `tier`
+    of its own; a variant without one runs wherever its shapes do)."""
+    return TIERS.index(getattr(item, "tier", TIERS[0])) <= TIERS.index(tier)
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,11 @@ class BlockVariant:
     depth_capacity: float | None = None  # mixture-of-depths: the fraction of tokens the block processes
     baseline: bool = False
     note: str = ""
+    # Runs that include the recipe unnamed (shapes.TIERS). A block case took 20-60 s of setup on an
+    # H200 (its glue compiled, its float64 check): the 9 recipes' forwards alone took 265 s, and the
+    # default tier was 670 s of its 10 minutes without blocks. So the baseline's recipe runs in every
+    # tier (the default tier's one block), the others in the full one or where named.
+    tier: str = "full"
 
     def __post_init__(self):
         check_numbers_in_name(self, {})
@@ -70,7 +75,7 @@ class BlockVariant:
 CAUSAL_GQA = AttentionVariant("causal_gqa", note="causal, the model's own KV heads")
 
 VARIANTS = (
-    BlockVariant("llama-3-8b", "llama-3-8b", CAUSAL_GQA, baseline=True,
+    BlockVariant("llama-3-8b", "llama-3-8b", CAUSAL_GQA, baseline=True, tier="quick",
                  note="pre-norm RMSNorm, GQA with RoPE, SwiGLU MLP"),
     BlockVariant("gemma-2-9b-local", "gemma-2-9b", AttentionVariant("softcap_50_window_4096", softcap=50.0, window=4096),
                  norm="gemma_rms", mlp="geglu", residual="sandwich",
