@@ -236,3 +236,23 @@ def test_the_work_model_counts_every_sequences_keys_once():
 def test_every_paged_implementation_matches_the_reference(case):
     _, _, result = cases.prepare_checked(case)
     assert result["ok"], result
+
+
+def test_a_machine_keeps_its_first_plan_and_later_processes_time_none(tmp_path, monkeypatch):
+    """Tuning afresh in every asv process let plans within the timing's noise win by turns (our
+    attention kernel's figures moved 6-7% that way): the first choice is filed and reused."""
+    from kernels import tuned_choices
+
+    monkeypatch.setattr(tuned_choices, "CHOICES_DIR", tmp_path)
+    path = tuned_choices.choice_path(["H200", "b1-kv128k"])
+    fake_ms = {plan: 1.0 + abs(i - 4) / 10 for i, plan in enumerate(triton_paged.CANDIDATES)}
+    plan, how = triton_paged.remembered_plan(path, apart, time=lambda launcher: fake_ms[launcher.plan])
+    assert plan == triton_paged.CANDIDATES[4] and how == f"fastest of {len(fake_ms)} plans"
+
+    def never(launcher):
+        raise AssertionError("timed again")
+
+    assert triton_paged.remembered_plan(path, apart, time=never) == (plan, "this machine's choice")
+    other = tuned_choices.choice_path(["H200", "b64-kv8k"])
+    assert triton_paged.remembered_plan(other, apart, time=lambda launcher: fake_ms[launcher.plan])[1] != \
+        "this machine's choice"

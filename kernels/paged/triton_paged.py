@@ -23,6 +23,7 @@ import triton.language as tl
 from triton.runtime.errors import OutOfResources
 from triton.testing import do_bench
 
+from kernels import tuned_choices
 from kernels.mla.triton_decode import MIN_SPLIT_KEYS, merge_splits, online_softmax_step
 from variantbench.device import multiprocessors
 
@@ -183,16 +184,43 @@ def tune_plan(build, candidates=CANDIDATES, time=bench_ms):
     return fastest(timings), timings
 
 
+PLANS_BY_NAME = {str(plan): plan for plan in CANDIDATES}
+SOURCE_HASH = tuned_choices.source_hash(__file__)  # every candidate and the kernel are in this file
+
+
+def remembered_plan(path, build, time=bench_ms):
+    """(plan, how it was chosen): the plan this machine chose before under `path`
+    (kernels/tuned_choices.py), else the fastest of CANDIDATES now, filed there: every process tuning
+    afresh would let two plans within the timing's noise win by turns, and the figure with them."""
+    plan = PLANS_BY_NAME.get(tuned_choices.recalled(path))
+    if plan is not None:
+        return plan, "this machine's choice"
+    plan, timings = tune_plan(build, time=time)
+    tuned_choices.keep(path, str(plan), {"plan": plan})
+    return plan, f"fastest of {len(timings)} plans"
+
+
+def _choice_path(p):
+    """The file of a problem's plan: Triton, the GPU, this file's source, and what the plan depends on."""
+    batch, n_q_heads, _, head_dim = p.q.shape
+    return tuned_choices.choice_path([
+        triton.__version__, torch.cuda.get_device_name(p.q.device), SOURCE_HASH, str(p.q.dtype), f"batch={batch}",
+        f"heads={n_q_heads}/{p.k_pool.shape[1]}", f"dim={head_dim}", f"page={p.page_size}",
+        f"lengths={sorted(p.seq_lens.tolist())}",
+    ])
+
+
 def prepare(variant, problem):
-    """The catalog's entry point: on a GPU the plan tuned on the problem, on the CPU the interpreter's."""
+    """The catalog's entry point: on a GPU the plan tuned on the problem (once a machine), on the CPU
+    the interpreter's."""
     p = problem
 
     def build(plan):
         return paged_launcher(p.q, p.k_pool, p.v_pool, p.page_table, p.seq_lens, p.page_size, plan=plan)
 
     if p.q.is_cuda:
-        plan, timings = tune_plan(build)
-        tuned = f", fastest of {len(timings)} plans"
+        plan, how = remembered_plan(_choice_path(p), build)
+        tuned = f", {how}"
     else:
         plan, tuned = INTERPRETER_PLAN, ""
     launcher = build(plan)
