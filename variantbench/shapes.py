@@ -291,6 +291,9 @@ class LinearShape:
 # Where linear attention is meant to pay: 4k to 64k tokens, one sequence (the state is per sequence).
 LINEAR_SHAPES = (
     LinearShape("qwen3-next-t4k", "qwen3-next", batch=1, tokens=4096),
+    # Four sequences of 4k: the tokens of attention's llama-3-8b-s4k (batch 4), for the wall-time
+    # crossover at 4k (one 4k sequence is no attention shape: 50 MB, inside twice an H200's L2)
+    LinearShape("qwen3-next-b4-t4k", "qwen3-next", batch=4, tokens=4096),
     LinearShape("qwen3-next-t16k", "qwen3-next", batch=1, tokens=16384),
     LinearShape("qwen3-next-t32k", "qwen3-next", batch=1, tokens=32768),
     LinearShape("qwen3-next-t64k", "qwen3-next", batch=1, tokens=65536),
