@@ -15,8 +15,9 @@
 #   paged plans probed; kernels-s12's MoE router and paged plan tuner gated against HEAD.
 # GPU 2, issue 16: every block recipe through fused: forward and its figures, forward+backward,
 #   composition overhead.
-# GPU 3, issues 16, 15, 17: every recipe through liger (its wheel is on PYTHONPATH, which asv now
-#   passes on), Mixtral's block `try` re-timed apart; kernels-s12's Gated DeltaNet and softcap gated.
+# GPU 3, issues 16, 17, 15: four recipes through liger (its wheel is on PYTHONPATH, which asv now
+#   passes on); kernels-s12's attention changes gated; llama-3-8b's block `try` re-timed apart;
+#   kernels-s12's Gated DeltaNet gated.
 # One GPU set per lane (CUDA_VISIBLE_DEVICES), so each records under the machine its GPU count names
 # (nvidia-h200, nvidia-h200-x4). Each lane has its own HOME: asv keeps its machine file there
 # (~/.asv-machine.json, rewritten by every run) and lanes must not race on it.
@@ -85,22 +86,28 @@ blocks_liger_then_gates() {
   local budget=$1 dest=$root/block-liger show='^verdict|^try:|MISMATCH|ERROR|asv finished|median|diff'
   mkdir -p "$dest"
   source tools/budgeted.sh
-  step liger 560 $vb run --family block --tier full --shape prefill-b4-s4k --implementation liger --no-precheck \
+  # liger-kernel's pieces (norms, SwiGLU/GeGLU, RoPE) in a dense, a sandwich-norm, an MoE and an encoder block
+  step liger 330 $vb run --family block --tier full --shape prefill-b4-s4k --implementation liger --no-precheck \
+    --variant llama-3-8b --variant gemma-2-9b-global --variant qwen3-30b-a3b --variant vit-l16 \
     --bench 'BlockForward\.time|BlockForwardBackward\.time|BlockMetrics\.'
-  step try-mixtral 150 $vb try mixtral-8x7b --shape prefill-b4-s4k --json "$dest/try-mixtral.json"
-  step truth 60 python3 tools/try_truth.py "$dest/try-mixtral.json"
-  # issues 15, 17: kernels-s12's Gated DeltaNet (four kernels; its first case tunes 36 configs) and
-  # softcap's folded scale against HEAD, every case checked against float64 in its setup
+  # issue 17: kernels-s12's softcap fold and backward's row-block skip against HEAD, forward and
+  # forward+backward; every case checked against float64 in its setup
   show='faster|slower|same|MISMATCH|exit'
-  step gate-linear 330 $vb gate "$(git rev-parse HEAD)" "$branch" --factor 1.05 --machine nvidia-h200 \
-    --family linear --implementation triton --shape qwen3-next-t16k --shape qwen3-next-t64k --tier full \
-    --results "$dest/gate-linear-results" --bench 'LinearForward\.time_forward' \
-    --summary reports/gate/kernels-s12-linear-h200.md
   step gate-attention 300 $vb gate "$(git rev-parse HEAD)" "$branch" --factor 1.05 --machine nvidia-h200 \
     --family attention --variant softcap_50 --variant alibi --variant gqa_8 --implementation triton \
     --shape llama-3-8b-s4k --tier full --results "$dest/gate-attention-results" \
     --bench 'AttentionForward\.time_forward|AttentionForwardBackward\.time_forward_backward' \
     --summary reports/gate/kernels-s12-attention-h200.md
+  # issue 16: a block's figures re-timed apart (every implementation of llama-3-8b's)
+  show='^verdict|^try:|MISMATCH|ERROR|diff'
+  step try-block 150 $vb try llama-3-8b --shape prefill-b4-s4k --json "$dest/try-block.json"
+  step truth 60 python3 tools/try_truth.py "$dest/try-block.json"
+  # issue 15: kernels-s12's Gated DeltaNet (four kernels; its first case tunes 36 configs)
+  show='faster|slower|same|MISMATCH|exit'
+  step gate-linear 330 $vb gate "$(git rev-parse HEAD)" "$branch" --factor 1.05 --machine nvidia-h200 \
+    --family linear --implementation triton --shape qwen3-next-t16k --shape qwen3-next-t64k --tier full \
+    --results "$dest/gate-linear-results" --bench 'LinearForward\.time_forward' \
+    --summary reports/gate/kernels-s12-linear-h200.md
 }
 gpus=$(nvidia-smi -L | wc -l)
 if [ "$gpus" -ge 4 ]; then
