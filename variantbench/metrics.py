@@ -72,14 +72,21 @@ def remember_unsupported(case, why, run_dir=None):
         write_memo(memo, {UNSUPPORTED: str(why)})
 
 
+def _recorded(memo):
+    """The run's record of a case (None where there is none yet); UnsupportedWhenPrepared where the
+    record says its prepare found it cannot run."""
+    if memo is None or not memo.exists():
+        return None
+    record = json.loads(memo.read_text())
+    if UNSUPPORTED in record:
+        raise UnsupportedWhenPrepared(record[UNSUPPORTED])
+    return record
+
+
 def prepare_remembered(case, **kwargs):
     """cases.prepare_checked, except that a case this run already found unpreparable (the precheck,
     or another benchmark's process) is skipped at once, and one found so now is remembered."""
-    memo = memo_path(case)
-    if memo is not None and memo.exists():
-        record = json.loads(memo.read_text())
-        if UNSUPPORTED in record:
-            raise UnsupportedWhenPrepared(record[UNSUPPORTED])
+    _recorded(memo_path(case))
     try:
         return prepare_checked(case, **kwargs)
     except UnsupportedWhenPrepared as why:
@@ -170,10 +177,8 @@ def metrics(case, prepared=None, plan=None) -> dict:
     method in its own process; they read the memo in VARIANTBENCH_RUN_DIR, and compute it themselves
     only where the forward did not run (a --bench shard)."""
     memo = memo_path(case)
-    if memo is not None and memo.exists():
-        record = json.loads(memo.read_text())
-        if UNSUPPORTED in record:
-            raise UnsupportedWhenPrepared(record[UNSUPPORTED])
+    record = _recorded(memo)
+    if record is not None:
         return record
     from variantbench.device import measured_peaks
 
