@@ -125,7 +125,8 @@ _tuned_w = _tuned(_w_kernel, (4, 8), (1, 2))  # wgmma wants 4 warps or more
 # Stages pipeline the next chunk's W_k, W_v and K loads behind this chunk's dots (fla tries 2 to 4).
 _tuned_state = _tuned(_state_kernel, (4, 8), (2, 3), key=("T", "HV", "KD", "VD", "B"), BV=(16, 32, 64))
 # No value block of 32: at 4 warps Triton 3.6's build of it for an H200 faults (illegal address at
-# qwen3-next-t16k, both stages; 8 warps and blocks of 64 and 128 ran clean, tools/gdn_fault.py, session 12).
+# qwen3-next-t16k, both stages; 8 warps and blocks of 64 and 128 ran clean, each config alone in its own
+# process: reports/truth/lanes-57a9be4/k12-d0ace25/gdn_fault.log).
 _tuned_output = _tuned(_output_kernel, (4, 8), (1, 2), BV=(64, 128))
 
 
