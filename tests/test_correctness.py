@@ -144,9 +144,10 @@ def test_our_triton_attention_keeps_its_autotune_choice_per_machine_and_key(tmp_
     """Triton's disk cache of autotune results skips configs with a pre-hook (ours set the descriptors'
     tile), so every process re-tuned and close configs won by turns. The kernel remembers the first
     choice per tuning key; a later process benchmarks only that one, and another key tunes afresh."""
+    from kernels import tuned_choices
     from kernels.attention import triton_flash as ours
 
-    monkeypatch.setattr(ours, "CHOICES_DIR", tmp_path)
+    monkeypatch.setattr(tuned_choices, "CHOICES_DIR", tmp_path)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H100 80GB HBM3")
     flags = dict(CAUSAL=True, WINDOW=False, PREFIX=False, DOCUMENTS=False, SOFTCAP=False, ALIBI=False, HEAD_DIM=128)
     q = torch.empty(1, dtype=torch.bfloat16)

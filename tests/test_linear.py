@@ -138,22 +138,23 @@ def chunk_wy(k, v, g, beta, dtype, chunk=64):
 @pytest.mark.parametrize("decay_offset", [-8.0, 3.0, 12.0], ids=["gates-near-0", "typical", "gates-near-1"])
 @pytest.mark.parametrize("keys", ["random", "aligned"])
 def test_our_chunk_inverse_is_exact_across_its_blocks(tokens, decay_offset, keys):
-    """`_wy_kernel` inverts each chunk's I + A as 4 x 4 blocks of 16 x 16, so its W_k and W_v (all of
-    the inverse the rest sees) are checked against float64 directly: lengths inside one block, across
-    blocks, one chunk exactly and a partial chunk after it; gates near 0 (A is its diagonal blocks),
+    """`_inverse_kernel` inverts each chunk's I + A as 4 x 4 blocks of 16 x 16 (K in blocks of 16 here,
+    two of them) and `_w_kernel` applies it, so their W_k and W_v (all of the inverse the rest sees) are
+    checked against float64 directly: lengths inside one block, across blocks, one chunk exactly and a partial chunk after it; gates near 0 (A is its diagonal blocks),
     near 1 (the blocks below the diagonal are as large as those on it); keys at random, or all near one
     direction (k_i.k_j about 0.9: A's entries near b_i, T's widest). The budget is 4x the error of the
     same explicit inverse in float32 against float64, plus a float32 rounding band."""
-    from kernels.linear.triton_gdn import CHUNK, SUB, _wy_kernel
+    from kernels.linear.triton_gdn_wy import CHUNK, SUB, _inverse_kernel, _w_kernel
 
     _, k, v, g, beta = inputs(tokens, 2, 4, decay_offset=decay_offset, seed=tokens, k_dim=32, v_dim=16)
     if keys == "aligned":  # each unit key plus 3x one shared unit direction: k_i.k_j 0.82 to 0.97
         k = torch.nn.functional.normalize(k + 3 * torch.ones(32, dtype=k.dtype) / 32 ** 0.5, dim=-1)
     n = -(-tokens // CHUNK)
     rows = 2 * 4 * n * CHUNK  # batch 2, 4 value heads
-    gam, w_k, w_v = torch.empty(rows), torch.empty(rows, 32), torch.empty(rows, 16)
-    _wy_kernel[(n, 2 * 4)](*(x.float() for x in (k, v, g, beta)), gam, w_k, w_v, tokens, 2, 4, 2,
-                           KD=32, VD=16, C=CHUNK, S=SUB)
+    gam, inverse, w_k, w_v = torch.empty(rows), torch.empty(rows, CHUNK), torch.empty(rows, 32), torch.empty(rows, 16)
+    k32, v32, g32, beta32 = (x.float() for x in (k, v, g, beta))
+    _inverse_kernel[(n, 2 * 4)](k32, g32, beta32, gam, inverse, tokens, 2, 4, 2, KD=32, C=CHUNK, S=SUB, BK=16)
+    _w_kernel[(n, 2 * 4)](k32, v32, beta32, gam, inverse, w_k, w_v, tokens, 2, 4, 2, KD=32, VD=16, C=CHUNK, S=SUB)
     got = gam.view(2, 4, n, CHUNK), w_k.view(2, 4, n, CHUNK, 32), w_v.view(2, 4, n, CHUNK, 16)
     exact, single = chunk_wy(k, v, g, beta, torch.float64), chunk_wy(k, v, g, beta, torch.float32)
     for name, ours, want, low in zip(("log G", "W_k", "W_v"), got, exact, single):

@@ -151,21 +151,64 @@ def test_an_unknown_router_fails_in_the_triton_wrapper():
 
 @pytest.mark.parametrize("router", ["softmax_topk", "sigmoid_grouped_topk"])
 @pytest.mark.parametrize("n_experts, n_groups", [(8, 4), (32, 8)])  # 8 experts pad to tl.dot's 16
-def test_triton_routers_match_the_reference_with_exact_ties(router, n_experts, n_groups):
-    from variantbench.shapes import MoEConfig
-
-    config = MoEConfig("t", n_experts=n_experts, top_k=3, dim=64, ffn_dim=32, n_groups=n_groups, topk_groups=2,
-                       routed_scale=2.5)
-    gen = torch.Generator().manual_seed(4)
-    x = torch.randn(37, 64, generator=gen)  # not a multiple of the 16-token block
-    w = torch.randn(n_experts, 64, generator=gen)
-    w[5] = w[2]  # experts 2 and 5 score identically for every token
-    w[6] = w[1]
-    bias = torch.zeros(n_experts)  # equal biases keep the ties exact
-    experts, weights = triton_moe.route(router, config, x, w, bias)
-    ref_experts, ref_weights = route(router, config, x, w, bias)
+# None: the plan, split at 37 tokens on the CPU; 0: the single pass; 3 asked of a 200-wide dim: whole loads, 128 + 72
+@pytest.mark.parametrize("logit_splits", [None, 0, 3])
+def test_triton_routers_match_the_reference_with_exact_ties(router, n_experts, n_groups, logit_splits):
+    args = _tied_router_problem(n_experts, n_groups, tokens=37)  # not a multiple of the 16-token block
+    experts, weights = triton_moe.route(router, *args, logit_splits=logit_splits)
+    ref_experts, ref_weights = route(router, *args)
     assert torch.equal(experts.long(), ref_experts)
     assert torch.allclose(weights, ref_weights, atol=1e-6)
+
+
+def _tied_router_problem(n_experts, n_groups, tokens):
+    from variantbench.shapes import MoEConfig
+
+    config = MoEConfig("t", n_experts=n_experts, top_k=3, dim=200, ffn_dim=32, n_groups=n_groups, topk_groups=2,
+                       routed_scale=2.5)
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(tokens, 200, generator=gen)  # dim not a multiple of the 64 a load
+    w = torch.randn(n_experts, 200, generator=gen)
+    w[5] = w[2]  # experts 2 and 5 score identically for every token
+    w[6] = w[1]
+    return config, x, w, torch.zeros(n_experts)  # equal biases keep the ties exact
+
+
+@pytest.mark.parametrize("router", ["softmax_topk", "sigmoid_grouped_topk"])
+@pytest.mark.parametrize("tokens, split", [(16, True), (48, True), (49, False), (83, False)])
+def test_triton_route_splits_the_logits_only_while_token_blocks_leave_sms_idle(monkeypatch, router, tokens, split):
+    """On the CPU (4 "SMs") decode-like counts (up to 3 blocks of 16 tokens) launch the logits
+    programs, prefill-like ones (a block per SM) route in a single pass; both as the reference."""
+    launched = []
+    logits_kernel = triton_moe._router_logits_kernel
+
+    class Spy:
+        def __getitem__(self, grid):
+            launched.append(grid)
+            return logits_kernel[grid]
+
+    monkeypatch.setattr(triton_moe, "_router_logits_kernel", Spy())
+    args = _tied_router_problem(32, 8, tokens)
+    experts, weights = triton_moe.route(router, *args)
+    assert bool(launched) == split
+    ref_experts, ref_weights = route(router, *args)
+    assert torch.equal(experts.long(), ref_experts)
+    # 32 experts' softmax of logits of spread ~14 (dim 200): up to 3e-6 apart from the reference's
+    # float32 sums in another order, on either path alike
+    assert torch.allclose(weights, ref_weights, atol=1e-5)
+
+
+@pytest.mark.parametrize("tokens, n_experts, dim, splits", [
+    (16, 256, 7168, 9),  # DeepSeek-V3 decode: 1 x 16 blocks, 9 slices (144 programs); gated 0.84x main
+    (16, 8, 4096, 8),  # Mixtral-8x7B decode: 1 x 1 block (8 experts pad to 16), 4096 // 512 slices; gated 0.95x
+    (2096, 256, 7168, 1),  # 131 token blocks, one SM idle in a single pass: split, 131 x 16 blocks in one slice
+    (2097, 256, 7168, 0),  # 132 token blocks, a wave on their own: the single pass
+    (4096, 256, 7168, 0),  # DeepSeek-V3 prefill: gated 1.22x main split, so the single pass
+])
+def test_logit_split_plans_on_an_h200(monkeypatch, tokens, n_experts, dim, splits):
+    monkeypatch.setattr(triton_moe, "multiprocessors", lambda device: 132)
+    e_pad = max(16, 1 << (n_experts - 1).bit_length())
+    assert triton_moe.plan_logit_splits(tokens, e_pad, dim, torch.device("cuda")) == splits
 
 
 def test_permute_then_unpermute_with_unit_weights_sums_each_tokens_rows():

@@ -47,9 +47,10 @@ def _probabilities(q, k, lse, q_pos, q_head, offs_n, lo, hi, n_q_heads, sm_scale
     s = tl.dot(q, tl.trans(k)) * sm_scale
     slope_term = 1.0
     if SOFTCAP:
-        capped = softcap * triton_flash._tanh(s / softcap)
-        slope_term = 1.0 - (capped / softcap) * (capped / softcap)
-        s = capped
+        # d (c tanh(s / c)) / ds = 1 - tanh^2: from the tanh itself, with no division per score
+        t = triton_flash._tanh(s * (1.0 / softcap))
+        slope_term = 1.0 - t * t
+        s = softcap * t
     if ALIBI:
         slope = tl.exp2(-8.0 * (q_head + 1).to(tl.float32) / n_q_heads)
         s = s + slope[:, None] * (offs_n[None, :] - q_pos[:, None]).to(tl.float32)
@@ -99,17 +100,30 @@ def _dkdv_kernel(
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     n_rows = group * q_len
+    first_key, last_key = key_block * BLOCK_N, tl.minimum(key_block * BLOCK_N + BLOCK_N, kv_len) - 1
     for first in range(0, n_rows, BLOCK_M):
-        row_ok, q_head, q_pos, lo, hi, q, do, lse, delta, _ = _query_rows(
-            first + tl.arange(0, BLOCK_M), batch, kv_head, Q, DO, Lse, Delta, DocStart, stride_qb, stride_qh,
-            stride_qs, n_q_heads, group, q_len, kv_len, window, prefix, CAUSAL, WINDOW, PREFIX, DOCUMENTS, HEAD_DIM)
-        hi = tl.where(row_ok, hi, -1)  # tail rows see nothing
-        p, slope_term = _probabilities(q, k, lse, q_pos, q_head, offs_n, lo, hi, n_q_heads, sm_scale, softcap,
-                                       SOFTCAP, ALIBI)
-        dv = tl.dot(tl.trans(p.to(do.dtype)), do, dv)
-        dp = tl.dot(do, tl.trans(v))
-        ds = p * (dp - delta[:, None]) * slope_term
-        dk = tl.dot(tl.trans(ds.to(q.dtype)), q, dk)
+        # A row block none of whose rows sees this key tile adds nothing: its rows' key intervals are
+        # known before any load of q or dO. Walking every row block anyway did causal's masked half
+        # (and a window's or a document's more) in full: our forward+backward read 2.2x SDPA's on an
+        # H200 (gqa_8 at llama-3-8b-s4k, 8.958 against 4.079 ms, session 11). The hull of the rows'
+        # intervals is tested, so no tile any row sees is skipped.
+        rows = first + tl.arange(0, BLOCK_M)
+        in_rows = rows < n_rows
+        lo_b, hi_b = _bounds(kv_len - q_len + tl.minimum(rows, n_rows - 1) % q_len, batch, kv_len, window, prefix,
+                             DocStart, CAUSAL, WINDOW, PREFIX, DOCUMENTS)
+        sees = (tl.max(tl.where(in_rows, hi_b, -1), 0) >= first_key) & \
+            (tl.min(tl.where(in_rows, lo_b, kv_len), 0) <= last_key)
+        if sees:
+            row_ok, q_head, q_pos, lo, hi, q, do, lse, delta, _ = _query_rows(
+                rows, batch, kv_head, Q, DO, Lse, Delta, DocStart, stride_qb, stride_qh, stride_qs, n_q_heads,
+                group, q_len, kv_len, window, prefix, CAUSAL, WINDOW, PREFIX, DOCUMENTS, HEAD_DIM)
+            hi = tl.where(row_ok, hi, -1)  # tail rows see nothing
+            p, slope_term = _probabilities(q, k, lse, q_pos, q_head, offs_n, lo, hi, n_q_heads, sm_scale, softcap,
+                                           SOFTCAP, ALIBI)
+            dv = tl.dot(tl.trans(p.to(do.dtype)), do, dv)
+            dp = tl.dot(do, tl.trans(v))
+            ds = p * (dp - delta[:, None]) * slope_term
+            dk = tl.dot(tl.trans(ds.to(q.dtype)), q, dk)
     tl.store(DK + kv_offs, (dk * sm_scale).to(DK.dtype.element_ty), mask=key_ok[:, None])
     tl.store(DV + kv_offs, dv.to(DV.dtype.element_ty), mask=key_ok[:, None])
 

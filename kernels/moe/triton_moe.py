@@ -1,12 +1,21 @@
 """Our MoE layer: a fused Triton router (scores, top-k and renormalisation in one pass over the
 tokens) and Triton permute / unpermute kernels around torch's grouped GEMM for the experts.
 
-Routers (both of reference/moe.py's): each program takes BLOCK_T tokens, computes their logits
-against every expert in float32 (the router weight is a few MB and stays in L2), then the softmax, or
-the sigmoid with the selection bias and the group limit, picks the k best one at a time, ties to the
-lower index as the reference does, and normalises the k weights. Permute gathers
-each routed row into expert order; unpermute gathers each token's k expert rows back and sums them
-with the router weights (a gather, so no atomics and a deterministic sum).
+Routers (both of reference/moe.py's): BLOCK_T tokens a program take their float32 logits against
+every expert, then the softmax, or the sigmoid with the selection bias and the group limit, pick the
+k best one at a time, ties to the lower index as the reference does, and normalise the k weights.
+The logits come one of two ways, chosen per call by plan_logit_splits:
+- split: separate programs over (16 tokens, 16 experts, a slice of the model dim) write partial sums
+  that the router program adds in a fixed order. For few tokens: at DeepSeek-V3 decode (16 tokens,
+  256 experts, dim 7168) the single pass is one program on one SM looping over all 7168 columns for
+  256 experts, 0.723 ms of the layer's ~3.9 ms on an H200; split, the layer took 0.842x (softmax_topk)
+  and 0.830x (sigmoid_grouped_topk) the time, and 0.948x at Mixtral-8x7B decode (16 tokens, 8 experts).
+- single pass: each router program loops over the whole dim itself. For many tokens: at DeepSeek-V3
+  prefill (4096 tokens, 256 blocks of 16) the token blocks alone fill the GPU, and the split layer
+  took 1.224x and 1.217x the time (unprofiled; by our reading, from reading the tokens once per block
+  of 16 experts, the partial sums' round trip through memory and a second launch).
+Permute gathers each routed row into expert order; unpermute gathers each token's k expert rows back
+and sums them with the router weights (a gather, so no atomics and a deterministic sum).
 """
 
 import torch
@@ -16,27 +25,66 @@ import triton.language as tl
 
 from kernels.moe.grouped_mm import expert_offsets
 from variantbench.catalog import lookup
+from variantbench.device import multiprocessors
 
 BLOCK_T = 16  # tokens per router program: tl.dot's smallest tile side
+BLOCK_E = 16  # experts per logits program, the same
 BLOCK_D = 64  # columns per load in every kernel here
 ROWS_PER_PROGRAM = 16  # rows per permute / unpermute program
+# A logits program's least slice of the model dim: 8 loads of BLOCK_D, so the partial sums it writes
+# (16 x 16 float32, 1 KB) stay small beside the 16 KB of router weight it reads.
+MIN_SPLIT_DIM = 512
 
 
 @triton.jit
-def _router_logits(x_ptr, w_ptr, offs_t, tokens, dim, stride_x, stride_w,
-                   N_EXPERTS: tl.constexpr, E_PAD: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
-    """(BLOCK_T, E_PAD) float32 logits; padded experts are -inf."""
-    offs_e = tl.arange(0, E_PAD)
-    logits = tl.zeros((BLOCK_T, E_PAD), dtype=tl.float32)
-    for d0 in range(0, dim, BLOCK_D):
+def _dot_logits(x_ptr, w_ptr, offs_t, offs_e, tokens, start, end, stride_x, stride_w, N_EXPERTS: tl.constexpr,
+                BLOCK_T: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_D: tl.constexpr):
+    """(BLOCK_T, BLOCK_E) float32 sums over columns [start, end) of x[offs_t] . w[offs_e]."""
+    acc = tl.zeros((BLOCK_T, BLOCK_E), dtype=tl.float32)
+    for d0 in range(start, end, BLOCK_D):
         offs_d = d0 + tl.arange(0, BLOCK_D)
         x = tl.load(x_ptr + offs_t[:, None] * stride_x + offs_d[None, :],
-                    mask=(offs_t[:, None] < tokens) & (offs_d[None, :] < dim), other=0.0).to(tl.float32)
+                    mask=(offs_t[:, None] < tokens) & (offs_d[None, :] < end), other=0.0).to(tl.float32)
         w = tl.load(w_ptr + offs_e[:, None] * stride_w + offs_d[None, :],
-                    mask=(offs_e[:, None] < N_EXPERTS) & (offs_d[None, :] < dim), other=0.0).to(tl.float32)
+                    mask=(offs_e[:, None] < N_EXPERTS) & (offs_d[None, :] < end), other=0.0).to(tl.float32)
         # IEEE float32: routing is discrete, and TF32's 10-bit mantissa would flip near-ties that the
         # float32 reference decides the other way.
-        logits += tl.dot(x, tl.trans(w), input_precision="ieee")
+        acc += tl.dot(x, tl.trans(w), input_precision="ieee")
+    return acc
+
+
+@triton.jit
+def _router_logits_kernel(x_ptr, w_ptr, partial_ptr, tokens, dim, stride_x, stride_w, split_dim,
+                          N_EXPERTS: tl.constexpr, E_PAD: tl.constexpr, BLOCK_T: tl.constexpr,
+                          BLOCK_E: tl.constexpr, BLOCK_D: tl.constexpr):
+    """One (token block, expert block, slice of the dim): its float32 partial logits into
+    partial[split] (n_splits, T, E_PAD)."""
+    split = tl.program_id(2)
+    offs_t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    offs_e = tl.program_id(1) * BLOCK_E + tl.arange(0, BLOCK_E)
+    start = split * split_dim
+    acc = _dot_logits(x_ptr, w_ptr, offs_t, offs_e, tokens, start, tl.minimum(start + split_dim, dim), stride_x,
+                      stride_w, N_EXPERTS, BLOCK_T, BLOCK_E, BLOCK_D)
+    tl.store(partial_ptr + (split * tokens + offs_t[:, None]) * E_PAD + offs_e[None, :], acc,
+             mask=offs_t[:, None] < tokens)
+
+
+@triton.jit
+def _router_logits(x_ptr, w_ptr, partial_ptr, offs_t, tokens, dim, stride_x, stride_w, n_splits,
+                   N_EXPERTS: tl.constexpr, E_PAD: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+                   SPLIT: tl.constexpr):
+    """(BLOCK_T, E_PAD) float32 logits, padded experts -inf. SPLIT: the logits programs' partial sums
+    added in split order (experts with equal weights keep equal logits: the reference's ties stay
+    ties); else this program's own pass over the whole dim (partial_ptr and n_splits unused)."""
+    offs_e = tl.arange(0, E_PAD)
+    if SPLIT:
+        logits = tl.zeros((BLOCK_T, E_PAD), dtype=tl.float32)
+        for split in range(n_splits):
+            logits += tl.load(partial_ptr + (split * tokens + offs_t[:, None]) * E_PAD + offs_e[None, :],
+                              mask=offs_t[:, None] < tokens, other=0.0)
+    else:
+        logits = _dot_logits(x_ptr, w_ptr, offs_t, offs_e, tokens, 0, dim, stride_x, stride_w, N_EXPERTS, BLOCK_T,
+                             E_PAD, BLOCK_D)
     return tl.where(offs_e[None, :] < N_EXPERTS, logits, float("-inf"))
 
 
@@ -70,13 +118,14 @@ def _store_routing(experts_ptr, weights_ptr, chosen, chosen_w, offs_t, tokens,
 
 @triton.jit
 def _softmax_topk_router_kernel(
-    x_ptr, w_ptr, experts_ptr, weights_ptr, tokens, dim, stride_x, stride_w,
-    N_EXPERTS: tl.constexpr, E_PAD: tl.constexpr, TOP_K: tl.constexpr, K_PAD: tl.constexpr,
-    BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+    experts_ptr, weights_ptr, x_ptr, w_ptr, partial_ptr, tokens, dim, stride_x, stride_w, n_splits,
+    N_EXPERTS: tl.constexpr, E_PAD: tl.constexpr, TOP_K: tl.constexpr, K_PAD: tl.constexpr, BLOCK_T: tl.constexpr,
+    BLOCK_D: tl.constexpr, SPLIT: tl.constexpr,
 ):
     offs_t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     offs_e = tl.arange(0, E_PAD)
-    logits = _router_logits(x_ptr, w_ptr, offs_t, tokens, dim, stride_x, stride_w, N_EXPERTS, E_PAD, BLOCK_T, BLOCK_D)
+    logits = _router_logits(x_ptr, w_ptr, partial_ptr, offs_t, tokens, dim, stride_x, stride_w, n_splits, N_EXPERTS,
+                            E_PAD, BLOCK_T, BLOCK_D, SPLIT)
     probs = tl.exp(logits - tl.max(logits, 1)[:, None])
     probs = probs / tl.sum(probs, 1)[:, None]
     ranked = tl.where(offs_e[None, :] < N_EXPERTS, probs, float("-inf"))
@@ -87,10 +136,10 @@ def _softmax_topk_router_kernel(
 
 @triton.jit
 def _sigmoid_grouped_router_kernel(
-    x_ptr, w_ptr, bias_ptr, experts_ptr, weights_ptr, tokens, dim, stride_x, stride_w, scale,
+    bias_ptr, scale, experts_ptr, weights_ptr, x_ptr, w_ptr, partial_ptr, tokens, dim, stride_x, stride_w, n_splits,
     N_EXPERTS: tl.constexpr, E_PAD: tl.constexpr, TOP_K: tl.constexpr, K_PAD: tl.constexpr,
-    N_GROUPS: tl.constexpr, TOPK_GROUPS: tl.constexpr, PER_GROUP: tl.constexpr,
-    BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+    N_GROUPS: tl.constexpr, TOPK_GROUPS: tl.constexpr, PER_GROUP: tl.constexpr, BLOCK_T: tl.constexpr,
+    BLOCK_D: tl.constexpr, SPLIT: tl.constexpr,
 ):
     """DeepSeek-V3 routing, as reference/moe.py's sigmoid_grouped_topk. Padded experts (E_PAD, a
     power of two of at least 16 for tl.dot) form whole padded groups of -inf rank: N_GROUPS counts
@@ -98,8 +147,8 @@ def _sigmoid_grouped_router_kernel(
     offs_t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     offs_e = tl.arange(0, E_PAD)
     real = offs_e[None, :] < N_EXPERTS
-    logits = _router_logits(x_ptr, w_ptr, offs_t, tokens, dim, stride_x, stride_w, N_EXPERTS, E_PAD, BLOCK_T,
-                            BLOCK_D)
+    logits = _router_logits(x_ptr, w_ptr, partial_ptr, offs_t, tokens, dim, stride_x, stride_w, n_splits, N_EXPERTS,
+                            E_PAD, BLOCK_T, BLOCK_D, SPLIT)
     scores = tl.where(real, tl.sigmoid(logits), 0.0)
     biased = tl.where(real, scores + tl.load(bias_ptr + offs_e, mask=offs_e < N_EXPERTS, other=0.0)[None, :],
                       float("-inf"))
@@ -155,16 +204,14 @@ def _unpermute_kernel(rows_ptr, position_ptr, weights_ptr, y_ptr, tokens, dim,
         tl.store(y_ptr + offs_t[:, None] * dim + offs_d[None, :], acc.to(y_ptr.dtype.element_ty), mask=keep)
 
 
-def _softmax_topk(config, x, router_weight, selection_bias, experts, weights, grid, common):
-    _softmax_topk_router_kernel[grid](
-        x, router_weight, experts, weights, x.shape[0], x.shape[1], x.stride(0), router_weight.stride(0), **common)
+def _softmax_topk(config, selection_bias, experts, weights, grid, common):
+    _softmax_topk_router_kernel[grid](experts, weights, **common)
 
 
-def _sigmoid_grouped_topk(config, x, router_weight, selection_bias, experts, weights, grid, common):
+def _sigmoid_grouped_topk(config, selection_bias, experts, weights, grid, common):
     per_group = config.n_experts // config.n_groups
     _sigmoid_grouped_router_kernel[grid](
-        x, router_weight, selection_bias, experts, weights, x.shape[0], x.shape[1], x.stride(0),
-        router_weight.stride(0), config.routed_scale, N_GROUPS=common["E_PAD"] // per_group,
+        selection_bias, config.routed_scale, experts, weights, N_GROUPS=common["E_PAD"] // per_group,
         TOPK_GROUPS=config.topk_groups, PER_GROUP=per_group, **common)
 
 
@@ -173,15 +220,45 @@ def _sigmoid_grouped_topk(config, x, router_weight, selection_bias, experts, wei
 ROUTERS = {"softmax_topk": _softmax_topk, "sigmoid_grouped_topk": _sigmoid_grouped_topk}
 
 
-def route(router, config, x, router_weight, selection_bias):
-    """(experts (T, k) int32, weights (T, k) float32) as reference/moe.py's router of that name."""
+def plan_logit_splits(tokens, e_pad, dim, device):
+    """Slices of the model dim for separate logits programs, or 0 for the single pass, where each
+    router program computes its own logits. The rule: the single pass once its token blocks alone
+    give a program for every SM (a wave): then splitting adds no parallelism worth its costs (the
+    tokens read once per block of 16 experts, the partial sums' round trip, a second launch).
+    DeepSeek-V3 prefill: 256 blocks of 16 tokens on an H200's 132 SMs, the single pass. Fewer token
+    blocks: enough programs for every SM, no slice under MIN_SPLIT_DIM. DeepSeek-V3 decode: 1 x 16
+    blocks of 16 tokens x 16 experts, 9 slices of 7168 (144 programs); Mixtral-8x7B decode: 1 x 1
+    block, 8 slices of 4096. The threshold between is unmeasured (the gate's counts are 16 and 4096).
+    On the CPU (multiprocessors: 4) the split up to 48 tokens."""
+    sms = multiprocessors(device)
+    token_blocks = triton.cdiv(tokens, BLOCK_T)
+    if token_blocks >= sms:
+        return 0
+    return max(1, min(triton.cdiv(sms, token_blocks * (e_pad // BLOCK_E)), dim // MIN_SPLIT_DIM))
+
+
+def route(router, config, x, router_weight, selection_bias, *, logit_splits=None):
+    """(experts (T, k) int32, weights (T, k) float32) as reference/moe.py's router of that name.
+    logit_splits: slices of the model dim for the logits, 0 for the single pass (default:
+    plan_logit_splits)."""
     launch = lookup(ROUTERS, router, "Triton MoE router")
-    tokens, top_k, n_experts = x.shape[0], config.top_k, config.n_experts
+    (tokens, dim), top_k, n_experts = x.shape, config.top_k, config.n_experts
+    e_pad = max(16, triton.next_power_of_2(n_experts))
+    splits = plan_logit_splits(tokens, e_pad, dim, x.device) if logit_splits is None else logit_splits
+    partial = None
+    if splits:
+        split_dim = triton.cdiv(triton.cdiv(dim, splits), BLOCK_D) * BLOCK_D  # whole loads a slice
+        splits = triton.cdiv(dim, split_dim)
+        partial = torch.empty(splits, tokens, e_pad, dtype=torch.float32, device=x.device)
+        _router_logits_kernel[(triton.cdiv(tokens, BLOCK_T), e_pad // BLOCK_E, splits)](
+            x, router_weight, partial, tokens, dim, x.stride(0), router_weight.stride(0), split_dim,
+            N_EXPERTS=n_experts, E_PAD=e_pad, BLOCK_T=BLOCK_T, BLOCK_E=BLOCK_E, BLOCK_D=BLOCK_D)
     experts = torch.empty(tokens, top_k, dtype=torch.int32, device=x.device)
     weights = torch.empty(tokens, top_k, dtype=torch.float32, device=x.device)
-    common = dict(N_EXPERTS=n_experts, E_PAD=max(16, triton.next_power_of_2(n_experts)), TOP_K=top_k,
-                  K_PAD=triton.next_power_of_2(top_k), BLOCK_T=BLOCK_T, BLOCK_D=BLOCK_D)
-    launch(config, x, router_weight, selection_bias, experts, weights, (triton.cdiv(tokens, BLOCK_T),), common)
+    common = dict(x_ptr=x, w_ptr=router_weight, partial_ptr=partial, tokens=tokens, dim=dim, stride_x=x.stride(0),
+                  stride_w=router_weight.stride(0), n_splits=splits, N_EXPERTS=n_experts, E_PAD=e_pad, TOP_K=top_k,
+                  K_PAD=triton.next_power_of_2(top_k), BLOCK_T=BLOCK_T, BLOCK_D=BLOCK_D, SPLIT=splits > 0)
+    launch(config, selection_bias, experts, weights, (triton.cdiv(tokens, BLOCK_T),), common)
     return experts, weights
 
 
