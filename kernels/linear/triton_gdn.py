@@ -17,7 +17,9 @@ On the GPU each kernel's warps, stages and block are autotuned (`_tuned`).
 Measured on an H200 at qwen3-next-t16k (session 10, torch.profiler, tools/probe_kernels.py): 1.41 ms a
 call in three kernels, the WY one (now 1 and 2) 0.569, the state pass 0.522, the output 0.317 ms,
 against fla-core's 0.344, 0.308 and 0.262 ms for the same steps (0.946 ms). The changes since, from
-fla's kernels and an offline compile for sm_90a (Triton 3.9, bfloat16, K = V = 128), not yet measured:
+fla's kernels and an offline compile for sm_90a (Triton 3.9, bfloat16, K = V = 128), took a call to
+0.844 ms at 16k and 3.375 ms at 64k (session 12, `variantbench try`, do_bench 0.845 and 3.378), 0.593x
+and 0.575x the three kernels' in the same gate; fla-core read 0.956 ms at 16k on that machine that day:
 
 - The WY kernel split in two (the other module's docstring: 255 registers, 8 warps an SM, all mma.sync).
 - The state pass holds S^T, keys down (K x BV): its update is K^T diag(G_C / G) U, a dot of K = 128
