@@ -141,3 +141,39 @@ def test_two_runs_of_one_commit_publishing_into_one_folder_keep_each_others_benc
     asvrun.publish(staged, target)
     assert json.loads(target.read_text())["results"]["bench_moe.X.time_x"][0][0] == 4.0
     assert sorted(p.name for p in target.parent.iterdir()) == [target.name]
+
+
+def test_lanes_timing_one_benchmark_over_different_parameters_keep_each_others_combinations(tmp_path):
+    """57a9be4 on an H200: the default tier timed llama-3-8b's block forward while another lane timed all
+    the recipes; asv's entry holds the whole grid (skipped combinations as NaN, failed as null), and the
+    default tier, publishing last, nulled the other lane's figures for every other recipe."""
+    columns = ["result", "params", "version", "started_at", "duration", "stats_q_25", "samples"]
+    grid = [["'llama'", "'gemma'", "'qwen'"], ["'fused'"]]
+
+    def run(started, llama, gemma, qwen):
+        values = [llama, gemma, qwen]
+        return {"commit_hash": "abc", "params": {"machine": "m"}, "result_columns": columns,
+                "results": {"bench_block.B.time_forward": [
+                    values, grid, "v1", started, 5.0, [v and v * 0.9 for v in values], [v and [v] for v in values]]}}
+
+    target = tmp_path / "m" / "abc-existing.json"
+    staged = tmp_path / "staged.json"
+    staged.write_text(json.dumps(run(100, 12.0, 15.0, None)))  # every recipe; qwen failed
+    asvrun.publish(staged, target)
+    staged.write_text(json.dumps(run(300, 12.5, float("nan"), float("nan"))))  # the tier's one recipe, later
+    asvrun.publish(staged, target)
+    entry = json.loads(target.read_text())["results"]["bench_block.B.time_forward"]
+    result, params, version, started, duration, q25, samples = entry
+    assert params == grid and started == 300
+    assert result[:2] == [12.5, 15.0] and result[2] != result[2]  # measured last, kept, the newer skip
+    assert q25[:2] == [12.5 * 0.9, 15.0 * 0.9] and samples[:2] == [[12.5], [15.0]]
+    # a grid grown by a parameter value joins value by value
+    wider = run(400, 11.0, None, None)
+    wider["results"]["bench_block.B.time_forward"][1] = [["'llama'", "'mixtral'"], ["'fused'"]]
+    for column in (0, 5, 6):
+        wider["results"]["bench_block.B.time_forward"][column] = [11.0, 20.0] if column == 0 else [None, None]
+    staged.write_text(json.dumps(wider))
+    asvrun.publish(staged, target)
+    entry = json.loads(target.read_text())["results"]["bench_block.B.time_forward"]
+    assert entry[1] == [["'llama'", "'mixtral'", "'gemma'", "'qwen'"], ["'fused'"]]
+    assert entry[0][:3] == [11.0, 20.0, 15.0]

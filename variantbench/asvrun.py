@@ -14,6 +14,7 @@ started, and removes its staging folder: nothing of it is left behind but what w
 import contextlib
 import importlib
 import inspect
+import itertools
 import json
 import os
 import re
@@ -71,8 +72,14 @@ def publish(staged: Path, target: Path):
 
 
 def newest_of(current: dict, staged: dict) -> dict:
-    """The staged results with every benchmark of `current` it lacks, and of those both hold, the one
-    measured last (asv's started_at). Files of another commit or layout are not joined: staged wins."""
+    """The staged results with every benchmark of `current` it lacks, and of those both hold, each
+    parameter combination's figures from the run that measured it last (asv's started_at, per
+    benchmark). Files of another commit or layout are not joined: staged wins.
+
+    Per combination, not per benchmark: asv's entry for a parameterised benchmark holds its whole
+    grid, the combinations a run skipped as nulls. Lanes running one benchmark over different
+    parameters (57a9be4's default tier timed llama-3-8b's block forward while another lane timed all
+    nine recipes) each publish the benchmark; whole entries let the later one null the other's eight."""
     if any(current.get(key) != staged.get(key) for key in ("commit_hash", "result_columns")):
         return staged
     columns = staged["result_columns"]
@@ -80,9 +87,63 @@ def newest_of(current: dict, staged: dict) -> dict:
     joined = dict(current["results"])
     for name, entry in staged["results"].items():
         mine = joined.get(name)
-        if mine is None or started is None or (entry[started] or 0) >= (mine[started] or 0):
+        if mine is None:
             joined[name] = entry
+        elif started is None or _at(entry, started) >= _at(mine, started):
+            joined[name] = _combined(mine, entry, columns)
+        else:
+            joined[name] = _combined(entry, mine, columns)
     return {**staged, "results": joined, "durations": {**current.get("durations", {}), **staged.get("durations", {})}}
+
+
+def _at(entry, index):
+    return (entry[index] if index < len(entry) else None) or 0
+
+
+def _combined(older: list, newer: list, columns: list) -> list:
+    """One benchmark's entry from two runs' entries: a combination's figures (result, stats, samples:
+    asv's lists over the grid) from `newer` where it measured them, else from `older`; everything
+    else (version, started_at, duration, profile) from `newer`. Grids of one parameter count join
+    value by value; otherwise the benchmark's parameters changed and `newer` stands alone."""
+    older, newer = ([*entry, *[None] * (len(columns) - len(entry))] for entry in (older, newer))
+    at = {column: i for i, column in enumerate(columns)}
+    if "result" not in at or "params" not in at:
+        return newer
+    old_grid, new_grid = older[at["params"]] or [], newer[at["params"]] or []
+    if len(old_grid) != len(new_grid):
+        return newer
+    grid = [list(dict.fromkeys([*new_values, *old_values])) for new_values, old_values in zip(new_grid, old_grid)]
+    old_index, new_index = _positions(old_grid), _positions(new_grid)
+    per_combination = [i for column, i in at.items() if column in ("result", "samples") or column.startswith("stats_")]
+    merged = list(newer)
+    merged[at["params"]] = grid
+    for i in per_combination:
+        merged[i] = []
+    for combination in itertools.product(*grid):
+        new_i, old_i = new_index.get(combination), old_index.get(combination)
+        if _measured(newer, new_i, at["result"]) or (new_i is not None and not _measured(older, old_i, at["result"])):
+            source, index = newer, new_i
+        else:
+            source, index = older, old_i
+        for i in per_combination:
+            values = source[i]
+            merged[i].append(values[index] if values is not None and index is not None else None)
+    for i in per_combination:
+        if all(value is None for value in merged[i]):
+            merged[i] = None
+    return merged
+
+
+def _positions(grid) -> dict:
+    return {combination: i for i, combination in enumerate(itertools.product(*grid))}
+
+
+def _measured(entry, index, result_at) -> bool:
+    """A number (not asv's null for failed, nor NaN for skipped) at that combination."""
+    if index is None or entry[result_at] is None:
+        return False
+    value = entry[result_at][index]
+    return value is not None and value == value
 
 
 @contextlib.contextmanager
