@@ -6,7 +6,7 @@ import statistics
 
 from suite.common import (FamilyBenchmark, ForwardBackwardBenchmark, ForwardBenchmark, MetricsBenchmark,
                           PeakMemoryBenchmark, PowerBenchmark, ReferenceSpeedupBenchmark, TimingModeBenchmark,
-                          once_per_process)
+                          once_per_process, once_per_run)
 from variantbench import cases, timing
 
 # Rounds of every call (the block and each piece), interleaved in a rotated order (timing.interleaved_ms).
@@ -82,7 +82,7 @@ class BlockParallel(FamilyBenchmark):
             _, single, _ = cases.prepare_checked(cases.resolve("block", variant, "fused", shape, case.device))
             return parallel_figures(single, split, problem.device)
 
-        self.figures = once_per_process(case.name + "/parallel", build)
+        self.figures = once_per_run(case.name + "/parallel", build)
 
     def track_parallel_efficiency(self, variant, implementation, shape):
         return self.figures["efficiency"]

@@ -101,6 +101,25 @@ def once_per_process(key, build):
     return _prepared[key]
 
 
+def once_per_run(key, build):
+    """`build()`'s figures (a JSON-able dict) once a run: the first process to build them records them
+    in the run's memo (metrics.memo_path) and the run's later processes read them there. asv runs each
+    track benchmark in a process of its own, so two tracks of one build (BlockParallel's efficiency and
+    collectives share) each built it: a split block and its single-GPU block, ~45 s a case on 4 H200s,
+    and 57a9be4's run of eight split blocks ran out of its 400 s before either track."""
+    memo = metrics.memo_path(key)
+
+    def read_or_build():
+        if memo is not None and memo.exists():
+            return json.loads(memo.read_text())
+        figures = build()
+        if memo is not None:
+            metrics.write_memo(memo, figures)
+        return figures
+
+    return once_per_process(key, read_or_build)
+
+
 class Benchmark:
     """Base of every suite class: one process per measurement, the device's timer, a long timeout
     (a first Flex compile at 16k takes about a minute)."""

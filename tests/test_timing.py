@@ -175,3 +175,27 @@ def test_graph_calls_last_a_millisecond_in_whole_passes_over_the_sets_and_are_ca
     assert timing.graph_calls(0.001, 3) == 498  # 1000 wanted, capped at 500, whole passes
     assert timing.graph_calls(0.001, 1) == timing.MAX_GRAPH_CALLS
     assert timing.graph_calls(5.0, 4) == 4  # at least one pass
+
+
+def test_a_figure_built_once_a_run_is_read_by_the_runs_later_processes(tmp_path, monkeypatch):
+    """BlockParallel's two tracks run in two asv processes: the second reads the first's figures."""
+    from suite import common
+
+    monkeypatch.setenv("VARIANTBENCH_RUN_DIR", str(tmp_path))
+    builds = []
+
+    def build():
+        builds.append(1)
+        return {"efficiency": 0.67, "collectives_share": 0.2}
+
+    assert common.once_per_run("block/llama/tensor_parallel/s/parallel", build)["efficiency"] == 0.67
+    monkeypatch.setattr(common, "_prepared", {})  # another process of the run
+    assert common.once_per_run("block/llama/tensor_parallel/s/parallel", build)["collectives_share"] == 0.2
+    assert builds == [1]
+    monkeypatch.setattr(common, "_prepared", {})
+    common.once_per_run("block/qwen/tensor_parallel/s/parallel", build)  # another case builds its own
+    assert builds == [1, 1]
+    monkeypatch.delenv("VARIANTBENCH_RUN_DIR")  # outside a run: no memo, each process builds
+    monkeypatch.setattr(common, "_prepared", {})
+    common.once_per_run("block/llama/tensor_parallel/s/parallel", build)
+    assert builds == [1, 1, 1]
