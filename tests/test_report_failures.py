@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from test_report import ROOT, history  # noqa: F401,F811 - history is a pytest fixture, used by name
+from test_report import ROOT, _commits, _make_history
 from variantbench import gate, report
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory):
+    """test_report.py's synthetic history of four commits, built for this module."""
+    commits = _commits(4)
+    return _make_history(tmp_path_factory.mktemp("results"), commits), commits
 
 
 def test_export_and_report_bad_input_is_one_line_exit_2(history, tmp_path):
