@@ -1,6 +1,6 @@
 # The open GPU items on one 4-GPU machine (nvidia-h200-x4), in lanes side by side so that one device
 # session (1800 s) holds them all; on two GPUs the 4-rank step is left out and the lanes follow:
-#   git bundle create .vbgit.bundle main
+#   git bundle create .vbgit.bundle main attention-bwd-tune
 #   run(kind="nvidia-h200-x4", carry=[".whl", ".vbgit.bundle"]): source tools/gpu_setup.sh > /tmp/setup.log 2>&1; \
 #     source tools/gpu_detached.sh && workdir && detach lanes 'bash tools/x4_lanes.sh' && await lanes 540
 #   (then `source tools/gpu_detached.sh && await lanes 560` within 30 s, until it says exit)
@@ -10,9 +10,10 @@
 # GPUs 0-1 (16): the same over two ranks; then every block's forward+backward through fused (the MoE
 #   recipes' too, where the moe family has a backward).
 # GPU 2 (15): Gated DeltaNet, ours (kernels-s12's four kernels, merged) against fla side by side at 4k,
-#   16k, 32k and 64k tokens, re-timed apart; paged decode with the plan tuner, re-timed as a graph loop.
+#   16k, 32k and 64k tokens, re-timed apart; paged decode with the plan tuner, re-timed as a graph loop;
+#   then the default tier alone, timed whole.
 # GPU 3 (17): our attention forward and forward+backward against SDPA (cuDNN) and Flex at
-#   llama-3-8b-s4k, with their figures; MoE decode tried; then the default tier alone, timed whole.
+#   llama-3-8b-s4k, with their figures; branch attention-bwd-tune gated; softcap and MoE decode tried.
 # One GPU set per lane (CUDA_VISIBLE_DEVICES), so each records under the machine its GPU count names
 # (nvidia-h200, nvidia-h200-x2, nvidia-h200-x4). Each lane has its own HOME: asv keeps its machine file
 # there (~/.asv-machine.json, rewritten by every run) and lanes must not race on it.
@@ -51,8 +52,16 @@ linear_then_paged() {
     --json "$dest/try-paged.json"
   step truth 240 python3 tools/try_truth.py "$dest/try-gdn.json" "$dest/try-paged.json"
   step probe-paged 120 python3 tools/probe_paged.py llama-3-8b-paged16-b1-kv128k llama-3-8b-paged16-b64-kv8k
+  default_tier
 }
-attention_then_default_tier() {
+default_tier() {  # issues 14-16: HEAD's default tier timed whole (57a9be4's: 587 s beside three lanes)
+  local t0=$SECONDS
+  if [ $((SECONDS + 300)) -lt "$budget" ]; then
+    timeout 720 $vb run
+    echo "== default tier: exit $? in $((SECONDS - t0))s"
+  fi
+}
+attention_lane() {
   local budget=$1 dest=$root/attention show='^verdict|^try:|MISMATCH|ERROR|asv finished|diff'
   mkdir -p "$dest"
   source tools/budgeted.sh
@@ -60,15 +69,19 @@ attention_then_default_tier() {
   step attention 420 $vb run --family attention --tier full --shape llama-3-8b-s4k --no-precheck \
     --variant gqa_8 --variant causal --variant softcap_50 --variant alibi --variant sliding_window_1024 \
     --bench 'AttentionForward\.time|AttentionForwardBackward\.time|AttentionMetrics\.track_tflops'
+  # issue 17: branch attention-bwd-tune (the backward's tiles autotuned, four a kernel) against HEAD
+  local bwd_branch
+  bwd_branch=$(git rev-parse --verify -q origin/attention-bwd-tune || git rev-parse --verify -q attention-bwd-tune)
+  show='faster|slower|same|MISMATCH|exit'
+  [ -n "$bwd_branch" ] && step gate-bwd 480 $vb gate "$(git rev-parse HEAD)" "$bwd_branch" --factor 1.05 \
+    --machine nvidia-h200 --family attention --variant gqa_8 --variant softcap_50 --variant sliding_window_1024 \
+    --variant document --implementation triton --shape llama-3-8b-s4k --tier full --results "$dest/gate-bwd-results" \
+    --bench 'AttentionForwardBackward\.time_forward_backward' --summary reports/gate/attention-bwd-tune-h200.md
+  show='^verdict|^try:|MISMATCH|ERROR|diff'
   step try-attention 200 $vb try softcap_50 --shape llama-3-8b-s4k --json "$dest/try-softcap.json"
   step try-moe-decode 150 $vb try softmax_topk --shape deepseek-v3-decode-t16-zipf \
     --shape mixtral-8x7b-decode-t16-zipf --json "$dest/try-moe-decode.json"
   step truth 150 python3 tools/try_truth.py "$dest/try-softcap.json" "$dest/try-moe-decode.json"
-  local t0=$SECONDS
-  if [ $((SECONDS + 300)) -lt "$budget" ]; then
-    timeout 720 $vb run
-    echo "== default tier: exit $? in $((SECONDS - t0))s"
-  fi
 }
 gpus=$(nvidia-smi -L | wc -l)
 if [ "$gpus" -ge 4 ]; then
@@ -78,14 +91,14 @@ if [ "$gpus" -ge 4 ]; then
   split_blocks 560
   lane x2-training 0,1 two_ranks_then_training 1600 &
   lane linear-paged 2 linear_then_paged 1600 &
-  lane attention 3 attention_then_default_tier 1600 &
+  lane attention 3 attention_lane 1600 &
   wait
 elif [ "$gpus" -eq 1 ]; then  # one GPU: the single-GPU lanes one after the other
   lane linear-paged 0 linear_then_paged 800
-  lane attention 0 attention_then_default_tier 1600
+  lane attention 0 attention_lane 1600
 else  # two GPUs: the two-rank lane, then the single-GPU lanes side by side
   lane x2-training 0,1 two_ranks_then_training 1000
   lane linear-paged 0 linear_then_paged 1600 &
-  lane attention 1 attention_then_default_tier 1600 &
+  lane attention 1 attention_lane 1600 &
   wait
 fi
