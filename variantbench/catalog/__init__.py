@@ -115,7 +115,8 @@ class Family:
 
     make_problem(variant, shape, *, device, dtype, seed, requires_grad=False) -> problem: seeded random
         inputs (never zeros); a problem has `seed`, `device`, `inputs()` (name -> tensor, refilled in
-        place between check and timing) and, for families with a backward, `grad_inputs()`;
+        place between check and timing) and, for families with a backward, `grad_inputs()` (tensors held
+        by its fields or its sub-problems', whose names name their gradients: `field_names`);
     check_views(variant, problem, out, rows) -> (reference(dtype) -> Tensor, got, rows compared): what to
         compare against the reference, the reference evaluated in a given dtype on the same rows;
     work(variant, problem, backward=False) -> (FLOPs, bytes) of useful work.
