@@ -4,12 +4,11 @@ The suite and the CLI both go through here, so `variantbench check` and the asv 
 what runs, what is skipped and why, and what counts as correct.
 """
 
-import dataclasses
 import os
 import time
 from dataclasses import dataclass
 
-from variantbench.catalog import Unsupported, family
+from variantbench.catalog import Unsupported, family, field, field_names, replaced
 from variantbench.shapes import in_tier
 
 CHECK_SEED_OFFSET = 1_000_003  # check inputs are drawn from a different seed than timed inputs
@@ -340,20 +339,20 @@ def check_gradients(case, problem, call) -> dict:
     import torch
 
     fam = family(case.family)
-    leaves = problem.grad_inputs()
-    names = [name for name, t in problem.inputs().items() if any(t is leaf for leaf in leaves)]
+    names = field_names(problem, problem.grad_inputs())
     out = call()
     _, got_rows, _ = fam.check_views(case.variant, problem, out, CHECK_ROWS)
     gen = torch.Generator(out.device).manual_seed(problem.seed + 11)
     out_grad = torch.randn(got_rows.shape, generator=gen, device=out.device, dtype=torch.float32)
-    got = torch.autograd.grad((got_rows.float() * out_grad).sum(), [getattr(problem, n) for n in names])
+    # An input the call's graph never reached (a router detached) gets zeros: a mismatch, named, not a crash.
+    got = torch.autograd.grad((got_rows.float() * out_grad).sum(), [field(problem, n) for n in names],
+                              allow_unused=True, materialize_grads=True)
 
     def reference_grads(dtype):
-        shadow = dataclasses.replace(
-            problem, **{n: getattr(problem, n).detach().to(dtype).requires_grad_() for n in names})
+        shadow = replaced(problem, {n: field(problem, n).detach().to(dtype).requires_grad_() for n in names})
         reference, _, _ = fam.check_views(case.variant, shadow, out.detach(), CHECK_ROWS)
         rows = reference(dtype)
-        return torch.autograd.grad((rows * out_grad.to(dtype)).sum(), [getattr(shadow, n) for n in names])
+        return torch.autograd.grad((rows * out_grad.to(dtype)).sum(), [field(shadow, n) for n in names])
 
     exact, low = reference_grads(torch.float64), reference_grads(got[0].dtype)
     compared = {}

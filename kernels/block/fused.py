@@ -261,7 +261,7 @@ def build(variant, problem, split: Split, glue: Glue = FUSED):
     if p.moe is not None:
         moe_shape = MoEShape("block-moe", config.moe, batch * tokens, device=device.type)
         moe_layer, mlp_name = fastest_piece("moe", family("moe").variant(variant.router), moe_shape, p.moe,
-                                            (p.moe.x,), False, split.agree)
+                                            (p.moe.x,), trained, split.agree)
     glued = {}  # role -> the name of a piece the glue swapped in
 
     def made(role, piece):

@@ -6,6 +6,7 @@ and the tuple of families. Kernel code is named by module path, never imported h
 against reference/'s table of them (torch only) when the entry is made.
 """
 
+import dataclasses
 import importlib
 import re
 from dataclasses import dataclass
@@ -114,7 +115,8 @@ class Family:
 
     make_problem(variant, shape, *, device, dtype, seed, requires_grad=False) -> problem: seeded random
         inputs (never zeros); a problem has `seed`, `device`, `inputs()` (name -> tensor, refilled in
-        place between check and timing) and, for families with a backward, `grad_inputs()`;
+        place between check and timing) and, for families with a backward, `grad_inputs()` (tensors held
+        by its fields or its sub-problems', whose names name their gradients: `field_names`);
     check_views(variant, problem, out, rows) -> (reference(dtype) -> Tensor, got, rows compared): what to
         compare against the reference, the reference evaluated in a given dtype on the same rows;
     work(variant, problem, backward=False) -> (FLOPs, bytes) of useful work.
@@ -171,6 +173,46 @@ def sample_rows(total, n, seed):
     gen = torch.Generator().manual_seed(seed)
     picked = torch.randperm(total - 2, generator=gen)[: n - 2] + 1
     return torch.cat([torch.tensor([0, total - 1]), picked]).sort().values
+
+
+def field_names(problem, tensors) -> list[str]:
+    """The field of `problem` holding each of `tensors` (by identity): "w13", or "moe.w13" where its
+    sub-problem `moe` holds it (an MoE block's experts). A tensor no field holds raises."""
+    names = {}
+
+    def scan(obj, prefix):
+        for field in dataclasses.fields(obj):
+            value = getattr(obj, field.name)
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                scan(value, f"{prefix}{field.name}.")
+            else:
+                names.setdefault(id(value), prefix + field.name)
+
+    scan(problem, "")
+    if any(id(t) not in names for t in tensors):
+        raise ValueError(f"{type(problem).__name__}: a tensor it differentiates is held by none of its fields")
+    return [names[id(t)] for t in tensors]
+
+
+def field(problem, name):
+    """problem's field of that name, "moe.w13" in its sub-problem `moe`."""
+    for part in name.split("."):
+        problem = getattr(problem, part)
+    return problem
+
+
+def replaced(problem, fields: dict):
+    """A copy of `problem` with these fields (names as `field_names` gives them) replaced, its
+    sub-problems copied where one of theirs is."""
+    own, nested = {}, {}
+    for name, value in fields.items():
+        head, dot, rest = name.partition(".")
+        if dot:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            own[name] = value
+    return dataclasses.replace(problem, **own, **{head: replaced(getattr(problem, head), sub)
+                                                  for head, sub in nested.items()})
 
 
 def builtin_families() -> tuple[Family, ...]:

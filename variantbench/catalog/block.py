@@ -127,7 +127,7 @@ def _compiled_unsupported(variant, shape):
 
 def _fused_backward_unsupported(variant, shape):
     config = shape.config(variant.model)
-    piece = "moe" if variant.mlp == "moe" else "mla" if config.mla else "linear" if config.linear else None
+    piece = "mla" if config.mla else "linear" if config.linear else None
     return piece and f"the {piece} family's fused implementations are forward-only"
 
 
@@ -233,9 +233,9 @@ class BlockProblem:
         return {"x": self.x, **self.weights(), **caches}
 
     def grad_inputs(self):
-        """x and every weight of the layer (the MoE's excepted: its implementations are forward-only):
-        a training step's backward computes them all."""
-        return (self.x, *self.weights().values())
+        """x and every weight of the layer, an MoE's router and experts included: a training step's
+        backward computes them all."""
+        return (self.x, *self.weights().values(), *(self.moe.weights().values() if self.moe is not None else ()))
 
     def converted(self, dtype):
         """The same problem in `dtype` (the reference's), tensors already in it kept as they are."""
@@ -319,7 +319,8 @@ def make_problem(variant, shape: BlockShape, *, device, dtype, seed, requires_gr
     if variant.mlp == "moe":
         moe = family("moe")
         tokens = MoEShape(f"{shape.name}-moe", config.moe, shape.batch * shape.q_len, device=shape.device)
-        problem.moe = moe.make_problem(moe.variant(variant.router), tokens, device=device, dtype=dtype, seed=seed + 1)
+        problem.moe = moe.make_problem(moe.variant(variant.router), tokens, device=device, dtype=dtype, seed=seed + 1,
+                                       requires_grad=requires_grad)
     else:
         up = 2 * config.ffn_dim if variant.mlp in ("swiglu", "geglu") else config.ffn_dim
         problem.w13 = randn(up, dim, scale=dim ** -0.5)
@@ -350,9 +351,10 @@ def check_views(variant, problem, out, rows):
 def work(variant, problem, backward=False):
     """(FLOPs, bytes) of the layer's useful work. FLOPs: the four projections, 2 T dim (H + 2 Hkv + H) D;
     the attention's visible pairs as the attention family counts them; the MLP, 6 T dim ffn gated
-    (4 ungated), or the MoE's routed work as the moe family counts it. Mixture-of-depths counts the
-    chosen tokens, plus its router. Backward: twice each matmul (input and weight gradients), the
-    attention's 2.5x. Bytes: every weight once, tokens in and out, the cache read at decode."""
+    (4 ungated), or the MoE's routed work as the moe family counts it, forward or forward+backward.
+    Mixture-of-depths counts the chosen tokens, plus its router. Backward: twice each matmul (input and
+    weight gradients), the attention's 2.5x. Bytes: every weight once, tokens in and out, the cache
+    read at decode; twice that with a backward."""
     from variantbench.catalog import family
     from variantbench.catalog.attention import AttentionProblem
 
@@ -369,10 +371,10 @@ def work(variant, problem, backward=False):
                            + dim * (m.kv_lora_rank + m.qk_rope_dim) + heads * m.v_head_dim * dim)
     if problem.moe is not None:
         moe = family("moe")
-        mlp_flops, mlp_bytes = moe.work(moe.variant(variant.router), problem.moe)
+        mlp_flops, mlp_bytes = moe.work(moe.variant(variant.router), problem.moe, backward)
     else:
         gated = variant.mlp in ("swiglu", "geglu")
-        mlp_flops, mlp_bytes = (6 if gated else 4) * rows * dim * config.ffn_dim, 0
+        mlp_flops, mlp_bytes = (6 if gated else 4) * rows * dim * config.ffn_dim * (3 if backward else 1), 0
     lin = config.linear_config
     if lin is not None:  # q, k, v, z, b, a in, the convolution, the output out; the rule as linear counts it
         key, value = lin.n_qk_heads * lin.k_dim, lin.n_v_heads * lin.v_dim
@@ -386,13 +388,13 @@ def work(variant, problem, backward=False):
         pairs = visible_pairs(variant.attention, AttentionProblem(empty, torch.empty(batch, kv_heads, kv_len, 0),
                                                                   None, None, problem.seed))
         attention = 4 * heads * head_dim * pairs
-    matmuls = gemm + mlp_flops + (2 * batch * tokens * dim if variant.depth_capacity is not None else 0)
-    flops = 3 * matmuls + attention * 7 // 2 if backward else matmuls + attention
+    matmuls = gemm + (2 * batch * tokens * dim if variant.depth_capacity is not None else 0)
+    flops = mlp_flops + (3 * matmuls + attention * 7 // 2 if backward else matmuls + attention)
     elem = problem.x.element_size()
     weights = sum(t.numel() for t in problem.weights().values()) * elem
     caches = sum(t.numel() for t in (problem.k_cache, problem.v_cache, problem.latent_cache) if t is not None) * elem
-    nbytes = weights + mlp_bytes + 2 * problem.x.numel() * elem + caches
-    return flops, nbytes * (2 if backward else 1)
+    nbytes = weights + 2 * problem.x.numel() * elem + caches
+    return flops, mlp_bytes + nbytes * (2 if backward else 1)
 
 
 FAMILY = Family(

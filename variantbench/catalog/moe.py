@@ -77,14 +77,35 @@ def _compiled_unsupported(variant, shape):
     return None
 
 
+# The gradient check (variantbench.cases.check_gradients) holds float64 copies of the experts' weights
+# and of their gradients, 16 bytes a weight, beside the working ones: DeepSeek-V3's 11.3e9 (256 routed
+# experts and a shared one) are 169 GiB of them, over an H200's 141 GB; Mixtral's 1.4e9, 21 GiB, leave room
+# on an 80 GB H100 for its five bfloat16 copies (weights, gradients, the low-precision reference's two, the
+# timed problem's: 13 GiB).
+GRADIENT_CHECK_MAX_BYTES = 40 * 2**30
+
+
+def _gradient_check_unsupported(variant, shape):
+    config = shape.config
+    weights = 3 * config.dim * config.ffn_dim * (config.n_experts + config.n_shared)
+    if 16 * weights > GRADIENT_CHECK_MAX_BYTES:
+        return (f"the gradient check holds the experts' {weights / 1e9:.1f}e9 weights and their gradients in float64, "
+                f"{16 * weights / 2**30:.0f} GiB, over its {GRADIENT_CHECK_MAX_BYTES / 2**30:.0f} GiB limit")
+    return None
+
+
 IMPLEMENTATIONS = (
-    Implementation("reference", "reference.moe", fused=False, backward=False),
-    Implementation("grouped_mm", "kernels.moe.grouped_mm", fused=True, backward=False,
-                   unsupported=_grouped_mm_unsupported),
+    # Eager torch: its backward is autograd's (the routing weights carry the router's gradient; the
+    # chosen experts, integers, carry none).
+    Implementation("reference", "reference.moe", fused=False, backward=True,
+                   backward_unsupported=_gradient_check_unsupported),
+    # torch._grouped_mm has an autograd formula; the gather, index_add and routing around it are torch's.
+    Implementation("grouped_mm", "kernels.moe.grouped_mm", fused=True, backward=True,
+                   unsupported=_grouped_mm_unsupported, backward_unsupported=_gradient_check_unsupported),
     Implementation("triton", "kernels.moe.triton_moe", fused=True, backward=False, unsupported=_triton_unsupported,
                    needs_triton=True, ours=True),
     # torch.compile of the reference, with a graph break where routing sizes the experts' rows
-    # (kernels/moe/compiled.py); forward-only like the reference, and only where its loop compiles.
+    # (kernels/moe/compiled.py); forward-only, and only where its loop compiles.
     Implementation("compiled", "kernels.moe.compiled", fused=True, backward=False, tier="full",
                    unsupported=_compiled_unsupported),
 )
@@ -114,8 +135,14 @@ class MoEProblem:
     def inputs(self):
         return {"x": self.x}
 
+    def weights(self):
+        """The layer's trained weights: the router's and the experts' (the selection bias is no weight a
+        gradient trains: DeepSeek-V3 moves it by the experts' load)."""
+        return {name: t for name, t in (("router_weight", self.router_weight), ("w13", self.w13), ("w2", self.w2),
+                                        ("shared13", self.shared13), ("shared2", self.shared2)) if t is not None}
+
     def grad_inputs(self):
-        raise NotImplementedError("the moe implementations here are forward-only")
+        return (self.x, *self.weights().values())
 
 
 ZIPF_EXPONENT = 1.2
@@ -148,7 +175,7 @@ def make_problem(variant, shape: MoEShape, *, device, dtype, seed, requires_grad
         router_weight += (log_p / ZIPF_LOAD_DIRECTION_NORM)[:, None] * direction
     selection_bias = 0.01 * torch.randn(n_experts, generator=gen, device=device, dtype=torch.float32)
     shared_ffn = config.n_shared * ffn
-    return MoEProblem(
+    problem = MoEProblem(
         config=config,
         x=x.to(dtype),
         router_weight=router_weight.to(dtype),
@@ -159,6 +186,9 @@ def make_problem(variant, shape: MoEShape, *, device, dtype, seed, requires_grad
         shared2=randn(dim, shared_ffn, scale=shared_ffn ** -0.5) if shared_ffn else None,
         seed=seed,
     )
+    for t in problem.grad_inputs():
+        t.requires_grad_(requires_grad)
+    return problem
 
 
 def check_views(variant, problem, out, rows):
@@ -184,7 +214,9 @@ def work(variant, problem, backward=False):
     """(FLOPs, bytes) the routed tokens really need: per (token, expert) pair three dim x ffn matmuls
     (gate, up, down), 6 dim ffn FLOPs; the shared expert on every token; the router's T x dim x E.
     Bytes: the weights of the experts at least one token reached (decode reads only those), the shared
-    expert and router weights, the tokens in and out."""
+    expert and router weights, the tokens in and out. Backward: each matmul's input and weight
+    gradients, twice its FLOPs (3x in all, as the block family counts); the weights' gradients written
+    and the tokens' gradient in and out, twice the bytes."""
     config = problem.config
     tokens, dim, ffn = problem.x.shape[0], config.dim, config.ffn_dim
     experts, _ = reference_moe.route(variant.router, config, problem.x, problem.router_weight, problem.selection_bias)
@@ -193,7 +225,7 @@ def work(variant, problem, backward=False):
     flops = 6 * dim * ffn * experts.numel() + 6 * dim * shared_ffn * tokens + 2 * tokens * dim * config.n_experts
     elem = problem.x.element_size()
     nbytes = elem * (3 * dim * ffn * hit + 3 * dim * shared_ffn + config.n_experts * dim + 2 * tokens * dim)
-    return flops, nbytes
+    return (3 * flops, 2 * nbytes) if backward else (flops, nbytes)
 
 
 FAMILY = Family(
