@@ -147,6 +147,7 @@ class MoEProblem:
 
 ZIPF_EXPONENT = 1.2
 ZIPF_LOAD_DIRECTION_NORM = 4.0  # x's mean along the load direction; router offsets are log-probabilities
+LOAD_STRUCTURE_SEED = 20_261_128
 
 
 def make_problem(variant, shape: MoEShape, *, device, dtype, seed, requires_grad=False):
@@ -166,9 +167,13 @@ def make_problem(variant, shape: MoEShape, *, device, dtype, seed, requires_grad
     x = torch.randn(shape.tokens, dim, generator=gen, device=device, dtype=torch.float32)
     router_weight = torch.randn(n_experts, dim, generator=gen, device=device, dtype=torch.float32) / dim ** 0.5
     if shape.skew == "zipf":
-        direction = torch.randn(dim, generator=gen, device=device, dtype=torch.float32)
+        # The load's direction and expert order come from the shape, not the seed: the timed problem
+        # takes the timing seed's tokens and keeps the check seed's router (cases.prepare_checked), so
+        # with a direction each, the timed load was near uniform (8 experts: hottest 1.11x fair, not 3x).
+        structure = torch.Generator(device).manual_seed(LOAD_STRUCTURE_SEED)
+        direction = torch.randn(dim, generator=structure, device=device, dtype=torch.float32)
         direction /= direction.norm()
-        rank = torch.randperm(n_experts, generator=gen, device=device).float() + 1
+        rank = torch.randperm(n_experts, generator=structure, device=device).float() + 1
         log_p = -ZIPF_EXPONENT * rank.log()
         log_p -= torch.logsumexp(log_p, 0)
         x += ZIPF_LOAD_DIRECTION_NORM * direction
