@@ -19,8 +19,9 @@ import torch
 
 from variantbench.block_shapes import BLOCK_SHAPES, BlockShape
 from variantbench.catalog import Family, Implementation, check_numbers_in_name, sample_rows
-from variantbench.catalog.attention import AttentionVariant, visible_pairs
+from variantbench.catalog.attention import AttentionVariant
 from variantbench.catalog.attention_support import REFERENCE_MAX_SCORE_BYTES
+from variantbench.catalog.block_work import work
 from variantbench.catalog.linear import VARIANTS as LINEAR_VARIANTS
 from variantbench.catalog.mla import VARIANTS as MLA_VARIANTS
 from variantbench.shapes import MoEShape
@@ -346,55 +347,6 @@ def check_views(variant, problem, out, rows):
     if out.shape[1] != problem.x.shape[1]:  # a rank's tokens (sequence parallel): every rank's make the output
         out = torch.cat(problem.check_outputs, dim=1).to(problem.device)
     return reference, out[:, picked], int(picked.numel())
-
-
-def work(variant, problem, backward=False):
-    """(FLOPs, bytes) of the layer's useful work. FLOPs: the four projections, 2 T dim (H + 2 Hkv + H) D;
-    the attention's visible pairs as the attention family counts them; the MLP, 6 T dim ffn gated
-    (4 ungated), or the MoE's routed work as the moe family counts it, forward or forward+backward.
-    Mixture-of-depths counts the chosen tokens, plus its router. Backward: twice each matmul (input and
-    weight gradients), the attention's 2.5x. Bytes: every weight once, tokens in and out, the cache
-    read at decode; twice that with a backward."""
-    from variantbench.catalog import family
-    from variantbench.catalog.attention import AttentionProblem
-
-    config = problem.config
-    batch, tokens, dim = problem.x.shape
-    routed = tokens if variant.depth_capacity is None else max(1, int(tokens * variant.depth_capacity))
-    kv_len = routed if problem.k_cache is None else problem.k_cache.shape[2]
-    heads, kv_heads, head_dim = config.n_heads, config.n_kv_heads, config.head_dim
-    rows = batch * routed
-    gemm = 2 * rows * dim * (2 * heads + 2 * kv_heads) * head_dim
-    m = config.mla_config
-    if m is not None:  # the query's bottleneck, the latent's down projection, the output projection
-        gemm = 2 * rows * (dim * m.q_lora_rank + m.q_lora_rank * heads * m.qk_dim
-                           + dim * (m.kv_lora_rank + m.qk_rope_dim) + heads * m.v_head_dim * dim)
-    if problem.moe is not None:
-        moe = family("moe")
-        mlp_flops, mlp_bytes = moe.work(moe.variant(variant.router), problem.moe, backward)
-    else:
-        gated = variant.mlp in ("swiglu", "geglu")
-        mlp_flops, mlp_bytes = (6 if gated else 4) * rows * dim * config.ffn_dim * (3 if backward else 1), 0
-    lin = config.linear_config
-    if lin is not None:  # q, k, v, z, b, a in, the convolution, the output out; the rule as linear counts it
-        key, value = lin.n_qk_heads * lin.k_dim, lin.n_v_heads * lin.v_dim
-        gemm = 2 * rows * dim * (2 * key + 2 * value + 2 * lin.n_v_heads) + 2 * rows * value * dim
-        gemm += 2 * rows * (2 * key + value) * config.conv
-        attention = family("linear").work(variant.attention, problem.linear)[0]
-    elif m is not None:  # the latent's expansion and the pairs, as the mla family counts them
-        attention = family("mla").work(variant.attention, problem.mla)[0]
-    else:
-        empty = torch.empty(batch, heads, routed, 0)
-        pairs = visible_pairs(variant.attention, AttentionProblem(empty, torch.empty(batch, kv_heads, kv_len, 0),
-                                                                  None, None, problem.seed))
-        attention = 4 * heads * head_dim * pairs
-    matmuls = gemm + (2 * batch * tokens * dim if variant.depth_capacity is not None else 0)
-    flops = mlp_flops + (3 * matmuls + attention * 7 // 2 if backward else matmuls + attention)
-    elem = problem.x.element_size()
-    weights = sum(t.numel() for t in problem.weights().values()) * elem
-    caches = sum(t.numel() for t in (problem.k_cache, problem.v_cache, problem.latent_cache) if t is not None) * elem
-    nbytes = weights + 2 * problem.x.numel() * elem + caches
-    return flops, mlp_bytes + nbytes * (2 if backward else 1)
 
 
 FAMILY = Family(
