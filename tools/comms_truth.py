@@ -2,7 +2,11 @@
 replayed in a loop and timed with events on rank 0, as nccl-tests' -G does. Compare with the suite's
 time_forward of the same collective and size (`variantbench run --family comms`), same machine.
     python tools/comms_truth.py [--sizes 8192,1048576,1073741824] [--ops all_reduce,reduce_scatter]
-Prints us per collective for graphs of 10 to 400 calls, with the SM clock during the replays.
+        [--nodes 2 --calls 2,5]
+Prints us per collective and nccl-tests' bus bandwidth for graphs of --calls calls, with the SM clock
+during the replays. --nodes N gives each 1/N of the ranks its own NCCL_HOSTID, so NCCL joins them
+through its network transport as between hosts: the independent check of the suite's two torchrun
+"nodes" (tools/torchrun_nodes.sh), whose 64 MiB collectives take ~20 ms over sockets.
 """
 
 import argparse
@@ -21,16 +25,25 @@ MULTICAST_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1
 
 
 def collective(op, nbytes, rank, ranks):
-    numel = nbytes // 2  # bf16
+    """One call of `op` over a tensor of `nbytes` (bfloat16; the whole tensor, as nccl-tests sizes them)."""
+    numel = nbytes // 2
     x = torch.randn(numel, device=f"cuda:{rank}").to(torch.bfloat16)
-    if op == "all_reduce":
-        return lambda: dist.all_reduce(x)
-    out = torch.empty(numel // ranks, dtype=torch.bfloat16, device=f"cuda:{rank}")
-    return lambda: dist.reduce_scatter_tensor(out, x)
+    share = torch.empty(numel // ranks, dtype=torch.bfloat16, device=f"cuda:{rank}")
+    calls = {"all_reduce": lambda: dist.all_reduce(x),
+             "reduce_scatter": lambda: dist.reduce_scatter_tensor(share, x),
+             "all_gather": lambda: dist.all_gather_into_tensor(x, share)}
+    return calls[op]
 
 
-def rank_main(rank, ranks, port, ops, sizes, per_graph, queue):
+# nccl-tests' bus bandwidth: the bytes each link carries over the tensor's, at n ranks
+BUS_FACTOR = {"all_reduce": lambda n: 2 * (n - 1) / n, "reduce_scatter": lambda n: (n - 1) / n,
+              "all_gather": lambda n: (n - 1) / n}
+
+
+def rank_main(rank, ranks, port, ops, sizes, per_graph, nodes, queue):
     os.environ.update(MULTICAST_OFF)
+    if nodes > 1:
+        os.environ["NCCL_HOSTID"] = f"vb-node-{rank // (ranks // nodes)}"
     torch.cuda.set_device(rank)
     dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=ranks)
     from variantbench.power import Sampler
@@ -77,21 +90,32 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="8192,1048576,1073741824")
     parser.add_argument("--ops", default="all_reduce,reduce_scatter")
+    parser.add_argument("--nodes", type=int, default=1, help="simulated hosts, each 1/N of the GPUs")
+    parser.add_argument("--calls", default="10,25,50,100,400", help="collectives per CUDA graph, a graph each")
     args = parser.parse_args()
     ranks = torch.cuda.device_count()
+    if ranks == 0:
+        sys.exit("comms_truth: no CUDA GPU visible")
+    ops = args.ops.split(",")
+    unknown = [op for op in ops if op not in BUS_FACTOR]
+    if unknown or ranks % args.nodes:
+        sys.exit(f"comms_truth: ops are {', '.join(BUS_FACTOR)} (not {unknown}); {ranks} GPUs over {args.nodes} nodes")
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     sizes = [int(s) for s in args.sizes.split(",")]
-    procs = [ctx.Process(target=rank_main, args=(r, ranks, 29511, args.ops.split(","), sizes, (10, 25, 50, 100, 400), queue))
+    per_graph = [int(c) for c in args.calls.split(",")]
+    procs = [ctx.Process(target=rank_main, args=(r, ranks, 29511, ops, sizes, per_graph, args.nodes, queue))
              for r in range(ranks)]
     for p in procs:
         p.start()
     for p in procs:
         p.join()
-    print(f"{ranks} GPUs: {'op':16} {'bytes':>11} {'calls/graph':>11} {'us/op':>9} {'MHz':>6}")
+    print(f"{ranks} GPUs over {args.nodes} node(s): {'op':16} {'bytes':>11} {'calls/graph':>11} {'us/op':>9} "
+          f"{'bus GB/s':>9} {'MHz':>6}")
     while not queue.empty():
         op, nbytes, count, us, mhz = queue.get()
-        print(f"{'':8}{op:16} {nbytes:11d} {count:11d} {us:9.2f} {mhz:6.0f}")
+        bus = nbytes / (us * 1e-6) * BUS_FACTOR[op](ranks) / 1e9
+        print(f"{'':24}{op:16} {nbytes:11d} {count:11d} {us:9.2f} {bus:9.2f} {mhz:6.0f}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@
 #   (then `source tools/gpu_detached.sh && await lanes 560` within 30 s, until it says exit)
 # What session 12 (57a9be4) left unmeasured, by issue:
 # First, on all four GPUs (16): the split blocks' own figures, parallel efficiency and the collectives'
-#   share (BlockParallel; 57a9be4's step ran out of time building each split block twice).
+#   share (BlockParallel; 57a9be4's step ran out of time building each split block twice); (18) the two
+#   torchrun "nodes"' bus bandwidths re-timed as raw NCCL (tools/comms_truth.py --nodes 2).
 # GPUs 0-1 (16): the same over two ranks; then every block's forward+backward through fused (the MoE
 #   recipes' too, where the moe family has a backward).
 # GPU 2 (15): Gated DeltaNet, ours (kernels-s12's four kernels, merged) against fla side by side at 4k,
@@ -89,6 +90,12 @@ if [ "$gpus" -ge 4 ]; then
   mkdir -p "$dest"
   source tools/budgeted.sh
   split_blocks 560
+  # issue 18: session 11's two torchrun "nodes" x 2 GPUs, 64 MiB collectives at ~5 GB/s bus over
+  # sockets, re-timed apart (CUDA graphs of raw NCCL calls), beside one 4-rank node
+  show='GB/s|all_|reduce'
+  step nodes-truth 150 python3 tools/comms_truth.py --nodes 2 --sizes 67108864 --ops all_reduce,all_gather,reduce_scatter \
+    --calls 2,5
+  step node-truth 60 python3 tools/comms_truth.py --sizes 67108864 --ops all_reduce,all_gather,reduce_scatter --calls 10,50
   lane x2-training 0,1 two_ranks_then_training 1600 &
   lane linear-paged 2 linear_then_paged 1600 &
   lane attention 3 attention_lane 1600 &
