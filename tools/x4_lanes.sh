@@ -86,7 +86,7 @@ attention_lane() {
 }
 gpus=$(nvidia-smi -L | wc -l)
 if [ "$gpus" -ge 4 ]; then
-  dest=$root/x4 show='MISMATCH|ERROR|asv finished|parallel' budget=600
+  dest=$root/x4 show='MISMATCH|ERROR|asv finished|parallel' budget=720
   mkdir -p "$dest"
   source tools/budgeted.sh
   split_blocks 560
