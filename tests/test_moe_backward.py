@@ -117,7 +117,7 @@ def test_triton_and_compiled_stay_forward_only(implementation):
 
 
 def test_a_trained_block_refuses_our_forward_only_kernel_for_its_moe(monkeypatch):
-    from kernels.block.fused import _serves
+    from kernels.block.choice import serves as _serves
 
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # past the refusal of Triton on a CPU
     triton, variant, cpu = MOE.implementation("triton"), MOE.variant("softmax_topk"), torch.device("cpu")

@@ -1,27 +1,22 @@
 """fused: the block through each piece's fastest fused implementation from the catalog.
 
 Attention goes through the attention family's implementations that serve blocks (those whose module
-has `prepare_function`: SDPA, Flex, ours), an MoE through the moe family's (grouped_mm, ours). Each
-is prepared at the block's piece shape and, on CUDA, timed over TRIAL_CALLS calls (forward, or
-forward and backward where the block is trained); the fastest is kept and named in the call's
-`backend`, which check prints and the results record. On a CPU the first that prepares is kept: a
-CPU's timings say nothing of a GPU's. The glue is torch's: the projections and the dense MLP cuBLAS
+has `prepare_function`: SDPA, Flex, ours), an MoE through the moe family's (grouped_mm, ours): the
+fastest at the block's piece shape (kernels/block/choice.py), named in the call's `backend`, which
+check prints and the results record. The glue is torch's: the projections and the dense MLP cuBLAS
 GEMMs, the norms torch's fused rms_norm and layer_norm kernels, RoPE and the MLP's activation one
 compiled kernel each on CUDA (eager on the CPU, where the tests need no compiler). A peer swaps in
 its own norms, activation and RoPE (`Glue`: kernels/block/liger.py), every other choice kept.
 """
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from variantbench.cases import first_line
+from kernels.block.choice import fastest_piece
 from variantbench.catalog import Unsupported, family, lookup
-
-TRIAL_CALLS = 5
 
 
 @dataclass(frozen=True)
@@ -56,72 +51,6 @@ class Split:
 
 
 ALONE = Split(gather=lambda t: t, reduce=lambda t: t)
-
-
-def _elapsed(step, device):
-    step()  # warm-up: compiles, plans, caches
-    if device.type != "cuda":
-        return 0.0
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(TRIAL_CALLS):
-        step()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end)
-
-
-def _serves(implementation, variant, shape, device, trained):
-    """Why this implementation cannot be the block's piece here, or None."""
-    if not hasattr(implementation.load(), "prepare_function"):
-        return "serves no block"
-    if implementation.needs_triton and device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-        return "Triton runs on CUDA, or on the CPU under TRITON_INTERPRET=1"
-    why = implementation.unsupported(variant, shape)
-    if why:
-        return why
-    if trained:
-        if not implementation.backward or (device.type == "cpu" and not implementation.backward_on_cpu):
-            return "forward-only here"
-        return implementation.backward_unsupported(variant, shape)
-    return None
-
-
-def fastest_piece(family_name, variant, shape, problem, inputs, trained, agree=ALONE.agree):
-    """(function, its implementation's name): the fastest of the family's block-serving fused
-    implementations for `variant` at `shape`, timed on `inputs` (on CUDA), prepared on `problem`.
-    `agree`: the ranks of a split block sum their times (Split.agree), so they pick one piece."""
-    fam = family(family_name)
-    device = inputs[0].device
-    timed, refused = {}, {}
-    for implementation in fam.implementations:
-        if not implementation.fused:
-            continue
-        why = _serves(implementation, variant, shape, device, trained)
-        if why:
-            refused[implementation.name] = why
-            continue
-        def step(function):
-            out = function(*inputs)
-            if trained:
-                torch.autograd.grad(out.float().sum(), [t for t in inputs if t.requires_grad])
-
-        try:
-            function = implementation.load().prepare_function(variant, problem)
-            # its first call (Flex's and fla's compile) inside the try too: a head dim a kernel has no
-            # tile for (ours at 256), or shared memory it does not have, refuses it here
-            timed[implementation.name] = (_elapsed(lambda: step(function), device), function)
-        except Exception as error:  # noqa: BLE001 - a candidate that cannot run is not chosen; the others are
-            refused[implementation.name] = f"{type(error).__name__}: {first_line(error)}"
-            continue
-        if device.type != "cuda":
-            break
-    names = [i.name for i in fam.implementations]
-    summed = agree([timed[n][0] if n in timed else float("inf") for n in names])
-    if not timed or min(summed) == float("inf"):
-        raise Unsupported(f"no fused {family_name} implementation serves {variant.name} here: {refused}")
-    name = names[summed.index(min(summed))]
-    return timed[name][1], name
 
 
 def l2_normed(x, eps=1e-6):
@@ -244,24 +173,25 @@ def build(variant, problem, split: Split, glue: Glue = FUSED):
     piece_shape = PieceAttentionShape("block-attention", config.name, batch, tokens, kv_len, device.type,
                                       heads=config.attention)
     m, lin = config.mla_config, config.linear_config
+    agree = None if split is ALONE else split.agree  # alone, the machine's choice is kept (choice.py)
     if lin is not None:
         linear_shape = LinearShape("block-linear", config.linear, batch, tokens, device=device.type)
         q0 = p.linear
         attend, attention_name = fastest_piece("linear", variant.attention, linear_shape, q0,
-                                               (q0.q, q0.k, q0.v, q0.g, q0.beta), trained, split.agree)
+                                               (q0.q, q0.k, q0.v, q0.g, q0.beta), trained, agree)
     elif m is None:
         piece = attention_problem(variant.attention, piece_shape, device=device, dtype=dtype, seed=p.seed,
                                   requires_grad=trained)
         attend, attention_name = fastest_piece("attention", variant.attention, piece_shape, piece,
-                                               (piece.q, piece.k, piece.v), trained, split.agree)
+                                               (piece.q, piece.k, piece.v), trained, agree)
     else:
         latent_shape = MLAShape("block-mla", config.mla, batch, tokens, kv_len, device=device.type)
         attend, attention_name = fastest_piece("mla", variant.attention, latent_shape, p.mla,
-                                               (p.mla.q_nope, p.mla.q_pe, p.mla.cache), trained, split.agree)
+                                               (p.mla.q_nope, p.mla.q_pe, p.mla.cache), trained, agree)
     if p.moe is not None:
         moe_shape = MoEShape("block-moe", config.moe, batch * tokens, device=device.type)
         moe_layer, mlp_name = fastest_piece("moe", family("moe").variant(variant.router), moe_shape, p.moe,
-                                            (p.moe.x,), trained, split.agree)
+                                            (p.moe.x,), trained, agree)
     glued = {}  # role -> the name of a piece the glue swapped in
 
     def made(role, piece):
