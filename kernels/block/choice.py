@@ -5,9 +5,9 @@ On a CPU the first that prepares serves: a CPU's timings say nothing of a GPU's.
 
 On one GPU the machine's first choice for a piece is kept (kernels/tuned_choices.py), and later
 processes prepare that implementation alone. Every asv process of a block prepared every candidate
-again: FlexAttention's compile of the piece (~10 s a process at llama-3-8b's prefill on an H200),
-ours' and fla's first calls, only to time them against SDPA, in each of a fused block's five or more
-benchmark processes. The choice is filed under everything it depends on: torch's and Triton's
+again, FlexAttention's compile and ours' autotuning included, only to time them against SDPA, in each
+of a fused block's five or more benchmark processes (a setup took 11-38 s at prefill-b4-s4k on an
+H200, session 12; a Flex compile alone ~10 s a process, session 11's MLA tracks). The choice is filed under everything it depends on: torch's and Triton's
 versions, the GPU, the family, variant and piece shape, whether the block trains, the dtype, and the
 source of every candidate's module. Ranks of a split block time their candidates together and sum
 the times (`agree`, a collective): they keep no choice, so that no rank skips a collective the
