@@ -9,7 +9,7 @@
 #   share (BlockParallel; 57a9be4's step ran out of time building each split block twice); (18) the two
 #   torchrun "nodes"' bus bandwidths re-timed as raw NCCL (tools/comms_truth.py --nodes 2).
 # GPUs 0-1 (16): the same over two ranks; then every block's forward+backward through fused (the MoE
-#   recipes' too, where the moe family has a backward).
+#   recipes' too, now that the moe family has a backward) and its forward at the decode shape.
 # GPU 2 (15): Gated DeltaNet, ours (kernels-s12's four kernels, merged) against fla side by side at 4k,
 #   16k, 32k and 64k tokens, re-timed apart; paged decode with the plan tuner, re-timed as a graph loop;
 #   then the default tier alone, timed whole.
@@ -42,6 +42,9 @@ two_ranks_then_training() {
   split_blocks 560
   step fwd-bwd 600 $vb run --family block --tier full --shape prefill-b4-s4k --implementation fused --no-precheck \
     --bench 'BlockForwardBackward\.time'
+  # issue 16: every recipe's forward at its decode shape (64 sequences, one token over 4k cached)
+  step decode 420 $vb run --family block --tier full --shape decode-b64-kv4k --implementation fused --no-precheck \
+    --bench 'BlockForward\.time|BlockMetrics\.track_(tflops|gbps|percent|ratio_to)'
 }
 linear_then_paged() {
   local budget=$1 dest=$root/linear-paged show='^verdict|^try:|MISMATCH|ERROR|diff'
