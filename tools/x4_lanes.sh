@@ -40,10 +40,12 @@ two_ranks_then_training() {
   mkdir -p "$dest"
   source tools/budgeted.sh
   split_blocks 560
-  step fwd-bwd 600 $vb run --family block --tier full --shape prefill-b4-s4k --implementation fused --no-precheck \
+  # one GPU of the two, so the single-GPU figures join nvidia-h200's history
+  local one="env CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES%%,*}"
+  step fwd-bwd 600 $one $vb run --family block --tier full --shape prefill-b4-s4k --implementation fused --no-precheck \
     --bench 'BlockForwardBackward\.time'
   # issue 16: every recipe's forward at its decode shape (64 sequences, one token over 4k cached)
-  step decode 420 $vb run --family block --tier full --shape decode-b64-kv4k --implementation fused --no-precheck \
+  step decode 420 $one $vb run --family block --tier full --shape decode-b64-kv4k --implementation fused --no-precheck \
     --bench 'BlockForward\.time|BlockMetrics\.track_(tflops|gbps|percent|ratio_to)'
 }
 linear_then_paged() {
