@@ -2,6 +2,7 @@
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -474,3 +475,23 @@ def test_asv_benchmarks_see_the_pythonpath_the_run_was_started_with(fake_asv, tm
     monkeypatch.setenv("PYTHONPATH", path)
     invoke(*fake_asv)
     assert (tmp_path / "asv-pythonpath").read_text().splitlines()[0] == path
+
+
+def test_results_written_under_reports_are_no_uncommitted_code(tmp_path):
+    """Lanes of one commit publish into reports/results while the others run: not a changed kernel."""
+    from variantbench.runner import changed_code
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "r.json").write_text("{}")
+    (tmp_path / "kernel.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base")
+    (tmp_path / "reports" / "r.json").write_text('{"published": 1}')
+    (tmp_path / "new_untracked.log").write_text("")
+    assert changed_code(tmp_path) == []
+    (tmp_path / "kernel.py").write_text("x = 2\n")
+    assert changed_code(tmp_path) == ["kernel.py"]
