@@ -14,6 +14,9 @@ arithmetic (tests/test_mla.py checks it in float64):
 Queries are the last Sq of the Skv positions (causal). Scores in the inputs' dtype, softmax in
 float32 (float64 for float64 inputs), as reference/attention.py. Weights: w_uk (H, qk_nope, rank),
 w_uv (H, v_head, rank), the halves of DeepSeek's kv_b_proj (H * (qk_nope + v_head), rank).
+
+Both forms are plain autograd-able torch; the decompressed one's autograd is the family's reference
+backward (training runs prefill; decode, the absorbed form, is inference).
 """
 
 import torch

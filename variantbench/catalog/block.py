@@ -127,9 +127,9 @@ def _compiled_unsupported(variant, shape):
 
 
 def _fused_backward_unsupported(variant, shape):
-    config = shape.config(variant.model)
-    piece = "mla" if config.mla else "linear" if config.linear else None
-    return piece and f"the {piece} family's fused implementations are forward-only"
+    if shape.config(variant.model).linear:
+        return "the linear family's fused implementations are forward-only"
+    return None
 
 
 def _split_unsupported(mode):
@@ -234,9 +234,10 @@ class BlockProblem:
         return {"x": self.x, **self.weights(), **caches}
 
     def grad_inputs(self):
-        """x and every weight of the layer, an MoE's router and experts included: a training step's
-        backward computes them all."""
-        return (self.x, *self.weights().values(), *(self.moe.weights().values() if self.moe is not None else ()))
+        """x and every weight of the layer, an MoE's router and experts and a latent attention's up-
+        projections included: a training step's backward computes them all."""
+        return (self.x, *self.weights().values(),
+                *(t for sub in (self.mla, self.moe) if sub is not None for t in sub.weights().values()))
 
     def converted(self, dtype):
         """The same problem in `dtype` (the reference's), tensors already in it kept as they are."""
@@ -314,7 +315,10 @@ def make_problem(variant, shape: BlockShape, *, device, dtype, seed, requires_gr
         problem.kv_a_norm = norm(m.kv_lora_rank)
         mla = family("mla")
         latent = MLAShape(f"{shape.name}-mla", config.mla, shape.batch, shape.q_len, shape.kv_len, device=shape.device)
-        problem.mla = mla.make_problem(variant.attention, latent, device=device, dtype=dtype, seed=seed + 2)
+        # its queries and cache train too, so that choosing the piece can time their backward; the block's
+        # own are computed from x (kernels/block/fused.py), and its gradients name only the up-projections
+        problem.mla = mla.make_problem(variant.attention, latent, device=device, dtype=dtype, seed=seed + 2,
+                                       requires_grad=requires_grad)
         if shape.phase == "decode":
             problem.latent_cache = problem.mla.cache.clone()
     if variant.mlp == "moe":

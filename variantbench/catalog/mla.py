@@ -7,6 +7,10 @@ the two forms an implementation may compute it in (decompressed at prefill, abso
 reference/mla.py. Every implementation takes the same problem: the queries' two parts, the latent
 cache as the serving engine stores it (one row of rank + rope values per token) and the two up-
 projections; each returns (B, H, Sq, v_head).
+
+Training runs prefill, the decompressed form: the reference's backward is autograd's, SDPA's and Flex's
+their own, with gradients to both query parts, the cache (its latent and RoPE-key halves) and both up-
+projections. The absorbed decode form and our decode kernel are forward-only.
 """
 
 from dataclasses import dataclass
@@ -45,6 +49,15 @@ def _compiled_unsupported(variant, shape):
     return f"torch.compile of the reference keeps its scores in memory: {why}" if why else None
 
 
+def _absorbed_backward_unsupported(variant, shape):
+    # cases.backward_unsupported refuses any decode shape first; this says it where a piece is picked
+    # for a trained block (kernels/block/choice.py `serves`), which asks the implementation alone.
+    if shape.q_len != shape.kv_len:
+        return ("the absorbed form over the latent cache serves decode, which is inference: training runs "
+                "prefill's decompressed form")
+    return None
+
+
 def _triton_unsupported(variant, shape):
     if shape.phase == "prefill":
         return "our kernel is the absorbed decode form (FlashMLA's); prefill runs decompressed through SDPA and Flex"
@@ -52,13 +65,21 @@ def _triton_unsupported(variant, shape):
 
 
 IMPLEMENTATIONS = (
-    Implementation("reference", "reference.mla", fused=False, backward=False, unsupported=_reference_unsupported),
-    Implementation("sdpa", "kernels.mla.sdpa", fused=True, backward=False),
-    Implementation("flex", "kernels.mla.flex", fused=True, backward=False),
+    # Eager torch at prefill: autograd through the latent's expansion and the attention.
+    Implementation("reference", "reference.mla", fused=False, backward=True, unsupported=_reference_unsupported,
+                   backward_unsupported=_absorbed_backward_unsupported),
+    # SDPA's own backward over the decompressed keys (192 wide) and values (128); autograd sums the
+    # shared RoPE key's gradient over the heads it was expanded to.
+    Implementation("sdpa", "kernels.mla.sdpa", fused=True, backward=True,
+                   backward_unsupported=_absorbed_backward_unsupported),
+    # torch 2.13's FlexAttention raises NotImplementedError for a backward on the CPU (as attention's flex).
+    Implementation("flex", "kernels.mla.flex", fused=True, backward=True, backward_on_cpu=False,
+                   backward_unsupported=_absorbed_backward_unsupported),
     Implementation("triton", "kernels.mla.triton_decode", fused=True, backward=False, needs_triton=True,
                    autotunes=True, ours=True, unsupported=_triton_unsupported),
-    Implementation("compiled", "kernels.mla.compiled", fused=True, backward=False, tier="full",
-                   unsupported=_compiled_unsupported),
+    # torch.compile of the reference; its backward is autograd through the compiled graph.
+    Implementation("compiled", "kernels.mla.compiled", fused=True, backward=True, tier="full",
+                   unsupported=_compiled_unsupported, backward_unsupported=_absorbed_backward_unsupported),
 )
 
 
@@ -101,8 +122,13 @@ class MLAProblem:
     def inputs(self):
         return {"q_nope": self.q_nope, "q_pe": self.q_pe, "cache": self.cache, "w_uk": self.w_uk, "w_uv": self.w_uv}
 
+    def weights(self):
+        """The layer's trained weights: the latent's two up-projections (a block's other MLA weights
+        are its own fields)."""
+        return {"w_uk": self.w_uk, "w_uv": self.w_uv}
+
     def grad_inputs(self):
-        raise NotImplementedError("the mla implementations here are forward-only")
+        return (self.q_nope, self.q_pe, self.cache, *self.weights().values())
 
 
 def make_problem(variant, shape: MLAShape, *, device, dtype, seed, requires_grad=False):
@@ -120,7 +146,7 @@ def make_problem(variant, shape: MLAShape, *, device, dtype, seed, requires_grad
     cache = randn(shape.batch, shape.kv_len, rank + rope_dim)
     cache[..., rank:] = reference_mla.rope(cache[..., rank:], positions)
     q_pe = reference_mla.rope(randn(shape.batch, heads, shape.q_len, rope_dim), positions[shape.kv_len - shape.q_len:])
-    return MLAProblem(
+    problem = MLAProblem(
         config=config,
         q_nope=randn(shape.batch, heads, shape.q_len, config.qk_nope_dim).to(dtype),
         q_pe=q_pe.to(dtype),
@@ -129,6 +155,9 @@ def make_problem(variant, shape: MLAShape, *, device, dtype, seed, requires_grad
         w_uv=randn(heads, config.v_head_dim, rank, scale=rank ** -0.5).to(dtype),
         seed=seed,
     )
+    for t in problem.grad_inputs():
+        t.requires_grad_(requires_grad)
+    return problem
 
 
 def check_views(variant, problem, out, rows):
@@ -153,21 +182,29 @@ def work(variant, problem, backward=False):
     v_head) FLOPs a head), then per visible pair and head 2 (qk_nope + qk_rope) + 2 v_head. Decode,
     absorbed: per pair and head 2 (rank + qk_rope) + 2 rank, plus folding W_uk into each query and
     W_uv out of each output (2 rank qk_nope + 2 rank v_head per query and head). Bytes: the cache once,
-    both up-projections, the queries in and the output out."""
+    both up-projections, the queries in and the output out.
+
+    Backward (prefill only), as the attention and block families count it: the attention 2.5x its
+    forward (QK^T recomputed, dV, dP, dQ, dK), the expansion's matmuls 2x (the latent's and the up-
+    projections' gradients); bytes 3x (inputs and output read again with the output's gradient, every
+    input's gradient written)."""
     config, batch, q_len, kv_len = problem.config, problem.batch, problem.q_len, problem.kv_len
     heads, rank = config.n_heads, config.kv_lora_rank
     offset = kv_len - q_len
     pairs = batch * (q_len * (offset + 1) + q_len * (q_len - 1) // 2)  # query i sees offset + i + 1 keys
     if q_len == kv_len:
-        flops = (2 * batch * kv_len * heads * rank * (config.qk_nope_dim + config.v_head_dim)
-                 + 2 * heads * pairs * (config.qk_dim + config.v_head_dim))
+        expansion = 2 * batch * kv_len * heads * rank * (config.qk_nope_dim + config.v_head_dim)
+        attention = 2 * heads * pairs * (config.qk_dim + config.v_head_dim)
+        flops = 3 * expansion + attention * 7 // 2 if backward else expansion + attention
+    elif backward:
+        raise ValueError(f"MLA at q_len {q_len} of kv_len {kv_len} is the absorbed decode form: it has no backward")
     else:
         flops = (2 * heads * pairs * (2 * rank + config.qk_rope_dim)
                  + 2 * batch * q_len * heads * rank * (config.qk_nope_dim + config.v_head_dim))
     elem = problem.cache.element_size()
     nbytes = elem * (problem.cache.numel() + problem.w_uk.numel() + problem.w_uv.numel() + problem.q_nope.numel()
                      + problem.q_pe.numel() + batch * heads * q_len * config.v_head_dim)
-    return flops, nbytes
+    return flops, 3 * nbytes if backward else nbytes
 
 
 FAMILY = Family(
