@@ -159,12 +159,20 @@ def test_an_moe_block_whose_router_is_cut_from_the_graph_fails_its_check(monkeyp
 
 
 @pytest.mark.parametrize("implementation", ["fused", "liger"])
-def test_only_linear_attention_keeps_an_moe_block_forward_only(implementation):
+def test_only_linear_attention_and_a_gradient_check_too_large_keep_an_moe_block_forward_only(implementation):
     why = BLOCK.implementation(implementation).backward_unsupported
     shape = BLOCK.shape("prefill-b4-s4k")
     assert why(BLOCK.variant("qwen3-30b-a3b"), shape) is None and why(BLOCK.variant("mixtral-8x7b"), shape) is None
-    assert why(BLOCK.variant("deepseek-v3"), shape) is None  # tests/test_mla_backward.py trains it
+    assert why(BLOCK.variant("deepseek-v3"), BLOCK.shape("tiny-prefill-b2-s48")) is None  # test_mla_backward.py trains it
     assert why(BLOCK.variant("qwen3-next"), shape) == "the linear family's fused implementations are forward-only"
+
+
+@pytest.mark.parametrize("implementation", ["reference", "fused", "compiled", "liger"])
+def test_a_block_whose_experts_gradient_check_would_not_fit_is_refused_by_every_implementation(implementation):
+    """DeepSeek-V3's block at its real dims: the check's float64 copies of 256 experts' weights and
+    their gradients are 169 GiB, over an H200's 141 GB, whichever implementation trains it."""
+    why = BLOCK.implementation(implementation).backward_unsupported
+    assert "169 GiB" in why(BLOCK.variant("deepseek-v3"), BLOCK.shape("prefill-b4-s4k"))
 
 
 def test_the_backward_counts_each_matmul_three_times_in_the_moe_and_its_block():

@@ -23,6 +23,7 @@ from variantbench.catalog.attention import AttentionVariant
 from variantbench.catalog.attention_support import REFERENCE_MAX_SCORE_BYTES
 from variantbench.catalog.block_work import work
 from variantbench.catalog.linear import VARIANTS as LINEAR_VARIANTS
+from variantbench.catalog import moe as moe_catalog
 from variantbench.catalog.mla import VARIANTS as MLA_VARIANTS
 from variantbench.shapes import MoEShape
 
@@ -126,10 +127,16 @@ def _compiled_unsupported(variant, shape):
     return f"torch.compile of the reference keeps its scores in memory: {why}" if why else None
 
 
+def _gradient_check_unsupported(variant, shape):
+    """An MoE block whose experts' float64 gradient check would not fit (DeepSeek-V3's: 169 GiB)."""
+    config = shape.config(variant.model).moe_config
+    return None if config is None else moe_catalog.gradient_check_unsupported(config)
+
+
 def _fused_backward_unsupported(variant, shape):
     if shape.config(variant.model).linear:
         return "the linear family's fused implementations are forward-only"
-    return None
+    return _gradient_check_unsupported(variant, shape)
 
 
 def _split_unsupported(mode):
@@ -144,11 +151,12 @@ def _liger_unsupported(variant, shape):
 
 
 IMPLEMENTATIONS = (
-    Implementation("reference", "reference.block", fused=False, backward=True, unsupported=_attention_piece_unsupported),
+    Implementation("reference", "reference.block", fused=False, backward=True, unsupported=_attention_piece_unsupported,
+                   backward_unsupported=_gradient_check_unsupported),
     Implementation("fused", "kernels.block.fused", fused=True, backward=True, autotunes=True,
                    backward_unsupported=_fused_backward_unsupported),
     Implementation("compiled", "kernels.block.compiled", fused=True, backward=True, tier="full",
-                   unsupported=_compiled_unsupported),
+                   unsupported=_compiled_unsupported, backward_unsupported=_gradient_check_unsupported),
     Implementation("liger", "kernels.block.liger", fused=True, backward=True, autotunes=True, tier="full",
                    unsupported=_liger_unsupported, backward_unsupported=_fused_backward_unsupported),
     # Over every GPU of the machine (2 gloo processes on the CPU), forward only: what a split costs, not

@@ -86,7 +86,11 @@ GRADIENT_CHECK_MAX_BYTES = 40 * 2**30
 
 
 def _gradient_check_unsupported(variant, shape):
-    config = shape.config
+    return gradient_check_unsupported(shape.config)
+
+
+def gradient_check_unsupported(config):
+    """Why a layer of this MoE config is too large for the gradient check, or None (a block's too)."""
     weights = 3 * config.dim * config.ffn_dim * (config.n_experts + config.n_shared)
     if 16 * weights > GRADIENT_CHECK_MAX_BYTES:
         return (f"the gradient check holds the experts' {weights / 1e9:.1f}e9 weights and their gradients in float64, "
