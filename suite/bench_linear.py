@@ -1,12 +1,20 @@
 """Linear-attention benchmarks: every supported (variant, implementation, shape) of the linear family,
 where the shape carries the model and the token count. The classes are the shared suite classes
-(suite/common.py); the baseline is Gated DeltaNet through flash-linear-attention's chunked kernel."""
+(suite/common.py); the baseline is Gated DeltaNet through flash-linear-attention's chunked kernel.
 
-from suite.common import (ForwardBenchmark, MetricsBenchmark, PeakMemoryBenchmark, PowerBenchmark,
-                          ReferenceSpeedupBenchmark, TimingModeBenchmark)
+Forward+backward times fla's and compiled's backward (ours is forward-only, skipped in its setup); the
+linear family's GPU shapes are all in the full tier, so the default tier times no linear backward.
+"""
+
+from suite.common import (ForwardBackwardBenchmark, ForwardBenchmark, MetricsBenchmark, PeakMemoryBenchmark,
+                          PowerBenchmark, ReferenceSpeedupBenchmark, TimingModeBenchmark)
 
 
 class LinearForward(ForwardBenchmark):
+    family = "linear"
+
+
+class LinearForwardBackward(ForwardBackwardBenchmark):
     family = "linear"
 
 
@@ -24,6 +32,11 @@ class LinearPeakMemory(PeakMemoryBenchmark):
 
 class LinearForwardPower(PowerBenchmark):
     family = "linear"
+
+
+class LinearForwardBackwardPower(PowerBenchmark):
+    family = "linear"
+    timed = "forward_backward"
 
 
 class LinearTimingMode(TimingModeBenchmark):

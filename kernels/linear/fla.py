@@ -1,6 +1,10 @@
 """flash-linear-attention's chunked gated delta rule (`fla-core`, a peer: `pip install .[peers]`), the
 fused kernel the field uses for Gated DeltaNet (Qwen3-Next's layers run it). Same layout as ours:
-q, k (B, T, H, K), v (B, T, HV, V), g and beta (B, T, HV); q and k arrive L2-normalised."""
+q, k (B, T, H, K), v (B, T, HV, V), g and beta (B, T, HV); q and k arrive L2-normalised.
+
+Its backward is fla's own (chunk_gated_delta_rule is an autograd.Function): the inputs go to it as they
+are, so nothing here can cut a gradient (tests/test_linear_backward.py checks that around a stand-in;
+fla's backward itself is unmeasured on any GPU here)."""
 
 
 def prepare_function(variant, problem):

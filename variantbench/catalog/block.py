@@ -133,10 +133,22 @@ def _gradient_check_unsupported(variant, shape):
     return None if config is None else moe_catalog.gradient_check_unsupported(config)
 
 
+def _linear_piece_untrained(shape):
+    """Why no fused linear implementation that serves blocks (has `prepare_function`) has a backward on
+    the shape's device, or None: on a GPU fla's (kernels/block/choice.py `serves` picks among them);
+    on the CPU none, fla's kernels being CUDA's and ours forward-only."""
+    from variantbench.catalog import family
+
+    serving = [i for i in family("linear").implementations if i.fused and hasattr(i.load(), "prepare_function")]
+    if any(i.backward and (shape.device == "cuda" or i.backward_on_cpu) for i in serving):
+        return None
+    return (f"no fused linear implementation trains a block on the {shape.device}: "
+            + ", ".join(f"{i.name} {'has no backward there' if i.backward else 'is forward-only'}" for i in serving))
+
+
 def _fused_backward_unsupported(variant, shape):
-    if shape.config(variant.model).linear:
-        return "the linear family's fused implementations are forward-only"
-    return _gradient_check_unsupported(variant, shape)
+    why = _linear_piece_untrained(shape) if shape.config(variant.model).linear else None
+    return why or _gradient_check_unsupported(variant, shape)
 
 
 def _split_unsupported(mode):
@@ -306,10 +318,12 @@ def make_problem(variant, shape: BlockShape, *, device, dtype, seed, requires_gr
         problem.a_log = randn(lin.n_v_heads, scale=0.5, offset=1.0)
         problem.dt_bias = randn(lin.n_v_heads, scale=0.5, offset=-2.0)
         problem.out_norm = norm(lin.v_dim)
+        # its inputs train too, so that choosing the piece can time its backward; the block's own are
+        # computed from x (kernels/block/fused.py), and the layer has no weights of its own
         linear = family("linear")
         problem.linear = linear.make_problem(variant.attention, LinearShape(f"{shape.name}-linear", config.linear,
                                                                            shape.batch, shape.q_len, device=shape.device),
-                                             device=device, dtype=dtype, seed=seed + 3)
+                                             device=device, dtype=dtype, seed=seed + 3, requires_grad=requires_grad)
     elif m is None:
         problem.wq = randn(heads * head_dim, dim, scale=dim ** -0.5)
         problem.wk, problem.wv = (randn(kv_heads * head_dim, dim, scale=dim ** -0.5) for _ in range(2))

@@ -12,7 +12,8 @@ def work(variant, problem, backward=False):
     """(FLOPs, bytes) of the layer's useful work. FLOPs: the four projections, 2 T dim (H + 2 Hkv + H) D;
     the attention's visible pairs as the attention family counts them; the MLP, 6 T dim ffn gated
     (4 ungated), or the MoE's routed work as the moe family counts it, forward or forward+backward,
-    and so latent attention's expansion and pairs (the mla family's work).
+    and so latent attention's expansion and pairs (the mla family's work) and the gated delta rule (the
+    linear family's).
     Mixture-of-depths counts the chosen tokens, plus its router. Backward: twice each matmul (input and
     weight gradients), the attention's 2.5x. Bytes: every weight once, tokens in and out, the cache
     read at decode; twice that with a backward."""
@@ -24,7 +25,7 @@ def work(variant, problem, backward=False):
     rows = batch * routed
     gemm = 2 * rows * dim * (2 * heads + 2 * kv_heads) * head_dim
     m = config.mla_config
-    latent_flops = 0
+    piece_flops = 0  # a latent or linear attention's, forward+backward where trained, as its family counts it
     if m is not None:  # the query's bottleneck, the latent's down projection, the output projection
         gemm = 2 * rows * (dim * m.q_lora_rank + m.q_lora_rank * heads * m.qk_dim
                            + dim * (m.kv_lora_rank + m.qk_rope_dim) + heads * m.v_head_dim * dim)
@@ -39,16 +40,16 @@ def work(variant, problem, backward=False):
         key, value = lin.n_qk_heads * lin.k_dim, lin.n_v_heads * lin.v_dim
         gemm = 2 * rows * dim * (2 * key + 2 * value + 2 * lin.n_v_heads) + 2 * rows * value * dim
         gemm += 2 * rows * (2 * key + value) * config.conv
-        attention = family("linear").work(variant.attention, problem.linear)[0]
+        attention, piece_flops = 0, family("linear").work(variant.attention, problem.linear, backward)[0]
     elif m is not None:  # the latent's expansion and the pairs, the backward's too, as the mla family counts them
-        attention, latent_flops = 0, family("mla").work(variant.attention, problem.mla, backward)[0]
+        attention, piece_flops = 0, family("mla").work(variant.attention, problem.mla, backward)[0]
     else:
         empty = torch.empty(batch, heads, routed, 0)
         pairs = visible_pairs(variant.attention, AttentionProblem(empty, torch.empty(batch, kv_heads, kv_len, 0),
                                                                   None, None, problem.seed))
         attention = 4 * heads * head_dim * pairs
     matmuls = gemm + (2 * batch * tokens * dim if variant.depth_capacity is not None else 0)
-    flops = mlp_flops + latent_flops + (3 * matmuls + attention * 7 // 2 if backward else matmuls + attention)
+    flops = mlp_flops + piece_flops + (3 * matmuls + attention * 7 // 2 if backward else matmuls + attention)
     elem = problem.x.element_size()
     weights = sum(t.numel() for t in problem.weights().values()) * elem
     caches = sum(t.numel() for t in (problem.k_cache, problem.v_cache, problem.latent_cache) if t is not None) * elem

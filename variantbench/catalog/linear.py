@@ -6,6 +6,10 @@ peer, `fla-core`, an optional extra; skipped with the reason where it is not ins
 kernels/linear/triton_gdn.py, the same chunked algorithm. A state
 replaces the KV cache, so the cost grows with tokens, not tokens squared: the question a hybrid model
 asks is where that wins against causal GQA, at the same shape (variantbench try --against).
+
+Training: the reference's backward is autograd's through the chunked form, fla's its own kernels',
+compiled's autograd through the compiled graph, with gradients to q, k, v, the log-decays g and the
+write strengths beta. Our kernel is forward-only.
 """
 
 import importlib.util
@@ -51,11 +55,15 @@ def _compiled_unsupported(variant, shape):
 
 
 IMPLEMENTATIONS = (
-    Implementation("reference", "reference.linear_attention", fused=False, backward=False),
-    Implementation("fla", "kernels.linear.fla", fused=True, backward=False, unsupported=_fla_unsupported),
+    # Eager torch: autograd through the chunked form (its triangular solve included).
+    Implementation("reference", "reference.linear_attention", fused=False, backward=True),
+    # chunk_gated_delta_rule's own backward (an autograd.Function of Triton kernels): CUDA only, as its forward.
+    Implementation("fla", "kernels.linear.fla", fused=True, backward=True, backward_on_cpu=False,
+                   unsupported=_fla_unsupported),
     Implementation("triton", "kernels.linear.triton_gdn", fused=True, backward=False, needs_triton=True, ours=True,
                    autotunes=True),
-    Implementation("compiled", "kernels.linear.compiled", fused=True, backward=False, tier="full",
+    # torch.compile of the reference; its backward is autograd through the compiled graph.
+    Implementation("compiled", "kernels.linear.compiled", fused=True, backward=True, tier="full",
                    unsupported=_compiled_unsupported),
 )
 
@@ -85,7 +93,9 @@ class LinearProblem:
         return {"q": self.q, "k": self.k, "v": self.v, "g": self.g, "beta": self.beta}
 
     def grad_inputs(self):
-        raise NotImplementedError("the linear-attention implementations here are forward-only")
+        """Every input: a layer's backward carries q, k, v, g and beta back to the projections, the
+        convolution and the gates that made them (the layer itself has no weights)."""
+        return (self.q, self.k, self.v, self.g, self.beta)
 
 
 # Qwen3-Next's decays sit close to 1: a = sigmoid(3 + N(0, 1)) is 0.95 at the median, 0.73 at the 2nd
@@ -103,10 +113,13 @@ def make_problem(variant, shape: LinearShape, *, device, dtype, seed, requires_g
     tokens, heads, v_heads = shape.tokens, config.n_qk_heads, config.n_v_heads
     q = torch.nn.functional.normalize(randn(shape.batch, tokens, heads, config.k_dim), dim=-1)
     k = torch.nn.functional.normalize(randn(shape.batch, tokens, heads, config.k_dim), dim=-1)
-    return LinearProblem(
+    problem = LinearProblem(
         config=config, q=q.to(dtype), k=k.to(dtype), v=randn(shape.batch, tokens, v_heads, config.v_dim).to(dtype),
         g=torch.nn.functional.logsigmoid(DECAY_OFFSET + randn(shape.batch, tokens, v_heads)),
         beta=torch.sigmoid(randn(shape.batch, tokens, v_heads)).to(dtype), seed=seed)
+    for t in problem.grad_inputs():
+        t.requires_grad_(requires_grad)
+    return problem
 
 
 def check_views(variant, problem, out, rows):
@@ -126,7 +139,12 @@ def work(variant, problem, backward=False):
     """(FLOPs, bytes) of the chunked algorithm (chunk C, per value head and chunk): K K^T strictly
     below the diagonal, C(C-1)K; Q K^T on and below it, C(C+1)K; the triangular solve for the V + K
     right-hand sides, C(C-1)(V+K); the state's three products (into U, into the output, its update),
-    6CKV; the chunk's own attention on U, C(C+1)V. Bytes: every input once, the output once."""
+    6CKV; the chunk's own attention on U, C(C+1)V. Bytes: every input once, the output once.
+
+    Backward, as the moe and mla families count a matmul's: twice each product (the gradients of both
+    its operands; fla's backward recomputes the WY form and the states besides, not counted as useful
+    work), so 3x the forward's FLOPs; bytes 3x (inputs and output read again with the output's
+    gradient, every input's gradient written)."""
     config = problem.config
     c, k_dim, v_dim = reference_linear.CHUNK, config.k_dim, config.v_dim
     batch, tokens = problem.v.shape[:2]
@@ -135,7 +153,7 @@ def work(variant, problem, backward=False):
                  + c * (c + 1) * v_dim)
     flops = batch * config.n_v_heads * chunks * per_chunk
     nbytes = sum(x.numel() * x.element_size() for x in problem.inputs().values()) + problem.v.numel() * problem.v.element_size()
-    return flops, nbytes
+    return (3 * flops, 3 * nbytes) if backward else (flops, nbytes)
 
 
 FAMILY = Family(
