@@ -266,7 +266,10 @@ def test_confirmation_keeps_a_real_slowdown_and_clears_a_fluke():
 
 
 def test_bisect_finds_the_first_slower_commit_and_names_unmeasured_ones(tmp_path):
-    commits = [sha(f"HEAD~{n}") for n in range(6, -1, -1)]  # oldest first
+    # oldest first, exactly as bisect lists them: merges bring their branches' commits onto the path
+    good = sha("HEAD~6")
+    commits = [good] + subprocess.run(["git", "rev-list", "--reverse", "--ancestry-path", f"{good}..HEAD"],
+                                      cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     case = ("gqa_8", "triton", "llama-3-8b-s4k")
     for n, commit in enumerate(commits):
         if n == 3:
