@@ -52,6 +52,12 @@ linear_then_paged() {
   local budget=$1 dest=$root/linear-paged show='^verdict|^try:|MISMATCH|ERROR|diff'
   mkdir -p "$dest"
   source tools/budgeted.sh
+  # issues 15, 16: this session's backwards checked on the GPU first (fla's Gated DeltaNet, SDPA's and
+  # Flex's MLA prefill, grouped_mm's MoE: gradients against float64, never run on a GPU before)
+  show='passed|mismatch|error|MISMATCH'
+  step check-backward 420 $vb check --family linear --family mla --family moe --tier full --shape qwen3-next-t4k \
+    --shape deepseek-v3-mla-prefill-s4k --shape mixtral-8x7b-prefill-t8k-zipf
+  show='^verdict|^try:|MISMATCH|ERROR|diff'
   step try-gdn 420 $vb try gated_deltanet --shape qwen3-next-t4k --shape qwen3-next-t16k --shape qwen3-next-t32k \
     --shape qwen3-next-t64k --json "$dest/try-gdn.json"
   step try-paged 150 $vb try gqa_decode --shape llama-3-8b-paged16-b64-kv8k --shape llama-3-8b-paged16-b1-kv128k \
