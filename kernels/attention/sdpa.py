@@ -5,12 +5,13 @@ causal prefill uses `is_causal` instead, and a mask that hides nothing is droppe
 SDPA pick its fused causal or unmasked kernels (cuDNN, flash) rather than the masked ones.
 """
 
-import time
 import warnings
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from variantbench.timing import per_call_ms
 
 # Tried in this order; `prepare` keeps the fastest that accepts the call and records its name.
 FUSED_BACKENDS = (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION)
@@ -43,21 +44,6 @@ def mask_arguments(variant, problem):
     return mask, False
 
 
-def _elapsed(call, device):
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(TRIAL_CALLS):
-            call()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end)
-    t0 = time.perf_counter()
-    for _ in range(TRIAL_CALLS):
-        call()
-    return time.perf_counter() - t0
-
-
 def fastest(q, k, v, **options):
     """The call `F.scaled_dot_product_attention(q, k, v, **options)` through the fastest backend that
     accepts it, its name in the call's `backend`. The MLA family's forms come through here too."""
@@ -73,8 +59,8 @@ def fastest(q, k, v, **options):
         try:
             with warnings.catch_warnings():  # each refusing backend warns why; the error says it too
                 warnings.simplefilter("ignore", UserWarning)
-                call()  # first call: library handles, cuDNN plan build
-            timings[backend] = (_elapsed(call, q.device), call)
+                # after an untimed first call: library handles, cuDNN plan build
+                timings[backend] = (per_call_ms(call, q.device, calls=TRIAL_CALLS), call)
         except RuntimeError as error:  # "No available kernel" for this backend and these inputs
             errors[backend.name] = str(error).splitlines()[0]
     if not timings:

@@ -21,6 +21,7 @@ import sys
 import torch
 
 from kernels import tuned_choices
+from variantbench import timing
 from variantbench.cases import first_line
 from variantbench.catalog import Unsupported, family
 
@@ -28,16 +29,10 @@ TRIAL_CALLS = 5
 
 
 def _elapsed(step, device):
-    step()  # warm-up: compiles, plans, caches
     if device.type != "cuda":
+        step()  # it runs: on a CPU the first that does serves, whatever its time
         return 0.0
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(TRIAL_CALLS):
-        step()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end)
+    return timing.per_call_ms(step, device, calls=TRIAL_CALLS)  # after an untimed call: compiles, plans
 
 
 def serves(implementation, variant, shape, device, trained):
