@@ -86,24 +86,35 @@ def rank_main(rank, ranks, port, ops, sizes, per_graph, nodes, queue):
     dist.destroy_process_group()
 
 
+def counts(text):
+    """A comma-separated list of positive integers (argparse then says which argument is wrong)."""
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of positive integers")
+    return values
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", default="8192,1048576,1073741824")
+    parser.add_argument("--sizes", type=counts, default="8192,1048576,1073741824", help="bytes per tensor")
     parser.add_argument("--ops", default="all_reduce,reduce_scatter")
     parser.add_argument("--nodes", type=int, default=1, help="simulated hosts, each 1/N of the GPUs")
-    parser.add_argument("--calls", default="10,25,50,100,400", help="collectives per CUDA graph, a graph each")
+    parser.add_argument("--calls", type=counts, default="10,25,50,100,400",
+                        help="collectives per CUDA graph, a graph each")
     args = parser.parse_args()
     ranks = torch.cuda.device_count()
     if ranks == 0:
-        sys.exit("comms_truth: no CUDA GPU visible")
+        parser.exit(2, "comms_truth: no CUDA GPU visible\n")
     ops = args.ops.split(",")
     unknown = [op for op in ops if op not in BUS_FACTOR]
-    if unknown or ranks % args.nodes:
-        sys.exit(f"comms_truth: ops are {', '.join(BUS_FACTOR)} (not {unknown}); {ranks} GPUs over {args.nodes} nodes")
+    if unknown or args.nodes < 1 or ranks % args.nodes:
+        parser.error(f"ops are {', '.join(BUS_FACTOR)} (not {unknown}); {ranks} GPUs over {args.nodes} nodes")
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    sizes = [int(s) for s in args.sizes.split(",")]
-    per_graph = [int(c) for c in args.calls.split(",")]
+    sizes, per_graph = args.sizes, args.calls
     procs = [ctx.Process(target=rank_main, args=(r, ranks, 29511, ops, sizes, per_graph, args.nodes, queue))
              for r in range(ranks)]
     for p in procs:
