@@ -2,8 +2,8 @@
 against the gated delta rule written a token at a time here (float64, an odd length over two chunks,
 gates near 0 and near 1), the suite's gradient check for the reference and compiled and its failure
 where beta's gradient is cut, fla's thin wrapper (a stand-in for fla-core, which is not installed
-here: its backward is untested on any machine), fla refused a backward on the CPU only, ours forward-
-only, Qwen3-Next's block (on the CPU the reference block trains, fused is refused: no fused linear
+here: its backward is untested on any machine), fla refused a backward on the CPU and where it raises (Hopper under Triton 3.4-3.7.0), ours
+forward-only, Qwen3-Next's block (on the CPU the reference block trains, fused is refused: no fused linear
 implementation has a CPU backward), the work model and the default tier left without linear backwards."""
 
 import sys
@@ -127,6 +127,37 @@ def test_fla_has_a_backward_on_the_gpu_only_and_ours_none(monkeypatch):
     assert serves(triton, VARIANT, TINY, torch.device("cpu"), trained=True) == "forward-only here"
 
 
+@pytest.mark.parametrize("capability, triton, tilelang, refused", [
+    ((9, 0), "3.6.0", False, True),  # an H200 with this session's Triton: fla raises in its backward
+    ((9, 0), "3.4.0", False, True),
+    ((9, 0), "3.7.1", False, False),  # fixed in Triton
+    ((9, 0), "3.3.1", False, False),  # before the miscompile
+    ((9, 0), "3.6.0", True, False),  # tilelang serves the kernel instead
+    ((8, 0), "3.6.0", False, False),  # an A100
+    (None, "3.6.0", False, False),  # no GPU answered
+])
+def test_fla_refuses_its_backward_where_it_raises_on_hopper(monkeypatch, capability, triton, tilelang, refused):
+    """fla-core raises in its gated backward on Hopper under Triton 3.4.0 up to 3.7.1 (its issue #640);
+    the catalog says so before any call, so that check, try and the block's fused piece skip fla's
+    backward with the reason and still check and time its forward."""
+    import importlib.util
+
+    from variantbench import device
+
+    monkeypatch.setattr(device, "compute_capability", lambda: capability)
+    monkeypatch.setattr(device, "_version", lambda package: triton if package == "triton" else "none")
+    found = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: (object() if tilelang else None) if name == "tilelang" else found(name, *a))
+    fla, gpu = LINEAR.implementation("fla"), LINEAR.shape("qwen3-next-t4k")
+    why = cases.backward_unsupported(cases.Case("linear", VARIANT, fla, gpu, "cuda"))
+    if refused:
+        assert why.startswith(f"fla-core refuses its gated backward on Hopper under Triton {triton} ") and "#640" in why
+    else:
+        assert why is None
+    assert cases.backward_unsupported(cases.Case("linear", VARIANT, fla, TINY, "cpu")) == "fla has no backward on the CPU"
+
+
 def test_the_qwen3_next_block_trains_through_the_reference_on_the_cpu_and_fused_on_the_gpu():
     """On the CPU no fused linear implementation has a backward (fla's is CUDA's, ours none), so fused
     is refused and the reference block trains; at the real dims on the GPU fused trains (through fla),
@@ -207,3 +238,25 @@ def test_the_default_tier_runs_no_linear_backward(monkeypatch):
     gpu = [s.name for s in LINEAR.shapes if s.device == "cuda"]
     assert with_backward("linear", "full") == {("gated_deltanet", "fla", s) for s in gpu} | \
         {("gated_deltanet", "compiled", s) for s in ("qwen3-next-t4k", "qwen3-next-b4-t4k")}
+
+
+def test_compute_capability_is_nvidia_smis_answer_for_the_first_visible_gpu(monkeypatch):
+    """Read without torch (which would initialise CUDA before asv forks); no answer is None."""
+    from variantbench import device
+
+    asked = []
+
+    def answers(args, **_):
+        asked.append(args)
+        return types.SimpleNamespace(stdout="9.0\n")
+
+    def fails(*_, **__):
+        raise OSError("no nvidia-smi")
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,2")
+    for run, wanted in ((answers, (9, 0)), (fails, None)):
+        monkeypatch.setattr(device.subprocess, "run", run)
+        device.compute_capability.cache_clear()
+        assert device.compute_capability() == wanted
+    assert asked[0][-2:] == ["-i", "3"]
+    device.compute_capability.cache_clear()

@@ -180,6 +180,20 @@ def test_a_short_call_is_replayed_as_a_checked_graph_of_a_millisecond_over_its_i
     assert per_call_of(timing.batched(timed, CUDA, marks=stream), stream) == pytest.approx(0.02, rel=1e-3)
 
 
+def test_a_decode_step_longer_than_a_short_call_is_replayed_too():
+    """A device-bound 150 us call over 537 MB (paged decode at b1 x kv128k): eager as any call, a
+    graph of 7 calls (a millisecond) as a decode step, which the replayed device time does not refuse."""
+    for decode, graphed in ((False, 0), (True, 1)):
+        stream = Stream()
+        cuda = FakeCuda(stream)
+        call = stand_in(stream, 0.005, 0.15)
+        timed, mode = replay.timed_call(call, CUDA, copies_from(stream, 0.005, 0.15), lambda: 537 * 10**6, cuda,
+                                        decode=decode)
+        assert (mode.cuda_graph, mode.graph_calls, mode.input_sets) == (graphed, 7 * graphed, 1), mode.why
+        assert isinstance(timed, replay.Replay) == bool(graphed)
+        assert per_call_of(timing.batched(timed, CUDA, marks=stream), stream) == pytest.approx(0.15, rel=1e-3)
+
+
 @pytest.mark.parametrize("broken, dtype, bad_set", [
     ("drops_work", torch.bfloat16, 0),
     ("drops_work", torch.int32, 0),  # poisoned with the eager output's complement

@@ -156,6 +156,30 @@ def test_plan_graphs_short_or_host_bound_calls_and_rotates_what_fits_in_twice_th
     assert ("CUDA-graph replays" in plan.why) == graph
 
 
+def test_a_decode_step_is_graphed_at_any_length_and_a_prefill_by_the_rules_above():
+    """Paged decode at b1 x kv128k: 0.153 ms eagerly, device-bound, 537 MB; as a decode step it replays
+    as a graph (serving engines run decode so), as a prefill of the same length it stays eager."""
+    decode = timing.plan_timing(0.153, 0.010, None, int(537e6), 50 * MIB, decode=True)
+    assert (decode.graph, decode.input_sets) == (True, 1) and "a decode step, 153.0 us a call" in decode.why
+    assert not timing.plan_timing(0.153, 0.010, None, int(537e6), 50 * MIB).graph
+    # a collective stays uncaptured even where its shape were a decode step
+    assert not timing.plan_timing(0.153, 0.010, 40, int(537e6), 50 * MIB, decode=True).graph
+
+
+def test_decode_steps_are_one_new_query_a_sequence_in_the_decode_phase():
+    from variantbench.catalog import family
+
+    steps = {name: timing.decode_step(family(fam).shape(name)) for fam, name in (
+        ("attention", "llama-3-8b-decode-kv8k"), ("attention", "llama-3-8b-chunk512-kv8k"),
+        ("attention", "llama-3-8b-s4k"), ("paged", "llama-3-8b-paged16-b1-kv128k"),
+        ("moe", "mixtral-8x7b-decode-t16-zipf"), ("moe", "mixtral-8x7b-prefill-t8k-zipf"),
+        ("mla", "deepseek-v3-mla-decode-b64-kv8k"), ("block", "decode-b64-kv4k"), ("block", "prefill-b4-s4k"),
+        ("linear", "qwen3-next-t4k"), ("comms", "comms-64m"))}
+    assert [name for name, step in steps.items() if step] == [
+        "llama-3-8b-decode-kv8k", "llama-3-8b-paged16-b1-kv128k", "mixtral-8x7b-decode-t16-zipf",
+        "deepseek-v3-mla-decode-b64-kv8k", "decode-b64-kv4k"]
+
+
 def test_input_sets_exceed_twice_the_l2_or_stop_at_the_cap_and_say_so():
     l2 = 50 * MIB
     for working_set in (1, 3 * MIB, 7 * MIB, 33 * MIB, 67 * MIB, 100 * MIB):

@@ -1,5 +1,7 @@
 """Independent check of `variantbench try` figures, on the GPU, right after the try runs:
-    python tools/try_truth.py TRY.json [TRY.json ...]
+    python tools/try_truth.py [--fused-only] TRY.json [TRY.json ...]
+--fused-only leaves out the eager references (seconds each to re-time at long shapes, and never a
+fused implementation's figure).
 For every implementation the JSON timed (B's and A's), the same call is prepared again and timed apart
 from the suite: triton.testing.do_bench's median, or for calls under 50 us (where launch overhead is
 most of a back-to-back loop, and the suite replays a CUDA graph) do_bench_cudagraph's median. Calls
@@ -51,7 +53,7 @@ def timed_rows(doc):
                 yield family, variant, theirs["implementation"], shape, theirs["ms"]
 
 
-def main(paths):
+def main(paths, fused_only=False):
     print(f"{'case':72} {'suite ms':>10} {'indep ms':>10} {'how':>8} {'diff':>7} {'graph ms':>10} {'diff':>7}")
     worst = 0.0
     for path in map(Path, paths):
@@ -60,6 +62,8 @@ def main(paths):
             continue
         for family, variant, impl, shape, suite_ms in timed_rows(json.loads(path.read_text())):
             name = f"{family}/{variant}/{impl}@{shape}"
+            if fused_only and impl == "reference":
+                continue
             try:
                 _, call, _ = cases.prepare_checked(cases.resolve(family, variant, impl, shape, "cuda"))
                 ms, how, loop = independent_ms(call)
@@ -76,4 +80,5 @@ def main(paths):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    args = sys.argv[1:]
+    main([a for a in args if a != "--fused-only"], fused_only="--fused-only" in args)

@@ -1,5 +1,6 @@
 """Device facts: which device to run on, the machine's identity, and its measured peaks."""
 
+import functools
 import json
 import os
 import platform
@@ -110,6 +111,27 @@ def machine_name(facts: dict) -> str:
         return slug + (f"-{len(per_node)}x{per_node[0]}" if len(set(per_node)) == 1 else "-nodes-" + "-".join(per_node))
     count = int(facts.get("gpu_count", 1)) if facts["device"] == "cuda" else 1
     return slug + (f"-x{count}" if count > 1 else "")
+
+
+@functools.cache
+def compute_capability() -> tuple[int, int] | None:
+    """(major, minor) of the first visible GPU, from nvidia-smi; None where none answers. Not from torch:
+    asking it initialises CUDA, which breaks CUDA in every process forked later (`default_device`)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip()
+    query = ["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"]
+    query += ["-i", visible] if visible.isdigit() else []
+    try:
+        answer = subprocess.run(query, capture_output=True, text=True, timeout=30, check=True).stdout.split()[0]
+        major, _, minor = answer.partition(".")
+        return int(major), int(minor or 0)
+    except (OSError, subprocess.SubprocessError, IndexError, ValueError):
+        return None
+
+
+def release(package) -> tuple[int, ...]:
+    """A package's version as numbers ("3.6.0" -> (3, 6, 0); "3.7.0+git1a2b" -> (3, 7, 0)); () where it
+    is not installed."""
+    return tuple(int(part) for part in re.findall(r"\d+", _version(package).split("+")[0])[:3])
 
 
 def _version(package):

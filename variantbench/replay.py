@@ -176,17 +176,18 @@ def checked_graph(cuda, calls, count):
     return graph, None
 
 
-def graphed(cuda, calls, call_ms):
+def graphed(cuda, calls, call_ms, decode=False):
     """(Replay, None) or (None, why not). The graph is sized from the eager time; a call bound by its
     launches ran shorter on the device than that, so where a replay lasts under half of
     timing.GRAPH_MS it is captured again, longer. A call that replayed takes timing.GRAPH_BELOW_MS or
-    more on the device is no short call (its host was slow): it is timed as a model runs it."""
+    more on the device is no short call (its host was slow): it is timed as a model runs it, eagerly,
+    unless it is a decode step, which a model serves as a graph at any length."""
     count = timing.graph_calls(call_ms, len(calls))
     graph, why = checked_graph(cuda, calls, count)
     if graph is None:
         return None, why
     device_ms = timing.median_ms(Replay(graph, count), cuda.device, rounds=5, marks=cuda.marks)  # per call
-    if device_ms >= timing.GRAPH_BELOW_MS:
+    if device_ms >= timing.GRAPH_BELOW_MS and not decode:
         return None, f"replayed, a call takes {device_ms * 1e3:.1f} us on the device: not a short call"
     if device_ms * count < timing.GRAPH_MS / 2:
         count = timing.graph_calls(device_ms, len(calls))
@@ -213,21 +214,22 @@ def with_copies(call, copy, sets):
     return calls
 
 
-def timed_call(call, device, copy, working_set, cuda=None):
+def timed_call(call, device, copy, working_set, cuda=None, decode=False):
     """(the call the timed body runs, its Mode). `copy(seed)`: the same call prepared on inputs of
-    another seed; `working_set()`: the bytes its work model moves. On the CPU, the call itself."""
+    another seed; `working_set()`: the bytes its work model moves; `decode`: whether the call is a
+    decode step (timing.decode_step). On the CPU, the call itself."""
     if device.type != "cuda":
         return call, Mode(0, 0, 1, "on the CPU: eager calls on one input set")
     cuda = cuda or CudaDevice(device)
     call_ms, issue_ms = timing.issue_and_call_ms(call, device, marks=cuda.marks, host=cuda.host)
     repeats = getattr(call, "repeats", None)  # a collective's (timing.repeats_of)
-    plan = timing.plan_timing(call_ms, issue_ms, repeats, working_set(), cuda.l2_bytes())
+    plan = timing.plan_timing(call_ms, issue_ms, repeats, working_set(), cuda.l2_bytes(), decode)
     calls = with_copies(call, copy, plan.input_sets)
     why = plan.why
     if plan.graph:
         replay, refused = None, cuda.host_sync(call)
         if refused is None:
-            replay, refused = graphed(cuda, calls, call_ms)
+            replay, refused = graphed(cuda, calls, call_ms, decode)
         if replay is not None:
             return replay, Mode(1, replay.repeats, len(calls), why)
         why = f"{why}; eager calls instead: {refused}"
@@ -252,4 +254,5 @@ def for_case(case, problem, call, cuda=None):
     """`timed_call` for a prepared case: copies from `copier`, the working set from the bytes of the
     family's work model."""
     fam = family(case.family)
-    return timed_call(call, problem.device, copier(case, problem), lambda: fam.work(case.variant, problem)[1], cuda)
+    return timed_call(call, problem.device, copier(case, problem), lambda: fam.work(case.variant, problem)[1], cuda,
+                      timing.decode_step(case.shape))

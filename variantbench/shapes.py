@@ -315,6 +315,8 @@ class PagedShape:
     lengths: str = "equal"
     device: str = "cuda"
     tier: str = "full"
+    phase = "decode"
+    q_len = 1
 
     @property
     def config(self) -> ModelConfig:

@@ -263,6 +263,10 @@ ESTIMATE_CALLS = 10
 # one before it; at most MAX_GRAPH_CALLS calls per graph: a 2 us call still replays for 1 ms.
 GRAPH_MS = 1.0
 MAX_GRAPH_CALLS = 500
+# A decode step (one new token a sequence) is replayed as a CUDA graph at any length: serving engines
+# (vLLM, SGLang) run decode that way, and eagerly the gaps between its launches count. Paged decode at
+# b1 x kv128k read 0.1527 ms eagerly and 0.1409 as a graph loop (+8.3%, H200, session 13): a figure
+# of neither the kernel nor the served step.
 # A call moving at most L2_MARGIN x the L2 (50 MiB on an H100, 60 on an H200) would find its inputs
 # in the L2 from the call before: the body cycles through input sets until they exceed that, at most
 # MAX_INPUT_SETS (variantbench.replay says why rotation and not an L2 flush).
@@ -310,11 +314,17 @@ def graph_calls(call_ms: float, sets: int) -> int:
     return max(sets, min(wanted, MAX_GRAPH_CALLS // sets * sets))
 
 
+def decode_step(shape) -> bool:
+    """Whether a shape is one decode step: its phase is decode and each sequence brings one new query
+    (a chunked prefill's 512 new tokens are not one; a MoE shape's decode is its few tokens)."""
+    return getattr(shape, "phase", None) == "decode" and getattr(shape, "q_len", 1) == 1
+
+
 def plan_timing(call_ms: float, issue_ms: float, repeats: int | None, working_set_bytes: int,
-                l2_bytes: int) -> TimingPlan:
+                l2_bytes: int, decode: bool = False) -> TimingPlan:
     """The plan for a CUDA call from its eager time, the host's time to issue it (per call, from
     `issue_and_call_ms`), its repeats (a collective's `call.repeats`; None for any other call), the
-    bytes of its work model and the L2's size. A collective is never captured around, even at one
+    bytes of its work model, the L2's size and whether it is a decode step (`decode_step`). A collective is never captured around, even at one
     repeat: its call messages the other ranks, which run their collectives whether or not rank 0's
     capture then fails, and a failed capture left them one collective ahead (64 MiB all-reduce over
     two torchrun "nodes" on an H200 host, 20 ms a collective, hung the run until its time limit)."""
@@ -333,6 +343,9 @@ def plan_timing(call_ms: float, issue_ms: float, repeats: int | None, working_se
     if call_ms < GRAPH_BELOW_MS:
         return TimingPlan(True, sets, f"{l2}; {call_ms * 1e3:.1f} us a call, under {GRAPH_BELOW_MS * 1e3:.0f} us: "
                                       "CUDA-graph replays")
+    if decode:
+        return TimingPlan(True, sets, f"{l2}; a decode step, {call_ms * 1e3:.1f} us a call: CUDA-graph replays, "
+                                      "as serving engines run decode")
     if share >= HOST_BOUND:
         return TimingPlan(True, sets, f"{l2}; the host took {share:.0%} of a call's {call_ms * 1e3:.1f} us to issue "
                                       "it: CUDA-graph replays")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from reference import linear_attention as reference_linear
+from variantbench import device
 from variantbench.catalog import Family, Implementation, NamedVariant, sample_rows
 from variantbench.shapes import LINEAR_SHAPES, LinearShape
 
@@ -46,6 +47,23 @@ def _fla_unsupported(variant, shape):
     return None
 
 
+# fla-core (0.6) refuses its gated backward (chunk_bwd_dqkwg) on Hopper under Triton from 3.4.0 up to
+# 3.7.1, which computes it wrong there (fla's issue #640), unless tilelang serves that kernel instead.
+# Every fla backward raised so on an H200 with Triton 3.6.0 (session 13); its forward runs.
+FLA_WRONG_BACKWARD_TRITON = ((3, 4, 0), (3, 7, 1))
+
+
+def _fla_backward_unsupported(variant, shape):
+    triton_release = device.release("triton")
+    first_bad, first_good = FLA_WRONG_BACKWARD_TRITON
+    if shape.device != "cuda" or not first_bad <= triton_release < first_good:
+        return None
+    if importlib.util.find_spec("tilelang") is not None or (device.compute_capability() or (0,))[0] != 9:
+        return None
+    return (f"fla-core refuses its gated backward on Hopper under Triton {'.'.join(map(str, triton_release))} "
+            "(fla's issue #640: wrong gradients from Triton 3.4.0 up to 3.7.1); Triton >= 3.7.1 or tilelang lifts it")
+
+
 def _compiled_unsupported(variant, shape):
     chunks = -(-shape.tokens // reference_linear.CHUNK)
     if chunks > COMPILED_MAX_CHUNKS:
@@ -59,7 +77,7 @@ IMPLEMENTATIONS = (
     Implementation("reference", "reference.linear_attention", fused=False, backward=True),
     # chunk_gated_delta_rule's own backward (an autograd.Function of Triton kernels): CUDA only, as its forward.
     Implementation("fla", "kernels.linear.fla", fused=True, backward=True, backward_on_cpu=False,
-                   unsupported=_fla_unsupported),
+                   unsupported=_fla_unsupported, backward_unsupported=_fla_backward_unsupported),
     Implementation("triton", "kernels.linear.triton_gdn", fused=True, backward=False, needs_triton=True, ours=True,
                    autotunes=True),
     # torch.compile of the reference; its backward is autograd through the compiled graph.
