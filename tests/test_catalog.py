@@ -142,6 +142,24 @@ def test_compiled_joins_the_full_tier_or_where_it_is_named(monkeypatch):
     assert common.grid("attention")[0][1] == ["compiled"]
 
 
+def test_mqa_is_nightly_unless_named(monkeypatch):
+    """The default tier left mqa to the full one (0318851's took 599 s of its 10 minutes on an H200);
+    named, it runs at any tier, in the suite's grid and in `run`'s cases."""
+    from suite import common
+    from variantbench import cases
+
+    def variants(tier, named=None):
+        return {c.variant.name for c in cases.iter_cases("attention", "cuda", variants=named, tier=tier)
+                if isinstance(c, cases.Case)}
+
+    assert "mqa" not in variants("default") and {"gqa_8", "causal"} <= variants("default")
+    assert "mqa" in variants("full") and variants("default", named=["mqa"]) == {"mqa"}
+    monkeypatch.setattr(common, "TIER", "default")
+    assert "mqa" not in common.grid("attention")[0][0]
+    monkeypatch.setattr(common, "ONLY_VARIANTS", ["mqa"])
+    assert common.grid("attention")[0][0] == ["mqa"]
+
+
 def test_asv_check_passes():
     out = subprocess.run(
         [sys.executable, "-m", "asv", "check", "--python=same"], cwd=ROOT, capture_output=True, text=True

@@ -139,3 +139,24 @@ def test_repeats_are_whole_replays_of_a_short_graph():
     assert nccl.whole_graphs(nccl.GRAPH_OPS) == nccl.GRAPH_OPS
     assert nccl.whole_graphs(nccl.GRAPH_OPS + 1) == 2 * nccl.GRAPH_OPS
     assert nccl.whole_graphs(389) % nccl.GRAPH_OPS == 0 and nccl.whole_graphs(389) >= 389
+
+
+def test_comms_truth_sizes_and_counts_a_collective_as_the_suite_does():
+    """tools/comms_truth.py, the suite's independent check, reads --sizes as each rank's buffer and
+    its bus bandwidth by the catalog's rules: 64 MiB a rank over 4 ranks in 1 ms is 100.7 GB/s of
+    all-reduce (2 x 3/4), 201.3 of all-gather (4 buffers gathered, 3/4) and 50.3 of reduce-scatter.
+    Its all-gather once took 1/ranks of the size in, a quarter of the suite's call."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "tools" / "comms_truth.py"
+    spec = importlib.util.spec_from_file_location("comms_truth", path)
+    truth = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(truth)
+    mib64 = 64 * 2**20
+    got = {op: truth.bus_gbps(op, mib64, 4, 1000.0) for op in truth.OPS}
+    assert got == pytest.approx({"all_reduce": 100.66, "all_gather": 201.33, "reduce_scatter": 50.33}, abs=0.01)
+    for op in truth.OPS:  # the same bytes as the suite's work model over that many ranks
+        variant = FAMILY.variant(op)
+        suite_bytes = variant.bytes_moved(mib64, 4) * variant.bus_bandwidth_factor(4)
+        assert got[op] == pytest.approx(suite_bytes / 1e-3 / 1e9)

@@ -25,19 +25,31 @@ MULTICAST_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1
 
 
 def collective(op, nbytes, rank, ranks):
-    """One call of `op` over a tensor of `nbytes` (bfloat16; the whole tensor, as nccl-tests sizes them)."""
+    """One call of `op` on a per-rank buffer of `nbytes` (bfloat16), as the suite's comms shapes size
+    it (kernels/comms/nccl.py): all_gather's output is `ranks` such buffers, reduce_scatter's 1/ranks
+    of one. (Before session 13 all_gather here took 1/ranks of `nbytes` in: a quarter of the suite's
+    call at 4 ranks, and its 64 MiB figure no check of the suite's.)"""
     numel = nbytes // 2
     x = torch.randn(numel, device=f"cuda:{rank}").to(torch.bfloat16)
-    share = torch.empty(numel // ranks, dtype=torch.bfloat16, device=f"cuda:{rank}")
-    calls = {"all_reduce": lambda: dist.all_reduce(x),
-             "reduce_scatter": lambda: dist.reduce_scatter_tensor(share, x),
-             "all_gather": lambda: dist.all_gather_into_tensor(x, share)}
-    return calls[op]
+    if op == "all_gather":
+        gathered = torch.empty(numel * ranks, dtype=torch.bfloat16, device=f"cuda:{rank}")
+        return lambda: dist.all_gather_into_tensor(gathered, x)
+    if op == "reduce_scatter":
+        share = torch.empty(numel // ranks, dtype=torch.bfloat16, device=f"cuda:{rank}")
+        return lambda: dist.reduce_scatter_tensor(share, x)
+    return lambda: dist.all_reduce(x)
 
 
-# nccl-tests' bus bandwidth: the bytes each link carries over the tensor's, at n ranks
-BUS_FACTOR = {"all_reduce": lambda n: 2 * (n - 1) / n, "reduce_scatter": lambda n: (n - 1) / n,
-              "all_gather": lambda n: (n - 1) / n}
+OPS = ("all_reduce", "all_gather", "reduce_scatter")
+
+
+def bus_gbps(op, nbytes, ranks, us):
+    """nccl-tests' bus bandwidth by the suite's own rules (variantbench/catalog/comms.py): the op's
+    algorithm bytes over per-rank buffers of `nbytes`, times its bus factor, per second."""
+    from variantbench.catalog import family
+
+    variant = family("comms").variant(op)
+    return variant.bytes_moved(nbytes, ranks) * variant.bus_bandwidth_factor(ranks) / (us * 1e-6) / 1e9
 
 
 def rank_main(rank, ranks, port, ops, sizes, per_graph, nodes, queue):
@@ -99,7 +111,8 @@ def counts(text):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", type=counts, default="8192,1048576,1073741824", help="bytes per tensor")
+    parser.add_argument("--sizes", type=counts, default="8192,1048576,1073741824",
+                        help="bytes of each rank's buffer, as the suite's comms shapes (comms-64m: 67108864)")
     parser.add_argument("--ops", default="all_reduce,reduce_scatter")
     parser.add_argument("--nodes", type=int, default=1, help="simulated hosts, each 1/N of the GPUs")
     parser.add_argument("--calls", type=counts, default="10,25,50,100,400",
@@ -109,9 +122,9 @@ def main():
     if ranks == 0:
         parser.exit(2, "comms_truth: no CUDA GPU visible\n")
     ops = args.ops.split(",")
-    unknown = [op for op in ops if op not in BUS_FACTOR]
+    unknown = [op for op in ops if op not in OPS]
     if unknown or args.nodes < 1 or ranks % args.nodes:
-        parser.error(f"ops are {', '.join(BUS_FACTOR)} (not {unknown}); {ranks} GPUs over {args.nodes} nodes")
+        parser.error(f"ops are {', '.join(OPS)} (not {unknown}); {ranks} GPUs over {args.nodes} nodes")
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     sizes, per_graph = args.sizes, args.calls
@@ -125,7 +138,7 @@ def main():
           f"{'bus GB/s':>9} {'MHz':>6}")
     while not queue.empty():
         op, nbytes, count, us, mhz = queue.get()
-        bus = nbytes / (us * 1e-6) * BUS_FACTOR[op](ranks) / 1e9
+        bus = bus_gbps(op, nbytes, ranks, us)
         print(f"{'':24}{op:16} {nbytes:11d} {count:11d} {us:9.2f} {bus:9.2f} {mhz:6.0f}")
 
 

@@ -49,6 +49,7 @@ class AttentionVariant:
     topk_tokens: int | None = None
     baseline: bool = False
     note: str = ""
+    tier: str = "quick"  # the lowest tier whose runs include it unless named (variantbench.shapes.TIERS)
     # A plug-in's own math on positions (see mask_at_positions): mask(b, h, q_pos, kv_pos) AND-ed with
     # the fields' mask, score(score, b, h, q_pos, kv_pos) after their score functions. SDPA and Flex
     # build one mask for every head and batch row: a mask must depend on positions only.
@@ -154,7 +155,10 @@ class AttentionVariant:
 VARIANTS = (
     AttentionVariant("causal", kv_heads="mha", note="multi-head: one KV head per query head"),
     AttentionVariant("gqa_8", kv_heads=8, baseline=True, note="8 KV heads, the established Llama-3 recipe"),
-    AttentionVariant("mqa", kv_heads=1, note="one KV head shared by all query heads"),
+    # Nightly (full tier): our kernel and SDPA's run it as gqa_8 with one KV head, which the default
+    # tier keeps beside MHA (causal). Its four timed cases and their figures were ~26 s of 0318851's
+    # default tier, which took 599 s of its 600 on an H200 (session 13) before decode steps were graphed.
+    AttentionVariant("mqa", kv_heads=1, note="one KV head shared by all query heads", tier="full"),
     AttentionVariant("sliding_window_1024", window=1024, note="each query sees 1024 keys, itself included"),
     AttentionVariant("document", documents=True, note="packed sequences, seeded lengths in [S/16, S/2]"),
     AttentionVariant("softcap_50", softcap=50.0, note="Gemma-2 style tanh capping of scores at 50"),

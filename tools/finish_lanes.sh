@@ -1,0 +1,66 @@
+# What issues 15, 16 and 18 still lack after session 13, on one nvidia-h200-x4 (about 20 minutes held):
+#   git bundle create .vbgit.bundle main
+#   run(kind="nvidia-h200-x4", carry=[".whl", ".vbgit.bundle"]): source tools/gpu_setup.sh > /tmp/setup.log 2>&1; \
+#     source tools/gpu_detached.sh && workdir && detach lanes 'bash tools/finish_lanes.sh' && await lanes 540
+#   (then `source tools/gpu_detached.sh && await lanes 560` within 30 s, until it says exit)
+# First on all four GPUs (18): the comms family over two torchrun "nodes" of 2 GPUs and over one
+#   4-rank node (tools/torchrun_nodes.sh at comms-64m), then the same calls as raw NCCL graphs
+#   (tools/comms_truth.py, each rank's 64 MiB as the suite sizes it since session 13), in this one
+#   lease: session 13's raw figures came from another lease than the suite's (session 11).
+# Then one lane a GPU:
+# GPU 0 (15): Gated DeltaNet at qwen3-next-t4k, ours beside fla (16k-64k were side by side in session
+#   13); ours and fla against causal gqa_8 through SDPA at b4 x 4k; every call re-timed apart.
+# GPU 1 (16): every block through reference and compiled, forward and forward+backward, prefill-b4-s4k.
+# GPU 2 (16): every block through liger, forward and forward+backward, prefill-b4-s4k.
+# GPU 3 (15, 16): the default tier at HEAD timed whole (decode steps replayed as graphs, mqa nightly).
+set -u
+root=reports/truth/finish-$(git rev-parse --short HEAD)
+mkdir -p "$root"
+vb="python3 -m variantbench"
+lane() {  # lane NAME DEVICES COMMAND...: the command on those GPUs, its log in $root/NAME.log
+  local name=$1 devices=$2
+  shift 2
+  mkdir -p "/tmp/home-$name"
+  (export CUDA_VISIBLE_DEVICES=$devices HOME=/tmp/home-$name; "$@") > "$root/$name.log" 2>&1
+  echo "== lane $name (GPUs $devices): exit $? at ${SECONDS}s"
+}
+linear_lane() {
+  local budget=$1 dest=$root/linear show='^verdict|^ +(fla|triton|sdpa) +ok|ERROR'
+  mkdir -p "$dest"
+  source tools/budgeted.sh
+  step try-gdn-4k 360 $vb try gated_deltanet --shape qwen3-next-t4k --json "$dest/try-gdn-4k.json"
+  step try-gdn-vs-gqa 360 $vb try gated_deltanet --shape qwen3-next-b4-t4k --against attention/gqa_8@llama-3-8b-s4k \
+    --json "$dest/try-gdn-vs-gqa.json"
+  show='%|do_bench|graph'
+  step truth 300 python3 tools/try_truth.py --fused-only "$dest/try-gdn-4k.json" "$dest/try-gdn-vs-gqa.json"
+}
+blocks_lane() {  # blocks_lane BUDGET IMPLEMENTATION...: every block through them, fwd and fwd+bwd
+  local budget=$1 dest=$root/blocks-$2 show='MISMATCH|ERROR|asv finished|Traceback' impls=""
+  shift
+  for impl in "$@"; do impls="$impls --implementation $impl"; done
+  mkdir -p "$dest"
+  source tools/budgeted.sh
+  step forward 900 $vb run --family block --tier full --shape prefill-b4-s4k $impls --no-precheck \
+    --bench 'BlockForward\.time'
+  step fwd-bwd 900 $vb run --family block --tier full --shape prefill-b4-s4k $impls --no-precheck \
+    --bench 'BlockForwardBackward\.time'
+}
+default_lane() {
+  local t0=$SECONDS
+  timeout 720 $vb run
+  echo "== default tier: exit $? in $((SECONDS - t0))s"
+}
+if [ "$(nvidia-smi -L | wc -l)" -lt 4 ]; then echo "finish_lanes.sh wants 4 GPUs"; exit 2; fi
+t0=$SECONDS
+bash tools/torchrun_nodes.sh "$root/nodes" comms-64m
+echo "== suite's comms: ${SECONDS}s"
+for nodes in 2 1; do
+  timeout 120 python3 tools/comms_truth.py --nodes $nodes --sizes 67108864 --ops all_reduce,all_gather,reduce_scatter \
+    --calls $([ $nodes = 2 ] && echo 2,5 || echo 10,50) > "$root/nodes/truth-$nodes-node.log" 2>&1
+  echo "== raw NCCL over $nodes node(s): exit $?"; cat "$root/nodes/truth-$nodes-node.log"
+done
+lane linear 0 linear_lane 1500 &
+lane blocks-ref 1 blocks_lane 1500 reference compiled &
+lane blocks-liger 2 blocks_lane 1500 liger &
+lane default 3 default_lane &
+wait
