@@ -289,10 +289,26 @@ def test_parallel_efficiency_and_the_collectives_share(monkeypatch):
     def split():
         return None
 
-    split.collectives, split.ranks = (lambda: None), 2
-    fixed = {"single": [8.0] * 3, "split": [5.0] * 3, "collectives": [1.0] * 3}
-    monkeypatch.setattr(bench_block.timing, "interleaved_ms", lambda calls, device, rounds: {n: fixed[n] for n in calls})
-    figures = bench_block.parallel_figures(lambda: None, split, torch.device("cpu"))
+    def single():
+        return None
+
+    def collectives():
+        return None
+
+    split.collectives, split.ranks = collectives, 2
+    per_call = {single: [8.0, 8.4, 7.9], split: [5.0, 5.2, 4.9], collectives: [1.0, 1.1, 0.9]}
+    timed = []
+
+    def per_call_ms(call, device, calls, marks=None):
+        timed.append((call, calls))
+        return per_call[call][len([c for c, _ in timed if c is call]) % 3]
+
+    monkeypatch.setattr(bench_block.timing, "per_call_ms", per_call_ms)
+    figures = bench_block.parallel_figures(single, split, torch.device("cpu"))
+    # each figure a median of back-to-back batches, the three calls taking turns
+    assert timed[:3] == [(single, bench_block.PARALLEL_CALLS), (split, bench_block.PARALLEL_CALLS),
+                         (collectives, bench_block.PARALLEL_CALLS)]
+    assert len(timed) == 3 * bench_block.PARALLEL_ROUNDS
     assert figures["efficiency"] == pytest.approx(8.0 / (2 * 5.0))
     assert figures["collectives_share"] == pytest.approx(0.2)
 

@@ -7,6 +7,9 @@
 #   4-rank node (tools/torchrun_nodes.sh at comms-64m), then the same calls as raw NCCL graphs
 #   (tools/comms_truth.py, each rank's 64 MiB as the suite sizes it since session 13), in this one
 #   lease: session 13's raw figures came from another lease than the suite's (session 11).
+# Then (16) the split blocks' parallel efficiency, now from back-to-back batches (suite/bench_block.py,
+#   PARALLEL_CALLS), beside their asv medians: the two should agree (session 13's call-at-a-time tracks
+#   read 0.55 for llama-3-8b TP 4 where session 12's medians gave 0.67).
 # Then one lane a GPU:
 # GPU 0 (15): Gated DeltaNet at qwen3-next-t4k, ours beside fla (16k-64k were side by side in session
 #   13); ours and fla against causal gqa_8 through SDPA at b4 x 4k; every call re-timed apart.
@@ -59,6 +62,11 @@ for nodes in 2 1; do
     --calls $([ $nodes = 2 ] && echo 2,5 || echo 10,50) > "$root/nodes/truth-$nodes-node.log" 2>&1
   echo "== raw NCCL over $nodes node(s): exit $?"; cat "$root/nodes/truth-$nodes-node.log"
 done
+dest=$root/parallel budget=900 show='MISMATCH|ERROR|asv finished|parallel|prefill-b4-s4k  '
+mkdir -p "$dest"
+source tools/budgeted.sh
+step parallel 420 $vb run --family block --tier full --shape prefill-b4-s4k --variant llama-3-8b --variant qwen3-30b-a3b \
+  --implementation tensor_parallel --implementation sequence_parallel --no-precheck --bench 'BlockParallel|BlockForward\.time'
 lane linear 0 linear_lane 1500 &
 lane blocks-ref 1 blocks_lane 1500 reference compiled &
 lane blocks-liger 2 blocks_lane 1500 liger &
