@@ -11,10 +11,11 @@
 #   PARALLEL_CALLS), beside their asv medians: the two should agree (session 13's call-at-a-time tracks
 #   read 0.55 for llama-3-8b TP 4 where session 12's medians gave 0.67).
 # Then one lane a GPU:
-# GPU 0 (15): Gated DeltaNet at qwen3-next-t4k, ours beside fla (16k-64k were side by side in session
-#   13); ours and fla against causal gqa_8 through SDPA at b4 x 4k; every call re-timed apart.
-# GPU 1 (16): every block through reference and compiled, forward and forward+backward, prefill-b4-s4k.
-# GPU 2 (16): every block through liger, forward and forward+backward, prefill-b4-s4k.
+# GPU 0 (15, 16): Gated DeltaNet at qwen3-next-t4k, ours beside fla (16k-64k were side by side in
+#   session 13); ours and fla against causal gqa_8 through SDPA at b4 x 4k; every call re-timed
+#   apart. Then every block through liger, forward, then forward+backward, at prefill-b4-s4k.
+# GPU 1 (16): every block through reference and compiled, forward, at prefill-b4-s4k.
+# GPU 2 (16): the same, forward+backward.
 # GPU 3 (15, 16): the default tier at HEAD timed whole (decode steps replayed as graphs, mqa nightly).
 set -u
 root=reports/truth/finish-$(git rev-parse --short HEAD)
@@ -37,16 +38,18 @@ linear_lane() {
   show='%|do_bench|graph'
   step truth 300 python3 tools/try_truth.py --fused-only "$dest/try-gdn-4k.json" "$dest/try-gdn-vs-gqa.json"
 }
-blocks_lane() {  # blocks_lane BUDGET IMPLEMENTATION...: every block through them, fwd and fwd+bwd
-  local budget=$1 dest=$root/blocks-$2 show='MISMATCH|ERROR|asv finished|Traceback' impls=""
-  shift
+blocks_lane() {  # blocks_lane BUDGET BENCH IMPLEMENTATION...: every block through them, one benchmark
+  local budget=$1 bench=$2 dest=$root/blocks-$3 show='MISMATCH|ERROR|asv finished|Traceback' impls=""
+  shift 2
   for impl in "$@"; do impls="$impls --implementation $impl"; done
   mkdir -p "$dest"
   source tools/budgeted.sh
-  step forward 900 $vb run --family block --tier full --shape prefill-b4-s4k $impls --no-precheck \
-    --bench 'BlockForward\.time'
-  step fwd-bwd 900 $vb run --family block --tier full --shape prefill-b4-s4k $impls --no-precheck \
-    --bench 'BlockForwardBackward\.time'
+  step "${bench%%\\*}" 900 $vb run --family block --tier full --shape prefill-b4-s4k $impls --no-precheck --bench "$bench"
+}
+linear_then_liger() {
+  linear_lane "$1"
+  blocks_lane "$1" 'BlockForward\.time' liger
+  blocks_lane "$1" 'BlockForwardBackward\.time' liger
 }
 default_lane() {
   local t0=$SECONDS
@@ -67,8 +70,8 @@ mkdir -p "$dest"
 source tools/budgeted.sh
 step parallel 420 $vb run --family block --tier full --shape prefill-b4-s4k --variant llama-3-8b --variant qwen3-30b-a3b \
   --implementation tensor_parallel --implementation sequence_parallel --no-precheck --bench 'BlockParallel|BlockForward\.time'
-lane linear 0 linear_lane 1500 &
-lane blocks-ref 1 blocks_lane 1500 reference compiled &
-lane blocks-liger 2 blocks_lane 1500 liger &
+lane linear-liger 0 linear_then_liger 1550 &
+lane blocks-forward 1 blocks_lane 1550 'BlockForward\.time' reference compiled &
+lane blocks-fwd-bwd 2 blocks_lane 1550 'BlockForwardBackward\.time' reference compiled &
 lane default 3 default_lane &
 wait
