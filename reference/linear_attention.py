@@ -8,7 +8,7 @@ with a_t = exp(g_t) in (0, 1] the decay, b_t in (0, 1) the write strength, q and
 Layout as flash-linear-attention's: q, k (B, T, H, K); v (B, T, HV, V); g, beta (B, T, HV); with
 HV > H, value head h reads query/key head h // (HV / H) (grouped value heads, Qwen3-Next's 16 / 32).
 
-`recurrence` runs the rule a token at a time: the oracle. `chunked` is the same function computed
+`recurrence` runs the rule a token at a time (`step`, also a decode step from a given state): the oracle. `chunked` is the same function computed
 a chunk of C tokens at a time, the algorithm fused kernels implement. Inside a chunk, with
 G_i = a_1 ... a_i (from the chunk's start) and S_0 the state entering it, the rule unrolls to
 
@@ -34,18 +34,31 @@ def _value_heads(x, n_v_heads):
     return x.repeat_interleave(n_v_heads // x.shape[2], dim=2)
 
 
+def step(q, k, v, g, beta, state, *, scale):
+    """One token of the rule from `state` (B, HV, V, K): a decode step, with q, k (B, 1, H, K), v
+    (B, 1, HV, V), g and beta (B, 1, HV). Computed in the wider of v's and the state's dtypes; returns
+    (the output (B, 1, HV, V) in v's dtype, the new state in the state's dtype). Written as
+
+        S_t = a S + b (v - a S k) k^T,    o = S_t (scale q),
+
+    the rule with a S_{t-1} factored out: one read and one write of the state."""
+    n_v_heads, work = v.shape[2], torch.promote_types(v.dtype, state.dtype)
+    q, k = (_value_heads(x, n_v_heads)[:, 0].to(work) for x in (q * scale, k))
+    decayed = state.to(work) * g[:, 0].to(work).exp()[..., None, None]
+    new_value = beta[:, 0, :, None].to(work) * (v[:, 0].to(work) - (decayed @ k[..., None])[..., 0])
+    new_state = decayed + new_value[..., None] * k[..., None, :]
+    return (new_state @ q[..., None])[..., 0][:, None].to(v.dtype), new_state.to(state.dtype)
+
+
 def recurrence(q, k, v, g, beta, *, scale):
-    """The gated delta rule, one token at a time, in the inputs' dtype. Returns (B, T, HV, V)."""
-    n_v_heads = v.shape[2]
-    q, k = _value_heads(q, n_v_heads) * scale, _value_heads(k, n_v_heads)
-    batch, tokens, _, v_dim = v.shape
+    """The gated delta rule, one token at a time (`step`) from a zero state, in the inputs' dtype.
+    Returns (B, T, HV, V)."""
+    batch, tokens, n_v_heads, v_dim = v.shape
     state = torch.zeros(batch, n_v_heads, v_dim, k.shape[-1], dtype=v.dtype, device=v.device)
     out = torch.empty_like(v)
     for t in range(tokens):
-        decayed = state * g[:, t].exp()[..., None, None]
-        new_value = beta[:, t, :, None] * (v[:, t] - (decayed @ k[:, t, :, :, None])[..., 0])
-        state = decayed + new_value[..., None] * k[:, t, :, None, :]
-        out[:, t] = (state @ q[:, t, :, :, None])[..., 0]
+        now = slice(t, t + 1)
+        out[:, now], state = step(q[:, now], k[:, now], v[:, now], g[:, now], beta[:, now], state, scale=scale)
     return out
 
 
@@ -89,6 +102,9 @@ def chunked(q, k, v, g, beta, *, scale, chunk=CHUNK):
 
 
 def prepare(variant, problem):
-    """The reference implementation, timed as the unfused floor: the chunked form, eager."""
+    """The reference implementation, timed as the unfused floor: the chunked form, eager; at decode
+    the step, returning (output, new state)."""
     p = problem
+    if p.state is not None:
+        return lambda: step(p.q, p.k, p.v, p.g, p.beta, p.state, scale=p.scale)
     return lambda: chunked(p.q, p.k, p.v, p.g, p.beta, scale=p.scale)

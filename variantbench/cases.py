@@ -264,7 +264,8 @@ def prepare_checked(case, *, requires_grad=False):
     except Unsupported as why:
         raise UnsupportedWhenPrepared(
             f"{case.implementation.name} cannot run {case.variant.name} at {case.shape.name}: {why}") from None
-    out = call().detach()
+    out = call()  # a tensor, or a tuple of them (a decode step's output and new state)
+    out = tuple(t.detach() for t in out) if isinstance(out, tuple) else out.detach()
     with torch.no_grad():
         result = check_output(case, problem, out)
     result["backend"] = getattr(call, "backend", None)  # which SDPA backend `prepare` picked, if any

@@ -273,8 +273,9 @@ LINEAR_MODELS = (
 
 @dataclass(frozen=True)
 class LinearShape:
-    """One linear-attention call over `tokens` tokens of each of `batch` sequences (prefill: the state
-    starts at zero)."""
+    """One linear-attention call over `tokens` tokens of each of `batch` sequences: a prefill from a
+    zero state, or with `decode` one new token each from the state of the tokens before (the state
+    replaces the KV cache: its size is the context's at any length)."""
 
     name: str
     model: str
@@ -282,10 +283,23 @@ class LinearShape:
     tokens: int
     device: str = "cuda"
     tier: str = "full"
+    decode: bool = False
+
+    def __post_init__(self):
+        if self.decode and self.tokens != 1:
+            raise ValueError(f"LinearShape {self.name!r}: a decode step brings one token a sequence, not {self.tokens}")
 
     @property
     def config(self) -> LinearConfig:
         return named(LINEAR_MODELS, self.model, "linear-attention model")
+
+    @property
+    def phase(self) -> str:
+        return "decode" if self.decode else "prefill"
+
+    @property
+    def q_len(self) -> int:
+        return self.tokens
 
 
 # Where linear attention is meant to pay: 4k to 64k tokens, one sequence (the state is per sequence).
@@ -297,7 +311,11 @@ LINEAR_SHAPES = (
     LinearShape("qwen3-next-t16k", "qwen3-next", batch=1, tokens=16384),
     LinearShape("qwen3-next-t32k", "qwen3-next", batch=1, tokens=32768),
     LinearShape("qwen3-next-t64k", "qwen3-next", batch=1, tokens=65536),
+    # Decode: 64 sequences a step, each reading and writing its 32 heads' 128 x 128 float32 state
+    # (2 MiB): 268 MB a step, bandwidth bound, what Qwen3-Next's linear layers cost a served token.
+    LinearShape("qwen3-next-decode-b64", "qwen3-next", batch=64, tokens=1, decode=True),
     LinearShape("tiny-linear-t100", "tiny-linear", batch=2, tokens=100, device="cpu", tier="quick"),
+    LinearShape("tiny-linear-decode-b3", "tiny-linear", batch=3, tokens=1, device="cpu", tier="quick", decode=True),
 )
 
 

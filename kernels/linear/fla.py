@@ -4,7 +4,8 @@ q, k (B, T, H, K), v (B, T, HV, V), g and beta (B, T, HV); q and k arrive L2-nor
 
 Its backward is fla's own (chunk_gated_delta_rule is an autograd.Function): the inputs go to it as they
 are, so nothing here can cut a gradient (tests/test_linear_backward.py checks that around a stand-in;
-fla's backward itself is unmeasured on any GPU here)."""
+fla's backward itself is unmeasured on any GPU here). A decode step goes through its fused recurrent
+kernel instead, from the problem's state."""
 
 
 def prepare_function(variant, problem):
@@ -20,8 +21,26 @@ def prepare_function(variant, problem):
     return attend
 
 
+def prepare_step(variant, problem):
+    """fla's fused recurrent kernel for a decode step: one token a sequence from the problem's state,
+    which fla reads and returns value-major as ours ([B, HV, V, K]: state_v_first)."""
+    from fla.ops.gated_delta_rule import fused_recurrent_gated_delta_rule
+
+    p = problem
+
+    def call():
+        return fused_recurrent_gated_delta_rule(p.q, p.k, p.v, p.g, p.beta, scale=p.scale, initial_state=p.state,
+                                                output_final_state=True, state_v_first=True)
+
+    call()
+    call.backend = "fla (fused recurrent)"
+    return call
+
+
 def prepare(variant, problem):
     p = problem
+    if p.state is not None:
+        return prepare_step(variant, p)
     attend = prepare_function(variant, p)
 
     def call():

@@ -50,6 +50,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.linear import triton_gdn_decode
 from kernels.linear.triton_gdn_wy import CHUNK, SUB, _inverse_kernel, _w_kernel
 
 
@@ -200,6 +201,8 @@ def prepare_function(variant, problem):
 
 def prepare(variant, problem):
     p = problem
+    if p.state is not None:  # a decode step: its own kernel (kernels/linear/triton_gdn_decode.py)
+        return triton_gdn_decode.prepare(variant, p)
     launcher = gdn_launcher(p.q, p.k, p.v, p.g, p.beta, scale=p.scale)
     launcher()
     return launcher

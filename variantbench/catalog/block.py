@@ -65,7 +65,8 @@ class BlockVariant:
 
     def unsupported(self, shape: BlockShape) -> str | None:
         if shape.config(self.model).linear and shape.phase == "decode":
-            return "the linear family runs prefill only: a recurrent decode step over its state is not built"
+            return ("the block's decode is not built: the linear family has a decode step from a given state "
+                    "(qwen3-next-decode-b64), but not the short convolution's state across steps")
         if self.depth_capacity is not None and shape.phase == "decode":
             return ("mixture-of-depths picks a top-k over the whole sequence; at decode a causal predictor "
                     "decides, which is not modelled")

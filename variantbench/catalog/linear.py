@@ -10,6 +10,10 @@ asks is where that wins against causal GQA, at the same shape (variantbench try 
 Training: the reference's backward is autograd's through the chunked form, fla's its own kernels',
 compiled's autograd through the compiled graph, with gradients to q, k, v, the log-decays g and the
 write strengths beta. Our kernel is forward-only.
+
+Decode (a shape with `decode`): one new token a sequence from the state of the tokens before, the
+reference's `step`; a call returns (output, new state) and both are checked. The state is read and
+written once: bandwidth bound, as decode through a KV cache is.
 """
 
 import importlib.util
@@ -98,6 +102,7 @@ class LinearProblem:
     g: torch.Tensor
     beta: torch.Tensor
     seed: int
+    state: torch.Tensor | None = None  # decode: (B, HV, V, K) float32, the state of the tokens before
 
     @property
     def scale(self):
@@ -108,7 +113,8 @@ class LinearProblem:
         return self.v.device
 
     def inputs(self):
-        return {"q": self.q, "k": self.k, "v": self.v, "g": self.g, "beta": self.beta}
+        state = {} if self.state is None else {"state": self.state}
+        return {"q": self.q, "k": self.k, "v": self.v, "g": self.g, "beta": self.beta, **state}
 
     def grad_inputs(self):
         """Every input: a layer's backward carries q, k, v, g and beta back to the projections, the
@@ -135,16 +141,39 @@ def make_problem(variant, shape: LinearShape, *, device, dtype, seed, requires_g
         config=config, q=q.to(dtype), k=k.to(dtype), v=randn(shape.batch, tokens, v_heads, config.v_dim).to(dtype),
         g=torch.nn.functional.logsigmoid(DECAY_OFFSET + randn(shape.batch, tokens, v_heads)),
         beta=torch.sigmoid(randn(shape.batch, tokens, v_heads)).to(dtype), seed=seed)
+    if shape.decode:
+        problem.state = decode_state(randn(shape.batch, v_heads, config.v_dim, config.k_dim))
     for t in problem.grad_inputs():
         t.requires_grad_(requires_grad)
     return problem
 
 
+def decode_state(noise):
+    """A state as the rule leaves one, in float32 as fla keeps it: with a near 0.95 it holds about the
+    last 20 tokens' writes b v k^T (b ~ 0.5, v ~ N(0, 1), k of unit norm), so an entry is about
+    0.5 sqrt(20 / K): noise of that size."""
+    return noise * 0.5 * (20 / noise.shape[-1]) ** 0.5
+
+
+def decode_views(out, state):
+    """A decode step's output (B, 1, HV, V) and new state side by side, one row a sequence, in the
+    output's dtype (the tolerance comes from the reference's error in it): the check covers the state
+    the next step reads too."""
+    return torch.cat([out.flatten(1), state.to(out.dtype).flatten(1)], dim=1)
+
+
 def check_views(variant, problem, out, rows):
     """Up to `rows` sampled tokens of the output (each depends on every token before it, so the
-    reference runs the whole sequence, in its chunked form: tests check it equals the recurrence)."""
-    picked = sample_rows(problem.v.shape[1], rows, problem.seed).to(problem.device)
+    reference runs the whole sequence, in its chunked form: tests check it equals the recurrence).
+    At decode, every sequence's output and new state against the step from the same state."""
     p = problem
+    if p.state is not None:
+        def step(dtype):
+            return decode_views(*reference_linear.step(*(x.to(dtype) for x in (p.q, p.k, p.v, p.g, p.beta, p.state)),
+                                                       scale=p.scale))
+
+        return step, decode_views(*out), p.v.shape[0]
+    picked = sample_rows(problem.v.shape[1], rows, problem.seed).to(problem.device)
 
     def reference(dtype):
         out = reference_linear.chunked(*(x.to(dtype) for x in (p.q, p.k, p.v, p.g, p.beta)), scale=p.scale)
@@ -166,6 +195,10 @@ def work(variant, problem, backward=False):
     config = problem.config
     c, k_dim, v_dim = reference_linear.CHUNK, config.k_dim, config.v_dim
     batch, tokens = problem.v.shape[:2]
+    if problem.state is not None:  # S k, the decayed state plus the rank-one write, S q: 6KV a head
+        flops = batch * config.n_v_heads * 6 * k_dim * v_dim
+        read = sum(x.numel() * x.element_size() for x in problem.inputs().values())
+        return flops, read + problem.v.numel() * problem.v.element_size() + problem.state.numel() * 4
     chunks = -(-tokens // c)
     per_chunk = (c * (c - 1) * k_dim + c * (c + 1) * k_dim + c * (c - 1) * (v_dim + k_dim) + 6 * c * k_dim * v_dim
                  + c * (c + 1) * v_dim)
