@@ -13,7 +13,7 @@
 # Then one lane a GPU:
 # GPU 0 (15, 16): Gated DeltaNet at qwen3-next-t4k, ours beside fla (16k-64k were side by side in
 #   session 13); ours and fla against causal gqa_8 through SDPA at b4 x 4k; every call re-timed
-#   apart. Then every block through liger, forward, then forward+backward, at prefill-b4-s4k.
+#   apart; the decode step (qwen3-next-decode-b64) ours beside fla's fused recurrent kernel. Then every block through liger, forward, then forward+backward, at prefill-b4-s4k.
 # GPU 1 (16): every block through reference and compiled, forward, at prefill-b4-s4k.
 # GPU 2 (16): the same, forward+backward.
 # GPU 3 (15, 16): the default tier at HEAD timed whole (decode steps replayed as graphs, mqa nightly).
@@ -35,8 +35,11 @@ linear_lane() {
   step try-gdn-4k 360 $vb try gated_deltanet --shape qwen3-next-t4k --json "$dest/try-gdn-4k.json"
   step try-gdn-vs-gqa 360 $vb try gated_deltanet --shape qwen3-next-b4-t4k --against attention/gqa_8@llama-3-8b-s4k \
     --json "$dest/try-gdn-vs-gqa.json"
+  # session 13's decode step, never run on a GPU: ours against fla's fused recurrent kernel
+  step try-gdn-decode 240 $vb try gated_deltanet --shape qwen3-next-decode-b64 --json "$dest/try-gdn-decode.json"
   show='%|do_bench|graph'
-  step truth 300 python3 tools/try_truth.py --fused-only "$dest/try-gdn-4k.json" "$dest/try-gdn-vs-gqa.json"
+  step truth 300 python3 tools/try_truth.py --fused-only "$dest/try-gdn-4k.json" "$dest/try-gdn-vs-gqa.json" \
+    "$dest/try-gdn-decode.json"
 }
 blocks_lane() {  # blocks_lane BUDGET BENCH IMPLEMENTATION...: every block through them, one benchmark
   local budget=$1 bench=$2 dest=$root/blocks-$3 show='MISMATCH|ERROR|asv finished|Traceback' impls=""
