@@ -87,3 +87,55 @@ def test_the_precheck_remembers_what_it_found_unpreparable_for_the_run(tmp_path,
     monkeypatch.setenv("VARIANTBENCH_RUN_DIR", str(tmp_path))
     with pytest.raises(cases.UnsupportedWhenPrepared, match="336 KiB"):
         metrics.metrics(case, plan=PLAN)
+
+
+def test_a_decode_step_is_timed_for_its_ratio_as_asv_times_it_and_the_rest_eagerly(monkeypatch):
+    """On a GPU a decode step's side of a ratio (and of `try`) is replay.for_case's call, the graph
+    replays asv's body times; a prefill's side, and any side on the CPU, is the call itself."""
+    import types
+
+    import torch
+
+    from variantbench import replay
+
+    built = []
+
+    def for_case(case, problem, call):
+        built.append(case.shape.name)
+        return "replayed", None
+
+    monkeypatch.setattr(replay, "for_case", for_case)
+    on_gpu = types.SimpleNamespace(device=torch.device("cuda"))
+    on_cpu = types.SimpleNamespace(device=torch.device("cpu"))
+
+    def call():
+        return None
+
+    def side(family, variant, shape, problem):
+        case = cases.Case(family, cases.family(family).variant(variant), cases.family(family).implementation("reference"),
+                          cases.family(family).shape(shape), problem.device.type)
+        return metrics.timed_as_served(case, problem, call)
+
+    assert side("paged", "gqa_decode", "llama-3-8b-paged16-b1-kv128k", on_gpu) == "replayed"
+    assert side("linear", "gated_deltanet", "qwen3-next-decode-b64", on_gpu) == "replayed"
+    assert side("attention", "gqa_8", "llama-3-8b-s4k", on_gpu) is call
+    assert side("linear", "gated_deltanet", "tiny-linear-decode-b3", on_cpu) is call
+    assert built == ["llama-3-8b-paged16-b1-kv128k", "qwen3-next-decode-b64"]
+
+
+def test_try_times_the_call_a_decode_step_is_served_by(monkeypatch):
+    """`try` builds each side through metrics.timed_as_served (here a stand-in that marks the call)."""
+    from variantbench import trying
+
+    served = []
+
+    def timed_as_served(case, problem, call):
+        served.append(case.name)
+        return call
+
+    monkeypatch.setattr(metrics, "timed_as_served", timed_as_served)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    fam = cases.family("linear")
+    tried = trying._tried(fam, fam.variant("gated_deltanet"), fam.implementation("triton"),
+                          fam.shape("tiny-linear-decode-b3"), "cpu", lambda line: None, gradients=True)
+    assert tried.status == "ok" and served == ["linear/gated_deltanet/triton/tiny-linear-decode-b3"]

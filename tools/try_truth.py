@@ -4,7 +4,8 @@
 fused implementation's figure).
 For every implementation the JSON timed (B's and A's), the same call is prepared again and timed apart
 from the suite: triton.testing.do_bench's median, or for calls under 50 us (where launch overhead is
-most of a back-to-back loop, and the suite replays a CUDA graph) do_bench_cudagraph's median. Calls
+most of a back-to-back loop, and the suite replays a CUDA graph) and for decode steps (which the suite
+replays as graphs at any length) do_bench_cudagraph's median. Calls
 under 1 ms (decode) are also timed as a loop of CUDA-graph replays (do_bench_cudagraph), the way a
 serving engine runs them, in a column of their own.
 Prints the suite's ms, the independent ms and their difference; they should agree within 5%.
@@ -20,16 +21,17 @@ import triton
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from variantbench import cases  # noqa: E402
+from variantbench import cases, timing  # noqa: E402
 
 GRAPH_BELOW_MS = 0.05
 GRAPH_LOOP_BELOW_MS = 1.0  # decode calls: issue 15 asks their figures beside an independent graph loop
 
 
-def independent_ms(call) -> tuple[float, str, float | None]:
-    """(ms, how, ms of a graph loop or None): the figure compared, and for a decode call the graph loop."""
+def independent_ms(call, decode=False) -> tuple[float, str, float | None]:
+    """(ms, how, ms of a graph loop or None): the figure compared, and for a decode call the graph loop.
+    A decode step (timing.decode_step) is compared with the graph loop: the suite replays it as one."""
     quick = triton.testing.do_bench(call, warmup=25, rep=100, return_mode="median")
-    if quick < GRAPH_BELOW_MS:
+    if quick < GRAPH_BELOW_MS or decode:
         ms = triton.testing.do_bench_cudagraph(call, rep=500, return_mode="median")
         return ms, "graph", ms
     ms = triton.testing.do_bench(call, warmup=100, rep=1000, return_mode="median")
@@ -65,8 +67,9 @@ def main(paths, fused_only=False):
             if fused_only and impl == "reference":
                 continue
             try:
-                _, call, _ = cases.prepare_checked(cases.resolve(family, variant, impl, shape, "cuda"))
-                ms, how, loop = independent_ms(call)
+                case = cases.resolve(family, variant, impl, shape, "cuda")
+                _, call, _ = cases.prepare_checked(case)
+                ms, how, loop = independent_ms(call, timing.decode_step(case.shape))
             except Exception as error:  # noqa: BLE001 - one line per case that cannot be re-timed
                 print(f"{name:72} {suite_ms:10.4f} {'-':>10} {'error':>8}  {type(error).__name__}: "
                       f"{cases.first_line(error)}")

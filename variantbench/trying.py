@@ -137,7 +137,8 @@ def _tried(fam, variant, impl, shape, device, echo, gradients):
         if gradients and not cases.backward_unsupported(case):
             _, _, with_grad = cases.prepare_checked(case, requires_grad=True)
             check.update({k: v for k, v in with_grad.items() if k.startswith("max_error_d")})
-        tried.side, tried.check = metrics.Side(variant, problem, call, work=fam.work), check
+        tried.side = metrics.Side(variant, problem, metrics.timed_as_served(case, problem, call), work=fam.work)
+        tried.check = check
     except cases.Mismatch as why:
         tried.status, tried.reason = "wrong", str(why)
     except Unsupported as why:  # found only when prepared: torch.compile refusing the graph
