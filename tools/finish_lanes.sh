@@ -16,7 +16,8 @@
 #   apart; the decode step (qwen3-next-decode-b64) ours beside fla's fused recurrent kernel. Then every block through liger, forward, then forward+backward, at prefill-b4-s4k.
 # GPU 1 (16): every block through reference and compiled, forward, at prefill-b4-s4k.
 # GPU 2 (16): the same, forward+backward.
-# GPU 3 (15, 16): the default tier at HEAD timed whole (decode steps replayed as graphs, mqa nightly).
+# GPU 3 (15, 16, 17): the default tier at HEAD timed whole (decode steps replayed as graphs, mqa
+#   nightly); then MoE and paged decode tried, their sides now graph replays, and re-timed apart.
 set -u
 root=reports/truth/finish-$(git rev-parse --short HEAD)
 mkdir -p "$root"
@@ -55,9 +56,16 @@ linear_then_liger() {
   blocks_lane "$1" 'BlockForwardBackward\.time' liger
 }
 default_lane() {
-  local t0=$SECONDS
+  local t0=$SECONDS dest=$root/default budget=$1 show='^verdict|ERROR|%|do_bench|graph'
+  mkdir -p "$dest"
   timeout 720 $vb run
   echo "== default tier: exit $? in $((SECONDS - t0))s"
+  source tools/budgeted.sh
+  # issue 17's MoE decode verdict and paged decode's, now that try times a decode step as graph replays
+  step try-decode 240 $vb try softmax_topk --shape deepseek-v3-decode-t16-zipf --shape mixtral-8x7b-decode-t16-zipf \
+    --json "$dest/try-moe-decode.json"
+  step try-paged 120 $vb try gqa_decode --shape llama-3-8b-paged16-b1-kv128k --json "$dest/try-paged.json"
+  step truth 240 python3 tools/try_truth.py --fused-only "$dest/try-moe-decode.json" "$dest/try-paged.json"
 }
 if [ "$(nvidia-smi -L | wc -l)" -lt 4 ]; then echo "finish_lanes.sh wants 4 GPUs"; exit 2; fi
 t0=$SECONDS
@@ -76,5 +84,5 @@ step parallel 420 $vb run --family block --tier full --shape prefill-b4-s4k --va
 lane linear-liger 0 linear_then_liger 1550 &
 lane blocks-forward 1 blocks_lane 1550 'BlockForward\.time' reference compiled &
 lane blocks-fwd-bwd 2 blocks_lane 1550 'BlockForwardBackward\.time' reference compiled &
-lane default 3 default_lane &
+lane default 3 default_lane 1550 &
 wait
