@@ -42,18 +42,18 @@ linear_lane() {
   step truth 300 python3 tools/try_truth.py --fused-only "$dest/try-gdn-4k.json" "$dest/try-gdn-vs-gqa.json" \
     "$dest/try-gdn-decode.json"
 }
-blocks_lane() {  # blocks_lane BUDGET BENCH IMPLEMENTATION...: every block through them, one benchmark
-  local budget=$1 bench=$2 dest=$root/blocks-$3 show='MISMATCH|ERROR|asv finished|Traceback' impls=""
-  shift 2
+blocks_lane() {  # blocks_lane BUDGET LIMIT BENCH IMPLEMENTATION...: every block through them, one benchmark
+  local budget=$1 limit=$2 bench=$3 dest=$root/blocks-$4 show='MISMATCH|ERROR|asv finished|Traceback' impls=""
+  shift 3
   for impl in "$@"; do impls="$impls --implementation $impl"; done
   mkdir -p "$dest"
   source tools/budgeted.sh
-  step "${bench%%\\*}" 900 $vb run --family block --tier full --shape prefill-b4-s4k $impls --no-precheck --bench "$bench"
+  step "${bench%%\\*}" "$limit" $vb run --family block --tier full --shape prefill-b4-s4k $impls --no-precheck --bench "$bench"
 }
 linear_then_liger() {
   linear_lane "$1"
-  blocks_lane "$1" 'BlockForward\.time' liger
-  blocks_lane "$1" 'BlockForwardBackward\.time' liger
+  blocks_lane "$1" 300 'BlockForward\.time' liger
+  blocks_lane "$1" 400 'BlockForwardBackward\.time' liger
 }
 default_lane() {
   local t0=$SECONDS dest=$root/default budget=$1 show='^verdict|ERROR|%|do_bench|graph'
@@ -82,7 +82,7 @@ source tools/budgeted.sh
 step parallel 420 $vb run --family block --tier full --shape prefill-b4-s4k --variant llama-3-8b --variant qwen3-30b-a3b \
   --implementation tensor_parallel --implementation sequence_parallel --no-precheck --bench 'BlockParallel|BlockForward\.time'
 lane linear-liger 0 linear_then_liger 1550 &
-lane blocks-forward 1 blocks_lane 1550 'BlockForward\.time' reference compiled &
-lane blocks-fwd-bwd 2 blocks_lane 1550 'BlockForwardBackward\.time' reference compiled &
+lane blocks-forward 1 blocks_lane 1550 900 'BlockForward\.time' reference compiled &
+lane blocks-fwd-bwd 2 blocks_lane 1550 900 'BlockForwardBackward\.time' reference compiled &
 lane default 3 default_lane 1550 &
 wait
