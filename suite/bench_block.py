@@ -60,7 +60,10 @@ class BlockForwardBackwardPower(PowerBenchmark):
 # back-to-back calls (asv's time_forward; a model's layers) hide behind the call before: llama-3-8b's
 # tensor-parallel split over 4 H200s read 0.55 efficient call by call (session 13) where the asv
 # medians of session 12, back to back, gave 0.67 (12.745 / (4 x 4.769) ms). So each figure is a
-# median over PARALLEL_ROUNDS of PARALLEL_CALLS calls back to back, the three calls taking turns.
+# median over PARALLEL_ROUNDS of PARALLEL_CALLS calls back to back, the three calls taking turns in
+# an order rotated every round, as asv's body runs them. Back to back on rank 0 only: each other rank
+# still waits for its "run" message and synchronises after its call (kernels/block/parallel.py,
+# Shard.run), so what remains of the gap is theirs. Unmeasured on a GPU (tools/finish_lanes.sh).
 PARALLEL_ROUNDS = 7
 PARALLEL_CALLS = 5
 
@@ -70,9 +73,10 @@ def parallel_figures(single, split, device) -> dict:
     the split block's collectives alone over the split block, and each call's ms}."""
     calls = {"single": single, "split": split, "collectives": split.collectives}
     samples = {name: [] for name in calls}
-    for _ in range(PARALLEL_ROUNDS):
-        for name, call in calls.items():
-            samples[name].append(timing.per_call_ms(call, device, calls=PARALLEL_CALLS))
+    names = list(calls)
+    for r in range(PARALLEL_ROUNDS):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            samples[name].append(timing.per_call_ms(calls[name], device, calls=PARALLEL_CALLS))
     ms = {name: statistics.median(values) for name, values in samples.items()}
     return {"efficiency": ms["single"] / (split.ranks * ms["split"]), "collectives_share": ms["collectives"] / ms["split"],
             **ms}

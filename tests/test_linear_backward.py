@@ -144,8 +144,10 @@ def test_fla_refuses_its_backward_where_it_raises_on_hopper(monkeypatch, capabil
 
     from variantbench import device
 
+    import triton as triton_package
+
     monkeypatch.setattr(device, "compute_capability", lambda: capability)
-    monkeypatch.setattr(device, "_version", lambda package: triton if package == "triton" else "none")
+    monkeypatch.setattr(triton_package, "__version__", triton)
     found = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: (object() if tilelang else None) if name == "tilelang" else found(name, *a))

@@ -139,3 +139,22 @@ def test_try_times_the_call_a_decode_step_is_served_by(monkeypatch):
     tried = trying._tried(fam, fam.variant("gated_deltanet"), fam.implementation("triton"),
                           fam.shape("tiny-linear-decode-b3"), "cpu", lambda line: None, gradients=True)
     assert tried.status == "ok" and served == ["linear/gated_deltanet/triton/tiny-linear-decode-b3"]
+
+
+def test_the_case_its_baseline_and_its_reference_are_each_timed_as_served(monkeypatch):
+    """metrics gives timed_as_served each side with its own case (a decode step's copies for rotated
+    inputs are prepared by that side's implementation), the reference's too: timed one way against
+    the case's, its speedup would count launch gaps only one side pays."""
+    served = []
+
+    def timed_as_served(case, problem, call):
+        served.append(case.implementation.name)
+        return call
+
+    monkeypatch.setattr(metrics, "timed_as_served", timed_as_served)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.delenv("VARIANTBENCH_RUN_DIR", raising=False)
+    case = cases.resolve("paged", "gqa_decode", "triton", "tiny-paged4-b3-mixed37", "cpu")
+    result = metrics.metrics(case)
+    assert served == ["triton", "sdpa", "reference"]  # the case, its baseline (SDPA), the reference
+    assert result["speedup_over_reference"] > 0 and result["ratio_to_baseline"] > 0

@@ -192,6 +192,14 @@ def test_a_decode_step_longer_than_a_short_call_is_replayed_too():
         assert (mode.cuda_graph, mode.graph_calls, mode.input_sets) == (graphed, 7 * graphed, 1), mode.why
         assert isinstance(timed, replay.Replay) == bool(graphed)
         assert per_call_of(timing.batched(timed, CUDA, marks=stream), stream) == pytest.approx(0.15, rel=1e-3)
+    # a decode step split over ranks (a tensor-parallel block) messages them each call: never captured
+    stream = Stream()
+    cuda = FakeCuda(stream)
+    split = stand_in(stream, 0.005, 0.15)
+    split.ranks = 2
+    timed, mode = replay.timed_call(split, CUDA, copies_from(stream, 0.005, 0.15), lambda: 537 * 10**6, cuda,
+                                    decode=True)
+    assert (mode.cuda_graph, mode.input_sets) == (0, 1) and timed is split and cuda.captures == []
 
 
 @pytest.mark.parametrize("broken, dtype, bad_set", [

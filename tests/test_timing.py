@@ -162,8 +162,10 @@ def test_a_decode_step_is_graphed_at_any_length_and_a_prefill_by_the_rules_above
     decode = timing.plan_timing(0.153, 0.010, None, int(537e6), 50 * MIB, decode=True)
     assert (decode.graph, decode.input_sets) == (True, 1) and "a decode step, 153.0 us a call" in decode.why
     assert not timing.plan_timing(0.153, 0.010, None, int(537e6), 50 * MIB).graph
-    # a collective stays uncaptured even where its shape were a decode step
+    # a collective, and a block split over ranks, stay uncaptured even as decode steps or host-bound
     assert not timing.plan_timing(0.153, 0.010, 40, int(537e6), 50 * MIB, decode=True).graph
+    split = timing.plan_timing(1.29, 1.29, None, int(20e6), 50 * MIB, decode=True, ranks=4)
+    assert (split.graph, split.input_sets) == (False, 1) and "over 4 ranks starts theirs by a message" in split.why
 
 
 def test_decode_steps_are_one_new_query_a_sequence_in_the_decode_phase():

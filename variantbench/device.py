@@ -117,6 +117,8 @@ def machine_name(facts: dict) -> str:
 def compute_capability() -> tuple[int, int] | None:
     """(major, minor) of the first visible GPU, from nvidia-smi; None where none answers. Not from torch:
     asking it initialises CUDA, which breaks CUDA in every process forked later (`default_device`)."""
+    # nvidia-smi numbers GPUs in PCI order, CUDA fastest first unless CUDA_DEVICE_ORDER=PCI_BUS_ID: the
+    # same GPU on the machines this runs on, which hold one model each.
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip()
     query = ["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"]
     query += ["-i", visible] if visible.isdigit() else []
@@ -128,10 +130,9 @@ def compute_capability() -> tuple[int, int] | None:
         return None
 
 
-def release(package) -> tuple[int, ...]:
-    """A package's version as numbers ("3.6.0" -> (3, 6, 0); "3.7.0+git1a2b" -> (3, 7, 0)); () where it
-    is not installed."""
-    return tuple(int(part) for part in re.findall(r"\d+", _version(package).split("+")[0])[:3])
+def release(version: str) -> tuple[int, ...]:
+    """A version as numbers ("3.6.0" -> (3, 6, 0); "3.7.0+git1a2b" -> (3, 7, 0)); () for "none"."""
+    return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0])[:3])
 
 
 def _version(package):

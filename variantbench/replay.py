@@ -223,7 +223,8 @@ def timed_call(call, device, copy, working_set, cuda=None, decode=False):
     cuda = cuda or CudaDevice(device)
     call_ms, issue_ms = timing.issue_and_call_ms(call, device, marks=cuda.marks, host=cuda.host)
     repeats = getattr(call, "repeats", None)  # a collective's (timing.repeats_of)
-    plan = timing.plan_timing(call_ms, issue_ms, repeats, working_set(), cuda.l2_bytes(), decode)
+    plan = timing.plan_timing(call_ms, issue_ms, repeats, working_set(), cuda.l2_bytes(), decode,
+                              getattr(call, "ranks", None))  # a split block's
     calls = with_copies(call, copy, plan.input_sets)
     why = plan.why
     if plan.graph:

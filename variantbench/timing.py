@@ -321,17 +321,24 @@ def decode_step(shape) -> bool:
 
 
 def plan_timing(call_ms: float, issue_ms: float, repeats: int | None, working_set_bytes: int,
-                l2_bytes: int, decode: bool = False) -> TimingPlan:
+                l2_bytes: int, decode: bool = False, ranks: int | None = None) -> TimingPlan:
     """The plan for a CUDA call from its eager time, the host's time to issue it (per call, from
     `issue_and_call_ms`), its repeats (a collective's `call.repeats`; None for any other call), the
-    bytes of its work model, the L2's size and whether it is a decode step (`decode_step`). A collective is never captured around, even at one
-    repeat: its call messages the other ranks, which run their collectives whether or not rank 0's
-    capture then fails, and a failed capture left them one collective ahead (64 MiB all-reduce over
-    two torchrun "nodes" on an H200 host, 20 ms a collective, hung the run until its time limit)."""
+    bytes of its work model, the L2's size, whether it is a decode step (`decode_step`) and the ranks
+    it spans (a split block's `call.ranks`; None for a call on one device).
+
+    A call over ranks is never captured around, even at one repeat or as a decode step: it messages
+    the other ranks, which run their part whether or not rank 0's capture then fails, and a failed
+    capture left them one collective ahead (64 MiB all-reduce over two torchrun "nodes" on an H200
+    host, 20 ms a collective, hung the run until its time limit); a replayed graph's collectives
+    would wait for ranks that run nothing."""
     if repeats is not None:
         return TimingPlan(False, 1, f"a call of {repeats} collectives replays its own CUDA graphs of them "
                                     "(kernels/comms/nccl.py): none captured around it; they reuse one buffer, "
                                     "so rotating inputs between calls would not make them cold")
+    if ranks is not None:
+        return TimingPlan(False, 1, f"a call over {ranks} ranks starts theirs by a message "
+                                    "(kernels/block/parallel.py): none captured around it, inputs not rotated")
     sets = input_sets(working_set_bytes, l2_bytes)
     moved, margin = f"{working_set_bytes / 1e6:.1f} MB moved", f"{L2_MARGIN} x {l2_bytes / 2**20:.0f} MiB of L2"
     if sets == 1:

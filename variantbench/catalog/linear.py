@@ -58,7 +58,11 @@ FLA_WRONG_BACKWARD_TRITON = ((3, 4, 0), (3, 7, 1))
 
 
 def _fla_backward_unsupported(variant, shape):
-    triton_release = device.release("triton")
+    if importlib.util.find_spec("triton") is None:
+        return None
+    import triton  # its own version, as fla reads it: the package may be named pytorch-triton
+
+    triton_release = device.release(triton.__version__)
     first_bad, first_good = FLA_WRONG_BACKWARD_TRITON
     if shape.device != "cuda" or not first_bad <= triton_release < first_good:
         return None
