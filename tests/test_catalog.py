@@ -160,6 +160,18 @@ def test_mqa_is_nightly_unless_named(monkeypatch):
     assert common.grid("attention")[0][0] == ["mqa"]
 
 
+def test_token_level_sparse_attention_waits_for_the_default_tier():
+    """dsa_topk_2048 through the interpreter was 119 s of the CPU quick run's 347: a first look runs
+    without it; every commit's run (default) and a run naming it have it."""
+    from variantbench import cases
+
+    def variants(device, tier):
+        return {c.variant.name for c in cases.iter_cases("attention", device, tier=tier) if isinstance(c, cases.Case)}
+
+    assert "dsa_topk_2048" not in variants("cpu", "quick") and "block_topk_16" in variants("cpu", "quick")
+    assert "dsa_topk_2048" in variants("cpu", "default") and "dsa_topk_2048" in variants("cuda", "default")
+
+
 def test_asv_check_passes():
     out = subprocess.run(
         [sys.executable, "-m", "asv", "check", "--python=same"], cwd=ROOT, capture_output=True, text=True
