@@ -147,6 +147,10 @@ def test_run_on_cpu_writes_only_where_it_is_told_and_times_triton_through_the_in
     assert " triton " in result.output.split("attention forward, ")[1]
     assert "ready in" in result.output  # the live progress line of the prepared case
     (path,) = (tmp_path / "results").glob("cpu-*/*-*.json")
+    # which SDPA backend the case ran, beside the results (asv keeps numbers only)
+    from variantbench import choices
+
+    assert choices.read(choices.path_for(path))["attention/gqa_8/sdpa/tiny-s128"]
     table = results.forward_tables(results.load_file(path))["attention"]
     assert sorted(table.index.get_level_values("implementation")) == ["sdpa", "triton"]
     assert not table.isna().any().any(), table  # every figure of both, the reference speedup too

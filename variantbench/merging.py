@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 
+from variantbench import choices
 from variantbench.results import IDENTITY_KEYS, BadResults
 from variantbench.runner import ROOT, fail
 
@@ -98,6 +99,9 @@ def plan(shards, into: Path) -> dict:
             elif target.exists():
                 data = joined(_load(target), target, data, path)
             writes[target], sources[target] = data, path
+        for path in sorted(shard.glob(f"*/*{choices.SUFFIX}")):  # which backend each case ran (variantbench.choices)
+            target = into / path.parent.name / path.name
+            writes[target] = {**(writes.get(target) or choices.read(target)), **choices.read(path)}
     if not writes:
         raise BadResults(f"no asv result files in {', '.join(map(str, shards))}")
     if benchmark_files:

@@ -209,7 +209,7 @@ def run(selection, *, bench, quick, commit, machine, results_dir, precheck_first
     """`variantbench run` (see its --help): exits 0, 1 naming each kernel mismatch, or 2."""
     from asv.machine import MachineCollection
 
-    from variantbench import asvrun, results
+    from variantbench import asvrun, choices, results
     from variantbench.checking import precheck
     from variantbench.device import measured_peaks
 
@@ -276,6 +276,8 @@ def run(selection, *, bench, quick, commit, machine, results_dir, precheck_first
                 ROOT, results_dir, name, head, asv_args, benchmarks, env,
                 follow=lambda process: follow_progress(process, Path(run_dir) / "progress.log", t0),
             )
+            if path is not None:
+                choices.record(run_dir, path)  # asv keeps numbers only: which backend each case ran
     click.echo(f"asv finished in {time.perf_counter() - t0:.0f}s with exit code {code}")
     if path is None:
         fail(f"asv wrote no results for {head[:8]} on {name}")
