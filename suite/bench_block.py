@@ -71,12 +71,8 @@ PARALLEL_CALLS = 5
 def parallel_figures(single, split, device) -> dict:
     """{"efficiency": the single-device block's median over (ranks x the split block's), "collectives_share":
     the split block's collectives alone over the split block, and each call's ms}."""
-    calls = {"single": single, "split": split, "collectives": split.collectives}
-    samples = {name: [] for name in calls}
-    names = list(calls)
-    for r in range(PARALLEL_ROUNDS):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            samples[name].append(timing.per_call_ms(calls[name], device, calls=PARALLEL_CALLS))
+    samples = timing.interleaved_ms({"single": single, "split": split, "collectives": split.collectives}, device,
+                                    rounds=PARALLEL_ROUNDS, warmup=1, batch=PARALLEL_CALLS)
     ms = {name: statistics.median(values) for name, values in samples.items()}
     return {"efficiency": ms["single"] / (split.ranks * ms["split"]), "collectives_share": ms["collectives"] / ms["split"],
             **ms}

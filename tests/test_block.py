@@ -296,19 +296,17 @@ def test_parallel_efficiency_and_the_collectives_share(monkeypatch):
         return None
 
     split.collectives, split.ranks = collectives, 2
-    per_call = {single: [8.0, 8.4, 7.9], split: [5.0, 5.2, 4.9], collectives: [1.0, 1.1, 0.9]}
-    timed = []
+    fixed = {"single": [8.0] * 3, "split": [5.0] * 3, "collectives": [1.0] * 3}
+    asked = []
 
-    def per_call_ms(call, device, calls, marks=None):
-        timed.append((call, calls))
-        return per_call[call][len([c for c, _ in timed if c is call]) % 3]
+    def interleaved_ms(calls, device, rounds, warmup, batch):
+        asked.append((list(calls.values()), rounds, batch))
+        return {name: fixed[name] for name in calls}
 
-    monkeypatch.setattr(bench_block.timing, "per_call_ms", per_call_ms)
+    monkeypatch.setattr(bench_block.timing, "interleaved_ms", interleaved_ms)
     figures = bench_block.parallel_figures(single, split, torch.device("cpu"))
-    # each figure a median of back-to-back batches, the three calls taking turns in a rotated order
-    assert [call for call, _ in timed[:6]] == [single, split, collectives, split, collectives, single]
-    assert {calls for _, calls in timed} == {bench_block.PARALLEL_CALLS}
-    assert len(timed) == 3 * bench_block.PARALLEL_ROUNDS
+    # medians of back-to-back batches of the three calls, in turns
+    assert asked == [([single, split, collectives], bench_block.PARALLEL_ROUNDS, bench_block.PARALLEL_CALLS)]
     assert figures["efficiency"] == pytest.approx(8.0 / (2 * 5.0))
     assert figures["collectives_share"] == pytest.approx(0.2)
 

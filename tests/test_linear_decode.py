@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from reference import linear_attention as reference
+from test_linear import inputs as rule_inputs
 from variantbench import cases, timing
 from variantbench.catalog import family
 from variantbench.shapes import LinearShape
@@ -18,18 +19,9 @@ LINEAR = family("linear")
 VARIANT = LINEAR.variant("gated_deltanet")
 
 
-def inputs(tokens, heads=2, v_heads=4, *, k_dim=16, v_dim=8, decay_offset=3.0, seed=0, dtype=torch.float64):
-    gen = torch.Generator().manual_seed(seed)
-
-    def randn(*size):
-        return torch.randn(*size, generator=gen, dtype=torch.float64)
-
-    q = torch.nn.functional.normalize(randn(2, tokens, heads, k_dim), dim=-1)
-    k = torch.nn.functional.normalize(randn(2, tokens, heads, k_dim), dim=-1)
-    v = randn(2, tokens, v_heads, v_dim)
-    g = torch.nn.functional.logsigmoid(decay_offset + randn(2, tokens, v_heads))
-    beta = torch.sigmoid(randn(2, tokens, v_heads))
-    return tuple(x.to(dtype) for x in (q, k, v, g, beta))
+def inputs(tokens, heads=2, v_heads=4, *, dtype=torch.float64, **kwargs):
+    """test_linear's seeded rule inputs (batch 2, float64), in `dtype`."""
+    return tuple(x.to(dtype) for x in rule_inputs(tokens, heads, v_heads, **kwargs))
 
 
 def by_hand(q, k, v, g, beta, *, scale):

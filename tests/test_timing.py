@@ -56,6 +56,11 @@ def test_interleaved_rotates_order_and_reports_per_operation():
     samples = timing.interleaved_ms(calls, torch.device("cpu"), rounds=3, warmup=0, marks=clock)
     assert samples == {"a": [0.5] * 3, "b": [1.5] * 3, "c": [2.5] * 3}
     assert order == list("abc") + list("bca") + list("cab")
+    # in batches: each sample is `batch` calls back to back, per operation still
+    order.clear()
+    samples = timing.interleaved_ms(calls, torch.device("cpu"), rounds=2, warmup=0, marks=clock, batch=4)
+    assert samples == {"a": [0.5] * 2, "b": [1.5] * 2, "c": [2.5] * 2}
+    assert order == list("aaaabbbbcccc") + list("bbbbccccaaaa")
 
 
 def test_spread_is_relative_iqr():

@@ -143,10 +143,11 @@ def cpu_timer():
     return time.perf_counter() / _calls_per_sample
 
 
-def interleaved_ms(calls: dict, device, rounds: int = 25, warmup: int = 3, marks=None) -> dict:
-    """{name: [ms per operation, one value per round]}: each round runs every call once, in an order
-    rotated per round. For calls far longer than the clock's lag (the eager reference, ~50 ms), or
-    one call alone (`median_ms`); ratios of fused calls come from `alternating_blocks`."""
+def interleaved_ms(calls: dict, device, rounds: int = 25, warmup: int = 3, marks=None, batch: int = 1) -> dict:
+    """{name: [ms per operation, one value per round]}: each round runs every call `batch` times back
+    to back, in an order rotated per round. For calls far longer than the clock's lag (the eager
+    reference, ~50 ms), or one call alone (`median_ms`); ratios of fused calls come from
+    `alternating_blocks`."""
     marks = marks or marks_for(device)
     names = list(calls)
     for _ in range(warmup):
@@ -156,10 +157,11 @@ def interleaved_ms(calls: dict, device, rounds: int = 25, warmup: int = 3, marks
     for r in range(rounds):
         for name in names[r % len(names):] + names[: r % len(names)]:
             start = marks.mark()
-            calls[name]()
+            for _ in range(batch):
+                calls[name]()
             end = marks.mark()
             marks.wait()
-            samples[name].append(marks.ms(start, end) / repeats_of(calls[name]))
+            samples[name].append(marks.ms(start, end) / (batch * repeats_of(calls[name])))
     return samples
 
 
