@@ -324,6 +324,19 @@ def test_on_the_cpu_the_timed_call_is_the_call_itself():
     assert timed is call and (mode.cuda_graph, mode.graph_calls, mode.input_sets) == (0, 0, 1)
 
 
+def test_a_call_is_built_for_timing_once_a_process(monkeypatch):
+    """A decode step's ratio and then asv's body ask for the same call: one capture and one set of
+    input copies between them; another call (another prepare) gets its own."""
+    case = cases.resolve("attention", "gqa_8", "sdpa", "tiny-s128", "cpu")
+    problem, call, _ = cases.prepare_checked(case)
+    built = []
+    monkeypatch.setattr(replay, "timed_call", lambda call, *args: built.append(call) or (call, "mode"))
+    assert replay.for_case(case, problem, call) is replay.for_case(case, problem, call)
+    other = case.implementation.load().prepare(case.variant, problem)
+    assert replay.for_case(case, problem, other)[0] is other
+    assert built == [call, other]
+
+
 def test_the_forward_records_how_it_was_timed_and_the_tracks_read_it(tmp_path, monkeypatch):
     from suite import common
 
