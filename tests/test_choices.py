@@ -59,3 +59,27 @@ def test_the_shard_merge_carries_every_shards_choices(tmp_path):
     assert choices.read(choices.path_for(tmp_path / "results" / "nvidia-h200" / RUN.name)) == {
         "attention/gqa_8/sdpa/llama-3-8b-s4k": "CUDNN_ATTENTION",
         "moe/softmax_topk/grouped_mm/mixtral-8x7b-decode-t16-zipf": "grouped_mm"}
+
+
+def test_an_unreadable_choices_file_is_kept_aside_by_a_run_and_refused_by_the_merge(tmp_path, capsys):
+    """A run keeps its results and sets a broken file aside (one line), losing nothing; the shard
+    merge refuses it with one line and exit 2, writing nothing."""
+    results = tmp_path / "results" / "nvidia-h200"
+    results.mkdir(parents=True)
+    target = choices.path_for(results / RUN.name)
+    target.write_text('{"attention/gqa_8/sdpa/llama-3-8b-s4k": "CUDNN')  # cut by a crash
+    run = tmp_path / "run"
+    memo(run, "attention/causal/sdpa/llama-3-8b-s4k", "FLASH_ATTENTION")
+    assert choices.record(run, results / RUN.name) == target
+    assert choices.read(target) == {"attention/causal/sdpa/llama-3-8b-s4k": "FLASH_ATTENTION"}
+    aside = target.with_name(target.name + ".unreadable")
+    assert aside.read_text() == '{"attention/gqa_8/sdpa/llama-3-8b-s4k": "CUDNN'
+    warning = capsys.readouterr().err.strip()
+    assert len(warning.splitlines()) == 1 and "not readable as choices (JSONDecodeError)" in warning
+
+    attention = shard(tmp_path, "attention", by_family("attention"))
+    choices.path_for(attention / "nvidia-h200" / RUN.name).write_text("[1, 2]")
+    into = tmp_path / "merged"
+    result = merge(attention, "--into", into)
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert "not a JSON object of case: backend" in result.output and not into.exists()

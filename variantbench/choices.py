@@ -8,8 +8,11 @@ stem>.choices (JSON, {case: backend}; not .json, which asv and the shard merge r
 joined with what earlier runs of the commit on that machine recorded there (lanes, shards)."""
 
 import json
-import os
 from pathlib import Path
+
+import click
+
+from variantbench.results import BadResults
 
 SUFFIX = ".choices"
 
@@ -33,23 +36,36 @@ def path_for(results_file) -> Path:
 
 
 def read(path) -> dict:
-    """The choices recorded at `path`; {} where there are none or the file is not a JSON object."""
-    try:
-        recorded = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+    """The choices recorded at `path`, {} where there are none; BadResults where the file is there but
+    not a JSON object (the shard merge then refuses it, one line, writing nothing)."""
+    path = Path(path)
+    if not path.exists():
         return {}
-    return recorded if isinstance(recorded, dict) else {}
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise BadResults(f"{path}: not readable as choices ({type(error).__name__})") from None
+    if not isinstance(recorded, dict):
+        raise BadResults(f"{path}: not a JSON object of case: backend")
+    return recorded
 
 
 def record(run_dir, results_file) -> Path | None:
     """Write the run's choices beside `results_file`, joined with those already there (this run's
-    win where both name a case); the path, or None where no case named a backend."""
+    win where both name a case); the path, or None where no case named a backend. An unreadable file
+    already there is kept aside as <name>.unreadable, with one line saying so: the run's results
+    stand, and nothing written before is lost."""
+    from variantbench.metrics import write_memo
+
     chosen = gather(run_dir)
     if not chosen:
         return None
     target = path_for(results_file)
-    joined = {**read(target), **chosen}
-    tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(dict(sorted(joined.items())), indent=1) + "\n")
-    tmp.replace(target)
+    try:
+        earlier = read(target)
+    except BadResults as why:
+        target.replace(target.with_name(target.name + ".unreadable"))
+        click.echo(f"variantbench: warning: {why}; kept as {target.name}.unreadable", err=True)
+        earlier = {}
+    write_memo(target, dict(sorted({**earlier, **chosen}.items())))  # atomically, as a memo
     return target
