@@ -1,11 +1,13 @@
 # Sourced by the GPU job scripts: `step NAME LIMIT COMMAND...` runs one command under `timeout LIMIT`,
 # its log in $dest/NAME.log, and prints its exit code, its seconds and the log's lines matching $show.
 # A step that would start past $budget seconds of the job is skipped, and says so, so a job fits what
-# is left of a device session. The script sets dest, budget and show before its first step.
+# is left of a device session; one that starts is cut at the budget (asv keeps what it published).
+# The script sets dest, budget and show before its first step.
 step() {
   local name=$1 limit=$2 t0=$SECONDS
   shift 2
   if [ $((SECONDS + limit / 2)) -gt "$budget" ]; then echo "== $name: skipped (${SECONDS}s of ${budget}s used)"; return; fi
+  [ $((SECONDS + limit)) -gt "$budget" ] && limit=$((budget - SECONDS))
   timeout "$limit" "$@" > "$dest/$name.log" 2>&1
   echo "== $name: exit $? in $((SECONDS - t0))s"
   grep -E "$show" "$dest/$name.log" | tail -n 16

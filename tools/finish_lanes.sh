@@ -1,23 +1,27 @@
-# What issues 15, 16 and 18 still lack after session 13, on one nvidia-h200-x4 (about 20 minutes held):
+# What issues 15, 16 and 18 still lack after session 13, on one nvidia-h200-x4 or, where only two GPUs
+# are lent, one nvidia-h200-x2 (about 25 minutes held either way):
 #   git bundle create .vbgit.bundle main
-#   run(kind="nvidia-h200-x4", carry=[".whl", ".vbgit.bundle"]): source tools/gpu_setup.sh > /tmp/setup.log 2>&1; \
+#   run(kind=..., carry=[".whl", ".vbgit.bundle"]): source tools/gpu_setup.sh > /tmp/setup.log 2>&1; \
 #     source tools/gpu_detached.sh && workdir && detach lanes 'bash tools/finish_lanes.sh' && await lanes 540
 #   (then `source tools/gpu_detached.sh && await lanes 560` within 30 s, until it says exit)
-# First on all four GPUs (18): the comms family over two torchrun "nodes" of 2 GPUs and over one
-#   4-rank node (tools/torchrun_nodes.sh at comms-64m), then the same calls as raw NCCL graphs
-#   (tools/comms_truth.py, each rank's 64 MiB as the suite sizes it since session 13), in this one
-#   lease: session 13's raw figures came from another lease than the suite's (session 11).
+# First on every GPU (18): the comms family over two torchrun "nodes" (2 GPUs each on four, 1 each on
+#   two; tools/torchrun_nodes.sh, tools/torchrun_x2.sh) and over one node, at comms-64m, then the same
+#   calls as raw NCCL graphs (tools/comms_truth.py, sized as the suite sizes them), in this one lease:
+#   session 13's raw figures came from another lease than the suite's (session 11).
 # Then (16) the split blocks' parallel efficiency, now from back-to-back batches (suite/bench_block.py,
 #   PARALLEL_CALLS), beside their asv medians: the two should agree (session 13's call-at-a-time tracks
 #   read 0.55 for llama-3-8b TP 4 where session 12's medians gave 0.67).
-# Then one lane a GPU:
+# Then one lane a GPU. On four:
 # GPU 0 (15, 16): Gated DeltaNet at qwen3-next-t4k, ours beside fla (16k-64k were side by side in
 #   session 13); ours and fla against causal gqa_8 through SDPA at b4 x 4k; every call re-timed
-#   apart; the decode step (qwen3-next-decode-b64) ours beside fla's fused recurrent kernel. Then every block through liger, forward, then forward+backward, at prefill-b4-s4k.
+#   apart; the decode step (qwen3-next-decode-b64) ours beside fla's fused recurrent kernel. Then every
+#   block through liger, forward, then forward+backward, at prefill-b4-s4k.
 # GPU 1 (16): every block through reference and compiled, forward, at prefill-b4-s4k.
 # GPU 2 (16): the same, forward+backward.
 # GPU 3 (15, 16, 17): the default tier at HEAD timed whole (decode steps replayed as graphs, mqa
 #   nightly); then MoE and paged decode tried, their sides now graph replays, and re-timed apart.
+# On two: GPU 0 runs GPU 0's Gated DeltaNet steps, then GPU 1's blocks; GPU 1 runs GPU 3's lane, then
+#   GPU 2's blocks; liger's blocks (session 12 timed four) only where time is left.
 set -u
 root=reports/truth/finish-$(git rev-parse --short HEAD)
 mkdir -p "$root"
@@ -55,6 +59,16 @@ linear_then_liger() {
   blocks_lane "$1" 300 'BlockForward\.time' liger
   blocks_lane "$1" 400 'BlockForwardBackward\.time' liger
 }
+linear_then_blocks() {
+  linear_lane "$1"
+  blocks_lane "$1" 900 'BlockForward\.time' reference compiled
+  blocks_lane "$1" 300 'BlockForward\.time' liger
+}
+default_then_blocks() {
+  default_lane "$1"
+  blocks_lane "$1" 900 'BlockForwardBackward\.time' reference compiled
+  blocks_lane "$1" 400 'BlockForwardBackward\.time' liger
+}
 default_lane() {
   local t0=$SECONDS dest=$root/default budget=$1 show='^verdict|ERROR|%|do_bench|graph'
   mkdir -p "$dest"
@@ -67,9 +81,13 @@ default_lane() {
   step try-paged 120 $vb try gqa_decode --shape llama-3-8b-paged16-b1-kv128k --json "$dest/try-paged.json"
   step truth 240 python3 tools/try_truth.py --fused-only "$dest/try-moe-decode.json" "$dest/try-paged.json"
 }
-if [ "$(nvidia-smi -L | wc -l)" -lt 4 ]; then echo "finish_lanes.sh wants 4 GPUs"; exit 2; fi
-t0=$SECONDS
-bash tools/torchrun_nodes.sh "$root/nodes" comms-64m
+gpus=$(nvidia-smi -L | wc -l)
+if [ "$gpus" -ne 4 ] && [ "$gpus" -ne 2 ]; then echo "finish_lanes.sh wants 2 or 4 GPUs, not $gpus"; exit 2; fi
+if [ "$gpus" = 4 ]; then
+  bash tools/torchrun_nodes.sh "$root/nodes" comms-64m
+else
+  bash tools/torchrun_x2.sh "$root/nodes" comms-64m
+fi
 echo "== suite's comms: ${SECONDS}s"
 for nodes in 2 1; do
   timeout 120 python3 tools/comms_truth.py --nodes $nodes --sizes 67108864 --ops all_reduce,all_gather,reduce_scatter \
@@ -81,8 +99,13 @@ mkdir -p "$dest"
 source tools/budgeted.sh
 step parallel 420 $vb run --family block --tier full --shape prefill-b4-s4k --variant llama-3-8b --variant qwen3-30b-a3b \
   --implementation tensor_parallel --implementation sequence_parallel --no-precheck --bench 'BlockParallel|BlockForward\.time'
-lane linear-liger 0 linear_then_liger 1550 &
-lane blocks-forward 1 blocks_lane 1550 900 'BlockForward\.time' reference compiled &
-lane blocks-fwd-bwd 2 blocks_lane 1550 900 'BlockForwardBackward\.time' reference compiled &
-lane default 3 default_lane 1550 &
+if [ "$gpus" = 4 ]; then
+  lane linear-liger 0 linear_then_liger 1550 &
+  lane blocks-forward 1 blocks_lane 1550 900 'BlockForward\.time' reference compiled &
+  lane blocks-fwd-bwd 2 blocks_lane 1550 900 'BlockForwardBackward\.time' reference compiled &
+  lane default 3 default_lane 1550 &
+else
+  lane linear-blocks 0 linear_then_blocks 1420 &
+  lane default-blocks 1 default_then_blocks 1420 &
+fi
 wait

@@ -1,7 +1,7 @@
 # Issue 18 on two GPUs (no 4-GPU kind lent): rank 1 served by a torchrun agent (c10d rendezvous, the
 # elastic agent, kernels/comms/serve_ranks.py) beside rank 0, the collectives checked and timed through
 # it, then the same collectives from our own launcher (one node, NVLink) for comparison:
-#   bash tools/torchrun_x2.sh DEST
+#   bash tools/torchrun_x2.sh DEST [SHAPE...]   (default comms-8k comms-64m)
 # The worker and rank 0 get different NCCL_HOSTIDs, so NCCL takes them for two hosts and joins them
 # through its network transport (sockets here) as between real nodes. Both ranks are on one node as
 # far as the suite knows (the agent serves the driver's node, --gpu-offset 1), so the torchrun figures
@@ -9,7 +9,10 @@
 dest=${1:-${OUT:-/tmp}/torchrun}
 mkdir -p "$dest"
 vb="python3 -m variantbench"
-shapes="--shape comms-8k --shape comms-64m"
+[ $# -gt 0 ] && shift
+[ $# -gt 0 ] || set -- comms-8k comms-64m
+shapes=""
+for shape in "$@"; do shapes="$shapes --shape $shape"; done
 CUDA_VISIBLE_DEVICES=0,1 NCCL_HOSTID=vb-node-1 setsid python3 -m torch.distributed.run --nnodes 1 \
   --nproc-per-node 1 --max-restarts 0 --rdzv-backend c10d --rdzv-endpoint 127.0.0.1:29400 --rdzv-id vb-x2 \
   -m kernels.comms.serve_ranks --control 127.0.0.1:29500 --gpu-offset 1 > "$dest/agent.log" 2>&1 &
