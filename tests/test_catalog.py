@@ -114,7 +114,7 @@ def test_suite_grid_covers_every_variant_implementation_and_device_shape():
     from suite.bench_attention import AttentionForward
 
     variants, impls, shapes = AttentionForward.params
-    assert variants == [v.name for v in FAMILY.variants if in_tier(v, "default")]  # mqa is nightly
+    assert variants == [v.name for v in FAMILY.variants if in_tier(v, "default")]  # mqa, causal nightly
     # the default tier's fused implementations: compiled and Flex are nightly; the reference is no
     # point of the grid (every setup would skip it)
     assert impls == ["sdpa", "triton"]
@@ -142,9 +142,10 @@ def test_compiled_joins_the_full_tier_or_where_it_is_named(monkeypatch):
     assert common.grid("attention")[0][1] == ["compiled"]
 
 
-def test_mqa_is_nightly_unless_named(monkeypatch):
-    """The default tier left mqa to the full one (0318851's took 599 s of its 10 minutes on an H200);
-    named, it runs at any tier, in the suite's grid and in `run`'s cases."""
+def test_mha_and_mqa_are_nightly_unless_named(monkeypatch):
+    """The default tier left mqa (0318851's took 599 s of its 10 minutes on an H200) and causal MHA
+    (3311c6e's took 615 s) to the full one: gqa_8's kernels at 1 and 32 KV heads. Named, either runs at
+    any tier, in the suite's grid and in `run`'s cases."""
     from suite import common
     from variantbench import cases
 
@@ -152,12 +153,12 @@ def test_mqa_is_nightly_unless_named(monkeypatch):
         return {c.variant.name for c in cases.iter_cases("attention", "cuda", variants=named, tier=tier)
                 if isinstance(c, cases.Case)}
 
-    assert "mqa" not in variants("default") and {"gqa_8", "causal"} <= variants("default")
-    assert "mqa" in variants("full") and variants("default", named=["mqa"]) == {"mqa"}
+    assert not {"mqa", "causal"} & variants("default") and "gqa_8" in variants("default")
+    assert {"mqa", "causal"} <= variants("full") and variants("default", named=["mqa", "causal"]) == {"mqa", "causal"}
     monkeypatch.setattr(common, "TIER", "default")
-    assert "mqa" not in common.grid("attention")[0][0]
-    monkeypatch.setattr(common, "ONLY_VARIANTS", ["mqa"])
-    assert common.grid("attention")[0][0] == ["mqa"]
+    assert not {"mqa", "causal"} & set(common.grid("attention")[0][0])
+    monkeypatch.setattr(common, "ONLY_VARIANTS", ["causal"])
+    assert common.grid("attention")[0][0] == ["causal"]
 
 
 def test_token_level_sparse_attention_waits_for_the_default_tier():

@@ -107,14 +107,20 @@ def test_the_check_fails_a_step_that_drops_the_decay(monkeypatch):
 
 
 def test_fla_runs_a_step_through_its_fused_recurrent_kernel_from_the_state(monkeypatch):
-    """The catalog's fla call at decode, around a stand-in for fla-core (not installed here) that
-    checks what fla is given: the state value-major as ours (state_v_first) and the final state asked."""
+    """The catalog's fla call at decode, around a stand-in for fla-core (not installed here) with
+    fla-core 0.6.0's parameters in their order (gk, gv before beta: passed by place, beta landed in gk,
+    max error inf on an H200), that checks what fla is given: the state value-major as ours
+    (state_v_first) and the final state asked."""
     from kernels.linear import fla
 
     seen = {}
 
-    def fused_recurrent_gated_delta_rule(q, k, v, g, beta, *, scale, initial_state, output_final_state,
-                                         state_v_first):
+    def fused_recurrent_gated_delta_rule(q, k, v, g=None, gk=None, gv=None, beta=None, scale=None,
+                                         initial_state=None, output_final_state=False, use_qk_l2norm_in_kernel=False,
+                                         use_gate_in_kernel=False, A_log=None, dt_bias=None,
+                                         use_beta_sigmoid_in_kernel=False, allow_neg_eigval=False,
+                                         state_v_first=False, cu_seqlens=None):
+        assert gk is None and gv is None and g is not None and beta is not None
         seen.update(state=initial_state, final=output_final_state, v_first=state_v_first)
         return reference.step(q, k, v, g, beta, initial_state, scale=scale)
 

@@ -28,9 +28,11 @@ def prepare_step(variant, problem):
 
     p = problem
 
+    # Every gate by keyword: fla 0.6.0's fifth parameter is gk, a per-key decay, not beta. Passed in
+    # that place, beta became a decay and beta itself None: max error inf on an H200 (session 14).
     def call():
-        return fused_recurrent_gated_delta_rule(p.q, p.k, p.v, p.g, p.beta, scale=p.scale, initial_state=p.state,
-                                                output_final_state=True, state_v_first=True)
+        return fused_recurrent_gated_delta_rule(p.q, p.k, p.v, g=p.g, beta=p.beta, scale=p.scale,
+                                                initial_state=p.state, output_final_state=True, state_v_first=True)
 
     call()
     call.backend = "fla (fused recurrent)"

@@ -153,11 +153,12 @@ class AttentionVariant:
 
 
 VARIANTS = (
-    AttentionVariant("causal", kv_heads="mha", note="multi-head: one KV head per query head"),
+    # MHA and MQA are nightly (full tier): our kernel and SDPA's run them as gqa_8's with 32 and 1 KV
+    # heads. mqa's four timed cases were ~26 s of 0318851's default tier (599 s of its 600 on an H200,
+    # session 13); causal's four (each prepared and checked in 6-10 s) left when 3311c6e's tier, decode
+    # steps graphed, took 615 s (session 14, beside another lane on the same host).
+    AttentionVariant("causal", kv_heads="mha", note="multi-head: one KV head per query head", tier="full"),
     AttentionVariant("gqa_8", kv_heads=8, baseline=True, note="8 KV heads, the established Llama-3 recipe"),
-    # Nightly (full tier): our kernel and SDPA's run it as gqa_8 with one KV head, which the default
-    # tier keeps beside MHA (causal). Its four timed cases and their figures were ~26 s of 0318851's
-    # default tier, which took 599 s of its 600 on an H200 (session 13) before decode steps were graphed.
     AttentionVariant("mqa", kv_heads=1, note="one KV head shared by all query heads", tier="full"),
     AttentionVariant("sliding_window_1024", window=1024, note="each query sees 1024 keys, itself included"),
     AttentionVariant("document", documents=True, note="packed sequences, seeded lengths in [S/16, S/2]"),
