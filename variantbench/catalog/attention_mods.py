@@ -43,7 +43,6 @@ def sliding_window_mask(window, offset):
     def sliding_window(b, h, q_idx, kv_idx):
         return q_idx + offset - kv_idx < window
 
-    sliding_window.__name__ = f"sliding_window_{window}"
     return sliding_window
 
 
@@ -89,7 +88,6 @@ def softcap_score(cap):
     def softcap(score, b, h, q_idx, kv_idx):
         return cap * torch.tanh(score / cap)
 
-    softcap.__name__ = f"softcap_{cap:g}"
     return softcap
 
 
