@@ -333,3 +333,25 @@ def test_each_family_leads_with_one_row_per_variant_its_fastest_fused_implementa
     assert list(zip(variants.variant, variants.fastest, variants.verdict)) == [
         ("alibi", "flex", "over budget"), ("sliding_window_1024", "triton", "within")]
     assert variants.time_ratio.tolist() == [1.9, 0.6]
+
+
+def test_each_row_says_what_its_case_ran_through_at_its_commit(history, tmp_path):
+    """choices.py's record beside a results file: the row of that machine and commit shows it, a row
+    of another machine or commit does not borrow it; an unreadable record refuses the site, whose
+    previous build stays."""
+    folder = _make_history(tmp_path / "results", history[1])
+    latest = history[1][-1][:8]
+    (folder / "h100" / f"{latest}-existing-py.choices").write_text(json.dumps(
+        {f"attention/gqa_8/sdpa/{SHAPE}": "CUDNN_ATTENTION", f"attention/gqa_8/triton/{SHAPE}": "triton (BLOCK_M 128)"}))
+    (folder / "h200" / f"{history[1][0][:8]}-existing-py.choices").write_text(json.dumps(
+        {f"attention/gqa_8/sdpa/{SHAPE}": "FLASH_ATTENTION"}))
+    settings = gate.load_settings(ROOT / "pyproject.toml")
+    page = report.build(ROOT, folder, tmp_path / "html", settings, with_asv=False).read_text()
+    h100, h200 = _section(page, "h100"), _section(page, "h200")
+    assert re.search(r"<td>gqa_8</td><td>sdpa</td>.*?<td>CUDNN_ATTENTION</td><td><code>" + latest, h100)
+    assert "<td>triton (BLOCK_M 128)</td>" in h100 and "FLASH_ATTENTION" not in h100
+    assert "CUDNN_ATTENTION" not in h200  # the H200's latest commit recorded nothing
+    (folder / "h100" / f"{latest}-existing-py.choices").write_text('{"attention/gqa_8')  # cut by a crash
+    with pytest.raises(report.results.BadResults, match="not readable as choices"):
+        report.build(ROOT, folder, tmp_path / "html", settings, with_asv=False)
+    assert "CUDNN_ATTENTION" in (tmp_path / "html" / report.SUMMARY_DIR / "index.html").read_text()

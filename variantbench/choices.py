@@ -50,6 +50,13 @@ def read(path) -> dict:
     return recorded
 
 
+def recorded(results_dir) -> dict:
+    """{(machine, commit's first 8 hex digits): {case: backend}} of every choices file under
+    results_dir (asv's <machine>/<commit8>-<environment> naming); BadResults names an unreadable one."""
+    return {(path.parent.name, path.name.split("-", 1)[0]): read(path)
+            for path in sorted(Path(results_dir).glob(f"*/*{SUFFIX}"))}
+
+
 def record(run_dir, results_file) -> Path | None:
     """Write the run's choices beside `results_file`, joined with those already there (this run's
     win where both name a case); the path, or None where no case named a backend. An unreadable file

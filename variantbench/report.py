@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from variantbench import choices
 from variantbench import history as hist
 from variantbench import results
 from variantbench.summary import FIGURES, commit_dates, family_table, variant_table
@@ -181,10 +182,11 @@ def _number(value, column):
     return f"{value:.1e}" if column == "max error" else f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
 
 
-def _table_html(forward_benchmark, table, machine, identity):
+def _table_html(forward_benchmark, table, machine, identity, ran_through):
+    """`ran_through(row)`: what the row's case ran through at its commit (choices.py), or ""."""
     columns = [c for _, c, _ in FIGURES]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ["shape", "variant", "implementation", *columns[:5],
-                                                           "budget", *columns[5:], "commit", "history"])
+                                                           "budget", *columns[5:], "ran through", "commit", "history"])
     body = []
     for row in table.itertuples():
         verdict = f' class="{row.verdict.replace(" ", "-")}"' if row.verdict else ""
@@ -196,6 +198,7 @@ def _table_html(forward_benchmark, table, machine, identity):
             + "".join(f"<td class=num>{f}</td>" for f in figures[:5])
             + f"<td>{html.escape(budget)}</td>"
             + "".join(f"<td class=num>{f}</td>" for f in figures[5:])
+            + f"<td>{html.escape(ran_through(row))}</td>"
             + f"<td><code>{html.escape(str(row.commit))}</code></td>"
             + f'<td><a href="{html.escape(_asv_link(forward_benchmark, row, machine, identity))}">asv</a></td></tr>')
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
@@ -217,8 +220,9 @@ p.note { background: #fff3cd; border-left: 4px solid #e0a800; padding: 4px 8px; 
 """
 
 
-def _section_html(out: Path, section: dict, benchmarks, settings, outside: set) -> str:
-    """One machine identity's section: identity, then per family the table, plots and history."""
+def _section_html(out: Path, section: dict, benchmarks, settings, outside: set, through: dict) -> str:
+    """One machine identity's section: identity, then per family the table, plots and history.
+    `through`: choices.recorded, what each case ran through per (machine, commit)."""
     mine, machine = section["rows"], section["rows"].machine.iloc[0]
     order = commit_dates(mine)
     identity = mine[mine.commit == order.commit.iloc[-1]].iloc[0]
@@ -255,7 +259,13 @@ def _section_html(out: Path, section: dict, benchmarks, settings, outside: set) 
             if not variants.empty:
                 parts.append("<h4>Per variant: its fastest fused implementation against the budget</h4>"
                              + _variant_html(variants))
-            parts.append("<h4>Every implementation</h4>" + _table_html(benchmark, table, machine, section["asv"]))
+
+            def ran_through(row, family=fam.name):
+                return through.get((machine, row.commit), {}).get(
+                    f"{family}/{row.variant}/{row.implementation}/{row.shape}", "")
+
+            parts.append("<h4>Every implementation</h4>"
+                         + _table_html(benchmark, table, machine, section["asv"], ran_through))
         absent = [v.name for v in fam.variants if table.empty or v.name not in set(table.variant)]
         if absent:
             parts.append(f"<p>Not measured at this commit on this machine: {html.escape(', '.join(absent))}.</p>")
@@ -298,6 +308,7 @@ def build(root: Path, results_dir: Path, html_dir: Path, settings, *, with_asv=T
     if with_asv:
         _check_asv_inputs(results_dir)
     outside = hist.outside_suite(results_dir)
+    through = choices.recorded(results_dir)
     # asv publish empties its html_dir before it reads anything: over the old site, a truncated
     # machine.json left 14 of its 102 files, a truncated benchmarks.json none. So the site is built
     # beside it, then swapped in.
@@ -318,7 +329,7 @@ def build(root: Path, results_dir: Path, html_dir: Path, settings, *, with_asv=T
             f"<p>Every variant against its family baseline and its signal budget (default {settings.budget:.2f}x), "
             "per machine. Rows over budget or failed come first. The history link opens asv's graph of that "
             f'case; <a href="../index.html">asv\'s full history</a>.</p><ul>{catalog}</ul>'
-            + "".join(_section_html(out, section, history.benchmark.unique(), settings, outside)
+            + "".join(_section_html(out, section, history.benchmark.unique(), settings, outside, through)
                       for section in hist.histories(history))
             + "</body></html>")
         _swap(staging, target)
