@@ -9,7 +9,9 @@ other, causally in their own order), scaled by their router weight; the rest rid
 `rows` (query positions) asks for the output at those positions only: keys and values still come from
 every token, so the check compares sampled rows at shapes whose full float64 block would not fit.
 Decode: x is the one new token per sequence; its key and value are written at position kv_len - 1 of
-the cache, whose earlier positions hold the sequence so far.
+the cache, whose earlier positions hold the sequence so far. A gated DeltaNet layer's cache is
+(convolution state, rule state) instead: the last width - 1 tokens' projections before the short
+convolution, and the rule's state (B, HV, V, K) after the tokens before.
 """
 
 from dataclasses import dataclass
@@ -168,23 +170,27 @@ def l2_normed(x, eps=1e-6):
     return x * torch.rsqrt((x * x).sum(-1, keepdim=True) + eps)
 
 
-def causal_conv(x, weight):
-    """Each channel's short causal convolution, x (B, S, C) with weight (C, width), then SiLU."""
+def causal_conv(x, weight, before=None):
+    """Each channel's short causal convolution, x (B, S, C) with weight (C, width), then SiLU. `before`
+    (B, width - 1, C): the channels of the tokens before x (a decode step's convolution state), zeros
+    where None (a sequence's start)."""
     width = weight.shape[1]
-    out = F.conv1d(F.pad(x.transpose(1, 2), (width - 1, 0)), weight[:, None], groups=x.shape[-1])
+    padded = F.pad(x.transpose(1, 2), (width - 1, 0)) if before is None else torch.cat([before, x], 1).transpose(1, 2)
+    out = F.conv1d(padded, weight[:, None], groups=x.shape[-1])
     return F.silu(out.transpose(1, 2))
 
 
-def delta_inputs(config, w, h):
+def delta_inputs(config, w, h, conv_state=None):
     """(q, k, v, g, beta, z) of Qwen3-Next's gated DeltaNet from h (B, S, dim): q, k, v projected and
-    through the short convolution, q and k L2-normed; the decay g = -exp(A_log) softplus(a + dt_bias)
-    and the write strength beta = sigmoid(b), per value head; z, the output gate."""
+    through the short convolution (after `conv_state`'s tokens, see causal_conv), q and k L2-normed;
+    the decay g = -exp(A_log) softplus(a + dt_bias) and the write strength beta = sigmoid(b), per value
+    head; z, the output gate."""
     lin = config.linear_config
     batch, tokens, _ = h.shape
     key, value = lin.n_qk_heads * lin.k_dim, lin.n_v_heads * lin.v_dim
     q, k, v, z = (h @ w.w_qkvz.t()).split([key, key, value, value], dim=-1)
     b, a = (h @ w.w_ba.t()).split([lin.n_v_heads, lin.n_v_heads], dim=-1)
-    q, k, v = causal_conv(torch.cat([q, k, v], dim=-1), w.conv_weight).split([key, key, value], dim=-1)
+    q, k, v = causal_conv(torch.cat([q, k, v], dim=-1), w.conv_weight, conv_state).split([key, key, value], dim=-1)
     wide = torch.promote_types(h.dtype, torch.float32)
     g = -w.a_log.to(wide).exp() * F.softplus(a.to(wide) + w.dt_bias.to(wide))
     return (l2_normed(q.view(batch, tokens, lin.n_qk_heads, lin.k_dim)),
@@ -192,12 +198,17 @@ def delta_inputs(config, w, h):
             g, torch.sigmoid(b), z.view(batch, tokens, lin.n_v_heads, lin.v_dim))
 
 
-def delta_attention(config, w, h, picked):
+def delta_attention(config, w, h, picked, cache=None):
     """Gated DeltaNet's output (B, rows, dim): the gated delta rule (reference/linear_attention.py),
-    each value head's output RMS-normed and gated by SiLU(z), projected out."""
+    each value head's output RMS-normed and gated by SiLU(z), projected out. `cache` (decode):
+    (convolution state, rule state), and the one new token takes a step of the rule from it."""
     lin = config.linear_config
-    q, k, v, g, beta, z = delta_inputs(config, w, h)
-    out = reference_linear.chunked(q, k, v, g, beta, scale=lin.k_dim ** -0.5)[:, picked]
+    conv_state, state = (None, None) if cache is None else cache
+    q, k, v, g, beta, z = delta_inputs(config, w, h, conv_state)
+    if state is None:
+        out = reference_linear.chunked(q, k, v, g, beta, scale=lin.k_dim ** -0.5)[:, picked]
+    else:
+        out = reference_linear.step(q, k, v, g, beta, state, scale=lin.k_dim ** -0.5)[0][:, picked]
     gated = rms_norm(out, w.out_norm, config.eps) * F.silu(z[:, picked])
     return gated.reshape(h.shape[0], picked.numel(), -1) @ w.wo.t()
 
@@ -208,14 +219,14 @@ def layer(recipe, config, w, x, *, rows=None, cache=None, positions=None):
     it is not its index (mixture-of-depths runs the layer over the chosen tokens alone)."""
     norm = lookup(NORMS, recipe.norm, "norm")
     batch, tokens, _ = x.shape
-    latent = config.mla_config is not None
-    start = 0 if cache is None else (cache.shape[1] if latent else cache[0].shape[2]) - tokens
+    latent, linear = config.mla_config is not None, config.linear_config is not None
+    start = 0 if cache is None or linear else (cache.shape[1] if latent else cache[0].shape[2]) - tokens
     if positions is None:
         positions = torch.arange(start, start + tokens, device=x.device)
     picked = torch.arange(tokens, device=x.device) if rows is None else rows.to(x.device)
     h = norm(x, w.attn_norm, config.eps)
-    if config.linear_config is not None:
-        out = delta_attention(config, w, h, picked)
+    if linear:
+        out = delta_attention(config, w, h, picked, cache)
     elif latent:
         out = latent_attention(config, w, h, positions, picked, cache)
     else:

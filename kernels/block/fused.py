@@ -175,10 +175,12 @@ def build(variant, problem, split: Split, glue: Glue = FUSED):
     m, lin = config.mla_config, config.linear_config
     agree = None if split is ALONE else split.agree  # alone, the machine's choice is kept (choice.py)
     if lin is not None:
-        linear_shape = LinearShape("block-linear", config.linear, batch, tokens, device=device.type)
+        decode = p.delta_state is not None  # a step from the state: attend(..., state) -> (output, new state)
+        linear_shape = LinearShape("block-linear", config.linear, batch, tokens, device=device.type, decode=decode)
         q0 = p.linear
         attend, attention_name = fastest_piece("linear", variant.attention, linear_shape, q0,
-                                               (q0.q, q0.k, q0.v, q0.g, q0.beta), trained, agree)
+                                               (q0.q, q0.k, q0.v, q0.g, q0.beta, *([q0.state] if decode else [])),
+                                               trained, agree)
     elif m is None:
         piece = attention_problem(variant.attention, piece_shape, device=device, dtype=dtype, seed=p.seed,
                                   requires_grad=trained)
@@ -273,14 +275,18 @@ def build(variant, problem, split: Split, glue: Glue = FUSED):
         h = split.gather(h)
         q, k, v, z = (h @ p.w_qkvz.t()).split([key, key, value, value], dim=-1)
         b, a = (h @ p.w_ba.t()).split([lin.n_v_heads, lin.n_v_heads], dim=-1)
-        mixed = F.conv1d(F.pad(torch.cat([q, k, v], dim=-1).transpose(1, 2), (config.conv - 1, 0)),
-                         p.conv_weight[:, None], groups=2 * key + value)
+        channels = torch.cat([q, k, v], dim=-1).transpose(1, 2)
+        # zeros before a sequence's start; at decode the convolution state, the channels of the tokens before
+        before = (F.pad(channels, (config.conv - 1, 0)) if p.conv_state is None
+                  else torch.cat([p.conv_state.transpose(1, 2), channels], dim=-1))
+        mixed = F.conv1d(before, p.conv_weight[:, None], groups=2 * key + value)
         q, k, v = F.silu(mixed.transpose(1, 2)).split([key, key, value], dim=-1)
         g = -p.a_log.float().exp() * F.softplus(a.float() + p.dt_bias.float())
         out = attend(l2_normed(q.reshape(batch, tokens, lin.n_qk_heads, lin.k_dim)),
                      l2_normed(k.reshape(batch, tokens, lin.n_qk_heads, lin.k_dim)),
                      v.reshape(batch, tokens, lin.n_v_heads, lin.v_dim).contiguous(), g.contiguous(),
-                     torch.sigmoid(b).contiguous())
+                     torch.sigmoid(b).contiguous(), *([p.delta_state] if decode else []))
+        out = out[0] if decode else out  # the new state goes with the output; the problem's stays for the next call
         gated = out_norm(out) * F.silu(z.reshape(batch, tokens, lin.n_v_heads, lin.v_dim))
         out = split.reduced_product(gated.reshape(batch, tokens, value), p.wo)
         return post_attn(out) if sandwich else out

@@ -9,10 +9,22 @@ kernel instead, from the problem's state."""
 
 
 def prepare_function(variant, problem):
-    """fla's chunked kernel as a function of any q, k, v, g, beta of the problem's shapes (a block's)."""
-    from fla.ops.gated_delta_rule import chunk_gated_delta_rule
-
+    """fla's chunked kernel as a function of any q, k, v, g, beta of the problem's shapes (a block's);
+    at decode its fused recurrent kernel, of any q, k, v, g, beta, state, returning (output, new
+    state), the state value-major as ours ([B, HV, V, K]: state_v_first)."""
     scale = problem.scale
+    if problem.state is not None:
+        from fla.ops.gated_delta_rule import fused_recurrent_gated_delta_rule
+
+        # Every gate by keyword: fla-core 0.6.0's fifth parameter is gk, a per-key decay. Passed by
+        # place, beta went there and beta itself was None: max error inf on an H200 (session 14).
+        def step(q, k, v, g, beta, state):
+            return fused_recurrent_gated_delta_rule(q, k, v, g=g, beta=beta, scale=scale, initial_state=state,
+                                                    output_final_state=True, state_v_first=True)
+
+        step.backend = "fla (fused recurrent)"
+        return step
+    from fla.ops.gated_delta_rule import chunk_gated_delta_rule
 
     def attend(q, k, v, g, beta):
         return chunk_gated_delta_rule(q, k, v, g, beta, scale=scale)[0]
@@ -21,32 +33,14 @@ def prepare_function(variant, problem):
     return attend
 
 
-def prepare_step(variant, problem):
-    """fla's fused recurrent kernel for a decode step: one token a sequence from the problem's state,
-    which fla reads and returns value-major as ours ([B, HV, V, K]: state_v_first)."""
-    from fla.ops.gated_delta_rule import fused_recurrent_gated_delta_rule
-
-    p = problem
-
-    # Every gate by keyword: fla 0.6.0's fifth parameter is gk, a per-key decay, not beta. Passed in
-    # that place, beta became a decay and beta itself None: max error inf on an H200 (session 14).
-    def call():
-        return fused_recurrent_gated_delta_rule(p.q, p.k, p.v, g=p.g, beta=p.beta, scale=p.scale,
-                                                initial_state=p.state, output_final_state=True, state_v_first=True)
-
-    call()
-    call.backend = "fla (fused recurrent)"
-    return call
-
-
 def prepare(variant, problem):
     p = problem
-    if p.state is not None:
-        return prepare_step(variant, p)
-    attend = prepare_function(variant, p)
+    function = prepare_function(variant, p)
+    state = () if p.state is None else (p.state,)
 
     def call():
-        return attend(p.q, p.k, p.v, p.g, p.beta)
+        return function(p.q, p.k, p.v, p.g, p.beta, *state)
 
     call()
+    call.backend = function.backend
     return call

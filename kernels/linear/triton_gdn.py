@@ -189,8 +189,15 @@ def gdn_launcher(q, k, v, g, beta, *, scale, block_v=None):
 
 
 def prepare_function(variant, problem):
-    """Our kernels as a function of any q, k, v, g, beta of the problem's shapes (a block's)."""
+    """Our kernels as a function of any q, k, v, g, beta of the problem's shapes (a block's); at decode
+    of any q, k, v, g, beta, state, returning (output, new state) (triton_gdn_decode.py)."""
     scale = problem.scale
+    if problem.state is not None:
+        def step(q, k, v, g, beta, state):
+            return triton_gdn_decode.step_launcher(q, k, v, g, beta, state, scale=scale)()
+
+        step.backend = "triton (decode step)"
+        return step
 
     def attend(q, k, v, g, beta):
         return gdn_launcher(q, k, v, g, beta, scale=scale)()

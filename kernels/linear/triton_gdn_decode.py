@@ -8,7 +8,8 @@ reading the slice once and writing S' once. Decode is that traffic: at qwen3-nex
 states are 64 x 32 heads x 128 x 128 x 4 bytes = 134 MB in and as many out, against 0.5 MB of
 q, k, v and output, so the step is bandwidth bound and its figure is GB/s of state moved.
 BV 32 at K 128 is 4096 floats a program, 32 a thread at 4 warps, and 64 x 32 x 4 = 8192 programs at
-batch 64. Unmeasured on a GPU (the interpreter checks it against the float64 step).
+batch 64. On an H200 (066d3f4, graph replays) it takes 0.0742 ms there, 3.6 TB/s of state, 85% of
+the copy peak; fla's fused recurrent kernel 0.0672 ms (1.10x faster, 94%).
 """
 
 import torch

@@ -64,9 +64,6 @@ class BlockVariant:
                 raise ValueError(f"BlockVariant {self.name!r}: unknown {what} {value!r}; known: {', '.join(known)}")
 
     def unsupported(self, shape: BlockShape) -> str | None:
-        if shape.config(self.model).linear and shape.phase == "decode":
-            return ("the block's decode is not built: the linear family has a decode step from a given state "
-                    "(qwen3-next-decode-b64), but not the short convolution's state across steps")
         if self.depth_capacity is not None and shape.phase == "decode":
             return ("mixture-of-depths picks a top-k over the whole sequence; at decode a causal predictor "
                     "decides, which is not modelled")
@@ -117,7 +114,7 @@ COMPILED_MAX_EXPERTS = 64
 
 
 def _compiled_unsupported(variant, shape):
-    if shape.config(variant.model).linear:
+    if shape.config(variant.model).linear and shape.phase == "prefill":  # a decode step has no chunks
         return ("torch.compile fails on the chunked gated delta rule with the dynamic sizes the MoE's routing needs "
                 "(TypeError: cannot determine truth value of Relational; torch 2.13, CPU)")
     moe = shape.config(variant.model).moe_config
@@ -193,7 +190,9 @@ WEIGHTS = ("wq", "wk", "wv", "w_dq", "q_a_norm", "w_uq", "w_dkv", "kv_a_norm", "
 class BlockProblem:
     """x (B, S, dim); the layer's weights in nn.Linear's (out, in) layout, None where the recipe has no
     such piece; an MoE block's experts and router as a moe-family problem (`moe`); at decode the KV
-    cache (B, Hkv, kv_len, D), the new token's key and value going to its last position."""
+    cache (B, Hkv, kv_len, D), the new token's key and value going to its last position (a latent
+    block's latent cache; a Gated DeltaNet block's convolution and rule states, which a step reads
+    and leaves as they were: its new state is returned, not written back)."""
 
     config: object
     x: torch.Tensor
@@ -222,6 +221,10 @@ class BlockProblem:
     dt_bias: torch.Tensor | None = None
     out_norm: torch.Tensor | None = None
     linear: object = None  # a linear-family problem of the block's sizes (to pick its fused call by)
+    # gated DeltaNet at decode, its cache: the last width - 1 tokens' q, k, v channels before the short
+    # convolution (B, width - 1, channels), and the rule's state after them (B, HV, V, K) float32
+    conv_state: torch.Tensor | None = None
+    delta_state: torch.Tensor | None = None
     latent_cache: torch.Tensor | None = None  # (B, kv_len, rank + RoPE) at decode
     post_attn_norm: torch.Tensor | None = None
     post_mlp_norm: torch.Tensor | None = None
@@ -244,6 +247,8 @@ class BlockProblem:
     def cache(self):
         if self.latent_cache is not None:
             return self.latent_cache
+        if self.delta_state is not None:
+            return self.conv_state, self.delta_state
         return None if self.k_cache is None else (self.k_cache, self.v_cache)
 
     def weights(self):
@@ -251,7 +256,8 @@ class BlockProblem:
 
     def inputs(self):
         caches = {name: t for name, t in (("k_cache", self.k_cache), ("v_cache", self.v_cache),
-                                          ("latent_cache", self.latent_cache)) if t is not None}
+                                          ("latent_cache", self.latent_cache), ("conv_state", self.conv_state),
+                                          ("delta_state", self.delta_state)) if t is not None}
         return {"x": self.x, **self.weights(), **caches}
 
     def grad_inputs(self):
@@ -322,9 +328,15 @@ def make_problem(variant, shape: BlockShape, *, device, dtype, seed, requires_gr
         # its inputs train too, so that choosing the piece can time its backward; the block's own are
         # computed from x (kernels/block/fused.py), and the layer has no weights of its own
         linear = family("linear")
+        decode = shape.phase == "decode"
         problem.linear = linear.make_problem(variant.attention, LinearShape(f"{shape.name}-linear", config.linear,
-                                                                           shape.batch, shape.q_len, device=shape.device),
+                                                                           shape.batch, shape.q_len, device=shape.device,
+                                                                           decode=decode),
                                              device=device, dtype=dtype, seed=seed + 3, requires_grad=requires_grad)
+        if decode:  # the channels are unit-sized (x unit-normal through 1/sqrt(dim) weights); the state as the rule leaves one
+            problem.conv_state = torch.randn(shape.batch, config.conv - 1, 2 * key + value, generator=gen,
+                                             device=device, dtype=torch.float32).to(dtype)
+            problem.delta_state = problem.linear.state.clone()
     elif m is None:
         problem.wq = randn(heads * head_dim, dim, scale=dim ** -0.5)
         problem.wk, problem.wv = (randn(kv_heads * head_dim, dim, scale=dim ** -0.5) for _ in range(2))

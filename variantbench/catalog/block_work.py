@@ -16,7 +16,8 @@ def work(variant, problem, backward=False):
     linear family's).
     Mixture-of-depths counts the chosen tokens, plus its router. Backward: twice each matmul (input and
     weight gradients), the attention's 2.5x. Bytes: every weight once, tokens in and out, the cache
-    read at decode; twice that with a backward."""
+    read at decode (a Gated DeltaNet layer's convolution state read, its rule's state read and
+    written); twice that with a backward."""
     config = problem.config
     batch, tokens, dim = problem.x.shape
     routed = tokens if variant.depth_capacity is None else max(1, int(tokens * variant.depth_capacity))
@@ -52,6 +53,9 @@ def work(variant, problem, backward=False):
     flops = mlp_flops + piece_flops + (3 * matmuls + attention * 7 // 2 if backward else matmuls + attention)
     elem = problem.x.element_size()
     weights = sum(t.numel() for t in problem.weights().values()) * elem
-    caches = sum(t.numel() for t in (problem.k_cache, problem.v_cache, problem.latent_cache) if t is not None) * elem
+    caches = sum(t.numel() for t in (problem.k_cache, problem.v_cache, problem.latent_cache, problem.conv_state)
+                 if t is not None) * elem
+    if problem.delta_state is not None:  # the rule's state (float32), read and written once a step
+        caches += 2 * problem.delta_state.numel() * problem.delta_state.element_size()
     nbytes = weights + 2 * problem.x.numel() * elem + caches
     return flops, mlp_bytes + nbytes * (2 if backward else 1)
