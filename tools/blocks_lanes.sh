@@ -1,6 +1,6 @@
 # What issues 15 and 16 still lack after session 14, on one nvidia-h200 or one nvidia-h200-x2 (about
 # 25 minutes held):
-#   git bundle create .vbgit.bundle main
+#   git bundle create .vbgit.bundle main alibi-fold
 #   run(kind=..., carry=[".whl", ".vbgit.bundle"]): source tools/gpu_setup.sh > /tmp/setup.log 2>&1; \
 #     source tools/gpu_detached.sh && workdir && detach lanes 'bash tools/blocks_lanes.sh' && await lanes 540
 #   (then `source tools/gpu_detached.sh && await lanes 560` within 30 s, until it says exit)
@@ -10,6 +10,8 @@
 #   forward+backward (session 14 had only the setups' estimates of compiled's and liger's forwards);
 #   the reference, which is no point of asv's grid, through `try` of three blocks, every call re-timed
 #   apart; Qwen3-Next's new decode step (the convolution and rule states) at decode-b64-kv4k.
+# (17) On two GPUs, after the tier on GPU 0: branch alibi-fold (ALiBi's score in one FMA) gated against
+#   main at 1.05, forward and forward+backward of ours, alibi and its baseline's kernel (gqa_8).
 # On two GPUs the default tier has GPU 0 and the blocks GPU 1; on one, the blocks follow the tier.
 set -u
 root=reports/truth/blocks-$(git rev-parse --short HEAD)
@@ -35,9 +37,19 @@ blocks() {  # blocks BUDGET: the blocks' steps, each cut at the budget (tools/bu
   step try-moe 300 $vb try qwen3-30b-a3b --shape prefill-b4-s4k --json "$dest/try-qwen3.json"
   step truth 240 python3 tools/try_truth.py --fused-only "$dest"/try-*.json
 }
+gate_alibi() {
+  local t0=$SECONDS
+  local head  # the bundle's other branches arrive as origin/<name> (tools/gpu_setup.sh clones main)
+  head=$(git rev-parse -q --verify origin/alibi-fold || git rev-parse -q --verify alibi-fold) \
+    || { echo "== gate alibi-fold: no such branch carried"; return; }
+  timeout 600 $vb gate "$(git rev-parse main)" "$head" --factor 1.05 --family attention --variant alibi --variant gqa_8 \
+    --implementation triton --summary reports/gate/alibi-fold-h200.md > "$root/gate-alibi.log" 2>&1
+  echo "== gate alibi-fold: exit $? in $((SECONDS - t0))s"
+  tail -n 20 "$root/gate-alibi.log"
+}
 gpus=$(nvidia-smi -L | wc -l)
 if [ "$gpus" -ge 2 ]; then
-  (export CUDA_VISIBLE_DEVICES=0 HOME=/tmp/home-default; default_tier) &
+  (export CUDA_VISIBLE_DEVICES=0 HOME=/tmp/home-default; default_tier; gate_alibi) &
   (export CUDA_VISIBLE_DEVICES=1 HOME=/tmp/home-blocks; blocks 1450) > "$root/blocks.log" 2>&1 &
   wait
   cat "$root/blocks.log"
