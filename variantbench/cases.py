@@ -49,7 +49,12 @@ class Case:
 
     @property
     def name(self):
-        return f"{self.family}/{self.variant.name}/{self.implementation.name}/{self.shape.name}"
+        return case_name(self.family, self.variant.name, self.implementation.name, self.shape.name)
+
+
+def case_name(family_name, variant_name, implementation_name, shape_name) -> str:
+    """A case's name, as runs, memos and choices records key it: family/variant/implementation/shape."""
+    return f"{family_name}/{variant_name}/{implementation_name}/{shape_name}"
 
 
 def resolve(family_name, variant_name, implementation_name, shape_name, device) -> Case:

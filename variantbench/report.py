@@ -27,6 +27,7 @@ from variantbench import choices
 from variantbench import history as hist
 from variantbench import results
 from variantbench.summary import FIGURES, commit_dates, family_table, variant_table
+from variantbench.cases import case_name
 from variantbench.catalog import families
 
 ASSETS = Path(__file__).parent / "assets" / "vendor"
@@ -262,7 +263,7 @@ def _section_html(out: Path, section: dict, benchmarks, settings, outside: set, 
 
             def ran_through(row, family=fam.name):
                 return through.get((machine, row.commit), {}).get(
-                    f"{family}/{row.variant}/{row.implementation}/{row.shape}", "")
+                    case_name(family, row.variant, row.implementation, row.shape), "")
 
             parts.append("<h4>Every implementation</h4>"
                          + _table_html(benchmark, table, machine, section["asv"], ran_through))

@@ -179,8 +179,7 @@ def build(variant, problem, split: Split, glue: Glue = FUSED):
         linear_shape = LinearShape("block-linear", config.linear, batch, tokens, device=device.type, decode=decode)
         q0 = p.linear
         attend, attention_name = fastest_piece("linear", variant.attention, linear_shape, q0,
-                                               (q0.q, q0.k, q0.v, q0.g, q0.beta, *([q0.state] if decode else [])),
-                                               trained, agree)
+                                               tuple(q0.inputs().values()), trained, agree)
     elif m is None:
         piece = attention_problem(variant.attention, piece_shape, device=device, dtype=dtype, seed=p.seed,
                                   requires_grad=trained)
