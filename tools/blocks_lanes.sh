@@ -28,11 +28,12 @@ blocks() {  # blocks BUDGET: the blocks' steps, each cut at the budget (tools/bu
   local budget=$1 dest=$root/blocks
   mkdir -p "$dest"
   source tools/budgeted.sh
+  # the decode step first: short, and measured nowhere yet
+  step try-decode 180 $vb try qwen3-next --shape decode-b64-kv4k --json "$dest/try-decode.json"
   for bench in 'BlockForward\.time' 'BlockForwardBackward\.time'; do
     step "${bench%%\\*}" 600 $vb run --family block --tier full --shape prefill-b4-s4k --implementation compiled \
       --implementation liger --no-precheck --bench "$bench"
   done
-  step try-decode 240 $vb try qwen3-next --shape decode-b64-kv4k --json "$dest/try-decode.json"
   step try-prefill 420 $vb try llama-3-8b --shape prefill-b4-s4k --json "$dest/try-llama.json"
   step try-moe 300 $vb try qwen3-30b-a3b --shape prefill-b4-s4k --json "$dest/try-qwen3.json"
   step truth 240 python3 tools/try_truth.py --fused-only "$dest"/try-*.json
