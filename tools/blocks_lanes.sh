@@ -30,13 +30,14 @@ blocks() {  # blocks BUDGET: the blocks' steps, each cut at the budget (tools/bu
   source tools/budgeted.sh
   # the decode step first: short, and measured nowhere yet
   step try-decode 180 $vb try qwen3-next --shape decode-b64-kv4k --json "$dest/try-decode.json"
+  step truth-decode 120 python3 tools/try_truth.py --fused-only "$dest/try-decode.json"
   for bench in 'BlockForward\.time' 'BlockForwardBackward\.time'; do
     step "${bench%%\\*}" 600 $vb run --family block --tier full --shape prefill-b4-s4k --implementation compiled \
       --implementation liger --no-precheck --bench "$bench"
   done
   step try-prefill 420 $vb try llama-3-8b --shape prefill-b4-s4k --json "$dest/try-llama.json"
   step try-moe 300 $vb try qwen3-30b-a3b --shape prefill-b4-s4k --json "$dest/try-qwen3.json"
-  step truth 240 python3 tools/try_truth.py --fused-only "$dest"/try-*.json
+  step truth 240 python3 tools/try_truth.py --fused-only "$dest"/try-llama.json "$dest"/try-qwen3.json
 }
 gate_alibi() {
   local t0=$SECONDS
