@@ -161,6 +161,24 @@ def test_mha_and_mqa_are_nightly_unless_named(monkeypatch):
     assert common.grid("attention")[0][0] == ["causal"]
 
 
+@pytest.mark.parametrize("family_name, variant, implementation", [
+    ("attention", "full", None), ("moe", "sigmoid_grouped_topk", None), ("paged", None, "flex")])
+def test_what_left_the_default_tier_for_its_ten_minutes_runs_nightly_or_named(family_name, variant, implementation):
+    """75ceccd's default tier took 643 s alone on an H200: bidirectional attention, DeepSeek-V3's router
+    at Mixtral's shapes and paged Flex went to the full tier. Named, each runs in a default run."""
+    from variantbench import cases
+
+    def ran(tier, **named):
+        return {(c.variant.name, c.implementation.name) for c in cases.iter_cases(family_name, "cuda", tier=tier, **named)
+                if isinstance(c, cases.Case)}
+
+    def has(pairs):
+        return any((variant is None or v == variant) and (implementation is None or i == implementation) for v, i in pairs)
+
+    named = {"variants": [variant]} if variant else {"implementations": [implementation]}
+    assert not has(ran("default")) and has(ran("full")) and has(ran("default", **named))
+
+
 def test_token_level_sparse_attention_waits_for_the_default_tier():
     """dsa_topk_2048 through the interpreter was 119 s of the CPU quick run's 347: a first look runs
     without it; every commit's run (default) and a run naming it have it."""

@@ -165,7 +165,9 @@ VARIANTS = (
     AttentionVariant("softcap_50", softcap=50.0, note="Gemma-2 style tanh capping of scores at 50"),
     AttentionVariant("alibi", alibi=True, note="ALiBi linear position bias, causal"),
     AttentionVariant("prefix_lm", prefix=1024, note="first 1024 positions bidirectional, causal after"),
-    AttentionVariant("full", causal=False, note="no mask: bidirectional encoder attention"),
+    # Nightly with them: 75ceccd's default tier took 643 s alone on an H200 (session 15); full's four
+    # timed cases were ~33 s of it. The ViT block runs bidirectional attention in the full tier too.
+    AttentionVariant("full", causal=False, note="no mask: bidirectional encoder attention", tier="full"),
     AttentionVariant("block_topk_16", topk_blocks=16,
                      note="NSA/MoBA selection: own 64-key block + the 16 earlier ones its pooled queries pick"),
     # Not in the quick tier: through the Triton interpreter its token gather made it 119 s of the CPU

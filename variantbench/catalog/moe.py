@@ -32,6 +32,7 @@ class MoEVariant:
     router: str | Callable
     baseline: bool = False
     note: str = ""
+    tier: str = "quick"  # the lowest tier whose runs include it unless named (variantbench.shapes.TIERS)
 
     def __post_init__(self):
         reference_moe.router(self.router)
@@ -44,7 +45,10 @@ class MoEVariant:
 VARIANTS = (
     MoEVariant("softmax_topk", "softmax_topk", baseline=True, note="Mixtral: softmax, top-k, weights renormalised"),
     MoEVariant("sigmoid_grouped_topk", "sigmoid_grouped_topk",
-               note="DeepSeek-V3: sigmoid, selection-only bias, group-limited top-k, weights x routed scale"),
+               note="DeepSeek-V3: sigmoid, selection-only bias, group-limited top-k, weights x routed scale",
+               # Nightly, at its own model's shapes too: at Mixtral's its four timed cases were ~25 s of
+               # 75ceccd's 643 s default tier (H200, session 15), over the 10 minutes.
+               tier="full"),
 )
 
 
