@@ -217,15 +217,30 @@ def test_logit_split_plans_on_an_h200(monkeypatch, tokens, n_experts, dim, split
     assert triton_moe.plan_logit_splits(tokens, e_pad, dim, torch.device("cuda")) == splits
 
 
-def test_permute_then_unpermute_with_unit_weights_sums_each_tokens_rows():
+@pytest.mark.parametrize("rows, dim, cols", [
+    (16, 7168, 64),  # DeepSeek-V3 decode's unpermute: 1 block of 16 tokens, 112 slices of one load
+    (128, 7168, 448),  # its permute: 8 blocks of 16 of the 16 x 8 routed rows, 16 slices of 7 loads
+    (16, 4096, 64),  # Mixtral-8x7B decode's unpermute: 64 slices of one load
+    (32768, 7168, 7168),  # DeepSeek-V3 prefill's permute: 2048 row blocks, whole rows
+])
+def test_column_slice_plans_on_an_h200(monkeypatch, rows, dim, cols):
+    monkeypatch.setattr(triton_moe, "multiprocessors", lambda device: 132)
+    row_blocks = -(-rows // triton_moe.ROWS_PER_PROGRAM)
+    assert triton_moe.plan_column_slices(row_blocks, dim, torch.device("cuda")) == cols
+
+
+# On the CPU (4 SMs by multiprocessors) 96 columns are two slices, the second half a load; 200 are four,
+# the last 8 columns; 40 tokens are 3 row blocks, 2 slices each.
+@pytest.mark.parametrize("tokens, dim", [(5, 96), (5, 200), (40, 200)])
+def test_permute_then_unpermute_with_unit_weights_sums_each_tokens_rows(tokens, dim):
     gen = torch.Generator().manual_seed(6)
-    x = torch.randn(5, 96, generator=gen)
-    experts = torch.tensor([[3, 0], [3, 1], [0, 3], [2, 1], [3, 2]], dtype=torch.int32)
+    x = torch.randn(tokens, dim, generator=gen)
+    experts = torch.randint(0, 4, (tokens, 2), generator=gen, dtype=torch.int32)
     order = torch.argsort(experts.flatten().long(), stable=True)
-    position = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel())).view(5, 2).to(torch.int32)
+    position = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel())).view(tokens, 2).to(torch.int32)
     rows = triton_moe.permute(x, (order // 2).to(torch.int32))
     assert torch.equal(rows, x[order // 2])
-    y = triton_moe.unpermute(rows, position, torch.full((5, 2), 0.5), 5, torch.float32)
+    y = triton_moe.unpermute(rows, position, torch.full((tokens, 2), 0.5), tokens, torch.float32)
     assert torch.allclose(y, x)
 
 

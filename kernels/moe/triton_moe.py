@@ -15,7 +15,8 @@ The logits come one of two ways, chosen per call by plan_logit_splits:
   took 1.224x and 1.217x the time (unprofiled; by our reading, from reading the tokens once per block
   of 16 experts, the partial sums' round trip through memory and a second launch).
 Permute gathers each routed row into expert order; unpermute gathers each token's k expert rows back
-and sums them with the router weights (a gather, so no atomics and a deterministic sum).
+and sums them with the router weights (a gather, so no atomics and a deterministic sum). Both split
+the columns over programs where the rows alone leave SMs idle (decode; plan_column_slices).
 """
 
 import torch
@@ -175,11 +176,12 @@ def _sigmoid_grouped_router_kernel(
 
 
 @triton.jit
-def _permute_kernel(x_ptr, source_ptr, rows_ptr, n_rows, dim, ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
-    """rows[i] = x[source[i]]: each routed row in expert order."""
+def _permute_kernel(x_ptr, source_ptr, rows_ptr, n_rows, dim, cols, ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
+    """rows[i] = x[source[i]] over columns [cols * program_id(1), + cols): each routed row in expert order."""
     offs_r = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     source = tl.load(source_ptr + offs_r, mask=offs_r < n_rows, other=0)
-    for d0 in range(0, dim, BLOCK_D):
+    start = tl.program_id(1) * cols
+    for d0 in range(start, tl.minimum(start + cols, dim), BLOCK_D):
         offs_d = d0 + tl.arange(0, BLOCK_D)
         keep = (offs_r[:, None] < n_rows) & (offs_d[None, :] < dim)
         row = tl.load(x_ptr + source[:, None] * dim + offs_d[None, :], mask=keep)
@@ -187,12 +189,14 @@ def _permute_kernel(x_ptr, source_ptr, rows_ptr, n_rows, dim, ROWS: tl.constexpr
 
 
 @triton.jit
-def _unpermute_kernel(rows_ptr, position_ptr, weights_ptr, y_ptr, tokens, dim,
+def _unpermute_kernel(rows_ptr, position_ptr, weights_ptr, y_ptr, tokens, dim, cols,
                       TOP_K: tl.constexpr, ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
-    """y[t] = sum_j weights[t, j] * rows[position[t, j]] in float32, stored in y's dtype."""
+    """y[t] = sum_j weights[t, j] * rows[position[t, j]] in float32, stored in y's dtype, over columns
+    [cols * program_id(1), + cols)."""
     offs_t = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     in_t = offs_t < tokens
-    for d0 in range(0, dim, BLOCK_D):
+    start = tl.program_id(1) * cols
+    for d0 in range(start, tl.minimum(start + cols, dim), BLOCK_D):
         offs_d = d0 + tl.arange(0, BLOCK_D)
         keep = in_t[:, None] & (offs_d[None, :] < dim)
         acc = tl.zeros((ROWS, BLOCK_D), dtype=tl.float32)
@@ -262,17 +266,34 @@ def route(router, config, x, router_weight, selection_bias, *, logit_splits=None
     return experts, weights
 
 
+def plan_column_slices(row_blocks, dim, device):
+    """Columns a permute or unpermute program moves: the whole row where its row blocks alone give
+    every SM a program, else slices of whole loads so that (row blocks x slices) does, one load (64
+    columns) at the least. At decode the row blocks are few: DeepSeek-V3's unpermute of 16 tokens was
+    one program walking 7168 columns in 112 dependent loads of 8 rows each, its permute 8 programs;
+    Mixtral's unpermute one program over 4096. The same rule as plan_logit_splits."""
+    loads = triton.cdiv(dim, BLOCK_D)
+    slices = min(loads, triton.cdiv(multiprocessors(device), row_blocks))
+    return triton.cdiv(loads, slices) * BLOCK_D
+
+
 def permute(x, source):
-    rows = torch.empty(source.numel(), x.shape[1], dtype=x.dtype, device=x.device)
-    _permute_kernel[(triton.cdiv(source.numel(), ROWS_PER_PROGRAM),)](
-        x, source, rows, source.numel(), x.shape[1], ROWS=ROWS_PER_PROGRAM, BLOCK_D=BLOCK_D)
+    n_rows, dim = source.numel(), x.shape[1]
+    rows = torch.empty(n_rows, dim, dtype=x.dtype, device=x.device)
+    row_blocks = triton.cdiv(n_rows, ROWS_PER_PROGRAM)
+    cols = plan_column_slices(row_blocks, dim, x.device)
+    _permute_kernel[(row_blocks, triton.cdiv(dim, cols))](
+        x, source, rows, n_rows, dim, cols, ROWS=ROWS_PER_PROGRAM, BLOCK_D=BLOCK_D)
     return rows
 
 
 def unpermute(rows, position, weights, tokens, dtype):
-    y = torch.empty(tokens, rows.shape[1], dtype=dtype, device=rows.device)
-    _unpermute_kernel[(triton.cdiv(tokens, ROWS_PER_PROGRAM),)](
-        rows, position, weights, y, tokens, rows.shape[1], TOP_K=position.shape[1], ROWS=ROWS_PER_PROGRAM,
+    dim = rows.shape[1]
+    y = torch.empty(tokens, dim, dtype=dtype, device=rows.device)
+    row_blocks = triton.cdiv(tokens, ROWS_PER_PROGRAM)
+    cols = plan_column_slices(row_blocks, dim, rows.device)
+    _unpermute_kernel[(row_blocks, triton.cdiv(dim, cols))](
+        rows, position, weights, y, tokens, dim, cols, TOP_K=position.shape[1], ROWS=ROWS_PER_PROGRAM,
         BLOCK_D=BLOCK_D)
     return y
 
