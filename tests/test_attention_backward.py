@@ -63,3 +63,19 @@ def test_gradients_of_transposed_views_match_those_of_contiguous_inputs():
     expected = torch.autograd.grad(TritonAttention.apply(*dense, options), dense, grad)
     for g, e in zip(got, expected):
         torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6)
+
+
+def test_gradients_of_slices_of_one_fused_projection_match_those_of_contiguous_inputs():
+    """q, k and v sliced from one (B, H, S, 3D) projection are not dense: the forward's output, allocated
+    like q, is contiguous, and the kernels read DO and write DQ with one set of strides."""
+    gen = torch.Generator().manual_seed(4)
+    qkv = torch.randn(2, 2, 40, 3 * 16, generator=gen).requires_grad_()
+    q, k, v = qkv.split(16, dim=-1)
+    options = dict(causal=True, window=None, prefix=None, doc_start=None, softcap=None, alibi=False)
+    out = TritonAttention.apply(q, k, v, options)
+    grad = torch.randn(out.shape, generator=gen)
+    got = torch.autograd.grad(out, (q, k, v), grad)
+    dense = [t.detach().contiguous().requires_grad_() for t in (q, k, v)]
+    expected = torch.autograd.grad(TritonAttention.apply(*dense, options), dense, grad)
+    for name, g, e in zip("qkv", got, expected):
+        torch.testing.assert_close(g, e, msg=lambda m, name=name: f"d{name}: {m}")

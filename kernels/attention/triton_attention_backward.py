@@ -178,17 +178,23 @@ class TritonAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         q, k, v, out, lse = ctx.saved_tensors
-        # The kernels read Q and DO and write DQ with q's strides, K, V, DK and DV with k's: the output
-        # gradient goes into q's layout, and v into k's where they differ (a block's projections are
-        # transposed views, not contiguous; a contiguous DO against them was read wrong, dq off by 10).
-        grad_out = torch.empty_like(q).copy_(grad_out)
-        if v.stride() != k.stride():
+        # The kernels read Q and DO and write DQ with q's strides, K, V, DK and DV with k's. A gradient
+        # is allocated like its input: in the input's layout where that is dense (a block's projections
+        # are transposed views), contiguous where not (a slice of a fused QKV projection: DK written
+        # with k's strides ran past its end), and the input then goes into it. DO goes into q's layout
+        # (a DO read with other strides than its own put dq off by 10).
+        dq, dk = torch.empty_like(q), torch.empty_like(k)
+        if q.stride() != dq.stride():
+            q = q.contiguous()
+        if v.stride() != k.stride() or dk.stride() != k.stride():
             k, v = k.contiguous(), v.contiguous()
+            dk = torch.empty_like(k)
+        dv = torch.empty_like(v)
+        grad_out = torch.empty_like(q).copy_(grad_out)
         opts = ctx.options
         batch, n_q_heads, q_len, head_dim = q.shape
         n_kv_heads, kv_len = k.shape[1], k.shape[2]
         delta = (grad_out.float() * out.float()).sum(-1)
-        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         doc_start = opts.get("doc_start")
         doc_arg = q if doc_start is None else doc_start.to(device=q.device, dtype=torch.int32).contiguous()
         scale = opts.get("scale") or head_dim ** -0.5
