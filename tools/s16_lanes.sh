@@ -1,0 +1,73 @@
+# What issues 15, 16 and 17 still lack after session 15, on one nvidia-h200-x2 or one nvidia-h200
+# (about 25 minutes held):
+#   git bundle create .vbgit.bundle main alibi-fold bwd-speed
+#   run(kind=..., carry=[".whl", ".vbgit.bundle"]): source tools/gpu_setup.sh > /tmp/setup.log 2>&1; \
+#     source tools/gpu_detached.sh && workdir && detach lanes 'bash tools/s16_lanes.sh' && await lanes 540
+#   (then `source tools/gpu_detached.sh && await lanes 560` within 30 s, until it says exit)
+# GPU 0 (15, 16, 17):
+#   - the default tier whole at HEAD, alone on its GPU: 75ceccd's took 643 s; bidirectional attention,
+#     DeepSeek-V3's router at Mixtral's shapes and paged Flex went nightly since (about 75 s of it);
+#   - gate 6fa6a6d (MoE permute / unpermute over column slices) against its parent at both decode
+#     shapes (probed at 0.863x on DeepSeek-V3, session 15; never gated);
+#   - branch bwd-speed: tools/probe_attention_backward.py over the backward's tiles, then the branch
+#     gated against main on our forward+backward.
+# GPU 1 (16, 17):
+#   - every block's forward+backward through compiled and liger at prefill-b4-s4k (asv medians; the
+#     forwards were timed in session 15);
+#   - every block's reference, as the fused block's speedup over it (metrics time the reference apart);
+#   - branch alibi-fold gated against main at 1.05.
+# On one GPU: the default tier, the blocks' forward+backward, the MoE gate, the probe, the references,
+# then the two branch gates, each step cut at the job's budget (tools/budgeted.sh).
+set -u
+root=reports/truth/s16-$(git rev-parse --short HEAD)
+mkdir -p "$root"
+vb="python3 -m variantbench"
+show='MISMATCH|ERROR|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress|precheck:'
+branch() {  # the bundle's other branches arrive as origin/<name> (tools/gpu_setup.sh clones main)
+  git rev-parse -q --verify "origin/$1" || git rev-parse -q --verify "$1"
+}
+default_tier() { step default 660 $vb run; }
+gate_moe() {
+  step gate-moe 400 $vb gate 0ef7ab2 6fa6a6d --factor 1.05 --family moe --implementation triton --tier full \
+    --shape deepseek-v3-decode-t16-zipf --shape mixtral-8x7b-decode-t16-zipf --summary reports/gate/moe-columns-h200.md
+}
+probe_backward() {
+  local bwd
+  bwd=$(branch bwd-speed) || { echo "== bwd-speed: no such branch carried"; return; }
+  rm -rf /tmp/bwd && git worktree add -f /tmp/bwd "$bwd" > /dev/null 2>&1
+  step probe-backward 240 bash -c "cd /tmp/bwd && python3 tools/probe_attention_backward.py gqa_8 softcap_50"
+}
+gate_backward() {
+  local bwd
+  bwd=$(branch bwd-speed) || return
+  step gate-backward 420 $vb gate "$(git rev-parse main)" "$bwd" --factor 1.05 --family attention --implementation triton \
+    --variant gqa_8 --variant softcap_50 --variant alibi --variant document --bench 'AttentionForwardBackward\.time' \
+    --summary reports/gate/bwd-speed-h200.md
+}
+block="$vb run --family block --tier full --shape prefill-b4-s4k --no-precheck"
+block_fwd_bwd() {
+  step block-fwd-bwd 600 $block --implementation compiled --implementation liger --bench 'BlockForwardBackward\.time'
+}
+block_reference() { step block-reference 420 $block --implementation fused --bench 'BlockReferenceSpeedup'; }
+gate_alibi() {
+  local alibi
+  alibi=$(branch alibi-fold) || { echo "== alibi-fold: no such branch carried"; return; }
+  step gate-alibi 400 $vb gate "$(git rev-parse main)" "$alibi" --factor 1.05 --family attention --variant alibi \
+    --variant gqa_8 --implementation triton --summary reports/gate/alibi-fold-h200.md
+}
+lane() {  # lane NAME GPU BUDGET 'STEPS': the steps (functions above) on that GPU, logs under $root/NAME
+  local name=$1 gpu=$2
+  mkdir -p "$root/$name" "/tmp/home-$name"
+  (export CUDA_VISIBLE_DEVICES=$gpu HOME=/tmp/home-$name; dest=$root/$name budget=$3
+   source tools/budgeted.sh; eval "$4") > "$root/$name.log" 2>&1
+  echo "== lane $name (GPU $gpu): exit $? at ${SECONDS}s"
+}
+if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
+  lane tier 0 1450 'default_tier; gate_moe; probe_backward; gate_backward' &
+  lane blocks 1 1450 'block_fwd_bwd; block_reference; gate_alibi' &
+  wait
+  cat "$root/tier.log" "$root/blocks.log"
+else  # the issues' order: 15 and 16 first, then 17's gates
+  lane one 0 1450 'default_tier; block_fwd_bwd; gate_moe; probe_backward; block_reference; gate_backward; gate_alibi'
+  cat "$root/one.log"
+fi
