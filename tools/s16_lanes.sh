@@ -16,8 +16,8 @@
 #     forwards were timed in session 15);
 #   - every block's reference, as the fused block's speedup over it (metrics time the reference apart);
 #   - branch alibi-fold gated against main at 1.05.
-# On one GPU: the default tier, the blocks' forward+backward, the MoE gate, the probe, the references,
-# then the two branch gates, each step cut at the job's budget (tools/budgeted.sh).
+# On one GPU: the default tier, liger's blocks forward+backward, the MoE gate, the probe, compiled's
+# blocks, the references, then the two branch gates, each step cut at the job's budget (tools/budgeted.sh).
 set -u
 root=reports/truth/s16-$(git rev-parse --short HEAD)
 mkdir -p "$root"
@@ -45,9 +45,10 @@ gate_backward() {
     --summary reports/gate/bwd-speed-h200.md
 }
 block="$vb run --family block --tier full --shape prefill-b4-s4k --no-precheck"
-block_fwd_bwd() {
-  step block-fwd-bwd 600 $block --implementation compiled --implementation liger --bench 'BlockForwardBackward\.time'
-}
+# one run an implementation: a run publishes each timed benchmark's whole grid once done, so a cut
+# step loses its own grid only
+liger_fwd_bwd() { step liger-fwd-bwd 420 $block --implementation liger --bench 'BlockForwardBackward\.time'; }
+compiled_fwd_bwd() { step compiled-fwd-bwd 540 $block --implementation compiled --bench 'BlockForwardBackward\.time'; }
 block_reference() { step block-reference 420 $block --implementation fused --bench 'BlockReferenceSpeedup'; }
 gate_alibi() {
   local alibi
@@ -64,10 +65,10 @@ lane() {  # lane NAME GPU BUDGET 'STEPS': the steps (functions above) on that GP
 }
 if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
   lane tier 0 1450 'default_tier; gate_moe; probe_backward; gate_backward' &
-  lane blocks 1 1450 'block_fwd_bwd; block_reference; gate_alibi' &
+  lane blocks 1 1450 'liger_fwd_bwd; compiled_fwd_bwd; block_reference; gate_alibi' &
   wait
   cat "$root/tier.log" "$root/blocks.log"
 else  # the issues' order: 15 and 16 first, then 17's gates
-  lane one 0 1450 'default_tier; block_fwd_bwd; gate_moe; probe_backward; block_reference; gate_backward; gate_alibi'
+  lane one 0 1450 'default_tier; liger_fwd_bwd; gate_moe; probe_backward; compiled_fwd_bwd; block_reference; gate_backward; gate_alibi'
   cat "$root/one.log"
 fi
