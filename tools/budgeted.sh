@@ -1,7 +1,8 @@
 # Sourced by the GPU job scripts: `step NAME LIMIT COMMAND...` runs one command under `timeout LIMIT`,
 # its log in $dest/NAME.log, and prints its exit code, its seconds and the log's lines matching $show.
 # A step that would start past $budget seconds of the job is skipped, and says so, so a job fits what
-# is left of a device session; one that starts is cut at the budget (asv keeps what it published).
+# is left of a device session; one that starts is cut at the budget (a run keeps each timed benchmark
+# it finished: variantbench.asvrun.run_staged publishes after each).
 # The script sets dest, budget and show before its first step.
 step() {
   local name=$1 limit=$2 t0=$SECONDS
