@@ -230,8 +230,9 @@ def test_column_slice_plans_on_an_h200(monkeypatch, rows, dim, cols):
 
 
 # On the CPU (4 SMs by multiprocessors) 96 columns are two slices, the second half a load; 200 are four,
-# the last 8 columns; 40 tokens are 3 row blocks, 2 slices each.
-@pytest.mark.parametrize("tokens, dim", [(5, 96), (5, 200), (40, 200)])
+# the last 8 columns. 20 tokens route 40 rows: the permute's 3 row blocks take 2 slices each, the
+# unpermute's 2 blocks 2; 40 tokens' unpermute is 3 blocks of 2 slices, its permute 5 blocks of one.
+@pytest.mark.parametrize("tokens, dim", [(5, 96), (5, 200), (20, 200), (40, 200)])
 def test_permute_then_unpermute_with_unit_weights_sums_each_tokens_rows(tokens, dim):
     gen = torch.Generator().manual_seed(6)
     x = torch.randn(tokens, dim, generator=gen)

@@ -1,8 +1,8 @@
 """Our MoE layer at decode against its previous commit's and grouped_mm's, on the GPU, side by side:
 each layer as a loop of CUDA-graph replays (triton's do_bench_cudagraph, as the suite replays decode)
 and eagerly (do_bench), and the permute / unpermute kernels alone, new against old. The old layer is
-the committed module, written beside the new by the caller:
-    git show HEAD:kernels/moe/triton_moe.py > kernels/moe/triton_moe_before.py
+a committed module, written beside the new by the caller (0ef7ab2: before the column slices):
+    git show 0ef7ab2:kernels/moe/triton_moe.py > kernels/moe/triton_moe_before.py
     python tools/probe_moe_decode.py [shape ...]   (default: DeepSeek-V3 and Mixtral decode, zipf)
 """
 

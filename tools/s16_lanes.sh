@@ -9,8 +9,8 @@
 #     DeepSeek-V3's router at Mixtral's shapes and paged Flex went nightly since (about 75 s of it);
 #   - gate 6fa6a6d (MoE permute / unpermute over column slices) against its parent at both decode
 #     shapes (probed at 0.863x on DeepSeek-V3, session 15; never gated);
-#   - branch bwd-speed: tools/probe_attention_backward.py over the backward's tiles, then the branch
-#     gated against main on our forward+backward.
+#   - branch bwd-speed gated against main on our forward+backward, then
+#     tools/probe_attention_backward.py over the backward's tiles (the next change's choice).
 # GPU 1 (16, 17):
 #   - every block's forward+backward through compiled and liger at prefill-b4-s4k (asv medians; the
 #     forwards were timed in session 15);
@@ -28,7 +28,7 @@ branch() {  # the bundle's other branches arrive as origin/<name> (tools/gpu_set
 }
 default_tier() { step default 660 $vb run; }
 gate_moe() {
-  step gate-moe 400 $vb gate 0ef7ab2 6fa6a6d --factor 1.05 --family moe --implementation triton --tier full \
+  step gate-moe 300 $vb gate 0ef7ab2 6fa6a6d --factor 1.05 --family moe --implementation triton --tier full \
     --shape deepseek-v3-decode-t16-zipf --shape mixtral-8x7b-decode-t16-zipf --summary reports/gate/moe-columns-h200.md
 }
 probe_backward() {
@@ -61,14 +61,14 @@ lane() {  # lane NAME GPU BUDGET 'STEPS': the steps (functions above) on that GP
   mkdir -p "$root/$name" "/tmp/home-$name"
   (export CUDA_VISIBLE_DEVICES=$gpu HOME=/tmp/home-$name; dest=$root/$name budget=$3
    source tools/budgeted.sh; eval "$4") > "$root/$name.log" 2>&1
-  echo "== lane $name (GPU $gpu): exit $? at ${SECONDS}s"
+  echo "== lane $name (GPU $gpu): done at ${SECONDS}s (each step's exit code is in its line above)"
 }
 if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
-  lane tier 0 1450 'default_tier; gate_moe; probe_backward; gate_backward' &
+  lane tier 0 1450 'default_tier; gate_moe; gate_backward; probe_backward' &
   lane blocks 1 1450 'liger_fwd_bwd; compiled_fwd_bwd; block_reference; gate_alibi' &
   wait
   cat "$root/tier.log" "$root/blocks.log"
-else  # the issues' order: 15 and 16 first, then 17's gates
+else  # 15's and 16's first runs, 17's MoE gate and tile probe, then the rest of 16, then the branch gates
   lane one 0 1450 'default_tier; liger_fwd_bwd; gate_moe; probe_backward; compiled_fwd_bwd; block_reference; gate_backward; gate_alibi'
   cat "$root/one.log"
 fi

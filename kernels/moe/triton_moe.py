@@ -273,7 +273,7 @@ def plan_column_slices(row_blocks, dim, device):
     one program walking 7168 columns in 112 dependent loads of 8 rows each, its permute 8 programs;
     Mixtral's unpermute one program over 4096. The same rule as plan_logit_splits."""
     loads = triton.cdiv(dim, BLOCK_D)
-    slices = min(loads, triton.cdiv(multiprocessors(device), row_blocks))
+    slices = min(loads, triton.cdiv(multiprocessors(device), max(row_blocks, 1)))  # no tokens: no programs
     return triton.cdiv(loads, slices) * BLOCK_D
 
 
