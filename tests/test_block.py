@@ -218,6 +218,18 @@ def test_the_work_model_counts_projections_attention_and_mlp():
     assert BLOCK.work(BLOCK.variant("llama-3-8b"), p, backward=True)[0] > 3 * flops
 
 
+def test_the_work_model_reads_a_latent_attentions_up_projections():
+    """DeepSeek-V3's up-projections live in its MLA piece's problem, not among the block's own weights:
+    read once a call like every other weight (the experts' bytes are the moe family's)."""
+    p = problem_of("deepseek-v3", PREFILL)
+    variant = BLOCK.variant("deepseek-v3")
+    moe = family("moe")
+    _, mlp_bytes = moe.work(moe.variant(variant.router), p.moe)
+    weights = sum(t.numel() for t in p.weights().values()) + p.mla.w_uk.numel() + p.mla.w_uv.numel()
+    assert p.latent_cache is None and p.mla.w_uk.numel() > 0
+    assert BLOCK.work(variant, p)[1] == mlp_bytes + 8 * (weights + 2 * p.x.numel())
+
+
 def test_a_recipe_names_its_router_exactly_when_it_has_experts():
     with pytest.raises(ValueError, match="names its router"):
         BlockVariant("bad", "llama-3-8b", AttentionVariant("causal_gqa"), mlp="moe")

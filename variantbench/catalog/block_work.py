@@ -15,7 +15,7 @@ def work(variant, problem, backward=False):
     and so latent attention's expansion and pairs (the mla family's work) and the gated delta rule (the
     linear family's).
     Mixture-of-depths counts the chosen tokens, plus its router. Backward: twice each matmul (input and
-    weight gradients), the attention's 2.5x. Bytes: every weight once, tokens in and out, the cache
+    weight gradients), the attention's 2.5x. Bytes: every weight once (MLA's up-projections too), tokens in and out, the cache
     read at decode (a Gated DeltaNet layer's convolution state read, its rule's state read and
     written); twice that with a backward."""
     config = problem.config
@@ -52,7 +52,8 @@ def work(variant, problem, backward=False):
     matmuls = gemm + (2 * batch * tokens * dim if variant.depth_capacity is not None else 0)
     flops = mlp_flops + piece_flops + (3 * matmuls + attention * 7 // 2 if backward else matmuls + attention)
     elem = problem.x.element_size()
-    weights = sum(t.numel() for t in problem.weights().values()) * elem
+    # every weight once, a latent attention's up-projections (its piece's own problem's) among them
+    weights = sum(t.numel() for sub in (problem, problem.mla) if sub is not None for t in sub.weights().values()) * elem
     caches = sum(t.numel() for t in (problem.k_cache, problem.v_cache, problem.latent_cache, problem.conv_state)
                  if t is not None) * elem
     if problem.delta_state is not None:  # the rule's state (float32), read and written once a step
