@@ -8,8 +8,6 @@ suite's fixed output gradient. Prints the median, the independent figure and the
 """
 
 import argparse
-import itertools
-import json
 import sys
 from pathlib import Path
 
@@ -19,19 +17,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from try_truth import independent_ms  # noqa: E402
-from variantbench import cases, timing  # noqa: E402
+from variantbench import cases, results, timing  # noqa: E402
+
+
+def refuse(message):
+    """Bad input: one line on stderr, exit 2 (the project's code for it)."""
+    print(f"asv_truth: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def recorded(results_file, benchmark):
-    """(variant, implementation, shape, median ms) of every case the benchmark recorded."""
-    doc = json.loads(Path(results_file).read_text())
-    if benchmark not in doc["results"]:
-        raise SystemExit(f"{results_file}: no benchmark {benchmark!r}; it has "
-                         f"{', '.join(name for name in doc['results'] if '.time_' in name)}")
-    entry = dict(zip(doc["result_columns"], doc["results"][benchmark]))
-    for params, value in zip(itertools.product(*entry["params"]), entry["result"]):
-        if value is not None and value == value:
-            yield (*(p.strip("'") for p in params), value * 1e3)
+    """(variant, implementation, shape, median ms) of every case the benchmark recorded, through the
+    suite's own reader (variantbench.results); one line and exit 2 for a file it cannot read or a
+    benchmark the file does not have."""
+    try:
+        frame = results.load_file(Path(results_file))
+    except results.BadResults as why:
+        refuse(why)
+    if benchmark not in set(frame.benchmark):
+        timed = sorted(name for name in set(frame.benchmark) if ".time_" in name)
+        refuse(f"{results_file} has no benchmark {benchmark!r}; its timed ones: {', '.join(timed)}")
+    rows = frame[(frame.benchmark == benchmark) & frame.value.notna()]
+    return [(*params, value * 1e3) for params, value in zip(rows.params, rows.value)]
 
 
 def main():

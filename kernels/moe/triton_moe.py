@@ -277,24 +277,27 @@ def plan_column_slices(row_blocks, dim, device):
     return triton.cdiv(loads, slices) * BLOCK_D
 
 
+def _sliced(n_rows, dim, device):
+    """(grid, columns a program) of a permute or unpermute over n_rows rows of dim columns."""
+    row_blocks = triton.cdiv(n_rows, ROWS_PER_PROGRAM)
+    cols = plan_column_slices(row_blocks, dim, device)
+    return (row_blocks, triton.cdiv(dim, cols)), cols
+
+
 def permute(x, source):
     n_rows, dim = source.numel(), x.shape[1]
     rows = torch.empty(n_rows, dim, dtype=x.dtype, device=x.device)
-    row_blocks = triton.cdiv(n_rows, ROWS_PER_PROGRAM)
-    cols = plan_column_slices(row_blocks, dim, x.device)
-    _permute_kernel[(row_blocks, triton.cdiv(dim, cols))](
-        x, source, rows, n_rows, dim, cols, ROWS=ROWS_PER_PROGRAM, BLOCK_D=BLOCK_D)
+    grid, cols = _sliced(n_rows, dim, x.device)
+    _permute_kernel[grid](x, source, rows, n_rows, dim, cols, ROWS=ROWS_PER_PROGRAM, BLOCK_D=BLOCK_D)
     return rows
 
 
 def unpermute(rows, position, weights, tokens, dtype):
     dim = rows.shape[1]
     y = torch.empty(tokens, dim, dtype=dtype, device=rows.device)
-    row_blocks = triton.cdiv(tokens, ROWS_PER_PROGRAM)
-    cols = plan_column_slices(row_blocks, dim, rows.device)
-    _unpermute_kernel[(row_blocks, triton.cdiv(dim, cols))](
-        rows, position, weights, y, tokens, dim, cols, TOP_K=position.shape[1], ROWS=ROWS_PER_PROGRAM,
-        BLOCK_D=BLOCK_D)
+    grid, cols = _sliced(tokens, dim, rows.device)
+    _unpermute_kernel[grid](rows, position, weights, y, tokens, dim, cols, TOP_K=position.shape[1],
+                            ROWS=ROWS_PER_PROGRAM, BLOCK_D=BLOCK_D)
     return y
 
 
