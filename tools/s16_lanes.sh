@@ -91,6 +91,6 @@ if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
   wait
   cat "$root/tier.log" "$root/blocks.log"
 else  # 15's and 16's first runs, 17's MoE gate and tile probe, then the rest of 16, then the branch gates
-  lane one 0 1450 'default_tier; liger_fwd_bwd; gate_moe; probe_backward; compiled_fwd_bwd; truth_fwd_bwd; block_decode; block_reference; gate_backward; gate_alibi'
+  lane one 0 1500 'default_tier; liger_fwd_bwd; gate_moe; probe_backward; compiled_fwd_bwd; truth_fwd_bwd; block_decode; block_reference; gate_backward; gate_alibi'
   cat "$root/one.log"
 fi
