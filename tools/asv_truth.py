@@ -5,6 +5,8 @@ forward+backward one: ...ForwardBackward.time_forward_backward). Every case it r
 is prepared again apart from the suite and timed as tools/try_truth.py times a try's: do_bench's
 median, or a CUDA-graph loop for decode steps and calls under 50 us; a forward+backward with the
 suite's fixed output gradient. Prints the median, the independent figure and their difference.
+A reference speedup (...ReferenceSpeedup.track_speedup_over_reference) is checked the same way: the
+case and its family's reference prepared apart and timed so, the second over the first.
 """
 
 import argparse
@@ -38,7 +40,26 @@ def recorded(results_file, benchmark):
         timed = sorted(name for name in set(frame.benchmark) if ".time_" in name)
         refuse(f"{results_file} has no benchmark {benchmark!r}; its timed ones: {', '.join(timed)}")
     rows = frame[(frame.benchmark == benchmark) & frame.value.notna()]
-    return [(*params, value * 1e3) for params, value in zip(rows.params, rows.value)]
+    scale = 1.0 if benchmark.endswith(SPEEDUP) else 1e3  # a speedup is a ratio; times are recorded in s
+    return [(*params, value * scale) for params, value in zip(rows.params, rows.value)]
+
+
+SPEEDUP = "track_speedup_over_reference"
+
+
+def timed_apart(family, variant, implementation, shape, backward):
+    """(ms, how) of the case prepared again apart from the suite."""
+    case = cases.resolve(family, variant, implementation, shape, "cuda")
+    problem, call, _ = cases.prepare_checked(case, requires_grad=backward)
+    try:
+        if backward:
+            ms, how, _ = independent_ms(cases.forward_backward(problem, call))
+        else:
+            ms, how, _ = independent_ms(call, timing.decode_step(case.shape))
+    finally:
+        del problem, call
+        torch.cuda.empty_cache()
+    return ms, how
 
 
 def main():
@@ -53,24 +74,21 @@ def main():
     backward = args.benchmark.endswith("time_forward_backward")
     rows = [r for r in recorded(args.results, args.benchmark)
             if (not args.shape or r[2] in args.shape) and (not args.implementation or r[1] in args.implementation)]
-    print(f"{'case':64} {'asv ms':>10} {'indep ms':>10} {'how':>8} {'diff':>7}")
+    speedup = args.benchmark.endswith(SPEEDUP)
+    unit = "x" if speedup else "ms"
+    print(f"{'case':64} {'asv ' + unit:>10} {'indep ' + unit:>10} {'how':>8} {'diff':>7}")
     worst = 0.0
-    for variant, implementation, shape, asv_ms in rows[:args.most]:
+    for variant, implementation, shape, asv_figure in rows[:args.most]:
         name = f"{family}/{variant}/{implementation}@{shape}{'/backward' if backward else ''}"
         try:
-            case = cases.resolve(family, variant, implementation, shape, "cuda")
-            problem, call, _ = cases.prepare_checked(case, requires_grad=backward)
-            if backward:
-                ms, how, _ = independent_ms(cases.forward_backward(problem, call))
-            else:
-                ms, how, _ = independent_ms(call, timing.decode_step(case.shape))
+            figure, how = timed_apart(family, variant, implementation, shape, backward)
+            if speedup:  # the reference's time over the case's
+                figure = timed_apart(family, variant, "reference", shape, backward)[0] / figure
         except Exception as error:  # noqa: BLE001 - one line per case that cannot be re-timed
-            print(f"{name:64} {asv_ms:10.4f} {'-':>10} {'error':>8}  {type(error).__name__}: {cases.first_line(error)}")
+            print(f"{name:64} {asv_figure:10.4f} {'-':>10} {'error':>8}  {type(error).__name__}: {cases.first_line(error)}")
             continue
-        finally:
-            torch.cuda.empty_cache()
-        worst = max(worst, abs(asv_ms / ms - 1))
-        print(f"{name:64} {asv_ms:10.4f} {ms:10.4f} {how:>8} {asv_ms / ms - 1:+7.1%}", flush=True)
+        worst = max(worst, abs(asv_figure / figure - 1))
+        print(f"{name:64} {asv_figure:10.4f} {figure:10.4f} {how:>8} {asv_figure / figure - 1:+7.1%}", flush=True)
     print(f"largest difference: {worst:.1%}")
 
 
