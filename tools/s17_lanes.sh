@@ -1,0 +1,80 @@
+# What issues 16 and 17 still lack after session 16, on one nvidia-h200-x2 or one nvidia-h200 (about
+# 25 minutes held):
+#   git bundle create .vbgit.bundle main alibi-fold bwd-speed
+#   run(kind=..., carry=[".whl", ".vbgit.bundle"]): source tools/gpu_setup.sh > /tmp/setup.log 2>&1; \
+#     source tools/gpu_detached.sh && workdir && detach lanes 'bash tools/s17_lanes.sh' && await lanes 540
+#   (then `source tools/gpu_detached.sh && await lanes 560` within 30 s, until it says exit)
+# Lane "blocks" (16): the four MoE blocks' references as the fused block's speedup (session 16's lease
+# ran out before them; a pair an invocation took ~65 s for the dense blocks), then every block's
+# reference speedup re-timed apart (tools/asv_truth.py), this commit's and f9daf81's; then (17)
+# alibi-fold gated against main.
+# Lane "backward" (17): bwd-speed's forward+backward kernel by kernel (the profiler), gated against
+# main on our forward+backward, then its tile sweep.
+# On one GPU: the references, their re-timing, the backward's profile and gate, alibi-fold's gate, the
+# tile sweep, each step cut at the job's budget (tools/budgeted.sh). The branch gates keep their
+# results out of reports/results (main's history): under /tmp, their summaries under reports/gate.
+set -u
+root=reports/truth/s17-$(git rev-parse --short HEAD)
+mkdir -p "$root"
+vb="python3 -m variantbench"
+show='MISMATCH|ERROR|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress|x reference| ms |largest'
+branch() {  # the bundle's other branches arrive as origin/<name> (tools/gpu_setup.sh clones main)
+  git rev-parse -q --verify "origin/$1" || git rev-parse -q --verify "$1"
+}
+results() {  # this commit's results file (the machine's name depends on the lease's kind)
+  ls -t reports/results/*/"$(git rev-parse --short=8 HEAD)"-*.json 2>/dev/null | head -1
+}
+speedup=bench_block.BlockReferenceSpeedup.track_speedup_over_reference
+references() {
+  step references-moe 150 $vb run --family block --tier full --shape prefill-b4-s4k --implementation fused \
+    --no-precheck --bench BlockReferenceSpeedup --variant qwen3-30b-a3b --variant mixtral-8x7b
+  step references-linear-mla 200 $vb run --family block --tier full --shape prefill-b4-s4k --implementation fused \
+    --no-precheck --bench BlockReferenceSpeedup --variant qwen3-next --variant deepseek-v3
+}
+truth_references() {
+  step truth-references 240 python3 tools/asv_truth.py "$(results)" $speedup
+  step truth-references-f9daf81 200 python3 tools/asv_truth.py \
+    "$(ls reports/results/*/f9daf818-*.json | head -1)" $speedup
+}
+worktree() {  # worktree BRANCH: its checkout at /tmp/BRANCH, or a line saying it was not carried
+  local commit
+  commit=$(branch "$1") || { echo "== $1: no such branch carried"; return 1; }
+  rm -rf "/tmp/$1" && git worktree add -f "/tmp/$1" "$commit" > /dev/null 2>&1
+}
+profile_backward() {
+  worktree bwd-speed || return
+  step profile-backward 150 bash -c "cd /tmp/bwd-speed && python3 tools/probe_attention_backward.py --no-sweep gqa_8 softcap_50"
+}
+gate_backward() {
+  local bwd
+  bwd=$(branch bwd-speed) || return
+  step gate-backward 420 $vb gate "$(git rev-parse HEAD)" "$bwd" --factor 1.05 --family attention --implementation triton \
+    --variant gqa_8 --variant softcap_50 --variant alibi --variant document --bench 'AttentionForwardBackward\.time' \
+    --results /tmp/gate-bwd --summary reports/gate/bwd-speed-h200.md
+}
+sweep_backward() {
+  worktree bwd-speed || return
+  step sweep-backward 200 bash -c "cd /tmp/bwd-speed && python3 tools/probe_attention_backward.py gqa_8"
+}
+gate_alibi() {
+  local alibi
+  alibi=$(branch alibi-fold) || { echo "== alibi-fold: no such branch carried"; return; }
+  step gate-alibi 400 $vb gate "$(git rev-parse HEAD)" "$alibi" --factor 1.05 --family attention --variant alibi \
+    --variant gqa_8 --implementation triton --results /tmp/gate-alibi --summary reports/gate/alibi-fold-h200.md
+}
+lane() {  # lane NAME GPU BUDGET 'STEPS': the steps (functions above) on that GPU, logs under $root/NAME
+  local name=$1 gpu=$2
+  mkdir -p "$root/$name" "/tmp/home-$name"
+  (export CUDA_VISIBLE_DEVICES=$gpu HOME=/tmp/home-$name; dest=$root/$name budget=$3
+   source tools/budgeted.sh; eval "$4") > "$root/$name.log" 2>&1
+  echo "== lane $name (GPU $gpu): done at ${SECONDS}s (each step's exit code is in its line above)"
+}
+if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
+  lane blocks 0 1400 'references; truth_references; gate_alibi' &
+  lane backward 1 1400 'profile_backward; gate_backward; sweep_backward' &
+  wait
+  cat "$root/blocks.log" "$root/backward.log"
+else
+  lane one 0 1500 'references; truth_references; profile_backward; gate_backward; gate_alibi; sweep_backward'
+  cat "$root/one.log"
+fi
