@@ -9,7 +9,7 @@
 # reference speedup re-timed apart (tools/asv_truth.py), this commit's and f9daf81's; then (17)
 # alibi-fold gated against main.
 # Lane "backward" (17): bwd-speed's forward+backward kernel by kernel (the profiler), gated against
-# main on our forward+backward, then its tile sweep.
+# main on our forward+backward; DeepSeek-V3's MoE at prefill kernel by kernel; bwd-speed's tile sweep.
 # On one GPU: the references, their re-timing, the backward's profile and gate, alibi-fold's gate, the
 # tile sweep, each step cut at the job's budget (tools/budgeted.sh). The branch gates keep their
 # results out of reports/results (main's history): under /tmp, their summaries under reports/gate.
@@ -56,6 +56,10 @@ sweep_backward() {
   worktree bwd-speed || return
   step sweep-backward 200 bash -c "cd /tmp/bwd-speed && python3 tools/probe_attention_backward.py gqa_8"
 }
+profile_moe_prefill() {  # issue 17's DeepSeek-V3 prefill at 44% of roofline (session 13): where it goes
+  step profile-moe-prefill 150 python3 tools/probe_kernels.py moe sigmoid_grouped_topk triton,grouped_mm \
+    deepseek-v3-prefill-t4k-zipf
+}
 gate_alibi() {
   local alibi
   alibi=$(branch alibi-fold) || { echo "== alibi-fold: no such branch carried"; return; }
@@ -71,10 +75,10 @@ lane() {  # lane NAME GPU BUDGET 'STEPS': the steps (functions above) on that GP
 }
 if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
   lane blocks 0 1400 'references; truth_references; gate_alibi' &
-  lane backward 1 1400 'profile_backward; gate_backward; sweep_backward' &
+  lane backward 1 1400 'profile_backward; gate_backward; profile_moe_prefill; sweep_backward' &
   wait
   cat "$root/blocks.log" "$root/backward.log"
 else
-  lane one 0 1500 'references; truth_references; profile_backward; gate_backward; gate_alibi; sweep_backward'
+  lane one 0 1500 'references; truth_references; profile_backward; gate_backward; profile_moe_prefill; gate_alibi; sweep_backward'
   cat "$root/one.log"
 fi
