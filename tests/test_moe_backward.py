@@ -125,13 +125,58 @@ def test_a_trained_block_refuses_our_forward_only_kernel_for_its_moe(monkeypatch
     assert _serves(triton, variant, PREFILL, cpu, trained=True) == "forward-only here"
 
 
-def test_a_gradient_check_too_big_for_the_device_is_refused_with_its_size():
+def test_a_gradient_check_too_big_for_the_device_runs_at_fewer_experts_in_whole_groups():
+    """DeepSeek-V3's experts and their gradients in float64 are 169 GiB: its layer trains, and its
+    gradients are checked at 56 of its 256 routed experts (7 of each group's 32; 57 with the shared
+    one fill 39 of the 40 GiB). Mixtral's 21 GiB are checked whole."""
     shape = MOE.shape("deepseek-v3-prefill-t4k-zipf")
     case = cases.Case("moe", MOE.variant("sigmoid_grouped_topk"), MOE.implementation("grouped_mm"), shape, "cuda")
-    assert "169 GiB, over its 40 GiB limit" in cases.backward_unsupported(case)
-    assert cases.backward_unsupported(
-        cases.Case("moe", MOE.variant("softmax_topk"), MOE.implementation("grouped_mm"),
-                   MOE.shape("mixtral-8x7b-prefill-t8k-zipf"), "cuda")) is None
+    assert cases.backward_unsupported(case) is None
+    stand_in, why = MOE.gradient_check_shape(case.variant, shape)
+    assert stand_in.config.n_experts == 56 and stand_in.config.n_groups == 8 and stand_in.tokens == shape.tokens
+    assert "56 of the 256 routed experts" in why and "169 GiB" in why
+    assert MOE.gradient_check_shape(case.variant, MOE.shape("mixtral-8x7b-prefill-t8k-zipf")) is None
+
+
+@pytest.mark.parametrize("name", ["deepseek-v3@16", "deepseek-v3@20", "deepseek-v3@8", "deepseek-v3@x", "nope@8"])
+def test_an_moe_model_with_fewer_experts_keeps_whole_groups_that_hold_its_top_k(name):
+    from variantbench.shapes import moe_model
+
+    if name == "deepseek-v3@16":  # 2 a group, 4 groups eligible: 8 candidates for top-8
+        assert moe_model(name).n_experts == 16 and moe_model(name).name == name
+        return
+    with pytest.raises(KeyError):
+        moe_model(name)
+
+
+def stand_in_limit(monkeypatch, experts):
+    """The check's limit set so tiny-moe's layer (8 routed, 1 shared, 64 x 128) fits `experts` routed."""
+    from variantbench.catalog import moe as moe_catalog
+
+    monkeypatch.setattr(moe_catalog, "GRADIENT_CHECK_MAX_BYTES", 16 * 3 * 64 * 128 * (experts + 1))
+    checked = []  # the expert count of each problem the gradient check ran on
+    check = cases.check_gradients
+    monkeypatch.setattr(cases, "check_gradients", lambda case, problem, call: checked.append(
+        getattr(problem, "moe", problem).config.n_experts) or check(case, problem, call))
+    return checked
+
+
+def test_a_layer_over_the_limit_is_checked_at_its_stand_in_and_a_wrong_gradient_still_fails(monkeypatch):
+    checked = stand_in_limit(monkeypatch, 4)
+    case = cases.Case("moe", MOE.variant("softmax_topk"), MOE.implementation("grouped_mm"), PREFILL, "cpu")
+    result = cases.check_one(case)
+    assert result.status == "ok" and "gradients checked at 4 of the 8 routed experts" in result.line, result.line
+    assert checked == [4]
+    monkeypatch.setitem(grouped_mm.ROUTERS, "softmax_topk", detached(grouped_mm.ROUTERS["softmax_topk"]))
+    result = cases.check_one(case)
+    assert result.status == "mismatch" and "4 of the 8 routed experts" in result.line, result.line
+
+
+def test_an_moe_block_over_the_limit_is_checked_at_its_stand_in(monkeypatch):
+    checked = stand_in_limit(monkeypatch, 4)
+    result = cases.check_one(cases.resolve("block", "qwen3-30b-a3b", "fused", "tiny-prefill-b2-s48", "cpu"))
+    assert result.status == "ok" and "gradients checked at 4 of the 8 routed experts" in result.line, result.line
+    assert checked == [4]
 
 
 @pytest.mark.parametrize("name", ["qwen3-30b-a3b", "mixtral-8x7b"])
@@ -159,7 +204,7 @@ def test_an_moe_block_whose_router_is_cut_from_the_graph_fails_its_check(monkeyp
 
 
 @pytest.mark.parametrize("implementation", ["fused", "liger"])
-def test_only_linear_attention_on_the_cpu_and_a_gradient_check_too_large_keep_an_moe_block_forward_only(implementation):
+def test_only_linear_attention_on_the_cpu_keeps_an_moe_block_forward_only(implementation):
     why = BLOCK.implementation(implementation).backward_unsupported
     shape = BLOCK.shape("prefill-b4-s4k")
     assert why(BLOCK.variant("qwen3-30b-a3b"), shape) is None and why(BLOCK.variant("mixtral-8x7b"), shape) is None
@@ -170,11 +215,15 @@ def test_only_linear_attention_on_the_cpu_and_a_gradient_check_too_large_keep_an
 
 
 @pytest.mark.parametrize("implementation", ["reference", "fused", "compiled", "liger"])
-def test_a_block_whose_experts_gradient_check_would_not_fit_is_refused_by_every_implementation(implementation):
+def test_a_block_whose_experts_gradient_check_would_not_fit_trains_and_is_checked_at_fewer(implementation):
     """DeepSeek-V3's block at its real dims: the check's float64 copies of 256 experts' weights and
-    their gradients are 169 GiB, over an H200's 141 GB, whichever implementation trains it."""
-    why = BLOCK.implementation(implementation).backward_unsupported
-    assert "169 GiB" in why(BLOCK.variant("deepseek-v3"), BLOCK.shape("prefill-b4-s4k"))
+    their gradients are 169 GiB, over an H200's 141 GB; its gradients are checked at 56 of them,
+    whichever implementation trains it."""
+    variant, shape = BLOCK.variant("deepseek-v3"), BLOCK.shape("prefill-b4-s4k")
+    assert BLOCK.implementation(implementation).backward_unsupported(variant, shape) is None
+    stand_in, why = BLOCK.gradient_check_shape(variant, shape)
+    assert stand_in.config("deepseek-v3").moe_config.n_experts == 56 and "169 GiB" in why
+    assert BLOCK.gradient_check_shape(BLOCK.variant("mixtral-8x7b"), shape) is None
 
 
 def test_the_backward_counts_each_matmul_three_times_in_the_moe_and_its_block():

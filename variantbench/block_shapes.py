@@ -6,7 +6,7 @@ block, at the model's own size or at a tiny one that keeps the model's structure
 experts per token, RMS or layer norm) for the CPU.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from variantbench.shapes import (LINEAR_MODELS, MLA_MODELS, AttentionShape, LinearConfig, MLAConfig, ModelConfig,
                                  MoEConfig, moe_model, named)
@@ -106,7 +106,8 @@ class PieceAttentionShape(AttentionShape):
 class BlockShape:
     """`batch` sequences through one block: `q_len` new tokens each, attending to `kv_len` positions
     (prefill: q_len == kv_len; decode: one new token over a KV cache of kv_len - 1 earlier ones).
-    `size`: "model" (the recipe's model's dimensions) or "tiny" (BlockConfig.tiny)."""
+    `size`: "model" (the recipe's model's dimensions) or "tiny" (BlockConfig.tiny). `moe_experts`: an
+    MoE block with only that many routed experts (its MoE model's `@N`), the gradient check's stand-in."""
 
     name: str
     batch: int
@@ -115,6 +116,7 @@ class BlockShape:
     size: str = "model"
     device: str = "cuda"
     tier: str = "full"
+    moe_experts: int | None = None
 
     @property
     def phase(self) -> str:
@@ -122,7 +124,8 @@ class BlockShape:
 
     def config(self, model: str) -> BlockConfig:
         config = block_model(model)
-        return config.tiny() if self.size == "tiny" else config
+        config = config.tiny() if self.size == "tiny" else config
+        return replace(config, moe=f"{config.moe}@{self.moe_experts}") if self.moe_experts else config
 
     def attention_shape(self, model: str) -> PieceAttentionShape:
         config = self.config(model)

@@ -3,7 +3,7 @@
 Benchmark grids only grow: never change what an existing shape name means; add a new name.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,18 @@ MOE_MODELS = (
 
 
 def moe_model(name: str) -> MoEConfig:
-    return named(MOE_MODELS, name, "MoE model")
+    """The MoE model of that name; `model@N` is the model with only N routed experts, as many in each
+    of its groups, its eligible groups still holding its top-k: the gradient check's stand-in for a
+    layer whose float64 copies would not fit (variantbench/catalog/moe.py)."""
+    base, _, experts = name.partition("@")
+    config = named(MOE_MODELS, base, "MoE model")
+    if not experts:
+        return config
+    if not experts.isdigit() or int(experts) % config.n_groups or \
+            int(experts) // config.n_groups * config.topk_groups < config.top_k:
+        raise KeyError(f"MoE model {name!r}: after '@' a count of routed experts, a multiple of its "
+                       f"{config.n_groups} groups whose {config.topk_groups} eligible hold its top-{config.top_k}")
+    return replace(config, name=name, n_experts=int(experts))
 
 
 SKEWS = ("uniform", "zipf")

@@ -120,6 +120,9 @@ class Family:
     check_views(variant, problem, out, rows) -> (reference(dtype) -> Tensor, got, rows compared): what to
         compare against the reference, the reference evaluated in a given dtype on the same rows;
     work(variant, problem, backward=False) -> (FLOPs, bytes) of useful work.
+
+    And where a case's own shape is too large to check its gradients against float64 (DeepSeek-V3's
+    experts), gradient_check_shape(variant, shape) -> (a smaller shape of the same code, why) or None.
     """
 
     name: str
@@ -130,6 +133,7 @@ class Family:
     make_problem: Callable
     check_views: Callable
     work: Callable
+    gradient_check_shape: Callable = lambda variant, shape: None
 
     def variant(self, name: str):
         """The variant of that name: as recorded, or as typed (a plug-in's `sink_window` for

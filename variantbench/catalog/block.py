@@ -125,10 +125,12 @@ def _compiled_unsupported(variant, shape):
     return f"torch.compile of the reference keeps its scores in memory: {why}" if why else None
 
 
-def _gradient_check_unsupported(variant, shape):
-    """An MoE block whose experts' float64 gradient check would not fit (DeepSeek-V3's: 169 GiB)."""
+def gradient_check_shape(variant, shape):
+    """An MoE block whose experts' float64 gradient check would not fit (DeepSeek-V3's, 169 GiB) is
+    checked with fewer routed experts (catalog/moe.py): (that shape, why), or None."""
     config = shape.config(variant.model).moe_config
-    return None if config is None else moe_catalog.gradient_check_unsupported(config)
+    fewer = None if config is None else moe_catalog.gradient_check_experts(config)
+    return None if fewer is None else (dataclasses.replace(shape, moe_experts=fewer[0]), fewer[1])
 
 
 def _linear_piece_untrained(shape):
@@ -145,8 +147,7 @@ def _linear_piece_untrained(shape):
 
 
 def _fused_backward_unsupported(variant, shape):
-    why = _linear_piece_untrained(shape) if shape.config(variant.model).linear else None
-    return why or _gradient_check_unsupported(variant, shape)
+    return _linear_piece_untrained(shape) if shape.config(variant.model).linear else None
 
 
 def _split_unsupported(mode):
@@ -161,12 +162,11 @@ def _liger_unsupported(variant, shape):
 
 
 IMPLEMENTATIONS = (
-    Implementation("reference", "reference.block", fused=False, backward=True, unsupported=_attention_piece_unsupported,
-                   backward_unsupported=_gradient_check_unsupported),
+    Implementation("reference", "reference.block", fused=False, backward=True, unsupported=_attention_piece_unsupported),
     Implementation("fused", "kernels.block.fused", fused=True, backward=True, autotunes=True,
                    backward_unsupported=_fused_backward_unsupported),
     Implementation("compiled", "kernels.block.compiled", fused=True, backward=True, tier="full",
-                   unsupported=_compiled_unsupported, backward_unsupported=_gradient_check_unsupported),
+                   unsupported=_compiled_unsupported),
     Implementation("liger", "kernels.block.liger", fused=True, backward=True, autotunes=True, tier="full",
                    unsupported=_liger_unsupported, backward_unsupported=_fused_backward_unsupported),
     # Over every GPU of the machine (2 gloo processes on the CPU), forward only: what a split costs, not
@@ -397,4 +397,5 @@ FAMILY = Family(
     make_problem=make_problem,
     check_views=check_views,
     work=work,
+    gradient_check_shape=gradient_check_shape,
 )

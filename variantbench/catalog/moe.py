@@ -7,12 +7,12 @@ selection-only per-expert bias, group-limited top-k). The math is `reference/moe
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from reference import moe as reference_moe
-from variantbench.catalog import Family, Implementation, check_numbers_in_name, sample_rows
+from variantbench.catalog import Family, Implementation, Unsupported, check_numbers_in_name, sample_rows
 from variantbench.shapes import MOE_SHAPES, MoEShape
 
 
@@ -89,27 +89,39 @@ def _compiled_unsupported(variant, shape):
 GRADIENT_CHECK_MAX_BYTES = 40 * 2**30
 
 
-def _gradient_check_unsupported(variant, shape):
-    return gradient_check_unsupported(shape.config)
-
-
-def gradient_check_unsupported(config):
-    """Why a layer of this MoE config is too large for the gradient check, or None (a block's too)."""
+def gradient_check_experts(config):
+    """(routed experts, note): as many of the layer's routed experts as its gradient check holds, in
+    whole groups, and why it holds fewer than all; None where it holds them all. The same code runs
+    at any expert count (the routing, the permutation and the grouped products loop over experts), so
+    a layer checked at fewer experts stands in for its own. Unsupported where not even the fewest
+    that route a token fit."""
+    per_expert = 16 * 3 * config.dim * config.ffn_dim
+    if per_expert * (config.n_experts + config.n_shared) <= GRADIENT_CHECK_MAX_BYTES:
+        return None
+    fit = (GRADIENT_CHECK_MAX_BYTES // per_expert - config.n_shared) // config.n_groups * config.n_groups
+    fewest = -(-config.top_k // config.topk_groups) * config.n_groups  # every eligible group holds a share
+    if fit < fewest:
+        raise Unsupported(f"the gradient check of {config.name}'s experts needs {fewest} of them in float64, "
+                          f"over its {GRADIENT_CHECK_MAX_BYTES / 2**30:.0f} GiB")
     weights = 3 * config.dim * config.ffn_dim * (config.n_experts + config.n_shared)
-    if 16 * weights > GRADIENT_CHECK_MAX_BYTES:
-        return (f"the gradient check holds the experts' {weights / 1e9:.1f}e9 weights and their gradients in float64, "
-                f"{16 * weights / 2**30:.0f} GiB, over its {GRADIENT_CHECK_MAX_BYTES / 2**30:.0f} GiB limit")
-    return None
+    return fit, (f"gradients checked at {fit} of the {config.n_experts} routed experts: all of them and their "
+                 f"gradients in float64 are {16 * weights / 2**30:.0f} GiB, over the check's "
+                 f"{GRADIENT_CHECK_MAX_BYTES / 2**30:.0f} GiB")
+
+
+def gradient_check_shape(variant, shape):
+    """(the shape the gradient check runs at, why) where the layer's own is too large, else None."""
+    fewer = gradient_check_experts(shape.config)
+    return None if fewer is None else (replace(shape, model=f"{shape.model}@{fewer[0]}"), fewer[1])
 
 
 IMPLEMENTATIONS = (
     # Eager torch: its backward is autograd's (the routing weights carry the router's gradient; the
     # chosen experts, integers, carry none).
-    Implementation("reference", "reference.moe", fused=False, backward=True,
-                   backward_unsupported=_gradient_check_unsupported),
+    Implementation("reference", "reference.moe", fused=False, backward=True),
     # torch._grouped_mm has an autograd formula; the gather, index_add and routing around it are torch's.
     Implementation("grouped_mm", "kernels.moe.grouped_mm", fused=True, backward=True,
-                   unsupported=_grouped_mm_unsupported, backward_unsupported=_gradient_check_unsupported),
+                   unsupported=_grouped_mm_unsupported),
     Implementation("triton", "kernels.moe.triton_moe", fused=True, backward=False, unsupported=_triton_unsupported,
                    needs_triton=True, ours=True),
     # torch.compile of the reference, with a graph break where routing sizes the experts' rows
@@ -250,4 +262,5 @@ FAMILY = Family(
     make_problem=make_problem,
     check_views=check_views,
     work=work,
+    gradient_check_shape=gradient_check_shape,
 )
