@@ -1,17 +1,19 @@
 # What issues 16 and 17 still lack after session 16, on one nvidia-h200-x2 or one nvidia-h200 (about
 # 25 minutes held):
-#   git bundle create .vbgit.bundle main alibi-fold bwd-speed
+#   git bundle create .vbgit.bundle main score-fma bwd-speed
 #   run(kind=..., carry=[".whl", ".vbgit.bundle"]): source tools/gpu_setup.sh > /tmp/setup.log 2>&1; \
 #     source tools/gpu_detached.sh && workdir && detach lanes 'bash tools/s17_lanes.sh' && await lanes 540
 #   (then `source tools/gpu_detached.sh && await lanes 560` within 30 s, until it says exit)
 # Lane "blocks" (16): the four MoE blocks' references as the fused block's speedup (session 16's lease
 # ran out before them; a pair an invocation took ~65 s for the dense blocks), then every block's
-# reference speedup re-timed apart (tools/asv_truth.py), this commit's and f9daf81's; then (17)
-# alibi-fold gated against main.
+# reference speedup re-timed apart (tools/asv_truth.py), this commit's and f9daf81's; DeepSeek-V3's
+# block forward+backward through fused and liger (refused until a0bfdaa), re-timed; then (17) branch
+# score-fma (ALiBi in one FMA, softcap's exp2 off the MUFU) gated against main on our forward.
 # Lane "backward" (17): bwd-speed's forward+backward kernel by kernel (the profiler), gated against
 # main on our forward+backward; DeepSeek-V3's MoE at prefill kernel by kernel; bwd-speed's tile sweep.
-# On one GPU: the references, their re-timing, the backward's profile and gate, alibi-fold's gate, the
-# tile sweep, each step cut at the job's budget (tools/budgeted.sh). The branch gates keep their
+# On one GPU: the references, DeepSeek-V3's forward+backward, the re-timings, the backward's profile
+# and gate, score-fma's gate, the MoE profile, the tile sweep, each step cut at the job's budget
+# (tools/budgeted.sh). The branch gates keep their
 # results out of reports/results (main's history): under /tmp, their summaries under reports/gate.
 set -u
 root=reports/truth/s17-$(git rev-parse --short HEAD)
@@ -31,8 +33,13 @@ references() {
   step references-linear-mla 200 $vb run --family block --tier full --shape prefill-b4-s4k --implementation fused \
     --no-precheck --bench BlockReferenceSpeedup --variant qwen3-next --variant deepseek-v3
 }
+truth() {  # truth NAME LIMIT BENCHMARK [ARGS]: this commit's medians of BENCHMARK re-timed apart
+  local name=$1 limit=$2
+  shift 2
+  step "$name" "$limit" python3 tools/asv_truth.py "$(results)" "$@"
+}
 truth_references() {
-  step truth-references 240 python3 tools/asv_truth.py "$(results)" $speedup
+  truth truth-references 240 $speedup
   step truth-references-f9daf81 200 python3 tools/asv_truth.py \
     "$(ls reports/results/*/f9daf818-*.json | head -1)" $speedup
 }
@@ -60,11 +67,17 @@ profile_moe_prefill() {  # issue 17's DeepSeek-V3 prefill at 44% of roofline (se
   step profile-moe-prefill 150 python3 tools/probe_kernels.py moe sigmoid_grouped_topk triton,grouped_mm \
     deepseek-v3-prefill-t4k-zipf
 }
-gate_alibi() {
-  local alibi
-  alibi=$(branch alibi-fold) || { echo "== alibi-fold: no such branch carried"; return; }
-  step gate-alibi 400 $vb gate "$(git rev-parse HEAD)" "$alibi" --factor 1.05 --family attention --variant alibi \
-    --variant gqa_8 --implementation triton --results /tmp/gate-alibi --summary reports/gate/alibi-fold-h200.md
+gate_scores() {  # score-fma: alibi-fold's one-FMA ALiBi, then softcap's exp2 on the FMA pipe
+  local scores
+  scores=$(branch score-fma) || { echo "== score-fma: no such branch carried"; return; }
+  step gate-scores 420 $vb gate "$(git rev-parse HEAD)" "$scores" --factor 1.05 --family attention --variant alibi \
+    --variant softcap_50 --variant gqa_8 --implementation triton --bench 'AttentionForward\.time' \
+    --results /tmp/gate-scores --summary reports/gate/score-fma-h200.md
+}
+dsv3_fwd_bwd() {  # DeepSeek-V3's block trains since a0bfdaa (gradients checked at 56 of its 256 experts)
+  step dsv3-fwd-bwd 240 $vb run --family block --tier full --shape prefill-b4-s4k --variant deepseek-v3 \
+    --implementation fused --implementation liger --no-precheck --bench 'BlockForwardBackward\.time'
+  truth truth-dsv3-fwd-bwd 150 bench_block.BlockForwardBackward.time_forward_backward
 }
 lane() {  # lane NAME GPU BUDGET 'STEPS': the steps (functions above) on that GPU, logs under $root/NAME
   local name=$1 gpu=$2
@@ -74,11 +87,11 @@ lane() {  # lane NAME GPU BUDGET 'STEPS': the steps (functions above) on that GP
   echo "== lane $name (GPU $gpu): done at ${SECONDS}s (each step's exit code is in its line above)"
 }
 if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
-  lane blocks 0 1400 'references; truth_references; gate_alibi' &
+  lane blocks 0 1400 'references; truth_references; dsv3_fwd_bwd; gate_scores' &
   lane backward 1 1400 'profile_backward; gate_backward; profile_moe_prefill; sweep_backward' &
   wait
   cat "$root/blocks.log" "$root/backward.log"
 else
-  lane one 0 1500 'references; truth_references; profile_backward; gate_backward; profile_moe_prefill; gate_alibi; sweep_backward'
+  lane one 0 1500 'references; dsv3_fwd_bwd; truth_references; profile_backward; gate_backward; gate_scores; profile_moe_prefill; sweep_backward'
   cat "$root/one.log"
 fi
