@@ -77,7 +77,7 @@ def main():
     speedup = args.benchmark.endswith(SPEEDUP)
     unit = "x" if speedup else "ms"
     print(f"{'case':64} {'asv ' + unit:>10} {'indep ' + unit:>10} {'how':>8} {'diff':>7}")
-    worst = 0.0
+    worst, timed = 0.0, 0
     for variant, implementation, shape, asv_figure in rows[:args.most]:
         name = f"{family}/{variant}/{implementation}@{shape}{'/backward' if backward else ''}"
         try:
@@ -87,9 +87,12 @@ def main():
         except Exception as error:  # noqa: BLE001 - one line per case that cannot be re-timed
             print(f"{name:64} {asv_figure:10.4f} {'-':>10} {'error':>8}  {type(error).__name__}: {cases.first_line(error)}")
             continue
-        worst = max(worst, abs(asv_figure / figure - 1))
+        worst, timed = max(worst, abs(asv_figure / figure - 1)), timed + 1
         print(f"{name:64} {asv_figure:10.4f} {figure:10.4f} {how:>8} {asv_figure / figure - 1:+7.1%}", flush=True)
-    print(f"largest difference: {worst:.1%}")
+    if not timed:  # every case refused or failed: no agreement to report
+        print(f"largest difference: none re-timed, of {min(len(rows), args.most)} cases")
+        raise SystemExit(1)
+    print(f"largest difference: {worst:.1%} over {timed} of {min(len(rows), args.most)} cases")
 
 
 if __name__ == "__main__":
