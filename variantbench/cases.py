@@ -264,11 +264,7 @@ def prepare_checked(case, *, requires_grad=False):
     )
     # Grad mode stays as the timed call will see it: compiled Flex guards on it, and a change would
     # recompile inside the timed region.
-    try:
-        call = case.implementation.load().prepare(case.variant, problem)
-    except Unsupported as why:
-        raise UnsupportedWhenPrepared(
-            f"{case.implementation.name} cannot run {case.variant.name} at {case.shape.name}: {why}") from None
+    call = _prepared(case, problem)
     out = call()  # a tensor, or a tuple of them (a decode step's output and new state)
     out = tuple(t.detach() for t in out) if isinstance(out, tuple) else out.detach()
     with torch.no_grad():
@@ -288,7 +284,7 @@ def prepare_checked(case, *, requires_grad=False):
             result["gradients_at"] = stand_in[1]
             small = fam.make_problem(case.variant, stand_in[0], device=dev, dtype=case.dtype,
                                      seed=SEED + CHECK_SEED_OFFSET, requires_grad=True)
-            compared = check_gradients(case, small, case.implementation.load().prepare(case.variant, small))
+            compared = check_gradients(case, small, _prepared(case, small))
             del small  # before the timed problem's refill below: DeepSeek-V3's layer is 22 GB a copy
         for name, grad in compared.items():
             result[f"max_error_d{name}"] = grad["max_error"]
@@ -305,6 +301,15 @@ def prepare_checked(case, *, requires_grad=False):
             tensor.copy_(timed.inputs()[name])
     problem.seed = SEED
     return problem, call, result
+
+
+def _prepared(case, problem):
+    """The implementation's call on this problem; a refusal found only here says which case."""
+    try:
+        return case.implementation.load().prepare(case.variant, problem)
+    except Unsupported as why:
+        raise UnsupportedWhenPrepared(
+            f"{case.implementation.name} cannot run {case.variant.name} at {case.shape.name}: {why}") from None
 
 
 def check_output(case, problem, out):

@@ -136,7 +136,7 @@ def _tried(fam, variant, impl, shape, device, echo, gradients):
         problem, call, check = cases.prepare_checked(case)
         if gradients and not cases.backward_unsupported(case):
             _, _, with_grad = cases.prepare_checked(case, requires_grad=True)
-            check.update({k: v for k, v in with_grad.items() if k.startswith("max_error_d")})
+            check.update({k: v for k, v in with_grad.items() if k.startswith("max_error_d") or k == "gradients_at"})
         tried.side = metrics.Side(variant, problem, metrics.timed_as_served(case, problem, call), work=fam.work)
         tried.check = check
     except cases.Mismatch as why:
@@ -152,6 +152,7 @@ def _tried(fam, variant, impl, shape, device, echo, gradients):
             torch.cuda.empty_cache()
     if tried.status == "ok":
         grads = "".join(f", {k[len('max_error_'):]} {v:.1e}" for k, v in check.items() if k.startswith("max_error_d"))
+        grads += f" ({check['gradients_at']})" if "gradients_at" in check else ""
         echo(f"  ok       {case.name}: max error {check['max_error']:.2e} <= {check['tolerance']:.2e}{grads} "
              f"({time.perf_counter() - t0:.1f}s)")
     else:

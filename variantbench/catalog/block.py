@@ -128,8 +128,7 @@ def _compiled_unsupported(variant, shape):
 def gradient_check_shape(variant, shape):
     """An MoE block whose experts' float64 gradient check would not fit (DeepSeek-V3's, 169 GiB) is
     checked with fewer routed experts (catalog/moe.py): (that shape, why), or None."""
-    config = shape.config(variant.model).moe_config
-    fewer = None if config is None else moe_catalog.gradient_check_experts(config)
+    fewer = moe_catalog.gradient_check_experts(shape.config(variant.model).moe_config)
     return None if fewer is None else (dataclasses.replace(shape, moe_experts=fewer[0]), fewer[1])
 
 
@@ -146,8 +145,13 @@ def _linear_piece_untrained(shape):
             + ", ".join(f"{i.name} {'has no backward there' if i.backward else 'is forward-only'}" for i in serving))
 
 
+def _gradient_check_unsupported(variant, shape):
+    return moe_catalog.gradient_check_unsupported(shape.config(variant.model).moe_config)
+
+
 def _fused_backward_unsupported(variant, shape):
-    return _linear_piece_untrained(shape) if shape.config(variant.model).linear else None
+    why = _linear_piece_untrained(shape) if shape.config(variant.model).linear else None
+    return why or _gradient_check_unsupported(variant, shape)
 
 
 def _split_unsupported(mode):
@@ -162,11 +166,12 @@ def _liger_unsupported(variant, shape):
 
 
 IMPLEMENTATIONS = (
-    Implementation("reference", "reference.block", fused=False, backward=True, unsupported=_attention_piece_unsupported),
+    Implementation("reference", "reference.block", fused=False, backward=True, unsupported=_attention_piece_unsupported,
+                   backward_unsupported=_gradient_check_unsupported),
     Implementation("fused", "kernels.block.fused", fused=True, backward=True, autotunes=True,
                    backward_unsupported=_fused_backward_unsupported),
     Implementation("compiled", "kernels.block.compiled", fused=True, backward=True, tier="full",
-                   unsupported=_compiled_unsupported),
+                   unsupported=_compiled_unsupported, backward_unsupported=_gradient_check_unsupported),
     Implementation("liger", "kernels.block.liger", fused=True, backward=True, autotunes=True, tier="full",
                    unsupported=_liger_unsupported, backward_unsupported=_fused_backward_unsupported),
     # Over every GPU of the machine (2 gloo processes on the CPU), forward only: what a split costs, not

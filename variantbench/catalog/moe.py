@@ -85,16 +85,19 @@ def _compiled_unsupported(variant, shape):
 # and of their gradients, 16 bytes a weight, beside the working ones: DeepSeek-V3's 11.3e9 (256 routed
 # experts and a shared one) are 169 GiB of them, over an H200's 141 GB; Mixtral's 1.4e9, 21 GiB, leave room
 # on an 80 GB H100 for its five bfloat16 copies (weights, gradients, the low-precision reference's two, the
-# timed problem's: 13 GiB).
+# timed problem's: 13 GiB). Not counted: the reference's backward through `w13[expert]` allocates a zero
+# tensor of the whole weight (13 GB in float64 at DeepSeek-V3's stand-in below, which still fits).
 GRADIENT_CHECK_MAX_BYTES = 40 * 2**30
 
 
 def gradient_check_experts(config):
     """(routed experts, note): as many of the layer's routed experts as its gradient check holds, in
-    whole groups, and why it holds fewer than all; None where it holds them all. The same code runs
-    at any expert count (the routing, the permutation and the grouped products loop over experts), so
-    a layer checked at fewer experts stands in for its own. Unsupported where not even the fewest
-    that route a token fit."""
+    whole groups, and why it holds fewer than all; None where it holds them all or there are none
+    (a dense block). The same code runs at any expert count (the routing, the permutation and the
+    grouped products loop over experts), so a layer checked at fewer experts stands in for its own.
+    Unsupported where not even the fewest that route a token fit."""
+    if config is None:  # a block without experts
+        return None
     per_expert = 16 * 3 * config.dim * config.ffn_dim
     if per_expert * (config.n_experts + config.n_shared) <= GRADIENT_CHECK_MAX_BYTES:
         return None
@@ -115,13 +118,28 @@ def gradient_check_shape(variant, shape):
     return None if fewer is None else (replace(shape, model=f"{shape.model}@{fewer[0]}"), fewer[1])
 
 
+def gradient_check_unsupported(config):
+    """Why not even the gradient check's fewest experts fit (no backward then), or None (no experts
+    too): said before the case is prepared, as the catalog's refusals are."""
+    try:
+        gradient_check_experts(config)
+    except Unsupported as why:
+        return str(why)
+    return None
+
+
+def _gradient_check_unsupported(variant, shape):
+    return gradient_check_unsupported(shape.config)
+
+
 IMPLEMENTATIONS = (
     # Eager torch: its backward is autograd's (the routing weights carry the router's gradient; the
     # chosen experts, integers, carry none).
-    Implementation("reference", "reference.moe", fused=False, backward=True),
+    Implementation("reference", "reference.moe", fused=False, backward=True,
+                   backward_unsupported=_gradient_check_unsupported),
     # torch._grouped_mm has an autograd formula; the gather, index_add and routing around it are torch's.
     Implementation("grouped_mm", "kernels.moe.grouped_mm", fused=True, backward=True,
-                   unsupported=_grouped_mm_unsupported),
+                   unsupported=_grouped_mm_unsupported, backward_unsupported=_gradient_check_unsupported),
     Implementation("triton", "kernels.moe.triton_moe", fused=True, backward=False, unsupported=_triton_unsupported,
                    needs_triton=True, ours=True),
     # torch.compile of the reference, with a graph break where routing sizes the experts' rows
