@@ -78,9 +78,9 @@ gate_scores() {  # score-fma: alibi-fold's one-FMA ALiBi, then softcap's exp2 on
     --results /tmp/gate-scores --summary reports/gate/score-fma-h200.md
 }
 dsv3_fwd_bwd() {  # DeepSeek-V3's block trains since a0bfdaa (gradients checked at 56 of its 256 experts)
-  step dsv3-fwd-bwd 240 $vb run --family block --tier full --shape prefill-b4-s4k --variant deepseek-v3 \
+  step dsv3-fwd-bwd 300 $vb run --family block --tier full --shape prefill-b4-s4k --variant deepseek-v3 \
     --implementation fused --implementation liger --no-precheck --bench 'BlockForwardBackward\.time'
-  truth truth-dsv3-fwd-bwd 150 bench_block.BlockForwardBackward.time_forward_backward
+  truth truth-dsv3-fwd-bwd 240 bench_block.BlockForwardBackward.time_forward_backward --most 2
 }
 lane() {  # lane NAME GPU BUDGET 'STEPS': the steps (functions above) on that GPU, logs under $root/NAME
   local name=$1 gpu=$2
