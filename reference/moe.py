@@ -87,10 +87,13 @@ def moe(router, config, x, router_weight, selection_bias, w13, w2, shared13=None
     counts = torch.bincount(flat, minlength=config.n_experts).tolist()
     y = torch.zeros(x.shape[0], x.shape[1], dtype=torch.float64 if dtype == torch.float64 else torch.float32,
                     device=x.device)
+    # split and unbind, not an index an expert: each indexed view's backward fills a zero tensor of the
+    # whole operand (DeepSeek-V3's w13 is 15 GB in bfloat16, 256 of them a backward); these stack once
     start = 0
-    for expert, count in enumerate(counts):
+    for expert_rows, expert_w13, expert_w2 in zip(rows.split(counts), w13.unbind(0), w2.unbind(0)):
+        count = expert_rows.shape[0]
         if count:
-            out = swiglu(rows[start:start + count], w13[expert].to(dtype), w2[expert].to(dtype))
+            out = swiglu(expert_rows, expert_w13.to(dtype), expert_w2.to(dtype))
             y.index_add_(0, token[start:start + count], out.to(y.dtype) * weights.flatten()[order[start:start + count], None].to(y.dtype))
             start += count
     if shared13 is not None:
