@@ -26,18 +26,8 @@ set -u
 root=reports/truth/s16-$(git rev-parse --short HEAD)
 mkdir -p "$root"
 vb="python3 -m variantbench"
+source tools/lanes.sh  # branch, results, truth, lane
 show='MISMATCH|ERROR|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress|precheck:'
-branch() {  # the bundle's other branches arrive as origin/<name> (tools/gpu_setup.sh clones main)
-  git rev-parse -q --verify "origin/$1" || git rev-parse -q --verify "$1"
-}
-results() {  # this commit's results file (the machine's name depends on the lease's kind)
-  ls -t reports/results/*/"$(git rev-parse --short=8 HEAD)"-*.json 2>/dev/null | head -1
-}
-truth() {  # truth NAME LIMIT BENCHMARK [ARGS]: asv's medians of BENCHMARK re-timed apart (tools/asv_truth.py)
-  local name=$1 limit=$2
-  shift 2
-  step "$name" "$limit" python3 tools/asv_truth.py "$(results)" "$@"
-}
 default_tier() {
   step default 660 $vb run
   truth truth-attention 120 bench_attention.AttentionForward.time_forward --most 6
@@ -77,13 +67,6 @@ gate_alibi() {
   alibi=$(branch alibi-fold) || { echo "== alibi-fold: no such branch carried"; return; }
   step gate-alibi 400 $vb gate "$(git rev-parse main)" "$alibi" --factor 1.05 --family attention --variant alibi \
     --variant gqa_8 --implementation triton --results /tmp/gate-alibi --summary reports/gate/alibi-fold-h200.md
-}
-lane() {  # lane NAME GPU BUDGET 'STEPS': the steps (functions above) on that GPU, logs under $root/NAME
-  local name=$1 gpu=$2
-  mkdir -p "$root/$name" "/tmp/home-$name"
-  (export CUDA_VISIBLE_DEVICES=$gpu HOME=/tmp/home-$name; dest=$root/$name budget=$3
-   source tools/budgeted.sh; eval "$4") > "$root/$name.log" 2>&1
-  echo "== lane $name (GPU $gpu): done at ${SECONDS}s (each step's exit code is in its line above)"
 }
 if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
   lane tier 0 1450 'default_tier; gate_moe; gate_backward; probe_backward' &

@@ -20,13 +20,8 @@ set -u
 root=reports/truth/s17-$(git rev-parse --short HEAD)
 mkdir -p "$root"
 vb="python3 -m variantbench"
+source tools/lanes.sh  # branch, results, truth, lane
 show='MISMATCH|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress|x reference| ms |largest|^[a-z]+/'
-branch() {  # the bundle's other branches arrive as origin/<name> (tools/gpu_setup.sh clones main)
-  git rev-parse -q --verify "origin/$1" || git rev-parse -q --verify "$1"
-}
-results() {  # this commit's results file (the machine's name depends on the lease's kind)
-  ls -t reports/results/*/"$(git rev-parse --short=8 HEAD)"-*.json 2>/dev/null | head -1
-}
 speedup=bench_block.BlockReferenceSpeedup.track_speedup_over_reference
 references() {
   step references-moe 150 $vb run --family block --tier full --shape prefill-b4-s4k --implementation fused \
@@ -35,11 +30,6 @@ references() {
   # reference's 8 GiB): no speedup over it at prefill-b4-s4k
   step references-linear 150 $vb run --family block --tier full --shape prefill-b4-s4k --implementation fused \
     --no-precheck --bench BlockReferenceSpeedup --variant qwen3-next
-}
-truth() {  # truth NAME LIMIT BENCHMARK [ARGS]: this commit's medians of BENCHMARK re-timed apart
-  local name=$1 limit=$2
-  shift 2
-  step "$name" "$limit" python3 tools/asv_truth.py "$(results)" "$@"
 }
 truth_references() {
   truth truth-references 240 $speedup
@@ -81,13 +71,6 @@ dsv3_fwd_bwd() {  # DeepSeek-V3's block trains since a0bfdaa (gradients checked 
   step dsv3-fwd-bwd 300 $vb run --family block --tier full --shape prefill-b4-s4k --variant deepseek-v3 \
     --implementation fused --implementation liger --no-precheck --bench 'BlockForwardBackward\.time'
   truth truth-dsv3-fwd-bwd 240 bench_block.BlockForwardBackward.time_forward_backward --most 2
-}
-lane() {  # lane NAME GPU BUDGET 'STEPS': the steps (functions above) on that GPU, logs under $root/NAME
-  local name=$1 gpu=$2
-  mkdir -p "$root/$name" "/tmp/home-$name"
-  (export CUDA_VISIBLE_DEVICES=$gpu HOME=/tmp/home-$name; dest=$root/$name budget=$3
-   source tools/budgeted.sh; eval "$4") > "$root/$name.log" 2>&1
-  echo "== lane $name (GPU $gpu): done at ${SECONDS}s (each step's exit code is in its line above)"
 }
 if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
   lane blocks 0 1400 'references; truth_references; dsv3_fwd_bwd; gate_scores' &

@@ -1,0 +1,20 @@
+# Sourced by the lease scripts that run steps in lanes (tools/s16_lanes.sh, tools/s17_lanes.sh), after
+# they set `root` (the logs' folder): a lane is a list of steps (tools/budgeted.sh) on one GPU.
+branch() {  # the bundle's other branches arrive as origin/<name> (tools/gpu_setup.sh clones main)
+  git rev-parse -q --verify "origin/$1" || git rev-parse -q --verify "$1"
+}
+results() {  # this commit's results file (the machine's name depends on the lease's kind)
+  ls -t reports/results/*/"$(git rev-parse --short=8 HEAD)"-*.json 2>/dev/null | head -1
+}
+truth() {  # truth NAME LIMIT BENCHMARK [ARGS]: this commit's asv medians of BENCHMARK re-timed apart
+  local name=$1 limit=$2
+  shift 2
+  step "$name" "$limit" python3 tools/asv_truth.py "$(results)" "$@"
+}
+lane() {  # lane NAME GPU BUDGET 'STEPS': the steps (the script's functions) on that GPU, logs under $root/NAME
+  local name=$1 gpu=$2
+  mkdir -p "$root/$name" "/tmp/home-$name"
+  (export CUDA_VISIBLE_DEVICES=$gpu HOME=/tmp/home-$name; dest=$root/$name budget=$3
+   source tools/budgeted.sh; eval "$4") > "$root/$name.log" 2>&1
+  echo "== lane $name (GPU $gpu): done at ${SECONDS}s (each step's exit code is in its line above)"
+}
