@@ -78,6 +78,6 @@ if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
   wait
   cat "$root/blocks.log" "$root/backward.log"
 else
-  lane one 0 1500 'references; dsv3_fwd_bwd; truth_references; profile_backward; gate_backward; gate_scores; profile_moe_prefill; sweep_backward'
+  lane one 0 1600 'references; dsv3_fwd_bwd; truth_references; gate_scores; gate_backward; profile_backward; profile_moe_prefill; sweep_backward'
   cat "$root/one.log"
 fi
