@@ -45,6 +45,15 @@ def test_gradients_match_float64_autograd_of_the_reference(variant, q_len, kv_le
         torch.testing.assert_close(g.double(), e, rtol=1e-4, atol=2e-5, msg=lambda m, name=name: f"d{name}: {m}")
 
 
+# Three tiles of 64 a side: the kernels skip the interval test on tiles every row sees whole, and a
+# window of 100 or a document's start leaves tiles that every row reaches but not from their first key
+@pytest.mark.parametrize("variant", [AttentionVariant("gqa_8", kv_heads=8),
+                                     AttentionVariant("sliding_window_100", window=100),
+                                     AttentionVariant("document", documents=True)], ids=lambda v: v.name)
+def test_gradients_over_tiles_seen_whole_and_in_part(variant):
+    test_gradients_match_float64_autograd_of_the_reference(variant, 192, 192)
+
+
 def test_gradients_of_transposed_views_match_those_of_contiguous_inputs():
     """A block's q, k, v are (B, S, H, D) projections transposed to (B, H, S, D): not contiguous. The
     kernels read the output gradient with q's strides; a contiguous one against a view's strides was
