@@ -14,6 +14,8 @@ interval [lo, hi] per query row. Loads are plain pointer loads: the forward's te
 are a speed matter left for later.
 """
 
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
@@ -199,7 +201,28 @@ def _preprocess_kernel(O, DO_in, DO, Delta, stride_ob, stride_oh, stride_os, str
     tl.store(Delta + tl.program_id(1) * seq + rows, tl.sum(o.to(tl.float32) * do.to(tl.float32), 1), mask=rows < seq)
 
 
-BLOCK = 64  # rows and keys a tile, both kernels (the interpreter's tile too)
+@dataclass(frozen=True)
+class Tiles:
+    """One backward kernel's launch on a GPU: query rows and keys a tile, warps, pipeline stages."""
+
+    rows: int
+    keys: int
+    warps: int
+    stages: int
+
+
+# Untuned since session 11 (64 x 64, 4 warps, 2 stages, both kernels); tools/probe_attention_backward.py
+# times others on a GPU. The interpreter's tile is always BLOCK, which the tests' lengths are set by.
+DKDV_TILES = Tiles(64, 64, 4, 2)
+DQ_TILES = Tiles(64, 64, 4, 2)
+BLOCK = 64  # rows and keys a tile in the interpreter, and rows a preprocess program
+
+
+def _launch(tiles):
+    """A kernel's tile and launch arguments: the GPU's Tiles, or the interpreter's BLOCK (tiles None)."""
+    if tiles is None:
+        return {"BLOCK_M": BLOCK, "BLOCK_N": BLOCK}
+    return {"BLOCK_M": tiles.rows, "BLOCK_N": tiles.keys, "num_warps": tiles.warps, "num_stages": tiles.stages}
 
 
 class TritonAttention(torch.autograd.Function):
@@ -244,10 +267,11 @@ class TritonAttention(torch.autograd.Function):
                   opts.get("prefix") or 0, opts.get("softcap") or 1.0)
         flags = dict(CAUSAL=opts["causal"], WINDOW=opts.get("window") is not None,
                      PREFIX=opts.get("prefix") is not None, DOCUMENTS=doc_start is not None,
-                     SOFTCAP=opts.get("softcap") is not None, ALIBI=bool(opts.get("alibi")), HEAD_DIM=head_dim,
-                     BLOCK_M=BLOCK, BLOCK_N=BLOCK, **({"num_warps": 4, "num_stages": 2} if q.is_cuda else {}))
-        _dkdv_kernel[(triton.cdiv(kv_len, BLOCK), batch * n_kv_heads)](
-            q, k, v, do, lse, delta, doc_arg, dk, dv, *common, **flags)
-        _dq_kernel[(triton.cdiv(q_len * n_q_heads // n_kv_heads, BLOCK), batch * n_kv_heads)](
-            q, k, v, do, lse, delta, doc_arg, dq, *common, **flags)
+                     SOFTCAP=opts.get("softcap") is not None, ALIBI=bool(opts.get("alibi")), HEAD_DIM=head_dim)
+        dkdv, dq_tiles = (DKDV_TILES, DQ_TILES) if q.is_cuda else (None, None)
+        _dkdv_kernel[(triton.cdiv(kv_len, dkdv.keys if dkdv else BLOCK), batch * n_kv_heads)](
+            q, k, v, do, lse, delta, doc_arg, dk, dv, *common, **flags, **_launch(dkdv))
+        _dq_kernel[(triton.cdiv(q_len * n_q_heads // n_kv_heads, dq_tiles.rows if dq_tiles else BLOCK),
+                    batch * n_kv_heads)](
+            q, k, v, do, lse, delta, doc_arg, dq, *common, **flags, **_launch(dq_tiles))
         return dq, dk, dv, None

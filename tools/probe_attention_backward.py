@@ -1,0 +1,75 @@
+"""Our attention's forward+backward on the GPU over backward tiles, beside SDPA's and Flex's:
+    python tools/probe_attention_backward.py [variant ...]   (default: gqa_8 softcap_50; llama-3-8b-s4k)
+For each variant, first the dK/dV kernel's tiles with the dQ kernel's fixed, then the dQ kernel's with
+the fastest dK/dV tiles, each timed by triton's do_bench (median) and its gradients compared with the
+default tiles' (a tile the kernels get wrong shows here, not as a speed). TFLOP/s on the catalog's
+useful work of a forward+backward (3.5x the forward's FLOPs). Pick the winners into DKDV_TILES and
+DQ_TILES of kernels/attention/triton_attention_backward.py, then gate the branch against main.
+"""
+
+import sys
+from pathlib import Path
+
+import triton
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from kernels.attention import triton_attention_backward as backward  # noqa: E402
+from variantbench import cases  # noqa: E402
+from variantbench.catalog import family  # noqa: E402
+
+Tiles = backward.Tiles
+SHAPE = "llama-3-8b-s4k"
+DKDV = (Tiles(64, 64, 4, 2), Tiles(64, 64, 4, 3), Tiles(64, 64, 8, 2), Tiles(32, 128, 4, 2), Tiles(32, 128, 8, 3),
+        Tiles(64, 128, 8, 2))
+DQ = (Tiles(64, 64, 4, 2), Tiles(64, 64, 4, 3), Tiles(128, 64, 8, 2), Tiles(128, 32, 4, 3), Tiles(64, 128, 8, 2))
+
+
+def fwd_bwd(variant, implementation):
+    case = cases.resolve("attention", variant, implementation, SHAPE, "cuda")
+    problem, call, _ = cases.prepare_checked(case, requires_grad=True)
+    fam = family("attention")
+    flops, _ = fam.work(case.variant, problem, backward=True)
+    return cases.forward_backward(problem, call), flops
+
+
+def timed(step, flops, label, expected=None):
+    try:
+        grads = step()
+        ms = triton.testing.do_bench(step, warmup=25, rep=200, return_mode="median")
+    except Exception as error:  # noqa: BLE001 - a tile the GPU refuses (shared memory) is one line
+        print(f"  {label:44} refused: {type(error).__name__}: {cases.first_line(error)}", flush=True)
+        return float("inf"), None
+    diff = "" if expected is None else \
+        f"  max diff from default tiles {max((g.float() - e.float()).abs().max().item() for g, e in zip(grads, expected)):.1e}"
+    print(f"  {label:44} {ms:8.3f} ms {flops / ms / 1e9:6.0f} TFLOP/s{diff}", flush=True)
+    return ms, grads
+
+
+def probe(variant):
+    print(f"{variant} at {SHAPE}, forward+backward", flush=True)
+    for peer in ("sdpa", "flex"):
+        try:
+            step, flops = fwd_bwd(variant, peer)
+        except Exception as error:  # noqa: BLE001 - SDPA runs no softcap; a peer not here
+            print(f"  {peer:44} skip: {type(error).__name__}: {cases.first_line(error)}", flush=True)
+            continue
+        timed(step, flops, peer)
+    step, flops = fwd_bwd(variant, "triton")
+    default_dkdv, default_dq = backward.DKDV_TILES, backward.DQ_TILES
+    _, expected = timed(step, flops, f"ours, default {default_dkdv} {default_dq}")
+    best = {}
+    for name, options in (("DKDV_TILES", DKDV), ("DQ_TILES", DQ)):
+        results = {}
+        for tiles in options:
+            setattr(backward, name, tiles)
+            results[tiles] = timed(step, flops, f"ours, {name} {tiles}", expected)[0]
+        best[name] = min(results, key=results.get)
+        setattr(backward, name, best[name])
+        print(f"  fastest {name}: {best[name]}", flush=True)
+    backward.DKDV_TILES, backward.DQ_TILES = default_dkdv, default_dq
+
+
+if __name__ == "__main__":
+    for variant_name in sys.argv[1:] or ("gqa_8", "softcap_50"):
+        probe(variant_name)
