@@ -19,14 +19,18 @@ from variantbench import cases  # noqa: E402
 from variantbench.catalog import family  # noqa: E402
 
 Tiles = backward.Tiles
-SHAPE = "llama-3-8b-s4k"
+SHAPE, DEVICE = "llama-3-8b-s4k", "cuda"
 DKDV = (Tiles(64, 64, 4, 2), Tiles(64, 64, 4, 3), Tiles(64, 64, 8, 2), Tiles(32, 128, 4, 2), Tiles(32, 128, 8, 3),
         Tiles(64, 128, 8, 2))
 DQ = (Tiles(64, 64, 4, 2), Tiles(64, 64, 4, 3), Tiles(128, 64, 8, 2), Tiles(128, 32, 4, 3), Tiles(64, 128, 8, 2))
 
 
+def named(tiles):
+    return f"{tiles.rows}x{tiles.keys} w{tiles.warps} s{tiles.stages}"
+
+
 def fwd_bwd(variant, implementation):
-    case = cases.resolve("attention", variant, implementation, SHAPE, "cuda")
+    case = cases.resolve("attention", variant, implementation, SHAPE, DEVICE)
     problem, call, _ = cases.prepare_checked(case, requires_grad=True)
     fam = family("attention")
     flops, _ = fam.work(case.variant, problem, backward=True)
@@ -57,16 +61,16 @@ def probe(variant):
         timed(step, flops, peer)
     step, flops = fwd_bwd(variant, "triton")
     default_dkdv, default_dq = backward.DKDV_TILES, backward.DQ_TILES
-    _, expected = timed(step, flops, f"ours, default {default_dkdv} {default_dq}")
+    _, expected = timed(step, flops, f"ours, default dK/dV {named(default_dkdv)}, dQ {named(default_dq)}")
     best = {}
     for name, options in (("DKDV_TILES", DKDV), ("DQ_TILES", DQ)):
         results = {}
         for tiles in options:
             setattr(backward, name, tiles)
-            results[tiles] = timed(step, flops, f"ours, {name} {tiles}", expected)[0]
+            results[tiles] = timed(step, flops, f"ours, {name} {named(tiles)}", expected)[0]
         best[name] = min(results, key=results.get)
         setattr(backward, name, best[name])
-        print(f"  fastest {name}: {best[name]}", flush=True)
+        print(f"  fastest {name}: {named(best[name])}", flush=True)
     backward.DKDV_TILES, backward.DQ_TILES = default_dkdv, default_dq
 
 
