@@ -88,3 +88,22 @@ def test_gradients_of_slices_of_one_fused_projection_match_those_of_contiguous_i
     expected = torch.autograd.grad(TritonAttention.apply(*dense, options), dense, grad)
     for name, g, e in zip("qkv", got, expected):
         torch.testing.assert_close(g, e, msg=lambda m, name=name: f"d{name}: {m}")
+
+
+@pytest.mark.parametrize("loss", ["sum", "transposed"])
+def test_gradients_of_an_expanded_or_transposed_output_gradient(loss):
+    """out.sum() hands the backward an expanded gradient (every stride 0), a loss through out's
+    transpose one whose head dim is strided: both must read as their values, not their strides."""
+    gen = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(2, heads, 40, 16, generator=gen).requires_grad_() for heads in (4, 2, 2))
+    weight = torch.randn(2, 4, 16, 40, generator=gen)
+    options = dict(causal=True, window=None, prefix=None, doc_start=None, softcap=None, alibi=False)
+
+    def objective(out):
+        return out.sum() if loss == "sum" else (out.transpose(-1, -2) * weight.to(out.dtype)).sum()
+
+    got = torch.autograd.grad(objective(TritonAttention.apply(q, k, v, options)), (q, k, v))
+    exact = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    expected = torch.autograd.grad(objective(attention(*exact, mask_mod=lambda b, h, i, j: j <= i)), exact)
+    for name, g, e in zip("qkv", got, expected):
+        torch.testing.assert_close(g.double(), e, rtol=1e-4, atol=2e-5, msg=lambda m, name=name: f"d{name}: {m}")

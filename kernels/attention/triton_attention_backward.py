@@ -187,8 +187,8 @@ def _dq_kernel(
 def _preprocess_kernel(O, DO_in, DO, Delta, stride_ob, stride_oh, stride_os, stride_gb, stride_gh, stride_gs,
                        n_heads, seq, HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr):
     """delta = rowsum(dO o O) in float32, and dO copied into the output's layout, in one pass: in torch
-    the float32 products and the copy were five passes over (B, Hq, S, D) (about 1.6 GB moved at
-    llama-3-8b-s4k, where dO and O are 134 MB each)."""
+    the copy, two float32 casts, their product and its sum were five passes over (B, Hq, S, D), about
+    2.1 GB moved at llama-3-8b-s4k, where dO and O are 134 MB each."""
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     batch, head = tl.program_id(1) // n_heads, tl.program_id(1) % n_heads
     d = tl.arange(0, HEAD_DIM)
@@ -254,6 +254,11 @@ class TritonAttention(torch.autograd.Function):
         opts = ctx.options
         batch, n_q_heads, q_len, head_dim = q.shape
         n_kv_heads, kv_len = k.shape[1], k.shape[2]
+        # The preprocess reads dO with its own strides but a contiguous head dim, in the output's dtype
+        # (delta from the values the kernels read): a loss of out.sum() hands an expanded dO (every
+        # stride 0), a transposed output one whose head dim is strided.
+        if grad_out.stride(-1) != 1 or grad_out.dtype != out.dtype:
+            grad_out = grad_out.to(out.dtype).contiguous()
         do = torch.empty_like(out)
         delta = torch.empty(q.shape[:3], device=q.device, dtype=torch.float32)
         _preprocess_kernel[(triton.cdiv(q_len, BLOCK), batch * n_q_heads)](
