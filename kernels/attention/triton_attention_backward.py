@@ -43,12 +43,15 @@ def _bounds(q_pos, batch, kv_len, window, prefix, DocStart,
 
 
 @triton.jit
-def _probabilities(q, k, lse, q_pos, q_head, offs_n, lo, hi, n_q_heads, sm_scale, softcap,
+def _probabilities(qk, lse, q_head, q_pos, keys, lo, hi, n_q_heads, sm_scale, softcap,
                    SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, MASKED: tl.constexpr):
-    """(P, the softcap derivative d capped / d raw score or 1): recomputed from the forward's lse. The
-    score is formed in log2 units (scale and log2(e) in one multiply, as lse is kept); MASKED False for
-    a tile every row sees whole, which skips the interval test (four compares and a select a score)."""
-    s = tl.dot(q, tl.trans(k)) * (sm_scale * LOG2E)
+    """(P, the softcap derivative d capped / d raw score or 1) of a tile of raw scores q.k, recomputed
+    from the forward's lse, in either orientation: the rows' lse, head, position and interval and the
+    keys' positions come shaped to broadcast against qk (rows x keys in dQ's kernel, keys x rows in
+    dK/dV's). The score is formed in log2 units (scale and log2(e) in one multiply, as lse is kept);
+    MASKED False for a tile every row sees whole, which skips the interval test (four compares and a
+    select a score)."""
+    s = qk * (sm_scale * LOG2E)
     slope_term = 1.0
     if SOFTCAP:
         # d (c tanh(s / c)) / ds = 1 - tanh^2: from the tanh itself, with no division per score
@@ -57,11 +60,10 @@ def _probabilities(q, k, lse, q_pos, q_head, offs_n, lo, hi, n_q_heads, sm_scale
         s = (softcap * LOG2E) * t
     if ALIBI:
         slope = tl.exp2(-8.0 * (q_head + 1).to(tl.float32) / n_q_heads) * LOG2E
-        s = s + slope[:, None] * (offs_n[None, :] - q_pos[:, None]).to(tl.float32)
+        s = s + slope * (keys - q_pos).to(tl.float32)
     if MASKED:
-        visible = (offs_n[None, :] >= lo[:, None]) & (offs_n[None, :] <= hi[:, None])
-        s = tl.where(visible, s, float("-inf"))
-    p = tl.exp2(s - lse[:, None])
+        s = tl.where((keys >= lo) & (keys <= hi), s, float("-inf"))
+    p = tl.exp2(s - lse)
     return p, slope_term
 
 
@@ -129,16 +131,22 @@ def _dkdv_kernel(
                 rows, batch, kv_head, Q, DO, Lse, Delta, DocStart, stride_qb, stride_qh, stride_qs, n_q_heads,
                 group, q_len, kv_len, window, prefix, CAUSAL, WINDOW, PREFIX, DOCUMENTS, HEAD_DIM)
             hi = tl.where(row_ok, hi, -1)  # tail rows see nothing
+            # Keys x rows throughout, so P and dS feed their dots as computed: rows x keys needed both
+            # transposed in registers, a round trip through shared memory each (only loaded tiles,
+            # q and dO, are transposed here, as operands read from shared memory anyway).
+            k_qt = tl.dot(k, tl.trans(q))
             if whole:
-                p, slope_term = _probabilities(q, k, lse, q_pos, q_head, offs_n, lo, hi, n_q_heads, sm_scale,
-                                               softcap, SOFTCAP, ALIBI, False)
+                pt, slope_t = _probabilities(k_qt, lse[None, :], q_head[None, :], q_pos[None, :], offs_n[:, None],
+                                             lo[None, :], hi[None, :], n_q_heads, sm_scale, softcap, SOFTCAP, ALIBI,
+                                             False)
             else:
-                p, slope_term = _probabilities(q, k, lse, q_pos, q_head, offs_n, lo, hi, n_q_heads, sm_scale,
-                                               softcap, SOFTCAP, ALIBI, True)
-            dv = tl.dot(tl.trans(p.to(do.dtype)), do, dv)
-            dp = tl.dot(do, tl.trans(v))
-            ds = p * (dp - delta[:, None]) * slope_term
-            dk = tl.dot(tl.trans(ds.to(q.dtype)), q, dk)
+                pt, slope_t = _probabilities(k_qt, lse[None, :], q_head[None, :], q_pos[None, :], offs_n[:, None],
+                                             lo[None, :], hi[None, :], n_q_heads, sm_scale, softcap, SOFTCAP, ALIBI,
+                                             True)
+            dv = tl.dot(pt.to(do.dtype), do, dv)
+            dpt = tl.dot(v, tl.trans(do))
+            dst = pt * (dpt - delta[None, :]) * slope_t
+            dk = tl.dot(dst.to(q.dtype), q, dk)
     tl.store(DK + kv_offs, (dk * sm_scale).to(DK.dtype.element_ty), mask=key_ok[:, None])
     tl.store(DV + kv_offs, dv.to(DV.dtype.element_ty), mask=key_ok[:, None])
 
@@ -171,12 +179,15 @@ def _dq_kernel(
         k = tl.load(K + kv_offs, mask=key_ok[:, None], other=0.0)
         v = tl.load(V + kv_offs, mask=key_ok[:, None], other=0.0)
         # tail rows (never stored) may see less: the test is of the real rows' intervals
+        qk = tl.dot(q, tl.trans(k))
         if (start_n >= lo_max) & (start_n + BLOCK_N - 1 <= hi_min) & (start_n + BLOCK_N <= kv_len):
-            p, slope_term = _probabilities(q, k, lse, q_pos, q_head, offs_n, lo, hi, n_q_heads, sm_scale, softcap,
-                                           SOFTCAP, ALIBI, False)
+            p, slope_term = _probabilities(qk, lse[:, None], q_head[:, None], q_pos[:, None], offs_n[None, :],
+                                           lo[:, None], hi[:, None], n_q_heads, sm_scale, softcap, SOFTCAP, ALIBI,
+                                           False)
         else:
-            p, slope_term = _probabilities(q, k, lse, q_pos, q_head, offs_n, lo, hi, n_q_heads, sm_scale, softcap,
-                                           SOFTCAP, ALIBI, True)
+            p, slope_term = _probabilities(qk, lse[:, None], q_head[:, None], q_pos[:, None], offs_n[None, :],
+                                           lo[:, None], hi[:, None], n_q_heads, sm_scale, softcap, SOFTCAP, ALIBI,
+                                           True)
         dp = tl.dot(do, tl.trans(v))
         ds = p * (dp - delta[:, None]) * slope_term
         dq = tl.dot(ds.to(k.dtype), k, dq)
