@@ -132,8 +132,8 @@ def _dkdv_kernel(
                 group, q_len, kv_len, window, prefix, CAUSAL, WINDOW, PREFIX, DOCUMENTS, HEAD_DIM)
             hi = tl.where(row_ok, hi, -1)  # tail rows see nothing
             # Keys x rows throughout, so P and dS feed their dots as computed: rows x keys needed both
-            # transposed in registers, a round trip through shared memory each (only loaded tiles,
-            # q and dO, are transposed here, as operands read from shared memory anyway).
+            # transposed in registers, which Triton converts through shared memory, by our reading of
+            # its layouts (unmeasured). Only loaded tiles, q and dO, are transposed here, as operands.
             k_qt = tl.dot(k, tl.trans(q))
             if whole:
                 pt, slope_t = _probabilities(k_qt, lse[None, :], q_head[None, :], q_pos[None, :], offs_n[:, None],
