@@ -152,6 +152,28 @@ def _dkdv_kernel(
 
 
 @triton.jit
+def _dq_tiles(dq, start, end, lse, delta, q_head, q_pos, lo, hi, q, do, K, V, batch, kv_head,
+              stride_kb, stride_kh, stride_ks, n_q_heads, kv_len, sm_scale, softcap,
+              SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr,
+              MASKED: tl.constexpr):
+    """dq plus the key tiles start, start + BLOCK_N, ... below end of one row block."""
+    d = tl.arange(0, HEAD_DIM)
+    for start_n in range(start, end, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        key_ok = offs_n < kv_len
+        kv_offs = batch * stride_kb + kv_head * stride_kh + offs_n[:, None] * stride_ks + d[None, :]
+        k = tl.load(K + kv_offs, mask=key_ok[:, None], other=0.0)
+        v = tl.load(V + kv_offs, mask=key_ok[:, None], other=0.0)
+        p, slope_term = _probabilities(tl.dot(q, tl.trans(k)), lse[:, None], q_head[:, None], q_pos[:, None],
+                                       offs_n[None, :], lo[:, None], hi[:, None], n_q_heads, sm_scale, softcap,
+                                       SOFTCAP, ALIBI, MASKED)
+        dp = tl.dot(do, tl.trans(v))
+        ds = p * (dp - delta[:, None]) * slope_term
+        dq = tl.dot(ds.to(k.dtype), k, dq)
+    return dq
+
+
+@triton.jit
 def _dq_kernel(
     Q, K, V, DO, Lse, Delta, DocStart, DQ,
     stride_qb, stride_qh, stride_qs, stride_kb, stride_kh, stride_ks,
@@ -166,31 +188,23 @@ def _dq_kernel(
         row_block * BLOCK_M + tl.arange(0, BLOCK_M), batch, kv_head, Q, DO, Lse, Delta, DocStart, stride_qb,
         stride_qh, stride_qs, n_q_heads, group, q_len, kv_len, window, prefix, CAUSAL, WINDOW, PREFIX, DOCUMENTS,
         HEAD_DIM)
-    d = tl.arange(0, HEAD_DIM)
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     first = (tl.min(lo, 0) // BLOCK_N) * BLOCK_N
     end = tl.minimum(tl.max(hi, 0) + 1, kv_len)
+    last = tl.cdiv(end, BLOCK_N) * BLOCK_N
+    # Tiles every real row sees whole (tail rows, never stored, may see less) lie between the rows'
+    # largest lo and smallest hi: three loops, masked / whole / masked, rather than a branch per tile,
+    # which Triton 3.6's software pipeliner fails to compile on sm_90 ("PassManager::run failed").
     lo_max = tl.max(tl.where(row_ok, lo, -1), 0)
     hi_min = tl.min(tl.where(row_ok, hi, kv_len), 0)
-    for start_n in range(first, end, BLOCK_N):
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        key_ok = offs_n < kv_len
-        kv_offs = batch * stride_kb + kv_head * stride_kh + offs_n[:, None] * stride_ks + d[None, :]
-        k = tl.load(K + kv_offs, mask=key_ok[:, None], other=0.0)
-        v = tl.load(V + kv_offs, mask=key_ok[:, None], other=0.0)
-        # tail rows (never stored) may see less: the test is of the real rows' intervals
-        qk = tl.dot(q, tl.trans(k))
-        if (start_n >= lo_max) & (start_n + BLOCK_N - 1 <= hi_min) & (start_n + BLOCK_N <= kv_len):
-            p, slope_term = _probabilities(qk, lse[:, None], q_head[:, None], q_pos[:, None], offs_n[None, :],
-                                           lo[:, None], hi[:, None], n_q_heads, sm_scale, softcap, SOFTCAP, ALIBI,
-                                           False)
-        else:
-            p, slope_term = _probabilities(qk, lse[:, None], q_head[:, None], q_pos[:, None], offs_n[None, :],
-                                           lo[:, None], hi[:, None], n_q_heads, sm_scale, softcap, SOFTCAP, ALIBI,
-                                           True)
-        dp = tl.dot(do, tl.trans(v))
-        ds = p * (dp - delta[:, None]) * slope_term
-        dq = tl.dot(ds.to(k.dtype), k, dq)
+    whole_first = tl.minimum(tl.maximum(tl.cdiv(lo_max, BLOCK_N) * BLOCK_N, first), last)
+    whole_end = tl.maximum(tl.minimum((tl.minimum(hi_min + 1, kv_len) // BLOCK_N) * BLOCK_N, last), whole_first)
+    dq = _dq_tiles(dq, first, whole_first, lse, delta, q_head, q_pos, lo, hi, q, do, K, V, batch, kv_head, stride_kb,
+                   stride_kh, stride_ks, n_q_heads, kv_len, sm_scale, softcap, SOFTCAP, ALIBI, HEAD_DIM, BLOCK_N, True)
+    dq = _dq_tiles(dq, whole_first, whole_end, lse, delta, q_head, q_pos, lo, hi, q, do, K, V, batch, kv_head, stride_kb,
+                   stride_kh, stride_ks, n_q_heads, kv_len, sm_scale, softcap, SOFTCAP, ALIBI, HEAD_DIM, BLOCK_N, False)
+    dq = _dq_tiles(dq, whole_end, end, lse, delta, q_head, q_pos, lo, hi, q, do, K, V, batch, kv_head, stride_kb,
+                   stride_kh, stride_ks, n_q_heads, kv_len, sm_scale, softcap, SOFTCAP, ALIBI, HEAD_DIM, BLOCK_N, True)
     tl.store(DQ + q_offs, (dq * sm_scale).to(DQ.dtype.element_ty), mask=row_ok[:, None])
 
 
