@@ -89,6 +89,37 @@ def _query_rows(rows, batch, kv_head, Q, DO, Lse, Delta, DocStart, stride_qb, st
 
 
 @triton.jit
+def _dkdv_blocks(dk, dv, k, v, offs_n, first, end, q_head, batch, Q, DO, Lse, Delta, DocStart,
+                 stride_qb, stride_qh, stride_qs, n_q_heads, q_len, kv_len, sm_scale, window, prefix, softcap,
+                 CAUSAL: tl.constexpr, WINDOW: tl.constexpr, PREFIX: tl.constexpr, DOCUMENTS: tl.constexpr,
+                 SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
+                 MASKED: tl.constexpr):
+    """dk, dv plus one query head's row blocks first..end - 1 against this program's key tile: a loop
+    of loads and dots alone, which the GPU compiler pipelines (a branch a block in the loop kept q and
+    dO's loads from being issued ahead)."""
+    d = tl.arange(0, HEAD_DIM)
+    for block in range(first, end):
+        q_row = block * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_ok = q_row < q_len
+        q_row = tl.minimum(q_row, q_len - 1)  # tail rows borrow the last row's and see no key
+        q_pos = kv_len - q_len + q_row
+        lo, hi = _bounds(q_pos, batch, kv_len, window, prefix, DocStart, CAUSAL, WINDOW, PREFIX, DOCUMENTS)
+        hi = tl.where(row_ok, hi, -1)
+        offs = batch * stride_qb + q_head * stride_qh + q_row[:, None] * stride_qs + d[None, :]
+        q, do = tl.load(Q + offs), tl.load(DO + offs)
+        stat = (batch * n_q_heads + q_head) * q_len + q_row
+        lse, delta = tl.load(Lse + stat), tl.load(Delta + stat)
+        # Keys x rows throughout, so P and dS feed their dots as computed (rows x keys would need both
+        # transposed in registers); only the loaded q and dO are transposed, as operands.
+        pt, slope_t = _probabilities(tl.dot(k, tl.trans(q)), lse[None, :], q_head, q_pos[None, :], offs_n[:, None],
+                                     lo[None, :], hi[None, :], n_q_heads, sm_scale, softcap, SOFTCAP, ALIBI, MASKED)
+        dv = tl.dot(pt.to(do.dtype), do, dv)
+        dst = pt * (tl.dot(v, tl.trans(do)) - delta[None, :]) * slope_t
+        dk = tl.dot(dst.to(q.dtype), q, dk)
+    return dk, dv
+
+
+@triton.jit
 def _dkdv_kernel(
     Q, K, V, DO, Lse, Delta, DocStart, DK, DV,
     stride_qb, stride_qh, stride_qs, stride_kb, stride_kh, stride_ks,
@@ -107,46 +138,50 @@ def _dkdv_kernel(
     v = tl.load(V + kv_offs, mask=key_ok[:, None], other=0.0)
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
-    n_rows = group * q_len
     first_key, last_key = key_block * BLOCK_N, tl.minimum(key_block * BLOCK_N + BLOCK_N, kv_len) - 1
     whole_keys = key_block * BLOCK_N + BLOCK_N <= kv_len
-    for first in range(0, n_rows, BLOCK_M):
-        # A row block none of whose rows sees this key tile adds nothing: its rows' key intervals are
-        # known before any load of q or dO. Walking every row block anyway did causal's masked half
-        # (and a window's or a document's more) in full: our forward+backward read 2.2x SDPA's on an
-        # H200 (gqa_8 at llama-3-8b-s4k, 8.958 against 4.079 ms, session 11). The hull of the rows'
-        # intervals is tested, so no tile any row sees is skipped.
-        rows = first + tl.arange(0, BLOCK_M)
-        in_rows = rows < n_rows
-        lo_b, hi_b = _bounds(kv_len - q_len + tl.minimum(rows, n_rows - 1) % q_len, batch, kv_len, window, prefix,
-                             DocStart, CAUSAL, WINDOW, PREFIX, DOCUMENTS)
-        sees = (tl.max(tl.where(in_rows, hi_b, -1), 0) >= first_key) & \
-            (tl.min(tl.where(in_rows, lo_b, kv_len), 0) <= last_key)
-        # Every row sees the whole tile (all rows real, the tile all keys): no interval test. Causal at
-        # 4096 keys in tiles of 64: 2016 of a head's 2080 visible tiles.
-        whole = whole_keys & (first + BLOCK_M <= n_rows) & (tl.max(lo_b, 0) <= first_key) & \
-            (tl.min(hi_b, 0) >= last_key)
-        if sees:
-            row_ok, q_head, q_pos, lo, hi, q, do, lse, delta, _ = _query_rows(
-                rows, batch, kv_head, Q, DO, Lse, Delta, DocStart, stride_qb, stride_qh, stride_qs, n_q_heads,
-                group, q_len, kv_len, window, prefix, CAUSAL, WINDOW, PREFIX, DOCUMENTS, HEAD_DIM)
-            hi = tl.where(row_ok, hi, -1)  # tail rows see nothing
-            # Keys x rows throughout, so P and dS feed their dots as computed: rows x keys needed both
-            # transposed in registers, which Triton converts through shared memory, by our reading of
-            # its layouts (unmeasured). Only loaded tiles, q and dO, are transposed here, as operands.
-            k_qt = tl.dot(k, tl.trans(q))
-            if whole:
-                pt, slope_t = _probabilities(k_qt, lse[None, :], q_head[None, :], q_pos[None, :], offs_n[:, None],
-                                             lo[None, :], hi[None, :], n_q_heads, sm_scale, softcap, SOFTCAP, ALIBI,
-                                             False)
-            else:
-                pt, slope_t = _probabilities(k_qt, lse[None, :], q_head[None, :], q_pos[None, :], offs_n[:, None],
-                                             lo[None, :], hi[None, :], n_q_heads, sm_scale, softcap, SOFTCAP, ALIBI,
-                                             True)
-            dv = tl.dot(pt.to(do.dtype), do, dv)
-            dpt = tl.dot(v, tl.trans(do))
-            dst = pt * (dpt - delta[None, :]) * slope_t
-            dk = tl.dot(dst.to(q.dtype), q, dk)
+    # Which row blocks see this key tile, and which see all of it, from the rows' key intervals alone
+    # (no load of q or dO). Every mask here gives each query an interval whose ends never decrease with
+    # the query's position (causal, a window, a document's start, a prefix), so both sets are runs of
+    # blocks, the whole ones inside the seeing ones. Walking every row block instead did causal's
+    # masked half (and a window's or a document's more) in full: 2.2x SDPA's forward+backward on an
+    # H200 (gqa_8 at llama-3-8b-s4k, 8.958 against 4.079 ms, session 11).
+    n_blocks = tl.cdiv(q_len, BLOCK_M)
+    see_first, see_end, whole_first, whole_end = n_blocks, 0, n_blocks, 0
+    for block in range(0, n_blocks):
+        q_row = block * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_ok = q_row < q_len
+        lo, hi = _bounds(kv_len - q_len + tl.minimum(q_row, q_len - 1), batch, kv_len, window, prefix, DocStart,
+                         CAUSAL, WINDOW, PREFIX, DOCUMENTS)
+        sees = (tl.max(tl.where(row_ok, hi, -1), 0) >= first_key) & \
+            (tl.min(tl.where(row_ok, lo, kv_len), 0) <= last_key)
+        whole = whole_keys & (block * BLOCK_M + BLOCK_M <= q_len) & (tl.max(lo, 0) <= first_key) & \
+            (tl.min(hi, 0) >= last_key)
+        see_first = tl.where(sees, tl.minimum(see_first, block), see_first)
+        see_end = tl.where(sees, block + 1, see_end)
+        whole_first = tl.where(whole, tl.minimum(whole_first, block), whole_first)
+        whole_end = tl.where(whole, block + 1, whole_end)
+    see_first = tl.minimum(see_first, see_end)  # none sees: every loop below is empty
+    none_whole = whole_end <= whole_first
+    whole_first = tl.where(none_whole, see_end, whole_first)
+    whole_end = tl.where(none_whole, see_end, whole_end)
+    # Every head of the group sees the same keys (the masks are of positions): GQA sums the group's
+    # heads into one dK, dV. Causal at 4096 queries in blocks of 64: of a tile's 64 - t seeing blocks,
+    # only the first has its interval test.
+    for head in range(0, group):
+        q_head = kv_head * group + head
+        dk, dv = _dkdv_blocks(dk, dv, k, v, offs_n, see_first, whole_first, q_head, batch, Q, DO, Lse, Delta,
+                              DocStart, stride_qb, stride_qh, stride_qs, n_q_heads, q_len, kv_len, sm_scale, window,
+                              prefix, softcap, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI, HEAD_DIM, BLOCK_M,
+                              True)
+        dk, dv = _dkdv_blocks(dk, dv, k, v, offs_n, whole_first, whole_end, q_head, batch, Q, DO, Lse, Delta,
+                              DocStart, stride_qb, stride_qh, stride_qs, n_q_heads, q_len, kv_len, sm_scale, window,
+                              prefix, softcap, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI, HEAD_DIM, BLOCK_M,
+                              False)
+        dk, dv = _dkdv_blocks(dk, dv, k, v, offs_n, whole_end, see_end, q_head, batch, Q, DO, Lse, Delta,
+                              DocStart, stride_qb, stride_qh, stride_qs, n_q_heads, q_len, kv_len, sm_scale, window,
+                              prefix, softcap, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI, HEAD_DIM, BLOCK_M,
+                              True)
     tl.store(DK + kv_offs, (dk * sm_scale).to(DK.dtype.element_ty), mask=key_ok[:, None])
     tl.store(DV + kv_offs, dv.to(DV.dtype.element_ty), mask=key_ok[:, None])
 
