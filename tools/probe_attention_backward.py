@@ -5,11 +5,16 @@ the fastest dK/dV tiles, each timed by triton's do_bench (median) and its gradie
 default tiles' (a tile the kernels get wrong shows here, not as a speed). TFLOP/s on the catalog's
 useful work of a forward+backward (3.5x the forward's FLOPs). Pick the winners into DKDV_TILES and
 DQ_TILES of kernels/attention/triton_attention_backward.py, then gate the branch against main.
+
+First, at the default tiles, where a forward+backward's device time goes, kernel by kernel (torch's
+profiler over PROFILED_STEPS steps): which kernel the next change should be about. `--no-sweep` stops
+there.
 """
 
 import sys
 from pathlib import Path
 
+import torch
 import triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -23,6 +28,27 @@ SHAPE, DEVICE = "llama-3-8b-s4k", "cuda"
 DKDV = (Tiles(64, 64, 4, 2), Tiles(64, 64, 4, 3), Tiles(64, 64, 8, 2), Tiles(32, 128, 4, 2), Tiles(32, 128, 8, 3),
         Tiles(64, 128, 8, 2))
 DQ = (Tiles(64, 64, 4, 2), Tiles(64, 64, 4, 3), Tiles(128, 64, 8, 2), Tiles(128, 32, 4, 3), Tiles(64, 128, 8, 2))
+
+
+PROFILED_STEPS = 20
+
+
+def breakdown(step):
+    """Each kernel's device time a step, largest first, and their sum."""
+    step()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
+        for _ in range(PROFILED_STEPS):
+            step()
+        torch.cuda.synchronize()
+    per_kernel = {}
+    for event in profile.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            per_kernel[event.name] = per_kernel.get(event.name, 0.0) + event.time_range.elapsed_us() / 1e3 / PROFILED_STEPS
+    total = sum(per_kernel.values())
+    print(f"  device time a step, kernel by kernel (profiler, {PROFILED_STEPS} steps): {total:.3f} ms", flush=True)
+    for name, ms in sorted(per_kernel.items(), key=lambda item: -item[1])[:8]:
+        print(f"    {ms:8.3f} ms {100 * ms / total:5.1f}%  {name[:90]}", flush=True)
 
 
 def named(tiles):
@@ -50,7 +76,7 @@ def timed(step, flops, label, expected=None):
     return ms, grads
 
 
-def probe(variant):
+def probe(variant, sweep=True):
     print(f"{variant} at {SHAPE}, forward+backward", flush=True)
     for peer in ("sdpa", "flex"):
         try:
@@ -62,6 +88,9 @@ def probe(variant):
     step, flops = fwd_bwd(variant, "triton")
     default_dkdv, default_dq = backward.DKDV_TILES, backward.DQ_TILES
     _, expected = timed(step, flops, f"ours, default dK/dV {named(default_dkdv)}, dQ {named(default_dq)}")
+    breakdown(step)
+    if not sweep:
+        return
     best = {}
     for name, options in (("DKDV_TILES", DKDV), ("DQ_TILES", DQ)):
         results = {}
@@ -75,5 +104,6 @@ def probe(variant):
 
 
 if __name__ == "__main__":
-    for variant_name in sys.argv[1:] or ("gqa_8", "softcap_50"):
-        probe(variant_name)
+    arguments = [a for a in sys.argv[1:] if a != "--no-sweep"]
+    for variant_name in arguments or ("gqa_8", "softcap_50"):
+        probe(variant_name, sweep="--no-sweep" not in sys.argv)
