@@ -33,7 +33,7 @@ POINTERS = {"Lse": "*fp32", "Delta": "*fp32", "DocStart": "*i32"}  # the rest ar
 FLOATS = ("sm_scale", "softcap")
 CAUSAL = dict(CAUSAL=True, WINDOW=False, PREFIX=False, DOCUMENTS=False, SOFTCAP=False, ALIBI=False, HEAD_DIM=128)
 SWITCHES = (dict(), dict(SOFTCAP=True), dict(ALIBI=True), dict(DOCUMENTS=True), dict(WINDOW=True),
-            dict(CAUSAL=False, PREFIX=True))
+            dict(PREFIX=True), dict(CAUSAL=False))  # prefix-LM is causal past its prefix
 
 
 def compiled(kernel, tiles, switches):
