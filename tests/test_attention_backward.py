@@ -45,6 +45,15 @@ def test_gradients_match_float64_autograd_of_the_reference(variant, q_len, kv_le
         torch.testing.assert_close(g.double(), e, rtol=1e-4, atol=2e-5, msg=lambda m, name=name: f"d{name}: {m}")
 
 
+# Three tiles of 64 a side: the kernels skip the interval test on tiles every row sees whole, and a
+# window of 100 or a document's start leaves tiles that every row reaches but not from their first key
+@pytest.mark.parametrize("variant", [AttentionVariant("gqa_8", kv_heads=8),
+                                     AttentionVariant("sliding_window_100", window=100),
+                                     AttentionVariant("document", documents=True)], ids=lambda v: v.name)
+def test_gradients_over_tiles_seen_whole_and_in_part(variant):
+    test_gradients_match_float64_autograd_of_the_reference(variant, 192, 192)
+
+
 def test_gradients_of_transposed_views_match_those_of_contiguous_inputs():
     """A block's q, k, v are (B, S, H, D) projections transposed to (B, H, S, D): not contiguous. The
     kernels read the output gradient with q's strides; a contiguous one against a view's strides was
@@ -79,3 +88,22 @@ def test_gradients_of_slices_of_one_fused_projection_match_those_of_contiguous_i
     expected = torch.autograd.grad(TritonAttention.apply(*dense, options), dense, grad)
     for name, g, e in zip("qkv", got, expected):
         torch.testing.assert_close(g, e, msg=lambda m, name=name: f"d{name}: {m}")
+
+
+@pytest.mark.parametrize("loss", ["sum", "transposed"])
+def test_gradients_of_an_expanded_or_transposed_output_gradient(loss):
+    """out.sum() hands the backward an expanded gradient (every stride 0), a loss through out's
+    transpose one whose head dim is strided: both must read as their values, not their strides."""
+    gen = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(2, heads, 40, 16, generator=gen).requires_grad_() for heads in (4, 2, 2))
+    weight = torch.randn(2, 4, 16, 40, generator=gen)
+    options = dict(causal=True, window=None, prefix=None, doc_start=None, softcap=None, alibi=False)
+
+    def objective(out):
+        return out.sum() if loss == "sum" else (out.transpose(-1, -2) * weight.to(out.dtype)).sum()
+
+    got = torch.autograd.grad(objective(TritonAttention.apply(q, k, v, options)), (q, k, v))
+    exact = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    expected = torch.autograd.grad(objective(attention(*exact, mask_mod=lambda b, h, i, j: j <= i)), exact)
+    for name, g, e in zip("qkv", got, expected):
+        torch.testing.assert_close(g.double(), e, rtol=1e-4, atol=2e-5, msg=lambda m, name=name: f"d{name}: {m}")

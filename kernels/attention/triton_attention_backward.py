@@ -14,6 +14,8 @@ interval [lo, hi] per query row. Loads are plain pointer loads: the forward's te
 are a speed matter left for later.
 """
 
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
@@ -41,21 +43,27 @@ def _bounds(q_pos, batch, kv_len, window, prefix, DocStart,
 
 
 @triton.jit
-def _probabilities(q, k, lse, q_pos, q_head, offs_n, lo, hi, n_q_heads, sm_scale, softcap,
-                   SOFTCAP: tl.constexpr, ALIBI: tl.constexpr):
-    """(P, the softcap derivative d capped / d raw score or 1): recomputed from the forward's lse."""
-    s = tl.dot(q, tl.trans(k)) * sm_scale
+def _probabilities(qk, lse, q_head, q_pos, keys, lo, hi, n_q_heads, sm_scale, softcap,
+                   SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, MASKED: tl.constexpr):
+    """(P, the softcap derivative d capped / d raw score or 1) of a tile of raw scores q.k, recomputed
+    from the forward's lse, in either orientation: the rows' lse, head, position and interval and the
+    keys' positions come shaped to broadcast against qk (rows x keys in dQ's kernel, keys x rows in
+    dK/dV's). The score is formed in log2 units (scale and log2(e) in one multiply, as lse is kept);
+    MASKED False for a tile every row sees whole, which skips the interval test (four compares and a
+    select a score)."""
+    s = qk * (sm_scale * LOG2E)
     slope_term = 1.0
     if SOFTCAP:
         # d (c tanh(s / c)) / ds = 1 - tanh^2: from the tanh itself, with no division per score
-        t = triton_flash._tanh(s * (1.0 / softcap))
+        t = triton_flash._tanh(s * (1.0 / (softcap * LOG2E)))
         slope_term = 1.0 - t * t
-        s = softcap * t
+        s = (softcap * LOG2E) * t
     if ALIBI:
-        slope = tl.exp2(-8.0 * (q_head + 1).to(tl.float32) / n_q_heads)
-        s = s + slope[:, None] * (offs_n[None, :] - q_pos[:, None]).to(tl.float32)
-    visible = (offs_n[None, :] >= lo[:, None]) & (offs_n[None, :] <= hi[:, None])
-    p = tl.exp2(tl.where(visible, s * LOG2E - lse[:, None], float("-inf")))
+        slope = tl.exp2(-8.0 * (q_head + 1).to(tl.float32) / n_q_heads) * LOG2E
+        s = s + slope * (keys - q_pos).to(tl.float32)
+    if MASKED:
+        s = tl.where((keys >= lo) & (keys <= hi), s, float("-inf"))
+    p = tl.exp2(s - lse)
     return p, slope_term
 
 
@@ -81,6 +89,37 @@ def _query_rows(rows, batch, kv_head, Q, DO, Lse, Delta, DocStart, stride_qb, st
 
 
 @triton.jit
+def _dkdv_blocks(dk, dv, k, v, offs_n, first, end, q_head, batch, Q, DO, Lse, Delta, DocStart,
+                 stride_qb, stride_qh, stride_qs, n_q_heads, q_len, kv_len, sm_scale, window, prefix, softcap,
+                 CAUSAL: tl.constexpr, WINDOW: tl.constexpr, PREFIX: tl.constexpr, DOCUMENTS: tl.constexpr,
+                 SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
+                 MASKED: tl.constexpr):
+    """dk, dv plus one query head's row blocks first..end - 1 against this program's key tile: a loop
+    of loads and dots alone, which the GPU compiler pipelines (a branch a block in the loop kept q and
+    dO's loads from being issued ahead)."""
+    d = tl.arange(0, HEAD_DIM)
+    for block in range(first, end):
+        q_row = block * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_ok = q_row < q_len
+        q_row = tl.minimum(q_row, q_len - 1)  # tail rows borrow the last row's and see no key
+        q_pos = kv_len - q_len + q_row
+        lo, hi = _bounds(q_pos, batch, kv_len, window, prefix, DocStart, CAUSAL, WINDOW, PREFIX, DOCUMENTS)
+        hi = tl.where(row_ok, hi, -1)
+        offs = batch * stride_qb + q_head * stride_qh + q_row[:, None] * stride_qs + d[None, :]
+        q, do = tl.load(Q + offs), tl.load(DO + offs)
+        stat = (batch * n_q_heads + q_head) * q_len + q_row
+        lse, delta = tl.load(Lse + stat), tl.load(Delta + stat)
+        # Keys x rows throughout, so P and dS feed their dots as computed (rows x keys would need both
+        # transposed in registers); only the loaded q and dO are transposed, as operands.
+        pt, slope_t = _probabilities(tl.dot(k, tl.trans(q)), lse[None, :], q_head, q_pos[None, :], offs_n[:, None],
+                                     lo[None, :], hi[None, :], n_q_heads, sm_scale, softcap, SOFTCAP, ALIBI, MASKED)
+        dv = tl.dot(pt.to(do.dtype), do, dv)
+        dst = pt * (tl.dot(v, tl.trans(do)) - delta[None, :]) * slope_t
+        dk = tl.dot(dst.to(q.dtype), q, dk)
+    return dk, dv
+
+
+@triton.jit
 def _dkdv_kernel(
     Q, K, V, DO, Lse, Delta, DocStart, DK, DV,
     stride_qb, stride_qh, stride_qs, stride_kb, stride_kh, stride_ks,
@@ -99,33 +138,74 @@ def _dkdv_kernel(
     v = tl.load(V + kv_offs, mask=key_ok[:, None], other=0.0)
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
-    n_rows = group * q_len
     first_key, last_key = key_block * BLOCK_N, tl.minimum(key_block * BLOCK_N + BLOCK_N, kv_len) - 1
-    for first in range(0, n_rows, BLOCK_M):
-        # A row block none of whose rows sees this key tile adds nothing: its rows' key intervals are
-        # known before any load of q or dO. Walking every row block anyway did causal's masked half
-        # (and a window's or a document's more) in full: our forward+backward read 2.2x SDPA's on an
-        # H200 (gqa_8 at llama-3-8b-s4k, 8.958 against 4.079 ms, session 11). The hull of the rows'
-        # intervals is tested, so no tile any row sees is skipped.
-        rows = first + tl.arange(0, BLOCK_M)
-        in_rows = rows < n_rows
-        lo_b, hi_b = _bounds(kv_len - q_len + tl.minimum(rows, n_rows - 1) % q_len, batch, kv_len, window, prefix,
-                             DocStart, CAUSAL, WINDOW, PREFIX, DOCUMENTS)
-        sees = (tl.max(tl.where(in_rows, hi_b, -1), 0) >= first_key) & \
-            (tl.min(tl.where(in_rows, lo_b, kv_len), 0) <= last_key)
-        if sees:
-            row_ok, q_head, q_pos, lo, hi, q, do, lse, delta, _ = _query_rows(
-                rows, batch, kv_head, Q, DO, Lse, Delta, DocStart, stride_qb, stride_qh, stride_qs, n_q_heads,
-                group, q_len, kv_len, window, prefix, CAUSAL, WINDOW, PREFIX, DOCUMENTS, HEAD_DIM)
-            hi = tl.where(row_ok, hi, -1)  # tail rows see nothing
-            p, slope_term = _probabilities(q, k, lse, q_pos, q_head, offs_n, lo, hi, n_q_heads, sm_scale, softcap,
-                                           SOFTCAP, ALIBI)
-            dv = tl.dot(tl.trans(p.to(do.dtype)), do, dv)
-            dp = tl.dot(do, tl.trans(v))
-            ds = p * (dp - delta[:, None]) * slope_term
-            dk = tl.dot(tl.trans(ds.to(q.dtype)), q, dk)
+    whole_keys = key_block * BLOCK_N + BLOCK_N <= kv_len
+    # Which row blocks see this key tile, and which see all of it, from the rows' key intervals alone
+    # (no load of q or dO). Every mask here gives each query an interval whose ends never decrease with
+    # the query's position (causal, a window, a document's start, a prefix), so both sets are runs of
+    # blocks, the whole ones inside the seeing ones. Walking every row block instead did causal's
+    # masked half (and a window's or a document's more) in full: 2.2x SDPA's forward+backward on an
+    # H200 (gqa_8 at llama-3-8b-s4k, 8.958 against 4.079 ms, session 11).
+    n_blocks = tl.cdiv(q_len, BLOCK_M)
+    see_first, see_end, whole_first, whole_end = n_blocks, 0, n_blocks, 0
+    for block in range(0, n_blocks):
+        q_row = block * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_ok = q_row < q_len
+        lo, hi = _bounds(kv_len - q_len + tl.minimum(q_row, q_len - 1), batch, kv_len, window, prefix, DocStart,
+                         CAUSAL, WINDOW, PREFIX, DOCUMENTS)
+        sees = (tl.max(tl.where(row_ok, hi, -1), 0) >= first_key) & \
+            (tl.min(tl.where(row_ok, lo, kv_len), 0) <= last_key)
+        whole = whole_keys & (block * BLOCK_M + BLOCK_M <= q_len) & (tl.max(lo, 0) <= first_key) & \
+            (tl.min(hi, 0) >= last_key)
+        see_first = tl.where(sees, tl.minimum(see_first, block), see_first)
+        see_end = tl.where(sees, block + 1, see_end)
+        whole_first = tl.where(whole, tl.minimum(whole_first, block), whole_first)
+        whole_end = tl.where(whole, block + 1, whole_end)
+    see_first = tl.minimum(see_first, see_end)  # none sees: every loop below is empty
+    none_whole = whole_end <= whole_first
+    whole_first = tl.where(none_whole, see_end, whole_first)
+    whole_end = tl.where(none_whole, see_end, whole_end)
+    # Every head of the group sees the same keys (the masks are of positions): GQA sums the group's
+    # heads into one dK, dV. Causal at 4096 queries in blocks of 64: of a tile's 64 - t seeing blocks,
+    # only the first has its interval test.
+    for head in range(0, group):
+        q_head = kv_head * group + head
+        dk, dv = _dkdv_blocks(dk, dv, k, v, offs_n, see_first, whole_first, q_head, batch, Q, DO, Lse, Delta,
+                              DocStart, stride_qb, stride_qh, stride_qs, n_q_heads, q_len, kv_len, sm_scale, window,
+                              prefix, softcap, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI, HEAD_DIM, BLOCK_M,
+                              True)
+        dk, dv = _dkdv_blocks(dk, dv, k, v, offs_n, whole_first, whole_end, q_head, batch, Q, DO, Lse, Delta,
+                              DocStart, stride_qb, stride_qh, stride_qs, n_q_heads, q_len, kv_len, sm_scale, window,
+                              prefix, softcap, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI, HEAD_DIM, BLOCK_M,
+                              False)
+        dk, dv = _dkdv_blocks(dk, dv, k, v, offs_n, whole_end, see_end, q_head, batch, Q, DO, Lse, Delta,
+                              DocStart, stride_qb, stride_qh, stride_qs, n_q_heads, q_len, kv_len, sm_scale, window,
+                              prefix, softcap, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI, HEAD_DIM, BLOCK_M,
+                              True)
     tl.store(DK + kv_offs, (dk * sm_scale).to(DK.dtype.element_ty), mask=key_ok[:, None])
     tl.store(DV + kv_offs, dv.to(DV.dtype.element_ty), mask=key_ok[:, None])
+
+
+@triton.jit
+def _dq_tiles(dq, start, end, lse, delta, q_head, q_pos, lo, hi, q, do, K, V, batch, kv_head,
+              stride_kb, stride_kh, stride_ks, n_q_heads, kv_len, sm_scale, softcap,
+              SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr,
+              MASKED: tl.constexpr):
+    """dq plus the key tiles start, start + BLOCK_N, ... below end of one row block."""
+    d = tl.arange(0, HEAD_DIM)
+    for start_n in range(start, end, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        key_ok = offs_n < kv_len
+        kv_offs = batch * stride_kb + kv_head * stride_kh + offs_n[:, None] * stride_ks + d[None, :]
+        k = tl.load(K + kv_offs, mask=key_ok[:, None], other=0.0)
+        v = tl.load(V + kv_offs, mask=key_ok[:, None], other=0.0)
+        p, slope_term = _probabilities(tl.dot(q, tl.trans(k)), lse[:, None], q_head[:, None], q_pos[:, None],
+                                       offs_n[None, :], lo[:, None], hi[:, None], n_q_heads, sm_scale, softcap,
+                                       SOFTCAP, ALIBI, MASKED)
+        dp = tl.dot(do, tl.trans(v))
+        ds = p * (dp - delta[:, None]) * slope_term
+        dq = tl.dot(ds.to(k.dtype), k, dq)
+    return dq
 
 
 @triton.jit
@@ -143,25 +223,66 @@ def _dq_kernel(
         row_block * BLOCK_M + tl.arange(0, BLOCK_M), batch, kv_head, Q, DO, Lse, Delta, DocStart, stride_qb,
         stride_qh, stride_qs, n_q_heads, group, q_len, kv_len, window, prefix, CAUSAL, WINDOW, PREFIX, DOCUMENTS,
         HEAD_DIM)
-    d = tl.arange(0, HEAD_DIM)
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     first = (tl.min(lo, 0) // BLOCK_N) * BLOCK_N
     end = tl.minimum(tl.max(hi, 0) + 1, kv_len)
-    for start_n in range(first, end, BLOCK_N):
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        key_ok = offs_n < kv_len
-        kv_offs = batch * stride_kb + kv_head * stride_kh + offs_n[:, None] * stride_ks + d[None, :]
-        k = tl.load(K + kv_offs, mask=key_ok[:, None], other=0.0)
-        v = tl.load(V + kv_offs, mask=key_ok[:, None], other=0.0)
-        p, slope_term = _probabilities(q, k, lse, q_pos, q_head, offs_n, lo, hi, n_q_heads, sm_scale, softcap,
-                                       SOFTCAP, ALIBI)
-        dp = tl.dot(do, tl.trans(v))
-        ds = p * (dp - delta[:, None]) * slope_term
-        dq = tl.dot(ds.to(k.dtype), k, dq)
+    last = tl.cdiv(end, BLOCK_N) * BLOCK_N
+    # Tiles every real row sees whole (tail rows, never stored, may see less) lie between the rows'
+    # largest lo and smallest hi: three loops, masked / whole / masked, rather than a branch per tile,
+    # which Triton 3.6's software pipeliner fails to compile on sm_90 ("PassManager::run failed").
+    lo_max = tl.max(tl.where(row_ok, lo, -1), 0)
+    hi_min = tl.min(tl.where(row_ok, hi, kv_len), 0)
+    whole_first = tl.minimum(tl.maximum(tl.cdiv(lo_max, BLOCK_N) * BLOCK_N, first), last)
+    whole_end = tl.maximum(tl.minimum((tl.minimum(hi_min + 1, kv_len) // BLOCK_N) * BLOCK_N, last), whole_first)
+    dq = _dq_tiles(dq, first, whole_first, lse, delta, q_head, q_pos, lo, hi, q, do, K, V, batch, kv_head, stride_kb,
+                   stride_kh, stride_ks, n_q_heads, kv_len, sm_scale, softcap, SOFTCAP, ALIBI, HEAD_DIM, BLOCK_N, True)
+    dq = _dq_tiles(dq, whole_first, whole_end, lse, delta, q_head, q_pos, lo, hi, q, do, K, V, batch, kv_head, stride_kb,
+                   stride_kh, stride_ks, n_q_heads, kv_len, sm_scale, softcap, SOFTCAP, ALIBI, HEAD_DIM, BLOCK_N, False)
+    dq = _dq_tiles(dq, whole_end, end, lse, delta, q_head, q_pos, lo, hi, q, do, K, V, batch, kv_head, stride_kb,
+                   stride_kh, stride_ks, n_q_heads, kv_len, sm_scale, softcap, SOFTCAP, ALIBI, HEAD_DIM, BLOCK_N, True)
     tl.store(DQ + q_offs, (dq * sm_scale).to(DQ.dtype.element_ty), mask=row_ok[:, None])
 
 
-BLOCK = 64  # rows and keys a tile, both kernels (the interpreter's tile too)
+@triton.jit
+def _preprocess_kernel(O, DO_in, DO, Delta, stride_ob, stride_oh, stride_os, stride_gb, stride_gh, stride_gs,
+                       n_heads, seq, HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr):
+    """delta = rowsum(dO o O) in float32, and dO copied into the output's layout, in one pass: in torch
+    the copy, two float32 casts, their product and its sum were five passes over (B, Hq, S, D), about
+    2.1 GB moved at llama-3-8b-s4k, where dO and O are 134 MB each."""
+    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    batch, head = tl.program_id(1) // n_heads, tl.program_id(1) % n_heads
+    d = tl.arange(0, HEAD_DIM)
+    ok = rows[:, None] < seq
+    at = batch * stride_ob + head * stride_oh + rows[:, None] * stride_os + d[None, :]
+    o = tl.load(O + at, mask=ok, other=0.0)
+    do = tl.load(DO_in + batch * stride_gb + head * stride_gh + rows[:, None] * stride_gs + d[None, :], mask=ok,
+                 other=0.0)
+    tl.store(DO + at, do, mask=ok)
+    tl.store(Delta + tl.program_id(1) * seq + rows, tl.sum(o.to(tl.float32) * do.to(tl.float32), 1), mask=rows < seq)
+
+
+@dataclass(frozen=True)
+class Tiles:
+    """One backward kernel's launch on a GPU: query rows and keys a tile, warps, pipeline stages."""
+
+    rows: int
+    keys: int
+    warps: int
+    stages: int
+
+
+# Untuned since session 11 (64 x 64, 4 warps, 2 stages, both kernels); tools/probe_attention_backward.py
+# times others on a GPU. The interpreter's tile is always BLOCK, which the tests' lengths are set by.
+DKDV_TILES = Tiles(64, 64, 4, 2)
+DQ_TILES = Tiles(64, 64, 4, 2)
+BLOCK = 64  # rows and keys a tile in the interpreter, and rows a preprocess program
+
+
+def _launch(tiles):
+    """A kernel's tile and launch arguments: the GPU's Tiles, or the interpreter's BLOCK (tiles None)."""
+    if tiles is None:
+        return {"BLOCK_M": BLOCK, "BLOCK_N": BLOCK}
+    return {"BLOCK_M": tiles.rows, "BLOCK_N": tiles.keys, "num_warps": tiles.warps, "num_stages": tiles.stages}
 
 
 class TritonAttention(torch.autograd.Function):
@@ -180,9 +301,9 @@ class TritonAttention(torch.autograd.Function):
         q, k, v, out, lse = ctx.saved_tensors
         # The kernels read Q and DO and write DQ with q's strides, K, V, DK and DV with k's. A gradient
         # is allocated like its input: in the input's layout where that is dense (a block's projections
-        # are transposed views), contiguous where not (a slice of a fused QKV projection: DK written
-        # with k's strides ran past its end), and the input then goes into it. DO goes into q's layout
-        # (a DO read with other strides than its own put dq off by 10).
+        # are transposed views), contiguous where not (a slice of a fused QKV projection), and the input
+        # then goes into it. The forward's output was allocated like q, so it has DQ's layout, which the
+        # preprocess writes DO in (a DO read with other strides than its own put dq off by 10).
         dq, dk = torch.empty_like(q), torch.empty_like(k)
         if q.stride() != dq.stride():
             q = q.contiguous()
@@ -190,11 +311,19 @@ class TritonAttention(torch.autograd.Function):
             k, v = k.contiguous(), v.contiguous()
             dk = torch.empty_like(k)
         dv = torch.empty_like(v)
-        grad_out = torch.empty_like(q).copy_(grad_out)
         opts = ctx.options
         batch, n_q_heads, q_len, head_dim = q.shape
         n_kv_heads, kv_len = k.shape[1], k.shape[2]
-        delta = (grad_out.float() * out.float()).sum(-1)
+        # The preprocess reads dO with its own strides but a contiguous head dim, in the output's dtype
+        # (delta from the values the kernels read): a loss of out.sum() hands an expanded dO (every
+        # stride 0), a transposed output one whose head dim is strided.
+        if grad_out.stride(-1) != 1 or grad_out.dtype != out.dtype:
+            grad_out = grad_out.to(out.dtype).contiguous()
+        do = torch.empty_like(out)
+        delta = torch.empty(q.shape[:3], device=q.device, dtype=torch.float32)
+        _preprocess_kernel[(triton.cdiv(q_len, BLOCK), batch * n_q_heads)](
+            out, grad_out, do, delta, *out.stride()[:3], *grad_out.stride()[:3], n_q_heads, q_len,
+            HEAD_DIM=head_dim, BLOCK=BLOCK)
         doc_start = opts.get("doc_start")
         doc_arg = q if doc_start is None else doc_start.to(device=q.device, dtype=torch.int32).contiguous()
         scale = opts.get("scale") or head_dim ** -0.5
@@ -203,10 +332,11 @@ class TritonAttention(torch.autograd.Function):
                   opts.get("prefix") or 0, opts.get("softcap") or 1.0)
         flags = dict(CAUSAL=opts["causal"], WINDOW=opts.get("window") is not None,
                      PREFIX=opts.get("prefix") is not None, DOCUMENTS=doc_start is not None,
-                     SOFTCAP=opts.get("softcap") is not None, ALIBI=bool(opts.get("alibi")), HEAD_DIM=head_dim,
-                     BLOCK_M=BLOCK, BLOCK_N=BLOCK, **({"num_warps": 4, "num_stages": 2} if q.is_cuda else {}))
-        _dkdv_kernel[(triton.cdiv(kv_len, BLOCK), batch * n_kv_heads)](
-            q, k, v, grad_out, lse, delta, doc_arg, dk, dv, *common, **flags)
-        _dq_kernel[(triton.cdiv(q_len * n_q_heads // n_kv_heads, BLOCK), batch * n_kv_heads)](
-            q, k, v, grad_out, lse, delta, doc_arg, dq, *common, **flags)
+                     SOFTCAP=opts.get("softcap") is not None, ALIBI=bool(opts.get("alibi")), HEAD_DIM=head_dim)
+        dkdv, dq_tiles = (DKDV_TILES, DQ_TILES) if q.is_cuda else (None, None)
+        _dkdv_kernel[(triton.cdiv(kv_len, dkdv.keys if dkdv else BLOCK), batch * n_kv_heads)](
+            q, k, v, do, lse, delta, doc_arg, dk, dv, *common, **flags, **_launch(dkdv))
+        _dq_kernel[(triton.cdiv(q_len * n_q_heads // n_kv_heads, dq_tiles.rows if dq_tiles else BLOCK),
+                    batch * n_kv_heads)](
+            q, k, v, do, lse, delta, doc_arg, dq, *common, **flags, **_launch(dq_tiles))
         return dq, dk, dv, None
