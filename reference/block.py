@@ -14,6 +14,7 @@ the cache, whose earlier positions hold the sequence so far. A gated DeltaNet la
 convolution, and the rule's state (B, HV, V, K) after the tokens before.
 """
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -213,10 +214,9 @@ def delta_attention(config, w, h, picked, cache=None):
     return gated.reshape(h.shape[0], picked.numel(), -1) @ w.wo.t()
 
 
-def layer(recipe, config, w, x, *, rows=None, cache=None, positions=None):
-    """One pass of the block's layer (norms, attention, MLP, residuals) over x (B, S, dim); see the
-    module docstring for `rows` and `cache`. `positions` (B, S): each token's position for RoPE, where
-    it is not its index (mixture-of-depths runs the layer over the chosen tokens alone)."""
+def attended(recipe, config, w, x, *, rows=None, cache=None, positions=None):
+    """The layer's first half at `rows`: h = x + attention(norm(x)), the attention's output normed
+    again first where the residual is sandwich. Arguments as `layer`'s."""
     norm = lookup(NORMS, recipe.norm, "norm")
     batch, tokens, _ = x.shape
     latent, linear = config.mla_config is not None, config.linear_config is not None
@@ -238,11 +238,54 @@ def layer(recipe, config, w, x, *, rows=None, cache=None, positions=None):
         out = out.transpose(1, 2).reshape(batch, picked.numel(), -1) @ w.wo.t()
     if recipe.residual == "sandwich":
         out = norm(out, w.post_attn_norm, config.eps)
-    h = x[:, picked] + out
+    return x[:, picked] + out
+
+
+def layer(recipe, config, w, x, *, rows=None, cache=None, positions=None):
+    """One pass of the block's layer (norms, attention, MLP, residuals) over x (B, S, dim); see the
+    module docstring for `rows` and `cache`. `positions` (B, S): each token's position for RoPE, where
+    it is not its index (mixture-of-depths runs the layer over the chosen tokens alone)."""
+    norm = lookup(NORMS, recipe.norm, "norm")
+    h = attended(recipe, config, w, x, rows=rows, cache=cache, positions=positions)
     out = mlp(recipe, config, w, norm(h, w.mlp_norm, config.eps))
     if recipe.residual == "sandwich":
         out = norm(out, w.post_mlp_norm, config.eps)
     return h + out
+
+
+# A row's MoE routing counts as decided where its closest call (reference/moe.py Router.gaps) exceeds
+# this many times the working dtype's own error in what the router ranks: the check's margin, as its
+# tolerances are multiples of the working dtype's error (variantbench/cases.py).
+ROUTING_MARGIN = 8
+
+
+def routing_decided(recipe, problem, rows):
+    """(B, len(rows)) bool: where a sequence's MoE routing at a position of `rows` stands clear of a tie,
+    its float64 closest call over ROUTING_MARGIN x the difference between the float64 and the working
+    dtype's (the problem's) ranked scores. Near a tie either choice is right, and the two swap an
+    expert's whole contribution, outputs and gradients: the check compares decided rows only (DeepSeek-
+    V3's stand-in, 56 experts at bfloat16, failed its gradient check on such a row, session 17). All
+    true where the block has no MoE or its router is a plug-in's (no Router.gaps)."""
+    decided = torch.ones(problem.x.shape[0], rows.numel(), dtype=torch.bool, device=problem.device)
+    moe = problem.config.moe_config
+    if moe is None or recipe.depth_capacity is not None:
+        return decided
+    # the routing needs no expert: converted without them (DeepSeek-V3's are 60 GB in float64)
+    light = dataclasses.replace(problem, moe=dataclasses.replace(problem.moe, w13=problem.moe.w13[:0],
+                                                                 w2=problem.moe.w2[:0]))
+    norm = lookup(NORMS, recipe.norm, "norm")
+    ranked = []
+    with torch.no_grad():
+        for p in (light.converted(torch.float64), light.converted(problem.x.dtype)):
+            h = attended(recipe, p.config, p, p.x, rows=rows, cache=p.cache)
+            routed = norm(h, p.mlp_norm, p.config.eps).reshape(-1, p.x.shape[-1])
+            ranked.append(reference_moe.ranked(recipe.router, moe, routed, p.moe.router_weight,
+                                               p.moe.selection_bias))
+    if ranked[0] is None:
+        return decided
+    error = (ranked[1].double() - ranked[0].double()).abs().amax(-1)
+    gaps = reference_moe.router(recipe.router).gaps(ranked[0], moe).double()
+    return (gaps > ROUTING_MARGIN * error).view(decided.shape)
 
 
 def depth_choice(recipe, w, x):

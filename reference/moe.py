@@ -5,6 +5,9 @@ The correctness oracle and the unfused floor for the moe family. Runs on CPU and
 no kernel.
 """
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -41,12 +44,56 @@ def sigmoid_grouped_topk(logits, k, selection_bias, n_groups, topk_groups, scale
     return experts, scale * weights / weights.sum(-1, keepdim=True)
 
 
-# A catalog entry's `router` names one of these: (logits (T, E) float32, the model's config, the
-# selection bias (E,) float32) -> (experts, weights). The catalog checks its names against this table.
+def _gap(ranked, position):
+    """(T,) ranked[:, position - 1] - ranked[:, position] of each row sorted descending: how far the last
+    kept is above the first left out; infinite where nothing is left out."""
+    if position >= ranked.shape[-1]:
+        return torch.full(ranked.shape[:1], float("inf"), dtype=ranked.dtype, device=ranked.device)
+    ordered = torch.sort(ranked, dim=-1, descending=True).values
+    return ordered[:, position - 1] - ordered[:, position]
+
+
+def _grouped_gaps(biased, config):
+    """The groups' ranks' gap at topk_groups, halved (a rank sums two scores, so its error is up to twice
+    theirs), and the eligible experts' gap at top_k; the closer of the two."""
+    tokens, n_experts = biased.shape
+    per_group = n_experts // config.n_groups
+    group_rank = top_k(biased.view(tokens, config.n_groups, per_group), min(2, per_group))[0].sum(-1)
+    eligible = torch.zeros(tokens, config.n_groups, dtype=torch.bool, device=biased.device)
+    eligible.scatter_(1, top_k(group_rank, config.topk_groups)[1], True)
+    candidates = biased.masked_fill(~eligible.repeat_interleave(per_group, dim=1), float("-inf"))
+    # where the eligible experts are exactly top_k, the first left out is -inf: an infinite gap
+    return torch.minimum(_gap(group_rank, config.topk_groups) / 2, _gap(candidates, config.top_k))
+
+
+@dataclass(frozen=True)
+class Router:
+    """A routing rule. `choose(logits (T, E) float32, the model's config, the selection bias (E,)
+    float32) -> (experts, weights)`; `ranked(logits, config, selection_bias) -> (T, E)`: what its choice
+    orders (softmax's order is the logits'; DeepSeek-V3's the biased sigmoid scores); `gaps(ranked,
+    config) -> (T,)`: each token's closest call, the least difference between two ranked values whose
+    order decided the choice. A choice closer to a tie than the working dtype's error in `ranked` may
+    legitimately go either way (the block family's check leaves such rows out)."""
+
+    choose: Callable
+    ranked: Callable
+    gaps: Callable
+
+    def __call__(self, logits, config, selection_bias):
+        return self.choose(logits, config, selection_bias)
+
+
+# A catalog entry's `router` names one of these. The catalog checks its names against this table.
 ROUTERS = {
-    "softmax_topk": lambda logits, config, selection_bias: softmax_topk(logits, config.top_k),
-    "sigmoid_grouped_topk": lambda logits, config, selection_bias: sigmoid_grouped_topk(
-        logits, config.top_k, selection_bias, config.n_groups, config.topk_groups, config.routed_scale),
+    "softmax_topk": Router(
+        choose=lambda logits, config, selection_bias: softmax_topk(logits, config.top_k),
+        ranked=lambda logits, config, selection_bias: logits,
+        gaps=lambda ranked, config: _gap(ranked, config.top_k)),
+    "sigmoid_grouped_topk": Router(
+        choose=lambda logits, config, selection_bias: sigmoid_grouped_topk(
+            logits, config.top_k, selection_bias, config.n_groups, config.topk_groups, config.routed_scale),
+        ranked=lambda logits, config, selection_bias: torch.sigmoid(logits) + selection_bias,
+        gaps=_grouped_gaps),
 }
 
 
@@ -65,6 +112,15 @@ def route(name, config, x, router_weight, selection_bias):
     """(experts (T, k) int64, weights (T, k) float32) for tokens x (T, dim), by the router `name`."""
     logits = x.float() @ router_weight.float().t()
     return router(name)(logits, config, selection_bias.float())
+
+
+def ranked(name, config, x, router_weight, selection_bias):
+    """(T, E) what the router `name` orders to choose (Router.ranked), or None for a plug-in's router
+    (a function, whose choice the suite cannot see into)."""
+    rule = router(name)
+    if not isinstance(rule, Router):
+        return None
+    return rule.ranked(x.float() @ router_weight.float().t(), config, selection_bias.float())
 
 
 def swiglu(x, w13, w2):

@@ -1,7 +1,8 @@
 """Where a block's gradient check fails: every gradient's error against its tolerance (the check stops
 at the first), and for an MoE block how many of the compared rows each side routed to other experts
-than the float64 reference did (routing is discrete: a near-tie decided the other way swaps an
-expert's whole contribution, gradients included).
+than the float64 reference did, and how many of those the check compares (routing is discrete: a
+near-tie decided the other way swaps an expert's whole contribution, gradients included; the check
+leaves such rows out, reference/block.py routing_decided).
 
     python3 tools/probe_block_gradients.py deepseek-v3 fused prefill-b4-s4k
 
@@ -17,7 +18,7 @@ import torch
 import reference.moe as reference_moe
 from kernels.moe import grouped_mm, triton_moe
 from variantbench import cases
-from variantbench.catalog import family, sample_rows
+from variantbench.catalog import family
 
 routed = []  # (who, tokens routed, experts (T, k)) in call order
 
@@ -59,7 +60,9 @@ def main():
     for name, c in compared.items():
         print(f"  d{name:20s} {'ok ' if c['ok'] else 'BAD'}  error {c['max_error']:10.4g}  tolerance "
               f"{c['tolerance']:10.4g}  bf16 reference's error {c['reference_error']:10.4g}")
-    picked = sample_rows(shape.q_len, cases.CHECK_ROWS, problem.seed)
+    picked, decided = problem.check_rows  # set by the check (catalog/block.py check_views)
+    decided = decided[..., 0].flatten().cpu()
+    print(f"  routing decided at {int(decided.sum())} of {decided.numel()} compared rows (the others compare as zeros)")
     exact = next((e for who, _, e in routed if who == "reference float64"), None)
     if exact is None:
         return print("no MoE routing recorded")
@@ -71,7 +74,8 @@ def main():
             print(f"  {who}: {tuple(experts.shape)} routed, not comparable")
             continue
         differ = (experts != exact).any(-1)
-        print(f"  {who}: {int(differ.sum())} of {differ.numel()} compared rows routed otherwise than float64's")
+        print(f"  {who}: {int(differ.sum())} of {differ.numel()} rows routed otherwise than float64's, "
+              f"{int((differ & decided).sum())} of them decided")
 
 
 if __name__ == "__main__":

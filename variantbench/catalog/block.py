@@ -243,6 +243,7 @@ class BlockProblem:
     v_cache: torch.Tensor | None = None
     shape: object = None  # the BlockShape it was drawn for (a split block's ranks draw it again)
     check_outputs: list | None = None  # a split block's outputs of its check run, one per rank
+    check_rows: tuple | None = None  # (positions, decided (B, positions)) the check compares: check_views
 
     @property
     def device(self):
@@ -379,18 +380,23 @@ def make_problem(variant, shape: BlockShape, *, device, dtype, seed, requires_gr
 
 def check_views(variant, problem, out, rows):
     """Up to `rows` sampled positions of every sequence, and the reference block on exactly those
-    rows (keys and values from every token: B x H x rows x S scores at any shape)."""
+    rows (keys and values from every token: B x H x rows x S scores at any shape). A row whose MoE
+    routing is near a tie (reference/block.py routing_decided) is zero on both sides, in its output
+    and so in its gradients; decided once a problem, so its float64 copies compare the same rows."""
     from reference import block as reference_block
 
-    picked = sample_rows(problem.x.shape[1], rows, problem.seed).to(problem.device)
+    if problem.check_rows is None:
+        picked = sample_rows(problem.x.shape[1], rows, problem.seed).to(problem.device)
+        problem.check_rows = picked, reference_block.routing_decided(variant, problem, picked)[..., None]
+    picked, decided = problem.check_rows
 
     def reference(dtype):
         p = problem.converted(dtype)
-        return reference_block.block(variant, p.config, p, p.x, rows=picked, cache=p.cache)
+        return reference_block.block(variant, p.config, p, p.x, rows=picked, cache=p.cache) * decided.to(dtype)
 
     if out.shape[1] != problem.x.shape[1]:  # a rank's tokens (sequence parallel): every rank's make the output
         out = torch.cat(problem.check_outputs, dim=1).to(problem.device)
-    return reference, out[:, picked], int(picked.numel())
+    return reference, out[:, picked] * decided.to(out.dtype), int(picked.numel())
 
 
 FAMILY = Family(

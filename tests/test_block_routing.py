@@ -1,0 +1,72 @@
+"""The block check leaves out rows whose MoE routing is near a tie (reference/block.py routing_decided):
+there either expert choice is right, and the two differ by an expert's whole contribution."""
+
+import torch
+
+from reference import block as reference_block
+from reference import moe as reference_moe
+from variantbench import cases
+from variantbench.catalog import family, sample_rows
+from variantbench.shapes import moe_model
+
+BLOCK = family("block")
+TINY = BLOCK.shape("tiny-prefill-b2-s48")
+
+
+def test_softmax_routing_gap_is_the_last_kept_logit_over_the_first_left_out():
+    logits = torch.tensor([[3.0, 1.9, 2.0, 0.0], [0.0, 5.0, 1.0, 4.0]])
+    gaps = reference_moe.ROUTERS["softmax_topk"].gaps(logits, moe_model("mixtral-8x7b"))  # top 2
+    assert torch.allclose(gaps, torch.tensor([2.0 - 1.9, 4.0 - 1.0]))
+
+
+def test_grouped_routing_gap_is_the_closer_of_the_groups_and_the_experts_call():
+    config = moe_model("deepseek-v3@16")  # 8 groups of 2, 4 eligible: 8 candidates, top 8
+    ranked = torch.arange(16, dtype=torch.float64).flip(0)[None].clone()  # groups rank 29, 25, 21, ...
+    # the eligible experts are exactly top_k: only the groups' call counts, halved (a rank sums two)
+    assert torch.allclose(reference_moe.ROUTERS["sigmoid_grouped_topk"].gaps(ranked, config),
+                          torch.tensor([(17.0 - 13.0) / 2], dtype=torch.float64))
+    config = moe_model("deepseek-v3@32")  # 4 a group: 16 candidates for top 8
+    ranked = torch.arange(32, dtype=torch.float64).flip(0)[None].clone()
+    ranked[0, 7] = ranked[0, 8] + 0.25  # the 8th and 9th experts (one group) nearly tie
+    assert torch.allclose(reference_moe.ROUTERS["sigmoid_grouped_topk"].gaps(ranked, config),
+                          torch.tensor([0.25], dtype=torch.float64))
+
+
+def _routed_experts(variant, problem, rows, dtype):
+    p = problem.converted(dtype)
+    h = reference_block.attended(variant, p.config, p, p.x, rows=rows)
+    routed = reference_block.lookup(reference_block.NORMS, variant.norm, "norm")(h, p.mlp_norm, p.config.eps)
+    experts, _ = reference_moe.route(variant.router, p.config.moe_config, routed.reshape(-1, p.x.shape[-1]),
+                                     p.moe.router_weight, p.moe.selection_bias)
+    return experts.sort(-1).values.view(p.x.shape[0], rows.numel(), -1)
+
+
+def test_every_row_bfloat16_routes_otherwise_than_float64_is_left_undecided():
+    # at the check's seed, DeepSeek-V3's tiny block in bfloat16 routes one of its 96 rows otherwise
+    variant = BLOCK.variant("deepseek-v3")
+    problem = BLOCK.make_problem(variant, TINY, device="cpu", dtype=torch.bfloat16,
+                                 seed=cases.SEED + cases.CHECK_SEED_OFFSET)
+    rows = sample_rows(TINY.q_len, cases.CHECK_ROWS, problem.seed)
+    decided = reference_block.routing_decided(variant, problem, rows)
+    flipped = (_routed_experts(variant, problem, rows, torch.float64)
+               != _routed_experts(variant, problem, rows, torch.bfloat16)).any(-1)
+    assert flipped.any(), "the seed no longer shows a flip: pick one that does"
+    assert not (flipped & decided).any()
+    assert decided.float().mean() > 0.75  # near-ties are few: most rows are still compared
+
+
+def test_the_check_compares_undecided_rows_as_zeros_on_both_sides():
+    variant = BLOCK.variant("deepseek-v3")
+    problem = BLOCK.make_problem(variant, TINY, device="cpu", dtype=torch.bfloat16, seed=cases.SEED + cases.CHECK_SEED_OFFSET)
+    out = reference_block.block(variant, problem.config, problem, problem.x)
+    reference, got, _ = BLOCK.check_views(variant, problem, out, cases.CHECK_ROWS)
+    undecided = ~problem.check_rows[1][..., 0]
+    assert undecided.any()
+    assert (got[undecided] == 0).all() and (reference(torch.float64)[undecided] == 0).all()
+    assert (reference(torch.float64)[~undecided] != 0).any(-1).all()
+
+
+def test_a_block_without_moe_compares_every_row():
+    variant = BLOCK.variant("llama-3-8b")
+    problem = BLOCK.make_problem(variant, TINY, device="cpu", dtype=torch.bfloat16, seed=cases.SEED)
+    assert reference_block.routing_decided(variant, problem, torch.arange(8)).all()
