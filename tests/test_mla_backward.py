@@ -179,3 +179,16 @@ def test_the_default_tier_runs_no_mla_backward():
     assert with_backward("default") == set()
     assert with_backward("full") == {(i, s) for i in ("sdpa", "flex")
                                      for s in ("deepseek-v3-mla-prefill-s4k", "deepseek-v3-mla-prefill-s16k")}
+
+
+def test_the_prefill_attention_output_gets_its_gradient_in_its_own_strides():
+    # cuDNN's SDPA backward reads the output's gradient in the output's strides (kernels/mla/sdpa.py):
+    # a block's (B, S, H, D) reshape hands back a transposed view, which must arrive re-laid
+    from kernels.mla.sdpa import _GradientInOutputStrides
+
+    out = torch.randn(2, 3, 5, 4, requires_grad=True) * 1  # (B, H, S, D) contiguous, as SDPA's
+    seen = []
+    out.register_hook(lambda grad: seen.append(grad.stride()))
+    passed = _GradientInOutputStrides.apply(out)
+    (passed.transpose(1, 2).reshape(2, 5, 12) * torch.randn(2, 5, 12)).sum().backward()
+    assert seen == [out.stride()]

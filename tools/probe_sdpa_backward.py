@@ -29,15 +29,19 @@ def main():
     parser.add_argument("--tokens", type=int, default=4096)
     parser.add_argument("--qk-dim", type=int, default=192)
     parser.add_argument("--v-dim", type=int, default=128)
+    parser.add_argument("--transposed-grad", action="store_true",
+                        help="the output's gradient a (B, H, S, D) view of (B, S, H, D) storage, as a block's is")
     args = parser.parse_args()
     gen = torch.Generator("cuda").manual_seed(0)
     shape = (args.batch, args.heads, args.tokens)
     q, k = (torch.randn(*shape, args.qk_dim, generator=gen, device="cuda", dtype=torch.bfloat16) for _ in "qk")
     v = torch.randn(*shape, args.v_dim, generator=gen, device="cuda", dtype=torch.bfloat16)
     out_grad = torch.randn(*shape, args.v_dim, generator=gen, device="cuda")
+    if args.transposed_grad:
+        out_grad = out_grad.transpose(1, 2).contiguous().transpose(1, 2)
     exact = gradients(q.double(), k.double(), v.double(), out_grad.double(), SDPBackend.MATH)
     print(f"causal, batch {args.batch}, {args.heads} heads, {args.tokens} tokens, q/k {args.qk_dim} wide, "
-          f"v {args.v_dim}, bfloat16; max error against float64 (out, dq, dk, dv):")
+          f"v {args.v_dim}, bfloat16{', gradient transposed' if args.transposed_grad else ''}; max error against float64 (out, dq, dk, dv):")
     for backend in (SDPBackend.MATH, SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
                     SDPBackend.FLASH_ATTENTION):
         try:

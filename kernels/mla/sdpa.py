@@ -52,6 +52,26 @@ def decode_mask(problem):
     return torch.arange(problem.kv_len, device=problem.device)[None, :] <= rows[:, None]
 
 
+class _GradientInOutputStrides(torch.autograd.Function):
+    """The identity, whose backward hands the gradient on in its input's strides (a copy where they
+    differ). cuDNN's SDPA backward takes the output's gradient as laid out like the output (torch
+    2.11, cuDNN 9.19, H200): in DeepSeek-V3's block the output is (B, H, S, D) contiguous and its
+    gradient a transposed view of (B, S, H, D), and every gradient through attention came out wrong
+    (dx 4.7 against a tolerance of 0.75, the bfloat16 reference's error 0.077, session 17); through
+    the other backends, or in matching strides, they agree with the reference."""
+
+    @staticmethod
+    def forward(ctx, out):
+        ctx.strides = out.stride()
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        if grad.stride() == ctx.strides:
+            return grad
+        return torch.empty_strided(grad.shape, ctx.strides, dtype=grad.dtype, device=grad.device).copy_(grad)
+
+
 def prepare_function(variant, problem):
     """`prepare`'s call as a function of any queries and cache of the problem's shapes (a block's),
     with the problem's up-projections; the backend is chosen here, on the problem's own tensors."""
@@ -67,7 +87,7 @@ def prepare_function(variant, problem):
         p = dataclasses.replace(problem, q_nope=q_nope, q_pe=q_pe, cache=cache)
         if prefill:
             with sdpa_kernel(backend):
-                return F.scaled_dot_product_attention(*decompress(p), **options)
+                return _GradientInOutputStrides.apply(F.scaled_dot_product_attention(*decompress(p), **options))
         with sdpa_kernel(backend):
             out_latent = F.scaled_dot_product_attention(*absorb_folded(p), **options)
         out_latent = out_latent.view(p.batch, heads, p.q_len, -1)
