@@ -159,8 +159,11 @@ def test_an_unknown_router_fails_in_the_triton_wrapper():
 @pytest.mark.parametrize("n_experts, n_groups", [(8, 4), (32, 8)])  # 8 experts pad to tl.dot's 16
 # None: the plan, split at 37 tokens on the CPU; 0: the single pass; 3 asked of a 200-wide dim: whole loads, 128 + 72
 @pytest.mark.parametrize("logit_splits", [None, 0, 3])
-def test_triton_routers_match_the_reference_with_exact_ties(router, n_experts, n_groups, logit_splits):
-    args = _tied_router_problem(n_experts, n_groups, tokens=37)  # not a multiple of the 16-token block
+# float32 through the IEEE dot; bfloat16 through the 16-bit dot, whose products are exact in float32 too
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_triton_routers_match_the_reference_with_exact_ties(router, n_experts, n_groups, logit_splits, dtype):
+    config, x, w, bias = _tied_router_problem(n_experts, n_groups, tokens=37)  # not a multiple of the 16-token block
+    args = config, x.to(dtype), w.to(dtype), bias
     experts, weights = triton_moe.route(router, *args, logit_splits=logit_splits)
     ref_experts, ref_weights = route(router, *args)
     assert torch.equal(experts.long(), ref_experts)
