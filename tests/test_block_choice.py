@@ -80,3 +80,18 @@ def test_split_blocks_keep_no_choice(piece):
     variant, shape, problem, inputs, prepared = piece
     choice.fastest_piece("attention", variant, shape, problem, inputs, False, lambda times: times)
     assert list(tuned_choices.CHOICES_DIR.iterdir()) == []
+
+
+def test_the_blocks_record_names_the_choice_inside_its_attention_piece():
+    from kernels.block.fused import _with_inner_choice
+
+    def piece(backend=None):
+        fn = lambda: None  # noqa: E731
+        if backend is not None:
+            fn.backend = backend
+        return fn
+
+    assert _with_inner_choice("sdpa", piece("CUDNN_ATTENTION")) == "sdpa CUDNN_ATTENTION"  # MLA's names the backend
+    assert _with_inner_choice("sdpa", piece("sdpa FLASH_ATTENTION")) == "sdpa FLASH_ATTENTION"  # GQA's, prefixed
+    assert _with_inner_choice("triton", piece("triton")) == "triton"
+    assert _with_inner_choice("fla", piece()) == "fla"

@@ -19,6 +19,16 @@ from kernels.block.choice import fastest_piece
 from variantbench.catalog import Unsupported, family, lookup
 
 
+def _with_inner_choice(name, piece):
+    """The piece's implementation with the choice it made inside where it names one (SDPA's backend,
+    Flex's build): `sdpa` alone left unsaid which kernel ran DeepSeek-V3's latent attention when its
+    cuDNN backward went wrong (session 17)."""
+    inner = getattr(piece, "backend", None)
+    if not inner or inner == name:
+        return name
+    return inner if inner.startswith(name) else f"{name} {inner}"
+
+
 @dataclass(frozen=True)
 class Split:
     """How the block is split over ranks (kernels/block/parallel.py): `gather` turns this rank's
@@ -313,7 +323,8 @@ def build(variant, problem, split: Split, glue: Glue = FUSED):
         return p.x.scatter(1, index, routed + gate * (changed - routed))
 
     call()
-    call.backend = ", ".join([f"attention {attention_name}", f"mlp {mlp_name}", *map(" ".join, glued.items())])
+    call.backend = ", ".join([f"attention {_with_inner_choice(attention_name, attend)}", f"mlp {mlp_name}",
+                              *map(" ".join, glued.items())])
     if split is not ALONE:  # a split block's pieces are its collectives (BlockParallel)
         return call
     if attention_part is not grouped:  # latent or linear: its projections, the rule and the output as one piece
