@@ -1,0 +1,46 @@
+# What issues 16 and 17 lack after session 17, on one nvidia-h200 (about 27 minutes held):
+#   git bundle create .vbgit.bundle main router-gemm
+#   run(kind="nvidia-h200", carry=[".whl", ".vbgit.bundle"]): source tools/gpu_setup.sh > /tmp/setup.log 2>&1; \
+#     source tools/gpu_detached.sh && workdir && detach lanes 'bash tools/s18_lanes.sh' && await lanes 540
+#   (then `source tools/gpu_detached.sh && await lanes 560` within 30 s, until it says exit)
+# Issue 16: DeepSeek-V3's block forward+backward through fused and liger (session 17 measured fused
+# once, 162.6 ms, with the routing-aware check and MLA's gradient in its output's strides), re-timed
+# apart. Issue 17: branch router-gemm (the router's logits from one GEMM at prefill) gated against main
+# on our MoE layer, DeepSeek-V3 prefill profiled on it. Then main's default tier (bwd-speed, ALiBi's
+# FMA, router-dot and the check's changes all landed since 4e7ef39's run), re-timed apart.
+# The branch gate keeps its results out of reports/results (main's history): under /tmp, its summary
+# under reports/gate.
+set -u
+root=reports/truth/s18-$(git rev-parse --short HEAD)
+mkdir -p "$root"
+vb="python3 -m variantbench"
+source tools/lanes.sh  # branch, results, truth, lane
+show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |largest|^[a-z]+/|BAD|routed|decided'
+worktree() {  # worktree BRANCH: its checkout at /tmp/BRANCH
+  local commit
+  commit=$(branch "$1") || { echo "== $1: no such branch carried"; return 1; }
+  rm -rf "/tmp/$1" && git worktree add -f "/tmp/$1" "$commit" > /dev/null 2>&1
+}
+dsv3() {
+  step dsv3-fwd-bwd 300 $vb run --family block --tier full --shape prefill-b4-s4k --variant deepseek-v3 \
+    --implementation fused --implementation liger --no-precheck --bench 'BlockForwardBackward\.time'
+  truth truth-dsv3-fwd-bwd 200 bench_block.BlockForwardBackward.time_forward_backward --most 2
+}
+gate_router() {
+  local head
+  head=$(branch router-gemm) || { echo "== router-gemm: no such branch carried"; return; }
+  step gate-router-gemm 300 $vb gate "$(git rev-parse HEAD)" "$head" --factor 1.05 --family moe --implementation triton \
+    --tier full --shape deepseek-v3-prefill-t4k-zipf --shape deepseek-v3-decode-t16-zipf \
+    --shape mixtral-8x7b-prefill-t8k-zipf --shape mixtral-8x7b-decode-t16-zipf --bench 'MoEForward\.time' \
+    --results /tmp/gate-router-gemm --summary reports/gate/router-gemm-h200.md
+}
+profile_router() {
+  worktree router-gemm || return
+  step profile-router-gemm 100 bash -c "cd /tmp/router-gemm && python3 tools/probe_kernels.py moe sigmoid_grouped_topk triton deepseek-v3-prefill-t4k-zipf"
+}
+default_tier() {
+  step default 600 $vb run
+  truth truth-default 240 bench_attention.AttentionForward.time_forward --most 6
+}
+lane one 0 1600 'dsv3; gate_router; profile_router; default_tier'
+cat "$root/one.log"
