@@ -253,19 +253,20 @@ def layer(recipe, config, w, x, *, rows=None, cache=None, positions=None):
     return h + out
 
 
-# A row's MoE routing counts as decided where its closest call (reference/moe.py Router.gaps) exceeds
-# this many times the working dtype's own error in what the router ranks: the check's margin, as its
-# tolerances are multiples of the working dtype's error (variantbench/cases.py).
+# A row's MoE routing counts as decided where each call that decided it (reference/moe.py
+# Router.margins) exceeds this many times the working dtype's error in that same call: the check's
+# margin, as its tolerances are multiples of the working dtype's error (variantbench/cases.py).
 ROUTING_MARGIN = 8
 
 
 def routing_decided(recipe, problem, rows):
     """(B, len(rows)) bool: where a sequence's MoE routing at a position of `rows` stands clear of a tie,
-    its float64 closest call over ROUTING_MARGIN x the difference between the float64 and the working
-    dtype's (the problem's) ranked scores. Near a tie either choice is right, and the two swap an
-    expert's whole contribution, outputs and gradients: the check compares decided rows only (DeepSeek-
-    V3's stand-in, 56 experts at bfloat16, failed its gradient check on such a row, session 17). All
-    true where the block has no MoE or its router is a plug-in's (no Router.gaps)."""
+    each deciding call of the router on the float64 hidden state (routed in float32 as the reference
+    routes) over ROUTING_MARGIN x the same call's difference in the working dtype (the problem's).
+    Near a tie either choice is right, and the two swap an expert's whole contribution, outputs and
+    gradients: the check compares decided rows only (DeepSeek-V3's stand-in, 56 experts at bfloat16,
+    failed its gradient check on such a row, session 17). All true where the block has no MoE (the
+    mixture-of-depths block has none) or its router is a plug-in's (no Router.margins)."""
     decided = torch.ones(problem.x.shape[0], rows.numel(), dtype=torch.bool, device=problem.device)
     moe = problem.config.moe_config
     if moe is None or recipe.depth_capacity is not None:
@@ -283,9 +284,11 @@ def routing_decided(recipe, problem, rows):
                                                p.moe.selection_bias))
     if ranked[0] is None:
         return decided
-    error = (ranked[1].double() - ranked[0].double()).abs().amax(-1)
-    gaps = reference_moe.router(recipe.router).gaps(ranked[0], moe).double()
-    return (gaps > ROUTING_MARGIN * error).view(decided.shape)
+    rule = reference_moe.router(recipe.router)
+    exact, deciding = rule.margins(ranked[0].double(), moe)
+    low, _ = rule.margins(ranked[1].double(), moe, deciding)
+    clear = torch.isinf(exact) | (exact > ROUTING_MARGIN * (low - exact).abs())
+    return clear.all(-1).view(decided.shape)
 
 
 def depth_choice(recipe, w, x):

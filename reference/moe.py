@@ -44,40 +44,65 @@ def sigmoid_grouped_topk(logits, k, selection_bias, n_groups, topk_groups, scale
     return experts, scale * weights / weights.sum(-1, keepdim=True)
 
 
-def _gap(ranked, position):
-    """(T,) ranked[:, position - 1] - ranked[:, position] of each row sorted descending: how far the last
-    kept is above the first left out; infinite where nothing is left out."""
+def _pair(ranked, position):
+    """(T, 2) the indices of each row's last kept (at position - 1, sorted descending) and first left
+    out; the second -1 where nothing is left out."""
+    order = torch.sort(ranked, dim=-1, descending=True, stable=True).indices
     if position >= ranked.shape[-1]:
-        return torch.full(ranked.shape[:1], float("inf"), dtype=ranked.dtype, device=ranked.device)
-    ordered = torch.sort(ranked, dim=-1, descending=True).values
-    return ordered[:, position - 1] - ordered[:, position]
+        return torch.stack([order[:, position - 1], torch.full_like(order[:, 0], -1)], dim=-1)
+    return order[:, position - 1:position + 1]
 
 
-def _grouped_gaps(biased, config):
-    """The groups' ranks' gap at topk_groups, halved (a rank sums two scores, so its error is up to twice
-    theirs), and the eligible experts' gap at top_k; the closer of the two."""
+def _margin(ranked, pair):
+    """(T,) ranked[pair[:, 0]] - ranked[pair[:, 1]]; infinite where nothing was left out (or where the
+    first left out was never a candidate, -inf)."""
+    kept = ranked.gather(1, pair[:, :1])[:, 0]
+    out = ranked.gather(1, pair[:, 1:].clamp(min=0))[:, 0]
+    return torch.where(pair[:, 1] < 0, torch.inf, kept - out)
+
+
+def _group_ranks(biased, config):
     tokens, n_experts = biased.shape
     per_group = n_experts // config.n_groups
-    group_rank = top_k(biased.view(tokens, config.n_groups, per_group), min(2, per_group))[0].sum(-1)
-    eligible = torch.zeros(tokens, config.n_groups, dtype=torch.bool, device=biased.device)
-    eligible.scatter_(1, top_k(group_rank, config.topk_groups)[1], True)
-    candidates = biased.masked_fill(~eligible.repeat_interleave(per_group, dim=1), float("-inf"))
-    # where the eligible experts are exactly top_k, the first left out is -inf: an infinite gap
-    return torch.minimum(_gap(group_rank, config.topk_groups) / 2, _gap(candidates, config.top_k))
+    return top_k(biased.view(tokens, config.n_groups, per_group), min(2, per_group))[0].sum(-1)
+
+
+def _softmax_margins(ranked, config, deciding=None):
+    deciding = _pair(ranked, config.top_k) if deciding is None else deciding
+    return _margin(ranked, deciding)[:, None], deciding
+
+
+def _grouped_margins(biased, config, deciding=None):
+    """The groups' call (the topk_groups-th group rank over the next) and, among the eligible groups'
+    experts, the experts' call (the top_k-th over the next; infinite where the eligible are exactly
+    top_k). `deciding` keeps the eligible experts, so another dtype's margins weigh the same candidates."""
+    group_rank = _group_ranks(biased, config)
+    if deciding is None:
+        per_group = biased.shape[1] // config.n_groups
+        eligible = torch.zeros_like(group_rank, dtype=torch.bool)
+        eligible.scatter_(1, top_k(group_rank, config.topk_groups)[1], True)
+        eligible = eligible.repeat_interleave(per_group, dim=1)
+        deciding = (_pair(group_rank, config.topk_groups), eligible,
+                    _pair(biased.masked_fill(~eligible, float("-inf")), config.top_k))
+    groups, eligible, experts = deciding
+    candidates = biased.masked_fill(~eligible, float("-inf"))
+    return torch.stack([_margin(group_rank, groups), _margin(candidates, experts)], dim=-1), deciding
 
 
 @dataclass(frozen=True)
 class Router:
     """A routing rule. `choose(logits (T, E) float32, the model's config, the selection bias (E,)
     float32) -> (experts, weights)`; `ranked(logits, config, selection_bias) -> (T, E)`: what its choice
-    orders (softmax's order is the logits'; DeepSeek-V3's the biased sigmoid scores); `gaps(ranked,
-    config) -> (T,)`: each token's closest call, the least difference between two ranked values whose
-    order decided the choice. A choice closer to a tie than the working dtype's error in `ranked` may
-    legitimately go either way (the block family's check leaves such rows out)."""
+    orders (softmax's order is the logits'; DeepSeek-V3's the biased sigmoid scores); `margins(ranked,
+    config, deciding=None) -> ((T, n) margins, deciding)`: the calls that decided each token's choice,
+    each as the difference of the two values it weighed (the last kept over the first left out), and
+    `deciding`, which pairs those were; passed back, the same pairs' differences in another `ranked`
+    (the working dtype's). A call closer than its error there may legitimately go either way (the block
+    family's check leaves such rows out, reference/block.py routing_decided)."""
 
     choose: Callable
     ranked: Callable
-    gaps: Callable
+    margins: Callable
 
     def __call__(self, logits, config, selection_bias):
         return self.choose(logits, config, selection_bias)
@@ -88,12 +113,12 @@ ROUTERS = {
     "softmax_topk": Router(
         choose=lambda logits, config, selection_bias: softmax_topk(logits, config.top_k),
         ranked=lambda logits, config, selection_bias: logits,
-        gaps=lambda ranked, config: _gap(ranked, config.top_k)),
+        margins=_softmax_margins),
     "sigmoid_grouped_topk": Router(
         choose=lambda logits, config, selection_bias: sigmoid_grouped_topk(
             logits, config.top_k, selection_bias, config.n_groups, config.topk_groups, config.routed_scale),
         ranked=lambda logits, config, selection_bias: torch.sigmoid(logits) + selection_bias,
-        gaps=_grouped_gaps),
+        margins=_grouped_margins),
 }
 
 

@@ -1,6 +1,7 @@
 """The block check leaves out rows whose MoE routing is near a tie (reference/block.py routing_decided):
 there either expert choice is right, and the two differ by an expert's whole contribution."""
 
+import pytest
 import torch
 
 from reference import block as reference_block
@@ -13,23 +14,29 @@ BLOCK = family("block")
 TINY = BLOCK.shape("tiny-prefill-b2-s48")
 
 
-def test_softmax_routing_gap_is_the_last_kept_logit_over_the_first_left_out():
+def test_softmax_routing_margin_is_the_last_kept_logit_over_the_first_left_out():
     logits = torch.tensor([[3.0, 1.9, 2.0, 0.0], [0.0, 5.0, 1.0, 4.0]])
-    gaps = reference_moe.ROUTERS["softmax_topk"].gaps(logits, moe_model("mixtral-8x7b"))  # top 2
-    assert torch.allclose(gaps, torch.tensor([2.0 - 1.9, 4.0 - 1.0]))
+    rule, config = reference_moe.ROUTERS["softmax_topk"], moe_model("mixtral-8x7b")  # top 2
+    margins, deciding = rule.margins(logits, config)
+    assert torch.allclose(margins[:, 0], torch.tensor([2.0 - 1.9, 4.0 - 1.0]))
+    # passed back, the same pairs weighed in another dtype's values, however those now order
+    moved = torch.tensor([[3.0, 2.1, 2.0, 0.0], [0.0, 5.0, 1.0, 4.0]])
+    assert torch.allclose(rule.margins(moved, config, deciding)[0][:, 0], torch.tensor([-0.1, 3.0]))
 
 
-def test_grouped_routing_gap_is_the_closer_of_the_groups_and_the_experts_call():
+def test_grouped_routing_margins_are_the_groups_call_and_the_eligible_experts_call():
+    rule = reference_moe.ROUTERS["sigmoid_grouped_topk"]
     config = moe_model("deepseek-v3@16")  # 8 groups of 2, 4 eligible: 8 candidates, top 8
-    ranked = torch.arange(16, dtype=torch.float64).flip(0)[None].clone()  # groups rank 29, 25, 21, ...
-    # the eligible experts are exactly top_k: only the groups' call counts, halved (a rank sums two)
-    assert torch.allclose(reference_moe.ROUTERS["sigmoid_grouped_topk"].gaps(ranked, config),
-                          torch.tensor([(17.0 - 13.0) / 2], dtype=torch.float64))
+    ranked = torch.arange(16, dtype=torch.float64).flip(0)[None].clone()  # groups rank 29, 25, 21, 17, 13, ...
+    margins, _ = rule.margins(ranked, config)
+    assert margins.tolist() == [[17.0 - 13.0, float("inf")]]  # every candidate kept: no experts' call
     config = moe_model("deepseek-v3@32")  # 4 a group: 16 candidates for top 8
     ranked = torch.arange(32, dtype=torch.float64).flip(0)[None].clone()
     ranked[0, 7] = ranked[0, 8] + 0.25  # the 8th and 9th experts (one group) nearly tie
-    assert torch.allclose(reference_moe.ROUTERS["sigmoid_grouped_topk"].gaps(ranked, config),
-                          torch.tensor([0.25], dtype=torch.float64))
+    margins, deciding = rule.margins(ranked, config)
+    assert torch.allclose(margins, torch.tensor([[(19.0 + 18.0) - (15.0 + 14.0), 0.25]], dtype=torch.float64))
+    ranked[0, 31] = 100.0  # another dtype lifts an ineligible group's expert: the candidates stay float64's
+    assert torch.allclose(rule.margins(ranked, config, deciding)[0][:, 1], torch.tensor([0.25], dtype=torch.float64))
 
 
 def _routed_experts(variant, problem, rows, dtype):
@@ -60,7 +67,7 @@ def test_the_check_compares_undecided_rows_as_zeros_on_both_sides():
     problem = BLOCK.make_problem(variant, TINY, device="cpu", dtype=torch.bfloat16, seed=cases.SEED + cases.CHECK_SEED_OFFSET)
     out = reference_block.block(variant, problem.config, problem, problem.x)
     reference, got, _ = BLOCK.check_views(variant, problem, out, cases.CHECK_ROWS)
-    undecided = ~problem.check_rows[1][..., 0]
+    undecided = ~problem.check_rows[3][..., 0]
     assert undecided.any()
     assert (got[undecided] == 0).all() and (reference(torch.float64)[undecided] == 0).all()
     assert (reference(torch.float64)[~undecided] != 0).any(-1).all()
@@ -70,3 +77,15 @@ def test_a_block_without_moe_compares_every_row():
     variant = BLOCK.variant("llama-3-8b")
     problem = BLOCK.make_problem(variant, TINY, device="cpu", dtype=torch.bfloat16, seed=cases.SEED)
     assert reference_block.routing_decided(variant, problem, torch.arange(8)).all()
+
+
+def test_the_check_counts_only_decided_rows_and_refuses_when_none_are(monkeypatch):
+    variant = BLOCK.variant("deepseek-v3")
+    problem = BLOCK.make_problem(variant, TINY, device="cpu", dtype=torch.bfloat16, seed=cases.SEED + cases.CHECK_SEED_OFFSET)
+    out = reference_block.block(variant, problem.config, problem, problem.x)
+    _, _, compared = BLOCK.check_views(variant, problem, out, cases.CHECK_ROWS)
+    assert compared == int(problem.check_rows[3].sum()) < problem.x.shape[0] * problem.check_rows[2].numel()
+    monkeypatch.setattr(reference_block, "ROUTING_MARGIN", float("inf"))
+    problem.seed += 1  # refilled (cases.prepare_checked): the rows are decided again, now none
+    with pytest.raises(ValueError, match="nothing the check could compare"):
+        BLOCK.check_views(variant, problem, out, cases.CHECK_ROWS)

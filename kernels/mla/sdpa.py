@@ -54,11 +54,13 @@ def decode_mask(problem):
 
 class _GradientInOutputStrides(torch.autograd.Function):
     """The identity, whose backward hands the gradient on in its input's strides (a copy where they
-    differ). cuDNN's SDPA backward takes the output's gradient as laid out like the output (torch
-    2.11, cuDNN 9.19, H200): in DeepSeek-V3's block the output is (B, H, S, D) contiguous and its
-    gradient a transposed view of (B, S, H, D), and every gradient through attention came out wrong
-    (dx 4.7 against a tolerance of 0.75, the bfloat16 reference's error 0.077, session 17); through
-    the other backends, or in matching strides, they agree with the reference."""
+    differ). Through SDPA's cuDNN backend (torch 2.11, cuDNN 9.19, H200), DeepSeek-V3's block got every
+    gradient through attention wrong: dx 4.7 against a tolerance of 0.75, the bfloat16 reference's
+    error 0.077 (session 17). There the output is (B, H, S, D) contiguous and its gradient a transposed
+    view of the block's (B, S, H, D); in matching strides, or through the other backends, every
+    gradient agreed with the reference. The cause is not pinned: one call alone at 16 heads, its
+    gradient transposed, came out right (tools/probe_sdpa_backward.py); a backward plan cached by q, k
+    and v's layout alone, then reused for a gradient of another layout, would fit both."""
 
     @staticmethod
     def forward(ctx, out):

@@ -55,11 +55,12 @@ def _dot_logits(x_ptr, w_ptr, offs_t, offs_e, tokens, start, end, stride_x, stri
         w = tl.load(w_ptr + offs_e[:, None] * stride_w + offs_d[None, :],
                     mask=(offs_e[:, None] < N_EXPERTS) & (offs_d[None, :] < end), other=0.0)
         if TENSOR_CORE_LOGITS and x.dtype == w.dtype and x.dtype.primitive_bitwidth == 16:
-            # 16-bit inputs on the tensor cores: a product of two has at most 16 significant bits, exact
-            # in the float32 accumulator, so the logits are float32 sums of exact products as the IEEE
-            # path's are (the order of the sums aside, as with any float32 GEMM). The IEEE path ran on
-            # the FMA units: DeepSeek-V3 prefill's router (4096 tokens x 256 experts x 7168) took
-            # 1.484 ms, 10% of our MoE layer's 14.2 ms on an H200 (session 17's profile).
+            # 16-bit inputs on the tensor cores: a product of two has at most 22 significant bits, exact
+            # in the float32 accumulator, so the logits are float32 sums of exact products, within a few
+            # float32 ulps of the IEEE path's (the tensor cores align and truncate rather than round each
+            # add; the order of the sums differs too, as with any float32 GEMM). The IEEE path runs on
+            # the FMA units. Gated on an H200 (session 17): same or faster at every MoE shape; the router
+            # programs' own pass at DeepSeek-V3 prefill 1.484 -> 1.467 ms, its loads, not its dot, the limit.
             acc += tl.dot(x, tl.trans(w))
         else:
             # IEEE float32: routing is discrete, and TF32's 10-bit mantissa would round float32 inputs,

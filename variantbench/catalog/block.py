@@ -283,13 +283,19 @@ def check_views(variant, problem, out, rows):
     """Up to `rows` sampled positions of every sequence, and the reference block on exactly those
     rows (keys and values from every token: B x H x rows x S scores at any shape). A row whose MoE
     routing is near a tie (reference/block.py routing_decided) is zero on both sides, in its output
-    and so in its gradients; decided once a problem, so its float64 copies compare the same rows."""
+    and so in its gradients; decided once a problem and seed, so its float64 copies compare the same
+    rows (cases.prepare_checked refills the problem with the timing seed's inputs and seed).
+    Rows compared: the sequences' decided rows (B x positions where every one is)."""
     from reference import block as reference_block
 
-    if problem.check_rows is None:
+    if problem.check_rows is None or problem.check_rows[:2] != (problem.seed, rows):  # none yet, or refilled
         picked = sample_rows(problem.x.shape[1], rows, problem.seed).to(problem.device)
-        problem.check_rows = picked, reference_block.routing_decided(variant, problem, picked)[..., None]
-    picked, decided = problem.check_rows
+        decided = reference_block.routing_decided(variant, problem, picked)
+        if not decided.any():
+            raise ValueError(f"block {variant.name}: the MoE routing of every sampled row is within the working "
+                             f"dtype's error of a tie ({decided.numel()} rows): nothing the check could compare")
+        problem.check_rows = problem.seed, rows, picked, decided[..., None]
+    picked, decided = problem.check_rows[2:]
 
     def reference(dtype):
         p = problem.converted(dtype)
@@ -297,7 +303,7 @@ def check_views(variant, problem, out, rows):
 
     if out.shape[1] != problem.x.shape[1]:  # a rank's tokens (sequence parallel): every rank's make the output
         out = torch.cat(problem.check_outputs, dim=1).to(problem.device)
-    return reference, out[:, picked] * decided.to(out.dtype), int(picked.numel())
+    return reference, out[:, picked] * decided.to(out.dtype), int(decided.sum())
 
 
 FAMILY = Family(

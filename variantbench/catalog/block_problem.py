@@ -63,7 +63,7 @@ class BlockProblem:
     v_cache: torch.Tensor | None = None
     shape: object = None  # the BlockShape it was drawn for (a split block's ranks draw it again)
     check_outputs: list | None = None  # a split block's outputs of its check run, one per rank
-    check_rows: tuple | None = None  # (positions, decided (B, positions)) the check compares: check_views
+    check_rows: tuple | None = None  # (seed, rows asked, positions, decided (B, positions, 1)): check_views
 
     @property
     def device(self):
