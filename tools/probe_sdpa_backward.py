@@ -31,6 +31,9 @@ def main():
     parser.add_argument("--v-dim", type=int, default=128)
     parser.add_argument("--transposed-grad", action="store_true",
                         help="the output's gradient a (B, H, S, D) view of (B, S, H, D) storage, as a block's is")
+    parser.add_argument("--after-contiguous", action="store_true",
+                        help="each backend's backward first once with a contiguous gradient, at the same shapes "
+                             "(a plan cached by q, k and v alone would be reused for the transposed one)")
     args = parser.parse_args()
     gen = torch.Generator("cuda").manual_seed(0)
     shape = (args.batch, args.heads, args.tokens)
@@ -41,10 +44,13 @@ def main():
         out_grad = out_grad.transpose(1, 2).contiguous().transpose(1, 2)
     exact = gradients(q.double(), k.double(), v.double(), out_grad.double(), SDPBackend.MATH)
     print(f"causal, batch {args.batch}, {args.heads} heads, {args.tokens} tokens, q/k {args.qk_dim} wide, "
-          f"v {args.v_dim}, bfloat16{', gradient transposed' if args.transposed_grad else ''}; max error against float64 (out, dq, dk, dv):")
+          f"v {args.v_dim}, bfloat16{', gradient transposed' if args.transposed_grad else ''}"
+          f"{', after a contiguous one' if args.after_contiguous else ''}; max error against float64 (out, dq, dk, dv):")
     for backend in (SDPBackend.MATH, SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
                     SDPBackend.FLASH_ATTENTION):
         try:
+            if args.after_contiguous:
+                gradients(q, k, v, out_grad.contiguous(), backend)
             got = gradients(q, k, v, out_grad, backend)
         except RuntimeError as error:
             print(f"  {backend.name:20s} refused: {str(error).splitlines()[0][:100]}")

@@ -3,6 +3,9 @@
 #   run(kind="nvidia-h200", carry=[".whl", ".vbgit.bundle"]): source tools/gpu_setup.sh > /tmp/setup.log 2>&1; \
 #     source tools/gpu_detached.sh && workdir && detach lanes 'bash tools/s18_lanes.sh' && await lanes 540
 #   (then `source tools/gpu_detached.sh && await lanes 560` within 30 s, until it says exit)
+# First the numerics only a GPU shows (tests/test_gpu_numerics.py: the router's tensor-core and GEMM
+# paths with exact ties, MLA's gradients through cuDNN in a block's layout) and cuDNN's MLA backward
+# at 128 heads, alone and after a contiguous-gradient call (session 17's error's cause is not pinned).
 # Issue 16: DeepSeek-V3's block forward+backward through fused and liger (session 17 measured fused
 # once, 162.6 ms, with the routing-aware check and MLA's gradient in its output's strides), re-timed
 # apart. Issue 17: branch router-gemm (the router's logits from one GEMM at prefill) gated against main
@@ -38,9 +41,18 @@ profile_router() {
   worktree router-gemm || return
   step profile-router-gemm 100 bash -c "cd /tmp/router-gemm && python3 tools/probe_kernels.py moe sigmoid_grouped_topk triton deepseek-v3-prefill-t4k-zipf"
 }
+gpu_numerics() {  # tests/test_gpu_numerics.py on main, then on router-gemm; cuDNN's MLA backward pinned down
+  step gpu-tests 200 env TRITON_INTERPRET=0 VARIANTBENCH_DEVICE=cuda python3 -m pytest -q -p no:cacheprovider \
+    tests/test_gpu_numerics.py
+  worktree router-gemm && step gpu-tests-router-gemm 120 bash -c "cd /tmp/router-gemm && TRITON_INTERPRET=0 \
+    VARIANTBENCH_DEVICE=cuda python3 -m pytest -q -p no:cacheprovider tests/test_gpu_numerics.py -k routers"
+  step sdpa-128-heads 60 python3 tools/probe_sdpa_backward.py --heads 128 --batch 2 --tokens 2048 --transposed-grad
+  step sdpa-after-contiguous 60 python3 tools/probe_sdpa_backward.py --heads 128 --batch 2 --tokens 2048 \
+    --transposed-grad --after-contiguous
+}
 default_tier() {
   step default 600 $vb run
   truth truth-default 240 bench_attention.AttentionForward.time_forward --most 6
 }
-lane one 0 1600 'dsv3; gate_router; profile_router; default_tier'
+lane one 0 1600 'gpu_numerics; dsv3; gate_router; profile_router; default_tier'
 cat "$root/one.log"

@@ -1,0 +1,70 @@
+"""Numerics only a GPU shows, skipped elsewhere. On a CUDA machine, with our kernels compiled:
+
+    TRITON_INTERPRET=0 VARIANTBENCH_DEVICE=cuda python3 -m pytest -q tests/test_gpu_numerics.py
+
+(tools/s18_lanes.sh runs it). Each is a claim the CPU tests cannot reach: the interpreter takes
+other paths (its 16-bit tl.dot sums wrongly, so the router's tensor-core path is compiled-only), and
+cuDNN exists only on the GPU."""
+
+import os
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend
+
+from reference import mla as reference_mla
+from reference.moe import route
+from test_moe import _tied_router_problem
+from variantbench.catalog import family
+from variantbench.shapes import MLAShape
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1",
+                                reason="needs a GPU and our kernels compiled (TRITON_INTERPRET=0)")
+
+
+@pytest.mark.parametrize("router", ["softmax_topk", "sigmoid_grouped_topk"])
+@pytest.mark.parametrize("logit_splits", [None, 0, 3])  # the plan (split at 37 tokens), the other path, 3 slices
+def test_triton_routers_match_the_reference_with_exact_ties_in_bfloat16(router, logit_splits):
+    from kernels.moe import triton_moe
+
+    config, x, w, bias = _tied_router_problem(32, 8, tokens=37)
+    args = config, x.cuda().bfloat16(), w.cuda().bfloat16(), bias.cuda()
+    experts, weights = triton_moe.route(router, *args, logit_splits=logit_splits)
+    ref_experts, ref_weights = route(router, *args)
+    assert torch.equal(experts.long(), ref_experts)
+    assert torch.allclose(weights, ref_weights, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", [SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION])
+def test_mla_prefill_gradients_through_sdpa_in_a_blocks_layout(monkeypatch, backend):
+    """DeepSeek-V3's latent attention at prefill (128 heads, keys 192 wide, values 128), its output
+    handed back as a block does, (B, S, H x D): through cuDNN every gradient came out wrong on an H200
+    until the gradient was laid out as the output (kernels/mla/sdpa.py, session 17)."""
+    from kernels.attention import sdpa as attention_sdpa
+    from kernels.mla import sdpa as mla_sdpa
+
+    monkeypatch.setattr(attention_sdpa, "FUSED_BACKENDS", (backend,))
+    mla = family("mla")
+    variant = mla.variant("mla")
+    shape = MLAShape("gpu-test-prefill", "deepseek-v3", batch=2, q_len=512, kv_len=512)
+    problem = mla.make_problem(variant, shape, device="cuda", dtype=torch.bfloat16, seed=5, requires_grad=True)
+    attend = mla_sdpa.prepare_function(variant, problem)
+    assert attend.backend == backend.name
+    inputs = (problem.q_nope, problem.q_pe, problem.cache, problem.w_uk, problem.w_uv)
+    heads, width = problem.config.n_heads, problem.config.v_head_dim
+    out_grad = torch.randn(shape.batch, shape.q_len, heads * width, device="cuda",
+                           generator=torch.Generator("cuda").manual_seed(6))
+
+    def gradients(out, tensors):
+        blocks = out.transpose(1, 2).reshape(shape.batch, shape.q_len, heads * width)
+        return torch.autograd.grad((blocks.double() * out_grad.double()).sum(), tensors)
+
+    def reference(dtype):
+        tensors = [t.detach().to(dtype).requires_grad_() for t in inputs]
+        return gradients(reference_mla.decompressed(*tensors, scale=problem.scale), tensors)
+
+    got = gradients(attend(*inputs[:3]), inputs)
+    exact, low = reference(torch.float64), reference(torch.bfloat16)
+    for name, g, e, lo in zip(("q_nope", "q_pe", "cache", "w_uk", "w_uv"), got, exact, low):
+        error, reference_error = (g.double() - e).abs().max().item(), (lo.double() - e).abs().max().item()
+        assert error <= 8 * reference_error, f"d{name}: {error:.3g} against the bfloat16 reference's {reference_error:.3g}"
