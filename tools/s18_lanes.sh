@@ -1,5 +1,5 @@
 # What issues 16 and 17 lack after session 17, on one nvidia-h200 (about 27 minutes held):
-#   git bundle create .vbgit.bundle main router-gemm
+#   git bundle create .vbgit.bundle main router-gemm expert-gemm
 #   run(kind="nvidia-h200", carry=[".whl", ".vbgit.bundle"]): source tools/gpu_setup.sh > /tmp/setup.log 2>&1; \
 #     source tools/gpu_detached.sh && workdir && detach lanes 'bash tools/s18_lanes.sh' && await lanes 540
 #   (then `source tools/gpu_detached.sh && await lanes 560` within 30 s, until it says exit)
@@ -37,6 +37,16 @@ gate_router() {
     --shape mixtral-8x7b-prefill-t8k-zipf --shape mixtral-8x7b-decode-t16-zipf --bench 'MoEForward\.time' \
     --results /tmp/gate-router-gemm --summary reports/gate/router-gemm-h200.md
 }
+gate_experts() {  # expert-gemm: our grouped GEMM with SwiGLU in its epilogue, in place of torch._grouped_mm
+  local head
+  head=$(branch expert-gemm) || { echo "== expert-gemm: no such branch carried"; return; }
+  step gate-expert-gemm 300 $vb gate "$(git rev-parse HEAD)" "$head" --factor 1.05 --family moe --implementation triton \
+    --tier full --shape deepseek-v3-prefill-t4k-zipf --shape deepseek-v3-decode-t16-zipf \
+    --shape mixtral-8x7b-prefill-t8k-zipf --shape mixtral-8x7b-decode-t16-zipf --bench 'MoEForward\.time' \
+    --results /tmp/gate-expert-gemm --summary reports/gate/expert-gemm-h200.md
+  worktree expert-gemm && step profile-expert-gemm 100 bash -c "cd /tmp/expert-gemm && python3 tools/probe_kernels.py moe \
+    sigmoid_grouped_topk triton deepseek-v3-prefill-t4k-zipf"
+}
 profile_router() {
   worktree router-gemm || return
   step profile-router-gemm 100 bash -c "cd /tmp/router-gemm && python3 tools/probe_kernels.py moe sigmoid_grouped_topk triton deepseek-v3-prefill-t4k-zipf"
@@ -54,5 +64,5 @@ default_tier() {
   step default 600 $vb run
   truth truth-default 240 bench_attention.AttentionForward.time_forward --most 6
 }
-lane one 0 1600 'gpu_numerics; dsv3; gate_router; profile_router; default_tier'
+lane one 0 1600 'gpu_numerics; dsv3; gate_router; profile_router; gate_experts; default_tier'
 cat "$root/one.log"
