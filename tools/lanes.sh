@@ -3,6 +3,11 @@
 branch() {  # the bundle's other branches arrive as origin/<name> (tools/gpu_setup.sh clones main)
   git rev-parse -q --verify "origin/$1" || git rev-parse -q --verify "$1"
 }
+worktree() {  # worktree BRANCH: its checkout at /tmp/BRANCH, or a line saying it was not carried
+  local commit
+  commit=$(branch "$1") || { echo "== $1: no such branch carried"; return 1; }
+  rm -rf "/tmp/$1" && git worktree add -f "/tmp/$1" "$commit" > /dev/null 2>&1
+}
 results() {  # this commit's results file (the machine's name depends on the lease's kind)
   ls -t reports/results/*/"$(git rev-parse --short=8 HEAD)"-*.json 2>/dev/null | head -1
 }

@@ -20,7 +20,7 @@ set -u
 root=reports/truth/s17-$(git rev-parse --short HEAD)
 mkdir -p "$root"
 vb="python3 -m variantbench"
-source tools/lanes.sh  # branch, results, truth, lane
+source tools/lanes.sh  # branch, worktree, results, truth, lane
 show='MISMATCH|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress|x reference| ms |largest|^[a-z]+/'
 speedup=bench_block.BlockReferenceSpeedup.track_speedup_over_reference
 references() {
@@ -35,11 +35,6 @@ truth_references() {
   truth truth-references 240 $speedup
   step truth-references-f9daf81 200 python3 tools/asv_truth.py \
     "$(ls reports/results/*/f9daf818-*.json | head -1)" $speedup
-}
-worktree() {  # worktree BRANCH: its checkout at /tmp/BRANCH, or a line saying it was not carried
-  local commit
-  commit=$(branch "$1") || { echo "== $1: no such branch carried"; return 1; }
-  rm -rf "/tmp/$1" && git worktree add -f "/tmp/$1" "$commit" > /dev/null 2>&1
 }
 profile_backward() {
   worktree bwd-speed || return

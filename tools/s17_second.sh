@@ -12,13 +12,8 @@ set -u
 root=reports/truth/s17b-$(git rev-parse --short HEAD)
 mkdir -p "$root"
 vb="python3 -m variantbench"
-source tools/lanes.sh  # branch, results, truth, lane
+source tools/lanes.sh  # branch, worktree, results, truth, lane
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |largest|^[a-z]+/|BAD|routed|decided'
-worktree() {  # worktree BRANCH: its checkout at /tmp/BRANCH
-  local commit
-  commit=$(branch "$1") || { echo "== $1: no such branch carried"; return 1; }
-  rm -rf "/tmp/$1" && git worktree add -f "/tmp/$1" "$commit" > /dev/null 2>&1
-}
 dsv3() {
   step dsv3-fwd-bwd 300 $vb run --family block --tier full --shape prefill-b4-s4k --variant deepseek-v3 \
     --implementation fused --implementation liger --no-precheck --bench 'BlockForwardBackward\.time'

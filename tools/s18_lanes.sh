@@ -17,39 +17,22 @@ set -u
 root=reports/truth/s18-$(git rev-parse --short HEAD)
 mkdir -p "$root"
 vb="python3 -m variantbench"
-source tools/lanes.sh  # branch, results, truth, lane
+source tools/lanes.sh  # branch, worktree, results, truth, lane
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |largest|^[a-z]+/|BAD|routed|decided'
-worktree() {  # worktree BRANCH: its checkout at /tmp/BRANCH
-  local commit
-  commit=$(branch "$1") || { echo "== $1: no such branch carried"; return 1; }
-  rm -rf "/tmp/$1" && git worktree add -f "/tmp/$1" "$commit" > /dev/null 2>&1
-}
 dsv3() {
   step dsv3-fwd-bwd 300 $vb run --family block --tier full --shape prefill-b4-s4k --variant deepseek-v3 \
     --implementation fused --implementation liger --no-precheck --bench 'BlockForwardBackward\.time'
   truth truth-dsv3-fwd-bwd 200 bench_block.BlockForwardBackward.time_forward_backward --most 2
 }
-gate_router() {
+moe_branch() {  # moe_branch BRANCH: gated against main on our MoE layer at four shapes, DeepSeek-V3 prefill profiled
   local head
-  head=$(branch router-gemm) || { echo "== router-gemm: no such branch carried"; return; }
-  step gate-router-gemm 300 $vb gate "$(git rev-parse HEAD)" "$head" --factor 1.05 --family moe --implementation triton \
+  head=$(branch "$1") || { echo "== $1: no such branch carried"; return; }
+  step "gate-$1" 300 $vb gate "$(git rev-parse HEAD)" "$head" --factor 1.05 --family moe --implementation triton \
     --tier full --shape deepseek-v3-prefill-t4k-zipf --shape deepseek-v3-decode-t16-zipf \
     --shape mixtral-8x7b-prefill-t8k-zipf --shape mixtral-8x7b-decode-t16-zipf --bench 'MoEForward\.time' \
-    --results /tmp/gate-router-gemm --summary reports/gate/router-gemm-h200.md
-}
-gate_experts() {  # expert-gemm: our grouped GEMM with SwiGLU in its epilogue, in place of torch._grouped_mm
-  local head
-  head=$(branch expert-gemm) || { echo "== expert-gemm: no such branch carried"; return; }
-  step gate-expert-gemm 300 $vb gate "$(git rev-parse HEAD)" "$head" --factor 1.05 --family moe --implementation triton \
-    --tier full --shape deepseek-v3-prefill-t4k-zipf --shape deepseek-v3-decode-t16-zipf \
-    --shape mixtral-8x7b-prefill-t8k-zipf --shape mixtral-8x7b-decode-t16-zipf --bench 'MoEForward\.time' \
-    --results /tmp/gate-expert-gemm --summary reports/gate/expert-gemm-h200.md
-  worktree expert-gemm && step profile-expert-gemm 100 bash -c "cd /tmp/expert-gemm && python3 tools/probe_kernels.py moe \
+    --results "/tmp/gate-$1" --summary "reports/gate/$1-h200.md"
+  worktree "$1" && step "profile-$1" 100 bash -c "cd /tmp/$1 && python3 tools/probe_kernels.py moe \
     sigmoid_grouped_topk triton deepseek-v3-prefill-t4k-zipf"
-}
-profile_router() {
-  worktree router-gemm || return
-  step profile-router-gemm 100 bash -c "cd /tmp/router-gemm && python3 tools/probe_kernels.py moe sigmoid_grouped_topk triton deepseek-v3-prefill-t4k-zipf"
 }
 gpu_numerics() {  # tests/test_gpu_numerics.py on main, then on router-gemm; cuDNN's MLA backward pinned down
   step gpu-tests 200 env TRITON_INTERPRET=0 VARIANTBENCH_DEVICE=cuda python3 -m pytest -q -p no:cacheprovider \
@@ -64,5 +47,5 @@ default_tier() {
   step default 600 $vb run
   truth truth-default 240 bench_attention.AttentionForward.time_forward --most 6
 }
-lane one 0 1600 'gpu_numerics; dsv3; gate_router; profile_router; gate_experts; default_tier'
+lane one 0 1600 'gpu_numerics; dsv3; moe_branch router-gemm; moe_branch expert-gemm; default_tier'
 cat "$root/one.log"
