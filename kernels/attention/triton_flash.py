@@ -25,14 +25,13 @@ needs. Rows past the end of a head's keys read as zeros (the descriptor is 4-D, 
 into the next head) and are masked out of the scores like any invisible key.
 """
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels import tuned_choices
+from kernels.interpreter import COMPILED
 from variantbench.catalog import Unsupported
 
 LOG2E = 1.4426950408889634
@@ -61,14 +60,9 @@ DECODE_CONFIGS = _configs(((16, 64, 4, 3), (16, 128, 4, 3)))
 INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64}
 
 
-# triton.jit decides when this module is imported whether its kernels run compiled or through the
-# interpreter (TRITON_INTERPRET), and the hardware tanh exists only compiled: the same decision, here.
-HARDWARE_TANH = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")
-
-
 @triton.jit
 def _tanh(x):
-    if HARDWARE_TANH:
+    if COMPILED:  # the hardware tanh exists only compiled (kernels/interpreter.py)
         # tanh.approx.f32: one MUFU instruction where the portable path spends an exp2, a reciprocal, a
         # series and a select (softcap_50 ran 1.72x our causal on an H100 that way). Its relative error,
         # at most 2^-11 (PTX ISA), reaches a capped score s as |s| 2^-11: 0.003 at |s| = 6, about the

@@ -19,13 +19,12 @@ and sums them with the router weights (a gather, so no atomics and a determinist
 the columns over programs where the rows alone leave SMs idle (decode; plan_column_slices).
 """
 
-import os
-
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from kernels.interpreter import COMPILED
 from kernels.moe.grouped_mm import expert_offsets
 from variantbench.catalog import lookup
 from variantbench.device import multiprocessors
@@ -37,10 +36,6 @@ ROWS_PER_PROGRAM = 16  # rows per permute / unpermute program
 # A logits program's least slice of the model dim: 8 loads of BLOCK_D, so the partial sums it writes
 # (16 x 16 float32, 1 KB) stay small beside the 16 KB of router weight it reads.
 MIN_SPLIT_DIM = 512
-# 16-bit logits on the tensor cores, compiled; the interpreter (TRITON_INTERPRET=1, every CPU test) sums
-# a 16-bit tl.dot wrongly (triton 3.9: 8.5e10 off on a 16 x 64 bfloat16 product) and takes the IEEE
-# float32 path, the same exact products and float32 sums.
-TENSOR_CORE_LOGITS = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")
 
 
 @triton.jit
@@ -54,7 +49,8 @@ def _dot_logits(x_ptr, w_ptr, offs_t, offs_e, tokens, start, end, stride_x, stri
                     mask=(offs_t[:, None] < tokens) & (offs_d[None, :] < end), other=0.0)
         w = tl.load(w_ptr + offs_e[:, None] * stride_w + offs_d[None, :],
                     mask=(offs_e[:, None] < N_EXPERTS) & (offs_d[None, :] < end), other=0.0)
-        if TENSOR_CORE_LOGITS and x.dtype == w.dtype and x.dtype.primitive_bitwidth == 16:
+        # compiled only: the interpreter's 16-bit tl.dot sums wrongly (kernels/interpreter.py)
+        if COMPILED and x.dtype == w.dtype and x.dtype.primitive_bitwidth == 16:
             # 16-bit inputs on the tensor cores: a product of two has at most 22 significant bits, exact
             # in the float32 accumulator, so the logits are float32 sums of exact products, within a few
             # float32 ulps of the IEEE path's (the tensor cores align and truncate rather than round each
