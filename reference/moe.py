@@ -133,10 +133,14 @@ def router(name):
         raise ValueError(f"unknown MoE router {name!r}; known: {', '.join(ROUTERS)}") from None
 
 
+def logits(x, router_weight):
+    """(T, E) the router's logits in float32, as models compute them, whatever x's dtype."""
+    return x.float() @ router_weight.float().t()
+
+
 def route(name, config, x, router_weight, selection_bias):
     """(experts (T, k) int64, weights (T, k) float32) for tokens x (T, dim), by the router `name`."""
-    logits = x.float() @ router_weight.float().t()
-    return router(name)(logits, config, selection_bias.float())
+    return router(name)(logits(x, router_weight), config, selection_bias.float())
 
 
 def ranked(name, config, x, router_weight, selection_bias):
@@ -145,7 +149,7 @@ def ranked(name, config, x, router_weight, selection_bias):
     rule = router(name)
     if not isinstance(rule, Router):
         return None
-    return rule.ranked(x.float() @ router_weight.float().t(), config, selection_bias.float())
+    return rule.ranked(logits(x, router_weight), config, selection_bias.float())
 
 
 def swiglu(x, w13, w2):

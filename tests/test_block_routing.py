@@ -67,7 +67,7 @@ def test_the_check_compares_undecided_rows_as_zeros_on_both_sides():
     problem = BLOCK.make_problem(variant, TINY, device="cpu", dtype=torch.bfloat16, seed=cases.SEED + cases.CHECK_SEED_OFFSET)
     out = reference_block.block(variant, problem.config, problem, problem.x)
     reference, got, _ = BLOCK.check_views(variant, problem, out, cases.CHECK_ROWS)
-    undecided = ~problem.check_rows[3][..., 0]
+    undecided = ~problem.check_rows.decided[..., 0]
     assert undecided.any()
     assert (got[undecided] == 0).all() and (reference(torch.float64)[undecided] == 0).all()
     assert (reference(torch.float64)[~undecided] != 0).any(-1).all()
@@ -84,7 +84,7 @@ def test_the_check_counts_only_decided_rows_and_refuses_when_none_are(monkeypatc
     problem = BLOCK.make_problem(variant, TINY, device="cpu", dtype=torch.bfloat16, seed=cases.SEED + cases.CHECK_SEED_OFFSET)
     out = reference_block.block(variant, problem.config, problem, problem.x)
     _, _, compared = BLOCK.check_views(variant, problem, out, cases.CHECK_ROWS)
-    assert compared == int(problem.check_rows[3].sum()) < problem.x.shape[0] * problem.check_rows[2].numel()
+    assert compared == int(problem.check_rows.decided.sum()) < problem.x.shape[0] * problem.check_rows.positions.numel()
     monkeypatch.setattr(reference_block, "ROUTING_MARGIN", float("inf"))
     problem.seed += 1  # refilled (cases.prepare_checked): the rows are decided again, now none
     with pytest.raises(ValueError, match="nothing the check could compare"):

@@ -60,7 +60,7 @@ def main():
     for name, c in compared.items():
         print(f"  d{name:20s} {'ok ' if c['ok'] else 'BAD'}  error {c['max_error']:10.4g}  tolerance "
               f"{c['tolerance']:10.4g}  bf16 reference's error {c['reference_error']:10.4g}")
-    picked, decided = problem.check_rows[2:]  # set by the check (catalog/block.py check_views)
+    picked, decided = problem.check_rows.positions, problem.check_rows.decided  # set by the check
     picked, decided = picked.cpu(), decided[..., 0].flatten().cpu()
     print(f"  routing decided at {int(decided.sum())} of {decided.numel()} compared rows (the others compare as zeros)")
     exact = next((e for who, _, e in routed if who == "reference float64"), None)

@@ -21,7 +21,7 @@ from variantbench.block_shapes import BLOCK_SHAPES, BlockShape
 from variantbench.catalog import Family, Implementation, check_numbers_in_name, sample_rows
 from variantbench.catalog.attention import AttentionVariant
 from variantbench.catalog.attention_support import REFERENCE_MAX_SCORE_BYTES
-from variantbench.catalog.block_problem import BlockProblem
+from variantbench.catalog.block_problem import BlockProblem, CheckRows
 from variantbench.catalog.block_work import work
 from variantbench.catalog.linear import VARIANTS as LINEAR_VARIANTS
 from variantbench.catalog import moe as moe_catalog
@@ -288,14 +288,15 @@ def check_views(variant, problem, out, rows):
     Rows compared: the sequences' decided rows (B x positions where every one is)."""
     from reference import block as reference_block
 
-    if problem.check_rows is None or problem.check_rows[:2] != (problem.seed, rows):  # none yet, or refilled
+    known = problem.check_rows
+    if known is None or (known.seed, known.asked) != (problem.seed, rows):  # none yet, or refilled
         picked = sample_rows(problem.x.shape[1], rows, problem.seed).to(problem.device)
         decided = reference_block.routing_decided(variant, problem, picked)
         if not decided.any():
             raise ValueError(f"block {variant.name}: the MoE routing of every sampled row is within the working "
                              f"dtype's error of a tie ({decided.numel()} rows): nothing the check could compare")
-        problem.check_rows = problem.seed, rows, picked, decided[..., None]
-    picked, decided = problem.check_rows[2:]
+        problem.check_rows = CheckRows(problem.seed, rows, picked, decided[..., None])
+    picked, decided = problem.check_rows.positions, problem.check_rows.decided
 
     def reference(dtype):
         p = problem.converted(dtype)

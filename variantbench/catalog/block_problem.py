@@ -3,8 +3,20 @@ and the reference take it; drawn by variantbench/catalog/block.py's make_problem
 
 import dataclasses
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
+
+class CheckRows(NamedTuple):
+    """The rows a block's check compares, decided once for a problem's seed and rows asked: the sampled
+    positions, and (B, positions, 1) which sequences' rows there are compared (reference/block.py
+    routing_decided)."""
+
+    seed: int
+    asked: int
+    positions: torch.Tensor
+    decided: torch.Tensor
+
 
 WEIGHTS = ("wq", "wk", "wv", "w_dq", "q_a_norm", "w_uq", "w_dkv", "kv_a_norm", "w_qkvz", "w_ba", "conv_weight", "a_log",
            "dt_bias", "out_norm", "wo", "attn_norm", "mlp_norm",
@@ -63,7 +75,7 @@ class BlockProblem:
     v_cache: torch.Tensor | None = None
     shape: object = None  # the BlockShape it was drawn for (a split block's ranks draw it again)
     check_outputs: list | None = None  # a split block's outputs of its check run, one per rank
-    check_rows: tuple | None = None  # (seed, rows asked, positions, decided (B, positions, 1)): check_views
+    check_rows: "CheckRows | None" = None  # what the check compares (catalog/block.py check_views)
 
     @property
     def device(self):
