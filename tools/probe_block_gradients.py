@@ -12,13 +12,14 @@ shape where the family names one), with the MoE routers wrapped to record their 
 
 import argparse
 import dataclasses
+import sys
 
 import torch
 
 import reference.moe as reference_moe
 from kernels.moe import grouped_mm, triton_moe
 from variantbench import cases
-from variantbench.catalog import family
+from variantbench.catalog import Unsupported, family
 
 routed = []  # (who, tokens routed, experts (T, k)) in call order
 
@@ -42,8 +43,10 @@ def main():
     parser.add_argument("shape")
     args = parser.parse_args()
     fam = family("block")
-    variant, shape = fam.variant(args.variant), fam.shape(args.shape)
-    impl = next(i for i in fam.implementations if i.name == args.implementation)
+    try:
+        variant, shape, impl = fam.variant(args.variant), fam.shape(args.shape), fam.implementation(args.implementation)
+    except Unsupported as unknown:
+        sys.exit(f"probe_block_gradients: {unknown}")
     stand_in = fam.gradient_check_shape(variant, shape)
     shape = stand_in[0] if stand_in else shape
     print(f"{variant.name} {impl.name} at {shape.name}" + (f" ({stand_in[1]})" if stand_in else ""))

@@ -9,6 +9,7 @@ the math backend in the same dtype: a fused backend whose error is many times it
 """
 
 import argparse
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,8 @@ def main():
                         help="each backend's backward first once with a contiguous gradient, at the same shapes "
                              "(a plan cached by q, k and v alone would be reused for the transposed one)")
     args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("probe_sdpa_backward: needs a CUDA GPU; none is visible")
     gen = torch.Generator("cuda").manual_seed(0)
     shape = (args.batch, args.heads, args.tokens)
     q, k = (torch.randn(*shape, args.qk_dim, generator=gen, device="cuda", dtype=torch.bfloat16) for _ in "qk")
