@@ -1,7 +1,7 @@
 # What issues 16 and 17 lack after session 17, on one nvidia-h200 (about 27 minutes held):
 #   git bundle create .vbgit.bundle main router-gemm expert-gemm
 #   run(kind="nvidia-h200", carry=[".whl", ".vbgit.bundle"]): source tools/gpu_setup.sh > /tmp/setup.log 2>&1; \
-#     source tools/gpu_detached.sh && workdir && detach lanes 'bash tools/s18_lanes.sh' && await lanes 540
+#     source tools/gpu_detached.sh && workdir && detach lanes 'bash tools/s18_lanes.sh [STEPS SECONDS]' && await lanes 540
 #   (then `source tools/gpu_detached.sh && await lanes 560` within 30 s, until it says exit)
 # First the numerics only a GPU shows (tests/test_gpu_numerics.py: the router's tensor-core and GEMM
 # paths with exact ties, MLA's gradients through cuDNN in a block's layout) and cuDNN's MLA backward
@@ -47,5 +47,8 @@ default_tier() {
   step default 600 $vb run
   truth truth-default 240 bench_attention.AttentionForward.time_forward --most 6
 }
-lane one 0 1600 'gpu_numerics; dsv3; moe_branch router-gemm; moe_branch expert-gemm; default_tier'
+# Arguments: the steps (these functions) and the lane's seconds; by default all of them in 1600 s. Session 18
+# split them over two leases: 'gpu_numerics; dsv3; default_tier' 1000, then the branches once rebuilt
+# (their commits did not survive into session 18's checkout).
+lane one 0 "${2:-1600}" "${1:-gpu_numerics; dsv3; moe_branch router-gemm; moe_branch expert-gemm; default_tier}"
 cat "$root/one.log"
