@@ -39,6 +39,20 @@ def test_grouped_routing_margins_are_the_groups_call_and_the_eligible_experts_ca
     assert torch.allclose(rule.margins(ranked, config, deciding)[0][:, 1], torch.tensor([0.25], dtype=torch.float64))
 
 
+def test_a_row_whose_own_error_came_out_near_zero_is_weighed_against_the_calls_error():
+    # three rows, one call: margins 0.5, 0.5, 40 in float64; the working dtype's error about 1 a row,
+    # but the first row's draw happened to be 0.001: against its own, 0.5 > 8 x 0.001 would count it
+    exact = torch.tensor([[0.5], [0.5], [40.0]], dtype=torch.float64)
+    low = exact + torch.tensor([[0.001], [1.0], [-1.2]], dtype=torch.float64)
+    assert reference_block.clear_of_ties(exact, low).tolist() == [False, False, True]
+
+
+def test_a_call_with_nothing_left_out_decides_and_does_not_weigh_in_the_error():
+    exact = torch.tensor([[0.5, float("inf")], [40.0, float("inf")]], dtype=torch.float64)
+    low = torch.tensor([[0.5, float("inf")], [39.0, float("inf")]], dtype=torch.float64)
+    assert reference_block.clear_of_ties(exact, low).tolist() == [False, True]
+
+
 def _routed_experts(variant, problem, rows, dtype):
     p = problem.converted(dtype)
     h = reference_block.attended(variant, p.config, p, p.x, rows=rows)

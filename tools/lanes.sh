@@ -8,6 +8,10 @@ worktree() {  # worktree BRANCH: its checkout at /tmp/BRANCH, or a line saying i
   commit=$(branch "$1") || { echo "== $1: no such branch carried"; return 1; }
   rm -rf "/tmp/$1" && git worktree add -f "/tmp/$1" "$commit" > /dev/null 2>&1
 }
+within() {  # within BRANCH: the words that run a step's command in the branch's checkout on its own code
+  # (the project is installed from the main checkout, and a probe run from tools/ would import that)
+  echo "env -C /tmp/$1 PYTHONPATH=/tmp/$1${PYTHONPATH:+:$PYTHONPATH}"
+}
 results() {  # this commit's results file (the machine's name depends on the lease's kind)
   ls -t reports/results/*/"$(git rev-parse --short=8 HEAD)"-*.json 2>/dev/null | head -1
 }

@@ -1,7 +1,7 @@
 # What issues 16 and 17 lack after session 17, on one nvidia-h200 (about 27 minutes held):
 #   git bundle create .vbgit.bundle main router-gemm expert-gemm
 #   run(kind="nvidia-h200", carry=[".whl", ".vbgit.bundle"]): source tools/gpu_setup.sh > /tmp/setup.log 2>&1; \
-#     source tools/gpu_detached.sh && workdir && detach lanes 'bash tools/s18_lanes.sh' && await lanes 540
+#     source tools/gpu_detached.sh && workdir && detach lanes 'bash tools/s18_lanes.sh [STEPS SECONDS]' && await lanes 540
 #   (then `source tools/gpu_detached.sh && await lanes 560` within 30 s, until it says exit)
 # First the numerics only a GPU shows (tests/test_gpu_numerics.py: the router's tensor-core and GEMM
 # paths with exact ties, MLA's gradients through cuDNN in a block's layout) and cuDNN's MLA backward
@@ -31,21 +31,30 @@ moe_branch() {  # moe_branch BRANCH: gated against main on our MoE layer at four
     --tier full --shape deepseek-v3-prefill-t4k-zipf --shape deepseek-v3-decode-t16-zipf \
     --shape mixtral-8x7b-prefill-t8k-zipf --shape mixtral-8x7b-decode-t16-zipf --bench 'MoEForward\.time' \
     --results "/tmp/gate-$1" --summary "reports/gate/$1-h200.md"
-  worktree "$1" && step "profile-$1" 100 bash -c "cd /tmp/$1 && python3 tools/probe_kernels.py moe \
-    sigmoid_grouped_topk triton deepseek-v3-prefill-t4k-zipf"
+  worktree "$1" && step "profile-$1" 100 $(within "$1") python3 tools/probe_kernels.py moe \
+    sigmoid_grouped_topk triton deepseek-v3-prefill-t4k-zipf
 }
 gpu_numerics() {  # tests/test_gpu_numerics.py on main, then on router-gemm; cuDNN's MLA backward pinned down
   step gpu-tests 200 env TRITON_INTERPRET=0 VARIANTBENCH_DEVICE=cuda python3 -m pytest -q -p no:cacheprovider \
     tests/test_gpu_numerics.py
-  worktree router-gemm && step gpu-tests-router-gemm 120 bash -c "cd /tmp/router-gemm && TRITON_INTERPRET=0 \
-    VARIANTBENCH_DEVICE=cuda python3 -m pytest -q -p no:cacheprovider tests/test_gpu_numerics.py -k routers"
+  worktree router-gemm && step gpu-tests-router-gemm 120 $(within router-gemm) TRITON_INTERPRET=0 \
+    VARIANTBENCH_DEVICE=cuda python3 -m pytest -q -p no:cacheprovider tests/test_gpu_numerics.py -k routers
   step sdpa-128-heads 60 python3 tools/probe_sdpa_backward.py --heads 128 --batch 2 --tokens 2048 --transposed-grad
   step sdpa-after-contiguous 60 python3 tools/probe_sdpa_backward.py --heads 128 --batch 2 --tokens 2048 \
     --transposed-grad --after-contiguous
+}
+routing_rule() {  # DeepSeek-V3's block check, rows weighed against their own error (2568def) and against the call's
+  worktree s18-start && step probe-dsv3-own-error 150 $(within s18-start) python3 tools/probe_block_gradients.py \
+    deepseek-v3 fused prefill-b4-s4k
+  step probe-dsv3 150 python3 tools/probe_block_gradients.py deepseek-v3 fused prefill-b4-s4k
 }
 default_tier() {
   step default 600 $vb run
   truth truth-default 240 bench_attention.AttentionForward.time_forward --most 6
 }
-lane one 0 1600 'gpu_numerics; dsv3; moe_branch router-gemm; moe_branch expert-gemm; default_tier'
+# Arguments: the steps (these functions) and the lane's seconds; by default all of them in 1600 s. Session 18
+# split them over two leases: 'gpu_numerics; dsv3; default_tier' 1000 (the check refused DeepSeek-V3),
+# then 'routing_rule; dsv3; ...' with the branches rebuilt (their commits did not survive into session
+# 18's checkout) and the bundle's branch s18-start at 2568def, the first lease's commit.
+lane one 0 "${2:-1600}" "${1:-gpu_numerics; dsv3; moe_branch router-gemm; moe_branch expert-gemm; default_tier}"
 cat "$root/one.log"

@@ -58,9 +58,11 @@ class _GradientInOutputStrides(torch.autograd.Function):
     gradient through attention wrong: dx 4.7 against a tolerance of 0.75, the bfloat16 reference's
     error 0.077 (session 17). There the output is (B, H, S, D) contiguous and its gradient a transposed
     view of the block's (B, S, H, D); in matching strides, or through the other backends, every
-    gradient agreed with the reference. The cause is not pinned: one call alone at 16 heads, its
-    gradient transposed, came out right (tools/probe_sdpa_backward.py); a backward plan cached by q, k
-    and v's layout alone, then reused for a gradient of another layout, would fit both."""
+    gradient agreed with the reference. The cause, pinned in session 18 (tools/probe_sdpa_backward.py,
+    H200, batch 2, 128 heads, 2048 tokens, bfloat16): a transposed gradient alone comes out right (dq
+    0.020 against float64, the math backend's 0.012), but after one backward with a contiguous gradient
+    at the same shapes it comes out wrong (dq 4.88): a plan cached without the gradient's strides is
+    reused for another layout. One layout for every call, the output's, never meets that."""
 
     @staticmethod
     def forward(ctx, out):
