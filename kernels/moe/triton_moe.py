@@ -314,6 +314,8 @@ def unpermute(rows, position, weights, tokens, dtype):
 
 def prepare_function(variant, problem):
     """The layer, with the problem's experts and router, as a function of any tokens x (T, dim)."""
+    from kernels.moe import triton_experts
+
     config = problem.config
     w13, w2 = problem.w13, problem.w2
     top_k = config.top_k
@@ -325,8 +327,12 @@ def prepare_function(variant, problem):
         position = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=x.device))
         offsets = expert_offsets(flat[order], config.n_experts)
         rows = permute(x, (order // top_k).to(torch.int32))
-        gate, up = torch._grouped_mm(rows, w13.transpose(-2, -1), offs=offsets).chunk(2, dim=-1)
-        expert_rows = torch._grouped_mm(F.silu(gate) * up, w2.transpose(-2, -1), offs=offsets)
+        # few rows an expert: our weight-streaming GEMMs (kernels/moe/triton_experts.py); torch's beyond
+        if triton_experts.serves(rows, w13, w2):
+            expert_rows = triton_experts.experts(rows, w13, w2, offsets)
+        else:
+            gate, up = torch._grouped_mm(rows, w13.transpose(-2, -1), offs=offsets).chunk(2, dim=-1)
+            expert_rows = torch._grouped_mm(F.silu(gate) * up, w2.transpose(-2, -1), offs=offsets)
         y = unpermute(expert_rows, position.view(-1, top_k).to(torch.int32), weights, x.shape[0], x.dtype)
         if problem.shared13 is not None:
             gate, up = (x @ problem.shared13.t()).chunk(2, dim=-1)

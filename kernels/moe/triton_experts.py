@@ -1,0 +1,200 @@
+"""Our grouped expert GEMMs: every routed row through its expert's SwiGLU in two kernels over the rows
+in expert order, silu(gate) * up fused into the first one's epilogue.
+
+Why: at DeepSeek-V3 prefill on an H200 (4096 tokens x top-8 = 32768 routed rows over 256 experts, zipf
+load, dim 7168, ffn 2048, bfloat16) our layer took 14.15 ms, torch._grouped_mm's two calls 11.28 ms of
+it. Reading every expert's weights once (w13 and w2, 22.5 GB) takes 5.3 ms at 4.23 TB/s, the FLOPs
+3.8 ms at 756 TFLOP/s: at ~128 rows an expert the products stream weights. So here each weight tile is
+read once per expert, and gate and up never go through memory: the first kernel keeps a gate and an up
+accumulator for the same ffn columns and stores only silu(gate) * up, the (R, ffn) hidden rows the
+second kernel reads (torch's path writes (R, 2 ffn) and reads it back in an elementwise kernel).
+
+The schedule (_tile), on the device with no host synchronisation: expert e's rows [start, end) (from
+the (E,) offsets, the end of each expert's rows) are cdiv(rows, BLOCK_M) m-tiles. Program ids run
+expert by expert, within an expert n-block by n-block, within an n-block m-tile by m-tile: the m-tiles
+that read one weight tile run side by side (its repeated reads of a hot expert hit L2), and an
+expert's rows stay in L2 across its n-blocks. Each program finds its tile itself: a running sum of the
+experts' m-tiles over E_PAD lanes (1 KB of offsets at 256 experts, against the MBs of weights a tile
+streams). The grid is an upper bound, cdiv(R, BLOCK_M) + min(E, R) m-tiles (each non-empty expert
+leaves at most one partial tile) times the n-blocks; programs past the real count return at once.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.interpreter import COMPILED
+
+# Untuned until gated on a GPU (no autotune: it would re-tune inside timing). BLOCK_M 64: at ~128 rows
+# an expert (DeepSeek-V3 prefill) a 128-row tile would leave most of a light expert's last tile empty,
+# and Hopper's warpgroup MMA is 64 rows a warpgroup. BLOCK_N 128, BLOCK_K 64: bfloat16 tiles of
+# 16 KB (weights) and 8 KB (rows) a stage.
+BLOCK_M = 64
+BLOCK_N = 128
+BLOCK_K = 64
+# gate_up holds two 64 x 128 float32 accumulators (128 registers a thread at 8 warps) and reads
+# 40 KB a stage: 3 stages, 120 KB of shared memory. down holds one and reads 24 KB a stage: 4 stages.
+GATE_UP_LAUNCH = {"num_warps": 8, "num_stages": 3}
+DOWN_LAUNCH = {"num_warps": 4, "num_stages": 4}
+# Our kernels where the average routed rows an expert is at most this, torch._grouped_mm beyond: large
+# experts are compute-bound, where cuBLAS / CUTLASS grouped GEMM is strong. Unmeasured threshold
+# (DeepSeek-V3 prefill, 128 an expert, is ours; Mixtral-8x7B prefill, 8192 tokens x 2 / 8 = 2048, torch's).
+EXPERT_GEMM_MAX_ROWS = 256
+
+
+@triton.jit
+def _tile(offsets_ptr, pid, N_BLOCKS: tl.constexpr, N_EXPERTS: tl.constexpr, E_PAD: tl.constexpr,
+          BLOCK_M: tl.constexpr):
+    """Program `pid`'s tile: (live, expert, its m-tile's first row, the expert's row end, n-block).
+    live is False past the real tiles (the grid is an upper bound)."""
+    offs_e = tl.arange(0, E_PAD)
+    ends = tl.load(offsets_ptr + offs_e, mask=offs_e < N_EXPERTS, other=0)
+    starts = tl.load(offsets_ptr + offs_e - 1, mask=(offs_e > 0) & (offs_e < N_EXPERTS), other=0)
+    tiles = (ends - starts + BLOCK_M - 1) // BLOCK_M  # 0 for an empty expert and for the padding
+    tile_ends = tl.cumsum(tiles, 0)
+    live = pid < tl.max(tile_ends, 0) * N_BLOCKS
+    # the experts whose programs all come before pid (empty ones included) are pid's expert's index
+    expert = tl.sum((tile_ends * N_BLOCKS <= pid).to(tl.int32), 0)
+    mine = offs_e == expert
+    expert_tiles = tl.sum(tl.where(mine, tiles, 0), 0)
+    local = pid - tl.sum(tl.where(mine, tile_ends - tiles, 0), 0) * N_BLOCKS
+    local = tl.where(live, local, 0)
+    expert_tiles = tl.maximum(expert_tiles, 1)  # past the real tiles: no expert, no division by 0
+    row = tl.sum(tl.where(mine, starts, 0), 0) + (local % expert_tiles) * BLOCK_M
+    return live, expert, row, tl.sum(tl.where(mine, ends, 0), 0), local // expert_tiles
+
+
+@triton.jit
+def _mma(acc, a, b):
+    """acc + a @ b in float32."""
+    if COMPILED and a.dtype == b.dtype and a.dtype.primitive_bitwidth == 16:
+        acc = tl.dot(a, b, acc)  # 16-bit on the tensor cores, products exact in the float32 accumulator
+    else:
+        # float32 inputs: IEEE, as the float32 reference (TF32 rounds inputs to 10 bits). The
+        # interpreter: its 16-bit tl.dot sums wrongly (kernels/interpreter.py).
+        acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+    return acc
+
+
+@triton.jit
+def _store(ptrs, x, mask):
+    """float32 x stored in the pointers' dtype, rounded to nearest. Compiled, the conversion rounds; the
+    interpreter's truncates to bfloat16 (triton 3.9: up to an ulp off, twice the rounding's error), so
+    there the bits are rounded first (to nearest, ties to even) and the truncation is exact."""
+    if not COMPILED:
+        if ptrs.dtype.element_ty == tl.bfloat16:
+            bits = x.to(tl.uint32, bitcast=True)
+            x = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16 << 16).to(tl.float32, bitcast=True)
+    tl.store(ptrs, x.to(ptrs.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _gate_up_kernel(rows_ptr, w13_ptr, hidden_ptr, offsets_ptr, dim, ffn, stride_r, stride_we, stride_wn,
+                    N_BLOCKS: tl.constexpr, N_EXPERTS: tl.constexpr, E_PAD: tl.constexpr,
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """hidden[r, n] = silu(rows[r] . w13[e, n]) * (rows[r] . w13[e, ffn + n]) for the rows r of expert e:
+    w13 (E, 2 ffn, dim) holds gate rows, then up rows."""
+    live, expert, row, row_end, n_block = _tile(offsets_ptr, tl.program_id(0), N_BLOCKS, N_EXPERTS, E_PAD, BLOCK_M)
+    if live:
+        offs_m = row + tl.arange(0, BLOCK_M)
+        offs_n = n_block * BLOCK_N + tl.arange(0, BLOCK_N)
+        in_m, in_n = offs_m < row_end, offs_n < ffn
+        a_ptrs = rows_ptr + offs_m.to(tl.int64)[:, None] * stride_r
+        g_ptrs = w13_ptr + expert.to(tl.int64) * stride_we + offs_n.to(tl.int64)[:, None] * stride_wn
+        u_ptrs = g_ptrs + ffn * stride_wn
+        gate = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k0 in range(0, dim, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            in_k = offs_k[None, :] < dim
+            a = tl.load(a_ptrs + offs_k[None, :], mask=in_m[:, None] & in_k, other=0.0)
+            g = tl.load(g_ptrs + offs_k[None, :], mask=in_n[:, None] & in_k, other=0.0)
+            u = tl.load(u_ptrs + offs_k[None, :], mask=in_n[:, None] & in_k, other=0.0)
+            gate = _mma(gate, a, tl.trans(g))
+            up = _mma(up, a, tl.trans(u))
+        # SwiGLU on the float32 sums, rounded once to the rows' dtype. torch's path (and the reference
+        # in bfloat16) rounds gate and up to bfloat16 first, then silu's output, then the product: we
+        # skip those three roundings, so we sit closer to the float64 reference than the bfloat16
+        # reference does, and the check's tolerance (4x the bfloat16 reference's own error against
+        # float64, variantbench/cases.py check_output) allows four times that reference's error.
+        _store(hidden_ptr + offs_m.to(tl.int64)[:, None] * ffn + offs_n[None, :], gate * tl.sigmoid(gate) * up,
+               in_m[:, None] & in_n[None, :])
+
+
+@triton.jit
+def _down_kernel(hidden_ptr, w2_ptr, out_ptr, offsets_ptr, dim, ffn, stride_h, stride_we, stride_wn,
+                 N_BLOCKS: tl.constexpr, N_EXPERTS: tl.constexpr, E_PAD: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """out[r, n] = hidden[r] . w2[e, n] for the rows r of expert e: w2 (E, dim, ffn)."""
+    live, expert, row, row_end, n_block = _tile(offsets_ptr, tl.program_id(0), N_BLOCKS, N_EXPERTS, E_PAD, BLOCK_M)
+    if live:
+        offs_m = row + tl.arange(0, BLOCK_M)
+        offs_n = n_block * BLOCK_N + tl.arange(0, BLOCK_N)
+        in_m, in_n = offs_m < row_end, offs_n < dim
+        a_ptrs = hidden_ptr + offs_m.to(tl.int64)[:, None] * stride_h
+        w_ptrs = w2_ptr + expert.to(tl.int64) * stride_we + offs_n.to(tl.int64)[:, None] * stride_wn
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k0 in range(0, ffn, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            in_k = offs_k[None, :] < ffn
+            a = tl.load(a_ptrs + offs_k[None, :], mask=in_m[:, None] & in_k, other=0.0)
+            w = tl.load(w_ptrs + offs_k[None, :], mask=in_n[:, None] & in_k, other=0.0)
+            acc = _mma(acc, a, tl.trans(w))
+        _store(out_ptr + offs_m.to(tl.int64)[:, None] * dim + offs_n[None, :], acc, in_m[:, None] & in_n[None, :])
+
+
+def serves(rows, w13, w2):
+    """Whether our kernels take these experts: few rows an expert on average (EXPERT_GEMM_MAX_ROWS, from
+    the row count the host knows, no synchronisation), and no gradient asked of them. The kernels have
+    no backward: the triton layer is forward-only (the catalog's backward=False; a trained block refuses
+    it), but where autograd still runs it torch._grouped_mm keeps the experts' weights' gradients."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (rows, w13, w2)):
+        return False
+    return rows.shape[0] <= EXPERT_GEMM_MAX_ROWS * w13.shape[0]
+
+
+def _grid(n_rows, n_experts, n_cols):
+    """(programs, n-blocks): the schedule's upper bound on programs (module docstring)."""
+    n_blocks = triton.cdiv(n_cols, BLOCK_N)
+    return (triton.cdiv(n_rows, BLOCK_M) + min(n_experts, n_rows)) * n_blocks, n_blocks
+
+
+def _k_contiguous(*tensors):
+    """The kernels step along K by 1 (nn.Linear's layout, as checkpoints store the experts)."""
+    for t in tensors:
+        if t.stride(-1) != 1:
+            raise ValueError(f"expert GEMM operands need their last dim contiguous, not strides {t.stride()}")
+
+
+def gate_up(rows, w13, offsets):
+    """(R, ffn) silu(gate) * up in rows' dtype: rows (R, dim) in expert order, w13 (E, 2 ffn, dim),
+    offsets (E,) int32 the end of each expert's rows."""
+    (n_rows, dim), (n_experts, two_ffn, _) = rows.shape, w13.shape
+    _k_contiguous(rows, w13)
+    hidden = torch.empty(n_rows, two_ffn // 2, dtype=rows.dtype, device=rows.device)
+    programs, n_blocks = _grid(n_rows, n_experts, two_ffn // 2)
+    if programs:
+        _gate_up_kernel[(programs,)](
+            rows, w13, hidden, offsets, dim, two_ffn // 2, rows.stride(0), w13.stride(0), w13.stride(1),
+            N_BLOCKS=n_blocks, N_EXPERTS=n_experts, E_PAD=triton.next_power_of_2(n_experts), BLOCK_M=BLOCK_M,
+            BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, **(GATE_UP_LAUNCH if rows.is_cuda else {}))
+    return hidden
+
+
+def down(hidden, w2, offsets):
+    """(R, dim) hidden @ w2[e].T for each expert e's rows, in hidden's dtype: w2 (E, dim, ffn)."""
+    (n_rows, ffn), (n_experts, dim, _) = hidden.shape, w2.shape
+    _k_contiguous(hidden, w2)
+    out = torch.empty(n_rows, dim, dtype=hidden.dtype, device=hidden.device)
+    programs, n_blocks = _grid(n_rows, n_experts, dim)
+    if programs:
+        _down_kernel[(programs,)](
+            hidden, w2, out, offsets, dim, ffn, hidden.stride(0), w2.stride(0), w2.stride(1), N_BLOCKS=n_blocks,
+            N_EXPERTS=n_experts, E_PAD=triton.next_power_of_2(n_experts), BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
+            BLOCK_K=BLOCK_K, **(DOWN_LAUNCH if hidden.is_cuda else {}))
+    return out
+
+
+def experts(rows, w13, w2, offsets):
+    """(R, dim) each routed row through its expert's SwiGLU, rows in expert order."""
+    return down(gate_up(rows, w13, offsets), w2, offsets)

@@ -1,0 +1,172 @@
+"""Our grouped expert GEMMs (kernels/moe/triton_experts.py) on the CPU, through the interpreter: the
+tile schedule on its own, each kernel against a float64 product per expert (empty experts, one of more
+than two row tiles, float32 and bfloat16), and the layer through the suite's check on both of its
+expert paths."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+triton = pytest.importorskip("triton")
+tl = pytest.importorskip("triton.language")
+
+from kernels.moe import triton_experts as te  # noqa: E402
+from kernels.moe import triton_moe  # noqa: E402
+from reference.moe import moe  # noqa: E402
+from variantbench import cases  # noqa: E402
+from variantbench.catalog import family  # noqa: E402
+from variantbench.shapes import MoEShape, moe_model  # noqa: E402
+
+FAMILY = family("moe")
+# rows an expert: empty ones first, between and last; one over two row tiles (BLOCK_M 64), one partial,
+# one of a single row, one exactly a tile
+LOADS = {"uneven": [0, 150, 3, 0, 64, 1, 0], "one expert": [40], "all empty but one": [0, 0, 0, 2 * te.BLOCK_M + 1]}
+
+
+def offsets_of(counts):
+    return torch.tensor(counts).cumsum(0).to(torch.int32)
+
+
+@triton.jit
+def _schedule_kernel(offsets_ptr, out_ptr, N_BLOCKS: tl.constexpr, N_EXPERTS: tl.constexpr, E_PAD: tl.constexpr,
+                     BLOCK_M: tl.constexpr):
+    pid = tl.program_id(0)
+    live, expert, row, row_end, n_block = te._tile(offsets_ptr, pid, N_BLOCKS, N_EXPERTS, E_PAD, BLOCK_M)
+    if live:
+        tl.store(out_ptr + pid * 4 + 0, expert)
+        tl.store(out_ptr + pid * 4 + 1, row)
+        tl.store(out_ptr + pid * 4 + 2, row_end)
+        tl.store(out_ptr + pid * 4 + 3, n_block)
+
+
+def schedule(counts, n_cols):
+    """[(expert, first row, the expert's row end, n-block)] of each live program, in program order."""
+    programs, n_blocks = te._grid(sum(counts), len(counts), n_cols)
+    out = torch.full((programs, 4), -1, dtype=torch.int32)
+    _schedule_kernel[(programs,)](offsets_of(counts), out, N_BLOCKS=n_blocks, N_EXPERTS=len(counts),
+                                  E_PAD=triton.next_power_of_2(len(counts)), BLOCK_M=te.BLOCK_M)
+    return [tuple(r) for r in out.tolist()]
+
+
+@pytest.mark.parametrize("load", LOADS)
+@pytest.mark.parametrize("n_cols", [64, 3 * te.BLOCK_N - 5])  # one n-block; three, the last partial
+def test_the_schedule_runs_expert_by_expert_then_n_block_then_m_tile(load, n_cols):
+    """Consecutive programs share an expert's weight tile (same expert and n-block, the next m-tile);
+    every real tile once; the programs past them (the grid's upper bound) do nothing."""
+    counts, m = LOADS[load], te.BLOCK_M
+    n_blocks = -(-n_cols // te.BLOCK_N)
+    start, want = 0, []
+    for expert, rows in enumerate(counts):
+        want += [(expert, start + tile * m, start + rows, n) for n in range(n_blocks) for tile in range(-(-rows // m))]
+        start += rows
+    got = schedule(counts, n_cols)
+    assert got[:len(want)] == want
+    assert set(got[len(want):]) <= {(-1, -1, -1, -1)}
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_grid_bounds_the_tiles_of_any_load(seed):
+    """cdiv(R, BLOCK_M) + min(E, R) m-tiles: at least the experts' own, each non-empty one's partial
+    tile included (the worst: every expert one row past a whole tile, or one row each)."""
+    gen = torch.Generator().manual_seed(seed)
+    n_experts = int(torch.randint(1, 300, (), generator=gen))
+    counts = torch.randint(0, 3 * te.BLOCK_M, (n_experts,), generator=gen)
+    counts[torch.rand(n_experts, generator=gen) < 0.3] = 0
+    for load in (counts.tolist(), [te.BLOCK_M + 1] * n_experts, [1] * n_experts):
+        programs, n_blocks = te._grid(sum(load), len(load), 1)
+        assert programs >= sum(-(-c // te.BLOCK_M) for c in load)
+
+
+def expert_problem(counts, dim, ffn, dtype, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    n_experts, n_rows = len(counts), sum(counts)
+    rows = torch.randn(n_rows, dim, generator=gen).to(dtype)
+    w13 = (torch.randn(n_experts, 2 * ffn, dim, generator=gen) / dim ** 0.5).to(dtype)
+    w2 = (torch.randn(n_experts, dim, ffn, generator=gen) / ffn ** 0.5).to(dtype)
+    return rows, w13, w2
+
+
+def per_expert(counts, rows, weights, product):
+    """product(an expert's rows, its weight) in float64, expert by expert."""
+    return torch.cat([product(r.double(), w.double()) for r, w in zip(rows.split(counts), weights.unbind(0))])
+
+
+def swiglu(rows, w13):
+    gate, up = (rows @ w13.T).chunk(2, dim=-1)  # gate columns first, as reference/moe.py's swiglu
+    return F.silu(gate) * up
+
+
+def assert_rounded_once(got, exact):
+    """float32: the IEEE dot's sums; bfloat16: float32 sums rounded once to nearest (2^-8 relative
+    at most; the interpreter truncates unless told to round, up to 2^-7)."""
+    rtol = 2 ** -8 if got.dtype == torch.bfloat16 else 1e-5
+    torch.testing.assert_close(got.double(), exact, rtol=rtol, atol=1e-5)
+
+
+@pytest.mark.parametrize("load", LOADS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+# dim 96: a full and a partial K step; ffn 160: a full and a partial n-block of gate and of up
+def test_gate_up_is_silu_of_gate_times_up_per_expert(load, dtype):
+    counts = LOADS[load]
+    rows, w13, _ = expert_problem(counts, dim=96, ffn=160, dtype=dtype)
+    hidden = te.gate_up(rows, w13, offsets_of(counts))
+    assert hidden.shape == (sum(counts), 160) and hidden.dtype == dtype
+    assert_rounded_once(hidden, per_expert(counts, rows, w13, swiglu))
+
+
+@pytest.mark.parametrize("load", LOADS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+# dim 200: an n-block and a partial one of the output; ffn 80: a full and a partial K step
+def test_down_is_each_experts_product(load, dtype):
+    counts = LOADS[load]
+    hidden, _, w2 = expert_problem(counts, dim=200, ffn=80, dtype=dtype)
+    hidden = hidden[:, :80].contiguous()
+    out = te.down(hidden, w2, offsets_of(counts))
+    assert out.shape == (sum(counts), 200) and out.dtype == dtype
+    assert_rounded_once(out, per_expert(counts, hidden, w2, lambda h, w: h @ w.T))
+
+
+def test_serves_few_rows_an_expert_without_gradients():
+    rows, w13, w2 = expert_problem([1] * 4, dim=8, ffn=8, dtype=torch.float32)
+    most = te.EXPERT_GEMM_MAX_ROWS * 4  # the average, known on the host from the row count
+    assert te.serves(torch.empty(most, 8), w13, w2)
+    assert not te.serves(torch.empty(most + 1, 8), w13, w2)
+    w13.requires_grad_()
+    assert not te.serves(rows, w13, w2)  # no backward: torch._grouped_mm keeps the weights' gradients
+    with torch.no_grad():
+        assert te.serves(rows, w13, w2)
+
+
+@pytest.fixture
+def expert_calls(monkeypatch):
+    """How often the layer called our expert GEMMs."""
+    calls = []
+    run = te.experts
+    monkeypatch.setattr(te, "experts", lambda *args: calls.append(1) or run(*args))
+    return calls
+
+
+@pytest.mark.parametrize("max_rows, ours", [(te.EXPERT_GEMM_MAX_ROWS, True), (0, False)])
+@pytest.mark.parametrize("variant", ["softmax_topk", "sigmoid_grouped_topk"])
+def test_the_layer_matches_the_reference_on_either_expert_path(monkeypatch, expert_calls, variant, max_rows, ours):
+    """tiny-moe at 64 tokens routes 16 rows an expert: ours; with no rows allowed, torch._grouped_mm."""
+    monkeypatch.setattr(te, "EXPERT_GEMM_MAX_ROWS", max_rows)
+    v, config = FAMILY.variant(variant), moe_model("tiny-moe")
+    problem = FAMILY.make_problem(v, MoEShape("t", "tiny-moe", 64, "zipf", device="cpu"), device=torch.device("cpu"),
+                                  dtype=torch.float32, seed=13)
+    out = triton_moe.prepare(v, problem)()
+    assert bool(expert_calls) == ours
+    exact = moe(v.router, config, problem.x, problem.router_weight, problem.selection_bias, problem.w13, problem.w2,
+                problem.shared13, problem.shared2, compute_dtype=torch.float64)
+    assert torch.allclose(out.double(), exact, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("variant", ["softmax_topk", "sigmoid_grouped_topk"])
+def test_the_layer_through_our_experts_passes_the_suites_check(expert_calls, variant, dtype):
+    """The suite's check (4x the working-dtype reference's error against float64): in bfloat16 too,
+    where the reference rounds gate and up before the SwiGLU and our epilogue does not."""
+    case = cases.resolve("moe", variant, "triton", "tiny-moe-t64-zipf", "cpu")
+    problem = FAMILY.make_problem(case.variant, case.shape, device=torch.device("cpu"), dtype=dtype, seed=cases.SEED)
+    result = cases.check_output(case, problem, triton_moe.prepare(case.variant, problem)())
+    assert expert_calls and result["ok"], result
