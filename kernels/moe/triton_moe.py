@@ -1,5 +1,6 @@
 """Our MoE layer: a fused Triton router (scores, top-k and renormalisation in one pass over the
-tokens) and Triton permute / unpermute kernels around torch's grouped GEMM for the experts.
+tokens) and Triton permute / unpermute kernels around the experts' grouped GEMMs: ours where experts
+get few rows (kernels/moe/triton_experts.py), torch's beyond.
 
 Routers (both of reference/moe.py's): BLOCK_T tokens a program take their float32 logits against
 every expert, then the softmax, or the sigmoid with the selection bias and the group limit, pick the
@@ -25,6 +26,7 @@ import triton
 import triton.language as tl
 
 from kernels.interpreter import COMPILED
+from kernels.moe import triton_experts
 from kernels.moe.grouped_mm import expert_offsets
 from variantbench.catalog import lookup
 from variantbench.device import multiprocessors
@@ -314,8 +316,6 @@ def unpermute(rows, position, weights, tokens, dtype):
 
 def prepare_function(variant, problem):
     """The layer, with the problem's experts and router, as a function of any tokens x (T, dim)."""
-    from kernels.moe import triton_experts
-
     config = problem.config
     w13, w2 = problem.w13, problem.w2
     top_k = config.top_k
