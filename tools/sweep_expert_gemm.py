@@ -1,0 +1,88 @@
+"""Our expert GEMMs' tile sizes, swept on the GPU at one MoE shape's routed load: each configuration of
+kernels/moe/triton_experts.py's gate_up and down timed alone by do_bench on the same rows, offsets and
+weights, checked first against torch._grouped_mm's result (a wrong configuration is reported, never
+timed as a win). The chosen constants are the module's; this says whether another would do better.
+
+    python3 tools/sweep_expert_gemm.py [shape]   (default: deepseek-v3-prefill-t4k-zipf)
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from triton.testing import do_bench
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from kernels.moe import grouped_mm, triton_experts  # noqa: E402
+from variantbench.catalog import Unsupported, family  # noqa: E402
+
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages); the first of each is the module's at 90f2582.
+# gate_up keeps two accumulators, so its BLOCK_N stays at 128 or under (2 x 128 x 128 float32 over
+# 8 warps is 128 registers a thread).
+GATE_UP = [(64, 128, 64, 8, 3), (64, 128, 64, 4, 4), (64, 64, 64, 4, 4), (64, 64, 128, 4, 3), (128, 128, 64, 8, 3),
+           (128, 128, 64, 8, 4), (128, 64, 64, 8, 4), (128, 64, 128, 8, 3), (64, 128, 128, 8, 2)]
+DOWN = [(64, 128, 64, 4, 4), (64, 128, 64, 8, 4), (64, 256, 64, 8, 3), (128, 128, 64, 8, 4), (128, 256, 64, 8, 3),
+        (64, 128, 128, 4, 3), (128, 128, 128, 8, 3), (64, 64, 128, 4, 4)]
+
+
+def configured(config, launch_name):
+    triton_experts.BLOCK_M, triton_experts.BLOCK_N, triton_experts.BLOCK_K = config[:3]
+    setattr(triton_experts, launch_name, {"num_warps": config[3], "num_stages": config[4]})
+
+
+def sweep(name, configs, launch_name, run, expected, weight_bytes):
+    print(f"{name}: {'config (M, N, K, warps, stages)':34s} {'ms':>8s} {'GB/s of weights':>16s} max error")
+    for config in configs:
+        configured(config, launch_name)
+        try:
+            got = run()
+        except Exception as error:  # a configuration over the shared memory or registers: say so, go on
+            print(f"  {str(config):34s} failed: {str(error).splitlines()[0][:90]}")
+            continue
+        error = (got.float() - expected.float()).abs().max().item()
+        if error > 0.05 * expected.float().abs().max().item():
+            print(f"  {str(config):34s} WRONG: max error {error:.3g}")
+            continue
+        ms = do_bench(run, warmup=25, rep=200)
+        print(f"  {str(config):34s} {ms:8.3f} {weight_bytes / ms / 1e6:16.0f} {error:.3g}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("shape", nargs="?", default="deepseek-v3-prefill-t4k-zipf")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("sweep_expert_gemm: needs a CUDA GPU; none is visible")
+    moe = family("moe")
+    try:
+        shape = moe.shape(args.shape)
+    except Unsupported as unknown:
+        sys.exit(f"sweep_expert_gemm: {unknown}")
+    variant = moe.variants[0]
+    problem = moe.make_problem(variant, shape, device=torch.device("cuda"), dtype=torch.bfloat16, seed=0)
+    config = problem.config
+    experts, _ = grouped_mm._route(variant.router, config, problem.x, problem.router_weight, problem.selection_bias)
+    flat = experts.flatten()
+    order = torch.argsort(flat, stable=True)
+    rows = problem.x[order // config.top_k].contiguous()
+    offsets = grouped_mm.expert_offsets(flat[order], config.n_experts)
+    w13, w2 = problem.w13, problem.w2
+    gate, up = torch._grouped_mm(rows, w13.transpose(-2, -1), offs=offsets).chunk(2, dim=-1)
+    hidden = F.silu(gate) * up
+    out = torch._grouped_mm(hidden, w2.transpose(-2, -1), offs=offsets)
+    print(f"{shape.name}: {rows.shape[0]} routed rows over {config.n_experts} experts, "
+          f"hottest {int(torch.bincount(flat, minlength=config.n_experts).max())}")
+    for label, call in (("torch gate|up", lambda: torch._grouped_mm(rows, w13.transpose(-2, -1), offs=offsets)),
+                        ("torch down", lambda: torch._grouped_mm(hidden, w2.transpose(-2, -1), offs=offsets))):
+        print(f"  {label:34s} {do_bench(call, warmup=25, rep=200):8.3f} ms")
+    sweep("gate_up", GATE_UP, "GATE_UP_LAUNCH", lambda: triton_experts.gate_up(rows, w13, offsets), hidden,
+          w13.numel() * w13.element_size())
+    sweep("down", DOWN, "DOWN_LAUNCH", lambda: triton_experts.down(hidden, w2, offsets), out,
+          w2.numel() * w2.element_size())
+
+
+if __name__ == "__main__":
+    main()
