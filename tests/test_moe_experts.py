@@ -20,7 +20,7 @@ from variantbench.shapes import MoEShape, moe_model  # noqa: E402
 FAMILY = family("moe")
 # rows an expert: empty ones first, between and last; one over two row tiles (BLOCK_M 64), one partial,
 # one of a single row, one exactly a tile
-LOADS = {"uneven": [0, 150, 3, 0, 64, 1, 0], "one expert": [40], "all empty but one": [0, 0, 0, 2 * te.BLOCK_M + 1]}
+LOADS = {"uneven": [0, 150, 3, 0, 64, 1, 0], "one expert": [40], "all empty but one": [0, 0, 0, 2 * te.GATE_UP_TILES.m + 1]}
 
 
 def offsets_of(counts):
@@ -41,20 +41,20 @@ def _schedule_kernel(offsets_ptr, out_ptr, N_BLOCKS: tl.constexpr, N_EXPERTS: tl
 
 def schedule(counts, n_cols):
     """[(expert, first row, the expert's row end, n-block)] of each live program, in program order."""
-    programs, n_blocks = te._grid(sum(counts), len(counts), n_cols)
+    programs, n_blocks = te._grid(sum(counts), len(counts), n_cols, te.GATE_UP_TILES)
     out = torch.full((programs, 4), -1, dtype=torch.int32)
     _schedule_kernel[(programs,)](offsets_of(counts), out, N_BLOCKS=n_blocks, N_EXPERTS=len(counts),
-                                  E_PAD=triton.next_power_of_2(len(counts)), BLOCK_M=te.BLOCK_M)
+                                  E_PAD=triton.next_power_of_2(len(counts)), BLOCK_M=te.GATE_UP_TILES.m)
     return [tuple(r) for r in out.tolist()]
 
 
 @pytest.mark.parametrize("load", LOADS)
-@pytest.mark.parametrize("n_cols", [64, 3 * te.BLOCK_N - 5])  # one n-block; three, the last partial
+@pytest.mark.parametrize("n_cols", [64, 3 * te.GATE_UP_TILES.n - 5])  # one n-block; three, the last partial
 def test_the_schedule_runs_expert_by_expert_then_n_block_then_m_tile(load, n_cols):
     """Consecutive programs share an expert's weight tile (same expert and n-block, the next m-tile);
     every real tile once; the programs past them (the grid's upper bound) do nothing."""
-    counts, m = LOADS[load], te.BLOCK_M
-    n_blocks = -(-n_cols // te.BLOCK_N)
+    counts, m = LOADS[load], te.GATE_UP_TILES.m
+    n_blocks = -(-n_cols // te.GATE_UP_TILES.n)
     start, want = 0, []
     for expert, rows in enumerate(counts):
         want += [(expert, start + tile * m, start + rows, n) for n in range(n_blocks) for tile in range(-(-rows // m))]
@@ -64,17 +64,22 @@ def test_the_schedule_runs_expert_by_expert_then_n_block_then_m_tile(load, n_col
     assert set(got[len(want):]) <= {(-1, -1, -1, -1)}
 
 
+TILINGS = {"gate_up": te.GATE_UP_TILES, "down few": te.DOWN_TILES_FEW, "down many": te.DOWN_TILES_MANY}
+
+
+@pytest.mark.parametrize("tiling", TILINGS)
 @pytest.mark.parametrize("seed", range(20))
-def test_the_grid_bounds_the_tiles_of_any_load(seed):
+def test_the_grid_bounds_the_tiles_of_any_load(seed, tiling):
     """cdiv(R, BLOCK_M) + min(E, R) m-tiles: at least the experts' own, each non-empty one's partial
     tile included (the worst: every expert one row past a whole tile, or one row each)."""
+    tiles = TILINGS[tiling]
     gen = torch.Generator().manual_seed(seed)
     n_experts = int(torch.randint(1, 300, (), generator=gen))
-    counts = torch.randint(0, 3 * te.BLOCK_M, (n_experts,), generator=gen)
+    counts = torch.randint(0, 3 * tiles.m, (n_experts,), generator=gen)
     counts[torch.rand(n_experts, generator=gen) < 0.3] = 0
-    for load in (counts.tolist(), [te.BLOCK_M + 1] * n_experts, [1] * n_experts):
-        programs, n_blocks = te._grid(sum(load), len(load), 1)
-        assert programs >= sum(-(-c // te.BLOCK_M) for c in load)
+    for load in (counts.tolist(), [tiles.m + 1] * n_experts, [1] * n_experts):
+        programs, n_blocks = te._grid(sum(load), len(load), 1, tiles)
+        assert programs >= sum(-(-c // tiles.m) for c in load)
 
 
 def expert_problem(counts, dim, ffn, dtype, seed=0):
@@ -114,16 +119,25 @@ def test_gate_up_is_silu_of_gate_times_up_per_expert(load, dtype):
     assert_rounded_once(hidden, per_expert(counts, rows, w13, swiglu))
 
 
+@pytest.mark.parametrize("tiles", [te.DOWN_TILES_FEW, te.DOWN_TILES_MANY], ids=["few", "many"])
 @pytest.mark.parametrize("load", LOADS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-# dim 200: an n-block and a partial one of the output; ffn 80: a full and a partial K step
-def test_down_is_each_experts_product(load, dtype):
+# dim 300: whole n-blocks and a partial one of the output at either tiling; ffn 80: a full and a
+# partial K step
+def test_down_is_each_experts_product(load, dtype, tiles):
     counts = LOADS[load]
-    hidden, _, w2 = expert_problem(counts, dim=200, ffn=80, dtype=dtype)
+    hidden, _, w2 = expert_problem(counts, dim=300, ffn=80, dtype=dtype)
     hidden = hidden[:, :80].contiguous()
-    out = te.down(hidden, w2, offsets_of(counts))
-    assert out.shape == (sum(counts), 200) and out.dtype == dtype
+    out = te.down(hidden, w2, offsets_of(counts), tiles)
+    assert out.shape == (sum(counts), 300) and out.dtype == dtype
     assert_rounded_once(out, per_expert(counts, hidden, w2, lambda h, w: h @ w.T))
+
+
+def test_down_takes_the_wide_tiles_where_experts_average_many_rows():
+    many = te.DOWN_MANY_ROWS * 256  # DeepSeek-V3's 256 experts
+    assert te.down_tiles(many, 256) == te.DOWN_TILES_MANY
+    assert te.down_tiles(many - 1, 256) == te.DOWN_TILES_FEW
+    assert te.down_tiles(16 * 8, 256) == te.DOWN_TILES_FEW  # decode: 16 tokens, top 8
 
 
 def test_serves_few_rows_an_expert_without_gradients():

@@ -1,12 +1,13 @@
 """Our expert GEMMs' tile sizes, swept on the GPU at one MoE shape's routed load: each configuration of
 kernels/moe/triton_experts.py's gate_up and down timed alone by do_bench on the same rows, offsets and
 weights, checked first against torch._grouped_mm's result (a wrong configuration is reported, never
-timed as a win). The chosen constants are the module's; this says whether another would do better.
+timed as a win). The module's tilings were chosen by this (session 18); it says whether another would now do better.
 
     python3 tools/sweep_expert_gemm.py [shape]   (default: deepseek-v3-prefill-t4k-zipf)
 """
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -17,26 +18,25 @@ from triton.testing import do_bench
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kernels.moe import grouped_mm, triton_experts  # noqa: E402
+from kernels.moe.triton_experts import Tiles  # noqa: E402
 from variantbench.catalog import Unsupported, family  # noqa: E402
 
-# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages); the first of each is the module's at 90f2582.
-# gate_up keeps two accumulators, so its BLOCK_N stays at 128 or under (2 x 128 x 128 float32 over
-# 8 warps is 128 registers a thread).
-GATE_UP = [(64, 128, 64, 8, 3), (64, 128, 64, 4, 4), (64, 64, 64, 4, 4), (64, 64, 128, 4, 3), (128, 128, 64, 8, 3),
-           (128, 128, 64, 8, 4), (128, 64, 64, 8, 4), (128, 64, 128, 8, 3), (64, 128, 128, 8, 2)]
-DOWN = [(64, 128, 64, 4, 4), (64, 128, 64, 8, 4), (64, 256, 64, 8, 3), (128, 128, 64, 8, 4), (128, 256, 64, 8, 3),
-        (64, 128, 128, 4, 3), (128, 128, 128, 8, 3), (64, 64, 128, 4, 4)]
+# Tilings (rows, columns, depth a step, warps, stages); the first of each was 90f2582's. gate_up keeps
+# two accumulators, so its n stays at 128 or under (2 x 128 x 128 float32 over 8 warps is 128
+# registers a thread).
+GATE_UP = [Tiles(64, 128, 64, 8, 3), Tiles(64, 128, 64, 4, 4), Tiles(64, 64, 64, 4, 4), Tiles(64, 64, 128, 4, 3),
+           Tiles(128, 128, 64, 8, 3), Tiles(128, 128, 64, 8, 4), Tiles(128, 64, 64, 8, 4), Tiles(128, 64, 128, 8, 3),
+           Tiles(64, 128, 128, 8, 2)]
+DOWN = [Tiles(64, 128, 64, 4, 4), Tiles(64, 128, 64, 8, 4), Tiles(64, 256, 64, 8, 3), Tiles(128, 128, 64, 8, 4),
+        Tiles(128, 256, 64, 8, 3), Tiles(64, 128, 128, 4, 3), Tiles(128, 128, 128, 8, 3), Tiles(64, 64, 128, 4, 4)]
 
 
-def configured(config, launch_name):
-    triton_experts.BLOCK_M, triton_experts.BLOCK_N, triton_experts.BLOCK_K = config[:3]
-    setattr(triton_experts, launch_name, {"num_warps": config[3], "num_stages": config[4]})
-
-
-def sweep(name, configs, launch_name, run, expected, weight_bytes):
-    print(f"{name}: {'config (M, N, K, warps, stages)':34s} {'ms':>8s} {'GB/s of weights':>16s} max error")
-    for config in configs:
-        configured(config, launch_name)
+def sweep(name, tilings, launch, expected, weight_bytes):
+    """launch(tiles): the kernel's output at that tiling. The GB/s count every expert's weights, so
+    they mean bandwidth only where every expert is reached (prefill)."""
+    print(f"{name}: {'tiling (m, n, k, warps, stages)':34s} {'ms':>8s} {'GB/s of weights':>16s} max error")
+    for tiles in tilings:
+        config, run = tuple(tiles), functools.partial(launch, tiles)
         try:
             got = run()
         except Exception as error:  # a configuration over the shared memory or registers: say so, go on
@@ -78,9 +78,9 @@ def main():
     for label, call in (("torch gate|up", lambda: torch._grouped_mm(rows, w13.transpose(-2, -1), offs=offsets)),
                         ("torch down", lambda: torch._grouped_mm(hidden, w2.transpose(-2, -1), offs=offsets))):
         print(f"  {label:34s} {do_bench(call, warmup=25, rep=200):8.3f} ms")
-    sweep("gate_up", GATE_UP, "GATE_UP_LAUNCH", lambda: triton_experts.gate_up(rows, w13, offsets), hidden,
+    sweep("gate_up", GATE_UP, lambda tiles: triton_experts.gate_up(rows, w13, offsets, tiles), hidden,
           w13.numel() * w13.element_size())
-    sweep("down", DOWN, "DOWN_LAUNCH", lambda: triton_experts.down(hidden, w2, offsets), out,
+    sweep("down", DOWN, lambda tiles: triton_experts.down(hidden, w2, offsets, tiles), out,
           w2.numel() * w2.element_size())
 
 

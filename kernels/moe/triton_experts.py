@@ -19,23 +19,40 @@ streams). The grid is an upper bound, cdiv(R, BLOCK_M) + min(E, R) m-tiles (each
 leaves at most one partial tile) times the n-blocks; programs past the real count return at once.
 """
 
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
 
 from kernels.interpreter import COMPILED
 
-# Untuned until gated on a GPU (no autotune: it would re-tune inside timing). BLOCK_M 64: at ~128 rows
-# an expert (DeepSeek-V3 prefill) a 128-row tile would leave most of a light expert's last tile empty,
-# and Hopper's warpgroup MMA is 64 rows a warpgroup. BLOCK_N 128, BLOCK_K 64: bfloat16 tiles of
-# 16 KB (weights) and 8 KB (rows) a stage.
-BLOCK_M = 64
-BLOCK_N = 128
-BLOCK_K = 64
-# gate_up holds two 64 x 128 float32 accumulators (128 registers a thread at 8 warps) and reads
-# 40 KB a stage: 3 stages, 120 KB of shared memory. down holds one and reads 24 KB a stage: 4 stages.
-GATE_UP_LAUNCH = {"num_warps": 8, "num_stages": 3}
-DOWN_LAUNCH = {"num_warps": 4, "num_stages": 4}
+class Tiles(NamedTuple):
+    """One launch's tiling: m rows x n columns of output a program, k deep a step, its warps and stages."""
+
+    m: int
+    n: int
+    k: int
+    warps: int
+    stages: int
+
+
+# Chosen on an H200 by tools/sweep_expert_gemm.py (session 18: do_bench, each checked against
+# torch._grouped_mm, 9 tilings of gate_up and 8 of down) at DeepSeek-V3's zipf loads: prefill (32768
+# routed rows over 256 experts, 128 an expert on average, the hottest 3904) and decode (128 rows, the
+# hottest 14). No autotune: it would re-tune inside timing.
+# gate_up, two accumulators: 64 x 128 x 64, 4 warps, 4 stages: prefill 6.513 ms, decode 0.513. The
+# first choice (64 x 128 x 64, 8 warps, 3 stages) took 7.129 and 0.563; prefill's best (128 x 128 x
+# 64, 8 warps, 4 stages) 6.312 but decode 0.579. torch's gate|up GEMM: 7.718 and 0.685.
+GATE_UP_TILES = Tiles(64, 128, 64, 4, 4)
+# down: at decode 64 x 128 x 64, 4 warps, 4 stages (0.263 ms, the best of 8; prefill 3.589); at
+# prefill 128 x 256 x 64, 8 warps, 3 stages (3.245 ms, the best of 8; decode 0.293). torch's: 3.796
+# and 0.373. The wide tile reads each weight tile for twice the rows, where an expert has them.
+DOWN_TILES_FEW = Tiles(64, 128, 64, 4, 4)
+DOWN_TILES_MANY = Tiles(128, 256, 64, 8, 3)
+# Average routed rows an expert from which down takes DOWN_TILES_MANY (DeepSeek-V3: prefill 128,
+# decode 0.5; the threshold between is unmeasured).
+DOWN_MANY_ROWS = 64
 # Our kernels where the average routed rows an expert is at most this, torch._grouped_mm beyond: large
 # experts are compute-bound, where cuBLAS / CUTLASS grouped GEMM is strong. Unmeasured threshold
 # (DeepSeek-V3 prefill, 128 an expert, is ours; Mixtral-8x7B prefill, 8192 tokens x 2 / 8 = 2048, torch's).
@@ -153,10 +170,16 @@ def serves(rows, w13, w2):
     return rows.shape[0] <= EXPERT_GEMM_MAX_ROWS * w13.shape[0]
 
 
-def _grid(n_rows, n_experts, n_cols):
+def _grid(n_rows, n_experts, n_cols, tiles):
     """(programs, n-blocks): the schedule's upper bound on programs (module docstring)."""
-    n_blocks = triton.cdiv(n_cols, BLOCK_N)
-    return (triton.cdiv(n_rows, BLOCK_M) + min(n_experts, n_rows)) * n_blocks, n_blocks
+    n_blocks = triton.cdiv(n_cols, tiles.n)
+    return (triton.cdiv(n_rows, tiles.m) + min(n_experts, n_rows)) * n_blocks, n_blocks
+
+
+def _launch(tiles, device):
+    """The kernels' tile constexprs, and on a GPU their warps and stages (the interpreter takes none)."""
+    sizes = {"BLOCK_M": tiles.m, "BLOCK_N": tiles.n, "BLOCK_K": tiles.k}
+    return {**sizes, "num_warps": tiles.warps, "num_stages": tiles.stages} if device.type == "cuda" else sizes
 
 
 def _k_contiguous(*tensors):
@@ -166,32 +189,38 @@ def _k_contiguous(*tensors):
             raise ValueError(f"expert GEMM operands need their last dim contiguous, not strides {t.stride()}")
 
 
-def gate_up(rows, w13, offsets):
+def gate_up(rows, w13, offsets, tiles=GATE_UP_TILES):
     """(R, ffn) silu(gate) * up in rows' dtype: rows (R, dim) in expert order, w13 (E, 2 ffn, dim),
     offsets (E,) int32 the end of each expert's rows."""
     (n_rows, dim), (n_experts, two_ffn, _) = rows.shape, w13.shape
     _k_contiguous(rows, w13)
     hidden = torch.empty(n_rows, two_ffn // 2, dtype=rows.dtype, device=rows.device)
-    programs, n_blocks = _grid(n_rows, n_experts, two_ffn // 2)
+    programs, n_blocks = _grid(n_rows, n_experts, two_ffn // 2, tiles)
     if programs:
         _gate_up_kernel[(programs,)](
             rows, w13, hidden, offsets, dim, two_ffn // 2, rows.stride(0), w13.stride(0), w13.stride(1),
-            N_BLOCKS=n_blocks, N_EXPERTS=n_experts, E_PAD=triton.next_power_of_2(n_experts), BLOCK_M=BLOCK_M,
-            BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, **(GATE_UP_LAUNCH if rows.is_cuda else {}))
+            N_BLOCKS=n_blocks, N_EXPERTS=n_experts, E_PAD=triton.next_power_of_2(n_experts),
+            **_launch(tiles, rows.device))
     return hidden
 
 
-def down(hidden, w2, offsets):
-    """(R, dim) hidden @ w2[e].T for each expert e's rows, in hidden's dtype: w2 (E, dim, ffn)."""
+def down_tiles(n_rows, n_experts):
+    """down's tiling for n_rows routed rows over n_experts (DOWN_MANY_ROWS)."""
+    return DOWN_TILES_MANY if n_rows >= DOWN_MANY_ROWS * n_experts else DOWN_TILES_FEW
+
+
+def down(hidden, w2, offsets, tiles=None):
+    """(R, dim) hidden @ w2[e].T for each expert e's rows, in hidden's dtype: w2 (E, dim, ffn).
+    tiles: down_tiles' choice by default."""
     (n_rows, ffn), (n_experts, dim, _) = hidden.shape, w2.shape
     _k_contiguous(hidden, w2)
+    tiles = tiles or down_tiles(n_rows, n_experts)
     out = torch.empty(n_rows, dim, dtype=hidden.dtype, device=hidden.device)
-    programs, n_blocks = _grid(n_rows, n_experts, dim)
+    programs, n_blocks = _grid(n_rows, n_experts, dim, tiles)
     if programs:
         _down_kernel[(programs,)](
             hidden, w2, out, offsets, dim, ffn, hidden.stride(0), w2.stride(0), w2.stride(1), N_BLOCKS=n_blocks,
-            N_EXPERTS=n_experts, E_PAD=triton.next_power_of_2(n_experts), BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
-            BLOCK_K=BLOCK_K, **(DOWN_LAUNCH if hidden.is_cuda else {}))
+            N_EXPERTS=n_experts, E_PAD=triton.next_power_of_2(n_experts), **_launch(tiles, hidden.device))
     return out
 
 
