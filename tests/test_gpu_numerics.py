@@ -6,6 +6,7 @@
 other paths (its 16-bit tl.dot sums wrongly, so the router's tensor-core path is compiled-only), and
 cuDNN exists only on the GPU."""
 
+import dataclasses
 import os
 
 import pytest
@@ -66,5 +67,44 @@ def test_mla_prefill_gradients_through_sdpa_in_a_blocks_layout(monkeypatch, back
     got = gradients(attend(*inputs[:3]), inputs)
     exact, low = reference(torch.float64), reference(torch.bfloat16)
     for name, g, e, lo in zip(("q_nope", "q_pe", "cache", "w_uk", "w_uv"), got, exact, low):
+        error, reference_error = (g.double() - e).abs().max().item(), (lo.double() - e).abs().max().item()
+        assert error <= 8 * reference_error, f"d{name}: {error:.3g} against the bfloat16 reference's {reference_error:.3g}"
+
+
+def test_dense_attention_gradients_through_cudnn_after_another_gradient_layout(monkeypatch):
+    """Our SDPA piece at the attention family's dims (GQA 32/8 heads, 128 wide, causal), backward first
+    with a contiguous output gradient (as the attention family's forward+backward hands it), then in a
+    block's layout (B, S, H x D), in one process: at MLA's dims cuDNN reused the first call's plan for
+    the second layout and got every gradient wrong (tools/probe_sdpa_backward.py, session 18). If this
+    fails, kernels/attention/sdpa.py needs kernels/mla/sdpa.py's _GradientInOutputStrides too."""
+    from kernels.attention import sdpa as attention_sdpa
+    from reference.attention import attention
+
+    monkeypatch.setattr(attention_sdpa, "FUSED_BACKENDS", (SDPBackend.CUDNN_ATTENTION,))
+    fam = family("attention")
+    variant = fam.variant("gqa_8")
+    shape = dataclasses.replace(fam.shape("llama-3-8b-s4k"), name="gpu-test", batch=2, q_len=512, kv_len=512)
+    problem = fam.make_problem(variant, shape, device="cuda", dtype=torch.bfloat16, seed=7, requires_grad=True)
+    attend = attention_sdpa.prepare_function(variant, problem)
+    assert attend.backend == "sdpa CUDNN_ATTENTION"
+    inputs = (problem.q, problem.k, problem.v)
+    batch, heads, tokens, width = problem.q.shape
+    gen = torch.Generator("cuda").manual_seed(8)
+    contiguous_grad = torch.randn(batch, heads, tokens, width, device="cuda", generator=gen)
+    block_grad = torch.randn(batch, tokens, heads * width, device="cuda", generator=gen)
+
+    def in_block_layout(out):
+        return out.transpose(1, 2).reshape(batch, tokens, heads * width)
+
+    torch.autograd.grad(attend(*inputs), inputs, contiguous_grad.to(torch.bfloat16))  # the first layout's plan
+    got = torch.autograd.grad((in_block_layout(attend(*inputs)).double() * block_grad.double()).sum(), inputs)
+
+    def reference(dtype):
+        tensors = [t.detach().to(dtype).requires_grad_() for t in inputs]
+        out = attention(*tensors, mask_mod=variant.mask_mod(problem))
+        return torch.autograd.grad((in_block_layout(out).double() * block_grad.double()).sum(), tensors)
+
+    exact, low = reference(torch.float64), reference(torch.bfloat16)
+    for name, g, e, lo in zip("qkv", got, exact, low):
         error, reference_error = (g.double() - e).abs().max().item(), (lo.double() - e).abs().max().item()
         assert error <= 8 * reference_error, f"d{name}: {error:.3g} against the bfloat16 reference's {reference_error:.3g}"
