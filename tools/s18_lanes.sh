@@ -31,6 +31,8 @@ moe_branch() {  # moe_branch BRANCH: gated against main on our MoE layer at four
     --tier full --shape deepseek-v3-prefill-t4k-zipf --shape deepseek-v3-decode-t16-zipf \
     --shape mixtral-8x7b-prefill-t8k-zipf --shape mixtral-8x7b-decode-t16-zipf --bench 'MoEForward\.time' \
     --results "/tmp/gate-$1" --summary "reports/gate/$1-h200.md"
+  # the branch's timed figures too, beside the summary (kept out of reports/results, main's history)
+  [ -n "${OUT:-}" ] && tar czf "$OUT/gate-$1.tgz" -C /tmp "gate-$1"
   worktree "$1" && step "profile-$1" 100 $(within "$1") python3 tools/probe_kernels.py moe \
     sigmoid_grouped_topk triton deepseek-v3-prefill-t4k-zipf
 }
@@ -48,6 +50,11 @@ routing_rule() {  # DeepSeek-V3's block check, rows weighed against their own er
     deepseek-v3 fused prefill-b4-s4k
   step probe-dsv3 150 python3 tools/probe_block_gradients.py deepseek-v3 fused prefill-b4-s4k
 }
+moe_decode() {  # main's MoE layers at decode against the family's baseline (issue 17: within budget)
+  step moe-decode 300 $vb run --family moe --tier full --shape deepseek-v3-decode-t16-zipf \
+    --shape mixtral-8x7b-decode-t16-zipf --shape deepseek-v3-prefill-t4k-zipf
+  truth truth-moe-decode 200 bench_moe.MoEForward.time_forward --most 8
+}
 default_tier() {
   step default 600 $vb run
   truth truth-default 240 bench_attention.AttentionForward.time_forward --most 6
@@ -55,6 +62,8 @@ default_tier() {
 # Arguments: the steps (these functions) and the lane's seconds; by default all of them in 1600 s. Session 18
 # split them over two leases: 'gpu_numerics; dsv3; default_tier' 1000 (the check refused DeepSeek-V3),
 # then 'routing_rule; dsv3; ...' with the branches rebuilt (their commits did not survive into session
-# 18's checkout) and the bundle's branch s18-start at 2568def, the first lease's commit.
+# 18's checkout) and the bundle's branch s18-start at 2568def, the first lease's commit. Session 19:
+# 'gpu_numerics; moe_decode; moe_branch expert-tma; default_tier' with reports/pending/expert-tma.patch
+# applied on branch expert-tma (after tools/sweep_expert_gemm.py on it).
 lane one 0 "${2:-1600}" "${1:-gpu_numerics; dsv3; moe_branch router-gemm; moe_branch expert-gemm; default_tier}"
 cat "$root/one.log"
