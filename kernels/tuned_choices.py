@@ -21,6 +21,17 @@ def source_hash(module_file) -> str:
     return hashlib.sha256(Path(module_file).read_bytes()).hexdigest()
 
 
+def package_hash(module_file) -> str:
+    """Every module beside a kernel module, in name order: an implementation's kernels need not all be in
+    the file the catalog names (the triton MoE layer's expert GEMMs are in triton_experts.py, beside
+    triton_moe.py), and a choice kept across a change to one of them would time the old choice's
+    winner for both commits of a gate."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(module_file).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def choice_path(identity) -> Path:
     """This machine's file for one choice: `identity`, the strings it depends on."""
     return CHOICES_DIR / f"{hashlib.sha256('|'.join(map(str, identity)).encode()).hexdigest()[:32]}.json"

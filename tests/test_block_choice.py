@@ -95,3 +95,12 @@ def test_the_blocks_record_names_the_choice_inside_its_attention_piece():
     assert _with_inner_choice("sdpa", piece("sdpa FLASH_ATTENTION")) == "sdpa FLASH_ATTENTION"  # GQA's, prefixed
     assert _with_inner_choice("triton", piece("triton")) == "triton"
     assert _with_inner_choice("fla", piece()) == "fla"
+
+
+def test_a_kept_choice_depends_on_every_module_beside_the_implementations(tmp_path):
+    # the triton MoE layer's expert GEMMs live beside triton_moe.py, the module the catalog names
+    (tmp_path / "layer.py").write_text("from . import experts\n")
+    (tmp_path / "experts.py").write_text("TILES = 64\n")
+    before = tuned_choices.package_hash(tmp_path / "layer.py")
+    (tmp_path / "experts.py").write_text("TILES = 128\n")
+    assert tuned_choices.package_hash(tmp_path / "layer.py") != before

@@ -47,10 +47,12 @@ def test_a_row_whose_own_error_came_out_near_zero_is_weighed_against_the_calls_e
     assert reference_block.clear_of_ties(exact, low).tolist() == [False, False, True]
 
 
-def test_a_call_with_nothing_left_out_decides_and_does_not_weigh_in_the_error():
+def test_a_call_with_nothing_left_out_decides_every_row_and_the_others_still_weigh():
+    # the second call kept every candidate (infinite margins, a NaN error); the first decides alone
     exact = torch.tensor([[0.5, float("inf")], [40.0, float("inf")]], dtype=torch.float64)
     low = torch.tensor([[0.5, float("inf")], [39.0, float("inf")]], dtype=torch.float64)
     assert reference_block.clear_of_ties(exact, low).tolist() == [False, True]
+    assert reference_block.clear_of_ties(exact[:, 1:], low[:, 1:]).tolist() == [True, True]
 
 
 def _routed_experts(variant, problem, rows, dtype):

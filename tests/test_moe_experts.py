@@ -140,15 +140,17 @@ def test_down_takes_the_wide_tiles_where_experts_average_many_rows():
     assert te.down_tiles(16 * 8, 256) == te.DOWN_TILES_FEW  # decode: 16 tokens, top 8
 
 
-def test_serves_few_rows_an_expert_without_gradients():
-    rows, w13, w2 = expert_problem([1] * 4, dim=8, ffn=8, dtype=torch.float32)
+def test_serves_few_rows_an_expert():
+    _, w13, w2 = expert_problem([1] * 4, dim=8, ffn=8, dtype=torch.float32)
     most = te.EXPERT_GEMM_MAX_ROWS * 4  # the average, known on the host from the row count
     assert te.serves(torch.empty(most, 8), w13, w2)
     assert not te.serves(torch.empty(most + 1, 8), w13, w2)
-    w13.requires_grad_()
-    assert not te.serves(rows, w13, w2)  # no backward: torch._grouped_mm keeps the weights' gradients
-    with torch.no_grad():
-        assert te.serves(rows, w13, w2)
+
+
+def test_no_routed_rows_launch_nothing_and_give_no_rows():
+    _, w13, w2 = expert_problem([0, 0], dim=16, ffn=16, dtype=torch.bfloat16)
+    out = te.experts(torch.empty(0, 16, dtype=torch.bfloat16), w13, w2, offsets_of([0, 0]))
+    assert out.shape == (0, 16) and out.dtype == torch.bfloat16
 
 
 @pytest.fixture

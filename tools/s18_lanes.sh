@@ -1,5 +1,5 @@
 # What issues 16 and 17 lack after session 17, on one nvidia-h200 (about 27 minutes held):
-#   git bundle create .vbgit.bundle main router-gemm expert-gemm
+#   git bundle create .vbgit.bundle main [BRANCH ...]   (session 19: main expert-tma)
 #   run(kind="nvidia-h200", carry=[".whl", ".vbgit.bundle"]): source tools/gpu_setup.sh > /tmp/setup.log 2>&1; \
 #     source tools/gpu_detached.sh && workdir && detach lanes 'bash tools/s18_lanes.sh [STEPS SECONDS]' && await lanes 540
 #   (then `source tools/gpu_detached.sh && await lanes 560` within 30 s, until it says exit)
@@ -32,7 +32,8 @@ moe_branch() {  # moe_branch BRANCH: gated against main on our MoE layer at four
     --shape mixtral-8x7b-prefill-t8k-zipf --shape mixtral-8x7b-decode-t16-zipf --bench 'MoEForward\.time' \
     --results "/tmp/gate-$1" --summary "reports/gate/$1-h200.md"
   # the branch's timed figures too, beside the summary (kept out of reports/results, main's history)
-  [ -n "${OUT:-}" ] && tar czf "$OUT/gate-$1.tgz" -C /tmp "gate-$1"
+  # (under the logs' folder: a detached lane's $OUT is the first call's, emptied before the next)
+  tar czf "$root/gate-$1.tgz" -C /tmp "gate-$1"
   worktree "$1" && step "profile-$1" 100 $(within "$1") python3 tools/probe_kernels.py moe \
     sigmoid_grouped_topk triton deepseek-v3-prefill-t4k-zipf
 }
@@ -50,10 +51,11 @@ routing_rule() {  # DeepSeek-V3's block check, rows weighed against their own er
     deepseek-v3 fused prefill-b4-s4k
   step probe-dsv3 150 python3 tools/probe_block_gradients.py deepseek-v3 fused prefill-b4-s4k
 }
-moe_decode() {  # main's MoE layers at decode against the family's baseline (issue 17: within budget)
-  step moe-decode 300 $vb run --family moe --tier full --shape deepseek-v3-decode-t16-zipf \
+moe_layers() {  # main's MoE layers at both decodes and DeepSeek-V3 prefill, beside the family's baseline
+  # (issue 17: decode within budget, DeepSeek-V3 prefill at 65% of roofline)
+  step moe-layers 300 $vb run --family moe --tier full --shape deepseek-v3-decode-t16-zipf \
     --shape mixtral-8x7b-decode-t16-zipf --shape deepseek-v3-prefill-t4k-zipf
-  truth truth-moe-decode 200 bench_moe.MoEForward.time_forward --most 8
+  truth truth-moe-layers 200 bench_moe.MoEForward.time_forward --most 8
 }
 default_tier() {
   step default 600 $vb run
@@ -63,7 +65,7 @@ default_tier() {
 # split them over two leases: 'gpu_numerics; dsv3; default_tier' 1000 (the check refused DeepSeek-V3),
 # then 'routing_rule; dsv3; ...' with the branches rebuilt (their commits did not survive into session
 # 18's checkout) and the bundle's branch s18-start at 2568def, the first lease's commit. Session 19:
-# 'gpu_numerics; moe_decode; moe_branch expert-tma; default_tier' with reports/pending/expert-tma.patch
+# 'gpu_numerics; moe_layers; moe_branch expert-tma; default_tier' with reports/pending/expert-tma.patch
 # applied on branch expert-tma (after tools/sweep_expert_gemm.py on it).
 lane one 0 "${2:-1600}" "${1:-gpu_numerics; dsv3; moe_branch router-gemm; moe_branch expert-gemm; default_tier}"
 cat "$root/one.log"

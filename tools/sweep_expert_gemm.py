@@ -3,7 +3,10 @@ kernels/moe/triton_experts.py's gate_up and down timed alone by do_bench on the 
 weights, checked first against torch._grouped_mm's result (a wrong configuration is reported, never
 timed as a win). The module's tilings were chosen by this (session 18); it says whether another would now do better.
 
-    python3 tools/sweep_expert_gemm.py [shape]   (default: deepseek-v3-prefill-t4k-zipf)
+    python3 tools/sweep_expert_gemm.py [shape] [--variant ROUTER]
+
+Defaults: deepseek-v3-prefill-t4k-zipf routed by softmax_topk, the load session 18's figures (in the
+module's comments) were measured on.
 """
 
 import argparse
@@ -53,15 +56,15 @@ def sweep(name, tilings, launch, expected, weight_bytes):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("shape", nargs="?", default="deepseek-v3-prefill-t4k-zipf")
+    parser.add_argument("--variant", default="softmax_topk", help="the MoE variant (its router) that routes the load")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("sweep_expert_gemm: needs a CUDA GPU; none is visible")
     moe = family("moe")
     try:
-        shape = moe.shape(args.shape)
+        shape, variant = moe.shape(args.shape), moe.variant(args.variant)
     except Unsupported as unknown:
         sys.exit(f"sweep_expert_gemm: {unknown}")
-    variant = moe.variants[0]
     problem = moe.make_problem(variant, shape, device=torch.device("cuda"), dtype=torch.bfloat16, seed=0)
     config = problem.config
     experts, _ = grouped_mm._route(variant.router, config, problem.x, problem.router_weight, problem.selection_bias)

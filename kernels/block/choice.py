@@ -61,7 +61,7 @@ def choice_path(fam, variant, shape, device, trained, dtype):
     sources = []
     for implementation in fam.implementations:
         spec = importlib.util.find_spec(implementation.module) if implementation.fused else None
-        sources.append(tuned_choices.source_hash(spec.origin) if spec and spec.origin else implementation.module)
+        sources.append(tuned_choices.package_hash(spec.origin) if spec and spec.origin else implementation.module)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     triton_version = getattr(sys.modules.get("triton"), "__version__", "")
     return tuned_choices.choice_path([torch.__version__, triton_version, gpu, fam.name, variant.name, repr(shape),

@@ -27,6 +27,7 @@ import triton.language as tl
 
 from kernels.interpreter import COMPILED
 
+
 class Tiles(NamedTuple):
     """One launch's tiling: m rows x n columns of output a program, k deep a step, its warps and stages."""
 
@@ -162,11 +163,9 @@ def _down_kernel(hidden_ptr, w2_ptr, out_ptr, offsets_ptr, dim, ffn, stride_h, s
 
 def serves(rows, w13, w2):
     """Whether our kernels take these experts: few rows an expert on average (EXPERT_GEMM_MAX_ROWS, from
-    the row count the host knows, no synchronisation), and no gradient asked of them. The kernels have
-    no backward: the triton layer is forward-only (the catalog's backward=False; a trained block refuses
-    it), but where autograd still runs it torch._grouped_mm keeps the experts' weights' gradients."""
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (rows, w13, w2)):
-        return False
+    the row count the host knows, no synchronisation). They have no backward, and need none: the triton
+    layer is forward-only (its permute and unpermute are Triton launches outside autograd; the catalog's
+    backward=False, and a trained block refuses it)."""
     return rows.shape[0] <= EXPERT_GEMM_MAX_ROWS * w13.shape[0]
 
 
