@@ -1,5 +1,6 @@
-# Sourced by the lease scripts that run steps in lanes (tools/s16_lanes.sh, tools/s17_lanes.sh), after
+# Sourced by the lease scripts that run steps in lanes (tools/s16_lanes.sh to tools/s18_lanes.sh), after
 # they set `root` (the logs' folder): a lane is a list of steps (tools/budgeted.sh) on one GPU.
+vb="python3 -m variantbench"
 branch() {  # the bundle's other branches arrive as origin/<name> (tools/gpu_setup.sh clones main)
   git rev-parse -q --verify "origin/$1" || git rev-parse -q --verify "$1"
 }
@@ -26,4 +27,9 @@ lane() {  # lane NAME GPU BUDGET 'STEPS': the steps (the script's functions) on 
   (export CUDA_VISIBLE_DEVICES=$gpu HOME=/tmp/home-$name; dest=$root/$name budget=$3
    source tools/budgeted.sh; eval "$4") > "$root/$name.log" 2>&1
   echo "== lane $name (GPU $gpu): done at ${SECONDS}s (each step's exit code is in its line above)"
+}
+dsv3_fwd_bwd() {  # DeepSeek-V3's block forward+backward through fused and liger, re-timed apart (issue 16)
+  step dsv3-fwd-bwd 300 $vb run --family block --tier full --shape prefill-b4-s4k --variant deepseek-v3 \
+    --implementation fused --implementation liger --no-precheck --bench 'BlockForwardBackward\.time'
+  truth truth-dsv3-fwd-bwd 240 bench_block.BlockForwardBackward.time_forward_backward --most 2
 }

@@ -25,8 +25,7 @@
 set -u
 root=reports/truth/s16-$(git rev-parse --short HEAD)
 mkdir -p "$root"
-vb="python3 -m variantbench"
-source tools/lanes.sh  # branch, results, truth, lane
+source tools/lanes.sh  # vb, branch, results, truth, lane
 show='MISMATCH|ERROR|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress|precheck:'
 default_tier() {
   step default 660 $vb run

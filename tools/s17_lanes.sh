@@ -19,8 +19,7 @@
 set -u
 root=reports/truth/s17-$(git rev-parse --short HEAD)
 mkdir -p "$root"
-vb="python3 -m variantbench"
-source tools/lanes.sh  # branch, worktree, results, truth, lane
+source tools/lanes.sh  # vb, branch, worktree, within, results, truth, lane, dsv3_fwd_bwd
 show='MISMATCH|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress|x reference| ms |largest|^[a-z]+/'
 speedup=bench_block.BlockReferenceSpeedup.track_speedup_over_reference
 references() {
@@ -61,11 +60,6 @@ gate_scores() {  # score-fma: alibi-fold's one-FMA ALiBi, then softcap's exp2 on
   step gate-scores 420 $vb gate "$(git rev-parse HEAD)" "$scores" --factor 1.05 --family attention --variant alibi \
     --variant softcap_50 --variant gqa_8 --implementation triton --bench 'AttentionForward\.time' \
     --results /tmp/gate-scores --summary reports/gate/score-fma-h200.md
-}
-dsv3_fwd_bwd() {  # DeepSeek-V3's block trains since a0bfdaa (gradients checked at 56 of its 256 experts)
-  step dsv3-fwd-bwd 300 $vb run --family block --tier full --shape prefill-b4-s4k --variant deepseek-v3 \
-    --implementation fused --implementation liger --no-precheck --bench 'BlockForwardBackward\.time'
-  truth truth-dsv3-fwd-bwd 240 bench_block.BlockForwardBackward.time_forward_backward --most 2
 }
 if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
   lane blocks 0 1400 'references; truth_references; dsv3_fwd_bwd; gate_scores' &

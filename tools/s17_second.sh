@@ -11,14 +11,8 @@
 set -u
 root=reports/truth/s17b-$(git rev-parse --short HEAD)
 mkdir -p "$root"
-vb="python3 -m variantbench"
-source tools/lanes.sh  # branch, worktree, results, truth, lane
+source tools/lanes.sh  # vb, branch, worktree, within, results, truth, lane, dsv3_fwd_bwd
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |largest|^[a-z]+/|BAD|routed|decided'
-dsv3() {
-  step dsv3-fwd-bwd 300 $vb run --family block --tier full --shape prefill-b4-s4k --variant deepseek-v3 \
-    --implementation fused --implementation liger --no-precheck --bench 'BlockForwardBackward\.time'
-  truth truth-dsv3-fwd-bwd 200 bench_block.BlockForwardBackward.time_forward_backward --most 2
-}
 gate_router() {
   local head
   head=$(branch router-dot) || { echo "== router-dot: no such branch carried"; return; }
@@ -40,5 +34,5 @@ profile_router() {
 probe_gradients() {
   step probe-dsv3-gradients 150 python3 tools/probe_block_gradients.py deepseek-v3 fused prefill-b4-s4k
 }
-lane one 0 780 'dsv3; gate_router; attention; profile_router; probe_gradients'
+lane one 0 780 'dsv3_fwd_bwd; gate_router; attention; profile_router; probe_gradients'
 cat "$root/one.log"

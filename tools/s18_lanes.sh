@@ -16,14 +16,8 @@
 set -u
 root=reports/truth/s18-$(git rev-parse --short HEAD)
 mkdir -p "$root"
-vb="python3 -m variantbench"
-source tools/lanes.sh  # branch, worktree, results, truth, lane
+source tools/lanes.sh  # vb, branch, worktree, within, results, truth, lane, dsv3_fwd_bwd
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |largest|^[a-z]+/|BAD|routed|decided'
-dsv3() {
-  step dsv3-fwd-bwd 300 $vb run --family block --tier full --shape prefill-b4-s4k --variant deepseek-v3 \
-    --implementation fused --implementation liger --no-precheck --bench 'BlockForwardBackward\.time'
-  truth truth-dsv3-fwd-bwd 200 bench_block.BlockForwardBackward.time_forward_backward --most 2
-}
 moe_branch() {  # moe_branch BRANCH: gated against main on our MoE layer at four shapes, DeepSeek-V3 prefill profiled
   local head
   head=$(branch "$1") || { echo "== $1: no such branch carried"; return; }
@@ -62,10 +56,10 @@ default_tier() {
   truth truth-default 240 bench_attention.AttentionForward.time_forward --most 6
 }
 # Arguments: the steps (these functions) and the lane's seconds; by default all of them in 1600 s. Session 18
-# split them over two leases: 'gpu_numerics; dsv3; default_tier' 1000 (the check refused DeepSeek-V3),
-# then 'routing_rule; dsv3; ...' with the branches rebuilt (their commits did not survive into session
-# 18's checkout) and the bundle's branch s18-start at 2568def, the first lease's commit. Session 19:
+# split them over two leases: 'gpu_numerics; dsv3_fwd_bwd; default_tier' 1000 (the check refused
+# DeepSeek-V3), then 'routing_rule; dsv3_fwd_bwd; ...' with the branches rebuilt (their commits did not
+# survive into session 18's checkout) and the bundle's branch s18-start at 2568def, the first lease's commit. Session 19:
 # 'gpu_numerics; moe_layers; moe_branch expert-tma; default_tier' with reports/pending/expert-tma.patch
 # applied on branch expert-tma (after tools/sweep_expert_gemm.py on it).
-lane one 0 "${2:-1600}" "${1:-gpu_numerics; dsv3; moe_branch router-gemm; moe_branch expert-gemm; default_tier}"
+lane one 0 "${2:-1600}" "${1:-gpu_numerics; dsv3_fwd_bwd; moe_branch router-gemm; moe_branch expert-gemm; default_tier}"
 cat "$root/one.log"
