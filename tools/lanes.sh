@@ -1,4 +1,4 @@
-# Sourced by the lease scripts that run steps in lanes (tools/s16_lanes.sh to tools/s18_lanes.sh), after
+# Sourced by the lease scripts that run steps in lanes (tools/s16_lanes.sh to tools/s19_lanes.sh), after
 # they set `root` (the logs' folder): a lane is a list of steps (tools/budgeted.sh) on one GPU.
 vb="python3 -m variantbench"
 branch() {  # the bundle's other branches arrive as origin/<name> (tools/gpu_setup.sh clones main)
@@ -32,4 +32,27 @@ dsv3_fwd_bwd() {  # DeepSeek-V3's block forward+backward through fused and liger
   step dsv3-fwd-bwd 300 $vb run --family block --tier full --shape prefill-b4-s4k --variant deepseek-v3 \
     --implementation fused --implementation liger --no-precheck --bench 'BlockForwardBackward\.time'
   truth truth-dsv3-fwd-bwd 240 bench_block.BlockForwardBackward.time_forward_backward --most 2
+}
+moe_branch() {  # moe_branch BRANCH: gated against main on our MoE layer at four shapes, DeepSeek-V3 prefill profiled
+  local head
+  head=$(branch "$1") || { echo "== $1: no such branch carried"; return; }
+  step "gate-$1" 300 $vb gate "$(git rev-parse HEAD)" "$head" --factor 1.05 --family moe --implementation triton \
+    --tier full --shape deepseek-v3-prefill-t4k-zipf --shape deepseek-v3-decode-t16-zipf \
+    --shape mixtral-8x7b-prefill-t8k-zipf --shape mixtral-8x7b-decode-t16-zipf --bench 'MoEForward\.time' \
+    --results "/tmp/gate-$1" --summary "reports/gate/$1-h200.md"
+  # the branch's timed figures too, beside the summary (kept out of reports/results, main's history)
+  # (under the logs' folder: a detached lane's $OUT is the first call's, emptied before the next)
+  tar czf "$root/gate-$1.tgz" -C /tmp "gate-$1"
+  worktree "$1" && step "profile-$1" 100 $(within "$1") python3 tools/probe_kernels.py moe \
+    sigmoid_grouped_topk triton deepseek-v3-prefill-t4k-zipf
+}
+moe_layers() {  # main's MoE layers at both decodes and DeepSeek-V3 prefill, beside the family's baseline
+  # (issue 17: decode within budget, DeepSeek-V3 prefill at 65% of roofline)
+  step moe-layers 300 $vb run --family moe --tier full --shape deepseek-v3-decode-t16-zipf \
+    --shape mixtral-8x7b-decode-t16-zipf --shape deepseek-v3-prefill-t4k-zipf
+  truth truth-moe-layers 200 bench_moe.MoEForward.time_forward --most 8
+}
+default_tier() {
+  step default 600 $vb run
+  truth truth-default 240 bench_attention.AttentionForward.time_forward --most 6
 }

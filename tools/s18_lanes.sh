@@ -16,21 +16,8 @@
 set -u
 root=reports/truth/s18-$(git rev-parse --short HEAD)
 mkdir -p "$root"
-source tools/lanes.sh  # vb, branch, worktree, within, results, truth, lane, dsv3_fwd_bwd
+source tools/lanes.sh  # vb, branch, worktree, within, results, truth, lane, dsv3_fwd_bwd, moe_branch, moe_layers, default_tier
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |largest|^[a-z]+/|BAD|routed|decided'
-moe_branch() {  # moe_branch BRANCH: gated against main on our MoE layer at four shapes, DeepSeek-V3 prefill profiled
-  local head
-  head=$(branch "$1") || { echo "== $1: no such branch carried"; return; }
-  step "gate-$1" 300 $vb gate "$(git rev-parse HEAD)" "$head" --factor 1.05 --family moe --implementation triton \
-    --tier full --shape deepseek-v3-prefill-t4k-zipf --shape deepseek-v3-decode-t16-zipf \
-    --shape mixtral-8x7b-prefill-t8k-zipf --shape mixtral-8x7b-decode-t16-zipf --bench 'MoEForward\.time' \
-    --results "/tmp/gate-$1" --summary "reports/gate/$1-h200.md"
-  # the branch's timed figures too, beside the summary (kept out of reports/results, main's history)
-  # (under the logs' folder: a detached lane's $OUT is the first call's, emptied before the next)
-  tar czf "$root/gate-$1.tgz" -C /tmp "gate-$1"
-  worktree "$1" && step "profile-$1" 100 $(within "$1") python3 tools/probe_kernels.py moe \
-    sigmoid_grouped_topk triton deepseek-v3-prefill-t4k-zipf
-}
 gpu_numerics() {  # tests/test_gpu_numerics.py on main, then on router-gemm; cuDNN's MLA backward pinned down
   step gpu-tests 200 env TRITON_INTERPRET=0 VARIANTBENCH_DEVICE=cuda python3 -m pytest -q -p no:cacheprovider \
     tests/test_gpu_numerics.py
@@ -44,16 +31,6 @@ routing_rule() {  # DeepSeek-V3's block check, rows weighed against their own er
   worktree s18-start && step probe-dsv3-own-error 150 $(within s18-start) python3 tools/probe_block_gradients.py \
     deepseek-v3 fused prefill-b4-s4k
   step probe-dsv3 150 python3 tools/probe_block_gradients.py deepseek-v3 fused prefill-b4-s4k
-}
-moe_layers() {  # main's MoE layers at both decodes and DeepSeek-V3 prefill, beside the family's baseline
-  # (issue 17: decode within budget, DeepSeek-V3 prefill at 65% of roofline)
-  step moe-layers 300 $vb run --family moe --tier full --shape deepseek-v3-decode-t16-zipf \
-    --shape mixtral-8x7b-decode-t16-zipf --shape deepseek-v3-prefill-t4k-zipf
-  truth truth-moe-layers 200 bench_moe.MoEForward.time_forward --most 8
-}
-default_tier() {
-  step default 600 $vb run
-  truth truth-default 240 bench_attention.AttentionForward.time_forward --most 6
 }
 # Arguments: the steps (these functions) and the lane's seconds; by default all of them in 1600 s. Session 18
 # split them over two leases: 'gpu_numerics; dsv3_fwd_bwd; default_tier' 1000 (the check refused

@@ -1,0 +1,29 @@
+# Issue 17 after session 18, on one nvidia-h200:
+#   git bundle create .vbgit.bundle main expert-tma
+#   run(kind="nvidia-h200", carry=[".whl", ".vbgit.bundle"]): source tools/gpu_setup.sh > /tmp/setup.log 2>&1; \
+#     source tools/gpu_detached.sh && workdir && detach lanes 'bash tools/s19_lanes.sh STEPS SECONDS' && await lanes 540
+#   (then `source tools/gpu_detached.sh && await lanes 560` within 30 s, until it says exit)
+# First lease: 'expert_sweep expert-tma; gpu_numerics; moe_layers': the TMA expert GEMMs' tilings swept
+# (they were chosen for pointer loads), main's swept beside them in the same lease, the GPU-only numerics
+# (the dense SDPA cuDNN test after a contiguous-gradient backward is new), and main's MoE layers at both
+# decodes and DeepSeek-V3 prefill beside the family's baseline. Second: 'moe_branch expert-tma' with the
+# branch's tilings from the sweep, then default_tier if the budget allows.
+set -u
+root=reports/truth/s19-$(git rev-parse --short HEAD)
+mkdir -p "$root"
+source tools/lanes.sh  # vb, branch, worktree, within, results, truth, lane, moe_branch, moe_layers, default_tier
+show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |largest|^[a-z]+/|BAD|routed|WRONG|failed|^  \(|passed'
+expert_sweep() {  # expert_sweep BRANCH: the branch's expert GEMM tilings at DeepSeek-V3 prefill and decode, main's at prefill
+  worktree "$1" || return
+  for shape in deepseek-v3-prefill-t4k-zipf deepseek-v3-decode-t16-zipf; do
+    step "sweep-$1-${shape%%-zipf}" 200 $(within "$1") python3 tools/sweep_expert_gemm.py "$shape"
+  done
+  step sweep-main-deepseek-v3-prefill 200 python3 tools/sweep_expert_gemm.py deepseek-v3-prefill-t4k-zipf
+  step profile-main 100 python3 tools/probe_kernels.py moe sigmoid_grouped_topk triton deepseek-v3-prefill-t4k-zipf
+}
+gpu_numerics() {
+  step gpu-tests 200 env TRITON_INTERPRET=0 VARIANTBENCH_DEVICE=cuda python3 -m pytest -q -p no:cacheprovider \
+    tests/test_gpu_numerics.py
+}
+lane one 0 "${2:-900}" "${1:-expert_sweep expert-tma; gpu_numerics; moe_layers}"
+cat "$root/one.log"
