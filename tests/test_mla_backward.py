@@ -182,9 +182,9 @@ def test_the_default_tier_runs_no_mla_backward():
 
 
 def test_the_prefill_attention_output_gets_its_gradient_in_its_own_strides():
-    # cuDNN's SDPA backward reads the output's gradient in the output's strides (kernels/mla/sdpa.py):
+    # cuDNN's SDPA backward reads the output's gradient in the output's strides (kernels/attention/sdpa.py):
     # a block's (B, S, H, D) reshape hands back a transposed view, which must arrive re-laid
-    from kernels.mla.sdpa import _GradientInOutputStrides
+    from kernels.attention.sdpa import _GradientInOutputStrides
 
     out = torch.randn(2, 3, 5, 4, requires_grad=True) * 1  # (B, H, S, D) contiguous, as SDPA's
     seen = []

@@ -44,6 +44,41 @@ def mask_arguments(variant, problem):
     return mask, False
 
 
+class _GradientInOutputStrides(torch.autograd.Function):
+    """The identity, whose backward hands the gradient on in its input's strides (a copy where they
+    differ). Through SDPA's cuDNN backend (torch 2.11, cuDNN 9.19, H200), DeepSeek-V3's MLA block got every
+    gradient through attention wrong: dx 4.7 against a tolerance of 0.75, the bfloat16 reference's
+    error 0.077 (session 17). There the output is (B, H, S, D) contiguous and its gradient a transposed
+    view of the block's (B, S, H, D); in matching strides, or through the other backends, every
+    gradient agreed with the reference. The cause, pinned in session 18 (tools/probe_sdpa_backward.py,
+    H200, batch 2, 128 heads, 2048 tokens, bfloat16): a transposed gradient alone comes out right (dq
+    0.020 against float64, the math backend's 0.012), but after one backward with a contiguous gradient
+    at the same shapes it comes out wrong (dq 4.88): a plan cached without the gradient's strides is
+    reused for another layout. One layout for every call, the output's, never meets that. Dense
+    attention has it too (session 19, tests/test_gpu_numerics.py, gqa_8 at batch 2, 512 tokens: dq 5.32
+    against the bfloat16 reference's 0.016), so every cuDNN call here goes through this."""
+
+    @staticmethod
+    def forward(ctx, out):
+        ctx.strides = out.stride()
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        if grad.stride() == ctx.strides:
+            return grad
+        return torch.empty_strided(grad.shape, ctx.strides, dtype=grad.dtype, device=grad.device).copy_(grad)
+
+
+def attend_through(backend, q, k, v, **options):
+    """SDPA through one backend; cuDNN's output hands its gradient on in its own strides."""
+    with sdpa_kernel(backend):
+        out = F.scaled_dot_product_attention(q, k, v, **options)
+    if backend is SDPBackend.CUDNN_ATTENTION and out.requires_grad:
+        return _GradientInOutputStrides.apply(out)
+    return out
+
+
 def fastest(q, k, v, **options):
     """The call `F.scaled_dot_product_attention(q, k, v, **options)` through the fastest backend that
     accepts it, its name in the call's `backend`. The MLA family's forms come through here too."""
@@ -53,8 +88,7 @@ def fastest(q, k, v, **options):
             break
 
         def call(backend=backend):
-            with sdpa_kernel(backend):
-                return F.scaled_dot_product_attention(q, k, v, **options)
+            return attend_through(backend, q, k, v, **options)
 
         try:
             with warnings.catch_warnings():  # each refusing backend warns why; the error says it too
@@ -80,8 +114,7 @@ def prepare_function(variant, problem):
     (backend,) = [b for b in FUSED_BACKENDS + (FALLBACK_BACKEND,) if b.name == chosen]
 
     def attend(q, k, v):
-        with sdpa_kernel(backend):
-            return F.scaled_dot_product_attention(q, k, v, **options)
+        return attend_through(backend, q, k, v, **options)
 
     attend.backend = f"sdpa {backend.name}"
     return attend

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from kernels.attention.sdpa import fastest
+from kernels.attention.sdpa import attend_through, fastest
 
 
 def decompress(problem):
@@ -52,30 +52,6 @@ def decode_mask(problem):
     return torch.arange(problem.kv_len, device=problem.device)[None, :] <= rows[:, None]
 
 
-class _GradientInOutputStrides(torch.autograd.Function):
-    """The identity, whose backward hands the gradient on in its input's strides (a copy where they
-    differ). Through SDPA's cuDNN backend (torch 2.11, cuDNN 9.19, H200), DeepSeek-V3's block got every
-    gradient through attention wrong: dx 4.7 against a tolerance of 0.75, the bfloat16 reference's
-    error 0.077 (session 17). There the output is (B, H, S, D) contiguous and its gradient a transposed
-    view of the block's (B, S, H, D); in matching strides, or through the other backends, every
-    gradient agreed with the reference. The cause, pinned in session 18 (tools/probe_sdpa_backward.py,
-    H200, batch 2, 128 heads, 2048 tokens, bfloat16): a transposed gradient alone comes out right (dq
-    0.020 against float64, the math backend's 0.012), but after one backward with a contiguous gradient
-    at the same shapes it comes out wrong (dq 4.88): a plan cached without the gradient's strides is
-    reused for another layout. One layout for every call, the output's, never meets that."""
-
-    @staticmethod
-    def forward(ctx, out):
-        ctx.strides = out.stride()
-        return out.view_as(out)
-
-    @staticmethod
-    def backward(ctx, grad):
-        if grad.stride() == ctx.strides:
-            return grad
-        return torch.empty_strided(grad.shape, ctx.strides, dtype=grad.dtype, device=grad.device).copy_(grad)
-
-
 def prepare_function(variant, problem):
     """`prepare`'s call as a function of any queries and cache of the problem's shapes (a block's),
     with the problem's up-projections; the backend is chosen here, on the problem's own tensors."""
@@ -90,8 +66,7 @@ def prepare_function(variant, problem):
     def attend(q_nope, q_pe, cache):
         p = dataclasses.replace(problem, q_nope=q_nope, q_pe=q_pe, cache=cache)
         if prefill:
-            with sdpa_kernel(backend):
-                return _GradientInOutputStrides.apply(F.scaled_dot_product_attention(*decompress(p), **options))
+            return attend_through(backend, *decompress(p), **options)
         with sdpa_kernel(backend):
             out_latent = F.scaled_dot_product_attention(*absorb_folded(p), **options)
         out_latent = out_latent.view(p.batch, heads, p.q_len, -1)
