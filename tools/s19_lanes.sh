@@ -6,8 +6,9 @@
 # First lease: 'expert_sweep expert-tma; gpu_numerics; moe_layers': the TMA expert GEMMs' tilings swept
 # (they were chosen for pointer loads), main's swept beside them in the same lease, the GPU-only numerics
 # (the dense SDPA cuDNN test after a contiguous-gradient backward is new), and main's MoE layers at both
-# decodes and DeepSeek-V3 prefill beside the family's baseline. Second: 'moe_branch expert-tma' with the
-# branch's tilings from the sweep, then default_tier if the budget allows.
+# decodes and DeepSeek-V3 prefill beside the family's baseline. Second: 'gpu_numerics; tma_sweep;
+# moe_branch expert-tma' (the numerics again after attend_through, the branch's deeper pipelines, the
+# gate with the branch's tilings from the first sweep), then default_tier if the budget allows.
 set -u
 root=reports/truth/s19-$(git rev-parse --short HEAD)
 mkdir -p "$root"
@@ -20,6 +21,9 @@ expert_sweep() {  # expert_sweep BRANCH: the branch's expert GEMM tilings at Dee
   done
   step sweep-main-deepseek-v3-prefill 200 python3 tools/sweep_expert_gemm.py deepseek-v3-prefill-t4k-zipf
   step profile-main 100 python3 tools/probe_kernels.py moe sigmoid_grouped_topk triton deepseek-v3-prefill-t4k-zipf
+}
+tma_sweep() {  # the branch's tilings again at DeepSeek-V3 prefill, with the deeper pipelines the sweep gained
+  worktree expert-tma && step sweep-expert-tma-deeper 200 $(within expert-tma) python3 tools/sweep_expert_gemm.py
 }
 gpu_numerics() {
   step gpu-tests 200 env TRITON_INTERPRET=0 VARIANTBENCH_DEVICE=cuda python3 -m pytest -q -p no:cacheprovider \
