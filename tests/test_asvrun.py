@@ -63,6 +63,21 @@ def test_our_benchmark_list_is_asvs_own_discovery():
     assert asvrun.suite_benchmarks(root) == sorted(b.name for b in disc_benchmarks(str(root / "suite")))
 
 
+def test_a_selection_of_timings_keeps_the_tracks_of_their_power_state():
+    """A `--bench` of timings alone once left a gate with no clocks (session 19): the tracks that read
+    what those timings' processes recorded come with them, those of other timings do not."""
+    from variantbench import runner
+    from variantbench.catalog import family
+
+    moe = set(runner._benchmarks(r"MoEForward\.time", [family("moe")], quick=False))
+    assert {"bench_moe.MoEForward.time_forward", "bench_moe.MoEForwardPower.track_sm_clock_mhz",
+            "bench_moe.MoETimingMode.track_cuda_graph"} <= moe
+    assert not any("Metrics" in name or "PeakMemory" in name for name in moe)
+    backward = runner._benchmarks(r"AttentionForwardBackward\.time", [family("attention")], quick=False)
+    assert "bench_attention.AttentionForwardBackwardPower.track_sm_clock_mhz" in backward
+    assert "bench_attention.AttentionForwardPower.track_sm_clock_mhz" not in backward  # the forward's
+
+
 SLOW_ASV = """#!/bin/sh
 # A stand-in for asv that starts a benchmark process and works until killed.
 sleep 300 &

@@ -28,24 +28,43 @@ from pathlib import Path
 from variantbench import results
 
 
-def suite_benchmarks(root: Path) -> list[str]:
-    """asv names (`bench_attention.AttentionForward.time_forward`) of every benchmark of the suite,
-    in asv's order. Imports the suite modules, which touch no GPU at import."""
+def _suite_classes(root: Path):
+    """(module stem, class name, class) of every class the suite's modules define. Imports the suite
+    modules, which touch no GPU at import."""
     import sys
 
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
-    names = []
     for module_path in sorted((root / "suite").glob("bench_*.py")):
         module = importlib.import_module(f"suite.{module_path.stem}")
         for class_name, cls in inspect.getmembers(module, inspect.isclass):
-            if cls.__module__ != module.__name__:
-                continue
-            for attr in dir(cls):
-                # as asv: a benchmark is a method; a subclass sets an inherited one to None to drop it
-                if attr.startswith(("time_", "track_")) and callable(getattr(cls, attr)):
-                    names.append(f"{module_path.stem}.{class_name}.{attr}")
-    return sorted(names)
+            if cls.__module__ == module.__name__:
+                yield module_path.stem, class_name, cls
+
+
+def _methods(cls, prefixes):
+    # as asv: a benchmark is a method; a subclass sets an inherited one to None to drop it
+    return [attr for attr in dir(cls) if attr.startswith(prefixes) and callable(getattr(cls, attr))]
+
+
+def suite_benchmarks(root: Path) -> list[str]:
+    """asv names (`bench_attention.AttentionForward.time_forward`) of every benchmark of the suite,
+    in asv's order."""
+    return sorted(f"{stem}.{class_name}.{attr}" for stem, class_name, cls in _suite_classes(root)
+                  for attr in _methods(cls, ("time_", "track_")))
+
+
+def record_tracks(root: Path, selected) -> list[str]:
+    """The tracks that read what the selected timed benchmarks' processes recorded (their power state,
+    their timing mode: suite.common.ProcessRecordBenchmark). They time nothing, and without them a
+    `--bench` selection of timings alone leaves the gate unable to tell a throttled clock from a
+    slower kernel (session 19's MoE gates: 'No power readings')."""
+    from suite.common import ProcessRecordBenchmark
+
+    timed = {(name.split(".")[0], name.rsplit(".time_", 1)[1]) for name in selected if ".time_" in name}
+    return sorted(f"{stem}.{class_name}.{attr}" for stem, class_name, cls in _suite_classes(root)
+                  if issubclass(cls, ProcessRecordBenchmark) and (stem, cls.timed) in timed
+                  for attr in _methods(cls, ("track_",)))
 
 
 def publish(staged: Path, target: Path):

@@ -198,7 +198,9 @@ def try_command(variant, against, shapes, json_path, device):
 
 @main.command()
 @plugin_option
-@click.option("--bench", "-b", "bench", default=None, help="asv benchmark regex (shard the suite across runners).")
+@click.option("--bench", "-b", "bench", default=None,
+              help="asv benchmark regex (shard the suite across runners); the power-state and timing-mode "
+                   "tracks of the timings it selects come with them.")
 @click.option("--quick", is_flag=True,
               help="A first look: quick tier (headline shape), forward of the baseline's implementation and "
                    "of ours (Triton), one sample each; the reference's cost still shows as each case's speedup. "

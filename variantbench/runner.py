@@ -193,7 +193,7 @@ def _benchmarks(bench, fams, quick):
         benchmarks = [b for b in benchmarks if not re.search(r"\.time_forward_backward$", b)]
     if not benchmarks:
         fail(f"--bench {bench!r} matches no benchmark of the suite")
-    return benchmarks
+    return sorted(set(benchmarks) | set(asvrun.record_tracks(ROOT, benchmarks))) if bench else benchmarks
 
 
 def changed_code(root) -> list[str]:
