@@ -50,6 +50,16 @@ def test_batched_body_fills_a_sample_and_the_timers_divide_by_its_operations(mon
     assert timing.cpu_timer() == pytest.approx(406.0 / 203)
 
 
+def test_a_gpu_sample_spans_a_tenth_of_the_power_controllers_swing():
+    """On a GPU a sample is 100 ms of calls, so asv's 10 span the ~1 s swing of a power-capped clock
+    (session 19, H200); on the CPU 20 ms keeps a run quick."""
+    clock = VirtualClock()
+    timing.batched(costing(clock, 10.0), torch.device("cuda"), marks=clock)
+    assert timing._calls_per_sample == 10
+    timing.batched(costing(clock, 10.0), torch.device("cpu"), marks=clock)
+    assert timing._calls_per_sample == 2
+
+
 def test_interleaved_rotates_order_and_reports_per_operation():
     clock, order = VirtualClock(), []
     calls = {name: costing(clock, ms, repeats=2, log=order, name=name) for name, ms in (("a", 1.0), ("b", 3.0), ("c", 5.0))}

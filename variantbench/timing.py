@@ -33,7 +33,10 @@ from dataclasses import dataclass
 # exposed); 45 back-to-back calls per sample, 2-5%. So the timed body runs a batch of calls and the
 # timers below divide the clock by the batch size: asv records per-call time, samples and statistics.
 _calls_per_sample = 1
-SAMPLE_MS = 20.0  # per sample; launch and sync overheads (~50 us) stay under 0.3% of it
+# Per sample; launch and sync overheads (~50 us) stay under 0.3% of it. A GPU's 100 ms: asv's 10
+# samples then span the ~1 s swing of a power-capped clock (suite/common.py's warm-up) instead of a
+# quarter of it, whose phase a 20 ms sample's median followed.
+SAMPLE_MS = {"cuda": 100.0, "cpu": 20.0}
 _marks: list[float] = []  # host times the CUDA timer read; asv reads it in pairs around each sample
 
 
@@ -110,7 +113,7 @@ def batched(call, device, marks=None):
     `repeats_of`), so the timers report per operation."""
     global _calls_per_sample
     repeats = repeats_of(call)
-    calls_needed = max(1, math.ceil(SAMPLE_MS / (median_ms(call, device, rounds=5, marks=marks) * repeats)))
+    calls_needed = max(1, math.ceil(SAMPLE_MS[device.type] / (median_ms(call, device, rounds=5, marks=marks) * repeats)))
     _calls_per_sample = calls_needed * repeats
     calls = range(calls_needed)
 
