@@ -25,6 +25,17 @@ expert_sweep() {  # expert_sweep BRANCH: the branch's expert GEMM tilings at Dee
 tma_sweep() {  # the branch's tilings again at DeepSeek-V3 prefill, with the deeper pipelines the sweep gained
   worktree expert-tma && step sweep-expert-tma-deeper 200 $(within expert-tma) python3 tools/sweep_expert_gemm.py
 }
+prefill_twice() {  # MoE prefill through ours, two runs of one commit: each run's sample spread, run against run
+  # (the 1.2 s warm-up and 100 ms samples against session 19's gate: se 5%, samples 10.1 -> 12.7 ms)
+  local run
+  for run in a b; do
+    step "prefill-$run" 200 $vb run --family moe --tier full --implementation triton --shape deepseek-v3-prefill-t4k-zipf \
+      --shape mixtral-8x7b-prefill-t8k-zipf --bench 'MoEForward\.time' --results "/tmp/prefill-$run"
+  done
+  tar czf "$root/prefill-twice.tgz" -C /tmp prefill-a prefill-b
+  step truth-prefill 120 python3 tools/asv_truth.py "$(ls /tmp/prefill-a/*/*-*.json | grep -v machine | head -1)" \
+    bench_moe.MoEForward.time_forward
+}
 gpu_numerics() {
   step gpu-tests 200 env TRITON_INTERPRET=0 VARIANTBENCH_DEVICE=cuda python3 -m pytest -q -p no:cacheprovider \
     tests/test_gpu_numerics.py
