@@ -8,7 +8,8 @@
 # (the dense SDPA cuDNN test after a contiguous-gradient backward is new), and main's MoE layers at both
 # decodes and DeepSeek-V3 prefill beside the family's baseline. Second: 'gpu_numerics; tma_sweep;
 # moe_branch expert-tma' (the numerics again after attend_through, the branch's deeper pipelines, the
-# gate with the branch's tilings from the first sweep), then default_tier if the budget allows.
+# gate with the branch's tilings from the first sweep), then default_tier if the budget allows. Third:
+# 'prefill_twice; moe_branch expert-tma' (the new warm-up). Fourth: 'softcap_branch'.
 set -u
 root=reports/truth/s19-$(git rev-parse --short HEAD)
 mkdir -p "$root"
@@ -35,6 +36,18 @@ prefill_twice() {  # MoE prefill through ours, two runs of one commit: each run'
   tar czf "$root/prefill-twice.tgz" -C /tmp prefill-a prefill-b
   step truth-prefill 120 python3 tools/asv_truth.py "$(ls /tmp/prefill-a/*/*-*.json | grep -v machine | head -1)" \
     bench_moe.MoEForward.time_forward
+}
+softcap_branch() {  # softcap-split gated against main on our attention, softcap_50 beside gqa_8 (its causal)
+  local head
+  head=$(branch softcap-split) || { echo "== softcap-split: no such branch carried"; return; }
+  step gate-softcap-split 360 $vb gate "$(git rev-parse HEAD)" "$head" --factor 1.05 --family attention \
+    --implementation triton --variant softcap_50 --variant gqa_8 --shape llama-3-8b-s4k \
+    --bench 'AttentionForward\.time|AttentionForwardBackward\.time' --results /tmp/gate-softcap-split \
+    --summary reports/gate/softcap-split-h200.md
+  tar czf "$root/gate-softcap-split.tgz" -C /tmp gate-softcap-split
+  # the branch's forward medians re-timed apart (do_bench), on the branch's own code
+  worktree softcap-split && step truth-softcap-split 120 $(within softcap-split) python3 tools/asv_truth.py \
+    "$(ls /tmp/gate-softcap-split/*/"${head:0:8}"-*.json)" bench_attention.AttentionForward.time_forward
 }
 gpu_numerics() {
   step gpu-tests 200 env TRITON_INTERPRET=0 VARIANTBENCH_DEVICE=cuda python3 -m pytest -q -p no:cacheprovider \
