@@ -20,6 +20,12 @@ from variantbench import cases, power
 from variantbench.catalog import Unsupported
 
 
+def refuse(message):
+    """Bad input or a missing GPU: one line on stderr, exit 2 (the project's code for it)."""
+    print(f"probe_clock_drift: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def temperature(sampler):
     nvml = sampler._pynvml
     return nvml.nvmlDeviceGetTemperature(sampler._handle, nvml.NVML_TEMPERATURE_GPU)
@@ -54,16 +60,16 @@ def main():
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--bin-ms", type=float, default=100.0)
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        sys.exit("probe_clock_drift: needs a CUDA GPU; none is visible")
-    try:
+    try:  # a misspelt name says so before anything needs the GPU
         case = cases.resolve(args.family, args.variant, args.implementation, args.shape, "cuda")
     except Unsupported as why:
-        sys.exit(f"probe_clock_drift: {why}")
+        refuse(why)
+    if not torch.cuda.is_available():
+        refuse("needs a CUDA GPU; none is visible")
     _, call, _ = cases.prepare_checked(case)
     with power.Sampler(torch.device("cuda", torch.cuda.current_device())) as sampler:
         if sampler.unavailable:
-            sys.exit(f"probe_clock_drift: {sampler.unavailable}")
+            refuse(sampler.unavailable)
         time.sleep(2.0)  # start from idle, as a benchmark's process does
         run_bins(call, sampler, args.seconds, args.bin_ms, f"{args.variant}/{args.implementation}@{args.shape}")
         time.sleep(2.0)

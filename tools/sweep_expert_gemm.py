@@ -36,6 +36,12 @@ DOWN = [Tiles(64, 128, 64, 4, 4), Tiles(64, 128, 64, 8, 4), Tiles(64, 256, 64, 8
         Tiles(64, 128, 64, 4, 6), Tiles(64, 128, 64, 4, 8)]
 
 
+def refuse(message):
+    """Bad input or a missing GPU: one line on stderr, exit 2 (the project's code for it)."""
+    print(f"sweep_expert_gemm: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def sweep(name, tilings, launch, expected, weight_bytes):
     """launch(tiles): the kernel's output at that tiling. The GB/s count every expert's weights, so
     they mean bandwidth only where every expert is reached (prefill)."""
@@ -60,13 +66,13 @@ def main():
     parser.add_argument("shape", nargs="?", default="deepseek-v3-prefill-t4k-zipf")
     parser.add_argument("--variant", default="softmax_topk", help="the MoE variant (its router) that routes the load")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        sys.exit("sweep_expert_gemm: needs a CUDA GPU; none is visible")
     moe = family("moe")
-    try:
+    try:  # a misspelt name says so before anything needs the GPU
         shape, variant = moe.shape(args.shape), moe.variant(args.variant)
     except Unsupported as unknown:
-        sys.exit(f"sweep_expert_gemm: {unknown}")
+        refuse(unknown)
+    if not torch.cuda.is_available():
+        refuse("needs a CUDA GPU; none is visible")
     problem = moe.make_problem(variant, shape, device=torch.device("cuda"), dtype=torch.bfloat16, seed=0)
     config = problem.config
     experts, _ = grouped_mm._route(variant.router, config, problem.x, problem.router_weight, problem.selection_bias)

@@ -224,6 +224,7 @@ def run(selection, *, bench, quick, commit, machine, results_dir, precheck_first
     if interpreted:
         os.environ["TRITON_INTERPRET"] = "1"  # before this process's first triton import (the checks)
     fams = families_with_cases(fams, selection)
+    benchmarks = _benchmarks(bench, fams, quick)  # a bad --bench fails before the peaks are measured
     head = sha(commit)
     # asv in the existing environment measures the code checked out here: recording it under another
     # commit would file HEAD's figures as BASE's and poison every later comparison.
@@ -266,7 +267,6 @@ def run(selection, *, bench, quick, commit, machine, results_dir, precheck_first
         asv_args += ["--attribute", f"repeat={repeat}"]
     if shutil.which("asv") is None:
         fail("asv is not installed in this environment (pip install asv)")
-    benchmarks = _benchmarks(bench, fams, quick)
     t0 = time.perf_counter()
     with asvrun.exit_on_sigterm():  # a kill still removes the run's folders and stops asv
         with tempfile.TemporaryDirectory(prefix="variantbench-run-") as run_dir:
