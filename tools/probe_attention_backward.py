@@ -25,9 +25,12 @@ from variantbench.catalog import family  # noqa: E402
 
 Tiles = backward.Tiles
 SHAPE, DEVICE = "llama-3-8b-s4k", "cuda"
-DKDV = (Tiles(64, 64, 4, 2), Tiles(64, 64, 4, 3), Tiles(64, 64, 8, 2), Tiles(32, 128, 4, 2), Tiles(32, 128, 8, 3),
-        Tiles(64, 128, 8, 2))
-DQ = (Tiles(64, 64, 4, 2), Tiles(64, 64, 4, 3), Tiles(128, 64, 8, 2), Tiles(128, 32, 4, 3), Tiles(64, 128, 8, 2))
+# Eight warps split dK/dV's two float32 accumulators over 256 threads: 64 registers a thread at 128 keys,
+# 32 at 64 (four warps hold 64 keys' in 128 and spilled, session 20).
+DKDV = (Tiles(64, 64, 4, 2), Tiles(64, 64, 4, 3), Tiles(64, 64, 8, 2), Tiles(128, 64, 8, 2), Tiles(128, 64, 8, 3),
+        Tiles(32, 128, 4, 2), Tiles(32, 128, 8, 3), Tiles(64, 128, 8, 2), Tiles(64, 128, 8, 3), Tiles(128, 128, 8, 2))
+DQ = (Tiles(64, 64, 4, 2), Tiles(64, 64, 4, 3), Tiles(128, 64, 8, 2), Tiles(128, 64, 8, 3), Tiles(128, 32, 4, 3),
+      Tiles(64, 128, 8, 2), Tiles(128, 128, 8, 2))
 
 
 PROFILED_STEPS = 20

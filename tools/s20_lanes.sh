@@ -1,0 +1,34 @@
+# Issue 17 in session 20, on one nvidia-h200:
+#   git bundle create .vbgit.bundle main bwd-tma
+#   run(kind="nvidia-h200", carry=[".whl", ".vbgit.bundle"]): source tools/gpu_setup.sh > /tmp/setup.log 2>&1; \
+#     source tools/gpu_detached.sh && workdir && detach lanes 'bash tools/s20_lanes.sh STEPS SECONDS' && await lanes 540
+# First lease: 'mufu; bwd_probe bwd-tma; bwd_check bwd-tma': the special-function unit's rate per form,
+# main's forward+backward profiled beside the branch's (the backward's loop tiles through the copy
+# engine) with the branch's tiles swept, and the branch's gradients checked on the GPU for every
+# attention variant. Second: 'bwd_gate bwd-tma' with the sweep's winners committed on the branch.
+set -u
+root=reports/truth/s20-$(git rev-parse --short HEAD)
+mkdir -p "$root"
+source tools/lanes.sh  # vb, branch, worktree, within, results, truth, lane, moe_branch, moe_layers, default_tier
+mufu() {
+  step mufu 90 python3 tools/probe_mufu.py
+}
+bwd_probe() {  # bwd_probe BRANCH: main's gqa_8 forward+backward profiled at its tiles, the branch's swept
+  step bwd-main 150 python3 tools/probe_attention_backward.py gqa_8 --no-sweep
+  worktree "$1" && step "bwd-$1" 420 $(within "$1") python3 tools/probe_attention_backward.py gqa_8
+}
+bwd_check() {  # bwd_check BRANCH: every attention variant's forward and gradients through ours, on the branch
+  worktree "$1" && step "check-$1" 300 $(within "$1") python3 -m variantbench check --family attention \
+    --implementation triton --tier default
+}
+bwd_gate() {  # bwd_gate BRANCH: gated against main on our attention's forward+backward at llama-3-8b-s4k
+  local head
+  head=$(branch "$1") || { echo "== $1: no such branch carried"; return; }
+  step "gate-$1" 420 $vb gate "$(git rev-parse HEAD)" "$head" --factor 1.05 --family attention \
+    --implementation triton --variant gqa_8 --variant softcap_50 --variant alibi --variant document \
+    --shape llama-3-8b-s4k --bench 'AttentionForwardBackward\.time' --results "/tmp/gate-$1" \
+    --summary "reports/gate/$1-h200.md"
+  tar czf "$root/gate-$1.tgz" -C /tmp "gate-$1"
+}
+lane one 0 "${2:-900}" "${1:-mufu; bwd_probe bwd-tma; bwd_check bwd-tma}"
+cat "$root/one.log"
