@@ -5,9 +5,11 @@
 # First lease: 'mufu; bwd_probe bwd-tma; bwd_check bwd-tma': the special-function unit's rate per form,
 # main's forward+backward profiled beside the branch's (the backward's loop tiles through the copy
 # engine) with the branch's tiles swept, and the branch's gradients checked on the GPU for every
-# attention variant. Second: 'bwd_gate bwd-tma' with the sweep's winners committed on the branch.
+# attention variant. Second: 'bwd_probe bwd-kv-regs; bwd_gate bwd-tma' (dQ's winner committed on
+# bwd-tma; bwd-kv-regs, on it, holds dK/dV's own K and V in registers).
 set -u
 root=reports/truth/s20-$(git rev-parse --short HEAD)
+show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed'
 mkdir -p "$root"
 source tools/lanes.sh  # vb, branch, worktree, within, results, truth, lane, moe_branch, moe_layers, default_tier
 mufu() {
