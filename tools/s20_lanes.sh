@@ -6,7 +6,9 @@
 # main's forward+backward profiled beside the branch's (the backward's loop tiles through the copy
 # engine) with the branch's tiles swept, and the branch's gradients checked on the GPU for every
 # attention variant. Second: 'bwd_probe bwd-kv-regs; bwd_gate bwd-tma' (dQ's winner committed on
-# bwd-tma; bwd-kv-regs, on it, holds dK/dV's own K and V in registers).
+# bwd-tma; bwd-kv-regs, on it, holds dK/dV's own K and V in registers). Third: 'bwd_variant main softcap_50
+# --no-sweep; bwd_variant bwd-tma softcap_50 --no-sweep; bwd_variant bwd-flat gqa_8; bwd_variant bwd-flat
+# softcap_50' (which kernel softcap lost 2.8% in, and bwd-flat's loops swept).
 set -u
 root=reports/truth/s20-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed'
@@ -18,6 +20,9 @@ mufu() {
 bwd_probe() {  # bwd_probe BRANCH: main's gqa_8 forward+backward profiled at its tiles, the branch's swept
   step bwd-main 150 python3 tools/probe_attention_backward.py gqa_8 --no-sweep
   worktree "$1" && step "bwd-$1" 420 $(within "$1") python3 tools/probe_attention_backward.py gqa_8
+}
+bwd_variant() {  # bwd_variant BRANCH VARIANT [--no-sweep]: one variant's forward+backward probed on a branch
+  worktree "$1" && step "bwd-$1-$2" 300 $(within "$1") python3 tools/probe_attention_backward.py "$2" ${3:-}
 }
 bwd_check() {  # bwd_check BRANCH: every attention variant's forward and gradients through ours, on the branch
   worktree "$1" && step "check-$1" 300 $(within "$1") python3 -m variantbench check --family attention \
