@@ -8,7 +8,8 @@
 # attention variant. Second: 'bwd_probe bwd-kv-regs; bwd_gate bwd-tma' (dQ's winner committed on
 # bwd-tma; bwd-kv-regs, on it, holds dK/dV's own K and V in registers). Third: 'bwd_variant main softcap_50
 # --no-sweep; bwd_variant bwd-tma softcap_50 --no-sweep; bwd_variant bwd-flat gqa_8; bwd_variant bwd-flat
-# softcap_50' (which kernel softcap lost 2.8% in, and bwd-flat's loops swept).
+# softcap_50' (which kernel softcap lost 2.8% in, and bwd-flat's loops swept). Fourth: 'bwd_gate bwd-flat;
+# bwd_variant bwd-flat gqa_8 --no-sweep; bwd_variant bwd-flat softcap_50 --no-sweep; bwd_check bwd-flat'.
 set -u
 root=reports/truth/s20-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed'
