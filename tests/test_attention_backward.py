@@ -107,3 +107,20 @@ def test_gradients_of_an_expanded_or_transposed_output_gradient(loss):
     expected = torch.autograd.grad(objective(attention(*exact, mask_mod=lambda b, h, i, j: j <= i)), exact)
     for name, g, e in zip("qkv", got, expected):
         torch.testing.assert_close(g.double(), e, rtol=1e-4, atol=2e-5, msg=lambda m, name=name: f"d{name}: {m}")
+
+
+def test_gradients_of_a_query_at_an_unaligned_offset():
+    """dK/dV's kernel reads q through the copy engine, which needs a 16-byte-aligned base: a dense q four
+    bytes into its storage (a slice of a flat buffer) goes through a fresh copy, read as its values."""
+    gen = torch.Generator().manual_seed(6)
+    flat = torch.randn(2 * 4 * 40 * 16 + 1, generator=gen)
+    q = flat[1:].view(2, 4, 40, 16).requires_grad_()
+    k, v = (torch.randn(2, 2, 40, 16, generator=gen).requires_grad_() for _ in range(2))
+    options = dict(causal=True, window=None, prefix=None, doc_start=None, softcap=None, alibi=False)
+    out = TritonAttention.apply(q, k, v, options)
+    grad = torch.randn(out.shape, generator=gen)
+    got = torch.autograd.grad(out, (q, k, v), grad)
+    dense = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    expected = torch.autograd.grad(TritonAttention.apply(*dense, options), dense, grad)
+    for name, g, e in zip("qkv", got, expected):
+        torch.testing.assert_close(g, e, msg=lambda m, name=name: f"d{name}: {m}")

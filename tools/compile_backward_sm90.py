@@ -39,11 +39,15 @@ SWITCHES = (dict(), dict(SOFTCAP=True), dict(ALIBI=True), dict(DOCUMENTS=True), 
 def compiled(kernel, tiles, switches):
     """None, or the first line of the compiler's error."""
     constexprs = {**CAUSAL, **switches, "BLOCK_M": tiles.rows, "BLOCK_N": tiles.keys}
-    pointers = kernel.arg_names[:kernel.arg_names.index("stride_qb")]
+    first_stride = next(i for i, name in enumerate(kernel.arg_names) if name.startswith("stride"))
+    pointers = kernel.arg_names[:first_stride]  # tensors first, descriptors among them
     signature = {name: "constexpr" if name in constexprs else POINTERS.get(name, "*bf16") if name in pointers
                  else "fp32" if name in FLOATS else "i32" for name in kernel.arg_names}
+    descriptor_tiles = {"desc_q": tiles.rows, "desc_do": tiles.rows, "desc_k": tiles.keys, "desc_v": tiles.keys}
+    for name in set(descriptor_tiles) & set(kernel.arg_names):
+        signature[name] = f"tensordesc<bf16[1, 1, {descriptor_tiles[name]}, {CAUSAL['HEAD_DIM']}]>"
     divisible = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(kernel.arg_names)
-                 if name in pointers or name.startswith("stride") or VALUES.get(name, 1) % 16 == 0}
+                 if signature[name].startswith("*") or name.startswith("stride") or VALUES.get(name, 1) % 16 == 0}
     source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs=divisible)
     try:
         triton.compile(source, target=HOPPER, options={"num_warps": tiles.warps, "num_stages": tiles.stages})

@@ -10,8 +10,14 @@ where dS is the gradient of the (capped, biased) score; softcap's tanh adds its 
 1 - (s / cap)^2 and ALiBi's bias none. `_dkdv_kernel` owns a tile of keys of one KV head and walks
 every query row of its group (GQA sums the group's heads into one dK, dV); `_dq_kernel` owns a tile
 of query rows and walks the keys they see, as the forward does. The masks are the forward's: one key
-interval [lo, hi] per query row. Loads are plain pointer loads: the forward's tensor descriptors
-are a speed matter left for later.
+interval [lo, hi] per query row.
+
+The tiles each loop walks (q and dO in dK/dV's, K and V in dQ's) come through tensor descriptors, as
+the forward's K and V: a 64 x 128 tile through pointers costs each of 128 threads 8 64-bit addresses
+a tensor, and dK/dV's kernel, whose two float32 accumulators alone take 128 registers a thread, sat
+at 255 registers with 232 bytes spilled to the stack that way (Triton 3.6.0, sm_90, ptxas's count).
+Rows and keys past a head's end read as zeros and are masked like invisible ones. The tiles a
+program loads once (its own keys, its own rows) stay pointer loads.
 """
 
 from dataclasses import dataclass
@@ -19,6 +25,7 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels.attention import triton_flash
 
@@ -89,15 +96,14 @@ def _query_rows(rows, batch, kv_head, Q, DO, Lse, Delta, DocStart, stride_qb, st
 
 
 @triton.jit
-def _dkdv_blocks(dk, dv, k, v, offs_n, first, end, q_head, batch, Q, DO, Lse, Delta, DocStart,
-                 stride_qb, stride_qh, stride_qs, n_q_heads, q_len, kv_len, sm_scale, window, prefix, softcap,
+def _dkdv_blocks(dk, dv, k, v, offs_n, first, end, q_head, batch, desc_q, desc_do, Lse, Delta, DocStart,
+                 n_q_heads, q_len, kv_len, sm_scale, window, prefix, softcap,
                  CAUSAL: tl.constexpr, WINDOW: tl.constexpr, PREFIX: tl.constexpr, DOCUMENTS: tl.constexpr,
                  SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
                  MASKED: tl.constexpr):
     """dk, dv plus one query head's row blocks first..end - 1 against this program's key tile: a loop
     of loads and dots alone, which the GPU compiler pipelines (a branch a block in the loop kept q and
     dO's loads from being issued ahead)."""
-    d = tl.arange(0, HEAD_DIM)
     for block in range(first, end):
         q_row = block * BLOCK_M + tl.arange(0, BLOCK_M)
         row_ok = q_row < q_len
@@ -105,8 +111,8 @@ def _dkdv_blocks(dk, dv, k, v, offs_n, first, end, q_head, batch, Q, DO, Lse, De
         q_pos = kv_len - q_len + q_row
         lo, hi = _bounds(q_pos, batch, kv_len, window, prefix, DocStart, CAUSAL, WINDOW, PREFIX, DOCUMENTS)
         hi = tl.where(row_ok, hi, -1)
-        offs = batch * stride_qb + q_head * stride_qh + q_row[:, None] * stride_qs + d[None, :]
-        q, do = tl.load(Q + offs), tl.load(DO + offs)
+        q = desc_q.load([batch, q_head, block * BLOCK_M, 0]).reshape(BLOCK_M, HEAD_DIM)
+        do = desc_do.load([batch, q_head, block * BLOCK_M, 0]).reshape(BLOCK_M, HEAD_DIM)
         stat = (batch * n_q_heads + q_head) * q_len + q_row
         lse, delta = tl.load(Lse + stat), tl.load(Delta + stat)
         # Keys x rows throughout, so P and dS feed their dots as computed (rows x keys would need both
@@ -121,8 +127,8 @@ def _dkdv_blocks(dk, dv, k, v, offs_n, first, end, q_head, batch, Q, DO, Lse, De
 
 @triton.jit
 def _dkdv_kernel(
-    Q, K, V, DO, Lse, Delta, DocStart, DK, DV,
-    stride_qb, stride_qh, stride_qs, stride_kb, stride_kh, stride_ks,
+    desc_q, K, V, desc_do, Lse, Delta, DocStart, DK, DV,
+    stride_kb, stride_kh, stride_ks,
     n_kv_heads, n_q_heads, group, q_len, kv_len, sm_scale, window, prefix, softcap,
     CAUSAL: tl.constexpr, WINDOW: tl.constexpr, PREFIX: tl.constexpr, DOCUMENTS: tl.constexpr,
     SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
@@ -170,35 +176,29 @@ def _dkdv_kernel(
     # only the first has its interval test.
     for head in range(0, group):
         q_head = kv_head * group + head
-        dk, dv = _dkdv_blocks(dk, dv, k, v, offs_n, see_first, whole_first, q_head, batch, Q, DO, Lse, Delta,
-                              DocStart, stride_qb, stride_qh, stride_qs, n_q_heads, q_len, kv_len, sm_scale, window,
-                              prefix, softcap, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI, HEAD_DIM, BLOCK_M,
+        dk, dv = _dkdv_blocks(dk, dv, k, v, offs_n, see_first, whole_first, q_head, batch, desc_q, desc_do, Lse,
+                              Delta, DocStart, n_q_heads, q_len, kv_len, sm_scale, window, prefix, softcap, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI, HEAD_DIM, BLOCK_M,
                               True)
-        dk, dv = _dkdv_blocks(dk, dv, k, v, offs_n, whole_first, whole_end, q_head, batch, Q, DO, Lse, Delta,
-                              DocStart, stride_qb, stride_qh, stride_qs, n_q_heads, q_len, kv_len, sm_scale, window,
-                              prefix, softcap, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI, HEAD_DIM, BLOCK_M,
+        dk, dv = _dkdv_blocks(dk, dv, k, v, offs_n, whole_first, whole_end, q_head, batch, desc_q, desc_do, Lse,
+                              Delta, DocStart, n_q_heads, q_len, kv_len, sm_scale, window, prefix, softcap, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI, HEAD_DIM, BLOCK_M,
                               False)
-        dk, dv = _dkdv_blocks(dk, dv, k, v, offs_n, whole_end, see_end, q_head, batch, Q, DO, Lse, Delta,
-                              DocStart, stride_qb, stride_qh, stride_qs, n_q_heads, q_len, kv_len, sm_scale, window,
-                              prefix, softcap, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI, HEAD_DIM, BLOCK_M,
+        dk, dv = _dkdv_blocks(dk, dv, k, v, offs_n, whole_end, see_end, q_head, batch, desc_q, desc_do, Lse,
+                              Delta, DocStart, n_q_heads, q_len, kv_len, sm_scale, window, prefix, softcap, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI, HEAD_DIM, BLOCK_M,
                               True)
     tl.store(DK + kv_offs, (dk * sm_scale).to(DK.dtype.element_ty), mask=key_ok[:, None])
     tl.store(DV + kv_offs, dv.to(DV.dtype.element_ty), mask=key_ok[:, None])
 
 
 @triton.jit
-def _dq_tiles(dq, start, end, lse, delta, q_head, q_pos, lo, hi, q, do, K, V, batch, kv_head,
-              stride_kb, stride_kh, stride_ks, n_q_heads, kv_len, sm_scale, softcap,
+def _dq_tiles(dq, start, end, lse, delta, q_head, q_pos, lo, hi, q, do, desc_k, desc_v, batch, kv_head,
+              n_q_heads, kv_len, sm_scale, softcap,
               SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr,
               MASKED: tl.constexpr):
     """dq plus the key tiles start, start + BLOCK_N, ... below end of one row block."""
-    d = tl.arange(0, HEAD_DIM)
     for start_n in range(start, end, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        key_ok = offs_n < kv_len
-        kv_offs = batch * stride_kb + kv_head * stride_kh + offs_n[:, None] * stride_ks + d[None, :]
-        k = tl.load(K + kv_offs, mask=key_ok[:, None], other=0.0)
-        v = tl.load(V + kv_offs, mask=key_ok[:, None], other=0.0)
+        k = desc_k.load([batch, kv_head, start_n, 0]).reshape(BLOCK_N, HEAD_DIM)
+        v = desc_v.load([batch, kv_head, start_n, 0]).reshape(BLOCK_N, HEAD_DIM)
         p, slope_term = _probabilities(tl.dot(q, tl.trans(k)), lse[:, None], q_head[:, None], q_pos[:, None],
                                        offs_n[None, :], lo[:, None], hi[:, None], n_q_heads, sm_scale, softcap,
                                        SOFTCAP, ALIBI, MASKED)
@@ -210,8 +210,8 @@ def _dq_tiles(dq, start, end, lse, delta, q_head, q_pos, lo, hi, q, do, K, V, ba
 
 @triton.jit
 def _dq_kernel(
-    Q, K, V, DO, Lse, Delta, DocStart, DQ,
-    stride_qb, stride_qh, stride_qs, stride_kb, stride_kh, stride_ks,
+    Q, desc_k, desc_v, DO, Lse, Delta, DocStart, DQ,
+    stride_qb, stride_qh, stride_qs,
     n_kv_heads, n_q_heads, group, q_len, kv_len, sm_scale, window, prefix, softcap,
     CAUSAL: tl.constexpr, WINDOW: tl.constexpr, PREFIX: tl.constexpr, DOCUMENTS: tl.constexpr,
     SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
@@ -234,12 +234,12 @@ def _dq_kernel(
     hi_min = tl.min(tl.where(row_ok, hi, kv_len), 0)
     whole_first = tl.minimum(tl.maximum(tl.cdiv(lo_max, BLOCK_N) * BLOCK_N, first), last)
     whole_end = tl.maximum(tl.minimum((tl.minimum(hi_min + 1, kv_len) // BLOCK_N) * BLOCK_N, last), whole_first)
-    dq = _dq_tiles(dq, first, whole_first, lse, delta, q_head, q_pos, lo, hi, q, do, K, V, batch, kv_head, stride_kb,
-                   stride_kh, stride_ks, n_q_heads, kv_len, sm_scale, softcap, SOFTCAP, ALIBI, HEAD_DIM, BLOCK_N, True)
-    dq = _dq_tiles(dq, whole_first, whole_end, lse, delta, q_head, q_pos, lo, hi, q, do, K, V, batch, kv_head, stride_kb,
-                   stride_kh, stride_ks, n_q_heads, kv_len, sm_scale, softcap, SOFTCAP, ALIBI, HEAD_DIM, BLOCK_N, False)
-    dq = _dq_tiles(dq, whole_end, end, lse, delta, q_head, q_pos, lo, hi, q, do, K, V, batch, kv_head, stride_kb,
-                   stride_kh, stride_ks, n_q_heads, kv_len, sm_scale, softcap, SOFTCAP, ALIBI, HEAD_DIM, BLOCK_N, True)
+    dq = _dq_tiles(dq, first, whole_first, lse, delta, q_head, q_pos, lo, hi, q, do, desc_k, desc_v, batch, kv_head,
+                   n_q_heads, kv_len, sm_scale, softcap, SOFTCAP, ALIBI, HEAD_DIM, BLOCK_N, True)
+    dq = _dq_tiles(dq, whole_first, whole_end, lse, delta, q_head, q_pos, lo, hi, q, do, desc_k, desc_v, batch, kv_head,
+                   n_q_heads, kv_len, sm_scale, softcap, SOFTCAP, ALIBI, HEAD_DIM, BLOCK_N, False)
+    dq = _dq_tiles(dq, whole_end, end, lse, delta, q_head, q_pos, lo, hi, q, do, desc_k, desc_v, batch, kv_head,
+                   n_q_heads, kv_len, sm_scale, softcap, SOFTCAP, ALIBI, HEAD_DIM, BLOCK_N, True)
     tl.store(DQ + q_offs, (dq * sm_scale).to(DQ.dtype.element_ty), mask=row_ok[:, None])
 
 
@@ -285,6 +285,12 @@ def _launch(tiles):
     return {"BLOCK_M": tiles.rows, "BLOCK_N": tiles.keys, "num_warps": tiles.warps, "num_stages": tiles.stages}
 
 
+def _describable(t):
+    """Whether the copy engine can read t: a 16-byte-aligned base and 16-byte multiples for every outer
+    stride (a tensor descriptor's terms)."""
+    return t.data_ptr() % 16 == 0 and all(stride * t.element_size() % 16 == 0 for stride in t.stride()[:-1])
+
+
 class TritonAttention(torch.autograd.Function):
     """Our forward (with lse) and the two backward kernels, for q (B, Hq, Sq, D), k, v (B, Hkv, Skv, D)."""
 
@@ -305,9 +311,11 @@ class TritonAttention(torch.autograd.Function):
         # then goes into it. The forward's output was allocated like q, so it has DQ's layout, which the
         # preprocess writes DO in (a DO read with other strides than its own put dq off by 10).
         dq, dk = torch.empty_like(q), torch.empty_like(k)
-        if q.stride() != dq.stride():
-            q = q.contiguous()
-        if v.stride() != k.stride() or dk.stride() != k.stride():
+        if q.stride() != dq.stride() or not _describable(q):
+            # a fresh copy: contiguous() would hand back a contiguous q at a misaligned offset as it is
+            q = q.clone(memory_format=torch.contiguous_format)
+            dq = torch.empty_like(q)
+        if v.stride() != k.stride() or dk.stride() != k.stride():  # the forward refused k, v misaligned
             k, v = k.contiguous(), v.contiguous()
             dk = torch.empty_like(k)
         dv = torch.empty_like(v)
@@ -327,16 +335,19 @@ class TritonAttention(torch.autograd.Function):
         doc_start = opts.get("doc_start")
         doc_arg = q if doc_start is None else doc_start.to(device=q.device, dtype=torch.int32).contiguous()
         scale = opts.get("scale") or head_dim ** -0.5
-        common = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-                  n_kv_heads, n_q_heads, n_q_heads // n_kv_heads, q_len, kv_len, scale, opts.get("window") or 0,
+        common = (n_kv_heads, n_q_heads, n_q_heads // n_kv_heads, q_len, kv_len, scale, opts.get("window") or 0,
                   opts.get("prefix") or 0, opts.get("softcap") or 1.0)
         flags = dict(CAUSAL=opts["causal"], WINDOW=opts.get("window") is not None,
                      PREFIX=opts.get("prefix") is not None, DOCUMENTS=doc_start is not None,
                      SOFTCAP=opts.get("softcap") is not None, ALIBI=bool(opts.get("alibi")), HEAD_DIM=head_dim)
         dkdv, dq_tiles = (DKDV_TILES, DQ_TILES) if q.is_cuda else (None, None)
+        row_tile = [1, 1, dkdv.rows if dkdv else BLOCK, head_dim]
+        key_tile = [1, 1, dq_tiles.keys if dq_tiles else BLOCK, head_dim]
         _dkdv_kernel[(triton.cdiv(kv_len, dkdv.keys if dkdv else BLOCK), batch * n_kv_heads)](
-            q, k, v, do, lse, delta, doc_arg, dk, dv, *common, **flags, **_launch(dkdv))
+            TensorDescriptor.from_tensor(q, row_tile), k, v, TensorDescriptor.from_tensor(do, row_tile), lse, delta,
+            doc_arg, dk, dv, *k.stride()[:3], *common, **flags, **_launch(dkdv))
         _dq_kernel[(triton.cdiv(q_len * n_q_heads // n_kv_heads, dq_tiles.rows if dq_tiles else BLOCK),
                     batch * n_kv_heads)](
-            q, k, v, do, lse, delta, doc_arg, dq, *common, **flags, **_launch(dq_tiles))
+            q, TensorDescriptor.from_tensor(k, key_tile), TensorDescriptor.from_tensor(v, key_tile), do, lse, delta,
+            doc_arg, dq, *q.stride()[:3], *common, **flags, **_launch(dq_tiles))
         return dq, dk, dv, None
