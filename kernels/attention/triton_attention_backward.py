@@ -219,9 +219,7 @@ def _dq_kernel(
     SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    # Rows are (group head, position): within each head, later positions see more causal keys. The grid
-    # walks them backwards, so the last programs to start are the lightest and the tail is short.
-    row_block = tl.num_programs(0) - 1 - tl.program_id(0)
+    row_block = tl.program_id(0)
     batch, kv_head = tl.program_id(1) // n_kv_heads, tl.program_id(1) % n_kv_heads
     row_ok, q_head, q_pos, lo, hi, q, do, lse, delta, q_offs = _query_rows(
         row_block * BLOCK_M + tl.arange(0, BLOCK_M), batch, kv_head, Q, DO, Lse, Delta, DocStart, stride_qb,
@@ -275,9 +273,10 @@ class Tiles:
     stages: int
 
 
-# Swept by tools/probe_attention_backward.py on an H200 with the loop tiles through descriptors (gqa_8,
-# llama-3-8b-s4k, forward+backward, session 20): dK/dV's 64 x 64, 4 warps, 2 stages still won (5.251 ms;
-# the next 64 x 128, 8 warps, 5.479); dQ's 128 x 64, 8 warps, 3 stages 5.147 ms against 64 x 64's 5.223.
+# Swept by tools/probe_attention_backward.py on an H200 with the loop tiles through descriptors and one
+# loop a mask kind (llama-3-8b-s4k, forward+backward, session 20): dK/dV's 64 x 64, 4 warps, 2 stages
+# still won for gqa_8 and softcap_50 (5.154 ms gqa_8; the next, 64 x 128 with 8 warps, 5.293); dQ's 128 x
+# 64, 8 warps, 3 stages 5.156 ms against 64 x 64's 5.193 (softcap_50: 6.264 against 6.221, level).
 # The interpreter's tile is always BLOCK, which the tests' lengths are set by.
 DKDV_TILES = Tiles(64, 64, 4, 2)
 DQ_TILES = Tiles(128, 64, 8, 3)
