@@ -109,12 +109,17 @@ def test_gradients_of_an_expanded_or_transposed_output_gradient(loss):
         torch.testing.assert_close(g.double(), e, rtol=1e-4, atol=2e-5, msg=lambda m, name=name: f"d{name}: {m}")
 
 
-def test_gradients_of_a_query_at_an_unaligned_offset():
+@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
+def test_gradients_of_a_query_at_an_unaligned_offset(layout):
     """dK/dV's kernel reads q through the copy engine, which needs a 16-byte-aligned base: a dense q four
-    bytes into its storage (a slice of a flat buffer) goes through a fresh copy, read as its values."""
+    bytes into its storage (a slice of a flat buffer) goes through a fresh copy, read as its values. A
+    transposed one's output, allocated like it, is not like the copy: dO must still be read as written."""
     gen = torch.Generator().manual_seed(6)
     flat = torch.randn(2 * 4 * 40 * 16 + 1, generator=gen)
-    q = flat[1:].view(2, 4, 40, 16).requires_grad_()
+    if layout == "contiguous":
+        q = flat[1:].view(2, 4, 40, 16).requires_grad_()
+    else:
+        q = flat[1:].view(2, 40, 4, 16).transpose(1, 2).requires_grad_()
     k, v = (torch.randn(2, 2, 40, 16, generator=gen).requires_grad_() for _ in range(2))
     options = dict(causal=True, window=None, prefix=None, doc_start=None, softcap=None, alibi=False)
     out = TritonAttention.apply(q, k, v, options)

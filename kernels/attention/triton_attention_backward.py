@@ -320,6 +320,7 @@ class TritonAttention(torch.autograd.Function):
             # a fresh copy: contiguous() would hand back a contiguous q at a misaligned offset as it is
             q = q.clone(memory_format=torch.contiguous_format)
             dq = torch.empty_like(q)
+            out = out.contiguous()  # the preprocess writes dO in out's strides, which dQ's kernel reads as q's
         if v.stride() != k.stride() or dk.stride() != k.stride():  # the forward refused k, v misaligned
             k, v = k.contiguous(), v.contiguous()
             dk = torch.empty_like(k)
