@@ -129,3 +129,33 @@ def test_gradients_of_a_query_at_an_unaligned_offset(layout):
     expected = torch.autograd.grad(TritonAttention.apply(*dense, options), dense, grad)
     for name, g, e in zip("qkv", got, expected):
         torch.testing.assert_close(g, e, msg=lambda m, name=name: f"d{name}: {m}")
+
+
+def test_gradients_of_a_single_batch_query_whose_batch_stride_torch_ignores():
+    """A batch of 1 is contiguous to torch whatever its batch stride, and empty_like keeps that stride
+    for the output and dO: a stride of 7 elements (28 bytes) is no 16-byte multiple, which the copy
+    engine refuses. q's and the output's copies get standard strides."""
+    gen = torch.Generator().manual_seed(7)
+    q = torch.as_strided(torch.randn(5000, generator=gen), (1, 4, 70, 16), (7, 1120, 16, 1)).requires_grad_()
+    k, v = (torch.randn(1, 2, 70, 16, generator=gen).requires_grad_() for _ in range(2))
+    options = dict(causal=True, window=None, prefix=None, doc_start=None, softcap=None, alibi=False)
+    out = TritonAttention.apply(q, k, v, options)
+    grad = torch.randn(out.shape, generator=gen)
+    got = torch.autograd.grad(out, (q, k, v), grad)
+    dense = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    expected = torch.autograd.grad(TritonAttention.apply(*dense, options), dense, grad)
+    for name, g, e in zip("qkv", got, expected):
+        torch.testing.assert_close(g, e, msg=lambda m, name=name: f"d{name}: {m}")
+
+
+def test_gradients_of_no_query_are_zeros_and_no_key_is_refused():
+    gen = torch.Generator().manual_seed(8)
+    q = torch.randn(2, 4, 0, 16, generator=gen).requires_grad_()
+    k, v = (torch.randn(2, 2, 40, 16, generator=gen).requires_grad_() for _ in range(2))
+    options = dict(causal=False, window=None, prefix=None, doc_start=None, softcap=None, alibi=False)
+    out = TritonAttention.apply(q, k, v, options)
+    got = torch.autograd.grad(out, (q, k, v), torch.ones_like(out))
+    for name, g, t in zip("qkv", got, (q, k, v)):
+        assert g.shape == t.shape and not g.any(), f"d{name} of no query is not zeros"
+    with pytest.raises(ValueError, match="no keys"):
+        TritonAttention.apply(torch.randn(2, 4, 40, 16), k[:, :, :0], v[:, :, :0], options)

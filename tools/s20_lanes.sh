@@ -11,7 +11,8 @@
 # softcap_50' (which kernel softcap lost 2.8% in, and bwd-flat's loops swept). Fourth: 'bwd_gate bwd-flat;
 # bwd_variant bwd-flat gqa_8 --no-sweep; bwd_variant bwd-flat softcap_50 --no-sweep; bwd_check bwd-flat'.
 # Fifth, bwd-flat merged: 'fwd_bwd_history' (main's own results for the history, re-timed apart). Sixth:
-# 'fwd_history' (the forwards side by side in this session, for issue 17's forward goals).
+# 'gpu_numerics; fwd_history' (the backward's float32 tiles launch; the forwards side by side in this
+# session, for issue 17's forward goals).
 set -u
 root=reports/truth/s20-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed'
@@ -49,6 +50,10 @@ fwd_history() {  # our attention's forward beside SDPA's and Flex's at llama-3-8
   step fwd 300 $vb run --family attention --shape llama-3-8b-s4k --variant gqa_8 --variant softcap_50 \
     --variant alibi --bench 'AttentionForward\.time'
   truth truth-fwd 200 bench_attention.AttentionForward.time_forward --most 8
+}
+gpu_numerics() {
+  step gpu-tests 200 env TRITON_INTERPRET=0 VARIANTBENCH_DEVICE=cuda python3 -m pytest -q -p no:cacheprovider \
+    tests/test_gpu_numerics.py
 }
 lane one 0 "${2:-900}" "${1:-mufu; bwd_probe bwd-tma; bwd_check bwd-tma}"
 cat "$root/one.log"

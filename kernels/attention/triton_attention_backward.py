@@ -280,6 +280,9 @@ class Tiles:
 # The interpreter's tile is always BLOCK, which the tests' lengths are set by.
 DKDV_TILES = Tiles(64, 64, 4, 2)
 DQ_TILES = Tiles(128, 64, 8, 3)
+# float32 tiles take twice the shared memory: dQ's 128 x 64 in 3 stages needs 328,704 bytes at head dim
+# 128 (Hopper has 232,448), its 64 x 64 in 2 stages 197,632 (ptxas through Triton, sm_90, session 20).
+DQ_TILES_FLOAT32 = Tiles(64, 64, 4, 2)
 BLOCK = 64  # rows and keys a tile in the interpreter, and rows a preprocess program
 
 
@@ -310,6 +313,8 @@ class TritonAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         q, k, v, out, lse = ctx.saved_tensors
+        if q.numel() == 0:  # no query: nothing flows back (and a descriptor needs a row)
+            return torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v), None
         # The kernels read Q and DO and write DQ with q's strides, K, V, DK and DV with k's. A gradient
         # is allocated like its input: in the input's layout where that is dense (a block's projections
         # are transposed views), contiguous where not (a slice of a fused QKV projection), and the input
@@ -320,7 +325,10 @@ class TritonAttention(torch.autograd.Function):
             # a fresh copy: contiguous() would hand back a contiguous q at a misaligned offset as it is
             q = q.clone(memory_format=torch.contiguous_format)
             dq = torch.empty_like(q)
-            out = out.contiguous()  # the preprocess writes dO in out's strides, which dQ's kernel reads as q's
+            # The preprocess writes dO in out's strides, which dQ's kernel reads as q's. A fresh copy, as
+            # q's: contiguous() keeps the stride of a size-1 dimension, which torch ignores and a
+            # descriptor does not (a batch of 1 with an odd batch stride).
+            out = out.clone(memory_format=torch.contiguous_format)
         if v.stride() != k.stride() or dk.stride() != k.stride():  # the forward refused k, v misaligned
             k, v = k.contiguous(), v.contiguous()
             dk = torch.empty_like(k)
@@ -347,6 +355,8 @@ class TritonAttention(torch.autograd.Function):
                      PREFIX=opts.get("prefix") is not None, DOCUMENTS=doc_start is not None,
                      SOFTCAP=opts.get("softcap") is not None, ALIBI=bool(opts.get("alibi")), HEAD_DIM=head_dim)
         dkdv, dq_tiles = (DKDV_TILES, DQ_TILES) if q.is_cuda else (None, None)
+        if q.is_cuda and q.element_size() == 4:
+            dq_tiles = DQ_TILES_FLOAT32
         row_tile = [1, 1, dkdv.rows if dkdv else BLOCK, head_dim]
         key_tile = [1, 1, dq_tiles.keys if dq_tiles else BLOCK, head_dim]
         _dkdv_kernel[(triton.cdiv(kv_len, dkdv.keys if dkdv else BLOCK), batch * n_kv_heads)](

@@ -273,6 +273,8 @@ def forward_launcher(
         raise ValueError(f"{n_q_heads} query heads is not a multiple of {n_kv_heads} KV heads")
     if doc_start is not None and not causal:
         raise ValueError("the document mask is defined for causal attention only")
+    if kv_len == 0:
+        raise ValueError("attention over no keys is undefined: kv_len is 0")
     if head_dim not in (16, 32, 64, 128):
         raise ValueError(f"head_dim {head_dim} unsupported: one of 16, 32, 64, 128")
     for t in (q, k, v):
