@@ -280,9 +280,6 @@ class Tiles:
 # The interpreter's tile is always BLOCK, which the tests' lengths are set by.
 DKDV_TILES = Tiles(64, 64, 4, 2)
 DQ_TILES = Tiles(128, 64, 8, 3)
-# float32 tiles take twice the shared memory: dQ's 128 x 64 in 3 stages needs 328,704 bytes at head dim
-# 128 (Hopper has 232,448), its 64 x 64 in 2 stages 197,632 (ptxas through Triton, sm_90, session 20).
-DQ_TILES_FLOAT32 = Tiles(64, 64, 4, 2)
 BLOCK = 64  # rows and keys a tile in the interpreter, and rows a preprocess program
 
 
@@ -355,8 +352,6 @@ class TritonAttention(torch.autograd.Function):
                      PREFIX=opts.get("prefix") is not None, DOCUMENTS=doc_start is not None,
                      SOFTCAP=opts.get("softcap") is not None, ALIBI=bool(opts.get("alibi")), HEAD_DIM=head_dim)
         dkdv, dq_tiles = (DKDV_TILES, DQ_TILES) if q.is_cuda else (None, None)
-        if q.is_cuda and q.element_size() == 4:
-            dq_tiles = DQ_TILES_FLOAT32
         row_tile = [1, 1, dkdv.rows if dkdv else BLOCK, head_dim]
         key_tile = [1, 1, dq_tiles.keys if dq_tiles else BLOCK, head_dim]
         _dkdv_kernel[(triton.cdiv(kv_len, dkdv.keys if dkdv else BLOCK), batch * n_kv_heads)](

@@ -275,6 +275,10 @@ def forward_launcher(
         raise ValueError("the document mask is defined for causal attention only")
     if kv_len == 0:
         raise ValueError("attention over no keys is undefined: kv_len is 0")
+    if q.is_cuda and q.element_size() > 2:
+        # the tiles are sized for 16-bit inputs: float32's need 328,704 bytes of shared memory at head dim
+        # 128 where Hopper has 232,448 (session 20); the interpreter runs float32 on the CPU for the tests
+        raise ValueError(f"our attention takes 16-bit inputs on the GPU, not {q.dtype}")
     if head_dim not in (16, 32, 64, 128):
         raise ValueError(f"head_dim {head_dim} unsupported: one of 16, 32, 64, 128")
     for t in (q, k, v):
