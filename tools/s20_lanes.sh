@@ -11,8 +11,8 @@
 # softcap_50' (which kernel softcap lost 2.8% in, and bwd-flat's loops swept). Fourth: 'bwd_gate bwd-flat;
 # bwd_variant bwd-flat gqa_8 --no-sweep; bwd_variant bwd-flat softcap_50 --no-sweep; bwd_check bwd-flat'.
 # Fifth, bwd-flat merged: 'fwd_bwd_history' (main's own results for the history, re-timed apart). Sixth:
-# 'gpu_numerics; fwd_history' (the backward's float32 tiles launch; the forwards side by side in this
-# session, for issue 17's forward goals).
+# 'gpu_numerics; fwd_history' (the backward at head dim 128 on the GPU; the forwards side by side in this
+# session, for issue 17's forward goals). Seventh: 'gpu_numerics' (float32 refused, not crashed).
 set -u
 root=reports/truth/s20-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed'
