@@ -11,7 +11,8 @@ may not be the one installed here, in a venv of its own:
 
 Each kernel compiles at llama-3-8b-s4k's argument specialisation (integers divisible by 16 marked as
 the launcher marks them) over every tile tools/probe_attention_backward.py times, and every score and
-mask switch at the default tiles. Prints a line a compile; exits 1 if any failed.
+mask switch at the default tiles. Prints a line a compile with what its launch needs (registers,
+spills, shared memory: tools/sm90_cubin.py); exits 1 if any failed or would not launch on an sm_90 SM.
 """
 
 import sys
@@ -24,6 +25,7 @@ from triton.compiler import ASTSource
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kernels.attention import triton_attention_backward as backward  # noqa: E402
+import sm90_cubin  # noqa: E402
 from probe_attention_backward import DKDV, DQ  # noqa: E402
 
 HOPPER = GPUTarget("cuda", 90, 64)
@@ -37,7 +39,7 @@ SWITCHES = (dict(), dict(SOFTCAP=True), dict(ALIBI=True), dict(DOCUMENTS=True), 
 
 
 def compiled(kernel, tiles, switches):
-    """None, or the first line of the compiler's error."""
+    """(what its launch needs, None), or (None, the first line of the compiler's error)."""
     constexprs = {**CAUSAL, **switches, "BLOCK_M": tiles.rows, "BLOCK_N": tiles.keys}
     first_stride = next(i for i, name in enumerate(kernel.arg_names) if name.startswith("stride"))
     pointers = kernel.arg_names[:first_stride]  # tensors first, descriptors among them
@@ -50,10 +52,12 @@ def compiled(kernel, tiles, switches):
                  if signature[name].startswith("*") or name.startswith("stride") or VALUES.get(name, 1) % 16 == 0}
     source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs=divisible)
     try:
-        triton.compile(source, target=HOPPER, options={"num_warps": tiles.warps, "num_stages": tiles.stages})
+        kernel_binary = triton.compile(source, target=HOPPER,
+                                       options={"num_warps": tiles.warps, "num_stages": tiles.stages})
     except Exception as error:  # noqa: BLE001 - every compiler failure is one line here
-        return f"{type(error).__name__}: {str(error).strip().splitlines()[-1]}"
-    return None
+        return None, f"{type(error).__name__}: {str(error).strip().splitlines()[-1]}"
+    used = sm90_cubin.resources(kernel_binary)
+    return used, used.refusal()
 
 
 def main():
@@ -64,10 +68,11 @@ def main():
     print(f"triton {triton.__version__}, target sm_{HOPPER.arch}")
     failed = 0
     for kernel, tiles, switches in jobs:
-        error = compiled(kernel, tiles, switches)
+        used, error = compiled(kernel, tiles, switches)
         failed += error is not None
         label = f"{kernel.__name__} {tiles.rows}x{tiles.keys} w{tiles.warps} s{tiles.stages} {switches or 'causal'}"
-        print(f"  {'FAIL' if error else 'ok':4} {label}" + (f": {error}" if error else ""), flush=True)
+        print(f"  {'FAIL' if error else 'ok':4} {label}" + (f": {used}" if used else "") + (f": {error}" if error else ""),
+              flush=True)
     sys.exit(1 if failed else 0)
 
 

@@ -1,22 +1,20 @@
 """Compile our attention forward (kernels/attention/triton_flash.py) for Hopper (sm_90) on a machine
 without a GPU, and count what a score costs in its SASS: the special-function (MUFU) instructions
 (EX2, TANH), the float and integer ones, shared-memory traffic outside the copy engine (a layout
-conversion's), local memory (in the PTX), MMAs: what a change to the score path became, before a lease times it
-(session 19's softcap-split, reports/pending/, compiled with half the ex2 and no shuffle through
-shared memory, and still ran 1.078x slower). Use the GPU's Triton version in a venv:
+conversion's), MMAs, and what a launch needs (registers, spills, shared memory: tools/sm90_cubin.py):
+what a change to the score path became, before a lease times it (session 19's softcap-split,
+reports/pending/, compiled with half the ex2 and no shuffle through shared memory, and still ran
+1.078x slower). Use the GPU's Triton version in a venv:
 
     python3 -m venv --system-site-packages /tmp/t36 && /tmp/t36/bin/pip install --no-deps triton==3.6.0
     /tmp/t36/bin/python tools/compile_forward_sm90.py
 
 Counts are static (SASS instructions, nvdisasm's, loop bodies once each): compare them between variants.
-Prints a line a compile; exits 1 if any failed.
+Prints a line a compile; exits 1 if any failed or would not launch on an sm_90 SM.
 """
 
 import os
-import re
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 os.environ.pop("TRITON_INTERPRET", None)  # the interpreter would make COMPILED False: no GPU paths
@@ -26,6 +24,8 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource, make_backend  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import sm90_cubin  # noqa: E402
 from kernels.attention import triton_flash  # noqa: E402
 
 HOPPER = GPUTarget("cuda", 90, 64)
@@ -40,7 +40,7 @@ COUNTED = ("MUFU.EX2", "MUFU.TANH", "FFMA", "FMUL", "FADD", "FMNMX", "FSEL", "F2
 
 
 def compile_one(switches, config):
-    """(metadata, PTX, SASS opcodes) of the forward at llama-3-8b-s4k's specialisation, bfloat16."""
+    """(resources, SASS opcodes) of the forward at llama-3-8b-s4k's specialisation, bfloat16."""
     constexprs = {**CAUSAL, **switches, **config.kwargs}
     tile = [1, 1, config.kwargs["BLOCK_N"], HEAD_DIM]
     signature = {}
@@ -65,18 +65,7 @@ def compile_one(switches, config):
     options = make_backend(HOPPER).parse_options({"num_warps": config.num_warps, "num_stages": config.num_stages})
     compiled = triton.compile(ASTSource(triton_flash._attention_forward_kernel, signature, constexprs, divisible),
                               target=HOPPER, options=options.__dict__)
-    return compiled.metadata, compiled.asm["ptx"], sass_opcodes(compiled.asm["cubin"])
-
-
-def sass_opcodes(cubin):
-    """The opcodes of a cubin's SASS, through Triton's own nvdisasm (Triton 3.6.0's asm["sass"] stops at
-    4096 instructions, mid-kernel for softcap at 128 x 128)."""
-    nvdisasm = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "nvdisasm"
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as file:
-        file.write(cubin)
-        file.flush()
-        listing = subprocess.run([str(nvdisasm), "-c", file.name], capture_output=True, text=True, check=True).stdout
-    return re.findall(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z0-9_]+(?:\.[A-Z0-9_]+)*)", listing)
+    return sm90_cubin.resources(compiled), sm90_cubin.sass_opcodes(compiled.asm["cubin"])
 
 
 def main():
@@ -86,15 +75,17 @@ def main():
         for name, switches in VARIANTS.items():
             label = f"{name:8s} {triton_flash._config_name(config):16s}"
             try:
-                md, ptx, opcodes = compile_one(switches, config)
+                used, opcodes = compile_one(switches, config)
             except Exception as error:  # noqa: BLE001 - one line a failed compile, then the next
                 failed += 1
                 print(f"  FAIL {label}: {str(error).strip().splitlines()[-1][:120]}", flush=True)
                 continue
             counts = f"{len(opcodes)} instructions: " + " ".join(
                 f"{key} {sum(op == key or op.startswith(key + '.') for op in opcodes)}" for key in COUNTED)
-            local = "LOCAL MEMORY" if ".local" in ptx else "no local"
-            print(f"  ok   {label} shared {md.shared} B, {local}; {counts}", flush=True)
+            refusal = used.refusal()
+            failed += refusal is not None
+            print(f"  {'FAIL' if refusal else 'ok':4} {label} {used}; {counts}" + (f": {refusal}" if refusal else ""),
+                  flush=True)
     sys.exit(1 if failed else 0)
 
 

@@ -1,0 +1,62 @@
+"""What ptxas made of a Triton kernel compiled for Hopper (sm_90), read from its cubin with the binaries
+Triton ships (no GPU, no driver): the SASS opcodes (nvdisasm) and the resources a launch needs
+(cuobjdump): registers a thread, stack bytes (spilled registers live there), shared memory.
+
+Session 20 read these by hand and found what the timings alone had not said: our backward's dK/dV
+kernel at 255 registers with 232 bytes spilled, and float32 tiles asking 328,704 bytes of shared
+memory, more than an SM has, which only a GPU launch then reported. `compile_forward_sm90.py` and
+`compile_backward_sm90.py` print both for every compile.
+"""
+
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import triton
+
+# The most shared memory one block may opt into on sm_90 (227 KiB); a launch asking more fails.
+HOPPER_SHARED_LIMIT = 232448
+
+
+def _run(tool, cubin, *arguments):
+    binary = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / tool
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as file:
+        file.write(cubin)
+        file.flush()
+        return subprocess.run([str(binary), *arguments, file.name], capture_output=True, text=True,
+                              check=True).stdout
+
+
+def sass_opcodes(cubin):
+    """The opcodes of a cubin's SASS, through nvdisasm itself (Triton 3.6.0's asm["sass"] stops at 4096
+    instructions, mid-kernel for softcap at 128 x 128)."""
+    listing = _run("nvdisasm", cubin, "-c")
+    return re.findall(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z0-9_]+(?:\.[A-Z0-9_]+)*)", listing)
+
+
+@dataclass(frozen=True)
+class Resources:
+    registers: int  # a thread
+    stack: int  # bytes a thread: spills
+    shared: int  # bytes a block, Triton's dynamic allocation
+
+    def __str__(self):
+        spill = f"{self.stack} B spilled" if self.stack else "no spill"
+        return f"{self.registers} registers, {spill}, shared {self.shared} B"
+
+    def refusal(self):
+        """Why a Hopper launch would fail, or None."""
+        if self.shared > HOPPER_SHARED_LIMIT:
+            return f"shared memory {self.shared} B over sm_90's {HOPPER_SHARED_LIMIT}"
+        return None
+
+
+def resources(compiled):
+    """A compiled kernel's (triton.compile's) registers and stack from ptxas, with its shared memory."""
+    usage = _run("cuobjdump", compiled.asm["cubin"], "--dump-resource-usage")
+    found = re.search(r"REG:(\d+).*?STACK:(\d+)", usage, re.S)
+    if found is None:
+        raise RuntimeError(f"no resource line in cuobjdump's output: {usage.strip()[-200:]}")
+    return Resources(int(found.group(1)), int(found.group(2)), compiled.metadata.shared)
