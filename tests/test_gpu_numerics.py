@@ -2,7 +2,7 @@
 
     TRITON_INTERPRET=0 VARIANTBENCH_DEVICE=cuda python3 -m pytest -q tests/test_gpu_numerics.py
 
-(tools/s19_lanes.sh runs it). Each is a claim the CPU tests cannot reach: the interpreter takes
+(tools/s19_lanes.sh and s20_lanes.sh run it). Each is a claim the CPU tests cannot reach: the interpreter takes
 other paths (its 16-bit tl.dot sums wrongly, so the router's tensor-core path is compiled-only), and
 cuDNN exists only on the GPU."""
 
