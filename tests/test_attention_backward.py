@@ -23,6 +23,18 @@ VARIANTS = [
 ]
 
 
+def _assert_gradients_match_dense_copies(q, k, v, options, gen, **tolerance):
+    """q, k, v's gradients through our kernels equal those of dense copies of the same values (fresh
+    storage, standard strides): a layout the backward mishandles shows here."""
+    out = TritonAttention.apply(q, k, v, options)
+    grad = torch.randn(out.shape, generator=gen)
+    got = torch.autograd.grad(out, (q, k, v), grad)
+    dense = [t.detach().clone(memory_format=torch.contiguous_format).requires_grad_() for t in (q, k, v)]
+    expected = torch.autograd.grad(TritonAttention.apply(*dense, options), dense, grad)
+    for name, g, e in zip("qkv", got, expected):
+        torch.testing.assert_close(g, e, **tolerance, msg=lambda m, name=name: f"d{name}: {m}")
+
+
 # chunk-127-of-128: the first 64-row block's last query sits exactly on the second key tile's first key,
 # the edge of the dK/dV kernel's skip of row blocks that see none of a tile
 @pytest.mark.parametrize("q_len,kv_len", [(70, 70), (33, 101), (127, 128)],
@@ -65,13 +77,7 @@ def test_gradients_of_transposed_views_match_those_of_contiguous_inputs():
 
     q, k, v = view(4), view(2), view(2)
     options = dict(causal=True, window=None, prefix=None, doc_start=None, softcap=5.0, alibi=False)
-    out = TritonAttention.apply(q, k, v, options)
-    grad = torch.randn(out.shape, generator=gen)
-    got = torch.autograd.grad(out, (q, k, v), grad)
-    dense = [t.detach().contiguous().requires_grad_() for t in (q, k, v)]
-    expected = torch.autograd.grad(TritonAttention.apply(*dense, options), dense, grad)
-    for g, e in zip(got, expected):
-        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6)
+    _assert_gradients_match_dense_copies(q, k, v, options, gen, rtol=1e-5, atol=1e-6)
 
 
 def test_gradients_of_slices_of_one_fused_projection_match_those_of_contiguous_inputs():
@@ -81,13 +87,7 @@ def test_gradients_of_slices_of_one_fused_projection_match_those_of_contiguous_i
     qkv = torch.randn(2, 2, 40, 3 * 16, generator=gen).requires_grad_()
     q, k, v = qkv.split(16, dim=-1)
     options = dict(causal=True, window=None, prefix=None, doc_start=None, softcap=None, alibi=False)
-    out = TritonAttention.apply(q, k, v, options)
-    grad = torch.randn(out.shape, generator=gen)
-    got = torch.autograd.grad(out, (q, k, v), grad)
-    dense = [t.detach().contiguous().requires_grad_() for t in (q, k, v)]
-    expected = torch.autograd.grad(TritonAttention.apply(*dense, options), dense, grad)
-    for name, g, e in zip("qkv", got, expected):
-        torch.testing.assert_close(g, e, msg=lambda m, name=name: f"d{name}: {m}")
+    _assert_gradients_match_dense_copies(q, k, v, options, gen)
 
 
 @pytest.mark.parametrize("loss", ["sum", "transposed"])
@@ -122,13 +122,7 @@ def test_gradients_of_a_query_at_an_unaligned_offset(layout):
         q = flat[1:].view(2, 40, 4, 16).transpose(1, 2).requires_grad_()
     k, v = (torch.randn(2, 2, 40, 16, generator=gen).requires_grad_() for _ in range(2))
     options = dict(causal=True, window=None, prefix=None, doc_start=None, softcap=None, alibi=False)
-    out = TritonAttention.apply(q, k, v, options)
-    grad = torch.randn(out.shape, generator=gen)
-    got = torch.autograd.grad(out, (q, k, v), grad)
-    dense = [t.detach().clone().requires_grad_() for t in (q, k, v)]
-    expected = torch.autograd.grad(TritonAttention.apply(*dense, options), dense, grad)
-    for name, g, e in zip("qkv", got, expected):
-        torch.testing.assert_close(g, e, msg=lambda m, name=name: f"d{name}: {m}")
+    _assert_gradients_match_dense_copies(q, k, v, options, gen)
 
 
 def test_gradients_of_a_single_batch_query_whose_batch_stride_torch_ignores():
@@ -139,13 +133,7 @@ def test_gradients_of_a_single_batch_query_whose_batch_stride_torch_ignores():
     q = torch.as_strided(torch.randn(5000, generator=gen), (1, 4, 70, 16), (7, 1120, 16, 1)).requires_grad_()
     k, v = (torch.randn(1, 2, 70, 16, generator=gen).requires_grad_() for _ in range(2))
     options = dict(causal=True, window=None, prefix=None, doc_start=None, softcap=None, alibi=False)
-    out = TritonAttention.apply(q, k, v, options)
-    grad = torch.randn(out.shape, generator=gen)
-    got = torch.autograd.grad(out, (q, k, v), grad)
-    dense = [t.detach().clone().requires_grad_() for t in (q, k, v)]
-    expected = torch.autograd.grad(TritonAttention.apply(*dense, options), dense, grad)
-    for name, g, e in zip("qkv", got, expected):
-        torch.testing.assert_close(g, e, msg=lambda m, name=name: f"d{name}: {m}")
+    _assert_gradients_match_dense_copies(q, k, v, options, gen)
 
 
 def test_gradients_of_no_query_are_zeros_and_no_key_is_refused():
