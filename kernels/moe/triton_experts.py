@@ -107,6 +107,18 @@ def _store(ptrs, x, mask):
 
 
 @triton.jit
+def _tile_operands(row, row_end, n_block, n_cols, a_ptr, stride_a, w_ptr, expert, stride_we, stride_wn,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """A program's rows and output columns (offsets, in-range masks) and the pointers to the first
+    element of each of its rows of A and of its expert's weight rows (one per output column)."""
+    offs_m = row + tl.arange(0, BLOCK_M)
+    offs_n = n_block * BLOCK_N + tl.arange(0, BLOCK_N)
+    a_ptrs = a_ptr + offs_m.to(tl.int64)[:, None] * stride_a
+    w_ptrs = w_ptr + expert.to(tl.int64) * stride_we + offs_n.to(tl.int64)[:, None] * stride_wn
+    return offs_m, offs_n, offs_m < row_end, offs_n < n_cols, a_ptrs, w_ptrs
+
+
+@triton.jit
 def _gate_up_kernel(rows_ptr, w13_ptr, hidden_ptr, offsets_ptr, dim, ffn, stride_r, stride_we, stride_wn,
                     N_BLOCKS: tl.constexpr, N_EXPERTS: tl.constexpr, E_PAD: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
@@ -114,11 +126,8 @@ def _gate_up_kernel(rows_ptr, w13_ptr, hidden_ptr, offsets_ptr, dim, ffn, stride
     w13 (E, 2 ffn, dim) holds gate rows, then up rows."""
     live, expert, row, row_end, n_block = _tile(offsets_ptr, tl.program_id(0), N_BLOCKS, N_EXPERTS, E_PAD, BLOCK_M)
     if live:
-        offs_m = row + tl.arange(0, BLOCK_M)
-        offs_n = n_block * BLOCK_N + tl.arange(0, BLOCK_N)
-        in_m, in_n = offs_m < row_end, offs_n < ffn
-        a_ptrs = rows_ptr + offs_m.to(tl.int64)[:, None] * stride_r
-        g_ptrs = w13_ptr + expert.to(tl.int64) * stride_we + offs_n.to(tl.int64)[:, None] * stride_wn
+        offs_m, offs_n, in_m, in_n, a_ptrs, g_ptrs = _tile_operands(
+            row, row_end, n_block, ffn, rows_ptr, stride_r, w13_ptr, expert, stride_we, stride_wn, BLOCK_M, BLOCK_N)
         u_ptrs = g_ptrs + ffn * stride_wn
         gate = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -146,11 +155,8 @@ def _down_kernel(hidden_ptr, w2_ptr, out_ptr, offsets_ptr, dim, ffn, stride_h, s
     """out[r, n] = hidden[r] . w2[e, n] for the rows r of expert e: w2 (E, dim, ffn)."""
     live, expert, row, row_end, n_block = _tile(offsets_ptr, tl.program_id(0), N_BLOCKS, N_EXPERTS, E_PAD, BLOCK_M)
     if live:
-        offs_m = row + tl.arange(0, BLOCK_M)
-        offs_n = n_block * BLOCK_N + tl.arange(0, BLOCK_N)
-        in_m, in_n = offs_m < row_end, offs_n < dim
-        a_ptrs = hidden_ptr + offs_m.to(tl.int64)[:, None] * stride_h
-        w_ptrs = w2_ptr + expert.to(tl.int64) * stride_we + offs_n.to(tl.int64)[:, None] * stride_wn
+        offs_m, offs_n, in_m, in_n, a_ptrs, w_ptrs = _tile_operands(
+            row, row_end, n_block, dim, hidden_ptr, stride_h, w2_ptr, expert, stride_we, stride_wn, BLOCK_M, BLOCK_N)
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for k0 in range(0, ffn, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
