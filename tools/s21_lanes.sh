@@ -1,0 +1,26 @@
+# Issue 17 in session 21, on one nvidia-h200:
+#   git bundle create .vbgit.bundle main expert-mix ratio-warmup
+#   run(kind="nvidia-h200", carry=[".whl", ".vbgit.bundle"]): source tools/gpu_setup.sh > /tmp/setup.log 2>&1; \
+#     source tools/gpu_detached.sh && workdir && detach lanes 'bash tools/s21_lanes.sh STEPS SECONDS' && await lanes 540
+# First lease: 'schedules expert-mix; ratio_warmup': the expert GEMMs under both schedules (index order,
+# hot experts with cold ones) at DeepSeek-V3 prefill and decode, do_bench in alternating rounds; the
+# budget ratio under main's block plan and the pending warm-up plan, against do_bench.
+set -u
+root=reports/truth/s21-$(git rev-parse --short HEAD)
+show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|round|mean|do_bench|rows over'
+mkdir -p "$root"
+source tools/lanes.sh  # vb, branch, worktree, within, results, truth, lane, moe_branch, moe_layers, default_tier
+schedules() {  # schedules BRANCH: the expert GEMMs' two schedules on the branch, DeepSeek-V3 prefill and decode
+  worktree "$1" || return
+  step "schedules-prefill-$1" 200 $(within "$1") python3 tools/sweep_expert_gemm.py deepseek-v3-prefill-t4k-zipf --schedules
+  step "schedules-decode-$1" 120 $(within "$1") python3 tools/sweep_expert_gemm.py deepseek-v3-decode-t16-zipf --schedules
+}
+ratio_warmup() {  # the budget ratio's two block plans from idle against do_bench, on the ratio-warmup branch
+  worktree ratio-warmup || return
+  step ratio-warmup 300 $(within ratio-warmup) python3 tools/probe_ratio_warmup.py gqa_8:triton alibi:triton
+}
+expert_gate() {  # expert_gate BRANCH: moe_branch's gate (four shapes) and profile
+  moe_branch "$1"
+}
+lane one 0 "${2:-900}" "${1:-schedules expert-mix; ratio_warmup}"
+cat "$root/one.log"
