@@ -4,7 +4,9 @@
 #     source tools/gpu_detached.sh && workdir && detach lanes 'bash tools/s21_lanes.sh STEPS SECONDS' && await lanes 540
 # First lease: 'schedules expert-mix; ratio_warmup': the expert GEMMs under both schedules (index order,
 # hot experts with cold ones) at DeepSeek-V3 prefill and decode, do_bench in alternating rounds; the
-# budget ratio under main's block plan and the pending warm-up plan, against do_bench.
+# budget ratio under main's block plan and the pending warm-up plan, against do_bench. Second:
+# 'moe_branch gate-up-tma; expert_sweep gate-up-tma mixtral-8x7b-decode-t16-zipf' (gate_up through the
+# copy engine, down through pointers: gated at four shapes, and which kernel moves at Mixtral decode).
 set -u
 root=reports/truth/s21-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|round|mean|do_bench|rows over'
@@ -19,8 +21,9 @@ ratio_warmup() {  # the budget ratio's two block plans from idle against do_benc
   worktree ratio-warmup || return
   step ratio-warmup 300 $(within ratio-warmup) python3 tools/probe_ratio_warmup.py gqa_8:triton alibi:triton
 }
-expert_gate() {  # expert_gate BRANCH: moe_branch's gate (four shapes) and profile
-  moe_branch "$1"
+expert_sweep() {  # expert_sweep BRANCH SHAPE: the expert GEMMs' tilings at one MoE shape's load, main then the branch
+  step "sweep-main-$2" 120 python3 tools/sweep_expert_gemm.py "$2"
+  worktree "$1" && step "sweep-$1-$2" 120 $(within "$1") python3 tools/sweep_expert_gemm.py "$2"
 }
 lane one 0 "${2:-900}" "${1:-schedules expert-mix; ratio_warmup}"
 cat "$root/one.log"
