@@ -186,3 +186,18 @@ def test_the_layer_through_our_experts_passes_the_suites_check(expert_calls, var
     problem = FAMILY.make_problem(case.variant, case.shape, device=torch.device("cpu"), dtype=dtype, seed=cases.SEED)
     result = cases.check_output(case, problem, triton_moe.prepare(case.variant, problem)())
     assert expert_calls and result["ok"], result
+
+
+def test_gate_up_operands_the_copy_engine_cannot_read_go_to_torch_or_fail_in_one_line():
+    # rows of 12 bfloat16 values are 24 bytes apart: not a multiple of 16, so no tensor descriptor
+    rows, w13, w2 = expert_problem([2, 3], dim=12, ffn=16, dtype=torch.bfloat16)
+    with torch.no_grad():
+        assert not te.serves(rows, w13, w2)
+        with pytest.raises(ValueError, match="16-byte"):
+            te.gate_up(rows, w13, offsets_of([2, 3]))
+    rows, w13, w2 = expert_problem([2, 3], dim=16, ffn=16, dtype=torch.bfloat16)
+    with torch.no_grad():
+        assert te.serves(rows, w13, w2)
+        assert not te.serves(rows, w13.transpose(1, 2).contiguous().transpose(1, 2), w2)  # not contiguous
+        with pytest.raises(ValueError, match="contiguous"):
+            te.gate_up(torch.cat([rows, rows], dim=1)[:, :16], w13, offsets_of([2, 3]))  # rows 64 B apart

@@ -17,6 +17,15 @@ expert's rows stay in L2 across its n-blocks. Each program finds its tile itself
 experts' m-tiles over E_PAD lanes (1 KB of offsets at 256 experts, against the MBs of weights a tile
 streams). The grid is an upper bound, cdiv(R, BLOCK_M) + min(E, R) m-tiles (each non-empty expert
 leaves at most one partial tile) times the n-blocks; programs past the real count return at once.
+
+gate_up loads through tensor descriptors (Hopper's copy engine, TMA): one instruction a tile, no
+per-thread addresses or masks. Session 19 swept both load paths on an H200 at DeepSeek-V3 prefill in
+one lease (do_bench): gate_up 6.215 ms through pointers at this tiling (6.042 at their best), 5.772
+through the copy engine; down 3.101 through pointers at its wide tiling, 3.162 through the copy
+engine at its best, so down keeps its pointer loads. The experts' w13 is one (E x 2 ffn, dim) matrix to
+the descriptor: a tile's rows past the expert's (the next expert's, or zeros past the last row) and
+columns past ffn (up's, or the next expert's) are computed and never stored; past dim the copy engine
+fills zeros.
 """
 
 from typing import NamedTuple
@@ -24,6 +33,8 @@ from typing import NamedTuple
 import torch
 import triton
 import triton.language as tl
+
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels.interpreter import COMPILED
 
@@ -38,13 +49,12 @@ class Tiles(NamedTuple):
     stages: int
 
 
-# Chosen on an H200 by tools/sweep_expert_gemm.py (session 18: do_bench, each checked against
-# torch._grouped_mm, 9 tilings of gate_up and 8 of down) at DeepSeek-V3's zipf loads: prefill (32768
-# routed rows over 256 experts, 128 an expert on average, the hottest 3904) and decode (128 rows, the
-# hottest 14). No autotune: it would re-tune inside timing.
-# gate_up, two accumulators: 64 x 128 x 64, 4 warps, 4 stages: prefill 6.513 ms, decode 0.513. The
-# first choice (64 x 128 x 64, 8 warps, 3 stages) took 7.129 and 0.563; prefill's best (128 x 128 x
-# 64, 8 warps, 4 stages) 6.312 but decode 0.579. torch's gate|up GEMM: 7.718 and 0.685.
+# Chosen on an H200 by tools/sweep_expert_gemm.py (do_bench, each checked against torch._grouped_mm)
+# at DeepSeek-V3's zipf loads: prefill (32768 routed rows over 256 experts, 128 an expert on average,
+# the hottest 3904) and decode (128 rows, the hottest 14). No autotune: it would re-tune inside timing.
+# gate_up, two accumulators, through the copy engine (session 19, 9 tilings): 64 x 128 x 64, 4 warps,
+# 4 stages: prefill 5.772 ms, decode 0.476, the best at decode (prefill's best, 128 x 128 x 64 at 8
+# warps, 5.749 but decode 0.530); torch's gate|up GEMM 7.557 and 0.686.
 GATE_UP_TILES = Tiles(64, 128, 64, 4, 4)
 # down: at decode 64 x 128 x 64, 4 warps, 4 stages (0.263 ms, the best of 8; prefill 3.589); at
 # prefill 128 x 256 x 64, 8 warps, 3 stages (3.245 ms, the best of 8; decode 0.293). torch's: 3.796
@@ -119,33 +129,29 @@ def _tile_operands(row, row_end, n_block, n_cols, a_ptr, stride_a, w_ptr, expert
 
 
 @triton.jit
-def _gate_up_kernel(rows_ptr, w13_ptr, hidden_ptr, offsets_ptr, dim, ffn, stride_r, stride_we, stride_wn,
+def _gate_up_kernel(rows_desc, w13_desc, hidden_ptr, offsets_ptr, dim, ffn,
                     N_BLOCKS: tl.constexpr, N_EXPERTS: tl.constexpr, E_PAD: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """hidden[r, n] = silu(rows[r] . w13[e, n]) * (rows[r] . w13[e, ffn + n]) for the rows r of expert e:
-    w13 (E, 2 ffn, dim) holds gate rows, then up rows."""
+    w13 (E x 2 ffn, dim) holds each expert's gate rows, then its up rows."""
     live, expert, row, row_end, n_block = _tile(offsets_ptr, tl.program_id(0), N_BLOCKS, N_EXPERTS, E_PAD, BLOCK_M)
     if live:
-        offs_m, offs_n, in_m, in_n, a_ptrs, g_ptrs = _tile_operands(
-            row, row_end, n_block, ffn, rows_ptr, stride_r, w13_ptr, expert, stride_we, stride_wn, BLOCK_M, BLOCK_N)
-        u_ptrs = g_ptrs + ffn * stride_wn
+        n0 = n_block * BLOCK_N
+        gate_row = expert * 2 * ffn + n0
         gate = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for k0 in range(0, dim, BLOCK_K):
-            offs_k = k0 + tl.arange(0, BLOCK_K)
-            in_k = offs_k[None, :] < dim
-            a = tl.load(a_ptrs + offs_k[None, :], mask=in_m[:, None] & in_k, other=0.0)
-            g = tl.load(g_ptrs + offs_k[None, :], mask=in_n[:, None] & in_k, other=0.0)
-            u = tl.load(u_ptrs + offs_k[None, :], mask=in_n[:, None] & in_k, other=0.0)
-            gate = _mma(gate, a, tl.trans(g))
-            up = _mma(up, a, tl.trans(u))
+            a = rows_desc.load([row, k0])
+            gate = _mma(gate, a, tl.trans(w13_desc.load([gate_row, k0])))
+            up = _mma(up, a, tl.trans(w13_desc.load([gate_row + ffn, k0])))
         # SwiGLU on the float32 sums, rounded once to the rows' dtype. torch's path (and the reference
         # in bfloat16) rounds gate and up to bfloat16 first, then silu's output, then the product: we
         # skip those three roundings, so we sit closer to the float64 reference than the bfloat16
         # reference does, and the check's tolerance (4x the bfloat16 reference's own error against
         # float64, variantbench/cases.py check_output) allows four times that reference's error.
+        offs_m, offs_n = row + tl.arange(0, BLOCK_M), n0 + tl.arange(0, BLOCK_N)
         _store(hidden_ptr + offs_m.to(tl.int64)[:, None] * ffn + offs_n[None, :], gate * tl.sigmoid(gate) * up,
-               in_m[:, None] & in_n[None, :])
+               (offs_m < row_end)[:, None] & (offs_n < ffn)[None, :])
 
 
 @triton.jit
@@ -171,8 +177,21 @@ def serves(rows, w13, w2):
     """Whether our kernels take these experts: few rows an expert on average (EXPERT_GEMM_MAX_ROWS, from
     the row count the host knows, no synchronisation). They have no backward, and need none: the triton
     layer is forward-only (its permute and unpermute are Triton launches outside autograd; the catalog's
-    backward=False, and a trained block refuses it)."""
-    return rows.shape[0] <= EXPERT_GEMM_MAX_ROWS * w13.shape[0]
+    backward=False, and a trained block refuses it). gate_up's operands must suit the copy engine
+    (_describable); torch._grouped_mm takes those that do not."""
+    return rows.shape[0] <= EXPERT_GEMM_MAX_ROWS * w13.shape[0] and _describable(rows, w13) is None
+
+
+def _describable(*tensors):
+    """None, or why the copy engine (tensor descriptors) cannot read one of these: it needs them
+    contiguous (the experts seen as one matrix of E x rows), a 16-byte-aligned base and rows a multiple
+    of 16 bytes apart."""
+    for t in tensors:
+        if not t.is_contiguous():
+            return f"expert GEMM operands must be contiguous, not strides {t.stride()}"
+        if t.data_ptr() % 16 or t.shape[-1] * t.element_size() % 16:
+            return f"expert GEMM operands need 16-byte-aligned storage and rows, not {t.shape[-1]} x {t.dtype}"
+    return None
 
 
 def _grid(n_rows, n_experts, n_cols, tiles):
@@ -198,14 +217,17 @@ def gate_up(rows, w13, offsets, tiles=GATE_UP_TILES):
     """(R, ffn) silu(gate) * up in rows' dtype: rows (R, dim) in expert order, w13 (E, 2 ffn, dim),
     offsets (E,) int32 the end of each expert's rows."""
     (n_rows, dim), (n_experts, two_ffn, _) = rows.shape, w13.shape
-    _k_contiguous(rows, w13)
+    why = _describable(rows, w13)
+    if why:
+        raise ValueError(why)
     hidden = torch.empty(n_rows, two_ffn // 2, dtype=rows.dtype, device=rows.device)
     programs, n_blocks = _grid(n_rows, n_experts, two_ffn // 2, tiles)
     if programs:
+        rows_desc = TensorDescriptor.from_tensor(rows, [tiles.m, tiles.k])
+        w13_desc = TensorDescriptor.from_tensor(w13.view(-1, dim), [tiles.n, tiles.k])
         _gate_up_kernel[(programs,)](
-            rows, w13, hidden, offsets, dim, two_ffn // 2, rows.stride(0), w13.stride(0), w13.stride(1),
-            N_BLOCKS=n_blocks, N_EXPERTS=n_experts, E_PAD=triton.next_power_of_2(n_experts),
-            **_launch(tiles, rows.device))
+            rows_desc, w13_desc, hidden, offsets, dim, two_ffn // 2, N_BLOCKS=n_blocks, N_EXPERTS=n_experts,
+            E_PAD=triton.next_power_of_2(n_experts), **_launch(tiles, rows.device))
     return hidden
 
 
