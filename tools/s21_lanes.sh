@@ -7,6 +7,9 @@
 # budget ratio under main's block plan and the pending warm-up plan, against do_bench. Second:
 # 'moe_branch gate-up-tma; expert_sweep gate-up-tma mixtral-8x7b-decode-t16-zipf' (gate_up through the
 # copy engine, down through pointers: gated at four shapes, and which kernel moves at Mixtral decode).
+# Third, gate-up-tma merged: 'moe_layers; default_tier' (main's MoE layers beside the baseline, for issue
+# 17's DeepSeek-V3 prefill share of roofline, and the default tier's wall time under session 19's
+# warm-up, each re-timed apart).
 set -u
 root=reports/truth/s21-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|round|mean|do_bench|rows over'
