@@ -9,7 +9,8 @@
 # copy engine, down through pointers: gated at four shapes, and which kernel moves at Mixtral decode).
 # Third, gate-up-tma merged: 'moe_layers; default_tier' (main's MoE layers beside the baseline, for issue
 # 17's DeepSeek-V3 prefill share of roofline, and the default tier's wall time under session 19's
-# warm-up, each re-timed apart).
+# warm-up, each re-timed apart). Fourth: 'fwd_gate fwd-lazy; fwd_probe fwd-lazy' (the forward's lazy
+# rescale gated, then both forwards in one process by do_bench).
 set -u
 root=reports/truth/s21-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|round|mean|do_bench|rows over'
@@ -27,6 +28,20 @@ ratio_warmup() {  # the budget ratio's two block plans from idle against do_benc
 expert_sweep() {  # expert_sweep BRANCH SHAPE: the expert GEMMs' tilings at one MoE shape's load, main then the branch
   step "sweep-main-$2" 120 python3 tools/sweep_expert_gemm.py "$2"
   worktree "$1" && step "sweep-$1-$2" 120 $(within "$1") python3 tools/sweep_expert_gemm.py "$2"
+}
+fwd_gate() {  # fwd_gate BRANCH: gated against main on our attention's forward at llama-3-8b-s4k
+  local head
+  head=$(branch "$1") || { echo "== $1: no such branch carried"; return; }
+  step "gate-$1" 270 $vb gate "$(git rev-parse HEAD)" "$head" --factor 1.05 --family attention \
+    --implementation triton --variant gqa_8 --variant softcap_50 --variant alibi --variant document \
+    --shape llama-3-8b-s4k --bench 'AttentionForward\.time' --results "/tmp/gate-$1" \
+    --summary "reports/gate/$1-h200.md"
+  tar czf "$root/gate-$1.tgz" -C /tmp "gate-$1"
+}
+fwd_probe() {  # fwd_probe BRANCH: main's forward and the branch's in one process (do_bench), beside SDPA and Flex
+  git show HEAD:kernels/attention/triton_flash.py > /tmp/before.py
+  worktree "$1" && step "probe-$1" 150 $(within "$1") python3 tools/probe_attention_kernel.py /tmp/before.py \
+    kernels.attention.triton_flash
 }
 lane one 0 "${2:-900}" "${1:-schedules expert-mix; ratio_warmup}"
 cat "$root/one.log"
