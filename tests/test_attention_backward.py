@@ -147,3 +147,36 @@ def test_gradients_of_no_query_are_zeros_and_no_key_is_refused():
         assert g.shape == t.shape and not g.any(), f"d{name} of no query is not zeros"
     with pytest.raises(ValueError, match="no keys"):
         TritonAttention.apply(torch.randn(2, 4, 40, 16), k[:, :, :0], v[:, :, :0], options)
+
+
+# Scores rising along the keys: each query's row max grows as it reaches later key tiles. "gentle" grows
+# about 5 log2 units a 64-key tile, so the running max moves only every other tile or so (exp2 up to 2^8
+# in between); "steep" about 92 a tile, so it moves every tile, and a kernel that never moved it would
+# overflow float32 within two tiles. Scores reach 12 and 200: float32 rounds a score of 200 by about
+# 1e-5, which the outputs and gradients carry, hence the steep case's looser absolute tolerance.
+@pytest.mark.parametrize("rise,atol", [(0.024, 2e-5), (0.44, 1e-4)], ids=["gentle", "steep"])
+@pytest.mark.parametrize("variant", [AttentionVariant("causal"), AttentionVariant("full", causal=False),
+                                     AttentionVariant("softcap_50", softcap=50.0)], ids=lambda v: v.name)
+def test_scores_rising_along_the_keys_move_the_running_max(variant, rise, atol):
+    gen = torch.Generator().manual_seed(3)
+    batch, heads, seq, dim = 1, 2, 200, 16
+    direction = torch.randn(dim, generator=gen)
+    direction *= 3.0 / direction.norm()
+    q = direction + 0.1 * torch.randn(batch, heads, seq, dim, generator=gen)
+    ramp = torch.arange(seq, dtype=torch.float32)[:, None] * rise
+    k = ramp * direction + 0.1 * torch.randn(batch, heads, seq, dim, generator=gen)
+    v = torch.randn(batch, heads, seq, dim, generator=gen)
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    options = dict(causal=variant.causal, window=None, prefix=None, doc_start=None, softcap=variant.softcap,
+                   alibi=False)
+    out = TritonAttention.apply(q, k, v, options)
+    grad = torch.randn(out.shape, generator=gen)
+    got = torch.autograd.grad(out, (q, k, v), grad)
+    exact = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    cap = variant.softcap
+    score_mod = (lambda s, b, h, qi, ki: cap * torch.tanh(s / cap)) if cap else None
+    mask_mod = (lambda b, h, qi, ki: ki <= qi) if variant.causal else None
+    reference = attention(*exact, mask_mod=mask_mod, score_mod=score_mod)
+    torch.testing.assert_close(out.double(), reference, rtol=1e-4, atol=atol)
+    for name, g, e in zip("qkv", got, torch.autograd.grad(reference, exact, grad.double())):
+        torch.testing.assert_close(g.double(), e, rtol=1e-4, atol=atol, msg=lambda m, name=name: f"d{name}: {m}")

@@ -2,6 +2,8 @@
 #   git bundle create .vbgit.bundle main expert-mix ratio-warmup
 #   run(kind="nvidia-h200", carry=[".whl", ".vbgit.bundle"]): source tools/gpu_setup.sh > /tmp/setup.log 2>&1; \
 #     source tools/gpu_detached.sh && workdir && detach lanes 'bash tools/s21_lanes.sh STEPS SECONDS' && await lanes 540
+#   a later call, while the lane runs: source tools/gpu_detached.sh && await lanes 560 (never `workdir` again:
+#   it deletes and re-copies the folder the lane runs in; the third lease lost its logs so)
 # First lease: 'schedules expert-mix; ratio_warmup': the expert GEMMs under both schedules (index order,
 # hot experts with cold ones) at DeepSeek-V3 prefill and decode, do_bench in alternating rounds; the
 # budget ratio under main's block plan and the pending warm-up plan, against do_bench. Second:

@@ -1,0 +1,80 @@
+"""How fast could an MoE layer's routed experts run, expert by expert? A CPU bound for issue 17's "65% of
+roofline" at a skewed load, from the suite's own routed load and peaks:
+
+    python3 tools/moe_expert_bound.py [SHAPE] [--variant ROUTER] [--tflops T] [--gbps G]
+
+The suite's roofline (variantbench/catalog/moe.py `work`) counts the layer's FLOPs and bytes at once:
+max(FLOPs / peak, bytes / bandwidth). A grouped GEMM that runs its experts one after another cannot beat
+the sum, over experts, of each expert's own bound: a hot expert (thousands of rows) at the matmul peak,
+a cold one (a few rows) at the copy peak reading its weights. This prints both and their ratio, and the
+hottest experts' rows. The routing inputs come from the suite's make_problem at seed 0 (the timed
+problem takes seed 0's tokens and the check seed's router, so its counts differ a little); the experts'
+weights are not made, so it runs on a CPU in seconds. Peaks default to session 21's H200 figures.
+"""
+
+import argparse
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from reference.moe import route  # noqa: E402
+from variantbench.catalog import Unsupported, family  # noqa: E402
+from variantbench.shapes import MoEShape, moe_model  # noqa: E402
+
+
+@dataclass(frozen=True)
+class RoutingOnly(MoEShape):
+    """The shape with 16-wide experts and no shared one: make_problem draws the tokens, the router and its
+    bias before any expert weight, so their values are the full shape's at a sliver of the memory."""
+
+    @property
+    def config(self):
+        return replace(moe_model(self.model), ffn_dim=16, n_shared=0)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("shape", nargs="?", default="deepseek-v3-prefill-t4k-zipf")
+    parser.add_argument("--variant", default="softmax_topk")
+    parser.add_argument("--tflops", type=float, default=753.0, help="bfloat16 matmul peak, TFLOP/s")
+    parser.add_argument("--gbps", type=float, default=4240.0, help="copy peak, GB/s")
+    args = parser.parse_args()
+    moe = family("moe")
+    try:
+        shape, variant = moe.shape(args.shape), moe.variant(args.variant)
+    except Unsupported as unknown:
+        print(f"moe_expert_bound: {unknown}", file=sys.stderr)
+        raise SystemExit(2)
+    config = shape.config
+    routing = RoutingOnly(shape.name, shape.model, shape.tokens, shape.skew, "cpu", shape.tier)
+    problem = moe.make_problem(variant, routing, device=torch.device("cpu"), dtype=torch.bfloat16, seed=0)
+    experts, _ = route(variant.router, config, problem.x, problem.router_weight, problem.selection_bias)
+    rows = torch.bincount(experts.flatten(), minlength=config.n_experts).double()
+    flop_s, byte_s, elem = args.tflops * 1e12, args.gbps * 1e9, 2
+    dim, ffn, tokens = config.dim, config.ffn_dim, shape.tokens
+    shared_ffn = config.n_shared * ffn
+    # as `work` counts them: routed, shared expert, router; weights of reached experts, tokens in and out
+    flops = 6 * dim * ffn * rows.sum() + 6 * dim * shared_ffn * tokens + 2 * tokens * dim * config.n_experts
+    nbytes = elem * (3 * dim * ffn * (rows > 0).sum() + 3 * dim * shared_ffn + config.n_experts * dim
+                     + 2 * tokens * dim)
+    roofline = max(flops / flop_s, nbytes / byte_s)
+    each = torch.maximum(6 * dim * ffn * rows / flop_s, (rows > 0) * 3 * dim * ffn * elem / byte_s)
+    rest = (max(6 * dim * shared_ffn * tokens / flop_s, 3 * dim * shared_ffn * elem / byte_s)
+            + max(2 * tokens * dim * config.n_experts / flop_s, config.n_experts * dim * elem / byte_s)
+            + 2 * tokens * dim * elem / byte_s)
+    compute_bound = int((6 * dim * ffn * rows / flop_s > 3 * dim * ffn * elem / byte_s).sum())
+    print(f"{shape.name} routed by {variant.name}: {int(rows.sum())} rows over {int((rows > 0).sum())} of "
+          f"{config.n_experts} experts; hottest {rows.sort(descending=True).values[:8].int().tolist()}")
+    print(f"suite's roofline (all at once):      {roofline * 1e3:7.3f} ms; 65% of roofline is {roofline / 0.65 * 1e3:.3f} ms a call")
+    print(f"experts one by one, each at its bound: {each.sum().item() * 1e3:7.3f} ms routed ({compute_bound} experts "
+          f"compute-bound) + {rest * 1e3:.3f} ms shared expert, router, tokens")
+    print(f"so a schedule of experts one after another reads at most "
+          f"{roofline / (each.sum().item() + rest):.1%} of the suite's roofline")
+
+
+if __name__ == "__main__":
+    main()
