@@ -135,3 +135,34 @@ def test_our_attention_backward_at_head_dim_128_and_float32_refused():
         torch.testing.assert_close(g.double(), e, rtol=1e-1, atol=1e-1, msg=lambda m, name=name: f"d{name}: {m}")
     with pytest.raises(ValueError, match="16-bit inputs on the GPU"):
         TritonAttention.apply(*inputs(torch.float32), options)
+
+
+def test_our_expert_gemms_compiled_match_float64_and_refuse_float32():
+    """gate_up through the copy engine and down through pointers, compiled, at partial tiles (ffn 200: a
+    128-column n-block and a partial one; an expert of 70 rows: a whole m-tile and a partial one) against
+    float64; float32 refused in one line (its tiles would ask more shared memory than an SM has)."""
+    from kernels.moe import triton_experts as te
+
+    counts, dim, ffn = [70, 0, 5, 64], 256, 200
+    gen = torch.Generator().manual_seed(0)
+    rows = torch.randn(sum(counts), dim, generator=gen).bfloat16().cuda()
+    w13 = (torch.randn(len(counts), 2 * ffn, dim, generator=gen) / dim ** 0.5).bfloat16().cuda()
+    w2 = (torch.randn(len(counts), dim, ffn, generator=gen) / ffn ** 0.5).bfloat16().cuda()
+    offsets = torch.tensor(counts).cumsum(0).to(torch.int32).cuda()
+    hidden = te.gate_up(rows, w13, offsets)
+    out = te.down(hidden, w2, offsets)
+    # each kernel against float64 of its own inputs: down's, the hidden rows gate_up wrote
+    exact_hidden, exact_out = [], []
+    for r, h, g, d in zip(rows.double().split(counts), hidden.double().split(counts), w13.double().unbind(0),
+                          w2.double().unbind(0)):
+        gate, up = (r @ g.T).chunk(2, dim=-1)
+        exact_hidden.append(torch.nn.functional.silu(gate) * up)
+        exact_out.append(h @ d.T)
+    # float32 sums rounded once to bfloat16: 2^-8 relative at most
+    torch.testing.assert_close(hidden.double(), torch.cat(exact_hidden), rtol=2 ** -8, atol=1e-4)
+    torch.testing.assert_close(out.double(), torch.cat(exact_out), rtol=2 ** -8, atol=1e-4)
+    assert not te.serves(rows.float(), w13.float(), w2.float())
+    with pytest.raises(ValueError, match="16-bit"):
+        te.gate_up(rows.float(), w13.float(), offsets)
+    with pytest.raises(ValueError, match="16-bit"):
+        te.down(hidden.float(), w2.float(), offsets)

@@ -193,11 +193,21 @@ def test_gate_up_operands_the_copy_engine_cannot_read_go_to_torch_or_fail_in_one
     rows, w13, w2 = expert_problem([2, 3], dim=12, ffn=16, dtype=torch.bfloat16)
     with torch.no_grad():
         assert not te.serves(rows, w13, w2)
-        with pytest.raises(ValueError, match="16-byte"):
+        with pytest.raises(ValueError, match="multiples of 16 bytes"):
             te.gate_up(rows, w13, offsets_of([2, 3]))
     rows, w13, w2 = expert_problem([2, 3], dim=16, ffn=16, dtype=torch.bfloat16)
     with torch.no_grad():
         assert te.serves(rows, w13, w2)
         assert not te.serves(rows, w13.transpose(1, 2).contiguous().transpose(1, 2), w2)  # not contiguous
-        with pytest.raises(ValueError, match="contiguous"):
-            te.gate_up(torch.cat([rows, rows], dim=1)[:, :16], w13, offsets_of([2, 3]))  # rows 64 B apart
+        assert not te.serves(rows, w13, w2.transpose(1, 2).contiguous().transpose(1, 2))  # down's K strided
+        # a base one element past 16-byte alignment
+        shifted = torch.empty(rows.numel() + 1, dtype=rows.dtype)[1:].view_as(rows).copy_(rows)
+        assert not te.serves(shifted, w13, w2)
+        with pytest.raises(ValueError, match="16-byte-aligned base"):
+            te.gate_up(shifted, w13, offsets_of([2, 3]))
+        # one row 40 bytes on to the next: torch calls it contiguous (a size-1 dim's stride is ignored),
+        # the copy engine does not
+        one = torch.cat([rows[:1], rows[:1, :4]], dim=1)[:, :16]
+        assert one.is_contiguous() and not te.serves(one, w13, w2)
+        with pytest.raises(ValueError, match="multiples of 16 bytes"):
+            te.gate_up(one, w13, offsets_of([1, 0]))

@@ -175,22 +175,34 @@ def _down_kernel(hidden_ptr, w2_ptr, out_ptr, offsets_ptr, dim, ffn, stride_h, s
 
 def serves(rows, w13, w2):
     """Whether our kernels take these experts: few rows an expert on average (EXPERT_GEMM_MAX_ROWS, from
-    the row count the host knows, no synchronisation). They have no backward, and need none: the triton
-    layer is forward-only (its permute and unpermute are Triton launches outside autograd; the catalog's
-    backward=False, and a trained block refuses it). gate_up's operands must suit the copy engine
-    (_describable); torch._grouped_mm takes those that do not."""
-    return rows.shape[0] <= EXPERT_GEMM_MAX_ROWS * w13.shape[0] and _describable(rows, w13) is None
+    the row count the host knows, no synchronisation) and operands they can read (_refusal). They have
+    no backward, and need none: the triton layer is forward-only (its permute and unpermute are Triton
+    launches outside autograd; the catalog's backward=False, and a trained block refuses it).
+    torch._grouped_mm takes the rest."""
+    return rows.shape[0] <= EXPERT_GEMM_MAX_ROWS * w13.shape[0] and _refusal(rows, w13, w2) is None
 
 
-def _describable(*tensors):
-    """None, or why the copy engine (tensor descriptors) cannot read one of these: it needs them
-    contiguous (the experts seen as one matrix of E x rows), a 16-byte-aligned base and rows a multiple
-    of 16 bytes apart."""
-    for t in tensors:
-        if not t.is_contiguous():
-            return f"expert GEMM operands must be contiguous, not strides {t.stride()}"
-        if t.data_ptr() % 16 or t.shape[-1] * t.element_size() % 16:
-            return f"expert GEMM operands need 16-byte-aligned storage and rows, not {t.shape[-1]} x {t.dtype}"
+def _refusal(rows, w13, w2=None):
+    """None, or in one line why our kernels cannot read these operands. gate_up reads rows and w13
+    through the copy engine (tensor descriptors): a 16-byte-aligned base, the last dim contiguous and
+    every other stride a multiple of 16 bytes, and w13 contiguous (its experts seen as one matrix of
+    E x 2 ffn rows). down steps along w2's last dim by one. On the GPU the tiles are sized for 16-bit
+    operands: float32's take 320 KB of shared memory a gate_up program at 4 stages, where an sm_90 SM has
+    227 KB."""
+    for name, t in (("rows", rows), ("w13", w13)):
+        if t.stride(-1) != 1:
+            return f"expert GEMM operand {name} needs its last dim contiguous, not strides {t.stride()}"
+        if t.data_ptr() % 16:
+            return f"expert GEMM operand {name} needs a 16-byte-aligned base address, not one {t.data_ptr() % 16} past"
+        if any(stride * t.element_size() % 16 for stride in t.stride()[:-1]):
+            return (f"expert GEMM operand {name} needs strides that are multiples of 16 bytes, not "
+                    f"{[stride * t.element_size() for stride in t.stride()]} bytes")
+    if not w13.is_contiguous():
+        return f"expert GEMM operand w13 must be contiguous, not strides {w13.stride()}"
+    if w2 is not None and w2.stride(-1) != 1:
+        return f"expert GEMM operand w2 needs its last dim contiguous, not strides {w2.stride()}"
+    if rows.is_cuda and rows.element_size() > 2:
+        return f"our expert GEMMs take 16-bit operands on the GPU, not {rows.dtype}"
     return None
 
 
@@ -206,18 +218,21 @@ def _launch(tiles, device):
     return {**sizes, "num_warps": tiles.warps, "num_stages": tiles.stages} if device.type == "cuda" else sizes
 
 
-def _k_contiguous(*tensors):
-    """The kernels step along K by 1 (nn.Linear's layout, as checkpoints store the experts)."""
-    for t in tensors:
+def _check_down(hidden, w2):
+    """down steps along K by 1 (nn.Linear's layout, as checkpoints store the experts); on the GPU its
+    tiles are sized for 16-bit operands (float32's take 288 KB of shared memory at DOWN_TILES_MANY)."""
+    for t in (hidden, w2):
         if t.stride(-1) != 1:
             raise ValueError(f"expert GEMM operands need their last dim contiguous, not strides {t.stride()}")
+    if hidden.is_cuda and hidden.element_size() > 2:
+        raise ValueError(f"our expert GEMMs take 16-bit operands on the GPU, not {hidden.dtype}")
 
 
 def gate_up(rows, w13, offsets, tiles=GATE_UP_TILES):
     """(R, ffn) silu(gate) * up in rows' dtype: rows (R, dim) in expert order, w13 (E, 2 ffn, dim),
     offsets (E,) int32 the end of each expert's rows."""
     (n_rows, dim), (n_experts, two_ffn, _) = rows.shape, w13.shape
-    why = _describable(rows, w13)
+    why = _refusal(rows, w13)
     if why:
         raise ValueError(why)
     hidden = torch.empty(n_rows, two_ffn // 2, dtype=rows.dtype, device=rows.device)
@@ -240,7 +255,7 @@ def down(hidden, w2, offsets, tiles=None):
     """(R, dim) hidden @ w2[e].T for each expert e's rows, in hidden's dtype: w2 (E, dim, ffn).
     tiles: down_tiles' choice by default."""
     (n_rows, ffn), (n_experts, dim, _) = hidden.shape, w2.shape
-    _k_contiguous(hidden, w2)
+    _check_down(hidden, w2)
     tiles = tiles or down_tiles(n_rows, n_experts)
     out = torch.empty(n_rows, dim, dtype=hidden.dtype, device=hidden.device)
     programs, n_blocks = _grid(n_rows, n_experts, dim, tiles)
