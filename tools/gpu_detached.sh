@@ -8,7 +8,13 @@
 # process session (setsid), which the device tool leaves running when a call returns; `await` waits
 # for it up to a limit, prints its new log lines, and packs its log and results into $OUT.
 DETACHED=/tmp/vb-detached
-workdir() {
+workdir() {  # refuses while a detached command runs there: re-copying would delete its logs (session 21)
+  local running
+  running=$(for log in "$DETACHED"/*.log; do [ -f "$log" ] && [ ! -f "${log%.log}.done" ] && echo "${log##*/}"; done)
+  if [ -n "$running" ]; then
+    echo "workdir: a detached command still runs in /tmp/vbwork (${running%.log}); call await alone" >&2
+    return 2
+  fi
   rm -rf /tmp/vbwork && cp -a . /tmp/vbwork && cd /tmp/vbwork || return 2
 }
 detach() {  # detach NAME 'COMMANDS': a bash script line, run in /tmp/vbwork with this shell's environment
