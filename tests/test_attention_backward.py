@@ -149,10 +149,9 @@ def test_gradients_of_no_query_are_zeros_and_no_key_is_refused():
         TritonAttention.apply(torch.randn(2, 4, 40, 16), k[:, :, :0], v[:, :, :0], options)
 
 
-# Scores rising along the keys: each query's row max grows as it reaches later key tiles. "gentle" grows
-# about 5 log2 units a 64-key tile, so the running max moves only every other tile or so (exp2 up to 2^8
-# in between); "steep" about 92 a tile, so it moves every tile, and a kernel that never moved it would
-# overflow float32 within two tiles. Scores reach 12 and 200: float32 rounds a score of 200 by about
+# Scores rising along the keys: each query's row max grows as it reaches later key tiles, by about 5
+# log2 units a 64-key tile ("gentle") or about 92 ("steep"), so the online softmax's running max moves
+# with every tile; steep, a kernel that never moved it would overflow float32 within two tiles. Scores reach 12 and 200: float32 rounds a score of 200 by about
 # 1e-5, which the outputs and gradients carry, hence the steep case's looser absolute tolerance.
 @pytest.mark.parametrize("rise,atol", [(0.024, 2e-5), (0.44, 1e-4)], ids=["gentle", "steep"])
 @pytest.mark.parametrize("variant", [AttentionVariant("causal"), AttentionVariant("full", causal=False),

@@ -198,7 +198,12 @@ def test_gate_up_operands_the_copy_engine_cannot_read_go_to_torch_or_fail_in_one
     rows, w13, w2 = expert_problem([2, 3], dim=16, ffn=16, dtype=torch.bfloat16)
     with torch.no_grad():
         assert te.serves(rows, w13, w2)
-        assert not te.serves(rows, w13.transpose(1, 2).contiguous().transpose(1, 2), w2)  # not contiguous
+        assert not te.serves(rows, w13.transpose(1, 2).contiguous().transpose(1, 2), w2)  # K strided
+        # every stride a multiple of 16 bytes, but the experts' rows not one matrix: no (E x 2 ffn, dim) view
+        gapped = torch.cat([w13, w13], dim=1)[:, :w13.shape[1]]
+        assert not te.serves(rows, gapped, w2)
+        with pytest.raises(ValueError, match="w13 must be contiguous"):
+            te.gate_up(rows, gapped, offsets_of([2, 3]))
         assert not te.serves(rows, w13, w2.transpose(1, 2).contiguous().transpose(1, 2))  # down's K strided
         # a base one element past 16-byte alignment
         shifted = torch.empty(rows.numel() + 1, dtype=rows.dtype)[1:].view_as(rows).copy_(rows)

@@ -86,8 +86,9 @@ def main():
         name = f"{family}/{variant}/{implementation}@{shape}{'/backward' if backward else ''}"
         try:
             figure, how = timed_apart(family, variant, implementation, shape, backward)
-            if speedup:  # the reference's time over the case's
-                figure = timed_apart(family, variant, "reference", shape, backward)[0] / figure
+            if speedup:  # the reference's time over the case's; unlike if either side could not be graphed
+                reference, reference_how = timed_apart(family, variant, "reference", shape, backward)
+                figure, how = reference / figure, "eager" if "eager" in (how, reference_how) else how
         except Exception as error:  # noqa: BLE001 - one line per case that cannot be re-timed
             print(f"{name:64} {asv_figure:10.4f} {'-':>10} {'error':>8}  {type(error).__name__}: {cases.first_line(error)}")
             continue

@@ -7,9 +7,10 @@ The suite's roofline (variantbench/catalog/moe.py `work`) counts the layer's FLO
 max(FLOPs / peak, bytes / bandwidth). A grouped GEMM that runs its experts one after another cannot beat
 the sum, over experts, of each expert's own bound: a hot expert (thousands of rows) at the matmul peak,
 a cold one (a few rows) at the copy peak reading its weights. This prints both and their ratio, and the
-hottest experts' rows. The routing inputs come from the suite's make_problem at seed 0 (the timed
-problem takes seed 0's tokens and the check seed's router, so its counts differ a little); the experts'
-weights are not made, so it runs on a CPU in seconds. Peaks default to session 21's H200 figures.
+hottest experts' rows. The routing inputs come from the suite's make_problem at seed 0 on the CPU: the
+same zipf structure (exponent, load direction), but the CPU's random numbers, not the GPU's, so the
+counts are a stand-in for the timed load's (hottest 3919 rows here, 3904 in the GPU sweep); the
+experts' weights are not made, so it runs in seconds. Peaks default to session 21's H200 figures.
 """
 
 import argparse
@@ -29,7 +30,8 @@ from variantbench.shapes import MoEShape, moe_model  # noqa: E402
 @dataclass(frozen=True)
 class RoutingOnly(MoEShape):
     """The shape with 16-wide experts and no shared one: make_problem draws the tokens, the router and its
-    bias before any expert weight, so their values are the full shape's at a sliver of the memory."""
+    bias before any expert weight, so they are what the full shape would draw on this device, at a
+    sliver of the memory."""
 
     @property
     def config(self):

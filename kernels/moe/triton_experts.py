@@ -196,13 +196,14 @@ def _refusal(rows, w13, w2=None):
             return f"expert GEMM operand {name} needs a 16-byte-aligned base address, not one {t.data_ptr() % 16} past"
         if any(stride * t.element_size() % 16 for stride in t.stride()[:-1]):
             return (f"expert GEMM operand {name} needs strides that are multiples of 16 bytes, not "
-                    f"{[stride * t.element_size() for stride in t.stride()]} bytes")
+                    f"{[stride * t.element_size() for stride in t.stride()[:-1]]} bytes")
     if not w13.is_contiguous():
         return f"expert GEMM operand w13 must be contiguous, not strides {w13.stride()}"
     if w2 is not None and w2.stride(-1) != 1:
         return f"expert GEMM operand w2 needs its last dim contiguous, not strides {w2.stride()}"
-    if rows.is_cuda and rows.element_size() > 2:
-        return f"our expert GEMMs take 16-bit operands on the GPU, not {rows.dtype}"
+    for t in (rows, w13, w2):
+        if t is not None and t.is_cuda and t.element_size() > 2:
+            return f"our expert GEMMs take 16-bit operands on the GPU, not {t.dtype}"
     return None
 
 
@@ -224,8 +225,9 @@ def _check_down(hidden, w2):
     for t in (hidden, w2):
         if t.stride(-1) != 1:
             raise ValueError(f"expert GEMM operands need their last dim contiguous, not strides {t.stride()}")
-    if hidden.is_cuda and hidden.element_size() > 2:
-        raise ValueError(f"our expert GEMMs take 16-bit operands on the GPU, not {hidden.dtype}")
+    for t in (hidden, w2):
+        if t.is_cuda and t.element_size() > 2:
+            raise ValueError(f"our expert GEMMs take 16-bit operands on the GPU, not {t.dtype}")
 
 
 def gate_up(rows, w13, offsets, tiles=GATE_UP_TILES):
