@@ -19,8 +19,6 @@ import sys
 from pathlib import Path
 
 import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -28,7 +26,6 @@ from kernels.attention import triton_attention_backward as backward  # noqa: E40
 import sm90_cubin  # noqa: E402
 from probe_attention_backward import DKDV, DQ  # noqa: E402
 
-HOPPER = GPUTarget("cuda", 90, 64)
 # llama-3-8b-s4k's integer arguments that are not strides (those are all multiples of 16 there)
 VALUES = dict(n_kv_heads=8, n_q_heads=32, group=4, q_len=4096, kv_len=4096, window=0, prefix=0)
 POINTERS = {"Lse": "*fp32", "Delta": "*fp32", "DocStart": "*i32"}  # the rest are bf16 tensors
@@ -50,10 +47,8 @@ def compiled(kernel, tiles, switches):
         signature[name] = f"tensordesc<bf16[1, 1, {descriptor_tiles[name]}, {CAUSAL['HEAD_DIM']}]>"
     divisible = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(kernel.arg_names)
                  if signature[name].startswith("*") or name.startswith("stride") or VALUES.get(name, 1) % 16 == 0}
-    source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs=divisible)
     try:
-        kernel_binary = triton.compile(source, target=HOPPER,
-                                       options={"num_warps": tiles.warps, "num_stages": tiles.stages})
+        kernel_binary = sm90_cubin.compile_sm90(kernel, signature, constexprs, divisible, tiles.warps, tiles.stages)
     except Exception as error:  # noqa: BLE001 - every compiler failure is one line here
         return None, f"{type(error).__name__}: {str(error).strip().splitlines()[-1]}"
     used = sm90_cubin.resources(kernel_binary)
@@ -65,7 +60,7 @@ def main():
     jobs += [(backward._dq_kernel, tiles, switches) for tiles in DQ for switches in SWITCHES[:2]]
     jobs += [(kernel, tiles, switches) for switches in SWITCHES[2:]
              for kernel, tiles in ((backward._dkdv_kernel, backward.DKDV_TILES), (backward._dq_kernel, backward.DQ_TILES))]
-    print(f"triton {triton.__version__}, target sm_{HOPPER.arch}")
+    print(f"triton {triton.__version__}, target sm_{sm90_cubin.HOPPER.arch}")
     failed = 0
     for kernel, tiles, switches in jobs:
         used, error = compiled(kernel, tiles, switches)

@@ -17,15 +17,12 @@ from pathlib import Path
 os.environ.pop("TRITON_INTERPRET", None)  # the interpreter would make COMPILED False: no GPU paths
 
 import triton  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
-from triton.compiler import ASTSource, make_backend  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sm90_cubin  # noqa: E402
 from kernels.moe import triton_experts as te  # noqa: E402
 
-HOPPER = GPUTarget("cuda", 90, 64)
 DIM, FFN, EXPERTS = 7168, 2048, 256  # DeepSeek-V3
 COUNTED = ("UTMALDG", "LDGSTS", "HGMMA", "LDL", "STL")
 
@@ -50,9 +47,7 @@ def compile_one(kernel, tiles, descriptors, n_cols):
     # pointers 16-byte aligned and DeepSeek-V3's dims and strides multiples of 16, as a launch marks them
     divisible = {(kernel.arg_names.index(name),): [["tt.divisibility", 16]]
                  for name in kernel.arg_names if signature[name] in ("*bf16", "*i32", "i32")}
-    options = make_backend(HOPPER).parse_options({"num_warps": tiles.warps, "num_stages": tiles.stages})
-    compiled = triton.compile(ASTSource(kernel, signature, constexprs, divisible), target=HOPPER,
-                              options=options.__dict__)
+    compiled = sm90_cubin.compile_sm90(kernel, signature, constexprs, divisible, tiles.warps, tiles.stages)
     return sm90_cubin.resources(compiled), sm90_cubin.sass_opcodes(compiled.asm["cubin"])
 
 

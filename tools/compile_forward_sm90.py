@@ -20,15 +20,12 @@ from pathlib import Path
 os.environ.pop("TRITON_INTERPRET", None)  # the interpreter would make COMPILED False: no GPU paths
 
 import triton  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
-from triton.compiler import ASTSource, make_backend  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sm90_cubin  # noqa: E402
 from kernels.attention import triton_flash  # noqa: E402
 
-HOPPER = GPUTarget("cuda", 90, 64)
 HEAD_DIM = 128
 CAUSAL = dict(CAUSAL=True, WINDOW=False, PREFIX=False, DOCUMENTS=False, SOFTCAP=False, ALIBI=False,
               HEAD_DIM=HEAD_DIM, STORE_LSE=False)
@@ -62,9 +59,8 @@ def compile_one(switches, config):
     names = triton_flash._attention_forward_kernel.arg_names
     divisible = {(names.index(n),): [["tt.divisibility", 16]] for n in names
                  if signature[n] in ("*bf16", "*i32", "*fp32") or n.startswith("stride") or n in ("q_len", "kv_len")}
-    options = make_backend(HOPPER).parse_options({"num_warps": config.num_warps, "num_stages": config.num_stages})
-    compiled = triton.compile(ASTSource(triton_flash._attention_forward_kernel, signature, constexprs, divisible),
-                              target=HOPPER, options=options.__dict__)
+    compiled = sm90_cubin.compile_sm90(triton_flash._attention_forward_kernel, signature, constexprs, divisible,
+                                       config.num_warps, config.num_stages)
     return sm90_cubin.resources(compiled), sm90_cubin.sass_opcodes(compiled.asm["cubin"])
 
 

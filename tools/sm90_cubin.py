@@ -4,8 +4,8 @@ Triton ships (no GPU, no driver): the SASS opcodes (nvdisasm) and the resources 
 
 Session 20 read these by hand and found what the timings alone had not said: our backward's dK/dV
 kernel at 255 registers with 232 bytes spilled, and float32 tiles asking 328,704 bytes of shared
-memory, more than an SM has, which only a GPU launch then reported. `compile_forward_sm90.py` and
-`compile_backward_sm90.py` print both for every compile.
+memory, more than an SM has, which only a GPU launch then reported. `compile_forward_sm90.py`,
+`compile_backward_sm90.py` and `compile_experts_sm90.py` print both for every compile.
 """
 
 import re
@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
 
+HOPPER = GPUTarget("cuda", 90, 64)
 # The most shared memory one block may opt into on sm_90 (227 KiB); a launch asking more fails.
 HOPPER_SHARED_LIMIT = 232448
 
@@ -60,3 +63,11 @@ def resources(compiled):
     if found is None:
         raise RuntimeError(f"no resource line in cuobjdump's output: {usage.strip()[-200:]}")
     return Resources(int(found.group(1)), int(found.group(2)), compiled.metadata.shared)
+
+
+def compile_sm90(kernel, signature, constexprs, divisible, num_warps, num_stages):
+    """triton.compile of a @triton.jit kernel for sm_90 at this specialisation: signature maps each
+    argument to its type ("*bf16", "i32", "constexpr", "tensordesc<...>"), divisible the argument
+    indices marked 16-divisible as a launch marks them."""
+    source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs=divisible)
+    return triton.compile(source, target=HOPPER, options={"num_warps": num_warps, "num_stages": num_stages})
