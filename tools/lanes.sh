@@ -33,6 +33,14 @@ dsv3_fwd_bwd() {  # DeepSeek-V3's block forward+backward through fused and liger
     --implementation fused --implementation liger --no-precheck --bench 'BlockForwardBackward\.time'
   truth truth-dsv3-fwd-bwd 240 bench_block.BlockForwardBackward.time_forward_backward --most 2
 }
+attention_gate() {  # attention_gate BRANCH LIMIT BENCH: our attention gated against main at llama-3-8b-s4k
+  local head
+  head=$(branch "$1") || { echo "== $1: no such branch carried"; return; }
+  step "gate-$1" "$2" $vb gate "$(git rev-parse HEAD)" "$head" --factor 1.05 --family attention \
+    --implementation triton --variant gqa_8 --variant softcap_50 --variant alibi --variant document \
+    --shape llama-3-8b-s4k --bench "$3" --results "/tmp/gate-$1" --summary "reports/gate/$1-h200.md"
+  tar czf "$root/gate-$1.tgz" -C /tmp "gate-$1"
+}
 moe_branch() {  # moe_branch BRANCH: gated against main on our MoE layer at four shapes, DeepSeek-V3 prefill profiled
   local head
   head=$(branch "$1") || { echo "== $1: no such branch carried"; return; }

@@ -17,7 +17,7 @@ set -u
 root=reports/truth/s20-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed'
 mkdir -p "$root"
-source tools/lanes.sh  # vb, branch, worktree, within, results, truth, lane, moe_branch, moe_layers, default_tier
+source tools/lanes.sh  # vb, branch, worktree, within, results, truth, lane, attention_gate, moe_branch, moe_layers, default_tier
 mufu() {
   step mufu 90 python3 tools/probe_mufu.py
 }
@@ -33,13 +33,7 @@ bwd_check() {  # bwd_check BRANCH: every attention variant's forward and gradien
     --implementation triton --tier default
 }
 bwd_gate() {  # bwd_gate BRANCH: gated against main on our attention's forward+backward at llama-3-8b-s4k
-  local head
-  head=$(branch "$1") || { echo "== $1: no such branch carried"; return; }
-  step "gate-$1" 420 $vb gate "$(git rev-parse HEAD)" "$head" --factor 1.05 --family attention \
-    --implementation triton --variant gqa_8 --variant softcap_50 --variant alibi --variant document \
-    --shape llama-3-8b-s4k --bench 'AttentionForwardBackward\.time' --results "/tmp/gate-$1" \
-    --summary "reports/gate/$1-h200.md"
-  tar czf "$root/gate-$1.tgz" -C /tmp "gate-$1"
+  attention_gate "$1" 420 'AttentionForwardBackward\.time'
 }
 fwd_bwd_history() {  # our attention's forward+backward beside SDPA's and Flex's at llama-3-8b-s4k, on main
   step fwd-bwd 360 $vb run --family attention --shape llama-3-8b-s4k --variant gqa_8 --variant softcap_50 \

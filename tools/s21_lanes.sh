@@ -17,7 +17,7 @@ set -u
 root=reports/truth/s21-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|round|mean|do_bench|rows over'
 mkdir -p "$root"
-source tools/lanes.sh  # vb, branch, worktree, within, results, truth, lane, moe_branch, moe_layers, default_tier
+source tools/lanes.sh  # vb, branch, worktree, within, results, truth, lane, attention_gate, moe_branch, moe_layers, default_tier
 schedules() {  # schedules BRANCH: the expert GEMMs' two schedules on the branch, DeepSeek-V3 prefill and decode
   worktree "$1" || return
   step "schedules-prefill-$1" 200 $(within "$1") python3 tools/sweep_expert_gemm.py deepseek-v3-prefill-t4k-zipf --schedules
@@ -32,13 +32,7 @@ expert_sweep() {  # expert_sweep BRANCH SHAPE: the expert GEMMs' tilings at one 
   worktree "$1" && step "sweep-$1-$2" 120 $(within "$1") python3 tools/sweep_expert_gemm.py "$2"
 }
 fwd_gate() {  # fwd_gate BRANCH: gated against main on our attention's forward at llama-3-8b-s4k
-  local head
-  head=$(branch "$1") || { echo "== $1: no such branch carried"; return; }
-  step "gate-$1" 270 $vb gate "$(git rev-parse HEAD)" "$head" --factor 1.05 --family attention \
-    --implementation triton --variant gqa_8 --variant softcap_50 --variant alibi --variant document \
-    --shape llama-3-8b-s4k --bench 'AttentionForward\.time' --results "/tmp/gate-$1" \
-    --summary "reports/gate/$1-h200.md"
-  tar czf "$root/gate-$1.tgz" -C /tmp "gate-$1"
+  attention_gate "$1" 270 'AttentionForward\.time'
 }
 fwd_probe() {  # fwd_probe BRANCH: main's forward and the branch's in one process (do_bench), beside SDPA and Flex
   git show HEAD:kernels/attention/triton_flash.py > /tmp/before.py
