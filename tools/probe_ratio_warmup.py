@@ -8,7 +8,8 @@ the same two calls in alternating rounds. Prints each repeat's ratio, each plan'
 
     python3 tools/probe_ratio_warmup.py [variant:implementation ...] [--shape S] [--repeats N] [--idle S]
 
-Run it on a checkout whose BlockPlan has `warmup_ms` (the patch's); on main the warm-up plan is refused.
+Run it on a checkout whose BlockPlan has `warmup_ms` (the dropped patch: `git show
+8fc7161^:reports/pending/ratio-warmup.patch`); elsewhere it says so in one line and exits 2.
 """
 
 import argparse
@@ -23,6 +24,13 @@ import triton
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from variantbench import cases, timing  # noqa: E402
+from variantbench.catalog import Unsupported  # noqa: E402
+
+
+def refuse(message):
+    """Bad input or a missing GPU: one line on stderr, exit 2 (the project's code for it)."""
+    print(f"probe_ratio_warmup: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 PLANS = {  # main's plan, and the patch's
     "3 rounds": dict(rounds=3, block_ms=500.0, settle_ms=300.0),
@@ -37,13 +45,23 @@ def main():
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--idle", type=float, default=2.5, help="seconds idle before each repeat")
     args = parser.parse_args()
+    pairs = [pair.split(":") for pair in args.pairs]
+    try:  # a malformed or unknown name says so before anything needs the GPU
+        for pair in pairs:
+            if len(pair) != 2:
+                raise Unsupported(f"{':'.join(pair)!r} is not variant:implementation")
+            cases.resolve("attention", *pair, args.shape, "cuda")
+    except Unsupported as unknown:
+        refuse(unknown)
+    if "warmup_ms" not in timing.BlockPlan.__dataclass_fields__:
+        refuse("this checkout's BlockPlan has no warmup_ms (main dropped the plan in session 21: git show "
+               "8fc7161^:reports/pending/ratio-warmup.patch)")
     if not torch.cuda.is_available():
-        print("probe_ratio_warmup: needs a CUDA GPU; none is visible", file=sys.stderr)
-        raise SystemExit(2)
+        refuse("needs a CUDA GPU; none is visible")
     device = torch.device("cuda")
     _, base, _ = cases.prepare_checked(cases.resolve("attention", "gqa_8", "sdpa", args.shape, "cuda"))
-    for pair in args.pairs:
-        variant, impl = pair.split(":")
+    for variant, impl in pairs:
+        pair = f"{variant}:{impl}"
         _, call, _ = cases.prepare_checked(cases.resolve("attention", variant, impl, args.shape, "cuda"))
         calls = {"case": call, "base": base}
         measured = {}  # plan: (ratios, seconds a ratio)
