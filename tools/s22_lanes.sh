@@ -1,0 +1,35 @@
+# Issue 17 in session 22, on one nvidia-h200:
+#   git bundle create .vbgit.bundle main shared-overlap bwd-overlap
+#   run(kind="nvidia-h200", carry=[".whl", ".vbgit.bundle"]): source tools/gpu_setup.sh > /tmp/setup.log 2>&1; \
+#     source tools/gpu_detached.sh && workdir && detach lanes 'bash tools/s22_lanes.sh STEPS SECONDS' && await lanes 540
+#   a later call, while the lane runs: source tools/gpu_detached.sh && await lanes 560 (never `workdir` again)
+# First lease: 'bwd_pair bwd-overlap gqa_8; numerics main; numerics shared-overlap; moe_branch shared-overlap':
+# main's forward+backward and the branch's (dQ's kernel beside dK/dV's on a second stream), the GPU tests on
+# main and on shared-overlap (whose new test captures the MoE layer in a CUDA graph), then shared-overlap
+# gated at four MoE shapes and profiled at DeepSeek-V3 prefill.
+set -u
+root=reports/truth/s22-$(git rev-parse --short HEAD)
+show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip'
+mkdir -p "$root"
+source tools/lanes.sh  # vb, branch, worktree, within, results, truth, lane, attention_gate, moe_branch, moe_layers, default_tier
+bwd_pair() {  # bwd_pair BRANCH VARIANT: main's forward+backward then the branch's, each profiled kernel by kernel
+  step "bwd-main-$2" 150 python3 tools/probe_attention_backward.py "$2" --no-sweep
+  worktree "$1" && step "bwd-$1-$2" 150 $(within "$1") python3 tools/probe_attention_backward.py "$2" --no-sweep
+}
+bwd_sweep() {  # bwd_sweep BRANCH VARIANT: the branch's forward+backward over its backward tiles
+  worktree "$1" && step "bwd-sweep-$1-$2" 420 $(within "$1") python3 tools/probe_attention_backward.py "$2"
+}
+bwd_gate() {  # bwd_gate BRANCH: gated against main on our attention's forward+backward at llama-3-8b-s4k
+  attention_gate "$1" 420 'AttentionForwardBackward\.time'
+}
+numerics() {  # numerics BRANCH: the GPU tests (float64 references at head dim 128, CUDA graphs) on a checkout
+  if [ "$1" = main ]; then
+    step gpu-tests-main 240 env TRITON_INTERPRET=0 VARIANTBENCH_DEVICE=cuda python3 -m pytest -q -p no:cacheprovider \
+      tests/test_gpu_numerics.py
+  else
+    worktree "$1" && step "gpu-tests-$1" 240 $(within "$1") TRITON_INTERPRET=0 VARIANTBENCH_DEVICE=cuda python3 -m \
+      pytest -q -p no:cacheprovider tests/test_gpu_numerics.py
+  fi
+}
+lane one 0 "${2:-900}" "${1:-bwd_pair bwd-overlap gqa_8}"
+cat "$root/one.log"
