@@ -6,7 +6,9 @@
 # First lease: 'bwd_pair bwd-overlap gqa_8; numerics main; numerics shared-overlap; moe_branch shared-overlap':
 # main's forward+backward and the branch's (dQ's kernel beside dK/dV's on a second stream), the GPU tests on
 # main and on shared-overlap (whose new test captures the MoE layer in a CUDA graph), then shared-overlap
-# gated at four MoE shapes and profiled at DeepSeek-V3 prefill.
+# gated at four MoE shapes and profiled at DeepSeek-V3 prefill. Second: 'numerics bwd-atomic; step bwd-main-gqa_8
+# ...; bwd_sweep bwd-atomic gqa_8; bwd_sweep bwd-atomic softcap_50' (one backward kernel, dQ summed in float32).
+# Third: 'step bwd-main-gqa_8 ...; gate_faster gqa_8 bwd-overlap bwd-overlap-lpt' (the faster overlap gated).
 set -u
 root=reports/truth/s22-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip'
@@ -21,6 +23,19 @@ bwd_sweep() {  # bwd_sweep BRANCH VARIANT: the branch's forward+backward over it
 }
 bwd_gate() {  # bwd_gate BRANCH: gated against main on our attention's forward+backward at llama-3-8b-s4k
   attention_gate "$1" 420 'AttentionForwardBackward\.time'
+}
+ours_ms() {  # ours_ms LOG: the default tiles' forward+backward median in a probe's log
+  awk '/ours, default/ {for (i = 1; i <= NF; i++) if ($(i + 1) == "ms") {print $i; exit}}' "$1"
+}
+gate_faster() {  # gate_faster VARIANT BRANCH...: each branch probed (bwd_pair's second half), the fastest gated
+  local best="" best_ms=999 ms
+  for b in "${@:2}"; do
+    worktree "$b" && step "bwd-$b-$1" 150 $(within "$b") python3 tools/probe_attention_backward.py "$1" --no-sweep
+    ms=$(ours_ms "$dest/bwd-$b-$1.log")
+    echo "== $b: ${ms:-none} ms"
+    if [ -n "$ms" ] && awk "BEGIN {exit !($ms < $best_ms)}"; then best=$b best_ms=$ms; fi
+  done
+  [ -n "$best" ] && echo "== gating $best" && bwd_gate "$best"
 }
 numerics() {  # numerics BRANCH: the GPU tests (float64 references at head dim 128, CUDA graphs) on a checkout
   if [ "$1" = main ]; then
