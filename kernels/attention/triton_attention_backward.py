@@ -20,6 +20,8 @@ Rows and keys past a head's end read as zeros and are masked like invisible ones
 program loads once (its own keys, its own rows) stay pointer loads.
 """
 
+import contextlib
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -296,6 +298,12 @@ def _describable(t):
     return t.data_ptr() % 16 == 0 and all(stride * t.element_size() % 16 == 0 for stride in t.stride()[:-1])
 
 
+@functools.cache
+def _side_stream(device):
+    """The stream dQ's kernel runs on beside dK/dV's, one a GPU (device as torch.device)."""
+    return torch.cuda.Stream(device)
+
+
 class TritonAttention(torch.autograd.Function):
     """Our forward (with lse) and the two backward kernels, for q (B, Hq, Sq, D), k, v (B, Hkv, Skv, D)."""
 
@@ -354,11 +362,24 @@ class TritonAttention(torch.autograd.Function):
         dkdv, dq_tiles = (DKDV_TILES, DQ_TILES) if q.is_cuda else (None, None)
         row_tile = [1, 1, dkdv.rows if dkdv else BLOCK, head_dim]
         key_tile = [1, 1, dq_tiles.keys if dq_tiles else BLOCK, head_dim]
+        # On a GPU dQ's kernel runs on a stream of its own beside dK/dV's: the two read the same inputs and
+        # write apart, and causal's programs differ 64x in length (a key tile near the end sees one row
+        # block of 64, the first all of them), so either kernel's last wave leaves SMs idle that the
+        # other's programs can fill. Every tensor dQ's kernel touches was made on the main stream, which
+        # waits for the side stream before anything after it (a free included): no record_stream, which
+        # a CUDA graph's capture would not keep.
+        main = torch.cuda.current_stream(q.device) if q.is_cuda else None
+        if main is not None:  # fork after the preprocess, whose delta and dO both kernels read
+            side = _side_stream(q.device)
+            side.wait_stream(main)
         _dkdv_kernel[(triton.cdiv(kv_len, dkdv.keys if dkdv else BLOCK), batch * n_kv_heads)](
             TensorDescriptor.from_tensor(q, row_tile), k, v, TensorDescriptor.from_tensor(do, row_tile), lse, delta,
             doc_arg, dk, dv, *k.stride()[:3], *common, **flags, **_launch(dkdv))
-        _dq_kernel[(triton.cdiv(q_len * n_q_heads // n_kv_heads, dq_tiles.rows if dq_tiles else BLOCK),
-                    batch * n_kv_heads)](
-            q, TensorDescriptor.from_tensor(k, key_tile), TensorDescriptor.from_tensor(v, key_tile), do, lse, delta,
-            doc_arg, dq, *q.stride()[:3], *common, **flags, **_launch(dq_tiles))
+        with torch.cuda.stream(side) if main is not None else contextlib.nullcontext():
+            _dq_kernel[(triton.cdiv(q_len * n_q_heads // n_kv_heads, dq_tiles.rows if dq_tiles else BLOCK),
+                        batch * n_kv_heads)](
+                q, TensorDescriptor.from_tensor(k, key_tile), TensorDescriptor.from_tensor(v, key_tile), do, lse,
+                delta, doc_arg, dq, *q.stride()[:3], *common, **flags, **_launch(dq_tiles))
+        if main is not None:
+            main.wait_stream(side)
         return dq, dk, dv, None
