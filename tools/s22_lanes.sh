@@ -9,6 +9,8 @@
 # gated at four MoE shapes and profiled at DeepSeek-V3 prefill. Second: 'numerics bwd-atomic; step bwd-main-gqa_8
 # ...; bwd_sweep bwd-atomic gqa_8; bwd_sweep bwd-atomic softcap_50' (one backward kernel, dQ summed in float32).
 # Third: 'step bwd-main-gqa_8 ...; gate_faster gqa_8 bwd-overlap bwd-overlap-lpt' (the faster overlap gated).
+# Fourth, bwd-overlap merged: 'numerics main; step bwd-main-gqa_8 ...; gate_faster gqa_8 lpt-overlap lpt-serial
+# lpt-dqfirst; fwd_bwd_gqa' (dK/dV's longest programs first, with dQ beside it, after it, or launched first).
 set -u
 root=reports/truth/s22-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip'
@@ -36,6 +38,11 @@ gate_faster() {  # gate_faster VARIANT BRANCH...: each branch probed (bwd_pair's
     if [ -n "$ms" ] && awk "BEGIN {exit !($ms < $best_ms)}"; then best=$b best_ms=$ms; fi
   done
   [ -n "$best" ] && echo "== gating $best" && bwd_gate "$best"
+}
+fwd_bwd_gqa() {  # main's forward+backward at gqa_8 beside SDPA's and Flex's (asv), re-timed apart
+  step fwd-bwd-gqa_8 240 $vb run --family attention --shape llama-3-8b-s4k --variant gqa_8 \
+    --bench 'AttentionForwardBackward\.time'
+  truth truth-fwd-bwd 150 bench_attention.AttentionForwardBackward.time_forward_backward --most 3
 }
 numerics() {  # numerics BRANCH: the GPU tests (float64 references at head dim 128, CUDA graphs) on a checkout
   if [ "$1" = main ]; then
