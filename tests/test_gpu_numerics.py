@@ -113,8 +113,13 @@ def test_dense_attention_gradients_through_cudnn_after_another_gradient_layout(m
 
 def test_our_attention_backward_at_head_dim_128_and_float32_refused():
     """Our attention's GPU tiles are sized for 16-bit inputs (float32's would ask 328,704 bytes of shared
-    memory at head dim 128, over Hopper's 232,448): bfloat16's backward launches and matches float64
-    autograd of the reference (GQA, causal, a length no tile divides); float32 is refused in one line."""
+    memory at head dim 128, over Hopper's 232,448): bfloat16's backward launches, its dQ kernel on a
+    stream of its own beside dK/dV's, and is within twice SDPA's error of float64 autograd of the
+    reference on the same bfloat16 inputs (GQA, causal, a length no tile divides); float32 is refused
+    in one line. The gradients are read on the current stream as soon as backward returns, as a
+    training step reads them."""
+    import torch.nn.functional as F
+
     from kernels.attention.triton_attention_backward import TritonAttention
     from reference.attention import attention
 
@@ -129,10 +134,13 @@ def test_our_attention_backward_at_head_dim_128_and_float32_refused():
     out = TritonAttention.apply(q, k, v, options)
     grad = torch.randn(out.shape, device="cuda", generator=gen, dtype=out.dtype)
     got = torch.autograd.grad(out, (q, k, v), grad)
+    sdpa = torch.autograd.grad(F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True), (q, k, v),
+                               grad)
     exact = [t.detach().double().requires_grad_() for t in (q, k, v)]
     reference = attention(*exact, mask_mod=lambda b, h, i, j: j <= i)
-    for name, g, e in zip("qkv", got, torch.autograd.grad(reference, exact, grad.double())):
-        torch.testing.assert_close(g.double(), e, rtol=1e-1, atol=1e-1, msg=lambda m, name=name: f"d{name}: {m}")
+    for name, g, theirs, e in zip("qkv", got, sdpa, torch.autograd.grad(reference, exact, grad.double())):
+        error, sdpa_error = (g.double() - e).abs().max().item(), (theirs.double() - e).abs().max().item()
+        assert error <= 2 * sdpa_error, f"d{name}: {error:.3g} against SDPA's {sdpa_error:.3g}"
     with pytest.raises(ValueError, match="16-bit inputs on the GPU"):
         TritonAttention.apply(*inputs(torch.float32), options)
 
