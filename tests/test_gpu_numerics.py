@@ -145,6 +145,77 @@ def test_our_attention_backward_at_head_dim_128_and_float32_refused():
         TritonAttention.apply(*inputs(torch.float32), options)
 
 
+# cycles of torch.cuda._sleep that hold one stream back: about 0.1 s at the H200's 1.98 GHz, against the
+# microseconds the host takes to queue a backward and read its gradient
+HOLD_CYCLES = 200_000_000
+
+
+def _our_attention(heads=(4, 2, 2), length=512):
+    """(q, k, v, options): GQA causal bfloat16 inputs of our attention, leaves that take gradients."""
+    gen = torch.Generator(device="cuda").manual_seed(11)
+    tensors = [torch.randn(1, h, length, 128, device="cuda", generator=gen, dtype=torch.bfloat16).requires_grad_()
+               for h in heads]
+    return (*tensors, dict(causal=True, window=None, prefix=None, doc_start=None, softcap=None, alibi=False))
+
+
+@pytest.mark.parametrize("own_stream", [False, True], ids=["on-the-default-stream", "on-a-stream-of-its-own"])
+def test_our_attention_backward_orders_its_two_streams(own_stream):
+    """dQ's kernel runs on a side stream, forked after the preprocess and joined before backward returns.
+    Each of the two is tested by holding one stream back on the device: the side stream, so without
+    the join dq is read before its kernel wrote it; the caller's stream before the backward, so without
+    the fork dQ's kernel reads dO and delta before the preprocess wrote them. Either way the buffers
+    then hold the previous backward's values, of another output gradient, not this one's."""
+    from kernels.attention import triton_attention_backward as backward
+
+    q, k, v, options = _our_attention()
+    grads = [torch.randn(q.shape, device="cuda", dtype=q.dtype) for _ in range(2)]
+
+    def dq(grad):
+        return torch.autograd.grad(backward.TritonAttention.apply(q, k, v, options), q, grad)[0]
+
+    with torch.cuda.stream(torch.cuda.Stream() if own_stream else torch.cuda.current_stream()):
+        expected = [dq(grad).clone() for grad in grads]
+        torch.cuda.synchronize()
+        with torch.cuda.stream(backward._side_stream(torch.cuda.current_stream())):
+            torch.cuda._sleep(HOLD_CYCLES)
+        side_held = dq(grads[0]).clone()
+        out = backward.TritonAttention.apply(q, k, v, options)
+        torch.cuda._sleep(HOLD_CYCLES)
+        caller_held = torch.autograd.grad(out, q, grads[1])[0].clone()
+    torch.cuda.synchronize()
+    assert torch.equal(side_held, expected[0]), "dq read before dQ's kernel on the side stream wrote it"
+    assert torch.equal(caller_held, expected[1]), "dQ's kernel ran before the preprocess it reads"
+
+
+def test_our_attention_forward_and_backward_replay_from_a_cuda_graph():
+    """A training step captured whole (forward, backward) into a CUDA graph, as torch.cuda.graph captures
+    one: the side stream's fork and join are captured with it (an unjoined stream fails the capture),
+    and a replay writes the eager call's gradients (the two kernels sum in a fixed order: equal bits)."""
+    from kernels.attention.triton_attention_backward import TritonAttention
+
+    q, k, v, options = _our_attention()
+    grad = torch.randn(q.shape, device="cuda", dtype=q.dtype)
+
+    def step():
+        return torch.autograd.grad(TritonAttention.apply(q, k, v, options), (q, k, v), grad)
+
+    eager = [g.clone() for g in step()]
+    warm = torch.cuda.Stream()
+    warm.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(warm):
+        step()
+    torch.cuda.current_stream().wait_stream(warm)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = step()
+    for g in captured:
+        g.fill_(float("nan"))
+    graph.replay()
+    torch.cuda.synchronize()
+    for name, got, want in zip("qkv", captured, eager):
+        assert torch.equal(got, want), f"d{name} replayed differs from the eager call's"
+
+
 def test_our_expert_gemms_compiled_match_float64_and_refuse_float32():
     """gate_up through the copy engine and down through pointers, compiled, at partial tiles (ffn 200: a
     128-column n-block and a partial one; an expert of 70 rows: a whole m-tile and a partial one) against

@@ -306,9 +306,17 @@ def _describable(t):
 
 
 @functools.cache
-def _side_stream(device):
-    """The stream dQ's kernel runs on beside dK/dV's, one a GPU (device as torch.device)."""
+def _pooled_side_stream(device):
+    """A stream from torch's pool for dQ's kernel, one a GPU (device a torch.device with its index)."""
     return torch.cuda.Stream(device)
+
+
+def _side_stream(main):
+    """The stream dQ's kernel runs on beside `main`, never main itself: torch hands its 32 pooled streams
+    out in turn, so a caller running on one of them may hold the one cached here, and the two kernels
+    would then run one after the other (right, but without the overlap)."""
+    side = _pooled_side_stream(main.device)
+    return side if side != main else torch.cuda.Stream(main.device)
 
 
 class TritonAttention(torch.autograd.Function):
@@ -372,12 +380,12 @@ class TritonAttention(torch.autograd.Function):
         # On a GPU dQ's kernel runs on a stream of its own beside dK/dV's: the two read the same inputs and
         # write apart, and causal's programs differ 64x in length (a key tile near the end sees one row
         # block of 64, the first all of them), so either kernel's last wave leaves SMs idle that the
-        # other's programs can fill. Every tensor dQ's kernel touches was made on the main stream, which
-        # waits for the side stream before anything after it (a free included): no record_stream, which
-        # a CUDA graph's capture would not keep.
+        # other's programs can fill. Everything dQ's kernel touches stays alive until backward returns,
+        # and the main stream waits for the side stream before that (before any free): no record_stream,
+        # which a CUDA graph's capture would not keep.
         main = torch.cuda.current_stream(q.device) if q.is_cuda else None
         if main is not None:  # fork after the preprocess, whose delta and dO both kernels read
-            side = _side_stream(q.device)
+            side = _side_stream(main)
             side.wait_stream(main)
         _dkdv_kernel[(triton.cdiv(kv_len, dkdv.keys if dkdv else BLOCK), batch * n_kv_heads)](
             TensorDescriptor.from_tensor(q, row_tile), k, v, TensorDescriptor.from_tensor(do, row_tile), lse, delta,
