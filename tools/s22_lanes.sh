@@ -11,6 +11,8 @@
 # Third: 'step bwd-main-gqa_8 ...; gate_faster gqa_8 bwd-overlap bwd-overlap-lpt' (the faster overlap gated).
 # Fourth, bwd-overlap merged: 'numerics main; step bwd-main-gqa_8 ...; gate_faster gqa_8 lpt-overlap lpt-serial
 # lpt-dqfirst; fwd_bwd_gqa' (dK/dV's longest programs first, with dQ beside it, after it, or launched first).
+# Fifth: 'numerics main; broken no-join; broken no-fork; fwd_side_by_side' (the review's stream tests, which
+# must fail on the two breaking branches, and the forwards of this session side by side).
 set -u
 root=reports/truth/s22-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip'
@@ -43,6 +45,15 @@ fwd_bwd_gqa() {  # main's forward+backward at gqa_8 beside SDPA's and Flex's (as
   step fwd-bwd-gqa_8 240 $vb run --family attention --shape llama-3-8b-s4k --variant gqa_8 \
     --bench 'AttentionForwardBackward\.time'
   truth truth-fwd-bwd 150 bench_attention.AttentionForwardBackward.time_forward_backward --most 3
+}
+broken() {  # broken BRANCH: the backward's stream tests on a branch that breaks the fork or the join (must fail)
+  worktree "$1" && step "broken-$1" 120 $(within "$1") TRITON_INTERPRET=0 VARIANTBENCH_DEVICE=cuda python3 -m \
+    pytest -q -p no:cacheprovider tests/test_gpu_numerics.py -k "orders_its_two_streams or cuda_graph"
+}
+fwd_side_by_side() {  # main's forward beside SDPA's and Flex's at llama-3-8b-s4k (asv), re-timed apart
+  step fwd 200 $vb run --family attention --shape llama-3-8b-s4k --variant gqa_8 --variant softcap_50 \
+    --variant alibi --bench 'AttentionForward\.time'
+  truth truth-fwd 100 bench_attention.AttentionForward.time_forward --most 8
 }
 numerics() {  # numerics BRANCH: the GPU tests (float64 references at head dim 128, CUDA graphs) on a checkout
   if [ "$1" = main ]; then
