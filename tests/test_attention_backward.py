@@ -5,6 +5,7 @@ divides, and queries placed at the end of a longer key sequence (chunked prefill
 import pytest
 import torch
 
+from kernels.attention import triton_attention_backward as backward
 from kernels.attention.triton_attention_backward import TritonAttention
 from reference.attention import attention
 from variantbench.catalog.attention import AttentionVariant, make_problem
@@ -179,3 +180,17 @@ def test_scores_rising_along_the_keys_move_the_running_max(variant, rise, atol):
     torch.testing.assert_close(out.double(), reference, rtol=1e-4, atol=atol)
     for name, g, e in zip("qkv", got, torch.autograd.grad(reference, exact, grad.double())):
         torch.testing.assert_close(g.double(), e, rtol=1e-4, atol=atol, msg=lambda m, name=name: f"d{name}: {m}")
+
+
+def test_the_side_stream_is_never_the_callers_and_always_the_same_for_it(monkeypatch):
+    """dQ's kernel goes to a stream of its own on a GPU; a caller may be running on one of the pooled
+    streams cached for that, and then gets the other (the same one every call, so a test can hold it)."""
+
+    class Stream(str):
+        device = "cuda:0"
+
+    first, second = Stream("first"), Stream("second")
+    monkeypatch.setattr(backward, "_pooled_side_streams", lambda device: (first, second))
+    assert backward._side_stream(Stream("caller")) == first
+    assert backward._side_stream(first) == second
+    assert backward._side_stream(first) == second

@@ -2,7 +2,7 @@
 
     TRITON_INTERPRET=0 VARIANTBENCH_DEVICE=cuda python3 -m pytest -q tests/test_gpu_numerics.py
 
-(tools/s19_lanes.sh and s20_lanes.sh run it). Each is a claim the CPU tests cannot reach: the interpreter takes
+(tools/s19_lanes.sh to s22_lanes.sh run it). Each is a claim the CPU tests cannot reach: the interpreter takes
 other paths (its 16-bit tl.dot sums wrongly, so the router's tensor-core path is compiled-only), and
 cuDNN exists only on the GPU."""
 
@@ -163,8 +163,8 @@ def test_our_attention_backward_orders_its_two_streams(own_stream):
     """dQ's kernel runs on a side stream, forked after the preprocess and joined before backward returns.
     Each of the two is tested by holding one stream back on the device: the side stream, so without
     the join dq is read before its kernel wrote it; the caller's stream before the backward, so without
-    the fork dQ's kernel reads dO and delta before the preprocess wrote them. Either way the buffers
-    then hold the previous backward's values, of another output gradient, not this one's."""
+    the fork dQ's kernel reads dO and delta before the preprocess wrote them. Either way the read finds
+    stale memory, not this call's gradient (on the GPU, values of -5.5 to 3.5 where dq's are under 0.06)."""
     from kernels.attention import triton_attention_backward as backward
 
     q, k, v, options = _our_attention()
@@ -173,7 +173,9 @@ def test_our_attention_backward_orders_its_two_streams(own_stream):
     def dq(grad):
         return torch.autograd.grad(backward.TritonAttention.apply(q, k, v, options), q, grad)[0]
 
-    with torch.cuda.stream(torch.cuda.Stream() if own_stream else torch.cuda.current_stream()):
+    caller = torch.cuda.Stream() if own_stream else torch.cuda.current_stream()
+    caller.wait_stream(torch.cuda.current_stream())  # the inputs were made on the default stream
+    with torch.cuda.stream(caller):
         expected = [dq(grad).clone() for grad in grads]
         torch.cuda.synchronize()
         with torch.cuda.stream(backward._side_stream(torch.cuda.current_stream())):

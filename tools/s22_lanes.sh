@@ -1,5 +1,6 @@
 # Issue 17 in session 22, on one nvidia-h200:
-#   git bundle create .vbgit.bundle main shared-overlap bwd-overlap
+#   git bundle create .vbgit.bundle main BRANCH...   (the branches the lease's steps name: shared-overlap and
+#   bwd-overlap for the first, bwd-atomic, bwd-overlap-lpt, lpt-*, no-join and no-fork for later ones)
 #   run(kind="nvidia-h200", carry=[".whl", ".vbgit.bundle"]): source tools/gpu_setup.sh > /tmp/setup.log 2>&1; \
 #     source tools/gpu_detached.sh && workdir && detach lanes 'bash tools/s22_lanes.sh STEPS SECONDS' && await lanes 540
 #   a later call, while the lane runs: source tools/gpu_detached.sh && await lanes 560 (never `workdir` again)
@@ -39,9 +40,9 @@ gate_faster() {  # gate_faster VARIANT BRANCH...: each branch probed (bwd_pair's
     echo "== $b: ${ms:-none} ms"
     if [ -n "$ms" ] && awk "BEGIN {exit !($ms < $best_ms)}"; then best=$b best_ms=$ms; fi
   done
-  [ -n "$best" ] && echo "== gating $best" && bwd_gate "$best"
+  if [ -n "$best" ]; then echo "== gating $best"; bwd_gate "$best"; else echo "== no branch timed, nothing gated"; fi
 }
-fwd_bwd_gqa() {  # main's forward+backward at gqa_8 beside SDPA's and Flex's (asv), re-timed apart
+fwd_bwd_gqa() {  # main's forward+backward at gqa_8 beside SDPA's (cuDNN; Flex is the full tier's), asv, re-timed apart
   step fwd-bwd-gqa_8 240 $vb run --family attention --shape llama-3-8b-s4k --variant gqa_8 \
     --bench 'AttentionForwardBackward\.time'
   truth truth-fwd-bwd 150 bench_attention.AttentionForwardBackward.time_forward_backward --most 3
@@ -50,7 +51,7 @@ broken() {  # broken BRANCH: the backward's stream tests on a branch that breaks
   worktree "$1" && step "broken-$1" 120 $(within "$1") TRITON_INTERPRET=0 VARIANTBENCH_DEVICE=cuda python3 -m \
     pytest -q -p no:cacheprovider tests/test_gpu_numerics.py -k "orders_its_two_streams or cuda_graph"
 }
-fwd_side_by_side() {  # main's forward beside SDPA's and Flex's at llama-3-8b-s4k (asv), re-timed apart
+fwd_side_by_side() {  # main's forward beside SDPA's (cuDNN) at llama-3-8b-s4k (asv), re-timed apart
   step fwd 200 $vb run --family attention --shape llama-3-8b-s4k --variant gqa_8 --variant softcap_50 \
     --variant alibi --bench 'AttentionForward\.time'
   truth truth-fwd 100 bench_attention.AttentionForward.time_forward --most 8

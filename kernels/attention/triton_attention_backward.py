@@ -13,11 +13,10 @@ of query rows and walks the keys they see, as the forward does; on a GPU the two
 two streams. The masks are the forward's: one key interval [lo, hi] per query row.
 
 Why two kernels and not one: FlashAttention-2's and -3's one kernel adds each step's dQ share, dS K, to
-a float32 sum in global memory, five matmuls a step against the two kernels' seven (dQ's recomputes P
-and dP). Under Triton 3.6.0 on sm_90 it lost: at 64 rows x 128 keys and eight warps the kernel held 255
-registers and spilled 248 bytes, and forward+backward at llama-3-8b-s4k took 6.293 ms on an H200
-against the two kernels' 5.260 (its one kernel 4.900 ms against their 2.482 + 1.415; the sums through
-element atomics 6.845; session 22's bwd-atomic, do_bench).
+a float32 sum in global memory, five matmuls a step against the two kernels' seven. Under Triton 3.6.0
+it lost on an H200: at 64 rows x 128 keys, eight warps, 255 registers and 248 bytes spilled, forward+
+backward at llama-3-8b-s4k took 6.293 ms against the two kernels' 5.260 (its kernel 4.900 ms against
+their 2.482 + 1.415; element atomics 6.845; session 22's bwd-atomic, do_bench).
 
 The tiles each loop walks (q and dO in dK/dV's, K and V in dQ's) come through tensor descriptors, as
 the forward's K and V: a 64 x 128 tile through pointers costs each of 128 threads 8 64-bit addresses
@@ -306,17 +305,18 @@ def _describable(t):
 
 
 @functools.cache
-def _pooled_side_stream(device):
-    """A stream from torch's pool for dQ's kernel, one a GPU (device a torch.device with its index)."""
-    return torch.cuda.Stream(device)
+def _pooled_side_streams(device):
+    """Two streams from torch's pool for dQ's kernel, one pair a GPU (device a torch.device with its index)."""
+    return torch.cuda.Stream(device), torch.cuda.Stream(device)
 
 
 def _side_stream(main):
     """The stream dQ's kernel runs on beside `main`, never main itself: torch hands its 32 pooled streams
-    out in turn, so a caller running on one of them may hold the one cached here, and the two kernels
-    would then run one after the other (right, but without the overlap)."""
-    side = _pooled_side_stream(main.device)
-    return side if side != main else torch.cuda.Stream(main.device)
+    out in turn, so a caller may be running on one cached here, and the two kernels would then run one
+    after the other (right, but without the overlap). Of two consecutive pooled streams at most one is
+    main, and a caller's stream always gets the same one."""
+    first, second = _pooled_side_streams(main.device)
+    return first if first != main else second
 
 
 class TritonAttention(torch.autograd.Function):
@@ -378,8 +378,8 @@ class TritonAttention(torch.autograd.Function):
         row_tile = [1, 1, dkdv.rows if dkdv else BLOCK, head_dim]
         key_tile = [1, 1, dq_tiles.keys if dq_tiles else BLOCK, head_dim]
         # On a GPU dQ's kernel runs on a stream of its own beside dK/dV's: the two read the same inputs and
-        # write apart, and causal's programs differ 64x in length (a key tile near the end sees one row
-        # block of 64, the first all of them), so either kernel's last wave leaves SMs idle that the
+        # write apart, and causal's programs differ up to 64x in length at 4096 queries (one row block of 64
+        # sees the last key tile, all 64 the first), so either kernel's last wave leaves SMs idle that the
         # other's programs can fill. Everything dQ's kernel touches stays alive until backward returns,
         # and the main stream waits for the side stream before that (before any free): no record_stream,
         # which a CUDA graph's capture would not keep.
