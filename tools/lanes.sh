@@ -1,4 +1,4 @@
-# Sourced by the lease scripts that run steps in lanes (tools/s16_lanes.sh to tools/s19_lanes.sh), after
+# Sourced by the lease scripts that run steps in lanes (tools/s16_lanes.sh to tools/s22_lanes.sh), after
 # they set `root` (the logs' folder): a lane is a list of steps (tools/budgeted.sh) on one GPU.
 vb="python3 -m variantbench"
 branch() {  # the bundle's other branches arrive as origin/<name> (tools/gpu_setup.sh clones main)
@@ -63,4 +63,23 @@ moe_layers() {  # main's MoE layers at both decodes and DeepSeek-V3 prefill, bes
 default_tier() {
   step default 600 $vb run
   truth truth-default 240 bench_attention.AttentionForward.time_forward --most 6
+}
+bwd_gate() {  # bwd_gate BRANCH: gated against main on our attention's forward+backward at llama-3-8b-s4k
+  attention_gate "$1" 420 'AttentionForwardBackward\.time'
+}
+fwd_history() {  # fwd_history [LIMIT] [TRUTH LIMIT]: main's forward beside SDPA's (cuDNN) at llama-3-8b-s4k, re-timed apart
+  step fwd "${1:-300}" $vb run --family attention --shape llama-3-8b-s4k --variant gqa_8 --variant softcap_50 \
+    --variant alibi --bench 'AttentionForward\.time'
+  truth truth-fwd "${2:-200}" bench_attention.AttentionForward.time_forward --most 8
+}
+gpu_tests() {  # gpu_tests NAME BRANCH [PYTEST ARGS]: tests/test_gpu_numerics.py compiled, on main or a branch
+  local name=$1 b=$2
+  shift 2
+  if [ "$b" = main ]; then
+    step "$name" 240 env TRITON_INTERPRET=0 VARIANTBENCH_DEVICE=cuda python3 -m pytest -q -p no:cacheprovider \
+      tests/test_gpu_numerics.py "$@"
+  else
+    worktree "$b" && step "$name" 240 $(within "$b") TRITON_INTERPRET=0 VARIANTBENCH_DEVICE=cuda python3 -m pytest -q \
+      -p no:cacheprovider tests/test_gpu_numerics.py "$@"
+  fi
 }

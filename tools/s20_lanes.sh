@@ -32,18 +32,10 @@ bwd_check() {  # bwd_check BRANCH: every attention variant's forward and gradien
   worktree "$1" && step "check-$1" 300 $(within "$1") python3 -m variantbench check --family attention \
     --implementation triton --tier default
 }
-bwd_gate() {  # bwd_gate BRANCH: gated against main on our attention's forward+backward at llama-3-8b-s4k
-  attention_gate "$1" 420 'AttentionForwardBackward\.time'
-}
 fwd_bwd_history() {  # our attention's forward+backward beside SDPA's and Flex's at llama-3-8b-s4k, on main
   step fwd-bwd 360 $vb run --family attention --shape llama-3-8b-s4k --variant gqa_8 --variant softcap_50 \
     --variant alibi --bench 'AttentionForwardBackward\.time'
   truth truth-fwd-bwd 200 bench_attention.AttentionForwardBackward.time_forward_backward --most 6
-}
-fwd_history() {  # our attention's forward beside SDPA's and Flex's at llama-3-8b-s4k, on main
-  step fwd 300 $vb run --family attention --shape llama-3-8b-s4k --variant gqa_8 --variant softcap_50 \
-    --variant alibi --bench 'AttentionForward\.time'
-  truth truth-fwd 200 bench_attention.AttentionForward.time_forward --most 8
 }
 gpu_numerics() {
   step gpu-tests 200 env TRITON_INTERPRET=0 VARIANTBENCH_DEVICE=cuda python3 -m pytest -q -p no:cacheprovider \

@@ -18,16 +18,16 @@ set -u
 root=reports/truth/s22-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip'
 mkdir -p "$root"
-source tools/lanes.sh  # vb, branch, worktree, within, results, truth, lane, attention_gate, moe_branch, moe_layers, default_tier
+source tools/lanes.sh  # vb, branch, worktree, ... attention_gate, bwd_gate, fwd_history, gpu_tests, moe_branch, ...
+bwd_probe_branch() {  # bwd_probe_branch BRANCH VARIANT: the branch's forward+backward, profiled kernel by kernel
+  worktree "$1" && step "bwd-$1-$2" 150 $(within "$1") python3 tools/probe_attention_backward.py "$2" --no-sweep
+}
 bwd_pair() {  # bwd_pair BRANCH VARIANT: main's forward+backward then the branch's, each profiled kernel by kernel
   step "bwd-main-$2" 150 python3 tools/probe_attention_backward.py "$2" --no-sweep
-  worktree "$1" && step "bwd-$1-$2" 150 $(within "$1") python3 tools/probe_attention_backward.py "$2" --no-sweep
+  bwd_probe_branch "$1" "$2"
 }
 bwd_sweep() {  # bwd_sweep BRANCH VARIANT: the branch's forward+backward over its backward tiles
   worktree "$1" && step "bwd-sweep-$1-$2" 420 $(within "$1") python3 tools/probe_attention_backward.py "$2"
-}
-bwd_gate() {  # bwd_gate BRANCH: gated against main on our attention's forward+backward at llama-3-8b-s4k
-  attention_gate "$1" 420 'AttentionForwardBackward\.time'
 }
 ours_ms() {  # ours_ms LOG: the default tiles' forward+backward median in a probe's log
   awk '/ours, default/ {for (i = 1; i <= NF; i++) if ($(i + 1) == "ms") {print $i; exit}}' "$1"
@@ -35,7 +35,7 @@ ours_ms() {  # ours_ms LOG: the default tiles' forward+backward median in a prob
 gate_faster() {  # gate_faster VARIANT BRANCH...: each branch probed (bwd_pair's second half), the fastest gated
   local best="" best_ms=999 ms
   for b in "${@:2}"; do
-    worktree "$b" && step "bwd-$b-$1" 150 $(within "$b") python3 tools/probe_attention_backward.py "$1" --no-sweep
+    bwd_probe_branch "$b" "$1"
     ms=$(ours_ms "$dest/bwd-$b-$1.log")
     echo "== $b: ${ms:-none} ms"
     if [ -n "$ms" ] && awk "BEGIN {exit !($ms < $best_ms)}"; then best=$b best_ms=$ms; fi
@@ -48,22 +48,13 @@ fwd_bwd_gqa() {  # main's forward+backward at gqa_8 beside SDPA's (cuDNN; Flex i
   truth truth-fwd-bwd 150 bench_attention.AttentionForwardBackward.time_forward_backward --most 3
 }
 broken() {  # broken BRANCH: the backward's stream tests on a branch that breaks the fork or the join (must fail)
-  worktree "$1" && step "broken-$1" 120 $(within "$1") TRITON_INTERPRET=0 VARIANTBENCH_DEVICE=cuda python3 -m \
-    pytest -q -p no:cacheprovider tests/test_gpu_numerics.py -k "orders_its_two_streams or cuda_graph"
+  gpu_tests "broken-$1" "$1" -k "orders_its_two_streams or cuda_graph"
 }
 fwd_side_by_side() {  # main's forward beside SDPA's (cuDNN) at llama-3-8b-s4k (asv), re-timed apart
-  step fwd 200 $vb run --family attention --shape llama-3-8b-s4k --variant gqa_8 --variant softcap_50 \
-    --variant alibi --bench 'AttentionForward\.time'
-  truth truth-fwd 100 bench_attention.AttentionForward.time_forward --most 8
+  fwd_history 200 100
 }
 numerics() {  # numerics BRANCH: the GPU tests (float64 references at head dim 128, CUDA graphs) on a checkout
-  if [ "$1" = main ]; then
-    step gpu-tests-main 240 env TRITON_INTERPRET=0 VARIANTBENCH_DEVICE=cuda python3 -m pytest -q -p no:cacheprovider \
-      tests/test_gpu_numerics.py
-  else
-    worktree "$1" && step "gpu-tests-$1" 240 $(within "$1") TRITON_INTERPRET=0 VARIANTBENCH_DEVICE=cuda python3 -m \
-      pytest -q -p no:cacheprovider tests/test_gpu_numerics.py
-  fi
+  gpu_tests "gpu-tests-$1" "$1"
 }
 lane one 0 "${2:-900}" "${1:-bwd_pair bwd-overlap gqa_8}"
 cat "$root/one.log"
