@@ -26,7 +26,6 @@ Rows and keys past a head's end read as zeros and are masked like invisible ones
 program loads once (its own keys, its own rows) stay pointer loads.
 """
 
-import contextlib
 import functools
 from dataclasses import dataclass
 
@@ -384,17 +383,17 @@ class TritonAttention(torch.autograd.Function):
         # and the main stream waits for the side stream before that (before any free): no record_stream,
         # which a CUDA graph's capture would not keep.
         main = torch.cuda.current_stream(q.device) if q.is_cuda else None
-        if main is not None:  # fork after the preprocess, whose delta and dO both kernels read
-            side = _side_stream(main)
+        side = _side_stream(main) if main is not None else None  # None on the CPU: one stream, no fork
+        if side is not None:  # fork after the preprocess, whose delta and dO both kernels read
             side.wait_stream(main)
         _dkdv_kernel[(triton.cdiv(kv_len, dkdv.keys if dkdv else BLOCK), batch * n_kv_heads)](
             TensorDescriptor.from_tensor(q, row_tile), k, v, TensorDescriptor.from_tensor(do, row_tile), lse, delta,
             doc_arg, dk, dv, *k.stride()[:3], *common, **flags, **_launch(dkdv))
-        with torch.cuda.stream(side) if main is not None else contextlib.nullcontext():
+        with torch.cuda.stream(side):
             _dq_kernel[(triton.cdiv(q_len * n_q_heads // n_kv_heads, dq_tiles.rows if dq_tiles else BLOCK),
                         batch * n_kv_heads)](
                 q, TensorDescriptor.from_tensor(k, key_tile), TensorDescriptor.from_tensor(v, key_tile), do, lse,
                 delta, doc_arg, dq, *q.stride()[:3], *common, **flags, **_launch(dq_tiles))
-        if main is not None:
+        if side is not None:
             main.wait_stream(side)
         return dq, dk, dv, None
