@@ -1,0 +1,24 @@
+# Issue 17 in session 23, on one nvidia-h200:
+#   git bundle create .vbgit.bundle main BRANCH...   (the branches the lease's steps name)
+#   run(kind="nvidia-h200", carry=[".whl", ".vbgit.bundle"]): source tools/gpu_setup.sh > /tmp/setup.log 2>&1; \
+#     source tools/gpu_detached.sh && workdir && detach lanes 'bash tools/s23_lanes.sh STEPS SECONDS' && await lanes 540
+#   a later call, while the lane runs: source tools/gpu_detached.sh && await lanes 560 (never `workdir` again)
+# First lease: 'numerics main; gluon_tests gluon-forward; gluon_probe gluon-forward': the GPU tests on main
+# (session 22's last two edits never ran there), then the Gluon forward's tests and its probe beside our
+# Triton forward and cuDNN.
+set -u
+root=reports/truth/s23-$(git rev-parse --short HEAD)
+show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip|diff'
+mkdir -p "$root"
+source tools/lanes.sh  # vb, branch, worktree, ... attention_gate, bwd_gate, fwd_history, gpu_tests, moe_branch, ...
+numerics() {  # numerics BRANCH: the GPU tests (float64 references at head dim 128, CUDA graphs) on a checkout
+  gpu_tests "gpu-tests-$1" "$1"
+}
+gluon_tests() {  # gluon_tests BRANCH: the Gluon forward's GPU tests alone
+  gpu_tests "gluon-tests-$1" "$1" -k gluon
+}
+gluon_probe() {  # gluon_probe BRANCH: the Gluon forward beside our Triton forward and cuDNN (do_bench)
+  worktree "$1" && step "gluon-probe-$1" 120 $(within "$1") python3 tools/probe_gluon_forward.py
+}
+lane one 0 "${2:-900}" "${1:-numerics main}"
+cat "$root/one.log"
