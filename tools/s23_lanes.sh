@@ -5,7 +5,8 @@
 #   a later call, while the lane runs: source tools/gpu_detached.sh && await lanes 560 (never `workdir` again)
 # First lease: 'numerics main; gluon_tests gluon-forward; gluon_probe gluon-forward': the GPU tests on main
 # (session 22's last two edits never ran there), then the Gluon forward's tests and its probe beside our
-# Triton forward and cuDNN.
+# Triton forward and cuDNN. Second: 'numerics gluon-dispatch; gluon_probe gluon-dispatch; fwd_gate gluon-dispatch'
+# (the Gluon forward chosen per case for every variant it runs: the GPU tests, the probe, the forward gated).
 set -u
 root=reports/truth/s23-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip|diff'
@@ -19,6 +20,9 @@ gluon_tests() {  # gluon_tests BRANCH: the Gluon forward's GPU tests alone
 }
 gluon_probe() {  # gluon_probe BRANCH: the Gluon forward beside our Triton forward and cuDNN (do_bench)
   worktree "$1" && step "gluon-probe-$1" 120 $(within "$1") python3 tools/probe_gluon_forward.py
+}
+fwd_gate() {  # fwd_gate BRANCH: gated against main on our attention's forward at llama-3-8b-s4k
+  attention_gate "$1" 420 'AttentionForward\.time'
 }
 lane one 0 "${2:-900}" "${1:-numerics main}"
 cat "$root/one.log"
