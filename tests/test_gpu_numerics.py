@@ -7,10 +7,12 @@ other paths (its 16-bit tl.dot sums wrongly, so the router's tensor-core path is
 cuDNN exists only on the GPU."""
 
 import dataclasses
+import math
 import os
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.nn.attention import SDPBackend
 
 from reference import mla as reference_mla
@@ -247,3 +249,34 @@ def test_our_expert_gemms_compiled_match_float64_and_refuse_float32():
         te.gate_up(rows.float(), w13.float(), offsets)
     with pytest.raises(ValueError, match="16-bit"):
         te.down(hidden.float(), w2.float(), offsets)
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "full"])
+@pytest.mark.parametrize("dtype,heads,length", [(torch.bfloat16, (8, 2), 384), (torch.float16, (4, 4), 1024)],
+                         ids=["bf16-gqa-3-tiles", "fp16-mha-8-tiles"])
+def test_gluon_forward_within_twice_sdpas_error_of_float64(causal, dtype, heads, length):
+    """The pending Gluon forward (kernels/attention/gluon_flash.py) at head dim 128: its output within twice
+    SDPA's error of float64 attention on the same 16-bit inputs, its lse (log2 units) within 1e-3 of
+    float64's. Three row blocks (each ring slot used twice) and eight (every mbarrier parity reused),
+    grouped heads and one key head a query head. A kernel whose mbarriers never complete hangs here
+    rather than fails: run it under a timeout (the lease scripts' steps are)."""
+    from kernels.attention import gluon_flash
+    from reference.attention import attention
+
+    gen = torch.Generator(device="cuda").manual_seed(5)
+    q_heads, kv_heads = heads
+    q, k, v = (torch.randn(2, h, length, 128, device="cuda", generator=gen, dtype=dtype)
+               for h in (q_heads, kv_heads, kv_heads))
+    out, lse = gluon_flash.forward(q, k, v, causal)
+    torch.cuda.synchronize()
+    mask = (lambda b, h, i, j: j <= i) if causal else None
+    exact = attention(*(t.double() for t in (q, k, v)), mask_mod=mask)
+    sdpa = F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
+    error, sdpa_error = (out.double() - exact).abs().max().item(), (sdpa.double() - exact).abs().max().item()
+    assert error <= 2 * sdpa_error, f"output: {error:.3g} against SDPA's {sdpa_error:.3g}"
+    keys = k.double().repeat_interleave(q_heads // kv_heads, dim=1)
+    scores = q.double() @ keys.transpose(-2, -1) / 128 ** 0.5
+    if causal:
+        scores = scores.masked_fill(torch.ones(length, length, device="cuda", dtype=torch.bool).triu(1), float("-inf"))
+    exact_lse = torch.logsumexp(scores, dim=-1) / math.log(2)
+    assert (lse.double() - exact_lse).abs().max().item() < 1e-3

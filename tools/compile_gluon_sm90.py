@@ -1,0 +1,76 @@
+"""Compile the pending Gluon forward (kernels/attention/gluon_flash.py) for Hopper (sm_90) without a GPU:
+    /tmp/t36/bin/python tools/compile_gluon_sm90.py     (Triton 3.6.0, the lent GPU's; see compile_forward_sm90.py)
+At llama-3-8b-s4k's specialisation, causal and full: registers, spilled bytes, shared memory (sm90_cubin)
+and the counts of the SASS instructions that matter to the schedule (warpgroup MMAs, their waits, CTA
+barriers, MUFU exp2). Exits 1 if a compile fails or would not launch.
+"""
+
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+import torch
+import triton
+from triton.experimental.gluon._runtime import GluonASTSource
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from kernels.attention import gluon_flash  # noqa: E402
+import sm90_cubin  # noqa: E402
+
+SHOWN = ("HGMMA", "WARPGROUP", "BAR", "SYNCS", "MUFU", "UTMALDG", "UTMASTG")
+
+
+def compiled(causal):
+    layout = gluon_flash.descriptor_layout(torch.bfloat16)
+    tile = {name: rows for name, rows in (("q_desc", gluon_flash.BLOCK_M // 2), ("o_desc", gluon_flash.BLOCK_M // 2),
+                                          ("k_desc", gluon_flash.BLOCK_N), ("v_desc", gluon_flash.BLOCK_N))}
+    kernel = gluon_flash._attention_forward
+    constexprs = dict(CAUSAL=causal, STAGES=gluon_flash.STAGES, CONSUMER_REGISTERS=gluon_flash.CONSUMER_REGISTERS,
+                      PRODUCER_REGISTERS=gluon_flash.PRODUCER_REGISTERS)
+    signature = {name: f"tensordesc<bf16[{tile[name]}, 128],{layout!r}>" if name in tile else "*fp32"
+                 if name == "Lse" else "fp32" if name == "qk_scale" else "constexpr" if name in constexprs else "i32"
+                 for name in kernel.arg_names}
+    source = GluonASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs={})
+    return triton.compile(source, target=sm90_cubin.HOPPER,
+                          options={"num_warps": gluon_flash.WARPS, "maxnreg": gluon_flash.MAX_REGISTERS})
+
+
+def _arrives_without_partition_sync(ptx):
+    """How many mbarrier arrives in the PTX do not follow a `bar.sync N, 128` within 8 lines: the
+    kernel's empty barriers count one arrival a consumer, which holds while Gluon lowers an arrive to a
+    bar.sync of the partition's 128 threads and one thread's arrive (Triton 3.6.0), not a promise of
+    its API."""
+    lines = ptx.splitlines()
+    arrives = [i for i, line in enumerate(lines) if "mbarrier.arrive.shared" in line]
+    return sum(not any(re.search(r"bar\.sync\s+\d+, 128;", line) for line in lines[max(0, i - 8):i])
+               for i in arrives)
+
+
+def main():
+    print(f"triton {triton.__version__}, target sm_{sm90_cubin.HOPPER.arch}")
+    failed = 0
+    for causal in (True, False):
+        label = f"_attention_forward {'causal' if causal else 'full'}"
+        try:
+            kernel_binary = compiled(causal)
+        except Exception as error:  # noqa: BLE001 - every compiler failure is one line here
+            print(f"  FAIL {label}: {type(error).__name__}: {str(error).strip().splitlines()[-1]}", flush=True)
+            failed += 1
+            continue
+        used = sm90_cubin.resources(kernel_binary)
+        unsynced = _arrives_without_partition_sync(kernel_binary.asm["ptx"])
+        if unsynced:
+            print(f"  FAIL {label}: {unsynced} mbarrier.arrive not right after its partition's bar.sync: the empty "
+                  f"barriers' count of 2 (one arrival a consumer) no longer holds", flush=True)
+            failed += 1
+        failed += used.refusal() is not None
+        counts = Counter(op.split(".")[0] for op in sm90_cubin.sass_opcodes(kernel_binary.asm["cubin"]))
+        shown = {op: n for op, n in sorted(counts.items()) if op.startswith(SHOWN)}
+        print(f"  {'FAIL' if used.refusal() else 'ok':4} {label}: {used}; {shown}", flush=True)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
