@@ -166,11 +166,11 @@ def test_our_triton_attention_keeps_its_autotune_choice_per_machine_and_key(tmp_
 
 @pytest.mark.parametrize("variant,shape", AWKWARD[:2], ids=lambda x: x.name)
 def test_a_forced_tile_matches_the_reference(variant, shape):
-    """triton_flash's config= (a plug-in candidate's forced tile): a 32x16 tile, not the interpreter's
+    """Our prepare's config= (a plug-in candidate's forced tile): a 32x16 tile, not the interpreter's
     64x64, at lengths no tile divides, checked as every case is."""
     import triton
 
-    from kernels.attention import triton_flash as ours
+    from kernels.attention import triton_attention as ours
     from variantbench.plugins import PluginImplementation
 
     tile = triton.Config({"BLOCK_M": 32, "BLOCK_N": 16}, num_warps=4, num_stages=2)

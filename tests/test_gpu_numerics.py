@@ -7,12 +7,10 @@ other paths (its 16-bit tl.dot sums wrongly, so the router's tensor-core path is
 cuDNN exists only on the GPU."""
 
 import dataclasses
-import math
 import os
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch.nn.attention import SDPBackend
 
 from reference import mla as reference_mla
@@ -251,32 +249,42 @@ def test_our_expert_gemms_compiled_match_float64_and_refuse_float32():
         te.down(hidden.float(), w2.float(), offsets)
 
 
-@pytest.mark.parametrize("causal", [True, False], ids=["causal", "full"])
-@pytest.mark.parametrize("dtype,heads,length", [(torch.bfloat16, (8, 2), 384), (torch.float16, (4, 4), 1024)],
-                         ids=["bf16-gqa-3-tiles", "fp16-mha-8-tiles"])
-def test_gluon_forward_within_twice_sdpas_error_of_float64(causal, dtype, heads, length):
-    """The pending Gluon forward (kernels/attention/gluon_flash.py) at head dim 128: its output within twice
-    SDPA's error of float64 attention on the same 16-bit inputs, its lse (log2 units) within 1e-3 of
-    float64's. Three row blocks (each ring slot used twice) and eight (every mbarrier parity reused),
-    grouped heads and one key head a query head. A kernel whose mbarriers never complete hangs here
-    rather than fails: run it under a timeout (the lease scripts' steps are)."""
-    from kernels.attention import gluon_flash
+# the catalog's interval variants the Gluon forward runs (windows go to the Triton one), a prefix no tile
+# divides and softcap with ALiBi added
+GLUON_VARIANTS = {"gqa_8": {}, "full": {}, "softcap_50": {}, "alibi": {}, "document": {},
+                  "prefix_lm": dict(prefix=300), "softcap_50+alibi": dict(alibi=True)}
+
+
+@pytest.mark.parametrize("name", GLUON_VARIANTS)
+def test_our_attention_through_the_gluon_forward_matches_float64(name):
+    """Our attention at head dim 128 where the Gluon forward runs it (kernels/attention/gluon_flash.py):
+    its output, and the gradients our backward recomputes from its lse, against float64 autograd of the
+    reference, within twice the error of the same reference in bfloat16 on the same inputs. Five row
+    blocks of 128 (each ring slot used twice and more), grouped heads, two batches (the document mask's
+    starts differ). A kernel whose mbarriers never complete hangs here rather than fails: run it under a
+    timeout (the lease scripts' steps are)."""
+    from kernels.attention import triton_attention
+    from kernels.attention.triton_attention_backward import TritonAttention
     from reference.attention import attention
 
-    gen = torch.Generator(device="cuda").manual_seed(5)
-    q_heads, kv_heads = heads
-    q, k, v = (torch.randn(2, h, length, 128, device="cuda", generator=gen, dtype=dtype)
-               for h in (q_heads, kv_heads, kv_heads))
-    out, lse = gluon_flash.forward(q, k, v, causal)
-    torch.cuda.synchronize()
-    mask = (lambda b, h, i, j: j <= i) if causal else None
-    exact = attention(*(t.double() for t in (q, k, v)), mask_mod=mask)
-    sdpa = F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
-    error, sdpa_error = (out.double() - exact).abs().max().item(), (sdpa.double() - exact).abs().max().item()
-    assert error <= 2 * sdpa_error, f"output: {error:.3g} against SDPA's {sdpa_error:.3g}"
-    keys = k.double().repeat_interleave(q_heads // kv_heads, dim=1)
-    scores = q.double() @ keys.transpose(-2, -1) / 128 ** 0.5
-    if causal:
-        scores = scores.masked_fill(torch.ones(length, length, device="cuda", dtype=torch.bool).triu(1), float("-inf"))
-    exact_lse = torch.logsumexp(scores, dim=-1) / math.log(2)
-    assert (lse.double() - exact_lse).abs().max().item() < 1e-3
+    fam = family("attention")
+    variant = dataclasses.replace(fam.variant(name.split("+")[0]), **GLUON_VARIANTS[name])
+    shape = dataclasses.replace(fam.shape("llama-3-8b-s4k"), name="gpu-test", batch=2, q_len=640, kv_len=640)
+    problem = fam.make_problem(variant, shape, device="cuda", dtype=torch.bfloat16, seed=12, requires_grad=True)
+    inputs = (problem.q, problem.k, problem.v)
+    assert triton_attention.gluon_refusal(*inputs, variant.window) is None
+    options = dict(causal=variant.causal, window=None, prefix=variant.prefix, doc_start=problem.doc_start,
+                   softcap=variant.softcap, alibi=variant.alibi)
+    out = TritonAttention.apply(*inputs, options)
+    grad = torch.randn(out.shape, device="cuda", generator=torch.Generator("cuda").manual_seed(13), dtype=out.dtype)
+    got = (out, *torch.autograd.grad(out, inputs, grad))
+
+    def reference(dtype):
+        tensors = [t.detach().to(dtype).requires_grad_() for t in inputs]
+        out = attention(*tensors, mask_mod=variant.mask_mod(problem), score_mod=variant.score_mod(problem))
+        return (out, *torch.autograd.grad(out, tensors, grad.to(dtype)))
+
+    exact, low = reference(torch.float64), reference(torch.bfloat16)
+    for what, g, e, lo in zip(("out", "dq", "dk", "dv"), got, exact, low):
+        error, reference_error = (g.double() - e).abs().max().item(), (lo.double() - e).abs().max().item()
+        assert error <= 2 * reference_error, f"{what}: {error:.3g} against the bfloat16 reference's {reference_error:.3g}"

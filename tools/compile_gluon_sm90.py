@@ -1,6 +1,6 @@
-"""Compile the pending Gluon forward (kernels/attention/gluon_flash.py) for Hopper (sm_90) without a GPU:
+"""Compile our Gluon forward (kernels/attention/gluon_flash.py) for Hopper (sm_90) without a GPU:
     /tmp/t36/bin/python tools/compile_gluon_sm90.py     (Triton 3.6.0, the lent GPU's; see compile_forward_sm90.py)
-At llama-3-8b-s4k's specialisation, causal and full: registers, spilled bytes, shared memory (sm90_cubin)
+At llama-3-8b-s4k's specialisation, for each mask and score function the catalog's variants use: registers, spilled bytes, shared memory (sm90_cubin)
 and the counts of the SASS instructions that matter to the schedule (warpgroup MMAs, their waits, CTA
 barriers, MUFU exp2). Exits 1 if a compile fails or would not launch.
 """
@@ -22,15 +22,24 @@ import sm90_cubin  # noqa: E402
 SHOWN = ("HGMMA", "WARPGROUP", "BAR", "SYNCS", "MUFU", "UTMALDG", "UTMASTG")
 
 
-def compiled(causal):
+# the variants' compile-time switches (every other one False)
+CASES = {"causal": dict(CAUSAL=True), "full": {}, "softcap": dict(CAUSAL=True, SOFTCAP=True),
+         "alibi": dict(CAUSAL=True, ALIBI=True), "softcap+alibi": dict(CAUSAL=True, SOFTCAP=True, ALIBI=True),
+         "document": dict(CAUSAL=True, DOCUMENTS=True),
+         "prefix": dict(CAUSAL=True, PREFIX=True)}
+SWITCHES = ("CAUSAL", "PREFIX", "DOCUMENTS", "SOFTCAP", "ALIBI")
+
+
+def compiled(switches):
     layout = gluon_flash.descriptor_layout(torch.bfloat16)
     tile = {name: rows for name, rows in (("q_desc", gluon_flash.BLOCK_M // 2), ("o_desc", gluon_flash.BLOCK_M // 2),
                                           ("k_desc", gluon_flash.BLOCK_N), ("v_desc", gluon_flash.BLOCK_N))}
     kernel = gluon_flash._attention_forward
-    constexprs = dict(CAUSAL=causal, STAGES=gluon_flash.STAGES, CONSUMER_REGISTERS=gluon_flash.CONSUMER_REGISTERS,
+    constexprs = dict({name: switches.get(name, False) for name in SWITCHES}, STAGES=gluon_flash.STAGES, CONSUMER_REGISTERS=gluon_flash.CONSUMER_REGISTERS,
                       PRODUCER_REGISTERS=gluon_flash.PRODUCER_REGISTERS)
     signature = {name: f"tensordesc<bf16[{tile[name]}, 128],{layout!r}>" if name in tile else "*fp32"
-                 if name == "Lse" else "fp32" if name == "qk_scale" else "constexpr" if name in constexprs else "i32"
+                 if name == "Lse" else "*i32" if name == "DocStart" else "fp32" if name in ("sm_scale", "softcap")
+                 else "constexpr" if name in constexprs else "i32"
                  for name in kernel.arg_names}
     source = GluonASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs={})
     return triton.compile(source, target=sm90_cubin.HOPPER,
@@ -51,10 +60,10 @@ def _arrives_without_partition_sync(ptx):
 def main():
     print(f"triton {triton.__version__}, target sm_{sm90_cubin.HOPPER.arch}")
     failed = 0
-    for causal in (True, False):
-        label = f"_attention_forward {'causal' if causal else 'full'}"
+    for case, switches in CASES.items():
+        label = f"_attention_forward {case}"
         try:
-            kernel_binary = compiled(causal)
+            kernel_binary = compiled(switches)
         except Exception as error:  # noqa: BLE001 - every compiler failure is one line here
             print(f"  FAIL {label}: {type(error).__name__}: {str(error).strip().splitlines()[-1]}", flush=True)
             failed += 1

@@ -54,14 +54,14 @@ def main(modules):
     ref = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True, enable_gqa=True)
     kernels = {name: load(name) for name in modules}
     for name, kernel in kernels.items():
-        out = kernel.attention_forward(q, k, v, causal=True)
+        out = kernel.forward_launcher(q, k, v, causal=True)()
         err = ((out.float() - ref).norm() / ref.norm()).item()
         tuned = getattr(kernel._prefill_kernel, "configs_timings", None) or {}
         for config, ms in sorted(tuned.items(), key=lambda item: item[1]):
             print(f"  {name} {config}: {ms}")
         print(f"{name} causal gqa rel err {err:.2e}; config {kernel._prefill_kernel.best_config}", flush=True)
         assert err < 1e-2
-        bench(f"{Path(name).stem} causal gqa", lambda: kernel.attention_forward(q, k, v, causal=True), causal_pairs)
+        bench(f"{Path(name).stem} causal gqa", lambda: kernel.forward_launcher(q, k, v, causal=True)(), causal_pairs)
     for be in (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION):
         try:
             with sdpa_kernel(be):
@@ -84,7 +84,11 @@ def main(modules):
     qd = torch.randn(16, H, 1, D, device="cuda", dtype=dt)
     refd = F.scaled_dot_product_attention(qd.float(), kc.float(), vc.float(), enable_gqa=True)
     for name, kernel in kernels.items():
-        forward, stem = kernel.attention_forward, Path(name).stem
+        stem = Path(name).stem
+
+        def forward(*tensors, launch=kernel.forward_launcher, **options):
+            return launch(*tensors, **options)()
+
         bench(f"{stem} window 1024", lambda: forward(q, k, v, causal=True, window=w),
               visible_pairs(S, S, lambda p: (p - w + 1).clamp(min=0), lambda p: p))
         bench(f"{stem} full", lambda: forward(q, k, v, causal=False),

@@ -1,11 +1,14 @@
-"""Our attention forward in Gluon for Hopper (sm_90): pending, compiled offline only, never run.
+"""Our attention forward in Gluon for Hopper (sm_90): FlashAttention-3's warp-specialised schedule, for
+every interval mask and score function of triton_flash.py where the tensors suit it (`refusal`).
 
 Why: our Triton forward (triton_flash.py) runs 1.11x cuDNN's causal GQA forward on an H200 (session 22:
 1.1613 against 1.0463 ms at llama-3-8b-s4k). Triton 3.6.0 cannot issue the next key tile's q.k before
 this tile's softmax (it waits on a non-accumulator dot at once: session 21's fwd-pipe), and its SASS
 holds 3-4 CTA-wide barriers an iteration, so the two warpgroups of a program move in lockstep and the
 tensor cores idle through every softmax. Gluon exposes the pieces: asynchronous warpgroup MMAs with
-explicit waits, TMA loads tracked by mbarriers, warp specialisation, the layouts.
+explicit waits, TMA loads tracked by mbarriers, warp specialisation, the layouts. Measured on an H200
+(session 23, do_bench, causal gqa_8 at llama-3-8b-s4k): 1.0193 ms (539 TFLOP/s) against cuDNN's 1.0219
+and our Triton forward's 1.1518, in one process.
 
 The schedule, FlashAttention-3's: a program owns 128 query rows of one head. One producer warp loads
 each consumer's 64 query rows, then K and V tile by tile into rings of STAGES slots (a slot refilled
@@ -13,6 +16,12 @@ once both consumers have released it, through mbarriers: no CTA barrier anywhere
 consumer warpgroups of four warps each own 64 rows and run apart, so one's softmax can overlap the
 other's products; within each, FlashAttention-3's order issues S_j = Q K_j^T with P_{j-1} V_{j-1}
 and waits for S_j alone before S_j's softmax.
+
+Masks and scores are triton_flash's, sliding windows aside (`refusal`): query position q sees keys
+lo(q) <= k <= hi(q), and every bound
+grows with q, so a program's first and last rows bound the key tiles it walks, and tiles every row sees
+whole skip the interval test. The producer and both consumers walk the same tiles (the rings' release
+counts rely on it).
 
 What compiling for sm_90 showed (tools/compile_gluon_sm90.py, Triton 3.6.0), session 22:
 - One partition of eight warps in that order: 187 registers, no spill, but ptxas issued the wait for
@@ -25,13 +34,8 @@ What compiling for sm_90 showed (tools/compile_gluon_sm90.py, Triton 3.6.0), ses
   and end of the pipeline stage").
 So the overlap this kernel can count on is between its two consumers.
 
-Left for speed once it is right (a review's notes): on causal's diagonal tile the first consumer
-computes its 64 rows against all 128 keys, half of them masked for every row; and row blocks go in
-ascending order, so causal's longest programs start last.
-
-Scope of this first version: 16-bit q, k, v of shape (B, H, S, 128), self-attention (Sq == Skv), S a
-multiple of 128, causal or full, grouped heads. It returns the output and lse (log2 units, as
-triton_flash's) for our backward.
+Scope: 16-bit q, k, v, contiguous (B, H, S, 128), self-attention (Sq == Skv), S a multiple of 128,
+grouped heads. It fills lse (log2 units, as triton_flash's) for our backward.
 """
 
 import torch
@@ -41,7 +45,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
                                                                warpgroup_mma_wait)
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-LOG2E = 1.4426950408889634
+LOG2E = gl.constexpr(1.4426950408889634)
 BLOCK_M = 128  # query rows a program: two consumer warpgroups of 64
 BLOCK_N = 128  # keys a tile
 STAGES = 2  # K and V tiles in flight each
@@ -52,38 +56,76 @@ CONSUMER_REGISTERS, PRODUCER_REGISTERS, MAX_REGISTERS = 232, 24, 168
 
 
 @gluon.jit
-def _softmax_step(s, m_i, l_i, qk_scale, rows, cols, MASKED: gl.constexpr):
-    """(p, new row max, new row sum, the factor the old ones scale by) of one tile of raw scores s."""
-    s = s * qk_scale
+def _bounds(pos, batch, seq, prefix, DocStart, CAUSAL: gl.constexpr, PREFIX: gl.constexpr,
+            DOCUMENTS: gl.constexpr):
+    """(lo, hi): the keys query position(s) pos see, triton_flash's intervals; pos a scalar or a vector."""
+    lo = pos * 0
+    hi = pos * 0 + (seq - 1)
+    if CAUSAL:
+        hi = pos
+    if PREFIX:
+        hi = gl.minimum(gl.maximum(hi, prefix - 1), seq - 1)  # a prefix may exceed the sequence
+    if DOCUMENTS:
+        lo = gl.maximum(lo, gl.load(DocStart + batch * seq + pos))
+    return lo, hi
+
+
+@gluon.jit
+def _tanh(x):
+    # tanh.approx.f32, one MUFU instruction: triton_flash._tanh's compiled path, whose comment derives
+    # its error budget (at most 2^-11 relative, below bfloat16's rounding of the inputs)
+    return gl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=f,f", [x], dtype=gl.float32, is_pure=True,
+                                     pack=1)
+
+
+@gluon.jit
+def _softmax_step(qk, m_i, l_i, to_log2, sm_scale, softcap, slope, rows, cols, lo, hi, MASKED: gl.constexpr,
+                  SOFTCAP: gl.constexpr, ALIBI: gl.constexpr):
+    """(p, new row max, new row sum, the factor the old ones scale by) of one tile of raw scores q.k:
+    triton_flash._attend_block's scores, each reaching exp2 through one fused multiply-add with to_log2."""
+    if SOFTCAP:
+        s = _tanh(qk * (sm_scale / softcap))
+        if ALIBI:
+            s = softcap * s + slope * (cols[None, :] - rows[:, None]).to(gl.float32)
+    elif ALIBI:  # the slope comes divided by the scale (triton_flash says why)
+        s = qk + slope * (cols[None, :] - rows[:, None]).to(gl.float32)
+    else:
+        s = qk
     if MASKED:
-        s = gl.where(cols[None, :] <= rows[:, None], s, float("-inf"))
-    m_new = gl.maximum(m_i, gl.max(s, axis=1))
-    alpha = gl.exp2(m_i - m_new)
-    p = gl.exp2(s - m_new[:, None])
+        s = gl.where((cols[None, :] >= lo[:, None]) & (cols[None, :] <= hi[:, None]), s, float("-inf"))
+        m_new = gl.maximum(m_i, gl.max(s, axis=1) * to_log2)
+        # a row that sees no key of the tile yet keeps m = -inf; subtracting 0 keeps exp2 at 0, not NaN
+        m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)
+    else:
+        m_new = gl.maximum(m_i, gl.max(s, axis=1) * to_log2)
+        m_safe = m_new
+    alpha = gl.exp2(m_i - m_safe)
+    p = gl.exp2(s * to_log2 - m_safe[:, None])
     return p, m_new, l_i * alpha + gl.sum(p, axis=1), alpha
 
 
 @gluon.jit
-def _softmax(s, m_i, l_i, qk_scale, rows, cols, diagonal, CAUSAL: gl.constexpr):
-    """_softmax_step, masked on causal's diagonal tile alone."""
-    if CAUSAL:
-        if diagonal:
-            p, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, rows, cols, True)
-        else:
-            p, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, rows, cols, False)
+def _softmax(qk, m_i, l_i, to_log2, sm_scale, softcap, slope, rows, cols, lo, hi, masked, SOFTCAP: gl.constexpr,
+             ALIBI: gl.constexpr):
+    """_softmax_step, with the interval test on the tiles some row sees only in part (`masked`)."""
+    if masked:
+        p, m_i, l_i, alpha = _softmax_step(qk, m_i, l_i, to_log2, sm_scale, softcap, slope, rows, cols, lo, hi,
+                                           True, SOFTCAP, ALIBI)
     else:
-        p, m_i, l_i, alpha = _softmax_step(s, m_i, l_i, qk_scale, rows, cols, False)
+        p, m_i, l_i, alpha = _softmax_step(qk, m_i, l_i, to_log2, sm_scale, softcap, slope, rows, cols, lo, hi,
+                                           False, SOFTCAP, ALIBI)
     return p, m_i, l_i, alpha
 
 
 @gluon.jit
-def _producer(descs, bars, bufs, scalars, CAUSAL: gl.constexpr, STAGES: gl.constexpr):
-    """One warp: each consumer's query rows, then every key tile's K and V through the copy engine into the
-    rings, each slot once both consumers have released it."""
+def _producer(descs, bars, bufs, walk, scores, masks):
+    """One warp: each consumer's query rows, then every key tile of the walk's K and V through the copy
+    engine into the rings, each slot once both consumers have released it."""
     q_desc, k_desc, v_desc, o_desc = descs
     q_bars, k_ready, k_empty, v_ready, v_empty = bars
     q_halves, k_ring, v_ring = bufs
-    q_row0, kv_row0, n_tiles, q_pos0, qk_scale, Lse = scalars
+    q_row0, kv_row0, q_pos0, first_tile, n_tiles, unmasked_lo, unmasked_hi = walk
+    STAGES: gl.constexpr = k_ring.shape[0]
     TILE_N: gl.constexpr = k_desc.block_type.shape[0]
     HALF_M: gl.constexpr = q_desc.block_type.shape[0]
     for h in gl.static_range(2):
@@ -91,22 +133,27 @@ def _producer(descs, bars, bufs, scalars, CAUSAL: gl.constexpr, STAGES: gl.const
         tma.async_copy_global_to_shared(q_desc, [q_row0 + h * HALF_M, 0], q_bars.index(h), q_halves.index(h))
     for j in range(n_tiles):
         slot, phase = j % STAGES, (j // STAGES) & 1
+        key_row = kv_row0 + (first_tile + j) * TILE_N
         mbarrier.wait(k_empty.index(slot), phase ^ 1)  # a fresh mbarrier reads as phase 1 completed
         mbarrier.expect(k_ready.index(slot), k_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(k_desc, [kv_row0 + j * TILE_N, 0], k_ready.index(slot), k_ring.index(slot))
+        tma.async_copy_global_to_shared(k_desc, [key_row, 0], k_ready.index(slot), k_ring.index(slot))
         mbarrier.wait(v_empty.index(slot), phase ^ 1)
         mbarrier.expect(v_ready.index(slot), v_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(v_desc, [kv_row0 + j * TILE_N, 0], v_ready.index(slot), v_ring.index(slot))
+        tma.async_copy_global_to_shared(v_desc, [key_row, 0], v_ready.index(slot), v_ring.index(slot))
 
 
 @gluon.jit
-def _consumer(descs, bars, bufs, scalars, HALF: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr):
-    """Four warps, one warpgroup: 64 query rows (half HALF of the program's 128) through every key tile,
-    then their output through the copy engine (from their query tile's shared memory) and their lse."""
+def _consumer(descs, bars, bufs, walk, scores, masks, HALF: gl.constexpr):
+    """Four warps, one warpgroup: 64 query rows (half HALF of the program's 128) through every key tile
+    of the walk, then their output through the copy engine (from their query tile's shared memory) and
+    their lse."""
     q_desc, k_desc, v_desc, o_desc = descs
     q_bars, k_ready, k_empty, v_ready, v_empty = bars
     q_halves, k_ring, v_ring = bufs
-    q_row0, kv_row0, n_tiles, q_pos0, qk_scale, Lse = scalars
+    q_row0, kv_row0, q_pos0, first_tile, n_tiles, unmasked_lo, unmasked_hi = walk
+    Lse, sm_scale, softcap, slope, to_log2, SOFTCAP, ALIBI = scores
+    batch, seq, prefix, DocStart, CAUSAL, PREFIX, DOCUMENTS = masks
+    STAGES: gl.constexpr = k_ring.shape[0]
     HALF_M: gl.constexpr = q_desc.block_type.shape[0]
     TILE_N: gl.constexpr = k_desc.block_type.shape[0]
     HEAD_DIM: gl.constexpr = q_desc.block_type.shape[1]
@@ -119,7 +166,8 @@ def _consumer(descs, bars, bufs, scalars, HALF: gl.constexpr, CAUSAL: gl.constex
     q_smem = q_halves.index(HALF)
 
     rows = q_pos0 + HALF * HALF_M + gl.arange(0, HALF_M, layout=gl.SliceLayout(1, s_layout))
-    cols = gl.arange(0, TILE_N, layout=gl.SliceLayout(0, s_layout))
+    lo, hi = _bounds(rows, batch, seq, prefix, DocStart, CAUSAL, PREFIX, DOCUMENTS)
+    cols = first_tile * TILE_N + gl.arange(0, TILE_N, layout=gl.SliceLayout(0, s_layout))
     m_i = gl.full([HALF_M], float("-inf"), gl.float32, layout=gl.SliceLayout(1, s_layout))
     l_i = gl.zeros([HALF_M], gl.float32, layout=gl.SliceLayout(1, s_layout))
     s_zero = gl.zeros([HALF_M, TILE_N], gl.float32, layout=s_layout)
@@ -130,18 +178,21 @@ def _consumer(descs, bars, bufs, scalars, HALF: gl.constexpr, CAUSAL: gl.constex
     s = warpgroup_mma(q_smem, k_ring.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
     s = warpgroup_mma_wait(num_outstanding=0, deps=(s, ))
     mbarrier.arrive(k_empty.index(0), count=1)
-    p, m_i, l_i, alpha = _softmax(s, m_i, l_i, qk_scale, rows, cols, n_tiles == 1, CAUSAL)
+    p, m_i, l_i, alpha = _softmax(s, m_i, l_i, to_log2, sm_scale, softcap, slope, rows, cols, lo, hi,
+                                  (first_tile < unmasked_lo) | (first_tile >= unmasked_hi), SOFTCAP, ALIBI)
     p = gl.convert_layout(p.to(v_desc.dtype), p_layout)  # carried as the 16-bit operand: 32 registers, not 64
     for j in range(1, n_tiles):
         slot, prev = j % STAGES, (j - 1) % STAGES
+        tile = first_tile + j
         mbarrier.wait(k_ready.index(slot), (j // STAGES) & 1)
         s = warpgroup_mma(q_smem, k_ring.index(slot).permute((1, 0)), s_zero, use_acc=False, is_async=True)
         mbarrier.wait(v_ready.index(prev), ((j - 1) // STAGES) & 1)
         acc = warpgroup_mma(p, v_ring.index(prev), acc, is_async=True)
         s = warpgroup_mma_wait(num_outstanding=1, deps=(s, ))  # S_j done; P_{j-1} V_{j-1} may still run
         mbarrier.arrive(k_empty.index(slot), count=1)
-        p_next, m_i, l_i, alpha = _softmax(s, m_i, l_i, qk_scale, rows, cols + j * TILE_N, j == n_tiles - 1,
-                                           CAUSAL)
+        p_next, m_i, l_i, alpha = _softmax(s, m_i, l_i, to_log2, sm_scale, softcap, slope, rows,
+                                           cols + j * TILE_N, lo, hi, (tile < unmasked_lo) | (tile >= unmasked_hi),
+                                           SOFTCAP, ALIBI)
         p_next = gl.convert_layout(p_next.to(v_desc.dtype), p_layout)
         acc, p = warpgroup_mma_wait(num_outstanding=0, deps=(acc, p))  # p: the operand in flight
         mbarrier.arrive(v_empty.index(prev), count=1)
@@ -163,28 +214,47 @@ def _consumer(descs, bars, bufs, scalars, HALF: gl.constexpr, CAUSAL: gl.constex
 
 
 @gluon.jit
-def _first_consumer(descs, bars, bufs, scalars, CAUSAL: gl.constexpr, STAGES: gl.constexpr):
-    _consumer(descs, bars, bufs, scalars, 0, CAUSAL, STAGES)
+def _first_consumer(descs, bars, bufs, walk, scores, masks):
+    _consumer(descs, bars, bufs, walk, scores, masks, 0)
 
 
 @gluon.jit
-def _second_consumer(descs, bars, bufs, scalars, CAUSAL: gl.constexpr, STAGES: gl.constexpr):
-    _consumer(descs, bars, bufs, scalars, 1, CAUSAL, STAGES)
+def _second_consumer(descs, bars, bufs, walk, scores, masks):
+    _consumer(descs, bars, bufs, walk, scores, masks, 1)
 
 
 @gluon.jit
-def _attention_forward(q_desc, k_desc, v_desc, o_desc, Lse, qk_scale, n_q_heads, n_kv_heads, seq,
-                       CAUSAL: gl.constexpr, STAGES: gl.constexpr, CONSUMER_REGISTERS: gl.constexpr,
-                       PRODUCER_REGISTERS: gl.constexpr):
+def _attention_forward(q_desc, k_desc, v_desc, o_desc, Lse, DocStart, sm_scale, softcap, prefix,
+                       n_q_heads, n_kv_heads, seq, CAUSAL: gl.constexpr, PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr,
+                       SOFTCAP: gl.constexpr, ALIBI: gl.constexpr, STAGES: gl.constexpr,
+                       CONSUMER_REGISTERS: gl.constexpr, PRODUCER_REGISTERS: gl.constexpr):
     """Program (row block, batch x head): 128 query rows of one head."""
     HALF_M: gl.constexpr = q_desc.block_type.shape[0]
     TILE_N: gl.constexpr = k_desc.block_type.shape[0]
-    row_block = gl.program_id(0)
+    # Row blocks further down see more keys under causal and prefix masks: launch them first so the
+    # grid's last wave is short.
+    row_block = gl.num_programs(0) - 1 - gl.program_id(0)
     head_row = gl.program_id(1)  # batch x n_q_heads + q head
     batch, q_head = head_row // n_q_heads, head_row % n_q_heads
     kv_row0 = (batch * n_kv_heads + q_head // (n_q_heads // n_kv_heads)) * seq
     q_pos0 = row_block * 2 * HALF_M
-    n_tiles = (q_pos0 + 2 * HALF_M) // TILE_N if CAUSAL else seq // TILE_N
+    # Every bound grows with the query position: the first row's and the last's bound the program's.
+    first_lo, first_hi = _bounds(q_pos0, batch, seq, prefix, DocStart, CAUSAL, PREFIX, DOCUMENTS)
+    last_lo, last_hi = _bounds(q_pos0 + 2 * HALF_M - 1, batch, seq, prefix, DocStart, CAUSAL, PREFIX, DOCUMENTS)
+    first_tile = first_lo // TILE_N
+    end_tile = (last_hi + TILE_N) // TILE_N
+    # Key tiles in [unmasked_lo, unmasked_hi) are visible to every row of the program: no interval test.
+    unmasked_lo = gl.minimum(gl.maximum((last_lo + TILE_N - 1) // TILE_N, first_tile), end_tile)
+    unmasked_hi = gl.maximum(gl.minimum((first_hi + 1) // TILE_N, end_tile), unmasked_lo)
+    # ALiBi's slope of head h (0-based) is 2^(-8 (h+1) / H); the scores' units set exp2's multiplier
+    slope = gl.exp2(-8.0 * (q_head + 1).to(gl.float32) / n_q_heads)
+    if SOFTCAP and ALIBI:  # the capped score joins the bias in plain units
+        to_log2 = LOG2E
+    elif SOFTCAP:
+        to_log2 = softcap * LOG2E
+    else:
+        to_log2 = sm_scale * LOG2E
+        slope = slope / sm_scale
 
     q_halves = gl.allocate_shared_memory(q_desc.dtype, [2] + q_desc.block_type.shape, q_desc.layout)
     k_ring = gl.allocate_shared_memory(k_desc.dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
@@ -207,27 +277,37 @@ def _attention_forward(q_desc, k_desc, v_desc, o_desc, Lse, qk_scale, n_q_heads,
     descs = (q_desc, k_desc, v_desc, o_desc)
     bars = (q_bars, k_ready, k_empty, v_ready, v_empty)
     bufs = (q_halves, k_ring, v_ring)
-    scalars = (head_row * seq + q_pos0, kv_row0, n_tiles, q_pos0, qk_scale, Lse)
+    walk = (head_row * seq + q_pos0, kv_row0, q_pos0, first_tile, end_tile - first_tile, unmasked_lo, unmasked_hi)
+    scores = (Lse, sm_scale, softcap, slope, to_log2, SOFTCAP, ALIBI)
+    masks = (batch, seq, prefix, DocStart, CAUSAL, PREFIX, DOCUMENTS)
     gl.warp_specialize([
-        (_first_consumer, (descs, bars, bufs, scalars, CAUSAL, STAGES)),
-        (_second_consumer, (descs, bars, bufs, scalars, CAUSAL, STAGES)),
-        (_producer, (descs, bars, bufs, scalars, CAUSAL, STAGES)),
+        (_first_consumer, (descs, bars, bufs, walk, scores, masks)),
+        (_second_consumer, (descs, bars, bufs, walk, scores, masks)),
+        (_producer, (descs, bars, bufs, walk, scores, masks)),
     ], [4, 1], [CONSUMER_REGISTERS, PRODUCER_REGISTERS])
 
 
-def refusal(q, k, v):
-    """Why this first version cannot run q, k, v, or None."""
-    if not (q.is_cuda and torch.cuda.get_device_capability(q.device)[0] == 9):
-        return "the Gluon forward is written for Hopper (sm_90)"
+def refusal(q, k, v, window=None):
+    """Why this kernel cannot run q, k, v (triton_flash's kernel runs them instead), or None."""
+    if window is not None:
+        # any per-row lower bound computed from the row's position (window's q - w + 1, even q - 5) fails
+        # Triton 3.6.0's lowering to LLVM on an assertion (SmallVector index out of range), where the
+        # document mask's bound, loaded, compiles (tools/compile_gluon_sm90.py, session 23)
+        return "Triton 3.6.0 cannot lower a sliding window's bound in it"
+    if not q.is_cuda or torch.cuda.get_device_capability(q.device) != (9, 0):
+        return "it is written for Hopper (sm_90)"
     if q.dtype not in (torch.bfloat16, torch.float16) or k.dtype != q.dtype or v.dtype != q.dtype:
-        return f"the Gluon forward takes 16-bit q, k, v of one dtype, not {q.dtype}, {k.dtype}, {v.dtype}"
+        return f"it takes 16-bit q, k, v of one dtype, not {q.dtype}, {k.dtype}, {v.dtype}"
     if q.dim() != 4 or k.shape != v.shape or k.shape[0] != q.shape[0] or k.shape[2:] != q.shape[2:]:
-        return f"the Gluon forward takes q (B, Hq, S, D), k and v (B, Hkv, S, D), not {tuple(q.shape)}, " \
+        return f"it takes self-attention's q (B, Hq, S, D), k and v (B, Hkv, S, D), not {tuple(q.shape)}, " \
                f"{tuple(k.shape)}, {tuple(v.shape)}"
-    if q.shape[-1] != 128 or q.shape[2] % BLOCK_M:
-        return f"the Gluon forward takes head dim 128 and a length that is a multiple of {BLOCK_M}, not {tuple(q.shape)}"
+    if q.shape[-1] != 128 or q.shape[2] % BLOCK_M or q.shape[2] == 0:
+        return f"it takes head dim 128 and a length that is a positive multiple of {BLOCK_M}, not {tuple(q.shape)}"
     if q.shape[1] % k.shape[1]:
         return f"query heads {q.shape[1]} are not a multiple of key heads {k.shape[1]}"
+    # its descriptors view each tensor as (B x H x S, D) rows: a head's rows must follow one another
+    if not all(t.is_contiguous() and t.data_ptr() % 16 == 0 for t in (q, k, v)):
+        return "it takes contiguous, 16-byte-aligned q, k, v"
     return None
 
 
@@ -238,32 +318,33 @@ def descriptor_layout(dtype):
                                                 else gl.float16)
 
 
-def forward_launcher(q, k, v, causal, scale=None):
-    """A launch of the forward on these tensors: `launcher()` launches and returns (out, lse), lse in log2
-    units; checks, the output's allocation and the tensor descriptors happen once here, not in every
-    timed call. q (B, Hq, S, 128), k, v (B, Hkv, S, 128)."""
-    why = refusal(q, k, v)
+def forward_launcher(q, k, v, *, causal, window=None, prefix=None, doc_start=None, softcap=None, alibi=False,
+                     scale=None, lse=None):
+    """A launch of the forward on these tensors (triton_flash.forward_launcher's options): `launcher()`
+    allocates the output, launches and returns it, filling lse ((B, Hq, S) float32, log2 units) when
+    given. Checks and the input descriptors happen once here, not in every timed call."""
+    why = refusal(q, k, v, window)
     if why:
-        raise ValueError(why)
+        raise ValueError(f"the Gluon forward cannot run these: {why}")
+    if doc_start is not None and not causal:
+        raise ValueError("the document mask is defined for causal attention only")
     batch, n_q_heads, seq, head_dim = q.shape
-    q2, k2, v2 = (t.contiguous().view(-1, head_dim) for t in (q, k, v))
-    out = torch.empty_like(q2)
-    lse = torch.empty(batch, n_q_heads, seq, device=q.device, dtype=torch.float32)
     layout = descriptor_layout(q.dtype)
-    q_desc, o_desc = (TensorDescriptor.from_tensor(t, [BLOCK_M // 2, head_dim], layout) for t in (q2, out))
-    k_desc, v_desc = (TensorDescriptor.from_tensor(t, [BLOCK_N, head_dim], layout) for t in (k2, v2))
-    qk_scale = (scale if scale is not None else head_dim ** -0.5) * LOG2E
+    q_desc = TensorDescriptor.from_tensor(q.view(-1, head_dim), [BLOCK_M // 2, head_dim], layout)
+    k_desc, v_desc = (TensorDescriptor.from_tensor(t.view(-1, head_dim), [BLOCK_N, head_dim], layout) for t in (k, v))
+    lse = lse if lse is not None else torch.empty(q.shape[:3], device=q.device, dtype=torch.float32)
+    doc_arg = q if doc_start is None else doc_start.to(device=q.device, dtype=torch.int32).contiguous()
+    arguments = (doc_arg, scale if scale is not None else head_dim ** -0.5, softcap or 1.0, prefix or 0, n_q_heads,
+                 k.shape[1], seq)
+    flags = dict(CAUSAL=causal, PREFIX=prefix is not None, DOCUMENTS=doc_start is not None,
+                 SOFTCAP=softcap is not None, ALIBI=alibi, STAGES=STAGES, CONSUMER_REGISTERS=CONSUMER_REGISTERS,
+                 PRODUCER_REGISTERS=PRODUCER_REGISTERS)
 
     def launcher():
+        out = torch.empty_like(q)
+        o_desc = TensorDescriptor.from_tensor(out.view(-1, head_dim), [BLOCK_M // 2, head_dim], layout)
         _attention_forward[(seq // BLOCK_M, batch * n_q_heads)](
-            q_desc, k_desc, v_desc, o_desc, lse, qk_scale, n_q_heads, k.shape[1], seq, CAUSAL=causal, STAGES=STAGES,
-            CONSUMER_REGISTERS=CONSUMER_REGISTERS, PRODUCER_REGISTERS=PRODUCER_REGISTERS, num_warps=WARPS,
-            maxnreg=MAX_REGISTERS)
-        return out.view(q.shape), lse
+            q_desc, k_desc, v_desc, o_desc, lse, *arguments, **flags, num_warps=WARPS, maxnreg=MAX_REGISTERS)
+        return out
 
     return launcher
-
-
-def forward(q, k, v, causal, scale=None):
-    """(out, lse) of attention over q (B, Hq, S, 128), k, v (B, Hkv, S, 128); lse in log2 units."""
-    return forward_launcher(q, k, v, causal, scale)()

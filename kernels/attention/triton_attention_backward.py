@@ -1,4 +1,4 @@
-"""The backward of our Triton attention (triton_flash.py), FlashAttention-2's two-kernel scheme.
+"""The backward of our attention (triton_attention.py), FlashAttention-2's two-kernel scheme.
 
 The forward keeps each query row's log2-sum-exp2 of its scaled scores (`lse`), so the backward
 recomputes every probability P = exp2(S - lse) tile by tile instead of storing P. With dO the output's
@@ -34,7 +34,7 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from kernels.attention import triton_flash
+from kernels.attention import triton_attention, triton_flash
 
 LOG2E = tl.constexpr(1.4426950408889634)  # a plain global is refused by the GPU compiler (the interpreter allows it)
 
@@ -324,7 +324,7 @@ class TritonAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, options):
         lse = torch.empty(q.shape[:3], device=q.device, dtype=torch.float32)
-        out = triton_flash.forward_launcher(q, k, v, lse=lse, **options)()
+        out = triton_attention.forward_launcher(q, k, v, lse=lse, **options)()
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.options = options
         return out

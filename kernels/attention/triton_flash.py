@@ -32,7 +32,6 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels import tuned_choices
 from kernels.interpreter import COMPILED
-from variantbench.catalog import Unsupported
 
 LOG2E = 1.4426950408889634
 
@@ -338,61 +337,3 @@ def forward_launcher(
 
     first_launch.then = launcher
     return first_launch
-
-
-def attention_forward(
-    q, k, v, *, causal, window=None, prefix=None, doc_start=None, softcap=None, alibi=False, scale=None
-):
-    """Attention forward, launched once (see `forward_launcher`). Returns (B, Hq, Sq, D)."""
-    return forward_launcher(q, k, v, causal=causal, window=window, prefix=prefix, doc_start=doc_start,
-                            softcap=softcap, alibi=alibi, scale=scale)()
-
-
-def prepare_function(variant, problem):
-    """Our kernel as a function of any q, k, v of the problem's shapes (a block's projections): the
-    autograd function with our backward where q needs a gradient, the forward alone otherwise. Tuned
-    here, on the problem's tensors. The interval variants only: a selection is its problem's own."""
-    if variant.topk_blocks is not None or variant.topk_tokens is not None:
-        raise Unsupported("our sparse kernels read their problem's own selection; they serve no block")
-    from kernels.attention.triton_attention_backward import TritonAttention
-
-    options = dict(causal=variant.causal, window=variant.window, prefix=variant.prefix, doc_start=problem.doc_start,
-                   softcap=variant.softcap, alibi=variant.alibi)
-
-    def attend(q, k, v):
-        if q.requires_grad and torch.is_grad_enabled():
-            return TritonAttention.apply(q, k, v, options)
-        return attention_forward(q, k, v, **options)
-
-    attend(problem.q, problem.k, problem.v)
-    attend.backend = "triton"
-    return attend
-
-
-def prepare(variant, problem, config=None):
-    """The catalog's entry point: runs (and on CUDA autotunes, unless a `config` is forced) once,
-    returns the launch-only call."""
-    if variant.topk_blocks is not None:  # a selection reads several key intervals per query
-        from kernels.attention import triton_block_sparse
-
-        return triton_block_sparse.prepare(variant, problem)
-    if variant.topk_tokens is not None:
-        from kernels.attention import triton_token_sparse
-
-        return triton_token_sparse.prepare(variant, problem)
-    q, k, v = problem.q, problem.k, problem.v
-    options = dict(
-        causal=variant.causal, window=variant.window, prefix=variant.prefix,
-        doc_start=problem.doc_start, softcap=variant.softcap, alibi=variant.alibi, config=config,
-    )
-
-    if q.requires_grad:  # a forward+backward case: the autograd function with our backward kernels
-        from kernels.attention.triton_attention_backward import TritonAttention
-
-        options.pop("config")
-        call = lambda: TritonAttention.apply(q, k, v, options)  # noqa: E731
-        call()
-        return call
-    first_launch = forward_launcher(q, k, v, **options)
-    first_launch()
-    return getattr(first_launch, "then", first_launch)  # on CUDA, the launch without the bookkeeping

@@ -8,7 +8,7 @@ implementation, in one command.
 
 import triton
 
-from kernels.attention import triton_flash
+from kernels.attention import triton_attention
 from variantbench.plugins import Kernel
 
 # 64x64 with 4 warps: half the rows of the tuned 128-row tiles, so twice the programs and each K/V tile
@@ -17,7 +17,7 @@ TILE_64 = triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=
 
 
 def triton_64x64(variant, problem):
-    return triton_flash.prepare(variant, problem, config=TILE_64)
+    return triton_attention.prepare(variant, problem, config=TILE_64)
 
 
 IMPLEMENTATIONS = (

@@ -186,7 +186,7 @@ IMPLEMENTATIONS = (
     # their figures took ~430 s of cad5169's default tier on an H200, which ran past 1000 s in all.
     Implementation("flex", "kernels.attention.flex", fused=True, backward=True, backward_on_cpu=False,
                    unsupported=support.flex_unsupported, tier="full"),
-    Implementation("triton", "kernels.attention.triton_flash", fused=True, backward=True, needs_triton=True,
+    Implementation("triton", "kernels.attention.triton_attention", fused=True, backward=True, needs_triton=True,
                    autotunes=True, ours=True, unsupported=support.triton_unsupported,
                    backward_unsupported=support.triton_backward_unsupported),
     # torch.compile of the reference; its backward is autograd through the compiled graph.

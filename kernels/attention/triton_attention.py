@@ -1,0 +1,110 @@
+"""Our attention, the catalog's `triton` implementation: which of our kernels runs a case, and the
+catalog's entry points.
+
+The forward has two kernels. gluon_flash.py's is FlashAttention-3's warp-specialised schedule for
+Hopper, at cuDNN's speed on causal GQA (session 23, H200, llama-3-8b-s4k: 1.0193 ms against cuDNN's
+1.0219, where triton_flash.py's ran 1.1518); it runs 16-bit, contiguous self-attention at head dim 128
+on sm_90, every mask but sliding windows. triton_flash.py's runs everything else: other GPUs and head
+dims, decode, cross lengths, strided inputs, windows, and the interpreter on the CPU. A prepared call
+names the one it runs (`backend`, kept beside the asv results), and `variantbench check` shows it.
+The backward (triton_attention_backward.py) is one for both: it recomputes the probabilities from the
+forward's lse, which the two keep alike (log2 units).
+"""
+
+import torch
+import triton
+
+from kernels.attention import triton_flash
+from variantbench.catalog import Unsupported
+
+try:
+    from kernels.attention import gluon_flash
+except ImportError:  # a Triton before Gluon (3.4): the Triton kernel runs every case
+    gluon_flash = None
+
+
+def gluon_refusal(q, k, v, window=None):
+    """Why the Gluon forward cannot run q, k, v (the Triton one does), or None."""
+    if gluon_flash is None:
+        return f"Triton {triton.__version__} has no Gluon"
+    return gluon_flash.refusal(q, k, v, window)
+
+
+def _kernel(q, k, v, config, window):
+    """The module whose forward runs these: a forced Triton config (a plug-in's tile) keeps Triton's."""
+    return triton_flash if config is not None or gluon_refusal(q, k, v, window) else gluon_flash
+
+
+def forward_launcher(q, k, v, *, config=None, lse=None, **options):
+    """A launch of our forward on these tensors (triton_flash.forward_launcher's options and contract),
+    through the kernel that runs them."""
+    if _kernel(q, k, v, config, options.get("window")) is gluon_flash:
+        return gluon_flash.forward_launcher(q, k, v, lse=lse, **options)
+    return triton_flash.forward_launcher(q, k, v, config=config, lse=lse, **options)
+
+
+def attention_forward(
+    q, k, v, *, causal, window=None, prefix=None, doc_start=None, softcap=None, alibi=False, scale=None
+):
+    """Attention forward, launched once (see `forward_launcher`). Returns (B, Hq, Sq, D)."""
+    return forward_launcher(q, k, v, causal=causal, window=window, prefix=prefix, doc_start=doc_start,
+                            softcap=softcap, alibi=alibi, scale=scale)()
+
+
+def _backend(problem, variant, config=None):
+    """What a prepared call names as its kernel."""
+    kernel = _kernel(problem.q, problem.k, problem.v, config, variant.window)
+    return "gluon forward" if kernel is gluon_flash else "triton"
+
+
+def prepare_function(variant, problem):
+    """Our kernel as a function of any q, k, v of the problem's shapes (a block's projections): the
+    autograd function with our backward where q needs a gradient, the forward alone otherwise. Tuned
+    here, on the problem's tensors. The interval variants only: a selection is its problem's own."""
+    if variant.topk_blocks is not None or variant.topk_tokens is not None:
+        raise Unsupported("our sparse kernels read their problem's own selection; they serve no block")
+    from kernels.attention.triton_attention_backward import TritonAttention
+
+    options = dict(causal=variant.causal, window=variant.window, prefix=variant.prefix, doc_start=problem.doc_start,
+                   softcap=variant.softcap, alibi=variant.alibi)
+
+    def attend(q, k, v):
+        if q.requires_grad and torch.is_grad_enabled():
+            return TritonAttention.apply(q, k, v, options)
+        return attention_forward(q, k, v, **options)
+
+    attend(problem.q, problem.k, problem.v)
+    # a block's projections may be strided views, which the Triton kernel runs: named after the problem's
+    attend.backend = _backend(problem, variant)
+    return attend
+
+
+def prepare(variant, problem, config=None):
+    """The catalog's entry point: runs (and on CUDA autotunes, unless a `config` is forced) once,
+    returns the launch-only call."""
+    if variant.topk_blocks is not None:  # a selection reads several key intervals per query
+        from kernels.attention import triton_block_sparse
+
+        return triton_block_sparse.prepare(variant, problem)
+    if variant.topk_tokens is not None:
+        from kernels.attention import triton_token_sparse
+
+        return triton_token_sparse.prepare(variant, problem)
+    q, k, v = problem.q, problem.k, problem.v
+    options = dict(
+        causal=variant.causal, window=variant.window, prefix=variant.prefix,
+        doc_start=problem.doc_start, softcap=variant.softcap, alibi=variant.alibi, config=config,
+    )
+
+    if q.requires_grad:  # a forward+backward case: the autograd function with our backward kernels
+        from kernels.attention.triton_attention_backward import TritonAttention
+
+        options.pop("config")  # its forward is the tuned one: a forced tile times a forward alone
+        call = lambda: TritonAttention.apply(q, k, v, options)  # noqa: E731
+        call()
+    else:
+        first_launch = forward_launcher(q, k, v, **options)
+        first_launch()
+        call = getattr(first_launch, "then", first_launch)  # on CUDA, the launch without the bookkeeping
+    call.backend = _backend(problem, variant, None if q.requires_grad else config)
+    return call

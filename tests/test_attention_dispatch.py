@@ -1,0 +1,57 @@
+"""Which of our attention forwards runs a case (kernels/attention/triton_attention.py): the Gluon kernel
+where it runs the tensors, the Triton kernel everywhere else, and a prepared call names the one it
+runs. The Gluon kernel itself runs on Hopper alone (tests/test_gpu_numerics.py); here its launcher is a
+stand-in and its refusal is forced."""
+
+import torch
+import triton
+
+from kernels.attention import gluon_flash, triton_attention, triton_flash
+from variantbench import cases
+from variantbench.catalog import attention as catalog
+from variantbench.catalog import family
+from variantbench.shapes import AttentionShape
+
+SHAPE = AttentionShape("s128", "tiny", 2, 128, 128, device="cpu")
+
+
+def _problem(name):
+    variant = family("attention").variant(name)
+    return variant, catalog.make_problem(variant, SHAPE, device="cpu", dtype=torch.float32, seed=3)
+
+
+def test_the_cpu_runs_the_triton_forward_and_names_it():
+    variant, problem = _problem("gqa_8")
+    assert "Hopper" in triton_attention.gluon_refusal(problem.q, problem.k, problem.v)
+    ours = family("attention").implementation("triton")
+    _, call, result = cases.prepare_checked(cases.Case("attention", variant, ours, SHAPE, "cpu"))
+    assert result["ok"] and call.backend == "triton"
+
+
+def test_a_sliding_window_is_refused_whatever_the_tensors():
+    _, problem = _problem("gqa_8")
+    assert "sliding window" in gluon_flash.refusal(problem.q, problem.k, problem.v, window=64)
+
+
+def test_the_gluon_forward_runs_what_it_accepts_and_a_forced_tile_keeps_triton(monkeypatch):
+    """With the refusal forced away, the forward, prepare and prepare_function go through the Gluon
+    launcher (a stand-in: the Triton one, tagged); a window, a forced Triton config, or a refusal goes
+    to the Triton kernel."""
+    launched = []
+
+    def stand_in(q, k, v, **options):
+        launched.append("gluon")
+        return triton_flash.forward_launcher(q, k, v, **options)
+
+    monkeypatch.setattr(gluon_flash, "forward_launcher", stand_in)
+    monkeypatch.setattr(gluon_flash, "refusal", lambda q, k, v, window=None: "a window" if window else None)
+    variant, problem = _problem("gqa_8")
+    assert triton_attention.prepare(variant, problem).backend == "gluon forward" and launched == ["gluon"]
+    assert triton_attention.prepare_function(variant, problem).backend == "gluon forward"
+    assert launched == ["gluon"] * 2
+    tile = triton.Config({"BLOCK_M": 32, "BLOCK_N": 16}, num_warps=4, num_stages=2)
+    assert triton_attention.prepare(variant, problem, config=tile).backend == "triton" and len(launched) == 2
+    window, windowed = _problem("sliding_window_1024")
+    assert triton_attention.prepare(window, windowed).backend == "triton" and len(launched) == 2
+    monkeypatch.setattr(gluon_flash, "refusal", lambda q, k, v, window=None: "not Hopper")
+    assert triton_attention.prepare(variant, problem).backend == "triton" and len(launched) == 2
