@@ -118,7 +118,8 @@ def _softmax(qk, m_i, l_i, to_log2, sm_scale, softcap, slope, rows, cols, lo, hi
 
 
 @gluon.jit
-def _producer(descs, bars, bufs, walk, scores, masks):
+def _producer(descs, bars, bufs, walk, scores, masks, CAUSAL: gl.constexpr, PREFIX: gl.constexpr,
+              DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr):
     """One warp: each consumer's query rows, then every key tile of the walk's K and V through the copy
     engine into the rings, each slot once both consumers have released it."""
     q_desc, k_desc, v_desc, o_desc = descs
@@ -143,7 +144,8 @@ def _producer(descs, bars, bufs, walk, scores, masks):
 
 
 @gluon.jit
-def _consumer(descs, bars, bufs, walk, scores, masks, HALF: gl.constexpr):
+def _consumer(descs, bars, bufs, walk, scores, masks, CAUSAL: gl.constexpr, PREFIX: gl.constexpr,
+              DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr, HALF: gl.constexpr):
     """Four warps, one warpgroup: 64 query rows (half HALF of the program's 128) through every key tile
     of the walk, then their output through the copy engine (from their query tile's shared memory) and
     their lse."""
@@ -151,8 +153,8 @@ def _consumer(descs, bars, bufs, walk, scores, masks, HALF: gl.constexpr):
     q_bars, k_ready, k_empty, v_ready, v_empty = bars
     q_halves, k_ring, v_ring = bufs
     q_row0, kv_row0, q_pos0, first_tile, n_tiles, unmasked_lo, unmasked_hi = walk
-    Lse, sm_scale, softcap, slope, to_log2, SOFTCAP, ALIBI = scores
-    batch, seq, prefix, DocStart, CAUSAL, PREFIX, DOCUMENTS = masks
+    Lse, sm_scale, softcap, slope, to_log2 = scores
+    batch, seq, prefix, DocStart = masks
     STAGES: gl.constexpr = k_ring.shape[0]
     HALF_M: gl.constexpr = q_desc.block_type.shape[0]
     TILE_N: gl.constexpr = k_desc.block_type.shape[0]
@@ -214,13 +216,15 @@ def _consumer(descs, bars, bufs, walk, scores, masks, HALF: gl.constexpr):
 
 
 @gluon.jit
-def _first_consumer(descs, bars, bufs, walk, scores, masks):
-    _consumer(descs, bars, bufs, walk, scores, masks, 0)
+def _first_consumer(descs, bars, bufs, walk, scores, masks, CAUSAL: gl.constexpr, PREFIX: gl.constexpr,
+                    DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr):
+    _consumer(descs, bars, bufs, walk, scores, masks, CAUSAL, PREFIX, DOCUMENTS, SOFTCAP, ALIBI, 0)
 
 
 @gluon.jit
-def _second_consumer(descs, bars, bufs, walk, scores, masks):
-    _consumer(descs, bars, bufs, walk, scores, masks, 1)
+def _second_consumer(descs, bars, bufs, walk, scores, masks, CAUSAL: gl.constexpr, PREFIX: gl.constexpr,
+                     DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr):
+    _consumer(descs, bars, bufs, walk, scores, masks, CAUSAL, PREFIX, DOCUMENTS, SOFTCAP, ALIBI, 1)
 
 
 @gluon.jit
@@ -278,12 +282,14 @@ def _attention_forward(q_desc, k_desc, v_desc, o_desc, Lse, DocStart, sm_scale, 
     bars = (q_bars, k_ready, k_empty, v_ready, v_empty)
     bufs = (q_halves, k_ring, v_ring)
     walk = (head_row * seq + q_pos0, kv_row0, q_pos0, first_tile, end_tile - first_tile, unmasked_lo, unmasked_hi)
-    scores = (Lse, sm_scale, softcap, slope, to_log2, SOFTCAP, ALIBI)
-    masks = (batch, seq, prefix, DocStart, CAUSAL, PREFIX, DOCUMENTS)
+    scores = (Lse, sm_scale, softcap, slope, to_log2)
+    masks = (batch, seq, prefix, DocStart)
+    # the switches travel apart: inside a tuple through warp_specialize a constexpr arrives as a runtime
+    # value (Triton 3.6.0), and every `if` on it would compile both branches
     gl.warp_specialize([
-        (_first_consumer, (descs, bars, bufs, walk, scores, masks)),
-        (_second_consumer, (descs, bars, bufs, walk, scores, masks)),
-        (_producer, (descs, bars, bufs, walk, scores, masks)),
+        (_first_consumer, (descs, bars, bufs, walk, scores, masks, CAUSAL, PREFIX, DOCUMENTS, SOFTCAP, ALIBI)),
+        (_second_consumer, (descs, bars, bufs, walk, scores, masks, CAUSAL, PREFIX, DOCUMENTS, SOFTCAP, ALIBI)),
+        (_producer, (descs, bars, bufs, walk, scores, masks, CAUSAL, PREFIX, DOCUMENTS, SOFTCAP, ALIBI)),
     ], [4, 1], [CONSUMER_REGISTERS, PRODUCER_REGISTERS])
 
 
