@@ -83,3 +83,8 @@ gpu_tests() {  # gpu_tests NAME BRANCH [PYTEST ARGS]: tests/test_gpu_numerics.py
       -p no:cacheprovider tests/test_gpu_numerics.py "$@"
   fi
 }
+fwd_bwd_gqa() {  # main's forward+backward at gqa_8 beside SDPA's (cuDNN; Flex is the full tier's), asv, re-timed apart
+  step fwd-bwd-gqa_8 240 $vb run --family attention --shape llama-3-8b-s4k --variant gqa_8 \
+    --bench 'AttentionForwardBackward\.time'
+  truth truth-fwd-bwd 150 bench_attention.AttentionForwardBackward.time_forward_backward --most 3
+}

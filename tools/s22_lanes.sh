@@ -42,11 +42,6 @@ gate_faster() {  # gate_faster VARIANT BRANCH...: each branch probed (bwd_pair's
   done
   if [ -n "$best" ]; then echo "== gating $best"; bwd_gate "$best"; else echo "== no branch timed, nothing gated"; fi
 }
-fwd_bwd_gqa() {  # main's forward+backward at gqa_8 beside SDPA's (cuDNN; Flex is the full tier's), asv, re-timed apart
-  step fwd-bwd-gqa_8 240 $vb run --family attention --shape llama-3-8b-s4k --variant gqa_8 \
-    --bench 'AttentionForwardBackward\.time'
-  truth truth-fwd-bwd 150 bench_attention.AttentionForwardBackward.time_forward_backward --most 3
-}
 broken() {  # broken BRANCH: the backward's stream tests on a branch that breaks the fork or the join (must fail)
   gpu_tests "broken-$1" "$1" -k "orders_its_two_streams or cuda_graph"
 }

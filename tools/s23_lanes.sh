@@ -7,6 +7,9 @@
 # (session 22's last two edits never ran there), then the Gluon forward's tests and its probe beside our
 # Triton forward and cuDNN. Second: 'numerics gluon-dispatch; gluon_probe gluon-dispatch; fwd_gate gluon-dispatch'
 # (the Gluon forward chosen per case for every variant it runs: the GPU tests, the probe, the forward gated).
+# Third, gluon-dispatch merged (pre-gluon: main before it): 'fwd_history 200 100; fwd_bwd_gqa; bwd_probe gqa_8;
+# since_gate pre-gluon': main's forwards and forward+backward beside SDPA's (asv, re-timed apart), the
+# forward+backward beside Flex's kernel by kernel, and main gated against the commit before the merge.
 set -u
 root=reports/truth/s23-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip|diff'
@@ -23,6 +26,18 @@ gluon_probe() {  # gluon_probe BRANCH: the Gluon forward beside our Triton forwa
 }
 fwd_gate() {  # fwd_gate BRANCH: gated against main on our attention's forward at llama-3-8b-s4k
   attention_gate "$1" 420 'AttentionForward\.time'
+}
+bwd_probe() {  # bwd_probe VARIANT: main's forward+backward kernel by kernel, beside SDPA's and Flex's
+  step "bwd-main-$1" 150 python3 tools/probe_attention_backward.py "$1" --no-sweep
+}
+since_gate() {  # since_gate BRANCH: main gated against BRANCH (an earlier main) on our forward+backward
+  local base
+  base=$(branch "$1") || { echo "== $1: no such branch carried"; return; }
+  step "gate-since-$1" 420 $vb gate "$base" "$(git rev-parse HEAD)" --factor 1.05 --family attention \
+    --implementation triton --variant gqa_8 --variant softcap_50 --variant alibi --variant document \
+    --shape llama-3-8b-s4k --bench 'AttentionForwardBackward\.time' --results "/tmp/gate-since-$1" \
+    --summary "reports/gate/since-$1-fwd-bwd-h200.md"
+  tar czf "$root/gate-since-$1.tgz" -C /tmp "gate-since-$1"
 }
 lane one 0 "${2:-900}" "${1:-numerics main}"
 cat "$root/one.log"
