@@ -10,6 +10,8 @@
 # Third, gluon-dispatch merged (pre-gluon: main before it): 'fwd_history 200 100; fwd_bwd_gqa; bwd_probe gqa_8;
 # since_gate pre-gluon': main's forwards and forward+backward beside SDPA's (asv, re-timed apart), the
 # forward+backward beside Flex's kernel by kernel, and main gated against the commit before the merge.
+# Fourth: 'gpu_tests softcap-tests softcap-fma -k "gluon and softcap"; gluon_probe softcap-fma causal softcap_50;
+# fwd_gate softcap-fma' (softcap's exp2 on the FMA pipe: right, then against our causal, then gated).
 set -u
 root=reports/truth/s23-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip|diff'
@@ -21,8 +23,8 @@ numerics() {  # numerics BRANCH: the GPU tests (float64 references at head dim 1
 gluon_tests() {  # gluon_tests BRANCH: the Gluon forward's GPU tests alone
   gpu_tests "gluon-tests-$1" "$1" -k gluon
 }
-gluon_probe() {  # gluon_probe BRANCH: the Gluon forward beside our Triton forward and cuDNN (do_bench)
-  worktree "$1" && step "gluon-probe-$1" 120 $(within "$1") python3 tools/probe_gluon_forward.py
+gluon_probe() {  # gluon_probe BRANCH [VARIANT...]: the Gluon forward beside our Triton forward and cuDNN (do_bench)
+  worktree "$1" && step "gluon-probe-$1" 120 $(within "$1") python3 tools/probe_gluon_forward.py "${@:2}"
 }
 fwd_gate() {  # fwd_gate BRANCH: gated against main on our attention's forward at llama-3-8b-s4k
   attention_gate "$1" 420 'AttentionForward\.time'
