@@ -28,15 +28,10 @@ def test_the_cpu_runs_the_triton_forward_and_names_it():
     assert result["ok"] and call.backend == "triton"
 
 
-def test_a_sliding_window_is_refused_whatever_the_tensors():
-    _, problem = _problem("gqa_8")
-    assert "sliding window" in gluon_flash.refusal(problem.q, problem.k, problem.v, window=64)
-
-
 def test_the_gluon_forward_runs_what_it_accepts_and_a_forced_tile_keeps_triton(monkeypatch):
     """With the refusal forced away, the forward, prepare and prepare_function go through the Gluon
-    launcher (a stand-in: the Triton one, tagged); a window, a forced Triton config, or a refusal goes
-    to the Triton kernel."""
+    launcher (a stand-in: the Triton one, tagged), a sliding window's too; a forced Triton config or a
+    refusal goes to the Triton kernel."""
     launched = []
 
     def stand_in(q, k, v, **options):
@@ -44,7 +39,7 @@ def test_the_gluon_forward_runs_what_it_accepts_and_a_forced_tile_keeps_triton(m
         return triton_flash.forward_launcher(q, k, v, **options)
 
     monkeypatch.setattr(gluon_flash, "forward_launcher", stand_in)
-    monkeypatch.setattr(gluon_flash, "refusal", lambda q, k, v, window=None: "a window" if window else None)
+    monkeypatch.setattr(gluon_flash, "refusal", lambda q, k, v: None)
     variant, problem = _problem("gqa_8")
     assert triton_attention.prepare(variant, problem).backend == "gluon forward" and launched == ["gluon"]
     assert triton_attention.prepare_function(variant, problem).backend == "gluon forward"
@@ -52,6 +47,6 @@ def test_the_gluon_forward_runs_what_it_accepts_and_a_forced_tile_keeps_triton(m
     tile = triton.Config({"BLOCK_M": 32, "BLOCK_N": 16}, num_warps=4, num_stages=2)
     assert triton_attention.prepare(variant, problem, config=tile).backend == "triton" and len(launched) == 2
     window, windowed = _problem("sliding_window_1024")
-    assert triton_attention.prepare(window, windowed).backend == "triton" and len(launched) == 2
-    monkeypatch.setattr(gluon_flash, "refusal", lambda q, k, v, window=None: "not Hopper")
-    assert triton_attention.prepare(variant, problem).backend == "triton" and len(launched) == 2
+    assert triton_attention.prepare(window, windowed).backend == "gluon forward" and len(launched) == 3
+    monkeypatch.setattr(gluon_flash, "refusal", lambda q, k, v: "not Hopper")
+    assert triton_attention.prepare(variant, problem).backend == "triton" and len(launched) == 3

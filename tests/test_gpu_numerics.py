@@ -249,9 +249,9 @@ def test_our_expert_gemms_compiled_match_float64_and_refuse_float32():
         te.down(hidden.float(), w2.float(), offsets)
 
 
-# the catalog's interval variants the Gluon forward runs (windows go to the Triton one), a prefix no tile
-# divides and softcap with ALiBi added
+# the catalog's interval variants, a window and a prefix no tile divides, and softcap with ALiBi added
 GLUON_VARIANTS = {"gqa_8": {}, "full": {}, "softcap_50": {}, "alibi": {}, "document": {},
+                  "sliding_window_1024": dict(window=200),
                   "prefix_lm": dict(prefix=300), "softcap_50+alibi": dict(alibi=True)}
 
 
@@ -272,8 +272,8 @@ def test_our_attention_through_the_gluon_forward_matches_float64(name):
     shape = dataclasses.replace(fam.shape("llama-3-8b-s4k"), name="gpu-test", batch=2, q_len=640, kv_len=640)
     problem = fam.make_problem(variant, shape, device="cuda", dtype=torch.bfloat16, seed=12, requires_grad=True)
     inputs = (problem.q, problem.k, problem.v)
-    assert triton_attention.gluon_refusal(*inputs, variant.window) is None
-    options = dict(causal=variant.causal, window=None, prefix=variant.prefix, doc_start=problem.doc_start,
+    assert triton_attention.gluon_refusal(*inputs) is None
+    options = dict(causal=variant.causal, window=variant.window, prefix=variant.prefix, doc_start=problem.doc_start,
                    softcap=variant.softcap, alibi=variant.alibi)
     out = TritonAttention.apply(*inputs, options)
     grad = torch.randn(out.shape, device="cuda", generator=torch.Generator("cuda").manual_seed(13), dtype=out.dtype)

@@ -25,9 +25,9 @@ SHOWN = ("HGMMA", "WARPGROUP", "BAR", "SYNCS", "MUFU", "UTMALDG", "UTMASTG")
 # the variants' compile-time switches (every other one False)
 CASES = {"causal": dict(CAUSAL=True), "full": {}, "softcap": dict(CAUSAL=True, SOFTCAP=True),
          "alibi": dict(CAUSAL=True, ALIBI=True), "softcap+alibi": dict(CAUSAL=True, SOFTCAP=True, ALIBI=True),
-         "document": dict(CAUSAL=True, DOCUMENTS=True),
+         "window": dict(CAUSAL=True, WINDOW=True), "document": dict(CAUSAL=True, DOCUMENTS=True),
          "prefix": dict(CAUSAL=True, PREFIX=True)}
-SWITCHES = ("CAUSAL", "PREFIX", "DOCUMENTS", "SOFTCAP", "ALIBI")
+SWITCHES = ("CAUSAL", "WINDOW", "PREFIX", "DOCUMENTS", "SOFTCAP", "ALIBI")
 
 
 def compiled(switches):

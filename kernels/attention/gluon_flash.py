@@ -17,8 +17,7 @@ consumer warpgroups of four warps each own 64 rows and run apart, so one's softm
 other's products; within each, FlashAttention-3's order issues S_j = Q K_j^T with P_{j-1} V_{j-1}
 and waits for S_j alone before S_j's softmax.
 
-Masks and scores are triton_flash's, sliding windows aside (`refusal`): query position q sees keys
-lo(q) <= k <= hi(q), and every bound
+Masks and scores are triton_flash's: query position q sees keys lo(q) <= k <= hi(q), and every bound
 grows with q, so a program's first and last rows bound the key tiles it walks, and tiles every row sees
 whole skip the interval test. The producer and both consumers walk the same tiles (the rings' release
 counts rely on it).
@@ -56,8 +55,8 @@ CONSUMER_REGISTERS, PRODUCER_REGISTERS, MAX_REGISTERS = 232, 24, 168
 
 
 @gluon.jit
-def _bounds(pos, batch, seq, prefix, DocStart, CAUSAL: gl.constexpr, PREFIX: gl.constexpr,
-            DOCUMENTS: gl.constexpr):
+def _bounds(pos, batch, seq, window, prefix, DocStart, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
+            PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr):
     """(lo, hi): the keys query position(s) pos see, triton_flash's intervals; pos a scalar or a vector."""
     lo = pos * 0
     hi = pos * 0 + (seq - 1)
@@ -65,6 +64,8 @@ def _bounds(pos, batch, seq, prefix, DocStart, CAUSAL: gl.constexpr, PREFIX: gl.
         hi = pos
     if PREFIX:
         hi = gl.minimum(gl.maximum(hi, prefix - 1), seq - 1)  # a prefix may exceed the sequence
+    if WINDOW:
+        lo = gl.maximum(lo, pos - window + 1)
     if DOCUMENTS:
         lo = gl.maximum(lo, gl.load(DocStart + batch * seq + pos))
     return lo, hi
@@ -118,8 +119,8 @@ def _softmax(qk, m_i, l_i, to_log2, sm_scale, softcap, slope, rows, cols, lo, hi
 
 
 @gluon.jit
-def _producer(descs, bars, bufs, walk, scores, masks, CAUSAL: gl.constexpr, PREFIX: gl.constexpr,
-              DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr):
+def _producer(descs, bars, bufs, walk, scores, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
+              PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr):
     """One warp: each consumer's query rows, then every key tile of the walk's K and V through the copy
     engine into the rings, each slot once both consumers have released it."""
     q_desc, k_desc, v_desc, o_desc = descs
@@ -144,8 +145,8 @@ def _producer(descs, bars, bufs, walk, scores, masks, CAUSAL: gl.constexpr, PREF
 
 
 @gluon.jit
-def _consumer(descs, bars, bufs, walk, scores, masks, CAUSAL: gl.constexpr, PREFIX: gl.constexpr,
-              DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr, HALF: gl.constexpr):
+def _consumer(descs, bars, bufs, walk, scores, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
+              PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr, HALF: gl.constexpr):
     """Four warps, one warpgroup: 64 query rows (half HALF of the program's 128) through every key tile
     of the walk, then their output through the copy engine (from their query tile's shared memory) and
     their lse."""
@@ -154,7 +155,7 @@ def _consumer(descs, bars, bufs, walk, scores, masks, CAUSAL: gl.constexpr, PREF
     q_halves, k_ring, v_ring = bufs
     q_row0, kv_row0, q_pos0, first_tile, n_tiles, unmasked_lo, unmasked_hi = walk
     Lse, sm_scale, softcap, slope, to_log2 = scores
-    batch, seq, prefix, DocStart = masks
+    batch, seq, window, prefix, DocStart = masks
     STAGES: gl.constexpr = k_ring.shape[0]
     HALF_M: gl.constexpr = q_desc.block_type.shape[0]
     TILE_N: gl.constexpr = k_desc.block_type.shape[0]
@@ -168,7 +169,7 @@ def _consumer(descs, bars, bufs, walk, scores, masks, CAUSAL: gl.constexpr, PREF
     q_smem = q_halves.index(HALF)
 
     rows = q_pos0 + HALF * HALF_M + gl.arange(0, HALF_M, layout=gl.SliceLayout(1, s_layout))
-    lo, hi = _bounds(rows, batch, seq, prefix, DocStart, CAUSAL, PREFIX, DOCUMENTS)
+    lo, hi = _bounds(rows, batch, seq, window, prefix, DocStart, CAUSAL, WINDOW, PREFIX, DOCUMENTS)
     cols = first_tile * TILE_N + gl.arange(0, TILE_N, layout=gl.SliceLayout(0, s_layout))
     m_i = gl.full([HALF_M], float("-inf"), gl.float32, layout=gl.SliceLayout(1, s_layout))
     l_i = gl.zeros([HALF_M], gl.float32, layout=gl.SliceLayout(1, s_layout))
@@ -216,20 +217,21 @@ def _consumer(descs, bars, bufs, walk, scores, masks, CAUSAL: gl.constexpr, PREF
 
 
 @gluon.jit
-def _first_consumer(descs, bars, bufs, walk, scores, masks, CAUSAL: gl.constexpr, PREFIX: gl.constexpr,
-                    DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr):
-    _consumer(descs, bars, bufs, walk, scores, masks, CAUSAL, PREFIX, DOCUMENTS, SOFTCAP, ALIBI, 0)
+def _first_consumer(descs, bars, bufs, walk, scores, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
+                    PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr):
+    _consumer(descs, bars, bufs, walk, scores, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI, 0)
 
 
 @gluon.jit
-def _second_consumer(descs, bars, bufs, walk, scores, masks, CAUSAL: gl.constexpr, PREFIX: gl.constexpr,
-                     DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr):
-    _consumer(descs, bars, bufs, walk, scores, masks, CAUSAL, PREFIX, DOCUMENTS, SOFTCAP, ALIBI, 1)
+def _second_consumer(descs, bars, bufs, walk, scores, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
+                     PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr):
+    _consumer(descs, bars, bufs, walk, scores, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI, 1)
 
 
 @gluon.jit
-def _attention_forward(q_desc, k_desc, v_desc, o_desc, Lse, DocStart, sm_scale, softcap, prefix,
-                       n_q_heads, n_kv_heads, seq, CAUSAL: gl.constexpr, PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr,
+def _attention_forward(q_desc, k_desc, v_desc, o_desc, Lse, DocStart, sm_scale, softcap, window, prefix,
+                       n_q_heads, n_kv_heads, seq, CAUSAL: gl.constexpr, WINDOW: gl.constexpr, PREFIX: gl.constexpr,
+                       DOCUMENTS: gl.constexpr,
                        SOFTCAP: gl.constexpr, ALIBI: gl.constexpr, STAGES: gl.constexpr,
                        CONSUMER_REGISTERS: gl.constexpr, PRODUCER_REGISTERS: gl.constexpr):
     """Program (row block, batch x head): 128 query rows of one head."""
@@ -243,8 +245,9 @@ def _attention_forward(q_desc, k_desc, v_desc, o_desc, Lse, DocStart, sm_scale, 
     kv_row0 = (batch * n_kv_heads + q_head // (n_q_heads // n_kv_heads)) * seq
     q_pos0 = row_block * 2 * HALF_M
     # Every bound grows with the query position: the first row's and the last's bound the program's.
-    first_lo, first_hi = _bounds(q_pos0, batch, seq, prefix, DocStart, CAUSAL, PREFIX, DOCUMENTS)
-    last_lo, last_hi = _bounds(q_pos0 + 2 * HALF_M - 1, batch, seq, prefix, DocStart, CAUSAL, PREFIX, DOCUMENTS)
+    first_lo, first_hi = _bounds(q_pos0, batch, seq, window, prefix, DocStart, CAUSAL, WINDOW, PREFIX, DOCUMENTS)
+    last_lo, last_hi = _bounds(q_pos0 + 2 * HALF_M - 1, batch, seq, window, prefix, DocStart, CAUSAL, WINDOW, PREFIX,
+                               DOCUMENTS)
     first_tile = first_lo // TILE_N
     end_tile = (last_hi + TILE_N) // TILE_N
     # Key tiles in [unmasked_lo, unmasked_hi) are visible to every row of the program: no interval test.
@@ -283,23 +286,18 @@ def _attention_forward(q_desc, k_desc, v_desc, o_desc, Lse, DocStart, sm_scale, 
     bufs = (q_halves, k_ring, v_ring)
     walk = (head_row * seq + q_pos0, kv_row0, q_pos0, first_tile, end_tile - first_tile, unmasked_lo, unmasked_hi)
     scores = (Lse, sm_scale, softcap, slope, to_log2)
-    masks = (batch, seq, prefix, DocStart)
+    masks = (batch, seq, window, prefix, DocStart)
     # the switches travel apart: inside a tuple through warp_specialize a constexpr arrives as a runtime
     # value (Triton 3.6.0), and every `if` on it would compile both branches
     gl.warp_specialize([
-        (_first_consumer, (descs, bars, bufs, walk, scores, masks, CAUSAL, PREFIX, DOCUMENTS, SOFTCAP, ALIBI)),
-        (_second_consumer, (descs, bars, bufs, walk, scores, masks, CAUSAL, PREFIX, DOCUMENTS, SOFTCAP, ALIBI)),
-        (_producer, (descs, bars, bufs, walk, scores, masks, CAUSAL, PREFIX, DOCUMENTS, SOFTCAP, ALIBI)),
+        (_first_consumer, (descs, bars, bufs, walk, scores, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI)),
+        (_second_consumer, (descs, bars, bufs, walk, scores, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI)),
+        (_producer, (descs, bars, bufs, walk, scores, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI)),
     ], [4, 1], [CONSUMER_REGISTERS, PRODUCER_REGISTERS])
 
 
-def refusal(q, k, v, window=None):
+def refusal(q, k, v):
     """Why this kernel cannot run q, k, v (triton_flash's kernel runs them instead), or None."""
-    if window is not None:
-        # any per-row lower bound computed from the row's position (window's q - w + 1, even q - 5) fails
-        # Triton 3.6.0's lowering to LLVM on an assertion (SmallVector index out of range), where the
-        # document mask's bound, loaded, compiles (tools/compile_gluon_sm90.py, session 23)
-        return "Triton 3.6.0 cannot lower a sliding window's bound in it"
     if not q.is_cuda or torch.cuda.get_device_capability(q.device) != (9, 0):
         return "it is written for Hopper (sm_90)"
     if q.dtype not in (torch.bfloat16, torch.float16) or k.dtype != q.dtype or v.dtype != q.dtype:
@@ -329,7 +327,7 @@ def forward_launcher(q, k, v, *, causal, window=None, prefix=None, doc_start=Non
     """A launch of the forward on these tensors (triton_flash.forward_launcher's options): `launcher()`
     allocates the output, launches and returns it, filling lse ((B, Hq, S) float32, log2 units) when
     given. Checks and the input descriptors happen once here, not in every timed call."""
-    why = refusal(q, k, v, window)
+    why = refusal(q, k, v)
     if why:
         raise ValueError(f"the Gluon forward cannot run these: {why}")
     if doc_start is not None and not causal:
@@ -340,9 +338,9 @@ def forward_launcher(q, k, v, *, causal, window=None, prefix=None, doc_start=Non
     k_desc, v_desc = (TensorDescriptor.from_tensor(t.view(-1, head_dim), [BLOCK_N, head_dim], layout) for t in (k, v))
     lse = lse if lse is not None else torch.empty(q.shape[:3], device=q.device, dtype=torch.float32)
     doc_arg = q if doc_start is None else doc_start.to(device=q.device, dtype=torch.int32).contiguous()
-    arguments = (doc_arg, scale if scale is not None else head_dim ** -0.5, softcap or 1.0, prefix or 0, n_q_heads,
-                 k.shape[1], seq)
-    flags = dict(CAUSAL=causal, PREFIX=prefix is not None, DOCUMENTS=doc_start is not None,
+    arguments = (doc_arg, scale if scale is not None else head_dim ** -0.5, softcap or 1.0, window or 0, prefix or 0,
+                 n_q_heads, k.shape[1], seq)
+    flags = dict(CAUSAL=causal, WINDOW=window is not None, PREFIX=prefix is not None, DOCUMENTS=doc_start is not None,
                  SOFTCAP=softcap is not None, ALIBI=alibi, STAGES=STAGES, CONSUMER_REGISTERS=CONSUMER_REGISTERS,
                  PRODUCER_REGISTERS=PRODUCER_REGISTERS)
 

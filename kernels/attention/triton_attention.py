@@ -4,8 +4,8 @@ catalog's entry points.
 The forward has two kernels. gluon_flash.py's is FlashAttention-3's warp-specialised schedule for
 Hopper, at cuDNN's speed on causal GQA (session 23, H200, llama-3-8b-s4k: 1.0193 ms against cuDNN's
 1.0219, where triton_flash.py's ran 1.1518); it runs 16-bit, contiguous self-attention at head dim 128
-on sm_90, every mask but sliding windows. triton_flash.py's runs everything else: other GPUs and head
-dims, decode, cross lengths, strided inputs, windows, and the interpreter on the CPU. A prepared call
+on sm_90, every interval mask and score function. triton_flash.py's runs everything else: other GPUs
+and head dims, decode, cross lengths, strided inputs, and the interpreter on the CPU. A prepared call
 names the one it runs (`backend`, kept beside the asv results), and `variantbench check` shows it.
 The backward (triton_attention_backward.py) is one for both: it recomputes the probabilities from the
 forward's lse, which the two keep alike (log2 units).
@@ -23,22 +23,22 @@ except ImportError:  # a Triton before Gluon (3.4): the Triton kernel runs every
     gluon_flash = None
 
 
-def gluon_refusal(q, k, v, window=None):
+def gluon_refusal(q, k, v):
     """Why the Gluon forward cannot run q, k, v (the Triton one does), or None."""
     if gluon_flash is None:
         return f"Triton {triton.__version__} has no Gluon"
-    return gluon_flash.refusal(q, k, v, window)
+    return gluon_flash.refusal(q, k, v)
 
 
-def _kernel(q, k, v, config, window):
+def _kernel(q, k, v, config):
     """The module whose forward runs these: a forced Triton config (a plug-in's tile) keeps Triton's."""
-    return triton_flash if config is not None or gluon_refusal(q, k, v, window) else gluon_flash
+    return triton_flash if config is not None or gluon_refusal(q, k, v) else gluon_flash
 
 
 def forward_launcher(q, k, v, *, config=None, lse=None, **options):
     """A launch of our forward on these tensors (triton_flash.forward_launcher's options and contract),
     through the kernel that runs them."""
-    if _kernel(q, k, v, config, options.get("window")) is gluon_flash:
+    if _kernel(q, k, v, config) is gluon_flash:
         return gluon_flash.forward_launcher(q, k, v, lse=lse, **options)
     return triton_flash.forward_launcher(q, k, v, config=config, lse=lse, **options)
 
@@ -51,9 +51,9 @@ def attention_forward(
                             softcap=softcap, alibi=alibi, scale=scale)()
 
 
-def _backend(problem, variant, config=None):
+def _backend(problem, config=None):
     """What a prepared call names as its kernel."""
-    kernel = _kernel(problem.q, problem.k, problem.v, config, variant.window)
+    kernel = _kernel(problem.q, problem.k, problem.v, config)
     return "gluon forward" if kernel is gluon_flash else "triton"
 
 
@@ -75,7 +75,7 @@ def prepare_function(variant, problem):
 
     attend(problem.q, problem.k, problem.v)
     # a block's projections may be strided views, which the Triton kernel runs: named after the problem's
-    attend.backend = _backend(problem, variant)
+    attend.backend = _backend(problem)
     return attend
 
 
@@ -106,5 +106,5 @@ def prepare(variant, problem, config=None):
         first_launch = forward_launcher(q, k, v, **options)
         first_launch()
         call = getattr(first_launch, "then", first_launch)  # on CUDA, the launch without the bookkeeping
-    call.backend = _backend(problem, variant, None if q.requires_grad else config)
+    call.backend = _backend(problem, None if q.requires_grad else config)
     return call
