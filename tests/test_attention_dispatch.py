@@ -50,3 +50,24 @@ def test_the_gluon_forward_runs_what_it_accepts_and_a_forced_tile_keeps_triton(m
     assert triton_attention.prepare(window, windowed).backend == "gluon forward" and len(launched) == 3
     monkeypatch.setattr(gluon_flash, "refusal", lambda q, k, v: "not Hopper")
     assert triton_attention.prepare(variant, problem).backend == "triton" and len(launched) == 3
+
+
+def test_a_functions_label_names_what_its_last_call_ran(monkeypatch):
+    """prepare_function's call serves blocks, which hand it their own views: its label follows each
+    call's tensors, not the problem's it was prepared on."""
+    launched = []
+
+    def stand_in(q, k, v, **options):
+        launched.append("gluon")
+        return triton_flash.forward_launcher(q, k, v, **options)
+
+    monkeypatch.setattr(gluon_flash, "forward_launcher", stand_in)
+    monkeypatch.setattr(gluon_flash, "refusal", lambda q, k, v: None if q.is_contiguous() else "a view")
+    variant, problem = _problem("gqa_8")
+    attend = triton_attention.prepare_function(variant, problem)
+    assert attend.backend == "gluon forward" and launched == ["gluon"]
+    views = [t.transpose(1, 2).contiguous().transpose(1, 2) for t in (problem.q, problem.k, problem.v)]
+    out = attend(*views)
+    assert attend.backend == "triton" and launched == ["gluon"]
+    assert torch.allclose(out, attend(problem.q, problem.k, problem.v))
+    assert attend.backend == "gluon forward" and launched == ["gluon"] * 2

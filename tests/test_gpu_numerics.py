@@ -288,3 +288,21 @@ def test_our_attention_through_the_gluon_forward_matches_float64(name):
     for what, g, e, lo in zip(("out", "dq", "dk", "dv"), got, exact, low):
         error, reference_error = (g.double() - e).abs().max().item(), (lo.double() - e).abs().max().item()
         assert error <= 2 * reference_error, f"{what}: {error:.3g} against the bfloat16 reference's {reference_error:.3g}"
+
+
+@pytest.mark.parametrize("dtype,heads", [(torch.bfloat16, (8, 2)), (torch.float16, (4, 4))], ids=["bf16-gqa", "fp16-mha"])
+def test_the_gluon_forward_reads_a_blocks_layout_as_its_contiguous_copy(dtype, heads):
+    """A block hands our attention its projections as (B, S, H, D) memory seen as (B, H, S, D): the Gluon
+    forward takes them (4-D descriptors, any strides the copy engine reads) and gives the output and lse
+    of the same tensors made contiguous, equal in bits."""
+    from kernels.attention import gluon_flash, triton_attention
+
+    gen = torch.Generator(device="cuda").manual_seed(14)
+    views = [torch.randn(2, 384, h, 128, device="cuda", generator=gen, dtype=dtype).transpose(1, 2)
+             for h in (heads[0], heads[1], heads[1])]
+    assert not views[0].is_contiguous() and triton_attention.gluon_refusal(*views) is None
+    lse_view, lse_copy = (torch.empty(2, heads[0], 384, device="cuda") for _ in range(2))
+    out_view = gluon_flash.forward_launcher(*views, causal=True, lse=lse_view)()
+    out_copy = gluon_flash.forward_launcher(*(t.contiguous() for t in views), causal=True, lse=lse_copy)()
+    assert out_view.stride() == views[0].stride()  # allocated like q, which the backward's dQ layout follows
+    assert torch.equal(out_view, out_copy) and torch.equal(lse_view, lse_copy)

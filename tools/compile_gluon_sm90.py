@@ -35,10 +35,12 @@ def compiled(switches):
     tile = {name: rows for name, rows in (("q_desc", gluon_flash.BLOCK_M // 2), ("o_desc", gluon_flash.BLOCK_M // 2),
                                           ("k_desc", gluon_flash.BLOCK_N), ("v_desc", gluon_flash.BLOCK_N))}
     kernel = gluon_flash._attention_forward
-    constexprs = dict({name: switches.get(name, False) for name in SWITCHES}, STAGES=gluon_flash.STAGES, CONSUMER_REGISTERS=gluon_flash.CONSUMER_REGISTERS,
+    constexprs = dict({name: switches.get(name, False) for name in SWITCHES}, STAGES=gluon_flash.STAGES,
+                      CONSUMER_REGISTERS=gluon_flash.CONSUMER_REGISTERS,
                       PRODUCER_REGISTERS=gluon_flash.PRODUCER_REGISTERS)
-    signature = {name: f"tensordesc<bf16[{tile[name]}, 128],{layout!r}>" if name in tile else "*fp32"
-                 if name == "Lse" else ("*i32" if switches.get("DOCUMENTS") else "*bf16") if name == "DocStart" else "fp32" if name in ("sm_scale", "softcap")
+    signature = {name: f"tensordesc<bf16[1, 1, {tile[name]}, 128],{layout!r}>" if name in tile
+                 else "*fp32" if name == "Lse" else ("*i32" if switches.get("DOCUMENTS") else "*bf16")
+                 if name == "DocStart" else "fp32" if name in ("sm_scale", "softcap")
                  else "constexpr" if name in constexprs else "i32"
                  for name in kernel.arg_names}
     source = GluonASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs={})

@@ -1,6 +1,6 @@
 """Our Gluon forward (kernels/attention/gluon_flash.py) on a GPU beside our Triton forward and SDPA (cuDNN)
 at llama-3-8b-s4k (B4, Hq 32, Hkv 8, S 4096, D 128, bfloat16):
-    python tools/probe_gluon_forward.py [VARIANT ...]     (default: causal full softcap_50 alibi prefix_lm)
+    python tools/probe_gluon_forward.py [VARIANT ...]     (default: every variant in VARIANTS)
 For each variant, first the two kernels' outputs against each other (and cuDNN's where SDPA runs the
 variant: causal, full), max difference, so a wrong kernel shows here and not as a speed; then each
 timed by triton's do_bench (median) in TFLOP/s on the variant's visible pairs. Run it under `timeout`:
@@ -19,15 +19,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from kernels.attention import gluon_flash, triton_flash  # noqa: E402
 
 BATCH, Q_HEADS, KV_HEADS, SEQ, DIM = 4, 32, 8, 4096, 128
-PREFIX = 1024  # the catalog's prefix_lm
+PREFIX, WINDOW = 1024, 1024  # the catalog's prefix_lm and sliding_window_1024
 VARIANTS = {"causal": dict(causal=True), "full": dict(causal=False), "softcap_50": dict(causal=True, softcap=50.0),
-            "alibi": dict(causal=True, alibi=True), "prefix_lm": dict(causal=True, prefix=PREFIX)}
+            "alibi": dict(causal=True, alibi=True), "prefix_lm": dict(causal=True, prefix=PREFIX),
+            "sliding_window_1024": dict(causal=True, window=WINDOW)}
 
 
 def visible_pairs(options):
     if not options["causal"]:
         return SEQ * SEQ
     pairs = SEQ * (SEQ + 1) // 2
+    if options.get("window"):  # a row sees itself and the window - 1 keys before it
+        return WINDOW * (WINDOW + 1) // 2 + (SEQ - WINDOW) * WINDOW
     prefix = options.get("prefix")
     return pairs + (prefix * (prefix - 1) // 2 if prefix else 0)  # the prefix's rows also see later prefix keys
 

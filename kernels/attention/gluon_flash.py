@@ -33,9 +33,11 @@ What compiling for sm_90 showed (tools/compile_gluon_sm90.py, Triton 3.6.0), ses
   and end of the pipeline stage").
 So the overlap this kernel can count on is between its two consumers.
 
-Scope: 16-bit q, k, v, contiguous (B, H, S, 128), self-attention (Sq == Skv), S a multiple of 128,
-grouped heads. It fills lse (log2 units, as triton_flash's) for our backward.
+Scope: 16-bit q, k, v of shape (B, H, S, 128) and any strides the copy engine takes, self-attention
+(Sq == Skv), S a multiple of 128, grouped heads. It fills lse (log2 units, as triton_flash's) for our backward.
 """
+
+import os
 
 import torch
 from triton.experimental import gluon
@@ -123,25 +125,26 @@ def _producer(descs, bars, bufs, walk, scores, masks, CAUSAL: gl.constexpr, WIND
               PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr):
     """One warp: each consumer's query rows, then every key tile of the walk's K and V through the copy
     engine into the rings, each slot once both consumers have released it."""
-    q_desc, k_desc, v_desc, o_desc = descs
+    q_desc, k_desc, v_desc, _ = descs
     q_bars, k_ready, k_empty, v_ready, v_empty = bars
     q_halves, k_ring, v_ring = bufs
-    q_row0, kv_row0, q_pos0, first_tile, n_tiles, unmasked_lo, unmasked_hi = walk
+    batch, q_head, kv_head, _, q_pos0, first_tile, n_tiles, _, _ = walk
     STAGES: gl.constexpr = k_ring.shape[0]
-    TILE_N: gl.constexpr = k_desc.block_type.shape[0]
-    HALF_M: gl.constexpr = q_desc.block_type.shape[0]
+    TILE_N: gl.constexpr = k_desc.block_type.shape[2]
+    HALF_M: gl.constexpr = q_desc.block_type.shape[2]
     for h in gl.static_range(2):
         mbarrier.expect(q_bars.index(h), q_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(q_desc, [q_row0 + h * HALF_M, 0], q_bars.index(h), q_halves.index(h))
+        tma.async_copy_global_to_shared(q_desc, [batch, q_head, q_pos0 + h * HALF_M, 0], q_bars.index(h),
+                                        q_halves.index(h))
     for j in range(n_tiles):
         slot, phase = j % STAGES, (j // STAGES) & 1
-        key_row = kv_row0 + (first_tile + j) * TILE_N
+        key = (first_tile + j) * TILE_N
         mbarrier.wait(k_empty.index(slot), phase ^ 1)  # a fresh mbarrier reads as phase 1 completed
         mbarrier.expect(k_ready.index(slot), k_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(k_desc, [key_row, 0], k_ready.index(slot), k_ring.index(slot))
+        tma.async_copy_global_to_shared(k_desc, [batch, kv_head, key, 0], k_ready.index(slot), k_ring.index(slot))
         mbarrier.wait(v_empty.index(slot), phase ^ 1)
         mbarrier.expect(v_ready.index(slot), v_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(v_desc, [key_row, 0], v_ready.index(slot), v_ring.index(slot))
+        tma.async_copy_global_to_shared(v_desc, [batch, kv_head, key, 0], v_ready.index(slot), v_ring.index(slot))
 
 
 @gluon.jit
@@ -153,20 +156,20 @@ def _consumer(descs, bars, bufs, walk, scores, masks, CAUSAL: gl.constexpr, WIND
     q_desc, k_desc, v_desc, o_desc = descs
     q_bars, k_ready, k_empty, v_ready, v_empty = bars
     q_halves, k_ring, v_ring = bufs
-    q_row0, kv_row0, q_pos0, first_tile, n_tiles, unmasked_lo, unmasked_hi = walk
+    batch, q_head, kv_head, lse_row0, q_pos0, first_tile, n_tiles, unmasked_lo, unmasked_hi = walk
     Lse, sm_scale, softcap, slope, to_log2 = scores
-    batch, seq, window, prefix, DocStart = masks
+    seq, window, prefix, DocStart = masks
     STAGES: gl.constexpr = k_ring.shape[0]
-    HALF_M: gl.constexpr = q_desc.block_type.shape[0]
-    TILE_N: gl.constexpr = k_desc.block_type.shape[0]
-    HEAD_DIM: gl.constexpr = q_desc.block_type.shape[1]
+    HALF_M: gl.constexpr = q_desc.block_type.shape[2]
+    TILE_N: gl.constexpr = k_desc.block_type.shape[2]
+    HEAD_DIM: gl.constexpr = q_desc.block_type.shape[3]
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, TILE_N, 16])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, HEAD_DIM, 16])
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     o_rows: gl.constexpr = gl.SliceLayout(1, o_layout)
-    q_smem = q_halves.index(HALF)
+    q_smem = q_halves.index(HALF).reshape([HALF_M, HEAD_DIM])  # the copy engine's (1, 1, rows, 128) tile
 
     rows = q_pos0 + HALF * HALF_M + gl.arange(0, HALF_M, layout=gl.SliceLayout(1, s_layout))
     lo, hi = _bounds(rows, batch, seq, window, prefix, DocStart, CAUSAL, WINDOW, PREFIX, DOCUMENTS)
@@ -178,7 +181,7 @@ def _consumer(descs, bars, bufs, walk, scores, masks, CAUSAL: gl.constexpr, WIND
 
     mbarrier.wait(q_bars.index(HALF), 0)
     mbarrier.wait(k_ready.index(0), 0)
-    s = warpgroup_mma(q_smem, k_ring.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+    s = warpgroup_mma(q_smem, k_ring.index(0).reshape([TILE_N, HEAD_DIM]).permute((1, 0)), s_zero, use_acc=False, is_async=True)
     s = warpgroup_mma_wait(num_outstanding=0, deps=(s, ))
     mbarrier.arrive(k_empty.index(0), count=1)
     p, m_i, l_i, alpha = _softmax(s, m_i, l_i, to_log2, sm_scale, softcap, slope, rows, cols, lo, hi,
@@ -188,9 +191,9 @@ def _consumer(descs, bars, bufs, walk, scores, masks, CAUSAL: gl.constexpr, WIND
         slot, prev = j % STAGES, (j - 1) % STAGES
         tile = first_tile + j
         mbarrier.wait(k_ready.index(slot), (j // STAGES) & 1)
-        s = warpgroup_mma(q_smem, k_ring.index(slot).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+        s = warpgroup_mma(q_smem, k_ring.index(slot).reshape([TILE_N, HEAD_DIM]).permute((1, 0)), s_zero, use_acc=False, is_async=True)
         mbarrier.wait(v_ready.index(prev), ((j - 1) // STAGES) & 1)
-        acc = warpgroup_mma(p, v_ring.index(prev), acc, is_async=True)
+        acc = warpgroup_mma(p, v_ring.index(prev).reshape([TILE_N, HEAD_DIM]), acc, is_async=True)
         s = warpgroup_mma_wait(num_outstanding=1, deps=(s, ))  # S_j done; P_{j-1} V_{j-1} may still run
         mbarrier.arrive(k_empty.index(slot), count=1)
         p_next, m_i, l_i, alpha = _softmax(s, m_i, l_i, to_log2, sm_scale, softcap, slope, rows,
@@ -203,16 +206,16 @@ def _consumer(descs, bars, bufs, walk, scores, masks, CAUSAL: gl.constexpr, WIND
         acc = acc * gl.convert_layout(alpha, o_rows)[:, None]
     last = n_tiles - 1
     mbarrier.wait(v_ready.index(last % STAGES), (last // STAGES) & 1)
-    acc = warpgroup_mma(p, v_ring.index(last % STAGES), acc, is_async=True)
+    acc = warpgroup_mma(p, v_ring.index(last % STAGES).reshape([TILE_N, HEAD_DIM]), acc, is_async=True)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
     mbarrier.arrive(v_empty.index(last % STAGES), count=1)
 
-    gl.store(Lse + (q_row0 + HALF * HALF_M) + gl.arange(0, HALF_M, layout=gl.SliceLayout(1, s_layout)),
+    gl.store(Lse + (lse_row0 + HALF * HALF_M) + gl.arange(0, HALF_M, layout=gl.SliceLayout(1, s_layout)),
              m_i + gl.log2(l_i))
     acc = acc / gl.convert_layout(l_i, o_rows)[:, None]
     q_smem.store(acc.to(o_desc.dtype))  # every MMA reading these query rows is done: their tile holds the output
     fence_async_shared()
-    tma.async_copy_shared_to_global(o_desc, [q_row0 + HALF * HALF_M, 0], q_smem)
+    tma.async_copy_shared_to_global(o_desc, [batch, q_head, q_pos0 + HALF * HALF_M, 0], q_halves.index(HALF))
     tma.store_wait(pendings=0)
 
 
@@ -235,14 +238,14 @@ def _attention_forward(q_desc, k_desc, v_desc, o_desc, Lse, DocStart, sm_scale, 
                        SOFTCAP: gl.constexpr, ALIBI: gl.constexpr, STAGES: gl.constexpr,
                        CONSUMER_REGISTERS: gl.constexpr, PRODUCER_REGISTERS: gl.constexpr):
     """Program (row block, batch x head): 128 query rows of one head."""
-    HALF_M: gl.constexpr = q_desc.block_type.shape[0]
-    TILE_N: gl.constexpr = k_desc.block_type.shape[0]
+    HALF_M: gl.constexpr = q_desc.block_type.shape[2]
+    TILE_N: gl.constexpr = k_desc.block_type.shape[2]
     # Row blocks further down see more keys under causal and prefix masks: launch them first so the
     # grid's last wave is short.
     row_block = gl.num_programs(0) - 1 - gl.program_id(0)
     head_row = gl.program_id(1)  # batch x n_q_heads + q head
     batch, q_head = head_row // n_q_heads, head_row % n_q_heads
-    kv_row0 = (batch * n_kv_heads + q_head // (n_q_heads // n_kv_heads)) * seq
+    kv_head = q_head // (n_q_heads // n_kv_heads)
     q_pos0 = row_block * 2 * HALF_M
     # Every bound grows with the query position: the first row's and the last's bound the program's.
     first_lo, first_hi = _bounds(q_pos0, batch, seq, window, prefix, DocStart, CAUSAL, WINDOW, PREFIX, DOCUMENTS)
@@ -284,9 +287,10 @@ def _attention_forward(q_desc, k_desc, v_desc, o_desc, Lse, DocStart, sm_scale, 
     descs = (q_desc, k_desc, v_desc, o_desc)
     bars = (q_bars, k_ready, k_empty, v_ready, v_empty)
     bufs = (q_halves, k_ring, v_ring)
-    walk = (head_row * seq + q_pos0, kv_row0, q_pos0, first_tile, end_tile - first_tile, unmasked_lo, unmasked_hi)
+    walk = (batch, q_head, kv_head, head_row * seq + q_pos0, q_pos0, first_tile, end_tile - first_tile, unmasked_lo,
+            unmasked_hi)
     scores = (Lse, sm_scale, softcap, slope, to_log2)
-    masks = (batch, seq, window, prefix, DocStart)
+    masks = (seq, window, prefix, DocStart)
     # the switches travel apart: inside a tuple through warp_specialize a constexpr arrives as a runtime
     # value (Triton 3.6.0), and every `if` on it would compile both branches
     gl.warp_specialize([
@@ -300,6 +304,8 @@ def refusal(q, k, v):
     """Why this kernel cannot run q, k, v (triton_flash's kernel runs them instead), or None."""
     if not q.is_cuda or torch.cuda.get_device_capability(q.device) != (9, 0):
         return "it is written for Hopper (sm_90)"
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return "Gluon has no interpreter"
     if q.dtype not in (torch.bfloat16, torch.float16) or k.dtype != q.dtype or v.dtype != q.dtype:
         return f"it takes 16-bit q, k, v of one dtype, not {q.dtype}, {k.dtype}, {v.dtype}"
     if q.dim() != 4 or k.shape != v.shape or k.shape[0] != q.shape[0] or k.shape[2:] != q.shape[2:]:
@@ -309,16 +315,21 @@ def refusal(q, k, v):
         return f"it takes head dim 128 and a length that is a positive multiple of {BLOCK_M}, not {tuple(q.shape)}"
     if q.shape[1] % k.shape[1]:
         return f"query heads {q.shape[1]} are not a multiple of key heads {k.shape[1]}"
-    # its descriptors view each tensor as (B x H x S, D) rows: a head's rows must follow one another
-    if not all(t.is_contiguous() and t.data_ptr() % 16 == 0 for t in (q, k, v)):
-        return "it takes contiguous, 16-byte-aligned q, k, v"
+    if not 0 < q.shape[0] * q.shape[1] < 2 ** 16:
+        return f"its grid's second axis is batch x query heads, between 1 and 65,535, not {q.shape[0] * q.shape[1]}"
+    # the copy engine's terms: a contiguous head dim, a 16-byte-aligned base, every outer stride a multiple
+    # of 16 bytes (a block's projections, (B, S, H, D) seen as (B, H, S, D), qualify)
+    if not all(t.stride(-1) == 1 and t.data_ptr() % 16 == 0 and all(stride * t.element_size() % 16 == 0
+                                                                   for stride in t.stride()[:-1]) for t in (q, k, v)):
+        return "it takes q, k, v with a contiguous head dim and 16-byte-aligned storage and strides"
     return None
 
 
 def descriptor_layout(dtype):
-    """The shared-memory layout of every tile the copy engine moves (64 or 128 rows of 128 16-bit values:
-    NVMMASharedLayout.get_default_for gives the two the same layout)."""
-    return gl.NVMMASharedLayout.get_default_for([BLOCK_N, 128], gl.bfloat16 if dtype == torch.bfloat16
+    """The shared-memory layout of every tile the copy engine moves, (1, 1, 64 or 128 rows, 128) of 16-bit
+    values: one head's rows of a (B, H, S, D) tensor of any strides the copy engine takes (get_default_for
+    gives the two the same layout, 128-byte swizzled)."""
+    return gl.NVMMASharedLayout.get_default_for([1, 1, BLOCK_N, 128], gl.bfloat16 if dtype == torch.bfloat16
                                                 else gl.float16)
 
 
@@ -334,8 +345,8 @@ def forward_launcher(q, k, v, *, causal, window=None, prefix=None, doc_start=Non
         raise ValueError("the document mask is defined for causal attention only")
     batch, n_q_heads, seq, head_dim = q.shape
     layout = descriptor_layout(q.dtype)
-    q_desc = TensorDescriptor.from_tensor(q.view(-1, head_dim), [BLOCK_M // 2, head_dim], layout)
-    k_desc, v_desc = (TensorDescriptor.from_tensor(t.view(-1, head_dim), [BLOCK_N, head_dim], layout) for t in (k, v))
+    q_desc = TensorDescriptor.from_tensor(q, [1, 1, BLOCK_M // 2, head_dim], layout)
+    k_desc, v_desc = (TensorDescriptor.from_tensor(t, [1, 1, BLOCK_N, head_dim], layout) for t in (k, v))
     lse = lse if lse is not None else torch.empty(q.shape[:3], device=q.device, dtype=torch.float32)
     doc_arg = q if doc_start is None else doc_start.to(device=q.device, dtype=torch.int32).contiguous()
     arguments = (doc_arg, scale if scale is not None else head_dim ** -0.5, softcap or 1.0, window or 0, prefix or 0,
@@ -345,8 +356,8 @@ def forward_launcher(q, k, v, *, causal, window=None, prefix=None, doc_start=Non
                  PRODUCER_REGISTERS=PRODUCER_REGISTERS)
 
     def launcher():
-        out = torch.empty_like(q)
-        o_desc = TensorDescriptor.from_tensor(out.view(-1, head_dim), [BLOCK_M // 2, head_dim], layout)
+        out = torch.empty_like(q)  # q's strides where q is dense (the backward's dQ layout), else contiguous
+        o_desc = TensorDescriptor.from_tensor(out, [1, 1, BLOCK_M // 2, head_dim], layout)
         _attention_forward[(seq // BLOCK_M, batch * n_q_heads)](
             q_desc, k_desc, v_desc, o_desc, lse, *arguments, **flags, num_warps=WARPS, maxnreg=MAX_REGISTERS)
         return out
