@@ -251,10 +251,16 @@ def test_our_expert_gemms_compiled_match_float64_and_refuse_float32():
 
 # the catalog's interval variants, a window and a prefix no tile divides, and softcap with ALiBi added
 GLUON_VARIANTS = {"gqa_8": {}, "full": {}, "softcap_50": {}, "alibi": {}, "document": {},
-                  "sliding_window_1024": dict(window=200),
+                  "sliding_window_1024": dict(name="sliding_window_200", window=200),
                   "prefix_lm": dict(prefix=300), "softcap_50+alibi": dict(alibi=True)}
 
 
+# the Gluon forward's tests: it runs on Hopper alone (elsewhere the Triton forward runs every case)
+hopper = pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0),
+                            reason="the Gluon forward is written for Hopper (sm_90)")
+
+
+@hopper
 @pytest.mark.parametrize("name", GLUON_VARIANTS)
 def test_our_attention_through_the_gluon_forward_matches_float64(name):
     """Our attention at head dim 128 where the Gluon forward runs it (kernels/attention/gluon_flash.py):
@@ -290,6 +296,7 @@ def test_our_attention_through_the_gluon_forward_matches_float64(name):
         assert error <= 2 * reference_error, f"{what}: {error:.3g} against the bfloat16 reference's {reference_error:.3g}"
 
 
+@hopper
 @pytest.mark.parametrize("dtype,heads", [(torch.bfloat16, (8, 2)), (torch.float16, (4, 4))], ids=["bf16-gqa", "fp16-mha"])
 def test_the_gluon_forward_reads_a_blocks_layout_as_its_contiguous_copy(dtype, heads):
     """A block hands our attention its projections as (B, S, H, D) memory seen as (B, H, S, D): the Gluon
