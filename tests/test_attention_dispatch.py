@@ -28,6 +28,40 @@ def test_the_cpu_runs_the_triton_forward_and_names_it():
     assert result["ok"] and call.backend == "triton"
 
 
+class _OnHopper:
+    """A CPU tensor that says it lives on a GPU, for the refusal's checks of shapes and strides."""
+
+    is_cuda = True
+
+    def __init__(self, tensor):
+        self.tensor = tensor
+
+    def __getattr__(self, name):
+        return getattr(self.tensor, name)
+
+
+def test_the_gluon_refusal_takes_a_blocks_views_and_refuses_what_its_descriptors_cannot_read(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+
+    def refusal(q_heads=8, kv_heads=2, batch=2, length=256, view=lambda t: t, dtype=torch.bfloat16):
+        tensors = (torch.empty(batch, length, h, 128, dtype=dtype).transpose(1, 2) for h in (q_heads, kv_heads, kv_heads))
+        return gluon_flash.refusal(*(_OnHopper(view(t)) for t in tensors))
+
+    assert refusal() is None  # a block's projections: (B, S, H, D) seen as (B, H, S, D)
+    assert refusal(view=lambda t: t.contiguous()) is None
+    assert "positive strides" in refusal(view=lambda t: t[:1].expand(2, -1, -1, -1))
+    assert "16-byte" in refusal(view=lambda t: torch.empty(t.numel() + 1, dtype=t.dtype)[1:].view(t.shape))
+    assert "16-byte" in refusal(view=lambda t: torch.empty(*t.shape[:3], 132, dtype=t.dtype)[..., :128])
+    assert "multiple of 128" in refusal(length=200)
+    assert "key heads" in refusal(q_heads=6, kv_heads=4) and "key heads" in refusal(kv_heads=0)
+    wide = [_OnHopper(torch.empty(1, 1, 128, 128, dtype=torch.bfloat16).expand(2048, h, -1, -1)) for h in (32, 8, 8)]
+    assert "65,535" in gluon_flash.refusal(*wide)
+    assert "16-bit" in refusal(dtype=torch.float32)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert "interpreter" in refusal()
+
+
 def test_the_gluon_forward_runs_what_it_accepts_and_a_forced_tile_keeps_triton(monkeypatch):
     """With the refusal forced away, the forward, prepare and prepare_function go through the Gluon
     launcher (a stand-in: the Triton one, tagged), a sliding window's too; a forced Triton config or a

@@ -313,15 +313,16 @@ def refusal(q, k, v):
                f"{tuple(k.shape)}, {tuple(v.shape)}"
     if q.shape[-1] != 128 or q.shape[2] % BLOCK_M or q.shape[2] == 0:
         return f"it takes head dim 128 and a length that is a positive multiple of {BLOCK_M}, not {tuple(q.shape)}"
-    if q.shape[1] % k.shape[1]:
+    if k.shape[1] == 0 or q.shape[1] % k.shape[1]:
         return f"query heads {q.shape[1]} are not a multiple of key heads {k.shape[1]}"
     if not 0 < q.shape[0] * q.shape[1] < 2 ** 16:
         return f"its grid's second axis is batch x query heads, between 1 and 65,535, not {q.shape[0] * q.shape[1]}"
-    # the copy engine's terms: a contiguous head dim, a 16-byte-aligned base, every outer stride a multiple
-    # of 16 bytes (a block's projections, (B, S, H, D) seen as (B, H, S, D), qualify)
-    if not all(t.stride(-1) == 1 and t.data_ptr() % 16 == 0 and all(stride * t.element_size() % 16 == 0
-                                                                   for stride in t.stride()[:-1]) for t in (q, k, v)):
-        return "it takes q, k, v with a contiguous head dim and 16-byte-aligned storage and strides"
+    # the copy engine's terms: a contiguous head dim, a 16-byte-aligned base, every outer stride a positive
+    # multiple of 16 bytes (a block's projections, (B, S, H, D) seen as (B, H, S, D), qualify; an expand()'s
+    # zero strides were never tried here and go to the Triton kernel)
+    if not all(t.stride(-1) == 1 and t.data_ptr() % 16 == 0 and all(
+            stride > 0 and stride * t.element_size() % 16 == 0 for stride in t.stride()[:-1]) for t in (q, k, v)):
+        return "it takes q, k, v with a contiguous head dim and 16-byte-aligned storage and positive strides"
     return None
 
 
@@ -356,7 +357,7 @@ def forward_launcher(q, k, v, *, causal, window=None, prefix=None, doc_start=Non
                  PRODUCER_REGISTERS=PRODUCER_REGISTERS)
 
     def launcher():
-        out = torch.empty_like(q)  # q's strides where q is dense (the backward's dQ layout), else contiguous
+        out = torch.empty_like(q)  # dense, in q's order of dimensions (the backward copies where q's differ)
         o_desc = TensorDescriptor.from_tensor(out, [1, 1, BLOCK_M // 2, head_dim], layout)
         _attention_forward[(seq // BLOCK_M, batch * n_q_heads)](
             q_desc, k_desc, v_desc, o_desc, lse, *arguments, **flags, num_warps=WARPS, maxnreg=MAX_REGISTERS)
