@@ -20,7 +20,7 @@ from variantbench.catalog import Unsupported
 
 try:
     from kernels.attention import gluon_flash
-except ImportError:  # a Triton before Gluon (3.4): the Triton kernel runs every case
+except ImportError:  # a Triton without Gluon: the Triton kernel runs every case
     gluon_flash = None
 
 
