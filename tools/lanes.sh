@@ -88,3 +88,6 @@ fwd_bwd_gqa() {  # main's forward+backward at gqa_8 beside SDPA's (cuDNN; Flex i
     --bench 'AttentionForwardBackward\.time'
   truth truth-fwd-bwd 150 bench_attention.AttentionForwardBackward.time_forward_backward --most 3
 }
+bwd_probe_branch() {  # bwd_probe_branch BRANCH VARIANT: the branch's forward+backward, profiled kernel by kernel
+  worktree "$1" && step "bwd-$1-$2" 150 $(within "$1") python3 tools/probe_attention_backward.py "$2" --no-sweep
+}

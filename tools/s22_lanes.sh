@@ -19,9 +19,6 @@ root=reports/truth/s22-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip'
 mkdir -p "$root"
 source tools/lanes.sh  # vb, branch, worktree, ... attention_gate, bwd_gate, fwd_history, gpu_tests, moe_branch, ...
-bwd_probe_branch() {  # bwd_probe_branch BRANCH VARIANT: the branch's forward+backward, profiled kernel by kernel
-  worktree "$1" && step "bwd-$1-$2" 150 $(within "$1") python3 tools/probe_attention_backward.py "$2" --no-sweep
-}
 bwd_pair() {  # bwd_pair BRANCH VARIANT: main's forward+backward then the branch's, each profiled kernel by kernel
   step "bwd-main-$2" 150 python3 tools/probe_attention_backward.py "$2" --no-sweep
   bwd_probe_branch "$1" "$2"
