@@ -1,8 +1,8 @@
 """Compile our Gluon forward (kernels/attention/gluon_flash.py) for Hopper (sm_90) without a GPU:
     /tmp/t36/bin/python tools/compile_gluon_sm90.py     (Triton 3.6.0, the lent GPU's; see compile_forward_sm90.py)
-At llama-3-8b-s4k's specialisation, for each mask and score function the catalog's variants use: registers, spilled bytes, shared memory (sm90_cubin)
-and the counts of the SASS instructions that matter to the schedule (warpgroup MMAs, their waits, CTA
-barriers, MUFU exp2). Exits 1 if a compile fails or would not launch.
+At llama-3-8b-s4k's specialisation, for each mask and score function the catalog's variants use:
+registers, spilled bytes, shared memory (sm90_cubin) and the counts of the SASS instructions that matter to
+the schedule (warpgroup MMAs, their waits, CTA barriers, MUFU exp2). Exits 1 if a compile fails or would not launch.
 """
 
 import re

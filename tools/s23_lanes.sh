@@ -12,6 +12,8 @@
 # forward+backward beside Flex's kernel by kernel, and main gated against the commit before the merge.
 # Fourth: 'gpu_tests softcap-tests softcap-fma -k "gluon and softcap"; gluon_probe softcap-fma causal softcap_50;
 # fwd_gate softcap-fma' (softcap's exp2 on the FMA pipe: right, then against our causal, then gated).
+# Fifth: 'numerics gluon-strided; gluon_probe gluon-strided causal sliding_window_1024 softcap_50' (the forward's
+# 4-D descriptors and windows: the GPU tests, then the probe).
 set -u
 root=reports/truth/s23-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip|diff'
