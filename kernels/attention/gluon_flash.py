@@ -46,6 +46,9 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
                                                                warpgroup_mma_wait)
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
+# the masks' key intervals: a Triton function, which Gluon calls as its own
+from kernels.attention.triton_flash import _bounds
+
 LOG2E = gl.constexpr(1.4426950408889634)
 BLOCK_M = 128  # query rows a program: two consumer warpgroups of 64
 BLOCK_N = 128  # keys a tile
@@ -54,23 +57,6 @@ WARPS = 4  # the default partition's: the first consumer
 # registers a thread: the second consumer's and the producer's (the first consumer takes what is left
 # of MAX_REGISTERS x 12 warps x 32 threads)
 CONSUMER_REGISTERS, PRODUCER_REGISTERS, MAX_REGISTERS = 232, 24, 168
-
-
-@gluon.jit
-def _bounds(pos, batch, seq, window, prefix, DocStart, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
-            PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr):
-    """(lo, hi): the keys query position(s) pos see, triton_flash's intervals; pos a scalar or a vector."""
-    lo = pos * 0
-    hi = pos * 0 + (seq - 1)
-    if CAUSAL:
-        hi = pos
-    if PREFIX:
-        hi = gl.minimum(gl.maximum(hi, prefix - 1), seq - 1)  # a prefix may exceed the sequence
-    if WINDOW:
-        lo = gl.maximum(lo, pos - window + 1)
-    if DOCUMENTS:
-        lo = gl.maximum(lo, gl.load(DocStart + batch * seq + pos))
-    return lo, hi
 
 
 @gluon.jit

@@ -35,25 +35,9 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels.attention import triton_attention, triton_flash
+from kernels.attention.triton_flash import _bounds
 
 LOG2E = tl.constexpr(1.4426950408889634)  # a plain global is refused by the GPU compiler (the interpreter allows it)
-
-
-@triton.jit
-def _bounds(q_pos, batch, kv_len, window, prefix, DocStart,
-            CAUSAL: tl.constexpr, WINDOW: tl.constexpr, PREFIX: tl.constexpr, DOCUMENTS: tl.constexpr):
-    """(lo, hi): the key interval each query position sees, as the forward computes it."""
-    lo = q_pos * 0
-    hi = q_pos * 0 + (kv_len - 1)
-    if CAUSAL:
-        hi = q_pos
-    if PREFIX:
-        hi = tl.minimum(tl.maximum(hi, prefix - 1), kv_len - 1)
-    if WINDOW:
-        lo = tl.maximum(lo, q_pos - window + 1)
-    if DOCUMENTS:
-        lo = tl.maximum(lo, tl.load(DocStart + batch * kv_len + q_pos))
-    return lo, hi
 
 
 @triton.jit

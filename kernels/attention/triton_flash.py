@@ -81,6 +81,24 @@ def _tanh(x):
 
 
 @triton.jit
+def _bounds(q_pos, batch, kv_len, window, prefix, DocStart,
+            CAUSAL: tl.constexpr, WINDOW: tl.constexpr, PREFIX: tl.constexpr, DOCUMENTS: tl.constexpr):
+    """(lo, hi): the key interval each query position sees (the module's docstring lists them); q_pos a
+    vector or a scalar. The forward, our backward and the Gluon kernels all read the masks through it."""
+    lo = q_pos * 0
+    hi = q_pos * 0 + (kv_len - 1)
+    if CAUSAL:
+        hi = q_pos
+    if PREFIX:
+        hi = tl.minimum(tl.maximum(hi, prefix - 1), kv_len - 1)  # a prefix may exceed the sequence
+    if WINDOW:
+        lo = tl.maximum(lo, q_pos - window + 1)
+    if DOCUMENTS:
+        lo = tl.maximum(lo, tl.load(DocStart + batch * kv_len + q_pos))
+    return lo, hi
+
+
+@triton.jit
 def _attend_block(
     acc, l_i, m_i, q, desc_k, desc_v, batch, kv_head, start_n, lo, hi, q_pos, q_head, n_q_heads,
     sm_scale, softcap,
@@ -160,16 +178,7 @@ def _attention_forward_kernel(
     q_pos = kv_len - q_len + rows_c % q_len  # absolute position among the keys
     offs_d = tl.arange(0, HEAD_DIM)
 
-    lo = tl.zeros([BLOCK_M], dtype=tl.int32)
-    hi = tl.zeros([BLOCK_M], dtype=tl.int32) + (kv_len - 1)
-    if CAUSAL:
-        hi = q_pos
-    if PREFIX:
-        hi = tl.minimum(tl.maximum(hi, prefix - 1), kv_len - 1)  # a prefix may exceed the sequence
-    if WINDOW:
-        lo = tl.maximum(lo, q_pos - window + 1)
-    if DOCUMENTS:
-        lo = tl.maximum(lo, tl.load(DocStart + batch * kv_len + q_pos))
+    lo, hi = _bounds(q_pos, batch, kv_len, window, prefix, DocStart, CAUSAL, WINDOW, PREFIX, DOCUMENTS)
 
     first = (tl.min(lo, 0) // BLOCK_N) * BLOCK_N
     end = tl.cdiv(tl.max(hi, 0) + 1, BLOCK_N) * BLOCK_N
