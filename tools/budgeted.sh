@@ -3,13 +3,16 @@
 # A step that would start past $budget seconds of the job is skipped, and says so, so a job fits what
 # is left of a device session; one that starts is cut at the budget (a run keeps each timed benchmark
 # it finished: variantbench.asvrun.run_staged publishes after each).
+# It returns the command's exit code (a skipped step returns 3), so a lane can stop where a step failed.
 # The script sets dest, budget and show before its first step.
 step() {
   local name=$1 limit=$2 t0=$SECONDS
   shift 2
-  if [ $((SECONDS + limit / 2)) -gt "$budget" ]; then echo "== $name: skipped (${SECONDS}s of ${budget}s used)"; return; fi
+  if [ $((SECONDS + limit / 2)) -gt "$budget" ]; then echo "== $name: skipped (${SECONDS}s of ${budget}s used)"; return 3; fi
   [ $((SECONDS + limit)) -gt "$budget" ] && limit=$((budget - SECONDS))
   timeout "$limit" "$@" > "$dest/$name.log" 2>&1
-  echo "== $name: exit $? in $((SECONDS - t0))s"
+  local code=$?
+  echo "== $name: exit $code in $((SECONDS - t0))s"
   grep -E "$show" "$dest/$name.log" | tail -n 16
+  return $code
 }

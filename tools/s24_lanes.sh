@@ -1,0 +1,23 @@
+# Issue 17 in session 24, on one nvidia-h200:
+#   git bundle create .vbgit.bundle main BRANCH...   (the branches the lease's steps name)
+#   run(kind="nvidia-h200", carry=[".whl", ".vbgit.bundle"]): source tools/gpu_setup.sh > /tmp/setup.log 2>&1; \
+#     source tools/gpu_detached.sh && workdir && detach lanes 'bash tools/s24_lanes.sh STEPS SECONDS' && await lanes 540
+#   a later call, while the lane runs: source tools/gpu_detached.sh && await lanes 560 (never `workdir` again)
+# First lease: 'numerics main; bwd_round gluon-backward': main's GPU tests (session 23's last mends never ran
+# there), then the pending Gluon dK/dV: its gradients against float64, and only where they are right, its
+# forward+backward kernel by kernel beside SDPA and Flex and its gate against main.
+set -u
+root=reports/truth/s24-$(git rev-parse --short HEAD)
+show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip|diff'
+mkdir -p "$root"
+source tools/lanes.sh  # vb, branch, worktree, ... attention_gate, bwd_gate, fwd_history, gpu_tests, moe_branch, ...
+numerics() {  # numerics BRANCH: the GPU tests (float64 references at head dim 128, CUDA graphs) on a checkout
+  gpu_tests "gpu-tests-$1" "$1"
+}
+bwd_round() {  # bwd_round BRANCH: a backward branch's gradients (the Gluon GPU tests), then if right its probe and gate
+  gpu_tests "gluon-tests-$1" "$1" -k gluon || { echo "== $1: gradients wrong or not run; no probe, no gate"; return; }
+  bwd_probe_branch "$1" gqa_8
+  bwd_gate "$1"
+}
+lane one 0 "${2:-900}" "${1:-numerics main}"
+cat "$root/one.log"
