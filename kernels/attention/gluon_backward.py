@@ -15,8 +15,8 @@ kernel works (keys x rows, so P and dS feed their products as computed),
     S^T = K Q^T,  P^T = exp2(S^T - lse),  dP^T = V dO^T,  dS^T = P^T o (dP^T - delta),
     dV += P^T dO,  dK += dS^T Q,
 
-the two score products issued together, dV's while dS is formed, a slot released once dK's and dV's
-products that read it are done. dK leaves scaled, both through pointer stores. Masks and score
+S^T's product waited for alone, then dV's and dP^T's issued together, then dK's; each slot released once
+the products that read it are done (dO's before dK's product, Q's after). dK leaves scaled, both through pointer stores. Masks and score
 functions are the forward's (`gluon_flash._bounds`, softcap's derivative from its tanh, ALiBi's bias).
 
 Scope as gluon_flash.refusal's (Sq == Skv, S a multiple of 128, head dim 128, 16-bit, strides the copy
@@ -155,11 +155,11 @@ def _consumer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WIN
         dv = warpgroup_mma(gl.convert_layout(pt.to(do_desc.dtype), operand), do_tile, dv, is_async=True)
         dpt = warpgroup_mma(v_half, do_tile.permute((1, 0)), s_zero, use_acc=False, is_async=True)
         dv, dpt = warpgroup_mma_wait(num_outstanding=0, deps=(dv, dpt))
+        mbarrier.arrive(do_empty.index(slot), count=1)  # dK's product reads Q alone: dO's slot refills now
         dst = pt * (dpt - delta[None, :]) * slope_term
         dk = warpgroup_mma(gl.convert_layout(dst.to(q_desc.dtype), operand), q_tile, dk, is_async=True)
         dk = warpgroup_mma_wait(num_outstanding=0, deps=(dk, ))
         mbarrier.arrive(q_empty.index(slot), count=1)
-        mbarrier.arrive(do_empty.index(slot), count=1)
 
     stride_b, stride_h, stride_s = strides
     out_rows = k0 + HALF * HALF_N + gl.arange(0, HALF_N, layout=gl.SliceLayout(1, acc_layout))
@@ -190,8 +190,8 @@ def _dkdv(q_desc, k_desc, v_desc, do_desc, Lse, Delta, DK, DV, DocStart, stride_
     """Program (key tile, batch x KV head): 128 keys of one KV head, every query head of its group."""
     TILE_M: gl.constexpr = q_desc.block_type.shape[2]
     TILE_N: gl.constexpr = k_desc.block_type.shape[2]
-    # causal's first key tiles are seen by the most row blocks: launch them first
-    k0 = (gl.num_programs(0) - 1 - gl.program_id(0)) * TILE_N
+    # causal's first key tiles are seen by the most row blocks: in the grid's order, they start first
+    k0 = gl.program_id(0) * TILE_N
     batch, kv_head = gl.program_id(1) // n_kv_heads, gl.program_id(1) % n_kv_heads
     group = n_q_heads // n_kv_heads
     first, whole_first, whole_end, end = _row_blocks(batch, k0, seq, window, prefix, DocStart, CAUSAL, WINDOW,
