@@ -263,13 +263,14 @@ hopper = pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_devi
 @hopper
 @pytest.mark.parametrize("name", GLUON_VARIANTS)
 def test_our_attention_through_the_gluon_forward_matches_float64(name):
-    """Our attention at head dim 128 where the Gluon forward runs it (kernels/attention/gluon_flash.py):
-    its output, and the gradients our backward recomputes from its lse, against float64 autograd of the
+    """Our attention at head dim 128 where the Gluon kernels run it (kernels/attention/gluon_flash.py's
+    forward, gluon_backward.py's dK/dV beside the Triton dQ kernel): its output, and the gradients our
+    backward recomputes from the forward's lse, against float64 autograd of the
     reference, within twice the error of the same reference in bfloat16 on the same inputs. Five row
     blocks of 128 (each ring slot used twice and more), grouped heads, two batches (the document mask's
     starts differ). A kernel whose mbarriers never complete hangs here rather than fails: run it under a
     timeout (the lease scripts' steps are)."""
-    from kernels.attention import triton_attention
+    from kernels.attention import gluon_backward, triton_attention
     from kernels.attention.triton_attention_backward import TritonAttention
     from reference.attention import attention
 
@@ -279,6 +280,7 @@ def test_our_attention_through_the_gluon_forward_matches_float64(name):
     problem = fam.make_problem(variant, shape, device="cuda", dtype=torch.bfloat16, seed=12, requires_grad=True)
     inputs = (problem.q, problem.k, problem.v)
     assert triton_attention.gluon_refusal(*inputs) is None
+    assert gluon_backward.refusal(*inputs, *inputs) is None  # dO like q, dK and dV like k
     options = dict(causal=variant.causal, window=variant.window, prefix=variant.prefix, doc_start=problem.doc_start,
                    softcap=variant.softcap, alibi=variant.alibi)
     out = TritonAttention.apply(*inputs, options)

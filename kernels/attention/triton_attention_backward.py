@@ -37,6 +37,11 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 from kernels.attention import triton_attention, triton_flash
 from kernels.attention.triton_flash import _bounds
 
+try:
+    from kernels.attention import gluon_backward
+except ImportError:  # a Triton without Gluon: the Triton kernels run every case
+    gluon_backward = None
+
 LOG2E = tl.constexpr(1.4426950408889634)  # a plain global is refused by the GPU compiler (the interpreter allows it)
 
 
@@ -370,9 +375,12 @@ class TritonAttention(torch.autograd.Function):
         side = _side_stream(main) if main is not None else None  # None on the CPU: one stream, no fork
         if side is not None:  # fork after the preprocess, whose delta and dO both kernels read
             side.wait_stream(main)
-        _dkdv_kernel[(triton.cdiv(kv_len, dkdv.keys if dkdv else BLOCK), batch * n_kv_heads)](
-            TensorDescriptor.from_tensor(q, row_tile), k, v, TensorDescriptor.from_tensor(do, row_tile), lse, delta,
-            doc_arg, dk, dv, *k.stride()[:3], *common, **flags, **_launch(dkdv))
+        if gluon_backward and not gluon_backward.refusal(q, k, v, do, dk, dv):  # Hopper's (gluon_backward.py)
+            gluon_backward.launch_dkdv(q, k, v, do, lse, delta, dk, dv, **opts)
+        else:
+            _dkdv_kernel[(triton.cdiv(kv_len, dkdv.keys if dkdv else BLOCK), batch * n_kv_heads)](
+                TensorDescriptor.from_tensor(q, row_tile), k, v, TensorDescriptor.from_tensor(do, row_tile), lse, delta,
+                doc_arg, dk, dv, *k.stride()[:3], *common, **flags, **_launch(dkdv))
         with torch.cuda.stream(side):
             _dq_kernel[(triton.cdiv(q_len * n_q_heads // n_kv_heads, dq_tiles.rows if dq_tiles else BLOCK),
                         batch * n_kv_heads)](

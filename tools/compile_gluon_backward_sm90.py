@@ -1,0 +1,61 @@
+"""Compile the pending Gluon dK/dV (kernels/attention/gluon_backward.py) for Hopper (sm_90) without a GPU:
+    /tmp/t36/bin/python tools/compile_gluon_backward_sm90.py     (Triton 3.6.0, as compile_gluon_sm90.py)
+For each mask and score function compile_gluon_sm90.py compiles the forward for: registers, spilled bytes,
+shared memory and the schedule's SASS counts. Exits 1 if a compile fails or would not launch.
+"""
+
+import sys
+from collections import Counter
+from pathlib import Path
+
+import torch
+import triton
+from triton.experimental.gluon._runtime import GluonASTSource
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compile_gluon_sm90 import CASES, SHOWN, SWITCHES  # noqa: E402
+from kernels.attention import gluon_backward  # noqa: E402
+import sm90_cubin  # noqa: E402
+
+
+def compiled(switches):
+    layout = gluon_backward.gluon_flash.descriptor_layout(torch.bfloat16)
+    rows = {"q_desc": gluon_backward.BLOCK_M, "do_desc": gluon_backward.BLOCK_M, "k_desc": gluon_backward.BLOCK_N,
+            "v_desc": gluon_backward.BLOCK_N}
+    kernel = gluon_backward._dkdv
+    constexprs = dict({name: switches.get(name, False) for name in SWITCHES}, STAGES=gluon_backward.STAGES,
+                      CONSUMER_REGISTERS=gluon_backward.CONSUMER_REGISTERS,
+                      PRODUCER_REGISTERS=gluon_backward.PRODUCER_REGISTERS)
+    pointers = {"Lse": "*fp32", "Delta": "*fp32", "DK": "*bf16", "DV": "*bf16",
+                "DocStart": "*i32" if switches.get("DOCUMENTS") else "*bf16"}
+    signature = {name: f"tensordesc<bf16[1, 1, {rows[name]}, 128],{layout!r}>" if name in rows
+                 else pointers.get(name) or ("fp32" if name in ("sm_scale", "softcap")
+                                             else "constexpr" if name in constexprs else "i32")
+                 for name in kernel.arg_names}
+    source = GluonASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs={})
+    return triton.compile(source, target=sm90_cubin.HOPPER,
+                          options={"num_warps": gluon_backward.WARPS, "maxnreg": gluon_backward.MAX_REGISTERS})
+
+
+def main(cases):
+    print(f"triton {triton.__version__}, target sm_{sm90_cubin.HOPPER.arch}")
+    failed = 0
+    for case in cases:
+        label = f"_dkdv {case}"
+        try:
+            binary = compiled(CASES[case])
+        except Exception as error:  # noqa: BLE001 - every compiler failure is one line here
+            print(f"  FAIL {label}: {type(error).__name__}: {str(error).strip().splitlines()[-1]}", flush=True)
+            failed += 1
+            continue
+        used = sm90_cubin.resources(binary)
+        failed += used.refusal() is not None
+        counts = Counter(op.split(".")[0] for op in sm90_cubin.sass_opcodes(binary.asm["cubin"]))
+        shown = {op: n for op, n in sorted(counts.items()) if op.startswith(SHOWN)}
+        print(f"  {'FAIL' if used.refusal() else 'ok':4} {label}: {used}; {shown}", flush=True)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or list(CASES))
