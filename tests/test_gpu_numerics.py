@@ -264,13 +264,13 @@ hopper = pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_devi
 @pytest.mark.parametrize("name", GLUON_VARIANTS)
 def test_our_attention_through_the_gluon_forward_matches_float64(name):
     """Our attention at head dim 128 where the Gluon kernels run it (kernels/attention/gluon_flash.py's
-    forward, gluon_backward.py's dK/dV beside the Triton dQ kernel): its output, and the gradients our
+    forward, gluon_backward.py's dK/dV, gluon_dq.py's dQ): its output, and the gradients our
     backward recomputes from the forward's lse, against float64 autograd of the
     reference, within twice the error of the same reference in bfloat16 on the same inputs. Five row
     blocks of 128 (each ring slot used twice and more), grouped heads, two batches (the document mask's
     starts differ). A kernel whose mbarriers never complete hangs here rather than fails: run it under a
     timeout (the lease scripts' steps are)."""
-    from kernels.attention import gluon_backward, triton_attention
+    from kernels.attention import gluon_backward, gluon_dq, triton_attention
     from kernels.attention.triton_attention_backward import TritonAttention
     from reference.attention import attention
 
@@ -281,6 +281,7 @@ def test_our_attention_through_the_gluon_forward_matches_float64(name):
     inputs = (problem.q, problem.k, problem.v)
     assert triton_attention.gluon_refusal(*inputs) is None
     assert gluon_backward.refusal(*inputs, *inputs) is None  # dO like q, dK and dV like k
+    assert gluon_dq.refusal(*inputs, problem.q, problem.q) is None  # dO and dQ like q
     options = dict(causal=variant.causal, window=variant.window, prefix=variant.prefix, doc_start=problem.doc_start,
                    softcap=variant.softcap, alibi=variant.alibi)
     out = TritonAttention.apply(*inputs, options)

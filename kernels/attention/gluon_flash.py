@@ -107,6 +107,23 @@ def _softmax(qk, m_i, l_i, to_log2, sm_scale, softcap, slope, rows, cols, lo, hi
 
 
 @gluon.jit
+def key_walk(q_pos0, batch, seq, window, prefix, DocStart, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
+             PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, ROWS: gl.constexpr, TILE_N: gl.constexpr):
+    """(first_tile, end_tile, unmasked_lo, unmasked_hi): rows q_pos0..q_pos0 + ROWS - 1 see keys of tiles
+    first_tile..end_tile - 1 only, and every one of them sees the tiles in [unmasked_lo, unmasked_hi) whole
+    (no interval test there). Every bound grows with the query position: the first row's and the last's
+    bound the rows'."""
+    first_lo, first_hi = _bounds(q_pos0, batch, seq, window, prefix, DocStart, CAUSAL, WINDOW, PREFIX, DOCUMENTS)
+    last_lo, last_hi = _bounds(q_pos0 + ROWS - 1, batch, seq, window, prefix, DocStart, CAUSAL, WINDOW, PREFIX,
+                               DOCUMENTS)
+    first_tile = first_lo // TILE_N
+    end_tile = (last_hi + TILE_N) // TILE_N
+    unmasked_lo = gl.minimum(gl.maximum((last_lo + TILE_N - 1) // TILE_N, first_tile), end_tile)
+    unmasked_hi = gl.maximum(gl.minimum((first_hi + 1) // TILE_N, end_tile), unmasked_lo)
+    return first_tile, end_tile, unmasked_lo, unmasked_hi
+
+
+@gluon.jit
 def _producer(descs, bars, bufs, walk, scores, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
               PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr):
     """One warp: each consumer's query rows, then every key tile of the walk's K and V through the copy
@@ -233,15 +250,8 @@ def _attention_forward(q_desc, k_desc, v_desc, o_desc, Lse, DocStart, sm_scale, 
     batch, q_head = head_row // n_q_heads, head_row % n_q_heads
     kv_head = q_head // (n_q_heads // n_kv_heads)
     q_pos0 = row_block * 2 * HALF_M
-    # Every bound grows with the query position: the first row's and the last's bound the program's.
-    first_lo, first_hi = _bounds(q_pos0, batch, seq, window, prefix, DocStart, CAUSAL, WINDOW, PREFIX, DOCUMENTS)
-    last_lo, last_hi = _bounds(q_pos0 + 2 * HALF_M - 1, batch, seq, window, prefix, DocStart, CAUSAL, WINDOW, PREFIX,
-                               DOCUMENTS)
-    first_tile = first_lo // TILE_N
-    end_tile = (last_hi + TILE_N) // TILE_N
-    # Key tiles in [unmasked_lo, unmasked_hi) are visible to every row of the program: no interval test.
-    unmasked_lo = gl.minimum(gl.maximum((last_lo + TILE_N - 1) // TILE_N, first_tile), end_tile)
-    unmasked_hi = gl.maximum(gl.minimum((first_hi + 1) // TILE_N, end_tile), unmasked_lo)
+    first_tile, end_tile, unmasked_lo, unmasked_hi = key_walk(q_pos0, batch, seq, window, prefix, DocStart, CAUSAL,
+                                                               WINDOW, PREFIX, DOCUMENTS, 2 * HALF_M, TILE_N)
     # ALiBi's slope of head h (0-based) is 2^(-8 (h+1) / H); the scores' units set exp2's multiplier
     slope = gl.exp2(-8.0 * (q_head + 1).to(gl.float32) / n_q_heads)
     if SOFTCAP and ALIBI:  # the capped score joins the bias in plain units

@@ -38,9 +38,9 @@ from kernels.attention import triton_attention, triton_flash
 from kernels.attention.triton_flash import _bounds
 
 try:
-    from kernels.attention import gluon_backward
+    from kernels.attention import gluon_backward, gluon_dq
 except ImportError:  # a Triton without Gluon: the Triton kernels run every case
-    gluon_backward = None
+    gluon_backward = gluon_dq = None
 
 LOG2E = tl.constexpr(1.4426950408889634)  # a plain global is refused by the GPU compiler (the interpreter allows it)
 
@@ -382,10 +382,13 @@ class TritonAttention(torch.autograd.Function):
                 TensorDescriptor.from_tensor(q, row_tile), k, v, TensorDescriptor.from_tensor(do, row_tile), lse, delta,
                 doc_arg, dk, dv, *k.stride()[:3], *common, **flags, **_launch(dkdv))
         with torch.cuda.stream(side):
-            _dq_kernel[(triton.cdiv(q_len * n_q_heads // n_kv_heads, dq_tiles.rows if dq_tiles else BLOCK),
-                        batch * n_kv_heads)](
-                q, TensorDescriptor.from_tensor(k, key_tile), TensorDescriptor.from_tensor(v, key_tile), do, lse,
-                delta, doc_arg, dq, *q.stride()[:3], *common, **flags, **_launch(dq_tiles))
+            if gluon_dq and not gluon_dq.refusal(q, k, v, do, dq):  # Hopper's (gluon_dq.py)
+                gluon_dq.launch_dq(q, k, v, do, lse, delta, dq, **opts)
+            else:
+                _dq_kernel[(triton.cdiv(q_len * n_q_heads // n_kv_heads, dq_tiles.rows if dq_tiles else BLOCK),
+                            batch * n_kv_heads)](
+                    q, TensorDescriptor.from_tensor(k, key_tile), TensorDescriptor.from_tensor(v, key_tile), do, lse,
+                    delta, doc_arg, dq, *q.stride()[:3], *common, **flags, **_launch(dq_tiles))
         if side is not None:
             main.wait_stream(side)
         return dq, dk, dv, None
