@@ -8,7 +8,8 @@ DQ_TILES of kernels/attention/triton_attention_backward.py, then gate the branch
 
 First, at the default tiles, where a forward+backward's device time goes, kernel by kernel (torch's
 profiler over PROFILED_STEPS steps): which kernel the next change should be about. `--no-sweep` stops
-there.
+there. The tiles are the Triton kernels': where the Gluon kernels run a case on Hopper (gluon_backward.py,
+gluon_dq.py), the breakdown names _dkdv and _dq, and a sweep times the same kernels at every row.
 """
 
 import sys
@@ -90,7 +91,7 @@ def probe(variant, sweep=True):
         timed(step, flops, peer)
     step, flops = fwd_bwd(variant, "triton")
     default_dkdv, default_dq = backward.DKDV_TILES, backward.DQ_TILES
-    _, expected = timed(step, flops, f"ours, default dK/dV {named(default_dkdv)}, dQ {named(default_dq)}")
+    _, expected = timed(step, flops, f"ours (Triton tiles dK/dV {named(default_dkdv)}, dQ {named(default_dq)})")
     breakdown(step)
     if not sweep:
         return
