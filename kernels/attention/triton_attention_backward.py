@@ -38,9 +38,11 @@ from kernels.attention import triton_attention, triton_flash
 from kernels.attention.triton_flash import _bounds
 
 try:
-    from kernels.attention import gluon_backward, gluon_dq
-except ImportError:  # a Triton without Gluon: the Triton kernels run every case
+    from triton.experimental import gluon  # noqa: F401 - only its absence sends every case to the Triton kernels
+except ImportError:  # a Triton without Gluon (a defect in our Gluon modules still raises, below)
     gluon_backward = gluon_dq = None
+else:
+    from kernels.attention import gluon_backward, gluon_dq
 
 LOG2E = tl.constexpr(1.4426950408889634)  # a plain global is refused by the GPU compiler (the interpreter allows it)
 
