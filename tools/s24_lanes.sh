@@ -11,7 +11,8 @@
 # (the Gluon dK/dV merged): forward+backward beside SDPA's, and every interval variant's cost per useful FLOP
 # against the baseline (issue 17's first goal).
 # Third: 'bwd_round gluon-dq' (dQ in Gluon beside the Gluon dK/dV). Fourth, its softcap mended:
-# 'bwd_round gluon-dq; bwd_probe_branch gluon-dq softcap_50'.
+# 'bwd_round gluon-dq; bwd_probe_branch gluon-dq softcap_50'. Fifth: 'fwd_bwd_gqa' (main after both merges);
+# sixth: 'gpu_tests gluon-tests-main main -k gluon' (the review's mends).
 set -u
 root=reports/truth/s24-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip|diff'
