@@ -1,4 +1,4 @@
-# Sourced by the lease scripts that run steps in lanes (tools/s16_lanes.sh to tools/s22_lanes.sh), after
+# Sourced by the lease scripts that run steps in lanes (tools/s16_lanes.sh to tools/s24_lanes.sh), after
 # they set `root` (the logs' folder): a lane is a list of steps (tools/budgeted.sh) on one GPU.
 vb="python3 -m variantbench"
 branch() {  # the bundle's other branches arrive as origin/<name> (tools/gpu_setup.sh clones main)
@@ -90,4 +90,27 @@ fwd_bwd_gqa() {  # main's forward+backward at gqa_8 beside SDPA's (cuDNN; Flex i
 }
 bwd_probe_branch() {  # bwd_probe_branch BRANCH VARIANT: the branch's forward+backward, profiled kernel by kernel
   worktree "$1" && step "bwd-$1-$2" 150 $(within "$1") python3 tools/probe_attention_backward.py "$2" --no-sweep
+}
+numerics() {  # numerics BRANCH: the GPU tests (float64 references at head dim 128, CUDA graphs) on a checkout
+  gpu_tests "gpu-tests-$1" "$1"
+}
+gluon_probe() {  # gluon_probe BRANCH [VARIANT...]: the Gluon forward beside our Triton forward and cuDNN (do_bench)
+  worktree "$1" && step "gluon-probe-$1" 120 $(within "$1") python3 tools/probe_gluon_forward.py "${@:2}"
+}
+fwd_gate() {  # fwd_gate BRANCH: gated against main on our attention's forward at llama-3-8b-s4k
+  attention_gate "$1" 420 'AttentionForward\.time'
+}
+bwd_round() {  # bwd_round BRANCH: a backward branch's gradients (the Gluon GPU tests), then if right its probe and gate
+  gpu_tests "gluon-tests-$1" "$1" -k gluon || { echo "== $1: gradients wrong or not run; no probe, no gate"; return; }
+  bwd_probe_branch "$1" gqa_8
+  bwd_gate "$1"
+}
+ratios() {  # ratios [BRANCH]: our attention's cost per useful FLOP against the baseline's (SDPA's gqa_8) at every
+  # interval variant (issue 17's first goal), on main or a branch (a branch's results stay in its checkout)
+  local run="$vb"
+  [ -n "${1:-}" ] && { worktree "$1" || return; run="$(within "$1") $vb"; }
+  step "ratios${1:+-$1}" 300 $run run --family attention --shape llama-3-8b-s4k --implementation triton \
+    --variant causal --variant gqa_8 --variant mqa --variant sliding_window_1024 --variant document \
+    --variant softcap_50 --variant alibi --variant prefix_lm --variant full \
+    --bench 'AttentionMetrics\.track_ratio_to_baseline'
 }

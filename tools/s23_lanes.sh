@@ -19,17 +19,8 @@ root=reports/truth/s23-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip|diff'
 mkdir -p "$root"
 source tools/lanes.sh  # vb, branch, worktree, ... attention_gate, bwd_gate, fwd_history, gpu_tests, moe_branch, ...
-numerics() {  # numerics BRANCH: the GPU tests (float64 references at head dim 128, CUDA graphs) on a checkout
-  gpu_tests "gpu-tests-$1" "$1"
-}
 gluon_tests() {  # gluon_tests BRANCH: the Gluon forward's GPU tests alone
   gpu_tests "gluon-tests-$1" "$1" -k gluon
-}
-gluon_probe() {  # gluon_probe BRANCH [VARIANT...]: the Gluon forward beside our Triton forward and cuDNN (do_bench)
-  worktree "$1" && step "gluon-probe-$1" 120 $(within "$1") python3 tools/probe_gluon_forward.py "${@:2}"
-}
-fwd_gate() {  # fwd_gate BRANCH: gated against main on our attention's forward at llama-3-8b-s4k
-  attention_gate "$1" 420 'AttentionForward\.time'
 }
 bwd_probe() {  # bwd_probe VARIANT: main's forward+backward kernel by kernel, beside SDPA's and Flex's
   step "bwd-main-$1" 150 python3 tools/probe_attention_backward.py "$1" --no-sweep

@@ -18,22 +18,9 @@ root=reports/truth/s24-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip|diff'
 mkdir -p "$root"
 source tools/lanes.sh  # vb, branch, worktree, ... attention_gate, bwd_gate, fwd_history, gpu_tests, moe_branch, ...
-numerics() {  # numerics BRANCH: the GPU tests (float64 references at head dim 128, CUDA graphs) on a checkout
-  gpu_tests "gpu-tests-$1" "$1"
-}
-bwd_round() {  # bwd_round BRANCH: a backward branch's gradients (the Gluon GPU tests), then if right its probe and gate
-  gpu_tests "gluon-tests-$1" "$1" -k gluon || { echo "== $1: gradients wrong or not run; no probe, no gate"; return; }
-  bwd_probe_branch "$1" gqa_8
-  bwd_gate "$1"
-}
 exp2_probe() {  # exp2_probe BRANCH: the Gluon forward with 0 to 3 of every 8 of softcap's exp2 on the FMA pipe
   worktree "$1" && step "exp2-probe-$1" 150 $(within "$1") python3 tools/probe_gluon_forward.py causal softcap_50 \
     alibi --exp2-on-fma=0,1,2,3
-}
-ratios() {  # our attention's cost per useful FLOP against the baseline's (SDPA's gqa_8) at every interval variant
-  step ratios 300 $vb run --family attention --shape llama-3-8b-s4k --implementation triton --variant causal \
-    --variant gqa_8 --variant mqa --variant sliding_window_1024 --variant document --variant softcap_50 \
-    --variant alibi --variant prefix_lm --variant full --bench 'AttentionMetrics\.track_ratio_to_baseline'
 }
 lane one 0 "${2:-900}" "${1:-numerics main}"
 cat "$root/one.log"
