@@ -30,7 +30,7 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warp
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from kernels.attention import gluon_flash
-from kernels.attention.gluon_flash import LOG2E, _tanh
+from kernels.attention.gluon_flash import LOG2E, _tanh, ring
 from kernels.attention.triton_flash import _bounds
 
 BLOCK_N = 128  # keys a program: two consumer warpgroups of 64
@@ -69,13 +69,25 @@ def _row_blocks(batch, k0, seq, window, prefix, DocStart, CAUSAL: gl.constexpr, 
 
 
 @gluon.jit
+def row_offsets(batch, head, row0, strides, layout: gl.constexpr, ROWS: gl.constexpr, HEAD_DIM: gl.constexpr):
+    """Offsets, in `layout` (an accumulator's), of rows row0.. (ROWS of them) of one head of a (B, H, S, D)
+    tensor with `strides` (its first three; the head dim contiguous): where a consumer stores its gradient."""
+    stride_b, stride_h, stride_s = strides
+    rows = row0 + gl.arange(0, ROWS, layout=gl.SliceLayout(1, layout))
+    dims = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, layout))
+    return batch * stride_b + head * stride_h + rows[:, None] * stride_s + dims[None, :]
+
+
+@gluon.jit
 def _producer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
               PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr):
     """One warp: the program's K and V, then each step's Q and dO tiles into the rings, a slot once both
     consumers have released it."""
     q_desc, k_desc, v_desc, do_desc = descs
-    kv_bar, q_ready, q_empty, do_ready, do_empty = bars
-    k_smem, v_smem, q_ring, do_ring = bufs
+    kv_bar, queries, grads = bars
+    q_ring, q_ready, q_empty = queries
+    do_ring, do_ready, do_empty = grads
+    k_smem, v_smem = bufs
     batch, kv_head, group, k0, first, n_seeing, _, _ = walk
     STAGES: gl.constexpr = q_ring.shape[0]
     TILE_M: gl.constexpr = q_desc.block_type.shape[2]
@@ -101,8 +113,10 @@ def _consumer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WIN
     """Four warps, one warpgroup: 64 keys (half HALF of the program's 128) against every step's row
     block, then their dK (scaled) and dV."""
     q_desc, k_desc, v_desc, do_desc = descs
-    kv_bar, q_ready, q_empty, do_ready, do_empty = bars
-    k_smem, v_smem, q_ring, do_ring = bufs
+    kv_bar, queries, grads = bars
+    q_ring, q_ready, q_empty = queries
+    do_ring, do_ready, do_empty = grads
+    k_smem, v_smem = bufs
     batch, kv_head, group, k0, first, n_seeing, whole_first, whole_end = walk
     Lse, Delta, DK, DV, strides, n_q_heads, sm_scale, softcap = scalars
     seq, window, prefix, DocStart = masks
@@ -162,24 +176,9 @@ def _consumer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WIN
         dk = warpgroup_mma_wait(num_outstanding=0, deps=(dk, ))
         mbarrier.arrive(q_empty.index(slot), count=1)
 
-    stride_b, stride_h, stride_s = strides
-    out_rows = k0 + HALF * HALF_N + gl.arange(0, HALF_N, layout=gl.SliceLayout(1, acc_layout))
-    dims = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, acc_layout))
-    offsets = batch * stride_b + kv_head * stride_h + out_rows[:, None] * stride_s + dims[None, :]
+    offsets = row_offsets(batch, kv_head, k0 + HALF * HALF_N, strides, acc_layout, HALF_N, HEAD_DIM)
     gl.store(DK + offsets, (dk * sm_scale).to(DK.dtype.element_ty))
     gl.store(DV + offsets, dv.to(DV.dtype.element_ty))
-
-
-@gluon.jit
-def _first_consumer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
-                    PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr):
-    _consumer(descs, bars, bufs, walk, scalars, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI, 0)
-
-
-@gluon.jit
-def _second_consumer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
-                     PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr):
-    _consumer(descs, bars, bufs, walk, scalars, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI, 1)
 
 
 @gluon.jit
@@ -200,32 +199,19 @@ def _dkdv(q_desc, k_desc, v_desc, do_desc, Lse, Delta, DK, DV, DocStart, stride_
 
     k_smem = gl.allocate_shared_memory(k_desc.dtype, k_desc.block_type.shape, k_desc.layout)
     v_smem = gl.allocate_shared_memory(v_desc.dtype, v_desc.block_type.shape, v_desc.layout)
-    q_ring = gl.allocate_shared_memory(q_desc.dtype, [STAGES] + q_desc.block_type.shape, q_desc.layout)
-    do_ring = gl.allocate_shared_memory(do_desc.dtype, [STAGES] + do_desc.block_type.shape, do_desc.layout)
     kv_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    q_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    q_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    do_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    do_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     mbarrier.init(kv_bar, count=1)
-    for i in gl.static_range(STAGES):
-        mbarrier.init(q_ready.index(i), count=1)
-        mbarrier.init(do_ready.index(i), count=1)
-        # one arrival a consumer (gluon_flash says why two, not 256)
-        mbarrier.init(q_empty.index(i), count=2)
-        mbarrier.init(do_empty.index(i), count=2)
 
     descs = (q_desc, k_desc, v_desc, do_desc)
-    bars = (kv_bar, q_ready, q_empty, do_ready, do_empty)
-    bufs = (k_smem, v_smem, q_ring, do_ring)
+    bars = (kv_bar, ring(q_desc, STAGES), ring(do_desc, STAGES))
+    bufs = (k_smem, v_smem)
     walk = (batch, kv_head, group, k0, first, end - first, whole_first, whole_end)
     scalars = (Lse, Delta, DK, DV, (stride_b, stride_h, stride_s), n_q_heads, sm_scale, softcap)
     masks = (seq, window, prefix, DocStart)
-    # the switches travel as arguments of their own (gluon_flash says why)
+    # the switches and each consumer's half travel as arguments of their own (gluon_flash says why)
     gl.warp_specialize([
-        (_first_consumer, (descs, bars, bufs, walk, scalars, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI)),
-        (_second_consumer, (descs, bars, bufs, walk, scalars, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP,
-                            ALIBI)),
+        (_consumer, (descs, bars, bufs, walk, scalars, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI, 0)),
+        (_consumer, (descs, bars, bufs, walk, scalars, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI, 1)),
         (_producer, (descs, bars, bufs, walk, scalars, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI)),
     ], [4, 1], [CONSUMER_REGISTERS, PRODUCER_REGISTERS])
 

@@ -26,7 +26,8 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warp
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from kernels.attention import gluon_flash
-from kernels.attention.gluon_flash import LOG2E, _tanh, key_walk
+from kernels.attention.gluon_backward import row_offsets
+from kernels.attention.gluon_flash import LOG2E, _tanh, key_walk, load_key_tiles, ring
 from kernels.attention.triton_flash import _bounds
 
 BLOCK_M = 128  # query rows a program: two consumer warpgroups of 64
@@ -43,11 +44,9 @@ def _producer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WIN
     """One warp: each consumer's Q and dO rows, then every key tile of the walk's K and V into the rings,
     each slot once both consumers have released it."""
     q_desc, k_desc, v_desc, do_desc = descs
-    row_bars, k_ready, k_empty, v_ready, v_empty = bars
-    q_halves, do_halves, k_ring, v_ring = bufs
+    row_bars, keys, values = bars
+    q_halves, do_halves = bufs
     batch, q_head, kv_head, q_pos0, first_tile, n_tiles, _, _ = walk
-    STAGES: gl.constexpr = k_ring.shape[0]
-    TILE_N: gl.constexpr = k_desc.block_type.shape[2]
     HALF_M: gl.constexpr = q_desc.block_type.shape[2]
     for h in gl.static_range(2):
         mbarrier.expect(row_bars.index(h), q_desc.block_type.nbytes + do_desc.block_type.nbytes)
@@ -55,15 +54,7 @@ def _producer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WIN
                                         q_halves.index(h))
         tma.async_copy_global_to_shared(do_desc, [batch, q_head, q_pos0 + h * HALF_M, 0], row_bars.index(h),
                                         do_halves.index(h))
-    for j in range(n_tiles):
-        slot, phase = j % STAGES, (j // STAGES) & 1
-        key = (first_tile + j) * TILE_N
-        mbarrier.wait(k_empty.index(slot), phase ^ 1)  # a fresh mbarrier reads as phase 1 completed
-        mbarrier.expect(k_ready.index(slot), k_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(k_desc, [batch, kv_head, key, 0], k_ready.index(slot), k_ring.index(slot))
-        mbarrier.wait(v_empty.index(slot), phase ^ 1)
-        mbarrier.expect(v_ready.index(slot), v_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(v_desc, [batch, kv_head, key, 0], v_ready.index(slot), v_ring.index(slot))
+    load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, first_tile, n_tiles)
 
 
 @gluon.jit
@@ -73,8 +64,10 @@ def _consumer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WIN
     """Four warps, one warpgroup: 64 query rows (half HALF of the program's 128) through every key tile of
     the walk, then their dQ (scaled)."""
     q_desc, k_desc, v_desc, do_desc = descs
-    row_bars, k_ready, k_empty, v_ready, v_empty = bars
-    q_halves, do_halves, k_ring, v_ring = bufs
+    row_bars, keys, values = bars
+    k_ring, k_ready, k_empty = keys
+    v_ring, v_ready, v_empty = values
+    q_halves, do_halves = bufs
     batch, q_head, kv_head, q_pos0, first_tile, n_tiles, unmasked_lo, unmasked_hi = walk
     Lse, Delta, DQ, strides, n_q_heads, sm_scale, softcap = scalars
     seq, window, prefix, DocStart = masks
@@ -135,23 +128,8 @@ def _consumer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WIN
         dq = warpgroup_mma_wait(num_outstanding=0, deps=(dq, ))
         mbarrier.arrive(k_empty.index(slot), count=1)
 
-    stride_b, stride_h, stride_s = strides
-    out_rows = q_pos0 + HALF * HALF_M + gl.arange(0, HALF_M, layout=gl.SliceLayout(1, acc_layout))
-    dims = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, acc_layout))
-    offsets = batch * stride_b + q_head * stride_h + out_rows[:, None] * stride_s + dims[None, :]
+    offsets = row_offsets(batch, q_head, q_pos0 + HALF * HALF_M, strides, acc_layout, HALF_M, HEAD_DIM)
     gl.store(DQ + offsets, (dq * sm_scale).to(DQ.dtype.element_ty))
-
-
-@gluon.jit
-def _first_consumer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
-                    PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr):
-    _consumer(descs, bars, bufs, walk, scalars, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI, 0)
-
-
-@gluon.jit
-def _second_consumer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
-                     PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr):
-    _consumer(descs, bars, bufs, walk, scalars, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI, 1)
 
 
 @gluon.jit
@@ -173,33 +151,20 @@ def _dq(q_desc, k_desc, v_desc, do_desc, Lse, Delta, DQ, DocStart, stride_b, str
 
     q_halves = gl.allocate_shared_memory(q_desc.dtype, [2] + q_desc.block_type.shape, q_desc.layout)
     do_halves = gl.allocate_shared_memory(do_desc.dtype, [2] + do_desc.block_type.shape, do_desc.layout)
-    k_ring = gl.allocate_shared_memory(k_desc.dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
-    v_ring = gl.allocate_shared_memory(v_desc.dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
     row_bars = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for h in gl.static_range(2):
         mbarrier.init(row_bars.index(h), count=1)
-    for i in gl.static_range(STAGES):
-        mbarrier.init(k_ready.index(i), count=1)
-        mbarrier.init(v_ready.index(i), count=1)
-        # one arrival a consumer (gluon_flash says why two, not 256)
-        mbarrier.init(k_empty.index(i), count=2)
-        mbarrier.init(v_empty.index(i), count=2)
 
     descs = (q_desc, k_desc, v_desc, do_desc)
-    bars = (row_bars, k_ready, k_empty, v_ready, v_empty)
-    bufs = (q_halves, do_halves, k_ring, v_ring)
+    bars = (row_bars, ring(k_desc, STAGES), ring(v_desc, STAGES))
+    bufs = (q_halves, do_halves)
     walk = (batch, q_head, kv_head, q_pos0, first_tile, end_tile - first_tile, unmasked_lo, unmasked_hi)
     scalars = (Lse, Delta, DQ, (stride_b, stride_h, stride_s), n_q_heads, sm_scale, softcap)
     masks = (seq, window, prefix, DocStart)
-    # the switches travel as arguments of their own (gluon_flash says why)
+    # the switches and each consumer's half travel as arguments of their own (gluon_flash says why)
     gl.warp_specialize([
-        (_first_consumer, (descs, bars, bufs, walk, scalars, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI)),
-        (_second_consumer, (descs, bars, bufs, walk, scalars, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP,
-                            ALIBI)),
+        (_consumer, (descs, bars, bufs, walk, scalars, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI, 0)),
+        (_consumer, (descs, bars, bufs, walk, scalars, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI, 1)),
         (_producer, (descs, bars, bufs, walk, scalars, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI)),
     ], [4, 1], [CONSUMER_REGISTERS, PRODUCER_REGISTERS])
 

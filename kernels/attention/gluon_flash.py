@@ -124,21 +124,28 @@ def key_walk(q_pos0, batch, seq, window, prefix, DocStart, CAUSAL: gl.constexpr,
 
 
 @gluon.jit
-def _producer(descs, bars, bufs, walk, scores, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
-              PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr):
-    """One warp: each consumer's query rows, then every key tile of the walk's K and V through the copy
-    engine into the rings, each slot once both consumers have released it."""
-    q_desc, k_desc, v_desc, _ = descs
-    q_bars, k_ready, k_empty, v_ready, v_empty = bars
-    q_halves, k_ring, v_ring = bufs
-    batch, q_head, kv_head, _, q_pos0, first_tile, n_tiles, _, _ = walk
+def ring(desc, STAGES: gl.constexpr):
+    """(slots, ready, empty): STAGES tiles of desc's shape in shared memory, each with an mbarrier the copy
+    engine completes (ready) and one both consumers release it through (empty: one arrival a consumer,
+    since Gluon's mbarrier.arrive syncs the partition's 128 threads (bar.sync N, 128) and one thread
+    arrives; a count of 256 would never complete, and the producer would hang)."""
+    slots = gl.allocate_shared_memory(desc.dtype, [STAGES] + desc.block_type.shape, desc.layout)
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(STAGES):
+        mbarrier.init(ready.index(i), count=1)
+        mbarrier.init(empty.index(i), count=2)
+    return slots, ready, empty
+
+
+@gluon.jit
+def load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, first_tile, n_tiles):
+    """The producer's walk: K and V of key tiles first_tile.. (n_tiles of them) into their rings (`ring`'s
+    triples), each slot once both consumers have released it."""
+    k_ring, k_ready, k_empty = keys
+    v_ring, v_ready, v_empty = values
     STAGES: gl.constexpr = k_ring.shape[0]
     TILE_N: gl.constexpr = k_desc.block_type.shape[2]
-    HALF_M: gl.constexpr = q_desc.block_type.shape[2]
-    for h in gl.static_range(2):
-        mbarrier.expect(q_bars.index(h), q_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(q_desc, [batch, q_head, q_pos0 + h * HALF_M, 0], q_bars.index(h),
-                                        q_halves.index(h))
     for j in range(n_tiles):
         slot, phase = j % STAGES, (j // STAGES) & 1
         key = (first_tile + j) * TILE_N
@@ -151,14 +158,33 @@ def _producer(descs, bars, bufs, walk, scores, masks, CAUSAL: gl.constexpr, WIND
 
 
 @gluon.jit
+def _producer(descs, bars, bufs, walk, scores, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
+              PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr):
+    """One warp: each consumer's query rows, then every key tile of the walk's K and V through the copy
+    engine into the rings, each slot once both consumers have released it."""
+    q_desc, k_desc, v_desc, _ = descs
+    q_bars, keys, values = bars
+    q_halves = bufs
+    batch, q_head, kv_head, _, q_pos0, first_tile, n_tiles, _, _ = walk
+    HALF_M: gl.constexpr = q_desc.block_type.shape[2]
+    for h in gl.static_range(2):
+        mbarrier.expect(q_bars.index(h), q_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(q_desc, [batch, q_head, q_pos0 + h * HALF_M, 0], q_bars.index(h),
+                                        q_halves.index(h))
+    load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, first_tile, n_tiles)
+
+
+@gluon.jit
 def _consumer(descs, bars, bufs, walk, scores, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
               PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr, HALF: gl.constexpr):
     """Four warps, one warpgroup: 64 query rows (half HALF of the program's 128) through every key tile
     of the walk, then their output through the copy engine (from their query tile's shared memory) and
     their lse."""
     q_desc, k_desc, v_desc, o_desc = descs
-    q_bars, k_ready, k_empty, v_ready, v_empty = bars
-    q_halves, k_ring, v_ring = bufs
+    q_bars, keys, values = bars
+    k_ring, k_ready, k_empty = keys
+    v_ring, v_ready, v_empty = values
+    q_halves = bufs
     batch, q_head, kv_head, lse_row0, q_pos0, first_tile, n_tiles, unmasked_lo, unmasked_hi = walk
     Lse, sm_scale, softcap, slope, to_log2 = scores
     seq, window, prefix, DocStart = masks
@@ -223,18 +249,6 @@ def _consumer(descs, bars, bufs, walk, scores, masks, CAUSAL: gl.constexpr, WIND
 
 
 @gluon.jit
-def _first_consumer(descs, bars, bufs, walk, scores, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
-                    PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr):
-    _consumer(descs, bars, bufs, walk, scores, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI, 0)
-
-
-@gluon.jit
-def _second_consumer(descs, bars, bufs, walk, scores, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
-                     PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr):
-    _consumer(descs, bars, bufs, walk, scores, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI, 1)
-
-
-@gluon.jit
 def _attention_forward(q_desc, k_desc, v_desc, o_desc, Lse, DocStart, sm_scale, softcap, window, prefix,
                        n_q_heads, n_kv_heads, seq, CAUSAL: gl.constexpr, WINDOW: gl.constexpr, PREFIX: gl.constexpr,
                        DOCUMENTS: gl.constexpr,
@@ -263,35 +277,22 @@ def _attention_forward(q_desc, k_desc, v_desc, o_desc, Lse, DocStart, sm_scale, 
         slope = slope / sm_scale
 
     q_halves = gl.allocate_shared_memory(q_desc.dtype, [2] + q_desc.block_type.shape, q_desc.layout)
-    k_ring = gl.allocate_shared_memory(k_desc.dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
-    v_ring = gl.allocate_shared_memory(v_desc.dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
     q_bars = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for h in gl.static_range(2):
         mbarrier.init(q_bars.index(h), count=1)
-    for i in gl.static_range(STAGES):
-        mbarrier.init(k_ready.index(i), count=1)
-        mbarrier.init(v_ready.index(i), count=1)
-        # one arrival a consumer: Gluon's mbarrier.arrive syncs the partition's 128 threads (bar.sync 0, 128)
-        # and one thread arrives (a count of 256 would never complete, and the producer would hang)
-        mbarrier.init(k_empty.index(i), count=2)
-        mbarrier.init(v_empty.index(i), count=2)
 
     descs = (q_desc, k_desc, v_desc, o_desc)
-    bars = (q_bars, k_ready, k_empty, v_ready, v_empty)
-    bufs = (q_halves, k_ring, v_ring)
+    bars = (q_bars, ring(k_desc, STAGES), ring(v_desc, STAGES))
+    bufs = q_halves
     walk = (batch, q_head, kv_head, head_row * seq + q_pos0, q_pos0, first_tile, end_tile - first_tile, unmasked_lo,
             unmasked_hi)
     scores = (Lse, sm_scale, softcap, slope, to_log2)
     masks = (seq, window, prefix, DocStart)
-    # the switches travel apart: inside a tuple through warp_specialize a constexpr arrives as a runtime
-    # value (Triton 3.6.0), and every `if` on it would compile both branches
+    # the switches (and each consumer's half) travel apart: inside a tuple through warp_specialize a
+    # constexpr arrives as a runtime value (Triton 3.6.0), and every `if` on it would compile both branches
     gl.warp_specialize([
-        (_first_consumer, (descs, bars, bufs, walk, scores, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI)),
-        (_second_consumer, (descs, bars, bufs, walk, scores, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI)),
+        (_consumer, (descs, bars, bufs, walk, scores, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI, 0)),
+        (_consumer, (descs, bars, bufs, walk, scores, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI, 1)),
         (_producer, (descs, bars, bufs, walk, scores, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI)),
     ], [4, 1], [CONSUMER_REGISTERS, PRODUCER_REGISTERS])
 
