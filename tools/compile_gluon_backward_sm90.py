@@ -2,11 +2,11 @@
 Hopper (sm_90) without a GPU:
     /tmp/t36/bin/python tools/compile_gluon_backward_sm90.py [CASE ...]   (Triton 3.6.0, as compile_gluon_sm90.py)
 For each mask and score function compile_gluon_sm90.py compiles the forward for: registers, spilled bytes,
-shared memory and the schedule's SASS counts. Exits 1 if a compile fails or would not launch.
+shared memory and the schedule's SASS counts (compile_gluon_sm90.report's line, its checks too). Exits 1 if a
+compile fails or would not launch.
 """
 
 import sys
-from collections import Counter
 from pathlib import Path
 
 import torch
@@ -15,7 +15,7 @@ from triton.experimental.gluon._runtime import GluonASTSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compile_gluon_sm90 import CASES, SHOWN, SWITCHES  # noqa: E402
+from compile_gluon_sm90 import CASES, SWITCHES, report  # noqa: E402
 from kernels.attention import gluon_backward, gluon_dq  # noqa: E402
 import sm90_cubin  # noqa: E402
 
@@ -44,20 +44,8 @@ def compiled(name, switches):
 
 def main(cases):
     print(f"triton {triton.__version__}, target sm_{sm90_cubin.HOPPER.arch}")
-    failed = 0
-    for name, case in ((name, case) for name in KERNELS for case in cases):
-        label = f"{name} {case}"
-        try:
-            binary = compiled(name, CASES[case])
-        except Exception as error:  # noqa: BLE001 - every compiler failure is one line here
-            print(f"  FAIL {label}: {type(error).__name__}: {str(error).strip().splitlines()[-1]}", flush=True)
-            failed += 1
-            continue
-        used = sm90_cubin.resources(binary)
-        failed += used.refusal() is not None
-        counts = Counter(op.split(".")[0] for op in sm90_cubin.sass_opcodes(binary.asm["cubin"]))
-        shown = {op: n for op, n in sorted(counts.items()) if op.startswith(SHOWN)}
-        print(f"  {'FAIL' if used.refusal() else 'ok':4} {label}: {used}; {shown}", flush=True)
+    failed = sum(report(f"{name} {case}", lambda name=name, case=case: compiled(name, CASES[case]))
+                 for name in KERNELS for case in cases)
     sys.exit(1 if failed else 0)
 
 

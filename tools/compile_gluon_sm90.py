@@ -59,27 +59,30 @@ def _arrives_without_partition_sync(ptx):
                for i in arrives)
 
 
+def report(label, build):
+    """Compile through build(), print one line (resources and the schedule's SASS counts, or why it fails)
+    and return 1 if it fails: a compiler error, a launch it would refuse, or an mbarrier arrive the empty
+    barriers' count of 2 does not hold for."""
+    try:
+        binary = build()
+    except Exception as error:  # noqa: BLE001 - every compiler failure is one line here
+        print(f"  FAIL {label}: {type(error).__name__}: {str(error).strip().splitlines()[-1]}", flush=True)
+        return 1
+    used = sm90_cubin.resources(binary)
+    unsynced = _arrives_without_partition_sync(binary.asm["ptx"])
+    if unsynced:
+        print(f"  FAIL {label}: {unsynced} mbarrier.arrive not right after its partition's bar.sync: the empty "
+              f"barriers' count of 2 (one arrival a consumer) no longer holds", flush=True)
+    counts = Counter(op.split(".")[0] for op in sm90_cubin.sass_opcodes(binary.asm["cubin"]))
+    shown = {op: n for op, n in sorted(counts.items()) if op.startswith(SHOWN)}
+    print(f"  {'FAIL' if used.refusal() else 'ok':4} {label}: {used}; {shown}", flush=True)
+    return int(bool(unsynced) or used.refusal() is not None)
+
+
 def main():
     print(f"triton {triton.__version__}, target sm_{sm90_cubin.HOPPER.arch}")
-    failed = 0
-    for case, switches in CASES.items():
-        label = f"_attention_forward {case}"
-        try:
-            kernel_binary = compiled(switches)
-        except Exception as error:  # noqa: BLE001 - every compiler failure is one line here
-            print(f"  FAIL {label}: {type(error).__name__}: {str(error).strip().splitlines()[-1]}", flush=True)
-            failed += 1
-            continue
-        used = sm90_cubin.resources(kernel_binary)
-        unsynced = _arrives_without_partition_sync(kernel_binary.asm["ptx"])
-        if unsynced:
-            print(f"  FAIL {label}: {unsynced} mbarrier.arrive not right after its partition's bar.sync: the empty "
-                  f"barriers' count of 2 (one arrival a consumer) no longer holds", flush=True)
-            failed += 1
-        failed += used.refusal() is not None
-        counts = Counter(op.split(".")[0] for op in sm90_cubin.sass_opcodes(kernel_binary.asm["cubin"]))
-        shown = {op: n for op, n in sorted(counts.items()) if op.startswith(SHOWN)}
-        print(f"  {'FAIL' if used.refusal() else 'ok':4} {label}: {used}; {shown}", flush=True)
+    failed = sum(report(f"_attention_forward {case}", lambda switches=switches: compiled(switches))
+                 for case, switches in CASES.items())
     sys.exit(1 if failed else 0)
 
 
