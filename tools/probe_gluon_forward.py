@@ -1,5 +1,5 @@
 """Our Gluon forward (kernels/attention/gluon_flash.py) on a GPU beside our Triton forward and SDPA (cuDNN)
-at llama-3-8b-s4k (B4, Hq 32, Hkv 8, S 4096, D 128, bfloat16):
+at llama-3-8b-s4k (B4, Hq 32, Hkv 8, S 4096, D 128, bfloat16), the document mask the catalog's:
     python tools/probe_gluon_forward.py [VARIANT ...]     (default: every variant in VARIANTS)
 For each variant, first the two kernels' outputs against each other (and cuDNN's where SDPA runs the
 variant: causal, full), max difference, so a wrong kernel shows here and not as a speed; then each
@@ -17,17 +17,21 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from kernels.attention import gluon_flash, triton_flash  # noqa: E402
+from variantbench.catalog.attention import document_starts  # noqa: E402
 
 BATCH, Q_HEADS, KV_HEADS, SEQ, DIM = 4, 32, 8, 4096, 128
 PREFIX, WINDOW = 1024, 1024  # the catalog's prefix_lm and sliding_window_1024
 VARIANTS = {"causal": dict(causal=True), "full": dict(causal=False), "softcap_50": dict(causal=True, softcap=50.0),
             "alibi": dict(causal=True, alibi=True), "prefix_lm": dict(causal=True, prefix=PREFIX),
-            "sliding_window_1024": dict(causal=True, window=WINDOW)}
+            "sliding_window_1024": dict(causal=True, window=WINDOW),
+            "document": dict(causal=True, doc_start=document_starts(BATCH, SEQ, seed=0))}  # the catalog's documents
 
 
 def visible_pairs(options):
     if not options["causal"]:
         return SEQ * SEQ
+    if options.get("doc_start") is not None:  # a row sees its document's keys up to itself; a sequence's mean
+        return (torch.arange(SEQ) - options["doc_start"] + 1).sum().item() / BATCH
     pairs = SEQ * (SEQ + 1) // 2
     if options.get("window"):  # a row sees itself and the window - 1 keys before it
         return WINDOW * (WINDOW + 1) // 2 + (SEQ - WINDOW) * WINDOW
@@ -40,7 +44,7 @@ def main(names):
     q, k, v = (torch.randn(BATCH, heads, SEQ, DIM, device="cuda", generator=gen, dtype=torch.bfloat16)
                for heads in (Q_HEADS, KV_HEADS, KV_HEADS))
     for name in names:
-        options = VARIANTS[name]
+        options = {key: value.cuda() if torch.is_tensor(value) else value for key, value in VARIANTS[name].items()}
         calls = {"ours (Triton)": triton_flash.forward_launcher(q, k, v, **options),
                  "gluon": gluon_flash.forward_launcher(q, k, v, **options)}
         if set(options) == {"causal"}:

@@ -1,0 +1,24 @@
+# Issue 17 in session 25, on one nvidia-h200:
+#   git bundle create .vbgit.bundle main pingpong persistent   (the branches the lease's steps name)
+#   run(kind="nvidia-h200", carry=[".whl", ".vbgit.bundle"]): source tools/gpu_setup.sh > /tmp/setup.log 2>&1; \
+#     source tools/gpu_detached.sh && workdir && detach lanes 'bash tools/s25_lanes.sh STEPS SECONDS' && await lanes 540
+#   a later call, while the lane runs: source tools/gpu_detached.sh && await lanes 560 (never `workdir` again)
+# First lease: main's Gluon GPU tests (session 24's read-through gave the kernels shared helpers and never ran
+# them), main's Gluon forward probed at five variants, then session 24's pending forward schedules, each
+# probed only where its tests pass: pingpong (the consumers take turns issuing products) and persistent (on
+# pingpong: one program an SM); persistent gated against main with its cost per useful FLOP, then pingpong's
+# gate (the two gates apart tell the persistence's own share).
+set -u
+root=reports/truth/s25-$(git rev-parse --short HEAD)
+show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip|diff|x baseline'
+mkdir -p "$root"
+source tools/lanes.sh  # vb, branch, worktree, ... gpu_tests, gluon_probe, fwd_gate, ratios
+probed="causal softcap_50 alibi sliding_window_1024 document"
+fwd_round() {  # fwd_round BRANCH: a forward branch's Gluon GPU tests, then only where they pass its probe
+  gpu_tests "gluon-tests-$1" "$1" -k gluon || { echo "== $1: wrong or not run; no probe"; return 1; }
+  gluon_probe "$1" $probed
+}
+first='gpu_tests gluon-tests-main main -k gluon; gluon_probe main $probed; fwd_round pingpong; pp=$?;
+  fwd_round persistent && { fwd_gate persistent; ratios persistent; }; [ $pp = 0 ] && fwd_gate pingpong'
+lane one 0 "${2:-900}" "${1:-$first}"
+cat "$root/one.log"
