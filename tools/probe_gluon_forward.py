@@ -31,7 +31,8 @@ def visible_pairs(options):
     if not options["causal"]:
         return SEQ * SEQ
     if options.get("doc_start") is not None:  # a row sees its document's keys up to itself; a sequence's mean
-        return (torch.arange(SEQ) - options["doc_start"] + 1).sum().item() / BATCH
+        starts = options["doc_start"]
+        return (torch.arange(SEQ, device=starts.device) - starts + 1).sum().item() / BATCH
     pairs = SEQ * (SEQ + 1) // 2
     if options.get("window"):  # a row sees itself and the window - 1 keys before it
         return WINDOW * (WINDOW + 1) // 2 + (SEQ - WINDOW) * WINDOW
