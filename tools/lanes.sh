@@ -38,7 +38,7 @@ attention_gate() {  # attention_gate BRANCH LIMIT BENCH: our attention gated aga
   head=$(branch "$1") || { echo "== $1: no such branch carried"; return; }
   step "gate-$1" "$2" $vb gate "$(git rev-parse HEAD)" "$head" --factor 1.05 --family attention \
     --implementation triton --variant gqa_8 --variant softcap_50 --variant alibi --variant document \
-    --shape llama-3-8b-s4k --bench "$3" --results "/tmp/gate-$1" --summary "reports/gate/$1-h200.md"
+    --variant sliding_window_1024 --shape llama-3-8b-s4k --bench "$3" --results "/tmp/gate-$1" --summary "reports/gate/$1-h200.md"
   tar czf "$root/gate-$1.tgz" -C /tmp "gate-$1"
 }
 moe_branch() {  # moe_branch BRANCH: gated against main on our MoE layer at four shapes, DeepSeek-V3 prefill profiled

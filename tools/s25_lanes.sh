@@ -18,6 +18,9 @@ fwd_round() {  # fwd_round BRANCH: a forward branch's Gluon GPU tests, then only
   gpu_tests "gluon-tests-$1" "$1" -k gluon || { echo "== $1: wrong or not run; no probe"; return 1; }
   gluon_probe "$1" $probed
 }
+# Second: 'numerics solo-bounded && gluon_probe solo-bounded $probed; gluon_probe main $probed; fwd_round bounded;
+# fwd_round solo; fwd_gate solo-bounded; ratios solo-bounded': the persistent forward without the turns (solo), a
+# softcap's exp2 without a running max (bounded), both together, probed in one lease beside main; the pair gated.
 first='gpu_tests gluon-tests-main main -k gluon; gluon_probe main $probed; fwd_round pingpong; pp=$?;
   fwd_round persistent && { fwd_gate persistent; ratios persistent; }; [ $pp = 0 ] && fwd_gate pingpong'
 lane one 0 "${2:-900}" "${1:-$first}"
