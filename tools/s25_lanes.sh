@@ -21,6 +21,10 @@ fwd_round() {  # fwd_round BRANCH: a forward branch's Gluon GPU tests, then only
 # Second: 'numerics solo-bounded && gluon_probe solo-bounded $probed; gluon_probe main $probed; fwd_round bounded;
 # fwd_round solo; fwd_gate solo-bounded; ratios solo-bounded': the persistent forward without the turns (solo), a
 # softcap's exp2 without a running max (bounded), both together, probed in one lease beside main; the pair gated.
+# Third: 'gluon_probe main $probed; gluon_probe solo $probed; gluon_probe bounded-plain causal softcap_50;
+# gluon_probe bounded-asm causal softcap_50; gluon_probe main $probed; gluon_probe solo $probed': main and the
+# persistent forward probed twice in turn (the second lease had softcap and alibi slower persistent, causal and
+# the window faster), and the softcap's exp2 without a running max, its p summed as is and rounded (forward only).
 first='gpu_tests gluon-tests-main main -k gluon; gluon_probe main $probed; fwd_round pingpong; pp=$?;
   fwd_round persistent && { fwd_gate persistent; ratios persistent; }; [ $pp = 0 ] && fwd_gate pingpong'
 lane one 0 "${2:-900}" "${1:-$first}"
