@@ -25,6 +25,10 @@ fwd_round() {  # fwd_round BRANCH: a forward branch's Gluon GPU tests, then only
 # gluon_probe bounded-asm causal softcap_50; gluon_probe main $probed; gluon_probe solo $probed': main and the
 # persistent forward probed twice in turn (the second lease had softcap and alibi slower persistent, causal and
 # the window faster), and the softcap's exp2 without a running max, its p summed as is and rounded (forward only).
+# Fourth: 'gpu_tests gluon-tests-bounded25 bounded25 -k gluon && { gluon_probe bounded25 causal softcap_50 alibi;
+# fwd_gate bounded25; ratios bounded25; }; fwd_gate solo': the softcap's exp2 without a running max on main's
+# forward (inference only), tested, probed, gated and its cost per useful FLOP; then the persistent forward's
+# gate (the probes in turn had disagreed on softcap and alibi).
 first='gpu_tests gluon-tests-main main -k gluon; gluon_probe main $probed; fwd_round pingpong; pp=$?;
   fwd_round persistent && { fwd_gate persistent; ratios persistent; }; [ $pp = 0 ] && fwd_gate pingpong'
 lane one 0 "${2:-900}" "${1:-$first}"
