@@ -327,3 +327,27 @@ def test_the_gluon_forward_reads_a_blocks_layout_as_its_contiguous_copy(dtype, h
     out_copy = gluon_flash.forward_launcher(*(t.contiguous() for t in views), causal=True, lse=lse_copy)()
     assert out_view.stride() == views[0].stride()  # allocated like q, which the backward's dQ layout follows
     assert torch.equal(out_view, out_copy) and torch.equal(lse_view, lse_copy)
+
+
+@hopper
+@pytest.mark.parametrize("cap", [50.0, 2.0], ids=["softcap_50", "softcap_2"])
+def test_the_gluon_forward_without_a_running_max_matches_float64(cap, monkeypatch):
+    """A softcap forward that fills no lse (inference's) runs exp2 without a running max, p summed as
+    rounded to P V's operand (gluon_softmax.bounded_softcap): its output against float64 within twice the
+    error of the same reference in bfloat16, the bound of the test above, at its shape."""
+    from kernels.attention import gluon_flash
+    from reference.attention import attention
+
+    fam = family("attention")
+    variant = dataclasses.replace(fam.variant("softcap_50"), name=f"softcap_{cap:g}", softcap=cap)
+    shape = dataclasses.replace(fam.shape("llama-3-8b-s4k"), name="gpu-test", batch=2, q_len=640, kv_len=640)
+    problem = fam.make_problem(variant, shape, device="cuda", dtype=torch.bfloat16, seed=12)
+    chosen, real = [], gluon_flash.bounded_softcap
+    monkeypatch.setattr(gluon_flash, "bounded_softcap", lambda *args: chosen.append(real(*args)) or chosen[-1])
+    out = gluon_flash.forward_launcher(problem.q, problem.k, problem.v, causal=True, softcap=cap)()
+    assert chosen == [True]
+    exact, low = (attention(*(t.to(dtype) for t in (problem.q, problem.k, problem.v)),
+                            mask_mod=variant.mask_mod(problem), score_mod=variant.score_mod(problem))
+                  for dtype in (torch.float64, torch.bfloat16))
+    error, reference_error = (out.double() - exact).abs().max().item(), (low.double() - exact).abs().max().item()
+    assert error <= 2 * reference_error, f"out: {error:.3g} against the bfloat16 reference's {reference_error:.3g}"

@@ -23,11 +23,12 @@ SHOWN = ("HGMMA", "WARPGROUP", "BAR", "SYNCS", "MUFU", "UTMALDG", "UTMASTG")
 
 
 # the variants' compile-time switches (every other one False)
-CASES = {"causal": dict(CAUSAL=True), "full": {}, "softcap": dict(CAUSAL=True, SOFTCAP=True),
+CASES = {"causal": dict(CAUSAL=True), "full": {}, "softcap": dict(CAUSAL=True, SOFTCAP=True, BOUNDED=True),
+         "softcap+lse": dict(CAUSAL=True, SOFTCAP=True),  # a launch for a backward keeps the max
          "alibi": dict(CAUSAL=True, ALIBI=True), "softcap+alibi": dict(CAUSAL=True, SOFTCAP=True, ALIBI=True),
          "window": dict(CAUSAL=True, WINDOW=True), "document": dict(CAUSAL=True, DOCUMENTS=True),
          "prefix": dict(CAUSAL=True, PREFIX=True)}
-SWITCHES = ("CAUSAL", "WINDOW", "PREFIX", "DOCUMENTS", "SOFTCAP", "ALIBI")
+SWITCHES = ("CAUSAL", "WINDOW", "PREFIX", "DOCUMENTS", "SOFTCAP", "ALIBI", "BOUNDED")
 
 
 def compiled(switches):

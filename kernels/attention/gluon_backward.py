@@ -30,7 +30,8 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warp
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from kernels.attention import gluon_flash
-from kernels.attention.gluon_flash import LOG2E, _tanh, ring
+from kernels.attention.gluon_flash import ring
+from kernels.attention.gluon_softmax import LOG2E, _tanh
 from kernels.attention.triton_flash import _bounds
 
 BLOCK_N = 128  # keys a program: two consumer warpgroups of 64

@@ -27,7 +27,8 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from kernels.attention import gluon_flash
 from kernels.attention.gluon_backward import row_offsets
-from kernels.attention.gluon_flash import LOG2E, _tanh, key_walk, load_key_tiles, ring
+from kernels.attention.gluon_flash import key_walk, load_key_tiles, ring
+from kernels.attention.gluon_softmax import LOG2E, _tanh
 from kernels.attention.triton_flash import _bounds
 
 BLOCK_M = 128  # query rows a program: two consumer warpgroups of 64

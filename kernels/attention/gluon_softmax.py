@@ -1,0 +1,94 @@
+"""One key tile's scores and online softmax in Gluon, for our Hopper attention kernels (gluon_flash.py's
+forward; the backward kernels take the tanh): triton_flash._attend_block's scores, each reaching exp2
+through one fused multiply-add with to_log2, and the softcap's exp2 without a running max where the
+forward may (`bounded_softcap`)."""
+
+import torch
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+
+LOG2E = gl.constexpr(1.4426950408889634)
+# A softcap bounds every score's exp2 argument to +-softcap log2(e). Up to this bound (softcap 55) the
+# softmax needs no running max: exp2's offset stays 0, and a tile skips the row max, its shuffles and the
+# output's rescale. p then lies in [2^-80, 2^80], which bfloat16 holds (float16 stops at 2^16); the row
+# sum stays under S_kv 2^80 and the output's sums under S_kv 2^80 max|v|, inside float32's 2^128 up to
+# S_kv 2^20 and |v| 2^27 (ALiBi's bias is unbounded below: with it the max stays). See `_softmax_step`
+# for the rounding this asks, and for why a launch filling the lse for a backward keeps the max.
+BOUNDED_EXP2 = 80.0
+
+
+def bounded_softcap(softcap, alibi, dtype, lse):
+    """Whether the forward runs exp2 without a running max (BOUNDED_EXP2, `_softmax_step`): a softcap within
+    the bound, no ALiBi, bfloat16, and a launch that fills no lse for a backward."""
+    return (lse is None and softcap is not None and not alibi and dtype == torch.bfloat16
+            and abs(softcap) * LOG2E.value <= BOUNDED_EXP2)
+
+
+@gluon.jit
+def _tanh(x):
+    # tanh.approx.f32, one MUFU instruction: triton_flash._tanh's compiled path, whose comment derives
+    # its error budget (at most 2^-11 relative, below bfloat16's rounding of the inputs)
+    return gl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=f,f", [x], dtype=gl.float32, is_pure=True,
+                                     pack=1)
+
+
+@gluon.jit
+def _bfloat16_and_float32(x):
+    """x rounded to bfloat16, and that value as float32: one packing conversion a pair, then a shift and a
+    mask (the compiler's .to() chain converted one value at a time and moved the halves apart: 6280 SASS
+    instructions at softcap 50 where this takes 5760)."""
+    return gl.inline_asm_elementwise(
+        "{ cvt.rn.bf16x2.f32 $0, $4, $3; shl.b32 $1, $0, 16; and.b32 $2, $0, 0xffff0000; }", "=r,=r,=r,f,f",
+        [x], dtype=(gl.bfloat16, gl.float32), is_pure=True, pack=2)
+
+
+@gluon.jit
+def _softmax_step(qk, m_i, l_i, to_log2, sm_scale, softcap, slope, rows, cols, lo, hi, MASKED: gl.constexpr,
+                  SOFTCAP: gl.constexpr, ALIBI: gl.constexpr, BOUNDED: gl.constexpr):
+    """(p, new row max, new row sum, the factor the old ones scale by) of one tile of raw scores q.k:
+    triton_flash._attend_block's scores, each reaching exp2 through one fused multiply-add with to_log2.
+
+    BOUNDED (`bounded_softcap`): the max stays 0 and the factor is unused. Without the max a row's largest
+    p is rounded to the bfloat16 operand P V reads (with it, it is exactly 1), which biases the output by
+    up to 2^-9 along all of its 128 values: so p comes back rounded, and the row sums what P V multiplies.
+    tests/test_softcap_rounding.py models it on the CPU (softcap 50, 8 heads of 512, three seeds): the
+    output's largest error from float64 0.0087 where the max gives 0.0081 and the unrounded sum 0.0117. A
+    backward's dQ, recomputed from the lse, still feels the rounding through dO.O (0.0106 against the max's
+    0.0076; the unrounded sum failed the GPU test's bound on an H200, 0.0366 against 0.0304), so a launch
+    that fills the lse keeps the max."""
+    if SOFTCAP:
+        s = _tanh(qk * (sm_scale / softcap))
+        if ALIBI:
+            s = softcap * s + slope * (cols[None, :] - rows[:, None]).to(gl.float32)
+    elif ALIBI:  # the slope comes divided by the scale (triton_flash says why)
+        s = qk + slope * (cols[None, :] - rows[:, None]).to(gl.float32)
+    else:
+        s = qk
+    if MASKED:
+        s = gl.where((cols[None, :] >= lo[:, None]) & (cols[None, :] <= hi[:, None]), s, float("-inf"))
+    if BOUNDED:
+        m_new = m_i  # 0 throughout
+        p, rounded = _bfloat16_and_float32(gl.exp2(s * to_log2))
+        alpha = m_i
+        l_new = l_i + gl.sum(rounded, axis=1)
+    else:
+        m_new = gl.maximum(m_i, gl.max(s, axis=1) * to_log2)
+        # a row that sees no key of the tile yet keeps m = -inf; subtracting 0 keeps exp2 at 0, not NaN
+        m_safe = gl.where(m_new == float("-inf"), 0.0, m_new) if MASKED else m_new
+        alpha = gl.exp2(m_i - m_safe)
+        p = gl.exp2(s * to_log2 - m_safe[:, None])
+        l_new = l_i * alpha + gl.sum(p, axis=1)
+    return p, m_new, l_new, alpha
+
+
+@gluon.jit
+def _softmax(qk, m_i, l_i, to_log2, sm_scale, softcap, slope, rows, cols, lo, hi, masked, SOFTCAP: gl.constexpr,
+             ALIBI: gl.constexpr, BOUNDED: gl.constexpr):
+    """_softmax_step, with the interval test on the tiles some row sees only in part (`masked`)."""
+    if masked:
+        p, m_i, l_i, alpha = _softmax_step(qk, m_i, l_i, to_log2, sm_scale, softcap, slope, rows, cols, lo, hi,
+                                           True, SOFTCAP, ALIBI, BOUNDED)
+    else:
+        p, m_i, l_i, alpha = _softmax_step(qk, m_i, l_i, to_log2, sm_scale, softcap, slope, rows, cols, lo, hi,
+                                           False, SOFTCAP, ALIBI, BOUNDED)
+    return p, m_i, l_i, alpha

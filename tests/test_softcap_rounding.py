@@ -1,0 +1,80 @@
+"""A float model on the CPU of why our Gluon forward's softcap without a running max
+(kernels/attention/gluon_softmax.py, BOUNDED) sums p rounded to bfloat16, and why a launch for a
+backward keeps the max: the kernel's roundings (p to the bfloat16 operand P V reads, the output to
+bfloat16) around exact arithmetic, against float64 attention, at softcap 50 on unit-normal inputs."""
+
+import math
+
+import pytest
+import torch
+
+CAP = 50.0
+
+
+def _inputs(seed, batch=1, heads=8, seq=512, dim=128):
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v, do = (torch.randn(batch, heads, seq, dim, generator=gen).to(torch.bfloat16) for _ in range(4))
+    return q, k, v, do
+
+
+def _exact(q, k, v, do):
+    """float64 attention (causal, softcapped) and its dQ."""
+    q64, k64, v64 = (t.double().requires_grad_() for t in (q, k, v))
+    scores = CAP * torch.tanh(q64 @ k64.transpose(-1, -2) * q.shape[-1] ** -0.5 / CAP)
+    scores = scores.masked_fill(~torch.ones(q.shape[2], q.shape[2], dtype=torch.bool).tril(), float("-inf"))
+    out = torch.softmax(scores, -1) @ v64
+    return out, torch.autograd.grad(out, q64, do.double())[0]
+
+
+def _modelled(q, k, v, do, offset, rounded_sum):
+    """The forward's output (bfloat16) and the dQ a backward recomputes from its lse, exact elsewhere.
+    offset "max": exp2 less the row max, as online softmax ends; "zero": the bounded forward's."""
+    t = torch.tanh(q.double() @ k.double().transpose(-1, -2) * q.shape[-1] ** -0.5 / CAP)
+    x = (t * CAP * math.log2(math.e)).masked_fill(~torch.ones(q.shape[2], q.shape[2], dtype=torch.bool).tril(),
+                                                  float("-inf"))
+    m = x.amax(-1, keepdim=True) if offset == "max" else torch.zeros_like(x[..., :1])
+    p = torch.exp2(x - m)
+    operand = p.to(torch.bfloat16).double()  # what P V multiplies
+    total = (operand if rounded_sum else p).sum(-1, keepdim=True)
+    out = (operand @ v.double() / total).to(torch.bfloat16)
+    lse = m + torch.log2(total)
+    probabilities = torch.exp2(x - lse)  # the backward's, from the lse
+    d_scores = probabilities * ((do.double() @ v.double().transpose(-1, -2))
+                                - (do.double() * out.double()).sum(-1, keepdim=True)) * (1 - t ** 2)
+    return out, d_scores @ k.double() * q.shape[-1] ** -0.5
+
+
+@pytest.fixture(scope="module")
+def errors():
+    """{(offset, rounded sum): (the output's, dQ's largest error from float64 over three seeds)}: one seed's
+    largest errors move by 2x between seeds, the order of the three by less."""
+    worst = {}
+    for seed in range(3):
+        q, k, v, do = _inputs(seed)
+        out, dq = _exact(q, k, v, do)
+        for key in (("max", False), ("zero", False), ("zero", True)):
+            o, g = _modelled(q, k, v, do, *key)
+            errors = ((o.double() - out).abs().max().item(), (g - dq).abs().max().item())
+            worst[key] = tuple(max(pair) for pair in zip(worst.get(key, (0.0, 0.0)), errors))
+    return worst
+
+
+def test_without_the_max_the_output_needs_the_rounded_sum(errors):
+    with_max, unrounded, rounded = (errors[key][0] for key in (("max", False), ("zero", False), ("zero", True)))
+    assert unrounded > 1.4 * with_max  # the largest p's rounding biases the whole output row
+    assert rounded < 1.2 * with_max
+
+
+def test_a_backward_keeps_the_max(errors):
+    assert errors[("zero", True)][1] > 1.1 * errors[("max", False)][1]
+
+
+def test_only_an_inference_forward_with_a_small_softcap_drops_the_max():
+    from kernels.attention.gluon_softmax import bounded_softcap
+
+    assert bounded_softcap(55.0, False, torch.bfloat16, None)
+    assert not bounded_softcap(56.0, False, torch.bfloat16, None)  # 56 log2(e) = 80.8: 2^80.8 x S_kv may overflow
+    assert not bounded_softcap(50.0, False, torch.bfloat16, torch.empty(0))  # an lse for a backward
+    assert not bounded_softcap(50.0, False, torch.float16, None)  # float16 stops at 2^16
+    assert not bounded_softcap(50.0, True, torch.bfloat16, None)  # ALiBi's bias is unbounded below
+    assert not bounded_softcap(None, False, torch.bfloat16, None)
