@@ -29,7 +29,8 @@ def compiled(name, switches):
     layout = gluon_backward.gluon_flash.descriptor_layout(torch.bfloat16)
     rows = {"q_desc": query_rows, "do_desc": query_rows, "k_desc": module.BLOCK_N, "v_desc": module.BLOCK_N}
     kernel = getattr(module, name)
-    constexprs = dict({name: switches.get(name, False) for name in SWITCHES}, STAGES=module.STAGES,
+    constexprs = dict({name: switches.get(name, False) for name in SWITCHES if name in kernel.arg_names},
+                      STAGES=module.STAGES,
                       CONSUMER_REGISTERS=module.CONSUMER_REGISTERS, PRODUCER_REGISTERS=module.PRODUCER_REGISTERS)
     pointers = {"Lse": "*fp32", "Delta": "*fp32", "DK": "*bf16", "DV": "*bf16", "DQ": "*bf16",
                 "DocStart": "*i32" if switches.get("DOCUMENTS") else "*bf16"}
@@ -44,6 +45,8 @@ def compiled(name, switches):
 
 def main(cases):
     print(f"triton {triton.__version__}, target sm_{sm90_cubin.HOPPER.arch}")
+    # the forward's cases apart from its own switch (BOUNDED: a forward without a running max)
+    cases = [case for case in cases if "BOUNDED" not in CASES[case]]
     failed = sum(report(f"{name} {case}", lambda name=name, case=case: compiled(name, CASES[case]))
                  for name in KERNELS for case in cases)
     sys.exit(1 if failed else 0)
