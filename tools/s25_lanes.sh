@@ -29,6 +29,8 @@ fwd_round() {  # fwd_round BRANCH: a forward branch's Gluon GPU tests, then only
 # fwd_gate bounded25; ratios bounded25; }; fwd_gate solo': the softcap's exp2 without a running max on main's
 # forward (inference only), tested, probed, gated and its cost per useful FLOP; then the persistent forward's
 # gate (the probes in turn had disagreed on softcap and alibi).
+# Fifth: 'gpu_tests gluon-tests-combo combo -k gluon && fwd_gate combo': the persistent forward on main with the
+# bounded softcap merged (their combination compiles to 24 B spilled at softcap, around the key loops).
 first='gpu_tests gluon-tests-main main -k gluon; gluon_probe main $probed; fwd_round pingpong; pp=$?;
   fwd_round persistent && { fwd_gate persistent; ratios persistent; }; [ $pp = 0 ] && fwd_gate pingpong'
 lane one 0 "${2:-900}" "${1:-$first}"
