@@ -6,7 +6,7 @@ stand-in and its refusal is forced."""
 import torch
 import triton
 
-from kernels.attention import gluon_flash, triton_attention, triton_flash
+from kernels.attention import gluon_backward, gluon_dq, gluon_flash, triton_attention, triton_flash
 from variantbench import cases
 from variantbench.catalog import attention as catalog
 from variantbench.catalog import family
@@ -55,8 +55,12 @@ def test_the_gluon_refusal_takes_a_blocks_views_and_refuses_what_its_descriptors
     assert "16-byte" in refusal(view=lambda t: torch.empty(*t.shape[:3], 132, dtype=t.dtype)[..., :128])
     assert "multiple of 128" in refusal(length=200)
     assert "key heads" in refusal(q_heads=6, kv_heads=4) and "key heads" in refusal(kv_heads=0)
-    wide = [_OnHopper(torch.empty(1, 1, 128, 128, dtype=torch.bfloat16).expand(2048, h, -1, -1)) for h in (32, 8, 8)]
-    assert "65,535" in gluon_flash.refusal(*wide)
+    wide = [_OnHopper(torch.empty(1, 1, 128, 128, dtype=torch.bfloat16).expand(2 ** 20, h, -1, -1)) for h in (32, 8, 8)]
+    assert "int32" in gluon_flash.refusal(*wide) and "int32" in refusal(batch=0)
+    # the backward kernels' grids keep batch x heads on their second axis (at most 65,535)
+    many = [_OnHopper(torch.empty(1, 1, 128, 128, dtype=torch.bfloat16).expand(8192, h, -1, -1)) for h in (32, 8, 8)]
+    assert "65,535" in gluon_dq.refusal(*many, many[0], many[0])
+    assert "65,535" in gluon_backward.refusal(*many, many[0], many[1], many[2])
     assert "16-bit" in refusal(dtype=torch.float32)
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert "interpreter" in refusal()

@@ -219,6 +219,8 @@ def _dkdv(q_desc, k_desc, v_desc, do_desc, Lse, Delta, DK, DV, DocStart, stride_
 
 def refusal(q, k, v, do, dk, dv):
     """Why this kernel cannot run these (triton_attention_backward's dK/dV kernel does), or None."""
+    if k.dim() == 4 and k.shape[0] * k.shape[1] >= 2 ** 16:
+        return f"its grid's second axis is batch x key heads, at most 65,535, not {k.shape[0] * k.shape[1]}"
     why = gluon_flash.refusal(q, k, v) or gluon_flash.refusal(do, dk, dv)
     if why:
         return why

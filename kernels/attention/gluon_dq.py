@@ -27,8 +27,9 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from kernels.attention import gluon_flash
 from kernels.attention.gluon_backward import row_offsets
-from kernels.attention.gluon_flash import key_walk, load_key_tiles, ring
+from kernels.attention.gluon_flash import load_key_tiles, ring
 from kernels.attention.gluon_softmax import LOG2E, _tanh
+from kernels.attention.gluon_walk import key_walk
 from kernels.attention.triton_flash import _bounds
 
 BLOCK_M = 128  # query rows a program: two consumer warpgroups of 64
@@ -55,7 +56,7 @@ def _producer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WIN
                                         q_halves.index(h))
         tma.async_copy_global_to_shared(do_desc, [batch, q_head, q_pos0 + h * HALF_M, 0], row_bars.index(h),
                                         do_halves.index(h))
-    load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, first_tile, n_tiles)
+    load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, first_tile, n_tiles, 0)
 
 
 @gluon.jit
@@ -175,6 +176,8 @@ def refusal(q, k, v, do, dq):
     are the backward's own, (B, Hq, S) float32 and contiguous, as the kernel indexes them."""
     if do.shape != q.shape or dq.shape != q.shape:
         return f"dO and dQ take q's shape {tuple(q.shape)}, not {tuple(do.shape)}, {tuple(dq.shape)}"
+    if q.shape[0] * q.shape[1] >= 2 ** 16:
+        return f"its grid's second axis is batch x query heads, at most 65,535, not {q.shape[0] * q.shape[1]}"
     return gluon_flash.refusal(q, k, v) or gluon_flash.refusal(do, k, v) or gluon_flash.refusal(dq, k, v)
 
 

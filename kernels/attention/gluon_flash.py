@@ -10,17 +10,26 @@ explicit waits, TMA loads tracked by mbarriers, warp specialisation, the layouts
 (session 23, do_bench, causal gqa_8 at llama-3-8b-s4k): 1.0193 ms (539 TFLOP/s) against cuDNN's 1.0219
 and our Triton forward's 1.1518, in one process.
 
-The schedule, FlashAttention-3's: a program owns 128 query rows of one head. One producer warp loads
-each consumer's 64 query rows, then K and V tile by tile into rings of STAGES slots (a slot refilled
-once both consumers have released it, through mbarriers: no CTA barrier anywhere in the loop). Two
-consumer warpgroups of four warps each own 64 rows and run apart, so one's softmax can overlap the
-other's products; within each, FlashAttention-3's order issues S_j = Q K_j^T with P_{j-1} V_{j-1}
-and waits for S_j alone before S_j's softmax.
+The schedule, FlashAttention-3's: a work item is 128 query rows of one head, and a persistent program
+(one an SM) takes items pid, pid + programs, ..., every head's last row block first (`_item`). For
+each, one producer warp loads each consumer's 64 query rows, then K and V tile by tile into rings of
+STAGES slots (a slot refilled once both consumers have released it, through mbarriers: no CTA barrier
+anywhere in the loop). Two consumer warpgroups of four warps each own 64 rows and run apart, so one's
+softmax can overlap the other's products; within each, FlashAttention-3's order issues S_j = Q K_j^T
+with P_{j-1} V_{j-1} and waits for S_j alone before S_j's softmax. Making the two take turns issuing
+their products (FlashAttention-3's ping-pong, two mbarriers) measured slower at every variant (session
+25, H200, do_bench: causal 1.0288 against 1.0023 ms, softcap_50 1.2174 against 1.1767, alibi 1.1599
+against 1.0979): each turn costs a wait and an arrive that syncs the partition.
+Persistence is for the short walks: a consumer releases its query tile once its walk's last S is done
+and writes its output through a tile of its own, so the next item's rows and key tiles load during its
+last P V and its output's store, where a program of its own would start with both rings empty. Gated on
+an H200 against one program a row block (session 25, `gate`, llama-3-8b-s4k): sliding_window_1024
+faster (0.953), gqa_8, document, softcap_50 and alibi the same (0.980-0.994).
 
 A softcap forward that fills no lse (inference's) runs exp2 without a running max: the cap bounds it
 (gluon_softmax.py, `bounded_softcap`), and a tile skips the row max, its shuffles and the output's
 rescale. Measured on an H200 (session 25, do_bench, llama-3-8b-s4k): softcap_50 1.1315 ms against
-1.1878 with the max, our causal's 1.0017.
+1.1878 with the max, our causal's 1.0017; gated faster (0.962).
 
 Masks and scores are triton_flash's: query position q sees keys lo(q) <= k <= hi(q), and every bound
 grows with q, so a program's first and last rows bound the key tiles it walks, and tiles every row sees
@@ -42,6 +51,7 @@ Scope: 16-bit q, k, v of shape (B, H, S, 128) and any strides the copy engine ta
 (Sq == Skv), S a multiple of 128, grouped heads. It fills lse (log2 units, as triton_flash's) for our backward.
 """
 
+import functools
 import os
 
 import torch
@@ -52,6 +62,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 # the masks' key intervals: a Triton function, which Gluon calls as its own
+from kernels.attention.gluon_walk import _item
 from kernels.attention.gluon_softmax import LOG2E, _softmax, bounded_softcap
 from kernels.attention.triton_flash import _bounds
 
@@ -62,23 +73,6 @@ WARPS = 4  # the default partition's: the first consumer
 # registers a thread: the second consumer's and the producer's (the first consumer takes what is left
 # of MAX_REGISTERS x 12 warps x 32 threads)
 CONSUMER_REGISTERS, PRODUCER_REGISTERS, MAX_REGISTERS = 232, 24, 168
-
-
-@gluon.jit
-def key_walk(q_pos0, batch, seq, window, prefix, DocStart, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
-             PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, ROWS: gl.constexpr, TILE_N: gl.constexpr):
-    """(first_tile, end_tile, unmasked_lo, unmasked_hi): rows q_pos0..q_pos0 + ROWS - 1 see keys of tiles
-    first_tile..end_tile - 1 only, and every one of them sees the tiles in [unmasked_lo, unmasked_hi) whole
-    (no interval test there). Every bound grows with the query position: the first row's and the last's
-    bound the rows'."""
-    first_lo, first_hi = _bounds(q_pos0, batch, seq, window, prefix, DocStart, CAUSAL, WINDOW, PREFIX, DOCUMENTS)
-    last_lo, last_hi = _bounds(q_pos0 + ROWS - 1, batch, seq, window, prefix, DocStart, CAUSAL, WINDOW, PREFIX,
-                               DOCUMENTS)
-    first_tile = first_lo // TILE_N
-    end_tile = (last_hi + TILE_N) // TILE_N
-    unmasked_lo = gl.minimum(gl.maximum((last_lo + TILE_N - 1) // TILE_N, first_tile), end_tile)
-    unmasked_hi = gl.maximum(gl.minimum((first_hi + 1) // TILE_N, end_tile), unmasked_lo)
-    return first_tile, end_tile, unmasked_lo, unmasked_hi
 
 
 @gluon.jit
@@ -97,15 +91,16 @@ def ring(desc, STAGES: gl.constexpr):
 
 
 @gluon.jit
-def load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, first_tile, n_tiles):
+def load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, first_tile, n_tiles, start):
     """The producer's walk: K and V of key tiles first_tile.. (n_tiles of them) into their rings (`ring`'s
-    triples), each slot once both consumers have released it."""
+    triples) from ring position `start` on (a persistent program's rings run on across its items), each
+    slot once both consumers have released it."""
     k_ring, k_ready, k_empty = keys
     v_ring, v_ready, v_empty = values
     STAGES: gl.constexpr = k_ring.shape[0]
     TILE_N: gl.constexpr = k_desc.block_type.shape[2]
     for j in range(n_tiles):
-        slot, phase = j % STAGES, (j // STAGES) & 1
+        slot, phase = (start + j) % STAGES, ((start + j) // STAGES) & 1
         key = (first_tile + j) * TILE_N
         mbarrier.wait(k_empty.index(slot), phase ^ 1)  # a fresh mbarrier reads as phase 1 completed
         mbarrier.expect(k_ready.index(slot), k_desc.block_type.nbytes)
@@ -116,37 +111,51 @@ def load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, first_tile, n_t
 
 
 @gluon.jit
-def _producer(descs, bars, bufs, walk, scores, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
+def _producer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
               PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr):
-    """One warp: each consumer's query rows, then every key tile of the walk's K and V through the copy
-    engine into the rings, each slot once both consumers have released it."""
-    q_desc, k_desc, v_desc, _ = descs
-    q_bars, keys, values = bars
-    q_halves = bufs
-    batch, q_head, kv_head, _, q_pos0, first_tile, n_tiles, _, _ = walk
+    """One warp: for each of the program's work items, each consumer's query rows once that consumer has
+    done with the last item's, then every key tile of the item's walk, K and V through the copy engine into
+    the rings (their position runs on across items), each slot once both consumers have released it."""
+    q_desc, k_desc, v_desc = descs[0], descs[1], descs[2]
+    q_bars, q_empty, keys, values = bars
+    q_halves = bufs[0]
+    n_items, n_blocks, n_head_rows, n_q_heads, n_kv_heads = work
+    TILE_N: gl.constexpr = k_desc.block_type.shape[2]
     HALF_M: gl.constexpr = q_desc.block_type.shape[2]
-    for h in gl.static_range(2):
-        mbarrier.expect(q_bars.index(h), q_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(q_desc, [batch, q_head, q_pos0 + h * HALF_M, 0], q_bars.index(h),
-                                        q_halves.index(h))
-    load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, first_tile, n_tiles)
+    loaded = 0  # key tiles through the rings so far
+    rounds = 0  # items this program has started
+    for item in range(gl.program_id(0), n_items, gl.num_programs(0)):
+        batch, q_head, kv_head, head_row, q_pos0, first_tile, n_tiles, unmasked_lo, unmasked_hi = _item(
+            item, n_blocks, n_head_rows, n_q_heads, n_kv_heads, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, HALF_M,
+            TILE_N)
+        for h in gl.static_range(2):
+            mbarrier.wait(q_empty.index(h), (rounds & 1) ^ 1)  # a fresh mbarrier reads as phase 1 completed
+            mbarrier.expect(q_bars.index(h), q_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(q_desc, [batch, q_head, q_pos0 + h * HALF_M, 0], q_bars.index(h),
+                                            q_halves.index(h))
+        load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, first_tile, n_tiles, loaded)
+        loaded += n_tiles
+        rounds += 1
+
 
 
 @gluon.jit
-def _consumer(descs, bars, bufs, walk, scores, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
+def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
               PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr,
               BOUNDED: gl.constexpr, HALF: gl.constexpr):
-    """Four warps, one warpgroup: 64 query rows (half HALF of the program's 128) through every key tile
-    of the walk, then their output through the copy engine (from their query tile's shared memory) and
-    their lse."""
+    """Four warps, one warpgroup: for each of the program's work items, 64 query rows (half HALF of the
+    item's 128) through every key tile of its walk, then their output through the copy engine (from this
+    half's output tile in shared memory, its last store waited for first) and their lse. The query tile is
+    released once the walk's last S is done, so the producer loads the next item's during the last P V and
+    the output's store."""
     q_desc, k_desc, v_desc, o_desc = descs
-    q_bars, keys, values = bars
+    q_bars, q_empty, keys, values = bars
     k_ring, k_ready, k_empty = keys
     v_ring, v_ready, v_empty = values
-    q_halves = bufs
-    batch, q_head, kv_head, lse_row0, q_pos0, first_tile, n_tiles, unmasked_lo, unmasked_hi = walk
-    Lse, sm_scale, softcap, slope, to_log2 = scores
-    seq, window, prefix, DocStart = masks
+    q_halves, o_halves = bufs
+    n_items, n_blocks, n_head_rows, n_q_heads, n_kv_heads = work
+    Lse, sm_scale, softcap = scores
+    seq = masks[0]
     STAGES: gl.constexpr = k_ring.shape[0]
     HALF_M: gl.constexpr = q_desc.block_type.shape[2]
     TILE_N: gl.constexpr = k_desc.block_type.shape[2]
@@ -158,107 +167,119 @@ def _consumer(descs, bars, bufs, walk, scores, masks, CAUSAL: gl.constexpr, WIND
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     o_rows: gl.constexpr = gl.SliceLayout(1, o_layout)
     q_smem = q_halves.index(HALF).reshape([HALF_M, HEAD_DIM])  # the copy engine's (1, 1, rows, 128) tile
-
-    rows = q_pos0 + HALF * HALF_M + gl.arange(0, HALF_M, layout=gl.SliceLayout(1, s_layout))
-    lo, hi = _bounds(rows, batch, seq, window, prefix, DocStart, CAUSAL, WINDOW, PREFIX, DOCUMENTS)
-    cols = first_tile * TILE_N + gl.arange(0, TILE_N, layout=gl.SliceLayout(0, s_layout))
-    if BOUNDED:  # the max exp2 subtracts stays 0 (gluon_softmax._softmax_step)
-        m_i = gl.zeros([HALF_M], gl.float32, layout=gl.SliceLayout(1, s_layout))
-    else:
-        m_i = gl.full([HALF_M], float("-inf"), gl.float32, layout=gl.SliceLayout(1, s_layout))
-    l_i = gl.zeros([HALF_M], gl.float32, layout=gl.SliceLayout(1, s_layout))
-    s_zero = gl.zeros([HALF_M, TILE_N], gl.float32, layout=s_layout)
-    acc = gl.zeros([HALF_M, HEAD_DIM], gl.float32, layout=o_layout)
-
-    mbarrier.wait(q_bars.index(HALF), 0)
-    mbarrier.wait(k_ready.index(0), 0)
-    s = warpgroup_mma(q_smem, k_ring.index(0).reshape([TILE_N, HEAD_DIM]).permute((1, 0)), s_zero, use_acc=False, is_async=True)
-    s = warpgroup_mma_wait(num_outstanding=0, deps=(s, ))
-    mbarrier.arrive(k_empty.index(0), count=1)
-    p, m_i, l_i, alpha = _softmax(s, m_i, l_i, to_log2, sm_scale, softcap, slope, rows, cols, lo, hi,
-                                  (first_tile < unmasked_lo) | (first_tile >= unmasked_hi), SOFTCAP, ALIBI, BOUNDED)
-    p = gl.convert_layout(p.to(v_desc.dtype), p_layout)  # carried as the 16-bit operand: 32 registers, not 64
-    for j in range(1, n_tiles):
-        slot, prev = j % STAGES, (j - 1) % STAGES
-        tile = first_tile + j
-        mbarrier.wait(k_ready.index(slot), (j // STAGES) & 1)
-        s = warpgroup_mma(q_smem, k_ring.index(slot).reshape([TILE_N, HEAD_DIM]).permute((1, 0)), s_zero, use_acc=False, is_async=True)
-        mbarrier.wait(v_ready.index(prev), ((j - 1) // STAGES) & 1)
-        acc = warpgroup_mma(p, v_ring.index(prev).reshape([TILE_N, HEAD_DIM]), acc, is_async=True)
-        s = warpgroup_mma_wait(num_outstanding=1, deps=(s, ))  # S_j done; P_{j-1} V_{j-1} may still run
-        mbarrier.arrive(k_empty.index(slot), count=1)
-        p_next, m_i, l_i, alpha = _softmax(s, m_i, l_i, to_log2, sm_scale, softcap, slope, rows,
-                                           cols + j * TILE_N, lo, hi, (tile < unmasked_lo) | (tile >= unmasked_hi),
-                                           SOFTCAP, ALIBI, BOUNDED)
-        p_next = gl.convert_layout(p_next.to(v_desc.dtype), p_layout)
-        acc, p = warpgroup_mma_wait(num_outstanding=0, deps=(acc, p))  # p: the operand in flight
-        mbarrier.arrive(v_empty.index(prev), count=1)
-        p = p_next
-        if not BOUNDED:
-            acc = acc * gl.convert_layout(alpha, o_rows)[:, None]
-    last = n_tiles - 1
-    mbarrier.wait(v_ready.index(last % STAGES), (last // STAGES) & 1)
-    acc = warpgroup_mma(p, v_ring.index(last % STAGES).reshape([TILE_N, HEAD_DIM]), acc, is_async=True)
-    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
-    mbarrier.arrive(v_empty.index(last % STAGES), count=1)
-
-    gl.store(Lse + (lse_row0 + HALF * HALF_M) + gl.arange(0, HALF_M, layout=gl.SliceLayout(1, s_layout)),
-             m_i + gl.log2(l_i))
-    acc = acc / gl.convert_layout(l_i, o_rows)[:, None]
-    q_smem.store(acc.to(o_desc.dtype))  # every MMA reading these query rows is done: their tile holds the output
-    fence_async_shared()
-    tma.async_copy_shared_to_global(o_desc, [batch, q_head, q_pos0 + HALF * HALF_M, 0], q_halves.index(HALF))
-    tma.store_wait(pendings=0)
-
-
-@gluon.jit
-def _attention_forward(q_desc, k_desc, v_desc, o_desc, Lse, DocStart, sm_scale, softcap, window, prefix,
-                       n_q_heads, n_kv_heads, seq, CAUSAL: gl.constexpr, WINDOW: gl.constexpr, PREFIX: gl.constexpr,
-                       DOCUMENTS: gl.constexpr,
-                       SOFTCAP: gl.constexpr, ALIBI: gl.constexpr, BOUNDED: gl.constexpr, STAGES: gl.constexpr,
-                       CONSUMER_REGISTERS: gl.constexpr, PRODUCER_REGISTERS: gl.constexpr):
-    """Program (row block, batch x head): 128 query rows of one head."""
-    HALF_M: gl.constexpr = q_desc.block_type.shape[2]
-    TILE_N: gl.constexpr = k_desc.block_type.shape[2]
-    # Row blocks further down see more keys under causal and prefix masks: launch them first so the
-    # grid's last wave is short.
-    row_block = gl.num_programs(0) - 1 - gl.program_id(0)
-    head_row = gl.program_id(1)  # batch x n_q_heads + q head
-    batch, q_head = head_row // n_q_heads, head_row % n_q_heads
-    kv_head = q_head // (n_q_heads // n_kv_heads)
-    q_pos0 = row_block * 2 * HALF_M
-    first_tile, end_tile, unmasked_lo, unmasked_hi = key_walk(q_pos0, batch, seq, window, prefix, DocStart, CAUSAL,
-                                                               WINDOW, PREFIX, DOCUMENTS, 2 * HALF_M, TILE_N)
-    # ALiBi's slope of head h (0-based) is 2^(-8 (h+1) / H); the scores' units set exp2's multiplier
-    slope = gl.exp2(-8.0 * (q_head + 1).to(gl.float32) / n_q_heads)
+    o_smem = o_halves.index(HALF).reshape([HALF_M, HEAD_DIM])
     if SOFTCAP and ALIBI:  # the capped score joins the bias in plain units
         to_log2 = LOG2E
     elif SOFTCAP:
         to_log2 = softcap * LOG2E
     else:
         to_log2 = sm_scale * LOG2E
-        slope = slope / sm_scale
+    s_zero = gl.zeros([HALF_M, TILE_N], gl.float32, layout=s_layout)
+
+    loaded = 0  # key tiles through the rings so far
+    rounds = 0  # items started
+    for item in range(gl.program_id(0), n_items, gl.num_programs(0)):
+        batch, q_head, kv_head, head_row, q_pos0, first_tile, n_tiles, unmasked_lo, unmasked_hi = _item(
+            item, n_blocks, n_head_rows, n_q_heads, n_kv_heads, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, HALF_M,
+            TILE_N)
+        # ALiBi's slope of head h (0-based) is 2^(-8 (h+1) / H), divided by the scale where the scores
+        # reach exp2 in q.k's units (triton_flash says why)
+        slope = gl.exp2(-8.0 * (q_head + 1).to(gl.float32) / n_q_heads)
+        if not SOFTCAP:
+            slope = slope / sm_scale
+        rows = q_pos0 + HALF * HALF_M + gl.arange(0, HALF_M, layout=gl.SliceLayout(1, s_layout))
+        lo, hi = _bounds(rows, batch, seq, masks[1], masks[2], masks[3], CAUSAL, WINDOW, PREFIX, DOCUMENTS)
+        cols = first_tile * TILE_N + gl.arange(0, TILE_N, layout=gl.SliceLayout(0, s_layout))
+        if BOUNDED:  # the max exp2 subtracts stays 0 (_softmax_step)
+            m_i = gl.zeros([HALF_M], gl.float32, layout=gl.SliceLayout(1, s_layout))
+        else:
+            m_i = gl.full([HALF_M], float("-inf"), gl.float32, layout=gl.SliceLayout(1, s_layout))
+        l_i = gl.zeros([HALF_M], gl.float32, layout=gl.SliceLayout(1, s_layout))
+        acc = gl.zeros([HALF_M, HEAD_DIM], gl.float32, layout=o_layout)
+
+        mbarrier.wait(q_bars.index(HALF), rounds & 1)
+        slot, phase = loaded % STAGES, (loaded // STAGES) & 1
+        mbarrier.wait(k_ready.index(slot), phase)
+        s = warpgroup_mma(q_smem, k_ring.index(slot).reshape([TILE_N, HEAD_DIM]).permute((1, 0)), s_zero,
+                          use_acc=False, is_async=True)
+        s = warpgroup_mma_wait(num_outstanding=0, deps=(s, ))
+        mbarrier.arrive(k_empty.index(slot), count=1)
+        p, m_i, l_i, alpha = _softmax(s, m_i, l_i, to_log2, sm_scale, softcap, slope, rows, cols, lo, hi,
+                                      (first_tile < unmasked_lo) | (first_tile >= unmasked_hi), SOFTCAP, ALIBI,
+                                      BOUNDED)
+        p = gl.convert_layout(p.to(v_desc.dtype), p_layout)  # carried as the 16-bit operand: 32 registers, not 64
+        for j in range(1, n_tiles):
+            slot, phase = (loaded + j) % STAGES, ((loaded + j) // STAGES) & 1
+            prev, prev_phase = (loaded + j - 1) % STAGES, ((loaded + j - 1) // STAGES) & 1
+            tile = first_tile + j
+            mbarrier.wait(k_ready.index(slot), phase)
+            s = warpgroup_mma(q_smem, k_ring.index(slot).reshape([TILE_N, HEAD_DIM]).permute((1, 0)), s_zero,
+                              use_acc=False, is_async=True)
+            mbarrier.wait(v_ready.index(prev), prev_phase)
+            acc = warpgroup_mma(p, v_ring.index(prev).reshape([TILE_N, HEAD_DIM]), acc, is_async=True)
+            s = warpgroup_mma_wait(num_outstanding=1, deps=(s, ))  # S_j done; P_{j-1} V_{j-1} may still run
+            mbarrier.arrive(k_empty.index(slot), count=1)
+            p_next, m_i, l_i, alpha = _softmax(s, m_i, l_i, to_log2, sm_scale, softcap, slope, rows,
+                                               cols + j * TILE_N, lo, hi,
+                                               (tile < unmasked_lo) | (tile >= unmasked_hi), SOFTCAP, ALIBI,
+                                               BOUNDED)
+            p_next = gl.convert_layout(p_next.to(v_desc.dtype), p_layout)
+            acc, p = warpgroup_mma_wait(num_outstanding=0, deps=(acc, p))  # p: the operand in flight
+            mbarrier.arrive(v_empty.index(prev), count=1)
+            p = p_next
+            if not BOUNDED:
+                acc = acc * gl.convert_layout(alpha, o_rows)[:, None]
+        mbarrier.arrive(q_empty.index(HALF), count=1)  # every S of the walk is done: the next item's rows may load
+        last = loaded + n_tiles - 1
+        mbarrier.wait(v_ready.index(last % STAGES), (last // STAGES) & 1)
+        acc = warpgroup_mma(p, v_ring.index(last % STAGES).reshape([TILE_N, HEAD_DIM]), acc, is_async=True)
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
+        mbarrier.arrive(v_empty.index(last % STAGES), count=1)
+        loaded += n_tiles
+
+        gl.store(Lse + head_row * seq + q_pos0 + HALF * HALF_M
+                 + gl.arange(0, HALF_M, layout=gl.SliceLayout(1, s_layout)), m_i + gl.log2(l_i))
+        acc = acc / gl.convert_layout(l_i, o_rows)[:, None]
+        tma.store_wait(pendings=0)  # the last item's output has left this tile
+        o_smem.store(acc.to(o_desc.dtype))
+        fence_async_shared()
+        tma.async_copy_shared_to_global(o_desc, [batch, q_head, q_pos0 + HALF * HALF_M, 0], o_halves.index(HALF))
+        rounds += 1
+    tma.store_wait(pendings=0)
+
+
+@gluon.jit
+def _attention_forward(q_desc, k_desc, v_desc, o_desc, Lse, DocStart, sm_scale, softcap, window, prefix,
+                       n_q_heads, n_kv_heads, seq, n_head_rows, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
+                       PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr,
+                       BOUNDED: gl.constexpr, STAGES: gl.constexpr, CONSUMER_REGISTERS: gl.constexpr, PRODUCER_REGISTERS: gl.constexpr):
+    """A persistent program (one an SM at most): work items pid, pid + programs, ... (`_item`), each 128
+    query rows of one head."""
+    HALF_M: gl.constexpr = q_desc.block_type.shape[2]
+    n_blocks = seq // (2 * HALF_M)
 
     q_halves = gl.allocate_shared_memory(q_desc.dtype, [2] + q_desc.block_type.shape, q_desc.layout)
+    o_halves = gl.allocate_shared_memory(o_desc.dtype, [2] + o_desc.block_type.shape, o_desc.layout)
     q_bars = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    q_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     for h in gl.static_range(2):
         mbarrier.init(q_bars.index(h), count=1)
+        mbarrier.init(q_empty.index(h), count=1)  # its own consumer's arrival
 
     descs = (q_desc, k_desc, v_desc, o_desc)
-    bars = (q_bars, ring(k_desc, STAGES), ring(v_desc, STAGES))
-    bufs = q_halves
-    walk = (batch, q_head, kv_head, head_row * seq + q_pos0, q_pos0, first_tile, end_tile - first_tile, unmasked_lo,
-            unmasked_hi)
-    scores = (Lse, sm_scale, softcap, slope, to_log2)
+    bars = (q_bars, q_empty, ring(k_desc, STAGES), ring(v_desc, STAGES))
+    bufs = (q_halves, o_halves)
+    work = (n_blocks * n_head_rows, n_blocks, n_head_rows, n_q_heads, n_kv_heads)
+    scores = (Lse, sm_scale, softcap)
     masks = (seq, window, prefix, DocStart)
     # the switches (and each consumer's half) travel apart: inside a tuple through warp_specialize a
     # constexpr arrives as a runtime value (Triton 3.6.0), and every `if` on it would compile both branches
     gl.warp_specialize([
-        (_consumer, (descs, bars, bufs, walk, scores, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI,
+        (_consumer, (descs, bars, bufs, work, scores, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI,
                      BOUNDED, 0)),
-        (_consumer, (descs, bars, bufs, walk, scores, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI,
+        (_consumer, (descs, bars, bufs, work, scores, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI,
                      BOUNDED, 1)),
-        (_producer, (descs, bars, bufs, walk, scores, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI)),
+        (_producer, (descs, bars, bufs, work, scores, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI)),
     ], [4, 1], [CONSUMER_REGISTERS, PRODUCER_REGISTERS])
 
 
@@ -277,8 +298,9 @@ def refusal(q, k, v):
         return f"it takes head dim 128 and a length that is a positive multiple of {BLOCK_M}, not {tuple(q.shape)}"
     if k.shape[1] == 0 or q.shape[1] % k.shape[1]:
         return f"query heads {q.shape[1]} are not a multiple of key heads {k.shape[1]}"
-    if not 0 < q.shape[0] * q.shape[1] < 2 ** 16:
-        return f"its grid's second axis is batch x query heads, between 1 and 65,535, not {q.shape[0] * q.shape[1]}"
+    if not 0 < q.shape[0] * q.shape[1] * q.shape[2] < 2 ** 31:
+        return f"it indexes the lse by int32: batch x query heads x length from 1 to 2^31 - 1, not " \
+               f"{q.shape[0] * q.shape[1] * q.shape[2]}"
     # the copy engine's terms: a contiguous head dim, a 16-byte-aligned base, every outer stride a positive
     # multiple of 16 bytes (a block's projections, (B, S, H, D) seen as (B, H, S, D), qualify; an expand()'s
     # zero strides were never tried here and go to the Triton kernel)
@@ -286,6 +308,11 @@ def refusal(q, k, v):
             stride > 0 and stride * t.element_size() % 16 == 0 for stride in t.stride()[:-1]) for t in (q, k, v)):
         return "it takes q, k, v with a contiguous head dim and 16-byte-aligned storage and positive strides"
     return None
+
+
+@functools.cache
+def _sm_count(device):
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def descriptor_layout(dtype):
@@ -314,15 +341,19 @@ def forward_launcher(q, k, v, *, causal, window=None, prefix=None, doc_start=Non
     lse = lse if lse is not None else torch.empty(q.shape[:3], device=q.device, dtype=torch.float32)
     doc_arg = q if doc_start is None else doc_start.to(device=q.device, dtype=torch.int32).contiguous()
     arguments = (doc_arg, scale if scale is not None else head_dim ** -0.5, softcap or 1.0, window or 0, prefix or 0,
-                 n_q_heads, k.shape[1], seq)
+                 n_q_heads, k.shape[1], seq, batch * n_q_heads)
+    # one program an SM at most (197 KB of shared memory leave room for one), each through its share of
+    # the work items
+    programs = min(seq // BLOCK_M * batch * n_q_heads, _sm_count(q.device))
     flags = dict(CAUSAL=causal, WINDOW=window is not None, PREFIX=prefix is not None, DOCUMENTS=doc_start is not None,
                  SOFTCAP=softcap is not None, ALIBI=alibi, BOUNDED=bounded, STAGES=STAGES,
-                 CONSUMER_REGISTERS=CONSUMER_REGISTERS, PRODUCER_REGISTERS=PRODUCER_REGISTERS)
+                 CONSUMER_REGISTERS=CONSUMER_REGISTERS,
+                 PRODUCER_REGISTERS=PRODUCER_REGISTERS)
 
     def launcher():
         out = torch.empty_like(q)  # dense, in q's order of dimensions (the backward copies where q's differ)
         o_desc = TensorDescriptor.from_tensor(out, [1, 1, BLOCK_M // 2, head_dim], layout)
-        _attention_forward[(seq // BLOCK_M, batch * n_q_heads)](
+        _attention_forward[(programs, )](
             q_desc, k_desc, v_desc, o_desc, lse, *arguments, **flags, num_warps=WARPS, maxnreg=MAX_REGISTERS)
         return out
 

@@ -1,0 +1,42 @@
+"""Which key tiles a Gluon attention program walks, and in which order a persistent one takes its work
+(gluon_flash.py's forward, gluon_dq.py's dQ): Gluon functions over triton_flash's mask intervals."""
+
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+
+# the masks' key intervals: a Triton function, which Gluon calls as its own
+from kernels.attention.triton_flash import _bounds
+
+
+@gluon.jit
+def key_walk(q_pos0, batch, seq, window, prefix, DocStart, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
+             PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, ROWS: gl.constexpr, TILE_N: gl.constexpr):
+    """(first_tile, end_tile, unmasked_lo, unmasked_hi): rows q_pos0..q_pos0 + ROWS - 1 see keys of tiles
+    first_tile..end_tile - 1 only, and every one of them sees the tiles in [unmasked_lo, unmasked_hi) whole
+    (no interval test there). Every bound grows with the query position: the first row's and the last's
+    bound the rows'."""
+    first_lo, first_hi = _bounds(q_pos0, batch, seq, window, prefix, DocStart, CAUSAL, WINDOW, PREFIX, DOCUMENTS)
+    last_lo, last_hi = _bounds(q_pos0 + ROWS - 1, batch, seq, window, prefix, DocStart, CAUSAL, WINDOW, PREFIX,
+                               DOCUMENTS)
+    first_tile = first_lo // TILE_N
+    end_tile = (last_hi + TILE_N) // TILE_N
+    unmasked_lo = gl.minimum(gl.maximum((last_lo + TILE_N - 1) // TILE_N, first_tile), end_tile)
+    unmasked_hi = gl.maximum(gl.minimum((first_hi + 1) // TILE_N, end_tile), unmasked_lo)
+    return first_tile, end_tile, unmasked_lo, unmasked_hi
+
+
+@gluon.jit
+def _item(item, n_blocks, n_head_rows, n_q_heads, n_kv_heads, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
+          PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, HALF_M: gl.constexpr, TILE_N: gl.constexpr):
+    """Work item `item`: 128 query rows of one head, (batch, q_head, kv_head, head_row, q_pos0, first_tile,
+    n_tiles, unmasked_lo, unmasked_hi). Every head's last row block comes first, then the blocks before:
+    under causal and prefix masks the longest walks start first, so the last ones to finish are short."""
+    seq, window, prefix, DocStart = masks
+    row_block = n_blocks - 1 - item // n_head_rows
+    head_row = item % n_head_rows  # batch x n_q_heads + q head
+    batch, q_head = head_row // n_q_heads, head_row % n_q_heads
+    q_pos0 = row_block * 2 * HALF_M
+    first_tile, end_tile, unmasked_lo, unmasked_hi = key_walk(q_pos0, batch, seq, window, prefix, DocStart, CAUSAL,
+                                                               WINDOW, PREFIX, DOCUMENTS, 2 * HALF_M, TILE_N)
+    return (batch, q_head, q_head // (n_q_heads // n_kv_heads), head_row, q_pos0, first_tile, end_tile - first_tile,
+            unmasked_lo, unmasked_hi)
