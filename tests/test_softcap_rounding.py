@@ -46,8 +46,9 @@ def _modelled(q, k, v, do, offset, rounded_sum):
 
 @pytest.fixture(scope="module")
 def errors():
-    """{(offset, rounded sum): (the output's, dQ's largest error from float64 over three seeds)}: one seed's
-    largest errors move by 2x between seeds, the order of the three by less."""
+    """{(offset, rounded sum): (the output's, dQ's largest error from float64 over three seeds)}. Seed by
+    seed the unrounded output's error is 1.19-1.48x the max's, and dQ's rounded-sum error 0.88-1.93x the
+    max's: the worst of three carries the margins asserted."""
     worst = {}
     for seed in range(3):
         q, k, v, do = _inputs(seed)
@@ -61,20 +62,30 @@ def errors():
 
 def test_without_the_max_the_output_needs_the_rounded_sum(errors):
     with_max, unrounded, rounded = (errors[key][0] for key in (("max", False), ("zero", False), ("zero", True)))
-    assert unrounded > 1.4 * with_max  # the largest p's rounding biases the whole output row
-    assert rounded < 1.2 * with_max
+    assert unrounded > 1.25 * with_max  # the largest p's rounding biases the whole output row (1.45x)
+    assert rounded < 1.2 * with_max  # 1.08x
 
 
 def test_a_backward_keeps_the_max(errors):
-    assert errors[("zero", True)][1] > 1.1 * errors[("max", False)][1]
+    assert errors[("zero", True)][1] > 1.2 * errors[("max", False)][1]  # 1.39x
 
 
 def test_only_an_inference_forward_with_a_small_softcap_drops_the_max():
     from kernels.attention.gluon_softmax import bounded_softcap
 
     assert bounded_softcap(55.0, False, torch.bfloat16, None)
-    assert not bounded_softcap(56.0, False, torch.bfloat16, None)  # 56 log2(e) = 80.8: 2^80.8 x S_kv may overflow
+    assert not bounded_softcap(56.0, False, torch.bfloat16, None)  # 56 log2(e) = 80.8, past the margin
     assert not bounded_softcap(50.0, False, torch.bfloat16, torch.empty(0))  # an lse for a backward
     assert not bounded_softcap(50.0, False, torch.float16, None)  # float16 stops at 2^16
     assert not bounded_softcap(50.0, True, torch.bfloat16, None)  # ALiBi's bias is unbounded below
     assert not bounded_softcap(None, False, torch.bfloat16, None)
+
+
+@pytest.mark.parametrize("cap", [0.0, -50.0])
+def test_a_softcap_that_is_not_positive_is_refused(cap):
+    """A cap of 0 divides by it; a negative one turns the masked keys' -inf into +inf at exp2 (NaN out)."""
+    from kernels.attention import triton_flash
+
+    q, k, v = (torch.randn(1, 2, 8, 16) for _ in range(3))
+    with pytest.raises(ValueError, match="must be positive"):
+        triton_flash.forward_launcher(q, k, v, causal=True, softcap=cap)

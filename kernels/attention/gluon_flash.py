@@ -23,8 +23,9 @@ against 1.0979): each turn costs a wait and an arrive that syncs the partition.
 Persistence is for the short walks: a consumer releases its query tile once its walk's last S is done
 and writes its output through a tile of its own, so the next item's rows and key tiles load during its
 last P V and its output's store, where a program of its own would start with both rings empty. Gated on
-an H200 against one program a row block (session 25, `gate`, llama-3-8b-s4k): sliding_window_1024
-faster (0.953), gqa_8, document, softcap_50 and alibi the same (0.980-0.994).
+an H200 against one program a row block (session 25, `gate`, llama-3-8b-s4k, the forward): before the
+bounded softcap below, sliding_window_1024 faster (0.953), gqa_8, document, softcap_50 and alibi the same
+(0.980-0.994); with it, as merged, sliding_window_1024 faster (0.951), the rest the same (0.993-1.007).
 
 A softcap forward that fills no lse (inference's) runs exp2 without a running max: the cap bounds it
 (gluon_softmax.py, `bounded_softcap`), and a tile skips the row max, its shuffles and the output's
@@ -61,9 +62,9 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
                                                                warpgroup_mma_wait)
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-# the masks' key intervals: a Triton function, which Gluon calls as its own
-from kernels.attention.gluon_walk import _item
 from kernels.attention.gluon_softmax import LOG2E, _softmax, bounded_softcap
+from kernels.attention.gluon_walk import _item
+# the masks' key intervals: a Triton function, which Gluon calls as its own
 from kernels.attention.triton_flash import _bounds
 
 BLOCK_M = 128  # query rows a program: two consumer warpgroups of 64
@@ -136,7 +137,6 @@ def _producer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
         load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, first_tile, n_tiles, loaded)
         loaded += n_tiles
         rounds += 1
-
 
 
 @gluon.jit
@@ -252,7 +252,8 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
 def _attention_forward(q_desc, k_desc, v_desc, o_desc, Lse, DocStart, sm_scale, softcap, window, prefix,
                        n_q_heads, n_kv_heads, seq, n_head_rows, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
                        PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr,
-                       BOUNDED: gl.constexpr, STAGES: gl.constexpr, CONSUMER_REGISTERS: gl.constexpr, PRODUCER_REGISTERS: gl.constexpr):
+                       BOUNDED: gl.constexpr, STAGES: gl.constexpr, CONSUMER_REGISTERS: gl.constexpr,
+                       PRODUCER_REGISTERS: gl.constexpr):
     """A persistent program (one an SM at most): work items pid, pid + programs, ... (`_item`), each 128
     query rows of one head."""
     HALF_M: gl.constexpr = q_desc.block_type.shape[2]
@@ -333,6 +334,8 @@ def forward_launcher(q, k, v, *, causal, window=None, prefix=None, doc_start=Non
         raise ValueError(f"the Gluon forward cannot run these: {why}")
     if doc_start is not None and not causal:
         raise ValueError("the document mask is defined for causal attention only")
+    if softcap is not None and not softcap > 0:  # a cap of 0 would divide by it; below, exp2 meets +inf
+        raise ValueError(f"softcap caps the scores at +-softcap: it must be positive, not {softcap}")
     batch, n_q_heads, seq, head_dim = q.shape
     layout = descriptor_layout(q.dtype)
     q_desc = TensorDescriptor.from_tensor(q, [1, 1, BLOCK_M // 2, head_dim], layout)

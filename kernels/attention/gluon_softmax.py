@@ -35,8 +35,10 @@ def _tanh(x):
 @gluon.jit
 def _bfloat16_and_float32(x):
     """x rounded to bfloat16, and that value as float32: one packing conversion a pair, then a shift and a
-    mask (the compiler's .to() chain converted one value at a time and moved the halves apart: 6280 SASS
-    instructions at softcap 50 where this takes 5760)."""
+    mask. The compiler's .to() chain converted one value at a time and moved the halves apart: 6280 SASS
+    instructions at softcap 50 where this took 5760, against 5784 with the max (the forward with one
+    program a row block, 5a86955). On the persistent forward 6056 against 5984: its second consumer spills
+    24 bytes inside the key loop at 232 registers (reports/pending/registers-240.patch)."""
     return gl.inline_asm_elementwise(
         "{ cvt.rn.bf16x2.f32 $0, $4, $3; shl.b32 $1, $0, 16; and.b32 $2, $0, 0xffff0000; }", "=r,=r,=r,f,f",
         [x], dtype=(gl.bfloat16, gl.float32), is_pure=True, pack=2)
@@ -53,9 +55,10 @@ def _softmax_step(qk, m_i, l_i, to_log2, sm_scale, softcap, slope, rows, cols, l
     up to 2^-9 along all of its 128 values: so p comes back rounded, and the row sums what P V multiplies.
     tests/test_softcap_rounding.py models it on the CPU (softcap 50, 8 heads of 512, three seeds): the
     output's largest error from float64 0.0087 where the max gives 0.0081 and the unrounded sum 0.0117. A
-    backward's dQ, recomputed from the lse, still feels the rounding through dO.O (0.0106 against the max's
-    0.0076; the unrounded sum failed the GPU test's bound on an H200, 0.0366 against 0.0304), so a launch
-    that fills the lse keeps the max."""
+    backward's dQ, recomputed from the lse, still feels the rounding through dO.O (modelled: 0.0106 against
+    the max's 0.0076), so a launch that fills the lse keeps the max. On an H200 only the unrounded sum ran
+    under a backward: the forward+backward GPU test's dQ failed its bound (0.0366 against 0.0304); the
+    rounded sum under a backward rests on the CPU model."""
     if SOFTCAP:
         s = _tanh(qk * (sm_scale / softcap))
         if ALIBI:

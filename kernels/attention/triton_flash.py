@@ -281,6 +281,8 @@ def forward_launcher(
         raise ValueError(f"{n_q_heads} query heads is not a multiple of {n_kv_heads} KV heads")
     if doc_start is not None and not causal:
         raise ValueError("the document mask is defined for causal attention only")
+    if softcap is not None and not softcap > 0:  # a cap of 0 would divide by it; below, exp2 meets +inf
+        raise ValueError(f"softcap caps the scores at +-softcap: it must be positive, not {softcap}")
     if kv_len == 0:
         raise ValueError("attention over no keys is undefined: kv_len is 0")
     if q.is_cuda and q.element_size() > 2:
