@@ -30,7 +30,7 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warp
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from kernels.attention import gluon_flash
-from kernels.attention.gluon_flash import ring
+from kernels.attention.gluon_flash import fill, ring
 from kernels.attention.gluon_softmax import LOG2E, _tanh
 from kernels.attention.triton_flash import _bounds
 
@@ -86,11 +86,9 @@ def _producer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WIN
     consumers have released it."""
     q_desc, k_desc, v_desc, do_desc = descs
     kv_bar, queries, grads = bars
-    q_ring, q_ready, q_empty = queries
-    do_ring, do_ready, do_empty = grads
     k_smem, v_smem = bufs
     batch, kv_head, group, k0, first, n_seeing, _, _ = walk
-    STAGES: gl.constexpr = q_ring.shape[0]
+    STAGES: gl.constexpr = queries[0].shape[0]
     TILE_M: gl.constexpr = q_desc.block_type.shape[2]
     mbarrier.expect(kv_bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes)
     tma.async_copy_global_to_shared(k_desc, [batch, kv_head, k0, 0], kv_bar, k_smem)
@@ -99,12 +97,8 @@ def _producer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WIN
         slot, phase = step % STAGES, (step // STAGES) & 1
         q_head = kv_head * group + step // n_seeing
         row = (first + step % n_seeing) * TILE_M
-        mbarrier.wait(q_empty.index(slot), phase ^ 1)  # a fresh mbarrier reads as phase 1 completed
-        mbarrier.expect(q_ready.index(slot), q_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(q_desc, [batch, q_head, row, 0], q_ready.index(slot), q_ring.index(slot))
-        mbarrier.wait(do_empty.index(slot), phase ^ 1)
-        mbarrier.expect(do_ready.index(slot), do_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(do_desc, [batch, q_head, row, 0], do_ready.index(slot), do_ring.index(slot))
+        fill(q_desc, queries, slot, phase, batch, q_head, row)
+        fill(do_desc, grads, slot, phase, batch, q_head, row)
 
 
 @gluon.jit

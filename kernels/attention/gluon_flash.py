@@ -92,23 +92,27 @@ def ring(desc, STAGES: gl.constexpr):
 
 
 @gluon.jit
+def fill(desc, tiles, slot, phase, batch, head, row):
+    """The producer's side of a `ring` (its triple `tiles`): once both consumers have released slot `slot`
+    from its last use, one (1, 1, rows, 128) tile of desc at (batch, head, row) into it by the copy engine."""
+    slots, ready, empty = tiles
+    mbarrier.wait(empty.index(slot), phase ^ 1)  # a fresh mbarrier reads as phase 1 completed
+    mbarrier.expect(ready.index(slot), desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(desc, [batch, head, row, 0], ready.index(slot), slots.index(slot))
+
+
+@gluon.jit
 def load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, first_tile, n_tiles, start):
     """The producer's walk: K and V of key tiles first_tile.. (n_tiles of them) into their rings (`ring`'s
     triples) from ring position `start` on (a persistent program's rings run on across its items), each
     slot once both consumers have released it."""
-    k_ring, k_ready, k_empty = keys
-    v_ring, v_ready, v_empty = values
-    STAGES: gl.constexpr = k_ring.shape[0]
+    STAGES: gl.constexpr = keys[0].shape[0]
     TILE_N: gl.constexpr = k_desc.block_type.shape[2]
     for j in range(n_tiles):
         slot, phase = (start + j) % STAGES, ((start + j) // STAGES) & 1
         key = (first_tile + j) * TILE_N
-        mbarrier.wait(k_empty.index(slot), phase ^ 1)  # a fresh mbarrier reads as phase 1 completed
-        mbarrier.expect(k_ready.index(slot), k_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(k_desc, [batch, kv_head, key, 0], k_ready.index(slot), k_ring.index(slot))
-        mbarrier.wait(v_empty.index(slot), phase ^ 1)
-        mbarrier.expect(v_ready.index(slot), v_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(v_desc, [batch, kv_head, key, 0], v_ready.index(slot), v_ring.index(slot))
+        fill(k_desc, keys, slot, phase, batch, kv_head, key)
+        fill(v_desc, values, slot, phase, batch, kv_head, key)
 
 
 @gluon.jit
