@@ -1,0 +1,24 @@
+# Issue 17 in session 26, on one nvidia-h200:
+#   git bundle create .vbgit.bundle main BRANCH...   (the branches the lease's steps name)
+#   run(kind="nvidia-h200", carry=[".whl", ".vbgit.bundle"]): source tools/gpu_setup.sh > /tmp/setup.log 2>&1; \
+#     source tools/gpu_detached.sh && workdir && detach lanes 'bash tools/s26_lanes.sh STEPS SECONDS' && await lanes 540
+#   a later call, while the lane runs: source tools/gpu_detached.sh && await lanes 560 (never `workdir` again)
+# First lease: main's Gluon GPU tests (session 25's review added an assertion and a read-through shared `fill`,
+# neither run), then session 25's pending registers-240 (the forward's second consumer at 240 registers: no
+# spill in the bounded softcap's key loop) tested, probed beside main, and gated where right; the `untested`
+# experiment (the Gluon walk with the interval test compiled out at documents and windows: wrong output, timed
+# only) probed to price the test; main's cost per useful FLOP after the persistent forward.
+set -u
+root=reports/truth/s26-$(git rev-parse --short HEAD)
+show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip|diff|x baseline'
+mkdir -p "$root"
+source tools/lanes.sh  # vb, branch, worktree, ... gpu_tests, gluon_probe, fwd_gate, ratios
+probed="causal softcap_50 alibi sliding_window_1024 document"
+fwd_round() {  # fwd_round BRANCH: a forward branch's Gluon GPU tests, then only where they pass its probe
+  gpu_tests "gluon-tests-$1" "$1" -k gluon || { echo "== $1: wrong or not run; no probe"; return 1; }
+  gluon_probe "$1" $probed
+}
+first='gpu_tests gluon-tests-main main -k gluon; gluon_probe main $probed; fwd_round registers-240; r=$?;
+  gluon_probe untested causal sliding_window_1024 document; [ $r = 0 ] && fwd_gate registers-240; ratios'
+lane one 0 "${2:-900}" "${1:-$first}"
+cat "$root/one.log"
