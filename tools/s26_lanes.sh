@@ -7,7 +7,13 @@
 # neither run), then session 25's pending registers-240 (the forward's second consumer at 240 registers: no
 # spill in the bounded softcap's key loop) tested, probed beside main, and gated where right; the `untested`
 # experiment (the Gluon walk with the interval test compiled out at documents and windows: wrong output, timed
-# only) probed to price the test; main's cost per useful FLOP after the persistent forward.
+# only) probed to price the test; main's cost per useful FLOP after the persistent forward. Results: main 13 of
+# 13; registers-240 13 of 13 but softcap_50 1.1820 ms against main's 1.1044 (gate same 1.031): dropped; the
+# test compiled out made the document 0.4555 -> 0.4101 ms and the window 0.5056 -> 0.4778.
+# Second: 'gpu_tests gluon-tests-dynamic dynamic -k gluon; gpu_tests mutant-claims dynamic-mutant -k takes_every;
+# gluon_probe main $probed; gluon_probe dynamic $probed; fwd_gate dynamic; ratios dynamic': programs claim
+# their work items (an offline count put the document mask's busiest program at 1.22x the mean under the
+# fixed share), tested, its test shown to fail on a counter zeroed once (the mutant), probed, gated, its ratios.
 set -u
 root=reports/truth/s26-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip|diff|x baseline'
