@@ -14,6 +14,11 @@
 # gluon_probe main $probed; gluon_probe dynamic $probed; fwd_gate dynamic; ratios dynamic': programs claim
 # their work items (an offline count put the document mask's busiest program at 1.22x the mean under the
 # fixed share), tested, its test shown to fail on a counter zeroed once (the mutant), probed, gated, its ratios.
+# Results: 14 of 14, the mutant failed (every lse NaN on its second launch); but slower: gate (the
+# documents same) gqa_8 1.036, alibi 1.041, softcap_50 1.054, window 1.055 (the claim's round trip held the
+# producer before each item's key tiles: Triton hands an atomic's result to the warp at once).
+# Third: 'gpu_tests gluon-tests-dynamic dynamic -k gluon && { gluon_probe dynamic $probed; gluon_probe main
+# $probed; fwd_gate dynamic; }': the claim made once the item's first key tile is on its way.
 set -u
 root=reports/truth/s26-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip|diff|x baseline'
