@@ -358,3 +358,41 @@ def test_the_gluon_forward_without_a_running_max_matches_float64(cap, monkeypatc
     assert error <= 2 * reference_error, f"out: {error:.3g} against the bfloat16 reference's {reference_error:.3g}"
     max_error = (with_max.double() - exact).abs().max().item()
     assert error <= 1.25 * max_error, f"out: {error:.3g} against {max_error:.3g} with the running max"
+
+
+@hopper
+def test_the_gluon_forward_takes_every_work_item_once_a_launch():
+    """The persistent Gluon forward's programs claim work items through a counter zeroed each launch
+    (gluon_walk.claim): at the document mask's unequal walks and 16 items a program (2048 items on the
+    H200's 132 SMs), each launch, eager and replayed from a CUDA graph, fills every row's lse (set to NaN
+    before) with our Triton forward's, and writes the first launch's output bit for bit (an item is one
+    program's whole walk, whichever program claims it). A counter left at the last launch's count would
+    give the second launch no items, its lse all NaN."""
+    from kernels.attention import gluon_flash, triton_flash
+
+    fam = family("attention")
+    variant = fam.variant("document")
+    shape = dataclasses.replace(fam.shape("llama-3-8b-s4k"), name="gpu-test", batch=4, q_len=2048, kv_len=2048)
+    problem = fam.make_problem(variant, shape, device="cuda", dtype=torch.bfloat16, seed=15)
+    inputs, options = (problem.q, problem.k, problem.v), dict(causal=True, doc_start=problem.doc_start)
+    want_lse = torch.empty(problem.q.shape[:3], device="cuda")
+    want = triton_flash.forward_launcher(*inputs, lse=want_lse, **options)()
+    lse = torch.empty_like(want_lse)
+    launch = gluon_flash.forward_launcher(*inputs, lse=lse, **options)
+    outs = []
+    for _ in range(3):
+        lse.fill_(float("nan"))
+        outs.append(launch())
+        torch.testing.assert_close(lse, want_lse, rtol=0, atol=1e-3)
+        torch.testing.assert_close(outs[-1], want, rtol=0, atol=2e-2)
+        assert torch.equal(outs[-1], outs[0])
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = launch()
+    for _ in range(2):
+        lse.fill_(float("nan"))
+        captured.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        torch.testing.assert_close(lse, want_lse, rtol=0, atol=1e-3)
+        assert torch.equal(captured, outs[0])

@@ -40,7 +40,7 @@ def compiled(switches):
                       CONSUMER_REGISTERS=gluon_flash.CONSUMER_REGISTERS,
                       PRODUCER_REGISTERS=gluon_flash.PRODUCER_REGISTERS)
     signature = {name: f"tensordesc<bf16[1, 1, {tile[name]}, 128],{layout!r}>" if name in tile
-                 else "*fp32" if name == "Lse" else ("*i32" if switches.get("DOCUMENTS") else "*bf16")
+                 else "*fp32" if name == "Lse" else "*i32" if name == "Claims" else ("*i32" if switches.get("DOCUMENTS") else "*bf16")
                  if name == "DocStart" else "fp32" if name in ("sm_scale", "softcap")
                  else "constexpr" if name in constexprs else "i32"
                  for name in kernel.arg_names}
@@ -50,13 +50,14 @@ def compiled(switches):
 
 
 def _arrives_without_partition_sync(ptx):
-    """How many mbarrier arrives in the PTX do not follow a `bar.sync N, 128` within 8 lines: the
-    kernel's empty barriers count one arrival a consumer, which holds while Gluon lowers an arrive to a
-    bar.sync of the partition's 128 threads and one thread's arrive (Triton 3.6.0), not a promise of
-    its API."""
+    """How many mbarrier arrives in the PTX do not follow a `bar.sync N, 128` (a consumer warpgroup's) or a
+    `bar.warp.sync` (the one-warp producer's, whose arrive is its first lane's) within 8 lines: the
+    kernel's empty barriers count one arrival a consumer and the query tiles' one from the producer,
+    which holds while Gluon lowers an arrive to a sync of the partition and one thread's arrive (Triton
+    3.6.0), not a promise of its API."""
     lines = ptx.splitlines()
     arrives = [i for i, line in enumerate(lines) if "mbarrier.arrive.shared" in line]
-    return sum(not any(re.search(r"bar\.sync\s+\d+, 128;", line) for line in lines[max(0, i - 8):i])
+    return sum(not any(re.search(r"bar\.sync\s+\d+, 128;|bar\.warp\.sync", line) for line in lines[max(0, i - 8):i])
                for i in arrives)
 
 

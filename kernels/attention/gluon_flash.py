@@ -11,7 +11,7 @@ explicit waits, TMA loads tracked by mbarriers, warp specialisation, the layouts
 and our Triton forward's 1.1518, in one process.
 
 The schedule, FlashAttention-3's: a work item is 128 query rows of one head, and a persistent program
-(one an SM) takes items pid, pid + programs, ..., every head's last row block first (`_item`). For
+(one an SM) claims items as it comes free, every head's last row block first (`claim`, `_item`). For
 each, one producer warp loads each consumer's 64 query rows, then K and V tile by tile into rings of
 STAGES slots (a slot refilled once both consumers have released it, through mbarriers: no CTA barrier
 anywhere in the loop). Two consumer warpgroups of four warps each own 64 rows and run apart, so one's
@@ -63,7 +63,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from kernels.attention.gluon_softmax import LOG2E, _softmax, bounded_softcap
-from kernels.attention.gluon_walk import _item
+from kernels.attention.gluon_walk import _item, claim, post, take
 # the masks' key intervals: a Triton function, which Gluon calls as its own
 from kernels.attention.triton_flash import _bounds
 
@@ -118,37 +118,46 @@ def load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, first_tile, n_t
 @gluon.jit
 def _producer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
               PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr):
-    """One warp: for each of the program's work items, each consumer's query rows once that consumer has
-    done with the last item's, then every key tile of the item's walk, K and V through the copy engine into
-    the rings (their position runs on across items), each slot once both consumers have released it."""
+    """One warp: for each work item it claims (`claim`), the item's number and query rows to each consumer
+    once that consumer has done with the last item's, then every key tile of the item's walk, K and V
+    through the copy engine into the rings (their position runs on across items), each slot once both
+    consumers have released it. Out of items, it hands each consumer a number past the last."""
     q_desc, k_desc, v_desc = descs[0], descs[1], descs[2]
     q_bars, q_empty, keys, values = bars
-    q_halves = bufs[0]
-    n_items, n_blocks, n_head_rows, n_q_heads, n_kv_heads = work
+    q_halves, claimed = bufs[0], bufs[2]
+    Claims, n_items, n_blocks, n_head_rows, n_q_heads, n_kv_heads = work
     TILE_N: gl.constexpr = k_desc.block_type.shape[2]
     HALF_M: gl.constexpr = q_desc.block_type.shape[2]
     loaded = 0  # key tiles through the rings so far
     rounds = 0  # items this program has started
-    for item in range(gl.program_id(0), n_items, gl.num_programs(0)):
+    item = claim(Claims)
+    while item < n_items:
         batch, q_head, kv_head, head_row, q_pos0, first_tile, n_tiles, unmasked_lo, unmasked_hi = _item(
             item, n_blocks, n_head_rows, n_q_heads, n_kv_heads, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, HALF_M,
             TILE_N)
         for h in gl.static_range(2):
             mbarrier.wait(q_empty.index(h), (rounds & 1) ^ 1)  # a fresh mbarrier reads as phase 1 completed
+            post(claimed.index(h), item)
             mbarrier.expect(q_bars.index(h), q_desc.block_type.nbytes)
             tma.async_copy_global_to_shared(q_desc, [batch, q_head, q_pos0 + h * HALF_M, 0], q_bars.index(h),
                                             q_halves.index(h))
+        following = claim(Claims)  # claimed now: its round trip to memory passes while the key tiles load
         load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, first_tile, n_tiles, loaded)
         loaded += n_tiles
         rounds += 1
+        item = following
+    for h in gl.static_range(2):
+        mbarrier.wait(q_empty.index(h), (rounds & 1) ^ 1)
+        post(claimed.index(h), item)
+        mbarrier.arrive(q_bars.index(h), count=1)
 
 
 @gluon.jit
 def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
               PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr,
               BOUNDED: gl.constexpr, HALF: gl.constexpr):
-    """Four warps, one warpgroup: for each of the program's work items, 64 query rows (half HALF of the
-    item's 128) through every key tile of its walk, then their output through the copy engine (from this
+    """Four warps, one warpgroup: for each work item the producer hands it (its number read once the query
+    tile is in), 64 query rows (half HALF of the item's 128) through every key tile of its walk, then their output through the copy engine (from this
     half's output tile in shared memory, its last store waited for first) and their lse. The query tile is
     released once the walk's last S is done, so the producer loads the next item's during the last P V and
     the output's store."""
@@ -156,8 +165,8 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
     q_bars, q_empty, keys, values = bars
     k_ring, k_ready, k_empty = keys
     v_ring, v_ready, v_empty = values
-    q_halves, o_halves = bufs
-    n_items, n_blocks, n_head_rows, n_q_heads, n_kv_heads = work
+    q_halves, o_halves, claimed = bufs
+    Claims, n_items, n_blocks, n_head_rows, n_q_heads, n_kv_heads = work
     Lse, sm_scale, softcap = scores
     seq = masks[0]
     STAGES: gl.constexpr = k_ring.shape[0]
@@ -182,7 +191,9 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
 
     loaded = 0  # key tiles through the rings so far
     rounds = 0  # items started
-    for item in range(gl.program_id(0), n_items, gl.num_programs(0)):
+    mbarrier.wait(q_bars.index(HALF), 0)
+    item = take(claimed.index(HALF))
+    while item < n_items:
         batch, q_head, kv_head, head_row, q_pos0, first_tile, n_tiles, unmasked_lo, unmasked_hi = _item(
             item, n_blocks, n_head_rows, n_q_heads, n_kv_heads, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, HALF_M,
             TILE_N)
@@ -201,7 +212,6 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
         l_i = gl.zeros([HALF_M], gl.float32, layout=gl.SliceLayout(1, s_layout))
         acc = gl.zeros([HALF_M, HEAD_DIM], gl.float32, layout=o_layout)
 
-        mbarrier.wait(q_bars.index(HALF), rounds & 1)
         slot, phase = loaded % STAGES, (loaded // STAGES) & 1
         mbarrier.wait(k_ready.index(slot), phase)
         s = warpgroup_mma(q_smem, k_ring.index(slot).reshape([TILE_N, HEAD_DIM]).permute((1, 0)), s_zero,
@@ -249,17 +259,19 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
         fence_async_shared()
         tma.async_copy_shared_to_global(o_desc, [batch, q_head, q_pos0 + HALF * HALF_M, 0], o_halves.index(HALF))
         rounds += 1
+        mbarrier.wait(q_bars.index(HALF), rounds & 1)
+        item = take(claimed.index(HALF))
     tma.store_wait(pendings=0)
 
 
 @gluon.jit
-def _attention_forward(q_desc, k_desc, v_desc, o_desc, Lse, DocStart, sm_scale, softcap, window, prefix,
+def _attention_forward(q_desc, k_desc, v_desc, o_desc, Lse, Claims, DocStart, sm_scale, softcap, window, prefix,
                        n_q_heads, n_kv_heads, seq, n_head_rows, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
                        PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr,
                        BOUNDED: gl.constexpr, STAGES: gl.constexpr, CONSUMER_REGISTERS: gl.constexpr,
                        PRODUCER_REGISTERS: gl.constexpr):
-    """A persistent program (one an SM at most): work items pid, pid + programs, ... (`_item`), each 128
-    query rows of one head."""
+    """A persistent program (one an SM at most): the work items it claims (`claim`, `_item`), each 128 query
+    rows of one head."""
     HALF_M: gl.constexpr = q_desc.block_type.shape[2]
     n_blocks = seq // (2 * HALF_M)
 
@@ -267,14 +279,15 @@ def _attention_forward(q_desc, k_desc, v_desc, o_desc, Lse, DocStart, sm_scale, 
     o_halves = gl.allocate_shared_memory(o_desc.dtype, [2] + o_desc.block_type.shape, o_desc.layout)
     q_bars = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     q_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    claimed = gl.allocate_shared_memory(gl.int32, [2, 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))  # `post`
     for h in gl.static_range(2):
         mbarrier.init(q_bars.index(h), count=1)
         mbarrier.init(q_empty.index(h), count=1)  # its own consumer's arrival
 
     descs = (q_desc, k_desc, v_desc, o_desc)
     bars = (q_bars, q_empty, ring(k_desc, STAGES), ring(v_desc, STAGES))
-    bufs = (q_halves, o_halves)
-    work = (n_blocks * n_head_rows, n_blocks, n_head_rows, n_q_heads, n_kv_heads)
+    bufs = (q_halves, o_halves, claimed)
+    work = (Claims, n_blocks * n_head_rows, n_blocks, n_head_rows, n_q_heads, n_kv_heads)
     scores = (Lse, sm_scale, softcap)
     masks = (seq, window, prefix, DocStart)
     # the switches (and each consumer's half) travel apart: inside a tuple through warp_specialize a
@@ -360,8 +373,9 @@ def forward_launcher(q, k, v, *, causal, window=None, prefix=None, doc_start=Non
     def launcher():
         out = torch.empty_like(q)  # dense, in q's order of dimensions (the backward copies where q's differ)
         o_desc = TensorDescriptor.from_tensor(out, [1, 1, BLOCK_M // 2, head_dim], layout)
+        claims = torch.zeros(1, device=q.device, dtype=torch.int32)  # `claim`'s count, from 0 each launch
         _attention_forward[(programs, )](
-            q_desc, k_desc, v_desc, o_desc, lse, *arguments, **flags, num_warps=WARPS, maxnreg=MAX_REGISTERS)
+            q_desc, k_desc, v_desc, o_desc, lse, claims, *arguments, **flags, num_warps=WARPS, maxnreg=MAX_REGISTERS)
         return out
 
     return launcher
