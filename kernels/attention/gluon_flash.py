@@ -121,7 +121,10 @@ def _producer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
     """One warp: for each work item it claims (`claim`), the item's number and query rows to each consumer
     once that consumer has done with the last item's, then every key tile of the item's walk, K and V
     through the copy engine into the rings (their position runs on across items), each slot once both
-    consumers have released it. Out of items, it hands each consumer a number past the last."""
+    consumers have released it. Out of items, it hands each consumer a number past the last. The next
+    item is claimed once this one's first key tile is on its way: Triton hands an atomic's result to the
+    warp at once, so the claim's round trip to memory holds the warp, and there it passes while the next
+    ring slot is released anyway (claimed before the key tiles, every forward measured 3.6-5.5% slower)."""
     q_desc, k_desc, v_desc = descs[0], descs[1], descs[2]
     q_bars, q_empty, keys, values = bars
     q_halves, claimed = bufs[0], bufs[2]
@@ -141,8 +144,9 @@ def _producer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
             mbarrier.expect(q_bars.index(h), q_desc.block_type.nbytes)
             tma.async_copy_global_to_shared(q_desc, [batch, q_head, q_pos0 + h * HALF_M, 0], q_bars.index(h),
                                             q_halves.index(h))
-        following = claim(Claims)  # claimed now: its round trip to memory passes while the key tiles load
-        load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, first_tile, n_tiles, loaded)
+        load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, first_tile, 1, loaded)
+        following = claim(Claims)
+        load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, first_tile + 1, n_tiles - 1, loaded + 1)
         loaded += n_tiles
         rounds += 1
         item = following
