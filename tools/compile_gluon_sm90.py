@@ -40,7 +40,7 @@ def compiled(switches):
                       CONSUMER_REGISTERS=gluon_flash.CONSUMER_REGISTERS,
                       PRODUCER_REGISTERS=gluon_flash.PRODUCER_REGISTERS)
     signature = {name: f"tensordesc<bf16[1, 1, {tile[name]}, 128],{layout!r}>" if name in tile
-                 else "*fp32" if name == "Lse" else "*i32" if name == "Claims" else ("*i32" if switches.get("DOCUMENTS") else "*bf16")
+                 else "*fp32" if name == "Lse" else ("*i32" if switches.get("DOCUMENTS") else "*fp32") if name == "Claims" else ("*i32" if switches.get("DOCUMENTS") else "*bf16")
                  if name == "DocStart" else "fp32" if name in ("sm_scale", "softcap")
                  else "constexpr" if name in constexprs else "i32"
                  for name in kernel.arg_names}

@@ -11,7 +11,8 @@ explicit waits, TMA loads tracked by mbarriers, warp specialisation, the layouts
 and our Triton forward's 1.1518, in one process.
 
 The schedule, FlashAttention-3's: a work item is 128 query rows of one head, and a persistent program
-(one an SM) claims items as it comes free, every head's last row block first (`claim`, `_item`). For
+(one an SM) takes items pid, pid + programs, ..., every head's last row block first (`_item`), or under
+the document mask, whose walks follow the documents, claims each as it comes free (`claim`). For
 each, one producer warp loads each consumer's 64 query rows, then K and V tile by tile into rings of
 STAGES slots (a slot refilled once both consumers have released it, through mbarriers: no CTA barrier
 anywhere in the loop). Two consumer warpgroups of four warps each own 64 rows and run apart, so one's
@@ -37,16 +38,9 @@ grows with q, so a program's first and last rows bound the key tiles it walks, a
 whole skip the interval test. The producer and both consumers walk the same tiles (the rings' release
 counts rely on it).
 
-What compiling for sm_90 showed (tools/compile_gluon_sm90.py, Triton 3.6.0), session 22:
-- One partition of eight warps in that order: 187 registers, no spill, but ptxas issued the wait for
-  P_{j-1} V_{j-1} right after the first shuffle of the row max, ahead of every exp2 of the softmax
-  (a ready instruction without inputs, it filled the shuffle's latency), so within a warpgroup the
-  softmax did not overlap the product; an opaque dependency of the output's rescale on the row sums
-  (`_after`) did not move it.
-- Rescaling the output at the top of the next iteration instead, with S_{j+1} in flight, made ptxas
-  serialise every MMA (C7514: "non wgmma instructions reading accumulator registers ... between start
-  and end of the pipeline stage").
-So the overlap this kernel can count on is between its two consumers.
+Compiled for sm_90 (session 22), ptxas issues the wait for P_{j-1} V_{j-1} ahead of the softmax's exp2s
+within a warpgroup, and rescaling the output with S_{j+1} in flight serialises every MMA (C7514): the
+overlap this kernel can count on is between its two consumers.
 
 Scope: 16-bit q, k, v of shape (B, H, S, 128) and any strides the copy engine takes, self-attention
 (Sq == Skv), S a multiple of 128, grouped heads. It fills lse (log2 units, as triton_flash's) for our backward.
@@ -118,13 +112,14 @@ def load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, first_tile, n_t
 @gluon.jit
 def _producer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
               PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr):
-    """One warp: for each work item it claims (`claim`), the item's number and query rows to each consumer
-    once that consumer has done with the last item's, then every key tile of the item's walk, K and V
-    through the copy engine into the rings (their position runs on across items), each slot once both
-    consumers have released it. Out of items, it hands each consumer a number past the last. The next
-    item is claimed once this one's first key tile is on its way: Triton hands an atomic's result to the
-    warp at once, so the claim's round trip to memory holds the warp, and there it passes while the next
-    ring slot is released anyway (claimed before the key tiles, every forward measured 3.6-5.5% slower)."""
+    """One warp: for each of the program's work items, each consumer's query rows once that consumer has
+    done with the last item's, then every key tile of the item's walk, K and V through the copy engine into
+    the rings (their position runs on across items), each slot once both consumers have released it.
+    Under the document mask the items are claimed (`claim`): each item's number goes to the consumers
+    with its query rows, and out of items, a number past the last. The next item is claimed once this
+    one's first key tile is on its way: Triton hands an atomic's result to the warp at once, so the claim's
+    round trip holds the warp, and there it passes while the next ring slot is released anyway (claimed
+    before the key tiles, every forward measured 3.6-5.5% slower, session 26)."""
     q_desc, k_desc, v_desc = descs[0], descs[1], descs[2]
     q_bars, q_empty, keys, values = bars
     q_halves, claimed = bufs[0], bufs[2]
@@ -133,35 +128,45 @@ def _producer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
     HALF_M: gl.constexpr = q_desc.block_type.shape[2]
     loaded = 0  # key tiles through the rings so far
     rounds = 0  # items this program has started
-    item = claim(Claims)
+    if DOCUMENTS:  # the walks' lengths follow the documents: items go to programs as they come free
+        item = claim(Claims)
+    else:  # a fixed share, every head's last row block first: the busiest program walks 1.031x the mean
+        item = gl.program_id(0)
     while item < n_items:
         batch, q_head, kv_head, head_row, q_pos0, first_tile, n_tiles, unmasked_lo, unmasked_hi = _item(
             item, n_blocks, n_head_rows, n_q_heads, n_kv_heads, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, HALF_M,
             TILE_N)
         for h in gl.static_range(2):
             mbarrier.wait(q_empty.index(h), (rounds & 1) ^ 1)  # a fresh mbarrier reads as phase 1 completed
-            post(claimed.index(h), item)
+            if DOCUMENTS:
+                post(claimed.index(h), item)
             mbarrier.expect(q_bars.index(h), q_desc.block_type.nbytes)
             tma.async_copy_global_to_shared(q_desc, [batch, q_head, q_pos0 + h * HALF_M, 0], q_bars.index(h),
                                             q_halves.index(h))
-        load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, first_tile, 1, loaded)
-        following = claim(Claims)
-        load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, first_tile + 1, n_tiles - 1, loaded + 1)
+        if DOCUMENTS:
+            load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, first_tile, 1, loaded)
+            following = claim(Claims)
+            load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, first_tile + 1, n_tiles - 1, loaded + 1)
+        else:
+            following = item + gl.num_programs(0)
+            load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, first_tile, n_tiles, loaded)
         loaded += n_tiles
         rounds += 1
         item = following
-    for h in gl.static_range(2):
-        mbarrier.wait(q_empty.index(h), (rounds & 1) ^ 1)
-        post(claimed.index(h), item)
-        mbarrier.arrive(q_bars.index(h), count=1)
+    if DOCUMENTS:
+        for h in gl.static_range(2):
+            mbarrier.wait(q_empty.index(h), (rounds & 1) ^ 1)
+            post(claimed.index(h), item)
+            mbarrier.arrive(q_bars.index(h), count=1)
 
 
 @gluon.jit
 def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
               PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr,
               BOUNDED: gl.constexpr, HALF: gl.constexpr):
-    """Four warps, one warpgroup: for each work item the producer hands it (its number read once the query
-    tile is in), 64 query rows (half HALF of the item's 128) through every key tile of its walk, then their output through the copy engine (from this
+    """Four warps, one warpgroup: for each of the program's work items (under the document mask, the one
+    the producer hands it, its number read once the query tile is in), 64 query rows (half HALF of the
+    item's 128) through every key tile of its walk, then their output through the copy engine (from this
     half's output tile in shared memory, its last store waited for first) and their lse. The query tile is
     released once the walk's last S is done, so the producer loads the next item's during the last P V and
     the output's store."""
@@ -195,8 +200,11 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
 
     loaded = 0  # key tiles through the rings so far
     rounds = 0  # items started
-    mbarrier.wait(q_bars.index(HALF), 0)
-    item = take(claimed.index(HALF))
+    if DOCUMENTS:
+        mbarrier.wait(q_bars.index(HALF), 0)
+        item = take(claimed.index(HALF))
+    else:
+        item = gl.program_id(0)
     while item < n_items:
         batch, q_head, kv_head, head_row, q_pos0, first_tile, n_tiles, unmasked_lo, unmasked_hi = _item(
             item, n_blocks, n_head_rows, n_q_heads, n_kv_heads, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, HALF_M,
@@ -216,6 +224,8 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
         l_i = gl.zeros([HALF_M], gl.float32, layout=gl.SliceLayout(1, s_layout))
         acc = gl.zeros([HALF_M, HEAD_DIM], gl.float32, layout=o_layout)
 
+        if not DOCUMENTS:  # (under the document mask, waited for before the item's number was read)
+            mbarrier.wait(q_bars.index(HALF), rounds & 1)
         slot, phase = loaded % STAGES, (loaded // STAGES) & 1
         mbarrier.wait(k_ready.index(slot), phase)
         s = warpgroup_mma(q_smem, k_ring.index(slot).reshape([TILE_N, HEAD_DIM]).permute((1, 0)), s_zero,
@@ -263,8 +273,11 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
         fence_async_shared()
         tma.async_copy_shared_to_global(o_desc, [batch, q_head, q_pos0 + HALF * HALF_M, 0], o_halves.index(HALF))
         rounds += 1
-        mbarrier.wait(q_bars.index(HALF), rounds & 1)
-        item = take(claimed.index(HALF))
+        if DOCUMENTS:
+            mbarrier.wait(q_bars.index(HALF), rounds & 1)
+            item = take(claimed.index(HALF))
+        else:
+            item += gl.num_programs(0)
     tma.store_wait(pendings=0)
 
 
@@ -274,8 +287,8 @@ def _attention_forward(q_desc, k_desc, v_desc, o_desc, Lse, Claims, DocStart, sm
                        PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr,
                        BOUNDED: gl.constexpr, STAGES: gl.constexpr, CONSUMER_REGISTERS: gl.constexpr,
                        PRODUCER_REGISTERS: gl.constexpr):
-    """A persistent program (one an SM at most): the work items it claims (`claim`, `_item`), each 128 query
-    rows of one head."""
+    """A persistent program (one an SM at most): its work items (`_item`; under the document mask those it
+    claims, `claim`), each 128 query rows of one head."""
     HALF_M: gl.constexpr = q_desc.block_type.shape[2]
     n_blocks = seq // (2 * HALF_M)
 
@@ -377,7 +390,8 @@ def forward_launcher(q, k, v, *, causal, window=None, prefix=None, doc_start=Non
     def launcher():
         out = torch.empty_like(q)  # dense, in q's order of dimensions (the backward copies where q's differ)
         o_desc = TensorDescriptor.from_tensor(out, [1, 1, BLOCK_M // 2, head_dim], layout)
-        claims = torch.zeros(1, device=q.device, dtype=torch.int32)  # `claim`'s count, from 0 each launch
+        # `claim`'s count, from 0 each launch (documents only; other masks take a fixed share)
+        claims = torch.zeros(1, device=q.device, dtype=torch.int32) if doc_start is not None else lse
         _attention_forward[(programs, )](
             q_desc, k_desc, v_desc, o_desc, lse, claims, *arguments, **flags, num_warps=WARPS, maxnreg=MAX_REGISTERS)
         return out
