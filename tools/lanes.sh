@@ -35,7 +35,7 @@ dsv3_fwd_bwd() {  # DeepSeek-V3's block forward+backward through fused and liger
 }
 attention_gate() {  # attention_gate BRANCH LIMIT BENCH: our attention gated against main at llama-3-8b-s4k
   # causal is the one multi-head variant: its keys and values (256 MB) outgrow L2, where the grouped ones'
-  # do not; without it the persistent forward's head order cost causal 23% unseen (session 26)
+  # do not; without it the persistent forward's cost there (1.195x the baseline, 0.971 before) went unseen
   local head
   head=$(branch "$1") || { echo "== $1: no such branch carried"; return; }
   step "gate-$1" "$2" $vb gate "$(git rev-parse HEAD)" "$head" --factor 1.05 --family attention \
