@@ -34,8 +34,9 @@ dsv3_fwd_bwd() {  # DeepSeek-V3's block forward+backward through fused and liger
   truth truth-dsv3-fwd-bwd 240 bench_block.BlockForwardBackward.time_forward_backward --most 2
 }
 attention_gate() {  # attention_gate BRANCH LIMIT BENCH: our attention gated against main at llama-3-8b-s4k
-  # causal is the one multi-head variant: its keys and values (256 MB) outgrow L2, where the grouped ones'
-  # do not; without it the persistent forward's cost there (1.195x the baseline, 0.971 before) went unseen
+  # causal is the one multi-head variant: 4x the grouped variants' keys and values (256 MB against 64 MB,
+  # the H200's L2 50 MB); without it the persistent forward's cost there (1.195x the baseline per useful
+  # FLOP, 0.971 before) went unseen (session 26)
   local head
   head=$(branch "$1") || { echo "== $1: no such branch carried"; return; }
   step "gate-$1" "$2" $vb gate "$(git rev-parse HEAD)" "$head" --factor 1.05 --family attention \
