@@ -380,7 +380,7 @@ def forward_launcher(q, k, v, *, causal, window=None, prefix=None, doc_start=Non
     arguments = (doc_arg, scale if scale is not None else head_dim ** -0.5, softcap or 1.0, window or 0, prefix or 0,
                  n_q_heads, k.shape[1], seq, batch * n_q_heads)
     # one program an SM at most (197 KB of shared memory leave room for one), each through its share of
-    # the work items
+    # the work items (under the document mask, the ones it claims)
     programs = min(seq // BLOCK_M * batch * n_q_heads, _sm_count(q.device))
     flags = dict(CAUSAL=causal, WINDOW=window is not None, PREFIX=prefix is not None, DOCUMENTS=doc_start is not None,
                  SOFTCAP=softcap is not None, ALIBI=alibi, BOUNDED=bounded, STAGES=STAGES,

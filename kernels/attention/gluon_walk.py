@@ -30,7 +30,7 @@ def claim(Claims):
     """The next work item for this program: a launch's programs count through one zeroed int32 in global
     memory, so each item goes to the first program free. A fixed share (items pid, pid + programs, ...)
     left the document mask's programs unequal: the catalog's documents at llama-3-8b-s4k give 4096 items
-    of 1 to 16 key tiles, and the busiest of 132 shares 233 tiles where the mean is 191 (1.22x; causal and
+    of 1 to 17 key tiles, and the busiest of 132 shares 233 tiles where the mean is 191 (1.22x; causal and
     the window 1.031x, where four programs take a 32nd item); taken in this order as programs come free,
     the busiest takes 192 (offline count, reports/README.md, session 26). Gated on an H200 (session 26,
     llama-3-8b-s4k, `gate/dynamic-h200.md`): the document mask faster (0.951); the other masks, claiming
