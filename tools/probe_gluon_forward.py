@@ -1,8 +1,9 @@
 """Our Gluon forward (kernels/attention/gluon_flash.py) on a GPU beside our Triton forward and SDPA (cuDNN)
-at llama-3-8b-s4k (B4, Hq 32, Hkv 8, S 4096, D 128, bfloat16), the document mask the catalog's:
+at llama-3-8b-s4k (B4, Hq 32, Hkv 8 (causal_mha: 32, the catalog's multi-head `causal`), S 4096, D 128,
+bfloat16), the document mask the catalog's:
     python tools/probe_gluon_forward.py [VARIANT ...]     (default: every variant in VARIANTS)
 For each variant, first the two kernels' outputs against each other (and cuDNN's where SDPA runs the
-variant: causal, full), max difference, so a wrong kernel shows here and not as a speed; then each
+variant: causal, causal_mha, full), max difference, so a wrong kernel shows here and not as a speed; then each
 timed by triton's do_bench (median) in TFLOP/s on the variant's visible pairs. Run it under `timeout`:
 a kernel whose mbarriers never complete hangs rather than fails.
 """
@@ -21,7 +22,8 @@ from variantbench.catalog.attention import document_starts  # noqa: E402
 
 BATCH, Q_HEADS, KV_HEADS, SEQ, DIM = 4, 32, 8, 4096, 128
 PREFIX, WINDOW = 1024, 1024  # the catalog's prefix_lm and sliding_window_1024
-VARIANTS = {"causal": dict(causal=True), "full": dict(causal=False), "softcap_50": dict(causal=True, softcap=50.0),
+VARIANTS = {"causal": dict(causal=True), "causal_mha": dict(causal=True, kv_heads=Q_HEADS),  # the catalog's `causal`
+            "full": dict(causal=False), "softcap_50": dict(causal=True, softcap=50.0),
             "alibi": dict(causal=True, alibi=True), "prefix_lm": dict(causal=True, prefix=PREFIX),
             "sliding_window_1024": dict(causal=True, window=WINDOW),
             "document": dict(causal=True, doc_start=document_starts(BATCH, SEQ, seed=0))}  # the catalog's documents
@@ -42,10 +44,11 @@ def visible_pairs(options):
 
 def main(names):
     gen = torch.Generator(device="cuda").manual_seed(0)
-    q, k, v = (torch.randn(BATCH, heads, SEQ, DIM, device="cuda", generator=gen, dtype=torch.bfloat16)
-               for heads in (Q_HEADS, KV_HEADS, KV_HEADS))
+    q = torch.randn(BATCH, Q_HEADS, SEQ, DIM, device="cuda", generator=gen, dtype=torch.bfloat16)
     for name in names:
         options = {key: value.cuda() if torch.is_tensor(value) else value for key, value in VARIANTS[name].items()}
+        k, v = (torch.randn(BATCH, options.pop("kv_heads", KV_HEADS), SEQ, DIM, device="cuda", generator=gen,
+                            dtype=torch.bfloat16) for _ in range(2))
         calls = {"ours (Triton)": triton_flash.forward_launcher(q, k, v, **options),
                  "gluon": gluon_flash.forward_launcher(q, k, v, **options)}
         if set(options) == {"causal"}:
