@@ -100,6 +100,11 @@ numerics() {  # numerics BRANCH: the GPU tests (float64 references at head dim 1
 gluon_probe() {  # gluon_probe BRANCH [VARIANT...]: the Gluon forward beside our Triton forward and cuDNN (do_bench)
   worktree "$1" && step "gluon-probe-$1" 120 $(within "$1") python3 tools/probe_gluon_forward.py "${@:2}"
 }
+probed="causal softcap_50 alibi sliding_window_1024 document"  # the forwards a probe round times (sessions 25-26)
+fwd_round() {  # fwd_round BRANCH: a forward branch's Gluon GPU tests, then only where they pass its probe
+  gpu_tests "gluon-tests-$1" "$1" -k gluon || { echo "== $1: wrong or not run; no probe"; return 1; }
+  gluon_probe "$1" $probed
+}
 fwd_gate() {  # fwd_gate BRANCH: gated against main on our attention's forward at llama-3-8b-s4k
   attention_gate "$1" 420 'AttentionForward\.time'
 }

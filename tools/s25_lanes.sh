@@ -13,12 +13,7 @@ set -u
 root=reports/truth/s25-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip|diff|x baseline'
 mkdir -p "$root"
-source tools/lanes.sh  # vb, branch, worktree, ... gpu_tests, gluon_probe, fwd_gate, ratios
-probed="causal softcap_50 alibi sliding_window_1024 document"
-fwd_round() {  # fwd_round BRANCH: a forward branch's Gluon GPU tests, then only where they pass its probe
-  gpu_tests "gluon-tests-$1" "$1" -k gluon || { echo "== $1: wrong or not run; no probe"; return 1; }
-  gluon_probe "$1" $probed
-}
+source tools/lanes.sh  # vb, branch, worktree, ... gpu_tests, gluon_probe, probed, fwd_round, fwd_gate, ratios
 # Second: 'numerics solo-bounded && gluon_probe solo-bounded $probed; gluon_probe main $probed; fwd_round bounded;
 # fwd_round solo; fwd_gate solo-bounded; ratios solo-bounded': the persistent forward without the turns (solo), a
 # softcap's exp2 without a running max (bounded), both together, probed in one lease beside main; the pair gated.

@@ -26,12 +26,7 @@ set -u
 root=reports/truth/s26-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip|diff|x baseline'
 mkdir -p "$root"
-source tools/lanes.sh  # vb, branch, worktree, ... gpu_tests, gluon_probe, fwd_gate, ratios
-probed="causal softcap_50 alibi sliding_window_1024 document"
-fwd_round() {  # fwd_round BRANCH: a forward branch's Gluon GPU tests, then only where they pass its probe
-  gpu_tests "gluon-tests-$1" "$1" -k gluon || { echo "== $1: wrong or not run; no probe"; return 1; }
-  gluon_probe "$1" $probed
-}
+source tools/lanes.sh  # vb, branch, worktree, ... gpu_tests, gluon_probe, probed, fwd_round, fwd_gate, ratios
 first='gpu_tests gluon-tests-main main -k gluon; gluon_probe main $probed; fwd_round registers-240; r=$?;
   gluon_probe untested causal sliding_window_1024 document; [ $r = 0 ] && fwd_gate registers-240; ratios'
 lane one 0 "${2:-900}" "${1:-$first}"
