@@ -363,7 +363,7 @@ def test_the_gluon_forward_without_a_running_max_matches_float64(cap, monkeypatc
 @hopper
 def test_the_gluon_forward_takes_every_work_item_once_a_launch():
     """The persistent Gluon forward's programs claim work items through a counter zeroed each launch
-    (gluon_walk.claim): at the document mask's unequal walks and 16 items a program (2048 items on the
+    (gluon_walk.claim): at the document mask's unequal walks and about 16 items a program (2048 items on the
     H200's 132 SMs), each launch, eager and replayed from a CUDA graph, fills every row's lse (set to NaN
     before) with our Triton forward's, and writes the first launch's output bit for bit (an item is one
     program's whole walk, whichever program claims it). A counter left at the last launch's count would

@@ -39,9 +39,12 @@ def compiled(switches):
     constexprs = dict({name: switches.get(name, False) for name in SWITCHES}, STAGES=gluon_flash.STAGES,
                       CONSUMER_REGISTERS=gluon_flash.CONSUMER_REGISTERS,
                       PRODUCER_REGISTERS=gluon_flash.PRODUCER_REGISTERS)
+    documents = switches.get("DOCUMENTS")
+    # the launcher's pointers: without documents, DocStart is q and Claims the lse (neither read)
+    pointers = {"Lse": "*fp32", "Claims": "*i32" if documents else "*fp32",
+                "DocStart": "*i32" if documents else "*bf16"}
     signature = {name: f"tensordesc<bf16[1, 1, {tile[name]}, 128],{layout!r}>" if name in tile
-                 else "*fp32" if name == "Lse" else ("*i32" if switches.get("DOCUMENTS") else "*fp32") if name == "Claims" else ("*i32" if switches.get("DOCUMENTS") else "*bf16")
-                 if name == "DocStart" else "fp32" if name in ("sm_scale", "softcap")
+                 else pointers[name] if name in pointers else "fp32" if name in ("sm_scale", "softcap")
                  else "constexpr" if name in constexprs else "i32"
                  for name in kernel.arg_names}
     source = GluonASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs={})
