@@ -30,7 +30,7 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warp
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from kernels.attention import gluon_flash
-from kernels.attention.gluon_flash import fill, ring
+from kernels.attention.gluon_rings import fill, ring
 from kernels.attention.gluon_softmax import LOG2E, _tanh
 from kernels.attention.triton_flash import _bounds
 

@@ -27,7 +27,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from kernels.attention import gluon_flash
 from kernels.attention.gluon_backward import row_offsets
-from kernels.attention.gluon_flash import load_key_tiles, ring
+from kernels.attention.gluon_rings import load_key_tiles, ring
 from kernels.attention.gluon_softmax import LOG2E, _tanh
 from kernels.attention.gluon_walk import key_walk
 from kernels.attention.triton_flash import _bounds
