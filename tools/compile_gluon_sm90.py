@@ -66,8 +66,8 @@ def _arrives_without_partition_sync(ptx):
 
 def report(label, build):
     """Compile through build(), print one line (resources and the schedule's SASS counts, or why it fails)
-    and return 1 if it fails: a compiler error, a launch it would refuse, or an mbarrier arrive the empty
-    barriers' count of 2 does not hold for."""
+    and return 1 if it fails: a compiler error, a launch it would refuse, or an mbarrier arrive the arrival
+    counts do not hold for (`_arrives_without_partition_sync`)."""
     try:
         binary = build()
     except Exception as error:  # noqa: BLE001 - every compiler failure is one line here
@@ -76,8 +76,8 @@ def report(label, build):
     used = sm90_cubin.resources(binary)
     unsynced = _arrives_without_partition_sync(binary.asm["ptx"])
     if unsynced:
-        print(f"  FAIL {label}: {unsynced} mbarrier.arrive not right after its partition's bar.sync: the empty "
-              f"barriers' count of 2 (one arrival a consumer) no longer holds", flush=True)
+        print(f"  FAIL {label}: {unsynced} mbarrier.arrive not right after its partition's sync: the arrival "
+              f"counts (one a consumer, one from the producer) no longer hold", flush=True)
     counts = Counter(op.split(".")[0] for op in sm90_cubin.sass_opcodes(binary.asm["cubin"]))
     shown = {op: n for op, n in sorted(counts.items()) if op.startswith(SHOWN)}
     print(f"  {'FAIL' if used.refusal() else 'ok':4} {label}: {used}; {shown}", flush=True)
