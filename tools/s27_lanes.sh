@@ -1,0 +1,18 @@
+# Issue 17 in session 27, on one nvidia-h200:
+#   git bundle create .vbgit.bundle main BRANCH...   (the branches the lease's steps name)
+#   run(kind="nvidia-h200", carry=[".whl", ".vbgit.bundle"]): source tools/gpu_setup.sh > /tmp/setup.log 2>&1; \
+#     source tools/gpu_detached.sh && workdir && detach lanes 'bash tools/s27_lanes.sh STEPS SECONDS' && await lanes 560
+#   a later call, while the lane runs: source tools/gpu_detached.sh && await lanes 560 (never `workdir` again)
+# First lease: session 26's three pending forwards, each tested on the GPU first: head-chunks (the multi-head
+# causal regression, probed beside main at causal_mha), rowsum (row sums on the tensor cores; probed even if
+# its lse test fails, to price it before deciding its tolerance), doc-items (documents' own items).
+set -u
+root=reports/truth/s27-$(git rev-parse --short HEAD)
+show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip|diff|x baseline'
+mkdir -p "$root"
+source tools/lanes.sh  # vb, branch, worktree, ... gpu_tests, gluon_probe, probed, fwd_round, fwd_gate, ratios
+first='fwd_round head-chunks; gluon_probe main causal_mha $probed; gluon_probe head-chunks causal_mha;
+  gpu_tests gluon-tests-rowsum rowsum -k gluon; gluon_probe rowsum $probed;
+  gpu_tests gluon-tests-doc doc-items -k gluon && gluon_probe doc-items document'
+lane one 0 "${2:-900}" "${1:-$first}"
+cat "$root/one.log"
