@@ -98,7 +98,8 @@ numerics() {  # numerics BRANCH: the GPU tests (float64 references at head dim 1
   gpu_tests "gpu-tests-$1" "$1"
 }
 gluon_probe() {  # gluon_probe BRANCH [VARIANT...]: the Gluon forward beside our Triton forward and cuDNN (do_bench)
-  worktree "$1" && step "gluon-probe-$1" 120 $(within "$1") python3 tools/probe_gluon_forward.py "${@:2}"
+  # (the log named by its first variant too: a second probe of one branch in a lease kept only its own)
+  worktree "$1" && step "gluon-probe-$1${2:+-$2}" 120 $(within "$1") python3 tools/probe_gluon_forward.py "${@:2}"
 }
 probed="causal softcap_50 alibi sliding_window_1024 document"  # the forwards a probe round times (sessions 25-26)
 fwd_round() {  # fwd_round BRANCH: a forward branch's Gluon GPU tests, then only where they pass its probe

@@ -47,8 +47,9 @@ def main(names):
     q = torch.randn(BATCH, Q_HEADS, SEQ, DIM, device="cuda", generator=gen, dtype=torch.bfloat16)
     for name in names:
         options = {key: value.cuda() if torch.is_tensor(value) else value for key, value in VARIANTS[name].items()}
-        k, v = (torch.randn(BATCH, options.pop("kv_heads", KV_HEADS), SEQ, DIM, device="cuda", generator=gen,
-                            dtype=torch.bfloat16) for _ in range(2))
+        kv_heads = options.pop("kv_heads", KV_HEADS)  # once: popped inside the generator, v got KV_HEADS (s27)
+        k, v = (torch.randn(BATCH, kv_heads, SEQ, DIM, device="cuda", generator=gen, dtype=torch.bfloat16)
+                for _ in range(2))
         calls = {"ours (Triton)": triton_flash.forward_launcher(q, k, v, **options),
                  "gluon": gluon_flash.forward_launcher(q, k, v, **options)}
         if set(options) == {"causal"}:
