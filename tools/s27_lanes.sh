@@ -6,6 +6,11 @@
 # First lease: session 26's three pending forwards, each tested on the GPU first: head-chunks (the multi-head
 # causal regression, probed beside main at causal_mha), rowsum (row sums on the tensor cores; probed even if
 # its lse test fails, to price it before deciding its tolerance), doc-items (documents' own items).
+# Results: head-chunks 16 of 16 (its causal_mha probe stopped: the probe gave v 8 heads); rowsum an illegal
+# memory access in all 14 tests; doc-items 16 of 16, document 0.3942 ms (head-chunks' probe: 0.4939).
+# Second: 'gluon_probe main causal_mha causal document; gluon_probe head-chunks causal_mha;
+# gpu_tests gluon-tests-chunks-docs chunks-docs -k gluon && { gluon_probe chunks-docs causal_mha causal document;
+# fwd_gate chunks-docs; }': both patches on one branch (chunks-docs), tested, probed beside main and gated.
 set -u
 root=reports/truth/s27-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip|diff|x baseline'
