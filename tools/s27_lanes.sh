@@ -11,6 +11,13 @@
 # Second: 'gluon_probe main causal_mha causal document; gluon_probe head-chunks causal_mha;
 # gpu_tests gluon-tests-chunks-docs chunks-docs -k gluon && { gluon_probe chunks-docs causal_mha causal document;
 # fwd_gate chunks-docs; }': both patches on one branch (chunks-docs), tested, probed beside main and gated.
+# Results: 18 of 18; do_bench causal_mha 1.1463 ms on main, 1.0894 head-chunks, 1.0875 chunks-docs (cuDNN
+# 1.02-1.03); causal 0.9692 -> 0.9526; document 0.4445 -> 0.3937. Gate: causal faster 0.935, document 0.910,
+# alibi 0.969, the rest same (gate/chunks-docs-h200.md).
+# Third: 'for b in chunks-docs chunk1 chunk2 chunk8; do gluon_probe $b causal_mha causal; done;
+# bwd_gate chunks-docs; ratios chunks-docs': multi-head causal still 1.06x cuDNN where grouped heads run
+# 0.94x, so the chunk's size is probed (chunkN: HEAD_CHUNK = N, probe only); the backward reads the
+# document items' lse, so forward+backward is gated too; the cost per useful FLOP after both.
 set -u
 root=reports/truth/s27-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip|diff|x baseline'
