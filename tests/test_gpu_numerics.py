@@ -414,3 +414,27 @@ def test_the_gluon_forward_walks_every_head_of_a_last_chunk_of_fewer(batch, head
     got = gluon_flash.forward_launcher(q, k, v, causal=True, lse=lse)()
     torch.testing.assert_close(lse, want_lse, rtol=0, atol=1e-3)
     torch.testing.assert_close(got, want, rtol=0, atol=2e-2)
+
+
+@hopper
+@pytest.mark.parametrize("window", [None, 200], ids=["documents", "documents+window"])
+def test_the_gluon_forward_stores_only_each_items_own_documents_rows(window):
+    """The document forward's items start at their documents' starts (gluon_walk.document_items), so a
+    document's last item holds rows of the next, which it must not store (a masked store, not the copy
+    engine's box); with a window beside the documents, the items are the other masks' (128 rows a block).
+    Documents of 1, 127, 128, 129, 1, 255 and 127 rows, and the reverse, in two sequences, grouped heads:
+    every row's output and lse (NaN before) equal our Triton forward's within bfloat16's rounding."""
+    from kernels.attention import gluon_flash, triton_flash
+
+    def starts(lengths):
+        return torch.cat([torch.full((n,), sum(lengths[:i]), dtype=torch.int32) for i, n in enumerate(lengths)])
+
+    lengths = [1, 127, 128, 129, 1, 255, 127]
+    doc_start = torch.stack([starts(lengths), starts(lengths[::-1])]).cuda()
+    gen = torch.Generator(device="cuda").manual_seed(17)
+    q, k, v = (torch.randn(2, h, 768, 128, device="cuda", generator=gen, dtype=torch.bfloat16) for h in (8, 2, 2))
+    want_lse, lse = (torch.full((2, 8, 768), float("nan"), device="cuda") for _ in range(2))
+    want = triton_flash.forward_launcher(q, k, v, causal=True, doc_start=doc_start, window=window, lse=want_lse)()
+    got = gluon_flash.forward_launcher(q, k, v, causal=True, doc_start=doc_start, window=window, lse=lse)()
+    torch.testing.assert_close(lse, want_lse, rtol=0, atol=1e-3)
+    torch.testing.assert_close(got, want, rtol=0, atol=2e-2)

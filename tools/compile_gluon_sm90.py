@@ -27,7 +27,8 @@ CASES = {"causal": dict(CAUSAL=True), "full": {}, "softcap": dict(CAUSAL=True, S
          "softcap+lse": dict(CAUSAL=True, SOFTCAP=True),  # a launch for a backward keeps the max
          "alibi": dict(CAUSAL=True, ALIBI=True), "softcap+alibi": dict(CAUSAL=True, SOFTCAP=True, ALIBI=True),
          "window": dict(CAUSAL=True, WINDOW=True), "document": dict(CAUSAL=True, DOCUMENTS=True),
-         "prefix": dict(CAUSAL=True, PREFIX=True)}
+         "prefix": dict(CAUSAL=True, PREFIX=True),
+         "document+window": dict(CAUSAL=True, DOCUMENTS=True, WINDOW=True)}  # the document walk of the rest
 SWITCHES = ("CAUSAL", "WINDOW", "PREFIX", "DOCUMENTS", "SOFTCAP", "ALIBI", "BOUNDED")
 
 
@@ -40,9 +41,9 @@ def compiled(switches):
                       CONSUMER_REGISTERS=gluon_flash.CONSUMER_REGISTERS,
                       PRODUCER_REGISTERS=gluon_flash.PRODUCER_REGISTERS)
     documents = switches.get("DOCUMENTS")
-    # the launcher's pointers: without documents, DocStart is q and Claims the lse (neither read)
-    pointers = {"Lse": "*fp32", "Claims": "*i32" if documents else "*fp32",
-                "DocStart": "*i32" if documents else "*bf16"}
+    # the launcher's pointers: without documents, DocStart and Items are q and Claims the lse (none read)
+    pointers = {"Out": "*bf16", "Lse": "*fp32", "Claims": "*i32" if documents else "*fp32",
+                "DocStart": "*i32" if documents else "*bf16", "Items": "*i32" if documents else "*bf16"}
     signature = {name: f"tensordesc<bf16[1, 1, {tile[name]}, 128],{layout!r}>" if name in tile
                  else pointers[name] if name in pointers else "fp32" if name in ("sm_scale", "softcap")
                  else "constexpr" if name in constexprs else "i32"

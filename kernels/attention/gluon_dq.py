@@ -56,7 +56,7 @@ def _producer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WIN
                                         q_halves.index(h))
         tma.async_copy_global_to_shared(do_desc, [batch, q_head, q_pos0 + h * HALF_M, 0], row_bars.index(h),
                                         do_halves.index(h))
-    load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, first_tile, n_tiles, 0)
+    load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, first_tile * k_desc.block_type.shape[2], n_tiles, 0)
 
 
 @gluon.jit

@@ -12,7 +12,8 @@ and our Triton forward's 1.1518, in one process.
 
 The schedule, FlashAttention-3's: a work item is 128 query rows of one head, and a persistent program
 (one an SM) takes items pid, pid + programs, ..., every head's last row block first (`_item`), or under
-the document mask, whose walks follow the documents, claims each as it comes free (`claim`). For
+the document mask, whose walks follow the documents, claims each as it comes free (`claim`) from items
+that start at their documents' starts (`document_items`). For
 each, one producer warp loads each consumer's 64 query rows, then K and V tile by tile into rings of
 STAGES slots (a slot refilled once both consumers have released it, through mbarriers: no CTA barrier
 anywhere in the loop). Two consumer warpgroups of four warps each own 64 rows and run apart, so one's
@@ -58,7 +59,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from kernels.attention.gluon_rings import load_key_tiles, ring
 from kernels.attention.gluon_softmax import LOG2E, _softmax, bounded_softcap
-from kernels.attention.gluon_walk import _item, claim, post, take
+from kernels.attention.gluon_walk import _item, claim, document_items, post, take
 # the masks' key intervals: a Triton function, which Gluon calls as its own
 from kernels.attention.triton_flash import _bounds
 
@@ -95,7 +96,7 @@ def _producer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
     else:  # a fixed share, every head's last row block first: the busiest program walks 1.031x the mean
         item = gl.program_id(0)
     while item < n_items:
-        batch, q_head, kv_head, head_row, q_pos0, first_tile, n_tiles, unmasked_lo, unmasked_hi = _item(
+        batch, q_head, kv_head, head_row, q_pos0, key0, n_tiles, unmasked_lo, unmasked_hi = _item(
             item, n_blocks, n_head_rows, n_q_heads, n_kv_heads, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, HALF_M,
             TILE_N)
         for h in gl.static_range(2):
@@ -106,12 +107,12 @@ def _producer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
             tma.async_copy_global_to_shared(q_desc, [batch, q_head, q_pos0 + h * HALF_M, 0], q_bars.index(h),
                                             q_halves.index(h))
         if DOCUMENTS:
-            load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, first_tile, 1, loaded)
+            load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, key0, 1, loaded)
             following = claim(Claims)
-            load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, first_tile + 1, n_tiles - 1, loaded + 1)
+            load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, key0 + TILE_N, n_tiles - 1, loaded + 1)
         else:
             following = item + gl.num_programs(0)
-            load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, first_tile, n_tiles, loaded)
+            load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, key0, n_tiles, loaded)
         loaded += n_tiles
         rounds += 1
         item = following
@@ -123,13 +124,24 @@ def _producer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
 
 
 @gluon.jit
+def store_rows(o_desc, o_smem, o_tile, acc, batch, q_head, row):
+    """A consumer's output rows through the copy engine from its own tile in shared memory (o_smem, the tile
+    o_tile seen as rows x 128), once the tile's last store has left it."""
+    tma.store_wait(pendings=0)
+    o_smem.store(acc.to(o_desc.dtype))
+    fence_async_shared()
+    tma.async_copy_shared_to_global(o_desc, [batch, q_head, row, 0], o_tile)
+
+
+@gluon.jit
 def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
               PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr,
               BOUNDED: gl.constexpr, HALF: gl.constexpr):
     """Four warps, one warpgroup: for each of the program's work items (under the document mask, the one
     the producer hands it, its number read once the query tile is in), 64 query rows (half HALF of the
     item's 128) through every key tile of its walk, then their output through the copy engine (from this
-    half's output tile in shared memory, its last store waited for first) and their lse. The query tile is
+    half's output tile in shared memory, its last store waited for first; a document's last item's rows of
+    the next document are not stored, so its rows go out masked) and their lse. The query tile is
     released once the walk's last S is done, so the producer loads the next item's during the last P V and
     the output's store."""
     q_desc, k_desc, v_desc, o_desc = descs
@@ -138,8 +150,8 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
     v_ring, v_ready, v_empty = values
     q_halves, o_halves, claimed = bufs
     Claims, n_items, n_blocks, n_head_rows, n_q_heads, n_kv_heads = work
-    Lse, sm_scale, softcap = scores
-    seq = masks[0]
+    Lse, sm_scale, softcap, Out, stride_b, stride_h, stride_s = scores
+    seq, DocStart = masks[0], masks[3]
     STAGES: gl.constexpr = k_ring.shape[0]
     HALF_M: gl.constexpr = q_desc.block_type.shape[2]
     TILE_N: gl.constexpr = k_desc.block_type.shape[2]
@@ -168,7 +180,7 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
     else:
         item = gl.program_id(0)
     while item < n_items:
-        batch, q_head, kv_head, head_row, q_pos0, first_tile, n_tiles, unmasked_lo, unmasked_hi = _item(
+        batch, q_head, kv_head, head_row, q_pos0, key0, n_tiles, unmasked_lo, unmasked_hi = _item(
             item, n_blocks, n_head_rows, n_q_heads, n_kv_heads, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, HALF_M,
             TILE_N)
         # ALiBi's slope of head h (0-based) is 2^(-8 (h+1) / H), divided by the scale where the scores
@@ -177,8 +189,12 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
         if not SOFTCAP:
             slope = slope / sm_scale
         rows = q_pos0 + HALF * HALF_M + gl.arange(0, HALF_M, layout=gl.SliceLayout(1, s_layout))
-        lo, hi = _bounds(rows, batch, seq, masks[1], masks[2], masks[3], CAUSAL, WINDOW, PREFIX, DOCUMENTS)
-        cols = first_tile * TILE_N + gl.arange(0, TILE_N, layout=gl.SliceLayout(0, s_layout))
+        if DOCUMENTS and not WINDOW and not PREFIX:  # its document's rows see key0 to themselves (the rest: not stored)
+            lo, hi = rows * 0 + key0, rows
+        else:
+            lo, hi = _bounds(rows, batch, seq, masks[1], masks[2], DocStart, CAUSAL, WINDOW, PREFIX, DOCUMENTS)
+        cols = key0 + gl.arange(0, TILE_N, layout=gl.SliceLayout(0, s_layout))
+        first_tile = key0 // TILE_N  # the walk's tiles are numbered from here (`_item`)
         if BOUNDED:  # the max exp2 subtracts stays 0 (_softmax_step)
             m_i = gl.zeros([HALF_M], gl.float32, layout=gl.SliceLayout(1, s_layout))
         else:
@@ -227,13 +243,23 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
         mbarrier.arrive(v_empty.index(last % STAGES), count=1)
         loaded += n_tiles
 
-        gl.store(Lse + head_row * seq + q_pos0 + HALF * HALF_M
-                 + gl.arange(0, HALF_M, layout=gl.SliceLayout(1, s_layout)), m_i + gl.log2(l_i))
         acc = acc / gl.convert_layout(l_i, o_rows)[:, None]
-        tma.store_wait(pendings=0)  # the last item's output has left this tile
-        o_smem.store(acc.to(o_desc.dtype))
-        fence_async_shared()
-        tma.async_copy_shared_to_global(o_desc, [batch, q_head, q_pos0 + HALF * HALF_M, 0], o_halves.index(HALF))
+        if DOCUMENTS and not WINDOW and not PREFIX:  # rows past the document's end are another item's
+            in_doc = (rows < seq) & (gl.load(DocStart + batch * seq + gl.minimum(rows, seq - 1)) == key0)
+            gl.store(Lse + head_row * seq + rows, m_i + gl.log2(l_i), mask=in_doc)
+            last_row = q_pos0 + HALF * HALF_M + HALF_M - 1
+            if (last_row < seq) & (gl.load(DocStart + batch * seq + gl.minimum(last_row, seq - 1)) == key0):
+                store_rows(o_desc, o_smem, o_halves.index(HALF), acc, batch, q_head, q_pos0 + HALF * HALF_M)
+            else:
+                # (the copy engine's box would write them); offsets in int64, as the copy engine's are
+                o_at = (Out + batch.to(gl.int64) * stride_b + q_head * stride_h
+                        + gl.convert_layout(rows, o_rows)[:, None].to(gl.int64) * stride_s
+                        + gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))[None, :])
+                gl.store(o_at, acc.to(o_desc.dtype), mask=gl.convert_layout(in_doc, o_rows)[:, None])
+        else:
+            gl.store(Lse + head_row * seq + q_pos0 + HALF * HALF_M
+                     + gl.arange(0, HALF_M, layout=gl.SliceLayout(1, s_layout)), m_i + gl.log2(l_i))
+            store_rows(o_desc, o_smem, o_halves.index(HALF), acc, batch, q_head, q_pos0 + HALF * HALF_M)
         rounds += 1
         if DOCUMENTS:
             mbarrier.wait(q_bars.index(HALF), rounds & 1)
@@ -244,8 +270,9 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
 
 
 @gluon.jit
-def _attention_forward(q_desc, k_desc, v_desc, o_desc, Lse, Claims, DocStart, sm_scale, softcap, window, prefix,
-                       n_q_heads, n_kv_heads, seq, n_head_rows, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
+def _attention_forward(q_desc, k_desc, v_desc, o_desc, Out, Lse, Claims, DocStart, Items, sm_scale, softcap, window,
+                       prefix, n_q_heads, n_kv_heads, seq, n_head_rows, stride_b, stride_h, stride_s,
+                       CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
                        PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr,
                        BOUNDED: gl.constexpr, STAGES: gl.constexpr, CONSUMER_REGISTERS: gl.constexpr,
                        PRODUCER_REGISTERS: gl.constexpr):
@@ -266,9 +293,13 @@ def _attention_forward(q_desc, k_desc, v_desc, o_desc, Lse, Claims, DocStart, sm
     descs = (q_desc, k_desc, v_desc, o_desc)
     bars = (q_bars, q_empty, ring(k_desc, STAGES), ring(v_desc, STAGES))
     bufs = (q_halves, o_halves, claimed)
-    work = (Claims, n_blocks * n_head_rows, n_blocks, n_head_rows, n_q_heads, n_kv_heads)
-    scores = (Lse, sm_scale, softcap)
-    masks = (seq, window, prefix, DocStart)
+    if DOCUMENTS and not WINDOW and not PREFIX:  # `document_items`' count, after its B x S positions
+        n_items = gl.load(Items + n_head_rows // n_q_heads * seq) * n_q_heads
+    else:
+        n_items = n_blocks * n_head_rows
+    work = (Claims, n_items, n_blocks, n_head_rows, n_q_heads, n_kv_heads)
+    scores = (Lse, sm_scale, softcap, Out, stride_b, stride_h, stride_s)
+    masks = (seq, window, prefix, DocStart, Items)
     # the switches (and each consumer's half) travel apart: inside a tuple through warp_specialize a
     # constexpr arrives as a runtime value (Triton 3.6.0), and every `if` on it would compile both branches
     gl.warp_specialize([
@@ -339,8 +370,11 @@ def forward_launcher(q, k, v, *, causal, window=None, prefix=None, doc_start=Non
     bounded = bounded_softcap(softcap, alibi, q.dtype, lse)  # asked before lse is made for the kernel's store
     lse = lse if lse is not None else torch.empty(q.shape[:3], device=q.device, dtype=torch.float32)
     doc_arg = q if doc_start is None else doc_start.to(device=q.device, dtype=torch.int32).contiguous()
-    arguments = (doc_arg, scale if scale is not None else head_dim ** -0.5, softcap or 1.0, window or 0, prefix or 0,
-                 n_q_heads, k.shape[1], seq, batch * n_q_heads)
+    # the document forward's work items, listed once a launcher (as Flex builds its block mask once)
+    aligned = doc_start is not None and window is None and prefix is None  # `_item`'s document walk
+    items = document_items(doc_arg, BLOCK_M) if aligned else doc_arg
+    arguments = (doc_arg, items, scale if scale is not None else head_dim ** -0.5, softcap or 1.0, window or 0,
+                 prefix or 0, n_q_heads, k.shape[1], seq, batch * n_q_heads)
     # one program an SM at most (197 KB of shared memory leave room for one), each through its share of
     # the work items (under the document mask, the ones it claims)
     programs = min(seq // BLOCK_M * batch * n_q_heads, _sm_count(q.device))
@@ -355,7 +389,8 @@ def forward_launcher(q, k, v, *, causal, window=None, prefix=None, doc_start=Non
         # `claim`'s count, from 0 each launch (documents only; other masks take a fixed share)
         claims = torch.zeros(1, device=q.device, dtype=torch.int32) if doc_start is not None else lse
         _attention_forward[(programs, )](
-            q_desc, k_desc, v_desc, o_desc, lse, claims, *arguments, **flags, num_warps=WARPS, maxnreg=MAX_REGISTERS)
+            q_desc, k_desc, v_desc, o_desc, out, lse, claims, *arguments, *out.stride()[:3], **flags, num_warps=WARPS,
+            maxnreg=MAX_REGISTERS)
         return out
 
     return launcher

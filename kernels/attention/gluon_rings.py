@@ -33,14 +33,15 @@ def fill(desc, tiles, slot, phase, batch, head, row):
 
 
 @gluon.jit
-def load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, first_tile, n_tiles, start):
-    """The producer's walk: K and V of key tiles first_tile.. (n_tiles of them) into their rings (`ring`'s
+def load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, first_key, n_tiles, start):
+    """The producer's walk: K and V of n_tiles key tiles from key position first_key on (any position: the
+    copy engine reads from any row, and fills rows past the end with zeros) into their rings (`ring`'s
     triples) from ring position `start` on (a persistent program's rings run on across its items), each
     slot once both consumers have released it."""
     STAGES: gl.constexpr = keys[0].shape[0]
     TILE_N: gl.constexpr = k_desc.block_type.shape[2]
     for j in range(n_tiles):
         slot, phase = (start + j) % STAGES, ((start + j) // STAGES) & 1
-        key = (first_tile + j) * TILE_N
+        key = first_key + j * TILE_N
         fill(k_desc, keys, slot, phase, batch, kv_head, key)
         fill(v_desc, values, slot, phase, batch, kv_head, key)

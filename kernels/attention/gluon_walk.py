@@ -1,6 +1,7 @@
 """Which key tiles a Gluon attention program walks, and how a persistent one takes its work (gluon_flash.py's
 forward; gluon_dq.py's dQ walks alike): Gluon functions over triton_flash's mask intervals."""
 
+import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
@@ -57,32 +58,69 @@ def take(slot):
 HEAD_CHUNK = gl.constexpr(4)  # heads whose row blocks a persistent forward's programs take together (`_item`)
 
 
+def document_items(doc_start, rows):
+    """The document forward's work items, built once a launcher from doc_start ((B, S) int32, each position's
+    document start) with torch ops, as Flex builds its block mask once: (B S + 1,) int32, the flat positions
+    b S + p of the rows p that start an item, (p - doc_start[b, p]) a multiple of `rows` (every document
+    split into blocks of `rows` from its own start), longest walk first, then the other positions; the
+    last value is how many items there are. Against items at multiples of 128 (an item's rows in two
+    documents walk both, and only the tiles between their bounds skip the interval test), at
+    llama-3-8b-s4k's catalog documents: 187 key tiles a batch-head walked, not 197 (1.201x the visible
+    pairs, not 1.265x), and one tested tile an item, 34 a batch-head, not 80.5 (offline count, session 26)."""
+    offset = torch.arange(doc_start.shape[1], device=doc_start.device) - doc_start
+    walk = torch.where(offset % rows == 0, offset, -1).flatten()  # an item's walk grows with its offset
+    order = torch.sort(walk, descending=True, stable=True).indices.to(torch.int32)
+    return torch.cat([order, (walk >= 0).sum(dtype=torch.int32).reshape(1)])
+
+
+@gluon.jit
+def _document_item(item, seq, n_q_heads, DocStart, Items, TILE_N: gl.constexpr):
+    """Work item `item` of the document forward: query head item % n_q_heads of the rows `document_items`
+    lists at item // n_q_heads, (batch, q_head, q_pos0, key0, n_tiles): 128 rows from q_pos0 (past its
+    document's end, rows of the next, whose output the consumer does not store) and key tiles from its
+    document's start key0 up to the diagonal, every one seen whole by the document's rows but the last."""
+    flat = gl.load(Items + item // n_q_heads)
+    key0 = gl.load(DocStart + flat)
+    q_pos0 = flat % seq
+    return flat // seq, item % n_q_heads, q_pos0, key0, (q_pos0 - key0) // TILE_N + 1
+
+
 @gluon.jit
 def _item(item, n_blocks, n_head_rows, n_q_heads, n_kv_heads, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
           PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, HALF_M: gl.constexpr, TILE_N: gl.constexpr):
-    """Work item `item`: 128 query rows of one head, (batch, q_head, kv_head, head_row, q_pos0, first_tile,
-    n_tiles, unmasked_lo, unmasked_hi). Heads go in chunks of HEAD_CHUNK, and within a chunk every head's
+    """Work item `item`: 128 query rows of one head, (batch, q_head, kv_head, head_row, q_pos0, key0,
+    n_tiles, unmasked_lo, unmasked_hi): n_tiles key tiles from key position key0, the j-th numbered
+    key0 // TILE_N + j, and those numbered in [unmasked_lo, unmasked_hi) every row sees whole (no interval
+    test). Under the document mask alone (a window or a prefix beside it walks as the rest), the items
+    `document_items` lists. Otherwise heads go in chunks of HEAD_CHUNK, and within a chunk every head's
     last row block comes first, then the blocks before: under causal and prefix masks the longest walks
     start first, so the last ones to finish are short. The chunks keep the programs at work at once on
     few heads, whose keys and values may then stay in L2: with every head at once (one chunk), the
     programs walked all 128 heads together at llama-3-8b-s4k, 256 MB of multi-head keys and values against
     the H200's 50 MB of L2, and multi-head causal cost 1.195-1.21x the baseline where one program a row
-    block (the hardware's order, head by head) cost 0.971 (session 26; L2 the suspect, not measured). At 4 heads a chunk, 8 heads at once
-    (16 MB), and the busiest of 132 programs still walks 1.031x the mean (offline count; 1 head a chunk
-    gives 1.12x)."""
-    seq, window, prefix, DocStart = masks
-    chunk = item // (HEAD_CHUNK * n_blocks)
-    within = item - chunk * HEAD_CHUNK * n_blocks
-    if n_head_rows - chunk * HEAD_CHUNK >= HEAD_CHUNK:  # a whole chunk: shifts, not a division
-        row_block = n_blocks - 1 - within // HEAD_CHUNK
-        head_row = chunk * HEAD_CHUNK + within % HEAD_CHUNK  # batch x n_q_heads + q head
-    else:  # the last chunk holds the heads left over
-        heads = n_head_rows - chunk * HEAD_CHUNK
-        row_block = n_blocks - 1 - within // heads
-        head_row = chunk * HEAD_CHUNK + within % heads
-    batch, q_head = head_row // n_q_heads, head_row % n_q_heads
-    q_pos0 = row_block * 2 * HALF_M
-    first_tile, end_tile, unmasked_lo, unmasked_hi = key_walk(q_pos0, batch, seq, window, prefix, DocStart, CAUSAL,
-                                                               WINDOW, PREFIX, DOCUMENTS, 2 * HALF_M, TILE_N)
-    return (batch, q_head, q_head // (n_q_heads // n_kv_heads), head_row, q_pos0, first_tile, end_tile - first_tile,
+    block (the hardware's order, head by head) cost 0.971 (session 26; L2 the suspect, not measured). At
+    4 heads a chunk, 8 heads at once (16 MB), and the busiest of 132 programs still walks 1.031x the mean
+    (offline count; 1 head a chunk gives 1.12x)."""
+    seq, window, prefix, DocStart, Items = masks
+    if DOCUMENTS and not WINDOW and not PREFIX:
+        batch, q_head, q_pos0, key0, n_tiles = _document_item(item, seq, n_q_heads, DocStart, Items, TILE_N)
+        unmasked_lo = key0 // TILE_N
+        unmasked_hi = unmasked_lo + n_tiles - 1  # the last tile holds the diagonal
+    else:
+        chunk = item // (HEAD_CHUNK * n_blocks)
+        within = item - chunk * HEAD_CHUNK * n_blocks
+        if n_head_rows - chunk * HEAD_CHUNK >= HEAD_CHUNK:  # a whole chunk: shifts, not a division
+            row_block = n_blocks - 1 - within // HEAD_CHUNK
+            head_row = chunk * HEAD_CHUNK + within % HEAD_CHUNK  # batch x n_q_heads + q head
+        else:  # the last chunk holds the heads left over
+            heads = n_head_rows - chunk * HEAD_CHUNK
+            row_block = n_blocks - 1 - within // heads
+            head_row = chunk * HEAD_CHUNK + within % heads
+        batch, q_head = head_row // n_q_heads, head_row % n_q_heads
+        q_pos0 = row_block * 2 * HALF_M
+        first_tile, end_tile, unmasked_lo, unmasked_hi = key_walk(q_pos0, batch, seq, window, prefix, DocStart,
+                                                                   CAUSAL, WINDOW, PREFIX, DOCUMENTS, 2 * HALF_M,
+                                                                   TILE_N)
+        key0, n_tiles = first_tile * TILE_N, end_tile - first_tile
+    return (batch, q_head, q_head // (n_q_heads // n_kv_heads), batch * n_q_heads + q_head, q_pos0, key0, n_tiles,
             unmasked_lo, unmasked_hi)
