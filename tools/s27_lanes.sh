@@ -18,6 +18,13 @@
 # bwd_gate chunks-docs; ratios chunks-docs': multi-head causal still 1.06x cuDNN where grouped heads run
 # 0.94x, so the chunk's size is probed (chunkN: HEAD_CHUNK = N, probe only); the backward reads the
 # document items' lse, so forward+backward is gated too; the cost per useful FLOP after both.
+# Results: causal_mha / causal gluon ms: chunks-docs 1.1122 / 0.9522, chunk1 1.0491 / 0.9946, chunk2 1.0548 /
+# 0.9726, chunk8 1.0659 / 0.9469 (cuDNN 1.03 / 1.01); forward+backward gate same at all six; ratios causal
+# 1.108, window 1.123, document 1.281, softcap_50 1.067, alibi 1.010. chunks-docs merged (6f6a25a).
+# Fourth: 'gpu_tests gluon-tests-rowsum rowsum -k gluon; gluon_probe rowsum $probed; gluon_probe main $probed;
+# fwd_gate rowsum': rowsum with the ones tile K-major (a review: ptxas 12.8 built the MN-major n = 8
+# operand's descriptors from unwritten uniform registers), tested (its lse moves to the rounded sum's:
+# the claims test's atol 1e-3 may fail), probed beside main, gated.
 set -u
 root=reports/truth/s27-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip|diff|x baseline'
