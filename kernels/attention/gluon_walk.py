@@ -66,7 +66,9 @@ def document_items(doc_start, rows):
     last value is how many items there are. Against items at multiples of 128 (an item's rows in two
     documents walk both, and only the tiles between their bounds skip the interval test), at
     llama-3-8b-s4k's catalog documents: 187 key tiles a batch-head walked, not 197 (1.201x the visible
-    pairs, not 1.265x), and one tested tile an item, 34 a batch-head, not 80.5 (offline count, session 26)."""
+    pairs, not 1.265x), and one tested tile an item, 34 a batch-head, not 80.5 (offline count, session 26).
+    Measured on an H200 (session 27, with the head chunks of `_item`): the document forward 0.4445 ->
+    0.3937 ms (do_bench, one lease), gated faster 0.910 (`gate/chunks-docs-h200.md`)."""
     offset = torch.arange(doc_start.shape[1], device=doc_start.device) - doc_start
     walk = torch.where(offset % rows == 0, offset, -1).flatten()  # an item's walk grows with its offset
     order = torch.sort(walk, descending=True, stable=True).indices.to(torch.int32)
@@ -98,9 +100,11 @@ def _item(item, n_blocks, n_head_rows, n_q_heads, n_kv_heads, masks, CAUSAL: gl.
     few heads, whose keys and values may then stay in L2: with every head at once (one chunk), the
     programs walked all 128 heads together at llama-3-8b-s4k, 256 MB of multi-head keys and values against
     the H200's 50 MB of L2, and multi-head causal cost 1.195-1.21x the baseline where one program a row
-    block (the hardware's order, head by head) cost 0.971 (session 26; L2 the suspect, not measured). At
-    4 heads a chunk, 8 heads at once (16 MB), and the busiest of 132 programs still walks 1.031x the mean
-    (offline count; 1 head a chunk gives 1.12x)."""
+    block (the hardware's order, head by head) cost 0.971 (session 26; L2 the suspect). At 4 heads a
+    chunk, 8 heads at once (16 MB), and the busiest of 132 programs still walks 1.031x the mean (offline
+    count; 1 head a chunk gives 1.12x). Measured on an H200 (session 27): multi-head causal 1.1463 ->
+    1.0875 ms (do_bench, one lease; cuDNN 1.02), gated faster 0.935 (`gate/chunks-docs-h200.md`), and
+    1.108x the baseline per useful FLOP; chunks of other sizes: reports/pending/kv-chunks.patch."""
     seq, window, prefix, DocStart, Items = masks
     if DOCUMENTS and not WINDOW and not PREFIX:
         batch, q_head, q_pos0, key0, n_tiles = _document_item(item, seq, n_q_heads, DocStart, Items, TILE_N)
