@@ -1,0 +1,130 @@
+"""Can the hot experts' products overlap the cold experts' weight reads? A GPU probe for issue 17's
+DeepSeek-V3 prefill goal (65% of the suite's roofline; 44.6% in session 21):
+
+    python3 tools/probe_expert_overlap.py [SHAPE] [--variant ROUTER] [--hot-rows N]
+
+Why: tools/moe_expert_bound.py shows that a grouped GEMM running its experts one after another reads at
+most 58.2% of the roofline at deepseek-v3-prefill-t4k-zipf, since a hot expert (thousands of rows) is
+bound by the tensor cores and a cold one (a few rows) by reading its weights, and the two never run at
+once. Here the routed rows are split by load: experts with at least --hot-rows rows (default: where an
+expert's products take as long as its weight reads at session 21's H200 peaks, about 178 rows) and the
+rest, each part with its own rows, offsets and weights (copied out, not timed). Our expert GEMMs
+(kernels/moe/triton_experts.py, gate_up then down) then run on each part, checked first against the
+whole call's rows, and are timed by do_bench (median): the whole; each part alone; both parts one after
+another on one stream; and both at once on two streams, either part launched first (a launch's
+programs take the SMs in launch order, so which goes first may decide whether they share the GPU).
+Each part's line also gives its own bound (products at the matmul peak, weights at the copy peak).
+If the two streams beat one stream by much, a split layer pays; if not, the kernels need SMs of their
+own (a persistent launch per part), which this probe cannot show.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from triton.testing import do_bench
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from kernels.moe import grouped_mm, triton_experts  # noqa: E402
+from variantbench.catalog import Unsupported, family  # noqa: E402
+
+PEAK_FLOPS, PEAK_BYTES = 753e12, 4240e9  # session 21's H200 bfloat16 matmul and copy peaks (moe_expert_bound)
+
+
+def refuse(message):
+    """Bad input or a missing GPU: one line on stderr, exit 2 (the project's code for it)."""
+    print(f"probe_expert_overlap: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def split(rows, offsets, w13, w2, hot):
+    """(rows, offsets, w13, w2, where) of the experts hot selects ((E,) bool), in expert order: their rows
+    (expert order kept), the ends of their rows, their weights, and the positions of their rows among all
+    the routed rows (to check a part's output against the whole call's)."""
+    ends = offsets.long()
+    starts = torch.cat([ends.new_zeros(1), ends[:-1]])
+    chosen = hot.nonzero().flatten()
+    where = torch.cat([torch.arange(starts[e], ends[e], device=rows.device) for e in chosen.tolist()]
+                      + [torch.zeros(0, dtype=torch.long, device=rows.device)])
+    counts = (ends - starts)[chosen]
+    return (rows[where].contiguous(), counts.cumsum(0).to(torch.int32), w13[chosen].contiguous(),
+            w2[chosen].contiguous(), where)
+
+
+def bound_ms(counts, dim, ffn):
+    """The part's own bound, expert by expert: products at the matmul peak or weights at the copy peak."""
+    each = torch.maximum(6 * dim * ffn * counts / PEAK_FLOPS, (counts > 0) * 3 * dim * ffn * 2 / PEAK_BYTES)
+    return each.sum().item() * 1e3
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("shape", nargs="?", default="deepseek-v3-prefill-t4k-zipf")
+    parser.add_argument("--variant", default="softmax_topk", help="the MoE variant (its router) that routes the load")
+    parser.add_argument("--hot-rows", type=int, default=None,
+                        help="rows from which an expert is hot (default: products as long as its weight reads)")
+    args = parser.parse_args()
+    moe = family("moe")
+    try:  # a misspelt name says so before anything needs the GPU
+        shape, variant = moe.shape(args.shape), moe.variant(args.variant)
+    except Unsupported as unknown:
+        refuse(unknown)
+    if not torch.cuda.is_available():
+        refuse("needs a CUDA GPU; none is visible")
+    problem = moe.make_problem(variant, shape, device=torch.device("cuda"), dtype=torch.bfloat16, seed=0)
+    config = problem.config
+    experts, _ = grouped_mm._route(variant.router, config, problem.x, problem.router_weight, problem.selection_bias)
+    flat = experts.flatten()
+    order = torch.argsort(flat, stable=True)
+    rows = problem.x[order // config.top_k].contiguous()
+    offsets = grouped_mm.expert_offsets(flat[order], config.n_experts)
+    counts = torch.bincount(flat, minlength=config.n_experts)
+    # products as long as the weight reads: 6 dim ffn r / flops = 3 dim ffn 2 bytes / bandwidth
+    hot_rows = args.hot_rows or round(PEAK_FLOPS / PEAK_BYTES)
+    hot = counts >= hot_rows
+    if not hot.any() or hot.all():
+        refuse(f"at {hot_rows} rows every expert or none is hot ({int(counts.max())} rows the hottest); "
+               f"choose --hot-rows between")
+    whole = triton_experts.experts(rows, problem.w13, problem.w2, offsets)
+    parts = {"hot": split(rows, offsets, problem.w13, problem.w2, hot),
+             "cold": split(rows, offsets, problem.w13, problem.w2, ~hot)}
+    print(f"{shape.name} routed by {variant.name}: {rows.shape[0]} rows over {int((counts > 0).sum())} experts; "
+          f"hot (>= {hot_rows} rows): {int(hot.sum())} experts, {int(counts[hot].sum())} rows")
+    for name, (part_rows, part_offsets, w13, w2, where) in parts.items():
+        got = triton_experts.experts(part_rows, w13, w2, part_offsets)
+        error = (got.float() - whole[where].float()).abs().max().item()
+        if error > 0.05 * whole.float().abs().max().item():
+            refuse(f"the {name} part's output is {error:.3g} from the whole call's rows: not timed")
+        ends = part_offsets.long()
+        part_counts = ends - torch.cat([ends.new_zeros(1), ends[:-1]])
+        print(f"  {name:5s} part: bound {bound_ms(part_counts, config.dim, config.ffn_dim):.3f} ms, "
+              f"max difference from the whole call {error:.2e}")
+
+    def run(name):
+        part_rows, part_offsets, w13, w2, _ = parts[name]
+        return triton_experts.experts(part_rows, w13, w2, part_offsets)
+
+    side = torch.cuda.Stream()
+
+    def two_streams(first, second):
+        def call():
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                run(first)
+            run(second)
+            torch.cuda.current_stream().wait_stream(side)
+        return call
+
+    calls = {"whole (one launch a GEMM)": lambda: triton_experts.experts(rows, problem.w13, problem.w2, offsets),
+             "hot alone": lambda: run("hot"), "cold alone": lambda: run("cold"),
+             "hot then cold, one stream": lambda: (run("hot"), run("cold")),
+             "two streams, hot first": two_streams("hot", "cold"),
+             "two streams, cold first": two_streams("cold", "hot")}
+    for label, call in calls.items():
+        print(f"  {label:28s} {do_bench(call, warmup=25, rep=200, return_mode='median'):8.3f} ms", flush=True)
+
+
+if __name__ == "__main__":
+    main()
