@@ -63,9 +63,14 @@ moe_layers() {  # main's MoE layers at both decodes and DeepSeek-V3 prefill, bes
     --shape mixtral-8x7b-decode-t16-zipf --shape deepseek-v3-prefill-t4k-zipf
   truth truth-moe-layers 200 bench_moe.MoEForward.time_forward --most 8
 }
-expert_overlap() {  # our expert GEMMs at DeepSeek-V3 prefill split by load, hot and cold experts apart and at once
-  # (issue 17's 65% of roofline: one after another they read at most 58.2%, tools/moe_expert_bound.py)
-  step probe-expert-overlap 200 python3 tools/probe_expert_overlap.py
+expert_overlap() {  # expert_overlap [BRANCH]: our expert GEMMs at DeepSeek-V3 prefill split by load, hot and cold
+  # experts apart and at once (issue 17's 65% of roofline: one after another they read at most 58.2%,
+  # tools/moe_expert_bound.py); on the expert-split branch also the layer's own split at five shares
+  if [ -n "${1:-}" ]; then
+    worktree "$1" && step "probe-expert-overlap-$1" 240 $(within "$1") python3 tools/probe_expert_overlap.py
+  else
+    step probe-expert-overlap 200 python3 tools/probe_expert_overlap.py
+  fi
 }
 default_tier() {
   step default 600 $vb run
