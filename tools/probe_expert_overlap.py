@@ -27,8 +27,8 @@ from triton.testing import do_bench
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kernels.moe import grouped_mm, triton_experts  # noqa: E402
-from variantbench.catalog import Unsupported, family  # noqa: E402
+from kernels.moe import triton_experts  # noqa: E402
+from routed_load import routed_load  # noqa: E402  (beside this file)
 
 PEAK_FLOPS, PEAK_BYTES = 753e12, 4240e9  # session 21's H200 bfloat16 matmul and copy peaks (moe_expert_bound)
 
@@ -66,20 +66,8 @@ def main():
     parser.add_argument("--hot-rows", type=int, default=None,
                         help="rows from which an expert is hot (default: products as long as its weight reads)")
     args = parser.parse_args()
-    moe = family("moe")
-    try:  # a misspelt name says so before anything needs the GPU
-        shape, variant = moe.shape(args.shape), moe.variant(args.variant)
-    except Unsupported as unknown:
-        refuse(unknown)
-    if not torch.cuda.is_available():
-        refuse("needs a CUDA GPU; none is visible")
-    problem = moe.make_problem(variant, shape, device=torch.device("cuda"), dtype=torch.bfloat16, seed=0)
+    shape, variant, problem, flat, rows, offsets = routed_load(args.shape, args.variant, refuse)
     config = problem.config
-    experts, _ = grouped_mm._route(variant.router, config, problem.x, problem.router_weight, problem.selection_bias)
-    flat = experts.flatten()
-    order = torch.argsort(flat, stable=True)
-    rows = problem.x[order // config.top_k].contiguous()
-    offsets = grouped_mm.expert_offsets(flat[order], config.n_experts)
     counts = torch.bincount(flat, minlength=config.n_experts)
     # products as long as the weight reads: 6 dim ffn r / flops = 3 dim ffn 2 bytes / bandwidth
     hot_rows = args.hot_rows or round(PEAK_FLOPS / PEAK_BYTES)

@@ -20,9 +20,9 @@ from triton.testing import do_bench
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kernels.moe import grouped_mm, triton_experts  # noqa: E402
+from kernels.moe import triton_experts  # noqa: E402
 from kernels.moe.triton_experts import Tiles  # noqa: E402
-from variantbench.catalog import Unsupported, family  # noqa: E402
+from routed_load import routed_load  # noqa: E402  (beside this file)
 
 # Tilings (rows, columns, depth a step, warps, stages); the first of each was 90f2582's. gate_up keeps
 # two accumulators, so its n stays at 128 or under (2 x 128 x 128 float32 over 8 warps is 128
@@ -66,20 +66,8 @@ def main():
     parser.add_argument("shape", nargs="?", default="deepseek-v3-prefill-t4k-zipf")
     parser.add_argument("--variant", default="softmax_topk", help="the MoE variant (its router) that routes the load")
     args = parser.parse_args()
-    moe = family("moe")
-    try:  # a misspelt name says so before anything needs the GPU
-        shape, variant = moe.shape(args.shape), moe.variant(args.variant)
-    except Unsupported as unknown:
-        refuse(unknown)
-    if not torch.cuda.is_available():
-        refuse("needs a CUDA GPU; none is visible")
-    problem = moe.make_problem(variant, shape, device=torch.device("cuda"), dtype=torch.bfloat16, seed=0)
+    shape, variant, problem, flat, rows, offsets = routed_load(args.shape, args.variant, refuse)
     config = problem.config
-    experts, _ = grouped_mm._route(variant.router, config, problem.x, problem.router_weight, problem.selection_bias)
-    flat = experts.flatten()
-    order = torch.argsort(flat, stable=True)
-    rows = problem.x[order // config.top_k].contiguous()
-    offsets = grouped_mm.expert_offsets(flat[order], config.n_experts)
     w13, w2 = problem.w13, problem.w2
     gate, up = torch._grouped_mm(rows, w13.transpose(-2, -1), offs=offsets).chunk(2, dim=-1)
     hidden = F.silu(gate) * up
