@@ -1,0 +1,19 @@
+# Issue 17 in session 28, on one nvidia-h200:
+#   git bundle create .vbgit.bundle main BRANCH...   (the branches the lease's steps name)
+#   run(kind="nvidia-h200", carry=[".whl", ".vbgit.bundle"]): source tools/gpu_setup.sh > /tmp/setup.log 2>&1; \
+#     source tools/gpu_detached.sh && workdir && detach lanes 'bash tools/s28_lanes.sh STEPS SECONDS' && await lanes 560
+#   a later call, while the lane runs: source tools/gpu_detached.sh && await lanes 560 (never `workdir` again)
+# First lease: session 27's three pending patches (reports/pending/README.md), each on the GPU for the first
+# time: rowsum-bounded (softcap's row sums on the tensor cores) tested and probed beside main; kv-chunks
+# (head chunks of 2 KV heads) tested and probed at both causal layouts; the expert GEMMs' parts at
+# DeepSeek-V3 prefill apart and at once, on main and on expert-split (whose layer split runs at five shares).
+set -u
+root=reports/truth/s28-$(git rev-parse --short HEAD)
+show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip|diff|x baseline'
+mkdir -p "$root"
+source tools/lanes.sh  # vb, branch, worktree, ... gpu_tests, gluon_probe, probed, fwd_round, fwd_gate, ratios
+first='fwd_round rowsum-bounded; gluon_probe main causal_mha $probed;
+  gpu_tests gluon-tests-kv kv-chunks -k gluon && gluon_probe kv-chunks causal_mha causal;
+  expert_overlap; expert_overlap expert-split; gpu_tests gpu-tests-split expert-split -k expert'
+lane one 0 "${2:-900}" "${1:-$first}"
+cat "$root/one.log"
