@@ -7,6 +7,13 @@
 # time: rowsum-bounded (softcap's row sums on the tensor cores) tested and probed beside main; kv-chunks
 # (head chunks of 2 KV heads) tested and probed at both causal layouts; the expert GEMMs' parts at
 # DeepSeek-V3 prefill apart and at once, on main and on expert-split (whose layer split runs at five shares).
+# Results: rowsum-bounded 18 of 18, softcap_50 1.0443 ms against main's 1.0878 (our causal 0.9527: 1.096x),
+# the rest as main; kv-chunks 19 of 19, multi-head causal 1.0427 ms against main's 1.0853 (cuDNN 1.02),
+# grouped 0.9500 against 0.9479; expert GEMMs at DeepSeek-V3 prefill: whole 8.84 ms, hot alone 4.51-4.57,
+# cold alone 4.16, two streams 8.66-8.78 (no overlap), the split at 66-112 SMs 8.96-10.79: expert-split dropped.
+# Second: 'gpu_tests gluon-tests-rowsum-kv rowsum-kv -k gluon && { gluon_probe main causal_mha $probed;
+# gluon_probe rowsum-kv causal_mha $probed; fwd_gate rowsum-kv; ratios rowsum-kv; }': both forwards on one
+# branch, tested, probed beside main, gated, and the cost per useful FLOP after them.
 set -u
 root=reports/truth/s28-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip|diff|x baseline'
