@@ -14,6 +14,14 @@
 # Second: 'gpu_tests gluon-tests-rowsum-kv rowsum-kv -k gluon && { gluon_probe main causal_mha $probed;
 # gluon_probe rowsum-kv causal_mha $probed; fwd_gate rowsum-kv; ratios rowsum-kv; }': both forwards on one
 # branch, tested, probed beside main, gated, and the cost per useful FLOP after them.
+# Results: 19 of 19; do_bench (main / rowsum-kv) multi-head causal 1.0899 / 1.0438, causal 0.9522 / 0.9477,
+# softcap_50 1.1269 / 1.0674, alibi 1.0725 / 1.1342 (again, warm: 1.0294-1.0299 / 1.0448-1.0519, softcap_50
+# 1.1774 / 1.0964, multi-head 1.0926 / 1.0288); gate causal faster 0.953, softcap_50 faster 0.955, alibi same
+# 1.014, the rest same; ratios causal 1.019, softcap_50 1.033, alibi 1.024, window 1.14, document 1.279.
+# Third: 'gpu_tests gluon-tests-kv1 rowsum-kv1 -k gluon && { for b in main rowsum-kv1 rowsum-kv main rowsum-kv1;
+# do gluon_probe $b causal_mha causal alibi; done; fwd_gate rowsum-kv1; bwd_gate rowsum-kv1; ratios rowsum-kv1; }':
+# alibi (grouped) paid 1.5-2% for chunks of 8 query heads, so rowsum-kv1 takes one KV head a chunk (multi-head
+# 1 query head, grouped main's 4), probed beside both, then gated forward and forward+backward.
 set -u
 root=reports/truth/s28-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip|diff|x baseline'
