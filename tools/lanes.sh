@@ -33,16 +33,19 @@ dsv3_fwd_bwd() {  # DeepSeek-V3's block forward+backward through fused and liger
     --implementation fused --implementation liger --no-precheck --bench 'BlockForwardBackward\.time'
   truth truth-dsv3-fwd-bwd 240 bench_block.BlockForwardBackward.time_forward_backward --most 2
 }
-attention_gate() {  # attention_gate BRANCH LIMIT BENCH: our attention gated against main at llama-3-8b-s4k
+attention_gate() {  # attention_gate BRANCH LIMIT BENCH [NAME]: our attention gated against main at llama-3-8b-s4k
   # causal is the one multi-head variant: 4x the grouped variants' keys and values (256 MB against 64 MB,
   # the H200's L2 50 MB); without it the persistent forward's cost there (1.195x the baseline per useful
   # FLOP, 0.971 before) went unseen (session 26)
-  local head
+  # (NAME, gate-BRANCH where not given: the step's log, results and summary; a gate finds a commit's
+  # earlier results in its folder, so the forward+backward gate of a branch gated forward in the same
+  # lease read the forward's: session 28)
+  local head name=${4:-gate-$1}
   head=$(branch "$1") || { echo "== $1: no such branch carried"; return; }
-  step "gate-$1" "$2" $vb gate "$(git rev-parse HEAD)" "$head" --factor 1.05 --family attention \
+  step "$name" "$2" $vb gate "$(git rev-parse HEAD)" "$head" --factor 1.05 --family attention \
     --implementation triton --variant gqa_8 --variant causal --variant softcap_50 --variant alibi --variant document \
-    --variant sliding_window_1024 --shape llama-3-8b-s4k --bench "$3" --results "/tmp/gate-$1" --summary "reports/gate/$1-h200.md"
-  tar czf "$root/gate-$1.tgz" -C /tmp "gate-$1"
+    --variant sliding_window_1024 --shape llama-3-8b-s4k --bench "$3" --results "/tmp/$name" --summary "reports/gate/${name#gate-}-h200.md"
+  tar czf "$root/$name.tgz" -C /tmp "$name"
 }
 moe_branch() {  # moe_branch BRANCH: gated against main on our MoE layer at four shapes, DeepSeek-V3 prefill profiled
   local head
@@ -77,7 +80,7 @@ default_tier() {
   truth truth-default 240 bench_attention.AttentionForward.time_forward --most 6
 }
 bwd_gate() {  # bwd_gate BRANCH: gated against main on our attention's forward+backward at llama-3-8b-s4k
-  attention_gate "$1" 420 'AttentionForwardBackward\.time'
+  attention_gate "$1" 420 'AttentionForwardBackward\.time' "gate-$1-fwd-bwd"
 }
 fwd_history() {  # fwd_history [LIMIT] [TRUTH LIMIT]: main's forward beside SDPA's (cuDNN) at llama-3-8b-s4k, re-timed apart
   step fwd "${1:-300}" $vb run --family attention --shape llama-3-8b-s4k --variant gqa_8 --variant softcap_50 \
@@ -116,7 +119,7 @@ fwd_round() {  # fwd_round BRANCH: a forward branch's Gluon GPU tests, then only
   gluon_probe "$1" $probed
 }
 fwd_gate() {  # fwd_gate BRANCH: gated against main on our attention's forward at llama-3-8b-s4k
-  attention_gate "$1" 420 'AttentionForward\.time'
+  attention_gate "$1" 420 'AttentionForward\.time' "gate-$1"
 }
 bwd_round() {  # bwd_round BRANCH: a backward branch's gradients (the Gluon GPU tests), then if right its probe and gate
   gpu_tests "gluon-tests-$1" "$1" -k gluon || { echo "== $1: gradients wrong or not run; no probe, no gate"; return; }

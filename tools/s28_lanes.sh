@@ -22,6 +22,12 @@
 # do gluon_probe $b causal_mha causal alibi; done; fwd_gate rowsum-kv1; bwd_gate rowsum-kv1; ratios rowsum-kv1; }':
 # alibi (grouped) paid 1.5-2% for chunks of 8 query heads, so rowsum-kv1 takes one KV head a chunk (multi-head
 # 1 query head, grouped main's 4), probed beside both, then gated forward and forward+backward.
+# Results: 19 of 19; do_bench (main / rowsum-kv1 / rowsum-kv) multi-head causal 1.1374, 1.1350 / 1.0681,
+# 1.0734 / 1.0824; causal 0.9793, 0.9765 / 0.9657, 0.9577 / 0.9665; alibi 1.0534, 1.0553 / 1.0904, 1.0501 /
+# 1.0619 (grouped chunks are main's under rowsum-kv1); forward gate causal faster 0.942 (HEAD's clocks 12%
+# higher), softcap_50 faster 0.949, the rest same; ratios causal 1.022, softcap_50 1.017, alibi 1.016, window
+# 1.136, document 1.280. The forward+backward gate read the forward gate's results (one folder): not run.
+# Fourth: 'bwd_gate rowsum-kv1' (its own folder now).
 set -u
 root=reports/truth/s28-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip|diff|x baseline'
