@@ -28,6 +28,7 @@
 # higher), softcap_50 faster 0.949, the rest same; ratios causal 1.022, softcap_50 1.017, alibi 1.016, window
 # 1.136, document 1.280. The forward+backward gate read the forward gate's results (one folder): not run.
 # Fourth: 'bwd_gate rowsum-kv1' (its own folder now).
+# Results: forward+backward gate same at all six, 0.989-1.005 (gate/rowsum-kv1-fwd-bwd-h200.md). Merged.
 set -u
 root=reports/truth/s28-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip|diff|x baseline'
