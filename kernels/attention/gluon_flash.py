@@ -57,8 +57,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
                                                                warpgroup_mma_wait)
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from kernels.attention.gluon_rings import load_key_tiles, ring
-from kernels.attention.gluon_softmax import LOG2E, _softmax, bounded_softcap
+from kernels.attention.gluon_rings import load_key_tiles, ones_tiles, ring
+from kernels.attention.gluon_softmax import LOG2E, _softmax, bounded_softcap, issue_pv, row_sums_zero
 from kernels.attention.gluon_walk import _item, claim, document_items, post, take
 # the masks' key intervals: a Triton function, which Gluon calls as its own
 from kernels.attention.triton_flash import _bounds
@@ -148,7 +148,7 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
     q_bars, q_empty, keys, values = bars
     k_ring, k_ready, k_empty = keys
     v_ring, v_ready, v_empty = values
-    q_halves, o_halves, claimed = bufs
+    q_halves, o_halves, claimed, ones = bufs
     Claims, n_items, n_blocks, n_head_rows, n_q_heads, n_kv_heads = work
     Lse, sm_scale, softcap, Out, stride_b, stride_h, stride_s = scores
     seq, DocStart = masks[0], masks[3]
@@ -199,7 +199,7 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
             m_i = gl.zeros([HALF_M], gl.float32, layout=gl.SliceLayout(1, s_layout))
         else:
             m_i = gl.full([HALF_M], float("-inf"), gl.float32, layout=gl.SliceLayout(1, s_layout))
-        l_i = gl.zeros([HALF_M], gl.float32, layout=gl.SliceLayout(1, s_layout))
+        l_i = row_sums_zero(HALF_M, s_layout, BOUNDED)
         acc = gl.zeros([HALF_M, HEAD_DIM], gl.float32, layout=o_layout)
 
         if not DOCUMENTS:  # (under the document mask, waited for before the item's number was read)
@@ -222,15 +222,20 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
             s = warpgroup_mma(q_smem, k_ring.index(slot).reshape([TILE_N, HEAD_DIM]).permute((1, 0)), s_zero,
                               use_acc=False, is_async=True)
             mbarrier.wait(v_ready.index(prev), prev_phase)
-            acc = warpgroup_mma(p, v_ring.index(prev).reshape([TILE_N, HEAD_DIM]), acc, is_async=True)
-            s = warpgroup_mma_wait(num_outstanding=1, deps=(s, ))  # S_j done; P_{j-1} V_{j-1} may still run
+            acc, l_i = issue_pv(p, v_ring.index(prev).reshape([TILE_N, HEAD_DIM]), ones.index(prev), acc, l_i,
+                                BOUNDED)
+            # S_j done; P_{j-1} V_{j-1} (and under BOUNDED its row sums) may still run
+            s = warpgroup_mma_wait(num_outstanding=2 if BOUNDED else 1, deps=(s, ))
             mbarrier.arrive(k_empty.index(slot), count=1)
             p_next, m_i, l_i, alpha = _softmax(s, m_i, l_i, to_log2, sm_scale, softcap, slope, rows,
                                                cols + j * TILE_N, lo, hi,
                                                (tile < unmasked_lo) | (tile >= unmasked_hi), SOFTCAP, ALIBI,
                                                BOUNDED)
             p_next = gl.convert_layout(p_next.to(v_desc.dtype), p_layout)
-            acc, p = warpgroup_mma_wait(num_outstanding=0, deps=(acc, p))  # p: the operand in flight
+            if BOUNDED:
+                acc, l_i, p = warpgroup_mma_wait(num_outstanding=0, deps=(acc, l_i, p))
+            else:
+                acc, p = warpgroup_mma_wait(num_outstanding=0, deps=(acc, p))  # p: the operand in flight
             mbarrier.arrive(v_empty.index(prev), count=1)
             p = p_next
             if not BOUNDED:
@@ -238,8 +243,13 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
         mbarrier.arrive(q_empty.index(HALF), count=1)  # every S of the walk is done: the next item's rows may load
         last = loaded + n_tiles - 1
         mbarrier.wait(v_ready.index(last % STAGES), (last // STAGES) & 1)
-        acc = warpgroup_mma(p, v_ring.index(last % STAGES).reshape([TILE_N, HEAD_DIM]), acc, is_async=True)
-        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
+        acc, l_i = issue_pv(p, v_ring.index(last % STAGES).reshape([TILE_N, HEAD_DIM]), ones.index(last % STAGES),
+                            acc, l_i, BOUNDED)
+        if BOUNDED:
+            acc, l_i = warpgroup_mma_wait(num_outstanding=0, deps=(acc, l_i))
+            l_i = gl.convert_layout(gl.max(l_i, axis=1), gl.SliceLayout(1, s_layout))  # every column the sum
+        else:
+            acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
         mbarrier.arrive(v_empty.index(last % STAGES), count=1)
         loaded += n_tiles
 
@@ -292,7 +302,7 @@ def _attention_forward(q_desc, k_desc, v_desc, o_desc, Out, Lse, Claims, DocStar
 
     descs = (q_desc, k_desc, v_desc, o_desc)
     bars = (q_bars, q_empty, ring(k_desc, STAGES), ring(v_desc, STAGES))
-    bufs = (q_halves, o_halves, claimed)
+    bufs = (q_halves, o_halves, claimed, ones_tiles(q_desc.dtype, STAGES, k_desc.block_type.shape[2], BOUNDED))
     if DOCUMENTS and not WINDOW and not PREFIX:  # `document_items`' count, after its B x S positions
         n_items = gl.load(Items + n_head_rows // n_q_heads * seq) * n_q_heads
     else:

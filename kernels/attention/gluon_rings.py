@@ -4,7 +4,7 @@ one the two consumer warpgroups release it through, and the producer's side that
 
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
 
 
 @gluon.jit
@@ -45,3 +45,20 @@ def load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, first_key, n_ti
         key = first_key + j * TILE_N
         fill(k_desc, keys, slot, phase, batch, kv_head, key)
         fill(v_desc, values, slot, phase, batch, kv_head, key)
+
+
+@gluon.jit
+def ones_tiles(dtype: gl.constexpr, STAGES: gl.constexpr, TILE_N: gl.constexpr, FILL: gl.constexpr):
+    """STAGES (8, TILE_N) tiles of ones in shared memory (gluon_softmax.issue_pv's row sums), one a ring
+    stage (one tile's eight descriptors stayed live through the key loop and spilled, the window 112 B),
+    filled where FILL. Stored (8, keys) and read K-major through a permute, as K is for S: a (keys, 8)
+    tile's 16-byte rows take no swizzle, and ptxas 12.8 (Triton 3.6.0's) built that MN-major operand's
+    descriptors from uniform registers never written (an illegal address on an H200, session 27)."""
+    layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([8, TILE_N], dtype)
+    ones = gl.allocate_shared_memory(dtype, [STAGES, 8, TILE_N], layout)
+    if FILL:
+        for i in gl.static_range(STAGES):
+            ones.index(i).store(gl.full([8, TILE_N], 1.0, dtype,
+                                layout=gl.BlockedLayout([1, 8], [2, 16], [gl.num_warps(), 1], [1, 0])))
+        fence_async_shared()  # the generic proxy's stores, before the tensor cores' reads
+    return ones

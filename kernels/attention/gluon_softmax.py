@@ -6,6 +6,7 @@ forward may (`bounded_softcap`)."""
 import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import warpgroup_mma
 
 LOG2E = gl.constexpr(1.4426950408889634)
 # A softcap bounds every score's exp2 argument to +-softcap log2(e). Up to this bound (softcap 55) the
@@ -33,18 +34,6 @@ def _tanh(x):
 
 
 @gluon.jit
-def _bfloat16_and_float32(x):
-    """x rounded to bfloat16, and that value as float32: one packing conversion a pair, then a shift and a
-    mask. The compiler's .to() chain converted one value at a time and moved the halves apart: 6280 SASS
-    instructions at softcap 50 where this took 5760, against 5784 with the max (the forward with one
-    program a row block, 5a86955). On the persistent forward 6056 against 5984: its second consumer spills
-    24 bytes inside the key loop at 232 registers (reports/pending/registers-240.patch)."""
-    return gl.inline_asm_elementwise(
-        "{ cvt.rn.bf16x2.f32 $0, $4, $3; shl.b32 $1, $0, 16; and.b32 $2, $0, 0xffff0000; }", "=r,=r,=r,f,f",
-        [x], dtype=(gl.bfloat16, gl.float32), is_pure=True, pack=2)
-
-
-@gluon.jit
 def _softmax_step(qk, m_i, l_i, to_log2, sm_scale, softcap, slope, rows, cols, lo, hi, MASKED: gl.constexpr,
                   SOFTCAP: gl.constexpr, ALIBI: gl.constexpr, BOUNDED: gl.constexpr):
     """(p, new row max, new row sum, the factor the old ones scale by) of one tile of raw scores q.k:
@@ -52,7 +41,8 @@ def _softmax_step(qk, m_i, l_i, to_log2, sm_scale, softcap, slope, rows, cols, l
 
     BOUNDED (`bounded_softcap`): the max stays 0 and the factor is unused. Without the max a row's largest
     p is rounded to the bfloat16 operand P V reads (with it, it is exactly 1), which biases the output by
-    up to 2^-9 along all of its 128 values: so p comes back rounded, and the row sums what P V multiplies.
+    up to 2^-9 along all of its 128 values: so the row must sum what P V multiplies, and its sum is the
+    tensor cores' (gluon_flash's consumer multiplies P by a tile of ones beside P V): l_i passes through.
     tests/test_softcap_rounding.py models it on the CPU (softcap 50, 8 heads of 512, three seeds): the
     output's largest error from float64 0.0087 where the max gives 0.0081 and the unrounded sum 0.0117. A
     backward's dQ, recomputed from the lse, still feels the rounding through dO.O (modelled: 0.0106 against
@@ -71,9 +61,9 @@ def _softmax_step(qk, m_i, l_i, to_log2, sm_scale, softcap, slope, rows, cols, l
         s = gl.where((cols[None, :] >= lo[:, None]) & (cols[None, :] <= hi[:, None]), s, float("-inf"))
     if BOUNDED:
         m_new = m_i  # 0 throughout
-        p, rounded = _bfloat16_and_float32(gl.exp2(s * to_log2))
+        p = gl.exp2(s * to_log2)
         alpha = m_i
-        l_new = l_i + gl.sum(rounded, axis=1)
+        l_new = l_i
     else:
         m_new = gl.maximum(m_i, gl.max(s, axis=1) * to_log2)
         # a row that sees no key of the tile yet keeps m = -inf; subtracting 0 keeps exp2 at 0, not NaN
@@ -95,3 +85,29 @@ def _softmax(qk, m_i, l_i, to_log2, sm_scale, softcap, slope, rows, cols, lo, hi
         p, m_i, l_i, alpha = _softmax_step(qk, m_i, l_i, to_log2, sm_scale, softcap, slope, rows, cols, lo, hi,
                                            False, SOFTCAP, ALIBI, BOUNDED)
     return p, m_i, l_i, alpha
+
+
+@gluon.jit
+def row_sums_zero(HALF_M: gl.constexpr, s_layout: gl.constexpr, BOUNDED: gl.constexpr):
+    """A consumer's row sums before its walk: float32 sums `_softmax_step` adds to, or under BOUNDED the
+    (rows, 8) accumulator of P times a tile of ones (`issue_pv`), every column the row's sum."""
+    if BOUNDED:
+        return gl.zeros([HALF_M, 8], gl.float32, layout=gl.NVMMADistributedLayout(
+            version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 8, 16]))
+    else:
+        return gl.zeros([HALF_M], gl.float32, layout=gl.SliceLayout(1, s_layout))
+
+
+@gluon.jit
+def issue_pv(p, v_tile, ones_tile, acc, l_i, BOUNDED: gl.constexpr):
+    """P V into acc, asynchronous; under BOUNDED also P times ones_tile ((8, keys), read K-major) into l_i:
+    the row sums of p as rounded to P V's operand, on the tensor cores (wgmma n = 8) where a float32 sum
+    costs an add a score and the rounding a shift and a mask. Measured on an H200 (session 27, do_bench,
+    llama-3-8b-s4k) with the ones product on every launch: softcap_50 1.0375 against 1.0744 ms, but
+    causal 0.9783 against 0.9436 and the window 0.5131 against 0.4940 (gate: causal slower 1.030), and the
+    lse of the rounded sum strayed 2.4e-3 from our Triton forward's; so only the bounded softcap, which
+    fills no lse, takes it."""
+    acc = warpgroup_mma(p, v_tile, acc, is_async=True)
+    if BOUNDED:
+        l_i = warpgroup_mma(p, ones_tile.permute((1, 0)), l_i, is_async=True)
+    return acc, l_i
