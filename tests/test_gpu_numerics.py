@@ -399,11 +399,13 @@ def test_the_gluon_forward_takes_every_work_item_once_a_launch():
 
 
 @hopper
-@pytest.mark.parametrize("batch,heads", [(1, (6, 2)), (3, (4, 4))], ids=["6-heads", "12-head-rows"])
-def test_the_gluon_forward_walks_every_head_of_a_last_chunk_of_fewer(batch, heads):
-    """The persistent forward takes heads in chunks of gluon_walk.HEAD_CHUNK (4): 6 heads of one sequence,
-    or 3 x 4, end in a chunk of 2 or a whole one. Every row's lse (NaN before) and output equal our Triton
-    forward's within bfloat16's rounding, so no head and no row block is left out or taken twice."""
+@pytest.mark.parametrize("batch,heads", [(3, (2, 1)), (1, (3, 3)), (2, (8, 2))],
+                         ids=["3x2-query-heads-a-kv-head", "3-heads", "2x8-grouped-by-4"])
+def test_the_gluon_forward_walks_every_head_of_every_chunk(batch, heads):
+    """The persistent forward takes heads in chunks, the query heads of one KV head a chunk
+    (gluon_walk._item): 3 sequences of 2 query heads a KV head, 3 heads of their own (chunks of 1), and
+    2 x 8 grouped 4 a KV head. Every row's lse (NaN before) and output equal our Triton forward's within
+    bfloat16's rounding, so no head and no row block is left out or taken twice."""
     from kernels.attention import gluon_flash, triton_flash
 
     gen = torch.Generator(device="cuda").manual_seed(16)

@@ -97,7 +97,7 @@ def _producer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
         item = gl.program_id(0)
     while item < n_items:
         batch, q_head, kv_head, head_row, q_pos0, key0, n_tiles, unmasked_lo, unmasked_hi = _item(
-            item, n_blocks, n_head_rows, n_q_heads, n_kv_heads, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, HALF_M,
+            item, n_blocks, n_q_heads, n_kv_heads, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, HALF_M,
             TILE_N)
         for h in gl.static_range(2):
             mbarrier.wait(q_empty.index(h), (rounds & 1) ^ 1)  # a fresh mbarrier reads as phase 1 completed
@@ -181,7 +181,7 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
         item = gl.program_id(0)
     while item < n_items:
         batch, q_head, kv_head, head_row, q_pos0, key0, n_tiles, unmasked_lo, unmasked_hi = _item(
-            item, n_blocks, n_head_rows, n_q_heads, n_kv_heads, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, HALF_M,
+            item, n_blocks, n_q_heads, n_kv_heads, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, HALF_M,
             TILE_N)
         # ALiBi's slope of head h (0-based) is 2^(-8 (h+1) / H), divided by the scale where the scores
         # reach exp2 in q.k's units (triton_flash says why)

@@ -55,9 +55,6 @@ def take(slot):
     return gl.max(slot.load(layout), axis=0)
 
 
-HEAD_CHUNK = gl.constexpr(4)  # heads whose row blocks a persistent forward's programs take together (`_item`)
-
-
 def document_items(doc_start, rows):
     """The document forward's work items, built once a launcher from doc_start ((B, S) int32, each position's
     document start) with torch ops, as Flex builds its block mask once: (B S + 1,) int32, the flat positions
@@ -88,38 +85,36 @@ def _document_item(item, seq, n_q_heads, DocStart, Items, TILE_N: gl.constexpr):
 
 
 @gluon.jit
-def _item(item, n_blocks, n_head_rows, n_q_heads, n_kv_heads, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
+def _item(item, n_blocks, n_q_heads, n_kv_heads, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
           PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, HALF_M: gl.constexpr, TILE_N: gl.constexpr):
     """Work item `item`: 128 query rows of one head, (batch, q_head, kv_head, head_row, q_pos0, key0,
     n_tiles, unmasked_lo, unmasked_hi): n_tiles key tiles from key position key0, the j-th numbered
     key0 // TILE_N + j, and those numbered in [unmasked_lo, unmasked_hi) every row sees whole (no interval
     test). Under the document mask alone (a window or a prefix beside it walks as the rest), the items
-    `document_items` lists. Otherwise heads go in chunks of HEAD_CHUNK, and within a chunk every head's
-    last row block comes first, then the blocks before: under causal and prefix masks the longest walks
-    start first, so the last ones to finish are short. The chunks keep the programs at work at once on
-    few heads, whose keys and values may then stay in L2: with every head at once (one chunk), the
-    programs walked all 128 heads together at llama-3-8b-s4k, 256 MB of multi-head keys and values against
-    the H200's 50 MB of L2, and multi-head causal cost 1.195-1.21x the baseline where one program a row
-    block (the hardware's order, head by head) cost 0.971 (session 26; L2 the suspect). At 4 heads a
-    chunk, 8 heads at once (16 MB), and the busiest of 132 programs still walks 1.031x the mean (offline
-    count; 1 head a chunk gives 1.12x). Measured on an H200 (session 27): multi-head causal 1.1463 ->
-    1.0875 ms (do_bench, one lease; cuDNN 1.02), gated faster 0.935 (`gate/chunks-docs-h200.md`), and
-    1.108x the baseline per useful FLOP; chunks of other sizes: reports/pending/kv-chunks.patch."""
+    `document_items` lists. Otherwise heads go in chunks, the query heads of one KV head a chunk, and
+    within a chunk every head's last row block comes first, then the blocks before: under causal and
+    prefix masks the longest walks start first, so the last ones to finish are short. The chunks keep the
+    programs at work at once on few KV heads, whose keys and values may then stay in L2: with every head
+    at once (one chunk), multi-head causal at llama-3-8b-s4k (128 heads, 256 MB of keys and values against
+    the H200's 50 MB of L2) cost 1.195-1.21x the baseline where one program a row block cost 0.971
+    (session 26). Session 27 probed chunks of 1, 2, 4 and 8 query heads (do_bench, H200, one lease):
+    multi-head 1.0491, 1.0548, 1.1122 (1.0875 in another lease) and 1.0659 ms, grouped heads (4 a KV
+    head) 0.9946, 0.9726, 0.9522 and 0.9469. Session 28: two KV heads a chunk (multi-head 2 query heads,
+    grouped 8) took multi-head causal from 1.0853-1.0926 to 1.0288-1.0438 ms but alibi (grouped) from
+    1.0294 to 1.0448-1.0519; one KV head a chunk is 1 query head there and main's 4 here."""
     seq, window, prefix, DocStart, Items = masks
     if DOCUMENTS and not WINDOW and not PREFIX:
         batch, q_head, q_pos0, key0, n_tiles = _document_item(item, seq, n_q_heads, DocStart, Items, TILE_N)
         unmasked_lo = key0 // TILE_N
         unmasked_hi = unmasked_lo + n_tiles - 1  # the last tile holds the diagonal
     else:
-        chunk = item // (HEAD_CHUNK * n_blocks)
-        within = item - chunk * HEAD_CHUNK * n_blocks
-        if n_head_rows - chunk * HEAD_CHUNK >= HEAD_CHUNK:  # a whole chunk: shifts, not a division
-            row_block = n_blocks - 1 - within // HEAD_CHUNK
-            head_row = chunk * HEAD_CHUNK + within % HEAD_CHUNK  # batch x n_q_heads + q head
-        else:  # the last chunk holds the heads left over
-            heads = n_head_rows - chunk * HEAD_CHUNK
-            row_block = n_blocks - 1 - within // heads
-            head_row = chunk * HEAD_CHUNK + within % heads
+        # a KV head's query heads are consecutive head rows (batch x n_q_heads + q head), so every chunk
+        # is whole
+        heads = n_q_heads // n_kv_heads
+        chunk = item // (heads * n_blocks)
+        within = item - chunk * heads * n_blocks
+        row_block = n_blocks - 1 - within // heads
+        head_row = chunk * heads + within % heads
         batch, q_head = head_row // n_q_heads, head_row % n_q_heads
         q_pos0 = row_block * 2 * HALF_M
         first_tile, end_tile, unmasked_lo, unmasked_hi = key_walk(q_pos0, batch, seq, window, prefix, DocStart,
