@@ -11,28 +11,28 @@ explicit waits, TMA loads tracked by mbarriers, warp specialisation, the layouts
 and our Triton forward's 1.1518, in one process.
 
 The schedule, FlashAttention-3's: a work item is 128 query rows of one head, and a persistent program
-(one an SM) takes items pid, pid + programs, ..., every head's last row block first (`_item`), or under
-the document mask, whose walks follow the documents, claims each as it comes free (`claim`) from items
-that start at their documents' starts (`document_items`). For
-each, one producer warp loads each consumer's 64 query rows, then K and V tile by tile into rings of
+(one an SM) takes items pid, pid + programs, ..., a KV head's query heads together, each head's last row
+block first (`_item`), or under the document mask, whose walks follow the documents, claims each as it
+comes free (`claim`) from items that start at their documents' starts (`document_items`). For each, one
+producer warp loads each consumer's 64 query rows, then K and V tile by tile into rings of
 STAGES slots (a slot refilled once both consumers have released it, through mbarriers: no CTA barrier
 anywhere in the loop). Two consumer warpgroups of four warps each own 64 rows and run apart, so one's
 softmax can overlap the other's products; within each, FlashAttention-3's order issues S_j = Q K_j^T
-with P_{j-1} V_{j-1} and waits for S_j alone before S_j's softmax. Making the two take turns issuing
-their products (FlashAttention-3's ping-pong, two mbarriers) measured slower at every variant (session
-25, H200, do_bench: causal 1.0288 against 1.0023 ms, softcap_50 1.2174 against 1.1767, alibi 1.1599
-against 1.0979): each turn costs a wait and an arrive that syncs the partition.
+with P_{j-1} V_{j-1} and waits for S_j alone before S_j's softmax. The two taking turns at their products
+(FlashAttention-3's ping-pong) measured slower at every variant (session 25, H200, do_bench: causal 1.0288
+against 1.0023 ms, softcap_50 1.2174 against 1.1767): each turn's wait and arrive syncs the partition.
 Persistence is for the short walks: a consumer releases its query tile once its walk's last S is done
 and writes its output through a tile of its own, so the next item's rows and key tiles load during its
 last P V and its output's store, where a program of its own would start with both rings empty. Gated on
-an H200 against one program a row block (session 25, `gate`, llama-3-8b-s4k, the forward): before the
-bounded softcap below, sliding_window_1024 faster (0.953), gqa_8, document, softcap_50 and alibi the same
-(0.980-0.994); with it, as merged, sliding_window_1024 faster (0.951), the rest the same (0.993-1.007).
+an H200 against one program a row block (session 25, llama-3-8b-s4k): sliding_window_1024 faster
+(0.951-0.953), gqa_8, document, softcap_50 and alibi the same (0.980-1.007).
 
 A softcap forward that fills no lse (inference's) runs exp2 without a running max: the cap bounds it
 (gluon_softmax.py, `bounded_softcap`), and a tile skips the row max, its shuffles and the output's
 rescale. Measured on an H200 (session 25, do_bench, llama-3-8b-s4k): softcap_50 1.1315 ms against
-1.1878 with the max, our causal's 1.0017; gated faster (0.962).
+1.1878 with the max, our causal's 1.0017; gated faster (0.962). Its row sums are the tensor cores' (P
+times a tile of ones beside P V, `gluon_softmax.issue_pv`; session 28): 1.0878 -> 1.0443 ms, our causal's
+0.9527 (1.096x), gated faster 0.949 (gate/rowsum-kv1-h200.md); every other launch sums in float32.
 
 Masks and scores are triton_flash's: query position q sees keys lo(q) <= k <= hi(q), and every bound
 grows with q, so a program's first and last rows bound the key tiles it walks, and tiles every row sees
@@ -390,8 +390,7 @@ def forward_launcher(q, k, v, *, causal, window=None, prefix=None, doc_start=Non
     programs = min(seq // BLOCK_M * batch * n_q_heads, _sm_count(q.device))
     flags = dict(CAUSAL=causal, WINDOW=window is not None, PREFIX=prefix is not None, DOCUMENTS=doc_start is not None,
                  SOFTCAP=softcap is not None, ALIBI=alibi, BOUNDED=bounded, STAGES=STAGES,
-                 CONSUMER_REGISTERS=CONSUMER_REGISTERS,
-                 PRODUCER_REGISTERS=PRODUCER_REGISTERS)
+                 CONSUMER_REGISTERS=CONSUMER_REGISTERS, PRODUCER_REGISTERS=PRODUCER_REGISTERS)
 
     def launcher():
         out = torch.empty_like(q)  # dense, in q's order of dimensions (the backward copies where q's differ)
