@@ -29,11 +29,18 @@
 # 1.136, document 1.280. The forward+backward gate read the forward gate's results (one folder): not run.
 # Fourth: 'bwd_gate rowsum-kv1' (its own folder now).
 # Results: forward+backward gate same at all six, 0.989-1.005 (gate/rowsum-kv1-fwd-bwd-h200.md). Merged.
+# Fifth (the 268 s left): 'moe_decode 150' on main after the merge: issue 17's MoE decode goal, last measured
+# in session 21, at both decode shapes beside the family's baseline, re-timed apart.
 set -u
 root=reports/truth/s28-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip|diff|x baseline'
 mkdir -p "$root"
 source tools/lanes.sh  # vb, branch, worktree, ... gpu_tests, gluon_probe, probed, fwd_round, fwd_gate, ratios
+moe_decode() {  # moe_decode LIMIT: main's MoE layers at both decodes beside the baseline, re-timed apart
+  step moe-decode "$1" $vb run --family moe --tier full --shape deepseek-v3-decode-t16-zipf \
+    --shape mixtral-8x7b-decode-t16-zipf --bench 'MoEForward\.time'
+  truth truth-moe-decode 60 bench_moe.MoEForward.time_forward --most 4
+}
 first='fwd_round rowsum-bounded; gluon_probe main causal_mha $probed;
   gpu_tests gluon-tests-kv kv-chunks -k gluon && gluon_probe kv-chunks causal_mha causal;
   expert_overlap; expert_overlap expert-split; gpu_tests gpu-tests-split expert-split -k expert'
