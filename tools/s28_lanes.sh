@@ -31,6 +31,9 @@
 # Results: forward+backward gate same at all six, 0.989-1.005 (gate/rowsum-kv1-fwd-bwd-h200.md). Merged.
 # Fifth (the 268 s left): 'moe_decode 150' on main after the merge: issue 17's MoE decode goal, last measured
 # in session 21, at both decode shapes beside the family's baseline, re-timed apart.
+# Results: the run stopped at its 150 s limit after the time benchmark (the ratios' run unreached); asv ms,
+# triton / grouped_mm (the baseline): Mixtral softmax 0.683 / 1.14, sigmoid 0.681 / 1.17; DeepSeek-V3 softmax
+# 0.732 / 1.12, sigmoid 0.828 / 1.30; re-timed apart as CUDA-graph loops (softmax): 0.677 / 1.097, 0.731 / 1.118.
 set -u
 root=reports/truth/s28-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip|diff|x baseline'
