@@ -75,6 +75,15 @@ expert_overlap() {  # expert_overlap [BRANCH]: our expert GEMMs at DeepSeek-V3 p
     step probe-expert-overlap 200 python3 tools/probe_expert_overlap.py
   fi
 }
+item_cost() {  # item_cost [BRANCH]: the Gluon forward's cost per item, per key tile and per masked tile, fitted
+  # to full, causal and windows of 128 to 2048 keys (the window's 1.136 and the documents' 1.280 per useful
+  # FLOP walk 8 and 5 tiles an item where causal walks 16.5: session 28)
+  if [ -n "${1:-}" ]; then
+    worktree "$1" && step "item-cost-$1" 120 $(within "$1") python3 tools/probe_item_cost.py
+  else
+    step item-cost 120 python3 tools/probe_item_cost.py
+  fi
+}
 default_tier() {
   step default 600 $vb run
   truth truth-default 240 bench_attention.AttentionForward.time_forward --most 6
