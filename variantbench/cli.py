@@ -15,33 +15,35 @@ import click
 
 from variantbench import gating, merging, runner
 from variantbench.runner import EXIT_BAD_INPUT, EXIT_FAIL, ROOT, fail, sha, shown
+from variantbench.selecting import RowSelection
 from variantbench.shapes import TIERS
 
 _TIER_HELP = ("which shapes: quick (headline), default (every commit), full (the whole grid). "
               "See variantbench.shapes.TIERS.")
 
 
-def filter_options(tier_default, measuring=False):
+def filter_options(tier_default, measuring=False, selecting=False):
     """--family, --variant, --implementation, --shape, --device and --tier, declared once for every
-    command; the command gets them as one runner.Selection, its `selection` argument. `measuring`:
-    they narrow what compare, gate and bisect measure of a commit with no results."""
-    prefix = "Measuring: " if measuring else ""
+    command; the command gets them as one runner.Selection, its `selection` argument. `measuring`: they
+    narrow what compare, gate and bisect measure; `selecting`: the names also pick the rows compared."""
+    measured = "Measuring: " if measuring else ""
+    selected = "Compared (measured where missing): " if selecting else measured
 
-    def said(text):
+    def said(prefix, text):
         text = prefix + text
         return text[0].upper() + text[1:]
 
     options = [
         click.option("--family", "families", multiple=True,
-                     help=said("only these families (repeatable; default: all).")),
-        click.option("--variant", "variants", multiple=True, help=said("only these variants (repeatable).")),
+                     help=said(selected, "only these families (repeatable; default: all).")),
+        click.option("--variant", "variants", multiple=True, help=said(selected, "only these variants (repeatable).")),
         click.option("--implementation", "implementations", multiple=True,
-                     help=said("only these implementations (repeatable).")),
-        click.option("--shape", "shapes", multiple=True, help=said("only these shapes (repeatable).")),
+                     help=said(selected, "only these implementations (repeatable).")),
+        click.option("--shape", "shapes", multiple=True, help=said(selected, "only these shapes (repeatable).")),
         click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
-                     help=said("the device (default: cuda if a GPU is visible).")),
+                     help=said(measured, "the device (default: cuda if a GPU is visible).")),
         click.option("--tier", type=click.Choice(TIERS), default=tier_default, show_default=True,
-                     help=said(_TIER_HELP)),
+                     help=said(measured, _TIER_HELP)),
     ]
 
     def decorate(command):
@@ -57,12 +59,14 @@ def filter_options(tier_default, measuring=False):
     return decorate
 
 
-def _measure_options(with_bench=True):
-    """What compare, gate and bisect measure of a commit with no results: the filters, and these."""
+def _measure_options(selecting=True):
+    """What compare, gate and bisect measure: the filters, and these; `selecting` (compare, gate): a
+    --bench, which with the names also picks the rows compared (bisect has a --bench of its own)."""
+    bench_help = "Compared (measured where missing): asv benchmark regex, as `run --bench` takes it (and its tracks)."
     options = [
         click.option("--no-run", is_flag=True, help="Use only results already present; never measure."),
-        *([click.option("--bench", "-b", default=None, help="Measuring: asv benchmark regex.")] if with_bench else []),
-        filter_options("default", measuring=True),
+        *([click.option("--bench", "-b", default=None, help=bench_help)] if selecting else []),
+        filter_options("default", measuring=True, selecting=selecting),
         click.option("--machine", default=None,
                      help="Compare the results recorded on this asv machine, and record measurements under it "
                           "(default: the one machine with results for both commits)."),
@@ -238,25 +242,25 @@ def run(bench, quick, selection, commit, machine, results_dir, precheck, repeat)
 @_factor_option
 @_measure_options()
 def compare(base, head, results_dir, factor, no_run, bench, selection, machine):
-    """Every timing benchmark present on BASE or HEAD: ratio, noise, significance and a verdict
-    (faster, slower, same, noisy, new, gone, failed, skipped).
+    """Every timing benchmark of the selection present on BASE or HEAD: ratio, noise, significance and
+    a verdict (faster, slower, same, noisy, new, gone, failed, skipped).
 
-    A commit with no results is measured first, in its own git worktree by its own code (unless
-    --no-run). Exits 0; 2 on bad input; 3 when the two were measured on different hardware or
-    software (or several machines have results for both and --machine names none), or one has no
-    results. base_mhz and head_mhz: the mean SM clock over each side's samples; between_run_sigma:
-    the benchmark's run-to-run noise from the history's A/A pairs (aa_pairs of them), added to the
-    samples' own (variantbench.noise)."""
+    A commit lacking the selection's results is measured first (as the gate's --help says; not with
+    --no-run), in its own git worktree by its own code. Exits 0; 2 on bad input; 3 when the two were
+    measured on different hardware or software (or several machines have results for both and
+    --machine names none), or one has no results of the selection. base_mhz and head_mhz: the mean SM
+    clock over each side's samples; between_run_sigma: the benchmark's run-to-run noise from the
+    history's A/A pairs (aa_pairs of them), added to the samples' own (variantbench.noise)."""
     import pandas as pd
 
     from variantbench import gate, noise, results
     from variantbench.measure import Checkouts, measuring_args, measuring_exits
 
-    args = measuring_args(no_run, bench, selection, machine)
+    args, wanted = measuring_args(no_run, bench, selection, machine), RowSelection.of(selection, bench)
     with measuring_exits(), Checkouts(ROOT) as checkouts:
         settings = gate.load_settings(ROOT / "pyproject.toml", factor=factor)
         base_rows, head_rows, identity, notes = checkouts.compared(sha(base), sha(head), results_dir, args,
-                                                                   click.echo, machine)
+                                                                   click.echo, machine, wanted)
         calibration = noise.calibrate(results.load_history(results_dir), ROOT, identity, (sha(base), sha(head)))
     for note in notes:
         click.echo(f"note: {note}")
@@ -283,14 +287,18 @@ def gate_command(base, head, results_dir, factor, no_run, bench, selection, mach
     suspects on both commits (20 samples each, pooled with the first run's). With --no-run nothing is
     measured and no re-run can confirm, so suspects fail as they stand. Benchmarks too noisy for the
     factor are reported and do not gate. Variants already over budget on BASE are reported, not failed.
-    The summary states the SM clocks each side ran at, and notes where they differ by more than 3%."""
+    The summary states the SM clocks each side ran at, and notes where they differ by more than 3%.
+    Results already in --results count only in the rows --bench and the filters select: a commit holding
+    none of them, or none of a timing --bench names, is measured into that folder first, which keeps
+    what it held."""
     from variantbench.measure import measuring_args
 
     if summary_path is not None and not summary_path.parent.is_dir():
         fail(f"--summary {summary_path}: no folder {summary_path.parent} to write it in")
+    args, wanted = measuring_args(no_run, bench, selection, machine), RowSelection.of(selection, bench)
     try:
-        text, failing = gating.run_gate(sha(base), sha(head), results_dir, measuring_args(no_run, bench, selection, machine),
-                                        selection.device, machine, factor=factor)
+        text, failing = gating.run_gate(sha(base), sha(head), results_dir, args, selection.device, machine,
+                                        factor=factor, wanted=wanted)
     except runner.Failed as stop:
         gating.write_summary(summary_path, gating.not_gated(base, head, stop.code, stop.message), quiet=True)
         raise
@@ -361,7 +369,7 @@ def export(results_dir, output):
                    "e.g. 'time_forward.*softcap_50, triton' (not asv's --bench form, which quotes them).")
 @_results_option
 @_factor_option
-@_measure_options(with_bench=False)
+@_measure_options(selecting=False)
 def bisect_command(good, bad, pattern, results_dir, factor, no_run, selection, machine):
     """Find the commit between GOOD and BAD that made a benchmark slower.
 

@@ -1,6 +1,6 @@
-"""The gate as a command: results of BASE and HEAD (measured in their own worktrees where missing),
-regression suspects confirmed by re-running them on both commits, variants newly over budget
-confirmed by re-running their ratios on HEAD, and the Markdown summary."""
+"""The gate as a command: the selected results of BASE and HEAD (measured in their own worktrees
+where missing), regression suspects confirmed by re-running them on both commits, variants newly
+over budget confirmed by re-running their ratios on HEAD, and the Markdown summary."""
 
 import re
 import tempfile
@@ -10,17 +10,19 @@ import click
 
 from variantbench import budget
 from variantbench.runner import EXIT_BAD_INPUT, EXIT_INCOMPARABLE, ROOT, fail
+from variantbench.selecting import EVERY_ROW
 
 
-def run_gate(base_sha, head_sha, results_dir, run_args, device, machine, echo=click.echo, factor=None):
-    """(the gate's Markdown summary, whether it fails)."""
+def run_gate(base_sha, head_sha, results_dir, run_args, device, machine, echo=click.echo, factor=None,
+             wanted=EVERY_ROW):
+    """(the gate's Markdown summary, whether it fails), over the rows `wanted` selects (selecting.RowSelection)."""
     from variantbench import decide, gate, noise, results
     from variantbench.measure import Checkouts, MeasureFailed, confirm_args, measuring_exits
 
     with measuring_exits(), Checkouts(ROOT) as checkouts:
         settings = gate.load_settings(ROOT / "pyproject.toml", factor=factor)
         base_rows, head_rows, identity, notes = checkouts.compared(base_sha, head_sha, results_dir, run_args,
-                                                                   echo, machine)
+                                                                   echo, machine, wanted)
         # Each benchmark's between-run noise from the history's A/A pairs (variantbench.noise), never
         # from this BASE/HEAD pair itself; screen wide only where a confirming re-run follows.
         calibration = noise.calibrate(results.load_history(results_dir), ROOT, identity, (base_sha, head_sha))

@@ -1,4 +1,5 @@
-"""Measuring commits that have no results yet: each in its own git worktree, by its own harness.
+"""Measuring commits that lack the results a command compares: each in its own git worktree, by its
+own harness.
 
 asv builds every commit it measures; in an existing environment it cannot, so `compare`, `gate` and
 `bisect` check the commit out beside this one (`git worktree add --detach`) and run that checkout's
@@ -14,6 +15,8 @@ import tempfile
 import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+
+from variantbench.selecting import EVERY_ROW
 
 
 class MeasureFailed(Exception):
@@ -38,7 +41,7 @@ def measuring_exits():
 
 
 def measuring_args(no_run, bench, selection, machine):
-    """`variantbench run` options measuring a commit with no results; None with --no-run."""
+    """`variantbench run` options measuring a commit that lacks the selected results; None with --no-run."""
     if no_run:
         return None
     return selection.run_args() + [arg for flag, value in (("--bench", bench), ("--machine", machine)) if value
@@ -113,34 +116,68 @@ class Checkouts:
         echo(f"measured {sha[:8]}: exit {process.returncode} in {time.monotonic() - started:.0f} s")
         return process.returncode
 
-    def results_for(self, sha, results_dir: Path, run_args, echo, machine=None):
-        """(rows, identity) of a commit's results on `machine` (None: the one machine that has them);
-        measured first in its own checkout when there are none, unless run_args is None (--no-run).
-        Raises gate.Incomparable when there are still none, or several machines have them."""
+    def results_for(self, sha, results_dir: Path, run_args, echo, machine=None, wanted=EVERY_ROW):
+        """(rows, identity) of a commit's results on `machine` (None: the one machine that has them),
+        the rows `wanted` selects (selecting.RowSelection); measured first in its own checkout where
+        there are none of them, or where --bench names a timed benchmark they hold none of (then only
+        those are measured), unless run_args is None (--no-run). Raises gate.NoResults when there are
+        still none of them, gate.Incomparable when several machines have them.
+
+        Measuring records into the folder that holds the commit's earlier results, and keeps them:
+        asv's `Run.run` (asv/commands/run.py, asv 0.6) calls `Results.load_data` (asv/results.py) on the
+        commit's file before running, and `Results.save` writes back every benchmark it loaded, the
+        ones it ran replaced; `variantbench run` stages a copy of that file for asv (asvrun.run_staged)
+        and publishes each benchmark's newest figures joined with the file as it is then
+        (asvrun.newest_of). A forward-only folder measured for the backward keeps its forwards."""
         from variantbench import gate
 
         try:
-            return gate.commit_results(results_dir, sha, machine)
+            rows, identity = gate.commit_results(results_dir, sha, machine)
         except gate.NoResults:
             if run_args is None:
                 raise
+        else:
+            selected = wanted.rows(rows, self.root)
+            unrecorded = wanted.unrecorded(selected, self.root)
+            if wanted.everything or not (selected.empty or unrecorded):
+                return selected, identity
+            if run_args is None:  # --no-run: compared as held, where it holds some of the selection
+                if selected.empty:
+                    raise gate.NoResults(f"{sha[:8]} has no results of the selection {wanted} under {results_dir}"
+                                         + (f" on {machine}" if machine else "") + " (measure it: leave out --no-run)")
+                return selected, identity
+            if not selected.empty:
+                run_args = measuring_only(run_args, unrecorded)
         code = self.run(sha, results_dir, run_args, echo)
         try:
-            return gate.commit_results(results_dir, sha, machine)
+            rows, identity = gate.commit_results(results_dir, sha, machine)
         except gate.NoResults:
             raise gate.NoResults(f"measuring {sha[:8]} recorded no results (its run exited {code})") from None
+        selected = wanted.rows(rows, self.root)
+        if selected.empty and not wanted.everything:
+            raise gate.NoResults(f"measuring {sha[:8]} recorded no results of the selection {wanted} "
+                                 f"(its run exited {code})")
+        return selected, identity
 
-    def compared(self, base_sha, head_sha, results_dir: Path, run_args, echo, machine=None):
-        """(BASE's rows, HEAD's rows, the identity they share, notes on it), on `machine`, or where
-        none is named on the one machine with results for both (gate.shared_machine); each measured
-        first where it has no results (see `results_for`). Raises gate.Incomparable when their
-        identities differ, or several machines have results for both."""
+    def compared(self, base_sha, head_sha, results_dir: Path, run_args, echo, machine=None, wanted=EVERY_ROW):
+        """(BASE's rows, HEAD's rows, the identity they share, notes on it): the rows `wanted` selects,
+        on `machine`, or where none is named on the one machine with results for both
+        (gate.shared_machine); each measured first where it lacks them (see `results_for`). Raises
+        gate.Incomparable when their identities differ, or several machines have results for both."""
         from variantbench import gate
 
         machine = machine or gate.shared_machine(results_dir, (base_sha, head_sha))
-        base_rows, base_identity = self.results_for(base_sha, results_dir, run_args, echo, machine)
-        head_rows, head_identity = self.results_for(head_sha, results_dir, run_args, echo, machine)
+        base_rows, base_identity = self.results_for(base_sha, results_dir, run_args, echo, machine, wanted)
+        head_rows, head_identity = self.results_for(head_sha, results_dir, run_args, echo, machine, wanted)
         return base_rows, head_rows, *gate.check_identity(base_identity, head_identity)
+
+
+def measuring_only(run_args, benchmarks):
+    """`run_args` (with a --bench, as `measuring_args` makes them) narrowed to `benchmarks` (asv
+    names): their --bench replaced by one naming just those, the filters kept; so what a commit's
+    results hold already is not measured again (a default tier's asv run took 481 s on an H100)."""
+    at = run_args.index("--bench")
+    return [*run_args[:at], *run_args[at + 2:], "--bench", "|".join(rf"^{re.escape(n)}$" for n in benchmarks)]
 
 
 def confirm_args(suspects, device, machine):

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
-from variantbench.catalog import Implementation, typed_name
+from variantbench.catalog import Implementation, answers_to, typed_name
 
 ENV = "VARIANTBENCH_PLUGINS"
 # Names travel comma-separated (VARIANTBENCH_VARIANTS) and `/`-joined (a case's name): neither may
@@ -240,8 +240,7 @@ def recorded(fams, kind: str, names) -> tuple:
     caller's error."""
     found = []
     for name in names:
-        matches = [e.name for fam in fams for e in getattr(fam, kind)
-                   if e.name == name or ("@" not in name and typed_name(e.name) == name)]
+        matches = [e.name for fam in fams for e in getattr(fam, kind) if answers_to(e.name, name)]
         found += matches or [name]
     return tuple(dict.fromkeys(found))
 

@@ -183,12 +183,12 @@ def default_results_dir(device, quick):
 
 def _benchmarks(bench, fams, quick):
     from variantbench import asvrun
+    from variantbench.selecting import benchmarks_named
 
     try:
-        benchmarks = [b for b in asvrun.suite_benchmarks(ROOT) if not bench or re.search(bench, b)]
+        benchmarks = benchmarks_named(asvrun.suite_benchmarks(ROOT), bench, [fam.name for fam in fams])
     except re.error as error:
         fail(f"--bench {bench!r}: not a regular expression ({error})")
-    benchmarks = [b for b in benchmarks if b.split(".")[0] in {f"bench_{fam.name}" for fam in fams}]
     if quick:  # forward figures only: a backward compile doubles a FlexAttention case's setup
         benchmarks = [b for b in benchmarks if not re.search(r"\.time_forward_backward$", b)]
     if not benchmarks:

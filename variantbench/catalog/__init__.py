@@ -161,9 +161,15 @@ def typed_name(name: str) -> str:
     return name.split("@", 1)[0]
 
 
+def answers_to(recorded: str, name: str) -> bool:
+    """Whether the entry recorded as `recorded` answers to `name`, as a user types it (a plug-in's
+    without its @hash) or as recorded."""
+    return recorded == name or ("@" not in name and typed_name(recorded) == name)
+
+
 def _named(entries, name, what):
     for entry in entries:
-        if entry.name == name or ("@" not in name and typed_name(entry.name) == name):
+        if answers_to(entry.name, name):
             return entry
     raise Unsupported(f"unknown {what} {name!r}; known: {', '.join(e.name for e in entries)}")
 
