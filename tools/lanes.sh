@@ -37,9 +37,9 @@ attention_gate() {  # attention_gate BRANCH LIMIT BENCH [NAME]: our attention ga
   # causal is the one multi-head variant: 4x the grouped variants' keys and values (256 MB against 64 MB,
   # the H200's L2 50 MB); without it the persistent forward's cost there (1.195x the baseline per useful
   # FLOP, 0.971 before) went unseen (session 26)
-  # (NAME, gate-BRANCH where not given: the step's log, results and summary; a gate finds a commit's
-  # earlier results in its folder, so the forward+backward gate of a branch gated forward in the same
-  # lease read the forward's: session 28)
+  # (NAME, gate-BRANCH where not given: the step's log, results and summary, apart for each gate; in
+  # session 28 a forward+backward gate after a forward gate of one branch shared its folder and compared
+  # the forward's results, which the gate itself no longer does: it compares the rows --bench selects)
   local head name=${4:-gate-$1}
   head=$(branch "$1") || { echo "== $1: no such branch carried"; return; }
   step "$name" "$2" $vb gate "$(git rev-parse HEAD)" "$head" --factor 1.05 --family attention \

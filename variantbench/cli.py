@@ -1,11 +1,11 @@
 """The `variantbench` command. Exit codes everywhere: 0 pass, 1 regression, mismatch or budget
 exceeded, 2 bad input or infrastructure failure, 3 incomparable or no baseline.
 
-The commands are thin: running cases is variantbench.runner, measuring commits that have no results
-is variantbench.measure, deciding is variantbench.gate."""
+The commands are thin: their shared options are variantbench.cli_options, running cases
+variantbench.runner, measuring commits that lack the results compared variantbench.measure, deciding
+variantbench.gate."""
 
 import dataclasses
-import functools
 import subprocess
 import sys
 import traceback
@@ -14,101 +14,9 @@ from pathlib import Path
 import click
 
 from variantbench import gating, merging, runner
+from variantbench.cli_options import factor_option, filter_options, measure_options, plugin_option, results_option
 from variantbench.runner import EXIT_BAD_INPUT, EXIT_FAIL, ROOT, fail, sha, shown
 from variantbench.selecting import RowSelection
-from variantbench.shapes import TIERS
-
-_TIER_HELP = ("which shapes: quick (headline), default (every commit), full (the whole grid). "
-              "See variantbench.shapes.TIERS.")
-
-
-def filter_options(tier_default, measuring=False, selecting=False):
-    """--family, --variant, --implementation, --shape, --device and --tier, declared once for every
-    command; the command gets them as one runner.Selection, its `selection` argument. `measuring`: they
-    narrow what compare, gate and bisect measure; `selecting`: the names also pick the rows compared."""
-    measured = "Measuring: " if measuring else ""
-    selected = "Compared (measured where missing): " if selecting else measured
-
-    def said(prefix, text):
-        text = prefix + text
-        return text[0].upper() + text[1:]
-
-    options = [
-        click.option("--family", "families", multiple=True,
-                     help=said(selected, "only these families (repeatable; default: all).")),
-        click.option("--variant", "variants", multiple=True, help=said(selected, "only these variants (repeatable).")),
-        click.option("--implementation", "implementations", multiple=True,
-                     help=said(selected, "only these implementations (repeatable).")),
-        click.option("--shape", "shapes", multiple=True, help=said(selected, "only these shapes (repeatable).")),
-        click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
-                     help=said(measured, "the device (default: cuda if a GPU is visible).")),
-        click.option("--tier", type=click.Choice(TIERS), default=tier_default, show_default=True,
-                     help=said(measured, _TIER_HELP)),
-    ]
-
-    def decorate(command):
-        @functools.wraps(command)
-        def with_selection(*args, **kwargs):
-            fields = {f.name: kwargs.pop(f.name) for f in dataclasses.fields(runner.Selection)}
-            return command(*args, selection=runner.Selection(**fields), **kwargs)
-
-        for option in reversed(options):
-            with_selection = option(with_selection)
-        return with_selection
-
-    return decorate
-
-
-def _measure_options(selecting=True):
-    """What compare, gate and bisect measure: the filters, and these; `selecting` (compare, gate): a
-    --bench, which with the names also picks the rows compared (bisect has a --bench of its own)."""
-    bench_help = "Compared (measured where missing): asv benchmark regex, as `run --bench` takes it (and its tracks)."
-    options = [
-        click.option("--no-run", is_flag=True, help="Use only results already present; never measure."),
-        *([click.option("--bench", "-b", default=None, help=bench_help)] if selecting else []),
-        filter_options("default", measuring=True, selecting=selecting),
-        click.option("--machine", default=None,
-                     help="Compare the results recorded on this asv machine, and record measurements under it "
-                          "(default: the one machine with results for both commits)."),
-    ]
-
-    def decorate(command):
-        for option in reversed(options):
-            command = option(command)
-        return command
-
-    return decorate
-
-
-def plugin_option(command):
-    """--plugin PATH_OR_MODULE (repeatable) on a command: the plug-ins it and the processes it starts
-    see (variantbench.plugins.activate). One that cannot be used is one line and exit 2, before anything runs."""
-
-    @functools.wraps(command)
-    def with_plugins(*args, plugins, **kwargs):
-        from variantbench import plugins as plugin_files
-
-        try:
-            for line in plugin_files.activate_for(plugins, kwargs.get("device")):
-                click.echo(line, err=True)
-        except plugin_files.PluginError as why:
-            if kwargs.get("summary_path") is not None:  # the gate's summary says why it could not decide
-                gating.write_summary(kwargs["summary_path"],
-                                     gating.not_gated(kwargs["base"], kwargs["head"], EXIT_BAD_INPUT, str(why)),
-                                     quiet=True)
-            fail(str(why))
-        return command(*args, **kwargs)
-
-    return click.option("--plugin", "plugins", multiple=True, metavar="PATH_OR_MODULE",
-                        help="A plug-in's variants and kernels (a .py file or a module; repeatable), with those "
-                             "[tool.variantbench] plugins of ./pyproject.toml lists.")(with_plugins)
-
-
-_results_option = click.option("--results", "results_dir", type=click.Path(path_type=Path),
-                               default=ROOT / "reports" / "results", show_default=True, help="asv results folder.")
-_factor_option = click.option("--factor", type=click.FloatRange(min=1.0, min_open=True), default=None,
-                              help="Regression factor for this call (default: [tool.variantbench] regression_factor).")
-
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main():
@@ -238,9 +146,9 @@ def run(bench, quick, selection, commit, machine, results_dir, precheck, repeat)
 @plugin_option
 @click.argument("base")
 @click.argument("head")
-@_results_option
-@_factor_option
-@_measure_options()
+@results_option
+@factor_option
+@measure_options()
 def compare(base, head, results_dir, factor, no_run, bench, selection, machine):
     """Every timing benchmark of the selection present on BASE or HEAD: ratio, noise, significance and
     a verdict (faster, slower, same, noisy, new, gone, failed, skipped).
@@ -273,9 +181,9 @@ def compare(base, head, results_dir, factor, no_run, bench, selection, machine):
 @plugin_option
 @click.argument("base")
 @click.argument("head")
-@_results_option
-@_factor_option
-@_measure_options()
+@results_option
+@factor_option
+@measure_options()
 @click.option("--summary", "summary_path", type=click.Path(path_type=Path), default=None,
               help="Write a Markdown summary here (a GitHub job summary or PR comment), also when the gate "
                    "cannot decide (exit 2 or 3): then it says why.")
@@ -315,7 +223,7 @@ def gate_command(base, head, results_dir, factor, no_run, bench, selection, mach
 
 @main.command()
 @plugin_option
-@_results_option
+@results_option
 @click.option("--html", "html_dir", type=click.Path(path_type=Path), default=ROOT / "reports" / "html",
               show_default=True, help="Where the site goes.")
 @click.option("--no-asv", is_flag=True, help="Only our summary page; skip `asv publish` of the per-benchmark history.")
@@ -343,7 +251,7 @@ def report(results_dir, html_dir, no_asv):
 
 @main.command()
 @plugin_option
-@_results_option
+@results_option
 @click.option("--output", "-o", type=click.Path(path_type=Path), required=True,
               help="A .csv or .parquet file (Parquet needs pyarrow).")
 def export(results_dir, output):
@@ -367,9 +275,9 @@ def export(results_dir, output):
 @click.option("--bench", "-b", "pattern", required=True,
               help="Regex on `benchmark(variant, implementation, shape)` as this command prints it, unquoted: "
                    "e.g. 'time_forward.*softcap_50, triton' (not asv's --bench form, which quotes them).")
-@_results_option
-@_factor_option
-@_measure_options(selecting=False)
+@results_option
+@factor_option
+@measure_options(selecting=False)
 def bisect_command(good, bad, pattern, results_dir, factor, no_run, selection, machine):
     """Find the commit between GOOD and BAD that made a benchmark slower.
 
