@@ -69,11 +69,11 @@ def test_a_selection_of_timings_keeps_the_tracks_of_their_power_state():
     from variantbench import runner
     from variantbench.catalog import family
 
-    moe = set(runner._benchmarks(r"MoEForward\.time", [family("moe")], quick=False))
+    moe = set(runner.benchmarks_to_run(r"MoEForward\.time", [family("moe")], quick=False))
     assert {"bench_moe.MoEForward.time_forward", "bench_moe.MoEForwardPower.track_sm_clock_mhz",
             "bench_moe.MoETimingMode.track_cuda_graph"} <= moe
     assert not any("Metrics" in name or "PeakMemory" in name for name in moe)
-    backward = runner._benchmarks(r"AttentionForwardBackward\.time", [family("attention")], quick=False)
+    backward = runner.benchmarks_to_run(r"AttentionForwardBackward\.time", [family("attention")], quick=False)
     assert "bench_attention.AttentionForwardBackwardPower.track_sm_clock_mhz" in backward
     assert "bench_attention.AttentionForwardPower.track_sm_clock_mhz" not in backward  # the forward's
 

@@ -199,13 +199,18 @@ def test_malformed_results_are_one_line_exit_2(tmp_path, damage):
 
 
 def test_renamed_benchmark_is_gone_and_new_not_failed(tmp_path):
+    """Beside a timing both commits hold: two commits sharing none are exit 3 (test_gate_measuring.py)."""
     write(tmp_path, BASE, seed=1)
     write(tmp_path, HEAD, seed=2)
-    path = next(tmp_path.glob(f"*/{HEAD[:8]}*.json"))
-    data = json.loads(path.read_text())
-    data["results"]["bench_attention.AttentionForward.time_forward_renamed"] = data["results"].pop(
-        "bench_attention.AttentionForward.time_forward")
-    path.write_text(json.dumps(data))
+    for commit in (BASE, HEAD):
+        path = next(tmp_path.glob(f"*/{commit[:8]}*.json"))
+        data = json.loads(path.read_text())
+        forward = data["results"]["bench_attention.AttentionForward.time_forward"]
+        data["results"]["bench_attention.AttentionForwardBackward.time_forward_backward"] = forward
+        if commit == HEAD:
+            data["results"]["bench_attention.AttentionForward.time_forward_renamed"] = data["results"].pop(
+                "bench_attention.AttentionForward.time_forward")
+        path.write_text(json.dumps(data))
     result = CliRunner().invoke(main, ["compare", BASE, HEAD, "--no-run", "--results", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert " gone " in result.output and " new " in result.output

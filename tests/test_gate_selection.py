@@ -1,24 +1,26 @@
 r"""compare and gate compare the rows their selection names (--bench, --family, --variant, ...), and
 measure a commit whose results lack them. On an H200 a gate of `--bench 'AttentionForwardBackward\.time'`
 given a folder that held only an earlier gate's forwards compared those forwards and passed, exit 0
-in 0 s. Results are synthetic (tests/test_gate.py's `write`), with a second family's forward added."""
+in 0 s. Results are synthetic (tests/test_gate.py's `write`), with a second family's forward added.
+What is measured where a commit lacks them: tests/test_gate_measuring.py."""
 
 import itertools
 import json
 import math
 import random
 import re
-import shutil
+from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from test_gate import BASE, HEAD, IDENTITY, gate, write
-from variantbench import asvrun, measure
+from test_gate import BASE, HEAD, IDENTITY, IMPLS, gate, write
+from variantbench import asvrun, measure, runner
 from variantbench.cli import main
 from variantbench.runner import ROOT, Selection
-from variantbench.selecting import RowSelection
+from variantbench.selecting import RowSelection, benchmarks_named
 
 FORWARD = "bench_attention.AttentionForward.time_forward"
 BACKWARD = "bench_attention.AttentionForwardBackward.time_forward_backward"
@@ -27,6 +29,7 @@ FORWARD_ONLY = r"AttentionForward\.time"
 BACKWARD_ONLY = r"AttentionForwardBackward\.time"
 SHAPE = "llama-3-8b-s4k"
 GQA_SLOWER = {("gqa_8", "triton", SHAPE): 1.5}  # HEAD's gqa_8 triton forward, 1.5x: a regression with --no-run
+BACKWARD_GRID = [["causal", "gqa_8"], ["sdpa"], [SHAPE]]
 
 
 def timing(seed, grid, slow=1.0):
@@ -69,8 +72,8 @@ def test_a_gate_of_benchmarks_the_results_lack_is_exit_3_in_one_line_with_no_run
     result = gate(tmp_path, "--bench", BACKWARD_ONLY, "--summary", str(tmp_path / "s.md"))
     assert result.exit_code == 3, result.output
     assert result.output.splitlines() == [
-        f"variantbench: {BASE[:8]} has no results of the selection --bench '{BACKWARD_ONLY}' under {tmp_path} on "
-        f"{IDENTITY['machine']} (measure it: leave out --no-run)"]
+        f"variantbench: {BASE[:8]} and {HEAD[:8]} share no timing of the selection --bench '{BACKWARD_ONLY}' under "
+        f"{tmp_path} on {IDENTITY['machine']} (measure them: leave out --no-run)"]
     assert "not gated (exit 3: incomparable or no baseline)" in (tmp_path / "s.md").read_text()
     # a variant the results lack, of a benchmark they hold
     result = gate(tmp_path, "--bench", FORWARD_ONLY, "--variant", "alibi")
@@ -129,57 +132,87 @@ def test_a_typed_plugin_name_selects_its_recorded_rows():
 
 @pytest.fixture
 def fake_measuring(tmp_path, monkeypatch):
+    return fake_runs(tmp_path, monkeypatch)
+
+
+def fake_runs(tmp_path, monkeypatch):
     """Checkouts.run replaced by what `variantbench run` does to the results folder, without asv: the
-    commit's file copied into a staging folder (asvrun.run_staged), the benchmarks its --bench names
-    added to it, each over gqa_8 and causal through sdpa (asv loads the staged file and saves it with
-    them: Results.load_data), then asvrun.publish. Returns the (commit, run args) of each call."""
-    calls = []
-    suite = asvrun.suite_benchmarks(ROOT)
+    commit's file copied into a staging folder (asvrun.run_staged), the benchmarks its --bench and
+    --family name added to it from that commit's file in `truth` (a folder a test writes whole: what
+    a run of the commit records; asv loads the staged file and saves it with them: Results.load_data),
+    then asvrun.publish, under --machine or the runner's own name for this machine (runner.machine_info,
+    here IDENTITY's). Returns calls (the (commit, run args) of each run), truth, and what runs do:
+    `code`, their exit code, and `records`, False for a run that records nothing."""
+    fake = SimpleNamespace(calls=[], truth=tmp_path / "truth", code=0, records=True)
+    monkeypatch.setattr(runner, "machine_info", lambda device: (IDENTITY["machine"], {}))
 
     def run(self, sha, results_dir, run_args, echo):
-        calls.append((sha, run_args))
-        bench = run_args[run_args.index("--bench") + 1]
-        target = results_file(results_dir, sha)
-        staged = tmp_path / "staging" / target.parent.name / target.name
+        fake.calls.append((sha, list(run_args)))
+        if not fake.records:
+            return fake.code
+        machine = measure.recording_machine(run_args)
+        target = Path(results_dir) / machine / f"{sha[:8]}-existing-py.json"
+        staged = tmp_path / "staging" / machine / target.name
         staged.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(target, staged)
-        data = json.loads(staged.read_text())
-        for name in (n for n in suite if re.search(bench, n) and ".time_" in n):
-            data["results"][name] = timing(7, [["causal", "gqa_8"], ["sdpa"], [SHAPE]])
+        truth = json.loads(results_file(fake.truth, sha).read_text())
+        data = (json.loads(target.read_text()) if target.exists()
+                else dict(truth, params=dict(truth["params"], machine=machine), results={}))
+        bench = run_args[run_args.index("--bench") + 1] if "--bench" in run_args else None
+        families = [value for flag, value in zip(run_args, run_args[1:]) if flag == "--family"]
+        for name in benchmarks_named(truth["results"], bench, families):
+            data["results"][name] = truth["results"][name]
         staged.write_text(json.dumps(data))
         asvrun.publish(staged, target)
-        return 0
+        return fake.code
 
     monkeypatch.setattr(measure.Checkouts, "run", run)
-    return calls
+    return fake
 
 
 def measuring_gate(results_dir, *extra):
     return CliRunner().invoke(main, ["gate", BASE, HEAD, "--results", str(results_dir), *extra])
 
 
+def benches(calls):
+    """(commit, --bench) of each measuring run."""
+    return [(sha, args[args.index("--bench") + 1] if "--bench" in args else None) for sha, args in calls]
+
+
+def with_backwards(folder, slow=1.0):
+    """forwards_only's results with each commit's attention backward over causal and gqa_8 through
+    sdpa (HEAD's `slow` times BASE's)."""
+    forwards_only(folder)
+    for commit, seed in ((BASE, 3), (HEAD, 4)):
+        add(folder, commit, BACKWARD, timing(seed, BACKWARD_GRID, slow=slow if commit == HEAD else 1.0))
+
+
 def test_the_gate_measures_a_commit_lacking_the_selection_and_keeps_what_it_held(tmp_path, fake_measuring):
-    forwards_only(tmp_path)
-    held = {c: json.loads(results_file(tmp_path, c).read_text())["results"] for c in (BASE, HEAD)}
-    result = measuring_gate(tmp_path, "--bench", BACKWARD_ONLY)
+    forwards_only(tmp_path / "results")
+    with_backwards(fake_measuring.truth)
+    held = {c: json.loads(results_file(tmp_path / "results", c).read_text())["results"] for c in (BASE, HEAD)}
+    result = measuring_gate(tmp_path / "results", "--bench", BACKWARD_ONLY)
     assert result.exit_code == 0, result.output
-    assert [(sha, args[args.index("--bench") + 1]) for sha, args in fake_measuring] == [
-        (BASE, BACKWARD_ONLY), (HEAD, BACKWARD_ONLY)]
+    assert benches(fake_measuring.calls) == [(BASE, BACKWARD_ONLY), (HEAD, BACKWARD_ONLY)]  # neither held any
     assert compared(result.output) == {(BACKWARD, f"{v}/sdpa/{SHAPE}") for v in ("causal", "gqa_8")}
     for commit, earlier in held.items():
-        now = json.loads(results_file(tmp_path, commit).read_text())["results"]
+        now = json.loads(results_file(tmp_path / "results", commit).read_text())["results"]
         assert {name: now[name] for name in earlier} == earlier  # every earlier benchmark, as it was
         assert BACKWARD in now
 
 
-def test_only_the_timings_a_commit_lacks_are_measured(tmp_path, fake_measuring):
-    forwards_only(tmp_path)
-    result = measuring_gate(tmp_path, "--bench", r"Attention(Forward|ForwardBackward)\.time", "--variant", "causal")
+def test_only_the_timings_a_commit_lacks_that_the_other_holds_are_measured(tmp_path, fake_measuring):
+    """HEAD lacks BASE's backward: HEAD's backward alone is measured, under the user's --variant; the
+    forwards both hold are not measured again."""
+    results = tmp_path / "results"
+    forwards_only(results)
+    add(results, BASE, BACKWARD, timing(3, BACKWARD_GRID))
+    with_backwards(fake_measuring.truth)
+    result = measuring_gate(results, "--bench", r"Attention(Forward|ForwardBackward)\.time", "--variant", "causal")
     assert result.exit_code == 0, result.output
-    narrowed = [args[args.index("--bench") + 1:] for _, args in fake_measuring]
-    assert narrowed == [[rf"^{re.escape(BACKWARD)}$"]] * 2  # the forwards held are not measured again
-    assert all(args.count("--bench") == 1 and "causal" in args for _, args in fake_measuring)
-    assert {b for b, _ in compared(result.output)} == {FORWARD, BACKWARD}
+    assert benches(fake_measuring.calls) == [(HEAD, rf"^{re.escape(BACKWARD)}$")]
+    assert fake_measuring.calls[0][1].count("--bench") == 1 and "causal" in fake_measuring.calls[0][1]
+    assert compared(result.output) == {(FORWARD, f"causal/{impl}/{SHAPE}") for impl in ("sdpa", "flex", "triton")} | {
+        (BACKWARD, f"causal/sdpa/{SHAPE}")}
 
 
 def test_tracks_the_results_lack_are_not_measured_for(tmp_path, fake_measuring):
@@ -189,13 +222,13 @@ def test_tracks_the_results_lack_are_not_measured_for(tmp_path, fake_measuring):
         write(tmp_path, commit, seed=seed)  # no mhz: no power tracks
     result = measuring_gate(tmp_path, "--bench", r"AttentionForward(Power)?\.")
     assert result.exit_code == 0, result.output
-    assert fake_measuring == [] and {b for b, _ in compared(result.output)} == {FORWARD}
+    assert fake_measuring.calls == [] and {b for b, _ in compared(result.output)} == {FORWARD}
 
 
 def test_without_a_selection_results_held_are_compared_and_nothing_is_measured(tmp_path, fake_measuring):
     forwards_only(tmp_path)
     assert measuring_gate(tmp_path, "--factor", "2").exit_code == 0
-    assert fake_measuring == []
+    assert fake_measuring.calls == []
 
 
 def test_a_bench_that_is_no_regular_expression_is_one_line_exit_2_with_results_held(tmp_path):
@@ -229,3 +262,60 @@ def test_asv_keeps_the_benchmarks_a_run_into_a_commits_results_file_did_not_run(
     second.save(tmp_path)
     saved = json.loads(next(tmp_path.glob("m/*.json")).read_text())["results"]
     assert {name: entry[0] for name, entry in saved.items()} == {FORWARD: [1.0], BACKWARD: [2.0]}
+
+
+def budget_rows(output):
+    """The signal-budget table's rows of a gate's summary: {variant: (fastest fused, verdict)}."""
+    return {m[0]: (m[1], m[2]) for m in re.findall(r"\| attention/(\w+) \| [\w-]+ \| (\w+|-) \| [\d.-]+ \| [\d.%]+ "
+                                                  r"\| [\d.]+ \| ([\w ]+) \|", output)}
+
+
+def test_the_signal_budget_is_judged_on_every_implementation_whatever_bench_and_implementation_say(tmp_path):
+    """A variant's verdict is its fastest fused implementation's: with --implementation triton, triton
+    read as sliding_window_1024's fastest and its 1.6 failed a gate that passes without the filter; a
+    timing --bench dropped the ratios (tracks) and judged nothing, so a variant over budget passed."""
+    write(tmp_path, BASE, seed=1, mhz=1800)
+    write(tmp_path, HEAD, seed=2, mhz=1800, ratios={("sliding_window_1024", "triton", SHAPE): 1.6})
+    for extra in ([], ["--implementation", "triton"], ["--bench", FORWARD_ONLY]):
+        result = gate(tmp_path, *extra)
+        assert result.exit_code == 0, (extra, result.output)
+        assert budget_rows(result.output)["sliding_window_1024"] == ("sdpa", "within"), extra
+    write(tmp_path, HEAD, seed=2, mhz=1800, ratios={("sliding_window_1024", impl, SHAPE): 1.6 for impl in IMPLS})
+    for extra in ([], ["--implementation", "sdpa"], ["--bench", FORWARD_ONLY], ["--variant", "sliding_window_1024"]):
+        result = gate(tmp_path, *extra)
+        assert result.exit_code == 1 and "Newly over the signal budget" in result.output, (extra, result.output)
+    assert set(budget_rows(gate(tmp_path, "--variant", "gqa_8").output)) == {"gqa_8"}  # the variants selected
+
+
+def test_a_selection_holding_no_ratio_says_so_in_the_summary(tmp_path):
+    forwards_only(tmp_path)  # MoE forwards, no MoE ratios
+    result = gate(tmp_path, "--family", "moe", "--factor", "2")
+    assert result.exit_code == 0, result.output
+    assert ("No ratio to baseline recorded on HEAD of the selection --family moe: no signal budget is judged."
+            in result.output)
+
+
+@pytest.mark.parametrize("options, line", [
+    (["--bench", "Attention("], "--bench 'Attention(': not a regular expression"),
+    (["--variant", "gqa8"], "variant 'gqa8'; known: causal, gqa_8"),
+    (["--family", "attention", "--implementation", "grouped_mm"], "unknown attention implementation 'grouped_mm'"),
+    (["--bench", FORWARD_ONLY, "--family", "moe"], r"--bench 'AttentionForward\\.time' matches no benchmark of the "
+                                                   "suite's moe"),
+    (["--variant", "causal", "--implementation", "grouped_mm"],
+     "no family knows every name of the selection --variant causal --implementation grouped_mm"),
+    (["--bench", "Power"], "the selection --bench Power names no timing benchmark of the suite"),
+    (["--bench", "Metrics"], "the selection --bench Metrics names no timing benchmark of the suite"),
+])
+def test_options_run_would_refuse_are_one_line_exit_2_before_anything_runs(tmp_path, fake_measuring, options, line):
+    """HEAD has no results, so anything that ran would measure it: a mistyped name or --bench read
+    'no results' (exit 3) after a worktree and a run, and a --bench of tracks alone compared nothing
+    and passed. The gate's summary says why."""
+    write(tmp_path / "results", BASE, seed=1)
+    for command in (["gate", "--summary", str(tmp_path / "s.md")], ["compare"], ["gate", "--no-run"]):
+        result = CliRunner().invoke(main, [command[0], BASE, HEAD, "--results", str(tmp_path / "results"),
+                                           *command[1:], *options])
+        assert result.exit_code == 2, (command, result.output)
+        assert result.output.count("\n") == 1 and result.output.startswith("variantbench: ") and line in result.output
+    assert fake_measuring.calls == []
+    summary = (tmp_path / "s.md").read_text()
+    assert "not gated (exit 2: bad input or infrastructure failure)" in summary and line in summary

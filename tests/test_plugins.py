@@ -154,6 +154,26 @@ def test_editing_the_plugin_files_its_results_under_another_name(sinks):
     assert after == f"attention/sink_window@{tag(sinks)}/sdpa/tiny-s128" and after != before
 
 
+def test_compare_and_gate_select_the_active_plugins_rows_not_an_edited_ones(sinks):
+    """A typed name selects rows by the name the active plug-in records (runner.resolve's mapping):
+    after the file is edited, the figures of its earlier `sink_window@sinks-<hash>` are another kernel's."""
+    import pandas as pd
+
+    from variantbench.runner import Selection
+    from variantbench.selecting import RowSelection
+
+    plugins.activate([str(sinks)])
+    before = f"sink_window@{tag(sinks)}"
+    write_plugin(sinks.parent, window=33)
+    plugins.activate([str(sinks)])
+    now = f"sink_window@{tag(sinks)}"
+    frame = pd.DataFrame({"benchmark": ["bench_attention.AttentionForward.time_forward"] * 3,
+                          "params": [(before, "flex", "tiny-s128"), (now, "flex", "tiny-s128"),
+                                     ("gqa_8", "flex", "tiny-s128")]})
+    picked = RowSelection.of(Selection(variants=("sink_window",)), None).rows(frame, ROOT)
+    assert [params[0] for params in picked.params] == [now]
+
+
 @pytest.fixture
 def suite_modules_kept():
     """`run` imports the suite in its own process to list the benchmarks: the suite's classes built

@@ -188,11 +188,13 @@ def failing(over: pd.DataFrame) -> pd.DataFrame:
     return over[over.verdict == "over budget"]
 
 
-def gate_markdown(head_variants: pd.DataFrame, over: pd.DataFrame) -> list[str]:
+def gate_markdown(head_variants: pd.DataFrame, over: pd.DataFrame, selection: str = "") -> list[str]:
     """The gate summary's budget part: HEAD's variants, then what fails, what a re-run cleared and
-    what was already over on BASE."""
+    what was already over on BASE. `selection`: the options that chose the cases judged (none: all)."""
     lines = ["### Signal budget on HEAD: one row per variant (its fastest fused implementation)", ""]
-    lines += markdown(head_variants) or ["No ratio to baseline recorded on HEAD."]
+    lines += markdown(head_variants) or [
+        "No ratio to baseline recorded on HEAD" + (f" of the selection {selection}" if selection else "")
+        + ": no signal budget is judged."]
     lines.append("")
     failed = failing(over)
     if not failed.empty:

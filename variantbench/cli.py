@@ -13,10 +13,9 @@ from pathlib import Path
 
 import click
 
-from variantbench import gating, merging, runner
+from variantbench import gating, merging, runner, selecting
 from variantbench.cli_options import factor_option, filter_options, measure_options, plugin_option, results_option
 from variantbench.runner import EXIT_BAD_INPUT, EXIT_FAIL, ROOT, fail, sha, shown
-from variantbench.selecting import RowSelection
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main():
@@ -156,7 +155,7 @@ def compare(base, head, results_dir, factor, no_run, bench, selection, machine):
     A commit lacking the selection's results is measured first (as the gate's --help says; not with
     --no-run), in its own git worktree by its own code. Exits 0; 2 on bad input; 3 when the two were
     measured on different hardware or software (or several machines have results for both and
-    --machine names none), or one has no results of the selection. base_mhz and head_mhz: the mean SM
+    --machine names none), or share no timing of the selection. base_mhz and head_mhz: the mean SM
     clock over each side's samples; between_run_sigma: the benchmark's run-to-run noise from the
     history's A/A pairs (aa_pairs of them), added to the samples' own (variantbench.noise)."""
     import pandas as pd
@@ -164,7 +163,7 @@ def compare(base, head, results_dir, factor, no_run, bench, selection, machine):
     from variantbench import gate, noise, results
     from variantbench.measure import Checkouts, measuring_args, measuring_exits
 
-    args, wanted = measuring_args(no_run, bench, selection, machine), RowSelection.of(selection, bench)
+    args, wanted = measuring_args(no_run, bench, selection, machine), selecting.checked(selection, bench)
     with measuring_exits(), Checkouts(ROOT) as checkouts:
         settings = gate.load_settings(ROOT / "pyproject.toml", factor=factor)
         base_rows, head_rows, identity, notes = checkouts.compared(sha(base), sha(head), results_dir, args,
@@ -172,7 +171,8 @@ def compare(base, head, results_dir, factor, no_run, bench, selection, machine):
         calibration = noise.calibrate(results.load_history(results_dir), ROOT, identity, (sha(base), sha(head)))
     for note in notes:
         click.echo(f"note: {note}")
-    table = gate.compare_frames(base_rows, head_rows, settings.regression_factor, calibration)
+    table = gate.compare_frames(wanted.rows(base_rows, ROOT), wanted.rows(head_rows, ROOT), settings.regression_factor,
+                                calibration)
     pd.set_option("display.width", 220)
     click.echo(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
 
@@ -196,15 +196,17 @@ def gate_command(base, head, results_dir, factor, no_run, bench, selection, mach
     measured and no re-run can confirm, so suspects fail as they stand. Benchmarks too noisy for the
     factor are reported and do not gate. Variants already over budget on BASE are reported, not failed.
     The summary states the SM clocks each side ran at, and notes where they differ by more than 3%.
-    Results already in --results count only in the rows --bench and the filters select: a commit holding
-    none of them, or none of a timing --bench names, is measured into that folder first, which keeps
-    what it held."""
+    Results already in --results count only in the rows --bench and the filters select: a commit lacking
+    timings of the selection that the other holds is measured for just those (both, where neither holds
+    any) into that folder first, which keeps what it held; with --no-run the summary says what one
+    lacks. Two commits sharing no timing of the selection are exit 3. The signal budget is judged on the
+    selection's families, variants and shapes, whatever --bench and --implementation say."""
     from variantbench.measure import measuring_args
 
     if summary_path is not None and not summary_path.parent.is_dir():
         fail(f"--summary {summary_path}: no folder {summary_path.parent} to write it in")
-    args, wanted = measuring_args(no_run, bench, selection, machine), RowSelection.of(selection, bench)
     try:
+        args, wanted = measuring_args(no_run, bench, selection, machine), selecting.checked(selection, bench)
         text, failing = gating.run_gate(sha(base), sha(head), results_dir, args, selection.device, machine,
                                         factor=factor, wanted=wanted)
     except runner.Failed as stop:

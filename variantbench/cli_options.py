@@ -62,7 +62,8 @@ def measure_options(selecting=True):
         filter_options("default", measuring=True, selecting=selecting),
         click.option("--machine", default=None,
                      help="Compare the results recorded on this asv machine, and record measurements under it "
-                          "(default: the one machine with results for both commits)."),
+                          "(default: the one machine with results for both commits; to measure into one named "
+                          "otherwise than this machine, name it)."),
     ]
 
     def decorate(command):

@@ -15,14 +15,18 @@ from variantbench.selecting import EVERY_ROW
 
 def run_gate(base_sha, head_sha, results_dir, run_args, device, machine, echo=click.echo, factor=None,
              wanted=EVERY_ROW):
-    """(the gate's Markdown summary, whether it fails), over the rows `wanted` selects (selecting.RowSelection)."""
+    """(the gate's Markdown summary, whether it fails): regressions over the rows `wanted` selects
+    (selecting.RowSelection), the signal budget over those of its families, variants and shapes
+    (RowSelection.budgeted)."""
     from variantbench import decide, gate, noise, results
     from variantbench.measure import Checkouts, MeasureFailed, confirm_args, measuring_exits
 
     with measuring_exits(), Checkouts(ROOT) as checkouts:
         settings = gate.load_settings(ROOT / "pyproject.toml", factor=factor)
-        base_rows, head_rows, identity, notes = checkouts.compared(base_sha, head_sha, results_dir, run_args,
+        base_held, head_held, identity, notes = checkouts.compared(base_sha, head_sha, results_dir, run_args,
                                                                    echo, machine, wanted)
+        base_rows, head_rows = (wanted.rows(rows, ROOT) for rows in (base_held, head_held))
+        base_budget, head_budget = (wanted.budgeted().rows(rows, ROOT) for rows in (base_held, head_held))
         # Each benchmark's between-run noise from the history's A/A pairs (variantbench.noise), never
         # from this BASE/HEAD pair itself; screen wide only where a confirming re-run follows.
         calibration = noise.calibrate(results.load_history(results_dir), ROOT, identity, (base_sha, head_sha))
@@ -42,13 +46,15 @@ def run_gate(base_sha, head_sha, results_dir, run_args, device, machine, echo=cl
                         echo(f"confirming on {commit[:8]} measured nothing ({why}): its suspects stay unconfirmed")
                         reruns.append(base_rows.iloc[0:0])
             verdicts = gate.confirm_frame(verdicts, base_rows, head_rows, *reruns, settings.regression_factor)
-        head_cases = budget.case_frame(head_rows, settings.budget_for)
+        head_cases = budget.case_frame(head_budget, settings.budget_for)
         head_variants = budget.variant_frame(head_cases)
-        over = budget.newly_over(budget.variant_frame(budget.case_frame(base_rows, settings.budget_for)), head_variants)
+        over = budget.newly_over(budget.variant_frame(budget.case_frame(base_budget, settings.budget_for)),
+                                 head_variants)
         if run_args is not None and not over.empty:
-            over = confirm_budget(checkouts, head_sha, head_rows, head_cases, over, settings, device, machine, echo)
-    text = gate.summary_markdown(base_sha, head_sha, identity, verdicts, budget.gate_markdown(head_variants, over),
-                                 settings.regression_factor, notes, gate.power_notes(verdicts, base_rows, head_rows))
+            over = confirm_budget(checkouts, head_sha, head_budget, head_cases, over, settings, device, machine, echo)
+    budget_lines = budget.gate_markdown(head_variants, over, str(wanted.budgeted()))
+    text = gate.summary_markdown(base_sha, head_sha, identity, verdicts, budget_lines, settings.regression_factor,
+                                 notes, gate.power_notes(verdicts, base_rows, head_rows))
     return text, bool(verdicts.verdict.isin(["slower", "failed"]).any() or not budget.failing(over).empty)
 
 

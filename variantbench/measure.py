@@ -16,7 +16,7 @@ import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from variantbench.selecting import EVERY_ROW
+from variantbench.selecting import EVERY_ROW, timing_keys
 
 
 class MeasureFailed(Exception):
@@ -116,12 +116,75 @@ class Checkouts:
         echo(f"measured {sha[:8]}: exit {process.returncode} in {time.monotonic() - started:.0f} s")
         return process.returncode
 
-    def results_for(self, sha, results_dir: Path, run_args, echo, machine=None, wanted=EVERY_ROW):
-        """(rows, identity) of a commit's results on `machine` (None: the one machine that has them),
-        the rows `wanted` selects (selecting.RowSelection); measured first in its own checkout where
-        there are none of them, or where --bench names a timed benchmark they hold none of (then only
-        those are measured), unless run_args is None (--no-run). Raises gate.NoResults when there are
-        still none of them, gate.Incomparable when several machines have them.
+    def results_for(self, sha, results_dir: Path, run_args, echo, machine=None):
+        """(rows, identity) of a commit's results on `machine` (None: the one machine that has them);
+        measured first in its own checkout when there are none, unless run_args is None (--no-run).
+        Raises gate.NoResults when there are still none, gate.Incomparable when several machines have them."""
+        from variantbench import gate
+
+        try:
+            return gate.commit_results(results_dir, sha, machine)
+        except gate.NoResults:
+            if run_args is None:
+                raise
+        code = self.run(sha, results_dir, run_args, echo)
+        try:
+            return gate.commit_results(results_dir, sha, machine)
+        except gate.NoResults:
+            raise gate.NoResults(f"measuring {sha[:8]} recorded no results (its run exited {code})") from None
+
+    def compared(self, base_sha, head_sha, results_dir: Path, run_args, echo, machine=None, wanted=EVERY_ROW):
+        """(BASE's rows, HEAD's rows, the identity they share, notes): every row of each commit's results
+        on `machine`, or where none is named on the one machine with results for both
+        (gate.shared_machine); the caller picks the rows `wanted` selects. With no selection a commit is
+        measured first where it has no results at all (`results_for`), as before there were selections;
+        with one, where it lacks timings of the selection that the other holds (`_selected`). Raises
+        gate.NoResults where the two share no timing of the selection (nothing compared is no pass: a
+        gate of disjoint rows read "gone 12, new 2" and exit 0), gate.Incomparable where their
+        identities differ or several machines have results for both."""
+        from variantbench import gate
+
+        commits = (base_sha, head_sha)
+        on = machine or gate.shared_machine(results_dir, commits)
+        if wanted.everything:
+            sides, notes = [self.results_for(c, results_dir, run_args, echo, on) for c in commits], []
+        else:
+            sides, notes = self._selected(commits, results_dir, run_args, echo, on, wanted)
+        (base_rows, base_identity), (head_rows, head_identity) = sides
+        identity, identity_notes = gate.check_identity(base_identity, head_identity)
+        if not self._timings(sides[0], wanted) & self._timings(sides[1], wanted):
+            raise gate.NoResults(f"{base_sha[:8]} and {head_sha[:8]} share no timing"
+                                 + (f" of the selection {wanted}" if not wanted.everything else "")
+                                 + f" under {results_dir}" + (f" on {on}" if on else "")
+                                 + (" (measure them: leave out --no-run)" if run_args is None else ""))
+        return base_rows, head_rows, identity, identity_notes + notes
+
+    def _selected(self, commits, results_dir: Path, run_args, echo, on, wanted):
+        """([(rows, identity)] of each commit, notes): each measured first where it lacks timings of the
+        selection that the other holds (just their benchmarks, under the user's other filters), both
+        with the run args as given where neither holds any; with --no-run (run_args None) as held,
+        with a note on what one lacks. Demanding only what the other side holds leaves alone what no
+        run records: a benchmark new in HEAD when measuring BASE, a family with no case on this device
+        (the collectives on one GPU), one the names drop; demanded, each started a run that exited 2."""
+        from variantbench import gate
+
+        if run_args is None:  # a commit with no results at all is gate.NoResults, exit 3
+            held = {c: gate.commit_results(results_dir, c, on) for c in commits}
+            return [held[c] for c in commits], _unmeasured(commits, {c: self._timings(held[c], wanted)
+                                                                     for c in commits})
+        held = {c: _held(results_dir, c, on) for c in commits}
+        demands = _demands(commits, {c: self._timings(side, wanted) for c, side in held.items()}, run_args)
+        for commit, (args, _) in demands.items():  # every one before any run: a refusal wastes none
+            _check_recording_machine(commit, on or (held[commit][1]["machine"] if held[commit] else None), args)
+        for commit, (args, adding) in demands.items():
+            held[commit] = self._measured(commit, results_dir, args, echo, on, wanted, adding)
+        return [held[c] for c in commits], []  # BASE may be HEAD (an A/A gate): measured once
+
+    def _measured(self, sha, results_dir: Path, run_args, echo, machine, wanted, adding):
+        """(rows, identity) of `sha` on `machine` after a run of `run_args` that is to add the timing
+        keys `adding` (None: any timing of `wanted`). Raises MeasureFailed where the run exited
+        non-zero without recording them (an exit 0 without them: they are not in that commit's suite,
+        and read new or gone), gate.NoResults where it recorded nothing at all.
 
         Measuring records into the folder that holds the commit's earlier results, and keeps them:
         asv's `Run.run` (asv/commands/run.py, asv 0.6) calls `Results.load_data` (asv/results.py) on the
@@ -131,52 +194,82 @@ class Checkouts:
         (asvrun.newest_of). A forward-only folder measured for the backward keeps its forwards."""
         from variantbench import gate
 
-        try:
-            rows, identity = gate.commit_results(results_dir, sha, machine)
-        except gate.NoResults:
-            if run_args is None:
-                raise
-        else:
-            selected = wanted.rows(rows, self.root)
-            unrecorded = wanted.unrecorded(selected, self.root)
-            if wanted.everything or not (selected.empty or unrecorded):
-                return selected, identity
-            if run_args is None:  # --no-run: compared as held, where it holds some of the selection
-                if selected.empty:
-                    raise gate.NoResults(f"{sha[:8]} has no results of the selection {wanted} under {results_dir}"
-                                         + (f" on {machine}" if machine else "") + " (measure it: leave out --no-run)")
-                return selected, identity
-            if not selected.empty:
-                run_args = measuring_only(run_args, unrecorded)
         code = self.run(sha, results_dir, run_args, echo)
-        try:
-            rows, identity = gate.commit_results(results_dir, sha, machine)
-        except gate.NoResults:
-            raise gate.NoResults(f"measuring {sha[:8]} recorded no results (its run exited {code})") from None
-        selected = wanted.rows(rows, self.root)
-        if selected.empty and not wanted.everything:
-            raise gate.NoResults(f"measuring {sha[:8]} recorded no results of the selection {wanted} "
-                                 f"(its run exited {code})")
-        return selected, identity
+        side = _held(results_dir, sha, machine)
+        recorded = self._timings(side, wanted)
+        if code != 0 and (adding - recorded if adding is not None else not recorded):
+            what = (", ".join(sorted({benchmark for benchmark, _ in adding - recorded})) if adding is not None
+                    else f"any timing of the selection {wanted}")
+            raise MeasureFailed(f"measuring {sha[:8]} exited {code} without recording {what}")
+        if side is None:
+            raise gate.NoResults(f"measuring {sha[:8]} recorded no results (its run exited {code})")
+        return side
 
-    def compared(self, base_sha, head_sha, results_dir: Path, run_args, echo, machine=None, wanted=EVERY_ROW):
-        """(BASE's rows, HEAD's rows, the identity they share, notes on it): the rows `wanted` selects,
-        on `machine`, or where none is named on the one machine with results for both
-        (gate.shared_machine); each measured first where it lacks them (see `results_for`). Raises
-        gate.Incomparable when their identities differ, or several machines have results for both."""
-        from variantbench import gate
+    def _timings(self, side, wanted) -> set:
+        """The timing keys (benchmark, params) `wanted` selects of a commit's (rows, identity); none where
+        it has no results (None)."""
+        return set() if side is None else timing_keys(wanted.rows(side[0], self.root))
 
-        machine = machine or gate.shared_machine(results_dir, (base_sha, head_sha))
-        base_rows, base_identity = self.results_for(base_sha, results_dir, run_args, echo, machine, wanted)
-        head_rows, head_identity = self.results_for(head_sha, results_dir, run_args, echo, machine, wanted)
-        return base_rows, head_rows, *gate.check_identity(base_identity, head_identity)
+
+def _held(results_dir: Path, sha, machine):
+    """(rows, identity) of a commit's results on `machine`; None where it has none."""
+    from variantbench import gate
+
+    try:
+        return gate.commit_results(results_dir, sha, machine)
+    except gate.NoResults:
+        return None
+
+
+def _demands(commits, keys, run_args) -> dict:
+    """{commit: (its run args, the timing keys its run is to add; None: any of the selection)}: each
+    commit lacking timings the other holds (`keys`, each commit's), its run narrowed to their
+    benchmarks; both, with the run args as given, where neither holds any."""
+    base, head = commits
+    if not keys[base] and not keys[head]:
+        return {commit: (run_args, None) for commit in commits}
+    lacking = {base: keys[head] - keys[base], head: keys[base] - keys[head]}
+    return {commit: (measuring_only(run_args, sorted({benchmark for benchmark, _ in adding})), adding)
+            for commit, adding in lacking.items() if adding}
+
+
+def _unmeasured(commits, keys) -> list[str]:
+    """With --no-run, a note per commit lacking timings of the selection the other holds (`keys`)."""
+    base, head = commits
+    return [f"{side} lacks {len(lacking)} timing(s) of the selection that {other} holds; with --no-run none was "
+            f"measured, so they read {verdict}."
+            for side, other, lacking, verdict in (("BASE", "HEAD", keys[head] - keys[base], "new"),
+                                                  ("HEAD", "BASE", keys[base] - keys[head], "gone")) if lacking]
+
+
+def recording_machine(run_args) -> str:
+    """The asv machine `variantbench run RUN_ARGS` records under: its --machine, else this machine's
+    own name for its --device (runner.machine_info, as the run names it)."""
+    from variantbench.device import default_device
+    from variantbench.runner import machine_info
+
+    if "--machine" in run_args:
+        return run_args[run_args.index("--machine") + 1]
+    return machine_info(run_args[run_args.index("--device") + 1] if "--device" in run_args else default_device())[0]
+
+
+def _check_recording_machine(sha, compared_on, run_args):
+    """MeasureFailed (exit 2) where a run of `run_args` would record `sha` under another machine than
+    the one its results are compared on (`compared_on`, inferred): its figures would never be read
+    (results under `lane1`, a gate measured the backward under the GPU's name and passed on the rest)."""
+    if compared_on is None:  # no results to compare it on yet: whatever the run records is read
+        return
+    recording = recording_machine(run_args)
+    if compared_on != recording:
+        raise MeasureFailed(f"{sha[:8]}'s results are compared on machine {compared_on}, but measuring it records "
+                            f"under {recording}: pass --machine {compared_on} to measure into it, or --no-run")
 
 
 def measuring_only(run_args, benchmarks):
-    """`run_args` (with a --bench, as `measuring_args` makes them) narrowed to `benchmarks` (asv
-    names): their --bench replaced by one naming just those, the filters kept; so what a commit's
-    results hold already is not measured again (a default tier's asv run took 481 s on an H100)."""
-    at = run_args.index("--bench")
+    """`run_args` (as `measuring_args` makes them) narrowed to `benchmarks` (asv names): any --bench
+    replaced by one naming just those, the other filters kept; so what a commit's results hold already
+    is not measured again (a default tier's asv run took 481 s on an H100)."""
+    at = run_args.index("--bench") if "--bench" in run_args else len(run_args)
     return [*run_args[:at], *run_args[at + 2:], "--bench", "|".join(rf"^{re.escape(n)}$" for n in benchmarks)]
 
 

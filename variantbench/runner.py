@@ -78,12 +78,18 @@ class Selection:
         return args + (["--device", self.device] if self.device else [])
 
 
+# The name filters, each with the names a family knows for it.
+_NAMED = (
+    ("variant", "variants", lambda fam: [v.name for v in fam.variants]),
+    ("implementation", "implementations", lambda fam: [i.name for i in fam.implementations]),
+    ("shape", "shapes", lambda fam: [s.name for s in fam.shapes]),
+)
+
+
 def resolve(selection):
     """(selection with its device decided, the selected families the name filters leave cases of).
     A name filters the families that know it; a name none of them knows, a shape of another device
     or a device that is not here is one clear line and exit 2."""
-    from variantbench import plugins
-    from variantbench.catalog import Unsupported, families, family
     from variantbench.device import NoDevice, default_device, require
 
     try:
@@ -91,32 +97,42 @@ def resolve(selection):
         require(device)
     except NoDevice as why:
         fail(str(why))
-    selection = dataclasses.replace(selection, device=device)
+    selection, fams = check_names(dataclasses.replace(selection, device=device))
+    for fam in fams:
+        for name in selection.shapes:
+            if name in [s.name for s in fam.shapes] and fam.shape(name).device != device:
+                fail(f"shape {name} belongs to the {fam.shape(name).device} grid, not {device}")
+    return selection, knowing(fams, selection)
+
+
+def check_names(selection):
+    """(selection with a plug-in's typed names as recorded, the families it names: --family's, else
+    all). A family, variant, implementation or shape none of them knows is one clear line and exit 2."""
+    from variantbench import plugins
+    from variantbench.catalog import Unsupported, families, family
+
     try:
         fams = [family(name) for name in selection.families] or list(families())
     except Unsupported as why:
         fail(str(why))
     # A plug-in's entry is typed `sink_window` and recorded `sink_window@sinks-1a2b3c4d`
     # (variantbench.plugins): the selection carries recorded names, as the grids and results do.
-    selection = dataclasses.replace(selection, variants=plugins.recorded(fams, "variants", selection.variants),
-                                    implementations=plugins.recorded(fams, "implementations", selection.implementations))
-    dimensions = (
-        ("variant", selection.variants, lambda fam: [v.name for v in fam.variants]),
-        ("implementation", selection.implementations, lambda fam: [i.name for i in fam.implementations]),
-        ("shape", selection.shapes, lambda fam: [s.name for s in fam.shapes]),
-    )
-    for kind, names, known in dimensions:
-        for name in names:
+    selection = dataclasses.replace(
+        selection, variants=plugins.recorded(fams, "variants", selection.variants),
+        implementations=plugins.recorded(fams, "implementations", selection.implementations))
+    for kind, field, known in _NAMED:
+        for name in getattr(selection, field):
             if not any(name in known(fam) for fam in fams):
                 # several families know the same names (every one has a `reference`): each once
                 fail(f"unknown {'/'.join(f.name for f in fams)} {kind} {name!r}; known: "
                      f"{', '.join(dict.fromkeys(n for fam in fams for n in known(fam)))}")
-    for fam in fams:
-        for name in selection.shapes:
-            if name in [s.name for s in fam.shapes] and fam.shape(name).device != device:
-                fail(f"shape {name} belongs to the {fam.shape(name).device} grid, not {device}")
-    fams = [fam for fam in fams if all(not names or set(names) & set(known(fam)) for _, names, known in dimensions)]
     return selection, fams
+
+
+def knowing(fams, selection):
+    """The families of `fams` that know every name `selection` gives (the others have no case of it)."""
+    given = [(getattr(selection, field), known) for _, field, known in _NAMED]
+    return [fam for fam in fams if all(not names or set(names) & set(known(fam)) for names, known in given)]
 
 
 def families_with_cases(fams, selection):
@@ -181,7 +197,9 @@ def default_results_dir(device, quick):
     return ROOT / "reports" / ("cpu-results" if device == "cpu" else ("quick-results" if quick else "results"))
 
 
-def _benchmarks(bench, fams, quick):
+def benchmarks_to_run(bench, fams, quick=False):
+    """The asv benchmarks `variantbench run --bench BENCH` runs of families `fams`, with the tracks of
+    the timings BENCH names. A BENCH that is no regular expression, or names none, is one line and exit 2."""
     from variantbench import asvrun
     from variantbench.selecting import benchmarks_named
 
@@ -192,7 +210,7 @@ def _benchmarks(bench, fams, quick):
     if quick:  # forward figures only: a backward compile doubles a FlexAttention case's setup
         benchmarks = [b for b in benchmarks if not re.search(r"\.time_forward_backward$", b)]
     if not benchmarks:
-        fail(f"--bench {bench!r} matches no benchmark of the suite")
+        fail(f"--bench {bench!r} matches no benchmark of the suite's {'/'.join(fam.name for fam in fams)}")
     return sorted(set(benchmarks) | set(asvrun.record_tracks(ROOT, benchmarks))) if bench else benchmarks
 
 
@@ -224,7 +242,7 @@ def run(selection, *, bench, quick, commit, machine, results_dir, precheck_first
     if interpreted:
         os.environ["TRITON_INTERPRET"] = "1"  # before this process's first triton import (the checks)
     fams = families_with_cases(fams, selection)
-    benchmarks = _benchmarks(bench, fams, quick)  # a bad --bench fails before the peaks are measured
+    benchmarks = benchmarks_to_run(bench, fams, quick)  # a bad --bench fails before the peaks are measured
     head = sha(commit)
     # asv in the existing environment measures the code checked out here: recording it under another
     # commit would file HEAD's figures as BASE's and poison every later comparison.

@@ -1,11 +1,16 @@
 r"""The rows compare and gate compare: those their selection names (--bench, --family, --variant,
---implementation, --shape), of each commit's recorded results, measured first where they lack them.
+--implementation, --shape), of each commit's recorded results (measured first where one lacks timings
+the other holds: measure.Checkouts.compared).
 
 A results folder holds whatever earlier runs recorded there. A gate of the forward+backward timings
 (`--bench 'AttentionForwardBackward\.time'`) pointed at a folder where an earlier gate had recorded
 BASE's and HEAD's forwards compared those forwards and passed (exit 0 in 0 s, on an H200): it read
 every row, and measured a commit only where it had no results at all. The rows compared are now
 those `variantbench run` with the same options records.
+
+The rows compared are timings (".time_" in the name) with their tracks; the signal budget is judged
+on the ratios of the selection's families, variants and shapes whatever --bench and --implementation
+say (`budgeted`).
 
 --tier and --device only say what is measured: a tier is always set (`default` unless given), so
 filtering rows by it would drop the full tier's shapes from every default gate, which compares them;
@@ -14,10 +19,12 @@ and the device is part of the results' identity, which the gate checks already (
 
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from variantbench.catalog import answers_to
+
+TIMED = ".time_"  # asv's timed benchmarks: `bench_attention.AttentionForward.time_forward`
 
 
 def family_of(benchmark: str) -> str:
@@ -33,6 +40,12 @@ def benchmarks_named(names, bench, family_names) -> list[str]:
             if (not bench or re.search(bench, name)) and (not family_names or family_of(name) in family_names)]
 
 
+def timing_keys(rows) -> set:
+    """{(benchmark, params)} of the timings among `rows` (results.COLUMNS): what compare and gate compare."""
+    timed = rows[rows.benchmark.str.contains(TIMED, regex=False)]
+    return set(zip(timed.benchmark, timed.params))
+
+
 @dataclass(frozen=True)
 class RowSelection:
     """The name filters of a runner.Selection and --bench, as they select recorded rows. Empty: every row."""
@@ -45,15 +58,30 @@ class RowSelection:
 
     @classmethod
     def of(cls, selection, bench):
-        return cls(bench, selection.families, selection.variants, selection.implementations, selection.shapes)
+        """A plug-in's typed name as its active entry records it (plugins.recorded, as runner.resolve
+        maps it): after its file is edited, the figures of its earlier `name@hash` are another
+        kernel's. A name no active entry knows selects every `name@hash` (catalog.answers_to)."""
+        from variantbench import plugins
+        from variantbench.catalog import families
+
+        fams = [fam for fam in families() if not selection.families or fam.name in selection.families]
+        return cls(bench, selection.families, plugins.recorded(fams, "variants", selection.variants),
+                   plugins.recorded(fams, "implementations", selection.implementations), selection.shapes)
 
     @property
     def everything(self) -> bool:
         """Nothing filtered: every recorded row, as compare and gate read them before they filtered."""
         return not (self.bench or self.families or self.variants or self.implementations or self.shapes)
 
+    def budgeted(self) -> "RowSelection":
+        """The rows the signal budget is judged on: those of the selection's families, variants and
+        shapes. A variant's verdict is its fastest fused implementation's, so --implementation cannot
+        narrow it (with --implementation triton, triton read as each variant's fastest and a variant
+        within budget failed); and its ratios are tracks, which a timing --bench left out."""
+        return replace(self, bench=None, implementations=())
+
     def __str__(self):
-        """The options as typed (copied into a shell, they select the same)."""
+        """The options, plug-in names as recorded (copied into a shell, they select the same)."""
         given = [("--bench", self.bench)] if self.bench else []
         given += [(flag, name) for flag, names in (("--family", self.families), ("--variant", self.variants),
                                                    ("--implementation", self.implementations),
@@ -79,21 +107,25 @@ class RowSelection:
         return all(not names or (len(params) > at and any(answers_to(params[at], name) for name in names))
                    for names, at in ((self.variants, 0), (self.implementations, 1), (self.shapes, 2)))
 
-    def unrecorded(self, selected, root: Path) -> list[str]:
-        """The timed benchmarks of `root`'s suite that --bench (and --family) name and that `selected`,
-        the rows this selects of a commit's results, holds none of: what measuring must add.
 
-        Only with --bench. Without it every benchmark is named, and a results file need not hold every
-        one (a family with nothing to run on one GPU, the collectives, is not recorded there): then a
-        commit is measured only where it holds none of the selected rows. Tracks are not asked for:
-        they derive from their timings' processes, and older results lack newer ones (power, session 19)."""
-        from variantbench import asvrun
+def checked(selection, bench) -> RowSelection:
+    """compare's and gate's RowSelection, its options checked before anything runs, as `variantbench
+    run` checks its own: a family or name no family knows (runner.check_names), a --bench that is no
+    regular expression or names no benchmark of the families that know the names
+    (runner.benchmarks_to_run), or a selection of no timing, is one line and exit 2. Unchecked, a
+    mistyped `--variant gqa8` or a bad --bench started a worktree and read "no results" (exit 3), and a
+    --bench of tracks alone compared nothing and passed."""
+    from variantbench import runner
 
-        if not self.bench:
-            return []
-        held = set(selected.benchmark)
-        return [name for name in benchmarks_named(asvrun.suite_benchmarks(root), self.bench, self.families)
-                if ".time_" in name and name not in held]
+    named, fams = runner.check_names(selection)
+    wanted = RowSelection.of(selection, bench)
+    fams = runner.knowing(fams, named)
+    if not fams:
+        runner.fail(f"no family knows every name of the selection {wanted}")
+    if not any(TIMED in name for name in runner.benchmarks_to_run(bench, fams)):
+        runner.fail(f"the selection {wanted} names no timing benchmark of the suite (compare and gate compare "
+                    "timings; their tracks come with them)")
+    return wanted
 
 
 EVERY_ROW = RowSelection()
