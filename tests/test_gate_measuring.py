@@ -239,3 +239,14 @@ def test_timings_both_commits_hold_are_not_measured_again(tmp_path, fake_measuri
     for selection in (["--variant", "causal"], [], ["--family", "attention", "--shape", SHAPE]):
         result = measuring_gate(tmp_path, "--bench", r"Forward\.time", "--factor", "2", *selection)
         assert result.exit_code == 0 and fake_measuring.calls == [], (selection, result.output)
+
+
+def test_timings_the_bench_names_and_neither_commit_holds_are_named_in_the_summary(tmp_path, fake_measuring):
+    """Both hold the forwards, neither the backward `--bench` also names: the forwards are compared and
+    the backward, not measured (neither side holds it to demand it of the other), is named as left out."""
+    forwards_only(tmp_path)
+    result = measuring_gate(tmp_path, "--bench", BOTH, "--factor", "2")
+    assert result.exit_code == 0 and fake_measuring.calls == [], result.output
+    assert f"Neither commit holds {BACKWARD}, which --bench names: not measured" in result.output
+    assert "Neither commit holds" not in measuring_gate(tmp_path, "--bench", r"AttentionForward\.time",
+                                                        "--factor", "2").output

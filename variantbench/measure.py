@@ -178,7 +178,23 @@ class Checkouts:
             _check_recording_machine(commit, on or (held[commit][1]["machine"] if held[commit] else None), args)
         for commit, (args, adding) in demands.items():
             held[commit] = self._measured(commit, results_dir, args, echo, on, wanted, adding)
-        return [held[c] for c in commits], []  # BASE may be HEAD (an A/A gate): measured once
+        # BASE may be HEAD (an A/A gate): measured once
+        return [held[c] for c in commits], self._unheld(wanted, *(self._timings(held[c], wanted) for c in commits))
+
+    def _unheld(self, wanted, *keys) -> list[str]:
+        """A note naming the timings --bench names (in this checkout's suite) that neither commit holds:
+        they are not measured where the two share others (demanding them would start runs that record
+        nothing where no case runs here, the collectives on one GPU), so the gate must say it left them out."""
+        from variantbench import asvrun
+        from variantbench.selecting import TIMED, benchmarks_named
+
+        if not wanted.bench:
+            return []
+        held = {benchmark for side in keys for benchmark, _ in side}
+        unheld = [name for name in benchmarks_named(asvrun.suite_benchmarks(self.root), wanted.bench, wanted.families)
+                  if TIMED in name and name not in held]
+        return [f"Neither commit holds {', '.join(unheld)}, which --bench names: not measured, not compared "
+                f"(gate them alone to measure them)."] if unheld else []
 
     def _measured(self, sha, results_dir: Path, run_args, echo, machine, wanted, adding):
         """(rows, identity) of `sha` on `machine` after a run of `run_args` that is to add the timing
