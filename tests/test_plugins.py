@@ -159,8 +159,8 @@ def test_compare_and_gate_select_the_active_plugins_rows_not_an_edited_ones(sink
     after the file is edited, the figures of its earlier `sink_window@sinks-<hash>` are another kernel's."""
     import pandas as pd
 
-    from variantbench.runner import Selection
-    from variantbench.selecting import RowSelection
+    from variantbench.runner import Selection, check_names
+    from variantbench.selecting import RowSelection, checked
 
     plugins.activate([str(sinks)])
     before = f"sink_window@{tag(sinks)}"
@@ -170,8 +170,9 @@ def test_compare_and_gate_select_the_active_plugins_rows_not_an_edited_ones(sink
     frame = pd.DataFrame({"benchmark": ["bench_attention.AttentionForward.time_forward"] * 3,
                           "params": [(before, "flex", "tiny-s128"), (now, "flex", "tiny-s128"),
                                      ("gqa_8", "flex", "tiny-s128")]})
-    picked = RowSelection.of(Selection(variants=("sink_window",)), None).rows(frame, ROOT)
+    picked = RowSelection.of(check_names(Selection(variants=("sink_window",)))[0], None).rows(frame, ROOT)
     assert [params[0] for params in picked.params] == [now]
+    assert checked(Selection(variants=("sink_window",)), None).variants == (now,)  # what gate and compare select
 
 
 @pytest.fixture

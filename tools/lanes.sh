@@ -69,20 +69,14 @@ moe_layers() {  # main's MoE layers at both decodes and DeepSeek-V3 prefill, bes
 expert_overlap() {  # expert_overlap [BRANCH]: our expert GEMMs at DeepSeek-V3 prefill split by load, hot and cold
   # experts apart and at once (issue 17's 65% of roofline: one after another they read at most 58.2%,
   # tools/moe_expert_bound.py); on the expert-split branch also the layer's own split at five shares
-  if [ -n "${1:-}" ]; then
-    worktree "$1" && step "probe-expert-overlap-$1" 240 $(within "$1") python3 tools/probe_expert_overlap.py
-  else
-    step probe-expert-overlap 200 python3 tools/probe_expert_overlap.py
-  fi
+  local on=${1:-main}
+  worktree "$on" && step "probe-expert-overlap-$on" 240 $(within "$on") python3 tools/probe_expert_overlap.py
 }
 item_cost() {  # item_cost [BRANCH]: the Gluon forward's cost per item, per key tile and per masked tile, fitted
   # to full, causal and windows of 128 to 2048 keys (the window's 1.136 and the documents' 1.280 per useful
   # FLOP walk 8 and 5 tiles an item where causal walks 16.5: session 28)
-  if [ -n "${1:-}" ]; then
-    worktree "$1" && step "item-cost-$1" 120 $(within "$1") python3 tools/probe_item_cost.py
-  else
-    step item-cost 120 python3 tools/probe_item_cost.py
-  fi
+  local on=${1:-main}
+  worktree "$on" && step "item-cost-$on" 120 $(within "$on") python3 tools/probe_item_cost.py
 }
 default_tier() {
   step default 600 $vb run

@@ -41,11 +41,11 @@ class Walk:
 def walk(name, seq, heads, causal, window=None):
     """The work gluon_walk.key_walk gives a mask of keys lo(q) <= k <= hi(q): for each 128-row block, the
     tiles from the first row's lo to the last row's hi, those every row sees whole unmasked."""
+    lo = (lambda q: max(0, q - window + 1)) if window else (lambda q: 0)
+    hi = (lambda q: q) if causal else (lambda q: seq - 1)
     items = tiles = masked = 0
     for q0 in range(0, seq, ROWS):
         first, last = q0, q0 + ROWS - 1
-        lo = (lambda q: max(0, q - window + 1)) if window else (lambda q: 0)
-        hi = (lambda q: q) if causal else (lambda q: seq - 1)
         first_tile, end_tile = lo(first) // TILE, (hi(last) + TILE) // TILE
         unmasked_lo = min(max((lo(last) + TILE - 1) // TILE, first_tile), end_tile)
         unmasked_hi = max(min((hi(first) + 1) // TILE, end_tile), unmasked_lo)

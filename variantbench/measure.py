@@ -152,12 +152,13 @@ class Checkouts:
             sides, notes = self._selected(commits, results_dir, run_args, echo, on, wanted)
         (base_rows, base_identity), (head_rows, head_identity) = sides
         identity, identity_notes = gate.check_identity(base_identity, head_identity)
-        if not self._timings(sides[0], wanted) & self._timings(sides[1], wanted):
+        base_keys, head_keys = (self._timings(side, wanted) for side in sides)
+        if not base_keys & head_keys:
             raise gate.NoResults(f"{base_sha[:8]} and {head_sha[:8]} share no timing"
                                  + (f" of the selection {wanted}" if not wanted.everything else "")
                                  + f" under {results_dir}" + (f" on {on}" if on else "")
                                  + (" (measure them: leave out --no-run)" if run_args is None else ""))
-        return base_rows, head_rows, identity, identity_notes + notes
+        return base_rows, head_rows, identity, identity_notes + notes + self._unheld(wanted, base_keys, head_keys)
 
     def _selected(self, commits, results_dir: Path, run_args, echo, on, wanted):
         """([(rows, identity)] of each commit, notes): each measured first where it lacks timings of the
@@ -178,8 +179,7 @@ class Checkouts:
             _check_recording_machine(commit, on or (held[commit][1]["machine"] if held[commit] else None), args)
         for commit, (args, adding) in demands.items():
             held[commit] = self._measured(commit, results_dir, args, echo, on, wanted, adding)
-        # BASE may be HEAD (an A/A gate): measured once
-        return [held[c] for c in commits], self._unheld(wanted, *(self._timings(held[c], wanted) for c in commits))
+        return [held[c] for c in commits], []  # BASE may be HEAD (an A/A gate): measured once
 
     def _unheld(self, wanted, *keys) -> list[str]:
         """A note naming the timings --bench names (in this checkout's suite) that neither commit holds:

@@ -58,15 +58,10 @@ class RowSelection:
 
     @classmethod
     def of(cls, selection, bench):
-        """A plug-in's typed name as its active entry records it (plugins.recorded, as runner.resolve
-        maps it): after its file is edited, the figures of its earlier `name@hash` are another
-        kernel's. A name no active entry knows selects every `name@hash` (catalog.answers_to)."""
-        from variantbench import plugins
-        from variantbench.catalog import families
-
-        fams = [fam for fam in families() if not selection.families or fam.name in selection.families]
-        return cls(bench, selection.families, plugins.recorded(fams, "variants", selection.variants),
-                   plugins.recorded(fams, "implementations", selection.implementations), selection.shapes)
+        """The rows `selection` names, as runner.check_names returns it: a plug-in's typed name as its
+        active entry records it (after its file is edited, the figures of its earlier `name@hash` are
+        another kernel's). A typed name left as typed selects every `name@hash` (catalog.answers_to)."""
+        return cls(bench, selection.families, selection.variants, selection.implementations, selection.shapes)
 
     @property
     def everything(self) -> bool:
@@ -118,7 +113,7 @@ def checked(selection, bench) -> RowSelection:
     from variantbench import runner
 
     named, fams = runner.check_names(selection)
-    wanted = RowSelection.of(selection, bench)
+    wanted = RowSelection.of(named, bench)
     fams = runner.knowing(fams, named)
     if not fams:
         runner.fail(f"no family knows every name of the selection {wanted}")
