@@ -7,6 +7,17 @@
 # as q-doc (q-ring, then doc-early rebased on it: one conflict, the document rows' last store), tested; where
 # right, the cost per item on main and on q-doc (tools/probe_item_cost.py), and the five probed forwards on
 # main, q-doc and q-ring alone; where wrong, each patch's own round.
+# Results: 19 of 19; do_bench (main / q-doc / q-ring) causal 0.9454 / 0.9344 / 0.9340, softcap_50 1.0496 /
+# 1.0583 / 1.0287, alibi 1.0381 / 1.1130 / 1.0434, sliding_window_1024 0.5112 / 0.5071 / 0.4907, document
+# 0.4006 / 0.3984 / 0.3996; item cost: the fit is ill-posed (every mask has 4096 items, and the windows'
+# masked tiles, about two an item, move with them: per item -1.9 us on main), but window_128's 2-tile items
+# cost 7.0 us where two of full's tiles cost 3.6 us. doc-early dropped.
+# Second call, warm (the first's environment gone: a warm call sources tools/gpu-env.sh): 'fwd_gate q-ring;
+# gluon_probe main sliding_window_1024 causal softcap_50; gluon_probe q-ring ...': the gate failed (no asv on
+# the path); probes (main / q-ring) window 0.5134 / 0.4890, causal 0.9456 / 0.9357, softcap_50 1.0779 / 1.0647.
+# Third call: 'fwd_gate q-ring; ratios q-ring': gate same at all six (window 0.968, softcap_50 0.976, gqa_8
+# 0.985); ratios on q-ring causal 1.02, gqa_8 0.905, window 1.09, document 1.298, softcap_50 1.007, alibi
+# 1.019. Merged.
 set -u
 root=reports/truth/s29-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip|diff|x baseline'

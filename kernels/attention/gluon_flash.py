@@ -21,11 +21,12 @@ softmax can overlap the other's products; within each, FlashAttention-3's order 
 with P_{j-1} V_{j-1} and waits for S_j alone before S_j's softmax. The two taking turns at their products
 (FlashAttention-3's ping-pong) measured slower at every variant (session 25, H200, do_bench: causal 1.0288
 against 1.0023 ms, softcap_50 1.2174 against 1.1767): each turn's wait and arrive syncs the partition.
-Persistence is for the short walks: a consumer releases its query tile once its walk's last S is done
-and writes its output through a tile of its own, so the next item's rows and key tiles load during its
-last P V and its output's store, where a program of its own would start with both rings empty. Gated on
-an H200 against one program a row block (session 25, llama-3-8b-s4k): sliding_window_1024 faster
-(0.951-0.953), gqa_8, document, softcap_50 and alibi the same (0.980-1.007).
+Persistence is for the short walks: the next item's key tiles load during the last P V (gated on an H200
+against one program a row block, session 25: sliding_window_1024 faster 0.951, the rest the same), and each
+consumer holds two items' query tiles, so the next item's rows load during this walk and each output leaves
+through its own item's tile (released one S and softmax into the next item, its store gone). Measured on an
+H200 (session 29, do_bench, llama-3-8b-s4k): sliding_window_1024 0.5112, 0.5134 -> 0.4907, 0.4890 ms,
+causal 0.9454 -> 0.9340; gated same at six forwards, the window 0.968 (gate/q-ring-h200.md).
 
 A softcap forward that fills no lse (inference's) runs exp2 without a running max: the cap bounds it
 (gluon_softmax.py, `bounded_softcap`), and a tile skips the row max, its shuffles and the output's
@@ -53,11 +54,10 @@ import os
 import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
-                                                               warpgroup_mma_wait)
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from kernels.attention.gluon_rings import load_key_tiles, ones_tiles, ring
+from kernels.attention.gluon_rings import load_key_tiles, ones_tiles, ring, store_rows
 from kernels.attention.gluon_softmax import LOG2E, _softmax, bounded_softcap, issue_pv, row_sums_zero
 from kernels.attention.gluon_walk import _item, claim, document_items, post, take
 # the masks' key intervals: a Triton function, which Gluon calls as its own
@@ -75,9 +75,10 @@ CONSUMER_REGISTERS, PRODUCER_REGISTERS, MAX_REGISTERS = 232, 24, 168
 @gluon.jit
 def _producer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
               PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr):
-    """One warp: for each of the program's work items, each consumer's query rows once that consumer has
-    done with the last item's, then every key tile of the item's walk, K and V through the copy engine into
-    the rings (their position runs on across items), each slot once both consumers have released it.
+    """One warp: for each of the program's work items, each consumer's query rows into its tile for that
+    item (two a consumer, alternating) once the item before last has left it, then every key tile of the
+    item's walk, K and V through the copy engine into the rings (their position runs on across items), each
+    slot once both consumers have released it.
     Under the document mask the items are claimed (`claim`): each item's number goes to the consumers
     with its query rows, and out of items, a number past the last. The next item is claimed once this
     one's first key tile is on its way: Triton hands an atomic's result to the warp at once, so the claim's
@@ -85,7 +86,7 @@ def _producer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
     before the key tiles, every forward measured 3.6-5.5% slower, session 26)."""
     q_desc, k_desc, v_desc = descs[0], descs[1], descs[2]
     q_bars, q_empty, keys, values = bars
-    q_halves, claimed = bufs[0], bufs[2]
+    q_tiles, claimed = bufs[0], bufs[1]
     Claims, n_items, n_blocks, n_head_rows, n_q_heads, n_kv_heads = work
     TILE_N: gl.constexpr = k_desc.block_type.shape[2]
     HALF_M: gl.constexpr = q_desc.block_type.shape[2]
@@ -100,12 +101,13 @@ def _producer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
             item, n_blocks, n_q_heads, n_kv_heads, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, HALF_M,
             TILE_N)
         for h in gl.static_range(2):
-            mbarrier.wait(q_empty.index(h), (rounds & 1) ^ 1)  # a fresh mbarrier reads as phase 1 completed
+            tile = rounds % 2 * 2 + h  # (`_consumer`: a consumer's query tiles alternate between items)
+            mbarrier.wait(q_empty.index(tile), (rounds // 2 & 1) ^ 1)  # a fresh mbarrier reads as phase 1 completed
             if DOCUMENTS:
-                post(claimed.index(h), item)
-            mbarrier.expect(q_bars.index(h), q_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(q_desc, [batch, q_head, q_pos0 + h * HALF_M, 0], q_bars.index(h),
-                                            q_halves.index(h))
+                post(claimed.index(tile), item)
+            mbarrier.expect(q_bars.index(tile), q_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(q_desc, [batch, q_head, q_pos0 + h * HALF_M, 0], q_bars.index(tile),
+                                            q_tiles.index(tile))
         if DOCUMENTS:
             load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, key0, 1, loaded)
             following = claim(Claims)
@@ -118,19 +120,10 @@ def _producer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
         item = following
     if DOCUMENTS:
         for h in gl.static_range(2):
-            mbarrier.wait(q_empty.index(h), (rounds & 1) ^ 1)
-            post(claimed.index(h), item)
-            mbarrier.arrive(q_bars.index(h), count=1)
-
-
-@gluon.jit
-def store_rows(o_desc, o_smem, o_tile, acc, batch, q_head, row):
-    """A consumer's output rows through the copy engine from its own tile in shared memory (o_smem, the tile
-    o_tile seen as rows x 128), once the tile's last store has left it."""
-    tma.store_wait(pendings=0)
-    o_smem.store(acc.to(o_desc.dtype))
-    fence_async_shared()
-    tma.async_copy_shared_to_global(o_desc, [batch, q_head, row, 0], o_tile)
+            tile = rounds % 2 * 2 + h
+            mbarrier.wait(q_empty.index(tile), (rounds // 2 & 1) ^ 1)
+            post(claimed.index(tile), item)
+            mbarrier.arrive(q_bars.index(tile), count=1)
 
 
 @gluon.jit
@@ -139,16 +132,16 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
               BOUNDED: gl.constexpr, HALF: gl.constexpr):
     """Four warps, one warpgroup: for each of the program's work items (under the document mask, the one
     the producer hands it, its number read once the query tile is in), 64 query rows (half HALF of the
-    item's 128) through every key tile of its walk, then their output through the copy engine (from this
-    half's output tile in shared memory, its last store waited for first; a document's last item's rows of
-    the next document are not stored, so its rows go out masked) and their lse. The query tile is
-    released once the walk's last S is done, so the producer loads the next item's during the last P V and
-    the output's store."""
+    item's 128) through every key tile of its walk, then their output through the copy engine (from the
+    item's query tile, every S done; a document's last item's rows of the next document are not stored, so
+    its rows go out masked) and their lse. The last item's query tile is released after this item's first
+    tile, its output's store gone, so the producer loads the item after this one's rows during this walk:
+    with one query tile a consumer, the next item's rows began to load only once the walk's last S was done."""
     q_desc, k_desc, v_desc, o_desc = descs
     q_bars, q_empty, keys, values = bars
     k_ring, k_ready, k_empty = keys
     v_ring, v_ready, v_empty = values
-    q_halves, o_halves, claimed, ones = bufs
+    q_tiles, claimed, ones = bufs
     Claims, n_items, n_blocks, n_head_rows, n_q_heads, n_kv_heads = work
     Lse, sm_scale, softcap, Out, stride_b, stride_h, stride_s = scores
     seq, DocStart = masks[0], masks[3]
@@ -162,8 +155,6 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
                                                        instr_shape=[16, HEAD_DIM, 16])
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     o_rows: gl.constexpr = gl.SliceLayout(1, o_layout)
-    q_smem = q_halves.index(HALF).reshape([HALF_M, HEAD_DIM])  # the copy engine's (1, 1, rows, 128) tile
-    o_smem = o_halves.index(HALF).reshape([HALF_M, HEAD_DIM])
     if SOFTCAP and ALIBI:  # the capped score joins the bias in plain units
         to_log2 = LOG2E
     elif SOFTCAP:
@@ -180,6 +171,9 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
     else:
         item = gl.program_id(0)
     while item < n_items:
+        q_index = rounds % 2 * 2 + HALF  # this item's query tile, then its output's
+        q_tile = q_tiles.index(q_index)
+        q_smem = q_tile.reshape([HALF_M, HEAD_DIM])  # the copy engine's (1, 1, rows, 128) tile
         batch, q_head, kv_head, head_row, q_pos0, key0, n_tiles, unmasked_lo, unmasked_hi = _item(
             item, n_blocks, n_q_heads, n_kv_heads, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, HALF_M,
             TILE_N)
@@ -203,7 +197,7 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
         acc = gl.zeros([HALF_M, HEAD_DIM], gl.float32, layout=o_layout)
 
         if not DOCUMENTS:  # (under the document mask, waited for before the item's number was read)
-            mbarrier.wait(q_bars.index(HALF), rounds & 1)
+            mbarrier.wait(q_bars.index(q_index), rounds // 2 & 1)
         slot, phase = loaded % STAGES, (loaded // STAGES) & 1
         mbarrier.wait(k_ready.index(slot), phase)
         s = warpgroup_mma(q_smem, k_ring.index(slot).reshape([TILE_N, HEAD_DIM]).permute((1, 0)), s_zero,
@@ -214,6 +208,9 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
                                       (first_tile < unmasked_lo) | (first_tile >= unmasked_hi), SOFTCAP, ALIBI,
                                       BOUNDED)
         p = gl.convert_layout(p.to(v_desc.dtype), p_layout)  # carried as the 16-bit operand: 32 registers, not 64
+        if rounds > 0:  # the last item's output has left its tile (one S and softmax ago): the producer may
+            tma.store_wait(pendings=0)  # load the item after this one's rows there
+            mbarrier.arrive(q_empty.index(q_index ^ 2), count=1)
         for j in range(1, n_tiles):
             slot, phase = (loaded + j) % STAGES, ((loaded + j) // STAGES) & 1
             prev, prev_phase = (loaded + j - 1) % STAGES, ((loaded + j - 1) // STAGES) & 1
@@ -240,7 +237,6 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
             p = p_next
             if not BOUNDED:
                 acc = acc * gl.convert_layout(alpha, o_rows)[:, None]
-        mbarrier.arrive(q_empty.index(HALF), count=1)  # every S of the walk is done: the next item's rows may load
         last = loaded + n_tiles - 1
         mbarrier.wait(v_ready.index(last % STAGES), (last // STAGES) & 1)
         acc, l_i = issue_pv(p, v_ring.index(last % STAGES).reshape([TILE_N, HEAD_DIM]), ones.index(last % STAGES),
@@ -259,7 +255,7 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
             gl.store(Lse + head_row * seq + rows, m_i + gl.log2(l_i), mask=in_doc)
             last_row = q_pos0 + HALF * HALF_M + HALF_M - 1
             if (last_row < seq) & (gl.load(DocStart + batch * seq + gl.minimum(last_row, seq - 1)) == key0):
-                store_rows(o_desc, o_smem, o_halves.index(HALF), acc, batch, q_head, q_pos0 + HALF * HALF_M)
+                store_rows(o_desc, q_smem, q_tile, acc, batch, q_head, q_pos0 + HALF * HALF_M)
             else:
                 # (the copy engine's box would write them); offsets in int64, as the copy engine's are
                 o_at = (Out + batch.to(gl.int64) * stride_b + q_head * stride_h
@@ -269,11 +265,11 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
         else:
             gl.store(Lse + head_row * seq + q_pos0 + HALF * HALF_M
                      + gl.arange(0, HALF_M, layout=gl.SliceLayout(1, s_layout)), m_i + gl.log2(l_i))
-            store_rows(o_desc, o_smem, o_halves.index(HALF), acc, batch, q_head, q_pos0 + HALF * HALF_M)
+            store_rows(o_desc, q_smem, q_tile, acc, batch, q_head, q_pos0 + HALF * HALF_M)
         rounds += 1
         if DOCUMENTS:
-            mbarrier.wait(q_bars.index(HALF), rounds & 1)
-            item = take(claimed.index(HALF))
+            mbarrier.wait(q_bars.index(rounds % 2 * 2 + HALF), rounds // 2 & 1)
+            item = take(claimed.index(rounds % 2 * 2 + HALF))
         else:
             item += gl.num_programs(0)
     tma.store_wait(pendings=0)
@@ -291,18 +287,19 @@ def _attention_forward(q_desc, k_desc, v_desc, o_desc, Out, Lse, Claims, DocStar
     HALF_M: gl.constexpr = q_desc.block_type.shape[2]
     n_blocks = seq // (2 * HALF_M)
 
-    q_halves = gl.allocate_shared_memory(q_desc.dtype, [2] + q_desc.block_type.shape, q_desc.layout)
-    o_halves = gl.allocate_shared_memory(o_desc.dtype, [2] + o_desc.block_type.shape, o_desc.layout)
-    q_bars = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    q_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    claimed = gl.allocate_shared_memory(gl.int32, [2, 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))  # `post`
-    for h in gl.static_range(2):
-        mbarrier.init(q_bars.index(h), count=1)
-        mbarrier.init(q_empty.index(h), count=1)  # its own consumer's arrival
+    # each consumer's query rows of two items (tile rounds % 2 x 2 + consumer, rounds the items the program
+    # has started), each item's output stored through its own (the layouts are one: `descriptor_layout`)
+    q_tiles = gl.allocate_shared_memory(q_desc.dtype, [4] + q_desc.block_type.shape, q_desc.layout)
+    q_bars = gl.allocate_shared_memory(gl.int64, [4, 1], mbarrier.MBarrierLayout())
+    q_empty = gl.allocate_shared_memory(gl.int64, [4, 1], mbarrier.MBarrierLayout())
+    claimed = gl.allocate_shared_memory(gl.int32, [4, 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))  # `post`
+    for tile in gl.static_range(4):
+        mbarrier.init(q_bars.index(tile), count=1)
+        mbarrier.init(q_empty.index(tile), count=1)  # its own consumer's arrival
 
     descs = (q_desc, k_desc, v_desc, o_desc)
     bars = (q_bars, q_empty, ring(k_desc, STAGES), ring(v_desc, STAGES))
-    bufs = (q_halves, o_halves, claimed, ones_tiles(q_desc.dtype, STAGES, k_desc.block_type.shape[2], BOUNDED))
+    bufs = (q_tiles, claimed, ones_tiles(q_desc.dtype, STAGES, k_desc.block_type.shape[2], BOUNDED))
     if DOCUMENTS and not WINDOW and not PREFIX:  # `document_items`' count, after its B x S positions
         n_items = gl.load(Items + n_head_rows // n_q_heads * seq) * n_q_heads
     else:

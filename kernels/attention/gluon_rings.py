@@ -1,6 +1,7 @@
 """The copy engine's rings for our Gluon attention kernels (gluon_flash.py's forward, gluon_dq.py's dQ,
 gluon_backward.py's dK/dV): tiles in shared memory, each with an mbarrier the copy engine completes and
-one the two consumer warpgroups release it through, and the producer's side that fills them."""
+one the two consumer warpgroups release it through, the producer's side that fills them, and the forward's
+output leaving through its query tile."""
 
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
@@ -62,3 +63,13 @@ def ones_tiles(dtype: gl.constexpr, STAGES: gl.constexpr, TILE_N: gl.constexpr, 
                                 layout=gl.BlockedLayout([1, 8], [2, 16], [gl.num_warps(), 1], [1, 0])))
         fence_async_shared()  # the generic proxy's stores, before the tensor cores' reads
     return ones
+
+
+@gluon.jit
+def store_rows(o_desc, o_smem, o_tile, acc, batch, q_head, row):
+    """A consumer's output rows through the copy engine from its item's query tile in shared memory (o_smem,
+    the tile o_tile seen as rows x 128): every S done, and no store pending (`_consumer` waits for the last
+    item's as it releases that item's tile)."""
+    o_smem.store(acc.to(o_desc.dtype))
+    fence_async_shared()
+    tma.async_copy_shared_to_global(o_desc, [batch, q_head, row, 0], o_tile)
