@@ -18,6 +18,10 @@
 # Third call: 'fwd_gate q-ring; ratios q-ring': gate same at all six (window 0.968, softcap_50 0.976, gqa_8
 # 0.985); ratios on q-ring causal 1.02, gqa_8 0.905, window 1.09, document 1.298, softcap_50 1.007, alibi
 # 1.019. Merged.
+# Second lease: 'gpu_tests gluon-tests-s0-ahead s0-ahead -k gluon && { gluon_probe main $probed; gluon_probe
+# s0-ahead $probed; gluon_probe main causal; gluon_probe s0-ahead causal; }; bwd_probe_branch main gqa_8':
+# each item's first S issued during the last item's final P V and stores, tested and probed beside main twice,
+# and main's forward+backward beside Flex and SDPA (issue 17's 1.2x Flex, last measured in session 24).
 set -u
 root=reports/truth/s29-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip|diff|x baseline'
