@@ -22,6 +22,12 @@
 # s0-ahead $probed; gluon_probe main causal; gluon_probe s0-ahead causal; }; bwd_probe_branch main gqa_8':
 # each item's first S issued during the last item's final P V and stores, tested and probed beside main twice,
 # and main's forward+backward beside Flex and SDPA (issue 17's 1.2x Flex, last measured in session 24).
+# Results: 19 of 19; do_bench (main / s0-ahead) causal 0.9340 / 0.9413, softcap_50 1.0325 / 1.0722, alibi
+# 1.0481 / 1.0818, window 0.4886 / 0.4940, document 0.3967 / 0.3957: dropped. Forward+backward at gqa_8
+# (tools/probe_attention_backward.py): ours 4.334 ms (444 TFLOP/s), Flex 5.470 (352): 1.262x; SDPA 4.054.
+# Third lease: 'gpu_tests gluon-tests-diag-half diag-half -k gluon && { gluon_probe main $probed; gluon_probe
+# diag-half $probed; fwd_gate diag-half; bwd_gate diag-half; }': the first consumer's diagonal tile at half
+# width (its rows see none of the tile's last 64 keys), tested, probed beside main, gated both ways.
 set -u
 root=reports/truth/s29-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip|diff|x baseline'
