@@ -28,6 +28,10 @@
 # Third lease: 'gpu_tests gluon-tests-diag-half diag-half -k gluon && { gluon_probe main $probed; gluon_probe
 # diag-half $probed; fwd_gate diag-half; bwd_gate diag-half; }': the first consumer's diagonal tile at half
 # width (its rows see none of the tile's last 64 keys), tested, probed beside main, gated both ways.
+# Results: 19 of 19; do_bench (main / diag-half) causal 0.9281 / 0.9314, softcap_50 1.0106 / 1.0682, alibi
+# 1.0416 / 1.0706, window 0.4792 / 0.4757, document 0.3865 / 0.3821; forward gate same at six (window 0.988,
+# document 0.999); forward+backward same at five, document noisy 1.167 (2.402 ms on main, 2.803 on the
+# branch; 2.089 at ce3da13 in session 28). Dropped. 1651 s of the session's 1800 used.
 set -u
 root=reports/truth/s29-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip|diff|x baseline'
