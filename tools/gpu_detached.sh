@@ -3,6 +3,8 @@
 # the machine stays warm):
 #   call 1: source tools/gpu_setup.sh && source tools/gpu_detached.sh && workdir && detach gate 'python3 -m variantbench gate A B' && await gate 560
 #   call 2: source tools/gpu_detached.sh && await gate 560
+#   (a new lane in a later warm call: source tools/gpu-env.sh && source tools/gpu_detached.sh && cd /tmp/vbwork
+#   && detach NAME '...', no `workdir`: the first call's checkout and worktrees are there)
 # `workdir` copies the checkout to /tmp/vbwork and works there: each call re-sends the working tree,
 # and gpu_setup.sh rebuilds .git, under a gate's git worktrees. `detach` starts a command in its own
 # process session (setsid), which the device tool leaves running when a call returns; `await` waits
@@ -19,6 +21,12 @@ workdir() {  # refuses while a detached command runs there: re-copying would del
 }
 detach() {  # detach NAME 'COMMANDS': a bash script line, run in /tmp/vbwork with this shell's environment
   local name=$1 script=$2
+  # a later call's shell starts without the first call's environment: a lane started there without asv
+  # on its path ran its gate to "No module named 'asv'" (session 29)
+  if ! python3 -c "import asv" 2> /dev/null; then
+    echo "detach: asv is not importable in this shell: source tools/gpu-env.sh first (a later call starts bare)" >&2
+    return 2
+  fi
   mkdir -p "$DETACHED"
   rm -f "$DETACHED/$name.done" "$DETACHED/$name.shown"
   setsid nohup bash -c "cd /tmp/vbwork && { $script; }; echo \$? > $DETACHED/$name.done" \
