@@ -257,7 +257,11 @@ class ForwardBackwardBenchmark(PowerRecorded, FamilyBenchmark):
             # backward, and its least (mqa at llama-3-8b-s1k) moves 0.83 GB in about a millisecond a
             # call (0.48 TFLOP): 8x the 2 x 50 MiB of an H100's L2, 20x the 50 us under which a call is
             # replayed as a graph. Capturing autograd would be machinery no case of the grid runs.
-            return timing.batched(cases.forward_backward(problem, call), problem.device)
+            timed = cases.forward_backward(problem, call)
+            if case.device == "cuda":  # the host's share of the call, in the run's log (timing.eager_share)
+                share = timing.eager_share(*timing.issue_and_call_ms(timed, problem.device))
+                progress(f"{case.name}/backward: {share}")
+            return timing.batched(timed, problem.device)
 
         self.body = once_per_process(case.name + "/backward", build)
         self.record_power(case)

@@ -176,6 +176,15 @@ def test_plan_graphs_short_or_host_bound_calls_and_rotates_what_fits_in_twice_th
     assert ("CUDA-graph replays" in plan.why) == graph
 
 
+@pytest.mark.parametrize("issue_ms, host_bound", [(0.79, False), (0.80, True), (1.30, True)])
+def test_an_eager_calls_words_say_when_the_hosts_issue_sets_its_figure(issue_ms, host_bound):
+    """A forward+backward is never captured: where the host takes HOST_BOUND (0.8) of a 1 ms call or more
+    to issue it, its line in the run's log says the host sets the figure; below, only the share."""
+    words = timing.eager_share(1.0, issue_ms)
+    assert words.startswith(f"1000.0 us a call, {issue_ms:.0%} of it to issue: eager calls")
+    assert ("the host's issue sets this figure" in words) == host_bound
+
+
 def test_a_decode_step_is_graphed_at_any_length_and_a_prefill_by_the_rules_above():
     """Paged decode at b1 x kv128k: 0.153 ms eagerly, device-bound, 537 MB; as a decode step it replays
     as a graph (serving engines run decode so), as a prefill of the same length it stays eager."""
