@@ -78,6 +78,11 @@ item_cost() {  # item_cost [BRANCH]: the Gluon forward's cost per item and per k
   local on=${1:-main}
   worktree "$on" && step "item-cost-$on" 120 $(within "$on") python3 tools/probe_item_cost.py
 }
+item_trace() {  # item_trace [BRANCH] [VARIANT...]: the Gluon forward traced item by item, on a branch holding
+  # reports/pending/item-trace.patch (default item-trace): each item's phases, waits and the fit of its period
+  local on=${1:-item-trace}
+  worktree "$on" && step "item-trace-$on" 240 $(within "$on") python3 tools/probe_item_trace.py "${@:2}"
+}
 default_tier() {
   step default 600 $vb run
   truth truth-default 240 bench_attention.AttentionForward.time_forward --most 6
