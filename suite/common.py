@@ -259,8 +259,8 @@ class ForwardBackwardBenchmark(PowerRecorded, FamilyBenchmark):
             # replayed as a graph. Capturing autograd would be machinery no case of the grid runs.
             timed = cases.forward_backward(problem, call)
             if case.device == "cuda":  # the host's share of the call, in the run's log (timing.eager_share)
-                share = timing.eager_share(*timing.issue_and_call_ms(timed, problem.device))
-                progress(f"{case.name}/backward: {share}")
+                words = timing.eager_share(*timing.issue_and_call_ms(timed, problem.device))
+                progress(f"{case.name}/backward: {words}")
             return timing.batched(timed, problem.device)
 
         self.body = once_per_process(case.name + "/backward", build)

@@ -1,6 +1,7 @@
-"""tools/probe_item_cost.py's counts and fit, on the CPU: the items, key tiles and masked tiles it charges
-each mask are the walk's (brute force over every query row and key), and the least-squares fit gives back
-known costs. The timings need a GPU; the costs it reports are only as right as these."""
+"""tools/probe_item_cost.py's counts and fit, on the CPU: the items, key tiles and masked tiles it counts
+for each mask are the walk's (brute force over every query row and key), the least-squares fit gives back
+known costs, and causal is set against the fit, not fitted. The timings need a GPU; the costs it reports
+are only as right as these."""
 
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 import probe_item_cost  # noqa: E402
-from probe_item_cost import ROWS, TILE, Walk, fit, walk, walks  # noqa: E402
+from probe_item_cost import ROWS, TILE, Walk, fit, set_against_fit, walk, walks  # noqa: E402
 
 
 def brute_force(seq, causal, window):
@@ -53,6 +54,20 @@ def test_the_fit_gives_back_known_costs():
     (item, tile), residuals = fit(measured, sms)
     assert item == pytest.approx(per_item) and tile == pytest.approx(per_tile)
     assert max(abs(r) for r in residuals) < 1e-9
+
+
+def test_causal_is_set_against_the_fit_not_fitted():
+    """Causal 10% slower than the costs the others fit: the fit still gives them back, and causal's line
+    reads its own excess, measured less the fit, with the items' share of the fit's time."""
+    per_item, per_tile, sms = 3.0, 1.7, 132
+    measured = [(w, (w.items * per_item + w.tiles * per_tile) / sms * (1.1 if w.name == "causal" else 1.0))
+                for w in walks([128, 512, 2048])]
+    item, tile, rows = set_against_fit(measured, sms)
+    assert item == pytest.approx(per_item) and tile == pytest.approx(per_tile)
+    (causal, measured_us, residual, share), = [row for row in rows if row[0].name == "causal"]
+    assert residual == pytest.approx(measured_us - measured_us / 1.1)
+    assert share == pytest.approx(causal.items * per_item / (causal.items * per_item + causal.tiles * per_tile))
+    assert all(abs(row[2]) < 1e-6 for row in rows if row[0].name != "causal")
 
 
 def test_the_fit_refuses_fewer_timings_than_costs():

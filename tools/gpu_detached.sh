@@ -3,8 +3,9 @@
 # the machine stays warm):
 #   call 1: source tools/gpu_setup.sh && source tools/gpu_detached.sh && workdir && detach gate 'python3 -m variantbench gate A B' && await gate 560
 #   call 2: source tools/gpu_detached.sh && await gate 560
-#   (a new lane in a later warm call: source tools/gpu-env.sh && source tools/gpu_detached.sh && cd /tmp/vbwork
-#   && detach NAME '...', no `workdir`: the first call's checkout and worktrees are there)
+#   (a new lane in a later warm call: export PYTHONPATH=/tmp/site PATH=/tmp/site/bin:$PATH && source
+#   tools/gpu_detached.sh && cd /tmp/vbwork && detach NAME '...': the first call's install, checkout and
+#   worktrees are there; not gpu-env.sh again, whose pip --upgrade replaces packages a running lane imports)
 # `workdir` copies the checkout to /tmp/vbwork and works there: each call re-sends the working tree,
 # and gpu_setup.sh rebuilds .git, under a gate's git worktrees. `detach` starts a command in its own
 # process session (setsid), which the device tool leaves running when a call returns; `await` waits
@@ -23,8 +24,8 @@ detach() {  # detach NAME 'COMMANDS': a bash script line, run in /tmp/vbwork wit
   local name=$1 script=$2
   # a later call's shell starts without the first call's environment: a lane started there without asv
   # on its path ran its gate to "No module named 'asv'" (session 29)
-  if ! python3 -c "import asv" 2> /dev/null; then
-    echo "detach: asv is not importable in this shell: source tools/gpu-env.sh first (a later call starts bare)" >&2
+  if ! command -v asv > /dev/null; then  # (the runner starts the asv executable)
+    echo "detach: no asv on this shell's PATH: export PYTHONPATH=/tmp/site PATH=/tmp/site/bin:\$PATH first" >&2
     return 2
   fi
   mkdir -p "$DETACHED"

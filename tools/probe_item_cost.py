@@ -15,7 +15,7 @@ edge and diagonal masked) all take B x Hq x S / 128 items, each of a mask's item
 fits the two costs by least squares, each of those timings an equation. Causal (16.5 tiles an item, 1 to
 32) is timed and set against the fit, not fitted: its walks differ item to item and the schedule's tail
 with them. Prints each mask's counts and time, the fit, and each timing's residual. Session 29 (one H200):
-3.8 us an item, 1.68 us a tile (2.3 tiles an item), residuals within 22 us of 217-1778 us; a third term
+3.8 us an item, 1.68 us a tile (2.3 tiles an item), residuals within 23 us of 217-1778 us; a third term
 for the masked tiles fitted -1.9 us an item (a window's masked tiles, about two an item, move with them).
 """
 
@@ -75,6 +75,17 @@ def fit(measured, sms):
     return tuple(costs.tolist()), residuals.tolist()
 
 
+def set_against_fit(measured, sms):
+    """(per_item, per_tile, rows): the costs fitted to every timing but causal's (its walks differ item to
+    item), and for every timing (walk, measured, measured less the fit's, the items' share of the fit's time)."""
+    (per_item, per_tile), _ = fit([(w, t) for w, t in measured if w.name != "causal"], sms)
+    rows = []
+    for w, t in measured:
+        items, tiles = w.items * per_item, w.tiles * per_tile
+        rows.append((w, t, t - (items + tiles) / sms, items / (items + tiles)))
+    return per_item, per_tile, rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", default="128,256,512,1024,2048",
@@ -104,15 +115,12 @@ def main(argv=None):
         ms = triton.testing.do_bench(call, warmup=25, rep=200, return_mode="median")
         measured.append((w, ms * 1e3))
         print(f"  {w.name:12} {w.items:6} items {w.tiles:7} tiles {w.masked:6} masked  {ms:8.4f} ms", flush=True)
-    fitted = [(w, us) for w, us in measured if w.name != "causal"]
-    (per_item, per_tile), _ = fit(fitted, sms)
-    print(f"fit over {len(fitted)} timings (causal set against it), {sms} SMs: per item {per_item:.3f} us "
+    per_item, per_tile, rows = set_against_fit(measured, sms)
+    print(f"fit over {len(measured) - 1} timings (causal set against it), {sms} SMs: per item {per_item:.3f} us "
           f"({per_item / per_tile:.2f} tiles), per tile {per_tile:.3f} us")
-    for w, us in measured:
-        predicted = (w.items * per_item + w.tiles * per_tile) / sms
-        fixed = w.items * per_item / (w.items * per_item + w.tiles * per_tile)
-        print(f"  {w.name:12} residual {predicted - us:+8.2f} us of {us:8.1f}; "
-              f"the items' fixed cost {fixed:6.1%} of it")
+    for w, us, residual, share in rows:
+        print(f"  {w.name:12} measured less the fit {residual:+8.2f} us of {us:8.1f}; "
+              f"the items' fixed cost {share:6.1%} of the fit's time")
 
 
 if __name__ == "__main__":

@@ -366,9 +366,10 @@ def plan_timing(call_ms: float, issue_ms: float, repeats: int | None, working_se
 
 def eager_share(call_ms: float, issue_ms: float) -> str:
     """In words, how much of an eager call the host spends issuing it (`issue_and_call_ms`). From HOST_BOUND
-    up the host's issue, not the GPU, sets the figure: a forward is then replayed as a CUDA graph
-    (`plan_timing`); a forward+backward is not captured (suite/common.py), so its line says so (session
-    29's documents' forward+backward moved 15% between leases, its forward not, and no log said why)."""
+    up the host sets the figure as much as the GPU does (its issue, or a wait on the GPU inside the call,
+    which reads near 100% too): a forward is then replayed as a CUDA graph (`plan_timing`); a
+    forward+backward is not captured (suite/common.py), so its line says so (session 29's documents'
+    forward+backward moved 15% between leases, its forward not, and no log said why)."""
     share = issue_ms / max(call_ms, 1e-9)
     words = f"{call_ms * 1e3:.1f} us a call, {share:.0%} of it to issue: eager calls"
     return words + ("; the host's issue sets this figure as much as the GPU" if share >= HOST_BOUND else "")
