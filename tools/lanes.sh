@@ -13,6 +13,11 @@ within() {  # within BRANCH: the words that run a step's command in the branch's
   # (the project is installed from the main checkout, and a probe run from tools/ would import that)
   echo "env -C /tmp/$1 PYTHONPATH=/tmp/$1${PYTHONPATH:+:$PYTHONPATH}"
 }
+on_branch() {  # on_branch BRANCH STEP LIMIT COMMAND...: a step run in the branch's checkout, on its own code
+  local b=$1 name=$2 limit=$3
+  shift 3
+  worktree "$b" && step "$name" "$limit" $(within "$b") "$@"
+}
 results() {  # this commit's results file (the machine's name depends on the lease's kind)
   ls -t reports/results/*/"$(git rev-parse --short=8 HEAD)"-*.json 2>/dev/null | head -1
 }
@@ -57,7 +62,7 @@ moe_branch() {  # moe_branch BRANCH: gated against main on our MoE layer at four
   # the branch's timed figures too, beside the summary (kept out of reports/results, main's history)
   # (under the logs' folder: a detached lane's $OUT is the first call's, emptied before the next)
   tar czf "$root/gate-$1.tgz" -C /tmp "gate-$1"
-  worktree "$1" && step "profile-$1" 100 $(within "$1") python3 tools/probe_kernels.py moe \
+  on_branch "$1" "profile-$1" 100 python3 tools/probe_kernels.py moe \
     sigmoid_grouped_topk triton deepseek-v3-prefill-t4k-zipf
 }
 moe_layers() {  # main's MoE layers at both decodes and DeepSeek-V3 prefill, beside the family's baseline
@@ -70,18 +75,18 @@ expert_overlap() {  # expert_overlap [BRANCH]: our expert GEMMs at DeepSeek-V3 p
   # experts apart and at once (issue 17's 65% of roofline: one after another they read at most 58.2%,
   # tools/moe_expert_bound.py); on the expert-split branch also the layer's own split at five shares
   local on=${1:-main}
-  worktree "$on" && step "probe-expert-overlap-$on" 240 $(within "$on") python3 tools/probe_expert_overlap.py
+  on_branch "$on" "probe-expert-overlap-$on" 240 python3 tools/probe_expert_overlap.py
 }
 item_cost() {  # item_cost [BRANCH]: the Gluon forward's cost per item and per key tile, fitted to full and
   # windows of 128 to 2048 keys, causal set against it (session 29: 3.8 us an item, 1.68 us a tile; the window
   # and the documents walk 8 and 5 tiles an item where causal walks 16.5)
   local on=${1:-main}
-  worktree "$on" && step "item-cost-$on" 120 $(within "$on") python3 tools/probe_item_cost.py
+  on_branch "$on" "item-cost-$on" 120 python3 tools/probe_item_cost.py
 }
 item_trace() {  # item_trace [BRANCH] [VARIANT...]: the Gluon forward traced item by item, on a branch holding
   # reports/pending/item-trace.patch (default item-trace): each item's phases, waits and the fit of its period
   local on=${1:-item-trace}
-  worktree "$on" && step "item-trace-$on" 240 $(within "$on") python3 tools/probe_item_trace.py "${@:2}"
+  on_branch "$on" "item-trace-$on" 240 python3 tools/probe_item_trace.py "${@:2}"
 }
 default_tier() {
   step default 600 $vb run
@@ -102,7 +107,7 @@ gpu_tests() {  # gpu_tests NAME BRANCH [PYTEST ARGS]: tests/test_gpu_numerics.py
     step "$name" 240 env TRITON_INTERPRET=0 VARIANTBENCH_DEVICE=cuda python3 -m pytest -q -p no:cacheprovider \
       tests/test_gpu_numerics.py "$@"
   else
-    worktree "$b" && step "$name" 240 $(within "$b") TRITON_INTERPRET=0 VARIANTBENCH_DEVICE=cuda python3 -m pytest -q \
+    on_branch "$b" "$name" 240 TRITON_INTERPRET=0 VARIANTBENCH_DEVICE=cuda python3 -m pytest -q \
       -p no:cacheprovider tests/test_gpu_numerics.py "$@"
   fi
 }
@@ -112,14 +117,14 @@ fwd_bwd_gqa() {  # main's forward+backward at gqa_8 beside SDPA's (cuDNN; Flex i
   truth truth-fwd-bwd 150 bench_attention.AttentionForwardBackward.time_forward_backward --most 3
 }
 bwd_probe_branch() {  # bwd_probe_branch BRANCH VARIANT: the branch's forward+backward, profiled kernel by kernel
-  worktree "$1" && step "bwd-$1-$2" 150 $(within "$1") python3 tools/probe_attention_backward.py "$2" --no-sweep
+  on_branch "$1" "bwd-$1-$2" 150 python3 tools/probe_attention_backward.py "$2" --no-sweep
 }
 numerics() {  # numerics BRANCH: the GPU tests (float64 references at head dim 128, CUDA graphs) on a checkout
   gpu_tests "gpu-tests-$1" "$1"
 }
 gluon_probe() {  # gluon_probe BRANCH [VARIANT...]: the Gluon forward beside our Triton forward and cuDNN (do_bench)
   # (the log named by its first variant too: a second probe of one branch in a lease kept only its own)
-  worktree "$1" && step "gluon-probe-$1${2:+-$2}" 120 $(within "$1") python3 tools/probe_gluon_forward.py "${@:2}"
+  on_branch "$1" "gluon-probe-$1${2:+-$2}" 120 python3 tools/probe_gluon_forward.py "${@:2}"
 }
 probed="causal softcap_50 alibi sliding_window_1024 document"  # the forwards a probe round times (sessions 25-26)
 fwd_round() {  # fwd_round BRANCH: a forward branch's Gluon GPU tests, then only where they pass its probe

@@ -57,7 +57,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from kernels.attention.gluon_rings import load_key_tiles, ones_tiles, ring, store_rows
+from kernels.attention.gluon_rings import load_key_tiles, ones_tiles, query_tile, ring, store_rows
 from kernels.attention.gluon_softmax import LOG2E, _softmax, bounded_softcap, issue_pv, row_sums_zero
 from kernels.attention.gluon_walk import _item, claim, document_items, post, take
 # the masks' key intervals: a Triton function, which Gluon calls as its own
@@ -101,8 +101,8 @@ def _producer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
             item, n_blocks, n_q_heads, n_kv_heads, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, HALF_M,
             TILE_N)
         for h in gl.static_range(2):
-            tile = rounds % 2 * 2 + h  # (`_consumer`: a consumer's query tiles alternate between items)
-            mbarrier.wait(q_empty.index(tile), (rounds // 2 & 1) ^ 1)  # a fresh mbarrier reads as phase 1 completed
+            tile, phase = query_tile(rounds, h)
+            mbarrier.wait(q_empty.index(tile), phase ^ 1)  # a fresh mbarrier reads as phase 1 completed
             if DOCUMENTS:
                 post(claimed.index(tile), item)
             mbarrier.expect(q_bars.index(tile), q_desc.block_type.nbytes)
@@ -120,8 +120,8 @@ def _producer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
         item = following
     if DOCUMENTS:
         for h in gl.static_range(2):
-            tile = rounds % 2 * 2 + h
-            mbarrier.wait(q_empty.index(tile), (rounds // 2 & 1) ^ 1)
+            tile, phase = query_tile(rounds, h)
+            mbarrier.wait(q_empty.index(tile), phase ^ 1)
             post(claimed.index(tile), item)
             mbarrier.arrive(q_bars.index(tile), count=1)
 
@@ -171,7 +171,7 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
     else:
         item = gl.program_id(0)
     while item < n_items:
-        q_index = rounds % 2 * 2 + HALF  # this item's query tile, then its output's
+        q_index, q_phase = query_tile(rounds, HALF)  # this item's query tile, then its output's
         q_tile = q_tiles.index(q_index)
         q_smem = q_tile.reshape([HALF_M, HEAD_DIM])  # the copy engine's (1, 1, rows, 128) tile
         batch, q_head, kv_head, head_row, q_pos0, key0, n_tiles, unmasked_lo, unmasked_hi = _item(
@@ -197,7 +197,7 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
         acc = gl.zeros([HALF_M, HEAD_DIM], gl.float32, layout=o_layout)
 
         if not DOCUMENTS:  # (under the document mask, waited for before the item's number was read)
-            mbarrier.wait(q_bars.index(q_index), rounds // 2 & 1)
+            mbarrier.wait(q_bars.index(q_index), q_phase)
         slot, phase = loaded % STAGES, (loaded // STAGES) & 1
         mbarrier.wait(k_ready.index(slot), phase)
         s = warpgroup_mma(q_smem, k_ring.index(slot).reshape([TILE_N, HEAD_DIM]).permute((1, 0)), s_zero,
@@ -268,8 +268,9 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
             store_rows(o_desc, q_smem, q_tile, acc, batch, q_head, q_pos0 + HALF * HALF_M)
         rounds += 1
         if DOCUMENTS:
-            mbarrier.wait(q_bars.index(rounds % 2 * 2 + HALF), rounds // 2 & 1)
-            item = take(claimed.index(rounds % 2 * 2 + HALF))
+            next_index, next_phase = query_tile(rounds, HALF)
+            mbarrier.wait(q_bars.index(next_index), next_phase)
+            item = take(claimed.index(next_index))
         else:
             item += gl.num_programs(0)
     tma.store_wait(pendings=0)

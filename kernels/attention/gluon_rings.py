@@ -66,6 +66,14 @@ def ones_tiles(dtype: gl.constexpr, STAGES: gl.constexpr, TILE_N: gl.constexpr, 
 
 
 @gluon.jit
+def query_tile(rounds, half):
+    """(tile, phase): the query tile of a program's item number `rounds` for consumer `half`, and the phase
+    of its mbarriers for that item. Each consumer holds two tiles and alternates between items, so the
+    producer loads an item's rows while the item before it is walked (gluon_flash.py's q-ring)."""
+    return rounds % 2 * 2 + half, rounds // 2 & 1
+
+
+@gluon.jit
 def store_rows(o_desc, o_smem, o_tile, acc, batch, q_head, row):
     """A consumer's output rows through the copy engine from its item's query tile in shared memory (o_smem,
     the tile o_tile seen as rows x 128): every S done, and no store pending (`_consumer` waits for the last
