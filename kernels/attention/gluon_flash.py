@@ -288,7 +288,7 @@ def _attention_forward(q_desc, k_desc, v_desc, o_desc, Out, Lse, Claims, DocStar
     HALF_M: gl.constexpr = q_desc.block_type.shape[2]
     n_blocks = seq // (2 * HALF_M)
 
-    # each consumer's query rows of two items (tile rounds % 2 x 2 + consumer, rounds the items the program
+    # each consumer's query rows of two items (`query_tile`: rounds % 2 x 2 + consumer, rounds the items the program
     # has started), each item's output stored through its own (the layouts are one: `descriptor_layout`)
     q_tiles = gl.allocate_shared_memory(q_desc.dtype, [4] + q_desc.block_type.shape, q_desc.layout)
     q_bars = gl.allocate_shared_memory(gl.int64, [4, 1], mbarrier.MBarrierLayout())
