@@ -88,6 +88,11 @@ item_trace() {  # item_trace [BRANCH] [VARIANT...]: the Gluon forward traced ite
   local on=${1:-item-trace}
   on_branch "$on" "item-trace-$on" 240 python3 tools/probe_item_trace.py "${@:2}"
 }
+host_issue() {  # host_issue [BRANCH] [VARIANT...]: where the host's time goes issuing our forward+backward eagerly
+  # (session 30's gate logged 82% of the documents' 2.04 ms call to issue, 30% of causal's 4.39)
+  local on=${1:-main}
+  on_branch "$on" "host-issue-$on" 180 python3 tools/probe_host_issue.py "${@:2}"
+}
 default_tier() {
   step default 600 $vb run
   truth truth-default 240 bench_attention.AttentionForward.time_forward --most 6

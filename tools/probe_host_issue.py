@@ -1,0 +1,99 @@
+"""Where the host's time goes as it issues our attention's forward+backward eagerly, at llama-3-8b-s4k:
+    python tools/probe_host_issue.py [variant ...]     (default: causal document gqa_8)
+Why: session 30's asv gate logged (timing.eager_share) 30% of causal's 4.39 ms call and 82% of the
+documents' 2.04 ms spent issuing it, where the forward alone issues in 8% and 35% of its call; the
+documents' forward+backward then read "faster" 0.942 on a branch that does not touch them. For each variant:
+  - the call and its issue back to back, as the asv log measures them (timing.issue_and_call_ms);
+  - one call's issue with the GPU idle before it, the forward's and the whole step's: what the host
+    itself spends (a wait on the GPU inside the call is short there, since little is queued);
+  - the CUDA runtime calls over STEPS steps (torch's profiler, host side): a synchronize, a pageable copy
+    or a cudaMalloc is the host waiting on the GPU;
+  - the host's functions by own time (cProfile) over STEPS steps.
+"""
+
+import cProfile
+import io
+import pstats
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from variantbench import cases, timing  # noqa: E402
+from variantbench.catalog import Unsupported  # noqa: E402
+
+SHAPE, DEVICE = "llama-3-8b-s4k", "cuda"
+DEFAULT = ("causal", "document", "gqa_8")
+STEPS = 20
+TOP = 14
+
+
+def idle_issue_ms(call, repeats=STEPS):
+    """The median host time of one call issued onto an idle GPU."""
+    times = []
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - t0) * 1e3)
+    torch.cuda.synchronize()
+    return sorted(times)[len(times) // 2]
+
+
+def runtime_calls(step):
+    """The CUDA runtime's calls over STEPS steps, by host time: (name, count a step, us a step)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        for _ in range(STEPS):
+            step()
+        torch.cuda.synchronize()
+    rows = [(e.key, e.count / STEPS, e.cpu_time_total / STEPS) for e in profile.key_averages()
+            if e.key.startswith("cu")]
+    return sorted(rows, key=lambda row: -row[2])
+
+
+def own_time(step):
+    """cProfile's top functions by own time over STEPS steps, as text."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(STEPS):
+        step()
+    torch.cuda.synchronize()
+    profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(TOP)
+    return text.getvalue()
+
+
+def probe(variant):
+    case = cases.resolve("attention", variant, "triton", SHAPE, DEVICE)
+    problem, call, _ = cases.prepare_checked(case, requires_grad=True)
+    step = cases.forward_backward(problem, call)
+    call_ms, issue_ms = timing.issue_and_call_ms(step, problem.device)
+    print(f"== {variant} ({call.backend}): {call_ms:.3f} ms a call, {issue_ms:.3f} ms to issue back to back "
+          f"({timing.eager_share(call_ms, issue_ms)})", flush=True)
+    with torch.no_grad():
+        forward = idle_issue_ms(call)
+    print(f"  issue onto an idle GPU: forward alone {forward:.3f} ms, forward+backward {idle_issue_ms(step):.3f} ms",
+          flush=True)
+    print("  CUDA runtime calls a step (host side):", flush=True)
+    for name, count, us in runtime_calls(step)[:TOP]:
+        print(f"    {us:9.1f} us {count:6.1f}x  {name[:80]}", flush=True)
+    print(own_time(step), flush=True)
+
+
+def main(variants):
+    if not torch.cuda.is_available():
+        print("probe_host_issue: no CUDA GPU here; it times the host's issue of GPU work", file=sys.stderr)
+        return 2
+    for variant in variants or DEFAULT:
+        try:
+            probe(variant)
+        except Unsupported as error:  # an unknown name or a case this GPU cannot run: one line, the next runs
+            print(f"probe_host_issue: {error}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
