@@ -8,7 +8,8 @@ documents' forward+backward then read "faster" 0.942 on a branch that does not t
     itself spends (a wait on the GPU inside the call is short there, since little is queued);
   - the CUDA runtime calls over STEPS steps (torch's profiler, host side): a synchronize, a pageable copy
     or a cudaMalloc is the host waiting on the GPU;
-  - the host's functions by own time (cProfile) over STEPS steps.
+  - the host's functions by own time (cProfile) over STEPS steps;
+  - what the pieces of a launch cost the host alone (`pieces`), each the median of PIECE_REPEATS.
 """
 
 import cProfile
@@ -28,6 +29,7 @@ SHAPE, DEVICE = "llama-3-8b-s4k", "cuda"
 DEFAULT = ("causal", "document", "gqa_8")
 STEPS = 20
 TOP = 14
+PIECE_REPEATS = 200
 
 
 def idle_issue_ms(call, repeats=STEPS):
@@ -40,6 +42,41 @@ def idle_issue_ms(call, repeats=STEPS):
         times.append((time.perf_counter() - t0) * 1e3)
     torch.cuda.synchronize()
     return sorted(times)[len(times) // 2]
+
+
+def host_us(piece, repeats=PIECE_REPEATS):
+    """The median host time of one call of `piece`, in microseconds, the GPU left to drain every 20 calls."""
+    times = []
+    for i in range(repeats):
+        if i % 20 == 0:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        piece()
+        times.append((time.perf_counter() - t0) * 1e6)
+    torch.cuda.synchronize()
+    return sorted(times)[len(times) // 2]
+
+
+def pieces(problem, variant):
+    """(name, host us) of what an eager forward+backward's launches do each call, on the problem's tensors."""
+    from kernels.attention import gluon_flash, gluon_walk, triton_attention
+
+    q, k, v, doc_start = problem.q.detach(), problem.k.detach(), problem.v.detach(), problem.doc_start
+    options = dict(causal=variant.causal, window=variant.window, prefix=variant.prefix, doc_start=doc_start,
+                   softcap=variant.softcap, alibi=variant.alibi)
+    layout = gluon_flash.descriptor_layout(q.dtype)
+    launcher = triton_attention.forward_launcher(q, k, v, **options)
+    rows = [("gluon_flash.refusal(q, k, v)", host_us(lambda: gluon_flash.refusal(q, k, v))),
+            ("torch.cuda.get_device_capability", host_us(lambda: torch.cuda.get_device_capability(q.device))),
+            ("TensorDescriptor.from_tensor(q)", host_us(
+                lambda: gluon_flash.TensorDescriptor.from_tensor(q, [1, 1, 64, 128], layout))),
+            ("triton_attention.forward_launcher(...) built", host_us(
+                lambda: triton_attention.forward_launcher(q, k, v, **options))),
+            ("its launcher() (allocate, describe, launch)", host_us(launcher)),
+            ("torch.empty_like(q)", host_us(lambda: torch.empty_like(q)))]
+    if doc_start is not None:
+        rows.append(("gluon_walk.document_items", host_us(lambda: gluon_walk.document_items(doc_start, 128))))
+    return rows
 
 
 def runtime_calls(step):
@@ -81,6 +118,9 @@ def probe(variant):
     for name, count, us in runtime_calls(step)[:TOP]:
         print(f"    {us:9.1f} us {count:6.1f}x  {name[:80]}", flush=True)
     print(own_time(step), flush=True)
+    print("  the pieces, host time a call:", flush=True)
+    for name, us in pieces(problem, case.variant):
+        print(f"    {us:9.1f} us  {name}", flush=True)
 
 
 def main(variants):
