@@ -59,7 +59,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from kernels.attention.gluon_rings import load_key_tiles, ones_tiles, query_tile, ring, store_rows
 from kernels.attention.gluon_softmax import LOG2E, _softmax, bounded_softcap, issue_pv, row_sums_zero
-from kernels.attention.gluon_walk import _item, claim, document_items, post, take
+from kernels.attention.gluon_walk import _item, claim, listed_documents, post, take
 # the masks' key intervals: a Triton function, which Gluon calls as its own
 from kernels.attention.triton_flash import _bounds
 
@@ -377,10 +377,11 @@ def forward_launcher(q, k, v, *, causal, window=None, prefix=None, doc_start=Non
     k_desc, v_desc = (TensorDescriptor.from_tensor(t, [1, 1, BLOCK_N, head_dim], layout) for t in (k, v))
     bounded = bounded_softcap(softcap, alibi, q.dtype, lse)  # asked before lse is made for the kernel's store
     lse = lse if lse is not None else torch.empty(q.shape[:3], device=q.device, dtype=torch.float32)
-    doc_arg = q if doc_start is None else doc_start.to(device=q.device, dtype=torch.int32).contiguous()
-    # the document forward's work items, listed once a launcher (as Flex builds its block mask once)
-    aligned = doc_start is not None and window is None and prefix is None  # `_item`'s document walk
-    items = document_items(doc_arg, BLOCK_M) if aligned else doc_arg
+    if doc_start is not None and window is None and prefix is None:  # `_item`'s document walk
+        # its work items, listed once a doc_start (as Flex builds its block mask once)
+        doc_arg, items = listed_documents(doc_start, q.device, BLOCK_M)
+    else:
+        doc_arg = items = q if doc_start is None else doc_start.to(device=q.device, dtype=torch.int32).contiguous()
     arguments = (doc_arg, items, scale if scale is not None else head_dim ** -0.5, softcap or 1.0, window or 0,
                  prefix or 0, n_q_heads, k.shape[1], seq, batch * n_q_heads)
     # one program an SM at most (197 KB of shared memory leave room for one), each through its share of
