@@ -91,7 +91,9 @@ def runtime_calls(step):
 
 
 def own_time(step):
-    """cProfile's top functions by own time over STEPS steps, as text."""
+    """cProfile's top functions over STEPS steps, as text: by own time, then ours and Triton's launch path
+    by cumulative time (where the backward's share of the issue goes). cProfile sees the calling thread
+    only: the autograd engine's own work shows as its run_backward."""
     profiler = cProfile.Profile()
     profiler.enable()
     for _ in range(STEPS):
@@ -99,7 +101,9 @@ def own_time(step):
     torch.cuda.synchronize()
     profiler.disable()
     text = io.StringIO()
-    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(TOP)
+    stats = pstats.Stats(profiler, stream=text)
+    stats.sort_stats("tottime").print_stats(TOP)
+    stats.sort_stats("cumulative").print_stats("kernels/attention|triton/runtime|triton/backends|variantbench", 2 * TOP)
     return text.getvalue()
 
 
