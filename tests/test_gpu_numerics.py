@@ -440,3 +440,29 @@ def test_the_gluon_forward_stores_only_each_items_own_documents_rows(window):
     got = gluon_flash.forward_launcher(q, k, v, causal=True, doc_start=doc_start, window=window, lse=lse)()
     torch.testing.assert_close(lse, want_lse, rtol=0, atol=1e-3)
     torch.testing.assert_close(got, want, rtol=0, atol=2e-2)
+
+
+@hopper
+def test_the_gluon_forward_takes_document_items_listed_once_and_refuses_a_wrong_list():
+    """A training step lists the document walk's items once (triton_attention.document_work) and hands them
+    to every forward: the output, lse and gradients equal a forward that lists its own, exactly (the items
+    change which program takes a row block, never its values); a list of another length is refused in one
+    line before any launch (the kernel would read past it)."""
+    from kernels.attention import gluon_flash, triton_attention
+    from kernels.attention.triton_attention_backward import TritonAttention
+
+    gen = torch.Generator(device="cuda").manual_seed(23)
+    doc_start = torch.tensor([0] * 300 + [300] * 212 + [512] * 256, dtype=torch.int32, device="cuda")[None]
+    q, k, v = (torch.randn(1, h, 768, 128, device="cuda", generator=gen, dtype=torch.bfloat16).requires_grad_()
+               for h in (4, 2, 2))
+    options = dict(causal=True, doc_start=doc_start)
+    items = triton_attention.document_work(q, k, v, options)
+    assert items is not None and triton_attention._backend(q, k, v) == "gluon forward"
+    grad = torch.randn(q.shape, device="cuda", generator=gen, dtype=torch.bfloat16)
+    listed, own = TritonAttention.apply(q, k, v, options, items), TritonAttention.apply(q, k, v, options)
+    torch.testing.assert_close(listed, own, rtol=0, atol=0)
+    for got, want in zip(torch.autograd.grad(listed, (q, k, v), grad), torch.autograd.grad(own, (q, k, v), grad)):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="document walk's items"):
+        gluon_flash.forward_launcher(q.detach(), k.detach(), v.detach(), causal=True, doc_start=doc_start,
+                                     items=items[:-1])

@@ -6,8 +6,8 @@ documents' forward+backward then read "faster" 0.942 on a branch that does not t
   - the call and its issue back to back, as the asv log measures them (timing.issue_and_call_ms);
   - one call's issue with the GPU idle before it, the forward's and the whole step's: what the host
     itself spends (a wait on the GPU inside the call is short there, since little is queued);
-  - the CUDA runtime calls over STEPS steps (torch's profiler, host side): a synchronize, a pageable copy
-    or a cudaMalloc is the host waiting on the GPU;
+  - the CUDA runtime's and driver's calls over STEPS steps (torch's profiler, host side, the final drain
+    outside it): a synchronize, a pageable copy or a cudaMalloc inside a step is the host waiting on the GPU;
   - the host's functions by own time (cProfile) over STEPS steps;
   - what the pieces of a launch cost the host alone (`pieces`), each the median of PIECE_REPEATS.
 """
@@ -68,23 +68,24 @@ def pieces(problem, variant):
     launcher = triton_attention.forward_launcher(q, k, v, **options)
     rows = [("gluon_flash.refusal(q, k, v)", host_us(lambda: gluon_flash.refusal(q, k, v))),
             ("torch.cuda.get_device_capability", host_us(lambda: torch.cuda.get_device_capability(q.device))),
-            ("TensorDescriptor.from_tensor(q)", host_us(
-                lambda: gluon_flash.TensorDescriptor.from_tensor(q, [1, 1, 64, 128], layout))),
+            ("TensorDescriptor.from_tensor(q)", host_us(lambda: gluon_flash.TensorDescriptor.from_tensor(
+                q, [1, 1, gluon_flash.BLOCK_M // 2, q.shape[-1]], layout))),
             ("triton_attention.forward_launcher(...) built", host_us(
                 lambda: triton_attention.forward_launcher(q, k, v, **options))),
             ("its launcher() (allocate, describe, launch)", host_us(launcher)),
             ("torch.empty_like(q)", host_us(lambda: torch.empty_like(q)))]
     if doc_start is not None:
-        rows.append(("gluon_walk.document_items", host_us(lambda: gluon_walk.document_items(doc_start, 128))))
+        rows.append(("the document items (once a launcher unless listed once: triton_attention.document_work)",
+                     host_us(lambda: gluon_walk.document_items(doc_start, gluon_flash.BLOCK_M))))
     return rows
 
 
 def runtime_calls(step):
-    """The CUDA runtime's calls over STEPS steps, by host time: (name, count a step, us a step)."""
+    """The CUDA runtime's and driver's calls over STEPS steps, by host time: (name, count a step, us a step)."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
         for _ in range(STEPS):
             step()
-        torch.cuda.synchronize()
+    torch.cuda.synchronize()  # the queued steps' drain, not a step's
     rows = [(e.key, e.count / STEPS, e.cpu_time_total / STEPS) for e in profile.key_averages()
             if e.key.startswith("cu")]
     return sorted(rows, key=lambda row: -row[2])
@@ -92,14 +93,14 @@ def runtime_calls(step):
 
 def own_time(step):
     """cProfile's top functions over STEPS steps, as text: by own time, then ours and Triton's launch path
-    by cumulative time (where the backward's share of the issue goes). cProfile sees the calling thread
-    only: the autograd engine's own work shows as its run_backward."""
+    by cumulative time (where the backward's share of the issue goes). The autograd engine's C++ shows as
+    its run_backward; session 30's logs show TritonAttention.backward's Python under it."""
     profiler = cProfile.Profile()
     profiler.enable()
     for _ in range(STEPS):
         step()
-    torch.cuda.synchronize()
     profiler.disable()
+    torch.cuda.synchronize()
     text = io.StringIO()
     stats = pstats.Stats(profiler, stream=text)
     stats.sort_stats("tottime").print_stats(TOP)
@@ -120,7 +121,7 @@ def probe(variant):
           flush=True)
     print("  CUDA runtime calls a step (host side):", flush=True)
     for name, count, us in runtime_calls(step)[:TOP]:
-        print(f"    {us:9.1f} us {count:6.1f}x  {name[:80]}", flush=True)
+        print(f"    {us:9.1f} us {count:6.2f}x  {name[:80]}", flush=True)
     print(own_time(step), flush=True)
     print("  the pieces, host time a call:", flush=True)
     for name, us in pieces(problem, case.variant):

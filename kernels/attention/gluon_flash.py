@@ -19,8 +19,8 @@ STAGES slots (a slot refilled once both consumers have released it, through mbar
 anywhere in the loop). Two consumer warpgroups of four warps each own 64 rows and run apart, so one's
 softmax can overlap the other's products; within each, FlashAttention-3's order issues S_j = Q K_j^T
 with P_{j-1} V_{j-1} and waits for S_j alone before S_j's softmax. The two taking turns at their products
-(FlashAttention-3's ping-pong) measured slower at every variant (session 25, H200, do_bench: causal 1.0288
-against 1.0023 ms, softcap_50 1.2174 against 1.1767): each turn's wait and arrive syncs the partition.
+(FlashAttention-3's ping-pong) measured slower at every variant (session 25, H200: causal 1.0288 against
+1.0023 ms): each turn's wait and arrive syncs the partition.
 Persistence is for the short walks: the next item's key tiles load during the last P V (gated on an H200
 against one program a row block, session 25: sliding_window_1024 faster 0.951, the rest the same), and each
 consumer holds two items' query tiles, so the next item's rows load during this walk and each output leaves
@@ -30,10 +30,9 @@ causal 0.9454 -> 0.9340; gated same at six forwards, the window 0.968 (gate/q-ri
 
 A softcap forward that fills no lse (inference's) runs exp2 without a running max: the cap bounds it
 (gluon_softmax.py, `bounded_softcap`), and a tile skips the row max, its shuffles and the output's
-rescale. Measured on an H200 (session 25, do_bench, llama-3-8b-s4k): softcap_50 1.1315 ms against
-1.1878 with the max, our causal's 1.0017; gated faster (0.962). Its row sums are the tensor cores' (P
-times a tile of ones beside P V, `gluon_softmax.issue_pv`; session 28): 1.0878 -> 1.0443 ms, our causal's
-0.9527 (1.096x), gated faster 0.949 (gate/rowsum-kv1-h200.md); every other launch sums in float32.
+rescale (session 25, H200, llama-3-8b-s4k: softcap_50 1.1315 ms against 1.1878 with the max; gated faster
+0.962). Its row sums are the tensor cores' (P times a tile of ones beside P V, `gluon_softmax.issue_pv`;
+session 28): 1.0878 -> 1.0443 ms, gated faster 0.949; every other launch sums in float32.
 
 Masks and scores are triton_flash's: query position q sees keys lo(q) <= k <= hi(q), and every bound
 grows with q, so a program's first and last rows bound the key tiles it walks, and tiles every row sees
@@ -59,7 +58,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from kernels.attention.gluon_rings import load_key_tiles, ones_tiles, query_tile, ring, store_rows
 from kernels.attention.gluon_softmax import LOG2E, _softmax, bounded_softcap, issue_pv, row_sums_zero
-from kernels.attention.gluon_walk import _item, claim, listed_documents, post, take
+from kernels.attention.gluon_walk import _item, checked_items, claim, document_items, post, take
 # the masks' key intervals: a Triton function, which Gluon calls as its own
 from kernels.attention.triton_flash import _bounds
 
@@ -360,10 +359,11 @@ def descriptor_layout(dtype):
 
 
 def forward_launcher(q, k, v, *, causal, window=None, prefix=None, doc_start=None, softcap=None, alibi=False,
-                     scale=None, lse=None):
+                     scale=None, lse=None, items=None):
     """A launch of the forward on these tensors (triton_flash.forward_launcher's options): `launcher()`
     allocates the output, launches and returns it, filling lse ((B, Hq, S) float32, log2 units) when
-    given. Checks and the input descriptors happen once here, not in every timed call."""
+    given. Checks, the input descriptors and the document walk's items (unless the caller listed them:
+    triton_attention.document_work) happen once here, not in every timed call."""
     why = refusal(q, k, v)
     if why:
         raise ValueError(f"the Gluon forward cannot run these: {why}")
@@ -377,11 +377,11 @@ def forward_launcher(q, k, v, *, causal, window=None, prefix=None, doc_start=Non
     k_desc, v_desc = (TensorDescriptor.from_tensor(t, [1, 1, BLOCK_N, head_dim], layout) for t in (k, v))
     bounded = bounded_softcap(softcap, alibi, q.dtype, lse)  # asked before lse is made for the kernel's store
     lse = lse if lse is not None else torch.empty(q.shape[:3], device=q.device, dtype=torch.float32)
-    if doc_start is not None and window is None and prefix is None:  # `_item`'s document walk
-        # its work items, listed once a doc_start (as Flex builds its block mask once)
-        doc_arg, items = listed_documents(doc_start, q.device, BLOCK_M)
-    else:
-        doc_arg = items = q if doc_start is None else doc_start.to(device=q.device, dtype=torch.int32).contiguous()
+    doc_arg = q if doc_start is None else doc_start.to(device=q.device, dtype=torch.int32).contiguous()
+    if doc_start is None or window is not None or prefix is not None:  # no document walk (`_item`)
+        items = doc_arg
+    else:  # listed here, or once by the caller (a training step builds a launcher a call)
+        items = document_items(doc_arg, BLOCK_M) if items is None else checked_items(items, doc_arg)
     arguments = (doc_arg, items, scale if scale is not None else head_dim ** -0.5, softcap or 1.0, window or 0,
                  prefix or 0, n_q_heads, k.shape[1], seq, batch * n_q_heads)
     # one program an SM at most (197 KB of shared memory leave room for one), each through its share of

@@ -2,7 +2,6 @@
 forward; gluon_dq.py's dQ walks alike): Gluon functions over triton_flash's mask intervals."""
 
 import torch
-from torch.utils.weak import WeakTensorKeyDictionary
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
@@ -57,7 +56,8 @@ def take(slot):
 
 
 def document_items(doc_start, rows):
-    """The document forward's work items, built once a launcher from doc_start ((B, S) int32, each position's
+    """The document forward's work items, built once a launcher (or once a doc_start by a caller that builds a
+    launcher a call: triton_attention.document_work) from doc_start ((B, S) int32, each position's
     document start) with torch ops, as Flex builds its block mask once: (B S + 1,) int32, the flat positions
     b S + p of the rows p that start an item, (p - doc_start[b, p]) a multiple of `rows` (every document
     split into blocks of `rows` from its own start), longest walk first, then the other positions; the
@@ -73,27 +73,13 @@ def document_items(doc_start, rows):
     return torch.cat([order, (walk >= 0).sum(dtype=torch.int32).reshape(1)])
 
 
-# doc_start -> (its version, device, rows, items): `listed_documents`' lists while doc_start lives (the
-# items only: a value holding its own key, as doc_start.to() does where it changes nothing, would keep it alive)
-_listed = WeakTensorKeyDictionary()
-
-
-def listed_documents(doc_start, device, rows):
-    """(doc_arg, items): doc_start as the kernels read it (int32, contiguous, on `device`) and its
-    `document_items`, kept while doc_start lives unchanged (its version counter; a write through `.data`
-    bypasses it): a training step's forward built a launcher each call, and with it the list, where a
-    model's layers share one doc_start (session 30, H200, llama-3-8b-s4k: the documents' forward issued in
-    0.675 ms of the host's time, causal's in 0.201, and their forward+backward took 2.03 ms a call, 82% of
-    it to issue; tools/probe_host_issue.py). Not kept for an inference tensor (no version counter) nor
-    during a CUDA graph's capture (the list holds its values only once the graph replays)."""
-    doc_arg = doc_start.to(device=device, dtype=torch.int32).contiguous()
-    if doc_start.is_inference() or (doc_start.is_cuda and torch.cuda.is_current_stream_capturing()):
-        return doc_arg, document_items(doc_arg, rows)
-    kept = _listed.get(doc_start)
-    if kept is None or kept[:3] != (doc_start._version, device, rows):
-        kept = (doc_start._version, device, rows, document_items(doc_arg, rows))
-        _listed[doc_start] = kept
-    return doc_arg, kept[3]
+def checked_items(items, doc_arg):
+    """items, where they can be `document_items` of doc_arg ((B, S) int32 document starts): (B S + 1,) int32
+    on doc_arg's device; a ValueError naming them otherwise (the kernel would read past a shorter list)."""
+    if items.shape != (doc_arg.numel() + 1, ) or items.dtype != torch.int32 or items.device != doc_arg.device:
+        raise ValueError(f"the document walk's items are ({doc_arg.numel() + 1},) int32 on {doc_arg.device} "
+                         f"(triton_attention.document_work), not {tuple(items.shape)} {items.dtype} on {items.device}")
+    return items
 
 
 @gluon.jit

@@ -36,20 +36,37 @@ def _kernel(q, k, v, config):
     return triton_flash if config is not None or gluon_refusal(q, k, v) else gluon_flash
 
 
-def forward_launcher(q, k, v, *, config=None, lse=None, **options):
+def forward_launcher(q, k, v, *, config=None, lse=None, items=None, **options):
     """A launch of our forward on these tensors (triton_flash.forward_launcher's options and contract),
-    through the kernel that runs them."""
+    through the kernel that runs them; `items`, `document_work`'s, where the Gluon forward runs them."""
     if _kernel(q, k, v, config) is gluon_flash:
-        return gluon_flash.forward_launcher(q, k, v, lse=lse, **options)
+        return gluon_flash.forward_launcher(q, k, v, lse=lse, items=items, **options)
     return triton_flash.forward_launcher(q, k, v, config=config, lse=lse, **options)
 
 
 def attention_forward(
-    q, k, v, *, causal, window=None, prefix=None, doc_start=None, softcap=None, alibi=False, scale=None
+    q, k, v, *, causal, window=None, prefix=None, doc_start=None, softcap=None, alibi=False, scale=None, items=None
 ):
     """Attention forward, launched once (see `forward_launcher`). Returns (B, Hq, Sq, D)."""
     return forward_launcher(q, k, v, causal=causal, window=window, prefix=prefix, doc_start=doc_start,
-                            softcap=softcap, alibi=alibi, scale=scale)()
+                            softcap=softcap, alibi=alibi, scale=scale, items=items)()
+
+
+def document_work(q, k, v, options):
+    """The Gluon forward's document work items (gluon_walk.document_items) for these options (`prepare`'s),
+    or None where it would not walk them (another kernel runs q, k, v; no documents; a window or prefix
+    beside them): for a caller that launches many times on one doc_start to list them once, as Flex builds
+    its block mask once, and own them (they hold doc_start's values when listed: list again after writing
+    doc_start). A training step's forward builds a launcher
+    every call, and listing them there cost 321 us of the host's time a call (session 30, H200,
+    llama-3-8b-s4k, tools/probe_host_issue.py: the documents' forward+backward 2.03 ms a call, 82% of it to
+    issue; 1.89 ms, 68%, listed once)."""
+    doc_start = options.get("doc_start")
+    if doc_start is None or options.get("window") is not None or options.get("prefix") is not None \
+            or gluon_refusal(q, k, v):
+        return None
+    return gluon_flash.document_items(doc_start.to(device=q.device, dtype=torch.int32).contiguous(),
+                                      gluon_flash.BLOCK_M)
 
 
 def _backend(q, k, v, config=None):
@@ -68,12 +85,14 @@ def prepare_function(variant, problem):
     options = dict(causal=variant.causal, window=variant.window, prefix=variant.prefix, doc_start=problem.doc_start,
                    softcap=variant.softcap, alibi=variant.alibi)
 
+    items = document_work(problem.q, problem.k, problem.v, options)
+
     def attend(q, k, v):
         # named per call: a block hands its own views (a slice of a fused projection may be misaligned)
         attend.backend = _backend(q, k, v)
         if q.requires_grad and torch.is_grad_enabled():
-            return TritonAttention.apply(q, k, v, options)
-        return attention_forward(q, k, v, **options)
+            return TritonAttention.apply(q, k, v, options, items)
+        return attention_forward(q, k, v, **options, items=items)
 
     attend(problem.q, problem.k, problem.v)
     return attend
@@ -100,7 +119,8 @@ def prepare(variant, problem, config=None):
         from kernels.attention.triton_attention_backward import TritonAttention
 
         options.pop("config")  # its forward is the tuned one: a forced tile times a forward alone
-        call = lambda: TritonAttention.apply(q, k, v, options)  # noqa: E731
+        items = document_work(q, k, v, options)
+        call = lambda: TritonAttention.apply(q, k, v, options, items)  # noqa: E731
         call()
     else:
         first_launch = forward_launcher(q, k, v, **options)

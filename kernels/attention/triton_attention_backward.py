@@ -313,12 +313,13 @@ def _side_stream(main):
 
 
 class TritonAttention(torch.autograd.Function):
-    """Our forward (with lse) and the two backward kernels, for q (B, Hq, Sq, D), k, v (B, Hkv, Skv, D)."""
+    """Our forward (with lse) and the two backward kernels, for q (B, Hq, Sq, D), k, v (B, Hkv, Skv, D);
+    `items`, the forward's document work listed once (triton_attention.document_work), or None."""
 
     @staticmethod
-    def forward(ctx, q, k, v, options):
+    def forward(ctx, q, k, v, options, items=None):
         lse = torch.empty(q.shape[:3], device=q.device, dtype=torch.float32)
-        out = triton_attention.forward_launcher(q, k, v, lse=lse, **options)()
+        out = triton_attention.forward_launcher(q, k, v, lse=lse, items=items, **options)()
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.options = options
         return out
@@ -327,7 +328,7 @@ class TritonAttention(torch.autograd.Function):
     def backward(ctx, grad_out):
         q, k, v, out, lse = ctx.saved_tensors
         if q.numel() == 0:  # no query: nothing flows back (and a descriptor needs a row)
-            return torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v), None
+            return torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v), None, None
         # The kernels read Q and DO and write DQ with q's strides, K, V, DK and DV with k's. A gradient
         # is allocated like its input: in the input's layout where that is dense (a block's projections
         # are transposed views), contiguous where not (a slice of a fused QKV projection), and the input
@@ -396,4 +397,4 @@ class TritonAttention(torch.autograd.Function):
                     delta, doc_arg, dq, *q.stride()[:3], *common, **flags, **_launch(dq_tiles))
         if side is not None:
             main.wait_stream(side)
-        return dq, dk, dv, None
+        return dq, dk, dv, None, None
