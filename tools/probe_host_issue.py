@@ -32,26 +32,15 @@ TOP = 14
 PIECE_REPEATS = 200
 
 
-def idle_issue_ms(call, repeats=STEPS):
-    """The median host time of one call issued onto an idle GPU."""
-    times = []
-    for _ in range(repeats):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - t0) * 1e3)
-    torch.cuda.synchronize()
-    return sorted(times)[len(times) // 2]
-
-
-def host_us(piece, repeats=PIECE_REPEATS):
-    """The median host time of one call of `piece`, in microseconds, the GPU left to drain every 20 calls."""
+def host_us(call, repeats=PIECE_REPEATS, drain_every=20):
+    """The median host time of one call, in microseconds, the GPU left to drain before every
+    `drain_every`-th call (1: each call issued onto an idle GPU)."""
     times = []
     for i in range(repeats):
-        if i % 20 == 0:
+        if i % drain_every == 0:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        piece()
+        call()
         times.append((time.perf_counter() - t0) * 1e6)
     torch.cuda.synchronize()
     return sorted(times)[len(times) // 2]
@@ -116,9 +105,9 @@ def probe(variant):
     print(f"== {variant} ({call.backend}): {call_ms:.3f} ms a call, {issue_ms:.3f} ms to issue back to back "
           f"({timing.eager_share(call_ms, issue_ms)})", flush=True)
     with torch.no_grad():
-        forward = idle_issue_ms(call)
-    print(f"  issue onto an idle GPU: forward alone {forward:.3f} ms, forward+backward {idle_issue_ms(step):.3f} ms",
-          flush=True)
+        forward = host_us(call, STEPS, drain_every=1) / 1e3
+    both = host_us(step, STEPS, drain_every=1) / 1e3
+    print(f"  issue onto an idle GPU: forward alone {forward:.3f} ms, forward+backward {both:.3f} ms", flush=True)
     print("  CUDA runtime calls a step (host side):", flush=True)
     for name, count, us in runtime_calls(step)[:TOP]:
         print(f"    {us:9.1f} us {count:6.2f}x  {name[:80]}", flush=True)

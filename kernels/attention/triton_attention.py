@@ -57,10 +57,9 @@ def document_work(q, k, v, options):
     or None where it would not walk them (another kernel runs q, k, v; no documents; a window or prefix
     beside them): for a caller that launches many times on one doc_start to list them once, as Flex builds
     its block mask once, and own them (they hold doc_start's values when listed: list again after writing
-    doc_start). A training step's forward builds a launcher
-    every call, and listing them there cost 321 us of the host's time a call (session 30, H200,
-    llama-3-8b-s4k, tools/probe_host_issue.py: the documents' forward+backward 2.03 ms a call, 82% of it to
-    issue; 1.89 ms, 68%, listed once)."""
+    doc_start). A training step's forward builds a launcher every call, and listing them there cost 321 us
+    of the host's time a call (session 30, H200, llama-3-8b-s4k, tools/probe_host_issue.py: the documents'
+    forward+backward 2.03 ms a call, 82% of it to issue; 1.91 ms, 68%, listed once)."""
     doc_start = options.get("doc_start")
     if doc_start is None or options.get("window") is not None or options.get("prefix") is not None \
             or gluon_refusal(q, k, v):
