@@ -6,7 +6,7 @@ stand-in and its refusal is forced."""
 import torch
 import triton
 
-from kernels.attention import gluon_backward, gluon_dq, gluon_flash, triton_attention, triton_flash
+from kernels.attention import gluon_backward, gluon_dq, gluon_flash, gluon_walk, triton_attention, triton_flash
 from variantbench import cases
 from variantbench.catalog import attention as catalog
 from variantbench.catalog import family
@@ -72,7 +72,7 @@ def test_the_gluon_forward_runs_what_it_accepts_and_a_forced_tile_keeps_triton(m
     refusal goes to the Triton kernel."""
     launched = []
 
-    def stand_in(q, k, v, **options):
+    def stand_in(q, k, v, items=None, **options):  # the Triton forward walks documents without items
         launched.append("gluon")
         return triton_flash.forward_launcher(q, k, v, **options)
 
@@ -95,7 +95,7 @@ def test_a_functions_label_names_what_its_last_call_ran(monkeypatch):
     call's tensors, not the problem's it was prepared on."""
     launched = []
 
-    def stand_in(q, k, v, **options):
+    def stand_in(q, k, v, items=None, **options):  # the Triton forward walks documents without items
         launched.append("gluon")
         return triton_flash.forward_launcher(q, k, v, **options)
 
@@ -109,3 +109,29 @@ def test_a_functions_label_names_what_its_last_call_ran(monkeypatch):
     assert attend.backend == "triton" and launched == ["gluon"]
     assert torch.allclose(out, attend(problem.q, problem.k, problem.v))
     assert attend.backend == "gluon forward" and launched == ["gluon"] * 2
+
+
+def test_a_training_call_hands_the_gluon_forward_its_document_items_listed_once(monkeypatch):
+    """prepare's forward+backward call and prepare_function's (with and without a gradient) list the
+    document walk's items once (triton_attention.document_work) and hand the same list to every forward
+    they launch: a training step builds a launcher every call, and listing there cost 321 us of the host's
+    time a call (session 30)."""
+    handed = []
+
+    def stand_in(q, k, v, items=None, **options):
+        handed.append(items)
+        return triton_flash.forward_launcher(q, k, v, **options)
+
+    monkeypatch.setattr(gluon_flash, "forward_launcher", stand_in)
+    monkeypatch.setattr(gluon_flash, "refusal", lambda q, k, v: None)
+    variant = family("attention").variant("document")
+    problem = catalog.make_problem(variant, SHAPE, device="cpu", dtype=torch.float32, seed=3, requires_grad=True)
+    listed = gluon_walk.document_items(problem.doc_start, gluon_flash.BLOCK_M)
+    call = triton_attention.prepare(variant, problem)
+    call()
+    attend = triton_attention.prepare_function(variant, problem)
+    attend(problem.q, problem.k, problem.v)
+    with torch.no_grad():  # a block's evaluation: the forward alone
+        attend(problem.q, problem.k, problem.v)
+    assert len(handed) == 5 and handed[0] is handed[1] and handed[2] is handed[3] is handed[4]
+    assert all(torch.equal(items, listed) for items in handed)
