@@ -23,7 +23,6 @@ Scope as gluon_flash.refusal's (Sq == Skv, S a multiple of 128, head dim 128, 16
 engine reads).
 """
 
-import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
@@ -32,7 +31,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from kernels.attention import gluon_flash
 from kernels.attention.gluon_rings import fill, ring
 from kernels.attention.gluon_softmax import LOG2E, _tanh
-from kernels.attention.triton_flash import _bounds
+from kernels.attention.triton_flash import _bounds, doc_start_arg
 
 BLOCK_N = 128  # keys a program: two consumer warpgroups of 64
 BLOCK_M = 64  # query rows a step
@@ -231,7 +230,7 @@ def launch_dkdv(q, k, v, do, lse, delta, dk, dv, *, causal, window=None, prefix=
     layout = gluon_flash.descriptor_layout(q.dtype)
     q_desc, do_desc = (TensorDescriptor.from_tensor(t, [1, 1, BLOCK_M, head_dim], layout) for t in (q, do))
     k_desc, v_desc = (TensorDescriptor.from_tensor(t, [1, 1, BLOCK_N, head_dim], layout) for t in (k, v))
-    doc_arg = q if doc_start is None else doc_start.to(device=q.device, dtype=torch.int32).contiguous()
+    doc_arg = doc_start_arg(doc_start, q)
     _dkdv[(seq // BLOCK_N, batch * k.shape[1])](
         q_desc, k_desc, v_desc, do_desc, lse, delta, dk, dv, doc_arg, *dk.stride()[:3], n_q_heads, k.shape[1], seq,
         scale if scale is not None else head_dim ** -0.5, softcap or 1.0, window or 0, prefix or 0,

@@ -19,7 +19,6 @@ Scope as gluon_flash.refusal's (Sq == Skv, S a multiple of 128, head dim 128, 16
 engine reads).
 """
 
-import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
@@ -30,7 +29,7 @@ from kernels.attention.gluon_backward import row_offsets
 from kernels.attention.gluon_rings import load_key_tiles, ring
 from kernels.attention.gluon_softmax import LOG2E, _tanh
 from kernels.attention.gluon_walk import key_walk
-from kernels.attention.triton_flash import _bounds
+from kernels.attention.triton_flash import _bounds, doc_start_arg
 
 BLOCK_M = 128  # query rows a program: two consumer warpgroups of 64
 BLOCK_N = 128  # keys a tile
@@ -189,7 +188,7 @@ def launch_dq(q, k, v, do, lse, delta, dq, *, causal, window=None, prefix=None, 
     layout = gluon_flash.descriptor_layout(q.dtype)
     q_desc, do_desc = (TensorDescriptor.from_tensor(t, [1, 1, BLOCK_M // 2, head_dim], layout) for t in (q, do))
     k_desc, v_desc = (TensorDescriptor.from_tensor(t, [1, 1, BLOCK_N, head_dim], layout) for t in (k, v))
-    doc_arg = q if doc_start is None else doc_start.to(device=q.device, dtype=torch.int32).contiguous()
+    doc_arg = doc_start_arg(doc_start, q)
     _dq[(seq // BLOCK_M, batch * n_q_heads)](
         q_desc, k_desc, v_desc, do_desc, lse, delta, dq, doc_arg, *dq.stride()[:3], n_q_heads, k.shape[1], seq,
         scale if scale is not None else head_dim ** -0.5, softcap or 1.0, window or 0, prefix or 0,

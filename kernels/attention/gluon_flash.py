@@ -58,9 +58,9 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from kernels.attention.gluon_rings import load_key_tiles, ones_tiles, query_tile, ring, store_rows
 from kernels.attention.gluon_softmax import LOG2E, _softmax, bounded_softcap, issue_pv, row_sums_zero
-from kernels.attention.gluon_walk import _item, checked_items, claim, document_items, post, take
+from kernels.attention.gluon_walk import _item, checked_items, claim, document_work, post, take
 # the masks' key intervals: a Triton function, which Gluon calls as its own
-from kernels.attention.triton_flash import _bounds
+from kernels.attention.triton_flash import _bounds, doc_start_arg
 
 BLOCK_M = 128  # query rows a program: two consumer warpgroups of 64
 BLOCK_N = 128  # keys a tile
@@ -377,13 +377,13 @@ def forward_launcher(q, k, v, *, causal, window=None, prefix=None, doc_start=Non
     k_desc, v_desc = (TensorDescriptor.from_tensor(t, [1, 1, BLOCK_N, head_dim], layout) for t in (k, v))
     bounded = bounded_softcap(softcap, alibi, q.dtype, lse)  # asked before lse is made for the kernel's store
     lse = lse if lse is not None else torch.empty(q.shape[:3], device=q.device, dtype=torch.float32)
-    doc_arg = q if doc_start is None else doc_start.to(device=q.device, dtype=torch.int32).contiguous()
-    if doc_start is None or window is not None or prefix is not None:  # no document walk (`_item`)
-        items = doc_arg
-    else:  # listed here, or once by the caller (a training step builds a launcher a call)
-        items = document_items(doc_arg, BLOCK_M) if items is None else checked_items(items, doc_arg)
-    arguments = (doc_arg, items, scale if scale is not None else head_dim ** -0.5, softcap or 1.0, window or 0,
-                 prefix or 0, n_q_heads, k.shape[1], seq, batch * n_q_heads)
+    doc_arg = doc_start_arg(doc_start, q)
+    if items is None:  # not listed once by the caller (a training step builds a launcher a call)
+        items = document_work(q, doc_start, window, prefix, BLOCK_M)
+    else:
+        items = checked_items(items, doc_arg)
+    arguments = (doc_arg, doc_arg if items is None else items, scale if scale is not None else head_dim ** -0.5,
+                 softcap or 1.0, window or 0, prefix or 0, n_q_heads, k.shape[1], seq, batch * n_q_heads)
     # one program an SM at most (197 KB of shared memory leave room for one), each through its share of
     # the work items (under the document mask, the ones it claims)
     programs = min(seq // BLOCK_M * batch * n_q_heads, _sm_count(q.device))

@@ -6,7 +6,7 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
 # the masks' key intervals: a Triton function, which Gluon calls as its own
-from kernels.attention.triton_flash import _bounds
+from kernels.attention.triton_flash import _bounds, doc_start_arg
 
 
 @gluon.jit
@@ -71,6 +71,14 @@ def document_items(doc_start, rows):
     walk = torch.where(offset % rows == 0, offset, -1).flatten()  # an item's walk grows with its offset
     order = torch.sort(walk, descending=True, stable=True).indices.to(torch.int32)
     return torch.cat([order, (walk >= 0).sum(dtype=torch.int32).reshape(1)])
+
+
+def document_work(q, doc_start, window, prefix, rows):
+    """The document walk's work items (`document_items` at `rows` rows an item) for doc_start, or None where
+    `_item` walks otherwise (no documents, or a window or prefix beside them)."""
+    if doc_start is None or window is not None or prefix is not None:
+        return None
+    return document_items(doc_start_arg(doc_start, q), rows)
 
 
 def checked_items(items, doc_arg):

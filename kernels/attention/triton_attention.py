@@ -19,9 +19,9 @@ from kernels.attention import triton_flash
 from variantbench.catalog import Unsupported
 
 try:
-    from kernels.attention import gluon_flash
+    from kernels.attention import gluon_flash, gluon_walk
 except ImportError:  # a Triton without Gluon: the Triton kernel runs every case
-    gluon_flash = None
+    gluon_flash = gluon_walk = None
 
 
 def gluon_refusal(q, k, v):
@@ -53,19 +53,17 @@ def attention_forward(
 
 
 def document_work(q, k, v, options):
-    """The Gluon forward's document work items (gluon_walk.document_items) for these options (`prepare`'s),
+    """The Gluon forward's document work items (gluon_walk.document_work) for these options (`prepare`'s),
     or None where it would not walk them (another kernel runs q, k, v; no documents; a window or prefix
     beside them): for a caller that launches many times on one doc_start to list them once, as Flex builds
     its block mask once, and own them (they hold doc_start's values when listed: list again after writing
     doc_start). A training step's forward builds a launcher every call, and listing them there cost 321 us
     of the host's time a call (session 30, H200, llama-3-8b-s4k, tools/probe_host_issue.py: the documents'
     forward+backward 2.03 ms a call, 82% of it to issue; 1.91 ms, 68%, listed once)."""
-    doc_start = options.get("doc_start")
-    if doc_start is None or options.get("window") is not None or options.get("prefix") is not None \
-            or gluon_refusal(q, k, v):
+    if gluon_refusal(q, k, v):
         return None
-    return gluon_flash.document_items(doc_start.to(device=q.device, dtype=torch.int32).contiguous(),
-                                      gluon_flash.BLOCK_M)
+    return gluon_walk.document_work(q, options.get("doc_start"), options.get("window"), options.get("prefix"),
+                                    gluon_flash.BLOCK_M)
 
 
 def _backend(q, k, v, config=None):

@@ -38,7 +38,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels.attention import triton_attention, triton_flash
-from kernels.attention.triton_flash import _bounds
+from kernels.attention.triton_flash import _bounds, doc_start_arg
 
 try:
     from triton.experimental import gluon  # noqa: F401 - only its absence sends every case to the Triton kernels
@@ -361,7 +361,7 @@ class TritonAttention(torch.autograd.Function):
             out, grad_out, do, delta, *out.stride()[:3], *grad_out.stride()[:3], n_q_heads, q_len,
             HEAD_DIM=head_dim, BLOCK=BLOCK)
         doc_start = opts.get("doc_start")
-        doc_arg = q if doc_start is None else doc_start.to(device=q.device, dtype=torch.int32).contiguous()
+        doc_arg = doc_start_arg(doc_start, q)
         scale = opts.get("scale") or head_dim ** -0.5
         common = (n_kv_heads, n_q_heads, n_q_heads // n_kv_heads, q_len, kv_len, scale, opts.get("window") or 0,
                   opts.get("prefix") or 0, opts.get("softcap") or 1.0)

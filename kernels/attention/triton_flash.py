@@ -260,6 +260,12 @@ _decode_kernel = triton.autotune(
 )(_attention_forward_kernel)
 
 
+def doc_start_arg(doc_start, q):
+    """doc_start ((B, S) document starts) as every kernel of ours reads it: int32, contiguous, on q's device;
+    q where there is none (a pointer the kernel never reads, DOCUMENTS off)."""
+    return q if doc_start is None else doc_start.to(device=q.device, dtype=torch.int32).contiguous()
+
+
 def forward_launcher(
     q, k, v, *, causal, window=None, prefix=None, doc_start=None, softcap=None, alibi=False, scale=None,
     config=None, lse=None,
@@ -299,10 +305,7 @@ def forward_launcher(
         if t.data_ptr() % 16 or any(stride * t.element_size() % 16 for stride in t.stride()[:-1]):
             raise ValueError("k and v need 16-byte-aligned storage and strides (tensor descriptors)")
     group = n_q_heads // n_kv_heads
-    if doc_start is None:
-        doc_start_arg = q  # never read: DOCUMENTS is off
-    else:
-        doc_start_arg = doc_start.to(device=q.device, dtype=torch.int32).contiguous()
+    doc_arg = doc_start_arg(doc_start, q)
     # The tile is the interpreter's or the forced config's; the autotuner's pre-hook sets each of its
     # configs' on the GPU.
     tile = [1, 1, (config.kwargs if config else INTERPRETER_CONFIG)["BLOCK_N"], head_dim]
@@ -333,7 +336,7 @@ def forward_launcher(
 
     def launcher():
         out = torch.empty_like(q)
-        kernel(q, desc_k, desc_v, out, doc_start_arg, lse_arg, q.stride(0), q.stride(1), q.stride(2),
+        kernel(q, desc_k, desc_v, out, doc_arg, lse_arg, q.stride(0), q.stride(1), q.stride(2),
                out.stride(0), out.stride(1), out.stride(2), *sizes, **flags)
         return out
 
