@@ -350,7 +350,8 @@ def _sm_count(device):
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def descriptor_layout(dtype):
+@functools.cache  # get_default_for took 50 us of the host's a call under cProfile, three a forward+backward
+def descriptor_layout(dtype):  # (session 30, H200, tools/probe_host_issue.py)
     """The shared-memory layout of every tile the copy engine moves, (1, 1, 64 or 128 rows, 128) of 16-bit
     values: one head's rows of a (B, H, S, D) tensor of any strides the copy engine takes (get_default_for
     gives the two the same layout, 128-byte swizzled)."""
