@@ -41,7 +41,7 @@ class _OnHopper:
 
 
 def test_the_gluon_refusal_takes_a_blocks_views_and_refuses_what_its_descriptors_cannot_read(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setattr(gluon_flash, "_capability", lambda device: (9, 0))
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
 
     def refusal(q_heads=8, kv_heads=2, batch=2, length=256, view=lambda t: t, dtype=torch.bfloat16):

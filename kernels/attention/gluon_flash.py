@@ -1,50 +1,43 @@
-"""Our attention forward in Gluon for Hopper (sm_90): FlashAttention-3's warp-specialised schedule, for
-every interval mask and score function of triton_flash.py where the tensors suit it (`refusal`).
+"""Our attention forward in Gluon for Hopper (sm_90): FlashAttention-3's warp-specialised schedule, for every
+interval mask and score function of triton_flash.py where the tensors suit it (`refusal`).
 
-Why: our Triton forward (triton_flash.py) runs 1.11x cuDNN's causal GQA forward on an H200 (session 22:
-1.1613 against 1.0463 ms at llama-3-8b-s4k). Triton 3.6.0 cannot issue the next key tile's q.k before
-this tile's softmax (it waits on a non-accumulator dot at once: session 21's fwd-pipe), and its SASS
-holds 3-4 CTA-wide barriers an iteration, so the two warpgroups of a program move in lockstep and the
-tensor cores idle through every softmax. Gluon exposes the pieces: asynchronous warpgroup MMAs with
-explicit waits, TMA loads tracked by mbarriers, warp specialisation, the layouts. Measured on an H200
-(session 23, do_bench, causal gqa_8 at llama-3-8b-s4k): 1.0193 ms (539 TFLOP/s) against cuDNN's 1.0219
-and our Triton forward's 1.1518, in one process.
+Why: Triton 3.6.0 cannot issue the next key tile's q.k before this tile's softmax (session 21's fwd-pipe), and its
+3-4 CTA-wide barriers an iteration move both warpgroups in lockstep, the tensor cores idle through every softmax;
+Gluon exposes asynchronous warpgroup MMAs, mbarrier-tracked TMA loads, warp specialisation. On an H200 (session 23,
+do_bench, causal gqa_8, llama-3-8b-s4k): 1.0193 ms against cuDNN's 1.0219 and our Triton forward's 1.1518 (1.11x
+cuDNN in session 22), in one process.
 
-The schedule, FlashAttention-3's: a work item is 128 query rows of one head, and a persistent program
-(one an SM) takes items pid, pid + programs, ..., a KV head's query heads together, each head's last row
-block first (`_item`), or under the document mask, whose walks follow the documents, claims each as it
-comes free (`claim`) from items that start at their documents' starts (`document_items`). For each, one
-producer warp loads each consumer's 64 query rows, then K and V tile by tile into rings of
-STAGES slots (a slot refilled once both consumers have released it, through mbarriers: no CTA barrier
-anywhere in the loop). Two consumer warpgroups of four warps each own 64 rows and run apart, so one's
-softmax can overlap the other's products; within each, FlashAttention-3's order issues S_j = Q K_j^T
-with P_{j-1} V_{j-1} and waits for S_j alone before S_j's softmax. The two taking turns at their products
-(FlashAttention-3's ping-pong) measured slower at every variant (session 25, H200: causal 1.0288 against
-1.0023 ms): each turn's wait and arrive syncs the partition.
-Persistence is for the short walks: the next item's key tiles load during the last P V (gated on an H200
-against one program a row block, session 25: sliding_window_1024 faster 0.951, the rest the same), and each
-consumer holds two items' query tiles, so the next item's rows load during this walk and each output leaves
-through its own item's tile (released one S and softmax into the next item, its store gone). Measured on an
-H200 (session 29, do_bench, llama-3-8b-s4k): sliding_window_1024 0.5112, 0.5134 -> 0.4907, 0.4890 ms,
+The schedule, FlashAttention-3's: a work item is 128 query rows of one head, and a persistent program (one an SM)
+takes items pid, pid + programs, ..., a KV head's query heads together, each head's last row block first (`_item`),
+or under the document mask, whose walks follow the documents, claims each as it comes free (`claim`) from items that
+start at their documents' starts (`document_items`). For each, one producer warp loads each consumer's 64 query
+rows, then K and V tile by tile into rings of STAGES slots (a slot refilled once both consumers have released it,
+through mbarriers: no CTA barrier anywhere in the loop). Two consumer warpgroups of four warps each own 64 rows and
+run apart, so one's softmax can overlap the other's products; within each, FlashAttention-3's order issues S_j = Q
+K_j^T with P_{j-1} V_{j-1} and waits for S_j alone before S_j's softmax. The two taking turns at their products
+(FlashAttention-3's ping-pong) measured slower at every variant (session 25, H200: causal 1.0288 against 1.0023 ms):
+each turn's wait and arrive syncs the partition. Persistence is for the short walks: the next item's key tiles load
+during the last P V (gated on an H200 against one program a row block, session 25: sliding_window_1024 faster 0.951,
+the rest the same), and each consumer holds two items' query tiles, so the next item's rows load during this walk
+and each output leaves through its own item's tile (released one S and softmax into the next item, its store gone).
+Measured on an H200 (session 29, do_bench, llama-3-8b-s4k): sliding_window_1024 0.5112, 0.5134 -> 0.4907, 0.4890 ms,
 causal 0.9454 -> 0.9340; gated same at six forwards, the window 0.968 (gate/q-ring-h200.md).
 
 A softcap forward that fills no lse (inference's) runs exp2 without a running max: the cap bounds it
-(gluon_softmax.py, `bounded_softcap`), and a tile skips the row max, its shuffles and the output's
-rescale (session 25, H200, llama-3-8b-s4k: softcap_50 1.1315 ms against 1.1878 with the max; gated faster
-0.962). Its row sums are the tensor cores' (P times a tile of ones beside P V, `gluon_softmax.issue_pv`;
-session 28): 1.0878 -> 1.0443 ms, gated faster 0.949; every other launch sums in float32.
+(gluon_softmax.py, `bounded_softcap`), and a tile skips the row max, its shuffles and the output's rescale (session
+25, H200, llama-3-8b-s4k: softcap_50 1.1315 ms against 1.1878 with the max; gated faster 0.962). Its row sums are
+the tensor cores' (P times a tile of ones beside P V, `gluon_softmax.issue_pv`; session 28): 1.0878 -> 1.0443 ms,
+gated faster 0.949; every other launch sums in float32.
 
-Masks and scores are triton_flash's: query position q sees keys lo(q) <= k <= hi(q), and every bound
-grows with q, so a program's first and last rows bound the key tiles it walks, and tiles every row sees
-whole skip the interval test. The producer and both consumers walk the same tiles (the rings' release
-counts rely on it).
+Masks and scores are triton_flash's: query position q sees keys lo(q) <= k <= hi(q), and every bound grows with q,
+so a program's first and last rows bound the key tiles it walks, and tiles every row sees whole skip the interval
+test. The producer and both consumers walk the same tiles (the rings' release counts rely on it).
 
-Compiled for sm_90 (session 22), ptxas issues the wait for P_{j-1} V_{j-1} ahead of the softmax's exp2s
-within a warpgroup, and rescaling the output with S_{j+1} in flight serialises every MMA (C7514): the
-overlap this kernel can count on is between its two consumers.
+Compiled for sm_90 (session 22), ptxas issues the wait for P_{j-1} V_{j-1} ahead of the softmax's exp2s, and
+rescaling the output with S_{j+1} in flight serialises every MMA (C7514): the overlap is between consumers.
 
-Scope: 16-bit q, k, v of shape (B, H, S, 128) and any strides the copy engine takes, self-attention
-(Sq == Skv), S a multiple of 128, grouped heads. It fills lse (log2 units, as triton_flash's) for our backward.
+Scope: 16-bit q, k, v of shape (B, H, S, 128) and any strides the copy engine takes, self-attention (Sq == Skv), S a
+multiple of 128, grouped heads. It fills lse (log2 units, as triton_flash's) for our backward.
 """
 
 import functools
@@ -320,7 +313,7 @@ def _attention_forward(q_desc, k_desc, v_desc, o_desc, Out, Lse, Claims, DocStar
 
 def refusal(q, k, v):
     """Why this kernel cannot run q, k, v (triton_flash's kernel runs them instead), or None."""
-    if not q.is_cuda or torch.cuda.get_device_capability(q.device) != (9, 0):
+    if not q.is_cuda or _capability(q.device) != (9, 0):
         return "it is written for Hopper (sm_90)"
     if os.environ.get("TRITON_INTERPRET") == "1":
         return "Gluon has no interpreter"
@@ -345,13 +338,20 @@ def refusal(q, k, v):
     return None
 
 
+# Cached: under cProfile (session 30, H200, tools/probe_host_issue.py) a forward+backward asked the capability
+# in each of its seven refusals (12-20 us each unprofiled) and made the layout three times (50 us each).
+@functools.cache
+def _capability(device):
+    return torch.cuda.get_device_capability(device)
+
+
 @functools.cache
 def _sm_count(device):
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-@functools.cache  # get_default_for took 50 us of the host's a call under cProfile, three a forward+backward
-def descriptor_layout(dtype):  # (session 30, H200, tools/probe_host_issue.py)
+@functools.cache
+def descriptor_layout(dtype):
     """The shared-memory layout of every tile the copy engine moves, (1, 1, 64 or 128 rows, 128) of 16-bit
     values: one head's rows of a (B, H, S, D) tensor of any strides the copy engine takes (get_default_for
     gives the two the same layout, 128-byte swizzled)."""
