@@ -153,3 +153,8 @@ ratios() {  # ratios [BRANCH]: our attention's cost per useful FLOP against the 
     --variant softcap_50 --variant alibi --variant prefix_lm --variant full \
     --bench 'AttentionMetrics\.track_ratio_to_baseline'
 }
+ncu_forward() {  # ncu_forward BRANCH [VARIANT...]: Nsight Compute's counters of the Gluon forward, one launch a
+  # variant (tools/ncu_forward.sh; session 31, the first hardware counters read in this project)
+  local out="$PWD/$dest/ncu-$1"
+  on_branch "$1" "ncu-$1" 420 bash tools/ncu_forward.sh "$out" "${@:2}"
+}

@@ -1,0 +1,126 @@
+"""One launch of our Gluon forward (kernels/attention/gluon_flash.py) per variant, for Nsight Compute to
+read its hardware counters: the question a timing cannot answer, *which* of the SM's pipes or waits a
+variant pays for (alibi read 1.11-1.13x our causal in sessions 29-31, the documents 1.30 per useful FLOP,
+and five guesses at them measured nothing).
+
+    ncu --profile-from-start off --clock-control none --set full -o REPORT python tools/probe_ncu.py VARIANT
+    python tools/probe_ncu.py --summary DIR          (the exported pages of tools/ncu_forward.sh, side by side)
+
+The inputs are tools/probe_gluon_forward.py's (llama-3-8b-s4k, bfloat16, random normal: never zeros). Each
+variant compiles and runs twice outside the profiled range, then once inside it (cudaProfilerStart/Stop),
+so the report holds that variant's steady launch alone. --clock-control none leaves the clocks as a timing
+sees them (the device's METHOD.md); the SM clock is among the figures the summary prints.
+"""
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+TOOLS = Path(__file__).resolve().parent
+# the figures a forward's cost hides in: time and clock, the pipes' shares of their peaks (tensor cores for
+# the products, XU for exp2 and conversions, FMA and ALU for the scores), issue, and where warps wait
+SUMMARY = [r"^gpu__time_duration\.sum$", r"^smsp__cycles_elapsed\.avg\.per_second$",
+           r"^sm__inst_executed_pipe_.*\.avg\.pct_of_peak_sustained_active$",
+           r"^sm__pipe_.*cycles_active\.avg\.pct_of_peak_sustained_active$",
+           r"^smsp__issue_active\.avg\.pct_of_peak_sustained_active$", r"^smsp__inst_executed\.sum$",
+           r"^smsp__average_warp_latency_issue_stalled_.*\.ratio$", r"^smsp__pcsamp_warps_issue_stalled_.*$",
+           r"^launch__registers_per_thread$", r"^l1tex__data_bank_conflicts_pipe_lsu.*\.sum$"]
+
+
+def profile(names):
+    import torch
+    sys.path.insert(0, str(TOOLS.parent))
+    sys.path.insert(0, str(TOOLS))
+    from kernels.attention import gluon_flash
+    from probe_gluon_forward import BATCH, DIM, KV_HEADS, Q_HEADS, SEQ, VARIANTS
+    unknown = [name for name in names if name not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"probe_ncu: no variant {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+    if not torch.cuda.is_available():
+        raise SystemExit("probe_ncu: no CUDA device")
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    q = torch.randn(BATCH, Q_HEADS, SEQ, DIM, device="cuda", generator=gen, dtype=torch.bfloat16)
+    for name in names:
+        options = {key: value.cuda() if torch.is_tensor(value) else value for key, value in VARIANTS[name].items()}
+        kv_heads = options.pop("kv_heads", KV_HEADS)
+        k, v = (torch.randn(BATCH, kv_heads, SEQ, DIM, device="cuda", generator=gen, dtype=torch.bfloat16)
+                for _ in range(2))
+        launch = gluon_flash.forward_launcher(q, k, v, **options)
+        for _ in range(2):  # compiled, and the clocks up, outside the profiled range
+            launch()
+        torch.cuda.synchronize()
+        torch.cuda.cudart().cudaProfilerStart()
+        out = launch()
+        torch.cuda.synchronize()
+        torch.cuda.cudart().cudaProfilerStop()
+        print(f"probe_ncu: {name} launched once under the profiler, |out| max {out.abs().max().item():.3f}",
+              flush=True)
+
+
+def read_raw(path):
+    """ncu's raw page (--page raw --csv): a header row, a units row, one row a kernel."""
+    lines = path.read_text().splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith('"ID"')), None)
+    if start is None:
+        raise ValueError(f"{path}: no ncu raw page (no header row)")
+    from io import StringIO
+    table = pd.read_csv(StringIO("\n".join(lines[start:])), thousands=",")
+    return table.iloc[1:]  # the units row
+
+
+def summary(folder):
+    """Each variant's raw page (FOLDER/VARIANT/raw.csv), the SUMMARY figures side by side, and each
+    source page's (FOLDER/VARIANT/source.csv) instructions that the most warp samples stalled at."""
+    variants = sorted(p.parent.name for p in Path(folder).glob("*/raw.csv"))
+    if not variants:
+        raise SystemExit(f"probe_ncu: no */raw.csv under {folder}")
+    columns = {}
+    for name in variants:
+        row = read_raw(Path(folder) / name / "raw.csv").iloc[-1]
+        columns[name] = {metric: row[metric] for metric in row.index
+                         if any(re.match(pattern, metric) for pattern in SUMMARY)}
+    table = pd.DataFrame(columns)
+    table = table.apply(lambda col: pd.to_numeric(col.astype(str).str.replace(",", ""), errors="coerce"))
+    table = table.dropna(how="all")
+    table = table[(table.max(axis=1) > 0)]
+    shown = {"display.max_rows": 400, "display.width": 250, "display.max_colwidth": 90,
+             "display.float_format": "{:.4g}".format}
+    with pd.option_context(*(item for pair in shown.items() for item in pair)):
+        print(table.sort_index())
+    for name in variants:
+        source = Path(folder) / name / "source.csv"
+        if source.exists():
+            hot_instructions(name, source)
+
+
+def hot_instructions(name, path, top=25):
+    lines = path.read_text().splitlines()
+    start = next((i for i, line in enumerate(lines) if "Source" in line and "Address" in line), None)
+    if start is None:
+        print(f"\n{name}: {path.name} has no SASS table")
+        return
+    from io import StringIO
+    table = pd.read_csv(StringIO("\n".join(lines[start:])), thousands=",")
+    samples = next((c for c in table.columns if c.startswith("Warp Stall Sampling (All")), None)
+    if samples is None:
+        print(f"\n{name}: no warp stall sampling column in {path.name}: {list(table.columns)[:12]}")
+        return
+    table[samples] = pd.to_numeric(table[samples].astype(str).str.replace(",", ""), errors="coerce").fillna(0)
+    total = table[samples].sum()
+    print(f"\n{name}: {len(table)} SASS instructions, {total:.0f} warp samples; the {top} most stalled at")
+    for _, row in table.nlargest(top, samples).iterrows():
+        print(f"  {row[samples] / total:6.1%}  {row['Address']}  {row['Source']}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("variants", nargs="*", help="tools/probe_gluon_forward.py's VARIANTS")
+    parser.add_argument("--summary", metavar="DIR", help="print the exported pages under DIR instead")
+    args = parser.parse_args()
+    if args.summary:
+        summary(args.summary)
+    else:
+        profile(args.variants or ["causal", "alibi"])
