@@ -10,7 +10,8 @@ ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | tail -
 for variant in "$@"; do
   mkdir -p "$out/$variant"
   rep="$out/$variant/forward"
-  "$ncu" --profile-from-start off --clock-control none --set full --import-source no -f -o "$rep" \
+  "$ncu" --profile-from-start off --clock-control none --set full --import-source no \
+    -k regex:_attention_forward -f -o "$rep" \
     python3 tools/probe_ncu.py "$variant" 2>&1 | grep -v "^==PROF== Profiling\|^==PROF== Disconnected" | tail -5
   [ -f "$rep.ncu-rep" ] || { echo "ncu_forward: no report for $variant"; continue; }
   "$ncu" --import "$rep.ncu-rep" --page raw --csv > "$out/$variant/raw.csv" 2> "$out/$variant/raw.err"

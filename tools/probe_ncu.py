@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 TOOLS = Path(__file__).resolve().parent
+KERNEL = "_attention_forward"  # gluon_flash's kernel, the one launch a variant profiled
 # the figures a forward's cost hides in: time and clock, the pipes' shares of their peaks (tensor cores for
 # the products, XU for exp2 and conversions, FMA and ALU for the scores), issue, and where warps wait
 SUMMARY = [r"^gpu__time_duration\.sum$", r"^smsp__cycles_elapsed\.avg\.per_second$",
@@ -79,7 +80,8 @@ def summary(folder):
         raise SystemExit(f"probe_ncu: no */raw.csv under {folder}")
     columns = {}
     for name in variants:
-        row = read_raw(Path(folder) / name / "raw.csv").iloc[-1]
+        rows = read_raw(Path(folder) / name / "raw.csv")
+        row = rows[rows["Kernel Name"].str.contains(KERNEL)].iloc[-1]
         columns[name] = {metric: row[metric] for metric in row.index
                          if any(re.match(pattern, metric) for pattern in SUMMARY)}
     table = pd.DataFrame(columns)
@@ -97,13 +99,15 @@ def summary(folder):
 
 
 def hot_instructions(name, path, top=25):
-    lines = path.read_text().splitlines()
-    start = next((i for i, line in enumerate(lines) if "Source" in line and "Address" in line), None)
-    if start is None:
-        print(f"\n{name}: {path.name} has no SASS table")
+    # one section a profiled kernel, each under its "Kernel Name" line (the documents' range also holds the
+    # zeroing of their claim counter, when ncu is not told to keep the forward alone)
+    sections = path.read_text().split('"Kernel Name",')
+    ours = [section for section in sections if section.startswith(f'"{KERNEL}')]
+    if not ours:
+        print(f"\n{name}: {path.name} has no SASS table of {KERNEL}")
         return
     from io import StringIO
-    table = pd.read_csv(StringIO("\n".join(lines[start:])), thousands=",")
+    table = pd.read_csv(StringIO(ours[-1].split("\n", 1)[1]), thousands=",")
     samples = next((c for c in table.columns if c.startswith("Warp Stall Sampling (All")), None)
     if samples is None:
         print(f"\n{name}: no warp stall sampling column in {path.name}: {list(table.columns)[:12]}")
