@@ -419,13 +419,16 @@ def test_the_gluon_forward_walks_every_head_of_every_chunk(batch, heads):
 
 
 @hopper
-@pytest.mark.parametrize("window", [None, 200], ids=["documents", "documents+window"])
-def test_the_gluon_forward_stores_only_each_items_own_documents_rows(window):
+@pytest.mark.parametrize("window,alibi", [(None, False), (200, False), (None, True)],
+                         ids=["documents", "documents+window", "documents+alibi"])
+def test_the_gluon_forward_stores_only_each_items_own_documents_rows(window, alibi):
     """The document forward's items start at their documents' starts (gluon_walk.document_items), so a
     document's last item holds rows of the next, which it must not store (a masked store, not the copy
     engine's box); with a window beside the documents, the items are the other masks' (128 rows a block).
     Documents of 1, 127, 128, 129, 1, 255 and 127 rows, and the reverse, in two sequences, grouped heads:
-    every row's output and lse (NaN before) equal our Triton forward's within bfloat16's rounding."""
+    every row's output and lse (NaN before) equal our Triton forward's within bfloat16's rounding. With ALiBi
+    the lse takes back the bias the consumer's first row leaves out (gluon_softmax.alibi_columns) from an
+    item's rows, which here start anywhere in a document."""
     from kernels.attention import gluon_flash, triton_flash
 
     def starts(lengths):
@@ -436,8 +439,9 @@ def test_the_gluon_forward_stores_only_each_items_own_documents_rows(window):
     gen = torch.Generator(device="cuda").manual_seed(17)
     q, k, v = (torch.randn(2, h, 768, 128, device="cuda", generator=gen, dtype=torch.bfloat16) for h in (8, 2, 2))
     want_lse, lse = (torch.full((2, 8, 768), float("nan"), device="cuda") for _ in range(2))
-    want = triton_flash.forward_launcher(q, k, v, causal=True, doc_start=doc_start, window=window, lse=want_lse)()
-    got = gluon_flash.forward_launcher(q, k, v, causal=True, doc_start=doc_start, window=window, lse=lse)()
+    options = dict(causal=True, doc_start=doc_start, window=window, alibi=alibi)
+    want = triton_flash.forward_launcher(q, k, v, **options, lse=want_lse)()
+    got = gluon_flash.forward_launcher(q, k, v, **options, lse=lse)()
     torch.testing.assert_close(lse, want_lse, rtol=0, atol=1e-3)
     torch.testing.assert_close(got, want, rtol=0, atol=2e-2)
 

@@ -50,7 +50,8 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warp
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from kernels.attention.gluon_rings import load_key_tiles, ones_tiles, query_tile, ring, store_rows
-from kernels.attention.gluon_softmax import LOG2E, _softmax, bounded_softcap, issue_pv, row_sums_zero
+from kernels.attention.gluon_softmax import (LOG2E, _softmax, alibi_columns, alibi_lse, bounded_softcap, issue_pv,
+                                            row_sums_zero)
 from kernels.attention.gluon_walk import _item, checked_items, claim, document_work, post, take
 # the masks' key intervals: a Triton function, which Gluon calls as its own
 from kernels.attention.triton_flash import _bounds, doc_start_arg
@@ -147,9 +148,7 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
                                                        instr_shape=[16, HEAD_DIM, 16])
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     o_rows: gl.constexpr = gl.SliceLayout(1, o_layout)
-    if SOFTCAP and ALIBI:  # the capped score joins the bias in plain units
-        to_log2 = LOG2E
-    elif SOFTCAP:
+    if SOFTCAP:
         to_log2 = softcap * LOG2E
     else:
         to_log2 = sm_scale * LOG2E
@@ -169,12 +168,9 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
         batch, q_head, kv_head, head_row, q_pos0, key0, n_tiles, unmasked_lo, unmasked_hi = _item(
             item, n_blocks, n_q_heads, n_kv_heads, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, HALF_M,
             TILE_N)
-        # ALiBi's slope of head h (0-based) is 2^(-8 (h+1) / H), divided by the scale where the scores
-        # reach exp2 in q.k's units (triton_flash says why)
-        slope = gl.exp2(-8.0 * (q_head + 1).to(gl.float32) / n_q_heads)
-        if not SOFTCAP:
-            slope = slope / sm_scale
-        rows = q_pos0 + HALF * HALF_M + gl.arange(0, HALF_M, layout=gl.SliceLayout(1, s_layout))
+        row0 = q_pos0 + HALF * HALF_M
+        rows = row0 + gl.arange(0, HALF_M, layout=gl.SliceLayout(1, s_layout))
+        slope, bias = alibi_columns(q_head, n_q_heads, TILE_N, gl.SliceLayout(0, s_layout), ALIBI)
         if DOCUMENTS and not WINDOW and not PREFIX:  # its document's rows see key0 to themselves (the rest: not stored)
             lo, hi = rows * 0 + key0, rows
         else:
@@ -196,8 +192,8 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
                           use_acc=False, is_async=True)
         s = warpgroup_mma_wait(num_outstanding=0, deps=(s, ))
         mbarrier.arrive(k_empty.index(slot), count=1)
-        p, m_i, l_i, alpha = _softmax(s, m_i, l_i, to_log2, sm_scale, softcap, slope, rows, cols, lo, hi,
-                                      (first_tile < unmasked_lo) | (first_tile >= unmasked_hi), SOFTCAP, ALIBI,
+        p, m_i, l_i, alpha = _softmax(s, m_i, l_i, to_log2, sm_scale, softcap, bias, slope * (key0 - row0), cols, lo,
+                                      hi, (first_tile < unmasked_lo) | (first_tile >= unmasked_hi), SOFTCAP, ALIBI,
                                       BOUNDED)
         p = gl.convert_layout(p.to(v_desc.dtype), p_layout)  # carried as the 16-bit operand: 32 registers, not 64
         if rounds > 0:  # the last item's output has left its tile (one S and softmax ago): the producer may
@@ -216,8 +212,8 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
             # S_j done; P_{j-1} V_{j-1} (and under BOUNDED its row sums) may still run
             s = warpgroup_mma_wait(num_outstanding=2 if BOUNDED else 1, deps=(s, ))
             mbarrier.arrive(k_empty.index(slot), count=1)
-            p_next, m_i, l_i, alpha = _softmax(s, m_i, l_i, to_log2, sm_scale, softcap, slope, rows,
-                                               cols + j * TILE_N, lo, hi,
+            p_next, m_i, l_i, alpha = _softmax(s, m_i, l_i, to_log2, sm_scale, softcap, bias,
+                                               slope * (key0 + j * TILE_N - row0), cols + j * TILE_N, lo, hi,
                                                (tile < unmasked_lo) | (tile >= unmasked_hi), SOFTCAP, ALIBI,
                                                BOUNDED)
             p_next = gl.convert_layout(p_next.to(v_desc.dtype), p_layout)
@@ -244,7 +240,8 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
         acc = acc / gl.convert_layout(l_i, o_rows)[:, None]
         if DOCUMENTS and not WINDOW and not PREFIX:  # rows past the document's end are another item's
             in_doc = (rows < seq) & (gl.load(DocStart + batch * seq + gl.minimum(rows, seq - 1)) == key0)
-            gl.store(Lse + head_row * seq + rows, m_i + gl.log2(l_i), mask=in_doc)
+            gl.store(Lse + head_row * seq + rows, alibi_lse(m_i + gl.log2(l_i), slope, rows - row0, ALIBI),
+                     mask=in_doc)
             last_row = q_pos0 + HALF * HALF_M + HALF_M - 1
             if (last_row < seq) & (gl.load(DocStart + batch * seq + gl.minimum(last_row, seq - 1)) == key0):
                 store_rows(o_desc, q_smem, q_tile, acc, batch, q_head, q_pos0 + HALF * HALF_M)
@@ -255,8 +252,7 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
                         + gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))[None, :])
                 gl.store(o_at, acc.to(o_desc.dtype), mask=gl.convert_layout(in_doc, o_rows)[:, None])
         else:
-            gl.store(Lse + head_row * seq + q_pos0 + HALF * HALF_M
-                     + gl.arange(0, HALF_M, layout=gl.SliceLayout(1, s_layout)), m_i + gl.log2(l_i))
+            gl.store(Lse + head_row * seq + rows, alibi_lse(m_i + gl.log2(l_i), slope, rows - row0, ALIBI))
             store_rows(o_desc, q_smem, q_tile, acc, batch, q_head, q_pos0 + HALF * HALF_M)
         rounds += 1
         if DOCUMENTS:
