@@ -252,7 +252,8 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
                         + gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))[None, :])
                 gl.store(o_at, acc.to(o_desc.dtype), mask=gl.convert_layout(in_doc, o_rows)[:, None])
         else:
-            gl.store(Lse + head_row * seq + rows, alibi_lse(m_i + gl.log2(l_i), slope, rows - row0, ALIBI))
+            offsets = gl.arange(0, HALF_M, layout=gl.SliceLayout(1, s_layout))
+            gl.store(Lse + head_row * seq + row0 + offsets, alibi_lse(m_i + gl.log2(l_i), slope, offsets, ALIBI))
             store_rows(o_desc, q_smem, q_tile, acc, batch, q_head, q_pos0 + HALF * HALF_M)
         rounds += 1
         if DOCUMENTS:
