@@ -13,6 +13,7 @@ sees them (the device's METHOD.md); the SM clock is among the figures the summar
 """
 
 import argparse
+import gzip
 import re
 import sys
 from pathlib import Path
@@ -88,20 +89,22 @@ def summary(folder):
     table = table.apply(lambda col: pd.to_numeric(col.astype(str).str.replace(",", ""), errors="coerce"))
     table = table.dropna(how="all")
     table = table[(table.max(axis=1) > 0)]
-    shown = {"display.max_rows": 400, "display.width": 250, "display.max_colwidth": 90,
+    shown = {"display.max_rows": 400, "display.max_columns": 20, "display.width": 250, "display.max_colwidth": 90,
              "display.float_format": "{:.4g}".format}
     with pd.option_context(*(item for pair in shown.items() for item in pair)):
         print(table.sort_index())
     for name in variants:
-        source = Path(folder) / name / "source.csv"
-        if source.exists():
-            hot_instructions(name, source)
+        # (the pages kept under reports/truth are gzipped)
+        for source in (Path(folder) / name / "source.csv", Path(folder) / name / "source.csv.gz"):
+            if source.exists():
+                hot_instructions(name, source)
 
 
 def hot_instructions(name, path, top=25):
     # one section a profiled kernel, each under its "Kernel Name" line (the documents' range also holds the
     # zeroing of their claim counter, when ncu is not told to keep the forward alone)
-    sections = path.read_text().split('"Kernel Name",')
+    text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+    sections = text.split('"Kernel Name",')
     ours = [section for section in sections if section.startswith(f'"{KERNEL}')]
     if not ours:
         print(f"\n{name}: {path.name} has no SASS table of {KERNEL}")
