@@ -30,7 +30,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from kernels.attention import gluon_flash
 from kernels.attention.gluon_rings import fill, ring
-from kernels.attention.gluon_softmax import LOG2E, _tanh
+from kernels.attention.gluon_softmax import LOG2E, _tanh, alibi_slope
 from kernels.attention.triton_flash import _bounds, doc_start_arg
 
 BLOCK_N = 128  # keys a program: two consumer warpgroups of 64
@@ -152,7 +152,7 @@ def _consumer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WIN
             slope_term = 1.0 - t * t
             s = (softcap * LOG2E) * t
         if ALIBI:
-            slope = gl.exp2(-8.0 * (q_head + 1).to(gl.float32) / n_q_heads) * LOG2E
+            slope = alibi_slope(q_head, n_q_heads)
             s = s + slope * (keys[:, None] - rows[None, :]).to(gl.float32)
         if (block < whole_first) | (block >= whole_end):
             lo, hi = _bounds(rows, batch, seq, window, prefix, DocStart, CAUSAL, WINDOW, PREFIX, DOCUMENTS)

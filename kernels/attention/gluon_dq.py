@@ -27,7 +27,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from kernels.attention import gluon_flash
 from kernels.attention.gluon_backward import row_offsets
 from kernels.attention.gluon_rings import load_key_tiles, ring
-from kernels.attention.gluon_softmax import LOG2E, _tanh
+from kernels.attention.gluon_softmax import LOG2E, _tanh, alibi_slope
 from kernels.attention.gluon_walk import key_walk
 from kernels.attention.triton_flash import _bounds, doc_start_arg
 
@@ -89,7 +89,7 @@ def _consumer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WIN
     stat = (batch * n_q_heads + q_head) * seq + rows
     lse, delta = gl.load(Lse + stat), gl.load(Delta + stat)
     scale_log2 = sm_scale * LOG2E
-    slope = gl.exp2(-8.0 * (q_head + 1).to(gl.float32) / n_q_heads) * LOG2E  # ALiBi's, in log2 units
+    slope = alibi_slope(q_head, n_q_heads)
     s_zero = gl.zeros([HALF_M, TILE_N], gl.float32, layout=s_layout)
     dq = gl.zeros([HALF_M, HEAD_DIM], gl.float32, layout=acc_layout)
 

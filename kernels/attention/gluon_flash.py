@@ -242,9 +242,9 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
             in_doc = (rows < seq) & (gl.load(DocStart + batch * seq + gl.minimum(rows, seq - 1)) == key0)
             gl.store(Lse + head_row * seq + rows, alibi_lse(m_i + gl.log2(l_i), slope, rows - row0, ALIBI),
                      mask=in_doc)
-            last_row = q_pos0 + HALF * HALF_M + HALF_M - 1
+            last_row = row0 + HALF_M - 1
             if (last_row < seq) & (gl.load(DocStart + batch * seq + gl.minimum(last_row, seq - 1)) == key0):
-                store_rows(o_desc, q_smem, q_tile, acc, batch, q_head, q_pos0 + HALF * HALF_M)
+                store_rows(o_desc, q_smem, q_tile, acc, batch, q_head, row0)
             else:
                 # (the copy engine's box would write them); offsets in int64, as the copy engine's are
                 o_at = (Out + batch.to(gl.int64) * stride_b + q_head * stride_h
@@ -254,7 +254,7 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
         else:
             offsets = gl.arange(0, HALF_M, layout=gl.SliceLayout(1, s_layout))
             gl.store(Lse + head_row * seq + row0 + offsets, alibi_lse(m_i + gl.log2(l_i), slope, offsets, ALIBI))
-            store_rows(o_desc, q_smem, q_tile, acc, batch, q_head, q_pos0 + HALF * HALF_M)
+            store_rows(o_desc, q_smem, q_tile, acc, batch, q_head, row0)
         rounds += 1
         if DOCUMENTS:
             next_index, next_phase = query_tile(rounds, HALF)
