@@ -81,11 +81,14 @@ def test_only_an_inference_forward_with_a_small_softcap_drops_the_max():
     assert not bounded_softcap(None, False, torch.bfloat16, None)
 
 
-@pytest.mark.parametrize("cap", [0.0, -50.0])
-def test_a_softcap_that_is_not_positive_is_refused(cap):
-    """A cap of 0 divides by it; a negative one turns the masked keys' -inf into +inf at exp2 (NaN out)."""
+@pytest.mark.parametrize("options", [dict(softcap=0.0), dict(softcap=-50.0), dict(scale=0.0), dict(scale=-0.1)],
+                         ids=["cap-0", "cap-negative", "scale-0", "scale-negative"])
+def test_a_softcap_or_scale_that_is_not_positive_is_refused(options):
+    """A cap of 0 divides by it; a negative one turns the masked keys' -inf into +inf at exp2 (NaN out). Our
+    kernels scale a row's max of raw scores once: under a negative scale that is the scaled scores' min."""
     from kernels.attention import triton_flash
 
     q, k, v = (torch.randn(1, 2, 8, 16) for _ in range(3))
-    with pytest.raises(ValueError, match="must be positive"):
-        triton_flash.forward_launcher(q, k, v, causal=True, softcap=cap)
+    with pytest.raises(ValueError, match=f"{next(iter(options))} .* must be positive"):
+        triton_flash.forward_launcher(q, k, v, causal=True, **options)
+    assert triton_flash.score_refusal(None, 0.5) is None and triton_flash.score_refusal(30.0, None) is None

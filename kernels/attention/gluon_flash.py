@@ -54,7 +54,7 @@ from kernels.attention.gluon_softmax import (LOG2E, _softmax, alibi_columns, ali
                                             row_sums_zero)
 from kernels.attention.gluon_walk import _item, checked_items, claim, document_work, post, take
 # the masks' key intervals: a Triton function, which Gluon calls as its own
-from kernels.attention.triton_flash import _bounds, doc_start_arg
+from kernels.attention.triton_flash import _bounds, doc_start_arg, score_refusal
 
 BLOCK_M = 128  # query rows a program: two consumer warpgroups of 64
 BLOCK_N = 128  # keys a tile
@@ -367,8 +367,9 @@ def forward_launcher(q, k, v, *, causal, window=None, prefix=None, doc_start=Non
         raise ValueError(f"the Gluon forward cannot run these: {why}")
     if doc_start is not None and not causal:
         raise ValueError("the document mask is defined for causal attention only")
-    if softcap is not None and not softcap > 0:  # a cap of 0 would divide by it; below, exp2 meets +inf
-        raise ValueError(f"softcap caps the scores at +-softcap: it must be positive, not {softcap}")
+    why = score_refusal(softcap, scale)
+    if why:
+        raise ValueError(why)
     batch, n_q_heads, seq, head_dim = q.shape
     layout = descriptor_layout(q.dtype)
     q_desc = TensorDescriptor.from_tensor(q, [1, 1, BLOCK_M // 2, head_dim], layout)

@@ -266,6 +266,17 @@ def doc_start_arg(doc_start, q):
     return q if doc_start is None else doc_start.to(device=q.device, dtype=torch.int32).contiguous()
 
 
+def score_refusal(softcap, scale):
+    """Why our forwards (this one and gluon_flash's) cannot take these score options, or None. A cap of 0
+    would divide by it, and below 0 exp2 meets +inf; both kernels take a row's max of raw scores and scale
+    it once, which is the max of the scaled scores only for a positive scale (0 divides too)."""
+    if softcap is not None and not softcap > 0:
+        return f"softcap caps the scores at +-softcap: it must be positive, not {softcap}"
+    if scale is not None and not scale > 0:
+        return f"scale multiplies q.k before the softmax: it must be positive, not {scale}"
+    return None
+
+
 def forward_launcher(
     q, k, v, *, causal, window=None, prefix=None, doc_start=None, softcap=None, alibi=False, scale=None,
     config=None, lse=None,
@@ -287,8 +298,9 @@ def forward_launcher(
         raise ValueError(f"{n_q_heads} query heads is not a multiple of {n_kv_heads} KV heads")
     if doc_start is not None and not causal:
         raise ValueError("the document mask is defined for causal attention only")
-    if softcap is not None and not softcap > 0:  # a cap of 0 would divide by it; below, exp2 meets +inf
-        raise ValueError(f"softcap caps the scores at +-softcap: it must be positive, not {softcap}")
+    why = score_refusal(softcap, scale)
+    if why:
+        raise ValueError(why)
     if kv_len == 0:
         raise ValueError("attention over no keys is undefined: kv_len is 0")
     if q.is_cuda and q.element_size() > 2:
