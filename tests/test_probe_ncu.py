@@ -48,3 +48,22 @@ def test_the_summary_reads_our_forwards_row_and_section_of_each_variants_pages(t
     for name in ("alibi", "causal"):  # our section's 1500 samples, not the fill kernel's 5000
         assert f"{name}: 3 SASS instructions, 1500 warp samples" in out
     assert "80.0%" in out and "MUFU.EX2" in out and "STG.E" not in out
+
+
+def test_a_page_that_is_not_ncus_or_lacks_our_forward_is_one_line_and_exit_2(tmp_path, capsys):
+    import pytest
+
+    for name, text in (("garbled", "no header here\n1,2,3\n"),
+                       ("other-kernel", RAW.replace('"_attention_forward"', '"_dkdv"').format(time="1", inst="1")),
+                       ("no-kernel-column", '"ID","gpu__time_duration.sum"\n"","ns"\n"0","5"\n')):
+        folder = tmp_path / name
+        (folder / "causal").mkdir(parents=True)
+        (folder / "causal" / "raw.csv").write_text(text)
+        with pytest.raises(SystemExit) as stop:
+            probe_ncu.summary(folder)
+        assert stop.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("probe_ncu: ") and "raw.csv" in err and len(err.splitlines()) == 1
+    with pytest.raises(SystemExit) as stop:
+        probe_ncu.summary(tmp_path / "nothing")
+    assert stop.value.code == 2 and "no */raw.csv" in capsys.readouterr().err

@@ -16,6 +16,7 @@ import argparse
 import gzip
 import re
 import sys
+from io import StringIO
 from pathlib import Path
 
 import pandas as pd
@@ -32,6 +33,17 @@ SUMMARY = [r"^gpu__time_duration\.sum$", r"^smsp__cycles_elapsed\.avg\.per_secon
            r"^launch__registers_per_thread$", r"^l1tex__data_bank_conflicts_pipe_lsu.*\.sum$"]
 
 
+def fail(message):
+    """Bad input: one line, exit 2 (DESIGN.md's code for it), nothing written."""
+    print(f"probe_ncu: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def numbers(column):
+    """ncu's figures as numbers: its pages write thousands with commas; what is not a number is NaN."""
+    return pd.to_numeric(column.astype(str).str.replace(",", ""), errors="coerce")
+
+
 def profile(names):
     import torch
     sys.path.insert(0, str(TOOLS.parent))
@@ -40,9 +52,9 @@ def profile(names):
     from probe_gluon_forward import BATCH, DIM, KV_HEADS, Q_HEADS, SEQ, VARIANTS
     unknown = [name for name in names if name not in VARIANTS]
     if unknown:
-        raise SystemExit(f"probe_ncu: no variant {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+        fail(f"no variant {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
     if not torch.cuda.is_available():
-        raise SystemExit("probe_ncu: no CUDA device")
+        fail("no CUDA device")
     gen = torch.Generator(device="cuda").manual_seed(0)
     q = torch.randn(BATCH, Q_HEADS, SEQ, DIM, device="cuda", generator=gen, dtype=torch.bfloat16)
     for name in names:
@@ -68,9 +80,20 @@ def read_raw(path):
     start = next((i for i, line in enumerate(lines) if line.startswith('"ID"')), None)
     if start is None:
         raise ValueError(f"{path}: no ncu raw page (no header row)")
-    from io import StringIO
     table = pd.read_csv(StringIO("\n".join(lines[start:])), thousands=",")
     return table.iloc[1:]  # the units row
+
+
+def kernel_row(path):
+    """Our forward's row of a raw page (a range can hold other kernels), or a ValueError naming the page."""
+    try:
+        rows = read_raw(path)
+        ours = rows[rows["Kernel Name"].astype(str).str.contains(KERNEL)]
+    except (KeyError, pd.errors.ParserError) as error:
+        raise ValueError(f"{path}: not an ncu raw page ({type(error).__name__}: {error})") from error
+    if ours.empty:
+        raise ValueError(f"{path}: no row of {KERNEL}")
+    return ours.iloc[-1]
 
 
 def summary(folder):
@@ -78,16 +101,16 @@ def summary(folder):
     source page's (FOLDER/VARIANT/source.csv) instructions that the most warp samples stalled at."""
     variants = sorted(p.parent.name for p in Path(folder).glob("*/raw.csv"))
     if not variants:
-        raise SystemExit(f"probe_ncu: no */raw.csv under {folder}")
+        fail(f"no */raw.csv under {folder}")
     columns = {}
     for name in variants:
-        rows = read_raw(Path(folder) / name / "raw.csv")
-        row = rows[rows["Kernel Name"].str.contains(KERNEL)].iloc[-1]
+        try:
+            row = kernel_row(Path(folder) / name / "raw.csv")
+        except ValueError as error:
+            fail(error)
         columns[name] = {metric: row[metric] for metric in row.index
                          if any(re.match(pattern, metric) for pattern in SUMMARY)}
-    table = pd.DataFrame(columns)
-    table = table.apply(lambda col: pd.to_numeric(col.astype(str).str.replace(",", ""), errors="coerce"))
-    table = table.dropna(how="all")
+    table = pd.DataFrame(columns).apply(numbers).dropna(how="all")
     table = table[(table.max(axis=1) > 0)]
     shown = {"display.max_rows": 400, "display.max_columns": 20, "display.width": 250, "display.max_colwidth": 90,
              "display.float_format": "{:.4g}".format}
@@ -109,13 +132,12 @@ def hot_instructions(name, path, top=25):
     if not ours:
         print(f"\n{name}: {path.name} has no SASS table of {KERNEL}")
         return
-    from io import StringIO
     table = pd.read_csv(StringIO(ours[-1].split("\n", 1)[1]), thousands=",")
     samples = next((c for c in table.columns if c.startswith("Warp Stall Sampling (All")), None)
     if samples is None:
         print(f"\n{name}: no warp stall sampling column in {path.name}: {list(table.columns)[:12]}")
         return
-    table[samples] = pd.to_numeric(table[samples].astype(str).str.replace(",", ""), errors="coerce").fillna(0)
+    table[samples] = numbers(table[samples]).fillna(0)
     total = table[samples].sum()
     print(f"\n{name}: {len(table)} SASS instructions, {total:.0f} warp samples; the {top} most stalled at")
     for _, row in table.nlargest(top, samples).iterrows():
