@@ -1,0 +1,14 @@
+# Issue 17 in session 32, on one nvidia-h200:
+#   git bundle create .vbgit.bundle main BRANCH...   (the branches the lease's steps name)
+#   run(kind="nvidia-h200", carry=[".whl", ".vbgit.bundle"]): source tools/gpu_setup.sh > /tmp/setup.log 2>&1; \
+#     source tools/gpu_detached.sh && workdir && detach lanes 'bash tools/s32_lanes.sh STEPS SECONDS' && await lanes 520
+#   a later call, while the lane runs: source tools/gpu_detached.sh && await lanes 290 (never `workdir` again)
+# Keep a step list on one line (a newline in it splits the steps).
+set -u
+root=reports/truth/s32-$(git rev-parse --short HEAD)
+show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip|diff|x baseline'
+mkdir -p "$root"
+source tools/lanes.sh  # vb, branch, worktree, ... gpu_tests, gluon_probe, probed, fwd_gate, bwd_gate, host_issue
+first="ratios"
+lane one 0 "${2:-900}" "${1:-$first}"
+cat "$root/one.log"
