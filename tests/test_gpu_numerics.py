@@ -420,9 +420,10 @@ def test_the_gluon_forward_walks_every_head_of_every_chunk(batch, heads):
 
 
 @hopper
-@pytest.mark.parametrize("window,alibi", [(None, False), (200, False), (None, True)],
-                         ids=["documents", "documents+window", "documents+alibi"])
-def test_the_gluon_forward_stores_only_each_items_own_documents_rows(window, alibi):
+@pytest.mark.parametrize("window,alibi,dtype", [(None, False, torch.bfloat16), (200, False, torch.bfloat16),
+                                               (None, True, torch.bfloat16), (None, True, torch.float16)],
+                         ids=["documents", "documents+window", "documents+alibi", "documents+alibi-fp16"])
+def test_the_gluon_forward_stores_only_each_items_own_documents_rows(window, alibi, dtype):
     """The document forward's items start at their documents' starts (gluon_walk.document_items), so a
     document's last item holds rows of the next, which it must not store (a masked store, not the copy
     engine's box); with a window beside the documents, the items are the other masks' (128 rows a block).
@@ -438,7 +439,7 @@ def test_the_gluon_forward_stores_only_each_items_own_documents_rows(window, ali
     lengths = [1, 127, 128, 129, 1, 255, 127]
     doc_start = torch.stack([starts(lengths), starts(lengths[::-1])]).cuda()
     gen = torch.Generator(device="cuda").manual_seed(17)
-    q, k, v = (torch.randn(2, h, 768, 128, device="cuda", generator=gen, dtype=torch.bfloat16) for h in (8, 2, 2))
+    q, k, v = (torch.randn(2, h, 768, 128, device="cuda", generator=gen, dtype=dtype) for h in (8, 2, 2))
     want_lse, lse = (torch.full((2, 8, 768), float("nan"), device="cuda") for _ in range(2))
     options = dict(causal=True, doc_start=doc_start, window=window, alibi=alibi)
     want = triton_flash.forward_launcher(q, k, v, **options, lse=want_lse)()

@@ -46,12 +46,12 @@ import os
 import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma_wait
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from kernels.attention.gluon_rings import load_key_tiles, ones_tiles, query_tile, ring, store_rows
-from kernels.attention.gluon_softmax import (LOG2E, _softmax, alibi_columns, alibi_lse, bounded_softcap, issue_pv,
-                                            row_sums_zero)
+from kernels.attention.gluon_softmax import (LOG2E, _softmax, alibi_columns, alibi_keys, alibi_lse, alibi_rows,
+                                            bounded_softcap, issue_pv, issue_s, row_sums_zero)
 from kernels.attention.gluon_walk import _item, checked_items, claim, document_work, post, take
 # the masks' key intervals: a Triton function, which Gluon calls as its own
 from kernels.attention.triton_flash import _bounds, doc_start_arg, score_refusal
@@ -134,7 +134,7 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
     q_bars, q_empty, keys, values = bars
     k_ring, k_ready, k_empty = keys
     v_ring, v_ready, v_empty = values
-    q_tiles, claimed, ones = bufs
+    q_tiles, claimed, ones, alibi_b = bufs
     Claims, n_items, n_blocks, n_head_rows, n_q_heads, n_kv_heads = work
     Lse, sm_scale, softcap, Out, stride_b, stride_h, stride_s = scores
     seq, DocStart = masks[0], masks[3]
@@ -147,6 +147,8 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, HEAD_DIM, 16])
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    # the bias through the tensor cores (`alibi_rows`): the condition `_attention_forward` fills their tile on
+    ALIBI_MMA: gl.constexpr = ALIBI and not SOFTCAP
     o_rows: gl.constexpr = gl.SliceLayout(1, o_layout)
     if SOFTCAP:
         to_log2 = softcap * LOG2E
@@ -170,7 +172,9 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
             TILE_N)
         row0 = q_pos0 + HALF * HALF_M
         rows = row0 + gl.arange(0, HALF_M, layout=gl.SliceLayout(1, s_layout))
-        slope, bias = alibi_columns(q_head, n_q_heads, TILE_N, gl.SliceLayout(0, s_layout), ALIBI)
+        slope, bias = alibi_columns(q_head, n_q_heads, TILE_N, gl.SliceLayout(0, s_layout), ALIBI, SOFTCAP)
+        alibi_a = alibi_rows(slope, to_log2, q_desc.dtype, HALF_M,
+                             gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2), ALIBI_MMA)
         if DOCUMENTS and not WINDOW and not PREFIX:  # its document's rows see key0 to themselves (the rest: not stored)
             lo, hi = rows * 0 + key0, rows
         else:
@@ -188,8 +192,7 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
             mbarrier.wait(q_bars.index(q_index), q_phase)
         slot, phase = loaded % STAGES, (loaded // STAGES) & 1
         mbarrier.wait(k_ready.index(slot), phase)
-        s = warpgroup_mma(q_smem, k_ring.index(slot).reshape([TILE_N, HEAD_DIM]).permute((1, 0)), s_zero,
-                          use_acc=False, is_async=True)
+        s = issue_s(q_smem, k_ring.index(slot).reshape([TILE_N, HEAD_DIM]), s_zero, alibi_a, alibi_b, ALIBI_MMA)
         s = warpgroup_mma_wait(num_outstanding=0, deps=(s, ))
         mbarrier.arrive(k_empty.index(slot), count=1)
         p, m_i, l_i, alpha = _softmax(s, m_i, l_i, to_log2, sm_scale, softcap, bias, slope * (key0 - row0), cols, lo,
@@ -204,8 +207,8 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
             prev, prev_phase = (loaded + j - 1) % STAGES, ((loaded + j - 1) // STAGES) & 1
             tile = first_tile + j
             mbarrier.wait(k_ready.index(slot), phase)
-            s = warpgroup_mma(q_smem, k_ring.index(slot).reshape([TILE_N, HEAD_DIM]).permute((1, 0)), s_zero,
-                              use_acc=False, is_async=True)
+            s = issue_s(q_smem, k_ring.index(slot).reshape([TILE_N, HEAD_DIM]), s_zero, alibi_a, alibi_b,
+                        ALIBI_MMA)
             mbarrier.wait(v_ready.index(prev), prev_phase)
             acc, l_i = issue_pv(p, v_ring.index(prev).reshape([TILE_N, HEAD_DIM]), ones.index(prev), acc, l_i,
                                 BOUNDED)
@@ -289,7 +292,8 @@ def _attention_forward(q_desc, k_desc, v_desc, o_desc, Out, Lse, Claims, DocStar
 
     descs = (q_desc, k_desc, v_desc, o_desc)
     bars = (q_bars, q_empty, ring(k_desc, STAGES), ring(v_desc, STAGES))
-    bufs = (q_tiles, claimed, ones_tiles(q_desc.dtype, STAGES, k_desc.block_type.shape[2], BOUNDED))
+    bufs = (q_tiles, claimed, ones_tiles(q_desc.dtype, STAGES, k_desc.block_type.shape[2], BOUNDED),
+            alibi_keys(q_desc.dtype, k_desc.block_type.shape[2], ALIBI and not SOFTCAP))  # `_consumer`'s ALIBI_MMA
     if DOCUMENTS and not WINDOW and not PREFIX:  # `document_items`' count, after its B x S positions
         n_items = gl.load(Items + n_head_rows // n_q_heads * seq) * n_q_heads
     else:
@@ -383,7 +387,7 @@ def forward_launcher(q, k, v, *, causal, window=None, prefix=None, doc_start=Non
         items = checked_items(items, doc_arg)
     arguments = (doc_arg, doc_arg if items is None else items, scale if scale is not None else head_dim ** -0.5,
                  softcap or 1.0, window or 0, prefix or 0, n_q_heads, k.shape[1], seq, batch * n_q_heads)
-    # one program an SM at most (197 KB of shared memory leave room for one), each through its share of
+    # one program an SM at most (197-205 KB of shared memory leave room for one), each through its share of
     # the work items (under the document mask, the ones it claims)
     programs = min(seq // BLOCK_M * batch * n_q_heads, _sm_count(q.device))
     flags = dict(CAUSAL=causal, WINDOW=window is not None, PREFIX=prefix is not None, DOCUMENTS=doc_start is not None,

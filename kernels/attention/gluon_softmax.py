@@ -6,7 +6,7 @@ forward may (`bounded_softcap`)."""
 import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import warpgroup_mma
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, warpgroup_mma
 
 LOG2E = gl.constexpr(1.4426950408889634)
 # A softcap bounds every score's exp2 argument to +-softcap log2(e). Up to this bound (softcap 55) the
@@ -41,14 +41,16 @@ def alibi_slope(q_head, n_q_heads):
 
 
 @gluon.jit
-def alibi_columns(q_head, n_q_heads, TILE_N: gl.constexpr, layout: gl.constexpr, ALIBI: gl.constexpr):
+def alibi_columns(q_head, n_q_heads, TILE_N: gl.constexpr, layout: gl.constexpr, ALIBI: gl.constexpr,
+                  SOFTCAP: gl.constexpr):
     """(slope, bias): ALiBi's slope (`alibi_slope`) and a key tile's bias by column, slope x (0 .. TILE_N-1),
-    the same for every tile of the walk.
+    the same for every tile of the walk. Without a softcap the tensor cores add the column's part to S
+    (`alibi_rows`), and bias is 0; what follows of its cost and precision is the softcap's path.
 
     A score's bias is slope (k - q). `_softmax_step` takes it as this column's part plus the tile's
     `shift`, slope (tile's first key - row0) for the consumer's first row row0, a scalar a tile: the
     part slope (q - row0), the same along a row, the softmax does not see, and `alibi_lse` takes it back.
-    So a score pays one fused multiply-add for its bias (its scaled score plus its column's), where
+    Under a softcap a score pays one fused multiply-add for its bias (its capped score plus its column's), where
     slope (k - q) took an integer subtract, a conversion and a fused multiply-add a score: ncu on an H200
     (session 31, llama-3-8b-s4k) counted 3.55e8 warp instructions for alibi against causal's 2.82e8,
     the tensor pipe 65% busy against 77%. The tile's first key less row0 stays an exact integer, and
@@ -61,8 +63,64 @@ def alibi_columns(q_head, n_q_heads, TILE_N: gl.constexpr, layout: gl.constexpr,
     bias = 0.0
     if ALIBI:
         slope = alibi_slope(q_head, n_q_heads)
+    if ALIBI and SOFTCAP:
         bias = slope * gl.arange(0, TILE_N, layout=layout).to(gl.float32)
     return slope, bias
+
+
+ALIBI_K: gl.constexpr = gl.constexpr(16)  # the extra products' depth: one k-step of a 16-bit warpgroup MMA
+
+
+@gluon.jit
+def alibi_keys(dtype: gl.constexpr, TILE_N: gl.constexpr, FILL: gl.constexpr):
+    """A (TILE_N, 16) tile in shared memory, key c's row (c, c, c, 0, ...): with `alibi_rows` the B operand
+    of one more product into S, which adds slope x c to each score of column c. The same for every tile
+    and head (the slope is the rows'), so it is filled once, where FILL (ALiBi without a softcap). Stored
+    (keys, 16) and read K-major through a permute, as K is for S. c up to 255 is exact in 16 bits."""
+    layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([TILE_N, ALIBI_K], dtype)
+    keys = gl.allocate_shared_memory(dtype, [TILE_N, ALIBI_K], layout)
+    if FILL:
+        blocked: gl.constexpr = gl.BlockedLayout([1, 8], [16, 2], [gl.num_warps(), 1], [1, 0])
+        c = gl.arange(0, TILE_N, layout=gl.SliceLayout(1, blocked))[:, None]
+        t = gl.arange(0, ALIBI_K, layout=gl.SliceLayout(0, blocked))[None, :]
+        keys.store(gl.where(t < 3, c + t * 0, 0).to(dtype))
+        fence_async_shared()  # the generic proxy's stores, before the tensor cores' reads
+    return keys
+
+
+@gluon.jit
+def alibi_rows(slope, to_log2, dtype: gl.constexpr, HALF_M: gl.constexpr, layout: gl.constexpr,
+               ALIBI_MMA: gl.constexpr):
+    """The A operand (registers, `layout`) beside `alibi_keys`: each row (hi, mid, lo, 0, ...), the slope in
+    q.k's units (slope / to_log2, rounded once) split into three 16-bit parts: bfloat16's hold the float32
+    slope exactly (8 bits a part; float16's parts go subnormal on the flattest heads, 2^-21 of it at head dim
+    128's scale, a read-only review's model), so the tensor cores' float32 sums give slope x c: each score
+    then reaches exp2 through causal's one fused multiply-add, where carrying the bias by column cost an add
+    a score (ncu, H200, session 31: 1.35 more instructions a score than causal). The products cost the
+    tensor cores one k-step more of S's eight (P V's eight unchanged): 1/16 of their work. 0 where not
+    ALIBI_MMA."""
+    rows = 0.0
+    if ALIBI_MMA:
+        b = gl.div_rn(slope, to_log2)
+        hi = b.to(dtype).to(gl.float32)
+        mid = (b - hi).to(dtype).to(gl.float32)
+        lo = b - hi - mid
+        blocked: gl.constexpr = gl.BlockedLayout([1, 4], [8, 4], [4, 1], [1, 0])
+        t = gl.arange(0, ALIBI_K, layout=gl.SliceLayout(0, blocked))[None, :]
+        parts = gl.where(t == 0, hi, gl.where(t == 1, mid, gl.where(t == 2, lo, 0.0)))
+        rows = gl.convert_layout((parts + gl.zeros([HALF_M, ALIBI_K], gl.float32, layout=blocked)).to(dtype), layout)
+    return rows
+
+
+@gluon.jit
+def issue_s(q_smem, k_tile, s_zero, alibi_a, alibi_b, ALIBI_MMA: gl.constexpr):
+    """S = Q K^T into a fresh accumulator, asynchronous; under ALIBI_MMA one product more adds ALiBi's bias
+    by column (`alibi_rows` x `alibi_keys`). Each product is its own commit group: a wait that leaves only
+    P V in flight has both done."""
+    s = warpgroup_mma(q_smem, k_tile.permute((1, 0)), s_zero, use_acc=False, is_async=True)
+    if ALIBI_MMA:
+        s = warpgroup_mma(alibi_a, alibi_b.permute((1, 0)), s, is_async=True)
+    return s
 
 
 @gluon.jit
@@ -79,9 +137,10 @@ def _softmax_step(qk, m_i, l_i, to_log2, sm_scale, softcap, bias, shift, cols, l
                   SOFTCAP: gl.constexpr, ALIBI: gl.constexpr, BOUNDED: gl.constexpr):
     """(p, new row max, new row sum, the factor the old ones scale by) of one tile of raw scores q.k:
     triton_flash._attend_block's scores, each reaching exp2 through one fused multiply-add with to_log2.
-    Under ALIBI, that multiply-add adds the column's bias (`alibi_columns`), and the running max is kept
-    with every tile's `shift` added (the row's true max plus slope (q - row0), which `alibi_lse` takes
-    back): the shift joins the tile's max and leaves exp2's offset, a row's add each.
+    Under ALIBI the scores carry the column's bias (from S's extra product, `alibi_rows`; under a softcap
+    added here, `alibi_columns`), and the running max is kept with every tile's `shift` added (the row's
+    true max plus slope (q - row0), which `alibi_lse` takes back): the shift joins the tile's max and
+    leaves exp2's offset, a row's add each.
 
     BOUNDED (`bounded_softcap`): the max stays 0 and the factor is unused. Without the max a row's largest
     p is rounded to the bfloat16 operand P V reads (with it, it is exactly 1), which biases the output by
@@ -94,8 +153,8 @@ def _softmax_step(qk, m_i, l_i, to_log2, sm_scale, softcap, bias, shift, cols, l
     under a backward: the forward+backward GPU test's dQ failed its bound (0.0366 against 0.0304); the
     rounded sum under a backward rests on the CPU model."""
     s = _tanh(qk * (sm_scale / softcap)) if SOFTCAP else qk
-    if ALIBI:
-        s = s * to_log2 + bias[None, :]  # exp2's units, less the tile's shift
+    if ALIBI and SOFTCAP:
+        s = s * to_log2 + bias[None, :]  # exp2's units, less the tile's shift (without a cap: S holds it)
     if MASKED:
         s = gl.where((cols[None, :] >= lo[:, None]) & (cols[None, :] <= hi[:, None]), s, float("-inf"))
     gl.static_assert(not (BOUNDED and ALIBI), "ALiBi's bias is unbounded below: the max stays")
@@ -105,15 +164,19 @@ def _softmax_step(qk, m_i, l_i, to_log2, sm_scale, softcap, bias, shift, cols, l
         alpha = m_i
         l_new = l_i
     else:
-        if ALIBI:
+        if ALIBI and SOFTCAP:
             m_new = gl.maximum(m_i, gl.max(s, axis=1) + shift)
+        elif ALIBI:
+            m_new = gl.maximum(m_i, gl.max(s, axis=1) * to_log2 + shift)
         else:
             m_new = gl.maximum(m_i, gl.max(s, axis=1) * to_log2)
         # a row that sees no key of the tile yet keeps m = -inf; subtracting 0 keeps exp2 at 0, not NaN
         m_safe = gl.where(m_new == float("-inf"), 0.0, m_new) if MASKED else m_new
         alpha = gl.exp2(m_i - m_safe)
-        if ALIBI:
+        if ALIBI and SOFTCAP:
             p = gl.exp2(s - (m_safe - shift)[:, None])
+        elif ALIBI:  # causal's one fused multiply-add a score
+            p = gl.exp2(s * to_log2 - (m_safe - shift)[:, None])
         else:
             p = gl.exp2(s * to_log2 - m_safe[:, None])
         l_new = l_i * alpha + gl.sum(p, axis=1)
