@@ -27,7 +27,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from kernels.attention import gluon_flash
 from kernels.attention.gluon_backward import row_offsets
 from kernels.attention.gluon_rings import load_key_tiles, ring
-from kernels.attention.gluon_softmax import LOG2E, _tanh, alibi_keys, alibi_lse, alibi_rows, alibi_slope, issue_s
+from kernels.attention.gluon_softmax import LOG2E, _tanh, alibi_keys, alibi_lse, alibi_rows_tile, alibi_slope, issue_s
 from kernels.attention.gluon_walk import key_walk
 from kernels.attention.triton_flash import _bounds, doc_start_arg
 
@@ -68,7 +68,7 @@ def _consumer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WIN
     row_bars, keys, values = bars
     k_ring, k_ready, k_empty = keys
     v_ring, v_ready, v_empty = values
-    q_halves, do_halves, alibi_b = bufs
+    q_halves, do_halves, alibi_a, alibi_b = bufs
     batch, q_head, kv_head, q_pos0, first_tile, n_tiles, unmasked_lo, unmasked_hi = walk
     Lse, Delta, DQ, strides, n_q_heads, sm_scale, softcap = scalars
     seq, window, prefix, DocStart = masks
@@ -81,7 +81,7 @@ def _consumer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WIN
     acc_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                          instr_shape=[16, HEAD_DIM, 16])
     operand: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
-    # ALiBi's bias by key through the tensor cores (the forward's `alibi_rows`); under a softcap it follows the tanh
+    # ALiBi's bias by key through the tensor cores (`_dq` fills the operands); under a softcap it follows the tanh
     ALIBI_MMA: gl.constexpr = ALIBI and not SOFTCAP
     q_smem = q_halves.index(HALF).reshape([HALF_M, HEAD_DIM])
     do_smem = do_halves.index(HALF).reshape([HALF_M, HEAD_DIM])
@@ -92,8 +92,6 @@ def _consumer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WIN
     lse, delta = gl.load(Lse + stat), gl.load(Delta + stat)
     scale_log2 = sm_scale * LOG2E
     slope = alibi_slope(q_head, n_q_heads)
-    alibi_a = alibi_rows(slope, scale_log2, q_desc.dtype, HALF_M,
-                         gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2), ALIBI_MMA)
     s_zero = gl.zeros([HALF_M, TILE_N], gl.float32, layout=s_layout)
     dq = gl.zeros([HALF_M, HEAD_DIM], gl.float32, layout=acc_layout)
 
@@ -164,7 +162,10 @@ def _dq(q_desc, k_desc, v_desc, do_desc, Lse, Delta, DQ, DocStart, stride_b, str
 
     descs = (q_desc, k_desc, v_desc, do_desc)
     bars = (row_bars, ring(k_desc, STAGES), ring(v_desc, STAGES))
-    bufs = (q_halves, do_halves, alibi_keys(q_desc.dtype, TILE_N, ALIBI and not SOFTCAP))  # `_consumer`'s ALIBI_MMA
+    # `_consumer`'s ALIBI_MMA: the program's head's slope and the key columns, both operands in shared memory
+    alibi_a = alibi_rows_tile(alibi_slope(q_head, n_q_heads), sm_scale * LOG2E, q_desc.dtype, HALF_M,
+                              ALIBI and not SOFTCAP)
+    bufs = (q_halves, do_halves, alibi_a, alibi_keys(q_desc.dtype, TILE_N, ALIBI and not SOFTCAP))
     walk = (batch, q_head, kv_head, q_pos0, first_tile, end_tile - first_tile, unmasked_lo, unmasked_hi)
     scalars = (Lse, Delta, DQ, (stride_b, stride_h, stride_s), n_q_heads, sm_scale, softcap)
     masks = (seq, window, prefix, DocStart)
