@@ -194,3 +194,28 @@ def test_the_side_stream_is_never_the_callers_and_always_the_same_for_it(monkeyp
     assert backward._side_stream(Stream("caller")) == first
     assert backward._side_stream(first) == second
     assert backward._side_stream(first) == second
+
+
+@pytest.mark.parametrize("rows", [0, 64])
+def test_the_preprocess_shifts_alibis_lse_by_each_rows_part_of_the_bias(rows):
+    """Hopper's dK/dV adds a score's key part of ALiBi's bias, slope (k - row0) for its row block from row0
+    (gluon_backward.alibi_key_part), and reads the row's part, slope (q - row0), from the lse the preprocess
+    shifts where ALIBI_ROWS is the kernel's block: lse + slope (q mod 64), each head its slope. Through the
+    interpreter, beside delta and dO's copy, which the shift leaves as they are; ALIBI_ROWS 0 writes no shift."""
+    batch, heads, seq, dim = 2, 4, 150, 16  # 150: a last program of 22 rows
+    gen = torch.Generator().manual_seed(3)
+    out, grad = (torch.randn(batch, heads, seq, dim, generator=gen) for _ in range(2))
+    lse = torch.randn(batch, heads, seq, generator=gen) * 10
+    do, delta = torch.empty_like(out), torch.empty_like(lse)
+    shifted = torch.full_like(lse, float("nan"))
+    backward._preprocess_kernel[((seq + backward.BLOCK - 1) // backward.BLOCK, batch * heads)](
+        out, grad, do, delta, lse, shifted, *out.stride()[:3], *grad.stride()[:3], heads, seq, HEAD_DIM=dim,
+        BLOCK=backward.BLOCK, ALIBI_ROWS=rows)
+    torch.testing.assert_close(delta, (out * grad).sum(-1))
+    assert torch.equal(do, grad)
+    if not rows:
+        assert shifted.isnan().all()
+        return
+    slope = 2.0 ** (-8 * (torch.arange(heads, dtype=torch.float64) + 1) / heads) * 1.4426950408889634
+    expected = lse.double() + slope[:, None] * (torch.arange(seq) % rows).double()
+    torch.testing.assert_close(shifted.double(), expected, rtol=0, atol=1e-5)

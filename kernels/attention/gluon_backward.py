@@ -79,6 +79,18 @@ def row_offsets(batch, head, row0, strides, layout: gl.constexpr, ROWS: gl.const
 
 
 @gluon.jit
+def alibi_key_part(slope, keys, row0):
+    """ALiBi's bias slope (k - q) on the scores S^T of keys `keys` against the query rows row0 ..
+    row0 + BLOCK_M - 1 is slope (k - row0) - slope (q - row0): this, the key's part, a value a key; the
+    row's the lse holds, shifted by the backward's preprocess (triton_attention_backward._preprocess_kernel,
+    lse + slope (q mod BLOCK_M)). A score then pays one add where slope (k - q) took an integer subtract,
+    a conversion and a fused multiply-add (sm_90, Triton 3.6.0: a consumer's step 710 -> 621 SASS
+    instructions, causal's 586); the row's part kept in registers instead (64 rows' values, the same every
+    step) spilled into the loop. k - row0 stays an exact integer, rounded once by the product as k - q was."""
+    return slope * (keys - row0).to(gl.float32)
+
+
+@gluon.jit
 def _producer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
               PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr):
     """One warp: the program's K and V, then each step's Q and dO tiles into the rings, a slot once both
@@ -151,9 +163,8 @@ def _consumer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WIN
             t = _tanh(s * (1.0 / (softcap * LOG2E)))
             slope_term = 1.0 - t * t
             s = (softcap * LOG2E) * t
-        if ALIBI:
-            slope = alibi_slope(q_head, n_q_heads)
-            s = s + slope * (keys[:, None] - rows[None, :]).to(gl.float32)
+        if ALIBI:  # the key's part of the bias; the row's is in the lse (`alibi_key_part`)
+            s = s + alibi_key_part(alibi_slope(q_head, n_q_heads), keys, block * TILE_M)[:, None]
         if (block < whole_first) | (block >= whole_end):
             lo, hi = _bounds(rows, batch, seq, window, prefix, DocStart, CAUSAL, WINDOW, PREFIX, DOCUMENTS)
             s = gl.where((keys[:, None] >= lo[None, :]) & (keys[:, None] <= hi[None, :]), s, float("-inf"))
@@ -224,8 +235,9 @@ def refusal(q, k, v, do, dk, dv):
 
 def launch_dkdv(q, k, v, do, lse, delta, dk, dv, *, causal, window=None, prefix=None, doc_start=None, softcap=None,
                 alibi=False, scale=None):
-    """dK (scaled) and dV into dk and dv (k's shape, any strides alike) from the forward's lse (log2 units)
-    and the preprocess's delta ((B, Hq, S) float32, contiguous) and dO (q's shape)."""
+    """dK (scaled) and dV into dk and dv (k's shape, any strides alike) from the forward's lse (log2 units;
+    under ALiBi shifted by the preprocess, `alibi_key_part`) and the preprocess's delta ((B, Hq, S) float32,
+    contiguous) and dO (q's shape)."""
     batch, n_q_heads, seq, head_dim = q.shape
     layout = gluon_flash.descriptor_layout(q.dtype)
     q_desc, do_desc = (TensorDescriptor.from_tensor(t, [1, 1, BLOCK_M, head_dim], layout) for t in (q, do))

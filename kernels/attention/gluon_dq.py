@@ -27,7 +27,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from kernels.attention import gluon_flash
 from kernels.attention.gluon_backward import row_offsets
 from kernels.attention.gluon_rings import load_key_tiles, ring
-from kernels.attention.gluon_softmax import LOG2E, _tanh, alibi_slope
+from kernels.attention.gluon_softmax import LOG2E, _tanh, alibi_keys, alibi_lse, alibi_rows_tile, alibi_slope, issue_s
 from kernels.attention.gluon_walk import key_walk
 from kernels.attention.triton_flash import _bounds, doc_start_arg
 
@@ -46,7 +46,7 @@ def _producer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WIN
     each slot once both consumers have released it."""
     q_desc, k_desc, v_desc, do_desc = descs
     row_bars, keys, values = bars
-    q_halves, do_halves = bufs
+    q_halves, do_halves = bufs[0], bufs[1]
     batch, q_head, kv_head, q_pos0, first_tile, n_tiles, _, _ = walk
     HALF_M: gl.constexpr = q_desc.block_type.shape[2]
     for h in gl.static_range(2):
@@ -68,7 +68,7 @@ def _consumer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WIN
     row_bars, keys, values = bars
     k_ring, k_ready, k_empty = keys
     v_ring, v_ready, v_empty = values
-    q_halves, do_halves = bufs
+    q_halves, do_halves, alibi_a, alibi_b = bufs
     batch, q_head, kv_head, q_pos0, first_tile, n_tiles, unmasked_lo, unmasked_hi = walk
     Lse, Delta, DQ, strides, n_q_heads, sm_scale, softcap = scalars
     seq, window, prefix, DocStart = masks
@@ -81,6 +81,8 @@ def _consumer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WIN
     acc_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                          instr_shape=[16, HEAD_DIM, 16])
     operand: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
+    # ALiBi's bias by key through the tensor cores (`_dq` fills the operands); under a softcap it follows the tanh
+    ALIBI_MMA: gl.constexpr = ALIBI and not SOFTCAP
     q_smem = q_halves.index(HALF).reshape([HALF_M, HEAD_DIM])
     do_smem = do_halves.index(HALF).reshape([HALF_M, HEAD_DIM])
 
@@ -100,7 +102,7 @@ def _consumer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WIN
         k_tile = k_ring.index(slot).reshape([TILE_N, HEAD_DIM])
         v_tile = v_ring.index(slot).reshape([TILE_N, HEAD_DIM])
         mbarrier.wait(k_ready.index(slot), phase)
-        s = warpgroup_mma(q_smem, k_tile.permute((1, 0)), s_zero, use_acc=False, is_async=True)
+        s = issue_s(q_smem, k_tile, s_zero, alibi_a, alibi_b, ALIBI_MMA)
         mbarrier.wait(v_ready.index(slot), phase)
         if SOFTCAP:
             s = warpgroup_mma_wait(num_outstanding=0, deps=(s, ))
@@ -112,11 +114,13 @@ def _consumer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WIN
         if SOFTCAP:  # d (c tanh(s / c)) / ds = 1 - tanh^2, from the tanh itself
             t = _tanh(s * (1.0 / (softcap * LOG2E)))
             s = (softcap * LOG2E) * t
-        if ALIBI:
+        if ALIBI and SOFTCAP:
             s = s + slope * (cols[None, :] - rows[:, None]).to(gl.float32)
         if (tile < unmasked_lo) | (tile >= unmasked_hi):
             s = gl.where((cols[None, :] >= lo[:, None]) & (cols[None, :] <= hi[:, None]), s, float("-inf"))
-        p = gl.exp2(s - lse[:, None])
+        # S holds slope (k - tile's first key) (ALIBI_MMA); the rest of the bias, slope (tile's first key
+        # - q), a value a row, joins the lse: exp2's argument then costs causal's ops a score
+        p = gl.exp2(s - alibi_lse(lse, slope, tile * TILE_N - rows, ALIBI_MMA)[:, None])
         if SOFTCAP:
             # the derivative folded into P before dP's product: S, dP, the tanh and dQ's accumulator
             # together spilled 328 bytes a thread and ran softcap's forward+backward 1.23x slower (session 24)
@@ -158,7 +162,10 @@ def _dq(q_desc, k_desc, v_desc, do_desc, Lse, Delta, DQ, DocStart, stride_b, str
 
     descs = (q_desc, k_desc, v_desc, do_desc)
     bars = (row_bars, ring(k_desc, STAGES), ring(v_desc, STAGES))
-    bufs = (q_halves, do_halves)
+    # `_consumer`'s ALIBI_MMA: the program's head's slope and the key columns, both operands in shared memory
+    alibi_a = alibi_rows_tile(alibi_slope(q_head, n_q_heads), sm_scale * LOG2E, q_desc.dtype, HALF_M,
+                              ALIBI and not SOFTCAP)
+    bufs = (q_halves, do_halves, alibi_a, alibi_keys(q_desc.dtype, TILE_N, ALIBI and not SOFTCAP))
     walk = (batch, q_head, kv_head, q_pos0, first_tile, end_tile - first_tile, unmasked_lo, unmasked_hi)
     scalars = (Lse, Delta, DQ, (stride_b, stride_h, stride_s), n_q_heads, sm_scale, softcap)
     masks = (seq, window, prefix, DocStart)

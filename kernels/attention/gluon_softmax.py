@@ -101,22 +101,44 @@ def alibi_rows(slope, to_log2, dtype: gl.constexpr, HALF_M: gl.constexpr, layout
     ALIBI_MMA."""
     rows = 0.0
     if ALIBI_MMA:
-        b = gl.div_rn(slope, to_log2)
-        hi = b.to(dtype).to(gl.float32)
-        mid = (b - hi).to(dtype).to(gl.float32)
-        lo = b - hi - mid
         blocked: gl.constexpr = gl.BlockedLayout([1, 4], [8, 4], [4, 1], [1, 0])
-        t = gl.arange(0, ALIBI_K, layout=gl.SliceLayout(0, blocked))[None, :]
-        parts = gl.where(t == 0, hi, gl.where(t == 1, mid, gl.where(t == 2, lo, 0.0)))
-        rows = gl.convert_layout((parts + gl.zeros([HALF_M, ALIBI_K], gl.float32, layout=blocked)).to(dtype), layout)
+        rows = gl.convert_layout(_slope_parts(slope, to_log2, dtype, HALF_M, blocked), layout)
+    return rows
+
+
+@gluon.jit
+def _slope_parts(slope, to_log2, dtype: gl.constexpr, HALF_M: gl.constexpr, blocked: gl.constexpr):
+    """`alibi_rows`' operand in `blocked`: HALF_M rows (hi, mid, lo, 0, ...) of slope / to_log2."""
+    b = gl.div_rn(slope, to_log2)
+    hi = b.to(dtype).to(gl.float32)
+    mid = (b - hi).to(dtype).to(gl.float32)
+    lo = b - hi - mid
+    t = gl.arange(0, ALIBI_K, layout=gl.SliceLayout(0, blocked))[None, :]
+    parts = gl.where(t == 0, hi, gl.where(t == 1, mid, gl.where(t == 2, lo, 0.0)))
+    return (parts + gl.zeros([HALF_M, ALIBI_K], gl.float32, layout=blocked)).to(dtype)
+
+
+@gluon.jit
+def alibi_rows_tile(slope, to_log2, dtype: gl.constexpr, HALF_M: gl.constexpr, FILL: gl.constexpr):
+    """`alibi_rows`' operand as a (HALF_M, 16) tile in shared memory, filled once where FILL, for a kernel
+    whose program keeps one head (gluon_dq.py's): held in registers across dQ's key walk, ptxas (CUDA 13.0,
+    sm_90) gave its registers to dS inside the loop, so from the second key tile on the bias product read dS
+    (an H200's gradient test: dQ off by up to 4e16), where the forward, which rebuilds it each work item,
+    kept them. Filled as `alibi_keys`, by the launch's first warps before the partitions start."""
+    layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([HALF_M, ALIBI_K], dtype)
+    rows = gl.allocate_shared_memory(dtype, [HALF_M, ALIBI_K], layout)
+    if FILL:
+        blocked: gl.constexpr = gl.BlockedLayout([1, 8], [16, 2], [gl.num_warps(), 1], [1, 0])
+        rows.store(_slope_parts(slope, to_log2, dtype, HALF_M, blocked))
+        fence_async_shared()  # the generic proxy's stores, before the tensor cores' reads
     return rows
 
 
 @gluon.jit
 def issue_s(q_smem, k_tile, s_zero, alibi_a, alibi_b, ALIBI_MMA: gl.constexpr):
     """S = Q K^T into a fresh accumulator, asynchronous; under ALIBI_MMA one product more adds ALiBi's bias
-    by column (`alibi_rows` x `alibi_keys`). Each product is its own commit group: a wait that leaves only
-    P V in flight has both done."""
+    by column (`alibi_rows` or `alibi_rows_tile`, times `alibi_keys`). Each product is its own commit group: a
+    wait that leaves only P V in flight has both done."""
     s = warpgroup_mma(q_smem, k_tile.permute((1, 0)), s_zero, use_acc=False, is_async=True)
     if ALIBI_MMA:
         s = warpgroup_mma(alibi_a, alibi_b.permute((1, 0)), s, is_async=True)

@@ -247,11 +247,14 @@ def _dq_kernel(
 
 
 @triton.jit
-def _preprocess_kernel(O, DO_in, DO, Delta, stride_ob, stride_oh, stride_os, stride_gb, stride_gh, stride_gs,
-                       n_heads, seq, HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr):
+def _preprocess_kernel(O, DO_in, DO, Delta, Lse, ShiftedLse, stride_ob, stride_oh, stride_os, stride_gb, stride_gh,
+                       stride_gs, n_heads, seq, HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr,
+                       ALIBI_ROWS: tl.constexpr):
     """delta = rowsum(dO o O) in float32, and dO copied into the output's layout, in one pass: in torch
     the copy, two float32 casts, their product and its sum were five passes over (B, Hq, S, D), about
-    2.1 GB moved at llama-3-8b-s4k, where dO and O are 134 MB each."""
+    2.1 GB moved at llama-3-8b-s4k, where dO and O are 134 MB each. Where ALIBI_ROWS (not 0), also
+    ShiftedLse = lse + slope (q mod ALIBI_ROWS), the part of ALiBi's bias Hopper's dK/dV takes from the
+    lse (gluon_backward.alibi_key_part)."""
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     batch, head = tl.program_id(1) // n_heads, tl.program_id(1) % n_heads
     d = tl.arange(0, HEAD_DIM)
@@ -262,6 +265,11 @@ def _preprocess_kernel(O, DO_in, DO, Delta, stride_ob, stride_oh, stride_os, str
                  other=0.0)
     tl.store(DO + at, do, mask=ok)
     tl.store(Delta + tl.program_id(1) * seq + rows, tl.sum(o.to(tl.float32) * do.to(tl.float32), 1), mask=rows < seq)
+    if ALIBI_ROWS:
+        slope = tl.exp2(-8.0 * (head + 1).to(tl.float32) / n_heads) * LOG2E  # gluon_softmax.alibi_slope's
+        at = tl.program_id(1) * seq + rows
+        lse = tl.load(Lse + at, mask=rows < seq)
+        tl.store(ShiftedLse + at, lse + slope * (rows % ALIBI_ROWS).to(tl.float32), mask=rows < seq)
 
 
 @dataclass(frozen=True)
@@ -357,9 +365,13 @@ class TritonAttention(torch.autograd.Function):
             grad_out = grad_out.to(out.dtype).contiguous()
         do = torch.empty_like(out)
         delta = torch.empty(q.shape[:3], device=q.device, dtype=torch.float32)
+        hopper_dkdv = gluon_backward and not gluon_backward.refusal(q, k, v, do, dk, dv)  # gluon_backward.py
+        # Hopper's dK/dV reads ALiBi's lse shifted by its query rows' part of the bias
+        shifted = torch.empty_like(lse) if hopper_dkdv and opts.get("alibi") else None
         _preprocess_kernel[(triton.cdiv(q_len, BLOCK), batch * n_q_heads)](
-            out, grad_out, do, delta, *out.stride()[:3], *grad_out.stride()[:3], n_q_heads, q_len,
-            HEAD_DIM=head_dim, BLOCK=BLOCK)
+            out, grad_out, do, delta, lse, shifted if shifted is not None else lse, *out.stride()[:3],
+            *grad_out.stride()[:3], n_q_heads, q_len, HEAD_DIM=head_dim, BLOCK=BLOCK,
+            ALIBI_ROWS=gluon_backward.BLOCK_M if shifted is not None else 0)
         doc_start = opts.get("doc_start")
         doc_arg = doc_start_arg(doc_start, q)
         scale = opts.get("scale") or head_dim ** -0.5
@@ -381,8 +393,8 @@ class TritonAttention(torch.autograd.Function):
         side = _side_stream(main) if main is not None else None  # None on the CPU: one stream, no fork
         if side is not None:  # fork after the preprocess, whose delta and dO both kernels read
             side.wait_stream(main)
-        if gluon_backward and not gluon_backward.refusal(q, k, v, do, dk, dv):  # Hopper's (gluon_backward.py)
-            gluon_backward.launch_dkdv(q, k, v, do, lse, delta, dk, dv, **opts)
+        if hopper_dkdv:
+            gluon_backward.launch_dkdv(q, k, v, do, lse if shifted is None else shifted, delta, dk, dv, **opts)
         else:
             _dkdv_kernel[(triton.cdiv(kv_len, dkdv.keys if dkdv else BLOCK), batch * n_kv_heads)](
                 TensorDescriptor.from_tensor(q, row_tile), k, v, TensorDescriptor.from_tensor(do, row_tile), lse, delta,
