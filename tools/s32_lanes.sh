@@ -9,6 +9,14 @@ root=reports/truth/s32-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip|diff|x baseline'
 mkdir -p "$root"
 source tools/lanes.sh  # vb, branch, worktree, ... gpu_tests, gluon_probe, probed, fwd_gate, bwd_gate, host_issue
+faster_than_main() {  # faster_than_main BRANCH VARIANT: whether the branch's forward+backward probe (bwd_probe_branch,
+  # this lease) read at least 1% under main's: the lease spends its gate only then
+  local ours main
+  ours=$(grep -h "ours (Triton tiles" "$root/one/bwd-$1-$2.log" | awk '{print $(NF-3)}')
+  main=$(grep -h "ours (Triton tiles" "$root/one/bwd-main-$2.log" | awk '{print $(NF-3)}')
+  echo "== faster_than_main $1 $2: $ours ms against main's $main"
+  awk -v a="$ours" -v b="$main" 'BEGIN { exit !(a != "" && b != "" && a < 0.99 * b) }'
+}
 first="ratios"
 lane one 0 "${2:-900}" "${1:-$first}"
 cat "$root/one.log"
