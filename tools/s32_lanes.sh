@@ -17,6 +17,14 @@ faster_than_main() {  # faster_than_main BRANCH VARIANT: whether the branch's fo
   echo "== faster_than_main $1 $2: $ours ms against main's $main"
   awk -v a="$ours" -v b="$main" 'BEGIN { exit !(a != "" && b != "" && a < 0.99 * b) }'
 }
+fwd_faster_than_main() {  # fwd_faster_than_main BRANCH VARIANT: whether the branch's Gluon forward read at least 1%
+  # under main's in this lease's last gluon_probe of each (logs named by their first variant)
+  local ours main
+  ours=$(grep -h "^  $2 *gluon " "$root/one/gluon-probe-$1-$2.log" | tail -1 | awk '{print $(NF-3)}')
+  main=$(grep -h "^  $2 *gluon " "$root/one/gluon-probe-main-$2.log" | tail -1 | awk '{print $(NF-3)}')
+  echo "== fwd_faster_than_main $1 $2: $ours ms against main's $main"
+  awk -v a="$ours" -v b="$main" 'BEGIN { exit !(a != "" && b != "" && a < 0.99 * b) }'
+}
 first="ratios"
 lane one 0 "${2:-900}" "${1:-$first}"
 cat "$root/one.log"
