@@ -196,7 +196,8 @@ def test_the_side_stream_is_never_the_callers_and_always_the_same_for_it(monkeyp
     assert backward._side_stream(first) == second
 
 
-@pytest.mark.parametrize("rows", [0, 64])
+# 32 and 128: a shift by other blocks than the preprocess's own 64 rows a program
+@pytest.mark.parametrize("rows", [0, 32, 64, 128])
 def test_the_preprocess_shifts_alibis_lse_by_each_rows_part_of_the_bias(rows):
     """Hopper's dK/dV adds a score's key part of ALiBi's bias, slope (k - row0) for its row block from row0
     (gluon_backward.alibi_key_part), and reads the row's part, slope (q - row0), from the lse the preprocess
@@ -219,3 +220,26 @@ def test_the_preprocess_shifts_alibis_lse_by_each_rows_part_of_the_bias(rows):
     slope = 2.0 ** (-8 * (torch.arange(heads, dtype=torch.float64) + 1) / heads) * 1.4426950408889634
     expected = lse.double() + slope[:, None] * (torch.arange(seq) % rows).double()
     torch.testing.assert_close(shifted.double(), expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("alibi", [True, False])
+def test_only_hoppers_dkdv_reads_the_shifted_lse(alibi, monkeypatch):
+    """Where the Hopper kernels run (their refusals answered None here, their launches recorded), dK/dV's
+    launch gets the lse shifted by slope (q mod gluon_backward.BLOCK_M) under ALiBi and the forward's lse
+    otherwise, and dQ's launch the forward's lse always (gluon_dq adds its own row part a tile)."""
+    from kernels.attention import gluon_backward, gluon_dq
+
+    launched = {}
+    for module, name in ((gluon_backward, "launch_dkdv"), (gluon_dq, "launch_dq")):
+        monkeypatch.setattr(module, "refusal", lambda *tensors: None)
+        monkeypatch.setattr(module, name, lambda q, k, v, do, lse, *rest, _name=name, **options:
+                            launched.__setitem__(_name, lse.clone()))
+    heads, seq = 4, 200
+    q, k, v = (torch.randn(1, h, seq, 16, generator=torch.Generator().manual_seed(h)).requires_grad_()
+               for h in (heads, 2, 2))
+    options = dict(causal=True, window=None, prefix=None, doc_start=None, softcap=None, alibi=alibi)
+    TritonAttention.apply(q, k, v, options).sum().backward()
+    slope = 2.0 ** (-8 * (torch.arange(heads, dtype=torch.float64) + 1) / heads) * 1.4426950408889634
+    shift = slope[:, None] * (torch.arange(seq) % gluon_backward.BLOCK_M).double() if alibi else 0
+    torch.testing.assert_close(launched["launch_dkdv"].double(), launched["launch_dq"].double() + shift, rtol=0,
+                               atol=1e-5)

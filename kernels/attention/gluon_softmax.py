@@ -121,10 +121,11 @@ def _slope_parts(slope, to_log2, dtype: gl.constexpr, HALF_M: gl.constexpr, bloc
 @gluon.jit
 def alibi_rows_tile(slope, to_log2, dtype: gl.constexpr, HALF_M: gl.constexpr, FILL: gl.constexpr):
     """`alibi_rows`' operand as a (HALF_M, 16) tile in shared memory, filled once where FILL, for a kernel
-    whose program keeps one head (gluon_dq.py's): held in registers across dQ's key walk, ptxas (CUDA 13.0,
-    sm_90) gave its registers to dS inside the loop, so from the second key tile on the bias product read dS
-    (an H200's gradient test: dQ off by up to 4e16), where the forward, which rebuilds it each work item,
-    kept them. Filled as `alibi_keys`, by the launch's first warps before the partitions start."""
+    whose program keeps one head (gluon_dq.py's): held in registers across dQ's key walk, ptxas 12.8 (Triton
+    3.6.0's own, sm_90) gave its registers to dS inside the loop, though the PTX reads them there unchanged, so
+    from the second key tile on the bias product read dS (an H200's gradient test: dQ off by up to 4e16); the
+    forward, which rebuilds it each work item, keeps them (its SASS: read in the key loop, never written there).
+    Filled as `alibi_keys`, by the launch's first warps before the partitions start."""
     layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([HALF_M, ALIBI_K], dtype)
     rows = gl.allocate_shared_memory(dtype, [HALF_M, ALIBI_K], layout)
     if FILL:
