@@ -6,14 +6,13 @@ gradient and delta = rowsum(dO o O):
 
     dV = P^T dO,   dP = dO V^T,   dS = P o (dP - delta),   dQ = scale dS K,   dK = scale dS^T Q,
 
-where dS is the gradient of the (capped, biased) score; softcap's tanh adds its derivative
-1 - (s / cap)^2 and ALiBi's bias none. `_dkdv_kernel` owns a tile of keys of one KV head and walks
-every query row of its group (GQA sums the group's heads into one dK, dV); `_dq_kernel` owns a tile
-of query rows and walks the keys they see, as the forward does; on a GPU the two run side by side, on
-two streams. The masks are the forward's: one key interval [lo, hi] per query row. On Hopper, where
-the tensors suit them, gluon_backward.py's and gluon_dq.py's kernels run the same two halves instead
-(session 24, H200, gqa_8 at llama-3-8b-s4k: dK/dV 2.224 and dQ 1.440 ms against these kernels' 2.484
-and 1.555).
+where dS is the gradient of the (capped, biased) score; softcap's tanh adds its derivative 1 - (s / cap)^2
+and ALiBi's bias none. `_dkdv_kernel` owns a tile of keys of one KV head and walks every query row of its
+group (GQA sums the group's heads into one dK, dV); `_dq_kernel` owns a tile of query rows and walks the
+keys they see, as the forward does; on a GPU the two run side by side, on two streams. The masks are the
+forward's: one key interval [lo, hi] per query row. On Hopper, where the tensors suit them, gluon_backward.py's
+and gluon_dq.py's kernels run the same two halves instead (session 24, H200, gqa_8 at llama-3-8b-s4k: dK/dV
+2.224 and dQ 1.440 ms against these kernels' 2.484 and 1.555).
 
 Why two kernels and not one: FlashAttention-2's and -3's one kernel adds each step's dQ share, dS K, to
 a float32 sum in global memory, five matmuls a step against the two kernels' seven. Under Triton 3.6.0
@@ -21,12 +20,11 @@ it lost on an H200: at 64 rows x 128 keys, eight warps, 255 registers and 248 by
 backward at llama-3-8b-s4k took 6.293 ms against the two kernels' 5.260 (its kernel 4.900 ms against
 their 2.482 + 1.415; element atomics 6.845; session 22's bwd-atomic, do_bench).
 
-The tiles each loop walks (q and dO in dK/dV's, K and V in dQ's) come through tensor descriptors, as
-the forward's K and V: a 64 x 128 tile through pointers costs each of 128 threads 8 64-bit addresses
-a tensor, and dK/dV's kernel, whose two float32 accumulators alone take 128 registers a thread, sat
-at 255 registers with 232 bytes spilled to the stack that way (Triton 3.6.0, sm_90, ptxas's count).
-Rows and keys past a head's end read as zeros and are masked like invisible ones. The tiles a
-program loads once (its own keys, its own rows) stay pointer loads.
+The tiles each loop walks (q and dO in dK/dV's, K and V in dQ's) come through tensor descriptors, as the
+forward's K and V: a 64 x 128 tile through pointers costs each of 128 threads 8 64-bit addresses a tensor, and
+dK/dV's kernel, whose two float32 accumulators alone take 128 registers a thread, sat at 255 registers with 232
+bytes spilled that way (Triton 3.6.0, sm_90, ptxas's count). Rows and keys past a head's end read as zeros and
+are masked like invisible ones. The tiles a program loads once (its own keys, its own rows) stay pointer loads.
 """
 
 import functools
@@ -366,8 +364,7 @@ class TritonAttention(torch.autograd.Function):
         do = torch.empty_like(out)
         delta = torch.empty(q.shape[:3], device=q.device, dtype=torch.float32)
         hopper_dkdv = gluon_backward and not gluon_backward.refusal(q, k, v, do, dk, dv)  # gluon_backward.py
-        # Hopper's dK/dV reads ALiBi's lse shifted by its query rows' part of the bias
-        shifted = torch.empty_like(lse) if hopper_dkdv and opts.get("alibi") else None
+        shifted = torch.empty_like(lse) if hopper_dkdv and opts.get("alibi") else None  # its ALiBi's lse, shifted
         _preprocess_kernel[(triton.cdiv(q_len, BLOCK), batch * n_q_heads)](
             out, grad_out, do, delta, lse, shifted if shifted is not None else lse, *out.stride()[:3],
             *grad_out.stride()[:3], n_q_heads, q_len, HEAD_DIM=head_dim, BLOCK=BLOCK,
