@@ -243,3 +243,14 @@ def test_only_hoppers_dkdv_reads_the_shifted_lse(alibi, monkeypatch):
     shift = slope[:, None] * (torch.arange(seq) % gluon_backward.BLOCK_M).double() if alibi else 0
     torch.testing.assert_close(launched["launch_dkdv"].double(), launched["launch_dq"].double() + shift, rtol=0,
                                atol=1e-5)
+
+
+def test_hoppers_dkdv_refuses_an_lse_not_said_shifted_under_alibi():
+    """gluon_backward.launch_dkdv under ALiBi with the forward's lse as it is (a caller that skipped the
+    preprocess's shift): one ValueError line before anything is built or launched, not wrong gradients."""
+    from kernels.attention import gluon_backward
+
+    q, k, v = (torch.randn(1, h, 128, 128) for h in (2, 1, 1))
+    lse = delta = torch.zeros(1, 2, 128)
+    with pytest.raises(ValueError, match="lse_shifted=True"):
+        gluon_backward.launch_dkdv(q, k, v, q, lse, delta, k, v, causal=True, alibi=True)

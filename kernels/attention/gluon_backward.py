@@ -240,10 +240,14 @@ def refusal(q, k, v, do, dk, dv):
 
 
 def launch_dkdv(q, k, v, do, lse, delta, dk, dv, *, causal, window=None, prefix=None, doc_start=None, softcap=None,
-                alibi=False, scale=None):
+                alibi=False, scale=None, lse_shifted=False):
     """dK (scaled) and dV into dk and dv (k's shape, any strides alike) from the forward's lse (log2 units;
-    under ALiBi shifted by the preprocess, `alibi_key_part`) and the preprocess's delta ((B, Hq, S) float32,
-    contiguous) and dO (q's shape)."""
+    under ALiBi shifted by the preprocess, `alibi_key_part`, which lse_shifted says) and the preprocess's delta
+    ((B, Hq, S) float32, contiguous) and dO (q's shape). Under ALiBi an lse not said to be shifted is refused
+    in one line: the kernel would run and return wrong gradients."""
+    if alibi and not lse_shifted:
+        raise ValueError("dK/dV under ALiBi reads the lse shifted by slope (q mod 64) (triton_attention_backward's "
+                         "preprocess, ALIBI_ROWS): hand it that, with lse_shifted=True")
     batch, n_q_heads, seq, head_dim = q.shape
     layout = gluon_flash.descriptor_layout(q.dtype)
     q_desc, do_desc = (TensorDescriptor.from_tensor(t, [1, 1, BLOCK_M, head_dim], layout) for t in (q, do))

@@ -391,7 +391,8 @@ class TritonAttention(torch.autograd.Function):
         if side is not None:  # fork after the preprocess, whose delta and dO both kernels read
             side.wait_stream(main)
         if hopper_dkdv:
-            gluon_backward.launch_dkdv(q, k, v, do, lse if shifted is None else shifted, delta, dk, dv, **opts)
+            gluon_backward.launch_dkdv(q, k, v, do, lse if shifted is None else shifted, delta, dk, dv,
+                                       lse_shifted=shifted is not None, **opts)
         else:
             _dkdv_kernel[(triton.cdiv(kv_len, dkdv.keys if dkdv else BLOCK), batch * n_kv_heads)](
                 TensorDescriptor.from_tensor(q, row_tile), k, v, TensorDescriptor.from_tensor(do, row_tile), lse, delta,
