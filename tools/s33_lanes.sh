@@ -25,6 +25,18 @@ fwd_faster_than_main() {  # fwd_faster_than_main BRANCH VARIANT: the branch's Gl
   under_main "fwd_faster_than_main $1 $2" "$root/one/gluon-probe-$1-$2.log" "$root/one/gluon-probe-main-$2.log" \
     "^  $2 *gluon "
 }
+fwd_gate_fastest() {  # fwd_gate_fastest VARIANT BRANCH...: of the branches whose forward probes (gluon_probe, each
+  # with VARIANT first) read at least 1% under main's, gate the fastest; none gated otherwise
+  local v=$1 best="" best_ms="" b ms
+  shift
+  for b in "$@"; do
+    if fwd_faster_than_main "$b" "$v"; then
+      ms=$(grep -h "^  $v *gluon " "$root/one/gluon-probe-$b-$v.log" | tail -1 | awk '{print $(NF-3)}')
+      if [ -z "$best" ] || awk -v a="$ms" -v b="$best_ms" 'BEGIN { exit !(a < b) }'; then best=$b best_ms=$ms; fi
+    fi
+  done
+  [ -n "$best" ] && echo "== fwd_gate_fastest $v: $best ($best_ms ms)" && fwd_gate "$best"
+}
 first="ratios"
 lane one 0 "${2:-900}" "${1:-$first}"
 cat "$root/one.log"
