@@ -1,11 +1,13 @@
 """Our Gluon forward (kernels/attention/gluon_flash.py) on a GPU beside our Triton forward and SDPA (cuDNN)
 at llama-3-8b-s4k (B4, Hq 32, Hkv 8 (causal_mha: 32, the catalog's multi-head `causal`), S 4096, D 128,
 bfloat16), the document mask the catalog's:
-    python tools/probe_gluon_forward.py [VARIANT ...]     (default: every variant in VARIANTS)
+    python tools/probe_gluon_forward.py [--graph] [VARIANT ...]     (default: every variant in VARIANTS)
 For each variant, first the two kernels' outputs against each other (and cuDNN's where SDPA runs the
 variant: causal, causal_mha, full), max difference, so a wrong kernel shows here and not as a speed; then each
-timed by triton's do_bench (median) in TFLOP/s on the variant's visible pairs. Run it under `timeout`:
-a kernel whose mbarriers never complete hangs rather than fails.
+timed by triton's do_bench (median) in TFLOP/s on the variant's visible pairs. With --graph each is also
+timed as a CUDA graph of GRAPH_CALLS calls replayed back to back (no host between calls, and no L2 flush,
+which do_bench does before each call), the median of 20 replays: a second measurement of the same call. Run
+it under `timeout`: a kernel whose mbarriers never complete hangs rather than fails.
 """
 
 import sys
@@ -42,7 +44,29 @@ def visible_pairs(options):
     return pairs + (prefix * (prefix - 1) // 2 if prefix else 0)  # the prefix's rows also see later prefix keys
 
 
-def main(names):
+GRAPH_CALLS = 20
+
+
+def graph_ms(call):
+    """ms a call: the median of 20 replays of a CUDA graph of GRAPH_CALLS calls, each replay timed by events."""
+    for _ in range(3):  # warm-up outside the capture (the allocator, the launchers' first calls)
+        call()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(GRAPH_CALLS):
+            call()
+    times = []
+    for _ in range(20):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / GRAPH_CALLS)
+    return sorted(times)[len(times) // 2]
+
+
+def main(names, graph=False):
     gen = torch.Generator(device="cuda").manual_seed(0)
     q = torch.randn(BATCH, Q_HEADS, SEQ, DIM, device="cuda", generator=gen, dtype=torch.bfloat16)
     for name in names:
@@ -67,7 +91,12 @@ def main(names):
         for what, call in calls.items():
             ms = triton.testing.do_bench(call, warmup=25, rep=200, return_mode="median")
             print(f"  {name:10} {what:14} {ms:8.4f} ms {flops / ms / 1e9:6.0f} TFLOP/s", flush=True)
+        for what, call in calls.items() if graph else ():
+            ms = graph_ms(call)
+            print(f"  {name:10} {what:14} {ms:8.4f} ms {flops / ms / 1e9:6.0f} TFLOP/s  (graph of {GRAPH_CALLS})",
+                  flush=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or list(VARIANTS))
+    arguments = [a for a in sys.argv[1:] if a != "--graph"]
+    main(arguments or list(VARIANTS), graph="--graph" in sys.argv[1:])
