@@ -26,23 +26,7 @@ set -u
 root=reports/truth/s32-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip|diff|x baseline'
 mkdir -p "$root"
-source tools/lanes.sh  # vb, branch, worktree, ... gpu_tests, gluon_probe, probed, fwd_gate, bwd_gate, host_issue
-under_main() {  # under_main NAME BRANCH_LOG MAIN_LOG PATTERN: whether the last ms figure on a PATTERN line of the
-  # branch's probe log reads at least 1% under main's (both this lease's): the lease spends its gate only then
-  local ours main
-  ours=$(grep -h "$4" "$2" | tail -1 | awk '{print $(NF-3)}')
-  main=$(grep -h "$4" "$3" | tail -1 | awk '{print $(NF-3)}')
-  echo "== $1: $ours ms against main's $main"
-  awk -v a="$ours" -v b="$main" 'BEGIN { exit !(a != "" && b != "" && a < 0.99 * b) }'
-}
-faster_than_main() {  # faster_than_main BRANCH VARIANT: the branch's forward+backward probe (bwd_probe_branch)
-  under_main "faster_than_main $1 $2" "$root/one/bwd-$1-$2.log" "$root/one/bwd-main-$2.log" "ours (Triton tiles"
-}
-fwd_faster_than_main() {  # fwd_faster_than_main BRANCH VARIANT: the branch's Gluon forward (gluon_probe's logs,
-  # named by their first variant)
-  under_main "fwd_faster_than_main $1 $2" "$root/one/gluon-probe-$1-$2.log" "$root/one/gluon-probe-main-$2.log" \
-    "^  $2 *gluon "
-}
+source tools/lanes.sh  # vb, branch, worktree, ... gpu_tests, gluon_probe, fwd_gate, bwd_gate, under_main, fwd_gate_fastest
 first="ratios"
 lane one 0 "${2:-900}" "${1:-$first}"
 cat "$root/one.log"
