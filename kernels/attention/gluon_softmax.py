@@ -167,8 +167,9 @@ def _softmax_step(qk, m_i, l_i, to_log2, sm_scale, softcap, bias, shift, cols, l
 
     BOUNDED (`bounded_softcap`): the max stays 0 and the factor is unused. Without the max a row's largest
     p is rounded to the bfloat16 operand P V reads (with it, it is exactly 1), which biases the output by
-    up to 2^-9 along all of its 128 values: so the row must sum what P V multiplies, and its sum is the
-    tensor cores' (gluon_flash's consumer multiplies P by a tile of ones beside P V): l_i passes through.
+    up to 2^-8 (bfloat16 keeps 8 significant bits) along all of its 128 values: so the row must sum what
+    P V multiplies, and its sum is the tensor cores' (gluon_flash's consumer multiplies P by a tile of ones
+    beside P V): l_i passes through.
     tests/test_softcap_rounding.py models it on the CPU (softcap 50, 8 heads of 512, three seeds): the
     output's largest error from float64 0.0087 where the max gives 0.0081 and the unrounded sum 0.0117. A
     backward's dQ, recomputed from the lse, still feels the rounding through dO.O (modelled: 0.0106 against
