@@ -5,9 +5,10 @@ bfloat16), the document mask the catalog's:
 For each variant, first the two kernels' outputs against each other (and cuDNN's where SDPA runs the
 variant: causal, causal_mha, full), max difference, so a wrong kernel shows here and not as a speed; then each
 timed by triton's do_bench (median) in TFLOP/s on the variant's visible pairs. With --graph each is also
-timed as a CUDA graph of GRAPH_CALLS calls replayed back to back (no host between calls, and no L2 flush,
-which do_bench does before each call), the median of 20 replays: a second measurement of the same call. Run
-it under `timeout`: a kernel whose mbarriers never complete hangs rather than fails.
+timed by triton's do_bench_cudagraph (the calls captured in a CUDA graph and replayed, no host between them;
+tools/try_truth.py's graph loop), a second measurement of the same call; session 33's figures came from a
+hand-written loop of 20 calls a graph that this replaced (8a5f1f8). Run it under `timeout`: a kernel whose
+mbarriers never complete hangs rather than fails.
 """
 
 import sys
@@ -44,28 +45,6 @@ def visible_pairs(options):
     return pairs + (prefix * (prefix - 1) // 2 if prefix else 0)  # the prefix's rows also see later prefix keys
 
 
-GRAPH_CALLS = 20
-
-
-def graph_ms(call):
-    """ms a call: the median of 20 replays of a CUDA graph of GRAPH_CALLS calls, each replay timed by events."""
-    for _ in range(3):  # warm-up outside the capture (the allocator, the launchers' first calls)
-        call()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(GRAPH_CALLS):
-            call()
-    times = []
-    for _ in range(20):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / GRAPH_CALLS)
-    return sorted(times)[len(times) // 2]
-
-
 def main(names, graph=False):
     gen = torch.Generator(device="cuda").manual_seed(0)
     q = torch.randn(BATCH, Q_HEADS, SEQ, DIM, device="cuda", generator=gen, dtype=torch.bfloat16)
@@ -92,9 +71,8 @@ def main(names, graph=False):
             ms = triton.testing.do_bench(call, warmup=25, rep=200, return_mode="median")
             print(f"  {name:10} {what:14} {ms:8.4f} ms {flops / ms / 1e9:6.0f} TFLOP/s", flush=True)
         for what, call in calls.items() if graph else ():
-            ms = graph_ms(call)
-            print(f"  {name:10} {what:14} {ms:8.4f} ms {flops / ms / 1e9:6.0f} TFLOP/s  (graph of {GRAPH_CALLS})",
-                  flush=True)
+            ms = triton.testing.do_bench_cudagraph(call, rep=200, return_mode="median")
+            print(f"  {name:10} {what:14} {ms:8.4f} ms {flops / ms / 1e9:6.0f} TFLOP/s  (CUDA graph)", flush=True)
 
 
 if __name__ == "__main__":

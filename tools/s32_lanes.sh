@@ -22,11 +22,4 @@
 # and document" && { gluon_probe main document; gluon_probe doc-idle document; gluon_probe main document causal;
 # gluon_probe doc-idle document causal; fwd_faster_than_main doc-idle document && fwd_gate doc-idle; }' 320: 6 of 6,
 # document 0.3876 / 0.3860 and 0.3876 / 0.3863 ms, no gate. 1572 s of the session's 1800.
-set -u
-root=reports/truth/s32-$(git rev-parse --short HEAD)
-show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip|diff|x baseline'
-mkdir -p "$root"
-source tools/lanes.sh  # vb, branch, worktree, ... gpu_tests, gluon_probe, fwd_gate, bwd_gate, under_main, fwd_gate_fastest
-first="ratios"
-lane one 0 "${2:-900}" "${1:-$first}"
-cat "$root/one.log"
+exec bash tools/session_lanes.sh s32 "$@"

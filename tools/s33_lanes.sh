@@ -4,11 +4,4 @@
 #     source tools/gpu_detached.sh && workdir && detach lanes 'bash tools/s33_lanes.sh STEPS SECONDS' && await lanes 520
 #   a later call, while the lane runs: source tools/gpu_detached.sh && await lanes 290 (never `workdir` again)
 # Keep a step list on one line (a newline in it splits the steps).
-set -u
-root=reports/truth/s33-$(git rev-parse --short HEAD)
-show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress| ms |passed|failed|skip|diff|x baseline'
-mkdir -p "$root"
-source tools/lanes.sh  # vb, branch, worktree, ... gpu_tests, gluon_probe, fwd_gate, bwd_gate, under_main, fwd_gate_fastest
-first="ratios"
-lane one 0 "${2:-900}" "${1:-$first}"
-cat "$root/one.log"
+exec bash tools/session_lanes.sh s33 "$@"
