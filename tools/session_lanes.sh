@@ -2,6 +2,10 @@
 # it with their session's tag; before that each carried these lines itself):
 #   bash tools/session_lanes.sh TAG 'STEPS' [SECONDS]     (STEPS: lanes.sh's functions, on one line; default ratios)
 set -u
+if [ $# -lt 1 ] || [ -z "$1" ]; then
+  echo "session_lanes.sh: give the session's tag first (e.g. s34), then 'STEPS' [SECONDS]" >&2
+  exit 2
+fi
 root=reports/truth/$1-$(git rev-parse --short HEAD)
 show='MISMATCH|Mismatch|ERROR|error|asv finished|Traceback|^verdict|fastest|TFLOP/s|slower|faster|regress'
 show+='| ms |passed|failed|skip|diff|x baseline'
