@@ -1,0 +1,66 @@
+"""The call the timer runs computes the problem the figures are of.
+
+`cases.prepare_checked` checks a call on the check seed's inputs, then refills those inputs in place with
+the timing seed's and hands the same call to the timer. A call that read part of its problem when
+prepared (SDPA's dense mask, Flex's block mask, our Gluon forward's document items) still computes the
+refilled problem only if that part is the same at both seeds: the documents are the shape's
+(catalog.attention.DOCUMENT_STRUCTURE_SEED). SDPA's timed output was 3.7 off the reference at tiny-s128
+before they were.
+
+    TRITON_INTERPRET=0 VARIANTBENCH_DEVICE=cuda python3 -m pytest -q tests/test_timed_problem.py -k cuda
+"""
+
+import pytest
+import torch
+
+from variantbench import cases
+from variantbench.catalog import Unsupported, family
+from variantbench.cases import CHECK_SEED_OFFSET, SEED
+
+FAMILY = family("attention")
+CPU_IMPLEMENTATIONS = ("reference", "sdpa", "flex")
+
+
+def _timed_call_error(variant, implementation, shape, device):
+    """(max error, tolerance) of the prepared call, run after the refill, against the refilled problem."""
+    try:
+        case = cases.resolve("attention", variant, implementation, shape, device)
+    except Unsupported as why:
+        pytest.skip(str(why))
+    problem, call, _ = cases.prepare_checked(case)
+    assert problem.seed == SEED
+    timed = FAMILY.make_problem(case.variant, case.shape, device=device, dtype=case.dtype, seed=SEED)
+    assert all(torch.equal(problem.inputs()[name], t) for name, t in timed.inputs().items())  # refilled
+    with torch.no_grad():
+        result = cases.check_output(case, problem, call())
+    return result["max_error"], result["tolerance"]
+
+
+def test_a_problems_documents_are_its_shapes_at_every_seed():
+    shape, variant = FAMILY.shape("tiny-s128"), FAMILY.variant("document")
+    check, timed = (FAMILY.make_problem(variant, shape, device="cpu", dtype=torch.float32, seed=seed)
+                    for seed in (SEED + CHECK_SEED_OFFSET, SEED))
+    assert torch.equal(check.doc_start, timed.doc_start)
+    assert len(timed.doc_start.unique()) > shape.batch  # more than one document a sequence
+    assert not torch.equal(check.q, timed.q)  # the values are the seed's
+
+
+@pytest.mark.parametrize("implementation", CPU_IMPLEMENTATIONS)
+@pytest.mark.parametrize("variant", [v.name for v in FAMILY.variants])
+def test_the_timed_call_computes_the_timed_problem(variant, implementation):
+    error, tolerance = _timed_call_error(variant, implementation, "tiny-s128", "cpu")
+    assert error <= tolerance, f"{variant} through {implementation}: {error:.3g} against {tolerance:.3g}"
+
+
+def test_our_timed_document_call_computes_the_timed_problem():
+    """Through the interpreter: the Triton forward (the Gluon forward's document items are CUDA's)."""
+    error, tolerance = _timed_call_error("document", "triton", "tiny-s128", "cpu")
+    assert error <= tolerance
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("implementation", ["triton", "sdpa", "flex"])
+def test_the_timed_document_call_computes_the_timed_problem_on_cuda(implementation):
+    """At the catalog's shape: our Gluon forward with its document items listed once, Flex's block mask."""
+    error, tolerance = _timed_call_error("document", implementation, "llama-3-8b-s4k", "cuda")
+    assert error <= tolerance, f"document through {implementation}: {error:.3g} against {tolerance:.3g}"
