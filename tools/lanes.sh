@@ -187,3 +187,7 @@ fwd_gate_fastest() {  # fwd_gate_fastest VARIANT BRANCH...: of the branches whos
   done
   [ -n "$best" ] && echo "== fwd_gate_fastest $v: $best ($best_ms ms)" && fwd_gate "$best"
 }
+document_peers() {  # document_peers [BRANCH]: the document mask through SDPA's ragged (nested) backends beside ours
+  if [ -n "${1:-}" ]; then on_branch "$1" "document-peers-$1" 200 python3 tools/probe_document_peers.py
+  else step document-peers 200 python3 tools/probe_document_peers.py; fi
+}
