@@ -51,7 +51,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from kernels.attention.gluon_rings import load_key_tiles, ones_tiles, query_tile, ring, store_rows
 from kernels.attention.gluon_softmax import (LOG2E, _softmax, alibi_columns, alibi_keys, alibi_lse, alibi_rows,
-                                            bounded_softcap, issue_pv, issue_s, row_sums_zero)
+                                            bounded_softcap, fold_tanh_scale, issue_pv, issue_s, row_sums_zero)
 from kernels.attention.gluon_walk import _item, checked_items, claim, document_work, post, take
 # the masks' key intervals: a Triton function, which Gluon calls as its own
 from kernels.attention.triton_flash import _bounds, doc_start_arg, score_refusal
@@ -190,6 +190,8 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
 
         if not DOCUMENTS:  # (under the document mask, waited for before the item's number was read)
             mbarrier.wait(q_bars.index(q_index), q_phase)
+        if BOUNDED:
+            fold_tanh_scale(q_smem, sm_scale / softcap)
         slot, phase = loaded % STAGES, (loaded // STAGES) & 1
         mbarrier.wait(k_ready.index(slot), phase)
         s = issue_s(q_smem, k_ring.index(slot).reshape([TILE_N, HEAD_DIM]), s_zero, alibi_a, alibi_b, ALIBI_MMA)

@@ -34,6 +34,24 @@ def _tanh(x):
 
 
 @gluon.jit
+def fold_tanh_scale(q_smem, scale):
+    """A consumer's query rows (64 x 128, bfloat16, in shared memory) times the tanh's scale, sm_scale / softcap,
+    once an item, so the bounded softcap's scores reach the tanh with no multiply (`_softmax_step`): one
+    multiply a score less, of the FMUL, MUFU tanh, FMUL, MUFU exp2 and half a pack each takes. Rounding q x
+    scale to bfloat16 moves P: modelled in float64 at softcap 50 (256 x 4096 unit normal scores), P's
+    relative change 1.3e-3 on average and 9.2e-3 at most, as large as P's own bfloat16 rounding (1.35e-3 on
+    average, 2^-8 at most). A read-only review's CPU model of the bounded softcap's GPU test (32 seeds) put
+    its output error at 1.19x the running-max path's (median; 1.25x is the test's bound, failed at 12 of 32
+    seeds at softcap 50), and tests/test_softcap_rounding.py's model at 1.287x against its 1.2x: the error
+    budget would need re-deriving before this could merge. Fenced for the tensor cores, which read it next."""
+    gl.static_assert(q_smem.dtype == gl.bfloat16, "q x scale leaves float16's normal range for |q| < 0.035")
+    blocked: gl.constexpr = gl.BlockedLayout([1, 8], [2, 16], [gl.num_warps(), 1], [1, 0])
+    q = q_smem.load(blocked)
+    q_smem.store((q.to(gl.float32) * scale).to(q_smem.dtype))
+    fence_async_shared()
+
+
+@gluon.jit
 def alibi_slope(q_head, n_q_heads):
     """ALiBi's slope of head h (0-based) in exp2's units: 2^(-8 (h+1) / H), the paper's geometric
     sequence, times log2 e (the forward's and both backward kernels')."""
@@ -176,7 +194,10 @@ def _softmax_step(qk, m_i, l_i, to_log2, sm_scale, softcap, bias, shift, cols, l
     the max's 0.0076), so a launch that fills the lse keeps the max. On an H200 only the unrounded sum ran
     under a backward: the forward+backward GPU test's dQ failed its bound (0.0366 against 0.0304); the
     rounded sum under a backward rests on the CPU model."""
-    s = _tanh(qk * (sm_scale / softcap)) if SOFTCAP else qk
+    if SOFTCAP:  # under BOUNDED the tanh's scale is in q already (`fold_tanh_scale`)
+        s = _tanh(qk) if BOUNDED else _tanh(qk * (sm_scale / softcap))
+    else:
+        s = qk
     if ALIBI and SOFTCAP:
         s = s * to_log2 + bias[None, :]  # exp2's units, less the tile's shift (without a cap: S holds it)
     if MASKED:
