@@ -37,13 +37,15 @@ def _tanh(x):
 def fold_tanh_scale(q_smem, scale):
     """A consumer's query rows (64 x 128, bfloat16, in shared memory) times the tanh's scale, sm_scale / softcap,
     once an item, so the bounded softcap's scores reach the tanh with no multiply (`_softmax_step`): one
-    multiply a score less, of the FMUL, MUFU tanh, FMUL, MUFU exp2 and half a pack each takes. Rounding q x
-    scale to bfloat16 moves P: modelled in float64 at softcap 50 (256 x 4096 unit normal scores), P's
-    relative change 1.3e-3 on average and 9.2e-3 at most, as large as P's own bfloat16 rounding (1.35e-3 on
-    average, 2^-8 at most). A read-only review's CPU model of the bounded softcap's GPU test (32 seeds) put
-    its output error at 1.19x the running-max path's (median; 1.25x is the test's bound, failed at 12 of 32
-    seeds at softcap 50), and tests/test_softcap_rounding.py's model at 1.287x against its 1.2x: the error
-    budget would need re-deriving before this could merge. Fenced for the tensor cores, which read it next."""
+    multiply a score less, of the FMUL, MUFU tanh, FMUL, MUFU exp2 and half a pack each takes (SASS: FMUL
+    1248 -> 1056). Measured on an H200 (session 34, do_bench, llama-3-8b-s4k, two probes a side in one lease):
+    softcap_50 1.0293, 1.0173 -> 0.9799, 0.9826 ms. The product is rounded to bfloat16, as q itself was: the
+    kernel attends with the query bfloat16(q x scale) / scale in place of q, whose
+    rounding moves P by 1.3e-3 on average (P's own rounding 1.35e-3). Modelled in float64 over 32 seeds
+    (tests/test_softcap_rounding.py), the output's largest error from float64 on q is 1.11x the running-max
+    path's (median; 1.57x at most) and 0.70x the bfloat16 eager reference's (1.00x at most), against the
+    suite's check's 4x; the GPU test holds the rest of the arithmetic to the bounded path's own budget on the
+    folded query. Fenced for the tensor cores, which read it next."""
     gl.static_assert(q_smem.dtype == gl.bfloat16, "q x scale leaves float16's normal range for |q| < 0.035")
     blocked: gl.constexpr = gl.BlockedLayout([1, 8], [2, 16], [gl.num_warps(), 1], [1, 0])
     q = q_smem.load(blocked)
