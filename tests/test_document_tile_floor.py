@@ -1,0 +1,39 @@
+"""tools/document_tile_floor.py: the pairs a tiled kernel computes under the document mask, counted as our
+Gluon forward lists its document items (gluon_walk.document_items)."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+import document_tile_floor as tool  # noqa: E402
+from kernels.attention.gluon_walk import document_items  # noqa: E402
+from variantbench.catalog.attention import DOCUMENT_STRUCTURE_SEED, document_starts  # noqa: E402
+
+
+@pytest.mark.parametrize("batch,seq", [(4, 4096), (2, 640), (3, 1000)])
+def test_the_count_is_the_gluon_forwards_items_walk(batch, seq):
+    doc_start = document_starts(batch, seq, DOCUMENT_STRUCTURE_SEED)
+    items = document_items(doc_start, 128)
+    flat = items[: int(items[-1])].long()
+    walked = ((flat % seq - doc_start.flatten()[flat]) // 128 + 1).sum().item()  # _document_item's n_tiles
+    counted = sum(tool.computed_pairs(a, e, 128, 128) for a, e in tool.documents(doc_start))
+    assert counted == walked * 128 * 128
+
+
+def test_one_document_a_sequence_is_causal():
+    doc_start = torch.zeros(2, 1000, dtype=torch.int32)
+    assert tool.floor(doc_start, 128, 128)[2] == 1.0
+
+
+def test_the_catalogs_documents_at_llama_3_8b_s4k():
+    waste, causal, quotient = tool.floor(document_starts(4, 4096, DOCUMENT_STRUCTURE_SEED), 128, 128)
+    assert (round(waste, 3), round(causal, 3), round(quotient, 3)) == (1.201, 1.031, 1.165)
+
+
+def test_a_tile_that_is_not_rows_x_keys_is_one_usage_line():
+    result = CliRunner().invoke(tool.main, ["--tiles", "128x128,128by64"])
+    assert result.exit_code == 2 and "'128by64' is not ROWSxKEYS" in result.output
