@@ -45,6 +45,19 @@ def test_a_problems_documents_are_its_shapes_at_every_seed():
     assert not torch.equal(check.q, timed.q)  # the values are the seed's
 
 
+def test_a_structure_drawn_from_the_seed_is_refused_before_anything_is_timed(monkeypatch):
+    """Were the documents the seed's again, the checked problem would be refilled with other documents: one line
+    naming the input, not a timed call of the wrong work."""
+    from variantbench.catalog import attention
+
+    draws = iter(range(1, 10))
+    real = attention.document_starts
+    monkeypatch.setattr(attention, "document_starts", lambda batch, kv_len, seed: real(batch, kv_len, next(draws)))
+    case = cases.resolve("attention", "document", "sdpa", "tiny-s128", "cpu")
+    with pytest.raises(cases.StructureDiffers, match="input doc_start differs between the check and timing seeds"):
+        cases.prepare_checked(case)
+
+
 @pytest.mark.parametrize("implementation", CPU_IMPLEMENTATIONS)
 @pytest.mark.parametrize("variant", [v.name for v in FAMILY.variants])
 def test_the_timed_call_computes_the_timed_problem(variant, implementation):

@@ -24,6 +24,11 @@ class Mismatch(AssertionError):
     """An implementation disagrees with its reference beyond the data-derived tolerance."""
 
 
+class StructureDiffers(RuntimeError):
+    """A problem's integer inputs (document starts) differ between the check and timing seeds: a call that read
+    them when prepared would time other work (session 34's documents, catalog.attention.DOCUMENT_STRUCTURE_SEED)."""
+
+
 class UnsupportedWhenPrepared(Unsupported, NotImplementedError):
     """An implementation's prepare found it cannot run the case (torch.compile's compiler failing on
     the graph): only trying says so. An Unsupported, so `check` prints it as a skip like those
@@ -296,6 +301,10 @@ def prepare_checked(case, *, requires_grad=False):
                     f"{'; ' + stand_in[1] if stand_in else ''})"
                 )
     timed = fam.make_problem(case.variant, case.shape, device=dev, dtype=case.dtype, seed=SEED)
+    if differs := [name for name, t in problem.inputs().items()
+                   if not t.is_floating_point() and not torch.equal(t, timed.inputs()[name])]:
+        raise StructureDiffers(f"{case.name}: input {', '.join(differs)} differs between the check and timing seeds; "
+                               f"a problem's structure must come from its shape, its values from the seed")
     with torch.no_grad():
         for name, tensor in problem.inputs().items():
             tensor.copy_(timed.inputs()[name])
