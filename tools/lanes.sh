@@ -191,3 +191,6 @@ document_peers() {  # document_peers [BRANCH]: the document mask through SDPA's 
   if [ -n "${1:-}" ]; then on_branch "$1" "document-peers-$1" 200 python3 tools/probe_document_peers.py
   else step document-peers 200 python3 tools/probe_document_peers.py; fi
 }
+softcap_fold() {  # softcap_fold [SEEDS]: the bounded softcap's folded error on the GPU, seed by seed (session 34)
+  step softcap-fold 200 python3 tools/probe_softcap_fold.py "${1:-8}"
+}

@@ -21,7 +21,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from kernels.attention import gluon_flash, triton_flash  # noqa: E402
-from variantbench.catalog.attention import document_starts  # noqa: E402
+from variantbench.catalog.attention import DOCUMENT_STRUCTURE_SEED, document_starts  # noqa: E402
 
 BATCH, Q_HEADS, KV_HEADS, SEQ, DIM = 4, 32, 8, 4096, 128
 PREFIX, WINDOW = 1024, 1024  # the catalog's prefix_lm and sliding_window_1024
@@ -29,7 +29,7 @@ VARIANTS = {"causal": dict(causal=True), "causal_mha": dict(causal=True, kv_head
             "full": dict(causal=False), "softcap_50": dict(causal=True, softcap=50.0),
             "alibi": dict(causal=True, alibi=True), "prefix_lm": dict(causal=True, prefix=PREFIX),
             "sliding_window_1024": dict(causal=True, window=WINDOW),
-            "document": dict(causal=True, doc_start=document_starts(BATCH, SEQ, seed=0))}  # the catalog's documents
+            "document": dict(causal=True, doc_start=document_starts(BATCH, SEQ, DOCUMENT_STRUCTURE_SEED))}
 
 
 def visible_pairs(options):
