@@ -10,12 +10,15 @@ before they were.
     TRITON_INTERPRET=0 VARIANTBENCH_DEVICE=cuda python3 -m pytest -q tests/test_timed_problem.py -k cuda
 """
 
+import dataclasses
+
 import pytest
 import torch
 
 from variantbench import cases
 from variantbench.catalog import Unsupported, family
 from variantbench.cases import CHECK_SEED_OFFSET, SEED
+from variantbench.catalog.block_selection import block_selection
 
 FAMILY = family("attention")
 CPU_IMPLEMENTATIONS = ("reference", "sdpa", "flex")
@@ -27,9 +30,13 @@ def _timed_call_error(variant, implementation, shape, device):
         case = cases.resolve("attention", variant, implementation, shape, device)
     except Unsupported as why:
         pytest.skip(str(why))
+    return _case_error(case)
+
+
+def _case_error(case):
     problem, call, _ = cases.prepare_checked(case)
     assert problem.seed == SEED
-    timed = FAMILY.make_problem(case.variant, case.shape, device=device, dtype=case.dtype, seed=SEED)
+    timed = FAMILY.make_problem(case.variant, case.shape, device=case.device, dtype=case.dtype, seed=SEED)
     assert all(torch.equal(problem.inputs()[name], t) for name, t in timed.inputs().items())  # refilled
     with torch.no_grad():
         result = cases.check_output(case, problem, call())
@@ -41,7 +48,7 @@ def test_a_problems_documents_are_its_shapes_at_every_seed():
     check, timed = (FAMILY.make_problem(variant, shape, device="cpu", dtype=torch.float32, seed=seed)
                     for seed in (SEED + CHECK_SEED_OFFSET, SEED))
     assert torch.equal(check.doc_start, timed.doc_start)
-    assert len(timed.doc_start.unique()) > shape.batch  # more than one document a sequence
+    assert all(len(row.unique()) > 1 for row in timed.doc_start)  # more than one document a sequence
     assert not torch.equal(check.q, timed.q)  # the values are the seed's
 
 
@@ -63,6 +70,21 @@ def test_a_structure_drawn_from_the_seed_is_refused_before_anything_is_timed(mon
 def test_the_timed_call_computes_the_timed_problem(variant, implementation):
     error, tolerance = _timed_call_error(variant, implementation, "tiny-s128", "cpu")
     assert error <= tolerance, f"{variant} through {implementation}: {error:.3g} against {tolerance:.3g}"
+
+
+@pytest.mark.parametrize("implementation", ["reference", "flex"])
+def test_a_timed_block_selection_is_the_one_the_call_was_prepared_with(implementation):
+    """A block top-k's selection comes from q and k; ours and Flex read it when prepared. At 1280 tokens (20 blocks of
+    64, 16 chosen) it depends on the data, as at tiny-s128's two blocks it cannot: chosen again from the refilled q
+    and k, Flex's timed output was 0.17 off the reference. The problem keeps the one drawn with it."""
+    shape = dataclasses.replace(FAMILY.shape("tiny-s128"), name="tiny-s1280", q_len=1280, kv_len=1280)
+    variant = FAMILY.variant("block_topk_16")
+    check, timed = (FAMILY.make_problem(variant, shape, device="cpu", dtype=torch.float32, seed=seed)
+                    for seed in (SEED + CHECK_SEED_OFFSET, SEED))
+    assert not torch.equal(variant.block_selection(check), block_selection(timed.q, timed.k, variant.topk_blocks))
+    case = cases.Case("attention", variant, FAMILY.implementation(implementation), shape, "cpu")
+    error, tolerance = _case_error(case)
+    assert error <= tolerance, f"{implementation}: {error:.3g} against {tolerance:.3g}"
 
 
 def test_our_timed_document_call_computes_the_timed_problem():
