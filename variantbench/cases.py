@@ -26,7 +26,8 @@ class Mismatch(AssertionError):
 
 class StructureDiffers(RuntimeError):
     """A problem's integer inputs (document starts) differ between the check and timing seeds: a call that read
-    them when prepared would time other work (session 34's documents, catalog.attention.DOCUMENT_STRUCTURE_SEED)."""
+    them when prepared would time other work (session 34's documents, catalog.attention.DOCUMENT_STRUCTURE_SEED).
+    A structure made from floating inputs is the problem's to keep (AttentionProblem.blocks): not compared here."""
 
 
 class UnsupportedWhenPrepared(Unsupported, NotImplementedError):
