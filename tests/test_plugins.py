@@ -76,12 +76,19 @@ def one_line(result):
 def no_plugins_leak(monkeypatch):
     """A command sets VARIANTBENCH_PLUGINS (and PYTHONPATH and sys.path for a module) for itself and
     the processes it starts: monkeypatch puts back what a test's command leaves there (a variable set
-    then deleted here is removed again at the end)."""
+    then deleted here is removed again at the end). The suite's modules, whose classes a command builds
+    with the test's plug-ins when it lists the benchmarks, are put back too: left in sys.modules, they
+    gave tests/test_catalog.py's grid test the plug-in's variants when it ran after this file."""
     for name in (plugins.ENV, "PYTHONPATH"):
         monkeypatch.setenv(name, os.environ.get(name, ""))
         if name == plugins.ENV or not os.environ[name]:
             monkeypatch.delenv(name)
     monkeypatch.setattr(sys, "path", list(sys.path))
+    kept = {name: module for name, module in sys.modules.items() if name.split(".")[0] == "suite"}
+    yield
+    for name in [name for name in sys.modules if name.split(".")[0] == "suite"]:
+        del sys.modules[name]
+    sys.modules.update(kept)
 
 
 @pytest.fixture
@@ -175,18 +182,7 @@ def test_compare_and_gate_select_the_active_plugins_rows_not_an_edited_ones(sink
     assert checked(Selection(variants=("sink_window",)), None).variants == (now,)  # what gate and compare select
 
 
-@pytest.fixture
-def suite_modules_kept():
-    """`run` imports the suite in its own process to list the benchmarks: the suite's classes built
-    with this test's plug-ins must not stay in sys.modules for later tests."""
-    kept = {name: module for name, module in sys.modules.items() if name.split(".")[0] == "suite"}
-    yield
-    for name in [name for name in sys.modules if name.split(".")[0] == "suite"]:
-        del sys.modules[name]
-    sys.modules.update(kept)
-
-
-def test_asv_processes_see_the_plugin_grid_and_a_run_records_it(sinks, tmp_path, monkeypatch, suite_modules_kept):
+def test_asv_processes_see_the_plugin_grid_and_a_run_records_it(sinks, tmp_path, monkeypatch):
     """End to end through asv on the CPU: the suite's grid, built in asv's own processes from the
     environment the command set, has the plug-in's variant, and its figure is filed under its
     recorded name."""
