@@ -20,9 +20,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from kernels.attention import gluon_flash  # noqa: E402
-from variantbench.catalog.attention import DOCUMENT_STRUCTURE_SEED, document_starts  # noqa: E402
+from probe_gluon_forward import BATCH, DIM, KV_HEADS, Q_HEADS, SEQ, VARIANTS, graph_ms, visible_pairs  # noqa: E402
 
-BATCH, Q_HEADS, KV_HEADS, SEQ, DIM = 4, 32, 8, 4096, 128
 BACKENDS = (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION)
 
 
@@ -33,13 +32,7 @@ def packed(x, offsets):
 
 
 def timed(call):
-    ms = triton.testing.do_bench(call, warmup=25, rep=200, return_mode="median")
-    try:
-        graph_ms = triton.testing.do_bench_cudagraph(call, rep=200, return_mode="median")
-    except RuntimeError as error:
-        torch.cuda.synchronize()
-        graph_ms = f"no CUDA graph: {str(error).splitlines()[0][:80]}"
-    return ms, graph_ms
+    return triton.testing.do_bench(call, warmup=25, rep=200, return_mode="median"), graph_ms(call)
 
 
 def main():
@@ -47,12 +40,11 @@ def main():
     q = torch.randn(BATCH, Q_HEADS, SEQ, DIM, device="cuda", generator=gen, dtype=torch.bfloat16)
     k, v = (torch.randn(BATCH, KV_HEADS, SEQ, DIM, device="cuda", generator=gen, dtype=torch.bfloat16)
             for _ in range(2))
-    doc_start = document_starts(BATCH, SEQ, DOCUMENT_STRUCTURE_SEED).cuda()
-    positions = torch.arange(SEQ, device="cuda")
-    starts = ((positions == doc_start).flatten()).nonzero().flatten()  # flat b S + p of each document's start
+    doc_start = VARIANTS["document"]["doc_start"].cuda()  # the catalog's documents
+    starts = (torch.arange(SEQ, device="cuda") == doc_start).flatten().nonzero().flatten()  # flat b S + p
     offsets = torch.cat([starts, torch.tensor([BATCH * SEQ], device="cuda")])
-    doc_pairs = (positions - doc_start + 1).sum().item()
-    causal_pairs = BATCH * SEQ * (SEQ + 1) // 2
+    doc_pairs = BATCH * visible_pairs(dict(causal=True, doc_start=doc_start))
+    causal_pairs = BATCH * visible_pairs(dict(causal=True))
     print(f"{len(starts)} documents, {doc_pairs / causal_pairs:.4f} of causal's visible pairs", flush=True)
 
     def baseline():
@@ -62,10 +54,14 @@ def main():
     ours = gluon_flash.forward_launcher(q, k, v, causal=True, doc_start=doc_start)
     expected = ours().float()
     nested = [packed(t, offsets) for t in (q, k, v)]
-    expanded = [nested[0]] + [packed(t.repeat_interleave(Q_HEADS // KV_HEADS, 1), offsets) for t in (k, v)]
+    expanded = []  # key and value heads repeated for the query heads, made once a backend refuses grouped heads
     calls = {"ours (Gluon)": ours}
     for backend in BACKENDS:
-        for heads, (nq, nk, nv) in (("gqa", nested), ("heads expanded", expanded)):
+        for heads in ("gqa", "heads expanded"):
+            if heads != "gqa" and not expanded:
+                expanded = [nested[0]] + [packed(t.repeat_interleave(Q_HEADS // KV_HEADS, 1), offsets) for t in (k, v)]
+            nq, nk, nv = nested if heads == "gqa" else expanded
+
             def call(backend=backend, nq=nq, nk=nk, nv=nv, gqa=heads == "gqa"):
                 with sdpa_kernel(backend):
                     return F.scaled_dot_product_attention(nq, nk, nv, is_causal=True, enable_gqa=gqa)
@@ -82,10 +78,10 @@ def main():
     base_ms, base_graph = timed(baseline)
     print(f"  {'baseline gqa_8 causal (cuDNN)':34} {base_ms:8.4f} ms, graph {base_graph}", flush=True)
     for name, call in calls.items():  # the nested tensors' host work shows in do_bench's eager time, not a graph's
-        ms, graph_ms = timed(call)
+        ms, graph_time = timed(call)
         ratio = (ms / doc_pairs) / (base_ms / causal_pairs)
-        graph = (f"graph {graph_ms:.4f} ms, x baseline {(graph_ms / doc_pairs) / (base_graph / causal_pairs):.3f}"
-                 if isinstance(graph_ms, float) and isinstance(base_graph, float) else f"graph {graph_ms}")
+        graph = (f"graph {graph_time:.4f} ms, x baseline {(graph_time / doc_pairs) / (base_graph / causal_pairs):.3f}"
+                 if isinstance(graph_time, float) and isinstance(base_graph, float) else f"graph {graph_time}")
         print(f"  {name:34} {ms:8.4f} ms ({4 * Q_HEADS * DIM * doc_pairs / ms / 1e9:4.0f} TFLOP/s useful), "
               f"x baseline per useful FLOP {ratio:.3f}; {graph}", flush=True)
 

@@ -45,6 +45,15 @@ def visible_pairs(options):
     return pairs + (prefix * (prefix - 1) // 2 if prefix else 0)  # the prefix's rows also see later prefix keys
 
 
+def graph_ms(call):
+    """do_bench_cudagraph's median ms of `call`, or why a CUDA graph cannot capture it (one line)."""
+    try:
+        return triton.testing.do_bench_cudagraph(call, rep=200, return_mode="median")
+    except RuntimeError as error:
+        torch.cuda.synchronize()
+        return f"no CUDA graph: {str(error).splitlines()[0]}"
+
+
 def main(names, graph=False):
     gen = torch.Generator(device="cuda").manual_seed(0)
     q = torch.randn(BATCH, Q_HEADS, SEQ, DIM, device="cuda", generator=gen, dtype=torch.bfloat16)
@@ -71,13 +80,9 @@ def main(names, graph=False):
             ms = triton.testing.do_bench(call, warmup=25, rep=200, return_mode="median")
             print(f"  {name:10} {what:14} {ms:8.4f} ms {flops / ms / 1e9:6.0f} TFLOP/s", flush=True)
         for what, call in calls.items() if graph else ():
-            try:
-                ms = triton.testing.do_bench_cudagraph(call, rep=200, return_mode="median")
-            except RuntimeError as error:  # a call the graph cannot capture: said, and the next one timed
-                torch.cuda.synchronize()
-                print(f"  {name:10} {what:14} no CUDA graph: {str(error).splitlines()[0]}", flush=True)
-                continue
-            print(f"  {name:10} {what:14} {ms:8.4f} ms {flops / ms / 1e9:6.0f} TFLOP/s  (CUDA graph)", flush=True)
+            ms = graph_ms(call)  # a call the graph cannot capture: said, and the next one timed
+            shown = f"{ms:8.4f} ms {flops / ms / 1e9:6.0f} TFLOP/s  (CUDA graph)" if isinstance(ms, float) else ms
+            print(f"  {name:10} {what:14} {shown}", flush=True)
 
 
 if __name__ == "__main__":
