@@ -17,6 +17,7 @@ from reference import mla as reference_mla
 from reference.moe import route
 from test_moe import _tied_router_problem
 from variantbench.catalog import family
+from variantbench.catalog.attention import document_starts
 from variantbench.shapes import MLAShape
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1",
@@ -411,21 +412,24 @@ def test_the_gluon_forward_takes_every_work_item_once_a_launch():
 
 
 @hopper
+@pytest.mark.parametrize("documents", [False, True], ids=["causal", "documents"])
 @pytest.mark.parametrize("batch,heads", [(3, (2, 1)), (1, (3, 3)), (2, (8, 2))],
                          ids=["3x2-query-heads-a-kv-head", "3-heads", "2x8-grouped-by-4"])
-def test_the_gluon_forward_walks_every_head_of_every_chunk(batch, heads):
+def test_the_gluon_forward_walks_every_head_of_every_chunk(batch, heads, documents):
     """The persistent forward takes heads in chunks, the query heads of one KV head a chunk
-    (gluon_walk._item): 3 sequences of 2 query heads a KV head, 3 heads of their own (chunks of 1), and
-    2 x 8 grouped 4 a KV head. Every row's lse (NaN before) and output equal our Triton forward's within
-    bfloat16's rounding, so no head and no row block is left out or taken twice."""
+    (gluon_walk._item; under the document mask the listed rows once a KV head, `_document_item`): 3 sequences
+    of 2 query heads a KV head, 3 heads of their own (chunks of 1), and 2 x 8 grouped 4 a KV head. Every row's
+    lse (NaN before) and output equal our Triton forward's within bfloat16's rounding, so no head and no row
+    block is left out or taken twice."""
     from kernels.attention import gluon_flash, triton_flash
 
     gen = torch.Generator(device="cuda").manual_seed(16)
     q, k, v = (torch.randn(batch, h, 384, 128, device="cuda", generator=gen, dtype=torch.bfloat16)
                for h in (heads[0], heads[1], heads[1]))
+    options = dict(causal=True, doc_start=document_starts(batch, 384, seed=16).cuda() if documents else None)
     want_lse, lse = (torch.full((batch, heads[0], 384), float("nan"), device="cuda") for _ in range(2))
-    want = triton_flash.forward_launcher(q, k, v, causal=True, lse=want_lse)()
-    got = gluon_flash.forward_launcher(q, k, v, causal=True, lse=lse)()
+    want = triton_flash.forward_launcher(q, k, v, lse=want_lse, **options)()
+    got = gluon_flash.forward_launcher(q, k, v, lse=lse, **options)()
     torch.testing.assert_close(lse, want_lse, rtol=0, atol=1e-3)
     torch.testing.assert_close(got, want, rtol=0, atol=2e-2)
 

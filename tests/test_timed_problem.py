@@ -100,3 +100,11 @@ def test_the_timed_document_call_computes_the_timed_problem_on_cuda(implementati
     """At the catalog's shape: our Gluon forward with its document items listed once, Flex's block mask."""
     error, tolerance = _timed_call_error("document", implementation, "llama-3-8b-s4k", "cuda")
     assert error <= tolerance, f"document through {implementation}: {error:.3g} against {tolerance:.3g}"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("implementation", ["triton", "flex"])
+def test_the_timed_block_selection_call_computes_the_timed_problem_on_cuda(implementation):
+    """At the catalog's shape: ours and Flex build their block tables from the selection when prepared."""
+    error, tolerance = _timed_call_error("block_topk_16", implementation, "llama-3-8b-s4k", "cuda")
+    assert error <= tolerance, f"block_topk_16 through {implementation}: {error:.3g} against {tolerance:.3g}"
