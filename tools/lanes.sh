@@ -77,6 +77,10 @@ expert_overlap() {  # expert_overlap [BRANCH]: our expert GEMMs at DeepSeek-V3 p
   local on=${1:-main}
   on_branch "$on" "probe-expert-overlap-$on" 240 python3 tools/probe_expert_overlap.py
 }
+overlap_tiles() {  # overlap_tiles NAME [ARGS...]: probe_expert_overlap.py on main with each part's own tilings
+  # (--hot-gate-up, --cold-down, ...: one cold program small enough to share an SM with a hot one, session 35)
+  step "probe-expert-overlap-$1" 240 python3 tools/probe_expert_overlap.py "${@:2}"
+}
 item_cost() {  # item_cost [BRANCH]: the Gluon forward's cost per item and per key tile, fitted to full and
   # windows of 128 to 2048 keys, causal set against it (session 29: 3.8 us an item, 1.68 us a tile; the window
   # and the documents walk 8 and 5 tiles an item where causal walks 16.5)

@@ -2,6 +2,7 @@
 DeepSeek-V3 prefill goal (65% of the suite's roofline; 44.6% in session 21):
 
     python3 tools/probe_expert_overlap.py [SHAPE] [--variant ROUTER] [--hot-rows N]
+        [--hot-gate-up M,N,K,WARPS,STAGES] [--hot-down ...] [--cold-gate-up ...] [--cold-down ...]
 
 Why: tools/moe_expert_bound.py shows that a grouped GEMM running its experts one after another reads at
 most 58.2% of the roofline at deepseek-v3-prefill-t4k-zipf, since a hot expert (thousands of rows) is
@@ -16,6 +17,14 @@ programs take the SMs in launch order, so which goes first may decide whether th
 Each part's line also gives its own bound (products at the matmul peak, weights at the copy peak).
 If the two streams beat one stream by much, a split layer pays; if not, the kernels need SMs of their
 own (a persistent launch per part), which this probe cannot show.
+
+Each part may take its own tilings (triton_experts.Tiles; default the module's). With the module's, a
+gate_up program holds 164 KB of shared memory and a wide down one 147 KB (tools/compile_experts_sm90.py),
+so one of either fills an SM's 228 KB and a second launch's programs wait for SMs of their own: session 28
+measured no overlap on two streams. A cold part of 16-row tiles holds 35-70 KB (gate_up at 2-3 stages)
+or 37-55 KB (down at 3-4), so one cold program fits on an SM beside one hot program, whose own size keeps
+a second hot one out: the two parts could then share every SM, the hot on the tensor cores, the cold
+reading weights.
 """
 
 import argparse
@@ -59,12 +68,24 @@ def bound_ms(counts, dim, ffn):
     return each.sum().item() * 1e3
 
 
+def tiles(text):
+    """A tiling, M,N,K,WARPS,STAGES (argparse's type)."""
+    try:
+        return triton_experts.Tiles(*(int(part) for part in text.split(",")))
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not M,N,K,WARPS,STAGES (five integers)") from None
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("shape", nargs="?", default="deepseek-v3-prefill-t4k-zipf")
     parser.add_argument("--variant", default="softmax_topk", help="the MoE variant (its router) that routes the load")
     parser.add_argument("--hot-rows", type=int, default=None,
                         help="rows from which an expert is hot (default: products as long as its weight reads)")
+    for part in ("hot", "cold"):
+        for gemm in ("gate-up", "down"):
+            parser.add_argument(f"--{part}-{gemm}", type=tiles, default=None,
+                                help=f"the {part} part's {gemm} tiling, M,N,K,WARPS,STAGES (default: the module's)")
     args = parser.parse_args()
     shape, variant, problem, flat, rows, offsets = routed_load(args.shape, args.variant, refuse)
     config = problem.config
@@ -80,19 +101,26 @@ def main():
              "cold": split(rows, offsets, problem.w13, problem.w2, ~hot)}
     print(f"{shape.name} routed by {variant.name}: {rows.shape[0]} rows over {int((counts > 0).sum())} experts; "
           f"hot (>= {hot_rows} rows): {int(hot.sum())} experts, {int(counts[hot].sum())} rows")
+    chosen = {"hot": (args.hot_gate_up, args.hot_down), "cold": (args.cold_gate_up, args.cold_down)}
+
+    def run(name):
+        part_rows, part_offsets, w13, w2, _ = parts[name]
+        gate_up, down = chosen[name]
+        hidden = triton_experts.gate_up(part_rows, w13, part_offsets, gate_up or triton_experts.GATE_UP_TILES)
+        return triton_experts.down(hidden, w2, part_offsets, tiles=down)
+
     for name, (part_rows, part_offsets, w13, w2, where) in parts.items():
-        got = triton_experts.experts(part_rows, w13, w2, part_offsets)
+        got = run(name)
         error = (got.float() - whole[where].float()).abs().max().item()
         if error > 0.05 * whole.float().abs().max().item():
             refuse(f"the {name} part's output is {error:.3g} from the whole call's rows: not timed")
         ends = part_offsets.long()
         part_counts = ends - torch.cat([ends.new_zeros(1), ends[:-1]])
+        gate_up, down = chosen[name]
+        down = down or triton_experts.down_tiles(part_rows.shape[0], w2.shape[0])
         print(f"  {name:5s} part: bound {bound_ms(part_counts, config.dim, config.ffn_dim):.3f} ms, "
-              f"max difference from the whole call {error:.2e}")
-
-    def run(name):
-        part_rows, part_offsets, w13, w2, _ = parts[name]
-        return triton_experts.experts(part_rows, w13, w2, part_offsets)
+              f"max difference from the whole call {error:.2e}; tiles gate_up "
+              f"{tuple(gate_up or triton_experts.GATE_UP_TILES)}, down {tuple(down)}")
 
     side = torch.cuda.Stream()
 
