@@ -24,6 +24,7 @@ def fake_nvml(clocks):
         NVML_CLOCK_SM=1, nvmlInit=lambda: None, nvmlDeviceGetClockInfo=clock,
         nvmlDeviceGetPowerUsage=lambda handle: 650_000,
         nvmlDeviceGetCurrentClocksEventReasons=lambda handle: 0x4,
+        nvmlDeviceGetTotalEnergyConsumption=lambda handle: 123_456,
     )
 
 
@@ -41,6 +42,7 @@ def test_windows_average_the_readings_inside_their_spans(monkeypatch):
     assert state.sm_clock_mhz == pytest.approx(1700) and state.power_w == pytest.approx(650)
     assert state.throttle == ["sw_power_cap"] and state.readings >= 3
     assert sampler.windows([(t1 + 10, t1 + 20)]) is None
+    assert sampler.energy_mj() == 123_456
 
 
 def test_no_nvml_means_no_readings_with_the_reason(monkeypatch):
@@ -50,6 +52,7 @@ def test_no_nvml_means_no_readings_with_the_reason(monkeypatch):
     with sampler:
         pass
     assert sampler.windows([(0, time.perf_counter())]) is None
+    assert sampler.energy_mj() is None
     assert power.Sampler(torch.device("cpu")).unavailable == "no power readings on the CPU"
 
 

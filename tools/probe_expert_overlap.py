@@ -25,10 +25,16 @@ measured no overlap on two streams. A cold part of 16-row tiles holds 35-70 KB (
 or 37-55 KB (down at 3-4), so one cold program fits on an SM beside one hot program, whose own size keeps
 a second hot one out: the two parts could then share every SM, the hot on the tensor cores, the cold
 reading weights.
+
+After its do_bench figure each call runs back to back for about a second under NVML (variantbench.power):
+its mean SM clock and power, and the energy a call from the GPU's energy counter. The H200 holds 700 W,
+so two parts that overlap in time can still not overlap in energy: the sum of the parts' energies over
+the cap is a floor under the time of both, whatever the schedule.
 """
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -37,6 +43,7 @@ from triton.testing import do_bench
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kernels.moe import triton_experts  # noqa: E402
+from variantbench.power import Sampler  # noqa: E402
 from routed_load import routed_load  # noqa: E402  (beside this file)
 
 PEAK_FLOPS, PEAK_BYTES = 753e12, 4240e9  # session 21's H200 bfloat16 matmul and copy peaks (moe_expert_bound)
@@ -66,6 +73,22 @@ def bound_ms(counts, dim, ffn):
     """The part's own bound, expert by expert: products at the matmul peak or weights at the copy peak."""
     each = torch.maximum(6 * dim * ffn * counts / PEAK_FLOPS, (counts > 0) * 3 * dim * ffn * 2 / PEAK_BYTES)
     return each.sum().item() * 1e3
+
+
+def power_of(call, ms, sampler, seconds=1.0):
+    """(ms a call, its PowerState, mJ a call) over back-to-back calls for about `seconds`; the state and the
+    energy None where NVML gives no readings."""
+    calls = max(10, round(seconds * 1e3 / ms))
+    call()
+    torch.cuda.synchronize()
+    with sampler:
+        before, start = sampler.energy_mj(), time.perf_counter()
+        for _ in range(calls):
+            call()
+        torch.cuda.synchronize()
+        end, after = time.perf_counter(), sampler.energy_mj()
+    energy = None if before is None else (after - before) / calls
+    return (end - start) * 1e3 / calls, sampler.windows([(start, end)]), energy
 
 
 def tiles(text):
@@ -138,8 +161,14 @@ def main():
              "hot then cold, one stream": lambda: (run("hot"), run("cold")),
              "two streams, hot first": two_streams("hot", "cold"),
              "two streams, cold first": two_streams("cold", "hot")}
+    sampler = Sampler(torch.device("cuda", torch.cuda.current_device()))
     for label, call in calls.items():
-        print(f"  {label:28s} {do_bench(call, warmup=25, rep=200, return_mode='median'):8.3f} ms", flush=True)
+        ms = do_bench(call, warmup=25, rep=200, return_mode='median')
+        loop_ms, state, energy = power_of(call, ms, sampler)
+        power = sampler.unavailable if state is None else (
+            f"{state.sm_clock_mhz:.0f} MHz, {state.power_w:.0f} W, {energy:.0f} mJ a call"
+            + (f" ({', '.join(state.throttle)})" if state.throttle else ""))
+        print(f"  {label:28s} {ms:8.3f} ms; back to back {loop_ms:.3f} ms a call, {power}", flush=True)
 
 
 if __name__ == "__main__":

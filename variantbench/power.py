@@ -98,6 +98,13 @@ class Sampler:
         except Exception as error:  # noqa: BLE001 - missing wheel, no driver, no GPU: no readings, one reason
             self.unavailable = f"no power readings ({type(error).__name__}: {error})"
 
+    def energy_mj(self):
+        """The GPU's energy counter (mJ since the driver loaded; NVML's total energy, Volta on), or None where
+        there are no readings: the work between two reads took their difference, whatever the clocks did."""
+        if self.unavailable is not None:
+            return None
+        return self._pynvml.nvmlDeviceGetTotalEnergyConsumption(self._handle)
+
     def _read(self):
         nvml, handle = self._pynvml, self._handle
         self.readings.append((time.perf_counter(), nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM),
