@@ -2,6 +2,7 @@
 roofline" at a skewed load, from the suite's own routed load and peaks:
 
     python3 tools/moe_expert_bound.py [SHAPE] [--variant ROUTER] [--tflops T] [--gbps G]
+        [--matmul-watts W --copy-watts W --idle-watts W [--cap-watts W]]
 
 The suite's roofline (variantbench/catalog/moe.py `work`) counts the layer's FLOPs and bytes at once:
 max(FLOPs / peak, bytes / bandwidth). A grouped GEMM that runs its experts one after another cannot beat
@@ -11,6 +12,12 @@ hottest experts' rows. The routing inputs come from the suite's make_problem at 
 same zipf structure (exponent, load direction), but the CPU's random numbers, not the GPU's, so the
 counts are a stand-in for the timed load's (hottest 3919 rows here, 3904 in the GPU sweep); the
 experts' weights are not made, so it runs in seconds. Peaks default to session 21's H200 figures.
+
+Given what the peaks draw (tools/probe_peak_power.py), it also prints the power cap's floor: each FLOP at the
+matmul peak's energy above idle and each byte at the copy peak's, within the cap's headroom above idle,
+(t_flops (P_matmul - P_idle) + t_bytes (P_copy - P_idle)) / (P_cap - P_idle). Where each peak alone draws the
+cap, that is t_flops + t_bytes: the roofline's max() needs the two at once, which the cap does not feed. It
+holds at the peaks' clocks; a lower clock's lower voltage spends less energy an operation.
 """
 
 import argparse
@@ -44,6 +51,10 @@ def main():
     parser.add_argument("--variant", default="softmax_topk")
     parser.add_argument("--tflops", type=float, default=753.0, help="bfloat16 matmul peak, TFLOP/s")
     parser.add_argument("--gbps", type=float, default=4240.0, help="copy peak, GB/s")
+    for name, what in (("matmul", "the matmul peak's power"), ("copy", "the copy peak's power"),
+                       ("idle", "the idle GPU's power")):
+        parser.add_argument(f"--{name}-watts", type=float, default=None, help=f"{what}, W (probe_peak_power.py)")
+    parser.add_argument("--cap-watts", type=float, default=700.0, help="the GPU's power cap, W")
     args = parser.parse_args()
     moe = family("moe")
     try:
@@ -71,11 +82,22 @@ def main():
     compute_bound = int((6 * dim * ffn * rows / flop_s > 3 * dim * ffn * elem / byte_s).sum())
     print(f"{shape.name} routed by {variant.name}: {int(rows.sum())} rows over {int((rows > 0).sum())} of "
           f"{config.n_experts} experts; hottest {rows.sort(descending=True).values[:8].int().tolist()}")
-    print(f"suite's roofline (all at once):      {roofline * 1e3:7.3f} ms; 65% of roofline is {roofline / 0.65 * 1e3:.3f} ms a call")
+    print(f"suite's roofline (all at once):      {roofline * 1e3:7.3f} ms; "
+          f"65% of roofline is {roofline / 0.65 * 1e3:.3f} ms a call")
     print(f"experts one by one, each at its bound: {each.sum().item() * 1e3:7.3f} ms routed ({compute_bound} experts "
           f"compute-bound) + {rest * 1e3:.3f} ms shared expert, router, tokens")
     print(f"so a schedule of experts one after another reads at most "
           f"{roofline / (each.sum().item() + rest):.1%} of the suite's roofline")
+    watts = (args.matmul_watts, args.copy_watts, args.idle_watts)
+    if any(w is not None for w in watts):
+        if None in watts or not args.idle_watts < min(args.cap_watts, args.matmul_watts, args.copy_watts):
+            parser.error("give --matmul-watts, --copy-watts and --idle-watts, idle under the others and the cap")
+        headroom = args.cap_watts - args.idle_watts
+        floor = (flops / flop_s * (args.matmul_watts - args.idle_watts)
+                 + nbytes / byte_s * (args.copy_watts - args.idle_watts)) / headroom
+        print(f"under a {args.cap_watts:.0f} W cap (matmul peak {args.matmul_watts:.0f} W, copy peak "
+              f"{args.copy_watts:.0f} W, idle {args.idle_watts:.0f} W): at least {floor.item() * 1e3:.3f} ms a call, "
+              f"{roofline / floor:.1%} of the suite's roofline")
 
 
 if __name__ == "__main__":
