@@ -45,6 +45,12 @@ class RoutingOnly(MoEShape):
         return replace(moe_model(self.model), ffn_dim=16, n_shared=0)
 
 
+def power_floor(flops_s, bytes_s, matmul_w, copy_w, idle_w, cap_w):
+    """The least time (s) of flops_s seconds of FLOPs at the matmul peak and bytes_s of bytes at the copy
+    peak under a cap of cap_w: each at its peak's energy above idle, within the cap's headroom above idle."""
+    return (flops_s * (matmul_w - idle_w) + bytes_s * (copy_w - idle_w)) / (cap_w - idle_w)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("shape", nargs="?", default="deepseek-v3-prefill-t4k-zipf")
@@ -56,6 +62,9 @@ def main():
         parser.add_argument(f"--{name}-watts", type=float, default=None, help=f"{what}, W (probe_peak_power.py)")
     parser.add_argument("--cap-watts", type=float, default=700.0, help="the GPU's power cap, W")
     args = parser.parse_args()
+    watts = [w for w in (args.matmul_watts, args.copy_watts, args.idle_watts) if w is not None]
+    if watts and (len(watts) < 3 or args.idle_watts >= min(args.cap_watts, args.matmul_watts, args.copy_watts)):
+        parser.error("give --matmul-watts, --copy-watts and --idle-watts, idle under the others and the cap")
     moe = family("moe")
     try:
         shape, variant = moe.shape(args.shape), moe.variant(args.variant)
@@ -88,13 +97,9 @@ def main():
           f"compute-bound) + {rest * 1e3:.3f} ms shared expert, router, tokens")
     print(f"so a schedule of experts one after another reads at most "
           f"{roofline / (each.sum().item() + rest):.1%} of the suite's roofline")
-    watts = (args.matmul_watts, args.copy_watts, args.idle_watts)
-    if any(w is not None for w in watts):
-        if None in watts or not args.idle_watts < min(args.cap_watts, args.matmul_watts, args.copy_watts):
-            parser.error("give --matmul-watts, --copy-watts and --idle-watts, idle under the others and the cap")
-        headroom = args.cap_watts - args.idle_watts
-        floor = (flops / flop_s * (args.matmul_watts - args.idle_watts)
-                 + nbytes / byte_s * (args.copy_watts - args.idle_watts)) / headroom
+    if watts:
+        floor = power_floor(flops / flop_s, nbytes / byte_s, args.matmul_watts, args.copy_watts, args.idle_watts,
+                            args.cap_watts)
         print(f"under a {args.cap_watts:.0f} W cap (matmul peak {args.matmul_watts:.0f} W, copy peak "
               f"{args.copy_watts:.0f} W, idle {args.idle_watts:.0f} W): at least {floor.item() * 1e3:.3f} ms a call, "
               f"{roofline / floor:.1%} of the suite's roofline")
