@@ -2,7 +2,7 @@
 roofline" at a skewed load, from the suite's own routed load and peaks:
 
     python3 tools/moe_expert_bound.py [SHAPE] [--variant ROUTER] [--tflops T] [--gbps G]
-        [--matmul-watts W --copy-watts W --idle-watts W [--cap-watts W]]
+        [--pj-flop E --pj-byte E --idle-watts W [--cap-watts W]]
 
 The suite's roofline (variantbench/catalog/moe.py `work`) counts the layer's FLOPs and bytes at once:
 max(FLOPs / peak, bytes / bandwidth). A grouped GEMM that runs its experts one after another cannot beat
@@ -13,11 +13,11 @@ same zipf structure (exponent, load direction), but the CPU's random numbers, no
 counts are a stand-in for the timed load's (hottest 3919 rows here, 3904 in the GPU sweep); the
 experts' weights are not made, so it runs in seconds. Peaks default to session 21's H200 figures.
 
-Given what the peaks draw (tools/probe_peak_power.py), it also prints the power cap's floor: each FLOP at the
-matmul peak's energy above idle and each byte at the copy peak's, within the cap's headroom above idle,
-(t_flops (P_matmul - P_idle) + t_bytes (P_copy - P_idle)) / (P_cap - P_idle). Where each peak alone draws the
-cap, that is t_flops + t_bytes: the roofline's max() needs the two at once, which the cap does not feed. It
-holds at the peaks' clocks; a lower clock's lower voltage spends less energy an operation.
+Given the energy the peaks spend (tools/probe_peak_power.py), it also prints the power cap's floor: each
+FLOP at the peak matmul's energy above idle and each byte at the peak copy's, within the cap's headroom above
+idle, (FLOPs x pJ a FLOP + bytes x pJ a byte) / (P_cap - P_idle). Where each peak alone draws the cap, that
+is the FLOPs' time plus the bytes': the roofline's max() needs the two at once, which the cap does not feed.
+It holds at the peaks' clocks; a lower clock's lower voltage would spend less energy an operation.
 """
 
 import argparse
@@ -45,10 +45,10 @@ class RoutingOnly(MoEShape):
         return replace(moe_model(self.model), ffn_dim=16, n_shared=0)
 
 
-def power_floor(flops_s, bytes_s, matmul_w, copy_w, idle_w, cap_w):
-    """The least time (s) of flops_s seconds of FLOPs at the matmul peak and bytes_s of bytes at the copy
-    peak under a cap of cap_w: each at its peak's energy above idle, within the cap's headroom above idle."""
-    return (flops_s * (matmul_w - idle_w) + bytes_s * (copy_w - idle_w)) / (cap_w - idle_w)
+def power_floor(flops, nbytes, pj_flop, pj_byte, idle_w, cap_w):
+    """The least time (s) of these FLOPs and bytes under a cap of cap_w: each at its energy above idle (pJ),
+    within the cap's headroom above idle."""
+    return (flops * pj_flop + nbytes * pj_byte) * 1e-12 / (cap_w - idle_w)
 
 
 def main():
@@ -57,14 +57,14 @@ def main():
     parser.add_argument("--variant", default="softmax_topk")
     parser.add_argument("--tflops", type=float, default=753.0, help="bfloat16 matmul peak, TFLOP/s")
     parser.add_argument("--gbps", type=float, default=4240.0, help="copy peak, GB/s")
-    for name, what in (("matmul", "the matmul peak's power"), ("copy", "the copy peak's power"),
-                       ("idle", "the idle GPU's power")):
-        parser.add_argument(f"--{name}-watts", type=float, default=None, help=f"{what}, W (probe_peak_power.py)")
+    parser.add_argument("--pj-flop", type=float, default=None, help="the peak matmul's pJ a FLOP above idle")
+    parser.add_argument("--pj-byte", type=float, default=None, help="the peak copy's pJ a byte above idle")
+    parser.add_argument("--idle-watts", type=float, default=None, help="the idle GPU's power, W")
     parser.add_argument("--cap-watts", type=float, default=700.0, help="the GPU's power cap, W")
     args = parser.parse_args()
-    watts = [w for w in (args.matmul_watts, args.copy_watts, args.idle_watts) if w is not None]
-    if watts and (len(watts) < 3 or args.idle_watts >= min(args.cap_watts, args.matmul_watts, args.copy_watts)):
-        parser.error("give --matmul-watts, --copy-watts and --idle-watts, idle under the others and the cap")
+    energy = [x for x in (args.pj_flop, args.pj_byte, args.idle_watts) if x is not None]
+    if energy and (len(energy) < 3 or min(energy) < 0 or args.idle_watts >= args.cap_watts):
+        parser.error("give --pj-flop, --pj-byte and --idle-watts (none negative), idle under the cap")
     moe = family("moe")
     try:
         shape, variant = moe.shape(args.shape), moe.variant(args.variant)
@@ -97,11 +97,10 @@ def main():
           f"compute-bound) + {rest * 1e3:.3f} ms shared expert, router, tokens")
     print(f"so a schedule of experts one after another reads at most "
           f"{roofline / (each.sum().item() + rest):.1%} of the suite's roofline")
-    if watts:
-        floor = power_floor(flops / flop_s, nbytes / byte_s, args.matmul_watts, args.copy_watts, args.idle_watts,
-                            args.cap_watts)
-        print(f"under a {args.cap_watts:.0f} W cap (matmul peak {args.matmul_watts:.0f} W, copy peak "
-              f"{args.copy_watts:.0f} W, idle {args.idle_watts:.0f} W): at least {floor.item() * 1e3:.3f} ms a call, "
+    if energy:
+        floor = power_floor(flops, nbytes, args.pj_flop, args.pj_byte, args.idle_watts, args.cap_watts)
+        print(f"under a {args.cap_watts:.0f} W cap ({args.pj_flop:g} pJ a FLOP and {args.pj_byte:g} a byte above "
+              f"{args.idle_watts:.0f} W idle): at least {floor.item() * 1e3:.3f} ms a call, "
               f"{roofline / floor:.1%} of the suite's roofline")
 
 

@@ -27,7 +27,9 @@ a second hot one out: the two parts could then share every SM, the hot on the te
 reading weights.
 
 After its do_bench figure each call runs back to back for about a second under NVML (variantbench.power):
-its mean SM clock and power, and the energy a call from the GPU's energy counter. The H200 holds 700 W,
+its mean SM clock, the energy a call from the GPU's energy counter and the power that makes (the sampled
+power reads beside it: on an H200 in session 35 it read the peak matmul at 573 W where the counter gave
+688 W, so the counter's is the figure). The H200 holds 700 W,
 so two parts that overlap in time can still not overlap in energy: the sum of the parts' energies over
 the cap is a floor under the time of both, whatever the schedule.
 """
@@ -166,8 +168,8 @@ def main():
         ms = do_bench(call, warmup=25, rep=200, return_mode='median')
         loop_ms, state, energy = power_of(call, ms, sampler)
         power = sampler.unavailable if state is None else (
-            f"{state.sm_clock_mhz:.0f} MHz, {state.power_w:.0f} W, {energy:.0f} mJ a call"
-            + (f" ({', '.join(state.throttle)})" if state.throttle else ""))
+            f"{state.sm_clock_mhz:.0f} MHz, {energy:.0f} mJ a call: {energy / loop_ms:.0f} W "
+            f"(sampled {state.power_w:.0f} W)" + (f" ({', '.join(state.throttle)})" if state.throttle else ""))
         print(f"  {label:28s} {ms:8.3f} ms; back to back {loop_ms:.3f} ms a call, {power}", flush=True)
 
 

@@ -6,8 +6,9 @@ measured_peaks' calls: a bfloat16 8192^3 matmul, a 2 GiB device copy) and of the
 Why: the suite's roofline takes a layer's FLOPs at the matmul peak and its bytes at the copy peak at once,
 max(FLOPs / peak, bytes / bandwidth). Under a power cap that holds only where the two peaks together fit
 under the cap. Where each alone already draws the cap (an H200 holds 700 W), the tensor cores and the
-memory share one energy budget, and a layer's time is at least its FLOPs' dynamic energy plus its bytes'
-over the cap's headroom above idle: tools/moe_expert_bound.py's `--matmul-watts` etc. take these figures.
+memory share one energy budget, and a layer's time is at least its FLOPs' energy above idle plus its
+bytes' over the cap's headroom above idle: tools/moe_expert_bound.py's `--pj-flop`, `--pj-byte` and
+`--idle-watts` take the "above idle" figures and the idle power printed here.
 Each call runs back to back for S seconds under NVML (probe_expert_overlap.power_of); the idle GPU is read
 for one second first.
 """
@@ -53,9 +54,9 @@ def main(seconds):
         loop_ms, state, energy = power_of(call, ms, sampler, seconds)
         rate = work / loop_ms / 1e9  # per second / 1e12: TFLOP/s or TB/s
         print(f"{name}: {ms:.3f} ms (median), back to back {loop_ms:.3f} ms a call, {rate:.3g}e12 {unit}/s, "
-              f"{state.sm_clock_mhz:.0f} MHz, {state.power_w:.0f} W ({', '.join(state.throttle) or 'no throttle'}), "
-              f"{energy:.1f} mJ a call: {energy * 1e9 / work:.3g} pJ a {unit}, "
-              f"{(energy - idle.power_w * loop_ms) * 1e9 / work:.3g} above idle", flush=True)
+              f"{state.sm_clock_mhz:.0f} MHz ({', '.join(state.throttle) or 'no throttle'}), {energy:.1f} mJ a "
+              f"call: {energy / loop_ms:.0f} W (sampled {state.power_w:.0f} W), {energy * 1e9 / work:.3g} pJ a "
+              f"{unit}, {(energy - idle.power_w * loop_ms) * 1e9 / work:.3g} above idle", flush=True)
 
 
 if __name__ == "__main__":
