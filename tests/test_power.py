@@ -1,6 +1,7 @@
 """Power readings through a stand-in NVML: windows pick the readings of their spans, throttle
 reasons are named from NVML's bits, and a machine without NVML says why instead of failing."""
 
+import itertools
 import sys
 import time
 import types
@@ -11,9 +12,11 @@ import torch
 from variantbench import power
 
 
-def fake_nvml(clocks):
-    """An NVML whose SM clock steps through `clocks` (then stays), at 650 W, power-capped."""
+def fake_nvml(clocks, energy_step=0):
+    """An NVML whose SM clock steps through `clocks` (then stays), at 650 W, power-capped, its energy counter
+    `energy_step` mJ further at each read."""
     state = {"i": 0}
+    energy = itertools.count(123_456, energy_step)
 
     def clock(handle, which):
         value = clocks[min(state["i"], len(clocks) - 1)]
@@ -24,7 +27,8 @@ def fake_nvml(clocks):
         NVML_CLOCK_SM=1, nvmlInit=lambda: None, nvmlDeviceGetClockInfo=clock,
         nvmlDeviceGetPowerUsage=lambda handle: 650_000,
         nvmlDeviceGetCurrentClocksEventReasons=lambda handle: 0x4,
-        nvmlDeviceGetTotalEnergyConsumption=lambda handle: 123_456,
+        nvmlDeviceGetTotalEnergyConsumption=lambda handle: next(energy),
+        NVMLError=RuntimeError,
     )
 
 
@@ -43,6 +47,32 @@ def test_windows_average_the_readings_inside_their_spans(monkeypatch):
     assert state.throttle == ["sw_power_cap"] and state.readings >= 3
     assert sampler.windows([(t1 + 10, t1 + 20)]) is None
     assert sampler.energy_mj() == 123_456
+
+
+def test_back_to_back_calls_take_the_counters_difference_over_the_calls(monkeypatch):
+    """Two counter reads 600 mJ apart around 20 calls: 30 mJ a call, whatever the sampled power says; the
+    warm-up call before the first read is not counted."""
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml([1500] * 1000, energy_step=600))
+    monkeypatch.setattr(power, "_nvml_handle", lambda index: "gpu0")
+    sampler = power.Sampler(torch.device("cuda", 0), interval_s=0.001)
+    issued = []
+    ms, state, energy = sampler.back_to_back(lambda: issued.append(time.sleep(0.002)), 20, lambda: None)
+    assert len(issued) == 21 and energy == pytest.approx(30.0)
+    assert ms >= 2.0 and state.sm_clock_mhz == pytest.approx(1500) and state.power_w == pytest.approx(650)
+
+
+def test_a_gpu_without_an_energy_counter_gives_none(monkeypatch):
+    nvml = fake_nvml([1500])
+
+    def unsupported(handle):
+        raise RuntimeError("NVML_ERROR_NOT_SUPPORTED")
+
+    nvml.nvmlDeviceGetTotalEnergyConsumption = unsupported
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    monkeypatch.setattr(power, "_nvml_handle", lambda index: "gpu0")
+    sampler = power.Sampler(torch.device("cuda", 0))
+    assert sampler.energy_mj() is None
+    assert sampler.back_to_back(lambda: None, 3, lambda: None)[2] is None
 
 
 def test_no_nvml_means_no_readings_with_the_reason(monkeypatch):

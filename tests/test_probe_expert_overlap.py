@@ -3,6 +3,7 @@ interpreter: each part's rows, offsets and weights give, through our expert GEMM
 output at the rows it names, and the two parts name every routed row once. The probe's timings need a
 GPU; what it times is only as right as this split."""
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -14,7 +15,7 @@ pytest.importorskip("triton")
 from kernels.moe import grouped_mm, triton_experts  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-from probe_expert_overlap import split  # noqa: E402
+from probe_expert_overlap import split, tiles  # noqa: E402
 
 
 def test_the_hot_and_cold_parts_give_the_whole_calls_rows():
@@ -37,3 +38,10 @@ def test_the_hot_and_cold_parts_give_the_whole_calls_rows():
         torch.testing.assert_close(got, whole[where], rtol=0, atol=1e-6)
         named.append(where)
     assert sorted(torch.cat(named).tolist()) == list(range(len(flat)))
+
+
+def test_a_part_takes_a_tiling_the_kernels_can_run_and_refuses_the_rest():
+    assert tiles("16,128,64,4,3") == triton_experts.Tiles(16, 128, 64, 4, 3)
+    for bad in ("16,128,64,4", "16,128,64,4,x", "8,128,64,4,3", "16,96,64,4,3", "16,128,64,0,3", "16,128,64,4,0"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            tiles(bad)

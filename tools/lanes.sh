@@ -81,8 +81,8 @@ overlap_tiles() {  # overlap_tiles NAME [ARGS...]: probe_expert_overlap.py on ma
   # (--hot-gate-up, --cold-down, ...: one cold program small enough to share an SM with a hot one, session 35)
   step "probe-expert-overlap-$1" 240 python3 tools/probe_expert_overlap.py "${@:2}"
 }
-peak_power() {  # what the suite's peak matmul and copy draw, and the idle GPU (tools/probe_peak_power.py): the
-  # power-cap floor of moe_expert_bound.py --matmul-watts ... (session 35)
+peak_power() {  # what the suite's peak matmul and copy draw, the idle GPU and a busy one (tools/probe_peak_power.py):
+  # its last line is moe_expert_bound.py's power-floor arguments (session 35)
   step peak-power 60 python3 tools/probe_peak_power.py
 }
 item_cost() {  # item_cost [BRANCH]: the Gluon forward's cost per item and per key tile, fitted to full and

@@ -2,7 +2,7 @@
 roofline" at a skewed load, from the suite's own routed load and peaks:
 
     python3 tools/moe_expert_bound.py [SHAPE] [--variant ROUTER] [--tflops T] [--gbps G]
-        [--pj-flop E --pj-byte E --idle-watts W [--cap-watts W]]
+        [--matmul-peak TFLOPS,W --copy-peak TBPS,W --idle-watts W [--busy-watts W] [--cap-watts W]]
 
 The suite's roofline (variantbench/catalog/moe.py `work`) counts the layer's FLOPs and bytes at once:
 max(FLOPs / peak, bytes / bandwidth). A grouped GEMM that runs its experts one after another cannot beat
@@ -13,11 +13,15 @@ same zipf structure (exponent, load direction), but the CPU's random numbers, no
 counts are a stand-in for the timed load's (hottest 3919 rows here, 3904 in the GPU sweep); the
 experts' weights are not made, so it runs in seconds. Peaks default to session 21's H200 figures.
 
-Given the energy the peaks spend (tools/probe_peak_power.py), it also prints the power cap's floor: each
-FLOP at the peak matmul's energy above idle and each byte at the peak copy's, within the cap's headroom above
-idle, (FLOPs x pJ a FLOP + bytes x pJ a byte) / (P_cap - P_idle). Where each peak alone draws the cap, that
-is the FLOPs' time plus the bytes': the roofline's max() needs the two at once, which the cap does not feed.
-It holds at the peaks' clocks; a lower clock's lower voltage would spend less energy an operation.
+Given what the peaks draw (tools/probe_peak_power.py: each peak's rate and power back to back, the idle GPU's
+power, and that of every SM kept busy doing next to nothing), it also prints the power cap's floor. The
+model: a busy GPU draws idle + busy + a x FLOP/s + b x byte/s, a and b read off the peaks (the matmul's power
+above idle + busy over its rate, the copy's alike), so the layer's FLOPs and bytes take at least
+(FLOPs x a + bytes x b) / (P_cap - P_idle - P_busy). With busy 0 every watt above idle follows the work and
+the floor is highest; the more of it is the fixed cost of being busy, the lower the floor, down to the
+roofline's max() where the peaks' own work costs nothing. Where each peak alone draws the cap and busy is 0,
+the floor is the FLOPs' time plus the bytes': the roofline's max() needs the two at once, which the cap does
+not feed. It holds at the peaks' clocks; a lower clock's lower voltage would spend less energy an operation.
 """
 
 import argparse
@@ -45,10 +49,24 @@ class RoutingOnly(MoEShape):
         return replace(moe_model(self.model), ffn_dim=16, n_shared=0)
 
 
-def power_floor(flops, nbytes, pj_flop, pj_byte, idle_w, cap_w):
-    """The least time (s) of these FLOPs and bytes under a cap of cap_w: each at its energy above idle (pJ),
-    within the cap's headroom above idle."""
-    return (flops * pj_flop + nbytes * pj_byte) * 1e-12 / (cap_w - idle_w)
+def power_floor(flops, nbytes, matmul, copy, idle_w, busy_w, cap_w):
+    """The least time (s) of these FLOPs and bytes under a cap of cap_w (the module docstring's model): matmul
+    (FLOP/s, W) and copy (bytes/s, W) the peaks' rates and powers, idle_w the idle GPU's, busy_w the fixed
+    cost above it of a GPU at work."""
+    fixed = idle_w + busy_w
+    joules = flops * (matmul[1] - fixed) / matmul[0] + nbytes * (copy[1] - fixed) / copy[0]
+    return joules / (cap_w - fixed)
+
+
+def peak(text):
+    """RATE,WATTS (argparse's type): a peak's rate in 1e12 a second (TFLOP/s or TB/s) and its power."""
+    try:
+        rate, watts = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not RATE,WATTS (two numbers)") from None
+    if rate <= 0 or watts <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a peak's rate and power are positive")
+    return rate * 1e12, watts
 
 
 def main():
@@ -57,14 +75,20 @@ def main():
     parser.add_argument("--variant", default="softmax_topk")
     parser.add_argument("--tflops", type=float, default=753.0, help="bfloat16 matmul peak, TFLOP/s")
     parser.add_argument("--gbps", type=float, default=4240.0, help="copy peak, GB/s")
-    parser.add_argument("--pj-flop", type=float, default=None, help="the peak matmul's pJ a FLOP above idle")
-    parser.add_argument("--pj-byte", type=float, default=None, help="the peak copy's pJ a byte above idle")
+    parser.add_argument("--matmul-peak", type=peak, default=None, help="the peak matmul's TFLOP/s,W back to back")
+    parser.add_argument("--copy-peak", type=peak, default=None, help="the peak copy's TB/s,W back to back")
     parser.add_argument("--idle-watts", type=float, default=None, help="the idle GPU's power, W")
+    parser.add_argument("--busy-watts", type=float, default=0.0,
+                        help="the fixed cost of a GPU at work above idle, W (probe_peak_power's spin; default 0)")
     parser.add_argument("--cap-watts", type=float, default=700.0, help="the GPU's power cap, W")
     args = parser.parse_args()
-    energy = [x for x in (args.pj_flop, args.pj_byte, args.idle_watts) if x is not None]
-    if energy and (len(energy) < 3 or min(energy) < 0 or args.idle_watts >= args.cap_watts):
-        parser.error("give --pj-flop, --pj-byte and --idle-watts (none negative), idle under the cap")
+    powers = [x for x in (args.matmul_peak, args.copy_peak, args.idle_watts) if x is not None]
+    if powers:
+        fixed = (args.idle_watts or 0) + args.busy_watts
+        if len(powers) < 3 or args.idle_watts < 0 or args.busy_watts < 0 or \
+                not fixed < min(args.cap_watts, args.matmul_peak[1], args.copy_peak[1]):
+            parser.error("give --matmul-peak, --copy-peak and --idle-watts; idle + busy under the peaks' power "
+                         "and the cap, neither negative")
     moe = family("moe")
     try:
         shape, variant = moe.shape(args.shape), moe.variant(args.variant)
@@ -97,11 +121,12 @@ def main():
           f"compute-bound) + {rest * 1e3:.3f} ms shared expert, router, tokens")
     print(f"so a schedule of experts one after another reads at most "
           f"{roofline / (each.sum().item() + rest):.1%} of the suite's roofline")
-    if energy:
-        floor = power_floor(flops, nbytes, args.pj_flop, args.pj_byte, args.idle_watts, args.cap_watts)
-        print(f"under a {args.cap_watts:.0f} W cap ({args.pj_flop:g} pJ a FLOP and {args.pj_byte:g} a byte above "
-              f"{args.idle_watts:.0f} W idle): at least {floor.item() * 1e3:.3f} ms a call, "
-              f"{roofline / floor:.1%} of the suite's roofline")
+    if powers:
+        floor = max(roofline, power_floor(flops, nbytes, args.matmul_peak, args.copy_peak, args.idle_watts,
+                                          args.busy_watts, args.cap_watts))
+        print(f"under a {args.cap_watts:.0f} W cap (idle {args.idle_watts:.0f} W, busy {args.busy_watts:.0f} W "
+              f"more): at least {floor.item() * 1e3:.3f} ms a call, so at most {roofline / floor:.1%} of the "
+              f"suite's roofline")
 
 
 if __name__ == "__main__":

@@ -21,22 +21,22 @@ own (a persistent launch per part), which this probe cannot show.
 Each part may take its own tilings (triton_experts.Tiles; default the module's). With the module's, a
 gate_up program holds 164 KB of shared memory and a wide down one 147 KB (tools/compile_experts_sm90.py),
 so one of either fills an SM's 228 KB and a second launch's programs wait for SMs of their own: session 28
-measured no overlap on two streams. A cold part of 16-row tiles holds 35-70 KB (gate_up at 2-3 stages)
-or 37-55 KB (down at 3-4), so one cold program fits on an SM beside one hot program, whose own size keeps
-a second hot one out: the two parts could then share every SM, the hot on the tensor cores, the cold
-reading weights.
+measured no overlap on two streams. A cold part of 16-row tiles holds 35 KB (gate_up at 2 stages; 70 KB at
+3) or 37-55 KB (down at 3-4 stages), so one cold program fits on an SM beside one hot program (a 164 KB
+gate_up beside the 35 KB one; a 123-148 KB one at 3 stages beside the 70 KB one), whose own size keeps a
+second hot one out: the two parts could then share every SM, the hot on the tensor cores, the cold
+reading weights. Session 35 (H200) measured the sum of the parts on two streams at every pairing.
 
-After its do_bench figure each call runs back to back for about a second under NVML (variantbench.power):
-its mean SM clock, the energy a call from the GPU's energy counter and the power that makes (the sampled
-power reads beside it: on an H200 in session 35 it read the peak matmul at 573 W where the counter gave
-688 W, so the counter's is the figure). The H200 holds 700 W,
-so two parts that overlap in time can still not overlap in energy: the sum of the parts' energies over
-the cap is a floor under the time of both, whatever the schedule.
+After its do_bench figure each call runs back to back for about a second under NVML
+(variantbench.power.Sampler.back_to_back): its mean SM clock, the energy a call from the GPU's energy counter
+and the power that makes. An H200 holds 700 W: where each part alone draws about the cap (session 35: 671-750 W
+by the counter), running both at once leaves each less power, and together they take about the sum of their
+times whatever the schedule (tools/moe_expert_bound.py's power floor, and how much less a fixed share of the
+power would allow).
 """
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -77,28 +77,16 @@ def bound_ms(counts, dim, ffn):
     return each.sum().item() * 1e3
 
 
-def power_of(call, ms, sampler, seconds=1.0):
-    """(ms a call, its PowerState, mJ a call) over back-to-back calls for about `seconds`; the state and the
-    energy None where NVML gives no readings."""
-    calls = max(10, round(seconds * 1e3 / ms))
-    call()
-    torch.cuda.synchronize()
-    with sampler:
-        before, start = sampler.energy_mj(), time.perf_counter()
-        for _ in range(calls):
-            call()
-        torch.cuda.synchronize()
-        end, after = time.perf_counter(), sampler.energy_mj()
-    energy = None if before is None else (after - before) / calls
-    return (end - start) * 1e3 / calls, sampler.windows([(start, end)]), energy
-
-
 def tiles(text):
-    """A tiling, M,N,K,WARPS,STAGES (argparse's type)."""
+    """A tiling, M,N,K,WARPS,STAGES (argparse's type): tile sides powers of two from 16 (tl.dot's least), warps
+    and stages positive."""
     try:
-        return triton_experts.Tiles(*(int(part) for part in text.split(",")))
+        tiling = triton_experts.Tiles(*(int(part) for part in text.split(",")))
     except (TypeError, ValueError):
         raise argparse.ArgumentTypeError(f"{text!r} is not M,N,K,WARPS,STAGES (five integers)") from None
+    if any(side < 16 or side & (side - 1) for side in tiling[:3]) or min(tiling[3:]) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: tile sides are powers of two from 16, warps and stages from 1")
+    return tiling
 
 
 def main():
@@ -166,10 +154,11 @@ def main():
     sampler = Sampler(torch.device("cuda", torch.cuda.current_device()))
     for label, call in calls.items():
         ms = do_bench(call, warmup=25, rep=200, return_mode='median')
-        loop_ms, state, energy = power_of(call, ms, sampler)
+        loop_ms, state, energy = sampler.back_to_back(call, max(10, round(1e3 / ms)), torch.cuda.synchronize)
         power = sampler.unavailable if state is None else (
-            f"{state.sm_clock_mhz:.0f} MHz, {energy:.0f} mJ a call: {energy / loop_ms:.0f} W "
-            f"(sampled {state.power_w:.0f} W)" + (f" ({', '.join(state.throttle)})" if state.throttle else ""))
+            f"{state.sm_clock_mhz:.0f} MHz, " + ("no energy counter" if energy is None else
+                                                f"{energy:.0f} mJ a call: {energy / loop_ms:.0f} W")
+            + f" (sampled {state.power_w:.0f} W)" + (f" ({', '.join(state.throttle)})" if state.throttle else ""))
         print(f"  {label:28s} {ms:8.3f} ms; back to back {loop_ms:.3f} ms a call, {power}", flush=True)
 
 
