@@ -29,7 +29,7 @@ reading weights. Session 35 (H200) measured the sum of the parts on two streams 
 
 After its do_bench figure each call runs back to back for about a second under NVML
 (variantbench.power.Sampler.back_to_back): its mean SM clock, the energy a call from the GPU's energy counter
-and the power that makes. An H200 holds 700 W: where each part alone draws about the cap (session 35: 671-750 W
+and the power that makes. An H200 holds 700 W: where each part alone draws about the cap (session 35: 663-750 W
 by the counter), running both at once leaves each less power, and together they take about the sum of their
 times whatever the schedule (tools/moe_expert_bound.py's power floor, and how much less a fixed share of the
 power would allow).
