@@ -417,10 +417,10 @@ def test_the_gluon_forward_takes_every_work_item_once_a_launch():
                          ids=["3x2-query-heads-a-kv-head", "3-heads", "2x8-grouped-by-4"])
 def test_the_gluon_forward_walks_every_head_of_every_chunk(batch, heads, documents):
     """The persistent forward takes heads in chunks, the query heads of one KV head a chunk
-    (gluon_walk._item; under the document mask the listed rows once a KV head, `_document_item`): 3 sequences
-    of 2 query heads a KV head, 3 heads of their own (chunks of 1), and 2 x 8 grouped 4 a KV head. Every row's
-    lse (NaN before) and output equal our Triton forward's within bfloat16's rounding, so no head and no row
-    block is left out or taken twice."""
+    (gluon_walk._item; under the document mask the rows `document_items` lists, each with every head,
+    `_document_item`): 3 sequences of 2 query heads a KV head, 3 heads of their own (chunks of 1), and 2 x 8
+    grouped 4 a KV head. Every row's lse (NaN before) and output equal our Triton forward's within bfloat16's
+    rounding, so no head and no row block is left out or taken twice."""
     from kernels.attention import gluon_flash, triton_flash
 
     gen = torch.Generator(device="cuda").manual_seed(16)
