@@ -1,6 +1,6 @@
-"""What the suite's peaks draw: the power of its peak matmul and peak copy (variantbench.device measured_peaks'
-calls: a bfloat16 8192^3 matmul, a 2 GiB device copy), of the idle GPU and of a GPU kept busy doing next to
-nothing, on one GPU, each from NVML's energy counter:
+"""What the suite's peaks draw: the power of its peak matmul and peak copy (variantbench.device.peak_calls,
+which measured_peaks times: a bfloat16 8192^3 matmul, a 2 GiB device copy), of the idle GPU and of a GPU kept
+busy doing next to nothing, on one GPU, each from NVML's energy counter:
 
     python3 tools/probe_peak_power.py [--seconds S]
 
@@ -12,7 +12,7 @@ last line is the arguments): each peak's rate and power back to back, the idle p
 SM spinning on the clock (`_spin`: a few integer instructions a loop), which bounds from above the fixed cost
 of a GPU at work, since the spin's own instructions cost energy too; the floor is lowest, so safest, with it.
 Each call runs back to back for S seconds (variantbench.power.Sampler.back_to_back); the idle GPU is read for
-one second first.
+one second first, as ten sleeps of 0.1 s.
 """
 
 import sys
@@ -25,6 +25,7 @@ import triton
 from triton.language.extra.cuda import globaltimer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from variantbench.device import peak_calls  # noqa: E402
 from variantbench.power import Sampler  # noqa: E402
 from variantbench.timing import median_ms  # noqa: E402
 
@@ -49,21 +50,14 @@ def main(seconds):
     sampler = Sampler(device)
     if sampler.unavailable or sampler.energy_mj() is None:
         raise click.UsageError(sampler.unavailable or "this GPU keeps no energy counter")
-    with sampler:
-        before, start = sampler.energy_mj(), time.perf_counter()
-        time.sleep(1.0)
-        end, after = time.perf_counter(), sampler.energy_mj()
-    idle_w = (after - before) / (end - start) / 1e3
-    print(f"idle: {sampler.windows([(start, end)]).sm_clock_mhz:.0f} MHz, {idle_w:.0f} W", flush=True)
-    gen = torch.Generator().manual_seed(0)
-    n, copy_elems = 8192, 2 ** 30  # measured_peaks' sizes
-    a, b = (torch.randn(n, n, generator=gen).to(device, torch.bfloat16) for _ in range(2))
-    src = torch.randn(copy_elems // 4, generator=gen).to(device, torch.bfloat16).repeat(4)
-    dst = torch.empty_like(src)
+    # the idle GPU: a second of sleeps under the same readings as the calls
+    idle_ms, idle, idle_mj = sampler.back_to_back(lambda: time.sleep(0.1), 10, lambda: None)
+    idle_w = idle_mj / idle_ms
+    print(f"idle: {idle.sm_clock_mhz:.0f} MHz, {idle_w:.0f} W", flush=True)
+    peaks = peak_calls("cuda")
     # eight programs of four warps an SM: every SM's four schedulers have eight warps to issue from
     spin_grid = (8 * torch.cuda.get_device_properties(device).multi_processor_count, )
-    calls = {"matmul": (lambda: a @ b, 2 * n ** 3, "FLOP"),
-             "copy": (lambda: dst.copy_(src), 2 * src.numel() * src.element_size(), "byte"),
+    calls = {"matmul": (peaks.matmul, peaks.flops, "FLOP"), "copy": (peaks.copy, peaks.nbytes, "byte"),
              "busy": (lambda: _spin[spin_grid](SPIN_NS, num_warps=4), None, None)}
     figures = {}
     for name, (call, work, unit) in calls.items():

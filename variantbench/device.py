@@ -7,6 +7,7 @@ import platform
 import re
 import subprocess
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 
 class NoDevice(Exception):
@@ -171,17 +172,20 @@ def multiprocessors(device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def measured_peaks(device: str) -> dict:
-    """{"tflops": dense matmul rate, "gbps": copy bandwidth} measured on this device, cached per
-    identity. GPU: bf16 8192^3 matmul and a 2 GiB device copy (bytes read + written); CPU: float32
-    1024^3 matmul and a 256 MiB copy. "% of peak" in the suite is against these, not datasheets."""
-    facts = identity(device)
-    path = _cache_path(facts)
-    if path.exists():
-        return json.loads(path.read_text())
-    import torch
+class PeakCalls(NamedTuple):
+    """The calls `measured_peaks` times, their tensors made, and their work: FLOPs, bytes read + written."""
 
-    from variantbench.timing import median_ms
+    matmul: Callable
+    flops: int
+    copy: Callable
+    nbytes: int
+    name: str  # the matmul's size and dtype
+
+
+def peak_calls(device: str) -> PeakCalls:
+    """GPU: a bf16 8192^3 matmul and a 2 GiB device copy; CPU: a float32 1024^3 matmul and a 256 MiB copy.
+    tools/probe_peak_power.py reads what they draw."""
+    import torch
 
     dev = require(device)
     gen = torch.Generator().manual_seed(0)
@@ -191,14 +195,26 @@ def measured_peaks(device: str) -> dict:
         n, dtype, copy_elems = 1024, torch.float32, 2**26
     a = torch.randn(n, n, generator=gen).to(dev, dtype)
     b = torch.randn(n, n, generator=gen).to(dev, dtype)
-    mm_ms = median_ms(lambda: a @ b, dev)
     src = torch.randn(copy_elems // 4, generator=gen).to(dev, dtype).repeat(4)
     dst = torch.empty_like(src)
-    copy_ms = median_ms(lambda: dst.copy_(src), dev)
+    return PeakCalls(lambda: a @ b, 2 * n**3, lambda: dst.copy_(src), 2 * src.numel() * src.element_size(),
+                     f"{n}^3 {dtype}")
+
+
+def measured_peaks(device: str) -> dict:
+    """{"tflops": dense matmul rate, "gbps": copy bandwidth} measured on this device, cached per
+    identity: `peak_calls`' matmul and copy. "% of peak" in the suite is against these, not datasheets."""
+    facts = identity(device)
+    path = _cache_path(facts)
+    if path.exists():
+        return json.loads(path.read_text())
+    from variantbench.timing import median_ms
+
+    calls, dev = peak_calls(device), require(device)
     peaks = {
-        "tflops": 2 * n**3 / mm_ms / 1e9,
-        "gbps": 2 * src.numel() * src.element_size() / copy_ms / 1e6,
-        "matmul": f"{n}^3 {dtype}",
+        "tflops": calls.flops / median_ms(calls.matmul, dev) / 1e9,
+        "gbps": calls.nbytes / median_ms(calls.copy, dev) / 1e6,
+        "matmul": calls.name,
         **facts,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
