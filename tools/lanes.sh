@@ -71,6 +71,13 @@ moe_layers() {  # main's MoE layers at both decodes and DeepSeek-V3 prefill, bes
     --shape mixtral-8x7b-decode-t16-zipf --shape deepseek-v3-prefill-t4k-zipf
   truth truth-moe-layers 200 bench_moe.MoEForward.time_forward --most 8
 }
+moe_prefill() {  # moe_prefill [BRANCH]: DeepSeek-V3 prefill through our layer, its time, percent of roofline and
+  # cost against the family's baseline (issue 17: 65% of roofline), on main or a branch (results stay in its checkout)
+  local run="$vb"
+  [ -n "${1:-}" ] && { worktree "$1" || return; run="$(within "$1") $vb"; }
+  step "moe-prefill${1:+-$1}" 300 $run run --family moe --tier full --implementation triton \
+    --shape deepseek-v3-prefill-t4k-zipf --bench 'MoEForward\.time|MoEMetrics\.track_(percent|ratio_to|tflops)'
+}
 expert_overlap() {  # expert_overlap [BRANCH]: our expert GEMMs at DeepSeek-V3 prefill split by load, hot and cold
   # experts apart and at once (issue 17's 65% of roofline: one after another they read at most 58.2%,
   # tools/moe_expert_bound.py); on the expert-split branch also the layer's own split at five shares
