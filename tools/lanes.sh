@@ -78,6 +78,10 @@ moe_prefill() {  # moe_prefill [BRANCH]: DeepSeek-V3 prefill through our layer, 
   step "moe-prefill${1:+-$1}" 300 $run run --family moe --tier full --implementation triton \
     --shape deepseek-v3-prefill-t4k-zipf --bench 'MoEForward\.time|MoEMetrics\.track_(percent|ratio_to|tflops)'
 }
+permute_probe() {  # permute_probe [ARGS...]: our MoE layer's permute and unpermute at DeepSeek-V3 prefill at several
+  # tilings, beside torch's gather (tools/probe_permute.py)
+  step probe-permute 150 python3 tools/probe_permute.py "$@"
+}
 expert_overlap() {  # expert_overlap [BRANCH]: our expert GEMMs at DeepSeek-V3 prefill split by load, hot and cold
   # experts apart and at once (issue 17's 65% of roofline: one after another they read at most 58.2%,
   # tools/moe_expert_bound.py); on the expert-split branch also the layer's own split at five shares

@@ -280,28 +280,30 @@ def route(router, config, x, router_weight, selection_bias, *, logit_splits=None
     return experts, weights
 
 
-def plan_column_slices(row_blocks, dim, device):
+def plan_column_slices(row_blocks, dim, device, block_d=BLOCK_D):
     """Columns a permute or unpermute program moves: the whole row where its row blocks alone give
     every SM a program, else slices of whole loads so that (row blocks x slices) does, one load (64
     columns) at the least. At decode the row blocks are few: DeepSeek-V3's unpermute of 16 tokens was
     one program walking 7168 columns in 112 dependent loads of 8 rows each, its permute 8 programs;
-    Mixtral's unpermute one program over 4096. The same rule as plan_logit_splits."""
-    loads = triton.cdiv(dim, BLOCK_D)
+    Mixtral's unpermute one program over 4096. The same rule as plan_logit_splits. block_d: columns a
+    load (tools/probe_permute.py tries others)."""
+    loads = triton.cdiv(dim, block_d)
     slices = min(loads, triton.cdiv(multiprocessors(device), max(row_blocks, 1)))  # no tokens: no programs
-    return triton.cdiv(loads, slices) * BLOCK_D
+    return triton.cdiv(loads, slices) * block_d
 
 
-def _sliced(n_rows, dim, device):
-    """(grid, columns a program) of a permute or unpermute over n_rows rows of dim columns."""
-    row_blocks = triton.cdiv(n_rows, ROWS_PER_PROGRAM)
-    cols = plan_column_slices(row_blocks, dim, device)
+def sliced(n_rows, dim, device, rows=ROWS_PER_PROGRAM, block_d=BLOCK_D):
+    """(grid, columns a program) of a permute or unpermute over n_rows rows of dim columns, `rows` rows
+    a program and block_d columns a load."""
+    row_blocks = triton.cdiv(n_rows, rows)
+    cols = plan_column_slices(row_blocks, dim, device, block_d)
     return (row_blocks, triton.cdiv(dim, cols)), cols
 
 
 def permute(x, source):
     n_rows, dim = source.numel(), x.shape[1]
     rows = torch.empty(n_rows, dim, dtype=x.dtype, device=x.device)
-    grid, cols = _sliced(n_rows, dim, x.device)
+    grid, cols = sliced(n_rows, dim, x.device)
     _permute_kernel[grid](x, source, rows, n_rows, dim, cols, ROWS=ROWS_PER_PROGRAM, BLOCK_D=BLOCK_D)
     return rows
 
@@ -309,7 +311,7 @@ def permute(x, source):
 def unpermute(rows, position, weights, tokens, dtype):
     dim = rows.shape[1]
     y = torch.empty(tokens, dim, dtype=dtype, device=rows.device)
-    grid, cols = _sliced(tokens, dim, rows.device)
+    grid, cols = sliced(tokens, dim, rows.device)
     _unpermute_kernel[grid](rows, position, weights, y, tokens, dim, cols, TOP_K=position.shape[1],
                             ROWS=ROWS_PER_PROGRAM, BLOCK_D=BLOCK_D)
     return y
