@@ -250,6 +250,35 @@ def test_our_expert_gemms_compiled_match_float64_and_refuse_float32():
         te.down(hidden.float(), w2.float(), offsets)
 
 
+def test_our_expert_gemms_split_by_load_match_float64():
+    """Where experts average many rows (prefill), gate_up takes the hot experts (HOT_ROWS rows or more, on
+    128-row tiles) and the rest in a launch each, into one buffer: compiled, every row written and within a
+    rounding of float64, as is down of those rows; the layer's experts() is those launches exactly."""
+    from kernels.moe import triton_experts as te
+
+    counts, dim, ffn = [300, 0, 5, te.HOT_ROWS, te.HOT_ROWS - 1, 64, 1, 260], 256, 200
+    assert sum(counts) >= te.DOWN_MANY_ROWS * len(counts)
+    gen = torch.Generator().manual_seed(1)
+    rows = torch.randn(sum(counts), dim, generator=gen).bfloat16().cuda()
+    w13 = (torch.randn(len(counts), 2 * ffn, dim, generator=gen) / dim ** 0.5).bfloat16().cuda()
+    w2 = (torch.randn(len(counts), dim, ffn, generator=gen) / ffn ** 0.5).bfloat16().cuda()
+    offsets = torch.tensor(counts).cumsum(0).to(torch.int32).cuda()
+    hidden = torch.full((sum(counts), ffn), float("nan"), dtype=torch.bfloat16, device="cuda")
+    for least, most, tiles in te.SHARES:
+        te.gate_up(rows, w13, offsets, tiles, serving=(least, most), out=hidden)
+    out = te.down(hidden, w2, offsets)
+    exact_hidden, exact_out = [], []
+    for r, h, g, d in zip(rows.double().split(counts), hidden.double().split(counts), w13.double().unbind(0),
+                          w2.double().unbind(0)):
+        gate, up = (r @ g.T).chunk(2, dim=-1)
+        exact_hidden.append(torch.nn.functional.silu(gate) * up)
+        exact_out.append(h @ d.T)
+    # float32 sums rounded once to bfloat16: 2^-8 relative at most (a NaN left unwritten fails it)
+    torch.testing.assert_close(hidden.double(), torch.cat(exact_hidden), rtol=2 ** -8, atol=1e-4)
+    torch.testing.assert_close(out.double(), torch.cat(exact_out), rtol=2 ** -8, atol=1e-4)
+    assert torch.equal(te.experts(rows, w13, w2, offsets), out)
+
+
 # the catalog's interval variants, a window and a prefix no tile divides, softcap with ALiBi added, ALiBi
 # without the causal mask (its tile shifts reach slope x S, gluon_softmax.alibi_columns), and a
 # cap of 2, under which tanh's derivative (1 - t^2 about 0.8 on these scores, 0.9996 under a cap of 50) moves

@@ -28,10 +28,10 @@ def offsets_of(counts):
 
 
 @triton.jit
-def _schedule_kernel(offsets_ptr, out_ptr, N_BLOCKS: tl.constexpr, N_EXPERTS: tl.constexpr, E_PAD: tl.constexpr,
-                     BLOCK_M: tl.constexpr):
+def _schedule_kernel(offsets_ptr, out_ptr, least, most, N_BLOCKS: tl.constexpr, N_EXPERTS: tl.constexpr,
+                     E_PAD: tl.constexpr, BLOCK_M: tl.constexpr):
     pid = tl.program_id(0)
-    live, expert, row, row_end, n_block = te._tile(offsets_ptr, pid, N_BLOCKS, N_EXPERTS, E_PAD, BLOCK_M)
+    live, expert, row, row_end, n_block = te._tile(offsets_ptr, pid, least, most, N_BLOCKS, N_EXPERTS, E_PAD, BLOCK_M)
     if live:
         tl.store(out_ptr + pid * 4 + 0, expert)
         tl.store(out_ptr + pid * 4 + 1, row)
@@ -39,12 +39,12 @@ def _schedule_kernel(offsets_ptr, out_ptr, N_BLOCKS: tl.constexpr, N_EXPERTS: tl
         tl.store(out_ptr + pid * 4 + 3, n_block)
 
 
-def schedule(counts, n_cols):
+def schedule(counts, n_cols, serving=te.EVERY_EXPERT, tiles=te.GATE_UP_TILES):
     """[(expert, first row, the expert's row end, n-block)] of each live program, in program order."""
-    programs, n_blocks = te._grid(sum(counts), len(counts), n_cols, te.GATE_UP_TILES)
+    programs, n_blocks = te._grid(sum(counts), len(counts), n_cols, tiles, serving[0])
     out = torch.full((programs, 4), -1, dtype=torch.int32)
-    _schedule_kernel[(programs,)](offsets_of(counts), out, N_BLOCKS=n_blocks, N_EXPERTS=len(counts),
-                                  E_PAD=triton.next_power_of_2(len(counts)), BLOCK_M=te.GATE_UP_TILES.m)
+    _schedule_kernel[(programs,)](offsets_of(counts), out, *serving, N_BLOCKS=n_blocks, N_EXPERTS=len(counts),
+                                  E_PAD=triton.next_power_of_2(len(counts)), BLOCK_M=tiles.m)
     return [tuple(r) for r in out.tolist()]
 
 
@@ -64,6 +64,27 @@ def test_the_schedule_runs_expert_by_expert_then_n_block_then_m_tile(load, n_col
     assert set(got[len(want):]) <= {(-1, -1, -1, -1)}
 
 
+# hot experts: one of exactly HOT_ROWS rows, one over two hot tiles; cold ones around them, one a row short
+SPLIT_LOAD = [0, te.HOT_ROWS, 7, te.HOT_ROWS - 1, 0, 2 * te.SHARES[0].tiles.m + 3, 1]
+
+
+@pytest.mark.parametrize("share", range(len(te.SHARES)))
+def test_a_share_schedules_the_tiles_of_its_experts_alone(share):
+    """Each of SHARES' gate_up launches walks, in the same order, the tiles of the experts of its rows and
+    no other's, within its grid; together they cover every expert once."""
+    least, most, tiles = te.SHARES[share]
+    n_blocks, start, want = 2, 0, []
+    for expert, rows in enumerate(SPLIT_LOAD):
+        if least <= rows < most:
+            want += [(expert, start + tile * tiles.m, start + rows, n) for n in range(n_blocks)
+                     for tile in range(-(-rows // tiles.m))]
+        start += rows
+    got = schedule(SPLIT_LOAD, n_blocks * tiles.n, (least, most), tiles)
+    assert got[:len(want)] == want and set(got[len(want):]) <= {(-1, -1, -1, -1)}
+    served = [sum(s.least <= rows < s.most for s in te.SHARES) for rows in SPLIT_LOAD if rows]
+    assert served == [1] * len(served)
+
+
 TILINGS = {"gate_up": te.GATE_UP_TILES, "down few": te.DOWN_TILES_FEW, "down many": te.DOWN_TILES_MANY}
 
 
@@ -80,6 +101,10 @@ def test_the_grid_bounds_the_tiles_of_any_load(seed, tiling):
     for load in (counts.tolist(), [tiles.m + 1] * n_experts, [1] * n_experts):
         programs, n_blocks = te._grid(sum(load), len(load), 1, tiles)
         assert programs >= sum(-(-c // tiles.m) for c in load)
+        # a share of the experts of `least` rows or more: at most R // least of them, one partial tile each
+        for least in (2, tiles.m - 1, tiles.m + 1, 3 * tiles.m):
+            programs, n_blocks = te._grid(sum(load), len(load), 1, tiles, least)
+            assert programs >= sum(-(-c // tiles.m) for c in load if c >= least)
 
 
 def expert_problem(counts, dim, ffn, dtype, seed=0):
@@ -131,6 +156,40 @@ def test_down_is_each_experts_product(load, dtype, tiles):
     out = te.down(hidden, w2, offsets_of(counts), tiles)
     assert out.shape == (sum(counts), 300) and out.dtype == dtype
     assert_rounded_once(out, per_expert(counts, hidden, w2, lambda h, w: h @ w.T))
+
+
+@pytest.mark.parametrize("share", range(len(te.SHARES)))
+def test_a_share_writes_the_rows_of_its_experts_alone(share):
+    """gate_up serving one share writes its experts' rows into out and leaves every other row."""
+    least, most, tiles = te.SHARES[share]
+    rows, w13, _ = expert_problem(SPLIT_LOAD, dim=32, ffn=48, dtype=torch.float32)
+    mine = torch.tensor([least <= c < most for c in SPLIT_LOAD]).repeat_interleave(torch.tensor(SPLIT_LOAD))
+    hidden = torch.full((len(rows), 48), float("nan"))
+    assert te.gate_up(rows, w13, offsets_of(SPLIT_LOAD), tiles, serving=(least, most), out=hidden) is hidden
+    assert hidden[mine].isfinite().all() and hidden[~mine].isnan().all()
+    assert_rounded_once(hidden[mine], per_expert(SPLIT_LOAD, rows, w13, swiglu)[mine])
+
+
+def test_experts_averaging_many_rows_go_through_every_share(monkeypatch):
+    """Past DOWN_MANY_ROWS an expert on average (prefill), gate_up takes the hot and the cold experts in
+    a launch each, down all of them in one: the SwiGLU of every row against float64."""
+    rows, w13, w2 = expert_problem(SPLIT_LOAD, dim=32, ffn=48, dtype=torch.float32)
+    assert len(rows) >= te.DOWN_MANY_ROWS * len(SPLIT_LOAD)
+    launches = []
+    for name in ("gate_up", "down"):
+        monkeypatch.setattr(te, name, lambda *a, _run=getattr(te, name), _name=name, **k:
+                            launches.append((_name, k.get("serving"))) or _run(*a, **k))
+    out = te.experts(rows, w13, w2, offsets_of(SPLIT_LOAD))
+    exact = per_expert(SPLIT_LOAD, per_expert(SPLIT_LOAD, rows, w13, swiglu), w2, lambda h, w: h @ w.T)
+    torch.testing.assert_close(out.double(), exact, rtol=1e-5, atol=1e-5)
+    assert launches == [("gate_up", (s.least, s.most)) for s in te.SHARES] + [("down", None)]
+
+
+def test_a_wrong_out_is_refused_in_one_line():
+    rows, w13, w2 = expert_problem([3, 2], dim=16, ffn=16, dtype=torch.float32)
+    for out in (torch.empty(5, 8), torch.empty(5, 16, dtype=torch.float64), torch.empty(16, 5).T):
+        with pytest.raises(ValueError, match="out must be contiguous"):
+            te.gate_up(rows, w13, offsets_of([3, 2]), out=out)
 
 
 def test_down_takes_the_wide_tiles_where_experts_average_many_rows():

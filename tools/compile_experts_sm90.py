@@ -1,6 +1,6 @@
 """Compile our expert GEMMs (kernels/moe/triton_experts.py) for Hopper (sm_90) on a machine without a
-GPU, at DeepSeek-V3's sizes and every tiling the module uses: whether Triton's GPU passes take them and
-what a launch needs (registers, spilled bytes, shared memory: tools/sm90_cubin.py), with the copy-engine
+GPU, at DeepSeek-V3's sizes and every tiling the module uses (SHARES' too): whether Triton's GPU passes take
+them and what a launch needs (registers, spilled bytes, shared memory: tools/sm90_cubin.py), with the copy-engine
 loads (UTMALDG), cp.async loads (LDGSTS) and tensor-core instructions (HGMMA) in the SASS. gate_up
 reads through tensor descriptors, down through pointers. Use the GPU's Triton version in a venv:
 
@@ -44,17 +44,18 @@ def compile_one(kernel, tiles, descriptors, n_cols):
             signature[name] = "*bf16"
         else:
             signature[name] = "i32"
-    # pointers 16-byte aligned and DeepSeek-V3's dims and strides multiples of 16, as a launch marks them
-    divisible = {(kernel.arg_names.index(name),): [["tt.divisibility", 16]]
-                 for name in kernel.arg_names if signature[name] in ("*bf16", "*i32", "i32")}
+    # pointers 16-byte aligned and DeepSeek-V3's dims and strides multiples of 16, as a launch marks them (not
+    # the served experts' row bounds: HOT_ROWS is 178)
+    divisible = {(kernel.arg_names.index(name),): [["tt.divisibility", 16]] for name in kernel.arg_names
+                 if signature[name] in ("*bf16", "*i32", "i32") and name not in ("least", "most")}
     compiled = sm90_cubin.compile_sm90(kernel, signature, constexprs, divisible, tiles.warps, tiles.stages)
     return sm90_cubin.resources(compiled), sm90_cubin.sass_opcodes(compiled.asm["cubin"])
 
 
 def main():
-    jobs = [("gate_up", te._gate_up_kernel, te.GATE_UP_TILES, {"rows_desc": "a", "w13_desc": "w"}, FFN)]
-    jobs += [(f"down {label}", te._down_kernel, tiles, {}, DIM)
-             for label, tiles in (("few", te.DOWN_TILES_FEW), ("many", te.DOWN_TILES_MANY))]
+    gate_ups = sorted({te.GATE_UP_TILES} | {share.tiles for share in te.SHARES})
+    jobs = [("gate_up", te._gate_up_kernel, tiles, {"rows_desc": "a", "w13_desc": "w"}, FFN) for tiles in gate_ups]
+    jobs += [("down", te._down_kernel, tiles, {}, DIM) for tiles in (te.DOWN_TILES_FEW, te.DOWN_TILES_MANY)]
     print(f"triton {triton.__version__}, sm_90, DeepSeek-V3 (dim {DIM}, ffn {FFN}, {EXPERTS} experts), bfloat16")
     failed = 0
     for name, kernel, tiles, descriptors, n_cols in jobs:

@@ -10,7 +10,9 @@ accumulator for the same ffn columns and stores only silu(gate) * up, the (R, ff
 second kernel reads (torch's path writes (R, 2 ffn) and reads it back in an elementwise kernel).
 
 The schedule (_tile), on the device with no host synchronisation: expert e's rows [start, end) (from
-the (E,) offsets, the end of each expert's rows) are cdiv(rows, BLOCK_M) m-tiles. Program ids run
+the (E,) offsets, the end of each expert's rows) are cdiv(rows, BLOCK_M) m-tiles, where the launch serves
+experts of that many rows (`Share`: at prefill gate_up takes the hot experts and the rest in two launches).
+Program ids run
 expert by expert, within an expert n-block by n-block, within an n-block m-tile by m-tile: the m-tiles
 that read one weight tile run side by side (its repeated reads of a hot expert hit L2), and an
 expert's rows stay in L2 across its n-blocks. Each program finds its tile itself: a running sum of the
@@ -70,15 +72,37 @@ DOWN_MANY_ROWS = 64
 EXPERT_GEMM_MAX_ROWS = 256
 
 
+class Share(NamedTuple):
+    """The experts one gate_up launch serves, by their rows (least <= rows < most), and its tiling."""
+
+    least: int
+    most: int
+    tiles: Tiles
+
+
+EVERY_EXPERT = (1, 2 ** 31 - 1)  # (least, most): an int32 bound past any row count
+# Where experts average DOWN_MANY_ROWS rows or more (prefill), gate_up takes the hot experts and the rest in
+# separate launches, each on its own tiles. Hot: an expert whose products take at least as long as its
+# weight reads at an H200's peaks, 6 dim ffn rows / 753 TFLOP/s against 3 dim ffn 2 bytes / 4240 GB/s, from
+# 178 rows; there 128-row tiles read each weight tile for twice the rows, where the cold experts' few rows
+# take 64-row tiles (the grid's programs past the real tiles, about 11600 at DeepSeek-V3 prefill, return at
+# once). Session 36 (H200, DeepSeek-V3 prefill t4k zipf: 24 hot experts of 29390 rows; the profiler's kernel
+# times, tools/probe_kernels.py): gate_up 5.534 -> 5.382 ms. down split the same way (the cold experts on
+# 64-row tiles) took 3.207 ms against one launch's 3.210, so down stays one launch.
+HOT_ROWS = 178
+SHARES = (Share(HOT_ROWS, EVERY_EXPERT[1], Tiles(128, 128, 64, 8, 3)), Share(EVERY_EXPERT[0], HOT_ROWS, GATE_UP_TILES))
+
+
 @triton.jit
-def _tile(offsets_ptr, pid, N_BLOCKS: tl.constexpr, N_EXPERTS: tl.constexpr, E_PAD: tl.constexpr,
+def _tile(offsets_ptr, pid, least, most, N_BLOCKS: tl.constexpr, N_EXPERTS: tl.constexpr, E_PAD: tl.constexpr,
           BLOCK_M: tl.constexpr):
-    """Program `pid`'s tile: (live, expert, its m-tile's first row, the expert's row end, n-block).
-    live is False past the real tiles (the grid is an upper bound)."""
+    """Program `pid`'s tile: (live, expert, its m-tile's first row, the expert's row end, n-block), over
+    the experts of least <= rows < most. live is False past their tiles (the grid is an upper bound)."""
     offs_e = tl.arange(0, E_PAD)
     ends = tl.load(offsets_ptr + offs_e, mask=offs_e < N_EXPERTS, other=0)
     starts = tl.load(offsets_ptr + offs_e - 1, mask=(offs_e > 0) & (offs_e < N_EXPERTS), other=0)
-    tiles = (ends - starts + BLOCK_M - 1) // BLOCK_M  # 0 for an empty expert and for the padding
+    served = (ends - starts >= least) & (ends - starts < most)
+    tiles = tl.where(served, (ends - starts + BLOCK_M - 1) // BLOCK_M, 0)  # 0 for the padding too
     tile_ends = tl.cumsum(tiles, 0)
     live = pid < tl.max(tile_ends, 0) * N_BLOCKS
     # the experts whose programs all come before pid (empty ones included) are pid's expert's index
@@ -129,12 +153,13 @@ def _tile_operands(row, row_end, n_block, n_cols, a_ptr, stride_a, w_ptr, expert
 
 
 @triton.jit
-def _gate_up_kernel(rows_desc, w13_desc, hidden_ptr, offsets_ptr, dim, ffn,
+def _gate_up_kernel(rows_desc, w13_desc, hidden_ptr, offsets_ptr, dim, ffn, least, most,
                     N_BLOCKS: tl.constexpr, N_EXPERTS: tl.constexpr, E_PAD: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """hidden[r, n] = silu(rows[r] . w13[e, n]) * (rows[r] . w13[e, ffn + n]) for the rows r of expert e:
     w13 (E x 2 ffn, dim) holds each expert's gate rows, then its up rows."""
-    live, expert, row, row_end, n_block = _tile(offsets_ptr, tl.program_id(0), N_BLOCKS, N_EXPERTS, E_PAD, BLOCK_M)
+    live, expert, row, row_end, n_block = _tile(offsets_ptr, tl.program_id(0), least, most, N_BLOCKS, N_EXPERTS,
+                                                E_PAD, BLOCK_M)
     if live:
         n0 = n_block * BLOCK_N
         gate_row = expert * 2 * ffn + n0
@@ -155,11 +180,12 @@ def _gate_up_kernel(rows_desc, w13_desc, hidden_ptr, offsets_ptr, dim, ffn,
 
 
 @triton.jit
-def _down_kernel(hidden_ptr, w2_ptr, out_ptr, offsets_ptr, dim, ffn, stride_h, stride_we, stride_wn,
+def _down_kernel(hidden_ptr, w2_ptr, out_ptr, offsets_ptr, dim, ffn, stride_h, stride_we, stride_wn, least, most,
                  N_BLOCKS: tl.constexpr, N_EXPERTS: tl.constexpr, E_PAD: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """out[r, n] = hidden[r] . w2[e, n] for the rows r of expert e: w2 (E, dim, ffn)."""
-    live, expert, row, row_end, n_block = _tile(offsets_ptr, tl.program_id(0), N_BLOCKS, N_EXPERTS, E_PAD, BLOCK_M)
+    live, expert, row, row_end, n_block = _tile(offsets_ptr, tl.program_id(0), least, most, N_BLOCKS, N_EXPERTS,
+                                                E_PAD, BLOCK_M)
     if live:
         offs_m, offs_n, in_m, in_n, a_ptrs, w_ptrs = _tile_operands(
             row, row_end, n_block, dim, hidden_ptr, stride_h, w2_ptr, expert, stride_we, stride_wn, BLOCK_M, BLOCK_N)
@@ -207,10 +233,11 @@ def _refusal(rows, w13, w2=None):
     return None
 
 
-def _grid(n_rows, n_experts, n_cols, tiles):
-    """(programs, n-blocks): the schedule's upper bound on programs (module docstring)."""
+def _grid(n_rows, n_experts, n_cols, tiles, least=EVERY_EXPERT[0]):
+    """(programs, n-blocks): the schedule's upper bound on programs (module docstring), over experts of
+    `least` rows or more: at most n_rows // least of them, each leaving at most one partial tile."""
     n_blocks = triton.cdiv(n_cols, tiles.n)
-    return (triton.cdiv(n_rows, tiles.m) + min(n_experts, n_rows)) * n_blocks, n_blocks
+    return (triton.cdiv(n_rows, tiles.m) + min(n_experts, n_rows // least)) * n_blocks, n_blocks
 
 
 def _launch(tiles, device):
@@ -230,21 +257,32 @@ def _check_down(hidden, w2):
             raise ValueError(f"our expert GEMMs take 16-bit operands on the GPU, not {t.dtype}")
 
 
-def gate_up(rows, w13, offsets, tiles=GATE_UP_TILES):
+def _output(out, n_rows, n_cols, like):
+    """out, checked to be the (n_rows, n_cols) contiguous rows a launch writes, or a new one."""
+    if out is None:
+        return torch.empty(n_rows, n_cols, dtype=like.dtype, device=like.device)
+    if out.shape != (n_rows, n_cols) or out.dtype != like.dtype or out.device != like.device or not out.is_contiguous():
+        raise ValueError(f"out must be contiguous ({n_rows}, {n_cols}) {like.dtype} on {like.device}, not "
+                         f"{tuple(out.shape)} {out.dtype} on {out.device} (strides {out.stride()})")
+    return out
+
+
+def gate_up(rows, w13, offsets, tiles=GATE_UP_TILES, *, serving=EVERY_EXPERT, out=None):
     """(R, ffn) silu(gate) * up in rows' dtype: rows (R, dim) in expert order, w13 (E, 2 ffn, dim),
-    offsets (E,) int32 the end of each expert's rows."""
+    offsets (E,) int32 the end of each expert's rows. serving (least, most): only the rows of experts with
+    least <= rows < most are written (into out, if given)."""
     (n_rows, dim), (n_experts, two_ffn, _) = rows.shape, w13.shape
     why = _refusal(rows, w13)
     if why:
         raise ValueError(why)
-    hidden = torch.empty(n_rows, two_ffn // 2, dtype=rows.dtype, device=rows.device)
-    programs, n_blocks = _grid(n_rows, n_experts, two_ffn // 2, tiles)
+    hidden = _output(out, n_rows, two_ffn // 2, rows)
+    programs, n_blocks = _grid(n_rows, n_experts, two_ffn // 2, tiles, serving[0])
     if programs:
         rows_desc = TensorDescriptor.from_tensor(rows, [tiles.m, tiles.k])
         w13_desc = TensorDescriptor.from_tensor(w13.view(-1, dim), [tiles.n, tiles.k])
         _gate_up_kernel[(programs,)](
-            rows_desc, w13_desc, hidden, offsets, dim, two_ffn // 2, N_BLOCKS=n_blocks, N_EXPERTS=n_experts,
-            E_PAD=triton.next_power_of_2(n_experts), **_launch(tiles, rows.device))
+            rows_desc, w13_desc, hidden, offsets, dim, two_ffn // 2, *serving, N_BLOCKS=n_blocks,
+            N_EXPERTS=n_experts, E_PAD=triton.next_power_of_2(n_experts), **_launch(tiles, rows.device))
     return hidden
 
 
@@ -263,11 +301,20 @@ def down(hidden, w2, offsets, tiles=None):
     programs, n_blocks = _grid(n_rows, n_experts, dim, tiles)
     if programs:
         _down_kernel[(programs,)](
-            hidden, w2, out, offsets, dim, ffn, hidden.stride(0), w2.stride(0), w2.stride(1), N_BLOCKS=n_blocks,
-            N_EXPERTS=n_experts, E_PAD=triton.next_power_of_2(n_experts), **_launch(tiles, hidden.device))
+            hidden, w2, out, offsets, dim, ffn, hidden.stride(0), w2.stride(0), w2.stride(1), *EVERY_EXPERT,
+            N_BLOCKS=n_blocks, N_EXPERTS=n_experts, E_PAD=triton.next_power_of_2(n_experts),
+            **_launch(tiles, hidden.device))
     return out
 
 
 def experts(rows, w13, w2, offsets):
-    """(R, dim) each routed row through its expert's SwiGLU, rows in expert order."""
-    return down(gate_up(rows, w13, offsets), w2, offsets)
+    """(R, dim) each routed row through its expert's SwiGLU, rows in expert order: gate_up in one launch
+    where experts average few rows, else in SHARES' launches; down in one."""
+    n_rows, n_experts = rows.shape[0], w13.shape[0]
+    if n_rows < DOWN_MANY_ROWS * n_experts:
+        hidden = gate_up(rows, w13, offsets)
+    else:
+        hidden = _output(None, n_rows, w13.shape[1] // 2, rows)
+        for share in SHARES:
+            gate_up(rows, w13, offsets, share.tiles, serving=(share.least, share.most), out=hidden)
+    return down(hidden, w2, offsets)
