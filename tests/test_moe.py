@@ -221,20 +221,35 @@ def test_logit_split_plans_on_an_h200(monkeypatch, tokens, n_experts, dim, split
 
 
 @pytest.mark.parametrize("rows, dim, cols", [
-    (16, 7168, 64),  # DeepSeek-V3 decode's unpermute: 1 block of 16 tokens, 112 slices of one load
+    (16, 7168, 64),  # DeepSeek-V3 decode's unpermute at 16 rows a block: 1 block, 112 slices of one load
     (128, 7168, 448),  # its permute: 8 blocks of 16 of the 16 x 8 routed rows, 16 slices of 7 loads
-    (16, 4096, 64),  # Mixtral-8x7B decode's unpermute: 64 slices of one load
+    (16, 4096, 64),  # Mixtral-8x7B decode's unpermute at 16 rows a block: 64 slices of one load
     (32768, 7168, 7168),  # DeepSeek-V3 prefill's permute: 2048 row blocks, whole rows
 ])
 def test_column_slice_plans_on_an_h200(monkeypatch, rows, dim, cols):
     monkeypatch.setattr(triton_moe, "multiprocessors", lambda device: 132)
-    row_blocks = -(-rows // triton_moe.ROWS_PER_PROGRAM)
+    row_blocks = -(-rows // 16)
     assert triton_moe.plan_column_slices(row_blocks, dim, torch.device("cuda")) == cols
 
 
-# On the CPU (4 SMs by multiprocessors) 96 columns are two slices, the second half a load; 200 are four,
-# the last 8 columns. 20 tokens route 40 rows: the permute's 3 row blocks take 2 slices each, the
-# unpermute's 2 blocks 2; 40 tokens' unpermute is 3 blocks of 2 slices, its permute 5 blocks of one.
+@pytest.mark.parametrize("kernel, rows, dim, plan", [
+    # DeepSeek-V3 decode: the unpermute's 16 tokens 2 blocks of 8, 56 slices of 128 columns, 128 a load
+    ("unpermute", 16, 7168, ((2, 56), 128, 128)),
+    ("permute", 128, 7168, ((8, 16), 448, 64)),  # its 128 routed rows: slices of 7 loads of 64 (448 = 7 x 64)
+    ("unpermute", 16, 4096, ((2, 64), 64, 64)),  # Mixtral-8x7B decode
+    ("permute", 32768, 7168, ((2048, 1), 7168, 128)),  # DeepSeek-V3 prefill: whole rows
+    ("unpermute", 4096, 7168, ((512, 1), 7168, 512)),
+])
+def test_permute_and_unpermute_plans_on_an_h200(monkeypatch, kernel, rows, dim, plan):
+    """(grid, columns a program, columns a load) at the tilings session 36 measured best at prefill."""
+    monkeypatch.setattr(triton_moe, "multiprocessors", lambda device: 132)
+    tiling = {"permute": triton_moe.PERMUTE_TILING, "unpermute": triton_moe.UNPERMUTE_TILING}[kernel]
+    assert triton_moe.sliced(rows, dim, torch.device("cuda"), tiling) == plan
+
+
+# On the CPU (4 SMs by multiprocessors) the row blocks decide the slices: 5 tokens route 10 rows, one block
+# of either kernel, so 96 columns are two slices of 64 (the second half a load) and 200 four; 20 and 40
+# tokens give 3 to 5 blocks: two slices of 128 columns, or one of 256 (200 columns, the last load partial).
 @pytest.mark.parametrize("tokens, dim", [(5, 96), (5, 200), (20, 200), (40, 200)])
 def test_permute_then_unpermute_with_unit_weights_sums_each_tokens_rows(tokens, dim):
     gen = torch.Generator().manual_seed(6)

@@ -20,12 +20,12 @@ from probe_permute import tiling  # noqa: E402
 def test_a_tiling_is_three_powers_of_two():
     assert tiling("16,512,8") == (16, 512, 8)
     for bad in ("16,512", "16,512,8,1", "12,512,4", "16,0,4", "16,64,32", "a,64,4", "16,-64,4"):
-        with pytest.raises(argparse.ArgumentTypeError, match="ROWS,COLUMNS,WARPS"):
+        with pytest.raises(argparse.ArgumentTypeError, match="ROWS,WIDEST,WARPS"):
             tiling(bad)
 
 
-@pytest.mark.parametrize("rows_per, block_d", [(8, 32), (32, 128)])
-def test_other_tilings_move_the_modules_rows(rows_per, block_d):
+@pytest.mark.parametrize("rows_per, widest", [(8, 32), (32, 128), (4, 1024)])
+def test_other_tilings_move_the_modules_rows(rows_per, widest):
     gen = torch.Generator().manual_seed(0)
     tokens, dim, top_k = 21, 200, 3  # a partial row block and a partial load at either tiling
     x = torch.randn(tokens, dim, generator=gen)
@@ -36,11 +36,11 @@ def test_other_tilings_move_the_modules_rows(rows_per, block_d):
     position = position.to(torch.int32)
     weights = torch.rand(tokens, top_k, generator=gen)
     expert_rows = torch.randn(len(source), dim, generator=gen)
-    grid, cols = triton_moe.sliced(len(source), dim, x.device, rows_per, block_d)
+    grid, cols, block_d = triton_moe.sliced(len(source), dim, x.device, triton_moe.Tiling(rows_per, widest))
     got = torch.full((len(source), dim), float("nan"))
     triton_moe._permute_kernel[grid](x, source, got, len(source), dim, cols, ROWS=rows_per, BLOCK_D=block_d)
     assert torch.equal(got, triton_moe.permute(x, source))
-    grid, cols = triton_moe.sliced(tokens, dim, x.device, rows_per, block_d)
+    grid, cols, block_d = triton_moe.sliced(tokens, dim, x.device, triton_moe.Tiling(rows_per, widest))
     y = torch.full((tokens, dim), float("nan"))
     triton_moe._unpermute_kernel[grid](expert_rows, position, weights, y, tokens, dim, cols, TOP_K=top_k,
                                        ROWS=rows_per, BLOCK_D=block_d)

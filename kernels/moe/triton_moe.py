@@ -20,6 +20,8 @@ and sums them with the router weights (a gather, so no atomics and a determinist
 the columns over programs where the rows alone leave SMs idle (decode; plan_column_slices).
 """
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 import triton
@@ -33,8 +35,23 @@ from variantbench.device import multiprocessors
 
 BLOCK_T = 16  # tokens per router program: tl.dot's smallest tile side
 BLOCK_E = 16  # experts per logits program, the same
-BLOCK_D = 64  # columns per load in every kernel here
-ROWS_PER_PROGRAM = 16  # rows per permute / unpermute program
+BLOCK_D = 64  # columns per load in the router's kernels, and the unit of a permute's or unpermute's column slices
+
+
+class Tiling(NamedTuple):
+    """A permute's or unpermute's rows a program, and its widest load (columns; a load divides its slice)."""
+
+    rows: int
+    widest: int
+
+
+# tools/probe_permute.py at DeepSeek-V3 prefill (32768 routed rows of 7168, bfloat16; H200, do_bench, session
+# 36), rows a program x widest load: permute 0.1953 ms at 16 x 64, 0.1780 at 16 x 128, 0.1969-0.2077 at
+# 256-512 columns; unpermute 0.2490 at 16 x 64, 0.1638 at 16 x 512, 0.1553 at 8 x 512 (its k = 8 rows of
+# 512 a token are 8 loads in flight, where 64 columns kept it at half the copy peak). torch's gather of the
+# permute's rows (index_select) 0.1986.
+PERMUTE_TILING = Tiling(16, 128)
+UNPERMUTE_TILING = Tiling(8, 512)
 # A logits program's least slice of the model dim: 8 loads of BLOCK_D, so the partial sums it writes
 # (16 x 16 float32, 1 KB) stay small beside the 16 KB of router weight it reads.
 MIN_SPLIT_DIM = 512
@@ -280,40 +297,40 @@ def route(router, config, x, router_weight, selection_bias, *, logit_splits=None
     return experts, weights
 
 
-def plan_column_slices(row_blocks, dim, device, block_d=BLOCK_D):
+def plan_column_slices(row_blocks, dim, device):
     """Columns a permute or unpermute program moves: the whole row where its row blocks alone give
     every SM a program, else slices of whole loads so that (row blocks x slices) does, one load (64
     columns) at the least. At decode the row blocks are few: DeepSeek-V3's unpermute of 16 tokens was
     one program walking 7168 columns in 112 dependent loads of 8 rows each, its permute 8 programs;
-    Mixtral's unpermute one program over 4096. The same rule as plan_logit_splits. block_d: columns a
-    load (tools/probe_permute.py tries others)."""
-    loads = triton.cdiv(dim, block_d)
+    Mixtral's unpermute one program over 4096. The same rule as plan_logit_splits."""
+    loads = triton.cdiv(dim, BLOCK_D)
     slices = min(loads, triton.cdiv(multiprocessors(device), max(row_blocks, 1)))  # no tokens: no programs
-    return triton.cdiv(loads, slices) * block_d
+    return triton.cdiv(loads, slices) * BLOCK_D
 
 
-def sliced(n_rows, dim, device, rows=ROWS_PER_PROGRAM, block_d=BLOCK_D):
-    """(grid, columns a program) of a permute or unpermute over n_rows rows of dim columns, `rows` rows
-    a program and block_d columns a load."""
-    row_blocks = triton.cdiv(n_rows, rows)
-    cols = plan_column_slices(row_blocks, dim, device, block_d)
-    return (row_blocks, triton.cdiv(dim, cols)), cols
+def sliced(n_rows, dim, device, tiling):
+    """(grid, columns a program, columns a load) of a permute or unpermute over n_rows rows of dim columns:
+    the tiling's rows a program, and its widest load that divides the program's columns (a multiple of
+    BLOCK_D): at DeepSeek-V3 prefill whole rows of 7168 in loads of 512, at its decode slices of 64-448."""
+    row_blocks = triton.cdiv(n_rows, tiling.rows)
+    cols = plan_column_slices(row_blocks, dim, device)
+    return (row_blocks, triton.cdiv(dim, cols)), cols, min(tiling.widest, cols & -cols)
 
 
 def permute(x, source):
     n_rows, dim = source.numel(), x.shape[1]
     rows = torch.empty(n_rows, dim, dtype=x.dtype, device=x.device)
-    grid, cols = sliced(n_rows, dim, x.device)
-    _permute_kernel[grid](x, source, rows, n_rows, dim, cols, ROWS=ROWS_PER_PROGRAM, BLOCK_D=BLOCK_D)
+    grid, cols, load = sliced(n_rows, dim, x.device, PERMUTE_TILING)
+    _permute_kernel[grid](x, source, rows, n_rows, dim, cols, ROWS=PERMUTE_TILING.rows, BLOCK_D=load)
     return rows
 
 
 def unpermute(rows, position, weights, tokens, dtype):
     dim = rows.shape[1]
     y = torch.empty(tokens, dim, dtype=dtype, device=rows.device)
-    grid, cols = sliced(tokens, dim, rows.device)
+    grid, cols, load = sliced(tokens, dim, rows.device, UNPERMUTE_TILING)
     _unpermute_kernel[grid](rows, position, weights, y, tokens, dim, cols, TOP_K=position.shape[1],
-                            ROWS=ROWS_PER_PROGRAM, BLOCK_D=BLOCK_D)
+                            ROWS=UNPERMUTE_TILING.rows, BLOCK_D=load)
     return y
 
 
