@@ -11,14 +11,16 @@ once. Here the routed rows are split by load: experts with at least --hot-rows r
 expert's products take as long as its weight reads at session 21's H200 peaks, about 178 rows) and the
 rest, each part with its own rows, offsets and weights (copied out, not timed). Our expert GEMMs
 (kernels/moe/triton_experts.py, gate_up then down) then run on each part, checked first against the
-whole call's rows, and are timed by do_bench (median): the whole; each part alone; both parts one after
-another on one stream; and both at once on two streams, either part launched first (a launch's
+whole call's rows, and are timed by do_bench (median): the whole; each part alone; the hot part through
+torch._grouped_mm too (a peer's grouped GEMM on the tensor cores' share); both parts one after another on
+one stream; and both at once on two streams, either part launched first (a launch's
 programs take the SMs in launch order, so which goes first may decide whether they share the GPU).
 Each part's line also gives its own bound (products at the matmul peak, weights at the copy peak).
 If the two streams beat one stream by much, a split layer pays; if not, the kernels need SMs of their
 own (a persistent launch per part), which this probe cannot show.
 
-Each part may take its own tilings (triton_experts.Tiles; default the module's). With the module's, a
+Each part may take its own tilings (triton_experts.Tiles; default the module's: gate_up as SHARES gives
+the hot experts and the rest at prefill, down as down_tiles picks for the part). With 64-row tiles, a
 gate_up program holds 164 KB of shared memory and a wide down one 147 KB (tools/compile_experts_sm90.py),
 so one of either fills an SM's 228 KB and a second launch's programs wait for SMs of their own: session 28
 measured no overlap on two streams. A cold part of 16-row tiles holds 35 KB (gate_up at 2 stages; 70 KB at
@@ -114,14 +116,26 @@ def main():
              "cold": split(rows, offsets, problem.w13, problem.w2, ~hot)}
     print(f"{shape.name} routed by {variant.name}: {rows.shape[0]} rows over {int((counts > 0).sum())} experts; "
           f"hot (>= {hot_rows} rows): {int(hot.sum())} experts, {int(counts[hot].sum())} rows")
-    chosen = {"hot": (args.hot_gate_up, args.hot_down), "cold": (args.cold_gate_up, args.cold_down)}
+    shares = triton_experts.SHARES  # the module's gate_up tilings: the hot experts', then the rest's
+    chosen = {"hot": (args.hot_gate_up or shares[0].tiles, args.hot_down),
+              "cold": (args.cold_gate_up or shares[-1].tiles, args.cold_down)}
 
     def run(name):
         part_rows, part_offsets, w13, w2, _ = parts[name]
         gate_up, down = chosen[name]
-        hidden = triton_experts.gate_up(part_rows, w13, part_offsets, gate_up or triton_experts.GATE_UP_TILES)
+        hidden = triton_experts.gate_up(part_rows, w13, part_offsets, gate_up)
         return triton_experts.down(hidden, w2, part_offsets, tiles=down)
 
+    def torch_hot():
+        """The hot part through torch._grouped_mm (CUTLASS's grouped GEMM, the layer's path for experts of
+        many rows): what a peer's GEMMs reach on the tensor cores' part of the load."""
+        part_rows, part_offsets, w13, w2, _ = parts["hot"]
+        gate, up = torch._grouped_mm(part_rows, w13.transpose(-2, -1), offs=part_offsets).chunk(2, dim=-1)
+        return torch._grouped_mm(torch.nn.functional.silu(gate) * up, w2.transpose(-2, -1), offs=part_offsets)
+
+    error = (torch_hot().float() - whole[parts["hot"][-1]].float()).abs().max().item()
+    if error > 0.05 * whole.float().abs().max().item():
+        refuse(f"the hot part through torch._grouped_mm is {error:.3g} from the whole call's rows: not timed")
     for name, (part_rows, part_offsets, w13, w2, where) in parts.items():
         got = run(name)
         error = (got.float() - whole[where].float()).abs().max().item()
@@ -133,7 +147,7 @@ def main():
         down = down or triton_experts.down_tiles(part_rows.shape[0], w2.shape[0])
         print(f"  {name:5s} part: bound {bound_ms(part_counts, config.dim, config.ffn_dim):.3f} ms, "
               f"max difference from the whole call {error:.2e}; tiles gate_up "
-              f"{tuple(gate_up or triton_experts.GATE_UP_TILES)}, down {tuple(down)}")
+              f"{tuple(gate_up)}, down {tuple(down)}")
 
     side = torch.cuda.Stream()
 
@@ -146,8 +160,8 @@ def main():
             torch.cuda.current_stream().wait_stream(side)
         return call
 
-    calls = {"whole (one launch a GEMM)": lambda: triton_experts.experts(rows, problem.w13, problem.w2, offsets),
-             "hot alone": lambda: run("hot"), "cold alone": lambda: run("cold"),
+    calls = {"whole (the module's launches)": lambda: triton_experts.experts(rows, problem.w13, problem.w2, offsets),
+             "hot alone": lambda: run("hot"), "hot through torch": torch_hot, "cold alone": lambda: run("cold"),
              "hot then cold, one stream": lambda: (run("hot"), run("cold")),
              "two streams, hot first": two_streams("hot", "cold"),
              "two streams, cold first": two_streams("cold", "hot")}
