@@ -220,18 +220,6 @@ def test_logit_split_plans_on_an_h200(monkeypatch, tokens, n_experts, dim, split
     assert triton_moe.plan_logit_splits(tokens, e_pad, dim, torch.device("cuda")) == splits
 
 
-@pytest.mark.parametrize("rows, dim, cols", [
-    (16, 7168, 64),  # DeepSeek-V3 decode's unpermute at 16 rows a block: 1 block, 112 slices of one load
-    (128, 7168, 448),  # its permute: 8 blocks of 16 of the 16 x 8 routed rows, 16 slices of 7 loads
-    (16, 4096, 64),  # Mixtral-8x7B decode's unpermute at 16 rows a block: 64 slices of one load
-    (32768, 7168, 7168),  # DeepSeek-V3 prefill's permute: 2048 row blocks, whole rows
-])
-def test_column_slice_plans_on_an_h200(monkeypatch, rows, dim, cols):
-    monkeypatch.setattr(triton_moe, "multiprocessors", lambda device: 132)
-    row_blocks = -(-rows // 16)
-    assert triton_moe.plan_column_slices(row_blocks, dim, torch.device("cuda")) == cols
-
-
 @pytest.mark.parametrize("kernel, rows, dim, plan", [
     # DeepSeek-V3 decode: the unpermute's 16 tokens 2 blocks of 8, 56 slices of 128 columns, 128 a load
     ("unpermute", 16, 7168, ((2, 56), 128, 128)),

@@ -12,7 +12,7 @@ tl = pytest.importorskip("triton.language")
 
 from kernels.moe import triton_experts as te  # noqa: E402
 from kernels.moe import triton_moe  # noqa: E402
-from reference.moe import moe  # noqa: E402
+from reference.moe import moe, route  # noqa: E402
 from variantbench import cases  # noqa: E402
 from variantbench.catalog import family  # noqa: E402
 from variantbench.shapes import MoEShape, moe_model  # noqa: E402
@@ -85,7 +85,8 @@ def test_a_share_schedules_the_tiles_of_its_experts_alone(share):
     assert served == [1] * len(served)
 
 
-TILINGS = {"gate_up": te.GATE_UP_TILES, "down few": te.DOWN_TILES_FEW, "down many": te.DOWN_TILES_MANY}
+TILINGS = {"gate_up": te.GATE_UP_TILES, "gate_up hot": te.SHARES[0].tiles, "down few": te.DOWN_TILES_FEW,
+           "down many": te.DOWN_TILES_MANY}
 
 
 @pytest.mark.parametrize("tiling", TILINGS)
@@ -102,7 +103,7 @@ def test_the_grid_bounds_the_tiles_of_any_load(seed, tiling):
         programs, n_blocks = te._grid(sum(load), len(load), 1, tiles)
         assert programs >= sum(-(-c // tiles.m) for c in load)
         # a share of the experts of `least` rows or more: at most R // least of them, one partial tile each
-        for least in (2, tiles.m - 1, tiles.m + 1, 3 * tiles.m):
+        for least in (2, tiles.m - 1, tiles.m + 1, 3 * tiles.m, te.HOT_ROWS):
             programs, n_blocks = te._grid(sum(load), len(load), 1, tiles, least)
             assert programs >= sum(-(-c // tiles.m) for c in load if c >= least)
 
@@ -171,10 +172,10 @@ def test_a_share_writes_the_rows_of_its_experts_alone(share):
 
 
 def test_experts_averaging_many_rows_go_through_every_share(monkeypatch):
-    """Past DOWN_MANY_ROWS an expert on average (prefill), gate_up takes the hot and the cold experts in
+    """Past MANY_ROWS an expert on average (prefill), gate_up takes the hot and the cold experts in
     a launch each, down all of them in one: the SwiGLU of every row against float64."""
     rows, w13, w2 = expert_problem(SPLIT_LOAD, dim=32, ffn=48, dtype=torch.float32)
-    assert len(rows) >= te.DOWN_MANY_ROWS * len(SPLIT_LOAD)
+    assert len(rows) >= te.MANY_ROWS * len(SPLIT_LOAD)
     launches = []
     for name in ("gate_up", "down"):
         monkeypatch.setattr(te, name, lambda *a, _run=getattr(te, name), _name=name, **k:
@@ -185,15 +186,23 @@ def test_experts_averaging_many_rows_go_through_every_share(monkeypatch):
     assert launches == [("gate_up", (s.least, s.most)) for s in te.SHARES] + [("down", None)]
 
 
-def test_a_wrong_out_is_refused_in_one_line():
+def test_a_share_no_expert_can_fill_launches_nothing():
+    programs, _ = te._grid(100, 4, 64, te.SHARES[0].tiles, least=101)
+    assert programs == 0
+
+
+def test_a_wrong_out_or_share_is_refused_in_one_line():
     rows, w13, w2 = expert_problem([3, 2], dim=16, ffn=16, dtype=torch.float32)
     for out in (torch.empty(5, 8), torch.empty(5, 16, dtype=torch.float64), torch.empty(16, 5).T):
         with pytest.raises(ValueError, match="out must be contiguous"):
             te.gate_up(rows, w13, offsets_of([3, 2]), out=out)
+    for serving in ((0, 10), (5, 4), (1, 2 ** 31)):
+        with pytest.raises(ValueError, match="serving must be"):
+            te.gate_up(rows, w13, offsets_of([3, 2]), serving=serving)
 
 
 def test_down_takes_the_wide_tiles_where_experts_average_many_rows():
-    many = te.DOWN_MANY_ROWS * 256  # DeepSeek-V3's 256 experts
+    many = te.MANY_ROWS * 256  # DeepSeek-V3's 256 experts
     assert te.down_tiles(many, 256) == te.DOWN_TILES_MANY
     assert te.down_tiles(many - 1, 256) == te.DOWN_TILES_FEW
     assert te.down_tiles(16 * 8, 256) == te.DOWN_TILES_FEW  # decode: 16 tokens, top 8
@@ -231,6 +240,25 @@ def test_the_layer_matches_the_reference_on_either_expert_path(monkeypatch, expe
                                   dtype=torch.float32, seed=13)
     out = triton_moe.prepare(v, problem)()
     assert bool(expert_calls) == ours
+    exact = moe(v.router, config, problem.x, problem.router_weight, problem.selection_bias, problem.w13, problem.w2,
+                problem.shared13, problem.shared2, compute_dtype=torch.float64)
+    assert torch.allclose(out.double(), exact, atol=1e-5, rtol=1e-4)
+
+
+def test_the_layer_at_many_rows_an_expert_goes_through_every_share(monkeypatch):
+    """tiny-moe at 512 tokens routes 128 rows an expert on average (zipf: some over HOT_ROWS): the layer
+    takes gate_up's shares, and matches the float64 reference."""
+    launches = []
+    run = te.gate_up
+    monkeypatch.setattr(te, "gate_up", lambda *a, **k: launches.append(k.get("serving")) or run(*a, **k))
+    v, config = FAMILY.variant("softmax_topk"), moe_model("tiny-moe")
+    problem = FAMILY.make_problem(v, MoEShape("t", "tiny-moe", 512, "zipf", device="cpu"), device=torch.device("cpu"),
+                                  dtype=torch.float32, seed=13)
+    out = triton_moe.prepare(v, problem)()
+    assert launches and set(launches) == {(s.least, s.most) for s in te.SHARES}
+    experts, _ = route(v.router, config, problem.x, problem.router_weight, problem.selection_bias)
+    counts = torch.bincount(experts.flatten(), minlength=config.n_experts)
+    assert (counts >= te.HOT_ROWS).any() and ((counts > 0) & (counts < te.HOT_ROWS)).any()
     exact = moe(v.router, config, problem.x, problem.router_weight, problem.selection_bias, problem.w13, problem.w2,
                 problem.shared13, problem.shared2, compute_dtype=torch.float64)
     assert torch.allclose(out.double(), exact, atol=1e-5, rtol=1e-4)

@@ -7,8 +7,8 @@ DeepSeek-V3 prefill goal (65% of the suite's roofline; 44.6% in session 21):
 Why: tools/moe_expert_bound.py shows that a grouped GEMM running its experts one after another reads at
 most 58.2% of the roofline at deepseek-v3-prefill-t4k-zipf, since a hot expert (thousands of rows) is
 bound by the tensor cores and a cold one (a few rows) by reading its weights, and the two never run at
-once. Here the routed rows are split by load: experts with at least --hot-rows rows (default: where an
-expert's products take as long as its weight reads at session 21's H200 peaks, about 178 rows) and the
+once. Here the routed rows are split by load: experts with at least --hot-rows rows (default: the module's HOT_ROWS,
+178, where an expert's products take as long as its weight reads at session 21's H200 peaks) and the
 rest, each part with its own rows, offsets and weights (copied out, not timed). Our expert GEMMs
 (kernels/moe/triton_experts.py, gate_up then down) then run on each part, checked first against the
 whole call's rows, and are timed by do_bench (median): the whole; each part alone; the hot part through
@@ -96,7 +96,7 @@ def main():
     parser.add_argument("shape", nargs="?", default="deepseek-v3-prefill-t4k-zipf")
     parser.add_argument("--variant", default="softmax_topk", help="the MoE variant (its router) that routes the load")
     parser.add_argument("--hot-rows", type=int, default=None,
-                        help="rows from which an expert is hot (default: products as long as its weight reads)")
+                        help="rows from which an expert is hot (default: the module's HOT_ROWS)")
     for part in ("hot", "cold"):
         for gemm in ("gate-up", "down"):
             parser.add_argument(f"--{part}-{gemm}", type=tiles, default=None,
@@ -105,8 +105,7 @@ def main():
     shape, variant, problem, flat, rows, offsets = routed_load(args.shape, args.variant, refuse)
     config = problem.config
     counts = torch.bincount(flat, minlength=config.n_experts)
-    # products as long as the weight reads: 6 dim ffn r / flops = 3 dim ffn 2 bytes / bandwidth
-    hot_rows = args.hot_rows or round(PEAK_FLOPS / PEAK_BYTES)
+    hot_rows = args.hot_rows or triton_experts.HOT_ROWS
     hot = counts >= hot_rows
     if not hot.any() or hot.all():
         refuse(f"at {hot_rows} rows every expert or none is hot ({int(counts.max())} rows the hottest); "

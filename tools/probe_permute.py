@@ -57,7 +57,7 @@ def main():
     parser.add_argument("--tiling", type=tiling, action="append", help=f"ROWS,WIDEST,WARPS (default: {TILINGS})")
     args = parser.parse_args()
     tilings = args.tiling or [tiling(t) for t in TILINGS]
-    shape, variant, problem, flat, rows, offsets = routed_load(args.shape, args.variant, refuse)
+    shape, variant, problem, flat, rows, _ = routed_load(args.shape, args.variant, refuse)
     x, top_k = problem.x, problem.config.top_k
     tokens, dim = x.shape
     order = torch.argsort(flat, stable=True)
@@ -85,7 +85,7 @@ def main():
         grid, cols, block_d = triton_moe.sliced(source.numel(), dim, x.device, tiled)
         got = torch.empty_like(want_rows)
 
-        def permute():
+        def permute(grid=grid, cols=cols, block_d=block_d):  # this tiling's plan, bound now
             triton_moe._permute_kernel[grid](x, source, got, source.numel(), dim, cols, ROWS=rows_per,
                                              BLOCK_D=block_d, num_warps=warps)
         permute()
@@ -96,7 +96,7 @@ def main():
         grid, cols, block_d = triton_moe.sliced(tokens, dim, x.device, tiled)
         y = torch.empty_like(want_y)
 
-        def unpermute():
+        def unpermute(grid=grid, cols=cols, block_d=block_d):
             triton_moe._unpermute_kernel[grid](expert_rows, position, weights, y, tokens, dim, cols, TOP_K=top_k,
                                                ROWS=rows_per, BLOCK_D=block_d, num_warps=warps)
         unpermute()

@@ -12,13 +12,13 @@ second kernel reads (torch's path writes (R, 2 ffn) and reads it back in an elem
 The schedule (_tile), on the device with no host synchronisation: expert e's rows [start, end) (from
 the (E,) offsets, the end of each expert's rows) are cdiv(rows, BLOCK_M) m-tiles, where the launch serves
 experts of that many rows (`Share`: at prefill gate_up takes the hot experts and the rest in two launches).
-Program ids run
-expert by expert, within an expert n-block by n-block, within an n-block m-tile by m-tile: the m-tiles
-that read one weight tile run side by side (its repeated reads of a hot expert hit L2), and an
+Program ids run expert by expert, within an expert n-block by n-block, within an n-block m-tile by m-tile:
+the m-tiles that read one weight tile run side by side (its repeated reads of a hot expert hit L2), and an
 expert's rows stay in L2 across its n-blocks. Each program finds its tile itself: a running sum of the
 experts' m-tiles over E_PAD lanes (1 KB of offsets at 256 experts, against the MBs of weights a tile
-streams). The grid is an upper bound, cdiv(R, BLOCK_M) + min(E, R) m-tiles (each non-empty expert
-leaves at most one partial tile) times the n-blocks; programs past the real count return at once.
+streams). The grid is an upper bound, cdiv(R, BLOCK_M) + min(E, R // least) m-tiles over the experts of
+`least` rows or more (each leaves at most one partial tile) times the n-blocks; programs past the real
+count return at once.
 
 gate_up loads through tensor descriptors (Hopper's copy engine, TMA): one instruction a tile, no
 per-thread addresses or masks. Session 19 swept both load paths on an H200 at DeepSeek-V3 prefill in
@@ -63,9 +63,9 @@ GATE_UP_TILES = Tiles(64, 128, 64, 4, 4)
 # and 0.373. The wide tile reads each weight tile for twice the rows, where an expert has them.
 DOWN_TILES_FEW = Tiles(64, 128, 64, 4, 4)
 DOWN_TILES_MANY = Tiles(128, 256, 64, 8, 3)
-# Average routed rows an expert from which down takes DOWN_TILES_MANY (DeepSeek-V3: prefill 128,
-# decode 0.5; the threshold between is unmeasured).
-DOWN_MANY_ROWS = 64
+# Average routed rows an expert from which down takes DOWN_TILES_MANY and gate_up splits its experts into
+# SHARES' launches (DeepSeek-V3: prefill 128, decode 0.5; the threshold between is unmeasured).
+MANY_ROWS = 64
 # Our kernels where the average routed rows an expert is at most this, torch._grouped_mm beyond: large
 # experts are compute-bound, where cuBLAS / CUTLASS grouped GEMM is strong. Unmeasured threshold
 # (DeepSeek-V3 prefill, 128 an expert, is ours; Mixtral-8x7B prefill, 8192 tokens x 2 / 8 = 2048, torch's).
@@ -81,14 +81,15 @@ class Share(NamedTuple):
 
 
 EVERY_EXPERT = (1, 2 ** 31 - 1)  # (least, most): an int32 bound past any row count
-# Where experts average DOWN_MANY_ROWS rows or more (prefill), gate_up takes the hot experts and the rest in
+# Where experts average MANY_ROWS rows or more (prefill), gate_up takes the hot experts and the rest in
 # separate launches, each on its own tiles. Hot: an expert whose products take at least as long as its
 # weight reads at an H200's peaks, 6 dim ffn rows / 753 TFLOP/s against 3 dim ffn 2 bytes / 4240 GB/s, from
 # 178 rows; there 128-row tiles read each weight tile for twice the rows, where the cold experts' few rows
-# take 64-row tiles (the grid's programs past the real tiles, about 11600 at DeepSeek-V3 prefill, return at
-# once). Session 36 (H200, DeepSeek-V3 prefill t4k zipf: 24 hot experts of 29390 rows; the profiler's kernel
-# times, tools/probe_kernels.py): gate_up 5.534 -> 5.382 ms. down split the same way (the cold experts on
-# 64-row tiles) took 3.207 ms against one launch's 3.210, so down stays one launch.
+# take 64-row tiles (by the grids' bounds about three fifths of the 19300 programs launched at DeepSeek-V3
+# prefill find no tile and return at once). Session 36, H200, DeepSeek-V3 prefill t4k zipf: softmax_topk's
+# load has 24 hot experts of 29390 rows (tools/probe_expert_overlap.py); under sigmoid_grouped_topk's the
+# profiler's kernel times (tools/probe_kernels.py) read gate_up 5.534 -> 5.382 ms, and down split the same
+# way (the cold experts on 64-row tiles) 3.207 ms against one launch's 3.210, so down stays one launch.
 HOT_ROWS = 178
 SHARES = (Share(HOT_ROWS, EVERY_EXPERT[1], Tiles(128, 128, 64, 8, 3)), Share(EVERY_EXPERT[0], HOT_ROWS, GATE_UP_TILES))
 
@@ -235,8 +236,11 @@ def _refusal(rows, w13, w2=None):
 
 def _grid(n_rows, n_experts, n_cols, tiles, least=EVERY_EXPERT[0]):
     """(programs, n-blocks): the schedule's upper bound on programs (module docstring), over experts of
-    `least` rows or more: at most n_rows // least of them, each leaving at most one partial tile."""
+    `least` rows or more: at most n_rows // least of them, each leaving at most one partial tile; none
+    where no expert can have `least` rows."""
     n_blocks = triton.cdiv(n_cols, tiles.n)
+    if n_rows < least:
+        return 0, n_blocks
     return (triton.cdiv(n_rows, tiles.m) + min(n_experts, n_rows // least)) * n_blocks, n_blocks
 
 
@@ -270,11 +274,13 @@ def _output(out, n_rows, n_cols, like):
 def gate_up(rows, w13, offsets, tiles=GATE_UP_TILES, *, serving=EVERY_EXPERT, out=None):
     """(R, ffn) silu(gate) * up in rows' dtype: rows (R, dim) in expert order, w13 (E, 2 ffn, dim),
     offsets (E,) int32 the end of each expert's rows. serving (least, most): only the rows of experts with
-    least <= rows < most are written (into out, if given)."""
+    least <= rows < most are written (into out, if given); least at least 1 (an empty expert has no rows)."""
     (n_rows, dim), (n_experts, two_ffn, _) = rows.shape, w13.shape
     why = _refusal(rows, w13)
     if why:
         raise ValueError(why)
+    if not 1 <= serving[0] <= serving[1] <= EVERY_EXPERT[1]:
+        raise ValueError(f"serving must be (least, most) with 1 <= least <= most <= {EVERY_EXPERT[1]}, not {serving}")
     hidden = _output(out, n_rows, two_ffn // 2, rows)
     programs, n_blocks = _grid(n_rows, n_experts, two_ffn // 2, tiles, serving[0])
     if programs:
@@ -287,8 +293,8 @@ def gate_up(rows, w13, offsets, tiles=GATE_UP_TILES, *, serving=EVERY_EXPERT, ou
 
 
 def down_tiles(n_rows, n_experts):
-    """down's tiling for n_rows routed rows over n_experts (DOWN_MANY_ROWS)."""
-    return DOWN_TILES_MANY if n_rows >= DOWN_MANY_ROWS * n_experts else DOWN_TILES_FEW
+    """down's tiling for n_rows routed rows over n_experts (MANY_ROWS)."""
+    return DOWN_TILES_MANY if n_rows >= MANY_ROWS * n_experts else DOWN_TILES_FEW
 
 
 def down(hidden, w2, offsets, tiles=None):
@@ -301,6 +307,7 @@ def down(hidden, w2, offsets, tiles=None):
     programs, n_blocks = _grid(n_rows, n_experts, dim, tiles)
     if programs:
         _down_kernel[(programs,)](
+            # every expert: the bounds are _tile's, which gate_up's shares use
             hidden, w2, out, offsets, dim, ffn, hidden.stride(0), w2.stride(0), w2.stride(1), *EVERY_EXPERT,
             N_BLOCKS=n_blocks, N_EXPERTS=n_experts, E_PAD=triton.next_power_of_2(n_experts),
             **_launch(tiles, hidden.device))
@@ -311,7 +318,7 @@ def experts(rows, w13, w2, offsets):
     """(R, dim) each routed row through its expert's SwiGLU, rows in expert order: gate_up in one launch
     where experts average few rows, else in SHARES' launches; down in one."""
     n_rows, n_experts = rows.shape[0], w13.shape[0]
-    if n_rows < DOWN_MANY_ROWS * n_experts:
+    if n_rows < MANY_ROWS * n_experts:
         hidden = gate_up(rows, w13, offsets)
     else:
         hidden = _output(None, n_rows, w13.shape[1] // 2, rows)

@@ -311,7 +311,8 @@ def plan_column_slices(row_blocks, dim, device):
 def sliced(n_rows, dim, device, tiling):
     """(grid, columns a program, columns a load) of a permute or unpermute over n_rows rows of dim columns:
     the tiling's rows a program, and its widest load that divides the program's columns (a multiple of
-    BLOCK_D): at DeepSeek-V3 prefill whole rows of 7168 in loads of 512, at its decode slices of 64-448."""
+    BLOCK_D): at DeepSeek-V3 prefill whole rows of 7168 in loads of 128 (permute) and 512 (unpermute), at its
+    decode slices of 64-448 columns."""
     row_blocks = triton.cdiv(n_rows, tiling.rows)
     cols = plan_column_slices(row_blocks, dim, device)
     return (row_blocks, triton.cdiv(dim, cols)), cols, min(tiling.widest, cols & -cols)
