@@ -47,9 +47,9 @@ class Tiling(NamedTuple):
 
 # tools/probe_permute.py at DeepSeek-V3 prefill (32768 routed rows of 7168, bfloat16; H200, do_bench, session
 # 36), rows a program x widest load: permute 0.1953 ms at 16 x 64, 0.1780 at 16 x 128, 0.1969-0.2077 at
-# 256-512 columns; unpermute 0.2490 at 16 x 64, 0.1638 at 16 x 512, 0.1553 at 8 x 512 (its k = 8 rows of
-# 512 a token are 8 loads in flight, where 64 columns kept it at half the copy peak). torch's gather of the
-# permute's rows (index_select) 0.1986.
+# 256-512 columns; unpermute 0.2490 at 16 x 64 (half the copy peak), 0.1638 at 16 x 512, 0.1553 at 8 x 512
+# (likely, not measured apart: a token's k = 8 rows of 512 columns are 8 wide loads in flight). torch's gather
+# of the permute's rows (index_select) 0.1986.
 PERMUTE_TILING = Tiling(16, 128)
 UNPERMUTE_TILING = Tiling(8, 512)
 # A logits program's least slice of the model dim: 8 loads of BLOCK_D, so the partial sums it writes
