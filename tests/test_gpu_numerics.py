@@ -219,30 +219,39 @@ def test_our_attention_forward_and_backward_replay_from_a_cuda_graph():
         assert torch.equal(got, want), f"d{name} replayed differs from the eager call's"
 
 
-def test_our_expert_gemms_compiled_match_float64_and_refuse_float32():
-    """gate_up through the copy engine and down through pointers, compiled, at partial tiles (ffn 200: a
-    128-column n-block and a partial one; an expert of 70 rows: a whole m-tile and a partial one) against
-    float64; float32 refused in one line (its tiles would ask more shared memory than an SM has)."""
-    from kernels.moe import triton_experts as te
-
-    counts, dim, ffn = [70, 0, 5, 64], 256, 200
-    gen = torch.Generator().manual_seed(0)
+def _expert_problem(counts, dim, ffn, seed):
+    """(rows, w13, w2, offsets) on the GPU in bfloat16 for experts of `counts` rows."""
+    gen = torch.Generator().manual_seed(seed)
     rows = torch.randn(sum(counts), dim, generator=gen).bfloat16().cuda()
     w13 = (torch.randn(len(counts), 2 * ffn, dim, generator=gen) / dim ** 0.5).bfloat16().cuda()
     w2 = (torch.randn(len(counts), dim, ffn, generator=gen) / ffn ** 0.5).bfloat16().cuda()
-    offsets = torch.tensor(counts).cumsum(0).to(torch.int32).cuda()
-    hidden = te.gate_up(rows, w13, offsets)
-    out = te.down(hidden, w2, offsets)
-    # each kernel against float64 of its own inputs: down's, the hidden rows gate_up wrote
+    return rows, w13, w2, torch.tensor(counts).cumsum(0).to(torch.int32).cuda()
+
+
+def _assert_each_kernel_rounds_float64_once(counts, rows, w13, w2, hidden, out):
+    """gate_up's hidden rows against float64 of rows, and down's output against float64 of those hidden
+    rows: float32 sums rounded once to bfloat16, 2^-8 relative at most (a NaN left unwritten fails it)."""
     exact_hidden, exact_out = [], []
     for r, h, g, d in zip(rows.double().split(counts), hidden.double().split(counts), w13.double().unbind(0),
                           w2.double().unbind(0)):
         gate, up = (r @ g.T).chunk(2, dim=-1)
         exact_hidden.append(torch.nn.functional.silu(gate) * up)
         exact_out.append(h @ d.T)
-    # float32 sums rounded once to bfloat16: 2^-8 relative at most
     torch.testing.assert_close(hidden.double(), torch.cat(exact_hidden), rtol=2 ** -8, atol=1e-4)
     torch.testing.assert_close(out.double(), torch.cat(exact_out), rtol=2 ** -8, atol=1e-4)
+
+
+def test_our_expert_gemms_compiled_match_float64_and_refuse_float32():
+    """gate_up through the copy engine and down through pointers, compiled, at partial tiles (ffn 200: a
+    128-column n-block and a partial one; an expert of 70 rows: a whole m-tile and a partial one) against
+    float64; float32 refused in one line (its tiles would ask more shared memory than an SM has)."""
+    from kernels.moe import triton_experts as te
+
+    counts = [70, 0, 5, 64]
+    rows, w13, w2, offsets = _expert_problem(counts, dim=256, ffn=200, seed=0)
+    hidden = te.gate_up(rows, w13, offsets)
+    out = te.down(hidden, w2, offsets)
+    _assert_each_kernel_rounds_float64_once(counts, rows, w13, w2, hidden, out)
     assert not te.serves(rows.float(), w13.float(), w2.float())
     with pytest.raises(ValueError, match="16-bit"):
         te.gate_up(rows.float(), w13.float(), offsets)
@@ -256,26 +265,14 @@ def test_our_expert_gemms_split_by_load_match_float64():
     rounding of float64, as is down of those rows; the layer's experts() is those launches exactly."""
     from kernels.moe import triton_experts as te
 
-    counts, dim, ffn = [300, 0, 5, te.HOT_ROWS, te.HOT_ROWS - 1, 64, 1, 260], 256, 200
+    counts, ffn = [300, 0, 5, te.HOT_ROWS, te.HOT_ROWS - 1, 64, 1, 260], 200
     assert sum(counts) >= te.MANY_ROWS * len(counts)
-    gen = torch.Generator().manual_seed(1)
-    rows = torch.randn(sum(counts), dim, generator=gen).bfloat16().cuda()
-    w13 = (torch.randn(len(counts), 2 * ffn, dim, generator=gen) / dim ** 0.5).bfloat16().cuda()
-    w2 = (torch.randn(len(counts), dim, ffn, generator=gen) / ffn ** 0.5).bfloat16().cuda()
-    offsets = torch.tensor(counts).cumsum(0).to(torch.int32).cuda()
+    rows, w13, w2, offsets = _expert_problem(counts, dim=256, ffn=ffn, seed=1)
     hidden = torch.full((sum(counts), ffn), float("nan"), dtype=torch.bfloat16, device="cuda")
     for least, most, tiles in te.SHARES:
         te.gate_up(rows, w13, offsets, tiles, serving=(least, most), out=hidden)
     out = te.down(hidden, w2, offsets)
-    exact_hidden, exact_out = [], []
-    for r, h, g, d in zip(rows.double().split(counts), hidden.double().split(counts), w13.double().unbind(0),
-                          w2.double().unbind(0)):
-        gate, up = (r @ g.T).chunk(2, dim=-1)
-        exact_hidden.append(torch.nn.functional.silu(gate) * up)
-        exact_out.append(h @ d.T)
-    # float32 sums rounded once to bfloat16: 2^-8 relative at most (a NaN left unwritten fails it)
-    torch.testing.assert_close(hidden.double(), torch.cat(exact_hidden), rtol=2 ** -8, atol=1e-4)
-    torch.testing.assert_close(out.double(), torch.cat(exact_out), rtol=2 ** -8, atol=1e-4)
+    _assert_each_kernel_rounds_float64_once(counts, rows, w13, w2, hidden, out)
     assert torch.equal(te.experts(rows, w13, w2, offsets), out)
 
 
