@@ -294,3 +294,18 @@ def test_the_timed_load_is_the_shapes_load_not_the_check_seeds_router_against_th
     as_named = torch.bincount(experts.flatten(), minlength=TINY.n_experts).float() / experts.numel()
     assert as_timed.max() > 2.5 / TINY.n_experts and as_named.max() > 2.5 / TINY.n_experts
     assert as_timed.argmax() in as_named.topk(2).indices  # the shape's hot experts, whichever seed
+
+
+def test_expert_order_puts_rows_in_expert_order_and_finds_each_pairs_row():
+    """Rows in expert order, an expert's in token order (the stable sort); each (token, slot) pair's row
+    holds that token: the layer's permute reads source, its unpermute position."""
+    gen = torch.Generator().manual_seed(2)
+    experts = torch.randint(0, 5, (9, 3), generator=gen)
+    order, source, position = triton_moe.expert_order(experts.flatten(), 3)
+    assert source.dtype == position.dtype == torch.int32 and position.shape == (9, 3)
+    keys = [(int(experts.flatten()[i]), int(i) // 3) for i in order]
+    assert keys == sorted(keys)
+    assert source.tolist() == [i // 3 for i in order.tolist()]
+    rows_token = source[position.long()]
+    assert torch.equal(rows_token, torch.arange(9, dtype=torch.int32)[:, None].expand(9, 3))
+    assert torch.equal(experts.flatten()[order][position.long().flatten()], experts.flatten())

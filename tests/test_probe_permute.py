@@ -30,10 +30,7 @@ def test_other_tilings_move_the_modules_rows(rows_per, widest):
     tokens, dim, top_k = 21, 200, 3  # a partial row block and a partial load at either tiling
     x = torch.randn(tokens, dim, generator=gen)
     flat = torch.randint(0, 5, (tokens * top_k,), generator=gen)
-    order = torch.argsort(flat, stable=True)
-    source = (order // top_k).to(torch.int32)
-    position = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel())).view(-1, top_k)
-    position = position.to(torch.int32)
+    _, source, position = triton_moe.expert_order(flat, top_k)
     weights = torch.rand(tokens, top_k, generator=gen)
     expert_rows = torch.randn(len(source), dim, generator=gen)
     grid, cols, block_d = triton_moe.sliced(len(source), dim, x.device, triton_moe.Tiling(rows_per, widest))

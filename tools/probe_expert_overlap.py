@@ -46,7 +46,7 @@ from triton.testing import do_bench
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kernels.moe import triton_experts  # noqa: E402
+from kernels.moe import grouped_mm, triton_experts  # noqa: E402
 from variantbench.power import Sampler  # noqa: E402
 from routed_load import routed_load  # noqa: E402  (beside this file)
 
@@ -129,8 +129,7 @@ def main():
         """The hot part through torch._grouped_mm (CUTLASS's grouped GEMM, the layer's path for experts of
         many rows): what a peer's GEMMs reach on the tensor cores' part of the load."""
         part_rows, part_offsets, w13, w2, _ = parts["hot"]
-        gate, up = torch._grouped_mm(part_rows, w13.transpose(-2, -1), offs=part_offsets).chunk(2, dim=-1)
-        return torch._grouped_mm(torch.nn.functional.silu(gate) * up, w2.transpose(-2, -1), offs=part_offsets)
+        return grouped_mm.swiglu_experts(part_rows, w13, w2, part_offsets)
 
     error = (torch_hot().float() - whole[parts["hot"][-1]].float()).abs().max().item()
     if error > 0.05 * whole.float().abs().max().item():

@@ -60,10 +60,7 @@ def main():
     shape, variant, problem, flat, rows, _ = routed_load(args.shape, args.variant, refuse)
     x, top_k = problem.x, problem.config.top_k
     tokens, dim = x.shape
-    order = torch.argsort(flat, stable=True)
-    source = (order // top_k).to(torch.int32)
-    position = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=x.device))
-    position = position.view(-1, top_k).to(torch.int32)
+    _, source, position = triton_moe.expert_order(flat, top_k)
     weights = torch.rand(tokens, top_k, device=x.device, generator=torch.Generator(x.device).manual_seed(0))
     expert_rows = torch.randn_like(rows)  # never zeros: a gather of zeros can read as fast as anything
     want_rows = triton_moe.permute(x, source)

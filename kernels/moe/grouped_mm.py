@@ -42,6 +42,13 @@ def expert_offsets(sorted_experts, n_experts):
     return torch.searchsorted(sorted_experts, bounds, right=True).to(torch.int32)
 
 
+def swiglu_experts(rows, w13, w2, offsets):
+    """(R, dim) each routed row through its expert's SwiGLU on torch's grouped GEMM: rows (R, dim) in expert
+    order, w13 (E, 2 ffn, dim) gate then up, w2 (E, dim, ffn), offsets `expert_offsets`'."""
+    gate, up = torch._grouped_mm(rows, w13.transpose(-2, -1), offs=offsets).chunk(2, dim=-1)
+    return torch._grouped_mm(F.silu(gate) * up, w2.transpose(-2, -1), offs=offsets)
+
+
 # reference/moe.py's routers by the same names: (logits (T, E) float32, config, selection_bias) ->
 # (experts, weights). tests/test_moe.py checks that every catalog router has an entry here.
 ROUTERS = {"softmax_topk": _softmax_topk, "sigmoid_grouped_topk": _sigmoid_grouped_topk}
@@ -65,9 +72,7 @@ def prepare_function(variant, problem):
         order = torch.argsort(flat)
         token = order // config.top_k
         offsets = expert_offsets(flat[order], config.n_experts)
-        hidden = torch._grouped_mm(x[token], w13.transpose(-2, -1), offs=offsets)
-        gate, up = hidden.chunk(2, dim=-1)
-        rows = torch._grouped_mm(F.silu(gate) * up, w2.transpose(-2, -1), offs=offsets)
+        rows = swiglu_experts(x[token], w13, w2, offsets)
         y = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
         y.index_add_(0, token, rows.float() * weights.flatten()[order, None])
         if problem.shared13 is not None:

@@ -29,6 +29,7 @@ import triton.language as tl
 
 from kernels.interpreter import COMPILED
 from kernels.moe import triton_experts
+from kernels.moe import grouped_mm
 from kernels.moe.grouped_mm import expert_offsets
 from variantbench.catalog import lookup
 from variantbench.device import multiprocessors
@@ -335,6 +336,15 @@ def unpermute(rows, position, weights, tokens, dtype):
     return y
 
 
+def expert_order(flat, top_k):
+    """(order, source, position) of the routed (token, slot) pairs flat (T k,) put in expert order: the pairs'
+    order (a stable sort: an expert's rows in token order), each row's token (int32, permute's source) and each
+    pair's row ((T, k) int32, unpermute's position)."""
+    order = torch.argsort(flat, stable=True)
+    position = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=flat.device))
+    return order, (order // top_k).to(torch.int32), position.view(-1, top_k).to(torch.int32)
+
+
 def prepare_function(variant, problem):
     """The layer, with the problem's experts and router, as a function of any tokens x (T, dim)."""
     config = problem.config
@@ -344,17 +354,12 @@ def prepare_function(variant, problem):
     def layer(x):
         experts, weights = route(variant.router, config, x, problem.router_weight, problem.selection_bias)
         flat = experts.flatten()
-        order = torch.argsort(flat, stable=True)
-        position = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=x.device))
+        order, source, position = expert_order(flat, top_k)
         offsets = expert_offsets(flat[order], config.n_experts)
-        rows = permute(x, (order // top_k).to(torch.int32))
+        rows = permute(x, source)
         # few rows an expert: our weight-streaming GEMMs (kernels/moe/triton_experts.py); torch's beyond
-        if triton_experts.serves(rows, w13, w2):
-            expert_rows = triton_experts.experts(rows, w13, w2, offsets)
-        else:
-            gate, up = torch._grouped_mm(rows, w13.transpose(-2, -1), offs=offsets).chunk(2, dim=-1)
-            expert_rows = torch._grouped_mm(F.silu(gate) * up, w2.transpose(-2, -1), offs=offsets)
-        y = unpermute(expert_rows, position.view(-1, top_k).to(torch.int32), weights, x.shape[0], x.dtype)
+        experts_of = triton_experts.experts if triton_experts.serves(rows, w13, w2) else grouped_mm.swiglu_experts
+        y = unpermute(experts_of(rows, w13, w2, offsets), position, weights, x.shape[0], x.dtype)
         if problem.shared13 is not None:
             gate, up = (x @ problem.shared13.t()).chunk(2, dim=-1)
             # into the routed sum in the GEMM's epilogue (beta 1), in place: no (T, dim) product written and
