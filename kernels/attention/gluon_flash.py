@@ -242,7 +242,9 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
         mbarrier.arrive(v_empty.index(last % STAGES), count=1)
         loaded += n_tiles
 
-        acc = acc / gl.convert_layout(l_i, o_rows)[:, None]
+        # one reciprocal a row, then a multiply a value: ptxas kept a division a value's range checks and
+        # rescales (SASS, sm_90: the document consumer 6400 -> 6032 instructions, FMUL 549 -> 301)
+        acc = acc * gl.convert_layout(1.0 / l_i, o_rows)[:, None]
         if DOCUMENTS and not WINDOW and not PREFIX:  # rows past the document's end are another item's
             in_doc = (rows < seq) & (gl.load(DocStart + batch * seq + gl.minimum(rows, seq - 1)) == key0)
             gl.store(Lse + head_row * seq + rows, alibi_lse(m_i + gl.log2(l_i), slope, rows - row0, ALIBI),
