@@ -439,14 +439,15 @@ def test_the_gluon_forward_takes_every_work_item_once_a_launch():
 
 @hopper
 @pytest.mark.parametrize("documents", [False, True], ids=["causal", "documents"])
-@pytest.mark.parametrize("batch,heads", [(3, (2, 1)), (1, (3, 3)), (2, (8, 2))],
-                         ids=["3x2-query-heads-a-kv-head", "3-heads", "2x8-grouped-by-4"])
+@pytest.mark.parametrize("batch,heads", [(3, (2, 1)), (1, (3, 3)), (2, (8, 2)), (2, (16, 1))],
+                         ids=["3x2-query-heads-a-kv-head", "3-heads", "2x8-grouped-by-4", "2x16-grouped-by-16"])
 def test_the_gluon_forward_walks_every_head_of_every_chunk(batch, heads, documents):
     """The persistent forward takes heads in chunks, the query heads of one KV head a chunk
-    (gluon_walk._item; under the document mask the rows `document_items` lists, each with every head,
-    `_document_item`): 3 sequences of 2 query heads a KV head, 3 heads of their own (chunks of 1), and 2 x 8
-    grouped 4 a KV head. Every row's lse (NaN before) and output equal our Triton forward's within bfloat16's
-    rounding, so no head and no row block is left out or taken twice."""
+    (gluon_walk._item; under the document mask the positions `document_items` lists, each with every pack of
+    query heads, `_document_item`, packed 2, 1, 4 and 8 here: gluon_walk.document_pack): 3 sequences of 2
+    query heads a KV head, 3 heads of their own (chunks of 1), 2 x 8 grouped 4 a KV head and 2 x 16 grouped
+    16 (two packs a KV head under the documents). Every row's lse (NaN before) and output equal our Triton
+    forward's within bfloat16's rounding, so no head and no row block is left out or taken twice."""
     from kernels.attention import gluon_flash, triton_flash
 
     gen = torch.Generator(device="cuda").manual_seed(16)
@@ -494,7 +495,8 @@ def test_the_gluon_forward_takes_document_items_listed_once_and_refuses_a_wrong_
     """A training step lists the document walk's items once (triton_attention.document_work) and hands them
     to every forward: the output, lse and gradients equal a forward that lists its own, exactly (the items
     change which program takes a row block, never its values); a list of another length is refused in one
-    line before any launch (the kernel would read past it)."""
+    line before any launch (the kernel would read past it), as is a list at other positions an item than
+    the launch walks (here 2 query heads a KV head are packed: 64 positions an item, not 128)."""
     from kernels.attention import gluon_flash, triton_attention
     from kernels.attention.triton_attention_backward import TritonAttention
 
@@ -510,6 +512,8 @@ def test_the_gluon_forward_takes_document_items_listed_once_and_refuses_a_wrong_
     torch.testing.assert_close(listed, own, rtol=0, atol=0)
     for got, want in zip(torch.autograd.grad(listed, (q, k, v), grad), torch.autograd.grad(own, (q, k, v), grad)):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
-    with pytest.raises(ValueError, match="document walk's items"):
-        gluon_flash.forward_launcher(q.detach(), k.detach(), v.detach(), causal=True, doc_start=doc_start,
-                                     items=items[:-1])
+    assert items.rows == 64
+    for wrong in (items._replace(listed=items.listed[:-1]), items._replace(rows=128)):
+        with pytest.raises(ValueError, match="document walk's items"):
+            gluon_flash.forward_launcher(q.detach(), k.detach(), v.detach(), causal=True, doc_start=doc_start,
+                                         items=wrong)

@@ -27,6 +27,8 @@ CASES = {"causal": dict(CAUSAL=True), "full": {}, "softcap": dict(CAUSAL=True, S
          "softcap+lse": dict(CAUSAL=True, SOFTCAP=True),  # a launch for a backward keeps the max
          "alibi": dict(CAUSAL=True, ALIBI=True), "softcap+alibi": dict(CAUSAL=True, SOFTCAP=True, ALIBI=True),
          "window": dict(CAUSAL=True, WINDOW=True), "document": dict(CAUSAL=True, DOCUMENTS=True),
+         "document-pack4": dict(CAUSAL=True, DOCUMENTS=True, PACK=4),  # gqa_8's: 4 query heads an item
+         "document-pack8": dict(CAUSAL=True, DOCUMENTS=True, PACK=8),
          "prefix": dict(CAUSAL=True, PREFIX=True),
          "document+window": dict(CAUSAL=True, DOCUMENTS=True, WINDOW=True)}  # the document walk of the rest
 SWITCHES = ("CAUSAL", "WINDOW", "PREFIX", "DOCUMENTS", "SOFTCAP", "ALIBI", "BOUNDED")
@@ -34,8 +36,10 @@ SWITCHES = ("CAUSAL", "WINDOW", "PREFIX", "DOCUMENTS", "SOFTCAP", "ALIBI", "BOUN
 
 def compiled(switches):
     layout = gluon_flash.descriptor_layout(torch.bfloat16)
-    tile = {name: rows for name, rows in (("q_desc", gluon_flash.BLOCK_M // 2), ("o_desc", gluon_flash.BLOCK_M // 2),
-                                          ("k_desc", gluon_flash.BLOCK_N), ("v_desc", gluon_flash.BLOCK_N))}
+    pack = switches.get("PACK", 1)  # query heads a document item holds (gluon_walk.document_pack)
+    rows = f"{pack}, {gluon_flash.BLOCK_M // 2 // pack}"
+    keys = f"1, {gluon_flash.BLOCK_N}"
+    tile = {"q_desc": rows, "o_desc": rows, "k_desc": keys, "v_desc": keys}
     kernel = gluon_flash._attention_forward
     constexprs = dict({name: switches.get(name, False) for name in SWITCHES}, STAGES=gluon_flash.STAGES,
                       CONSUMER_REGISTERS=gluon_flash.CONSUMER_REGISTERS,
@@ -44,7 +48,7 @@ def compiled(switches):
     # the launcher's pointers: without documents, DocStart and Items are q and Claims the lse (none read)
     pointers = {"Out": "*bf16", "Lse": "*fp32", "Claims": "*i32" if documents else "*fp32",
                 "DocStart": "*i32" if documents else "*bf16", "Items": "*i32" if documents else "*bf16"}
-    signature = {name: f"tensordesc<bf16[1, 1, {tile[name]}, 128],{layout!r}>" if name in tile
+    signature = {name: f"tensordesc<bf16[1, {tile[name]}, 128],{layout!r}>" if name in tile
                  else pointers[name] if name in pointers else "fp32" if name in ("sm_scale", "softcap")
                  else "constexpr" if name in constexprs else "i32"
                  for name in kernel.arg_names}

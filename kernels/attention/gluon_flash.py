@@ -8,26 +8,24 @@ do_bench, causal gqa_8, llama-3-8b-s4k): 1.0193 ms against cuDNN's 1.0219 and ou
 cuDNN in session 22), in one process.
 
 The schedule, FlashAttention-3's: a work item is 128 query rows of one head, and a persistent program (one an SM)
-takes items pid, pid + programs, ..., a KV head's query heads together, each head's last row block first (`_item`),
-or under the document mask, whose walks follow the documents, claims each as it comes free (`claim`) from items that
-start at their documents' starts (`document_items`). For each, one producer warp loads each consumer's 64 query
-rows, then K and V tile by tile into rings of STAGES slots (a slot refilled once both consumers have released it,
-through mbarriers: no CTA barrier anywhere in the loop). Two consumer warpgroups of four warps each own 64 rows and
-run apart, so one's softmax can overlap the other's products; within each, FlashAttention-3's order issues S_j = Q
-K_j^T with P_{j-1} V_{j-1} and waits for S_j alone before S_j's softmax. The two taking turns at their products
-(FlashAttention-3's ping-pong) measured slower at every variant (session 25, H200: causal 1.0288 against 1.0023 ms):
-each turn's wait and arrive syncs the partition. Persistence is for the short walks: the next item's key tiles load
-during the last P V (gated on an H200 against one program a row block, session 25: sliding_window_1024 faster 0.951,
-the rest the same), and each consumer holds two items' query tiles, so the next item's rows load during this walk
-and each output leaves through its own item's tile (released one S and softmax into the next item, its store gone).
-Measured on an H200 (session 29, do_bench, llama-3-8b-s4k): sliding_window_1024 0.5112, 0.5134 -> 0.4907, 0.4890 ms,
-causal 0.9454 -> 0.9340; gated same at six forwards, the window 0.968 (gate/q-ring-h200.md).
+takes items pid, pid + programs, ..., a KV head's query heads together, each head's last row block first (`_item`), or
+under the document mask, whose walks follow the documents, claims each as it comes free (`claim`) from items that
+start at their documents' starts (`document_items`), each 128 / pack positions of `pack` query heads of one KV head
+(`document_pack`). For each, one producer warp loads each consumer's 64 query rows, then K and V tile by tile into
+rings of STAGES slots (a slot refilled once both consumers have released it, through mbarriers: no CTA barrier
+anywhere in the loop). Two consumer warpgroups of four warps each own 64 rows and run apart, so one's softmax can
+overlap the other's products; within each, FlashAttention-3's order issues S_j = Q K_j^T with P_{j-1} V_{j-1} and
+waits for S_j alone before S_j's softmax. The two taking turns at their products (FlashAttention-3's ping-pong)
+measured slower at every variant (session 25, H200: causal 1.0288 against 1.0023 ms): each turn's wait and arrive
+syncs the partition. Persistence is for the short walks: the next item's key tiles load during the last P V (gated on
+an H200 against one program a row block, session 25: sliding_window_1024 faster 0.951, the rest the same), and each
+consumer holds two items' query tiles, so the next item's rows load during this walk and each output leaves through
+its own item's tile (released one S and softmax into the next item, its store gone). Measured on an H200 (session 29,
+do_bench, llama-3-8b-s4k): sliding_window_1024 0.5112, 0.5134 -> 0.4907, 0.4890 ms, causal 0.9454 -> 0.9340; gated
+same at six forwards, the window 0.968 (gate/q-ring-h200.md).
 
-A softcap forward that fills no lse (inference's) runs exp2 without a running max: the cap bounds it
-(gluon_softmax.py, `bounded_softcap`), and a tile skips the row max, its shuffles and the output's rescale (session
-25, H200, llama-3-8b-s4k: softcap_50 1.1315 ms against 1.1878 with the max; gated faster 0.962). Its row sums are
-the tensor cores' (P times a tile of ones beside P V, `gluon_softmax.issue_pv`; session 28): 1.0878 -> 1.0443 ms,
-gated faster 0.949; every other launch sums in float32.
+A softcap forward that fills no lse (inference's) runs exp2 without a running max, its row sums the tensor cores'
+(gluon_softmax.py: `bounded_softcap`, `issue_pv`; sessions 25 and 28, H200, softcap_50 1.1878 -> 1.0443 ms).
 
 Masks and scores are triton_flash's: query position q sees keys lo(q) <= k <= hi(q), and every bound grows with q,
 so a program's first and last rows bound the key tiles it walks, and tiles every row sees whole skip the interval
@@ -52,7 +50,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from kernels.attention.gluon_rings import load_key_tiles, ones_tiles, query_tile, ring, store_rows
 from kernels.attention.gluon_softmax import (LOG2E, _softmax, alibi_columns, alibi_keys, alibi_lse, alibi_rows,
                                             bounded_softcap, fold_tanh_scale, issue_pv, issue_s, row_sums_zero)
-from kernels.attention.gluon_walk import _item, checked_items, claim, document_work, post, take
+from kernels.attention.gluon_walk import _item, checked_items, claim, document_pack, document_work, post, take
 # the masks' key intervals: a Triton function, which Gluon calls as its own
 from kernels.attention.triton_flash import _bounds, doc_start_arg, score_refusal
 
@@ -82,7 +80,8 @@ def _producer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
     q_tiles, claimed = bufs[0], bufs[1]
     Claims, n_items, n_blocks, n_head_rows, n_q_heads, n_kv_heads = work
     TILE_N: gl.constexpr = k_desc.block_type.shape[2]
-    HALF_M: gl.constexpr = q_desc.block_type.shape[2]
+    PACK: gl.constexpr = q_desc.block_type.shape[1]  # query heads a tile holds (`document_pack`)
+    POSITIONS: gl.constexpr = q_desc.block_type.shape[2]  # positions of each
     loaded = 0  # key tiles through the rings so far
     rounds = 0  # items this program has started
     if DOCUMENTS:  # the walks' lengths follow the documents: items go to programs as they come free
@@ -91,15 +90,15 @@ def _producer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
         item = gl.program_id(0)
     while item < n_items:
         batch, q_head, kv_head, head_row, q_pos0, key0, n_tiles, unmasked_lo, unmasked_hi = _item(
-            item, n_blocks, n_q_heads, n_kv_heads, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, HALF_M,
-            TILE_N)
+            item, n_blocks, n_q_heads, n_kv_heads, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, PACK * POSITIONS,
+            PACK, TILE_N)
         for h in gl.static_range(2):
             tile, phase = query_tile(rounds, h)
             mbarrier.wait(q_empty.index(tile), phase ^ 1)  # a fresh mbarrier reads as phase 1 completed
             if DOCUMENTS:
                 post(claimed.index(tile), item)
             mbarrier.expect(q_bars.index(tile), q_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(q_desc, [batch, q_head, q_pos0 + h * HALF_M, 0], q_bars.index(tile),
+            tma.async_copy_global_to_shared(q_desc, [batch, q_head, q_pos0 + h * POSITIONS, 0], q_bars.index(tile),
                                             q_tiles.index(tile))
         if DOCUMENTS:
             load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, key0, 1, loaded)
@@ -139,7 +138,9 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
     Lse, sm_scale, softcap, Out, stride_b, stride_h, stride_s = scores
     seq, DocStart = masks[0], masks[3]
     STAGES: gl.constexpr = k_ring.shape[0]
-    HALF_M: gl.constexpr = q_desc.block_type.shape[2]
+    PACK: gl.constexpr = q_desc.block_type.shape[1]  # query heads a tile holds (`document_pack`)
+    POSITIONS: gl.constexpr = q_desc.block_type.shape[2]  # positions of each
+    HALF_M: gl.constexpr = PACK * POSITIONS  # the consumer's rows: 64
     TILE_N: gl.constexpr = k_desc.block_type.shape[2]
     HEAD_DIM: gl.constexpr = q_desc.block_type.shape[3]
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -166,12 +167,13 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
     while item < n_items:
         q_index, q_phase = query_tile(rounds, HALF)  # this item's query tile, then its output's
         q_tile = q_tiles.index(q_index)
-        q_smem = q_tile.reshape([HALF_M, HEAD_DIM])  # the copy engine's (1, 1, rows, 128) tile
+        q_smem = q_tile.reshape([HALF_M, HEAD_DIM])  # the copy engine's (1, heads, positions, 128) tile
         batch, q_head, kv_head, head_row, q_pos0, key0, n_tiles, unmasked_lo, unmasked_hi = _item(
-            item, n_blocks, n_q_heads, n_kv_heads, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, HALF_M,
+            item, n_blocks, n_q_heads, n_kv_heads, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, HALF_M, PACK,
             TILE_N)
-        row0 = q_pos0 + HALF * HALF_M
-        rows = row0 + gl.arange(0, HALF_M, layout=gl.SliceLayout(1, s_layout))
+        row0 = q_pos0 + HALF * POSITIONS
+        offsets = gl.arange(0, HALF_M, layout=gl.SliceLayout(1, s_layout))
+        rows = row0 + offsets % POSITIONS  # each row's query position (its head: q_head + offsets // POSITIONS)
         slope, bias = alibi_columns(q_head, n_q_heads, TILE_N, gl.SliceLayout(0, s_layout), ALIBI, SOFTCAP)
         alibi_a = alibi_rows(slope, to_log2, q_desc.dtype, HALF_M,
                              gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2), ALIBI_MMA)
@@ -242,22 +244,24 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
         mbarrier.arrive(v_empty.index(last % STAGES), count=1)
         loaded += n_tiles
 
-        acc = acc / gl.convert_layout(l_i, o_rows)[:, None]
+        # one reciprocal a row, then a multiply a value: ptxas kept a division a value's range checks and
+        # rescales (SASS, sm_90: the document consumer 6400 -> 6032 instructions, FMUL 549 -> 301)
+        acc = acc * gl.convert_layout(1.0 / l_i, o_rows)[:, None]
         if DOCUMENTS and not WINDOW and not PREFIX:  # rows past the document's end are another item's
             in_doc = (rows < seq) & (gl.load(DocStart + batch * seq + gl.minimum(rows, seq - 1)) == key0)
-            gl.store(Lse + head_row * seq + rows, alibi_lse(m_i + gl.log2(l_i), slope, rows - row0, ALIBI),
-                     mask=in_doc)
-            last_row = row0 + HALF_M - 1
+            gl.store(Lse + (head_row + offsets // POSITIONS) * seq + rows,
+                     alibi_lse(m_i + gl.log2(l_i), slope, rows - row0, ALIBI), mask=in_doc)
+            last_row = row0 + POSITIONS - 1
             if (last_row < seq) & (gl.load(DocStart + batch * seq + gl.minimum(last_row, seq - 1)) == key0):
                 store_rows(o_desc, q_smem, q_tile, acc, batch, q_head, row0)
             else:
                 # (the copy engine's box would write them); offsets in int64, as the copy engine's are
-                o_at = (Out + batch.to(gl.int64) * stride_b + q_head * stride_h
+                o_at = (Out + batch.to(gl.int64) * stride_b
+                        + (q_head + gl.convert_layout(offsets, o_rows)[:, None] // POSITIONS) * stride_h
                         + gl.convert_layout(rows, o_rows)[:, None].to(gl.int64) * stride_s
                         + gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))[None, :])
                 gl.store(o_at, acc.to(o_desc.dtype), mask=gl.convert_layout(in_doc, o_rows)[:, None])
         else:
-            offsets = gl.arange(0, HALF_M, layout=gl.SliceLayout(1, s_layout))
             gl.store(Lse + head_row * seq + row0 + offsets, alibi_lse(m_i + gl.log2(l_i), slope, offsets, ALIBI))
             store_rows(o_desc, q_smem, q_tile, acc, batch, q_head, row0)
         rounds += 1
@@ -279,7 +283,7 @@ def _attention_forward(q_desc, k_desc, v_desc, o_desc, Out, Lse, Claims, DocStar
                        PRODUCER_REGISTERS: gl.constexpr):
     """A persistent program (one an SM at most): its work items (`_item`; under the document mask those it
     claims, `claim`), each 128 query rows of one head."""
-    HALF_M: gl.constexpr = q_desc.block_type.shape[2]
+    HALF_M: gl.constexpr = q_desc.block_type.shape[1] * q_desc.block_type.shape[2]  # a consumer's rows
     n_blocks = seq // (2 * HALF_M)
 
     # each consumer's query rows of two items (`query_tile`: rounds % 2 x 2 + consumer, rounds the items the program
@@ -297,7 +301,7 @@ def _attention_forward(q_desc, k_desc, v_desc, o_desc, Out, Lse, Claims, DocStar
     bufs = (q_tiles, claimed, ones_tiles(q_desc.dtype, STAGES, k_desc.block_type.shape[2], BOUNDED),
             alibi_keys(q_desc.dtype, k_desc.block_type.shape[2], ALIBI and not SOFTCAP))  # `_consumer`'s ALIBI_MMA
     if DOCUMENTS and not WINDOW and not PREFIX:  # `document_items`' count, after its B x S positions
-        n_items = gl.load(Items + n_head_rows // n_q_heads * seq) * n_q_heads
+        n_items = gl.load(Items + n_head_rows // n_q_heads * seq) * (n_q_heads // q_desc.block_type.shape[1])
     else:
         n_items = n_blocks * n_head_rows
     work = (Claims, n_items, n_blocks, n_head_rows, n_q_heads, n_kv_heads)
@@ -353,6 +357,12 @@ def _sm_count(device):
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
+def item_positions(q, k, window, prefix, alibi):
+    """Query positions a document item holds (gluon_walk.document_pack): what the document walk's items are
+    listed at (triton_attention.document_work)."""
+    return BLOCK_M // document_pack(q, k, True, window, prefix, alibi)
+
+
 @functools.cache
 def descriptor_layout(dtype):
     """The shared-memory layout of every tile the copy engine moves, (1, 1, 64 or 128 rows, 128) of 16-bit
@@ -378,15 +388,18 @@ def forward_launcher(q, k, v, *, causal, window=None, prefix=None, doc_start=Non
         raise ValueError(why)
     batch, n_q_heads, seq, head_dim = q.shape
     layout = descriptor_layout(q.dtype)
-    q_desc = TensorDescriptor.from_tensor(q, [1, 1, BLOCK_M // 2, head_dim], layout)
+    pack = document_pack(q, k, doc_start, window, prefix, alibi)
+    q_tile = [1, pack, BLOCK_M // 2 // pack, head_dim]  # a consumer's query rows: `pack` heads' positions
+    q_desc = TensorDescriptor.from_tensor(q, q_tile, layout)
     k_desc, v_desc = (TensorDescriptor.from_tensor(t, [1, 1, BLOCK_N, head_dim], layout) for t in (k, v))
     bounded = bounded_softcap(softcap, alibi, q.dtype, lse)  # asked before lse is made for the kernel's store
     lse = lse if lse is not None else torch.empty(q.shape[:3], device=q.device, dtype=torch.float32)
     doc_arg = doc_start_arg(doc_start, q)
     if items is None:  # not listed once by the caller (a training step builds a launcher a call)
-        items = document_work(q, doc_start, window, prefix, BLOCK_M)
+        work = document_work(q, doc_start, window, prefix, BLOCK_M // pack)
+        items = None if work is None else work.listed
     else:
-        items = checked_items(items, doc_arg)
+        items = checked_items(items, doc_arg, BLOCK_M // pack)
     arguments = (doc_arg, doc_arg if items is None else items, scale if scale is not None else head_dim ** -0.5,
                  softcap or 1.0, window or 0, prefix or 0, n_q_heads, k.shape[1], seq, batch * n_q_heads)
     # one program an SM at most (197-205 KB of shared memory leave room for one), each through its share of
@@ -398,7 +411,7 @@ def forward_launcher(q, k, v, *, causal, window=None, prefix=None, doc_start=Non
 
     def launcher():
         out = torch.empty_like(q)  # dense, in q's order of dimensions (the backward copies where q's differ)
-        o_desc = TensorDescriptor.from_tensor(out, [1, 1, BLOCK_M // 2, head_dim], layout)
+        o_desc = TensorDescriptor.from_tensor(out, q_tile, layout)
         # `claim`'s count, from 0 each launch (documents only; other masks take a fixed share)
         claims = torch.zeros(1, device=q.device, dtype=torch.int32) if doc_start is not None else lse
         _attention_forward[(programs, )](

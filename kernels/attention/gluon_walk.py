@@ -1,6 +1,9 @@
 """Which key tiles a Gluon attention program walks, and how a persistent one takes its work (gluon_flash.py's
 forward; gluon_dq.py's dQ walks alike): Gluon functions over triton_flash's mask intervals."""
 
+import math
+from typing import NamedTuple
+
 import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
@@ -73,39 +76,76 @@ def document_items(doc_start, rows):
     return torch.cat([order, (walk >= 0).sum(dtype=torch.int32).reshape(1)])
 
 
+class DocumentWork(NamedTuple):
+    """The document forward's work items as listed (`document_items`) and the query positions an item holds
+    (its rows: 128 positions of one head, or fewer of several: `document_pack`), which the kernel
+    must walk with: a list at other rows leaves rows out or takes them twice."""
+
+    listed: torch.Tensor
+    rows: int
+
+
+def document_pack(q, k, doc_start, window, prefix, alibi):
+    """Query heads of one KV head a document item holds (FlashAttention-3's PackGQA): an item is 128 / pack
+    positions of `pack` heads, one walk of keys and values for them all, so a document's last item, whose
+    positions past the document's end are computed and never stored, wastes 128 / pack rows a head, not 128.
+    At llama-3-8b-s4k's catalog documents (offline count, tools/document_tile_floor.py): 1.139x the visible
+    pairs at pack 4 (32 x 128 tiles) against 1.201x at 1, in 4176 items of 22696 key tiles against 4352 of
+    23936. The largest power of two up to 8 that divides the group: a head's 64 / pack rows of a consumer's
+    tile stay a multiple of the 128-byte swizzle's 8, so its (1, pack, rows, 128) tile reads as (64, 128).
+    1 outside the document walk (a window or prefix beside the documents walks 128-row blocks) and under
+    ALiBi, whose bias operand carries one slope, a head's, for all of a consumer's rows."""
+    if doc_start is None or window is not None or prefix is not None or alibi:
+        return 1
+    return math.gcd(q.shape[1] // k.shape[1], 8)
+
+
 def document_work(q, doc_start, window, prefix, rows):
-    """The document walk's work items (`document_items` at `rows` rows an item) for doc_start, or None where
-    `_item` walks otherwise (no documents, or a window or prefix beside them)."""
+    """The document walk's work items (`document_items` at `rows` query positions an item) for doc_start, as
+    `DocumentWork`, or None where `_item` walks otherwise (no documents, or a window or prefix beside them)."""
     if doc_start is None or window is not None or prefix is not None:
         return None
-    return document_items(doc_start_arg(doc_start, q), rows)
+    return DocumentWork(document_items(doc_start_arg(doc_start, q), rows), rows)
 
 
-def checked_items(items, doc_arg):
-    """items, where they can be `document_items` of doc_arg ((B, S) int32 document starts): (B S + 1,) int32
-    on doc_arg's device; a ValueError naming them otherwise (the kernel would read past a shorter list)."""
-    if items.shape != (doc_arg.numel() + 1, ) or items.dtype != torch.int32 or items.device != doc_arg.device:
+def checked_items(items, doc_arg, rows):
+    """items' list, where it can be `document_work`'s for doc_arg ((B, S) int32 document starts) at `rows`
+    positions an item: (B S + 1,) int32 on doc_arg's device; a ValueError naming it otherwise (the kernel
+    would read past a shorter list, or walk rows a list at other rows left out)."""
+    if not isinstance(items, DocumentWork) or items.rows != rows:
+        raise ValueError(f"the document walk's items are triton_attention.document_work's at {rows} positions an "
+                         f"item, not {type(items).__name__} at {getattr(items, 'rows', None)}")
+    listed = items.listed
+    if listed.shape != (doc_arg.numel() + 1, ) or listed.dtype != torch.int32 or listed.device != doc_arg.device:
         raise ValueError(f"the document walk's items are ({doc_arg.numel() + 1},) int32 on {doc_arg.device} "
-                         f"(triton_attention.document_work), not {tuple(items.shape)} {items.dtype} on {items.device}")
-    return items
+                         f"(triton_attention.document_work), not {tuple(listed.shape)} {listed.dtype} on "
+                         f"{listed.device}")
+    return listed
 
 
 @gluon.jit
-def _document_item(item, seq, n_q_heads, DocStart, Items, TILE_N: gl.constexpr):
-    """Work item `item` of the document forward: query head item % n_q_heads of the rows `document_items`
-    lists at item // n_q_heads, (batch, q_head, q_pos0, key0, n_tiles): 128 rows from q_pos0 (past its
-    document's end, rows of the next, whose output the consumer does not store) and key tiles from its
-    document's start key0 up to the diagonal, every one seen whole by the document's rows but the last."""
-    flat = gl.load(Items + item // n_q_heads)
+def _document_item(item, seq, n_q_heads, DocStart, Items, PACK: gl.constexpr, ROWS: gl.constexpr,
+                   TILE_N: gl.constexpr):
+    """Work item `item` of the document forward: query heads PACK (item % packs) on of the positions
+    `document_items` lists at item // packs (packs: n_q_heads // PACK), (batch, first q_head, q_pos0, key0,
+    n_tiles): ROWS positions from q_pos0 (past its document's end, positions of the next, whose output the
+    consumer does not store) and key tiles from its document's start key0 up to the diagonal, every one seen
+    whole by the document's rows but the last (ROWS divides TILE_N, and items start a multiple of ROWS into
+    their documents, so an item's positions lie in one key tile)."""
+    gl.static_assert(TILE_N % ROWS == 0, "an item's positions must lie in one key tile")
+    packs = n_q_heads // PACK
+    flat = gl.load(Items + item // packs)
     key0 = gl.load(DocStart + flat)
     q_pos0 = flat % seq
-    return flat // seq, item % n_q_heads, q_pos0, key0, (q_pos0 - key0) // TILE_N + 1
+    return flat // seq, item % packs * PACK, q_pos0, key0, (q_pos0 - key0) // TILE_N + 1
 
 
 @gluon.jit
 def _item(item, n_blocks, n_q_heads, n_kv_heads, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
-          PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, HALF_M: gl.constexpr, TILE_N: gl.constexpr):
-    """Work item `item`: 128 query rows of one head, (batch, q_head, kv_head, head_row, q_pos0, key0,
+          PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, HALF_M: gl.constexpr, PACK: gl.constexpr,
+          TILE_N: gl.constexpr):
+    """Work item `item`: 128 query rows of one head (under the document mask alone, 128 / PACK positions of
+    PACK heads: `_document_item`), (batch, q_head, kv_head, head_row, q_pos0, key0,
     n_tiles, unmasked_lo, unmasked_hi): n_tiles key tiles from key position key0, the j-th numbered
     key0 // TILE_N + j, and those numbered in [unmasked_lo, unmasked_hi) every row sees whole (no interval
     test). Under the document mask alone (a window or a prefix beside it walks as the rest), the items
@@ -122,7 +162,8 @@ def _item(item, n_blocks, n_q_heads, n_kv_heads, masks, CAUSAL: gl.constexpr, WI
     1.0294 to 1.0448-1.0519; one KV head a chunk is 1 query head there and main's 4 here."""
     seq, window, prefix, DocStart, Items = masks
     if DOCUMENTS and not WINDOW and not PREFIX:
-        batch, q_head, q_pos0, key0, n_tiles = _document_item(item, seq, n_q_heads, DocStart, Items, TILE_N)
+        batch, q_head, q_pos0, key0, n_tiles = _document_item(item, seq, n_q_heads, DocStart, Items, PACK,
+                                                              2 * HALF_M // PACK, TILE_N)
         unmasked_lo = key0 // TILE_N
         unmasked_hi = unmasked_lo + n_tiles - 1  # the last tile holds the diagonal
     else:
