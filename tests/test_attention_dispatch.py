@@ -126,7 +126,8 @@ def test_a_training_call_hands_the_gluon_forward_its_document_items_listed_once(
     monkeypatch.setattr(gluon_flash, "refusal", lambda q, k, v: None)
     variant = family("attention").variant("document")
     problem = catalog.make_problem(variant, SHAPE, device="cpu", dtype=torch.float32, seed=3, requires_grad=True)
-    listed = gluon_walk.document_items(problem.doc_start, gluon_flash.BLOCK_M)
+    rows = gluon_flash.item_positions(problem.q, problem.k, None, None, False)  # as the Gluon forward walks them
+    listed = gluon_walk.document_items(problem.doc_start, rows)
     call = triton_attention.prepare(variant, problem)
     call()
     attend = triton_attention.prepare_function(variant, problem)
@@ -134,4 +135,4 @@ def test_a_training_call_hands_the_gluon_forward_its_document_items_listed_once(
     with torch.no_grad():  # a block's evaluation: the forward alone
         attend(problem.q, problem.k, problem.v)
     assert len(handed) == 5 and handed[0] is handed[1] and handed[2] is handed[3] is handed[4]
-    assert all(torch.equal(items, listed) for items in handed)
+    assert all(items.rows == rows and torch.equal(items.listed, listed) for items in handed)
