@@ -439,15 +439,16 @@ def test_the_gluon_forward_takes_every_work_item_once_a_launch():
 
 @hopper
 @pytest.mark.parametrize("documents", [False, True], ids=["causal", "documents"])
-@pytest.mark.parametrize("batch,heads", [(3, (2, 1)), (1, (3, 3)), (2, (8, 2)), (2, (16, 1))],
-                         ids=["3x2-query-heads-a-kv-head", "3-heads", "2x8-grouped-by-4", "2x16-grouped-by-16"])
+@pytest.mark.parametrize("batch,heads", [(3, (2, 1)), (1, (3, 3)), (2, (8, 2)), (2, (16, 1)), (1, (6, 1))],
+                         ids=["3x2-query-heads-a-kv-head", "3-heads", "2x8-grouped-by-4", "2x16-grouped-by-16",
+                              "6-grouped-by-6"])
 def test_the_gluon_forward_walks_every_head_of_every_chunk(batch, heads, documents):
-    """The persistent forward takes heads in chunks, the query heads of one KV head a chunk
-    (gluon_walk._item; under the document mask the positions `document_items` lists, each with every pack of
-    query heads, `_document_item`, packed 2, 1, 4 and 8 here: gluon_walk.document_pack): 3 sequences of 2
-    query heads a KV head, 3 heads of their own (chunks of 1), 2 x 8 grouped 4 a KV head and 2 x 16 grouped
-    16 (two packs a KV head under the documents). Every row's lse (NaN before) and output equal our Triton
-    forward's within bfloat16's rounding, so no head and no row block is left out or taken twice."""
+    """The persistent forward takes heads in chunks, the query heads of one KV head a chunk (gluon_walk._item; under
+    the document mask the positions `document_items` lists, each with every pack of query heads, `_document_item`,
+    packed 2, 1, 4, 8 and 2 here: gluon_walk.document_pack): 3 sequences of 2 query heads a KV head, 3 heads of
+    their own (chunks of 1), 2 x 8 grouped 4 a KV head, 2 x 16 grouped 16 (two packs a KV head under the documents)
+    and 6 grouped 6 (three packs of 2). Every row's lse (NaN before) and output equal our Triton forward's within
+    bfloat16's rounding, so no head and no row block is left out or taken twice."""
     from kernels.attention import gluon_flash, triton_flash
 
     gen = torch.Generator(device="cuda").manual_seed(16)

@@ -54,18 +54,20 @@ def pieces(problem, variant):
     options = dict(causal=variant.causal, window=variant.window, prefix=variant.prefix, doc_start=doc_start,
                    softcap=variant.softcap, alibi=variant.alibi)
     layout = gluon_flash.descriptor_layout(q.dtype)
+    # the forward's query tile: `pack` heads' rows under the document mask (gluon_walk.document_pack)
+    pack = gluon_walk.document_pack(q, k, doc_start, variant.window, variant.prefix, variant.alibi)
     launcher = triton_attention.forward_launcher(q, k, v, **options)
     rows = [("gluon_flash.refusal(q, k, v)", host_us(lambda: gluon_flash.refusal(q, k, v))),
             ("torch.cuda.get_device_capability", host_us(lambda: torch.cuda.get_device_capability(q.device))),
             ("TensorDescriptor.from_tensor(q)", host_us(lambda: gluon_flash.TensorDescriptor.from_tensor(
-                q, [1, 1, gluon_flash.BLOCK_M // 2, q.shape[-1]], layout))),
+                q, [1, pack, gluon_flash.BLOCK_M // 2 // pack, q.shape[-1]], layout))),
             ("triton_attention.forward_launcher(...) built", host_us(
                 lambda: triton_attention.forward_launcher(q, k, v, **options))),
             ("its launcher() (allocate, describe, launch)", host_us(launcher)),
             ("torch.empty_like(q)", host_us(lambda: torch.empty_like(q)))]
     if doc_start is not None:
         rows.append(("the document items (once a launcher unless listed once: triton_attention.document_work)",
-                     host_us(lambda: gluon_walk.document_items(doc_start, gluon_flash.BLOCK_M))))
+                     host_us(lambda: triton_attention.document_work(q, k, v, options))))
     return rows
 
 

@@ -7,14 +7,14 @@ Gluon exposes asynchronous warpgroup MMAs, mbarrier-tracked TMA loads, warp spec
 do_bench, causal gqa_8, llama-3-8b-s4k): 1.0193 ms against cuDNN's 1.0219 and our Triton forward's 1.1518 (1.11x
 cuDNN in session 22), in one process.
 
-The schedule, FlashAttention-3's: a work item is 128 query rows of one head, and a persistent program (one an SM)
-takes items pid, pid + programs, ..., a KV head's query heads together, each head's last row block first (`_item`), or
-under the document mask, whose walks follow the documents, claims each as it comes free (`claim`) from items that
-start at their documents' starts (`document_items`), each 128 / pack positions of `pack` query heads of one KV head
-(`document_pack`). For each, one producer warp loads each consumer's 64 query rows, then K and V tile by tile into
-rings of STAGES slots (a slot refilled once both consumers have released it, through mbarriers: no CTA barrier
-anywhere in the loop). Two consumer warpgroups of four warps each own 64 rows and run apart, so one's softmax can
-overlap the other's products; within each, FlashAttention-3's order issues S_j = Q K_j^T with P_{j-1} V_{j-1} and
+The schedule, FlashAttention-3's: a work item is 128 query rows of one head (or, packed, of several), and a persistent
+program (one an SM) takes items pid, pid + programs, ..., a KV head's query heads together, each head's last row block
+first (`_item`), or under the document mask, whose walks follow the documents, claims each as it comes free (`claim`)
+from items that start at their documents' starts (`document_items`), each 128 / pack positions of `pack` query heads
+of one KV head (`document_pack`). For each, one producer warp loads each consumer's 64 query rows, then K and V tile
+by tile into rings of STAGES slots (a slot refilled once both consumers have released it, through mbarriers: no CTA
+barrier anywhere in the loop). Two consumer warpgroups of four warps each own 64 rows and run apart, so one's softmax
+can overlap the other's products; within each, FlashAttention-3's order issues S_j = Q K_j^T with P_{j-1} V_{j-1} and
 waits for S_j alone before S_j's softmax. The two taking turns at their products (FlashAttention-3's ping-pong)
 measured slower at every variant (session 25, H200: causal 1.0288 against 1.0023 ms): each turn's wait and arrive
 syncs the partition. Persistence is for the short walks: the next item's key tiles load during the last P V (gated on
@@ -24,8 +24,9 @@ its own item's tile (released one S and softmax into the next item, its store go
 do_bench, llama-3-8b-s4k): sliding_window_1024 0.5112, 0.5134 -> 0.4907, 0.4890 ms, causal 0.9454 -> 0.9340; gated
 same at six forwards, the window 0.968 (gate/q-ring-h200.md).
 
-A softcap forward that fills no lse (inference's) runs exp2 without a running max, its row sums the tensor cores'
-(gluon_softmax.py: `bounded_softcap`, `issue_pv`; sessions 25 and 28, H200, softcap_50 1.1878 -> 1.0443 ms).
+A softcap forward that fills no lse (inference's) runs exp2 without a running max, which the cap bounds
+(gluon_softmax.py, `bounded_softcap`; session 25, H200: softcap_50 1.1878 -> 1.1315 ms, gated faster 0.962), and
+its row sums are the tensor cores' (`issue_pv`; session 28: 1.0878 -> 1.0443 ms, gated faster 0.949).
 
 Masks and scores are triton_flash's: query position q sees keys lo(q) <= k <= hi(q), and every bound grows with q,
 so a program's first and last rows bound the key tiles it walks, and tiles every row sees whole skip the interval
@@ -257,7 +258,7 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
             else:
                 # (the copy engine's box would write them); offsets in int64, as the copy engine's are
                 o_at = (Out + batch.to(gl.int64) * stride_b
-                        + (q_head + gl.convert_layout(offsets, o_rows)[:, None] // POSITIONS) * stride_h
+                        + (q_head + gl.convert_layout(offsets, o_rows)[:, None] // POSITIONS).to(gl.int64) * stride_h
                         + gl.convert_layout(rows, o_rows)[:, None].to(gl.int64) * stride_s
                         + gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))[None, :])
                 gl.store(o_at, acc.to(o_desc.dtype), mask=gl.convert_layout(in_doc, o_rows)[:, None])
@@ -282,7 +283,10 @@ def _attention_forward(q_desc, k_desc, v_desc, o_desc, Out, Lse, Claims, DocStar
                        BOUNDED: gl.constexpr, STAGES: gl.constexpr, CONSUMER_REGISTERS: gl.constexpr,
                        PRODUCER_REGISTERS: gl.constexpr):
     """A persistent program (one an SM at most): its work items (`_item`; under the document mask those it
-    claims, `claim`), each 128 query rows of one head."""
+    claims, `claim`), each 128 query rows of one head, or under the document mask alone 128 / pack positions of
+    `pack` heads (the query tile's second dimension, `document_pack`)."""
+    gl.static_assert(q_desc.block_type.shape[1] == 1 or (DOCUMENTS and not WINDOW and not PREFIX and not ALIBI),
+                     "query heads pack into one tile under the document mask alone, without ALiBi (document_pack)")
     HALF_M: gl.constexpr = q_desc.block_type.shape[1] * q_desc.block_type.shape[2]  # a consumer's rows
     n_blocks = seq // (2 * HALF_M)
 
@@ -365,9 +369,10 @@ def item_positions(q, k, window, prefix, alibi):
 
 @functools.cache
 def descriptor_layout(dtype):
-    """The shared-memory layout of every tile the copy engine moves, (1, 1, 64 or 128 rows, 128) of 16-bit
-    values: one head's rows of a (B, H, S, D) tensor of any strides the copy engine takes (get_default_for
-    gives the two the same layout, 128-byte swizzled)."""
+    """The shared-memory layout of every tile the copy engine moves, (1, heads, rows, 128) of 16-bit values: a
+    key or value tile's 128 rows of one head, a query or output tile's 64 rows of one head or of `document_pack`
+    heads, of a (B, H, S, D) tensor of any strides the copy engine takes (get_default_for gives them one layout,
+    128-byte swizzled; a tile of several heads reads as their rows one after another)."""
     return gl.NVMMASharedLayout.get_default_for([1, 1, BLOCK_N, 128], gl.bfloat16 if dtype == torch.bfloat16
                                                 else gl.float16)
 

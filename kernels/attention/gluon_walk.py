@@ -144,22 +144,21 @@ def _document_item(item, seq, n_q_heads, DocStart, Items, PACK: gl.constexpr, RO
 def _item(item, n_blocks, n_q_heads, n_kv_heads, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
           PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, HALF_M: gl.constexpr, PACK: gl.constexpr,
           TILE_N: gl.constexpr):
-    """Work item `item`: 128 query rows of one head (under the document mask alone, 128 / PACK positions of
-    PACK heads: `_document_item`), (batch, q_head, kv_head, head_row, q_pos0, key0,
-    n_tiles, unmasked_lo, unmasked_hi): n_tiles key tiles from key position key0, the j-th numbered
-    key0 // TILE_N + j, and those numbered in [unmasked_lo, unmasked_hi) every row sees whole (no interval
-    test). Under the document mask alone (a window or a prefix beside it walks as the rest), the items
-    `document_items` lists. Otherwise heads go in chunks, the query heads of one KV head a chunk, and
-    within a chunk every head's last row block comes first, then the blocks before: under causal and
-    prefix masks the longest walks start first, so the last ones to finish are short. The chunks keep the
-    programs at work at once on few KV heads, whose keys and values may then stay in L2: with every head
-    at once (one chunk), multi-head causal at llama-3-8b-s4k (128 heads, 256 MB of keys and values against
-    the H200's 50 MB of L2) cost 1.195-1.21x the baseline where one program a row block cost 0.971
-    (session 26). Session 27 probed chunks of 1, 2, 4 and 8 query heads (do_bench, H200, one lease):
-    multi-head 1.0491, 1.0548, 1.1122 (1.0875 in another lease) and 1.0659 ms, grouped heads (4 a KV
-    head) 0.9946, 0.9726, 0.9522 and 0.9469. Session 28: two KV heads a chunk (multi-head 2 query heads,
-    grouped 8) took multi-head causal from 1.0853-1.0926 to 1.0288-1.0438 ms but alibi (grouped) from
-    1.0294 to 1.0448-1.0519; one KV head a chunk is 1 query head there and main's 4 here."""
+    """Work item `item`: 128 query rows of one head (under the document mask alone, 128 / PACK positions of PACK
+    heads: `_document_item`), (batch, q_head, kv_head, head_row, q_pos0, key0, n_tiles, unmasked_lo, unmasked_hi),
+    q_head and head_row the first of its heads: n_tiles key tiles from key position key0, the j-th numbered key0 //
+    TILE_N + j, and those numbered in [unmasked_lo, unmasked_hi) every row sees whole (no interval test). Under the
+    document mask alone (a window or a prefix beside it walks as the rest), the items `document_items` lists.
+    Otherwise heads go in chunks, the query heads of one KV head a chunk, and within a chunk every head's last row
+    block comes first, then the blocks before: under causal and prefix masks the longest walks start first, so the
+    last ones to finish are short. The chunks keep the programs at work at once on few KV heads, whose keys and
+    values may then stay in L2: with every head at once (one chunk), multi-head causal at llama-3-8b-s4k (128 heads,
+    256 MB of keys and values against the H200's 50 MB of L2) cost 1.195-1.21x the baseline where one program a row
+    block cost 0.971 (session 26). Session 27 probed chunks of 1, 2, 4 and 8 query heads (do_bench, H200, one
+    lease): multi-head 1.0491, 1.0548, 1.1122 (1.0875 in another lease) and 1.0659 ms, grouped heads (4 a KV head)
+    0.9946, 0.9726, 0.9522 and 0.9469. Session 28: two KV heads a chunk (multi-head 2 query heads, grouped 8) took
+    multi-head causal from 1.0853-1.0926 to 1.0288-1.0438 ms but alibi (grouped) from 1.0294 to 1.0448-1.0519; one
+    KV head a chunk is 1 query head there and main's 4 here."""
     seq, window, prefix, DocStart, Items = masks
     if DOCUMENTS and not WINDOW and not PREFIX:
         batch, q_head, q_pos0, key0, n_tiles = _document_item(item, seq, n_q_heads, DocStart, Items, PACK,
