@@ -126,7 +126,8 @@ def test_a_training_call_hands_the_gluon_forward_its_document_items_listed_once(
     monkeypatch.setattr(gluon_flash, "refusal", lambda q, k, v: None)
     variant = family("attention").variant("document")
     problem = catalog.make_problem(variant, SHAPE, device="cpu", dtype=torch.float32, seed=3, requires_grad=True)
-    rows = gluon_flash.item_positions(problem.q, problem.k, None, None, False)  # as the Gluon forward walks them
+    # the positions the Gluon forward walks the documents' items at
+    rows = gluon_flash.item_positions(problem.q, problem.k, problem.doc_start, None, None, False)
     listed = gluon_walk.document_items(problem.doc_start, rows)
     call = triton_attention.prepare(variant, problem)
     call()

@@ -41,7 +41,7 @@ def test_document_pack_is_the_largest_power_of_two_up_to_8_that_divides_the_grou
     q, k = torch.zeros(1, heads, 128, 16), torch.zeros(1, kv_heads, 128, 16)
     doc_start = torch.zeros(1, 128, dtype=torch.int32)
     assert gluon_walk.document_pack(q, k, doc_start, None, None, False) == pack
-    assert gluon_flash.item_positions(q, k, None, None, False) == gluon_flash.BLOCK_M // pack
+    assert gluon_flash.item_positions(q, k, doc_start, None, None, False) == gluon_flash.BLOCK_M // pack
 
 
 def test_document_pack_is_one_outside_the_document_walk_and_under_alibi():

@@ -361,10 +361,10 @@ def _sm_count(device):
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def item_positions(q, k, window, prefix, alibi):
+def item_positions(q, k, doc_start, window, prefix, alibi):
     """Query positions a document item holds (gluon_walk.document_pack): what the document walk's items are
-    listed at (triton_attention.document_work)."""
-    return BLOCK_M // document_pack(q, k, True, window, prefix, alibi)
+    listed at (here and in triton_attention.document_work)."""
+    return BLOCK_M // document_pack(q, k, doc_start, window, prefix, alibi)
 
 
 @functools.cache
@@ -393,18 +393,19 @@ def forward_launcher(q, k, v, *, causal, window=None, prefix=None, doc_start=Non
         raise ValueError(why)
     batch, n_q_heads, seq, head_dim = q.shape
     layout = descriptor_layout(q.dtype)
-    pack = document_pack(q, k, doc_start, window, prefix, alibi)
-    q_tile = [1, pack, BLOCK_M // 2 // pack, head_dim]  # a consumer's query rows: `pack` heads' positions
+    positions = item_positions(q, k, doc_start, window, prefix, alibi)
+    pack = BLOCK_M // positions
+    q_tile = [1, pack, positions // 2, head_dim]  # a consumer's query rows: `pack` heads' positions
     q_desc = TensorDescriptor.from_tensor(q, q_tile, layout)
     k_desc, v_desc = (TensorDescriptor.from_tensor(t, [1, 1, BLOCK_N, head_dim], layout) for t in (k, v))
     bounded = bounded_softcap(softcap, alibi, q.dtype, lse)  # asked before lse is made for the kernel's store
     lse = lse if lse is not None else torch.empty(q.shape[:3], device=q.device, dtype=torch.float32)
     doc_arg = doc_start_arg(doc_start, q)
     if items is None:  # not listed once by the caller (a training step builds a launcher a call)
-        work = document_work(q, doc_start, window, prefix, BLOCK_M // pack)
+        work = document_work(q, doc_start, window, prefix, positions)
         items = None if work is None else work.listed
     else:
-        items = checked_items(items, doc_arg, BLOCK_M // pack)
+        items = checked_items(items, doc_arg, positions)
     arguments = (doc_arg, doc_arg if items is None else items, scale if scale is not None else head_dim ** -0.5,
                  softcap or 1.0, window or 0, prefix or 0, n_q_heads, k.shape[1], seq, batch * n_q_heads)
     # one program an SM at most (197-205 KB of shared memory leave room for one), each through its share of

@@ -30,7 +30,6 @@ import triton.language as tl
 from kernels.interpreter import COMPILED
 from kernels.moe import triton_experts
 from kernels.moe import grouped_mm
-from kernels.moe.grouped_mm import expert_offsets
 from variantbench.catalog import lookup
 from variantbench.device import multiprocessors
 
@@ -355,7 +354,7 @@ def prepare_function(variant, problem):
         experts, weights = route(variant.router, config, x, problem.router_weight, problem.selection_bias)
         flat = experts.flatten()
         order, source, position = expert_order(flat, top_k)
-        offsets = expert_offsets(flat[order], config.n_experts)
+        offsets = grouped_mm.expert_offsets(flat[order], config.n_experts)
         rows = permute(x, source)
         # few rows an expert: our weight-streaming GEMMs (kernels/moe/triton_experts.py); torch's beyond
         experts_of = triton_experts.experts if triton_experts.serves(rows, w13, w2) else grouped_mm.swiglu_experts
