@@ -2,7 +2,9 @@
     /tmp/t36/bin/python tools/compile_gluon_sm90.py     (Triton 3.6.0, the lent GPU's; see compile_forward_sm90.py)
 At llama-3-8b-s4k's specialisation, for each mask and score function the catalog's variants use:
 registers, spilled bytes, shared memory (sm90_cubin) and the counts of the SASS instructions that matter to
-the schedule (warpgroup MMAs, their waits, CTA barriers, MUFU exp2). Exits 1 if a compile fails or would not launch.
+the schedule (warpgroup MMAs, their waits, CTA barriers, MUFU exp2). Exits 1 if a compile fails or would not launch,
+or if a warpgroup MMA reads descriptor registers some path leaves unwritten (sass_flow.py: ptxas's miscompile that
+session 38 met).
 """
 
 import re
@@ -17,6 +19,7 @@ from triton.experimental.gluon._runtime import GluonASTSource
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kernels.attention import gluon_flash  # noqa: E402
+import sass_flow  # noqa: E402
 import sm90_cubin  # noqa: E402
 
 SHOWN = ("HGMMA", "WARPGROUP", "BAR", "SYNCS", "MUFU", "UTMALDG", "UTMASTG")
@@ -72,7 +75,8 @@ def _arrives_without_partition_sync(ptx):
 def report(label, build):
     """Compile through build(), print one line (resources and the schedule's SASS counts, or why it fails)
     and return 1 if it fails: a compiler error, a launch it would refuse, or an mbarrier arrive the arrival
-    counts do not hold for (`_arrives_without_partition_sync`)."""
+    counts do not hold for (`_arrives_without_partition_sync`), or a warpgroup MMA reading descriptor registers
+    some path leaves unwritten (`sass_flow.unwritten_descriptor_reads`)."""
     try:
         binary = build()
     except Exception as error:  # noqa: BLE001 - every compiler failure is one line here
@@ -83,10 +87,14 @@ def report(label, build):
     if unsynced:
         print(f"  FAIL {label}: {unsynced} mbarrier.arrive not right after its partition's sync: the arrival "
               f"counts (one a consumer, one from the producer) no longer hold", flush=True)
+    unwritten = sass_flow.unwritten_descriptor_reads(sm90_cubin.sass_listing(binary.asm["cubin"]))
+    for address, opcode, registers in unwritten:
+        print(f"  FAIL {label}: {opcode} at {address:#x} reads descriptor registers "
+              f"{', '.join(f'UR{r}' for r in registers)} that some path leaves unwritten (sass_flow.py)", flush=True)
     counts = Counter(op.split(".")[0] for op in sm90_cubin.sass_opcodes(binary.asm["cubin"]))
     shown = {op: n for op, n in sorted(counts.items()) if op.startswith(SHOWN)}
     print(f"  {'FAIL' if used.refusal() else 'ok':4} {label}: {used}; {shown}", flush=True)
-    return int(bool(unsynced) or used.refusal() is not None)
+    return int(bool(unsynced) or bool(unwritten) or used.refusal() is not None)
 
 
 def main():

@@ -32,10 +32,15 @@ def _run(tool, cubin, *arguments):
                               check=True).stdout
 
 
-def sass_opcodes(cubin):
-    """The opcodes of a cubin's SASS, through nvdisasm itself (Triton 3.6.0's asm["sass"] stops at 4096
+def sass_listing(cubin):
+    """A cubin's SASS as nvdisasm lists it, with its labels (Triton 3.6.0's asm["sass"] stops at 4096
     instructions, mid-kernel for softcap at 128 x 128)."""
-    listing = _run("nvdisasm", cubin, "-c")
+    return _run("nvdisasm", cubin, "-c")
+
+
+def sass_opcodes(cubin):
+    """The opcodes of a cubin's SASS (`sass_listing`)."""
+    listing = sass_listing(cubin)
     return re.findall(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z0-9_]+(?:\.[A-Z0-9_]+)*)", listing)
 
 
