@@ -492,6 +492,40 @@ def test_the_gluon_forward_stores_only_each_items_own_documents_rows(window, ali
 
 
 @hopper
+@pytest.mark.parametrize("softcap,filled", [(None, True), (50.0, True), (50.0, False)],
+                         ids=["documents", "documents+softcap", "documents+softcap-bounded"])
+def test_the_gluon_forward_walks_half_diagonals_first(softcap, filled):
+    """Packed document items (4 query heads a KV head: 32 positions an item) whose positions lie in their
+    diagonal key tile's first half take that tile first at half width (gluon_walk.half_diagonal), the whole walk
+    where it is the only tile: documents of 1 to 300 rows hold such items at walks of 1, 2 and 3 tiles. Output
+    and lse (NaN before, where filled) equal our Triton forward's within bfloat16's rounding, under a softcap too,
+    and under the softcap without an lse, whose row sums are the tensor cores' (gluon_softmax.issue_pv)."""
+    from kernels.attention import gluon_flash, triton_flash
+    from kernels.attention.gluon_walk import document_items
+
+    def starts(lengths):
+        return torch.cat([torch.full((n,), sum(lengths[:i]), dtype=torch.int32) for i, n in enumerate(lengths)])
+
+    lengths = [300, 1, 33, 64, 65, 95, 210]
+    doc_start = torch.stack([starts(lengths), starts(lengths[::-1])]).cuda()
+    listed = document_items(doc_start, 32)
+    first = listed[:int(listed[-1])].long()
+    offsets = first % 768 - doc_start.flatten().long()[first]
+    halves = offsets[offsets % 128 + 32 <= 64] // 128 + 1  # the walks of the items that take a half diagonal
+    assert {1, 2, 3} <= set(halves.tolist())
+    gen = torch.Generator(device="cuda").manual_seed(19)
+    q, k, v = (torch.randn(2, h, 768, 128, device="cuda", generator=gen, dtype=torch.bfloat16) for h in (8, 2, 2))
+    options = dict(causal=True, doc_start=doc_start, softcap=softcap)
+    want_lse = torch.full((2, 8, 768), float("nan"), device="cuda")
+    want = triton_flash.forward_launcher(q, k, v, **options, lse=want_lse)()
+    lse = torch.full_like(want_lse, float("nan")) if filled else None
+    got = gluon_flash.forward_launcher(q, k, v, **options, lse=lse)()
+    if filled:
+        torch.testing.assert_close(lse, want_lse, rtol=0, atol=1e-3)
+    torch.testing.assert_close(got, want, rtol=0, atol=2e-2)
+
+
+@hopper
 def test_the_gluon_forward_takes_document_items_listed_once_and_refuses_a_wrong_list():
     """A training step lists the document walk's items once (triton_attention.document_work) and hands them
     to every forward: the output, lse and gradients equal a forward that lists its own, exactly (the items

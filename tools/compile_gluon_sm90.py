@@ -32,6 +32,8 @@ CASES = {"causal": dict(CAUSAL=True), "full": {}, "softcap": dict(CAUSAL=True, S
          "window": dict(CAUSAL=True, WINDOW=True), "document": dict(CAUSAL=True, DOCUMENTS=True),
          "document-pack4": dict(CAUSAL=True, DOCUMENTS=True, PACK=4),  # gqa_8's: 4 query heads an item
          "document-pack8": dict(CAUSAL=True, DOCUMENTS=True, PACK=8),
+         "document-pack4+softcap": dict(CAUSAL=True, DOCUMENTS=True, PACK=4, SOFTCAP=True, BOUNDED=True),
+         "document-pack4+softcap+lse": dict(CAUSAL=True, DOCUMENTS=True, PACK=4, SOFTCAP=True),
          "prefix": dict(CAUSAL=True, PREFIX=True),
          "document+window": dict(CAUSAL=True, DOCUMENTS=True, WINDOW=True)}  # the document walk of the rest
 SWITCHES = ("CAUSAL", "WINDOW", "PREFIX", "DOCUMENTS", "SOFTCAP", "ALIBI", "BOUNDED")

@@ -50,8 +50,10 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from kernels.attention.gluon_rings import load_key_tiles, ones_tiles, query_tile, ring, store_rows
 from kernels.attention.gluon_softmax import (LOG2E, _softmax, alibi_columns, alibi_keys, alibi_lse, alibi_rows,
-                                            bounded_softcap, fold_tanh_scale, issue_pv, issue_s, row_sums_zero)
+                                            bounded_softcap, fold_tanh_scale, half_diagonal, issue_pv, issue_s,
+                                            row_sums_zero)
 from kernels.attention.gluon_walk import _item, checked_items, claim, document_pack, document_work, post, take
+from kernels.attention.gluon_walk import half_diagonal as diagonal_first
 # the masks' key intervals: a Triton function, which Gluon calls as its own
 from kernels.attention.triton_flash import _bounds, doc_start_arg, score_refusal
 
@@ -102,9 +104,13 @@ def _producer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
             tma.async_copy_global_to_shared(q_desc, [batch, q_head, q_pos0 + h * POSITIONS, 0], q_bars.index(tile),
                                             q_tiles.index(tile))
         if DOCUMENTS:
-            load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, key0, 1, loaded)
+            first_key, rest_key = key0, key0 + TILE_N
+            if DOCUMENTS and not WINDOW and not PREFIX and PACK > 1:  # the consumers' `half_diagonal`
+                if diagonal_first(q_pos0, key0, 2 * POSITIONS, TILE_N):
+                    first_key, rest_key = key0 + (n_tiles - 1) * TILE_N, key0
+            load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, first_key, 1, loaded)
             following = claim(Claims)
-            load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, key0 + TILE_N, n_tiles - 1, loaded + 1)
+            load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, rest_key, n_tiles - 1, loaded + 1)
         else:
             following = item + gl.num_programs(0)
             load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, key0, n_tiles, loaded)
@@ -151,6 +157,8 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     # the bias through the tensor cores (`alibi_rows`): the condition `_attention_forward` fills their tile on
     ALIBI_MMA: gl.constexpr = ALIBI and not SOFTCAP
+    # where the document walk may take its diagonal tile first at half width (`document_pack`: never under ALiBi)
+    HALVES: gl.constexpr = DOCUMENTS and not WINDOW and not PREFIX and PACK > 1
     o_rows: gl.constexpr = gl.SliceLayout(1, o_layout)
     if SOFTCAP:
         to_log2 = softcap * LOG2E
@@ -195,54 +203,73 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
             mbarrier.wait(q_bars.index(q_index), q_phase)
         if BOUNDED:
             fold_tanh_scale(q_smem, sm_scale / softcap)
-        slot, phase = loaded % STAGES, (loaded // STAGES) & 1
-        mbarrier.wait(k_ready.index(slot), phase)
-        s = issue_s(q_smem, k_ring.index(slot).reshape([TILE_N, HEAD_DIM]), s_zero, alibi_a, alibi_b, ALIBI_MMA)
-        s = warpgroup_mma_wait(num_outstanding=0, deps=(s, ))
-        mbarrier.arrive(k_empty.index(slot), count=1)
-        p, m_i, l_i, alpha = _softmax(s, m_i, l_i, to_log2, sm_scale, softcap, bias, slope * (key0 - row0), cols, lo,
-                                      hi, (first_tile < unmasked_lo) | (first_tile >= unmasked_hi), SOFTCAP, ALIBI,
-                                      BOUNDED)
-        p = gl.convert_layout(p.to(v_desc.dtype), p_layout)  # carried as the 16-bit operand: 32 registers, not 64
-        if rounds > 0:  # the last item's output has left its tile (one S and softmax ago): the producer may
-            tma.store_wait(pendings=0)  # load the item after this one's rows there
-            mbarrier.arrive(q_empty.index(q_index ^ 2), count=1)
-        for j in range(1, n_tiles):
-            slot, phase = (loaded + j) % STAGES, ((loaded + j) // STAGES) & 1
-            prev, prev_phase = (loaded + j - 1) % STAGES, ((loaded + j - 1) // STAGES) & 1
-            tile = first_tile + j
+        walked = 0  # key tiles of the item walked before the loop's (the half diagonal's)
+        if HALVES:
+            if diagonal_first(q_pos0, key0, 2 * POSITIONS, TILE_N):
+                slot, phase = loaded % STAGES, (loaded // STAGES) & 1
+                mbarrier.wait(k_ready.index(slot), phase)
+                mbarrier.wait(v_ready.index(slot), phase)
+                acc, m_i, l_i = half_diagonal(
+                    q_smem, k_ring.index(slot).reshape([TILE_N, HEAD_DIM]), v_ring.index(slot).reshape(
+                        [TILE_N, HEAD_DIM]), ones.index(slot), acc, m_i, l_i, to_log2, sm_scale, softcap,
+                    key0 + (n_tiles - 1) * TILE_N, lo, hi, o_layout, SOFTCAP, BOUNDED)
+                mbarrier.arrive(k_empty.index(slot), count=1)
+                mbarrier.arrive(v_empty.index(slot), count=1)
+                if rounds > 0:  # (as after a walk's first tile, below)
+                    tma.store_wait(pendings=0)
+                    mbarrier.arrive(q_empty.index(q_index ^ 2), count=1)
+                walked = 1
+        if (not HALVES) or (n_tiles > walked):  # (a half diagonal may be the whole walk)
+            start = loaded + walked  # the walk's ring positions from here, its keys from key0 on
+            slot, phase = start % STAGES, (start // STAGES) & 1
             mbarrier.wait(k_ready.index(slot), phase)
-            s = issue_s(q_smem, k_ring.index(slot).reshape([TILE_N, HEAD_DIM]), s_zero, alibi_a, alibi_b,
-                        ALIBI_MMA)
-            mbarrier.wait(v_ready.index(prev), prev_phase)
-            acc, l_i = issue_pv(p, v_ring.index(prev).reshape([TILE_N, HEAD_DIM]), ones.index(prev), acc, l_i,
-                                BOUNDED)
-            # S_j done; P_{j-1} V_{j-1} (and under BOUNDED its row sums) may still run
-            s = warpgroup_mma_wait(num_outstanding=2 if BOUNDED else 1, deps=(s, ))
+            s = issue_s(q_smem, k_ring.index(slot).reshape([TILE_N, HEAD_DIM]), s_zero, alibi_a, alibi_b, ALIBI_MMA)
+            s = warpgroup_mma_wait(num_outstanding=0, deps=(s, ))
             mbarrier.arrive(k_empty.index(slot), count=1)
-            p_next, m_i, l_i, alpha = _softmax(s, m_i, l_i, to_log2, sm_scale, softcap, bias,
-                                               slope * (key0 + j * TILE_N - row0), cols + j * TILE_N, lo, hi,
-                                               (tile < unmasked_lo) | (tile >= unmasked_hi), SOFTCAP, ALIBI,
-                                               BOUNDED)
-            p_next = gl.convert_layout(p_next.to(v_desc.dtype), p_layout)
+            p, m_i, l_i, alpha = _softmax(s, m_i, l_i, to_log2, sm_scale, softcap, bias, slope * (key0 - row0), cols,
+                                          lo, hi, (first_tile < unmasked_lo) | (first_tile >= unmasked_hi), SOFTCAP,
+                                          ALIBI, BOUNDED)
+            p = gl.convert_layout(p.to(v_desc.dtype), p_layout)  # carried as the 16-bit operand: 32 registers, not 64
+            if (rounds > 0) & (walked == 0):  # the last item's output has left its tile (one S and softmax ago):
+                tma.store_wait(pendings=0)  # the producer may load the item after this one's rows there
+                mbarrier.arrive(q_empty.index(q_index ^ 2), count=1)
+            for j in range(1, n_tiles - walked):
+                slot, phase = (start + j) % STAGES, ((start + j) // STAGES) & 1
+                prev, prev_phase = (start + j - 1) % STAGES, ((start + j - 1) // STAGES) & 1
+                tile = first_tile + j
+                mbarrier.wait(k_ready.index(slot), phase)
+                s = issue_s(q_smem, k_ring.index(slot).reshape([TILE_N, HEAD_DIM]), s_zero, alibi_a, alibi_b,
+                            ALIBI_MMA)
+                mbarrier.wait(v_ready.index(prev), prev_phase)
+                acc, l_i = issue_pv(p, v_ring.index(prev).reshape([TILE_N, HEAD_DIM]), ones.index(prev), acc, l_i,
+                                    BOUNDED)
+                # S_j done; P_{j-1} V_{j-1} (and under BOUNDED its row sums) may still run
+                s = warpgroup_mma_wait(num_outstanding=2 if BOUNDED else 1, deps=(s, ))
+                mbarrier.arrive(k_empty.index(slot), count=1)
+                p_next, m_i, l_i, alpha = _softmax(s, m_i, l_i, to_log2, sm_scale, softcap, bias,
+                                                   slope * (key0 + j * TILE_N - row0), cols + j * TILE_N, lo, hi,
+                                                   (tile < unmasked_lo) | (tile >= unmasked_hi), SOFTCAP, ALIBI,
+                                                   BOUNDED)
+                p_next = gl.convert_layout(p_next.to(v_desc.dtype), p_layout)
+                if BOUNDED:
+                    acc, l_i, p = warpgroup_mma_wait(num_outstanding=0, deps=(acc, l_i, p))
+                else:
+                    acc, p = warpgroup_mma_wait(num_outstanding=0, deps=(acc, p))  # p: the operand in flight
+                mbarrier.arrive(v_empty.index(prev), count=1)
+                p = p_next
+                if not BOUNDED:
+                    acc = acc * gl.convert_layout(alpha, o_rows)[:, None]
+            last = loaded + n_tiles - 1  # (the walk's last ring position)
+            mbarrier.wait(v_ready.index(last % STAGES), (last // STAGES) & 1)
+            acc, l_i = issue_pv(p, v_ring.index(last % STAGES).reshape([TILE_N, HEAD_DIM]), ones.index(last % STAGES),
+                                acc, l_i, BOUNDED)
             if BOUNDED:
-                acc, l_i, p = warpgroup_mma_wait(num_outstanding=0, deps=(acc, l_i, p))
+                acc, l_i = warpgroup_mma_wait(num_outstanding=0, deps=(acc, l_i))
             else:
-                acc, p = warpgroup_mma_wait(num_outstanding=0, deps=(acc, p))  # p: the operand in flight
-            mbarrier.arrive(v_empty.index(prev), count=1)
-            p = p_next
-            if not BOUNDED:
-                acc = acc * gl.convert_layout(alpha, o_rows)[:, None]
-        last = loaded + n_tiles - 1
-        mbarrier.wait(v_ready.index(last % STAGES), (last // STAGES) & 1)
-        acc, l_i = issue_pv(p, v_ring.index(last % STAGES).reshape([TILE_N, HEAD_DIM]), ones.index(last % STAGES),
-                            acc, l_i, BOUNDED)
+                acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
+            mbarrier.arrive(v_empty.index(last % STAGES), count=1)
         if BOUNDED:
-            acc, l_i = warpgroup_mma_wait(num_outstanding=0, deps=(acc, l_i))
             l_i = gl.convert_layout(gl.max(l_i, axis=1), gl.SliceLayout(1, s_layout))  # every column the sum
-        else:
-            acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
-        mbarrier.arrive(v_empty.index(last % STAGES), count=1)
         loaded += n_tiles
 
         # one reciprocal a row, then a multiply a value: ptxas kept a division a value's range checks and

@@ -6,7 +6,7 @@ forward may (`bounded_softcap`)."""
 import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, warpgroup_mma
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, warpgroup_mma, warpgroup_mma_wait
 
 LOG2E = gl.constexpr(1.4426950408889634)
 # A softcap bounds every score's exp2 argument to +-softcap log2(e). Up to this bound (softcap 55) the
@@ -268,3 +268,34 @@ def issue_pv(p, v_tile, ones_tile, acc, l_i, BOUNDED: gl.constexpr):
     if BOUNDED:
         l_i = warpgroup_mma(p, ones_tile.permute((1, 0)), l_i, is_async=True)
     return acc, l_i
+
+
+@gluon.jit
+def half_diagonal(q_smem, k_tile, v_tile, ones_tile, acc, m_i, l_i, to_log2, sm_scale, softcap, key, lo, hi,
+                  o_layout: gl.constexpr, SOFTCAP: gl.constexpr, BOUNDED: gl.constexpr):
+    """A document item's diagonal key tile at half its width, the first of its walk (gluon_walk.half_diagonal):
+    S, its softmax and P V on the tile's first half of keys (key on), the rest being past every row's position.
+    (acc, m_i, l_i) after it, every product done; acc is the walk's zeros, so nothing rescales."""
+    HALF_M: gl.constexpr = q_smem.shape[0]
+    NARROW: gl.constexpr = k_tile.shape[0] // 2
+    n_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, NARROW, 16])
+    rows: gl.constexpr = gl.SliceLayout(1, n_layout)
+    s = warpgroup_mma(q_smem, k_tile.slice(0, NARROW).permute((1, 0)),
+                      gl.zeros([HALF_M, NARROW], gl.float32, layout=n_layout), use_acc=False, is_async=True)
+    s = warpgroup_mma_wait(num_outstanding=0, deps=(s, ))
+    cols = key + gl.arange(0, NARROW, layout=gl.SliceLayout(0, n_layout))
+    sums = l_i if BOUNDED else gl.convert_layout(l_i, rows)
+    p, m_i, sums, _ = _softmax_step(s, gl.convert_layout(m_i, rows), sums, to_log2, sm_scale, softcap, 0.0, 0.0,
+                                    cols, gl.convert_layout(lo, rows), gl.convert_layout(hi, rows), True, SOFTCAP,
+                                    False, BOUNDED)
+    p = gl.convert_layout(p.to(v_tile.dtype), gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2))
+    acc, sums = issue_pv(p, v_tile.slice(0, NARROW), ones_tile.slice(0, NARROW, dim=1), acc, sums, BOUNDED)
+    if BOUNDED:
+        acc, sums = warpgroup_mma_wait(num_outstanding=0, deps=(acc, sums))
+    else:
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
+        sums = gl.convert_layout(sums, gl.SliceLayout(1, gl.NVMMADistributedLayout(
+            version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 2 * NARROW, 16])))
+    return acc, gl.convert_layout(m_i, gl.SliceLayout(1, gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 2 * NARROW, 16]))), sums

@@ -141,6 +141,17 @@ def _document_item(item, seq, n_q_heads, DocStart, Items, PACK: gl.constexpr, RO
 
 
 @gluon.jit
+def half_diagonal(q_pos0, key0, ROWS: gl.constexpr, TILE_N: gl.constexpr):
+    """Whether a document item's ROWS positions from q_pos0 lie in the first half of its diagonal key tile
+    (tiles from its document's start key0): then every key of the tile's second half is past every row's
+    position, and the walk takes the tile first at half its width (gluon_softmax.half_diagonal). With ROWS under
+    half a tile (`document_pack` of 2 or more) about half the items qualify: at llama-3-8b-s4k's catalog documents
+    and 32 positions an item, 269 of 522 a pack of heads, their pairs computed 1.139x -> 1.085x the visible
+    (offline count)."""
+    return (q_pos0 - key0) % TILE_N + ROWS <= TILE_N // 2
+
+
+@gluon.jit
 def _item(item, n_blocks, n_q_heads, n_kv_heads, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
           PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, HALF_M: gl.constexpr, PACK: gl.constexpr,
           TILE_N: gl.constexpr):
