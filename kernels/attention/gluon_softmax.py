@@ -291,10 +291,10 @@ def half_diagonal(q_smem, k_tile, v_tile, ones_tile, acc, m_i, l_i, to_log2, sm_
                                     False, BOUNDED)
     p = gl.convert_layout(p.to(v_tile.dtype), gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2))
     acc, sums = issue_pv(p, v_tile.slice(0, NARROW), ones_tile.slice(0, NARROW, dim=1), acc, sums, BOUNDED)
-    if BOUNDED:
-        acc, sums = warpgroup_mma_wait(num_outstanding=0, deps=(acc, sums))
+    if BOUNDED:  # p too: the operand in flight, whose registers must outlive the products
+        acc, sums, p = warpgroup_mma_wait(num_outstanding=0, deps=(acc, sums, p))
     else:
-        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
+        acc, p = warpgroup_mma_wait(num_outstanding=0, deps=(acc, p))
         sums = gl.convert_layout(sums, gl.SliceLayout(1, gl.NVMMADistributedLayout(
             version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 2 * NARROW, 16])))
     return acc, gl.convert_layout(m_i, gl.SliceLayout(1, gl.NVMMADistributedLayout(
