@@ -230,6 +230,8 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
                                           lo, hi, (first_tile < unmasked_lo) | (first_tile >= unmasked_hi), SOFTCAP,
                                           ALIBI, BOUNDED)
             p = gl.convert_layout(p.to(v_desc.dtype), p_layout)  # carried as the 16-bit operand: 32 registers, not 64
+            if HALVES and not BOUNDED:  # the half diagonal's products, to this tile's max (zeros otherwise)
+                acc = acc * gl.convert_layout(alpha, o_rows)[:, None]
             if (rounds > 0) & (walked == 0):  # the last item's output has left its tile (one S and softmax ago):
                 tma.store_wait(pendings=0)  # the producer may load the item after this one's rows there
                 mbarrier.arrive(q_empty.index(q_index ^ 2), count=1)
