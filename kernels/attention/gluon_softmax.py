@@ -281,9 +281,13 @@ def half_diagonal(q_smem, k_tile, v_tile, ones_tile, acc, m_i, l_i, to_log2, sm_
     n_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, NARROW, 16])
     rows: gl.constexpr = gl.SliceLayout(1, n_layout)
-    s = warpgroup_mma(q_smem, k_tile.slice(0, NARROW).permute((1, 0)),
+    # the query rows from registers: with q_smem as the operand ptxas 12.8 computed the query tile's descriptors
+    # once, here, and the walk after this branch read them where an item had not taken it (an illegal address on
+    # an H200; tools/sass_flow.py finds it offline)
+    q = q_smem.load(gl.DotOperandLayout(operand_index=0, parent=n_layout, k_width=2))
+    s = warpgroup_mma(q, k_tile.slice(0, NARROW).permute((1, 0)),
                       gl.zeros([HALF_M, NARROW], gl.float32, layout=n_layout), use_acc=False, is_async=True)
-    s = warpgroup_mma_wait(num_outstanding=0, deps=(s, ))
+    s, q = warpgroup_mma_wait(num_outstanding=0, deps=(s, q))
     cols = key + gl.arange(0, NARROW, layout=gl.SliceLayout(0, n_layout))
     sums = l_i if BOUNDED else gl.convert_layout(l_i, rows)
     p, m_i, sums, _ = _softmax_step(s, gl.convert_layout(m_i, rows), sums, to_log2, sm_scale, softcap, 0.0, 0.0,
