@@ -48,12 +48,12 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma_wait
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from kernels.attention.gluon_rings import load_key_tiles, ones_tiles, query_tile, ring, store_rows
+from kernels.attention.gluon_rings import ones_tiles, query_tile, ring, store_rows
 from kernels.attention.gluon_softmax import (LOG2E, _softmax, alibi_columns, alibi_keys, alibi_lse, alibi_rows,
                                             bounded_softcap, fold_tanh_scale, half_diagonal, issue_pv, issue_s,
                                             row_sums_zero)
-from kernels.attention.gluon_walk import _item, checked_items, claim, document_pack, document_work, post, take
-from kernels.attention.gluon_walk import half_diagonal as diagonal_first
+from kernels.attention.gluon_walk import (_item, checked_items, document_pack, document_work, producer, take,
+                                         takes_half_diagonal)
 # the masks' key intervals: a Triton function, which Gluon calls as its own
 from kernels.attention.triton_flash import _bounds, doc_start_arg, score_refusal
 
@@ -64,65 +64,6 @@ WARPS = 4  # the default partition's: the first consumer
 # registers a thread: the second consumer's and the producer's (the first consumer takes what is left
 # of MAX_REGISTERS x 12 warps x 32 threads)
 CONSUMER_REGISTERS, PRODUCER_REGISTERS, MAX_REGISTERS = 232, 24, 168
-
-
-@gluon.jit
-def _producer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
-              PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr):
-    """One warp: for each of the program's work items, each consumer's query rows into its tile for that
-    item (two a consumer, alternating) once the item before last has left it, then every key tile of the
-    item's walk, K and V through the copy engine into the rings (their position runs on across items), each
-    slot once both consumers have released it.
-    Under the document mask the items are claimed (`claim`): each item's number goes to the consumers
-    with its query rows, and out of items, a number past the last. The next item is claimed once this
-    one's first key tile is on its way: Triton hands an atomic's result to the warp at once, so the claim's
-    round trip holds the warp, and there it passes while the next ring slot is released anyway (claimed
-    before the key tiles, every forward measured 3.6-5.5% slower, session 26)."""
-    q_desc, k_desc, v_desc = descs[0], descs[1], descs[2]
-    q_bars, q_empty, keys, values = bars
-    q_tiles, claimed = bufs[0], bufs[1]
-    Claims, n_items, n_blocks, n_head_rows, n_q_heads, n_kv_heads = work
-    TILE_N: gl.constexpr = k_desc.block_type.shape[2]
-    PACK: gl.constexpr = q_desc.block_type.shape[1]  # query heads a tile holds (`document_pack`)
-    POSITIONS: gl.constexpr = q_desc.block_type.shape[2]  # positions of each
-    loaded = 0  # key tiles through the rings so far
-    rounds = 0  # items this program has started
-    if DOCUMENTS:  # the walks' lengths follow the documents: items go to programs as they come free
-        item = claim(Claims)
-    else:  # a fixed share, every head's last row block first: the busiest program walks 1.031x the mean
-        item = gl.program_id(0)
-    while item < n_items:
-        batch, q_head, kv_head, head_row, q_pos0, key0, n_tiles, unmasked_lo, unmasked_hi = _item(
-            item, n_blocks, n_q_heads, n_kv_heads, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, PACK * POSITIONS,
-            PACK, TILE_N)
-        for h in gl.static_range(2):
-            tile, phase = query_tile(rounds, h)
-            mbarrier.wait(q_empty.index(tile), phase ^ 1)  # a fresh mbarrier reads as phase 1 completed
-            if DOCUMENTS:
-                post(claimed.index(tile), item)
-            mbarrier.expect(q_bars.index(tile), q_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(q_desc, [batch, q_head, q_pos0 + h * POSITIONS, 0], q_bars.index(tile),
-                                            q_tiles.index(tile))
-        if DOCUMENTS:
-            first_key, rest_key = key0, key0 + TILE_N
-            if DOCUMENTS and not WINDOW and not PREFIX and PACK > 1:  # the consumers' `half_diagonal`
-                if diagonal_first(q_pos0, key0, 2 * POSITIONS, TILE_N):
-                    first_key, rest_key = key0 + (n_tiles - 1) * TILE_N, key0
-            load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, first_key, 1, loaded)
-            following = claim(Claims)
-            load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, rest_key, n_tiles - 1, loaded + 1)
-        else:
-            following = item + gl.num_programs(0)
-            load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, key0, n_tiles, loaded)
-        loaded += n_tiles
-        rounds += 1
-        item = following
-    if DOCUMENTS:
-        for h in gl.static_range(2):
-            tile, phase = query_tile(rounds, h)
-            mbarrier.wait(q_empty.index(tile), phase ^ 1)
-            post(claimed.index(tile), item)
-            mbarrier.arrive(q_bars.index(tile), count=1)
 
 
 @gluon.jit
@@ -205,7 +146,7 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
             fold_tanh_scale(q_smem, sm_scale / softcap)
         walked = 0  # key tiles of the item walked before the loop's (the half diagonal's)
         if HALVES:
-            if diagonal_first(q_pos0, key0, 2 * POSITIONS, TILE_N):
+            if takes_half_diagonal(q_pos0, key0, 2 * POSITIONS, TILE_N):
                 slot, phase = loaded % STAGES, (loaded // STAGES) & 1
                 mbarrier.wait(k_ready.index(slot), phase)
                 mbarrier.wait(v_ready.index(slot), phase)
@@ -347,7 +288,7 @@ def _attention_forward(q_desc, k_desc, v_desc, o_desc, Out, Lse, Claims, DocStar
                      BOUNDED, 0)),
         (_consumer, (descs, bars, bufs, work, scores, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI,
                      BOUNDED, 1)),
-        (_producer, (descs, bars, bufs, work, scores, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI)),
+        (producer, (descs, bars, bufs, work, scores, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI)),
     ], [4, 1], [CONSUMER_REGISTERS, PRODUCER_REGISTERS])
 
 

@@ -1,5 +1,6 @@
 """Which key tiles a Gluon attention program walks, and how a persistent one takes its work (gluon_flash.py's
-forward; gluon_dq.py's dQ walks alike): Gluon functions over triton_flash's mask intervals."""
+forward, whose producer warp is here; gluon_dq.py's dQ walks alike): Gluon functions over triton_flash's mask
+intervals."""
 
 import math
 from typing import NamedTuple
@@ -7,7 +8,9 @@ from typing import NamedTuple
 import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
 
+from kernels.attention.gluon_rings import load_key_tiles, query_tile
 # the masks' key intervals: a Triton function, which Gluon calls as its own
 from kernels.attention.triton_flash import _bounds, doc_start_arg
 
@@ -141,13 +144,15 @@ def _document_item(item, seq, n_q_heads, DocStart, Items, PACK: gl.constexpr, RO
 
 
 @gluon.jit
-def half_diagonal(q_pos0, key0, ROWS: gl.constexpr, TILE_N: gl.constexpr):
+def takes_half_diagonal(q_pos0, key0, ROWS: gl.constexpr, TILE_N: gl.constexpr):
     """Whether a document item's ROWS positions from q_pos0 lie in the first half of its diagonal key tile
     (tiles from its document's start key0): then every key of the tile's second half is past every row's
     position, and the walk takes the tile first at half its width (gluon_softmax.half_diagonal). With ROWS under
     half a tile (`document_pack` of 2 or more) about half the items qualify: at llama-3-8b-s4k's catalog documents
     and 32 positions an item, 269 of 522 a pack of heads, their pairs computed 1.139x -> 1.085x the visible
-    (offline count)."""
+    (offline count). Measured on an H200 (session 38, llama-3-8b-s4k, one lease each side): the document forward
+    0.3742 -> 0.3661 ms (do_bench), gated same at 0.974 with the other five forwards same; its cost per useful
+    FLOP 1.200 (main, an earlier lease) -> 1.169."""
     return (q_pos0 - key0) % TILE_N + ROWS <= TILE_N // 2
 
 
@@ -192,3 +197,62 @@ def _item(item, n_blocks, n_q_heads, n_kv_heads, masks, CAUSAL: gl.constexpr, WI
         key0, n_tiles = first_tile * TILE_N, end_tile - first_tile
     return (batch, q_head, q_head // (n_q_heads // n_kv_heads), batch * n_q_heads + q_head, q_pos0, key0, n_tiles,
             unmasked_lo, unmasked_hi)
+
+
+@gluon.jit
+def producer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
+             PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr):
+    """gluon_flash.py's forward's producer, one warp: for each of the program's work items, each consumer's query rows into its tile for that
+    item (two a consumer, alternating) once the item before last has left it, then every key tile of the
+    item's walk, K and V through the copy engine into the rings (their position runs on across items), each
+    slot once both consumers have released it.
+    Under the document mask the items are claimed (`claim`): each item's number goes to the consumers
+    with its query rows, and out of items, a number past the last. The next item is claimed once this
+    one's first key tile is on its way: Triton hands an atomic's result to the warp at once, so the claim's
+    round trip holds the warp, and there it passes while the next ring slot is released anyway (claimed
+    before the key tiles, every forward measured 3.6-5.5% slower, session 26)."""
+    q_desc, k_desc, v_desc = descs[0], descs[1], descs[2]
+    q_bars, q_empty, keys, values = bars
+    q_tiles, claimed = bufs[0], bufs[1]
+    Claims, n_items, n_blocks, n_head_rows, n_q_heads, n_kv_heads = work
+    TILE_N: gl.constexpr = k_desc.block_type.shape[2]
+    PACK: gl.constexpr = q_desc.block_type.shape[1]  # query heads a tile holds (`document_pack`)
+    POSITIONS: gl.constexpr = q_desc.block_type.shape[2]  # positions of each
+    loaded = 0  # key tiles through the rings so far
+    rounds = 0  # items this program has started
+    if DOCUMENTS:  # the walks' lengths follow the documents: items go to programs as they come free
+        item = claim(Claims)
+    else:  # a fixed share, every head's last row block first: the busiest program walks 1.031x the mean
+        item = gl.program_id(0)
+    while item < n_items:
+        batch, q_head, kv_head, head_row, q_pos0, key0, n_tiles, unmasked_lo, unmasked_hi = _item(
+            item, n_blocks, n_q_heads, n_kv_heads, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, PACK * POSITIONS,
+            PACK, TILE_N)
+        for h in gl.static_range(2):
+            tile, phase = query_tile(rounds, h)
+            mbarrier.wait(q_empty.index(tile), phase ^ 1)  # a fresh mbarrier reads as phase 1 completed
+            if DOCUMENTS:
+                post(claimed.index(tile), item)
+            mbarrier.expect(q_bars.index(tile), q_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(q_desc, [batch, q_head, q_pos0 + h * POSITIONS, 0], q_bars.index(tile),
+                                            q_tiles.index(tile))
+        if DOCUMENTS:
+            first_key, rest_key = key0, key0 + TILE_N
+            if not WINDOW and not PREFIX and PACK > 1:  # the consumers' half diagonal first
+                if takes_half_diagonal(q_pos0, key0, 2 * POSITIONS, TILE_N):
+                    first_key, rest_key = key0 + (n_tiles - 1) * TILE_N, key0
+            load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, first_key, 1, loaded)
+            following = claim(Claims)
+            load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, rest_key, n_tiles - 1, loaded + 1)
+        else:
+            following = item + gl.num_programs(0)
+            load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, key0, n_tiles, loaded)
+        loaded += n_tiles
+        rounds += 1
+        item = following
+    if DOCUMENTS:
+        for h in gl.static_range(2):
+            tile, phase = query_tile(rounds, h)
+            mbarrier.wait(q_empty.index(tile), phase ^ 1)
+            post(claimed.index(tile), item)
+            mbarrier.arrive(q_bars.index(tile), count=1)
