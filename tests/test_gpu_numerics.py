@@ -496,7 +496,7 @@ def test_the_gluon_forward_stores_only_each_items_own_documents_rows(window, ali
                          ids=["documents", "documents+softcap", "documents+softcap-bounded"])
 def test_the_gluon_forward_walks_half_diagonals_first(softcap, filled):
     """Packed document items (4 query heads a KV head: 32 positions an item) whose positions lie in their
-    diagonal key tile's first half take that tile first at half width (gluon_walk.half_diagonal), the whole walk
+    diagonal key tile's first half take that tile first at half width (gluon_walk.takes_half_diagonal), the whole walk
     where it is the only tile: documents of 1 to 300 rows hold such items at walks of 1, 2 and 3 tiles. Output
     and lse (NaN before, where filled) equal our Triton forward's within bfloat16's rounding, under a softcap too,
     and under the softcap without an lse, whose row sums are the tensor cores' (gluon_softmax.issue_pv)."""

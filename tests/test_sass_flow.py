@@ -112,3 +112,48 @@ def test_a_64_bit_write_defines_both_registers_and_an_indirect_branch_reaches_ea
 def test_a_branch_to_a_label_the_listing_lacks_is_refused():
     with pytest.raises(ValueError, match="not all in the listing"):
         sass_flow.parse(listing("@P0 BRA `(.L_x_9)", "EXIT"))
+
+
+def test_a_value_through_a_vector_register_keeps_its_state():
+    """ptxas moves values between the register files (`IMAD.U32 R6, RZ, RZ, UR5` ... `R2UR UR9, R6`): an unwritten
+    uniform register copied out and back is still unwritten; a vector register from the entry on holds a value."""
+    through = listing(
+        "S2R R2, SR_TID.X",
+        "@P0 BRA `(.L_x_1)",
+        "UMOV UR5, 0x40",
+        ".L_x_1:",
+        "IMAD.U32 R6, RZ, RZ, UR5",
+        "R2UR UR8, R6",
+        "R2UR UR9, R2",
+        "UMOV UR10, UR9",
+        "UMOV UR11, UR9",
+        "HGMMA.64x128x16.F32.BF16 R24, gdesc[UR8], RZ, !UPT",
+        "EXIT",
+    )
+    assert sass_flow.unwritten_descriptor_reads(through) == [(0x80, "HGMMA.64x128x16.F32.BF16", [8])]
+
+
+def test_a_wide_multiply_reads_its_factors_as_single_registers_and_its_addend_as_a_pair():
+    """`UIMAD.WIDE.U32 d, a, b, c` is d = a x b + c with d and c 64-bit: a's and b's next registers are not read
+    (counted as read, main's causal reads 77 registers unwritten through them); c's is."""
+    def wide(addend):
+        return listing("S2UR UR4, SR_CTAID.X", "S2UR UR6, SR_CTAID.Y", "UMOV UR8, UR4", "UMOV UR9, UR4",
+                       f"UIMAD.WIDE.U32 UR16, UR4, UR6, {addend}", "UMOV UR18, UR4", "UMOV UR19, UR4",
+                       "HGMMA.64x128x16.F32.BF16 R24, gdesc[UR16], RZ, !UPT", "EXIT")
+
+    assert sass_flow.unwritten_descriptor_reads(wide("UR8")) == []
+    assert sass_flow.unwritten_descriptor_reads(wide("UR6")) == [(0x70, "HGMMA.64x128x16.F32.BF16", [16, 17])]
+
+
+def test_a_callee_starts_from_its_callers_registers_and_a_label_twice_is_refused():
+    called = "\n".join([
+        listing("S2UR UR4, SR_CTAID.X", "CALL.REL.NOINC `($__internal_0_$__cuda_slowpath)", "EXIT"),
+        "$__internal_0_$__cuda_slowpath:",
+        "        /*0030*/                   UMOV UR16, UR4 ;",
+        "        /*0040*/                   UMOV UR17, UR4 ;",
+        "        /*0050*/                   HGMMA.64x128x16.F32.BF16 R24, gdesc[UR16], RZ, !UPT ;",
+        "        /*0060*/                   RET.REL.NODEC R24 `(_attention_forward) ;",
+    ])
+    assert sass_flow.unwritten_descriptor_reads(called) == [(0x50, "HGMMA.64x128x16.F32.BF16", [18, 19])]
+    with pytest.raises(ValueError, match="twice"):
+        sass_flow.parse(listing(".L_x_1:", "NOP", ".L_x_1:", "EXIT"))

@@ -95,8 +95,9 @@ def report(label, build):
               f"{', '.join(f'UR{r}' for r in registers)} that some path leaves unwritten (sass_flow.py)", flush=True)
     counts = Counter(op.split(".")[0] for op in sm90_cubin.sass_opcodes(binary.asm["cubin"]))
     shown = {op: n for op, n in sorted(counts.items()) if op.startswith(SHOWN)}
-    print(f"  {'FAIL' if used.refusal() else 'ok':4} {label}: {used}; {shown}", flush=True)
-    return int(bool(unsynced) or bool(unwritten) or used.refusal() is not None)
+    failed = bool(unsynced) or bool(unwritten) or used.refusal() is not None
+    print(f"  {'FAIL' if failed else 'ok':4} {label}: {used}; {shown}", flush=True)
+    return int(failed)
 
 
 def main():

@@ -23,7 +23,8 @@ def starts(lengths):
     return torch.cat([torch.full((n,), sum(lengths[:i]), dtype=torch.int32) for i, n in enumerate(lengths)])
 
 
-# (batch, query heads, KV heads, length, document starts (B, S))
+# (batch, query heads, KV heads, length, document starts (B, S)); "one-doc-N": a first document of N rows (the
+# rest of the sequence a second), "packP": P query heads a KV head, so P heads an item (gluon_walk.document_pack)
 CASES = {
     "one-doc-128-pack4": (1, 4, 1, 128, lambda: starts([128]).reshape(1, -1)),
     "one-doc-64-pack4": (1, 4, 1, 128, lambda: starts([64, 64]).reshape(1, -1)),
@@ -43,12 +44,14 @@ def run(name):
     gen = torch.Generator(device="cuda").manual_seed(16)
     q, k, v = (torch.randn(batch, h, seq, 128, device="cuda", generator=gen, dtype=torch.bfloat16)
                for h in (hq, hkv, hkv))
-    want = triton_flash.forward_launcher(q, k, v, causal=True, doc_start=doc_start)()
-    got = gluon_flash.forward_launcher(q, k, v, causal=True, doc_start=doc_start)()
+    want_lse, lse = (torch.full((batch, hq, seq), float("nan"), device="cuda") for _ in range(2))
+    want = triton_flash.forward_launcher(q, k, v, causal=True, doc_start=doc_start, lse=want_lse)()
+    got = gluon_flash.forward_launcher(q, k, v, causal=True, doc_start=doc_start, lse=lse)()
     torch.cuda.synchronize()
     diff = (got.float() - want.float()).abs().amax(-1)  # (B, H, S)
+    lse_diff = (lse - want_lse).abs().nan_to_num(float("inf")).max().item()  # a row left unwritten reads inf
     print(f"{name}: max difference {diff.max().item():.4g}, rows off by > 0.02: {(diff > 0.02).sum().item()} of "
-          f"{diff.numel()}")
+          f"{diff.numel()}; lse's max difference {lse_diff:.3g}")
     bad = (diff > 0.02).nonzero().tolist()
     for b, h, p in bad[:24]:
         start = int(doc_start[b, p])
@@ -56,19 +59,33 @@ def run(name):
               f"{(p - start) % 128} into its diagonal tile)")
 
 
+def sweep():
+    for name in CASES:
+        try:
+            done = subprocess.run([sys.executable, __file__, name], capture_output=True, text=True, timeout=120)
+        except subprocess.TimeoutExpired:  # a ring the producer and consumers walk apart hangs
+            print(f"{name}: no answer in 120 s (a hang)")
+            continue
+        print(done.stdout, end="")
+        if done.returncode:
+            last = (done.stderr.strip().splitlines() or ["no error output"])[-1]
+            print(f"{name}: exit {done.returncode}: {last}")
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--sanitize"] and (len(sys.argv) != 3 or sys.argv[2] not in CASES):
+        sys.exit(f"usage: probe_doc_narrow.py --sanitize CASE (one of {', '.join(CASES)})")
     if sys.argv[1:2] == ["--sanitize"]:
-        tool = shutil.which("compute-sanitizer") or next(iter(glob.glob("/usr/local/cuda*/bin/compute-sanitizer")), None)
+        tool = (shutil.which("compute-sanitizer")
+                or next(iter(glob.glob("/usr/local/cuda*/bin/compute-sanitizer")), None))
         if tool is None:
             sys.exit("probe_doc_narrow: no compute-sanitizer on this machine")
         done = subprocess.run([tool, "--tool", "memcheck", "--show-backtrace", "device", sys.executable, __file__,
                                sys.argv[2]], capture_output=True, text=True, timeout=400)
         print("\n".join((done.stdout + done.stderr).splitlines()[:80]))
     elif len(sys.argv) > 1:
+        if sys.argv[1] not in CASES:
+            sys.exit(f"probe_doc_narrow: no case {sys.argv[1]!r}; the cases: {', '.join(CASES)}")
         run(sys.argv[1])
     else:
-        for name in CASES:
-            done = subprocess.run([sys.executable, __file__, name], capture_output=True, text=True, timeout=120)
-            print(done.stdout, end="")
-            if done.returncode:
-                print(f"{name}: exit {done.returncode}: {done.stderr.strip().splitlines()[-1]}")
+        sweep()

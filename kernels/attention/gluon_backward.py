@@ -16,8 +16,9 @@ kernel works (keys x rows, so P and dS feed their products as computed),
     dV += P^T dO,  dK += dS^T Q,
 
 S^T's product waited for alone, then dV's and dP^T's issued together, then dK's; each slot released once
-the products that read it are done (dO's before dK's product, Q's after). dK leaves scaled, both through pointer stores. Masks and score
-functions are the forward's (`gluon_flash._bounds`, softcap's derivative from its tanh, ALiBi's bias).
+the products that read it are done (dO's before dK's product, Q's after). dK leaves scaled, both through pointer
+stores. Masks and score functions are the forward's (`gluon_flash._bounds`, softcap's derivative from its tanh,
+ALiBi's bias).
 
 Scope as gluon_flash.refusal's (Sq == Skv, S a multiple of 128, head dim 128, 16-bit, strides the copy
 engine reads).

@@ -273,7 +273,7 @@ def issue_pv(p, v_tile, ones_tile, acc, l_i, BOUNDED: gl.constexpr):
 @gluon.jit
 def half_diagonal(q_smem, k_tile, v_tile, ones_tile, acc, m_i, l_i, to_log2, sm_scale, softcap, key, lo, hi,
                   o_layout: gl.constexpr, SOFTCAP: gl.constexpr, BOUNDED: gl.constexpr):
-    """A document item's diagonal key tile at half its width, the first of its walk (gluon_walk.half_diagonal):
+    """A document item's diagonal key tile at half its width, the first of its walk (gluon_walk.takes_half_diagonal):
     S, its softmax and P V on the tile's first half of keys (key on), the rest being past every row's position.
     (acc, m_i, l_i) after it, every product done; acc is the walk's zeros, so nothing rescales."""
     HALF_M: gl.constexpr = q_smem.shape[0]

@@ -150,9 +150,9 @@ def takes_half_diagonal(q_pos0, key0, ROWS: gl.constexpr, TILE_N: gl.constexpr):
     position, and the walk takes the tile first at half its width (gluon_softmax.half_diagonal). With ROWS under
     half a tile (`document_pack` of 2 or more) about half the items qualify: at llama-3-8b-s4k's catalog documents
     and 32 positions an item, 269 of 522 a pack of heads, their pairs computed 1.139x -> 1.085x the visible
-    (offline count). Measured on an H200 (session 38, llama-3-8b-s4k, one lease each side): the document forward
-    0.3742 -> 0.3661 ms (do_bench), gated same at 0.974 with the other five forwards same; its cost per useful
-    FLOP 1.200 (main, an earlier lease) -> 1.169."""
+    (offline count). Measured on an H200 (session 38, llama-3-8b-s4k): the document forward 0.3742 -> 0.3661 ms
+    (do_bench, both in one lease), gated same at 0.974 with the other five forwards same; its cost per useful FLOP
+    1.200 (main, an earlier lease) -> 1.169."""
     return (q_pos0 - key0) % TILE_N + ROWS <= TILE_N // 2
 
 
@@ -202,10 +202,11 @@ def _item(item, n_blocks, n_q_heads, n_kv_heads, masks, CAUSAL: gl.constexpr, WI
 @gluon.jit
 def producer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
              PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr):
-    """gluon_flash.py's forward's producer, one warp: for each of the program's work items, each consumer's query rows into its tile for that
-    item (two a consumer, alternating) once the item before last has left it, then every key tile of the
-    item's walk, K and V through the copy engine into the rings (their position runs on across items), each
-    slot once both consumers have released it.
+    """gluon_flash.py's forward's producer, one warp: for each of the program's work items, each consumer's query
+    rows into its tile for that item (two a consumer, alternating) once the item before last has left it, then
+    every key tile of the item's walk, K and V through the copy engine into the rings (their position runs on
+    across items), each slot once both consumers have released it; the diagonal tile first for an item that
+    `takes_half_diagonal` (the consumers' HALVES: the condition here must stay theirs, or the rings part).
     Under the document mask the items are claimed (`claim`): each item's number goes to the consumers
     with its query rows, and out of items, a number past the last. The next item is claimed once this
     one's first key tile is on its way: Triton hands an atomic's result to the warp at once, so the claim's
