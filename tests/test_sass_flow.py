@@ -157,3 +157,19 @@ def test_a_callee_starts_from_its_callers_registers_and_a_label_twice_is_refused
     assert sass_flow.unwritten_descriptor_reads(called) == [(0x50, "HGMMA.64x128x16.F32.BF16", [18, 19])]
     with pytest.raises(ValueError, match="twice"):
         sass_flow.parse(listing(".L_x_1:", "NOP", ".L_x_1:", "EXIT"))
+
+
+def test_the_block_after_a_predicated_branch_is_reached_by_falling_through():
+    """`@P0 BRA` may not be taken: the block after it runs, and its HGMMA's unwritten registers are reported."""
+    fallen = listing("S2UR UR4, SR_CTAID.X", "@P0 BRA `(.L_x_9)", "UMOV UR16, UR4", "UMOV UR17, UR4",
+                     "HGMMA.64x128x16.F32.BF16 R24, gdesc[UR16], RZ, !UPT", ".L_x_9:", "EXIT")
+    assert sass_flow.unwritten_descriptor_reads(fallen) == [(0x40, "HGMMA.64x128x16.F32.BF16", [18, 19])]
+
+
+def test_a_register_of_a_wide_load_reads_as_written():
+    """Vector registers hold a value from the entry on unless written from an unwritten uniform one: the check
+    does not model every multi-register destination (`LDS.128 R4` writes R4-R7), and the fourth of them moved
+    into a descriptor is not an unwritten read."""
+    loaded = listing("S2UR UR4, SR_CTAID.X", "LDS.128 R4, [UR4]", "R2UR UR16, R7", "R2UR UR17, R7", "R2UR UR18, R7",
+                     "R2UR UR19, R7", "HGMMA.64x128x16.F32.BF16 R24, gdesc[UR16], RZ, !UPT", "EXIT")
+    assert sass_flow.unwritten_descriptor_reads(loaded) == []
