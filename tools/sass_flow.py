@@ -24,7 +24,8 @@ import re
 from dataclasses import dataclass, field
 
 _REGISTER = re.compile(r"\b(U?R)(\d+)\b")  # URZ and RZ, the zero registers, are not registers here
-_LINE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P[T0-9]+\s+)?([A-Z0-9_]+(?:\.[A-Za-z0-9_]+)*)\s*([^;]*);")
+# one instruction line of nvdisasm -c: its address, predicate, opcode (with its suffixes) and operands
+INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P[T0-9]+\s+)?([A-Z0-9_]+(?:\.[A-Za-z0-9_]+)*)\s*([^;]*);")
 _LABEL = re.compile(r"^\s*([.$\w]+):\s*$")  # .L_x_5:, and a callee's $__internal_0_$__cuda_...:
 _TARGET = re.compile(r"`\(([^)`]+)\)")
 
@@ -61,7 +62,7 @@ def parse(listing):
                 blocks.append(Block(None))
             blocks[-1].label = label.group(1)
             continue
-        found = _LINE.search(line)
+        found = INSTRUCTION.search(line)
         if not found:
             continue
         address, predicate, opcode, operands = found.groups()

@@ -18,6 +18,8 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
+import sass_flow  # tools/, beside this module
+
 HOPPER = GPUTarget("cuda", 90, 64)
 # The most shared memory one block may opt into on sm_90 (227 KiB); a launch asking more fails.
 HOPPER_SHARED_LIMIT = 232448
@@ -38,10 +40,15 @@ def sass_listing(cubin):
     return _run("nvdisasm", cubin, "-c")
 
 
+def listing_opcodes(listing):
+    """The opcodes of a SASS listing (`sass_listing`), each with its suffixes (`HGMMA.64x128x16.F32.BF16`), in
+    order: sass_flow's reading of an instruction line."""
+    return [found.group(3) for found in sass_flow.INSTRUCTION.finditer(listing)]
+
+
 def sass_opcodes(cubin):
-    """The opcodes of a cubin's SASS (`sass_listing`)."""
-    listing = sass_listing(cubin)
-    return re.findall(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z0-9_]+(?:\.[A-Z0-9_]+)*)", listing)
+    """The opcodes of a cubin's SASS (`listing_opcodes` of its `sass_listing`)."""
+    return listing_opcodes(sass_listing(cubin))
 
 
 @dataclass(frozen=True)
