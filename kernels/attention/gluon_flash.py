@@ -71,7 +71,7 @@ CONSUMER_REGISTERS, PRODUCER_REGISTERS, MAX_REGISTERS = 232, 24, 168
 @gluon.jit
 def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
               PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr,
-              BOUNDED: gl.constexpr, HALF: gl.constexpr):
+              BOUNDED: gl.constexpr, HALVES: gl.constexpr, HALF: gl.constexpr):
     """Four warps, one warpgroup: for each of the program's work items (under the document mask, the one
     the producer hands it, its number read once the query tile is in), 64 query rows (half HALF of the
     item's 128) through every key tile of its walk, then their output through the copy engine (from the
@@ -100,9 +100,6 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     # the bias through the tensor cores (`alibi_rows`): the condition `_attention_forward` fills their tile on
     ALIBI_MMA: gl.constexpr = ALIBI and not SOFTCAP
-    # where the document walk may take its diagonal tile first at half width (`document_pack`: never under ALiBi;
-    # gluon_walk.producer loads the diagonal first on the same condition)
-    HALVES: gl.constexpr = DOCUMENTS and not WINDOW and not PREFIX and PACK > 1
     o_rows: gl.constexpr = gl.SliceLayout(1, o_layout)
     if SOFTCAP:
         to_log2 = softcap * LOG2E
@@ -284,14 +281,18 @@ def _attention_forward(q_desc, k_desc, v_desc, o_desc, Out, Lse, Claims, DocStar
     work = (Claims, n_items, n_blocks, n_head_rows, n_q_heads, n_kv_heads)
     scores = (Lse, sm_scale, softcap, Out, stride_b, stride_h, stride_s)
     masks = (seq, window, prefix, DocStart, Items)
+    # where the document walk may take its diagonal tile first at half width (`document_pack`: never under ALiBi),
+    # one switch for the producer, which loads that tile first, and the consumers, which walk it first
+    HALVES: gl.constexpr = DOCUMENTS and not WINDOW and not PREFIX and q_desc.block_type.shape[1] > 1
     # the switches (and each consumer's half) travel apart: inside a tuple through warp_specialize a
     # constexpr arrives as a runtime value (Triton 3.6.0), and every `if` on it would compile both branches
     gl.warp_specialize([
         (_consumer, (descs, bars, bufs, work, scores, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI,
-                     BOUNDED, 0)),
+                     BOUNDED, HALVES, 0)),
         (_consumer, (descs, bars, bufs, work, scores, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI,
-                     BOUNDED, 1)),
-        (producer, (descs, bars, bufs, work, scores, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI)),
+                     BOUNDED, HALVES, 1)),
+        (producer, (descs, bars, bufs, work, scores, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI,
+                    HALVES)),
     ], [4, 1], [CONSUMER_REGISTERS, PRODUCER_REGISTERS])
 
 

@@ -201,12 +201,13 @@ def _item(item, n_blocks, n_q_heads, n_kv_heads, masks, CAUSAL: gl.constexpr, WI
 
 @gluon.jit
 def producer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
-             PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr):
+             PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr,
+             HALVES: gl.constexpr):
     """gluon_flash.py's forward's producer, one warp: for each of the program's work items, each consumer's query
     rows into its tile for that item (two a consumer, alternating) once the item before last has left it, then
     every key tile of the item's walk, K and V through the copy engine into the rings (their position runs on
     across items), each slot once both consumers have released it; the diagonal tile first for an item that
-    `takes_half_diagonal` (the consumers' HALVES: the condition here must stay theirs, or the rings part).
+    `takes_half_diagonal` where HALVES (the consumers' switch too, set once by `_attention_forward`).
     Under the document mask the items are claimed (`claim`): each item's number goes to the consumers
     with its query rows, and out of items, a number past the last. The next item is claimed once this
     one's first key tile is on its way: Triton hands an atomic's result to the warp at once, so the claim's
@@ -239,7 +240,7 @@ def producer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WINDO
                                             q_tiles.index(tile))
         if DOCUMENTS:
             first_key, rest_key = key0, key0 + TILE_N
-            if not WINDOW and not PREFIX and PACK > 1:  # the consumers' half diagonal first
+            if HALVES:  # the consumers' half diagonal first
                 if takes_half_diagonal(q_pos0, key0, 2 * POSITIONS, TILE_N):
                     first_key, rest_key = key0 + (n_tiles - 1) * TILE_N, key0
             load_key_tiles(k_desc, v_desc, keys, values, batch, kv_head, first_key, 1, loaded)
