@@ -131,7 +131,6 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
             lo, hi = rows * 0 + key0, rows
         else:
             lo, hi = _bounds(rows, batch, seq, masks[1], masks[2], DocStart, CAUSAL, WINDOW, PREFIX, DOCUMENTS)
-        cols = key0 + gl.arange(0, TILE_N, layout=gl.SliceLayout(0, s_layout))
         first_tile = key0 // TILE_N  # the walk's tiles are numbered from here (`_item`)
         if BOUNDED:  # the max exp2 subtracts stays 0 (_softmax_step)
             m_i = gl.zeros([HALF_M], gl.float32, layout=gl.SliceLayout(1, s_layout))
@@ -167,7 +166,7 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
             s = issue_s(q_smem, k_ring.index(slot).reshape([TILE_N, HEAD_DIM]), s_zero, alibi_a, alibi_b, ALIBI_MMA)
             s = warpgroup_mma_wait(num_outstanding=0, deps=(s, ))
             mbarrier.arrive(k_empty.index(slot), count=1)
-            p, m_i, l_i, alpha = _softmax(s, m_i, l_i, to_log2, sm_scale, softcap, bias, slope * (key0 - row0), cols,
+            p, m_i, l_i, alpha = _softmax(s, m_i, l_i, to_log2, sm_scale, softcap, bias, slope * (key0 - row0), key0,
                                           lo, hi, (first_tile < unmasked_lo) | (first_tile >= unmasked_hi), SOFTCAP,
                                           ALIBI, BOUNDED)
             p = gl.convert_layout(p.to(v_desc.dtype), p_layout)  # carried as the 16-bit operand: 32 registers, not 64
@@ -190,7 +189,7 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
                 s = warpgroup_mma_wait(num_outstanding=2 if BOUNDED else 1, deps=(s, ))
                 mbarrier.arrive(k_empty.index(slot), count=1)
                 p_next, m_i, l_i, alpha = _softmax(s, m_i, l_i, to_log2, sm_scale, softcap, bias,
-                                                   slope * (key0 + j * TILE_N - row0), cols + j * TILE_N, lo, hi,
+                                                   slope * (key0 + j * TILE_N - row0), key0 + j * TILE_N, lo, hi,
                                                    (tile < unmasked_lo) | (tile >= unmasked_hi), SOFTCAP, ALIBI,
                                                    BOUNDED)
                 p_next = gl.convert_layout(p_next.to(v_desc.dtype), p_layout)

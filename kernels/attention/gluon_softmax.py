@@ -177,7 +177,19 @@ def alibi_lse(lse, slope, offsets, ALIBI: gl.constexpr):
 
 
 @gluon.jit
-def _softmax_step(qk, m_i, l_i, to_log2, sm_scale, softcap, bias, shift, cols, lo, hi, MASKED: gl.constexpr,
+def visible(scores, lo, hi):
+    """Which of a tile's scores (rows x keys, any distributed layout) a row sees: column c (0 .. keys - 1 of the
+    tile) where lo <= c <= hi, lo and hi each row's interval less the tile's first key. Against the key
+    positions (the tile's first key + c, each a column index the compiler built from the lane a thread is,
+    a logical or and an add a score) ptxas packed the compares into integer masks and unpacked them (SASS,
+    sm_90, Triton 3.6.0: the forward's masked softmax 546 -> 440 instructions in causal's loop, every forward case
+    4-14% fewer in all); against the column alone each score costs one compare and one select."""
+    offsets = gl.arange(0, scores.shape[1], layout=gl.SliceLayout(0, scores.type.layout))
+    return (offsets[None, :] >= lo[:, None]) & (offsets[None, :] <= hi[:, None])
+
+
+@gluon.jit
+def _softmax_step(qk, m_i, l_i, to_log2, sm_scale, softcap, bias, shift, key, lo, hi, MASKED: gl.constexpr,
                   SOFTCAP: gl.constexpr, ALIBI: gl.constexpr, BOUNDED: gl.constexpr):
     """(p, new row max, new row sum, the factor the old ones scale by) of one tile of raw scores q.k:
     triton_flash._attend_block's scores, each reaching exp2 through one fused multiply-add with to_log2.
@@ -204,7 +216,7 @@ def _softmax_step(qk, m_i, l_i, to_log2, sm_scale, softcap, bias, shift, cols, l
     if ALIBI and SOFTCAP:
         s = s * to_log2 + bias[None, :]  # exp2's units, less the tile's shift (without a cap: S holds it)
     if MASKED:
-        s = gl.where((cols[None, :] >= lo[:, None]) & (cols[None, :] <= hi[:, None]), s, float("-inf"))
+        s = gl.where(visible(qk, lo - key, hi - key), s, float("-inf"))
     gl.static_assert(not (BOUNDED and ALIBI), "ALiBi's bias is unbounded below: the max stays")
     if BOUNDED:
         m_new = m_i  # 0 throughout
@@ -232,14 +244,14 @@ def _softmax_step(qk, m_i, l_i, to_log2, sm_scale, softcap, bias, shift, cols, l
 
 
 @gluon.jit
-def _softmax(qk, m_i, l_i, to_log2, sm_scale, softcap, bias, shift, cols, lo, hi, masked, SOFTCAP: gl.constexpr,
+def _softmax(qk, m_i, l_i, to_log2, sm_scale, softcap, bias, shift, key, lo, hi, masked, SOFTCAP: gl.constexpr,
              ALIBI: gl.constexpr, BOUNDED: gl.constexpr):
     """_softmax_step, with the interval test on the tiles some row sees only in part (`masked`)."""
     if masked:
-        p, m_i, l_i, alpha = _softmax_step(qk, m_i, l_i, to_log2, sm_scale, softcap, bias, shift, cols, lo, hi,
+        p, m_i, l_i, alpha = _softmax_step(qk, m_i, l_i, to_log2, sm_scale, softcap, bias, shift, key, lo, hi,
                                            True, SOFTCAP, ALIBI, BOUNDED)
     else:
-        p, m_i, l_i, alpha = _softmax_step(qk, m_i, l_i, to_log2, sm_scale, softcap, bias, shift, cols, lo, hi,
+        p, m_i, l_i, alpha = _softmax_step(qk, m_i, l_i, to_log2, sm_scale, softcap, bias, shift, key, lo, hi,
                                            False, SOFTCAP, ALIBI, BOUNDED)
     return p, m_i, l_i, alpha
 
@@ -288,10 +300,9 @@ def half_diagonal(q_smem, k_tile, v_tile, ones_tile, acc, m_i, l_i, to_log2, sm_
     s = warpgroup_mma(q, k_tile.slice(0, NARROW).permute((1, 0)),
                       gl.zeros([HALF_M, NARROW], gl.float32, layout=n_layout), use_acc=False, is_async=True)
     s, q = warpgroup_mma_wait(num_outstanding=0, deps=(s, q))
-    cols = key + gl.arange(0, NARROW, layout=gl.SliceLayout(0, n_layout))
     sums = l_i if BOUNDED else gl.convert_layout(l_i, rows)
     p, m_i, sums, _ = _softmax_step(s, gl.convert_layout(m_i, rows), sums, to_log2, sm_scale, softcap, 0.0, 0.0,
-                                    cols, gl.convert_layout(lo, rows), gl.convert_layout(hi, rows), True, SOFTCAP,
+                                    key, gl.convert_layout(lo, rows), gl.convert_layout(hi, rows), True, SOFTCAP,
                                     False, BOUNDED)
     p = gl.convert_layout(p.to(v_tile.dtype), gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2))
     acc, sums = issue_pv(p, v_tile.slice(0, NARROW), ones_tile.slice(0, NARROW, dim=1), acc, sums, BOUNDED)
