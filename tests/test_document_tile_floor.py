@@ -37,3 +37,24 @@ def test_the_catalogs_documents_at_llama_3_8b_s4k():
 def test_a_tile_that_is_not_rows_x_keys_is_one_usage_line():
     result = CliRunner().invoke(tool.main, ["--tiles", "128x128,128by64"])
     assert result.exit_code == 2 and "'128by64' is not ROWSxKEYS" in result.output
+
+
+@pytest.mark.parametrize("diagonals,widths", [((), (128, 128, 128, 128)), ((64,), (64, 64, 128, 128)),
+                                              ((32, 64), (32, 64, 128, 128)), ((32, 64, 96), (32, 64, 96, 128))])
+def test_a_diagonal_tile_is_computed_at_the_narrowest_width_holding_its_rows_keys(diagonals, widths):
+    """A document of 100 positions in items of 32: four items walking one key tile each, whose rows see keys up to
+    32, 64, 96 and 100 of it."""
+    assert tool.computed_pairs(7, 107, 32, 128, diagonals) == 32 * sum(widths)
+
+
+def test_the_diagonals_at_the_packed_items_of_llama_3_8b_s4k():
+    """The counts the kernels' docstrings cite: 32 positions an item (4 query heads a KV head), whole diagonals,
+    session 38's half diagonals, and diagonals at 32 or 64 keys."""
+    doc_start = document_starts(4, 4096, DOCUMENT_STRUCTURE_SEED)
+    assert [round(tool.floor(doc_start, 32, 128, diagonals)[0], 3) for diagonals in ((), (64,), (32, 64))] == [
+        1.139, 1.085, 1.071]
+
+
+def test_a_width_that_is_not_a_positive_integer_is_one_usage_line():
+    result = CliRunner().invoke(tool.main, ["--diagonals", "32,0"])
+    assert result.exit_code == 2 and "'0' is not a width in keys" in result.output

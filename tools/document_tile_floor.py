@@ -30,9 +30,17 @@ def documents(doc_start):
     return spans
 
 
-def computed_pairs(start, end, rows, keys):
-    """Pairs the tiles of one causal document [start, end) compute, its row tiles from its start."""
-    return sum(rows * keys * math.ceil((min(first + rows, end) - start) / keys) for first in range(start, end, rows))
+def computed_pairs(start, end, rows, keys, diagonals=()):
+    """Pairs the tiles of one causal document [start, end) compute, its row tiles from its start: each walks its
+    document's key tiles up to the one holding its rows, that diagonal tile at the narrowest of the `diagonals`
+    widths that holds the keys its rows see (their offset in it plus `rows`), else whole: our Gluon forward's half
+    diagonals (gluon_walk.takes_half_diagonal) are (64,) at 32 rows an item."""
+    total = 0
+    for first in range(start, end, rows):
+        tiles = math.ceil((min(first + rows, end) - start) / keys)
+        seen = (first - start) % keys + rows
+        total += rows * (keys * (tiles - 1) + min([w for w in diagonals if w >= seen], default=keys))
+    return total
 
 
 def visible_pairs(start, end):
@@ -40,13 +48,25 @@ def visible_pairs(start, end):
     return length * (length + 1) // 2
 
 
-def floor(doc_start, rows, keys):
-    """(documents' computed / visible pairs, causal's, their quotient) at rows x keys tiles."""
+def floor(doc_start, rows, keys, diagonals=()):
+    """(documents' computed / visible pairs, causal's, their quotient) at rows x keys tiles, the documents'
+    diagonal tiles at `diagonals`' widths (`computed_pairs`; causal's whole)."""
     spans = documents(doc_start)
-    waste = sum(computed_pairs(a, e, rows, keys) for a, e in spans) / sum(visible_pairs(a, e) for a, e in spans)
+    waste = (sum(computed_pairs(a, e, rows, keys, diagonals) for a, e in spans)
+             / sum(visible_pairs(a, e) for a, e in spans))
     seq = doc_start.shape[1]
     causal = computed_pairs(0, seq, rows, keys) / visible_pairs(0, seq)
     return waste, causal, waste / causal
+
+
+def widths(ctx, param, value):
+    """(32, 64) of "32,64" ("" for none); a usage error naming the one that is not a positive integer."""
+    if value.strip() == "":
+        return ()
+    for width in value.split(","):
+        if not width.isdigit() or int(width) == 0:
+            raise click.BadParameter(f"{width!r} is not a width in keys (a positive integer, e.g. 64)")
+    return tuple(sorted(int(width) for width in value.split(",")))
 
 
 def tile_shapes(ctx, param, value):
@@ -65,11 +85,15 @@ def tile_shapes(ctx, param, value):
 @click.option("--seq", default=4096, show_default=True, help="tokens a sequence")
 @click.option("--tiles", default="128x128,64x128,128x64,64x64", show_default=True,
               callback=tile_shapes, help="tile shapes, query rows x keys, comma-separated")
-def main(batch, seq, tiles):
+@click.option("--diagonals", default="", callback=widths,
+              help="the widths (keys) a diagonal key tile may be computed at, comma-separated, e.g. 32,64 (session 38's "
+                   "half diagonals: 64); each at the narrowest that holds its rows' keys, else whole")
+def main(batch, seq, tiles, diagonals):
     doc_start = document_starts(batch, seq, DOCUMENT_STRUCTURE_SEED)
-    print(f"{len(documents(doc_start))} documents in {batch} x {seq} tokens")
+    print(f"{len(documents(doc_start))} documents in {batch} x {seq} tokens"
+          + (f", diagonal key tiles at {', '.join(map(str, diagonals))} keys or whole" if diagonals else ""))
     for rows, keys in tiles:
-        waste, causal, quotient = floor(doc_start, rows, keys)
+        waste, causal, quotient = floor(doc_start, rows, keys, diagonals)
         print(f"  {rows:4} x {keys:<4} documents {waste:.3f}x their visible pairs, causal {causal:.3f}x: "
               f"floor {quotient:.3f}x causal's cost per useful FLOP")
 
