@@ -1,5 +1,6 @@
 """How close to causal's cost per useful FLOP a tiled kernel can bring the document mask, on the CPU:
     python tools/document_tile_floor.py [--batch 4] [--seq 4096] [--tiles 128x128,64x128,128x64,64x64]
+                                        [--diagonals 32,64]
 For the catalog's documents (catalog.attention.DOCUMENT_STRUCTURE_SEED) and each tile shape (query rows x
 keys), the query-key pairs a kernel computes, against the pairs the mask lets through: every document split
 into row tiles from its own start, each tile walking its document's key tiles up to its diagonal (our Gluon
@@ -8,6 +9,9 @@ sequence. Their quotient is the floor of the documents' ratio to causal's per us
 reaches whose tiles all cost what causal's do and whose items cost nothing more, causal with the documents'
 own heads (grouped at llama-3-8b-s4k: gqa_8). There, 128 x 128 tiles compute 1.201x the visible pairs where
 causal computes 1.031x: 1.165x, with gqa_8 at 0.912-0.915x the baseline a floor of about 1.06 (session 34).
+With --diagonals, each diagonal key tile is computed at the narrowest given width that holds its rows' keys
+(`computed_pairs`): at 32 positions an item (our packed items), 1.139x, 1.085x at 64 (our half diagonals, session
+38), 1.071x at 32 or 64 (session 39).
 """
 
 import math
@@ -86,8 +90,8 @@ def tile_shapes(ctx, param, value):
 @click.option("--tiles", default="128x128,64x128,128x64,64x64", show_default=True,
               callback=tile_shapes, help="tile shapes, query rows x keys, comma-separated")
 @click.option("--diagonals", default="", callback=widths,
-              help="the widths (keys) a diagonal key tile may be computed at, comma-separated, e.g. 32,64 (session 38's "
-                   "half diagonals: 64); each at the narrowest that holds its rows' keys, else whole")
+              help="the widths (keys) a diagonal key tile may be computed at, comma-separated, e.g. 32,64 "
+                   "(session 38's half diagonals: 64); each at the narrowest that holds its rows' keys, else whole")
 def main(batch, seq, tiles, diagonals):
     doc_start = document_starts(batch, seq, DOCUMENT_STRUCTURE_SEED)
     print(f"{len(documents(doc_start))} documents in {batch} x {seq} tokens"
