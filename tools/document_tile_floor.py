@@ -37,13 +37,13 @@ def documents(doc_start):
 def computed_pairs(start, end, rows, keys, diagonals=()):
     """Pairs the tiles of one causal document [start, end) compute, its row tiles from its start: each walks its
     document's key tiles up to the one holding its rows, that diagonal tile at the narrowest of the `diagonals`
-    widths that holds the keys its rows see (their offset in it plus `rows`), else whole: our Gluon forward's half
-    diagonals (gluon_walk.takes_half_diagonal) are (64,) at 32 rows an item."""
+    widths under `keys` that holds the keys its rows see (their offset in it plus `rows`), else whole: our Gluon
+    forward's half diagonals (gluon_walk.takes_half_diagonal) are (64,) at 32 rows an item."""
     total = 0
     for first in range(start, end, rows):
         tiles = math.ceil((min(first + rows, end) - start) / keys)
         seen = (first - start) % keys + rows
-        total += rows * (keys * (tiles - 1) + min([w for w in diagonals if w >= seen], default=keys))
+        total += rows * (keys * (tiles - 1) + min([w for w in diagonals if seen <= w < keys], default=keys))
     return total
 
 
@@ -68,7 +68,7 @@ def widths(ctx, param, value):
     if value.strip() == "":
         return ()
     for width in value.split(","):
-        if not width.isdigit() or int(width) == 0:
+        if not width.isdecimal() or int(width) == 0:
             raise click.BadParameter(f"{width!r} is not a width in keys (a positive integer, e.g. 64)")
     return tuple(sorted(int(width) for width in value.split(",")))
 
@@ -78,7 +78,7 @@ def tile_shapes(ctx, param, value):
     shapes = []
     for tile in value.split(","):
         rows, _, keys = tile.partition("x")
-        if not (rows.isdigit() and keys.isdigit() and int(rows) > 0 and int(keys) > 0):
+        if not (rows.isdecimal() and keys.isdecimal() and int(rows) > 0 and int(keys) > 0):
             raise click.BadParameter(f"{tile!r} is not ROWSxKEYS (positive integers, e.g. 128x128)")
         shapes.append((int(rows), int(keys)))
     return shapes

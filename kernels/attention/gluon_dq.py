@@ -116,7 +116,7 @@ def _consumer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WIN
             s = (softcap * LOG2E) * t
         if ALIBI and SOFTCAP:
             s = s + slope * (cols[None, :] - rows[:, None]).to(gl.float32)
-        if (tile < unmasked_lo) | (tile >= unmasked_hi):
+        if (tile < unmasked_lo) | (tile >= unmasked_hi):  # (not gluon_softmax.visible: here it spilled 24 -> 32 bytes)
             s = gl.where((cols[None, :] >= lo[:, None]) & (cols[None, :] <= hi[:, None]), s, float("-inf"))
         # S holds slope (k - tile's first key) (ALIBI_MMA); the rest of the bias, slope (tile's first key
         # - q), a value a row, joins the lse: exp2's argument then costs causal's ops a score

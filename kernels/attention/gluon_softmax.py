@@ -180,13 +180,16 @@ def alibi_lse(lse, slope, offsets, ALIBI: gl.constexpr):
 def visible(scores, lo, hi):
     """Which of a tile's scores (rows x keys, any distributed layout) a row sees: column c (0 .. keys - 1 of the
     tile) where lo <= c <= hi, lo and hi each row's interval less the tile's first key. Against the key
-    positions (the tile's first key + c, a column index built from the lane a thread is, a logical or a score)
+    positions (the tile's first key + c, a column index built from the thread's lane with one logical OR a score)
     ptxas packed the compares into integer masks and unpacked them; against the column alone each score costs
-    one compare and one select (SASS, sm_90, Triton 3.6.0: the block of causal's key loop that holds the masked
-    softmax 546 -> 440 instructions; causal 5112 -> 4912, the window 5984 -> 5528, packed documents 6880 -> 6312
-    in all). Measured on an H200 (session 39, llama-3-8b-s4k): gated same at six forwards, nothing slower (the
-    window 0.986, the documents 0.987); per useful FLOP the window 1.074 -> 1.055 and the documents 1.189 -> 1.177
-    (asv, main and the change in two leases of one session)."""
+    one compare and one select (SASS, sm_90, Triton 3.6.0: causal's key loop from its P V to the end of the masked
+    softmax, between nvdisasm's labels, 546 -> 440 instructions; causal 5112 -> 4912, the window 5984 -> 5528, packed
+    documents 6880 -> 6312 in all). Spill moved: the window's 32 bytes and document+window's 16 gone; alibi 0 -> 8
+    and packed documents under a softcap 0 -> 24 bytes, outside the key loop; softcap with alibi 24 -> 40, three
+    stores and three loads now inside its first consumer's key loop (no catalog variant; not measured). Measured on
+    an H200 (session 39, llama-3-8b-s4k): gated same at six forwards, nothing slower (the window 0.986, the documents
+    0.987); per useful FLOP the window 1.074 -> 1.055 and the documents 1.189 -> 1.177 (asv, the change and main in
+    two calls of one lease). gluon_dq.py keeps the key positions: there this form spilled more (24 -> 32 bytes)."""
     offsets = gl.arange(0, scores.shape[1], layout=gl.SliceLayout(0, scores.type.layout))
     return (offsets[None, :] >= lo[:, None]) & (offsets[None, :] <= hi[:, None])
 
