@@ -67,10 +67,11 @@ def widths(ctx, param, value):
     """(32, 64) of "32,64" ("" for none); a usage error naming the one that is not a positive integer."""
     if value.strip() == "":
         return ()
-    for width in value.split(","):
+    parts = value.split(",")
+    for width in parts:
         if not width.isdecimal() or int(width) == 0:
             raise click.BadParameter(f"{width!r} is not a width in keys (a positive integer, e.g. 64)")
-    return tuple(sorted(int(width) for width in value.split(",")))
+    return tuple(sorted(map(int, parts)))
 
 
 def tile_shapes(ctx, param, value):

@@ -299,6 +299,8 @@ def half_diagonal(q_smem, k_tile, v_tile, ones_tile, acc, m_i, l_i, to_log2, sm_
     n_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, NARROW, 16])
     rows: gl.constexpr = gl.SliceLayout(1, n_layout)
+    tile_rows: gl.constexpr = gl.SliceLayout(1, gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                                          instr_shape=[16, 2 * NARROW, 16]))
     # the query rows from registers: with q_smem as the operand ptxas 12.8 computed the query tile's descriptors
     # once, here, and the walk after this branch read them where an item had not taken it (an illegal address on
     # an H200; tools/sass_flow.py finds it offline)
@@ -316,7 +318,5 @@ def half_diagonal(q_smem, k_tile, v_tile, ones_tile, acc, m_i, l_i, to_log2, sm_
         acc, sums, p = warpgroup_mma_wait(num_outstanding=0, deps=(acc, sums, p))
     else:
         acc, p = warpgroup_mma_wait(num_outstanding=0, deps=(acc, p))
-        sums = gl.convert_layout(sums, gl.SliceLayout(1, gl.NVMMADistributedLayout(
-            version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 2 * NARROW, 16])))
-    return acc, gl.convert_layout(m_i, gl.SliceLayout(1, gl.NVMMADistributedLayout(
-        version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 2 * NARROW, 16]))), sums
+        sums = gl.convert_layout(sums, tile_rows)
+    return acc, gl.convert_layout(m_i, tile_rows), sums
