@@ -85,6 +85,19 @@ def main(names, graph=False):
             print(f"  {name:10} {what:14} {shown}", flush=True)
 
 
+def unknown(names):
+    """One line naming the variants the probe does not know (and those it does), or None: said before any GPU
+    work, where an unknown name was a KeyError's traceback after the variants before it (session 40: gqa_8)."""
+    strays = [name for name in names if name not in VARIANTS]
+    if strays:
+        return f"probe_gluon_forward.py: no variant {', '.join(strays)}; known: {' '.join(VARIANTS)}"
+    return None
+
+
 if __name__ == "__main__":
     arguments = [a for a in sys.argv[1:] if a != "--graph"]
+    refusal = unknown(arguments)
+    if refusal:
+        print(refusal, file=sys.stderr)
+        sys.exit(2)
     main(arguments or list(VARIANTS), graph="--graph" in sys.argv[1:])
