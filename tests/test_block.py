@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from reference import block as reference_block
-from variantbench import cases
+from variantbench import cases, check_workers
 from variantbench.block_shapes import BlockShape
 from variantbench.catalog import family
 from variantbench.catalog.attention import AttentionVariant
@@ -177,13 +177,13 @@ def test_mixture_of_depths_rope_uses_each_chosen_tokens_own_position():
                                         ("llama-3-8b-depth", "tiny-prefill-b2-s48"),
                                         ("deepseek-v3", "tiny-prefill-b2-s48"), ("deepseek-v3", "tiny-decode-b2-kv40")])
 def test_the_fused_block_matches_the_reference_and_names_its_pieces(name, shape):
-    result = cases.check_one(cases.resolve("block", name, "fused", shape, "cpu"))
+    result = check_workers.check_one(cases.resolve("block", name, "fused", shape, "cpu"))
     assert result.status == "ok", result.line
     assert "via attention " in result.line and ", mlp " in result.line
 
 
 def test_the_compiled_block_matches_the_reference_with_gradients():
-    result = cases.check_one(cases.resolve("block", "vit-l16", "compiled", "tiny-prefill-b2-s48", "cpu"))
+    result = check_workers.check_one(cases.resolve("block", "vit-l16", "compiled", "tiny-prefill-b2-s48", "cpu"))
     assert result.status == "ok", result.line
     assert "gradients dx" in result.line and "dw13" in result.line
 
@@ -192,7 +192,7 @@ def test_a_compiled_moe_block_breaks_its_graph_only_at_the_experts():
     """An MoE block compiles with symbolic sizes; its sliding window mask named itself with an f-string
     then, which dynamo could not trace (BUILD_STRING): Mixtral's compiled block broke its graph in the
     mask before its experts, and on an H200 the host took 96% of its 43 ms a call (session 14)."""
-    result = cases.check_one(cases.resolve("block", "mixtral-8x7b", "compiled", "tiny-prefill-b2-s48", "cpu"))
+    result = check_workers.check_one(cases.resolve("block", "mixtral-8x7b", "compiled", "tiny-prefill-b2-s48", "cpu"))
     assert result.status == "ok", result.line
     assert "(graph breaks: " in result.line and "reference/moe.py:" in result.line, result.line
 
@@ -201,7 +201,7 @@ def test_a_fused_block_fails_its_check_when_a_piece_is_wrong(monkeypatch):
     from kernels.block import fused
 
     monkeypatch.setitem(fused.ACTIVATIONS, "swiglu", lambda h: F.silu(h.chunk(2, -1)[0]))  # the up half dropped
-    result = cases.check_one(cases.resolve("block", "llama-3-8b", "fused", "tiny-prefill-b2-s48", "cpu"))
+    result = check_workers.check_one(cases.resolve("block", "llama-3-8b", "fused", "tiny-prefill-b2-s48", "cpu"))
     assert result.status == "mismatch", result.line
 
 
@@ -279,7 +279,7 @@ def test_composition_overhead_is_the_block_over_the_sum_of_its_pieces(monkeypatc
     ("llama-3-8b", "sequence_parallel_overlapped", "tiny-prefill-b2-s48"),
     ("qwen3-30b-a3b", "sequence_parallel_overlapped", "tiny-prefill-b2-s48")])
 def test_a_block_split_over_two_gloo_ranks_is_the_unsplit_block(name, implementation, shape):
-    result = cases.check_one(cases.resolve("block", name, implementation, shape, "cpu"))
+    result = check_workers.check_one(cases.resolve("block", name, implementation, shape, "cpu"))
     assert result.status == "ok", result.line
     assert "parallel over 2 ranks" in result.line
 
@@ -290,7 +290,7 @@ def test_a_rank_holding_the_wrong_share_fails_the_check(monkeypatch):
     real = parallel.share
     # rank 0 (this process) takes rank 1's heads and MLP slice: the sum counts those twice
     monkeypatch.setattr(parallel, "share", lambda problem, variant, rank, ranks, mode: real(problem, variant, 1, ranks, mode))
-    result = cases.check_one(cases.resolve("block", "llama-3-8b", "tensor_parallel", "tiny-prefill-b2-s48", "cpu"))
+    result = check_workers.check_one(cases.resolve("block", "llama-3-8b", "tensor_parallel", "tiny-prefill-b2-s48", "cpu"))
     assert result.status == "mismatch", result.line
 
 
@@ -404,7 +404,7 @@ def test_the_fused_gated_deltanet_block_runs_our_kernel_on_the_cpu():
 
     if os.environ.get("TRITON_INTERPRET") != "1":
         pytest.skip("our Triton kernels run on the CPU under TRITON_INTERPRET=1 (fla-core is GPU-only)")
-    result = cases.check_one(cases.resolve("block", "qwen3-next", "fused", "tiny-prefill-b2-s48", "cpu"))
+    result = check_workers.check_one(cases.resolve("block", "qwen3-next", "fused", "tiny-prefill-b2-s48", "cpu"))
     assert result.status == "ok", result.line
     assert "via attention triton" in result.line
 

@@ -10,7 +10,7 @@ import torch
 
 from reference import block as reference_block
 from reference import linear_attention as reference_linear
-from variantbench import cases
+from variantbench import cases, check_workers
 from variantbench.block_shapes import BlockShape
 from variantbench.catalog import family
 
@@ -67,7 +67,7 @@ def test_every_block_implementation_passes_its_check_at_decode(implementation):
     if implementation == "fused" and os.environ.get("TRITON_INTERPRET") != "1":
         pytest.skip("our Triton kernels run on the CPU under TRITON_INTERPRET=1 (fla-core is GPU-only)")
     case = cases.resolve("block", "qwen3-next", implementation, "tiny-decode-b2-kv40", "cpu")
-    result = cases.check_one(case)
+    result = check_workers.check_one(case)
     assert result.status == "ok", result.line
     if implementation == "fused":
         assert "via attention triton" in result.line, result.line

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 from reference import block as reference_block
-from variantbench import cases
+from variantbench import cases, check_workers
 from variantbench.catalog import Unsupported, family
 from variantbench.cli import main
 
@@ -95,7 +95,7 @@ def checked(name, shape):
     """`check` of the liger block, past resolve (which skips it on a CPU): forward, and gradients where
     the fused block has them, against the reference block. Its backend's choices, as a set."""
     case = cases.Case("block", BLOCK.variant(name), LIGER, BLOCK.shape(shape), "cpu")
-    result = cases.check_one(case)
+    result = check_workers.check_one(case)
     assert result.status == "ok", result.line
     return set(result.line.split("  via ")[1].rsplit("  (", 1)[0].split(", "))
 
@@ -136,7 +136,7 @@ def test_a_liger_piece_wired_wrongly_fails_the_check(liger_calls, monkeypatch):
                             right.rope)
     monkeypatch.setattr(liger, "library", lambda: swapped)
     case = cases.Case("block", BLOCK.variant("llama-3-8b"), LIGER, BLOCK.shape("tiny-prefill-b2-s48"), "cpu")
-    assert cases.check_one(case).status == "mismatch"
+    assert check_workers.check_one(case).status == "mismatch"
 
 
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="liger's RoPE runs on the CPU interpreted")

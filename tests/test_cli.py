@@ -231,7 +231,7 @@ def test_check_in_parallel_workers_runs_autotuning_kernels_alone_and_last():
 def test_check_reports_a_dead_worker_as_one_line_per_case(monkeypatch):
     from concurrent.futures.process import BrokenProcessPool
 
-    from variantbench import cases
+    from variantbench import cases, check_workers
 
     class DeadPool:
         def __init__(self, *args, **kwargs):
@@ -251,9 +251,10 @@ def test_check_reports_a_dead_worker_as_one_line_per_case(monkeypatch):
             return future
 
     monkeypatch.setattr("concurrent.futures.ProcessPoolExecutor", DeadPool)
-    checked = cases.check_many(list(c for c in cases.iter_cases("attention", "cpu", variants=["gqa_8"],
-                                                                 implementations=["sdpa"], shapes=["tiny-s128"])),
-                               jobs=2, report=lambda r: None)
+    checked = check_workers.check_many(list(c for c in cases.iter_cases("attention", "cpu", variants=["gqa_8"],
+                                                                         implementations=["sdpa"],
+                                                                         shapes=["tiny-s128"])),
+                                       jobs=2, report=lambda r: None)
     assert [r.status for r in checked] == ["error"]
     assert "a worker process died" in checked[0].line
 
@@ -261,7 +262,7 @@ def test_check_reports_a_dead_worker_as_one_line_per_case(monkeypatch):
 def test_a_case_out_of_memory_beside_others_is_retried_alone(monkeypatch):
     from concurrent.futures import Future
 
-    from variantbench import cases
+    from variantbench import cases, check_workers
 
     calls = []
 
@@ -279,13 +280,13 @@ def test_a_case_out_of_memory_beside_others_is_retried_alone(monkeypatch):
             calls.append((self.workers, key[2]))
             future = Future()
             oom = self.workers > 1 and key[2] == "flex"
-            future.set_result(cases.CheckResult("/".join(key), "error" if oom else "ok", "line", out_of_memory=oom))
+            future.set_result(check_workers.CheckResult("/".join(key), "error" if oom else "ok", "line", out_of_memory=oom))
             return future
 
     monkeypatch.setattr("concurrent.futures.ProcessPoolExecutor", Pool)
     selected = [c for c in cases.iter_cases("attention", "cpu", variants=["gqa_8"], shapes=["tiny-s128"],
                                             implementations=["sdpa", "flex"])]
-    checked = cases.check_many(selected, jobs=4, report=lambda r: None)
+    checked = check_workers.check_many(selected, jobs=4, report=lambda r: None)
     assert [r.status for r in checked] == ["ok", "ok"]
     assert calls[-1] == (1, "flex")  # the OOM case ran again, alone
 
@@ -295,14 +296,14 @@ def test_a_case_that_breaks_its_workers_gpu_fails_alone_and_the_workers_other_ca
     on the H200): that case fails with its line, the worker hands back the rest, a fresh pool checks them."""
     from concurrent.futures import Future
 
-    from variantbench import cases
+    from variantbench import cases, check_workers
 
     pools = []
 
     class Pool:  # one process of `workers`, run in this one: fresh, so nothing is lost yet
         def __init__(self, max_workers, mp_context):
             pools.append([])
-            monkeypatch.setattr(cases, "_lost_by", None)
+            monkeypatch.setattr(check_workers, "_lost_by", None)
 
         def __enter__(self):
             return self
@@ -322,26 +323,26 @@ def test_a_case_that_breaks_its_workers_gpu_fails_alone_and_the_workers_other_ca
 
     def check_one(case, backward=True):
         broken = case.implementation.name == breaker
-        return cases.CheckResult(case.name, "error" if broken else "ok", "line", context_lost=broken)
+        return check_workers.CheckResult(case.name, "error" if broken else "ok", "line", context_lost=broken)
 
     monkeypatch.setattr("concurrent.futures.ProcessPoolExecutor", Pool)
-    monkeypatch.setattr(cases, "check_one", check_one)
-    checked = {r.case.split("/")[2]: r.status for r in cases.check_many(selected, jobs=4, report=lambda r: None)}
+    monkeypatch.setattr(check_workers, "check_one", check_one)
+    checked = {r.case.split("/")[2]: r.status for r in check_workers.check_many(selected, jobs=4, report=lambda r: None)}
     assert checked == {"flex": "ok", "sdpa": "ok", "triton": "ok", breaker: "error"}
     assert pools[0][0] == breaker and pools[1] == pools[0][1:]  # handed back, checked afresh
 
 
 def test_in_one_process_the_cases_after_a_broken_gpu_context_say_so(monkeypatch):
-    from variantbench import cases
+    from variantbench import cases, check_workers
 
     def check_one(case, backward=True):
         broken = case.implementation.name == "flex"
-        return cases.CheckResult(case.name, "error" if broken else "ok", "line", context_lost=broken)
+        return check_workers.CheckResult(case.name, "error" if broken else "ok", "line", context_lost=broken)
 
-    monkeypatch.setattr(cases, "check_one", check_one)
+    monkeypatch.setattr(check_workers, "check_one", check_one)
     selected = [c for c in cases.iter_cases("attention", "cpu", variants=["gqa_8"], shapes=["tiny-s128"],
                                             implementations=["sdpa", "flex", "triton"])]
-    checked = cases.check_many(selected, jobs=1, report=lambda r: None)
+    checked = check_workers.check_many(selected, jobs=1, report=lambda r: None)
     assert [r.status for r in checked] == ["ok", "error", "error"]
     assert "broke this process's GPU context" in checked[2].line
 
@@ -435,18 +436,18 @@ def test_the_precheck_verdict_names_the_mismatch_without_checking_again(monkeypa
     second check of the case."""
     import pandas as pd
 
-    from variantbench import cases, runner
+    from variantbench import check_workers, runner
     from variantbench.catalog import family
 
     def no_second_check(case, backward=True):
         raise AssertionError("checked again")
 
-    monkeypatch.setattr(cases, "check_one", no_second_check)
+    monkeypatch.setattr(check_workers, "check_one", no_second_check)
     selection = runner.Selection(variants=("gqa_8",), implementations=("flex",), shapes=("tiny-s128",),
                                  device="cpu", tier="full")
     frame = pd.DataFrame({"benchmark": ["bench_attention.AttentionForward.time_forward"],
                           "params": [("gqa_8", "flex", "tiny-s128")], "failed": [True]})
-    checked = [cases.CheckResult("attention/gqa_8/flex/tiny-s128", "mismatch", "MISMATCH  ...")]
+    checked = [check_workers.CheckResult("attention/gqa_8/flex/tiny-s128", "mismatch", "MISMATCH  ...")]
     with pytest.raises(SystemExit) as stop:
         runner._exit_for_failures(frame, ["bench_attention.AttentionForward.time_forward"], [family("attention")],
                                   selection, checked, 2, tmp_path / "results.json")
@@ -456,12 +457,12 @@ def test_the_precheck_verdict_names_the_mismatch_without_checking_again(monkeypa
 def test_the_precheck_counts_a_prepare_time_skip_apart_and_leaves_it_in_the_run_memos(monkeypatch, tmp_path, capsys):
     """86c9ee3's H200 precheck said '48 ok, 1 failing' for Flex refusing MLA's absorbed decode, a skip;
     and each of that case's 12 track benchmarks then tried the ~10 s compile again."""
-    from variantbench import cases, checking, metrics
+    from variantbench import check_workers, checking, metrics
 
-    found = [cases.CheckResult("mla/mla/flex/x", "skip", "skip      mla/mla/flex/x: no config",
+    found = [check_workers.CheckResult("mla/mla/flex/x", "skip", "skip      mla/mla/flex/x: no config",
                                unpreparable="flex cannot run mla at x: no config"),
-             cases.CheckResult("attention/gqa_8/sdpa/x", "ok", "ok ..."),
-             cases.CheckResult("attention/alibi/triton/x", "mismatch", "MISMATCH ...")]
+             check_workers.CheckResult("attention/gqa_8/sdpa/x", "ok", "ok ..."),
+             check_workers.CheckResult("attention/alibi/triton/x", "mismatch", "MISMATCH ...")]
     monkeypatch.setattr(checking, "run_checks", lambda *args, **kwargs: found)
     assert checking.precheck([], None, str(tmp_path)) == found
     assert "precheck: 1 ok, 1 skipped, 1 failing" in capsys.readouterr().out

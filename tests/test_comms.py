@@ -10,7 +10,7 @@ import torch
 import reference.comms as reference_comms
 from kernels.comms import nccl
 from kernels.comms.nccl import replay_matches_eager, split_sizes
-from variantbench import cases
+from variantbench import cases, check_workers
 from variantbench.catalog import Unsupported, family
 from variantbench.catalog.comms import CommsVariant, even_splits, routed_splits, uneven_splits
 
@@ -87,7 +87,7 @@ def test_the_capture_check_passes_a_reordered_bf16_sum_and_fails_a_missed_collec
 
 @pytest.mark.parametrize("variant", [v.name for v in FAMILY.variants])
 def test_every_collective_through_gloo_matches_the_reference(variant):
-    result = cases.check_one(cases.resolve("comms", variant, "nccl", "comms-cpu-4k", "cpu"))
+    result = check_workers.check_one(cases.resolve("comms", variant, "nccl", "comms-cpu-4k", "cpu"))
     assert result.status == "ok", result.line
 
 
@@ -98,7 +98,7 @@ def test_a_collective_that_disagrees_with_the_reference_is_a_mismatch(monkeypatc
         return reference_comms.all_to_all([rows * rank for rank, rows in enumerate(arrived)], back)
 
     monkeypatch.setitem(reference_comms.OPS, "ep_dispatch_combine", wrong)
-    result = cases.check_one(cases.resolve("comms", "ep_dispatch_combine", "nccl", "comms-cpu-4k", "cpu"))
+    result = check_workers.check_one(cases.resolve("comms", "ep_dispatch_combine", "nccl", "comms-cpu-4k", "cpu"))
     assert result.status == "mismatch", result.line
 
 

@@ -8,7 +8,7 @@ import io
 import pytest
 import torch
 
-from variantbench import cases
+from variantbench import cases, check_workers
 from variantbench.catalog import family
 from variantbench.catalog.attention import AttentionVariant
 
@@ -46,7 +46,7 @@ def test_compiled_moe_stops_where_its_expert_loop_took_minutes_to_compile_and_sa
 def test_every_builtin_variant_passes_check_compiled(case):
     """Forward, and gradients where the case has a backward. Attention compiles to one graph; the MoE
     reference breaks where `tolist()` sizes the experts' rows, and the check's line says so."""
-    result = cases.check_one(case)
+    result = check_workers.check_one(case)
     assert result.status == "ok", result.line
     if case.family == "attention":
         assert "graph breaks" not in result.line
@@ -73,7 +73,7 @@ class LoggingCausal(AttentionVariant):
 
 def test_a_mask_dynamo_cannot_trace_is_compiled_with_graph_breaks_and_says_where():
     case = _case("attention", LoggingCausal("logging_causal", kv_heads="mha"), "tiny-s128")
-    result = cases.check_one(case)
+    result = check_workers.check_one(case)
     assert result.status == "ok", result.line
     assert "via compiled (graph breaks: " in result.line
     assert "tests/test_compiled.py:" in result.line and 'print("mask evaluated"' in result.line, result.line
@@ -92,7 +92,7 @@ def failing_compiler(monkeypatch):
 
 def test_a_failing_compiler_is_a_skip_with_its_reason(failing_compiler):
     case = _case("attention", family("attention").variant("gqa_8"), "tiny-s128")
-    result = cases.check_one(case)
+    result = check_workers.check_one(case)
     assert result.status == "skip", result.line
     assert result.line == ("skip      attention/gqa_8/compiled/tiny-s128: compiled cannot run gqa_8 at tiny-s128: "
                            "torch.compile fails: RuntimeError: no C++ compiler here")

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from reference import linear_attention as reference
-from variantbench import cases
+from variantbench import cases, check_workers
 from variantbench.catalog import family
 from variantbench.catalog.linear import LinearProblem
 from variantbench.shapes import LINEAR_MODELS, moe_model, named
@@ -84,7 +84,7 @@ def test_the_reference_gradients_are_those_of_the_rule_a_token_at_a_time():
 def test_the_suites_gradient_check_passes_every_input(implementation):
     case = cases.Case("linear", VARIANT, LINEAR.implementation(implementation), TINY, "cpu")
     assert cases.backward_unsupported(case) is None
-    result = cases.check_one(case)
+    result = check_workers.check_one(case)
     assert result.status == "ok", result.line
     assert all(f" {g} " in result.line for g in GRADIENTS), result.line
 
@@ -94,7 +94,7 @@ def test_the_reference_with_betas_gradient_cut_fails_the_check(monkeypatch):
         return lambda: reference.chunked(p.q, p.k, p.v, p.g, p.beta.detach(), scale=p.scale)
 
     monkeypatch.setattr(reference, "prepare", cut)
-    result = cases.check_one(cases.Case("linear", VARIANT, LINEAR.implementation("reference"), TINY, "cpu"))
+    result = check_workers.check_one(cases.Case("linear", VARIANT, LINEAR.implementation("reference"), TINY, "cpu"))
     assert result.status == "mismatch" and ": gradient dbeta max error" in result.line, result.line
 
 
@@ -173,7 +173,7 @@ def test_the_qwen3_next_block_trains_through_the_reference_on_the_cpu_and_fused_
         assert why(recipe, BLOCK.shape("prefill-b4-s4k")) is None
     experts = moe_model("qwen3-next")
     assert 3 * experts.dim * experts.ffn_dim * (experts.n_experts + experts.n_shared) * 16 / 2**30 == pytest.approx(24.05, abs=0.01)
-    result = cases.check_one(cases.resolve("block", "qwen3-next", "reference", "tiny-prefill-b2-s48", "cpu"))
+    result = check_workers.check_one(cases.resolve("block", "qwen3-next", "reference", "tiny-prefill-b2-s48", "cpu"))
     assert result.status == "ok", result.line
     assert all(f" d{n} " in result.line for n in ("x", "w_qkvz", "w_ba", "conv_weight", "a_log", "dt_bias", "out_norm",
                                                   "wo", "moe.w13")), result.line

@@ -11,7 +11,7 @@ import torch
 
 from reference import linear_attention as reference
 from test_linear import inputs as rule_inputs
-from variantbench import cases, timing
+from variantbench import cases, check_workers, timing
 from variantbench.catalog import family
 from variantbench.shapes import LinearShape
 
@@ -87,7 +87,7 @@ def test_our_decode_kernel_refuses_a_state_of_another_layout():
 @pytest.mark.parametrize("implementation", ["reference", "triton", "compiled"])
 def test_every_decode_implementation_passes_the_check_output_and_state(monkeypatch, implementation):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    result = cases.check_one(cases.resolve("linear", "gated_deltanet", implementation, "tiny-linear-decode-b3", "cpu"))
+    result = check_workers.check_one(cases.resolve("linear", "gated_deltanet", implementation, "tiny-linear-decode-b3", "cpu"))
     assert result.status == "ok", result.line
 
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from variantbench import cases, metrics
+from variantbench import cases, check_workers, metrics
 from variantbench.timing import BlockPlan
 
 PLAN = BlockPlan(rounds=2, block_ms=2.0, settle_ms=0.0)
@@ -73,7 +73,7 @@ def test_a_case_found_unpreparable_is_remembered_and_never_prepared_again(tmp_pa
 
 
 def test_the_precheck_remembers_what_it_found_unpreparable_for_the_run(tmp_path, monkeypatch):
-    ordinary = cases.check_one(cases.resolve("attention", "gqa_8", "sdpa", "tiny-decode-kv256", "cpu"), backward=False)
+    ordinary = check_workers.check_one(cases.resolve("attention", "gqa_8", "sdpa", "tiny-decode-kv256", "cpu"), backward=False)
     assert ordinary.status == "ok" and not ordinary.unpreparable
     case = cases.resolve("attention", "gqa_8", "sdpa", "tiny-s128", "cpu")
 
@@ -81,7 +81,7 @@ def test_the_precheck_remembers_what_it_found_unpreparable_for_the_run(tmp_path,
         raise cases.UnsupportedWhenPrepared("shared memory: 336 KiB needed")
 
     monkeypatch.setattr(cases, "prepare_checked", refusing)
-    result = cases.check_one(case, backward=False)
+    result = check_workers.check_one(case, backward=False)
     assert result.status == "skip" and result.unpreparable == "shared memory: 336 KiB needed"
     metrics.remember_unsupported(result.case, result.unpreparable, tmp_path)
     monkeypatch.setenv("VARIANTBENCH_RUN_DIR", str(tmp_path))

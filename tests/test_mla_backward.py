@@ -11,7 +11,7 @@ import torch
 
 from kernels.mla import sdpa
 from reference import mla as reference
-from variantbench import cases
+from variantbench import cases, check_workers
 from variantbench.catalog import family
 from variantbench.shapes import MLAShape
 
@@ -68,7 +68,7 @@ def test_the_reference_gradients_are_those_of_the_layer_decompressed_by_hand():
 def test_the_suites_gradient_check_passes_every_input_at_prefill(implementation):
     case = cases.Case("mla", VARIANT, MLA.implementation(implementation), PREFILL, "cpu")
     assert cases.backward_unsupported(case) is None
-    result = cases.check_one(case)
+    result = check_workers.check_one(case)
     assert result.status == "ok", result.line
     assert all(f" {g} " in result.line for g in GRADIENTS), result.line
 
@@ -82,7 +82,7 @@ def test_sdpa_with_the_shared_rope_keys_gradient_cut_fails_the_check(monkeypatch
         return decompress(dataclasses.replace(problem, cache=cache))
 
     monkeypatch.setattr(sdpa, "decompress", cut)
-    result = cases.check_one(cases.Case("mla", VARIANT, MLA.implementation("sdpa"), PREFILL, "cpu"))
+    result = check_workers.check_one(cases.Case("mla", VARIANT, MLA.implementation("sdpa"), PREFILL, "cpu"))
     assert result.status == "mismatch" and ": gradient dcache max error" in result.line, result.line
 
 
@@ -122,7 +122,7 @@ def test_the_deepseek_v3_block_trains_through_fused_with_its_latents_up_projecti
     monkeypatch.setattr(fused, "fastest_piece", lambda name, *args: asked.append((name, args[4])) or pick(name, *args))
     case = cases.resolve("block", "deepseek-v3", "fused", "tiny-prefill-b2-s48", "cpu")
     assert cases.backward_unsupported(case) is None
-    result = cases.check_one(case)  # the forward, then forward+backward against the float64 reference block
+    result = check_workers.check_one(case)  # the forward, then forward+backward against the float64 reference block
     assert result.status == "ok", result.line
     assert ("mla", False) in asked and ("mla", True) in asked
     assert "via attention sdpa" in result.line
@@ -133,7 +133,7 @@ def test_the_deepseek_v3_block_trains_through_fused_with_its_latents_up_projecti
 def test_a_block_whose_latent_up_projection_is_cut_from_the_graph_fails_its_check(monkeypatch):
     decompress = sdpa.decompress
     monkeypatch.setattr(sdpa, "decompress", lambda p: decompress(dataclasses.replace(p, w_uk=p.w_uk.detach())))
-    result = cases.check_one(cases.resolve("block", "deepseek-v3", "fused", "tiny-prefill-b2-s48", "cpu"))
+    result = check_workers.check_one(cases.resolve("block", "deepseek-v3", "fused", "tiny-prefill-b2-s48", "cpu"))
     # the forward is right: the gradients alone fail, first the up-projection's
     assert result.status == "mismatch" and ": gradient dmla.w_uk max error" in result.line, result.line
 

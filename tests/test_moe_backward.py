@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from kernels.moe import grouped_mm
 from reference.moe import moe, route
-from variantbench import cases
+from variantbench import cases, check_workers
 from variantbench.catalog import family
 from variantbench.shapes import MoEShape
 
@@ -88,7 +88,7 @@ def test_grouped_mm_gradients_are_the_references(router, tokens):
 def test_the_suites_gradient_check_passes_every_weight(router, implementation):
     case = cases.Case("moe", MOE.variant(router), MOE.implementation(implementation), PREFILL, "cpu")
     assert cases.backward_unsupported(case) is None
-    result = cases.check_one(case)
+    result = check_workers.check_one(case)
     assert result.status == "ok", result.line
     assert all(f" {g} " in result.line for g in GRADIENTS), result.line
 
@@ -105,7 +105,7 @@ def detached(router):
 def test_a_router_cut_from_the_graph_fails_the_gradient_check(monkeypatch):
     monkeypatch.setitem(grouped_mm.ROUTERS, "softmax_topk", detached(grouped_mm.ROUTERS["softmax_topk"]))
     case = cases.Case("moe", MOE.variant("softmax_topk"), MOE.implementation("grouped_mm"), PREFILL, "cpu")
-    result = cases.check_one(case)
+    result = check_workers.check_one(case)
     # the forward is right: the gradients alone fail
     assert result.status == "mismatch" and ": gradient dx max error" in result.line, result.line
 
@@ -164,11 +164,11 @@ def stand_in_limit(monkeypatch, experts):
 def test_a_layer_over_the_limit_is_checked_at_its_stand_in_and_a_wrong_gradient_still_fails(monkeypatch):
     checked = stand_in_limit(monkeypatch, 4)
     case = cases.Case("moe", MOE.variant("softmax_topk"), MOE.implementation("grouped_mm"), PREFILL, "cpu")
-    result = cases.check_one(case)
+    result = check_workers.check_one(case)
     assert result.status == "ok" and "gradients checked at 4 of the 8 routed experts" in result.line, result.line
     assert checked == [4]
     monkeypatch.setitem(grouped_mm.ROUTERS, "softmax_topk", detached(grouped_mm.ROUTERS["softmax_topk"]))
-    result = cases.check_one(case)
+    result = check_workers.check_one(case)
     assert result.status == "mismatch" and "4 of the 8 routed experts" in result.line, result.line
 
 
@@ -178,13 +178,13 @@ def test_a_layer_whose_fewest_routing_experts_do_not_fit_is_refused_a_backward_b
     assert "needs 4 of them in float64" in cases.backward_unsupported(case)
     block = cases.resolve("block", "qwen3-30b-a3b", "fused", "tiny-prefill-b2-s48", "cpu")
     assert "needs 4 of them in float64" in cases.backward_unsupported(block)
-    result = cases.check_one(case)  # the forward still checked, no gradients
+    result = check_workers.check_one(case)  # the forward still checked, no gradients
     assert result.status == "ok" and "gradients" not in result.line, result.line
 
 
 def test_an_moe_block_over_the_limit_is_checked_at_its_stand_in(monkeypatch):
     checked = stand_in_limit(monkeypatch, 4)
-    result = cases.check_one(cases.resolve("block", "qwen3-30b-a3b", "fused", "tiny-prefill-b2-s48", "cpu"))
+    result = check_workers.check_one(cases.resolve("block", "qwen3-30b-a3b", "fused", "tiny-prefill-b2-s48", "cpu"))
     assert result.status == "ok" and "gradients checked at 4 of the 8 routed experts" in result.line, result.line
     assert checked == [4]
 
@@ -198,7 +198,7 @@ def test_moe_blocks_train_through_fused_grouped_mm_with_every_experts_weight(nam
     monkeypatch.setattr(fused, "fastest_piece", lambda name, *args: asked.append((name, args[4])) or pick(name, *args))
     case = cases.resolve("block", name, "fused", "tiny-prefill-b2-s48", "cpu")
     assert cases.backward_unsupported(case) is None
-    result = cases.check_one(case)
+    result = check_workers.check_one(case)
     assert result.status == "ok", result.line
     assert ("moe", False) in asked and ("moe", True) in asked  # the forward's check, then the trained one's
     assert "mlp grouped_mm" in result.line
@@ -208,7 +208,7 @@ def test_moe_blocks_train_through_fused_grouped_mm_with_every_experts_weight(nam
 
 def test_an_moe_block_whose_router_is_cut_from_the_graph_fails_its_check(monkeypatch):
     monkeypatch.setitem(grouped_mm.ROUTERS, "softmax_topk", detached(grouped_mm.ROUTERS["softmax_topk"]))
-    result = cases.check_one(cases.resolve("block", "qwen3-30b-a3b", "fused", "tiny-prefill-b2-s48", "cpu"))
+    result = check_workers.check_one(cases.resolve("block", "qwen3-30b-a3b", "fused", "tiny-prefill-b2-s48", "cpu"))
     # the forward is right: the gradients alone fail
     assert result.status == "mismatch" and ": gradient dx max error" in result.line, result.line
 

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from kernels.comms import nccl, ranks, torchrun
-from variantbench import cases, device
+from variantbench import cases, check_workers, device
 from variantbench.catalog import family
 from variantbench.cli import main
 
@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # Another rank 0, a process of its own, which ends as asv ends a benchmark: os._exit, no stop.
 DRIVER = """
 import os
-from variantbench import cases
+from variantbench import cases, check_workers
 from kernels.comms import nccl
-result = cases.check_one(cases.resolve("comms", "all_to_all", "nccl", "comms-cpu-4k", "cpu"))
+result = check_workers.check_one(cases.resolve("comms", "all_to_all", "nccl", "comms-cpu-4k", "cpu"))
 print(result.line, "| session", nccl._workers[0].session, flush=True)
 os._exit(0 if result.status == "ok" else 1)
 """
@@ -94,7 +94,7 @@ def test_two_nodes_of_torchrun_workers_serve_every_collective_to_rank_0_after_ra
 
             # Session 1, this process: every collective of the family over the 4 ranks.
             for variant in family("comms").variants:
-                result = cases.check_one(cases.resolve("comms", variant.name, "nccl", "comms-cpu-4k", "cpu"))
+                result = check_workers.check_one(cases.resolve("comms", variant.name, "nccl", "comms-cpu-4k", "cpu"))
                 assert result.status == "ok", result.line
             assert nccl._workers[0].ranks == 4
             first = nccl._workers[0].session
@@ -104,11 +104,11 @@ def test_two_nodes_of_torchrun_workers_serve_every_collective_to_rank_0_after_ra
             driver = subprocess.run([sys.executable, "-c", DRIVER], cwd=ROOT, capture_output=True, text=True,
                                     timeout=120)
             assert driver.returncode == 0 and f"| session {first + 1}" in driver.stdout, driver.stdout + driver.stderr
-            result = cases.check_one(cases.resolve("comms", "all_gather", "nccl", "comms-cpu-4k", "cpu"))
+            result = check_workers.check_one(cases.resolve("comms", "all_gather", "nccl", "comms-cpu-4k", "cpu"))
             assert result.status == "ok", result.line
             assert nccl._workers[0].session == first + 2
             # and a block split over the same 4 ranks (kernels/block/parallel.py) in that session
-            result = cases.check_one(cases.resolve("block", "llama-3-8b", "tensor_parallel", "tiny-prefill-b2-s48", "cpu"))
+            result = check_workers.check_one(cases.resolve("block", "llama-3-8b", "tensor_parallel", "tiny-prefill-b2-s48", "cpu"))
             assert result.status == "ok" and "over 4 ranks" in result.line, result.line
 
             # A worker killed: its agent stops its node; the next case fails at once, naming the rank.
@@ -116,7 +116,7 @@ def test_two_nodes_of_torchrun_workers_serve_every_collective_to_rank_0_after_ra
             os.kill(world.workers[on_node_1[0] - 1]["pid"], signal.SIGKILL)
             assert agents[1].wait(timeout=30) != 0
             t0 = time.perf_counter()
-            result = cases.check_one(cases.resolve("comms", "reduce_scatter", "nccl", "comms-cpu-4k", "cpu"))
+            result = check_workers.check_one(cases.resolve("comms", "reduce_scatter", "nccl", "comms-cpu-4k", "cpu"))
             assert time.perf_counter() - t0 < 10
             assert result.status == "error" and "\n" not in result.line, result.line
             assert f"RankGone: rank {on_node_1[0]} (torchrun worker {on_node_1[0] - 1} " in result.line, result.line

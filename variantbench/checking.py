@@ -19,7 +19,7 @@ def default_jobs():
 def run_checks(fams, selection, jobs, echo, failures_only=False, backward=True):
     """Check every case of the selection; echo one line each (skips too), or only those that fail.
     Returns the CheckResults."""
-    from variantbench import cases
+    from variantbench import check_workers
 
     runnable = []
     for fam in fams:
@@ -40,7 +40,7 @@ def run_checks(fams, selection, jobs, echo, failures_only=False, backward=True):
             echo(f"[{report.done}/{count} {time.perf_counter() - t0:4.0f}s] {result.line}")
 
     report.done = 0
-    return cases.check_many(runnable, jobs, report, backward)
+    return check_workers.check_many(runnable, jobs, report, backward)
 
 
 def check(selection, jobs):

@@ -333,7 +333,7 @@ def _exit_for_failures(frame, benchmarks, fams, selection, checked, code, path):
     where it checked the case (forwards); a case it did not check is checked again here (with its
     gradients where a forward+backward failed). Exit 1 naming the mismatches when every failure is
     one; 2 otherwise (a crash, or asv itself failed)."""
-    from variantbench import cases
+    from variantbench import check_workers
 
     selected = {c.name: c for fam in fams for c in selection.cases(fam) if not isinstance(c, tuple)}
     failed = {}
@@ -348,7 +348,7 @@ def _exit_for_failures(frame, benchmarks, fams, selection, checked, code, path):
         status = verdicts.get(case)
         if status != "mismatch" and (status is None or with_backward):
             click.echo(f"checking {case} again: a kernel mismatch or a crash?")
-            result = cases.check_one(selected[case], backward=with_backward)
+            result = check_workers.check_one(selected[case], backward=with_backward)
             click.echo(f"  {result.line}")
             status = result.status
         (mismatched if status == "mismatch" else crashed).append(case)

@@ -80,7 +80,7 @@ class Implementation:
     autotuning happens in prepare, the returned call only launches work.
     `unsupported(variant, shape)` returns why this implementation cannot run that variant at that
     shape, or None. `autotunes`: its prepare times candidate configs on the GPU, so it is prepared
-    with no other work on the device (see variantbench.cases.check_many). `every_gpu`: a case runs one
+    with no other work on the device (see variantbench.check_workers.check_many). `every_gpu`: a case runs one
     process on each GPU of the machine (a collective's ranks), so cases are checked one at a time.
     """
 
