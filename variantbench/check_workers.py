@@ -1,6 +1,7 @@
 """A case's check as one line, never a raise (`check_one`), and many cases' on spawned worker processes
-(`check_many`): what `variantbench check` and `run`'s precheck (variantbench.checking) and `try` report. Cases are
-resolved, prepared and checked by variantbench.cases; this module runs them and turns each outcome into a line."""
+(`check_many`): what `variantbench check` and `run`'s precheck report (variantbench.checking), and `run` for a failed
+benchmark its precheck did not check (runner). Cases are resolved, prepared and checked by variantbench.cases; this
+module runs them and turns each outcome into a line."""
 
 import time
 from dataclasses import dataclass
