@@ -254,8 +254,8 @@ def test_timings_the_bench_names_and_neither_commit_holds_are_named_in_the_summa
 
 def test_a_suspects_confirming_re_runs_time_head_first_then_base(tmp_path, fake_measuring):
     """After the first pass's BASE then HEAD, the re-runs go HEAD then BASE: each commit is timed once early and once
-    late, so a steady drift moves the pooled ratio by a third of a run's, not a whole run's against HEAD. Each
-    re-run's samples still reach their own commit's side: HEAD's 3x backward is confirmed slower."""
+    late, so a drifting clock cancels in the pooled ratio instead of adding to HEAD's. Each re-run's samples still
+    reach their own commit's side: HEAD's 3x backward is confirmed slower."""
     results = tmp_path / "results"
     attention(results, backward_slow=3.0)
     attention(fake_measuring.truth, backward_slow=3.0)

@@ -38,9 +38,8 @@ def run_gate(base_sha, head_sha, results_dir, run_args, device, machine, echo=cl
             with tempfile.TemporaryDirectory(prefix="variantbench-confirm-") as rerun_dir:
                 rerun_args = confirm_args(suspects, device, machine)
                 reruns = {}
-                # HEAD first, after the first pass's BASE then HEAD: each commit timed once early and once late. A
-                # steady drift over the gate then moves the pooled ratio by a third of a run's drift (the first
-                # pass's 10 samples, the re-runs' 20), not a whole run's against HEAD as BASE first did (one
+                # HEAD first, after the first pass's BASE then HEAD: each commit timed once early and once late,
+                # so a clock drifting over the gate cancels in the pooled ratio rather than adding to HEAD's (one
                 # do_bench probe of one build drifted 4.7% in about 60 s on an H200, session 40)
                 for commit in (head_sha, base_sha):
                     try:
