@@ -37,19 +37,15 @@ def run_gate(base_sha, head_sha, results_dir, run_args, device, machine, echo=cl
             echo(f"confirming {len(suspects)} suspect(s) with {decide.RERUN_SAMPLES} more samples on each commit")
             with tempfile.TemporaryDirectory(prefix="variantbench-confirm-") as rerun_dir:
                 rerun_args = confirm_args(suspects, device, machine)
-                reruns = {}
-                # HEAD first, after the first pass's BASE then HEAD: each commit timed once early and once late,
-                # so a clock drifting over the gate cancels in the pooled ratio rather than adding to HEAD's (one
-                # do_bench probe of one build drifted 4.7% in about 60 s on an H200, session 40)
-                for commit in (head_sha, base_sha):
+                reruns = []
+                for commit in (base_sha, head_sha):
                     try:
                         checkouts.run(commit, Path(rerun_dir), rerun_args, echo)
-                        reruns[commit] = gate.commit_results(Path(rerun_dir), commit)[0]
+                        reruns.append(gate.commit_results(Path(rerun_dir), commit)[0])
                     except (gate.Incomparable, results.BadResults, MeasureFailed) as why:
                         echo(f"confirming on {commit[:8]} measured nothing ({why}): its suspects stay unconfirmed")
-                        reruns[commit] = base_rows.iloc[0:0]
-            verdicts = gate.confirm_frame(verdicts, base_rows, head_rows, reruns[base_sha], reruns[head_sha],
-                                          settings.regression_factor)
+                        reruns.append(base_rows.iloc[0:0])
+            verdicts = gate.confirm_frame(verdicts, base_rows, head_rows, *reruns, settings.regression_factor)
         head_cases = budget.case_frame(head_budget, settings.budget_for)
         head_variants = budget.variant_frame(head_cases)
         over = budget.newly_over(budget.variant_frame(budget.case_frame(base_budget, settings.budget_for)),
