@@ -290,7 +290,8 @@ def test_a_rank_holding_the_wrong_share_fails_the_check(monkeypatch):
     real = parallel.share
     # rank 0 (this process) takes rank 1's heads and MLP slice: the sum counts those twice
     monkeypatch.setattr(parallel, "share", lambda problem, variant, rank, ranks, mode: real(problem, variant, 1, ranks, mode))
-    result = check_workers.check_one(cases.resolve("block", "llama-3-8b", "tensor_parallel", "tiny-prefill-b2-s48", "cpu"))
+    case = cases.resolve("block", "llama-3-8b", "tensor_parallel", "tiny-prefill-b2-s48", "cpu")
+    result = check_workers.check_one(case)
     assert result.status == "mismatch", result.line
 
 

@@ -280,7 +280,8 @@ def test_a_case_out_of_memory_beside_others_is_retried_alone(monkeypatch):
             calls.append((self.workers, key[2]))
             future = Future()
             oom = self.workers > 1 and key[2] == "flex"
-            future.set_result(check_workers.CheckResult("/".join(key), "error" if oom else "ok", "line", out_of_memory=oom))
+            future.set_result(check_workers.CheckResult("/".join(key), "error" if oom else "ok", "line",
+                                                        out_of_memory=oom))
             return future
 
     monkeypatch.setattr("concurrent.futures.ProcessPoolExecutor", Pool)
@@ -327,7 +328,8 @@ def test_a_case_that_breaks_its_workers_gpu_fails_alone_and_the_workers_other_ca
 
     monkeypatch.setattr("concurrent.futures.ProcessPoolExecutor", Pool)
     monkeypatch.setattr(check_workers, "check_one", check_one)
-    checked = {r.case.split("/")[2]: r.status for r in check_workers.check_many(selected, jobs=4, report=lambda r: None)}
+    checked = {r.case.split("/")[2]: r.status
+               for r in check_workers.check_many(selected, jobs=4, report=lambda r: None)}
     assert checked == {"flex": "ok", "sdpa": "ok", "triton": "ok", breaker: "error"}
     assert pools[0][0] == breaker and pools[1] == pools[0][1:]  # handed back, checked afresh
 
@@ -460,7 +462,7 @@ def test_the_precheck_counts_a_prepare_time_skip_apart_and_leaves_it_in_the_run_
     from variantbench import check_workers, checking, metrics
 
     found = [check_workers.CheckResult("mla/mla/flex/x", "skip", "skip      mla/mla/flex/x: no config",
-                               unpreparable="flex cannot run mla at x: no config"),
+                                       unpreparable="flex cannot run mla at x: no config"),
              check_workers.CheckResult("attention/gqa_8/sdpa/x", "ok", "ok ..."),
              check_workers.CheckResult("attention/alibi/triton/x", "mismatch", "MISMATCH ...")]
     monkeypatch.setattr(checking, "run_checks", lambda *args, **kwargs: found)

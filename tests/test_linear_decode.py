@@ -87,7 +87,8 @@ def test_our_decode_kernel_refuses_a_state_of_another_layout():
 @pytest.mark.parametrize("implementation", ["reference", "triton", "compiled"])
 def test_every_decode_implementation_passes_the_check_output_and_state(monkeypatch, implementation):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    result = check_workers.check_one(cases.resolve("linear", "gated_deltanet", implementation, "tiny-linear-decode-b3", "cpu"))
+    case = cases.resolve("linear", "gated_deltanet", implementation, "tiny-linear-decode-b3", "cpu")
+    result = check_workers.check_one(case)
     assert result.status == "ok", result.line
 
 

@@ -73,7 +73,8 @@ def test_a_case_found_unpreparable_is_remembered_and_never_prepared_again(tmp_pa
 
 
 def test_the_precheck_remembers_what_it_found_unpreparable_for_the_run(tmp_path, monkeypatch):
-    ordinary = check_workers.check_one(cases.resolve("attention", "gqa_8", "sdpa", "tiny-decode-kv256", "cpu"), backward=False)
+    ordinary = check_workers.check_one(cases.resolve("attention", "gqa_8", "sdpa", "tiny-decode-kv256", "cpu"),
+                                       backward=False)
     assert ordinary.status == "ok" and not ordinary.unpreparable
     case = cases.resolve("attention", "gqa_8", "sdpa", "tiny-s128", "cpu")
 

@@ -108,7 +108,8 @@ def test_two_nodes_of_torchrun_workers_serve_every_collective_to_rank_0_after_ra
             assert result.status == "ok", result.line
             assert nccl._workers[0].session == first + 2
             # and a block split over the same 4 ranks (kernels/block/parallel.py) in that session
-            result = check_workers.check_one(cases.resolve("block", "llama-3-8b", "tensor_parallel", "tiny-prefill-b2-s48", "cpu"))
+            case = cases.resolve("block", "llama-3-8b", "tensor_parallel", "tiny-prefill-b2-s48", "cpu")
+            result = check_workers.check_one(case)
             assert result.status == "ok" and "over 4 ranks" in result.line, result.line
 
             # A worker killed: its agent stops its node; the next case fails at once, naming the rank.

@@ -59,7 +59,8 @@ def check_one(case, backward=True) -> CheckResult:
     via = f"  via {result['backend']}" if result["backend"] else ""
     grads = " ".join(f"{key[len('max_error_'):]} {value:.1e}" for key, value in result.items()
                      if key.startswith("max_error_d"))
-    grads = f"; gradients {grads}" + (f" ({result['gradients_at']})" if "gradients_at" in result else "") if grads else ""
+    at = f" ({result['gradients_at']})" if "gradients_at" in result else ""
+    grads = f"; gradients {grads}{at}" if grads else ""
     return CheckResult(
         case.name, "ok",
         f"ok        {case.name}  max error {result['max_error']:.2e} <= {result['tolerance']:.2e}{grads}{via}  "
@@ -84,7 +85,7 @@ def _check_key(key, backward) -> CheckResult:
     return result
 
 
-def check_many(cases, jobs, report, backward=True):
+def check_many(selected, jobs, report, backward=True):
     """check_one for every case, calling report(CheckResult) as each finishes; returns the results.
 
     With jobs > 1 the cases run in that many spawned processes: preparing is mostly compilation
@@ -109,7 +110,7 @@ def check_many(cases, jobs, report, backward=True):
 
     if jobs <= 1:
         lost_by = None
-        for case in cases:
+        for case in selected:
             if lost_by is not None:
                 done(CheckResult(case.name, "error", f"{'ERROR':9} {case.name}: not checked: {lost_by} broke this "
                                                      "process's GPU context (an illegal memory access)"))
@@ -117,8 +118,8 @@ def check_many(cases, jobs, report, backward=True):
             done(check_one(case, backward))
             lost_by = case.name if results[-1].context_lost else None
         return results
-    rounds = [([c for c in cases if not c.implementation.runs_alone], jobs),
-              ([c for c in cases if c.implementation.runs_alone], 1)]
+    rounds = [([c for c in selected if not c.implementation.runs_alone], jobs),
+              ([c for c in selected if c.implementation.runs_alone], 1)]
     while rounds:
         batch, workers = rounds.pop(0)
         if not batch:
