@@ -250,3 +250,23 @@ def test_timings_the_bench_names_and_neither_commit_holds_are_named_in_the_summa
     assert f"Neither commit holds {BACKWARD}, which --bench names: not measured" in result.output
     assert "Neither commit holds" not in measuring_gate(tmp_path, "--bench", r"AttentionForward\.time",
                                                         "--factor", "2").output
+
+
+def test_a_suspect_whose_confirming_re_run_measured_nothing_stays_slower(tmp_path, fake_measuring, monkeypatch):
+    """A re-run that records nothing (here BASE's) clears no suspect: the gate says which commit measured nothing and
+    HEAD's 3x backward still fails it, unconfirmed, where a missing re-run must never read as a pass."""
+    results = tmp_path / "results"
+    attention(results, backward_slow=3.0)
+    attention(fake_measuring.truth, backward_slow=3.0)
+    recording = measure.Checkouts.run
+
+    def base_rerun_records_nothing(self, sha, results_dir, run_args, echo):
+        fake_measuring.records = not (sha == BASE and "--repeat" in run_args)
+        return recording(self, sha, results_dir, run_args, echo)
+
+    monkeypatch.setattr(measure.Checkouts, "run", base_rerun_records_nothing)
+    result = measuring_gate(results, "--family", "attention", "--variant", "gqa_8")
+    assert result.exit_code == 1, result.output
+    assert f"confirming on {BASE[:8]} measured nothing" in result.output
+    assert [sha for sha, args in fake_measuring.calls if "--repeat" in args] == [BASE, HEAD]
+    assert slower(result.output) and all(ratio > 2.5 for ratio in slower(result.output).values())
