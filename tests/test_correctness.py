@@ -149,7 +149,8 @@ def test_our_triton_attention_keeps_its_autotune_choice_per_machine_and_key(tmp_
 
     monkeypatch.setattr(tuned_choices, "CHOICES_DIR", tmp_path)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H100 80GB HBM3")
-    flags = dict(CAUSAL=True, WINDOW=False, PREFIX=False, DOCUMENTS=False, SOFTCAP=False, ALIBI=False, HEAD_DIM=128)
+    flags = dict(CAUSAL=True, WINDOW=False, PREFIX=False, DOCUMENTS=False, SOFTCAP=False, ALIBI=False, HEAD_DIM=128,
+                 SELECTION=False)
     q = torch.empty(1, dtype=torch.bfloat16)
     named_args = {"Q": q, "group": 4, "q_len": 4096, "kv_len": 4096}
     configs = ours.PREFILL_CONFIGS

@@ -117,3 +117,68 @@ def test_the_packed_selection_and_its_index_lists_hold_every_key_over_several_ch
     listed = torch.zeros(selection.shape, dtype=torch.int64).scatter_add_(-1, indices, valid.long())
     assert torch.equal(listed.bool(), selection) and int(listed.max()) == 1
     assert bool((indices[..., 1:] > indices[..., :-1])[valid[..., 1:]].all())
+
+
+@pytest.mark.parametrize("topk,q_len,kernel", [(32, 256, "masking causal tiles"), (8, 256, "gather kernel"),
+                                                (64, 100, "gather kernel")])
+def test_our_kernel_is_the_masked_one_where_the_selection_is_dense_at_prefill_else_the_gather(topk, q_len, kernel):
+    """256 queries: 32 keys a query are 0.23 of the causal pairs (the masked kernel, from DENSE_FROM = 0.1),
+    8 keys 0.06 (the gather); 100 queries, under one 128-row block, keep the gather at 0.81. Each against the
+    float64 reference, the masked one with most of its (row, tile) pairs masked whole."""
+    from kernels.attention import triton_token_sparse
+
+    assert (triton_token_sparse.selected_share(topk, q_len, q_len) >= triton_token_sparse.DENSE_FROM) == (topk != 8)
+    variant = AttentionVariant(f"dsa_topk_{topk}", topk_tokens=topk)
+    shape = AttentionShape(f"s{q_len}", "tiny", 1, q_len, q_len, device="cpu")
+    case = cases.Case("attention", variant, catalog.FAMILY.implementation("triton"), shape, "cpu")
+    _, call, result = cases.prepare_checked(case)
+    assert result["ok"], result
+    assert kernel in call.backend
+
+
+def test_the_masked_kernel_reads_each_rows_own_bits_past_a_whole_masked_tile():
+    """A selection by hand: each row of 192 keeps itself and key 0, and rows 130 on also key 70, so a row's
+    tiles of 64 keys between are masked whole (its running max stays -inf there, not NaN); against
+    softmax over the same mask in float64."""
+    from kernels.attention import triton_flash
+
+    gen = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(1, 2, 192, 32, generator=gen) for _ in range(3))
+    rows = torch.arange(192)
+    selection = torch.zeros(1, 192, 192, dtype=torch.bool)
+    selection[0, rows, rows] = True
+    selection[0, :, 0] = True
+    selection[0, 130:, 70] = True
+    bits = token_selection.packed_bits(selection)
+    out = triton_flash.forward_launcher(q, k, v, causal=True, selection=bits)()
+    scores = (q.double() @ k.double().transpose(-1, -2)) * 32 ** -0.5
+    expected = scores.masked_fill(~selection[:, None], float("-inf")).softmax(-1) @ v.double()
+    assert torch.allclose(out.double(), expected, atol=1e-5), (out.double() - expected).abs().max()
+
+
+def test_a_selection_of_another_shape_or_type_is_refused():
+    from kernels.attention import triton_flash
+
+    q = k = v = torch.zeros(1, 1, 16, 32)
+    good = torch.zeros(1, 16, 2, dtype=torch.uint8)
+    wide = torch.zeros(1, 16, 4, dtype=torch.uint8)
+    for bad in (torch.zeros(1, 16, 3, dtype=torch.uint8), good.bool(), wide[:, :, ::2]):
+        with pytest.raises(ValueError, match="token_selection.packed_bits"):
+            triton_flash.forward_launcher(q, k, v, causal=True, selection=bad)
+    triton_flash.forward_launcher(q, k, v, causal=True, selection=good)
+
+
+def test_the_masked_kernel_never_tunes_a_config_whose_tiles_overflow_shared_memory(monkeypatch, tmp_path):
+    """128 x 128 at 3 stages takes 233,496 B with the selection's byte loads (sm_90 has 232,448): pruned
+    before the autotuner compiles it; every config stays for the other masks."""
+    from kernels import tuned_choices
+    from kernels.attention import triton_flash
+
+    monkeypatch.setattr(tuned_choices, "CHOICES_DIR", tmp_path)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H200")
+    named_args = {"Q": torch.empty(1, dtype=torch.bfloat16), "group": 4, "q_len": 4096, "kv_len": 4096}
+    flags = dict(CAUSAL=True, WINDOW=False, PREFIX=False, DOCUMENTS=False, SOFTCAP=False, ALIBI=False, HEAD_DIM=128)
+    configs = triton_flash.PREFILL_CONFIGS
+    kept = triton_flash._remembered(configs, named_args, **flags, SELECTION=True)
+    assert [triton_flash._config_name(c) for c in configs if c not in kept] == ["128x128-w8-s3"]
+    assert triton_flash._remembered(configs, named_args, **flags, SELECTION=False) == configs

@@ -28,8 +28,8 @@ from kernels.attention import triton_flash  # noqa: E402
 
 HEAD_DIM = 128
 CAUSAL = dict(CAUSAL=True, WINDOW=False, PREFIX=False, DOCUMENTS=False, SOFTCAP=False, ALIBI=False,
-              HEAD_DIM=HEAD_DIM, STORE_LSE=False)
-VARIANTS = {"causal": {}, "softcap": {"SOFTCAP": True}, "alibi": {"ALIBI": True}}
+              HEAD_DIM=HEAD_DIM, STORE_LSE=False, SELECTION=False)
+VARIANTS = {"causal": {}, "softcap": {"SOFTCAP": True}, "alibi": {"ALIBI": True}, "selection": {"SELECTION": True}}
 # SASS opcodes (nvdisasm of the cubin): the special-function unit's, the float pipe's, the integer
 # pipe's, shared memory outside the copy engine, the tensor cores'
 COUNTED = ("MUFU.EX2", "MUFU.TANH", "FFMA", "FMUL", "FADD", "FMNMX", "FSEL", "F2FP", "IMAD", "IADD3", "SHF",
@@ -50,6 +50,8 @@ def compile_one(switches, config):
             signature[name] = "*bf16"
         elif name in ("DocStart",):
             signature[name] = "*i32"
+        elif name == "Selected":
+            signature[name] = "*u8"
         elif name == "Lse":
             signature[name] = "*fp32"
         elif name in ("sm_scale", "softcap"):
@@ -69,6 +71,8 @@ def main():
     failed = 0
     for config in triton_flash.PREFILL_CONFIGS:
         for name, switches in VARIANTS.items():
+            if not triton_flash.fits(config, switches.get("SELECTION", False)):  # the autotuner never tries it
+                continue
             label = f"{name:8s} {triton_flash._config_name(config):16s}"
             try:
                 used, opcodes = compile_one(switches, config)

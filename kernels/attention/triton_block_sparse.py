@@ -54,10 +54,10 @@ def _block_sparse_kernel(
         key_block = tl.load(Blocks + selection * max_selected + j)
         acc, l_i, m_i = _attend_block(
             acc, l_i, m_i, q, desc_k, desc_v, batch, kv_head, key_block * BLOCK_N, lo, hi, q_pos, q_head,
-            n_q_heads, sm_scale, softcap, False, SOFTCAP, ALIBI, BLOCK_N, HEAD_DIM)
+            n_q_heads, sm_scale, softcap, None, False, SOFTCAP, ALIBI, False, BLOCK_N, HEAD_DIM)
     acc, l_i, m_i = _attend_block(
         acc, l_i, m_i, q, desc_k, desc_v, batch, kv_head, query_block * BLOCK_N, lo, hi, q_pos, q_head,
-        n_q_heads, sm_scale, softcap, True, SOFTCAP, ALIBI, BLOCK_N, HEAD_DIM)
+        n_q_heads, sm_scale, softcap, None, True, SOFTCAP, ALIBI, False, BLOCK_N, HEAD_DIM)
     out = acc / l_i[:, None]
     o_ptrs = O + batch * stride_ob + q_head_scalar * stride_oh + q_row[:, None] * stride_os + offs_d[None, :]
     tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=valid[:, None])

@@ -10,6 +10,8 @@ Every mask variant in the catalog lets query position q see exactly the keys lo(
 
 so one kernel covers them all and skips whole key blocks outside [min lo, max hi] of a query block.
 Score functions (tanh soft-capping, ALiBi) are compile-time switches applied to every visible score.
+A selection (DSA's top-k keys a query, packed 8 keys a byte) is one more: it masks every tile, inside
+the interval, and is what triton_token_sparse.py runs where the selection is dense enough.
 
 Grouped KV heads (GQA/MQA): one program owns one KV head and a block of the rows of its query-head
 group, rows laid out (group head, query position). At prefill a block lies inside one query head; at
@@ -101,8 +103,8 @@ def _bounds(q_pos, batch, kv_len, window, prefix, DocStart,
 @triton.jit
 def _attend_block(
     acc, l_i, m_i, q, desc_k, desc_v, batch, kv_head, start_n, lo, hi, q_pos, q_head, n_q_heads,
-    sm_scale, softcap,
-    MASKED: tl.constexpr, SOFTCAP: tl.constexpr, ALIBI: tl.constexpr,
+    sm_scale, softcap, selected_rows,
+    MASKED: tl.constexpr, SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, SELECTION: tl.constexpr,
     BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
 ):
     offs_n = start_n + tl.arange(0, BLOCK_N)
@@ -138,6 +140,9 @@ def _attend_block(
         to_log2 = sm_scale * 1.4426950408889634
     if MASKED:  # also hides the zero rows a tile past the last key reads
         visible = (offs_n[None, :] >= lo[:, None]) & (offs_n[None, :] <= hi[:, None])
+        if SELECTION:  # key n of a row is bit n % 8 of its byte n // 8 (token_selection.packed_bits)
+            packed = tl.load(selected_rows[:, None] + offs_n[None, :] // 8, mask=visible, other=0)
+            visible = visible & (((packed >> (offs_n[None, :] % 8).to(tl.uint8)) & 1) != 0)
         s = tl.where(visible, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1) * to_log2)
         # A row with no visible key yet keeps m = -inf; subtracting 0 instead keeps exp2 at 0, not NaN.
@@ -155,7 +160,7 @@ def _attend_block(
 
 @triton.jit
 def _attention_forward_kernel(
-    Q, desc_k, desc_v, O, DocStart, Lse,
+    Q, desc_k, desc_v, O, DocStart, Lse, Selected,
     stride_qb, stride_qh, stride_qs,
     stride_ob, stride_oh, stride_os,
     n_kv_heads, n_q_heads, group, q_len, kv_len,
@@ -163,6 +168,7 @@ def _attention_forward_kernel(
     CAUSAL: tl.constexpr, WINDOW: tl.constexpr, PREFIX: tl.constexpr, DOCUMENTS: tl.constexpr,
     SOFTCAP: tl.constexpr, ALIBI: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, STORE_LSE: tl.constexpr = False,
+    SELECTION: tl.constexpr = False,
 ):
     n_rows = group * q_len
     n_row_blocks = tl.cdiv(n_rows, BLOCK_M)
@@ -185,8 +191,13 @@ def _attention_forward_kernel(
     # Key blocks in [unmasked_lo, unmasked_hi) are visible to every row of this block: no mask there.
     unmasked_lo = tl.minimum(tl.maximum(tl.cdiv(tl.max(lo, 0), BLOCK_N) * BLOCK_N, first), end)
     unmasked_hi = tl.maximum(tl.minimum(((tl.min(hi, 0) + 1) // BLOCK_N) * BLOCK_N, end), unmasked_lo)
+    if SELECTION:  # a selection masks every tile: all walk as the interval's edges do
+        unmasked_lo = end
+        unmasked_hi = end
 
     q_row = rows_c % q_len
+    # each row's packed selection (B, Sq, ceil(kv_len / 8)) bytes; in int64: 2^31 bytes at 4 x 64k
+    selected_rows = Selected + ((batch * q_len + q_row).to(tl.int64) * tl.cdiv(kv_len, 8))
     q_ptrs = Q + batch * stride_qb + q_head[:, None] * stride_qh + q_row[:, None] * stride_qs + offs_d[None, :]
     q = tl.load(q_ptrs)
 
@@ -197,15 +208,15 @@ def _attention_forward_kernel(
     for start_n in range(first, unmasked_lo, BLOCK_N):
         acc, l_i, m_i = _attend_block(
             acc, l_i, m_i, q, desc_k, desc_v, batch, kv_head, start_n, lo, hi, q_pos, q_head, n_q_heads,
-            sm_scale, softcap, True, SOFTCAP, ALIBI, BLOCK_N, HEAD_DIM)
+            sm_scale, softcap, selected_rows, True, SOFTCAP, ALIBI, SELECTION, BLOCK_N, HEAD_DIM)
     for start_n in range(unmasked_lo, unmasked_hi, BLOCK_N):
         acc, l_i, m_i = _attend_block(
             acc, l_i, m_i, q, desc_k, desc_v, batch, kv_head, start_n, lo, hi, q_pos, q_head, n_q_heads,
-            sm_scale, softcap, False, SOFTCAP, ALIBI, BLOCK_N, HEAD_DIM)
+            sm_scale, softcap, selected_rows, False, SOFTCAP, ALIBI, SELECTION, BLOCK_N, HEAD_DIM)
     for start_n in range(unmasked_hi, end, BLOCK_N):
         acc, l_i, m_i = _attend_block(
             acc, l_i, m_i, q, desc_k, desc_v, batch, kv_head, start_n, lo, hi, q_pos, q_head, n_q_heads,
-            sm_scale, softcap, True, SOFTCAP, ALIBI, BLOCK_N, HEAD_DIM)
+            sm_scale, softcap, selected_rows, True, SOFTCAP, ALIBI, SELECTION, BLOCK_N, HEAD_DIM)
 
     out = acc / l_i[:, None]
     o_ptrs = O + batch * stride_ob + q_head[:, None] * stride_oh + q_row[:, None] * stride_os + offs_d[None, :]
@@ -214,7 +225,8 @@ def _attention_forward_kernel(
         tl.store(Lse + (batch * n_q_heads + q_head) * q_len + q_row, m_i + tl.log2(l_i), mask=row_valid)
 
 
-AUTOTUNE_KEY = ["group", "q_len", "kv_len", "HEAD_DIM", "CAUSAL", "WINDOW", "PREFIX", "DOCUMENTS", "SOFTCAP", "ALIBI"]
+AUTOTUNE_KEY = ["group", "q_len", "kv_len", "HEAD_DIM", "CAUSAL", "WINDOW", "PREFIX", "DOCUMENTS", "SOFTCAP", "ALIBI",
+                "SELECTION"]
 # Triton's own disk cache of autotune results (cache_results) gives up on configs with a pre-hook, and
 # ours need one (the descriptors' tile is the config's). So each machine keeps the first choice per
 # tuning key (kernels/tuned_choices.py says why), and later processes tune no more.
@@ -234,9 +246,17 @@ def _choice_path(key_values, dtype):
                                       *(f"{name}={key_values[name]}" for name in AUTOTUNE_KEY)])
 
 
+def fits(config, selection):
+    """Whether a config's tiles fit an SM's shared memory: with a selection's byte loads, 128 x 128 tiles at 3
+    stages take 233,496 B, over sm_90's 232,448 (tools/compile_forward_sm90.py, session 41)."""
+    return not (selection and config.kwargs["BLOCK_N"] == 128 and config.num_stages == 3)
+
+
 def _remembered(configs, named_args, **kwargs):
-    """Autotune pruning: only the config this machine chose before for this key, if it did."""
+    """Autotune pruning: the configs that fit, and of them only the one this machine chose before for this key,
+    if it did."""
     key_values = {name: named_args[name] if name in named_args else kwargs[name] for name in AUTOTUNE_KEY}
+    configs = [c for c in configs if fits(c, key_values["SELECTION"])]
     chosen = tuned_choices.recalled(_choice_path(key_values, named_args["Q"].dtype))
     return [c for c in configs if _config_name(c) == chosen] or configs
 
@@ -279,7 +299,7 @@ def score_refusal(softcap, scale):
 
 def forward_launcher(
     q, k, v, *, causal, window=None, prefix=None, doc_start=None, softcap=None, alibi=False, scale=None,
-    config=None, lse=None,
+    config=None, lse=None, selection=None,
 ):
     """A launch of the attention forward on these tensors: `launcher()` allocates the output, launches
     the kernel and returns the output. Checks, tensor descriptors and kernel choice happen once here,
@@ -290,7 +310,9 @@ def forward_launcher(
     the backward recomputes the probabilities from).
 
     doc_start: (B, Skv) int32, for each key position the first position of its document (packed
-    sequences); requires causal. The output is (B, Hq, Sq, D) in q's dtype.
+    sequences); requires causal. selection: (B, Sq, ceil(Skv / 8)) uint8, the keys each query reads inside
+    its interval, packed 8 a byte (token_selection.packed_bits); a row must keep at least one key. The output
+    is (B, Hq, Sq, D) in q's dtype.
     """
     batch, n_q_heads, q_len, head_dim = q.shape
     _, n_kv_heads, kv_len, _ = k.shape
@@ -303,6 +325,11 @@ def forward_launcher(
         raise ValueError(why)
     if kv_len == 0:
         raise ValueError("attention over no keys is undefined: kv_len is 0")
+    packed = (batch, q_len, -(-kv_len // 8))
+    if selection is not None and (tuple(selection.shape) != packed or selection.dtype != torch.uint8
+                                  or not selection.is_contiguous() or selection.device != q.device):
+        raise ValueError(f"a selection is {packed} contiguous uint8 on {q.device} (token_selection.packed_bits), "
+                         f"not {tuple(selection.shape)} {selection.dtype} on {selection.device}")
     if q.is_cuda and q.element_size() > 2:
         # the tiles are sized for 16-bit inputs: float32's need 328,704 bytes of shared memory at head dim
         # 128 where Hopper has 232,448 (session 20); the interpreter runs float32 on the CPU for the tests
@@ -330,9 +357,10 @@ def forward_launcher(
     flags = dict(
         CAUSAL=causal, WINDOW=window is not None, PREFIX=prefix is not None,
         DOCUMENTS=doc_start is not None, SOFTCAP=softcap is not None, ALIBI=alibi, HEAD_DIM=head_dim,
-        STORE_LSE=lse is not None,
+        STORE_LSE=lse is not None, SELECTION=selection is not None,
     )
     lse_arg = q if lse is None else lse  # never written unless STORE_LSE
+    selection_arg = q if selection is None else selection  # never read unless SELECTION
 
     def grid(meta):
         return (triton.cdiv(group * q_len, meta["BLOCK_M"]), batch * n_kv_heads)
@@ -348,7 +376,7 @@ def forward_launcher(
 
     def launcher():
         out = torch.empty_like(q)
-        kernel(q, desc_k, desc_v, out, doc_arg, lse_arg, q.stride(0), q.stride(1), q.stride(2),
+        kernel(q, desc_k, desc_v, out, doc_arg, lse_arg, selection_arg, q.stride(0), q.stride(1), q.stride(2),
                out.stride(0), out.stride(1), out.stride(2), *sizes, **flags)
         return out
 

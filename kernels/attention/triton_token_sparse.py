@@ -1,9 +1,18 @@
-"""Our token-level top-k attention (DSA): each query reads only the keys its selection lists.
+"""Our token-level top-k attention (DSA): each query reads only the keys its selection lists, by one of two kernels.
 
-A program is one (sequence, query, KV head): its rows are the KV head's query heads (4 for Llama-3-8B,
-padded to the 16 rows a dot takes), its keys the query's selected positions (ascending), gathered a
-tile of BLOCK_N at a time by index, with the online softmax of flash attention. No two queries share a
-selection, so no key tile is shared between programs: the kernel is a gather, bound by memory.
+Gathered (this module's kernel): a program is one (sequence, query, KV head): its rows are the KV head's query
+heads (4 for Llama-3-8B, padded to the 16 rows a dot takes), its keys the query's selected positions
+(ascending), gathered a tile of BLOCK_N at a time by index, with the online softmax of flash attention. No two
+queries share a selection, so no key tile is shared between programs: the kernel is a gather, bound by memory
+(H200, llama-3-8b-s4k: 12.81 ms, 16.3x the baseline per useful FLOP, session 41's default tier).
+
+Masked (triton_flash.py with the selection packed 8 keys a byte): causal flash attention whose every tile also
+masks the keys a row did not select, so the tensor cores run whole tiles and compute pairs no row reads. The
+indexer's top k scatter over the causal keys, so nearly every causal tile holds some row's key and a walk
+skips none: it costs about causal attention, whatever k. Where k is a large share of the causal keys
+(llama-3-8b-s4k: 0.75; s16k: 0.23) that beats the gather; where it is a small one (s64k: 0.06) it does not.
+`DENSE_FROM` picks by that share at prefill; decode (a handful of query rows, bound by the keys it reads)
+keeps the gather.
 """
 
 import torch
@@ -13,6 +22,31 @@ import triton.language as tl
 from kernels.mla.triton_decode import online_softmax_step
 
 ROWS = 16
+# The selection's share of the causal pairs from which the masked kernel runs. Estimated, not measured: the
+# gather took 16.28 ms at llama-3-8b-s16k (a share of 0.23) and 77.56 at s64k (0.06) on an H200
+# (reports/README.md's `try` tables); our Triton causal forward, 1.16 ms at s4k, scaled by the pairs to 4.6
+# and 74 ms, with a masked tile at 1.3x an unmasked one, ties with the gather near a share of 0.08 at both.
+DENSE_FROM = 0.1
+MASKED_ROWS = 128  # the masked kernel at prefill: at least one of its 128-row blocks of query positions
+
+
+def selected_share(topk, q_len, kv_len):
+    """The selection's pairs over the causal pairs (queries at the last q_len of kv_len positions)."""
+    from variantbench.catalog.token_selection import selected_token_pairs
+
+    causal = q_len * (kv_len - q_len) + q_len * (q_len + 1) // 2
+    return selected_token_pairs(topk, q_len, kv_len) / causal
+
+
+def masked_launch(q, k, v, selection):
+    """The selection as a mask over causal tiles (triton_flash.py), tuned on its first launch: the launch-only
+    call, named by `backend`."""
+    from kernels.attention import triton_flash
+    from variantbench.catalog.token_selection import packed_bits
+
+    first_launch = triton_flash.forward_launcher(q, k, v, causal=True, selection=packed_bits(selection).contiguous())
+    first_launch()
+    return getattr(first_launch, "then", first_launch)
 
 
 @triton.jit
@@ -51,12 +85,18 @@ def _token_sparse_kernel(
 
 
 def prepare(variant, problem):
-    """Lists each query's selected keys once (ascending, `token_selection.selected_indices`), launches
-    once, returns the launch-only call."""
+    """The masked kernel where the selection is at least `DENSE_FROM` of the causal pairs at prefill, else the
+    gather: lists each query's selected keys once (ascending, `token_selection.selected_indices`), launches
+    once, returns the launch-only call, its `backend` naming the kernel."""
     from variantbench.catalog.token_selection import selected_indices
 
     q, k, v = problem.q, problem.k, problem.v
     batch, n_q_heads, q_len, head_dim = q.shape
+    share = selected_share(variant.topk_tokens, q_len, k.shape[2])
+    if q_len >= MASKED_ROWS and share >= DENSE_FROM:
+        call = masked_launch(q, k, v, problem.selection)
+        call.backend = f"our Triton forward, the selection ({share:.2f} of the causal pairs) masking causal tiles"
+        return call
     n_kv_heads = k.shape[1]
     group = n_q_heads // n_kv_heads
     if group > ROWS or k.stride() != v.stride() or k.stride(-1) != 1:
@@ -76,4 +116,5 @@ def prepare(variant, problem):
         return out
 
     call()
+    call.backend = f"our gather kernel, each query's selected keys by index ({share:.2f} of the causal pairs)"
     return call
