@@ -136,11 +136,11 @@ def test_our_kernel_is_the_masked_one_where_the_selection_is_dense_at_prefill_el
     assert kernel in call.backend
 
 
-def test_the_masked_kernel_reads_each_rows_own_bits_past_a_whole_masked_tile():
+def test_the_masked_kernel_reads_each_rows_own_keys_past_a_whole_masked_tile():
     """A selection by hand: each row of 192 keeps itself and key 0, and rows 130 on also key 70, so a row's
     tiles of 64 keys between are masked whole (its running max stays -inf there, not NaN); against
     softmax over the same mask in float64."""
-    from kernels.attention import triton_flash
+    from kernels.attention import triton_flash, triton_token_sparse
 
     gen = torch.Generator().manual_seed(5)
     q, k, v = (torch.randn(1, 2, 192, 32, generator=gen) for _ in range(3))
@@ -149,27 +149,28 @@ def test_the_masked_kernel_reads_each_rows_own_bits_past_a_whole_masked_tile():
     selection[0, rows, rows] = True
     selection[0, :, 0] = True
     selection[0, 130:, 70] = True
-    bits = token_selection.packed_bits(selection)
-    out = triton_flash.forward_launcher(q, k, v, causal=True, selection=bits)()
+    chosen = triton_token_sparse.selection_bytes(selection)
+    out = triton_flash.forward_launcher(q, k, v, causal=True, selection=chosen)()
     scores = (q.double() @ k.double().transpose(-1, -2)) * 32 ** -0.5
     expected = scores.masked_fill(~selection[:, None], float("-inf")).softmax(-1) @ v.double()
     assert torch.allclose(out.double(), expected, atol=1e-5), (out.double() - expected).abs().max()
 
 
 def test_a_selection_of_another_shape_or_type_is_refused():
-    from kernels.attention import triton_flash
+    from kernels.attention import triton_flash, triton_token_sparse
 
     q = k = v = torch.zeros(1, 1, 16, 32)
-    good = torch.zeros(1, 16, 2, dtype=torch.uint8)
-    wide = torch.zeros(1, 16, 4, dtype=torch.uint8)
-    for bad in (torch.zeros(1, 16, 3, dtype=torch.uint8), good.bool(), wide[:, :, ::2]):
-        with pytest.raises(ValueError, match="token_selection.packed_bits"):
+    good = triton_token_sparse.selection_bytes(torch.ones(1, 16, 16, dtype=torch.bool))
+    assert good.shape == (1, 16, 128) and good.dtype == torch.uint8 and int(good.sum()) == 256
+    wide = torch.zeros(1, 16, 256, dtype=torch.uint8)
+    for bad in (torch.zeros(1, 16, 16, dtype=torch.uint8), good.bool(), wide[:, :, ::2]):
+        with pytest.raises(ValueError, match="selection_bytes"):
             triton_flash.forward_launcher(q, k, v, causal=True, selection=bad)
     triton_flash.forward_launcher(q, k, v, causal=True, selection=good)
 
 
 def test_the_masked_kernel_never_tunes_a_config_whose_tiles_overflow_shared_memory(monkeypatch, tmp_path):
-    """128 x 128 at 3 stages takes 233,496 B with the selection's byte loads (sm_90 has 232,448): pruned
+    """128 x 128 at 3 stages takes 262,168 B with the selection's bytes (sm_90 has 232,448): pruned
     before the autotuner compiles it; every config stays for the other masks."""
     from kernels import tuned_choices
     from kernels.attention import triton_flash

@@ -10,8 +10,8 @@ Every mask variant in the catalog lets query position q see exactly the keys lo(
 
 so one kernel covers them all and skips whole key blocks outside [min lo, max hi] of a query block.
 Score functions (tanh soft-capping, ALiBi) are compile-time switches applied to every visible score.
-A selection (DSA's top-k keys a query, packed 8 keys a byte) is one more: it masks every tile, inside
-the interval, and is what triton_token_sparse.py runs where the selection is dense enough.
+A selection (DSA's top-k keys a query, a byte a key) is one more: it masks every tile,
+inside the interval, and is what triton_token_sparse.py runs where the selection is dense enough.
 
 Grouped KV heads (GQA/MQA): one program owns one KV head and a block of the rows of its query-head
 group, rows laid out (group head, query position). At prefill a block lies inside one query head; at
@@ -140,9 +140,8 @@ def _attend_block(
         to_log2 = sm_scale * 1.4426950408889634
     if MASKED:  # also hides the zero rows a tile past the last key reads
         visible = (offs_n[None, :] >= lo[:, None]) & (offs_n[None, :] <= hi[:, None])
-        if SELECTION:  # key n of a row is bit n % 8 of its byte n // 8 (token_selection.packed_bits)
-            packed = tl.load(selected_rows[:, None] + offs_n[None, :] // 8, mask=visible, other=0)
-            visible = visible & (((packed >> (offs_n[None, :] % 8).to(tl.uint8)) & 1) != 0)
+        if SELECTION:  # a row's bytes, one a key, read whole and unmasked: rows are padded
+            visible = visible & (tl.load(selected_rows[:, None] + offs_n[None, :]) != 0)
         s = tl.where(visible, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1) * to_log2)
         # A row with no visible key yet keeps m = -inf; subtracting 0 instead keeps exp2 at 0, not NaN.
@@ -196,8 +195,8 @@ def _attention_forward_kernel(
         unmasked_hi = end
 
     q_row = rows_c % q_len
-    # each row's packed selection (B, Sq, ceil(kv_len / 8)) bytes; in int64: 2^31 bytes at 4 x 64k
-    selected_rows = Selected + ((batch * q_len + q_row).to(tl.int64) * tl.cdiv(kv_len, 8))
+    # each row's selection bytes (triton_token_sparse.selection_bytes: B x Sq rows padded to 128), in int64
+    selected_rows = Selected + ((batch * q_len + q_row).to(tl.int64) * (tl.cdiv(kv_len, 128) * 128))
     q_ptrs = Q + batch * stride_qb + q_head[:, None] * stride_qh + q_row[:, None] * stride_qs + offs_d[None, :]
     q = tl.load(q_ptrs)
 
@@ -246,9 +245,15 @@ def _choice_path(key_values, dtype):
                                       *(f"{name}={key_values[name]}" for name in AUTOTUNE_KEY)])
 
 
+# A selection's rows are padded to this many keys, the widest key tile, so a tile's bytes are read unmasked
+# (triton_token_sparse.selection_bytes; the kernel's 128).
+SELECTION_KEYS = 128
+
+
 def fits(config, selection):
-    """Whether a config's tiles fit an SM's shared memory: with a selection's byte loads, 128 x 128 tiles at 3
-    stages take 233,496 B, over sm_90's 232,448 (tools/compile_forward_sm90.py, session 41)."""
+    """Whether a config's tiles fit an SM's shared memory: with a selection's bytes, which the compiler stages
+    beside the key tiles, 128 x 128 tiles at 3 stages take 262,168 B, over sm_90's 232,448
+    (tools/compile_forward_sm90.py, session 41)."""
     return not (selection and config.kwargs["BLOCK_N"] == 128 and config.num_stages == 3)
 
 
@@ -310,9 +315,9 @@ def forward_launcher(
     the backward recomputes the probabilities from).
 
     doc_start: (B, Skv) int32, for each key position the first position of its document (packed
-    sequences); requires causal. selection: (B, Sq, ceil(Skv / 8)) uint8, the keys each query reads inside
-    its interval, packed 8 a byte (token_selection.packed_bits); a row must keep at least one key. The output
-    is (B, Hq, Sq, D) in q's dtype.
+    sequences); requires causal. selection: (B, Sq, Skv padded to SELECTION_KEYS) uint8
+    (triton_token_sparse.selection_bytes), the keys each query reads inside its interval; a row must keep
+    at least one key. The output is (B, Hq, Sq, D) in q's dtype.
     """
     batch, n_q_heads, q_len, head_dim = q.shape
     _, n_kv_heads, kv_len, _ = k.shape
@@ -325,11 +330,12 @@ def forward_launcher(
         raise ValueError(why)
     if kv_len == 0:
         raise ValueError("attention over no keys is undefined: kv_len is 0")
-    packed = (batch, q_len, -(-kv_len // 8))
-    if selection is not None and (tuple(selection.shape) != packed or selection.dtype != torch.uint8
+    padded = (batch, q_len, -(-kv_len // SELECTION_KEYS) * SELECTION_KEYS)
+    if selection is not None and (tuple(selection.shape) != padded or selection.dtype != torch.uint8
                                   or not selection.is_contiguous() or selection.device != q.device):
-        raise ValueError(f"a selection is {packed} contiguous uint8 on {q.device} (token_selection.packed_bits), "
-                         f"not {tuple(selection.shape)} {selection.dtype} on {selection.device}")
+        raise ValueError(f"a selection is {padded} contiguous uint8 on {q.device} "
+                         f"(triton_token_sparse.selection_bytes), not {tuple(selection.shape)} {selection.dtype} "
+                         f"on {selection.device}")
     if q.is_cuda and q.element_size() > 2:
         # the tiles are sized for 16-bit inputs: float32's need 328,704 bytes of shared memory at head dim
         # 128 where Hopper has 232,448 (session 20); the interpreter runs float32 on the CPU for the tests

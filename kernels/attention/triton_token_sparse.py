@@ -6,7 +6,7 @@ heads (4 for Llama-3-8B, padded to the 16 rows a dot takes), its keys the query'
 queries share a selection, so no key tile is shared between programs: the kernel is a gather, bound by memory
 (H200, llama-3-8b-s4k: 12.81 ms, 16.3x the baseline per useful FLOP, session 41's default tier).
 
-Masked (triton_flash.py with the selection packed 8 keys a byte): causal flash attention whose every tile also
+Masked (triton_flash.py with the selection a byte a key): causal flash attention whose every tile also
 masks the keys a row did not select, so the tensor cores run whole tiles and compute pairs no row reads. The
 indexer's top k scatter over the causal keys, so nearly every causal tile holds some row's key and a walk
 skips none: it costs about causal attention, whatever k. Where k is a large share of the causal keys
@@ -38,13 +38,25 @@ def selected_share(topk, q_len, kv_len):
     return selected_token_pairs(topk, q_len, kv_len) / causal
 
 
+def selection_bytes(selection):
+    """A (B, Sq, Skv) bool selection as the forward reads it: a byte a key, 1 where the query reads it, each row
+    padded with 0 to a multiple of SELECTION_KEYS. Packed 8 keys a byte (token_selection.packed_bits) each
+    score fetched its own byte: 32 loads a thread a 128 x 64 tile, 8 rows' cache lines a warp's load, and
+    dsa_topk_2048 at llama-3-8b-s4k took 7.54 ms (H200, session 41) where causal takes about 1.2; a row's bytes
+    are one coalesced load a tile (4 MiB a sequence at 4096 positions: 64 MiB at llama-3-8b-s4k)."""
+    from kernels.attention.triton_flash import SELECTION_KEYS
+
+    pad = -selection.shape[-1] % SELECTION_KEYS
+    return torch.nn.functional.pad(selection.to(torch.uint8), (0, pad)).contiguous()
+
+
 def masked_launch(q, k, v, selection):
     """The selection as a mask over causal tiles (triton_flash.py), tuned on its first launch: the launch-only
     call, named by `backend`."""
     from kernels.attention import triton_flash
-    from variantbench.catalog.token_selection import packed_bits
 
-    first_launch = triton_flash.forward_launcher(q, k, v, causal=True, selection=packed_bits(selection).contiguous())
+    first_launch = triton_flash.forward_launcher(q, k, v, causal=True,
+                                                 selection=selection_bytes(selection))
     first_launch()
     return getattr(first_launch, "then", first_launch)
 
