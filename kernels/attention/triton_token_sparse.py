@@ -43,7 +43,7 @@ def selection_bytes(selection):
     padded with 0 to a multiple of SELECTION_KEYS. Packed 8 keys a byte (token_selection.packed_bits) each
     score fetched its own byte: 32 loads a thread a 128 x 64 tile, 8 rows' cache lines a warp's load, and
     dsa_topk_2048 at llama-3-8b-s4k took 7.54 ms (H200, session 41) where causal takes about 1.2; a row's bytes
-    are one coalesced load a tile (4 MiB a sequence at 4096 positions: 64 MiB at llama-3-8b-s4k)."""
+    are one coalesced load a tile (16 MiB a sequence at 4096 positions: 64 MiB at llama-3-8b-s4k)."""
     from kernels.attention.triton_flash import SELECTION_KEYS
 
     pad = -selection.shape[-1] % SELECTION_KEYS
