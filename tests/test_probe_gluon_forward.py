@@ -66,6 +66,14 @@ def test_paired_ratios_are_per_visible_pair_against_gluon_causal_and_ignore_the_
     assert probe_gluon_forward.paired_ratios(times, flops) == {}
 
 
+def test_the_ratio_is_the_median_of_the_rounds_ratios_not_the_ratio_of_the_medians():
+    """Rounds where softcap_50 read 1.06x, 1.10x and 1.02x causal as they drifted: the paired median is 1.06;
+    the medians' ratio (1.122 / 1.1) would read 1.02."""
+    times = {("causal", "gluon"): [1.0, 1.2, 1.1], ("softcap_50", "gluon"): [1.06, 1.2 * 1.10, 1.1 * 1.02]}
+    ratio = probe_gluon_forward.paired_ratios(times, {"causal": 1.0, "softcap_50": 1.0})["softcap_50"]
+    assert abs(ratio - 1.06) < 1e-12
+
+
 def test_the_timing_lines_keep_the_format_the_lease_scripts_read():
     """tools/lanes.sh's under_main takes the ms fourth field from the end of a `^  VARIANT *gluon ` line: the
     median of the rounds must sit there, and no range or ratio line may match that pattern."""

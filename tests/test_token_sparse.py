@@ -137,9 +137,9 @@ def test_our_kernel_is_the_masked_one_where_the_selection_is_dense_at_prefill_el
 
 
 def test_the_masked_kernel_reads_each_rows_own_keys_past_a_whole_masked_tile():
-    """A selection by hand: each row of 192 keeps itself and key 0, and rows 130 on also key 70, so a row's
-    tiles of 64 keys between are masked whole (its running max stays -inf there, not NaN); against
-    softmax over the same mask in float64."""
+    """A selection by hand: each row of 192 keeps itself, rows before 64 also key 0, rows 130 on also key 70, so
+    rows from 64 on walk a first tile of 64 keys masked whole (their running max stays -inf there, not NaN);
+    against softmax over the same mask in float64."""
     from kernels.attention import triton_flash, triton_token_sparse
 
     gen = torch.Generator().manual_seed(5)
@@ -147,7 +147,7 @@ def test_the_masked_kernel_reads_each_rows_own_keys_past_a_whole_masked_tile():
     rows = torch.arange(192)
     selection = torch.zeros(1, 192, 192, dtype=torch.bool)
     selection[0, rows, rows] = True
-    selection[0, :, 0] = True
+    selection[0, :64, 0] = True
     selection[0, 130:, 70] = True
     chosen = triton_token_sparse.selection_bytes(selection)
     out = triton_flash.forward_launcher(q, k, v, causal=True, selection=chosen)()
@@ -183,3 +183,25 @@ def test_the_masked_kernel_never_tunes_a_config_whose_tiles_overflow_shared_memo
     kept = triton_flash._remembered(configs, named_args, **flags, SELECTION=True)
     assert [triton_flash._config_name(c) for c in configs if c not in kept] == ["128x128-w8-s3"]
     assert triton_flash._remembered(configs, named_args, **flags, SELECTION=False) == configs
+    decode = triton_flash.DECODE_CONFIGS  # 16 rows at 128 keys and 3 stages take 143,392 B: they fit
+    assert triton_flash._remembered(decode, {**named_args, "q_len": 1}, **flags, SELECTION=True) == decode
+
+
+def test_the_masked_kernel_reads_each_sequences_rows_at_cross_lengths():
+    """2 sequences, 2 query heads a KV head, 130 queries at the end of 200 keys (rows at positions 70-199): a
+    random selection inside causal (each row keeps itself) through the masked kernel against float64; a row's
+    selection is its sequence's and its query row's, not its absolute position's."""
+    from kernels.attention import triton_flash, triton_token_sparse
+
+    gen = torch.Generator().manual_seed(9)
+    q = torch.randn(2, 4, 130, 32, generator=gen)
+    k, v = (torch.randn(2, 2, 200, 32, generator=gen) for _ in range(2))
+    position = torch.arange(70, 200).view(1, 130, 1)
+    selection = (torch.rand(2, 130, 200, generator=gen) < 0.3) & (torch.arange(200) <= position)
+    selection |= torch.arange(200) == position
+    chosen = triton_token_sparse.selection_bytes(selection)
+    out = triton_flash.forward_launcher(q, k, v, causal=True, selection=chosen)()
+    keys, values = (t.double().repeat_interleave(2, dim=1) for t in (k, v))
+    scores = (q.double() @ keys.transpose(-1, -2)) * 32 ** -0.5
+    expected = scores.masked_fill(~selection[:, None], float("-inf")).softmax(-1) @ values
+    assert torch.allclose(out.double(), expected, atol=1e-5), (out.double() - expected).abs().max()

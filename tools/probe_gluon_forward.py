@@ -118,11 +118,12 @@ def main(names, graph=False, rounds=1):
     variants = prepared(names)
     flops = {name: variant_flops for name, (_, variant_flops) in variants.items()}
     times = {(name, what): [] for name, (calls, _) in variants.items() for what in calls}
-    for _ in range(rounds):  # round-robin: a drift over the run falls on every call alike
+    for done in range(1, rounds + 1):  # round-robin: a drift over the run falls on every call alike
         for name, (calls, _) in variants.items():
             for what, call in calls.items():
                 times[name, what].append(triton.testing.do_bench(call, warmup=25, rep=200, return_mode="median"))
-    print("\n".join(summary(times, flops)), flush=True)
+        # every round's medians so far, so a run cut short by a lease's limit keeps them (the last lines count)
+        print(f"after round {done} of {rounds}:\n" + "\n".join(summary(times, flops)), flush=True)
     for name, (calls, variant_flops) in variants.items() if graph else ():
         for what, call in calls.items():
             ms = graph_ms(call)  # a call the graph cannot capture: said, and the next one timed

@@ -159,7 +159,7 @@ def _attend_block(
 
 @triton.jit
 def _attention_forward_kernel(
-    Q, desc_k, desc_v, O, DocStart, Lse, Selected,
+    Q, desc_k, desc_v, O, DocStart, Lse, Selected, selected_stride,
     stride_qb, stride_qh, stride_qs,
     stride_ob, stride_oh, stride_os,
     n_kv_heads, n_q_heads, group, q_len, kv_len,
@@ -195,8 +195,8 @@ def _attention_forward_kernel(
         unmasked_hi = end
 
     q_row = rows_c % q_len
-    # each row's selection bytes (triton_token_sparse.selection_bytes: B x Sq rows padded to 128), in int64
-    selected_rows = Selected + ((batch * q_len + q_row).to(tl.int64) * (tl.cdiv(kv_len, 128) * 128))
+    # each row's selection bytes (B x Sq rows of selected_stride, kv_len padded to SELECTION_KEYS), in int64
+    selected_rows = Selected + (batch * q_len + q_row).to(tl.int64) * selected_stride
     q_ptrs = Q + batch * stride_qb + q_head[:, None] * stride_qh + q_row[:, None] * stride_qs + offs_d[None, :]
     q = tl.load(q_ptrs)
 
@@ -246,15 +246,16 @@ def _choice_path(key_values, dtype):
 
 
 # A selection's rows are padded to this many keys, the widest key tile, so a tile's bytes are read unmasked
-# (triton_token_sparse.selection_bytes; the kernel's 128).
+# (triton_token_sparse.selection_bytes).
 SELECTION_KEYS = 128
 
 
 def fits(config, selection):
     """Whether a config's tiles fit an SM's shared memory: with a selection's bytes, which the compiler stages
-    beside the key tiles, 128 x 128 tiles at 3 stages take 262,168 B, over sm_90's 232,448
-    (tools/compile_forward_sm90.py, session 41)."""
-    return not (selection and config.kwargs["BLOCK_N"] == 128 and config.num_stages == 3)
+    beside the key tiles, 128 x 128 tiles of 128 rows at 3 stages take 262,168 B, over sm_90's 232,448
+    (tools/compile_forward_sm90.py, session 41); decode's 16 rows at 128 keys, 143,392 B, fit."""
+    return not (selection and config.kwargs["BLOCK_M"] == 128 and config.kwargs["BLOCK_N"] == 128
+                and config.num_stages == 3)
 
 
 def _remembered(configs, named_args, **kwargs):
@@ -367,6 +368,7 @@ def forward_launcher(
     )
     lse_arg = q if lse is None else lse  # never written unless STORE_LSE
     selection_arg = q if selection is None else selection  # never read unless SELECTION
+    selected_stride = padded[-1]
 
     def grid(meta):
         return (triton.cdiv(group * q_len, meta["BLOCK_M"]), batch * n_kv_heads)
@@ -382,7 +384,8 @@ def forward_launcher(
 
     def launcher():
         out = torch.empty_like(q)
-        kernel(q, desc_k, desc_v, out, doc_arg, lse_arg, selection_arg, q.stride(0), q.stride(1), q.stride(2),
+        kernel(q, desc_k, desc_v, out, doc_arg, lse_arg, selection_arg, selected_stride, q.stride(0), q.stride(1),
+               q.stride(2),
                out.stride(0), out.stride(1), out.stride(2), *sizes, **flags)
         return out
 

@@ -22,11 +22,12 @@ import triton.language as tl
 from kernels.mla.triton_decode import online_softmax_step
 
 ROWS = 16
-# The selection's share of the causal pairs from which the masked kernel runs. Estimated, not measured: the
-# gather took 16.28 ms at llama-3-8b-s16k (a share of 0.23) and 77.56 at s64k (0.06) on an H200
-# (reports/README.md's `try` tables); our Triton causal forward, 1.16 ms at s4k, scaled by the pairs to 4.6
-# and 74 ms, with a masked tile at 1.3x an unmasked one, ties with the gather near a share of 0.08 at both.
-DENSE_FROM = 0.1
+# The selection's share of the causal pairs from which the masked kernel runs. Estimated, not measured at the
+# crossing: on an H200 the masked kernel took 2.23 ms at llama-3-8b-s4k (session 41), which scaled by the causal
+# pairs is 8.9 ms at s16k and 143 at s64k; the gather took 16.28 ms at s16k (a share of 0.23) and 77.56 at s64k
+# (0.06; reports/README.md's `try` tables). Taken as proportional to its share, the gather ties with the masked
+# kernel near 0.13 (s16k) and 0.11 (s64k).
+DENSE_FROM = 0.13
 MASKED_ROWS = 128  # the masked kernel at prefill: at least one of its 128-row blocks of query positions
 
 
@@ -47,7 +48,7 @@ def selection_bytes(selection):
     from kernels.attention.triton_flash import SELECTION_KEYS
 
     pad = -selection.shape[-1] % SELECTION_KEYS
-    return torch.nn.functional.pad(selection.to(torch.uint8), (0, pad)).contiguous()
+    return torch.nn.functional.pad(selection.view(torch.uint8), (0, pad)).contiguous()  # one copy: 1 GiB at s32k
 
 
 def masked_launch(q, k, v, selection):
