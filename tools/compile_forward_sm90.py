@@ -61,7 +61,7 @@ def compile_one(switches, config):
     names = triton_flash._attention_forward_kernel.arg_names
     divisible = {(names.index(n),): [["tt.divisibility", 16]] for n in names
                  if signature[n] in ("*bf16", "*i32", "*fp32", "*u8") or n.startswith("stride")
-                 or n in ("q_len", "kv_len", "selected_stride")}
+                 or n in ("q_len", "kv_len")}
     compiled = sm90_cubin.compile_sm90(triton_flash._attention_forward_kernel, signature, constexprs, divisible,
                                        config.num_warps, config.num_stages)
     return sm90_cubin.resources(compiled), sm90_cubin.sass_opcodes(compiled.asm["cubin"])

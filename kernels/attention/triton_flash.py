@@ -159,7 +159,7 @@ def _attend_block(
 
 @triton.jit
 def _attention_forward_kernel(
-    Q, desc_k, desc_v, O, DocStart, Lse, Selected, selected_stride,
+    Q, desc_k, desc_v, O, DocStart, Lse, Selected,
     stride_qb, stride_qh, stride_qs,
     stride_ob, stride_oh, stride_os,
     n_kv_heads, n_q_heads, group, q_len, kv_len,
@@ -195,8 +195,9 @@ def _attention_forward_kernel(
         unmasked_hi = end
 
     q_row = rows_c % q_len
-    # each row's selection bytes (B x Sq rows of selected_stride, kv_len padded to SELECTION_KEYS), in int64
-    selected_rows = Selected + (batch * q_len + q_row).to(tl.int64) * selected_stride
+    # each row's selection bytes (B x Sq rows of kv_len padded to SELECTION_KEYS, 128), in int64. The padded width
+    # as one more argument changed the other masks' code (alibi 128 x 64 at 4 stages: 204 -> 229 registers)
+    selected_rows = Selected + (batch * q_len + q_row).to(tl.int64) * (tl.cdiv(kv_len, 128) * 128)
     q_ptrs = Q + batch * stride_qb + q_head[:, None] * stride_qh + q_row[:, None] * stride_qs + offs_d[None, :]
     q = tl.load(q_ptrs)
 
@@ -368,7 +369,6 @@ def forward_launcher(
     )
     lse_arg = q if lse is None else lse  # never written unless STORE_LSE
     selection_arg = q if selection is None else selection  # never read unless SELECTION
-    selected_stride = padded[-1]
 
     def grid(meta):
         return (triton.cdiv(group * q_len, meta["BLOCK_M"]), batch * n_kv_heads)
@@ -384,8 +384,7 @@ def forward_launcher(
 
     def launcher():
         out = torch.empty_like(q)
-        kernel(q, desc_k, desc_v, out, doc_arg, lse_arg, selection_arg, selected_stride, q.stride(0), q.stride(1),
-               q.stride(2),
+        kernel(q, desc_k, desc_v, out, doc_arg, lse_arg, selection_arg, q.stride(0), q.stride(1), q.stride(2),
                out.stride(0), out.stride(1), out.stride(2), *sizes, **flags)
         return out
 
