@@ -21,8 +21,10 @@ from pathlib import Path
 
 import click
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from variantbench.gate import CLEARED_LINE as CLEARED  # noqa: E402
+
 ROW = re.compile(r"^\| (?P<benchmark>\S+) \| (?P<params>\S+) \| same \| (?P<ratio>[0-9.]+) \|")
-CLEARED = "Suspects the confirming re-run cleared: "  # variantbench.gate.summary_markdown's line
 
 
 def same_ratios(text):

@@ -20,6 +20,8 @@ import pandas as pd
 from variantbench import decide, figures, power, results
 
 IDENTITY = results.IDENTITY_KEYS  # one list: what makes two measurements comparable
+# the summary's line naming the suspects a confirming re-run cleared (tools/gate_drift.py reads it back)
+CLEARED_LINE = "Suspects the confirming re-run cleared: "
 # A compute-bound kernel's time scales about with its SM clock: clocks 3% apart move a ratio by about
 # a third of the 1.10 factor. Clocks at the power cap vary that much and more: on the H200 at 7ed2c48a
 # the SDPA forwards ran at 1740-1764 MHz, Flex's and ours at 1855-1977 (variantbench.power).
@@ -279,7 +281,7 @@ def summary_markdown(base, head, identity, verdicts: pd.DataFrame, budget_lines,
     if "confirmation" in verdicts:
         unconfirmed = verdicts[verdicts.confirmation == "not confirmed by re-run"]
         if not unconfirmed.empty:
-            lines.append("Suspects the confirming re-run cleared: " + ", ".join(
+            lines.append(CLEARED_LINE + ", ".join(
                 f"{r.benchmark} {r.params}" for r in unconfirmed.itertuples()) + ".")
             lines.append("")
     measured = verdicts[verdicts.standard_error.notna()]

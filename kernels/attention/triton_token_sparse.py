@@ -35,8 +35,7 @@ def selected_share(topk, q_len, kv_len):
     """The selection's pairs over the causal pairs (queries at the last q_len of kv_len positions)."""
     from variantbench.catalog.token_selection import selected_token_pairs
 
-    causal = q_len * (kv_len - q_len) + q_len * (q_len + 1) // 2
-    return selected_token_pairs(topk, q_len, kv_len) / causal
+    return selected_token_pairs(topk, q_len, kv_len) / selected_token_pairs(kv_len, q_len, kv_len)  # k = all: causal
 
 
 def selection_bytes(selection):
