@@ -96,19 +96,13 @@ def _token_sparse_kernel(
              out.to(O.dtype.element_ty), mask=row_ok[:, None])
 
 
-def prepare(variant, problem):
-    """The masked kernel where the selection is at least `DENSE_FROM` of the causal pairs at prefill, else the
-    gather: lists each query's selected keys once (ascending, `token_selection.selected_indices`), launches
-    once, returns the launch-only call, its `backend` naming the kernel."""
+def gather_launch(variant, problem):
+    """The gather kernel: lists each query's selected keys once (ascending, `token_selection.selected_indices`),
+    launches once, returns the launch-only call."""
     from variantbench.catalog.token_selection import selected_indices
 
     q, k, v = problem.q, problem.k, problem.v
     batch, n_q_heads, q_len, head_dim = q.shape
-    share = selected_share(variant.topk_tokens, q_len, k.shape[2])
-    if q_len >= MASKED_ROWS and share >= DENSE_FROM:
-        call = masked_launch(q, k, v, problem.selection)
-        call.backend = f"our Triton forward, the selection ({share:.2f} of the causal pairs) masking causal tiles"
-        return call
     n_kv_heads = k.shape[1]
     group = n_q_heads // n_kv_heads
     if group > ROWS or k.stride() != v.stride() or k.stride(-1) != 1:
@@ -128,5 +122,19 @@ def prepare(variant, problem):
         return out
 
     call()
+    return call
+
+
+def prepare(variant, problem):
+    """The masked kernel where the selection is at least `DENSE_FROM` of the causal pairs at prefill, else the
+    gather; the launch-only call, its `backend` naming the kernel."""
+    q, k = problem.q, problem.k
+    q_len = q.shape[2]
+    share = selected_share(variant.topk_tokens, q_len, k.shape[2])
+    if q_len >= MASKED_ROWS and share >= DENSE_FROM:
+        call = masked_launch(q, k, problem.v, problem.selection)
+        call.backend = f"our Triton forward, the selection ({share:.2f} of the causal pairs) masking causal tiles"
+        return call
+    call = gather_launch(variant, problem)
     call.backend = f"our gather kernel, each query's selected keys by index ({share:.2f} of the causal pairs)"
     return call
