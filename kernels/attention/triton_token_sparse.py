@@ -9,8 +9,9 @@ queries share a selection, so no key tile is shared between programs: the kernel
 Masked (triton_flash.py with the selection a byte a key): causal flash attention whose every tile also
 masks the keys a row did not select, so the tensor cores run whole tiles and compute pairs no row reads. The
 indexer's top k scatter over the causal keys, so nearly every causal tile holds some row's key and a walk
-skips none: it costs about causal attention, whatever k. Where k is a large share of the causal keys
-(llama-3-8b-s4k: 0.75; s16k: 0.23) that beats the gather; where it is a small one (s64k: 0.06) it does not.
+skips none: it costs the same whatever k (llama-3-8b-s4k: 2.23 ms, session 41; our causal Triton forward 1.14,
+session 42). Where k is a large share of the causal keys (llama-3-8b-s4k: 0.75; s16k: 0.23; s32k: 0.12) that beats the gather; where it is a small one
+(s64k: 0.06) it does not.
 `DENSE_FROM` picks by that share at prefill; decode (a handful of query rows, bound by the keys it reads)
 keeps the gather.
 """
@@ -22,12 +23,12 @@ import triton.language as tl
 from kernels.mla.triton_decode import online_softmax_step
 
 ROWS = 16
-# The selection's share of the causal pairs from which the masked kernel runs. Estimated, not measured at the
-# crossing: on an H200 the masked kernel took 2.23 ms at llama-3-8b-s4k (session 41), which scaled by the causal
-# pairs is 8.9 ms at s16k and 143 at s64k; the gather took 16.28 ms at s16k (a share of 0.23) and 77.56 at s64k
-# (0.06; reports/README.md's `try` tables). Taken as proportional to its share, the gather ties with the masked
-# kernel near 0.13 (s16k) and 0.11 (s64k).
-DENSE_FROM = 0.13
+# The selection's share of the causal pairs from which the masked kernel runs: where it ties with the gather. On an
+# H200 (session 42, tools/probe_dsa.py, do_bench, k from 512 to 4096) the masked kernel took the same at every k,
+# 8.18 ms at llama-3-8b-s16k and 32.30 at s32k, and the gather grew with the share, 67.1 and 271.7 ms a unit of
+# share (linear fits, offsets 0.49 and 1.52 ms): they cross at 0.115 and 0.113. At s32k's dsa_topk_2048 (0.121)
+# the masked kernel took 32.34 ms against the gather's 34.25.
+DENSE_FROM = 0.114
 MASKED_ROWS = 128  # the masked kernel at prefill: at least one of its 128-row blocks of query positions
 
 
