@@ -179,10 +179,10 @@ ncu_forward() {  # ncu_forward BRANCH [VARIANT...]: Nsight Compute's counters of
 }
 under_main() {  # under_main NAME BRANCH_LOG MAIN_LOG PATTERN: whether the last ms figure on a PATTERN line of the
   # branch's probe log reads at least 1% under main's (both this lease's, under $root/one): a lease spends its gate
-  # only then (sessions 32-33)
+  # only then (sessions 32-33). The do_bench lines: a --graph line's fourth field from the end is its TFLOP/s.
   local ours main
-  ours=$(grep -h "$4" "$2" | tail -1 | awk '{print $(NF-3)}')
-  main=$(grep -h "$4" "$3" | tail -1 | awk '{print $(NF-3)}')
+  ours=$(grep -h "$4" "$2" | grep -v "(CUDA graph)" | tail -1 | awk '{print $(NF-3)}')
+  main=$(grep -h "$4" "$3" | grep -v "(CUDA graph)" | tail -1 | awk '{print $(NF-3)}')
   echo "== $1: $ours ms against main's $main"
   awk -v a="$ours" -v b="$main" 'BEGIN { exit !(a != "" && b != "" && a < 0.99 * b) }'
 }
