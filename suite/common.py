@@ -222,7 +222,7 @@ class ForwardBenchmark(PowerRecorded, FamilyBenchmark):
             t3 = time.perf_counter()
             if metrics.memo_path(case) is not None:
                 metrics.write_memo(process_memo_path(case, "timing", self.timed), dataclasses.asdict(mode))
-            backend = f" on SDPA backend {check['backend']}" if check["backend"] else ""
+            backend = f" ({check['backend']})" if check["backend"] else ""  # the kernel or SDPA backend it picked
             # Where a default run's minutes go, case by case (the prepare includes the compile).
             progress(f"{case.name}{backend}: prepared and checked in {t1 - t0:.1f}s, metrics in {t2 - t1:.1f}s, "
                      f"timed body in {t3 - t2:.1f}s: {mode.why}")

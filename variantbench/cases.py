@@ -134,7 +134,7 @@ def prepare_checked(case, *, requires_grad=False):
     out = tuple(t.detach() for t in out) if isinstance(out, tuple) else out.detach()
     with torch.no_grad():
         result = check_output(case, problem, out)
-    result["backend"] = getattr(call, "backend", None)  # which SDPA backend `prepare` picked, if any
+    result["backend"] = getattr(call, "backend", None)  # which kernel or SDPA backend `prepare` picked, if it says
     if not result["ok"]:
         raise Mismatch(
             f"{case.name}: max error {result['max_error']:.3g} against the float64 reference exceeds the "
