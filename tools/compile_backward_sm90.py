@@ -22,24 +22,27 @@ import triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kernels.attention import triton_attention_backward as backward  # noqa: E402
+from kernels.attention import triton_attention_backward as backward  # noqa: E402 - its kernels, its tiles
 import sm90_cubin  # noqa: E402
 from probe_attention_backward import DKDV, DQ  # noqa: E402
 
 # llama-3-8b-s4k's integer arguments that are not strides (those are all multiples of 16 there)
-VALUES = dict(n_kv_heads=8, n_q_heads=32, group=4, q_len=4096, kv_len=4096, window=0, prefix=0)
-POINTERS = {"Lse": "*fp32", "Delta": "*fp32", "DocStart": "*i32"}  # the rest are bf16 tensors
+# (width: a selection's row of bytes, kv_len padded to 128)
+VALUES = dict(n_kv_heads=8, n_q_heads=32, group=4, q_len=4096, kv_len=4096, window=0, prefix=0, width=4096)
+POINTERS = {"Lse": "*fp32", "Delta": "*fp32", "DocStart": "*i32", "Selected": "*u8"}  # the rest are bf16 tensors
 FLOATS = ("sm_scale", "softcap")
-CAUSAL = dict(CAUSAL=True, WINDOW=False, PREFIX=False, DOCUMENTS=False, SOFTCAP=False, ALIBI=False, HEAD_DIM=128)
+CAUSAL = dict(CAUSAL=True, WINDOW=False, PREFIX=False, DOCUMENTS=False, SOFTCAP=False, ALIBI=False, SELECTION=False,
+              HEAD_DIM=128)
 SWITCHES = (dict(), dict(SOFTCAP=True), dict(ALIBI=True), dict(DOCUMENTS=True), dict(WINDOW=True),
-            dict(PREFIX=True), dict(CAUSAL=False))  # prefix-LM is causal past its prefix
+            dict(PREFIX=True), dict(CAUSAL=False),  # prefix-LM is causal past its prefix
+            dict(SELECTION=True))  # DSA's token selection, a byte a key (triton_token_sparse.trainable)
 
 
 def compiled(kernel, tiles, switches):
     """(what its launch needs, None), or (None, the first line of the compiler's error)."""
     constexprs = {**CAUSAL, **switches, "BLOCK_M": tiles.rows, "BLOCK_N": tiles.keys}
     first_stride = next(i for i, name in enumerate(kernel.arg_names) if name.startswith("stride"))
-    pointers = kernel.arg_names[:first_stride]  # tensors first, descriptors among them
+    pointers = [name for name in kernel.arg_names[:first_stride] if name not in VALUES]  # tensors, descriptors
     signature = {name: "constexpr" if name in constexprs else POINTERS.get(name, "*bf16") if name in pointers
                  else "fp32" if name in FLOATS else "i32" for name in kernel.arg_names}
     descriptor_tiles = {"desc_q": tiles.rows, "desc_do": tiles.rows, "desc_k": tiles.keys, "desc_v": tiles.keys}

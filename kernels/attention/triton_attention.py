@@ -38,8 +38,9 @@ def _kernel(q, k, v, config):
 
 def forward_launcher(q, k, v, *, config=None, lse=None, items=None, **options):
     """A launch of our forward on these tensors (triton_flash.forward_launcher's options and contract),
-    through the kernel that runs them; `items`, `document_work`'s, where the Gluon forward runs them."""
-    if _kernel(q, k, v, config) is gluon_flash:
+    through the kernel that runs them; `items`, `document_work`'s, where the Gluon forward runs them. A
+    `selection` (DSA's bytes) runs the Triton forward, which reads it."""
+    if options.get("selection") is None and _kernel(q, k, v, config) is gluon_flash:
         return gluon_flash.forward_launcher(q, k, v, lse=lse, items=items, **options)
     return triton_flash.forward_launcher(q, k, v, config=config, lse=lse, **options)
 

@@ -10,10 +10,12 @@ Masked (triton_flash.py with the selection a byte a key): causal flash attention
 masks the keys a row did not select, so the tensor cores run whole tiles and compute pairs no row reads. The
 indexer's top k scatter over the causal keys, so nearly every causal tile holds some row's key and a walk
 skips none: it costs the same whatever k (llama-3-8b-s4k: 2.23 ms, session 41; our causal Triton forward 1.14,
-session 42). Where k is a large share of the causal keys (llama-3-8b-s4k: 0.75; s16k: 0.23; s32k: 0.12) that beats the gather; where it is a small one
-(s64k: 0.06) it does not.
-`DENSE_FROM` picks by that share at prefill; decode (a handful of query rows, bound by the keys it reads)
-keeps the gather.
+session 42). Where k is a large share of the causal keys (llama-3-8b-s4k: 0.75; s16k: 0.23; s32k: 0.12) that
+beats the gather; where it is a small one (s64k: 0.06) it does not. `DENSE_FROM` picks by that share at prefill;
+decode (a handful of query rows, bound by the keys it reads) keeps the gather.
+
+The backward (`trainable`) is our attention's (triton_attention_backward.py), its Triton kernels masking every
+tile by the same bytes: where the masked forward runs. The gather is forward-only.
 """
 
 import torch
@@ -21,6 +23,7 @@ import triton
 import triton.language as tl
 
 from kernels.mla.triton_decode import online_softmax_step
+from variantbench.catalog import Unsupported
 
 ROWS = 16
 # The selection's share of the causal pairs from which the masked kernel runs: where it ties with the gather. On an
@@ -126,13 +129,37 @@ def gather_launch(variant, problem):
     return call
 
 
+def trainable(q, k, v, selection):
+    """The masked kernel with our backward (triton_attention_backward.TritonAttention, whose Triton kernels mask
+    every tile by the same bytes), launched once: the forward+backward case's call."""
+    from kernels.attention.triton_attention_backward import TritonAttention
+
+    options = dict(causal=True, selection=selection_bytes(selection))
+
+    def call():
+        return TritonAttention.apply(q, k, v, options)
+
+    call()
+    return call
+
+
 def prepare(variant, problem):
     """The masked kernel where the selection is at least `DENSE_FROM` of the causal pairs at prefill, else the
-    gather; the launch-only call, its `backend` naming the kernel."""
+    gather; the launch-only call, its `backend` naming the kernel. Where q needs a gradient, the masked kernel
+    with our backward; the gather is forward-only."""
     q, k = problem.q, problem.k
     q_len = q.shape[2]
     share = selected_share(variant.topk_tokens, q_len, k.shape[2])
-    if q_len >= MASKED_ROWS and share >= DENSE_FROM:
+    masked = q_len >= MASKED_ROWS and share >= DENSE_FROM
+    if q.requires_grad:
+        if not masked:
+            raise Unsupported(f"our gather kernel is forward-only; the backward masks tiles, as the forward does at "
+                              f"prefill where the selection is at least {DENSE_FROM} of the causal pairs (here "
+                              f"{share:.3f}, {q_len} queries)")
+        call = trainable(q, k, problem.v, problem.selection)
+        call.backend = f"our Triton forward and backward, the selection ({share:.2f} of the causal pairs) masking tiles"
+        return call
+    if masked:
         call = masked_launch(q, k, problem.v, problem.selection)
         call.backend = f"our Triton forward, the selection ({share:.2f} of the causal pairs) masking causal tiles"
         return call

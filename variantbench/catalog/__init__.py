@@ -90,7 +90,7 @@ class Implementation:
     backward: bool
     backward_on_cpu: bool = True  # False where the library has a backward on CUDA only
     unsupported: Callable[[object, object], str | None] = lambda variant, shape: None
-    # why an implementation with a backward has none for this variant (its sparse kernels are forward-only)
+    # why an implementation with a backward has none for this variant (its block-sparse kernel is forward-only)
     backward_unsupported: Callable[[object, object], str | None] = lambda variant, shape: None
     needs_triton: bool = False
     autotunes: bool = False

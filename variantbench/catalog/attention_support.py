@@ -59,8 +59,10 @@ def sdpa_gathered_backward_unsupported(variant, shape):
 
 
 def triton_backward_unsupported(variant, shape):
-    if variant.topk_blocks is not None or variant.topk_tokens is not None:
-        return "our sparse kernels are forward-only; the backward is the interval kernel's"
+    # a token selection's backward masks tiles as its forward does: where that forward runs (triton_token_sparse
+    # says where; its gather, forward-only, refuses a gradient when prepared)
+    if variant.topk_blocks is not None:
+        return "our block-sparse kernel is forward-only"
     return None
 
 
