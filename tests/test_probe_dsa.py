@@ -28,3 +28,18 @@ def test_both_kernels_read_right_and_a_call_past_the_selection_wrong():
     errors = probe_dsa.errors(VARIANT, problem, built, rows)
     assert errors["masked"] <= 1e-4 and errors["gather"] <= 1e-4, errors
     assert errors["past the selection"] > probe_dsa.TOLERANCE, errors
+
+
+def test_our_gradients_read_right_and_a_backward_past_the_selection_wrong():
+    """--backward's check: our masked forward+backward against float64 autograd over sampled rows, and the same
+    kernels over a selection that lets one row read every earlier key."""
+    from kernels.attention import triton_token_sparse
+
+    problem = make_problem(VARIANT, SHAPE, device="cpu", dtype=torch.float32, seed=2, requires_grad=True)
+    rows = torch.tensor([0, 100, 200, 255])
+    wider = problem.selection.clone()
+    wider[:, 200, :200] = True
+    built = {"ours": triton_token_sparse.trainable(problem.q, problem.k, problem.v, problem.selection),
+             "past the selection": triton_token_sparse.trainable(problem.q, problem.k, problem.v, wider)}
+    errors = probe_dsa.gradient_errors(VARIANT, problem, built, rows)
+    assert errors["ours"] <= 1e-4 and errors["past the selection"] > probe_dsa.TOLERANCE, errors

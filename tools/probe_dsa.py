@@ -6,6 +6,10 @@ For each shape and k (the catalog's seeded indexer, `token_selection`), every ca
 against a float64 reference over a sample of query rows (the selection as an explicit mask), then timed by
 triton's do_bench (median) and, apart, by a CUDA-graph loop (do_bench_cudagraph, median). The last lines give the
 gather's time over the masked kernel's at each share: above 1 the masked kernel is the faster.
+With --backward: forward+backward instead, ours (the masked forward and our Triton backward,
+`triton_token_sparse.trainable`) and Flex's, each call's gradients of the sampled rows' outputs checked against
+float64 autograd of the reference first (their largest error over the largest value, q, k and v), then timed by
+do_bench.
 """
 
 import sys
@@ -31,6 +35,53 @@ def errors(variant, problem, built, rows):
     expected = reference.attention(problem.q[:, :, rows].double(), problem.k.double(), problem.v.double(),
                                    mask_mod=variant.mask_mod(problem), q_idx=rows)
     return {name: (call()[:, :, rows].double() - expected).abs().max().item() for name, call in built.items()}
+
+
+def gradient_errors(variant, problem, built, rows):
+    """{name: the largest of the call's q, k, v gradient errors (each over the float64 gradient's largest value)
+    for a seeded gradient of the output rows `rows`, against float64 autograd of the reference}."""
+    exact = [t.detach().double().requires_grad_() for t in (problem.q, problem.k, problem.v)]
+    expected_out = reference.attention(exact[0][:, :, rows], exact[1], exact[2], mask_mod=variant.mask_mod(problem),
+                                       q_idx=rows)
+    grad = torch.randn(expected_out.shape, generator=torch.Generator(rows.device).manual_seed(1), device=rows.device,
+                       dtype=torch.float64)
+    expected = torch.autograd.grad(expected_out, exact, grad)
+    inputs = (problem.q, problem.k, problem.v)
+    found = {}
+    for name, call in built.items():
+        got = torch.autograd.grad(call()[:, :, rows], inputs, grad.to(problem.q.dtype))
+        found[name] = max(((g.double() - e).abs().max() / e.abs().max()).item() for g, e in zip(got, expected))
+    return found
+
+
+def probe_backward(shape, topk, with_flex):
+    """One line a forward+backward (its gradient error against float64, do_bench ms) and Flex's over ours."""
+    variant = AttentionVariant(f"dsa_topk_{topk}", topk_tokens=topk)
+    problem = make_problem(variant, shape, device="cuda", dtype=torch.bfloat16, seed=0, requires_grad=True)
+    share = triton_token_sparse.selected_share(topk, shape.q_len, shape.kv_len)
+    rows = torch.linspace(0, shape.q_len - 1, SAMPLE_ROWS, device="cuda").long()
+    built = {"ours": triton_token_sparse.trainable(problem.q, problem.k, problem.v, problem.selection)}
+    if with_flex:
+        built["flex"] = flex.prepare(variant, problem)
+    inputs = [problem.q, problem.k, problem.v]
+    grad = torch.randn(problem.q.shape, generator=torch.Generator("cuda").manual_seed(2), device="cuda",
+                       dtype=problem.q.dtype)
+    figures = {}
+    for name, error in gradient_errors(variant, problem, built, rows).items():
+        if not error <= TOLERANCE:
+            print(f"{shape.name} k={topk} share={share:.3f} {name} forward+backward: WRONG, gradient error {error:.3g} "
+                  f"of the largest against float64 (tolerance {TOLERANCE}); not timed", flush=True)
+            continue
+        call = built[name]
+        figures[name] = triton.testing.do_bench(lambda call=call: call().backward(grad), grad_to_none=inputs,
+                                                warmup=25, rep=200, return_mode="median")
+        print(f"{shape.name} k={topk} share={share:.3f} {name} forward+backward: gradient error {error:.2e} of the "
+              f"largest, do_bench {figures[name]:.4f} ms", flush=True)
+    if {"ours", "flex"} <= figures.keys():
+        print(f"{shape.name} k={topk} share={share:.3f} forward+backward: flex / ours "
+              f"{figures['flex'] / figures['ours']:.3f}", flush=True)
+    del problem
+    torch.cuda.empty_cache()
 
 
 def timed(call):
@@ -85,7 +136,8 @@ def probe(shape, topk, with_flex):
 @click.option("--topk", "topks", multiple=True, type=click.IntRange(min=1), default=(1024, 2048), show_default=True,
               help="keys each query reads (repeatable)")
 @click.option("--flex/--no-flex", default=False, show_default=True, help="time Flex on the same problem too")
-def main(shapes, topks, flex):
+@click.option("--backward", is_flag=True, help="forward+backward: ours (masked) and, with --flex, Flex's")
+def main(shapes, topks, flex, backward):
     if not torch.cuda.is_available():
         raise click.ClickException("no CUDA device: this probe times GPU kernels")
     try:
@@ -94,7 +146,7 @@ def main(shapes, topks, flex):
         raise click.BadParameter(error.args[0], param_hint="--shape")
     for shape in resolved:
         for topk in topks:
-            probe(shape, topk, flex)
+            (probe_backward if backward else probe)(shape, topk, flex)
 
 
 if __name__ == "__main__":
