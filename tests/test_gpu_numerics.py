@@ -146,6 +146,35 @@ def test_our_attention_backward_at_head_dim_128_and_float32_refused():
         TritonAttention.apply(*inputs(torch.float32), options)
 
 
+def test_dsa_trains_through_the_triton_kernels_where_the_gluon_ones_would_take_its_shapes():
+    """DSA at a shape the Gluon forward and backward take (bfloat16, head dim 128, a length a multiple of 128): the
+    selection must send both halves to the Triton kernels, which read it (the Gluon ones would run causal attention
+    and drop it). Output and gradients within twice those of the reference computed in bfloat16, against the
+    float64 reference over the selection."""
+    from kernels.attention import triton_token_sparse
+    from reference.attention import attention
+    from variantbench.catalog.attention import AttentionVariant, make_problem
+    from variantbench.shapes import AttentionShape
+
+    variant = AttentionVariant("dsa_topk_96", topk_tokens=96)
+    shape = AttentionShape("s512", "llama-3-8b", 1, 512, 512, device="cuda")
+    p = make_problem(variant, shape, device="cuda", dtype=torch.bfloat16, seed=5, requires_grad=True)
+    call = triton_token_sparse.trainable(p.q, p.k, p.v, p.selection)
+    out = call()
+    grad = torch.randn(out.shape, device="cuda", generator=torch.Generator("cuda").manual_seed(6), dtype=out.dtype)
+    got = torch.autograd.grad(out, (p.q, p.k, p.v), grad)
+    mask = variant.mask_mod(p)
+    low = [t.detach().clone().requires_grad_() for t in (p.q, p.k, p.v)]
+    low_out = attention(*low, mask_mod=mask)
+    low_grads = torch.autograd.grad(low_out, low, grad)
+    exact = [t.detach().double().requires_grad_() for t in (p.q, p.k, p.v)]
+    reference = attention(*exact, mask_mod=mask)
+    for name, g, theirs, e in zip("oqkv", (out, *got), (low_out, *low_grads),
+                                  (reference, *torch.autograd.grad(reference, exact, grad.double()))):
+        error, low_error = (g.double() - e).abs().max().item(), (theirs.double() - e).abs().max().item()
+        assert error <= 2 * low_error, f"{name}: {error:.3g} against the bfloat16 reference's {low_error:.3g}"
+
+
 # cycles of torch.cuda._sleep that hold one stream back: about 0.1 s at the H200's 1.98 GHz, against the
 # microseconds the host takes to queue a backward and read its gradient
 HOLD_CYCLES = 200_000_000

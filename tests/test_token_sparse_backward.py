@@ -1,6 +1,6 @@
 """DSA's backward through our kernels (the interpreter): the masked forward's autograd function, whose dK/dV and dQ
 kernels mask every tile by the selection's bytes, against float64 autograd of the reference over its selection as
-the mask; where the catalog's call runs it, and where the gather, forward-only, refuses a gradient."""
+the mask; the catalog's call takes it for a gradient at any share, a forward alone gathering where it is sparse."""
 
 import pytest
 import torch
@@ -8,7 +8,6 @@ import torch
 from kernels.attention import triton_token_sparse
 from kernels.attention.triton_attention_backward import TritonAttention
 from reference.attention import attention
-from variantbench.catalog import Unsupported
 from variantbench.catalog.attention import AttentionVariant, make_problem
 from variantbench.shapes import AttentionShape
 
@@ -31,18 +30,32 @@ def test_gradients_match_float64_autograd_of_the_reference_over_the_selection(q_
         torch.testing.assert_close(g.double(), e, rtol=1e-4, atol=2e-5, msg=lambda m, name=name: f"d{name}: {m}")
 
 
-def test_the_catalogs_call_takes_a_gradient_where_the_forward_masks_and_the_gather_refuses_one():
-    """32 of 256 keys a query (0.23 of the causal pairs) run the masked kernels both ways; 8 (0.06) would gather,
-    which has no backward: one line saying so, with the share."""
-    shape = AttentionShape("s256", "tiny", 1, 256, 256, device="cpu")
-    dense = AttentionVariant("dsa_topk_32", topk_tokens=32)
-    problem = make_problem(dense, shape, device="cpu", dtype=torch.float32, seed=1, requires_grad=True)
-    call = triton_token_sparse.prepare(dense, problem)
+@pytest.mark.parametrize("topk,q_len", [(32, 256), (8, 256), (16, 100)], ids=["share-0.23", "share-0.06", "rows-100"])
+def test_the_catalogs_call_takes_a_gradient_through_the_masked_kernels_at_any_share(topk, q_len):
+    """8 keys of 256 (0.06 of the causal pairs) and 100 queries (under one 128-row block) gather in a forward
+    alone; with a gradient they run the masked kernels too (the gather has no backward), right against float64."""
+    variant = AttentionVariant(f"dsa_topk_{topk}", topk_tokens=topk)
+    shape = AttentionShape(f"s{q_len}", "tiny", 1, q_len, q_len, device="cpu")
+    problem = make_problem(variant, shape, device="cpu", dtype=torch.float32, seed=1, requires_grad=True)
+    call = triton_token_sparse.prepare(variant, problem)
     assert "forward and backward" in call.backend
-    out = call()
-    dq, = torch.autograd.grad(out.sum(), problem.q)
-    assert torch.isfinite(dq).all() and dq.abs().max() > 0
-    sparse = AttentionVariant("dsa_topk_8", topk_tokens=8)
-    problem = make_problem(sparse, shape, device="cpu", dtype=torch.float32, seed=1, requires_grad=True)
-    with pytest.raises(Unsupported, match=r"gather kernel is forward-only.*\(here 0\.06"):
-        triton_token_sparse.prepare(sparse, problem)
+    grad = torch.randn(problem.q.shape, generator=torch.Generator().manual_seed(3))
+    got = torch.autograd.grad(call(), problem.q, grad)[0]
+    exact = problem.q.detach().double().requires_grad_()
+    reference = attention(exact, problem.k.detach().double(), problem.v.detach().double(),
+                          mask_mod=variant.mask_mod(problem))
+    torch.testing.assert_close(got.double(), torch.autograd.grad(reference, exact, grad.double())[0], rtol=1e-4,
+                               atol=2e-5)
+
+
+def test_a_key_tile_that_does_not_divide_a_selection_rows_padding_is_refused(monkeypatch):
+    """The kernels read a tile's selection bytes unmasked: a key tile of 256 would read past a row padded to 128."""
+    from kernels.attention import triton_attention_backward
+
+    monkeypatch.setattr(triton_attention_backward, "BLOCK", 256)
+    variant = AttentionVariant("dsa_topk_16", topk_tokens=16)
+    shape = AttentionShape("s128", "tiny", 1, 128, 128, device="cpu")
+    p = make_problem(variant, shape, device="cpu", dtype=torch.float32, seed=1, requires_grad=True)
+    out = triton_token_sparse.trainable(p.q, p.k, p.v, p.selection)()
+    with pytest.raises(ValueError, match="does not divide a selection row's padding of 128 keys"):
+        out.sum().backward()

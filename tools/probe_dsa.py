@@ -55,7 +55,8 @@ def gradient_errors(variant, problem, built, rows):
 
 
 def probe_backward(shape, topk, with_flex):
-    """One line a forward+backward (its gradient error against float64, do_bench ms) and Flex's over ours."""
+    """One line a forward+backward (its gradient error against float64, do_bench ms) and Flex's over ours; whether
+    every call read right."""
     variant = AttentionVariant(f"dsa_topk_{topk}", topk_tokens=topk)
     problem = make_problem(variant, shape, device="cuda", dtype=torch.bfloat16, seed=0, requires_grad=True)
     share = triton_token_sparse.selected_share(topk, shape.q_len, shape.kv_len)
@@ -82,6 +83,7 @@ def probe_backward(shape, topk, with_flex):
               f"{figures['flex'] / figures['ours']:.3f}", flush=True)
     del problem
     torch.cuda.empty_cache()
+    return len(figures) == len(built)
 
 
 def timed(call):
@@ -105,7 +107,8 @@ def calls(variant, problem, with_flex):
 
 
 def probe(shape, topk, with_flex):
-    """One line a call (its error against float64, do_bench and graph ms) and the gather over the masked."""
+    """One line a call (its error against float64, do_bench and graph ms) and the gather over the masked; whether
+    every call read right."""
     variant = AttentionVariant(f"dsa_topk_{topk}", topk_tokens=topk)
     problem = make_problem(variant, shape, device="cuda", dtype=torch.bfloat16, seed=0)
     share = triton_token_sparse.selected_share(topk, shape.q_len, shape.kv_len)
@@ -128,6 +131,7 @@ def probe(shape, topk, with_flex):
               flush=True)
     del problem
     torch.cuda.empty_cache()
+    return len(figures) == len(built)
 
 
 @click.command(help=__doc__)
@@ -144,9 +148,10 @@ def main(shapes, topks, flex, backward):
         resolved = [named(ATTENTION_SHAPES, name, "attention shape") for name in shapes]
     except (KeyError, ValueError) as error:
         raise click.BadParameter(error.args[0], param_hint="--shape")
-    for shape in resolved:
-        for topk in topks:
-            (probe_backward if backward else probe)(shape, topk, flex)
+    wrong = [f"{shape.name} k={topk}" for shape in resolved for topk in topks
+             if not (probe_backward if backward else probe)(shape, topk, flex)]
+    if wrong:  # a lane's step reads the exit code
+        raise click.ClickException(f"a call read wrong against float64 at {', '.join(wrong)} (lines above)")
 
 
 if __name__ == "__main__":

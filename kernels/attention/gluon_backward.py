@@ -9,7 +9,7 @@ Measured (session 24, same case): dK/dV 2.166 ms, forward+backward 4.530 against
 A program owns 128 keys of one KV head. One producer warp loads its K and V once, then each query
 row block of 64 rows (every query head of the group, the blocks that see the keys) as Q and dO tiles
 into rings of STAGES slots through the copy engine. Two consumer warpgroups own 64 keys each and run
-apart (one's exp2 beside the other's products): per row block, transposed as triton_attention_backward's
+apart (one's exp2 beside the other's products): per row block, transposed as triton_backward_kernels.py's
 kernel works (keys x rows, so P and dS feed their products as computed),
 
     S^T = K Q^T,  P^T = exp2(S^T - lse),  dP^T = V dO^T,  dS^T = P^T o (dP^T - delta),
@@ -83,7 +83,7 @@ def row_offsets(batch, head, row0, strides, layout: gl.constexpr, ROWS: gl.const
 def alibi_key_part(slope, keys, row0):
     """ALiBi's bias slope (k - q) on the scores S^T of keys `keys` against the query rows row0 ..
     row0 + BLOCK_M - 1 is slope (k - row0) - slope (q - row0): this, the key's part, a value a key; the
-    row's the lse holds, shifted by the backward's preprocess (triton_attention_backward._preprocess_kernel,
+    row's the lse holds, shifted by the backward's preprocess (triton_backward_kernels._preprocess_kernel,
     lse + slope (q mod BLOCK_M)). A score then pays one add where slope (k - q) took an integer subtract,
     a conversion and a fused multiply-add (sm_90, Triton 3.6.0: a consumer's step 710 -> 621 SASS
     instructions, causal's 586); the row's part kept in registers instead (a head's 64 values, the same every
@@ -229,7 +229,7 @@ def _dkdv(q_desc, k_desc, v_desc, do_desc, Lse, Delta, DK, DV, DocStart, stride_
 
 
 def refusal(q, k, v, do, dk, dv):
-    """Why this kernel cannot run these (triton_attention_backward's dK/dV kernel does), or None."""
+    """Why this kernel cannot run these (triton_backward_kernels.py's dK/dV kernel does), or None."""
     if k.dim() == 4 and k.shape[0] * k.shape[1] >= 2 ** 16:
         return f"its grid's second axis is batch x key heads, at most 65,535, not {k.shape[0] * k.shape[1]}"
     why = gluon_flash.refusal(q, k, v) or gluon_flash.refusal(do, dk, dv)
@@ -247,7 +247,7 @@ def launch_dkdv(q, k, v, do, lse, delta, dk, dv, *, causal, window=None, prefix=
     ((B, Hq, S) float32, contiguous) and dO (q's shape). Under ALiBi an lse not said to be shifted is refused
     in one line: the kernel would run and return wrong gradients."""
     if alibi and not lse_shifted:
-        raise ValueError("dK/dV under ALiBi reads the lse shifted by slope (q mod 64) (triton_attention_backward's "
+        raise ValueError("dK/dV under ALiBi reads the lse shifted by slope (q mod 64) (triton_backward_kernels.py's "
                          "preprocess, ALIBI_ROWS): hand it that, with lse_shifted=True")
     batch, n_q_heads, seq, head_dim = q.shape
     layout = gluon_flash.descriptor_layout(q.dtype)

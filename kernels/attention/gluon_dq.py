@@ -178,7 +178,7 @@ def _dq(q_desc, k_desc, v_desc, do_desc, Lse, Delta, DQ, DocStart, stride_b, str
 
 
 def refusal(q, k, v, do, dq):
-    """Why this kernel cannot run these (triton_attention_backward's dQ kernel does), or None. lse and delta
+    """Why this kernel cannot run these (triton_backward_kernels.py's dQ kernel does), or None. lse and delta
     are the backward's own, (B, Hq, S) float32 and contiguous, as the kernel indexes them."""
     if do.shape != q.shape or dq.shape != q.shape:
         return f"dO and dQ take q's shape {tuple(q.shape)}, not {tuple(do.shape)}, {tuple(dq.shape)}"

@@ -14,7 +14,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels.attention import triton_attention
 from kernels.attention.triton_backward_kernels import _dkdv_kernel, _dq_kernel, _preprocess_kernel
-from kernels.attention.triton_flash import doc_start_arg
+from kernels.attention.triton_flash import SELECTION_KEYS, doc_start_arg
 
 try:
     from triton.experimental import gluon  # noqa: F401 - only its absence sends every case to the Triton kernels
@@ -121,6 +121,11 @@ class TritonAttention(torch.autograd.Function):
         delta = torch.empty(q.shape[:3], device=q.device, dtype=torch.float32)
         selection = opts.get("selection")
         hopper = selection is None  # the Gluon kernels read no selection
+        dkdv, dq_tiles = (DKDV_TILES, DQ_TILES) if q.is_cuda else (None, None)
+        if selection is not None and any(SELECTION_KEYS % (t.keys if t else BLOCK) for t in (dkdv, dq_tiles)):
+            # a key tile must divide a selection row's padding: its bytes are read unmasked
+            raise ValueError(f"a key tile of {dkdv.keys if dkdv else BLOCK} or {dq_tiles.keys if dq_tiles else BLOCK} "
+                             f"does not divide a selection row's padding of {SELECTION_KEYS} keys")
         hopper_dkdv = hopper and gluon_backward and not gluon_backward.refusal(q, k, v, do, dk, dv)
         shifted = torch.empty_like(lse) if hopper_dkdv and opts.get("alibi") else None  # its ALiBi's lse, shifted
         _preprocess_kernel[(triton.cdiv(q_len, BLOCK), batch * n_q_heads)](
@@ -138,7 +143,6 @@ class TritonAttention(torch.autograd.Function):
                      SELECTION=selection is not None)
         # each row's bytes, padded to `width` keys (never read without a selection)
         selected, width = (lse, 0) if selection is None else (selection, selection.shape[-1])
-        dkdv, dq_tiles = (DKDV_TILES, DQ_TILES) if q.is_cuda else (None, None)
         row_tile = [1, 1, dkdv.rows if dkdv else BLOCK, head_dim]
         key_tile = [1, 1, dq_tiles.keys if dq_tiles else BLOCK, head_dim]
         # On a GPU dQ's kernel runs on a stream of its own beside dK/dV's: the two read the same inputs and

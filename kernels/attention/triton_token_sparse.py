@@ -14,8 +14,9 @@ session 42). Where k is a large share of the causal keys (llama-3-8b-s4k: 0.75; 
 beats the gather; where it is a small one (s64k: 0.06) it does not. `DENSE_FROM` picks by that share at prefill;
 decode (a handful of query rows, bound by the keys it reads) keeps the gather.
 
-The backward (`trainable`) is our attention's (triton_attention_backward.py), its Triton kernels masking every
-tile by the same bytes: where the masked forward runs. The gather is forward-only.
+A gradient (`trainable`) runs the masked forward at any share and our attention's backward
+(triton_attention_backward.py), its Triton kernels masking every tile by the same bytes: the gather has no
+backward, and `DENSE_FROM` is a crossing of forward times, not a limit of the masked kernels.
 """
 
 import torch
@@ -23,7 +24,6 @@ import triton
 import triton.language as tl
 
 from kernels.mla.triton_decode import online_softmax_step
-from variantbench.catalog import Unsupported
 
 ROWS = 16
 # The selection's share of the causal pairs from which the masked kernel runs: where it ties with the gather. On an
@@ -146,20 +146,15 @@ def trainable(q, k, v, selection):
 def prepare(variant, problem):
     """The masked kernel where the selection is at least `DENSE_FROM` of the causal pairs at prefill, else the
     gather; the launch-only call, its `backend` naming the kernel. Where q needs a gradient, the masked kernel
-    with our backward; the gather is forward-only."""
+    with our backward at any share (the gather has none)."""
     q, k = problem.q, problem.k
     q_len = q.shape[2]
     share = selected_share(variant.topk_tokens, q_len, k.shape[2])
-    masked = q_len >= MASKED_ROWS and share >= DENSE_FROM
     if q.requires_grad:
-        if not masked:
-            raise Unsupported(f"our gather kernel is forward-only; the backward masks tiles, as the forward does at "
-                              f"prefill where the selection is at least {DENSE_FROM} of the causal pairs (here "
-                              f"{share:.3f}, {q_len} queries)")
         call = trainable(q, k, problem.v, problem.selection)
         call.backend = f"our Triton forward and backward, the selection ({share:.2f} of the causal pairs) masking tiles"
         return call
-    if masked:
+    if q_len >= MASKED_ROWS and share >= DENSE_FROM:
         call = masked_launch(q, k, problem.v, problem.selection)
         call.backend = f"our Triton forward, the selection ({share:.2f} of the causal pairs) masking causal tiles"
         return call

@@ -59,8 +59,7 @@ def sdpa_gathered_backward_unsupported(variant, shape):
 
 
 def triton_backward_unsupported(variant, shape):
-    # a token selection's backward masks tiles as its forward does: where that forward runs (triton_token_sparse
-    # says where; its gather, forward-only, refuses a gradient when prepared)
+    # a token selection trains through the masked kernels at any share (triton_token_sparse.trainable)
     if variant.topk_blocks is not None:
         return "our block-sparse kernel is forward-only"
     return None
