@@ -213,3 +213,19 @@ document_peers() {  # document_peers [BRANCH]: the document mask through SDPA's 
 softcap_fold() {  # softcap_fold [SEEDS]: the bounded softcap's folded error on the GPU, seed by seed (session 34)
   step softcap-fold 200 python3 tools/probe_softcap_fold.py "${1:-8}"
 }
+dsa_tests() {  # dsa_tests BRANCH: DSA's GPU tests (the Gluon forward's selection against float64, its gradients)
+  on_branch "$1" "dsa-tests-$1" 200 TRITON_INTERPRET=0 VARIANTBENCH_DEVICE=cuda python3 -m pytest -q \
+    -p no:cacheprovider tests/test_gluon_selection.py tests/test_gpu_numerics.py -k "dsa or selection"
+}
+dsa_probe() {  # dsa_probe BRANCH SHAPE [ARGS...]: tools/probe_dsa.py on a branch (each masked kernel, the gather)
+  on_branch "$1" "dsa-probe-$1-$2" 240 python3 tools/probe_dsa.py --shape "$2" "${@:3}"
+}
+dsa_gate() {  # dsa_gate BRANCH LIMIT SHAPE...: our DSA forward gated against main, beside causal and gqa_8
+  local head shapes=()
+  head=$(branch "$1") || { echo "== $1: no such branch carried"; return; }
+  for s in "${@:3}"; do shapes+=(--shape "$s"); done
+  step "gate-$1" "$2" $vb gate "$(git rev-parse HEAD)" "$head" --factor 1.05 --family attention \
+    --implementation triton --variant dsa_topk_2048 --variant gqa_8 --variant causal "${shapes[@]}" \
+    --bench 'AttentionForward\.time' --results "/tmp/gate-$1" --summary "reports/gate/$1-h200.md"
+  tar czf "$root/gate-$1.tgz" -C /tmp "gate-$1"
+}
