@@ -35,8 +35,9 @@ CASES = {"causal": dict(CAUSAL=True), "full": {}, "softcap": dict(CAUSAL=True, S
          "document-pack4+softcap": dict(CAUSAL=True, DOCUMENTS=True, PACK=4, SOFTCAP=True, BOUNDED=True),
          "document-pack4+softcap+lse": dict(CAUSAL=True, DOCUMENTS=True, PACK=4, SOFTCAP=True),
          "prefix": dict(CAUSAL=True, PREFIX=True),
-         "document+window": dict(CAUSAL=True, DOCUMENTS=True, WINDOW=True)}  # the document walk of the rest
-SWITCHES = ("CAUSAL", "WINDOW", "PREFIX", "DOCUMENTS", "SOFTCAP", "ALIBI", "BOUNDED")
+         "document+window": dict(CAUSAL=True, DOCUMENTS=True, WINDOW=True),  # the document walk of the rest
+         "selection": dict(CAUSAL=True, SELECTION=True)}  # DSA's (gluon_selection.py)
+SWITCHES = ("CAUSAL", "WINDOW", "PREFIX", "DOCUMENTS", "SOFTCAP", "ALIBI", "BOUNDED", "SELECTION")
 
 
 def compiled(switches):
@@ -52,7 +53,8 @@ def compiled(switches):
     documents = switches.get("DOCUMENTS")
     # the launcher's pointers: without documents, DocStart and Items are q and Claims the lse (none read)
     pointers = {"Out": "*bf16", "Lse": "*fp32", "Claims": "*i32" if documents else "*fp32",
-                "DocStart": "*i32" if documents else "*bf16", "Items": "*i32" if documents else "*bf16"}
+                "DocStart": "*i32" if documents else "*bf16", "Items": "*i32" if documents else "*bf16",
+                "Selection": "*i32" if switches.get("SELECTION") else "*bf16"}
     signature = {name: f"tensordesc<bf16[1, {tile[name]}, 128],{layout!r}>" if name in tile
                  else pointers[name] if name in pointers else "fp32" if name in ("sm_scale", "softcap")
                  else "constexpr" if name in constexprs else "i32"

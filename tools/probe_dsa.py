@@ -1,11 +1,12 @@
-"""Our two DSA kernels, and Flex, on one problem at a time, to find where the masked kernel crosses the gather
-(`triton_token_sparse.DENSE_FROM`, the share of the causal pairs a selection holds, from which `prepare` takes
-the masked kernel):
+"""Our DSA kernels, and Flex, on one problem at a time, to find where each masked kernel crosses the gather (its
+`dense_from` in triton_token_sparse, the share of the causal pairs a selection holds from which `prepare` takes it):
+"masked" is the one `prepare` takes here (`masked_kernel`: the Gluon forward on Hopper), "masked-triton" our Triton
+forward beside it where the two differ:
     timeout 500 python tools/probe_dsa.py --shape llama-3-8b-s16k --topk 1024 --topk 2048 --flex
 For each shape and k (the catalog's seeded indexer, `token_selection`), every call's output is first checked
 against a float64 reference over a sample of query rows (the selection as an explicit mask), then timed by
 triton's do_bench (median) and, apart, by a CUDA-graph loop (do_bench_cudagraph, median). The last lines give the
-gather's time over the masked kernel's at each share: above 1 the masked kernel is the faster.
+gather's time (and the others') over the masked kernel's at each share: above 1 the masked kernel is the faster.
 With --backward: forward+backward instead, ours (the masked forward and our Triton backward,
 `triton_token_sparse.trainable`) and Flex's, each call's gradients of the sampled rows' outputs checked against
 float64 autograd of the reference first (their largest error over the largest value, q, k and v), then timed by
@@ -99,8 +100,12 @@ def timed(call):
 
 def calls(variant, problem, with_flex):
     """{name: the launch-only call}, each built and launched once."""
-    built = {"masked": triton_token_sparse.masked_launch(problem.q, problem.k, problem.v, problem.selection),
-             "gather": triton_token_sparse.gather_launch(variant, problem)}
+    masked = triton_token_sparse.masked_kernel(problem.q, problem.k, problem.v)
+    built = {"masked": masked.launch(problem.q, problem.k, problem.v, problem.selection)}
+    if masked is not triton_token_sparse.TRITON_MASKED:
+        built["masked-triton"] = triton_token_sparse.triton_masked_launch(problem.q, problem.k, problem.v,
+                                                                         problem.selection)
+    built["gather"] = triton_token_sparse.gather_launch(variant, problem)
     if with_flex:
         built["flex"] = flex.prepare(variant, problem)
     return built
@@ -125,10 +130,9 @@ def probe(shape, topk, with_flex):
         graph_text = f"{graph:.4f}" if isinstance(graph, float) else graph
         print(f"{shape.name} k={topk} share={share:.3f} {name}: max error {error:.2e}, do_bench {ms:.4f} ms, "
               f"CUDA graph {graph_text} ms", flush=True)
-    if {"masked", "gather"} <= figures.keys():
-        print(f"{shape.name} k={topk} share={share:.3f}: gather / masked {figures['gather'] / figures['masked']:.3f}"
-              + (f", flex / masked {figures['flex'] / figures['masked']:.3f}" if "flex" in figures else ""),
-              flush=True)
+    if "masked" in figures:
+        over = [f"{name} / masked {ms / figures['masked']:.3f}" for name, ms in figures.items() if name != "masked"]
+        print(f"{shape.name} k={topk} share={share:.3f}: {', '.join(over)}", flush=True)
     del problem
     torch.cuda.empty_cache()
     return len(figures) == len(built)

@@ -51,6 +51,7 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warp
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from kernels.attention.gluon_rings import ones_tiles, query_tile, ring, store_rows
+from kernels.attention.gluon_selection import checked_words, load_words, selected
 from kernels.attention.gluon_softmax import (LOG2E, _softmax, alibi_columns, alibi_keys, alibi_lse, alibi_rows,
                                             bounded_softcap, fold_tanh_scale, half_diagonal, issue_pv, issue_s,
                                             row_sums_zero)
@@ -71,7 +72,7 @@ CONSUMER_REGISTERS, PRODUCER_REGISTERS, MAX_REGISTERS = 232, 24, 168
 @gluon.jit
 def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
               PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr,
-              BOUNDED: gl.constexpr, HALVES: gl.constexpr, HALF: gl.constexpr):
+              BOUNDED: gl.constexpr, HALVES: gl.constexpr, SELECTION: gl.constexpr, HALF: gl.constexpr):
     """Four warps, one warpgroup: for each of the program's work items (under the document mask, the one
     the producer hands it, its number read once the query tile is in), 64 query rows (half HALF of the
     item's 128) through every key tile of its walk, then their output through the copy engine (from the
@@ -85,7 +86,7 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
     v_ring, v_ready, v_empty = values
     q_tiles, claimed, ones, alibi_b = bufs
     Claims, n_items, n_blocks, n_head_rows, n_q_heads, n_kv_heads = work
-    Lse, sm_scale, softcap, Out, stride_b, stride_h, stride_s = scores
+    Lse, sm_scale, softcap, Out, stride_b, stride_h, stride_s, Selection = scores
     seq, DocStart = masks[0], masks[3]
     STAGES: gl.constexpr = k_ring.shape[0]
     PACK: gl.constexpr = q_desc.block_type.shape[1]  # query heads a tile holds (`document_pack`)
@@ -162,13 +163,20 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
         if (not HALVES) or (n_tiles > walked):  # (a half diagonal may be the whole walk)
             start = loaded + walked  # the walk's ring positions from here, its keys from key0 on
             slot, phase = start % STAGES, (start // STAGES) & 1
+            words = 0  # a selection's bits of the tile (gluon_selection), each next tile's loaded a tile ahead
+            if SELECTION:
+                words = load_words(Selection, batch * seq + row0, first_tile, seq, HALF_M)
             mbarrier.wait(k_ready.index(slot), phase)
             s = issue_s(q_smem, k_ring.index(slot).reshape([TILE_N, HEAD_DIM]), s_zero, alibi_a, alibi_b, ALIBI_MMA)
             s = warpgroup_mma_wait(num_outstanding=0, deps=(s, ))
             mbarrier.arrive(k_empty.index(slot), count=1)
+            first_keep = None  # (a name of its own: one the walk's loop assigns would be carried through it)
+            if SELECTION:
+                first_keep = selected(words, s_layout)
+                words = load_words(Selection, batch * seq + row0, first_tile + 1, seq, HALF_M)
             p, m_i, l_i, alpha = _softmax(s, m_i, l_i, to_log2, sm_scale, softcap, bias, slope * (key0 - row0), key0,
                                           lo, hi, (first_tile < unmasked_lo) | (first_tile >= unmasked_hi), SOFTCAP,
-                                          ALIBI, BOUNDED)
+                                          ALIBI, BOUNDED, first_keep)
             p = gl.convert_layout(p.to(v_desc.dtype), p_layout)  # carried as the 16-bit operand: 32 registers, not 64
             if HALVES and not BOUNDED:  # the half diagonal's products, to this tile's max (zeros otherwise)
                 acc = acc * gl.convert_layout(alpha, o_rows)[:, None]
@@ -188,10 +196,14 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
                 # S_j done; P_{j-1} V_{j-1} (and under BOUNDED its row sums) may still run
                 s = warpgroup_mma_wait(num_outstanding=2 if BOUNDED else 1, deps=(s, ))
                 mbarrier.arrive(k_empty.index(slot), count=1)
+                keep = None
+                if SELECTION:
+                    keep = selected(words, s_layout)
+                    words = load_words(Selection, batch * seq + row0, tile + 1, seq, HALF_M)
                 p_next, m_i, l_i, alpha = _softmax(s, m_i, l_i, to_log2, sm_scale, softcap, bias,
                                                    slope * (key0 + j * TILE_N - row0), key0 + j * TILE_N, lo, hi,
                                                    (tile < unmasked_lo) | (tile >= unmasked_hi), SOFTCAP, ALIBI,
-                                                   BOUNDED)
+                                                   BOUNDED, keep)
                 p_next = gl.convert_layout(p_next.to(v_desc.dtype), p_layout)
                 if BOUNDED:
                     acc, l_i, p = warpgroup_mma_wait(num_outstanding=0, deps=(acc, l_i, p))
@@ -245,12 +257,12 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
 
 
 @gluon.jit
-def _attention_forward(q_desc, k_desc, v_desc, o_desc, Out, Lse, Claims, DocStart, Items, sm_scale, softcap, window,
-                       prefix, n_q_heads, n_kv_heads, seq, n_head_rows, stride_b, stride_h, stride_s,
+def _attention_forward(q_desc, k_desc, v_desc, o_desc, Out, Lse, Claims, DocStart, Items, Selection, sm_scale, softcap,
+                       window, prefix, n_q_heads, n_kv_heads, seq, n_head_rows, stride_b, stride_h, stride_s,
                        CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
                        PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr,
-                       BOUNDED: gl.constexpr, STAGES: gl.constexpr, CONSUMER_REGISTERS: gl.constexpr,
-                       PRODUCER_REGISTERS: gl.constexpr):
+                       BOUNDED: gl.constexpr, SELECTION: gl.constexpr, STAGES: gl.constexpr,
+                       CONSUMER_REGISTERS: gl.constexpr, PRODUCER_REGISTERS: gl.constexpr):
     """A persistent program (one an SM at most): its work items (`_item`; under the document mask those it
     claims, `claim`), each 128 query rows of one head, or under the document mask alone 128 / pack positions of
     `pack` heads (the query tile's second dimension, `document_pack`)."""
@@ -278,7 +290,7 @@ def _attention_forward(q_desc, k_desc, v_desc, o_desc, Out, Lse, Claims, DocStar
     else:
         n_items = n_blocks * n_head_rows
     work = (Claims, n_items, n_blocks, n_head_rows, n_q_heads, n_kv_heads)
-    scores = (Lse, sm_scale, softcap, Out, stride_b, stride_h, stride_s)
+    scores = (Lse, sm_scale, softcap, Out, stride_b, stride_h, stride_s, Selection)
     masks = (seq, window, prefix, DocStart, Items)
     # where the document walk may take its diagonal tile first at half width (`document_pack`: never under ALiBi),
     # one switch for the producer, which loads that tile first, and the consumers, which walk it first
@@ -287,9 +299,9 @@ def _attention_forward(q_desc, k_desc, v_desc, o_desc, Out, Lse, Claims, DocStar
     # constexpr arrives as a runtime value (Triton 3.6.0), and every `if` on it would compile both branches
     gl.warp_specialize([
         (_consumer, (descs, bars, bufs, work, scores, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI,
-                     BOUNDED, HALVES, 0)),
+                     BOUNDED, HALVES, SELECTION, 0)),
         (_consumer, (descs, bars, bufs, work, scores, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI,
-                     BOUNDED, HALVES, 1)),
+                     BOUNDED, HALVES, SELECTION, 1)),
         (producer, (descs, bars, bufs, work, scores, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI,
                     HALVES)),
     ], [4, 1], [CONSUMER_REGISTERS, PRODUCER_REGISTERS])
@@ -351,11 +363,12 @@ def descriptor_layout(dtype):
 
 
 def forward_launcher(q, k, v, *, causal, window=None, prefix=None, doc_start=None, softcap=None, alibi=False,
-                     scale=None, lse=None, items=None):
+                     scale=None, lse=None, items=None, selection=None):
     """A launch of the forward on these tensors (triton_flash.forward_launcher's options): `launcher()`
     allocates the output, launches and returns it, filling lse ((B, Hq, S) float32, log2 units) when
     given. Checks, the input descriptors and the document walk's items (unless the caller listed them:
-    triton_attention.document_work) happen once here, not in every timed call."""
+    triton_attention.document_work) happen once here, not in every timed call. selection: DSA's keys a query
+    reads, as gluon_selection.selection_words packs them, with plain causal attention."""
     why = refusal(q, k, v)
     if why:
         raise ValueError(f"the Gluon forward cannot run these: {why}")
@@ -364,6 +377,8 @@ def forward_launcher(q, k, v, *, causal, window=None, prefix=None, doc_start=Non
     why = score_refusal(softcap, scale)
     if why:
         raise ValueError(why)
+    selection = checked_words(selection, q, causal=causal, doc_start=doc_start, window=window, prefix=prefix,
+                              softcap=softcap, alibi=alibi)
     batch, n_q_heads, seq, head_dim = q.shape
     layout = descriptor_layout(q.dtype)
     positions = item_positions(q, k, doc_start, window, prefix, alibi)
@@ -379,13 +394,15 @@ def forward_launcher(q, k, v, *, causal, window=None, prefix=None, doc_start=Non
         items = None if work is None else work.listed
     else:
         items = checked_items(items, doc_arg, positions)
-    arguments = (doc_arg, doc_arg if items is None else items, scale if scale is not None else head_dim ** -0.5,
-                 softcap or 1.0, window or 0, prefix or 0, n_q_heads, k.shape[1], seq, batch * n_q_heads)
+    arguments = (doc_arg, doc_arg if items is None else items, q if selection is None else selection,
+                 scale if scale is not None else head_dim ** -0.5, softcap or 1.0, window or 0, prefix or 0, n_q_heads,
+                 k.shape[1], seq, batch * n_q_heads)
     # one program an SM at most (197-205 KB of shared memory leave room for one), each through its share of
     # the work items (under the document mask, the ones it claims)
     programs = min(seq // BLOCK_M * batch * n_q_heads, _sm_count(q.device))
     flags = dict(CAUSAL=causal, WINDOW=window is not None, PREFIX=prefix is not None, DOCUMENTS=doc_start is not None,
-                 SOFTCAP=softcap is not None, ALIBI=alibi, BOUNDED=bounded, STAGES=STAGES,
+                 SOFTCAP=softcap is not None, ALIBI=alibi, BOUNDED=bounded, SELECTION=selection is not None,
+                 STAGES=STAGES,
                  CONSUMER_REGISTERS=CONSUMER_REGISTERS, PRODUCER_REGISTERS=PRODUCER_REGISTERS)
 
     def launcher():

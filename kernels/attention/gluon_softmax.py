@@ -196,7 +196,7 @@ def visible(scores, lo, hi):
 
 @gluon.jit
 def _softmax_step(qk, m_i, l_i, to_log2, sm_scale, softcap, bias, shift, key, lo, hi, MASKED: gl.constexpr,
-                  SOFTCAP: gl.constexpr, ALIBI: gl.constexpr, BOUNDED: gl.constexpr):
+                  SOFTCAP: gl.constexpr, ALIBI: gl.constexpr, BOUNDED: gl.constexpr, keep=None):
     """(p, new row max, new row sum, the factor the old ones scale by) of one tile of raw scores q.k:
     triton_flash._attend_block's scores, each reaching exp2 through one fused multiply-add with to_log2.
     Under ALIBI the scores carry the column's bias (from S's extra product, `alibi_rows`; under a softcap
@@ -214,7 +214,10 @@ def _softmax_step(qk, m_i, l_i, to_log2, sm_scale, softcap, bias, shift, key, lo
     backward's dQ, recomputed from the lse, still feels the rounding through dO.O (modelled: 0.0106 against
     the max's 0.0076), so a launch that fills the lse keeps the max. On an H200 only the unrounded sum ran
     under a backward: the forward+backward GPU test's dQ failed its bound (0.0366 against 0.0304); the
-    rounded sum under a backward rests on the CPU model."""
+    rounded sum under a backward rests on the CPU model.
+
+    Under MASKED, `keep` (a selection's bits, gluon_selection.selected) hides the scores it does not hold in place
+    of the interval test: the bits lie inside the causal interval (gluon_selection.selection_words)."""
     if SOFTCAP:  # under BOUNDED the tanh's scale is in q already (`fold_tanh_scale`)
         s = _tanh(qk) if BOUNDED else _tanh(qk * (sm_scale / softcap))
     else:
@@ -222,7 +225,10 @@ def _softmax_step(qk, m_i, l_i, to_log2, sm_scale, softcap, bias, shift, key, lo
     if ALIBI and SOFTCAP:
         s = s * to_log2 + bias[None, :]  # exp2's units, less the tile's shift (without a cap: S holds it)
     if MASKED:
-        s = gl.where(visible(qk, lo - key, hi - key), s, float("-inf"))
+        if keep is None:
+            s = gl.where(visible(qk, lo - key, hi - key), s, float("-inf"))
+        else:
+            s = gl.where(keep, s, float("-inf"))
     gl.static_assert(not (BOUNDED and ALIBI), "ALiBi's bias is unbounded below: the max stays")
     if BOUNDED:
         m_new = m_i  # 0 throughout
@@ -251,9 +257,13 @@ def _softmax_step(qk, m_i, l_i, to_log2, sm_scale, softcap, bias, shift, key, lo
 
 @gluon.jit
 def _softmax(qk, m_i, l_i, to_log2, sm_scale, softcap, bias, shift, key, lo, hi, masked, SOFTCAP: gl.constexpr,
-             ALIBI: gl.constexpr, BOUNDED: gl.constexpr):
-    """_softmax_step, with the interval test on the tiles some row sees only in part (`masked`)."""
-    if masked:
+             ALIBI: gl.constexpr, BOUNDED: gl.constexpr, keep=None):
+    """_softmax_step, with the interval test on the tiles some row sees only in part (`masked`), or a selection's
+    bits (`keep`) on every tile."""
+    if keep is not None:
+        p, m_i, l_i, alpha = _softmax_step(qk, m_i, l_i, to_log2, sm_scale, softcap, bias, shift, key, lo, hi,
+                                           True, SOFTCAP, ALIBI, BOUNDED, keep)
+    elif masked:
         p, m_i, l_i, alpha = _softmax_step(qk, m_i, l_i, to_log2, sm_scale, softcap, bias, shift, key, lo, hi,
                                            True, SOFTCAP, ALIBI, BOUNDED)
     else:

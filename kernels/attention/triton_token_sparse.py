@@ -6,18 +6,21 @@ heads (4 for Llama-3-8B, padded to the 16 rows a dot takes), its keys the query'
 queries share a selection, so no key tile is shared between programs: the kernel is a gather, bound by memory
 (H200, llama-3-8b-s4k: 12.81 ms, 16.3x the baseline per useful FLOP, session 41's default tier).
 
-Masked (triton_flash.py with the selection a byte a key): causal flash attention whose every tile also
-masks the keys a row did not select, so the tensor cores run whole tiles and compute pairs no row reads. The
-indexer's top k scatter over the causal keys, so nearly every causal tile holds some row's key and a walk
-skips none: it costs the same whatever k (llama-3-8b-s4k: 2.23 ms, session 41; our causal Triton forward 1.14,
-session 42). Where k is a large share of the causal keys (llama-3-8b-s4k: 0.75; s16k: 0.23; s32k: 0.12) that
-beats the gather; where it is a small one (s64k: 0.06) it does not. `DENSE_FROM` picks by that share at prefill;
-decode (a handful of query rows, bound by the keys it reads) keeps the gather.
+Masked: causal flash attention whose every tile also masks the keys a row did not select, so the tensor cores run
+whole tiles and compute pairs no row reads: our Gluon forward on Hopper with the selection a bit a key
+(gluon_selection.py), our Triton forward elsewhere with a byte a key (triton_flash.py). The indexer's top k scatter
+over the causal keys, so nearly every causal tile holds some row's key and a walk skips none: it costs the same
+whatever k (llama-3-8b-s4k, the Triton kernel: 2.23 ms, session 41; our causal Triton forward 1.14, session 42).
+Where k is a large share of the causal keys (llama-3-8b-s4k: 0.75; s16k: 0.23; s32k: 0.12) that beats the gather;
+where it is a small one it does not. Each masked kernel's `dense_from` picks by that share at prefill; decode (a
+handful of query rows, bound by the keys it reads) keeps the gather.
 
-A gradient (`trainable`) runs the masked forward at any share and our attention's backward
+A gradient (`trainable`) runs the Triton forward at any share and our attention's backward
 (triton_attention_backward.py), its Triton kernels masking every tile by the same bytes: the gather has no
-backward, and `DENSE_FROM` is a crossing of forward times, not a limit of the masked kernels.
+backward, and `dense_from` is a crossing of forward times, not a limit of the masked kernels.
 """
+
+from typing import Callable, NamedTuple
 
 import torch
 import triton
@@ -26,12 +29,6 @@ import triton.language as tl
 from kernels.mla.triton_decode import online_softmax_step
 
 ROWS = 16
-# The selection's share of the causal pairs from which the masked kernel runs: where it ties with the gather. On an
-# H200 (session 42, tools/probe_dsa.py, do_bench, k from 512 to 4096) the masked kernel took the same at every k,
-# 8.18 ms at llama-3-8b-s16k and 32.30 at s32k, and the gather grew with the share, 67.1 and 271.7 ms a unit of
-# share (linear fits, offsets 0.49 and 1.52 ms): they cross at 0.115 and 0.113. At s32k's dsa_topk_2048 (0.121)
-# the masked kernel took 32.34 ms against the gather's 34.25.
-DENSE_FROM = 0.114
 MASKED_ROWS = 128  # the masked kernel at prefill: at least one of its 128-row blocks of query positions
 
 
@@ -54,15 +51,49 @@ def selection_bytes(selection):
     return torch.nn.functional.pad(selection.view(torch.uint8), (0, pad)).contiguous()  # one copy: 1 GiB at s32k
 
 
-def masked_launch(q, k, v, selection):
-    """The selection as a mask over causal tiles (triton_flash.py), tuned on its first launch: the launch-only
-    call, named by `backend`."""
+def triton_masked_launch(q, k, v, selection):
+    """The selection as a byte a key over causal tiles (triton_flash.py), tuned on its first launch: the launch-only
+    call."""
     from kernels.attention import triton_flash
 
-    first_launch = triton_flash.forward_launcher(q, k, v, causal=True,
-                                                 selection=selection_bytes(selection))
+    first_launch = triton_flash.forward_launcher(q, k, v, causal=True, selection=selection_bytes(selection))
     first_launch()
     return getattr(first_launch, "then", first_launch)
+
+
+def gluon_masked_launch(q, k, v, selection):
+    """The selection as a bit a key over causal tiles (gluon_flash.py, gluon_selection.py), launched once: the
+    launch-only call."""
+    from kernels.attention import gluon_flash
+    from kernels.attention.gluon_selection import selection_words
+
+    launch = gluon_flash.forward_launcher(q, k, v, causal=True, selection=selection_words(selection))
+    launch()
+    return launch
+
+
+class MaskedKernel(NamedTuple):
+    """One of our forwards running the selection as a mask over causal tiles, and the share of the causal pairs from
+    which it beats the gather (`prepare` takes it there at prefill): where the two tie, measured."""
+
+    name: str
+    dense_from: float
+    launch: Callable  # (q, k, v, selection) -> the launch-only call, launched once
+
+
+# On an H200 (session 42, tools/probe_dsa.py, do_bench, k from 512 to 4096) the Triton kernel took the same at every
+# k, 8.18 ms at llama-3-8b-s16k and 32.30 at s32k, and the gather grew with the share, 67.1 and 271.7 ms a unit of
+# share (linear fits, offsets 0.49 and 1.52 ms): they cross at 0.115 and 0.113. At s32k's dsa_topk_2048 (0.121)
+# the Triton kernel took 32.34 ms against the gather's 34.25.
+TRITON_MASKED = MaskedKernel("our Triton forward", 0.114, triton_masked_launch)
+GLUON_MASKED = MaskedKernel("our Gluon forward", 0.114, gluon_masked_launch)
+
+
+def masked_kernel(q, k, v):
+    """The masked kernel for these tensors: the Gluon forward where it takes them (Hopper), else the Triton one."""
+    from kernels.attention import gluon_flash
+
+    return GLUON_MASKED if gluon_flash.refusal(q, k, v) is None else TRITON_MASKED
 
 
 @triton.jit
@@ -144,9 +175,9 @@ def trainable(q, k, v, selection):
 
 
 def prepare(variant, problem):
-    """The masked kernel where the selection is at least `DENSE_FROM` of the causal pairs at prefill, else the
-    gather; the launch-only call, its `backend` naming the kernel. Where q needs a gradient, the masked kernel
-    with our backward at any share (the gather has none)."""
+    """The masked kernel (`masked_kernel`) where the selection is at least its `dense_from` of the causal pairs at
+    prefill, else the gather; the launch-only call, its `backend` naming the kernel. Where q needs a gradient, our
+    Triton forward and backward at any share (the gather has none)."""
     q, k = problem.q, problem.k
     q_len = q.shape[2]
     share = selected_share(variant.topk_tokens, q_len, k.shape[2])
@@ -154,9 +185,10 @@ def prepare(variant, problem):
         call = trainable(q, k, problem.v, problem.selection)
         call.backend = f"our Triton forward and backward, the selection ({share:.2f} of the causal pairs) masking tiles"
         return call
-    if q_len >= MASKED_ROWS and share >= DENSE_FROM:
-        call = masked_launch(q, k, problem.v, problem.selection)
-        call.backend = f"our Triton forward, the selection ({share:.2f} of the causal pairs) masking causal tiles"
+    masked = masked_kernel(q, k, problem.v)
+    if q_len >= MASKED_ROWS and share >= masked.dense_from:
+        call = masked.launch(q, k, problem.v, problem.selection)
+        call.backend = f"{masked.name}, the selection ({share:.2f} of the causal pairs) masking causal tiles"
         return call
     call = gather_launch(variant, problem)
     call.backend = f"our gather kernel, each query's selected keys by index ({share:.2f} of the causal pairs)"

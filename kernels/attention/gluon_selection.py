@@ -1,0 +1,94 @@
+"""DSA's token selection in our Gluon forward (gluon_flash.py): a bit a key, packed so that each thread of a consumer
+warpgroup reads one 32-bit word a row of a key tile, the word holding exactly the 32 scores of that row the warpgroup
+MMA's accumulator gives the thread.
+
+Why a bit and this packing: our Triton forward reads a byte a key (triton_token_sparse.selection_bytes), 16 KB a
+128 x 128 tile, loaded whole and moved into the accumulator's layout through shared memory; it took 2.23 ms at
+llama-3-8b-s4k where our causal Triton forward takes 1.14 (H200, sessions 41-42). Here a consumer's 64 rows of a
+tile are 1 KB of words, two 4-byte loads a thread, and ptxas turns the bit tests into R2P's seven predicates an
+instruction and one select a score (offline, sm_90, Triton 3.6.0: 64 SEL, 6 R2P and no shared memory for a thread's
+64 scores).
+
+The accumulator of a 64 x 128 warpgroup MMA over four warps (Triton 3.6.0's linear layout of
+NVMMADistributedLayout([3, 0], [4, 1], [16, 128, 16])) gives lane l of warp w the rows 16 w + l // 4 and that + 8,
+and the columns 8 i + 2 (l % 4) + b for i < 16, b < 2. So word q (0 .. 3) of a row's tile holds its keys 8 i + 2 q + b
+at bit 2 i + b: lanes l % 4 == q read it.
+"""
+
+import torch
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+
+TILE_KEYS = 128  # gluon_flash.BLOCK_N: the keys of a row's words
+WORDS = 4  # a row's words a key tile: one for each lane of a quad
+
+
+def selection_words(selection):
+    """A (B, Sq, Skv) bool selection as the Gluon forward reads it: (B, Sq, ceil(Skv / 128) x 4) int32, each row's
+    key tile as four words (this module's packing), every key past the row's own position cleared (the kernel tests
+    the bits alone: for self-attention, a selection inside the causal keys, as DSA's indexer makes it). Packed a
+    sequence at a time on the selection's device (bytes in between: 1 GiB a sequence at 32768 positions)."""
+    batch, q_len, kv_len = selection.shape
+    pad = -kv_len % TILE_KEYS
+    tiles = (kv_len + pad) // TILE_KEYS
+    # bit t of byte m of word q holds key 8 i + 2 q + b where 2 i + b = 8 m + t (little-endian words)
+    weights = (2 ** torch.arange(8, device=selection.device)).to(torch.uint8)
+    words = torch.empty(batch, q_len, tiles * WORDS, dtype=torch.int32, device=selection.device)
+    for b in range(batch):
+        causal = torch.tril(selection[b], diagonal=kv_len - q_len)
+        bits = torch.nn.functional.pad(causal, (0, pad)).view(q_len, tiles, 16, WORDS, 2).transpose(2, 3)
+        packed = (bits.reshape(q_len, tiles, WORDS, 4, 8).to(torch.uint8) * weights).sum(-1, dtype=torch.uint8)
+        words[b] = packed.reshape(q_len, tiles * WORDS * 4).view(torch.int32)
+    return words
+
+
+# The accumulator's layout for a consumer warpgroup's 64 rows, seen as (rows, i, q, b), column 8 i + 2 q + b: the
+# module's packing (its bases, Triton 3.6.0's to_linear_layout of the accumulator's, split by column).
+ROWS = gl.constexpr(64)
+QUADS = gl.constexpr(gl.DistributedLinearLayout(
+    reg_bases=[[0, 0, 0, 1], [8, 0, 0, 0], [0, 1, 0, 0], [0, 2, 0, 0], [0, 4, 0, 0], [0, 8, 0, 0]],
+    lane_bases=[[0, 0, 1, 0], [0, 0, 2, 0], [1, 0, 0, 0], [2, 0, 0, 0], [4, 0, 0, 0]],
+    warp_bases=[[16, 0, 0, 0], [32, 0, 0, 0]], block_bases=[], shape=[ROWS, 16, WORDS, 2]))
+
+
+@gluon.jit
+def load_words(Words, row, tile, seq, HALF_M: gl.constexpr):
+    """The words of key tile `tile` for the HALF_M flat rows (b Sq + position) from `row`: each thread its own two
+    (its rows' word q), (HALF_M, 4) int32. `tile` is clamped to the row's last, so a walk may load one tile ahead."""
+    gl.static_assert(HALF_M == ROWS, "a consumer warpgroup's 64 rows")
+    words_layout: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(3, QUADS))
+    rows = gl.arange(0, HALF_M, layout=gl.SliceLayout(1, words_layout))
+    quad = gl.arange(0, 4, layout=gl.SliceLayout(0, words_layout))
+    tiles = seq // 128  # (a multiple of 128: gluon_flash.refusal)
+    at = (row + rows).to(gl.int64)[:, None] * (tiles * 4) + gl.minimum(tile, tiles - 1) * 4
+    return gl.load(Words + at + quad[None, :])
+
+
+@gluon.jit
+def selected(words, layout: gl.constexpr):
+    """Which scores of the tile `load_words` read the rows selected, (rows, 128) bool in `layout` (the accumulator's:
+    the (rows, i, q, b) view reshaped back to it costs no data movement, offline)."""
+    i = gl.arange(0, 16, layout=gl.SliceLayout(0, gl.SliceLayout(2, gl.SliceLayout(3, QUADS))))
+    b = gl.arange(0, 2, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, QUADS))))
+    bit = (2 * i)[None, :, None, None] + b[None, None, None, :]
+    keep = ((words[:, None, :, None] >> bit) & 1) != 0
+    return gl.convert_layout(gl.reshape(keep, [ROWS, 128]), layout)
+
+
+def checked_words(selection, q, *, causal, doc_start, window, prefix, softcap, alibi):
+    """selection, where the Gluon forward can read it beside these options (None passes); a ValueError naming what
+    differs otherwise. The bits alone mask the scores, so the selection runs with plain causal attention."""
+    if selection is None:
+        return None
+    others = {"document": doc_start, "window": window, "prefix": prefix, "softcap": softcap, "alibi": alibi or None}
+    beside = [name for name, value in others.items() if value is not None]
+    if not causal or beside:
+        raise ValueError("a selection runs with plain causal attention, not "
+                         + (f"beside {', '.join(beside)}" if beside else "without the causal mask"))
+    batch, _, seq, _ = q.shape
+    shape = (batch, seq, -(-seq // TILE_KEYS) * WORDS)
+    if tuple(selection.shape) != shape or selection.dtype != torch.int32 or not selection.is_contiguous() \
+            or selection.device != q.device:
+        raise ValueError(f"a selection is {shape} contiguous int32 on {q.device} (gluon_selection.selection_words), "
+                         f"not {tuple(selection.shape)} {selection.dtype} on {selection.device}")
+    return selection
