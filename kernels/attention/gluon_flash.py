@@ -1,11 +1,9 @@
 """Our attention forward in Gluon for Hopper (sm_90): FlashAttention-3's warp-specialised schedule, for every
 interval mask and score function of triton_flash.py where the tensors suit it (`refusal`).
 
-Why: Triton 3.6.0 cannot issue the next key tile's q.k before this tile's softmax (session 21's fwd-pipe), and its
-3-4 CTA-wide barriers an iteration move both warpgroups in lockstep, the tensor cores idle through every softmax;
-Gluon exposes asynchronous warpgroup MMAs, mbarrier-tracked TMA loads, warp specialisation. On an H200 (session 23,
-do_bench, causal gqa_8, llama-3-8b-s4k): 1.0193 ms against cuDNN's 1.0219 and our Triton forward's 1.1518 (1.11x
-cuDNN in session 22), in one process.
+Why: Triton 3.6.0 cannot issue the next key tile's q.k before this tile's softmax, and its CTA-wide barriers idle
+the tensor cores through every softmax; Gluon exposes asynchronous warpgroup MMAs, TMA and warp specialisation. H200
+(session 23, do_bench, causal gqa_8, llama-3-8b-s4k): 1.0193 ms, cuDNN 1.0219, our Triton forward 1.1518.
 
 The schedule, FlashAttention-3's: a work item is 128 query rows of one head (or, packed, of several), and a persistent
 program (one an SM) takes items pid, pid + programs, ..., a KV head's query heads together, each head's last row block
@@ -16,26 +14,21 @@ by tile into rings of STAGES slots (a slot refilled once both consumers have rel
 barrier anywhere in the loop). Two consumer warpgroups of four warps each own 64 rows and run apart, so one's softmax
 can overlap the other's products; within each, FlashAttention-3's order issues S_j = Q K_j^T with P_{j-1} V_{j-1} and
 waits for S_j alone before S_j's softmax. The two taking turns at their products (FlashAttention-3's ping-pong)
-measured slower at every variant (session 25, H200: causal 1.0288 against 1.0023 ms): each turn's wait and arrive
-syncs the partition. Persistence is for the short walks: the next item's key tiles load during the last P V (gated on
+measured slower (session 25, H200: causal 1.0288 against 1.0023 ms): each turn's wait and arrive syncs. Persistence is for the short walks: the next item's key tiles load during the last P V (gated on
 an H200 against one program a row block, session 25: sliding_window_1024 faster 0.951, the rest the same), and each
 consumer holds two items' query tiles, so the next item's rows load during this walk and each output leaves through
 its own item's tile (released one S and softmax into the next item, its store gone). Measured on an H200 (session 29,
 do_bench, llama-3-8b-s4k): sliding_window_1024 0.5112, 0.5134 -> 0.4907, 0.4890 ms, causal 0.9454 -> 0.9340; gated
 same at six forwards, the window 0.968 (gate/q-ring-h200.md).
 
-A softcap forward that fills no lse (inference's) runs exp2 without a running max, which the cap bounds
-(gluon_softmax.py, `bounded_softcap`; session 25, H200: softcap_50 1.1878 -> 1.1315 ms, gated faster 0.962), and
-its row sums are the tensor cores' (`issue_pv`; session 28: 1.0878 -> 1.0443 ms, gated faster 0.949).
-
-Masks and scores are triton_flash's: query position q sees keys lo(q) <= k <= hi(q), and every bound grows with q,
-so a program's first and last rows bound the key tiles it walks, and tiles every row sees whole skip the interval
-test. The producer and both consumers walk the same tiles in the same order (the rings' release counts rely on it),
-a packed document item's diagonal first at half width where its positions lie in that tile's first half
-(`takes_half_diagonal`; session 38: the document forward 0.3742 -> 0.3661 ms).
-
-Compiled for sm_90 (session 22), ptxas issues the wait for P_{j-1} V_{j-1} ahead of the softmax's exp2s, and
-rescaling the output with S_{j+1} in flight serialises every MMA (C7514): the overlap is between consumers.
+A softcap forward that fills no lse runs exp2 without a running max (gluon_softmax.bounded_softcap; session 25, H200:
+softcap_50 1.1878 -> 1.1315 ms), its row sums the tensor cores' (`issue_pv`; session 28: 1.0878 -> 1.0443 ms). Masks
+are triton_flash's intervals, every bound growing with the query position, so an item's first and last rows bound
+its walk and tiles every row sees whole skip the test; producer and consumers walk the same tiles in one order (the
+rings' release counts rely on it), a packed document item's diagonal first at half width (`takes_half_diagonal`).
+DSA's selection masks every tile by its bits instead (gluon_selection.py). ptxas (sm_90) issues the wait for
+P_{j-1} V_{j-1} ahead of the softmax's exp2s, and rescaling the output with S_{j+1} in flight serialises every MMA
+(C7514, session 22): the overlap is between consumers.
 
 Scope: 16-bit q, k, v of shape (B, H, S, 128) and any strides the copy engine takes, self-attention (Sq == Skv), S a
 multiple of 128, grouped heads. It fills lse (log2 units, as triton_flash's) for our backward.
@@ -51,7 +44,7 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warp
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from kernels.attention.gluon_rings import ones_tiles, query_tile, ring, store_rows
-from kernels.attention.gluon_selection import checked_words, load_words, selected
+from kernels.attention.gluon_selection import checked_words, load_words
 from kernels.attention.gluon_softmax import (LOG2E, _softmax, alibi_columns, alibi_keys, alibi_lse, alibi_rows,
                                             bounded_softcap, fold_tanh_scale, half_diagonal, issue_pv, issue_s,
                                             row_sums_zero)
@@ -163,20 +156,16 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
         if (not HALVES) or (n_tiles > walked):  # (a half diagonal may be the whole walk)
             start = loaded + walked  # the walk's ring positions from here, its keys from key0 on
             slot, phase = start % STAGES, (start // STAGES) & 1
-            words = 0  # a selection's bits of the tile (gluon_selection), each next tile's loaded a tile ahead
-            if SELECTION:
-                words = load_words(Selection, batch * seq + row0, first_tile, seq, HALF_M)
+            # a selection's bits of the tile (gluon_selection; 0 without), each next tile's loaded a tile ahead
+            words = load_words(Selection, batch * seq + row0, first_tile, seq, HALF_M, SELECTION)
             mbarrier.wait(k_ready.index(slot), phase)
             s = issue_s(q_smem, k_ring.index(slot).reshape([TILE_N, HEAD_DIM]), s_zero, alibi_a, alibi_b, ALIBI_MMA)
             s = warpgroup_mma_wait(num_outstanding=0, deps=(s, ))
             mbarrier.arrive(k_empty.index(slot), count=1)
-            first_keep = None  # (a name of its own: one the walk's loop assigns would be carried through it)
-            if SELECTION:
-                first_keep = selected(words, s_layout)
-                words = load_words(Selection, batch * seq + row0, first_tile + 1, seq, HALF_M)
             p, m_i, l_i, alpha = _softmax(s, m_i, l_i, to_log2, sm_scale, softcap, bias, slope * (key0 - row0), key0,
                                           lo, hi, (first_tile < unmasked_lo) | (first_tile >= unmasked_hi), SOFTCAP,
-                                          ALIBI, BOUNDED, first_keep)
+                                          ALIBI, BOUNDED, words, SELECTION)
+            words = load_words(Selection, batch * seq + row0, first_tile + 1, seq, HALF_M, SELECTION)
             p = gl.convert_layout(p.to(v_desc.dtype), p_layout)  # carried as the 16-bit operand: 32 registers, not 64
             if HALVES and not BOUNDED:  # the half diagonal's products, to this tile's max (zeros otherwise)
                 acc = acc * gl.convert_layout(alpha, o_rows)[:, None]
@@ -196,14 +185,11 @@ def _consumer(descs, bars, bufs, work, scores, masks, CAUSAL: gl.constexpr, WIND
                 # S_j done; P_{j-1} V_{j-1} (and under BOUNDED its row sums) may still run
                 s = warpgroup_mma_wait(num_outstanding=2 if BOUNDED else 1, deps=(s, ))
                 mbarrier.arrive(k_empty.index(slot), count=1)
-                keep = None
-                if SELECTION:
-                    keep = selected(words, s_layout)
-                    words = load_words(Selection, batch * seq + row0, tile + 1, seq, HALF_M)
                 p_next, m_i, l_i, alpha = _softmax(s, m_i, l_i, to_log2, sm_scale, softcap, bias,
                                                    slope * (key0 + j * TILE_N - row0), key0 + j * TILE_N, lo, hi,
                                                    (tile < unmasked_lo) | (tile >= unmasked_hi), SOFTCAP, ALIBI,
-                                                   BOUNDED, keep)
+                                                   BOUNDED, words, SELECTION)
+                words = load_words(Selection, batch * seq + row0, tile + 1, seq, HALF_M, SELECTION)
                 p_next = gl.convert_layout(p_next.to(v_desc.dtype), p_layout)
                 if BOUNDED:
                     acc, l_i, p = warpgroup_mma_wait(num_outstanding=0, deps=(acc, l_i, p))

@@ -52,22 +52,27 @@ QUADS = gl.constexpr(gl.DistributedLinearLayout(
 
 
 @gluon.jit
-def load_words(Words, row, tile, seq, HALF_M: gl.constexpr):
+def load_words(Words, row, tile, seq, HALF_M: gl.constexpr, SELECTION: gl.constexpr):
     """The words of key tile `tile` for the HALF_M flat rows (b Sq + position) from `row`: each thread its own two
-    (its rows' word q), (HALF_M, 4) int32. `tile` is clamped to the row's last, so a walk may load one tile ahead."""
-    gl.static_assert(HALF_M == ROWS, "a consumer warpgroup's 64 rows")
-    words_layout: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(3, QUADS))
-    rows = gl.arange(0, HALF_M, layout=gl.SliceLayout(1, words_layout))
-    quad = gl.arange(0, 4, layout=gl.SliceLayout(0, words_layout))
-    tiles = seq // 128  # (a multiple of 128: gluon_flash.refusal)
-    at = (row + rows).to(gl.int64)[:, None] * (tiles * 4) + gl.minimum(tile, tiles - 1) * 4
-    return gl.load(Words + at + quad[None, :])
+    (its rows' word q), (HALF_M, 4) int32; 0 where not SELECTION. `tile` is clamped to the row's last, so a walk may
+    load one tile ahead."""
+    words = 0
+    if SELECTION:
+        gl.static_assert(HALF_M == ROWS, "a consumer warpgroup's 64 rows")
+        words_layout: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(3, QUADS))
+        rows = gl.arange(0, HALF_M, layout=gl.SliceLayout(1, words_layout))
+        quad = gl.arange(0, 4, layout=gl.SliceLayout(0, words_layout))
+        tiles = seq // 128  # (a multiple of 128: gluon_flash.refusal)
+        at = (row + rows).to(gl.int64)[:, None] * (tiles * 4) + gl.minimum(tile, tiles - 1) * 4
+        words = gl.load(Words + at + quad[None, :])
+    return words
 
 
 @gluon.jit
-def selected(words, layout: gl.constexpr):
-    """Which scores of the tile `load_words` read the rows selected, (rows, 128) bool in `layout` (the accumulator's:
-    the (rows, i, q, b) view reshaped back to it costs no data movement, offline)."""
+def selected(words, scores):
+    """Which of the tile's `scores` (rows x 128, the accumulator's layout) the rows selected, by the words `load_words`
+    read: bool in the scores' layout (the (rows, i, q, b) view reshaped back to it moves no data, offline)."""
+    layout: gl.constexpr = scores.type.layout
     i = gl.arange(0, 16, layout=gl.SliceLayout(0, gl.SliceLayout(2, gl.SliceLayout(3, QUADS))))
     b = gl.arange(0, 2, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, QUADS))))
     bit = (2 * i)[None, :, None, None] + b[None, None, None, :]

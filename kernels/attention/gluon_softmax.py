@@ -8,6 +8,8 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, warpgroup_mma, warpgroup_mma_wait
 
+from kernels.attention.gluon_selection import selected
+
 LOG2E = gl.constexpr(1.4426950408889634)
 # A softcap bounds every score's exp2 argument to +-softcap log2(e). Up to this bound (softcap 55) the
 # softmax needs no running max: exp2's offset stays 0, and a tile skips the row max, its shuffles and the
@@ -257,12 +259,12 @@ def _softmax_step(qk, m_i, l_i, to_log2, sm_scale, softcap, bias, shift, key, lo
 
 @gluon.jit
 def _softmax(qk, m_i, l_i, to_log2, sm_scale, softcap, bias, shift, key, lo, hi, masked, SOFTCAP: gl.constexpr,
-             ALIBI: gl.constexpr, BOUNDED: gl.constexpr, keep=None):
-    """_softmax_step, with the interval test on the tiles some row sees only in part (`masked`), or a selection's
-    bits (`keep`) on every tile."""
-    if keep is not None:
+             ALIBI: gl.constexpr, BOUNDED: gl.constexpr, words=0, SELECTION: gl.constexpr = False):
+    """_softmax_step, with the interval test on the tiles some row sees only in part (`masked`), or under SELECTION
+    a selection's bits (`words`, gluon_selection.load_words) on every tile."""
+    if SELECTION:
         p, m_i, l_i, alpha = _softmax_step(qk, m_i, l_i, to_log2, sm_scale, softcap, bias, shift, key, lo, hi,
-                                           True, SOFTCAP, ALIBI, BOUNDED, keep)
+                                           True, SOFTCAP, ALIBI, BOUNDED, selected(words, qk))
     elif masked:
         p, m_i, l_i, alpha = _softmax_step(qk, m_i, l_i, to_log2, sm_scale, softcap, bias, shift, key, lo, hi,
                                            True, SOFTCAP, ALIBI, BOUNDED)
