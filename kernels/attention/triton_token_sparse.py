@@ -86,7 +86,10 @@ class MaskedKernel(NamedTuple):
 # share (linear fits, offsets 0.49 and 1.52 ms): they cross at 0.115 and 0.113. At s32k's dsa_topk_2048 (0.121)
 # the Triton kernel took 32.34 ms against the gather's 34.25.
 TRITON_MASKED = MaskedKernel("our Triton forward", 0.114, triton_masked_launch)
-GLUON_MASKED = MaskedKernel("our Gluon forward", 0.114, gluon_masked_launch)
+# On an H200 (session 43, tools/probe_dsa.py, do_bench) the Gluon kernel took 3.79-3.91 ms at llama-3-8b-s16k and
+# 14.99-15.28 at s32k whatever k, the gather 4.66 and 16.43 ms at s16k's shares 0.0615 and 0.234, 19.14 and 35.03 at
+# s32k's 0.0615 and 0.121 (68.1 and 266.8 ms a unit of share): they cross at 0.050 and 0.047.
+GLUON_MASKED = MaskedKernel("our Gluon forward", 0.048, gluon_masked_launch)
 
 
 def masked_kernel(q, k, v):
