@@ -220,13 +220,13 @@ dsa_tests() {  # dsa_tests BRANCH: DSA's GPU tests (the Gluon forward's selectio
 dsa_probe() {  # dsa_probe BRANCH SHAPE [ARGS...]: tools/probe_dsa.py on a branch (each masked kernel, the gather)
   on_branch "$1" "dsa-probe-$1-$2" 240 python3 tools/probe_dsa.py --shape "$2" "${@:3}"
 }
-dsa_gate() {  # dsa_gate BRANCH LIMIT SHAPE...: our DSA forward gated against main, beside causal and gqa_8 (the full
-  # tier's shapes: s16k and longer are not the default's)
+dsa_gate() {  # dsa_gate BRANCH LIMIT BENCH SHAPE...: our DSA gated against main, beside causal and gqa_8 (the full
+  # tier's shapes: s16k and longer are not the default's); BENCH 'AttentionForward\.time' or a forward+backward's
   local head shapes=()
   head=$(branch "$1") || { echo "== $1: no such branch carried"; return; }
-  for s in "${@:3}"; do shapes+=(--shape "$s"); done
+  for s in "${@:4}"; do shapes+=(--shape "$s"); done
   step "gate-$1" "$2" $vb gate "$(git rev-parse HEAD)" "$head" --factor 1.05 --family attention --tier full \
     --implementation triton --variant dsa_topk_2048 --variant gqa_8 --variant causal "${shapes[@]}" \
-    --bench 'AttentionForward\.time' --results "/tmp/gate-$1" --summary "reports/gate/$1-h200.md"
+    --bench "$3" --results "/tmp/gate-$1" --summary "reports/gate/$1-h200.md"
   tar czf "$root/gate-$1.tgz" -C /tmp "gate-$1"
 }
