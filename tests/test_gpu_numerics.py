@@ -146,11 +146,12 @@ def test_our_attention_backward_at_head_dim_128_and_float32_refused():
         TritonAttention.apply(*inputs(torch.float32), options)
 
 
-def test_dsa_trains_through_the_triton_kernels_where_the_gluon_ones_would_take_its_shapes():
+def test_dsa_trains_through_the_gluon_forward_and_the_triton_backward():
     """DSA at a shape the Gluon forward and backward take (bfloat16, head dim 128, a length a multiple of 128): the
-    selection must send both halves to the Triton kernels, which read it (the Gluon ones would run causal attention
-    and drop it). Output and gradients within twice those of the reference computed in bfloat16, against the
-    float64 reference over the selection."""
+    forward must read the selection's words (the Gluon forward), the backward its bytes (the Triton kernels: the
+    Gluon ones would run causal attention and drop it), and the backward the Gluon forward's lse. Output and
+    gradients within twice those of the reference computed in bfloat16, against the float64 reference over the
+    selection."""
     from kernels.attention import triton_token_sparse
     from reference.attention import attention
     from variantbench.catalog.attention import AttentionVariant, make_problem
@@ -159,6 +160,7 @@ def test_dsa_trains_through_the_triton_kernels_where_the_gluon_ones_would_take_i
     variant = AttentionVariant("dsa_topk_96", topk_tokens=96)
     shape = AttentionShape("s512", "llama-3-8b", 1, 512, 512, device="cuda")
     p = make_problem(variant, shape, device="cuda", dtype=torch.bfloat16, seed=5, requires_grad=True)
+    assert triton_token_sparse.masked_kernel(p.q, p.k, p.v) is triton_token_sparse.GLUON_MASKED
     call = triton_token_sparse.trainable(p.q, p.k, p.v, p.selection)
     out = call()
     grad = torch.randn(out.shape, device="cuda", generator=torch.Generator("cuda").manual_seed(6), dtype=out.dtype)

@@ -38,7 +38,7 @@ def test_the_catalogs_call_takes_a_gradient_through_the_masked_kernels_at_any_sh
     shape = AttentionShape(f"s{q_len}", "tiny", 1, q_len, q_len, device="cpu")
     problem = make_problem(variant, shape, device="cpu", dtype=torch.float32, seed=1, requires_grad=True)
     call = triton_token_sparse.prepare(variant, problem)
-    assert "forward and backward" in call.backend
+    assert "forward and our Triton backward" in call.backend
     grad = torch.randn(problem.q.shape, generator=torch.Generator().manual_seed(3))
     got = torch.autograd.grad(call(), problem.q, grad)[0]
     exact = problem.q.detach().double().requires_grad_()
@@ -59,3 +59,24 @@ def test_a_key_tile_that_does_not_divide_a_selection_rows_padding_is_refused(mon
     out = triton_token_sparse.trainable(p.q, p.k, p.v, p.selection)()
     with pytest.raises(ValueError, match="does not divide a selection row's padding of 128 keys"):
         out.sum().backward()
+
+
+@pytest.mark.parametrize("words", [False, True], ids=["bytes-alone", "words-beside"])
+def test_a_selection_reaches_the_gluon_forward_only_with_its_words(monkeypatch, words):
+    """Where the Gluon forward runs the tensors (stubbed here: the CPU has none), a selection's bytes alone go to the
+    Triton forward, which reads them; with its words beside them the Gluon forward takes the words as its selection.
+    The Triton forward never sees the words (it would refuse an unknown option)."""
+    from kernels.attention import gluon_flash, triton_attention, triton_flash
+
+    taken = {}
+    monkeypatch.setattr(triton_attention, "_kernel", lambda *args: gluon_flash)
+    monkeypatch.setattr(gluon_flash, "forward_launcher", lambda *a, **kw: taken.setdefault("gluon", kw))
+    monkeypatch.setattr(triton_flash, "forward_launcher", lambda *a, **kw: taken.setdefault("triton", kw))
+    q = torch.zeros(1, 2, 128, 128)
+    chosen = dict(selection=torch.ones(1), selection_words=torch.zeros(1)) if words else dict(selection=torch.ones(1))
+    triton_attention.forward_launcher(q, q, q, causal=True, **chosen)
+    if words:
+        assert list(taken) == ["gluon"] and taken["gluon"]["selection"] is chosen["selection_words"]
+    else:
+        assert list(taken) == ["triton"] and taken["triton"]["selection"] is chosen["selection"]
+        assert "selection_words" not in taken["triton"]

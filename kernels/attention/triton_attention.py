@@ -36,12 +36,13 @@ def _kernel(q, k, v, config):
     return triton_flash if config is not None or gluon_refusal(q, k, v) else gluon_flash
 
 
-def forward_launcher(q, k, v, *, config=None, lse=None, items=None, **options):
+def forward_launcher(q, k, v, *, config=None, lse=None, items=None, selection_words=None, **options):
     """A launch of our forward on these tensors (triton_flash.forward_launcher's options and contract),
     through the kernel that runs them; `items`, `document_work`'s, where the Gluon forward runs them. A
-    `selection` (DSA's bytes) runs the Triton forward, which reads it."""
-    if options.get("selection") is None and _kernel(q, k, v, config) is gluon_flash:
-        return gluon_flash.forward_launcher(q, k, v, lse=lse, items=items, **options)
+    `selection` (DSA's bytes) runs the Triton forward, which reads it, unless its words come beside it
+    (`selection_words`, gluon_selection.selection_words) for the Gluon forward, where that runs the tensors."""
+    if _kernel(q, k, v, config) is gluon_flash and (options.get("selection") is None or selection_words is not None):
+        return gluon_flash.forward_launcher(q, k, v, lse=lse, items=items, **(options | {"selection": selection_words}))
     return triton_flash.forward_launcher(q, k, v, config=config, lse=lse, **options)
 
 

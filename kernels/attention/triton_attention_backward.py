@@ -76,7 +76,8 @@ class TritonAttention(torch.autograd.Function):
     """Our forward (with lse) and the two backward kernels, for q (B, Hq, Sq, D), k, v (B, Hkv, Skv, D);
     `items`, the forward's document work listed once (triton_attention.document_work), or None. options are
     triton_attention.forward_launcher's; with a `selection` (DSA's bytes, triton_token_sparse.selection_bytes)
-    both halves run the Triton kernels, which read it (the Gluon ones do not)."""
+    the backward runs the Triton kernels, which read it (the Gluon ones do not), the forward too unless its words
+    come beside it (`selection_words`, for the Gluon forward)."""
 
     @staticmethod
     def forward(ctx, q, k, v, options, items=None):

@@ -15,8 +15,8 @@ Where k is a large share of the causal keys (llama-3-8b-s4k: 0.75; s16k: 0.23; s
 where it is a small one it does not. Each masked kernel's `dense_from` picks by that share at prefill; decode (a
 handful of query rows, bound by the keys it reads) keeps the gather.
 
-A gradient (`trainable`) runs the Triton forward at any share and our attention's backward
-(triton_attention_backward.py), its Triton kernels masking every tile by the same bytes: the gather has no
+A gradient (`trainable`) runs the masked forward at any share and our attention's backward
+(triton_attention_backward.py), its Triton kernels masking every tile by the selection's bytes: the gather has no
 backward, and `dense_from` is a crossing of forward times, not a limit of the masked kernels.
 """
 
@@ -164,11 +164,15 @@ def gather_launch(variant, problem):
 
 
 def trainable(q, k, v, selection):
-    """The masked kernel with our backward (triton_attention_backward.TritonAttention, whose Triton kernels mask
-    every tile by the same bytes), launched once: the forward+backward case's call."""
+    """Our attention with the selection (triton_attention_backward.TritonAttention): its forward the masked kernel
+    (`masked_kernel`: on Hopper the Gluon one, its bits beside the bytes), its backward the Triton kernels, which
+    mask every tile by the bytes; launched once: the forward+backward case's call."""
+    from kernels.attention.gluon_selection import selection_words
     from kernels.attention.triton_attention_backward import TritonAttention
 
     options = dict(causal=True, selection=selection_bytes(selection))
+    if masked_kernel(q, k, v) is GLUON_MASKED:
+        options["selection_words"] = selection_words(selection)
 
     def call():
         return TritonAttention.apply(q, k, v, options)
@@ -179,14 +183,15 @@ def trainable(q, k, v, selection):
 
 def prepare(variant, problem):
     """The masked kernel (`masked_kernel`) where the selection is at least its `dense_from` of the causal pairs at
-    prefill, else the gather; the launch-only call, its `backend` naming the kernel. Where q needs a gradient, our
-    Triton forward and backward at any share (the gather has none)."""
+    prefill, else the gather; the launch-only call, its `backend` naming the kernel. Where q needs a gradient,
+    `trainable` at any share (the gather has no backward)."""
     q, k = problem.q, problem.k
     q_len = q.shape[2]
     share = selected_share(variant.topk_tokens, q_len, k.shape[2])
     if q.requires_grad:
         call = trainable(q, k, problem.v, problem.selection)
-        call.backend = f"our Triton forward and backward, the selection ({share:.2f} of the causal pairs) masking tiles"
+        call.backend = (f"{masked_kernel(q, k, problem.v).name} and our Triton backward, the selection ({share:.2f} of "
+                        f"the causal pairs) masking tiles")
         return call
     masked = masked_kernel(q, k, problem.v)
     if q_len >= MASKED_ROWS and share >= masked.dense_from:
