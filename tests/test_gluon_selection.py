@@ -40,10 +40,13 @@ def _thread_sees(words, tile, warp, lane):
     return seen
 
 
-def test_every_thread_reads_its_own_scores_bits_and_none_past_a_rows_position():
+@pytest.mark.parametrize("block_rows", [64, 3], ids=["one-block", "blocks-of-3-rows"])
+def test_every_thread_reads_its_own_scores_bits_and_none_past_a_rows_position(monkeypatch, block_rows):
     """A random selection over 200 keys for 64 queries at the end of them: every (row, key) the accumulator gives a
     thread is tested against that row's selection of that key, keys past the row's position cleared (the kernel
-    reads no interval), the padding's keys 0."""
+    reads no interval), the padding's keys 0; packed whole, and in blocks of 3 rows (the last of 1), each block's
+    causal diagonal at its own rows."""
+    monkeypatch.setattr(gluon_selection, "_BLOCK_BYTES", block_rows * 256)
     gen = torch.Generator().manual_seed(3)
     q_len, kv_len = 64, 200
     selection = torch.rand(2, q_len, kv_len, generator=gen) < 0.5
@@ -59,6 +62,13 @@ def test_every_thread_reads_its_own_scores_bits_and_none_past_a_rows_position():
                     seen.update(_thread_sees(words[batch], tile, warp, lane))
         assert len(seen) == q_len * 256  # every score of both tiles, once
         assert all(bit == int(expected[row, key]) for (row, key), bit in seen.items())
+
+
+@pytest.mark.parametrize("selection", [torch.ones(2, 128, 128), torch.ones(128, 128, dtype=torch.bool)],
+                         ids=["float", "2-D"])
+def test_a_selection_not_of_3_d_bools_is_refused(selection):
+    with pytest.raises(ValueError, match="bool"):
+        gluon_selection.selection_words(selection)
 
 
 @pytest.mark.parametrize("options,why", [

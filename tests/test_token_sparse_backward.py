@@ -61,22 +61,52 @@ def test_a_key_tile_that_does_not_divide_a_selection_rows_padding_is_refused(mon
         out.sum().backward()
 
 
-@pytest.mark.parametrize("words", [False, True], ids=["bytes-alone", "words-beside"])
-def test_a_selection_reaches_the_gluon_forward_only_with_its_words(monkeypatch, words):
+@pytest.mark.parametrize("words,runs", [(False, "gluon"), (True, "gluon"), (True, "triton")],
+                         ids=["bytes-alone", "words-beside", "words-beside-off-hopper"])
+def test_a_selection_reaches_the_gluon_forward_only_with_its_words(monkeypatch, words, runs):
     """Where the Gluon forward runs the tensors (stubbed here: the CPU has none), a selection's bytes alone go to the
     Triton forward, which reads them; with its words beside them the Gluon forward takes the words as its selection.
-    The Triton forward never sees the words (it would refuse an unknown option)."""
+    Where it does not run them, the bytes go to the Triton forward with the words left behind (it would refuse an
+    unknown option)."""
     from kernels.attention import gluon_flash, triton_attention, triton_flash
 
     taken = {}
-    monkeypatch.setattr(triton_attention, "_kernel", lambda *args: gluon_flash)
+    monkeypatch.setattr(triton_attention, "_kernel", lambda *args: {"gluon": gluon_flash, "triton": triton_flash}[runs])
     monkeypatch.setattr(gluon_flash, "forward_launcher", lambda *a, **kw: taken.setdefault("gluon", kw))
     monkeypatch.setattr(triton_flash, "forward_launcher", lambda *a, **kw: taken.setdefault("triton", kw))
     q = torch.zeros(1, 2, 128, 128)
     chosen = dict(selection=torch.ones(1), selection_words=torch.zeros(1)) if words else dict(selection=torch.ones(1))
     triton_attention.forward_launcher(q, q, q, causal=True, **chosen)
-    if words:
+    if words and runs == "gluon":
         assert list(taken) == ["gluon"] and taken["gluon"]["selection"] is chosen["selection_words"]
     else:
         assert list(taken) == ["triton"] and taken["triton"]["selection"] is chosen["selection"]
         assert "selection_words" not in taken["triton"]
+
+
+def test_words_without_a_selections_bytes_are_refused():
+    from kernels.attention import triton_attention
+
+    q = torch.zeros(1, 2, 128, 128)
+    with pytest.raises(ValueError, match="beside a selection's bytes"):
+        triton_attention.forward_launcher(q, q, q, causal=True, selection_words=torch.zeros(1, 128, 4, dtype=torch.int32))
+
+
+@pytest.mark.parametrize("masked", ["gluon", "triton"])
+def test_trainable_packs_the_words_only_for_the_gluon_forward(monkeypatch, masked):
+    """The training step hands its autograd function the selection's bytes (the backward reads them) and, where the
+    masked kernel is the Gluon forward (stubbed: the CPU has none), the words it reads beside them."""
+    from kernels.attention import gluon_selection
+
+    kernel = {"gluon": triton_token_sparse.GLUON_MASKED, "triton": triton_token_sparse.TRITON_MASKED}[masked]
+    monkeypatch.setattr(triton_token_sparse, "masked_kernel", lambda *args: kernel)
+    taken = {}
+    monkeypatch.setattr(TritonAttention, "apply", lambda q, k, v, options: taken.update(options))
+    selection = torch.rand(1, 128, 128, generator=torch.Generator().manual_seed(4)) < 0.5
+    q = torch.zeros(1, 2, 128, 64)
+    triton_token_sparse.trainable(q, q, q, selection)
+    assert torch.equal(taken["selection"], triton_token_sparse.selection_bytes(selection))
+    if masked == "gluon":
+        assert torch.equal(taken["selection_words"], gluon_selection.selection_words(selection))
+    else:
+        assert "selection_words" not in taken

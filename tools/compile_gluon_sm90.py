@@ -14,11 +14,13 @@ from pathlib import Path
 
 import torch
 import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
 from triton.experimental.gluon._runtime import GluonASTSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kernels.attention import gluon_flash  # noqa: E402
+from kernels.attention import gluon_flash, gluon_selection  # noqa: E402
 import sass_flow  # noqa: E402
 import sm90_cubin  # noqa: E402
 
@@ -62,6 +64,30 @@ def compiled(switches):
     source = GluonASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs={})
     return triton.compile(source, target=sm90_cubin.HOPPER,
                           options={"num_warps": gluon_flash.WARPS, "maxnreg": gluon_flash.MAX_REGISTERS})
+
+
+# the consumer's scores as _attention_forward lays them out (its s_layout at 64 x BLOCK_N) and gluon_selection.QUADS
+# with each basis's column 8 i + 2 q + b joined back: selected()'s reshape moves no data where they are one layout
+SCORE_ROWS, SCORE_KEYS = gl.constexpr(gluon_selection.ROWS.value), gl.constexpr(gluon_flash.BLOCK_N)
+SCORES = gl.constexpr(gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                instr_shape=[16, gluon_flash.BLOCK_N, 16]))
+QUADS_JOINED = gl.constexpr(gl.DistributedLinearLayout(
+    **{name: [[row, 8 * i + 2 * q + b] for row, i, q, b in getattr(gluon_selection.QUADS.value, name)]
+       for name in ("reg_bases", "lane_bases", "warp_bases")},
+    block_bases=[], shape=[SCORE_ROWS.value, SCORE_KEYS.value]))
+
+
+@gluon.jit
+def _quads_are_the_scores_layout(X):
+    gl.static_assert(gl.to_linear_layout(SCORES, [SCORE_ROWS, SCORE_KEYS]) == QUADS_JOINED,
+                     "gluon_selection.QUADS is not the accumulator's layout: selected() would move the bits")
+
+
+def quads_check():
+    """Compile a kernel that only asserts, through this Triton's own to_linear_layout, that QUADS is the scores'
+    layout with their columns split (the CPU test checks QUADS against a copy printed by Triton 3.6.0)."""
+    source = GluonASTSource(fn=_quads_are_the_scores_layout, signature={"X": "*fp32"}, constexprs={}, attrs={})
+    return triton.compile(source, target=sm90_cubin.HOPPER, options={"num_warps": 4})
 
 
 def _arrives_without_partition_sync(ptx):
@@ -111,6 +137,12 @@ def main():
     print(f"triton {triton.__version__}, target sm_{sm90_cubin.HOPPER.arch}")
     failed = sum(report(f"_attention_forward {case}", lambda switches=switches: compiled(switches))
                  for case, switches in CASES.items())
+    try:
+        quads_check()
+        print("  ok   gluon_selection.QUADS is the scores' layout, columns split", flush=True)
+    except Exception as error:  # noqa: BLE001 - a failed assertion is a compiler error: one line here
+        print(f"  FAIL gluon_selection.QUADS: {str(error).strip().splitlines()[-1]}", flush=True)
+        failed += 1
     sys.exit(1 if failed else 0)
 
 

@@ -11,15 +11,16 @@ first (`_item`), or under the document mask, whose walks follow the documents, c
 from items that start at their documents' starts (`document_items`), each 128 / pack positions of `pack` query heads
 of one KV head (`document_pack`). For each, one producer warp loads each consumer's 64 query rows, then K and V tile
 by tile into rings of STAGES slots (a slot refilled once both consumers have released it, through mbarriers: no CTA
-barrier anywhere in the loop). Two consumer warpgroups of four warps each own 64 rows and run apart, so one's softmax
-can overlap the other's products; within each, FlashAttention-3's order issues S_j = Q K_j^T with P_{j-1} V_{j-1} and
-waits for S_j alone before S_j's softmax. The two taking turns at their products (FlashAttention-3's ping-pong)
-measured slower (session 25, H200: causal 1.0288 against 1.0023 ms): each turn's wait and arrive syncs. Persistence is for the short walks: the next item's key tiles load during the last P V (gated on
-an H200 against one program a row block, session 25: sliding_window_1024 faster 0.951, the rest the same), and each
-consumer holds two items' query tiles, so the next item's rows load during this walk and each output leaves through
-its own item's tile (released one S and softmax into the next item, its store gone). Measured on an H200 (session 29,
-do_bench, llama-3-8b-s4k): sliding_window_1024 0.5112, 0.5134 -> 0.4907, 0.4890 ms, causal 0.9454 -> 0.9340; gated
-same at six forwards, the window 0.968 (gate/q-ring-h200.md).
+barrier anywhere in the loop). Two consumer warpgroups of four warps each own 64 rows and run apart, so one's
+softmax can overlap the other's products; within each, FlashAttention-3's order issues S_j = Q K_j^T with P_{j-1}
+V_{j-1} and waits for S_j alone before S_j's softmax. The two taking turns at their products (FlashAttention-3's
+ping-pong) measured slower (session 25, H200: causal 1.0288 against 1.0023 ms): each turn's wait and arrive syncs.
+Persistence is for the short walks: the next item's key tiles load during the last P V (gated on an H200 against one
+program a row block, session 25: sliding_window_1024 faster 0.951, the rest the same), and each consumer holds two
+items' query tiles, so the next item's rows load during this walk and each output leaves through its own item's tile
+(released one S and softmax into the next item, its store gone). Measured on an H200 (session 29, do_bench,
+llama-3-8b-s4k): sliding_window_1024 0.5112, 0.5134 -> 0.4907, 0.4890 ms, causal 0.9454 -> 0.9340; gated same at six
+forwards, the window 0.968 (gate/q-ring-h200.md).
 
 A softcap forward that fills no lse runs exp2 without a running max (gluon_softmax.bounded_softcap; session 25, H200:
 softcap_50 1.1878 -> 1.1315 ms), its row sums the tensor cores' (`issue_pv`; session 28: 1.0878 -> 1.0443 ms). Masks

@@ -11,7 +11,9 @@ Every mask variant in the catalog lets query position q see exactly the keys lo(
 so one kernel covers them all and skips whole key blocks outside [min lo, max hi] of a query block.
 Score functions (tanh soft-capping, ALiBi) are compile-time switches applied to every visible score.
 A selection (DSA's top-k keys a query, a byte a key) is one more: it masks every tile,
-inside the interval, and is what triton_token_sparse.py runs where the selection is dense enough.
+inside the interval. triton_token_sparse.py runs it where the selection is dense enough and the
+Gluon forward (a bit a key, gluon_selection.py) cannot run the tensors (off Hopper), and every
+backward of a selection reads its bytes (triton_attention_backward.py).
 
 Grouped KV heads (GQA/MQA): one program owns one KV head and a block of the rows of its query-head
 group, rows laid out (group head, query position). At prefill a block lies inside one query head; at

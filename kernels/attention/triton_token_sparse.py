@@ -93,10 +93,11 @@ GLUON_MASKED = MaskedKernel("our Gluon forward", 0.048, gluon_masked_launch)
 
 
 def masked_kernel(q, k, v):
-    """The masked kernel for these tensors: the Gluon forward where it takes them (Hopper), else the Triton one."""
-    from kernels.attention import gluon_flash
+    """The masked kernel for these tensors: the Gluon forward where it takes them (Hopper, a Triton with Gluon), else
+    the Triton one."""
+    from kernels.attention.triton_attention import gluon_refusal
 
-    return GLUON_MASKED if gluon_flash.refusal(q, k, v) is None else TRITON_MASKED
+    return GLUON_MASKED if gluon_refusal(q, k, v) is None else TRITON_MASKED
 
 
 @triton.jit
@@ -167,11 +168,12 @@ def trainable(q, k, v, selection):
     """Our attention with the selection (triton_attention_backward.TritonAttention): its forward the masked kernel
     (`masked_kernel`: on Hopper the Gluon one, its bits beside the bytes), its backward the Triton kernels, which
     mask every tile by the bytes; launched once: the forward+backward case's call."""
-    from kernels.attention.gluon_selection import selection_words
     from kernels.attention.triton_attention_backward import TritonAttention
 
     options = dict(causal=True, selection=selection_bytes(selection))
     if masked_kernel(q, k, v) is GLUON_MASKED:
+        from kernels.attention.gluon_selection import selection_words  # Gluon's: not every Triton has it
+
         options["selection_words"] = selection_words(selection)
 
     def call():
