@@ -146,13 +146,15 @@ def test_our_attention_backward_at_head_dim_128_and_float32_refused():
         TritonAttention.apply(*inputs(torch.float32), options)
 
 
-def test_dsa_trains_through_the_gluon_forward_and_the_triton_backward():
+@pytest.mark.parametrize("selection_kind", ["indexer", "whole-tiles-masked"])
+def test_dsa_trains_through_the_gluon_forward_and_dq_and_the_triton_dkdv(monkeypatch, selection_kind):
     """DSA at a shape the Gluon forward and backward take (bfloat16, head dim 128, a length a multiple of 128): the
-    forward must read the selection's words (the Gluon forward), the backward its bytes (the Triton kernels: the
-    Gluon ones would run causal attention and drop it), and the backward the Gluon forward's lse. Output and
-    gradients within twice those of the reference computed in bfloat16, against the float64 reference over the
-    selection."""
-    from kernels.attention import triton_token_sparse
+    forward and the dQ kernel must read the selection's words (the Gluon ones), dK/dV its bytes (the Triton kernel:
+    the Gluon one would run causal attention and drop it), and the backward the Gluon forward's lse. The catalog's
+    indexer top 96; and by hand each row itself, rows before 64 also key 0 and rows from 300 also key 140, so rows
+    from 128 on walk whole tiles that hide every key. Output and gradients within twice those of the reference
+    computed in bfloat16, against the float64 reference over the selection."""
+    from kernels.attention import gluon_dq, triton_token_sparse
     from reference.attention import attention
     from variantbench.catalog.attention import AttentionVariant, make_problem
     from variantbench.shapes import AttentionShape
@@ -160,6 +162,16 @@ def test_dsa_trains_through_the_gluon_forward_and_the_triton_backward():
     variant = AttentionVariant("dsa_topk_96", topk_tokens=96)
     shape = AttentionShape("s512", "llama-3-8b", 1, 512, 512, device="cuda")
     p = make_problem(variant, shape, device="cuda", dtype=torch.bfloat16, seed=5, requires_grad=True)
+    if selection_kind == "whole-tiles-masked":
+        rows = torch.arange(512, device="cuda")
+        p.selection.zero_()
+        p.selection[:, rows, rows] = True
+        p.selection[:, :64, 0] = True
+        p.selection[:, 300:, 140] = True
+    handed = []
+    launch_dq = gluon_dq.launch_dq
+    monkeypatch.setattr(gluon_dq, "launch_dq", lambda *args, **options: handed.append(options.get("selection"))
+                        or launch_dq(*args, **options))
     assert triton_token_sparse.masked_kernel(p.q, p.k, p.v) is triton_token_sparse.GLUON_MASKED
     call = triton_token_sparse.trainable(p.q, p.k, p.v, p.selection)
     out = call()
@@ -175,6 +187,7 @@ def test_dsa_trains_through_the_gluon_forward_and_the_triton_backward():
                                   (reference, *torch.autograd.grad(reference, exact, grad.double()))):
         error, low_error = (g.double() - e).abs().max().item(), (theirs.double() - e).abs().max().item()
         assert error <= 2 * low_error, f"{name}: {error:.3g} against the bfloat16 reference's {low_error:.3g}"
+    assert len(handed) == 1 and handed[0] is not None, "dQ did not run the Gluon kernel with the words"
 
 
 # cycles of torch.cuda._sleep that hold one stream back: about 0.1 s at the H200's 1.98 GHz, against the

@@ -89,7 +89,8 @@ def test_words_without_a_selections_bytes_are_refused():
 
     q = torch.zeros(1, 2, 128, 128)
     with pytest.raises(ValueError, match="beside a selection's bytes"):
-        triton_attention.forward_launcher(q, q, q, causal=True, selection_words=torch.zeros(1, 128, 4, dtype=torch.int32))
+        triton_attention.forward_launcher(q, q, q, causal=True,
+                                          selection_words=torch.zeros(1, 128, 4, dtype=torch.int32))
 
 
 @pytest.mark.parametrize("masked", ["gluon", "triton"])
@@ -110,3 +111,37 @@ def test_trainable_packs_the_words_only_for_the_gluon_forward(monkeypatch, maske
         assert torch.equal(taken["selection_words"], gluon_selection.selection_words(selection))
     else:
         assert "selection_words" not in taken
+
+
+@pytest.mark.parametrize("words", [False, True], ids=["bytes-alone", "words-beside"])
+def test_dsa_dq_runs_the_gluon_kernel_only_with_the_words(monkeypatch, words):
+    """Where the Gluon dQ kernel takes the tensors (stubbed: the CPU has none), DSA's backward hands it the words as
+    its selection, the bytes left behind; with the bytes alone the Triton dQ kernel reads them. dK/dV stays the
+    Triton kernel's either way (the Gluon one reads no selection)."""
+    from kernels.attention import gluon_dq, triton_attention_backward
+
+    launched = {}
+    monkeypatch.setattr(gluon_dq, "refusal", lambda *args: None)
+    monkeypatch.setattr(gluon_dq, "launch_dq", lambda *args, **options: launched.setdefault("gluon", options))
+
+    class TritonDq:
+        def __getitem__(self, grid):
+            return lambda *args, **flags: launched.setdefault("triton", flags)
+
+    monkeypatch.setattr(triton_attention_backward, "_dq_kernel", TritonDq())
+    selection = torch.rand(1, 128, 128, generator=torch.Generator().manual_seed(5)) < 0.3
+    selection |= torch.eye(128, dtype=torch.bool)
+    q, k, v = (torch.randn(1, 2, 128, 32, generator=torch.Generator().manual_seed(seed)).requires_grad_()
+               for seed in (1, 2, 3))
+    options = dict(causal=True, selection=triton_token_sparse.selection_bytes(selection))
+    if words:
+        from kernels.attention import gluon_selection
+
+        options["selection_words"] = gluon_selection.selection_words(selection)
+    TritonAttention.apply(q, k, v, options).sum().backward()
+    if words:
+        assert list(launched) == ["gluon"] and launched["gluon"]["selection"] is options["selection_words"]
+        assert "selection_words" not in launched["gluon"] and launched["gluon"]["causal"]
+    else:
+        assert list(launched) == ["triton"] and launched["triton"]["SELECTION"]
+    assert k.grad is not None and k.grad.abs().sum() > 0  # dK/dV ran, in Triton

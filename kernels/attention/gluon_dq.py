@@ -13,7 +13,8 @@ same masks). Two consumer warpgroups of 64 rows run apart, so one's exp2 overlap
     P = exp2(S - lse),  dS = P o (dP - delta),  dQ += dS K,
 
 V's slot released once dP is done, K's once dQ's product is. dQ leaves scaled, through pointer stores. Score
-functions are the forward's: softcap's derivative from its tanh, ALiBi's bias.
+functions are the forward's: softcap's derivative from its tanh, ALiBi's bias. DSA's selection masks every tile by
+the forward's words (gluon_selection.py: S's accumulator here is the forward's, 64 rows x 128 keys a consumer).
 
 Scope as gluon_flash.refusal's (Sq == Skv, S a multiple of 128, head dim 128, 16-bit, strides the copy
 engine reads).
@@ -27,6 +28,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from kernels.attention import gluon_flash
 from kernels.attention.gluon_backward import row_offsets
 from kernels.attention.gluon_rings import load_key_tiles, ring
+from kernels.attention.gluon_selection import checked_words, load_words, selected
 from kernels.attention.gluon_softmax import LOG2E, _tanh, alibi_keys, alibi_lse, alibi_rows_tile, alibi_slope, issue_s
 from kernels.attention.gluon_walk import key_walk
 from kernels.attention.triton_flash import _bounds, doc_start_arg
@@ -61,7 +63,7 @@ def _producer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WIN
 @gluon.jit
 def _consumer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
               PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr,
-              HALF: gl.constexpr):
+              SELECTION: gl.constexpr, HALF: gl.constexpr):
     """Four warps, one warpgroup: 64 query rows (half HALF of the program's 128) through every key tile of
     the walk, then their dQ (scaled)."""
     q_desc, k_desc, v_desc, do_desc = descs
@@ -71,7 +73,7 @@ def _consumer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WIN
     q_halves, do_halves, alibi_a, alibi_b = bufs
     batch, q_head, kv_head, q_pos0, first_tile, n_tiles, unmasked_lo, unmasked_hi = walk
     Lse, Delta, DQ, strides, n_q_heads, sm_scale, softcap = scalars
-    seq, window, prefix, DocStart = masks
+    seq, window, prefix, DocStart, Selection = masks
     STAGES: gl.constexpr = k_ring.shape[0]
     HALF_M: gl.constexpr = q_desc.block_type.shape[2]
     TILE_N: gl.constexpr = k_desc.block_type.shape[2]
@@ -101,6 +103,8 @@ def _consumer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WIN
         tile = first_tile + j
         k_tile = k_ring.index(slot).reshape([TILE_N, HEAD_DIM])
         v_tile = v_ring.index(slot).reshape([TILE_N, HEAD_DIM])
+        # the tile's selection bits (0 without), loaded before the waits so that their latency hides behind them
+        words = load_words(Selection, batch * seq + q_pos0 + HALF * HALF_M, tile, seq, HALF_M, SELECTION)
         mbarrier.wait(k_ready.index(slot), phase)
         s = issue_s(q_smem, k_tile, s_zero, alibi_a, alibi_b, ALIBI_MMA)
         mbarrier.wait(v_ready.index(slot), phase)
@@ -116,7 +120,9 @@ def _consumer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WIN
             s = (softcap * LOG2E) * t
         if ALIBI and SOFTCAP:
             s = s + slope * (cols[None, :] - rows[:, None]).to(gl.float32)
-        if (tile < unmasked_lo) | (tile >= unmasked_hi):  # (not gluon_softmax.visible: here it spilled 24 -> 32 bytes)
+        if SELECTION:  # every tile: the bits alone, cleared past each row's position (plain causal attention)
+            s = gl.where(selected(words, s), s, float("-inf"))
+        elif (tile < unmasked_lo) | (tile >= unmasked_hi):  # (not gluon_softmax.visible: it spilled 24 -> 32 bytes)
             s = gl.where((cols[None, :] >= lo[:, None]) & (cols[None, :] <= hi[:, None]), s, float("-inf"))
         # S holds slope (k - tile's first key) (ALIBI_MMA); the rest of the bias, slope (tile's first key
         # - q), a value a row, joins the lse: exp2's argument then costs causal's ops a score
@@ -138,11 +144,11 @@ def _consumer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WIN
 
 
 @gluon.jit
-def _dq(q_desc, k_desc, v_desc, do_desc, Lse, Delta, DQ, DocStart, stride_b, stride_h, stride_s,
+def _dq(q_desc, k_desc, v_desc, do_desc, Lse, Delta, DQ, DocStart, Selection, stride_b, stride_h, stride_s,
         n_q_heads, n_kv_heads, seq, sm_scale, softcap, window, prefix,
         CAUSAL: gl.constexpr, WINDOW: gl.constexpr, PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr,
-        SOFTCAP: gl.constexpr, ALIBI: gl.constexpr, STAGES: gl.constexpr, CONSUMER_REGISTERS: gl.constexpr,
-        PRODUCER_REGISTERS: gl.constexpr):
+        SOFTCAP: gl.constexpr, ALIBI: gl.constexpr, SELECTION: gl.constexpr, STAGES: gl.constexpr,
+        CONSUMER_REGISTERS: gl.constexpr, PRODUCER_REGISTERS: gl.constexpr):
     """Program (row block, batch x head): 128 query rows of one head."""
     HALF_M: gl.constexpr = q_desc.block_type.shape[2]
     TILE_N: gl.constexpr = k_desc.block_type.shape[2]
@@ -168,11 +174,13 @@ def _dq(q_desc, k_desc, v_desc, do_desc, Lse, Delta, DQ, DocStart, stride_b, str
     bufs = (q_halves, do_halves, alibi_a, alibi_keys(q_desc.dtype, TILE_N, ALIBI and not SOFTCAP))
     walk = (batch, q_head, kv_head, q_pos0, first_tile, end_tile - first_tile, unmasked_lo, unmasked_hi)
     scalars = (Lse, Delta, DQ, (stride_b, stride_h, stride_s), n_q_heads, sm_scale, softcap)
-    masks = (seq, window, prefix, DocStart)
+    masks = (seq, window, prefix, DocStart, Selection)
     # the switches and each consumer's half travel as arguments of their own (gluon_flash says why)
     gl.warp_specialize([
-        (_consumer, (descs, bars, bufs, walk, scalars, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI, 0)),
-        (_consumer, (descs, bars, bufs, walk, scalars, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI, 1)),
+        (_consumer, (descs, bars, bufs, walk, scalars, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI,
+                     SELECTION, 0)),
+        (_consumer, (descs, bars, bufs, walk, scalars, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI,
+                     SELECTION, 1)),
         (_producer, (descs, bars, bufs, walk, scalars, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI)),
     ], [4, 1], [CONSUMER_REGISTERS, PRODUCER_REGISTERS])
 
@@ -188,17 +196,22 @@ def refusal(q, k, v, do, dq):
 
 
 def launch_dq(q, k, v, do, lse, delta, dq, *, causal, window=None, prefix=None, doc_start=None, softcap=None,
-              alibi=False, scale=None):
+              alibi=False, scale=None, selection=None):
     """dQ (scaled) into dq (q's shape, any strides) from the forward's lse (log2 units) and the preprocess's
-    delta ((B, Hq, S) float32, contiguous) and dO (q's shape)."""
+    delta ((B, Hq, S) float32, contiguous) and dO (q's shape). selection: DSA's words, as the forward reads them
+    (gluon_selection.selection_words), with plain causal attention."""
+    selection = checked_words(selection, q, causal=causal, doc_start=doc_start, window=window, prefix=prefix,
+                              softcap=softcap, alibi=alibi)
     batch, n_q_heads, seq, head_dim = q.shape
     layout = gluon_flash.descriptor_layout(q.dtype)
     q_desc, do_desc = (TensorDescriptor.from_tensor(t, [1, 1, BLOCK_M // 2, head_dim], layout) for t in (q, do))
     k_desc, v_desc = (TensorDescriptor.from_tensor(t, [1, 1, BLOCK_N, head_dim], layout) for t in (k, v))
     doc_arg = doc_start_arg(doc_start, q)
     _dq[(seq // BLOCK_M, batch * n_q_heads)](
-        q_desc, k_desc, v_desc, do_desc, lse, delta, dq, doc_arg, *dq.stride()[:3], n_q_heads, k.shape[1], seq,
+        q_desc, k_desc, v_desc, do_desc, lse, delta, dq, doc_arg, q if selection is None else selection,
+        *dq.stride()[:3], n_q_heads, k.shape[1], seq,
         scale if scale is not None else head_dim ** -0.5, softcap or 1.0, window or 0, prefix or 0,
         CAUSAL=causal, WINDOW=window is not None, PREFIX=prefix is not None, DOCUMENTS=doc_start is not None,
-        SOFTCAP=softcap is not None, ALIBI=alibi, STAGES=STAGES, CONSUMER_REGISTERS=CONSUMER_REGISTERS,
-        PRODUCER_REGISTERS=PRODUCER_REGISTERS, num_warps=WARPS, maxnreg=MAX_REGISTERS)
+        SOFTCAP=softcap is not None, ALIBI=alibi, SELECTION=selection is not None, STAGES=STAGES,
+        CONSUMER_REGISTERS=CONSUMER_REGISTERS, PRODUCER_REGISTERS=PRODUCER_REGISTERS, num_warps=WARPS,
+        maxnreg=MAX_REGISTERS)

@@ -2,7 +2,8 @@
 dK/dV and dQ (triton_backward_kernels.py says what they compute). On a GPU the two run side by side, on two
 streams. On Hopper, where the tensors suit them, gluon_backward.py's and gluon_dq.py's kernels run the same two
 halves instead (session 24, H200, gqa_8 at llama-3-8b-s4k: dK/dV 2.224 and dQ 1.440 ms against the Triton
-kernels' 2.484 and 1.555); a token selection (DSA) runs the Triton ones, which read it.
+kernels' 2.484 and 1.555). A token selection (DSA) runs the Triton dK/dV kernel, which reads its bytes, and the
+Gluon dQ kernel where its words come beside them (dQ's scores are laid out as the forward's), else the Triton one.
 """
 
 import functools
@@ -76,8 +77,8 @@ class TritonAttention(torch.autograd.Function):
     """Our forward (with lse) and the two backward kernels, for q (B, Hq, Sq, D), k, v (B, Hkv, Skv, D);
     `items`, the forward's document work listed once (triton_attention.document_work), or None. options are
     triton_attention.forward_launcher's; with a `selection` (DSA's bytes, triton_token_sparse.selection_bytes)
-    the backward runs the Triton kernels, which read it (the Gluon ones do not), the forward too unless its words
-    come beside it (`selection_words`, for the Gluon forward)."""
+    the backward runs the Triton kernels, which read it, the forward and dQ too unless its words come beside it
+    (`selection_words`, for the Gluon forward and dQ; the Gluon dK/dV kernel reads no selection)."""
 
     @staticmethod
     def forward(ctx, q, k, v, options, items=None):
@@ -121,7 +122,8 @@ class TritonAttention(torch.autograd.Function):
         do = torch.empty_like(out)
         delta = torch.empty(q.shape[:3], device=q.device, dtype=torch.float32)
         selection = opts.get("selection")
-        hopper = selection is None  # the Gluon kernels read no selection
+        hopper = selection is None  # the Gluon dK/dV kernel reads no selection, the Gluon dQ kernel its words
+        words = opts.get("selection_words")
         dkdv, dq_tiles = (DKDV_TILES, DQ_TILES) if q.is_cuda else (None, None)
         if selection is not None and any(SELECTION_KEYS % (t.keys if t else BLOCK) for t in (dkdv, dq_tiles)):
             # a key tile must divide a selection row's padding: its bytes are read unmasked
@@ -164,8 +166,9 @@ class TritonAttention(torch.autograd.Function):
                 TensorDescriptor.from_tensor(q, row_tile), k, v, TensorDescriptor.from_tensor(do, row_tile), lse, delta,
                 doc_arg, dk, dv, selected, width, *k.stride()[:3], *common, **flags, **_launch(dkdv))
         with torch.cuda.stream(side):
-            if hopper and gluon_dq and not gluon_dq.refusal(q, k, v, do, dq):  # Hopper's (gluon_dq.py)
-                gluon_dq.launch_dq(q, k, v, do, lse, delta, dq, **opts)
+            if (hopper or words is not None) and gluon_dq and not gluon_dq.refusal(q, k, v, do, dq):  # Hopper's
+                plain = {name: value for name, value in opts.items() if name not in ("selection", "selection_words")}
+                gluon_dq.launch_dq(q, k, v, do, lse, delta, dq, **plain, selection=words)
             else:
                 _dq_kernel[(triton.cdiv(q_len * n_q_heads // n_kv_heads, dq_tiles.rows if dq_tiles else BLOCK),
                             batch * n_kv_heads)](
