@@ -64,6 +64,32 @@ def test_every_thread_reads_its_own_scores_bits_and_none_past_a_rows_position(mo
         assert all(bit == int(expected[row, key]) for (row, key), bit in seen.items())
 
 
+@pytest.mark.parametrize("block_keys", [200, 7], ids=["one-block", "blocks-of-7-keys"])
+def test_every_key_word_holds_its_queries_selection_of_the_key(monkeypatch, block_keys):
+    """key_words of a random selection of 200 keys by 150 queries at the end of them: in dK/dV's S^T (keys x 64
+    queries a block) lane l of a warp reads, for each of its keys, word l % 4 of each query block, bit 2 i + b for
+    its queries 8 i + 2 (l % 4) + b (the accumulator's columns, as the forward's). Every key's every such bit is
+    that query's selection of that key, queries before the key's position cleared, the padding's queries 0; packed
+    whole and in blocks of 7 keys (the last of 4), each block's causal diagonal at its own keys."""
+    monkeypatch.setattr(gluon_selection, "_BLOCK_BYTES", block_keys * 192 + 1)
+    gen = torch.Generator().manual_seed(4)
+    q_len, kv_len = 150, 200
+    selection = torch.rand(2, q_len, kv_len, generator=gen) < 0.5
+    words = gluon_selection.key_words(selection)
+    assert words.shape == (2, kv_len, 12) and words.dtype == torch.int16
+    position = torch.arange(kv_len - q_len, kv_len).view(q_len, 1)
+    for batch in range(2):
+        expected = torch.nn.functional.pad((selection[batch] & (torch.arange(kv_len) <= position)).T, (0, 42))
+        read = torch.zeros(kv_len, 192, dtype=torch.bool)
+        for block in range(3):
+            for q in range(4):
+                word = words[batch, :, block * 4 + q].to(torch.int32) & 0xFFFF
+                for i in range(8):
+                    for b in range(2):
+                        read[:, block * 64 + _column(i, q, b)] = ((word >> (2 * i + b)) & 1).bool()
+        assert torch.equal(read, expected)
+
+
 @pytest.mark.parametrize("selection", [torch.ones(2, 128, 128), torch.ones(128, 128, dtype=torch.bool)],
                          ids=["float", "2-D"])
 def test_a_selection_not_of_3_d_bools_is_refused(selection):

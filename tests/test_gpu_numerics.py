@@ -147,14 +147,14 @@ def test_our_attention_backward_at_head_dim_128_and_float32_refused():
 
 
 @pytest.mark.parametrize("selection_kind", ["indexer", "whole-tiles-masked"])
-def test_dsa_trains_through_the_gluon_forward_and_dq_and_the_triton_dkdv(monkeypatch, selection_kind):
+def test_dsa_trains_through_the_gluon_kernels(monkeypatch, selection_kind):
     """DSA at a shape the Gluon forward and backward take (bfloat16, head dim 128, a length a multiple of 128): the
-    forward and the dQ kernel must read the selection's words (the Gluon ones), dK/dV its bytes (the Triton kernel:
-    the Gluon one would run causal attention and drop it), and the backward the Gluon forward's lse. The catalog's
-    indexer top 96; and by hand each row itself, rows before 64 also key 0 and rows from 300 also key 140, so rows
-    from 128 on walk whole tiles that hide every key. Output and gradients within twice those of the reference
+    forward and the dQ kernel must read the rows' words, the dK/dV kernel the keys' words (the Gluon kernels, handed
+    them), and the backward the Gluon forward's lse. The catalog's indexer top 96; and by hand each row itself, rows
+    before 64 also key 0 and rows from 300 also key 140, so rows from 128 on walk whole tiles that hide every key
+    (and keys from 141 on see only their own rows). Output and gradients within twice those of the reference
     computed in bfloat16, against the float64 reference over the selection."""
-    from kernels.attention import gluon_dq, triton_token_sparse
+    from kernels.attention import gluon_backward, gluon_dq, triton_token_sparse
     from reference.attention import attention
     from variantbench.catalog.attention import AttentionVariant, make_problem
     from variantbench.shapes import AttentionShape
@@ -168,10 +168,18 @@ def test_dsa_trains_through_the_gluon_forward_and_dq_and_the_triton_dkdv(monkeyp
         p.selection[:, rows, rows] = True
         p.selection[:, :64, 0] = True
         p.selection[:, 300:, 140] = True
-    handed = []
-    launch_dq = gluon_dq.launch_dq
-    monkeypatch.setattr(gluon_dq, "launch_dq", lambda *args, **options: handed.append(options.get("selection"))
-                        or launch_dq(*args, **options))
+    handed = {}
+
+    def spy(module, name):
+        launch = getattr(module, name)
+
+        def spied(*args, **options):
+            handed[name] = options.get("selection")
+            return launch(*args, **options)
+        monkeypatch.setattr(module, name, spied)
+
+    spy(gluon_dq, "launch_dq")
+    spy(gluon_backward, "launch_dkdv")
     assert triton_token_sparse.masked_kernel(p.q, p.k, p.v) is triton_token_sparse.GLUON_MASKED
     call = triton_token_sparse.trainable(p.q, p.k, p.v, p.selection)
     out = call()
@@ -187,7 +195,8 @@ def test_dsa_trains_through_the_gluon_forward_and_dq_and_the_triton_dkdv(monkeyp
                                   (reference, *torch.autograd.grad(reference, exact, grad.double()))):
         error, low_error = (g.double() - e).abs().max().item(), (theirs.double() - e).abs().max().item()
         assert error <= 2 * low_error, f"{name}: {error:.3g} against the bfloat16 reference's {low_error:.3g}"
-    assert len(handed) == 1 and handed[0] is not None, "dQ did not run the Gluon kernel with the words"
+    assert sorted(handed) == ["launch_dkdv", "launch_dq"], f"the Gluon backward kernels ran: {sorted(handed)}"
+    assert all(words is not None for words in handed.values()), "a Gluon backward kernel ran without the words"
 
 
 # cycles of torch.cuda._sleep that hold one stream back: about 0.1 s at the H200's 1.98 GHz, against the

@@ -94,9 +94,10 @@ def test_words_without_a_selections_bytes_are_refused():
 
 
 @pytest.mark.parametrize("masked", ["gluon", "triton"])
-def test_trainable_packs_the_words_only_for_the_gluon_forward(monkeypatch, masked):
-    """The training step hands its autograd function the selection's bytes (the backward reads them) and, where the
-    masked kernel is the Gluon forward (stubbed: the CPU has none), the words it reads beside them."""
+def test_trainable_packs_the_words_only_for_the_gluon_kernels(monkeypatch, masked):
+    """The training step hands its autograd function the selection's bytes (the Triton kernels read them) and, where
+    the masked kernel is the Gluon forward (stubbed: the CPU has none), the words the Gluon kernels read beside
+    them: a row's (the forward's and dQ's) and a key's (dK/dV's)."""
     from kernels.attention import gluon_selection
 
     kernel = {"gluon": triton_token_sparse.GLUON_MASKED, "triton": triton_token_sparse.TRITON_MASKED}[masked]
@@ -109,39 +110,55 @@ def test_trainable_packs_the_words_only_for_the_gluon_forward(monkeypatch, maske
     assert torch.equal(taken["selection"], triton_token_sparse.selection_bytes(selection))
     if masked == "gluon":
         assert torch.equal(taken["selection_words"], gluon_selection.selection_words(selection))
+        assert torch.equal(taken["selection_key_words"], gluon_selection.key_words(selection))
     else:
-        assert "selection_words" not in taken
+        assert "selection_words" not in taken and "selection_key_words" not in taken
 
 
 @pytest.mark.parametrize("words", [False, True], ids=["bytes-alone", "words-beside"])
-def test_dsa_dq_runs_the_gluon_kernel_only_with_the_words(monkeypatch, words):
-    """Where the Gluon dQ kernel takes the tensors (stubbed: the CPU has none), DSA's backward hands it the words as
-    its selection, the bytes left behind; with the bytes alone the Triton dQ kernel reads them. dK/dV stays the
-    Triton kernel's either way (the Gluon one reads no selection)."""
-    from kernels.attention import gluon_dq, triton_attention_backward
+def test_dsa_backward_runs_the_gluon_kernels_only_with_the_words(monkeypatch, words):
+    """Where the Gluon kernels take the tensors (stubbed: the CPU has none), DSA's backward hands dQ the rows' words
+    and dK/dV the keys' words as their selections, the bytes left behind, and the forward neither key words nor
+    (off Hopper, here) rows' words; with the bytes alone the Triton kernels read them."""
+    from kernels.attention import gluon_backward, gluon_dq, gluon_selection, triton_attention_backward, triton_flash
 
     launched = {}
-    monkeypatch.setattr(gluon_dq, "refusal", lambda *args: None)
-    monkeypatch.setattr(gluon_dq, "launch_dq", lambda *args, **options: launched.setdefault("gluon", options))
 
-    class TritonDq:
+    def stub(name):
+        return lambda *args, **options: launched.setdefault(name, options)
+
+    class TritonKernel:
+        def __init__(self, name):
+            self.name = name
+
         def __getitem__(self, grid):
-            return lambda *args, **flags: launched.setdefault("triton", flags)
+            return stub(self.name)
 
-    monkeypatch.setattr(triton_attention_backward, "_dq_kernel", TritonDq())
+    for module, name in ((gluon_dq, "dq"), (gluon_backward, "dkdv")):
+        monkeypatch.setattr(module, "refusal", lambda *args: None)
+        monkeypatch.setattr(module, f"launch_{name}", stub(f"gluon {name}"))
+    for name in ("dq", "dkdv"):
+        monkeypatch.setattr(triton_attention_backward, f"_{name}_kernel", TritonKernel(f"triton {name}"))
+    forward_launcher = triton_flash.forward_launcher
+    monkeypatch.setattr(triton_flash, "forward_launcher",
+                        lambda *args, **options: launched.setdefault("forward", options) and forward_launcher(
+                            *args, **options))
     selection = torch.rand(1, 128, 128, generator=torch.Generator().manual_seed(5)) < 0.3
     selection |= torch.eye(128, dtype=torch.bool)
     q, k, v = (torch.randn(1, 2, 128, 32, generator=torch.Generator().manual_seed(seed)).requires_grad_()
                for seed in (1, 2, 3))
     options = dict(causal=True, selection=triton_token_sparse.selection_bytes(selection))
     if words:
-        from kernels.attention import gluon_selection
-
-        options["selection_words"] = gluon_selection.selection_words(selection)
+        options |= dict(selection_words=gluon_selection.selection_words(selection),
+                        selection_key_words=gluon_selection.key_words(selection))
     TritonAttention.apply(q, k, v, options).sum().backward()
+    assert launched["forward"]["selection"] is options["selection"] and "selection_key_words" not in launched["forward"]
     if words:
-        assert list(launched) == ["gluon"] and launched["gluon"]["selection"] is options["selection_words"]
-        assert "selection_words" not in launched["gluon"] and launched["gluon"]["causal"]
+        assert sorted(launched) == ["forward", "gluon dkdv", "gluon dq"]
+        assert launched["gluon dq"]["selection"] is options["selection_words"]
+        assert launched["gluon dkdv"]["selection"] is options["selection_key_words"]
+        handed = set(launched["gluon dq"]) | set(launched["gluon dkdv"])
+        assert not {"selection_words", "selection_key_words"} & handed
     else:
-        assert list(launched) == ["triton"] and launched["triton"]["SELECTION"]
-    assert k.grad is not None and k.grad.abs().sum() > 0  # dK/dV ran, in Triton
+        assert sorted(launched) == ["forward", "triton dkdv", "triton dq"]
+        assert launched["triton dq"]["SELECTION"] and launched["triton dkdv"]["SELECTION"]

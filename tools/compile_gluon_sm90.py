@@ -66,26 +66,38 @@ def compiled(switches):
                           options={"num_warps": gluon_flash.WARPS, "maxnreg": gluon_flash.MAX_REGISTERS})
 
 
-# the consumer's scores as _attention_forward lays them out (its s_layout at 64 x BLOCK_N) and gluon_selection.QUADS
-# with each basis's column 8 i + 2 q + b joined back: selected()'s reshape moves no data where they are one layout
+# the consumer's scores as _attention_forward and _dq lay them out (64 x BLOCK_N) and dK/dV's S^T (64 keys x 64
+# query rows), and gluon_selection's QUADS and KEY_QUADS with each basis's column 8 i + 2 q + b joined back:
+# selected()'s reshape moves no data where they are one layout
+def _joined(quads):
+    return gl.DistributedLinearLayout(
+        **{name: [[row, 8 * i + 2 * q + b] for row, i, q, b in getattr(quads, name)]
+           for name in ("reg_bases", "lane_bases", "warp_bases")},
+        block_bases=[], shape=[quads.shape[0], 8 * quads.shape[1]])
+
+
 SCORE_ROWS, SCORE_KEYS = gl.constexpr(gluon_selection.ROWS.value), gl.constexpr(gluon_flash.BLOCK_N)
+KEY_BLOCK = gl.constexpr(gluon_selection.QUERY_BLOCK.value)
 SCORES = gl.constexpr(gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                 instr_shape=[16, gluon_flash.BLOCK_N, 16]))
-QUADS_JOINED = gl.constexpr(gl.DistributedLinearLayout(
-    **{name: [[row, 8 * i + 2 * q + b] for row, i, q, b in getattr(gluon_selection.QUADS.value, name)]
-       for name in ("reg_bases", "lane_bases", "warp_bases")},
-    block_bases=[], shape=[SCORE_ROWS.value, SCORE_KEYS.value]))
+KEY_SCORES = gl.constexpr(gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                    instr_shape=[16, KEY_BLOCK.value, 16]))
+QUADS_JOINED = gl.constexpr(_joined(gluon_selection.QUADS.value))
+KEY_QUADS_JOINED = gl.constexpr(_joined(gluon_selection.KEY_QUADS.value))
 
 
 @gluon.jit
 def _quads_are_the_scores_layout(X):
     gl.static_assert(gl.to_linear_layout(SCORES, [SCORE_ROWS, SCORE_KEYS]) == QUADS_JOINED,
                      "gluon_selection.QUADS is not the accumulator's layout: selected() would move the bits")
+    gl.static_assert(gl.to_linear_layout(KEY_SCORES, [SCORE_ROWS, KEY_BLOCK]) == KEY_QUADS_JOINED,
+                     "gluon_selection.KEY_QUADS is not S^T's layout: selected_keys() would move the bits")
 
 
 def quads_check():
-    """Compile a kernel that only asserts, through this Triton's own to_linear_layout, that QUADS is the scores'
-    layout with their columns split (the CPU test checks QUADS against a copy printed by Triton 3.6.0)."""
+    """Compile a kernel that only asserts, through this Triton's own to_linear_layout, that QUADS and KEY_QUADS are
+    the scores' layouts with their columns split (the CPU test checks QUADS against a copy printed by Triton
+    3.6.0)."""
     source = GluonASTSource(fn=_quads_are_the_scores_layout, signature={"X": "*fp32"}, constexprs={}, attrs={})
     return triton.compile(source, target=sm90_cubin.HOPPER, options={"num_warps": 4})
 
@@ -139,9 +151,9 @@ def main():
                  for case, switches in CASES.items())
     try:
         quads_check()
-        print("  ok   gluon_selection.QUADS is the scores' layout, columns split", flush=True)
+        print("  ok   gluon_selection.QUADS and KEY_QUADS are the scores' layouts, columns split", flush=True)
     except Exception as error:  # noqa: BLE001 - a failed assertion is a compiler error: one line here
-        print(f"  FAIL gluon_selection.QUADS: {str(error).strip().splitlines()[-1]}", flush=True)
+        print(f"  FAIL gluon_selection's layouts: {str(error).strip().splitlines()[-1]}", flush=True)
         failed += 1
     sys.exit(1 if failed else 0)
 

@@ -18,7 +18,8 @@ kernel works (keys x rows, so P and dS feed their products as computed),
 S^T's product waited for alone, then dV's and dP^T's issued together, then dK's; each slot released once
 the products that read it are done (dO's before dK's product, Q's after). dK leaves scaled, both through pointer
 stores. Masks and score functions are the forward's (`gluon_flash._bounds`, softcap's derivative from its tanh,
-ALiBi's bias).
+ALiBi's bias). DSA's selection masks every row block by each key's words (gluon_selection.key_words: S^T's columns
+are laid out as the forward's scores' are).
 
 Scope as gluon_flash.refusal's (Sq == Skv, S a multiple of 128, head dim 128, 16-bit, strides the copy
 engine reads).
@@ -31,6 +32,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from kernels.attention import gluon_flash
 from kernels.attention.gluon_rings import fill, ring
+from kernels.attention.gluon_selection import checked_words, load_key_words, selected_keys
 from kernels.attention.gluon_softmax import LOG2E, _tanh, alibi_slope
 from kernels.attention.triton_flash import _bounds, doc_start_arg
 
@@ -122,7 +124,7 @@ def _producer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WIN
 @gluon.jit
 def _consumer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WINDOW: gl.constexpr,
               PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr, SOFTCAP: gl.constexpr, ALIBI: gl.constexpr,
-              HALF: gl.constexpr):
+              SELECTION: gl.constexpr, HALF: gl.constexpr):
     """Four warps, one warpgroup: 64 keys (half HALF of the program's 128) against every step's row
     block, then their dK (scaled) and dV."""
     q_desc, k_desc, v_desc, do_desc = descs
@@ -132,7 +134,7 @@ def _consumer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WIN
     k_smem, v_smem = bufs
     batch, kv_head, group, k0, first, n_seeing, whole_first, whole_end = walk
     Lse, Delta, DK, DV, strides, n_q_heads, sm_scale, softcap = scalars
-    seq, window, prefix, DocStart = masks
+    seq, window, prefix, DocStart, KeyWords = masks
     STAGES: gl.constexpr = q_ring.shape[0]
     TILE_M: gl.constexpr = q_desc.block_type.shape[2]
     TILE_N: gl.constexpr = k_desc.block_type.shape[2]
@@ -158,6 +160,8 @@ def _consumer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WIN
         block = first + step % n_seeing
         q_tile = q_ring.index(slot).reshape([TILE_M, HEAD_DIM])
         do_tile = do_ring.index(slot).reshape([TILE_M, HEAD_DIM])
+        # the block's selection bits of this half's keys (0 without), loaded before the waits that hide them
+        words = load_key_words(KeyWords, batch * seq + k0 + HALF * HALF_N, block, seq, HALF_N, SELECTION)
         mbarrier.wait(q_ready.index(slot), phase)
         st = warpgroup_mma(k_half, q_tile.permute((1, 0)), s_zero, use_acc=False, is_async=True)
         rows = block * TILE_M + gl.arange(0, TILE_M, layout=gl.SliceLayout(0, s_layout))
@@ -172,7 +176,9 @@ def _consumer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WIN
             s = (softcap * LOG2E) * t
         if ALIBI:  # the key's part of the bias; the row's is in the lse (`alibi_key_part`)
             s = s + alibi_key_part(alibi_slope(q_head, n_q_heads), keys, block * TILE_M)[:, None]
-        if (block < whole_first) | (block >= whole_end):
+        if SELECTION:  # every block: the bits alone, cleared before each key's position (plain causal attention)
+            s = gl.where(selected_keys(words, s), s, float("-inf"))
+        elif (block < whole_first) | (block >= whole_end):
             lo, hi = _bounds(rows, batch, seq, window, prefix, DocStart, CAUSAL, WINDOW, PREFIX, DOCUMENTS)
             s = gl.where((keys[:, None] >= lo[None, :]) & (keys[:, None] <= hi[None, :]), s, float("-inf"))
         pt = gl.exp2(s - lse[None, :])
@@ -194,11 +200,11 @@ def _consumer(descs, bars, bufs, walk, scalars, masks, CAUSAL: gl.constexpr, WIN
 
 
 @gluon.jit
-def _dkdv(q_desc, k_desc, v_desc, do_desc, Lse, Delta, DK, DV, DocStart, stride_b, stride_h, stride_s,
+def _dkdv(q_desc, k_desc, v_desc, do_desc, Lse, Delta, DK, DV, DocStart, KeyWords, stride_b, stride_h, stride_s,
           n_q_heads, n_kv_heads, seq, sm_scale, softcap, window, prefix,
           CAUSAL: gl.constexpr, WINDOW: gl.constexpr, PREFIX: gl.constexpr, DOCUMENTS: gl.constexpr,
-          SOFTCAP: gl.constexpr, ALIBI: gl.constexpr, STAGES: gl.constexpr, CONSUMER_REGISTERS: gl.constexpr,
-          PRODUCER_REGISTERS: gl.constexpr):
+          SOFTCAP: gl.constexpr, ALIBI: gl.constexpr, SELECTION: gl.constexpr, STAGES: gl.constexpr,
+          CONSUMER_REGISTERS: gl.constexpr, PRODUCER_REGISTERS: gl.constexpr):
     """Program (key tile, batch x KV head): 128 keys of one KV head, every query head of its group."""
     TILE_M: gl.constexpr = q_desc.block_type.shape[2]
     TILE_N: gl.constexpr = k_desc.block_type.shape[2]
@@ -219,11 +225,13 @@ def _dkdv(q_desc, k_desc, v_desc, do_desc, Lse, Delta, DK, DV, DocStart, stride_
     bufs = (k_smem, v_smem)
     walk = (batch, kv_head, group, k0, first, end - first, whole_first, whole_end)
     scalars = (Lse, Delta, DK, DV, (stride_b, stride_h, stride_s), n_q_heads, sm_scale, softcap)
-    masks = (seq, window, prefix, DocStart)
+    masks = (seq, window, prefix, DocStart, KeyWords)
     # the switches and each consumer's half travel as arguments of their own (gluon_flash says why)
     gl.warp_specialize([
-        (_consumer, (descs, bars, bufs, walk, scalars, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI, 0)),
-        (_consumer, (descs, bars, bufs, walk, scalars, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI, 1)),
+        (_consumer, (descs, bars, bufs, walk, scalars, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI,
+                     SELECTION, 0)),
+        (_consumer, (descs, bars, bufs, walk, scalars, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI,
+                     SELECTION, 1)),
         (_producer, (descs, bars, bufs, walk, scalars, masks, CAUSAL, WINDOW, PREFIX, DOCUMENTS, SOFTCAP, ALIBI)),
     ], [4, 1], [CONSUMER_REGISTERS, PRODUCER_REGISTERS])
 
@@ -241,11 +249,14 @@ def refusal(q, k, v, do, dk, dv):
 
 
 def launch_dkdv(q, k, v, do, lse, delta, dk, dv, *, causal, window=None, prefix=None, doc_start=None, softcap=None,
-                alibi=False, scale=None, lse_shifted=False):
+                alibi=False, scale=None, lse_shifted=False, selection=None):
     """dK (scaled) and dV into dk and dv (k's shape, any strides alike) from the forward's lse (log2 units;
     under ALiBi shifted by the preprocess, `alibi_key_part`, which lse_shifted says) and the preprocess's delta
     ((B, Hq, S) float32, contiguous) and dO (q's shape). Under ALiBi an lse not said to be shifted is refused
-    in one line: the kernel would run and return wrong gradients."""
+    in one line: the kernel would run and return wrong gradients. selection: DSA's keys' words
+    (gluon_selection.key_words), with plain causal attention."""
+    selection = checked_words(selection, q, causal=causal, doc_start=doc_start, window=window, prefix=prefix,
+                              softcap=softcap, alibi=alibi, keys=True)
     if alibi and not lse_shifted:
         raise ValueError("dK/dV under ALiBi reads the lse shifted by slope (q mod 64) (triton_backward_kernels.py's "
                          "preprocess, ALIBI_ROWS): hand it that, with lse_shifted=True")
@@ -255,8 +266,10 @@ def launch_dkdv(q, k, v, do, lse, delta, dk, dv, *, causal, window=None, prefix=
     k_desc, v_desc = (TensorDescriptor.from_tensor(t, [1, 1, BLOCK_N, head_dim], layout) for t in (k, v))
     doc_arg = doc_start_arg(doc_start, q)
     _dkdv[(seq // BLOCK_N, batch * k.shape[1])](
-        q_desc, k_desc, v_desc, do_desc, lse, delta, dk, dv, doc_arg, *dk.stride()[:3], n_q_heads, k.shape[1], seq,
+        q_desc, k_desc, v_desc, do_desc, lse, delta, dk, dv, doc_arg, q if selection is None else selection,
+        *dk.stride()[:3], n_q_heads, k.shape[1], seq,
         scale if scale is not None else head_dim ** -0.5, softcap or 1.0, window or 0, prefix or 0,
         CAUSAL=causal, WINDOW=window is not None, PREFIX=prefix is not None, DOCUMENTS=doc_start is not None,
-        SOFTCAP=softcap is not None, ALIBI=alibi, STAGES=STAGES, CONSUMER_REGISTERS=CONSUMER_REGISTERS,
-        PRODUCER_REGISTERS=PRODUCER_REGISTERS, num_warps=WARPS, maxnreg=MAX_REGISTERS)
+        SOFTCAP=softcap is not None, ALIBI=alibi, SELECTION=selection is not None, STAGES=STAGES,
+        CONSUMER_REGISTERS=CONSUMER_REGISTERS, PRODUCER_REGISTERS=PRODUCER_REGISTERS, num_warps=WARPS,
+        maxnreg=MAX_REGISTERS)

@@ -15,6 +15,10 @@ The accumulator of a 64 x 128 warpgroup MMA over four warps (Triton 3.6.0's line
 NVMMADistributedLayout([3, 0], [4, 1], [16, 128, 16])) gives lane l of warp w the rows 16 w + l // 4 and that + 8,
 and the columns 8 i + 2 (l % 4) + b for i < 16, b < 2. So word q (0 .. 3) of a row's tile holds its keys 8 i + 2 q + b
 at bit 2 i + b: lanes l % 4 == q read it.
+
+The dK/dV kernel (gluon_backward.py) computes S^T, 64 keys x 64 query rows a consumer: its accumulator lays the
+64 columns out the same way (i < 8), so there each key holds its selecting queries, a block of 64 queries as four
+16-bit words (`key_words`: the selection transposed).
 """
 
 import torch
@@ -23,7 +27,8 @@ from triton.experimental.gluon import language as gl
 
 # constexpr, for the kernel's functions below to read (the host's code takes their values)
 TILE_KEYS = gl.constexpr(128)  # gluon_flash's key tile: the keys of a row's words
-WORDS = gl.constexpr(4)  # a row's words a key tile: one for each lane of a quad
+QUERY_BLOCK = gl.constexpr(64)  # gluon_backward's query row block: the queries of a key's words
+WORDS = gl.constexpr(4)  # a row's words a tile: one for each lane of a quad
 
 
 def selection_words(selection):
@@ -32,8 +37,7 @@ def selection_words(selection):
     the bits alone: for self-attention, a selection inside the causal keys, as DSA's indexer makes it). Packed on the
     selection's device in blocks of rows of at most 256 MiB of padded bytes (the words are an eighth of that): at
     llama-3-8b-s32k a sequence's selection is 1 GiB, its words 128 MiB."""
-    if selection.dim() != 3 or selection.dtype != torch.bool:
-        raise ValueError(f"a selection is (batch, queries, keys) bool, not {tuple(selection.shape)} {selection.dtype}")
+    _check(selection)
     batch, q_len, kv_len = selection.shape
     tiles = -(-kv_len // TILE_KEYS.value)
     words = torch.empty(batch, q_len, tiles * WORDS.value * 4, dtype=torch.uint8, device=selection.device)
@@ -44,32 +48,74 @@ def selection_words(selection):
             padded = torch.zeros(last - first, tiles * TILE_KEYS.value, dtype=torch.bool, device=selection.device)
             padded[:, :kv_len] = selection[b, first:last]
             padded.tril_(diagonal=kv_len - q_len + first)
-            words[b, first:last] = _packed(padded.view(torch.uint8), tiles).flatten(1)
+            words[b, first:last] = _packed(padded.view(torch.uint8), TILE_KEYS.value).flatten(1)
     return words.view(torch.int32)
 
 
-_BLOCK_BYTES = 1 << 28  # selection_words' padded rows a block: 256 MiB
+def key_words(selection):
+    """The selection as the Gluon dK/dV kernel reads it: (B, Skv, ceil(Sq / 64) x 4) int16, for each key each block
+    of 64 queries as four 16-bit words, query 8 i + 2 q + b of the block at bit 2 i + b of word q (the selection
+    transposed, the packing `selection_words`'), every query before the key's position cleared. Packed in blocks of
+    keys of at most 256 MiB (a transposed copy)."""
+    _check(selection)
+    batch, q_len, kv_len = selection.shape
+    blocks = -(-q_len // QUERY_BLOCK.value)
+    words = torch.empty(batch, kv_len, blocks * WORDS.value * 2, dtype=torch.uint8, device=selection.device)
+    keys = max(1, _BLOCK_BYTES // (blocks * QUERY_BLOCK.value))
+    for b in range(batch):
+        for first in range(0, kv_len, keys):
+            last = min(first + keys, kv_len)
+            padded = torch.zeros(last - first, blocks * QUERY_BLOCK.value, dtype=torch.bool, device=selection.device)
+            padded[:, :q_len] = selection[b, :, first:last].tril(diagonal=kv_len - q_len - first).T
+            words[b, first:last] = _packed(padded.view(torch.uint8), QUERY_BLOCK.value).flatten(1)
+    return words.view(torch.int16)
 
 
-def _packed(keys, tiles):
-    """(rows, tiles x 128) bytes of 0 or 1 -> (rows, tiles, WORDS, 4) bytes: byte m of word q holds the keys
-    8 i + 2 q + b at bit t, where 2 i + b = 8 m + t, so i = 4 m + t // 2 (little-endian words)."""
-    # a tile's keys 8 i + 2 q + b with i = 4 m + j: (m, j, q, b)
-    split = keys.view(keys.shape[0], tiles, 4, 4, WORDS.value, 2)
-    packed = torch.zeros(keys.shape[0], tiles, WORDS.value, 4, dtype=torch.uint8, device=keys.device)
+def _check(selection):
+    if selection.dim() != 3 or selection.dtype != torch.bool:
+        raise ValueError(f"a selection is (batch, queries, keys) bool, not {tuple(selection.shape)} {selection.dtype}")
+
+
+_BLOCK_BYTES = 1 << 28  # the padded bytes a block of rows or keys: 256 MiB
+
+
+def _packed(bits, width):
+    """(rows, tiles x width) bytes of 0 or 1 -> (rows, tiles, WORDS, width / 32) bytes: byte m of word q holds the
+    columns 8 i + 2 q + b at bit t, where 2 i + b = 8 m + t, so i = 4 m + t // 2 (little-endian words)."""
+    rows, tiles = bits.shape[0], bits.shape[1] // width
+    # a tile's columns 8 i + 2 q + b with i = 4 m + j: (m, j, q, b)
+    split = bits.view(rows, tiles, width // 32, 4, WORDS.value, 2)
+    packed = torch.zeros(rows, tiles, WORDS.value, width // 32, dtype=torch.uint8, device=bits.device)
     for j in range(4):
         for b in range(2):
             packed |= split[:, :, :, j, :, b].transpose(2, 3) << (2 * j + b)
     return packed
 
 
-# The accumulator's layout for a consumer warpgroup's 64 rows, seen as (rows, i, q, b), column 8 i + 2 q + b: the
-# module's packing (its bases, Triton 3.6.0's to_linear_layout of the accumulator's, split by column).
+def _quads(width):
+    """The accumulator's layout of a consumer warpgroup's 64 rows of `width` columns, seen as (rows, i, q, b),
+    column 8 i + 2 q + b: the module's packing (Triton 3.6.0's to_linear_layout of the accumulator's, split by
+    column: tools/compile_gluon_sm90.py asserts it)."""
+    columns = [[0, 1 << n, 0, 0] for n in range((width // 8).bit_length() - 1)]
+    return gl.DistributedLinearLayout(
+        reg_bases=[[0, 0, 0, 1], [8, 0, 0, 0]] + columns,
+        lane_bases=[[0, 0, 1, 0], [0, 0, 2, 0], [1, 0, 0, 0], [2, 0, 0, 0], [4, 0, 0, 0]],
+        warp_bases=[[16, 0, 0, 0], [32, 0, 0, 0]], block_bases=[], shape=[ROWS.value, width // 8, WORDS.value, 2])
+
+
 ROWS = gl.constexpr(64)
-QUADS = gl.constexpr(gl.DistributedLinearLayout(
-    reg_bases=[[0, 0, 0, 1], [8, 0, 0, 0], [0, 1, 0, 0], [0, 2, 0, 0], [0, 4, 0, 0], [0, 8, 0, 0]],
-    lane_bases=[[0, 0, 1, 0], [0, 0, 2, 0], [1, 0, 0, 0], [2, 0, 0, 0], [4, 0, 0, 0]],
-    warp_bases=[[16, 0, 0, 0], [32, 0, 0, 0]], block_bases=[], shape=[ROWS, 16, WORDS.value, 2]))
+QUADS = gl.constexpr(_quads(TILE_KEYS.value))  # the forward's and dQ's scores: 64 rows x 128 keys
+KEY_QUADS = gl.constexpr(_quads(QUERY_BLOCK.value))  # dK/dV's S^T: 64 keys x 64 query rows
+
+
+@gluon.jit
+def _load(Words, row, tile, tiles, quads: gl.constexpr):
+    """Each thread's words of tile `tile` (clamped to `tiles` - 1) for its two of the 64 flat rows from `row`."""
+    words_layout: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(3, quads))
+    rows = gl.arange(0, ROWS, layout=gl.SliceLayout(1, words_layout))
+    quad = gl.arange(0, WORDS, layout=gl.SliceLayout(0, words_layout))
+    at = (row + rows).to(gl.int64)[:, None] * (tiles * WORDS) + gl.minimum(tile, tiles - 1) * WORDS
+    return gl.load(Words + at + quad[None, :])
 
 
 @gluon.jit
@@ -81,30 +127,48 @@ def load_words(Words, row, tile, seq, HALF_M: gl.constexpr, SELECTION: gl.conste
     words = 0
     if SELECTION:
         gl.static_assert(HALF_M == ROWS, "a consumer warpgroup's 64 rows")
-        words_layout: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(3, QUADS))
-        rows = gl.arange(0, HALF_M, layout=gl.SliceLayout(1, words_layout))
-        quad = gl.arange(0, WORDS, layout=gl.SliceLayout(0, words_layout))
-        tiles = seq // TILE_KEYS  # (a multiple of the tile: gluon_flash.refusal)
-        at = (row + rows).to(gl.int64)[:, None] * (tiles * WORDS) + gl.minimum(tile, tiles - 1) * WORDS
-        words = gl.load(Words + at + quad[None, :])
+        words = _load(Words, row, tile, seq // TILE_KEYS, QUADS)  # (seq a multiple of the tile: gluon_flash)
     return words
+
+
+@gluon.jit
+def load_key_words(Words, key, block, seq, HALF_N: gl.constexpr, SELECTION: gl.constexpr):
+    """`key_words`' words of query block `block` for the HALF_N flat keys (b Skv + position) from `key`: each
+    thread its own two, (HALF_N, WORDS) int32; 0 where not SELECTION."""
+    words = 0
+    if SELECTION:
+        gl.static_assert(HALF_N == ROWS, "a consumer warpgroup's 64 keys")
+        words = _load(Words, key, block, seq // QUERY_BLOCK, KEY_QUADS).to(gl.int32)
+    return words
+
+
+@gluon.jit
+def _selected(words, scores, quads: gl.constexpr, WIDTH: gl.constexpr):
+    layout: gl.constexpr = scores.type.layout
+    i = gl.arange(0, WIDTH // 8, layout=gl.SliceLayout(0, gl.SliceLayout(2, gl.SliceLayout(3, quads))))
+    b = gl.arange(0, 2, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, quads))))
+    bit = (2 * i)[None, :, None, None] + b[None, None, None, :]
+    keep = ((words[:, None, :, None] >> bit) & 1) != 0
+    return gl.convert_layout(gl.reshape(keep, [ROWS, WIDTH]), layout)
 
 
 @gluon.jit
 def selected(words, scores):
     """Which of the tile's `scores` (rows x 128, the accumulator's layout) the rows selected, by the words `load_words`
     read: bool in the scores' layout (the (rows, i, q, b) view reshaped back to it moves no data, offline)."""
-    layout: gl.constexpr = scores.type.layout
-    i = gl.arange(0, 16, layout=gl.SliceLayout(0, gl.SliceLayout(2, gl.SliceLayout(3, QUADS))))
-    b = gl.arange(0, 2, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, QUADS))))
-    bit = (2 * i)[None, :, None, None] + b[None, None, None, :]
-    keep = ((words[:, None, :, None] >> bit) & 1) != 0
-    return gl.convert_layout(gl.reshape(keep, [ROWS, TILE_KEYS]), layout)
+    return _selected(words, scores, QUADS, TILE_KEYS)
 
 
-def checked_words(selection, q, *, causal, doc_start, window, prefix, softcap, alibi):
-    """selection, where the Gluon forward can read it beside these options (None passes); a ValueError naming what
-    differs otherwise. The bits alone mask the scores, so the selection runs with plain causal attention."""
+@gluon.jit
+def selected_keys(words, scores):
+    """`selected` for dK/dV's S^T (64 keys x 64 query rows) by the words `load_key_words` read."""
+    return _selected(words, scores, KEY_QUADS, QUERY_BLOCK)
+
+
+def checked_words(selection, q, *, causal, doc_start, window, prefix, softcap, alibi, keys=False):
+    """selection (`selection_words`', or `key_words`' where keys), where a Gluon kernel can read it beside these
+    options (None passes); a ValueError naming what differs otherwise. The bits alone mask the scores, so the
+    selection runs with plain causal attention."""
     if selection is None:
         return None
     others = {"document": doc_start, "window": window, "prefix": prefix, "softcap": softcap, "alibi": alibi or None}
@@ -113,9 +177,11 @@ def checked_words(selection, q, *, causal, doc_start, window, prefix, softcap, a
         raise ValueError("a selection runs with plain causal attention, not "
                          + (f"beside {', '.join(beside)}" if beside else "without the causal mask"))
     batch, _, seq, _ = q.shape
-    shape = (batch, seq, -(-seq // TILE_KEYS.value) * WORDS.value)
-    if tuple(selection.shape) != shape or selection.dtype != torch.int32 or not selection.is_contiguous() \
+    tile, dtype, packing = (QUERY_BLOCK, torch.int16, "key_words") if keys else (TILE_KEYS, torch.int32,
+                                                                                 "selection_words")
+    shape = (batch, seq, -(-seq // tile.value) * WORDS.value)
+    if tuple(selection.shape) != shape or selection.dtype != dtype or not selection.is_contiguous() \
             or selection.device != q.device:
-        raise ValueError(f"a selection is {shape} contiguous int32 on {q.device} (gluon_selection.selection_words), "
+        raise ValueError(f"a selection is {shape} contiguous {dtype} on {q.device} (gluon_selection.{packing}), "
                          f"not {tuple(selection.shape)} {selection.dtype} on {selection.device}")
     return selection

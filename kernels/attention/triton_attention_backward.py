@@ -2,8 +2,8 @@
 dK/dV and dQ (triton_backward_kernels.py says what they compute). On a GPU the two run side by side, on two
 streams. On Hopper, where the tensors suit them, gluon_backward.py's and gluon_dq.py's kernels run the same two
 halves instead (session 24, H200, gqa_8 at llama-3-8b-s4k: dK/dV 2.224 and dQ 1.440 ms against the Triton
-kernels' 2.484 and 1.555). A token selection (DSA) runs the Triton dK/dV kernel, which reads its bytes, and the
-Gluon dQ kernel where its words come beside them (dQ's scores are laid out as the forward's), else the Triton one.
+kernels' 2.484 and 1.555). A token selection (DSA) runs the Gluon kernels where its words come beside its bytes
+(gluon_selection.py: dQ reads the forward's, dK/dV each key's), else the Triton ones, which read the bytes.
 """
 
 import functools
@@ -77,13 +77,15 @@ class TritonAttention(torch.autograd.Function):
     """Our forward (with lse) and the two backward kernels, for q (B, Hq, Sq, D), k, v (B, Hkv, Skv, D);
     `items`, the forward's document work listed once (triton_attention.document_work), or None. options are
     triton_attention.forward_launcher's; with a `selection` (DSA's bytes, triton_token_sparse.selection_bytes)
-    the backward runs the Triton kernels, which read it, the forward and dQ too unless its words come beside it
-    (`selection_words`, for the Gluon forward and dQ; the Gluon dK/dV kernel reads no selection)."""
+    the backward runs the Triton kernels, which read it, the forward too, unless its words come beside it:
+    `selection_words` for the Gluon forward and dQ, `selection_key_words` for the Gluon dK/dV (the backward's
+    alone: the forward is not handed them)."""
 
     @staticmethod
     def forward(ctx, q, k, v, options, items=None):
         lse = torch.empty(q.shape[:3], device=q.device, dtype=torch.float32)
-        out = triton_attention.forward_launcher(q, k, v, lse=lse, items=items, **options)()
+        forward = {name: value for name, value in options.items() if name != "selection_key_words"}
+        out = triton_attention.forward_launcher(q, k, v, lse=lse, items=items, **forward)()
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.options = options
         return out
@@ -122,14 +124,17 @@ class TritonAttention(torch.autograd.Function):
         do = torch.empty_like(out)
         delta = torch.empty(q.shape[:3], device=q.device, dtype=torch.float32)
         selection = opts.get("selection")
-        hopper = selection is None  # the Gluon dK/dV kernel reads no selection, the Gluon dQ kernel its words
-        words = opts.get("selection_words")
+        hopper = selection is None  # the Gluon kernels read a selection's words, not its bytes
+        words, key_words = opts.get("selection_words"), opts.get("selection_key_words")
+        plain = {name: value for name, value in opts.items()
+                 if name not in ("selection", "selection_words", "selection_key_words")}
         dkdv, dq_tiles = (DKDV_TILES, DQ_TILES) if q.is_cuda else (None, None)
         if selection is not None and any(SELECTION_KEYS % (t.keys if t else BLOCK) for t in (dkdv, dq_tiles)):
             # a key tile must divide a selection row's padding: its bytes are read unmasked
             raise ValueError(f"a key tile of {dkdv.keys if dkdv else BLOCK} or {dq_tiles.keys if dq_tiles else BLOCK} "
                              f"does not divide a selection row's padding of {SELECTION_KEYS} keys")
-        hopper_dkdv = hopper and gluon_backward and not gluon_backward.refusal(q, k, v, do, dk, dv)
+        hopper_dkdv = (hopper or key_words is not None) and gluon_backward and \
+            not gluon_backward.refusal(q, k, v, do, dk, dv)
         shifted = torch.empty_like(lse) if hopper_dkdv and opts.get("alibi") else None  # its ALiBi's lse, shifted
         _preprocess_kernel[(triton.cdiv(q_len, BLOCK), batch * n_q_heads)](
             out, grad_out, do, delta, lse, shifted if shifted is not None else lse, *out.stride()[:3],
@@ -160,14 +165,13 @@ class TritonAttention(torch.autograd.Function):
             side.wait_stream(main)
         if hopper_dkdv:
             gluon_backward.launch_dkdv(q, k, v, do, lse if shifted is None else shifted, delta, dk, dv,
-                                       lse_shifted=shifted is not None, **opts)
+                                       lse_shifted=shifted is not None, **plain, selection=key_words)
         else:
             _dkdv_kernel[(triton.cdiv(kv_len, dkdv.keys if dkdv else BLOCK), batch * n_kv_heads)](
                 TensorDescriptor.from_tensor(q, row_tile), k, v, TensorDescriptor.from_tensor(do, row_tile), lse, delta,
                 doc_arg, dk, dv, selected, width, *k.stride()[:3], *common, **flags, **_launch(dkdv))
         with torch.cuda.stream(side):
             if (hopper or words is not None) and gluon_dq and not gluon_dq.refusal(q, k, v, do, dq):  # Hopper's
-                plain = {name: value for name, value in opts.items() if name not in ("selection", "selection_words")}
                 gluon_dq.launch_dq(q, k, v, do, lse, delta, dq, **plain, selection=words)
             else:
                 _dq_kernel[(triton.cdiv(q_len * n_q_heads // n_kv_heads, dq_tiles.rows if dq_tiles else BLOCK),

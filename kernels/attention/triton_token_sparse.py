@@ -16,8 +16,9 @@ where it is a small one it does not. Each masked kernel's `dense_from` picks by 
 handful of query rows, bound by the keys it reads) keeps the gather.
 
 A gradient (`trainable`) runs the masked forward at any share and our attention's backward
-(triton_attention_backward.py), its Triton kernels masking every tile by the selection's bytes: the gather has no
-backward, and `dense_from` is a crossing of forward times, not a limit of the masked kernels.
+(triton_attention_backward.py), its kernels masking every tile by the selection (on Hopper the Gluon ones by its
+bits, elsewhere the Triton ones by its bytes): the gather has no backward, and `dense_from` is a crossing of forward
+times, not a limit of the masked kernels.
 """
 
 from typing import Callable, NamedTuple
@@ -166,15 +167,16 @@ def gather_launch(variant, problem):
 
 def trainable(q, k, v, selection):
     """Our attention with the selection (triton_attention_backward.TritonAttention): its forward the masked kernel
-    (`masked_kernel`: on Hopper the Gluon one, its bits beside the bytes), its backward the Triton kernels, which
-    mask every tile by the bytes; launched once: the forward+backward case's call."""
+    (`masked_kernel`), its backward's kernels masking every tile: on Hopper the Gluon ones, the selection's bits
+    beside its bytes (a row's for the forward and dQ, a key's for dK/dV), elsewhere the Triton ones reading the
+    bytes; launched once: the forward+backward case's call."""
     from kernels.attention.triton_attention_backward import TritonAttention
 
     options = dict(causal=True, selection=selection_bytes(selection))
     if masked_kernel(q, k, v) is GLUON_MASKED:
-        from kernels.attention.gluon_selection import selection_words  # Gluon's: not every Triton has it
+        from kernels.attention.gluon_selection import key_words, selection_words  # Gluon's: not every Triton has it
 
-        options["selection_words"] = selection_words(selection)
+        options |= dict(selection_words=selection_words(selection), selection_key_words=key_words(selection))
 
     def call():
         return TritonAttention.apply(q, k, v, options)
