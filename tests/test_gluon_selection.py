@@ -1,5 +1,6 @@
-"""DSA's selection in our Gluon forward (kernels/attention/gluon_selection.py): the packing and the layout it rests on
-on the CPU; the kernel against float64 on a Hopper GPU (skipped elsewhere)."""
+"""DSA's selection in our Gluon kernels (kernels/attention/gluon_selection.py): the packings (a row's words, a key's)
+and the layouts they rest on, on the CPU; the forward against float64 on a Hopper GPU (skipped elsewhere; the
+backward's is tests/test_gpu_numerics.py's)."""
 
 import os
 
@@ -9,22 +10,26 @@ import torch
 from kernels.attention import gluon_selection
 
 # Triton 3.6.0's linear layout of the forward's accumulator, NVMMADistributedLayout([3, 0], [4, 1], [16, 128, 16]) at
-# (64, 128), as gl.to_linear_layout printed it (offline, sm_90): (row, column) of each register, lane and warp bit.
+# (64, 128), as gl.to_linear_layout printed it (offline, sm_90): (row, column) of each register, lane and warp bit;
+# dK/dV's S^T, [16, 64, 16] at (64, 64), drops the last register bit (tools/compile_gluon_sm90.py asserts both)
 ACCUMULATOR = dict(reg=[[0, 1], [8, 0], [0, 8], [0, 16], [0, 32], [0, 64]],
                    lane=[[0, 2], [0, 4], [1, 0], [2, 0], [4, 0]], warp=[[16, 0], [32, 0]])
+KEY_ACCUMULATOR = ACCUMULATOR | dict(reg=ACCUMULATOR["reg"][:-1])
 
 
 def _column(i, q, b):
     return 8 * i + 2 * q + b
 
 
-def test_the_quads_view_is_the_accumulators_layout_with_its_columns_split():
-    """Each basis of QUADS, its column 8 i + 2 q + b joined back, is the accumulator's, in the same order: so the
-    reshape the kernel takes back to the accumulator's layout moves no data."""
-    quads = gluon_selection.QUADS.value
+@pytest.mark.parametrize("quads,accumulator", [(gluon_selection.QUADS, ACCUMULATOR),
+                                               (gluon_selection.KEY_QUADS, KEY_ACCUMULATOR)], ids=["rows", "keys"])
+def test_the_quads_view_is_the_accumulators_layout_with_its_columns_split(quads, accumulator):
+    """Each basis of QUADS (KEY_QUADS), its column 8 i + 2 q + b joined back, is the accumulator's, in the same order:
+    so the reshape the kernel takes back to the accumulator's layout moves no data."""
+    quads = quads.value
     for name, bases in (("reg", quads.reg_bases), ("lane", quads.lane_bases), ("warp", quads.warp_bases)):
         joined = [[row, _column(i, q, b)] for row, i, q, b in bases]
-        assert joined == ACCUMULATOR[name], name
+        assert joined == accumulator[name], name
 
 
 def _thread_sees(words, tile, warp, lane):
@@ -118,6 +123,19 @@ def test_a_selection_of_another_shape_or_type_is_refused():
     strided = torch.zeros(1, 256, 16, dtype=torch.int32)[:, :, ::2]  # the right shape, not contiguous
     for bad in (good[:, :128], good.to(torch.int64), good.view(torch.uint8), strided):
         with pytest.raises(ValueError, match="selection_words"):
+            gluon_selection.checked_words(bad, q, **plain)
+
+
+def test_key_words_of_another_shape_or_type_are_refused():
+    """dK/dV's words: (B, Skv, Sq / 64 x 4) int16; the rows' words of the same selection are refused."""
+    q = torch.zeros(1, 2, 256, 128)
+    plain = dict(causal=True, doc_start=None, window=None, prefix=None, softcap=None, alibi=False, keys=True)
+    selection = torch.ones(1, 256, 256, dtype=torch.bool)
+    good = gluon_selection.key_words(selection)
+    assert gluon_selection.checked_words(good, q, **plain) is good
+    strided = torch.zeros(1, 256, 32, dtype=torch.int16)[:, :, ::2]  # the right shape, not contiguous
+    for bad in (good[:, :128], good.to(torch.int32), strided, gluon_selection.selection_words(selection)):
+        with pytest.raises(ValueError, match="key_words"):
             gluon_selection.checked_words(bad, q, **plain)
 
 

@@ -150,24 +150,27 @@ def test_our_attention_backward_at_head_dim_128_and_float32_refused():
 def test_dsa_trains_through_the_gluon_kernels(monkeypatch, selection_kind):
     """DSA at a shape the Gluon forward and backward take (bfloat16, head dim 128, a length a multiple of 128): the
     forward and the dQ kernel must read the rows' words, the dK/dV kernel the keys' words (the Gluon kernels, handed
-    them), and the backward the Gluon forward's lse. The catalog's indexer top 96; and by hand each row itself, rows
-    before 64 also key 0 and rows from 300 also key 140, so rows from 128 on walk whole tiles that hide every key
-    (and keys from 141 on see only their own rows). Output and gradients within twice those of the reference
-    computed in bfloat16, against the float64 reference over the selection."""
+    them), and the backward the Gluon forward's lse. Two sequences (the words' flat rows and keys cross them): the
+    catalog's indexer top 96; and by hand each row itself, in the first sequence rows before 64 also key 0 and rows
+    from 300 also key 140, so rows from 128 on walk whole tiles that hide every key (and keys from 141 on see only
+    their own rows), in the second rows from 200 also key 40. Output and gradients within twice those of the
+    reference computed in bfloat16, against the float64 reference over the selection."""
     from kernels.attention import gluon_backward, gluon_dq, triton_token_sparse
     from reference.attention import attention
     from variantbench.catalog.attention import AttentionVariant, make_problem
     from variantbench.shapes import AttentionShape
 
     variant = AttentionVariant("dsa_topk_96", topk_tokens=96)
-    shape = AttentionShape("s512", "llama-3-8b", 1, 512, 512, device="cuda")
+    shape = AttentionShape("s512", "llama-3-8b", 2, 512, 512, device="cuda")
     p = make_problem(variant, shape, device="cuda", dtype=torch.bfloat16, seed=5, requires_grad=True)
     if selection_kind == "whole-tiles-masked":
         rows = torch.arange(512, device="cuda")
         p.selection.zero_()
         p.selection[:, rows, rows] = True
-        p.selection[:, :64, 0] = True
-        p.selection[:, 300:, 140] = True
+        p.selection[0, :64, 0] = True
+        p.selection[0, 300:, 140] = True
+        p.selection[1, 200:, 40] = True
+    assert not torch.equal(p.selection[0], p.selection[1])
     handed = {}
 
     def spy(module, name):

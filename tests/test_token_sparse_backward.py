@@ -1,6 +1,7 @@
-"""DSA's backward through our kernels (the interpreter): the masked forward's autograd function, whose dK/dV and dQ
-kernels mask every tile by the selection's bytes, against float64 autograd of the reference over its selection as
-the mask; the catalog's call takes it for a gradient at any share, a forward alone gathering where it is sparse."""
+"""DSA's backward through our kernels (the interpreter): the masked forward's autograd function, whose Triton dK/dV
+and dQ kernels mask every tile by the selection's bytes, against float64 autograd of the reference over its selection
+as the mask; the catalog's call takes it for a gradient at any share, a forward alone gathering where it is sparse;
+which kernels (Triton or Gluon, stubbed) each selection's bytes and words reach."""
 
 import pytest
 import torch
@@ -38,7 +39,7 @@ def test_the_catalogs_call_takes_a_gradient_through_the_masked_kernels_at_any_sh
     shape = AttentionShape(f"s{q_len}", "tiny", 1, q_len, q_len, device="cpu")
     problem = make_problem(variant, shape, device="cpu", dtype=torch.float32, seed=1, requires_grad=True)
     call = triton_token_sparse.prepare(variant, problem)
-    assert "forward and our Triton backward" in call.backend
+    assert "forward and our Triton backward" in call.backend  # (the CPU: no Gluon kernel)
     grad = torch.randn(problem.q.shape, generator=torch.Generator().manual_seed(3))
     got = torch.autograd.grad(call(), problem.q, grad)[0]
     exact = problem.q.detach().double().requires_grad_()
@@ -115,11 +116,15 @@ def test_trainable_packs_the_words_only_for_the_gluon_kernels(monkeypatch, maske
         assert "selection_words" not in taken and "selection_key_words" not in taken
 
 
-@pytest.mark.parametrize("words", [False, True], ids=["bytes-alone", "words-beside"])
-def test_dsa_backward_runs_the_gluon_kernels_only_with_the_words(monkeypatch, words):
+@pytest.mark.parametrize("words,refused,kernels", [
+    ((), False, ("triton dq", "triton dkdv")), (("rows", "keys"), False, ("gluon dq", "gluon dkdv")),
+    (("rows",), False, ("gluon dq", "triton dkdv")), (("keys",), False, ("triton dq", "gluon dkdv")),
+    (("rows", "keys"), True, ("triton dq", "triton dkdv"))],
+    ids=["bytes-alone", "words-beside", "rows-words-alone", "keys-words-alone", "gluon-refuses"])
+def test_dsa_backward_runs_a_gluon_kernel_only_with_its_words(monkeypatch, words, refused, kernels):
     """Where the Gluon kernels take the tensors (stubbed: the CPU has none), DSA's backward hands dQ the rows' words
-    and dK/dV the keys' words as their selections, the bytes left behind, and the forward neither key words nor
-    (off Hopper, here) rows' words; with the bytes alone the Triton kernels read them."""
+    and dK/dV the keys' words as their selections, the bytes left behind, and the forward no key words; a kernel
+    without its words, or one the Gluon kernels refuse, is the Triton one, reading the bytes."""
     from kernels.attention import gluon_backward, gluon_dq, gluon_selection, triton_attention_backward, triton_flash
 
     launched = {}
@@ -135,7 +140,7 @@ def test_dsa_backward_runs_the_gluon_kernels_only_with_the_words(monkeypatch, wo
             return stub(self.name)
 
     for module, name in ((gluon_dq, "dq"), (gluon_backward, "dkdv")):
-        monkeypatch.setattr(module, "refusal", lambda *args: None)
+        monkeypatch.setattr(module, "refusal", lambda *args: "stubbed: refused" if refused else None)
         monkeypatch.setattr(module, f"launch_{name}", stub(f"gluon {name}"))
     for name in ("dq", "dkdv"):
         monkeypatch.setattr(triton_attention_backward, f"_{name}_kernel", TritonKernel(f"triton {name}"))
@@ -147,18 +152,24 @@ def test_dsa_backward_runs_the_gluon_kernels_only_with_the_words(monkeypatch, wo
     selection |= torch.eye(128, dtype=torch.bool)
     q, k, v = (torch.randn(1, 2, 128, 32, generator=torch.Generator().manual_seed(seed)).requires_grad_()
                for seed in (1, 2, 3))
-    options = dict(causal=True, selection=triton_token_sparse.selection_bytes(selection))
-    if words:
-        options |= dict(selection_words=gluon_selection.selection_words(selection),
-                        selection_key_words=gluon_selection.key_words(selection))
+    packed = {"rows": ("selection_words", gluon_selection.selection_words(selection)),
+              "keys": ("selection_key_words", gluon_selection.key_words(selection))}
+    options = dict(causal=True, selection=triton_token_sparse.selection_bytes(selection)) | dict(
+        packed[kind] for kind in words)
     TritonAttention.apply(q, k, v, options).sum().backward()
     assert launched["forward"]["selection"] is options["selection"] and "selection_key_words" not in launched["forward"]
-    if words:
-        assert sorted(launched) == ["forward", "gluon dkdv", "gluon dq"]
-        assert launched["gluon dq"]["selection"] is options["selection_words"]
-        assert launched["gluon dkdv"]["selection"] is options["selection_key_words"]
-        handed = set(launched["gluon dq"]) | set(launched["gluon dkdv"])
-        assert not {"selection_words", "selection_key_words"} & handed
-    else:
-        assert sorted(launched) == ["forward", "triton dkdv", "triton dq"]
-        assert launched["triton dq"]["SELECTION"] and launched["triton dkdv"]["SELECTION"]
+    assert sorted(launched) == sorted(("forward", *kernels))
+    handed = {"gluon dq": "selection_words", "gluon dkdv": "selection_key_words"}
+    for kernel in kernels:
+        if kernel in handed:
+            assert launched[kernel]["selection"] is options[handed[kernel]]
+            assert not {"selection_words", "selection_key_words"} & set(launched[kernel])
+        else:
+            assert launched[kernel]["SELECTION"]
+
+
+@pytest.mark.parametrize("option", ["selection_words", "selection_key_words"])
+def test_words_without_bytes_are_refused_by_the_autograd_function(option):
+    q = torch.zeros(1, 2, 128, 32, requires_grad=True)
+    with pytest.raises(ValueError, match="beside its bytes"):
+        TritonAttention.apply(q, q, q, {"causal": True, option: torch.zeros(1)})

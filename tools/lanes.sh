@@ -220,9 +220,9 @@ dsa_tests() {  # dsa_tests BRANCH: DSA's GPU tests (the Gluon forward's selectio
 dsa_probe() {  # dsa_probe BRANCH SHAPE [ARGS...]: tools/probe_dsa.py on a branch (each masked kernel, the gather)
   on_branch "$1" "dsa-probe-$1-$2" 240 python3 tools/probe_dsa.py --shape "$2" "${@:3}"
 }
-words_probe() {  # words_probe BRANCH SHAPE: DSA's selection packed into words by a branch's code
+words_probe() {  # words_probe BRANCH SHAPE [--keys]: DSA's selection packed into words by a branch's code
   # (tools/probe_selection_words.py, this checkout's, run from the branch's: its peak memory, time and a check)
-  on_branch "$1" "words-$1-$2" 150 python3 "$PWD/tools/probe_selection_words.py" --shape "$2"
+  on_branch "$1" "words-$1-$2${3:+-keys}" 150 python3 "$PWD/tools/probe_selection_words.py" --shape "$2" "${@:3}"
 }
 dsa_gate() {  # dsa_gate BRANCH LIMIT BENCH SHAPE...: our DSA gated against main, beside causal and gqa_8 (the full
   # tier's shapes: s16k and longer are not the default's); BENCH 'AttentionForward\.time' or a forward+backward's

@@ -7,7 +7,7 @@ For each shape and k (the catalog's seeded indexer, `token_selection`), every ca
 against a float64 reference over a sample of query rows (the selection as an explicit mask), then timed by
 triton's do_bench (median) and, apart, by a CUDA-graph loop (do_bench_cudagraph, median). The last lines give the
 gather's time (and the others') over the masked kernel's at each share: above 1 the masked kernel is the faster.
-With --backward: forward+backward instead, ours (the masked forward and our Triton backward,
+With --backward: forward+backward instead, ours (the masked forward and our backward, on Hopper the Gluon kernels,
 `triton_token_sparse.trainable`) and Flex's, each call's gradients of the sampled rows' outputs checked against
 float64 autograd of the reference first (their largest error over the largest value, q, k and v), then timed by
 do_bench.

@@ -24,15 +24,15 @@ forwards, the window 0.968 (gate/q-ring-h200.md).
 
 A softcap forward that fills no lse runs exp2 without a running max (gluon_softmax.bounded_softcap; session 25, H200:
 softcap_50 1.1878 -> 1.1315 ms), its row sums the tensor cores' (`issue_pv`; session 28: 1.0878 -> 1.0443 ms). Masks
-are triton_flash's intervals, every bound growing with the query position, so an item's first and last rows bound
-its walk and tiles every row sees whole skip the test; producer and consumers walk the same tiles in one order (the
-rings' release counts rely on it), a packed document item's diagonal first at half width (`takes_half_diagonal`).
-DSA's selection masks every tile by its bits instead (gluon_selection.py). ptxas (sm_90) issues the wait for
-P_{j-1} V_{j-1} ahead of the softmax's exp2s, and rescaling the output with S_{j+1} in flight serialises every MMA
-(C7514, session 22): the overlap is between consumers.
+are triton_flash's intervals, every bound growing with the query position, so an item's first and last rows bound its
+walk and tiles every row sees whole skip the test; producer and consumers walk the same tiles in one order (the rings'
+release counts rely on it), a packed document item's diagonal first at half width (`takes_half_diagonal`). DSA's
+selection masks every tile by its bits instead (gluon_selection.py). ptxas (sm_90) issues the wait for P_{j-1} V_{j-1}
+ahead of the softmax's exp2s, and rescaling the output with S_{j+1} in flight serialises every MMA (C7514, session 22):
+the overlap is between consumers.
 
-Scope: 16-bit q, k, v of shape (B, H, S, 128) and any strides the copy engine takes, self-attention (Sq == Skv), S a
-multiple of 128, grouped heads. It fills lse (log2 units, as triton_flash's) for our backward.
+Scope: 16-bit q, k, v of shape (B, H, S, 128), strides the copy engine takes, Sq == Skv a multiple of 128, grouped
+heads. It fills lse (log2 units, as triton_flash's) for our backward.
 """
 
 import functools

@@ -1,6 +1,7 @@
-"""DSA's token selection in our Gluon forward (gluon_flash.py): a bit a key, packed so that each thread of a consumer
-warpgroup reads one 32-bit word a row of a key tile, the word holding exactly the 32 scores of that row the warpgroup
-MMA's accumulator gives the thread.
+"""DSA's token selection in our Gluon kernels: a bit a key, packed so that each thread of a consumer warpgroup reads
+one word a row of a tile, holding exactly that row's scores the warpgroup MMA's accumulator gives the thread: for
+the forward (gluon_flash.py) and dQ (gluon_dq.py) a 32-bit word a row of a 128-key tile, for dK/dV
+(gluon_backward.py) a 16-bit word a key of a 64-query block.
 
 Why a bit and this packing: our Triton forward reads a byte a key (triton_token_sparse.selection_bytes), 16 KB a
 128 x 128 tile, loaded whole and moved into the accumulator's layout through shared memory; it took 2.23 ms at

@@ -41,7 +41,7 @@ def forward_launcher(q, k, v, *, config=None, lse=None, items=None, selection_wo
     through the kernel that runs them; `items`, `document_work`'s, where the Gluon forward runs them. A
     `selection` (DSA's bytes) runs the Triton forward, which reads it, unless its words come beside it
     (`selection_words`, gluon_selection.selection_words) for the Gluon forward, where that runs the tensors: words
-    without bytes are refused (the bytes are what every other kernel, the backward's too, reads)."""
+    without bytes are refused (the bytes are what the Triton kernels read where the Gluon ones cannot run)."""
     if selection_words is not None and options.get("selection") is None:
         raise ValueError("selection_words come beside a selection's bytes (triton_token_sparse.selection_bytes)")
     if _kernel(q, k, v, config) is gluon_flash and (options.get("selection") is None or selection_words is not None):

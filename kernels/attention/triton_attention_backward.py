@@ -17,6 +17,9 @@ from kernels.attention import triton_attention
 from kernels.attention.triton_backward_kernels import _dkdv_kernel, _dq_kernel, _preprocess_kernel
 from kernels.attention.triton_flash import SELECTION_KEYS, doc_start_arg
 
+# a selection's words for the Gluon kernels (gluon_selection.py), options beside its bytes (`selection`)
+WORD_OPTIONS = ("selection_words", "selection_key_words")
+
 try:
     from triton.experimental import gluon  # noqa: F401 - only its absence sends every case to the Triton kernels
 except ImportError:  # a Triton without Gluon (a defect in our Gluon modules still raises, below)
@@ -83,6 +86,8 @@ class TritonAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, options, items=None):
+        if any(options.get(name) is not None for name in WORD_OPTIONS) and options.get("selection") is None:
+            raise ValueError("a selection's words come beside its bytes (triton_token_sparse.selection_bytes)")
         lse = torch.empty(q.shape[:3], device=q.device, dtype=torch.float32)
         forward = {name: value for name, value in options.items() if name != "selection_key_words"}
         out = triton_attention.forward_launcher(q, k, v, lse=lse, items=items, **forward)()
@@ -124,16 +129,15 @@ class TritonAttention(torch.autograd.Function):
         do = torch.empty_like(out)
         delta = torch.empty(q.shape[:3], device=q.device, dtype=torch.float32)
         selection = opts.get("selection")
-        hopper = selection is None  # the Gluon kernels read a selection's words, not its bytes
-        words, key_words = opts.get("selection_words"), opts.get("selection_key_words")
-        plain = {name: value for name, value in opts.items()
-                 if name not in ("selection", "selection_words", "selection_key_words")}
+        unselected = selection is None  # the Gluon kernels read a selection's words, not its bytes
+        words, key_words = (opts.get(name) for name in WORD_OPTIONS)
+        plain = {name: value for name, value in opts.items() if name not in ("selection", *WORD_OPTIONS)}
         dkdv, dq_tiles = (DKDV_TILES, DQ_TILES) if q.is_cuda else (None, None)
         if selection is not None and any(SELECTION_KEYS % (t.keys if t else BLOCK) for t in (dkdv, dq_tiles)):
             # a key tile must divide a selection row's padding: its bytes are read unmasked
             raise ValueError(f"a key tile of {dkdv.keys if dkdv else BLOCK} or {dq_tiles.keys if dq_tiles else BLOCK} "
                              f"does not divide a selection row's padding of {SELECTION_KEYS} keys")
-        hopper_dkdv = (hopper or key_words is not None) and gluon_backward and \
+        hopper_dkdv = (unselected or key_words is not None) and gluon_backward and \
             not gluon_backward.refusal(q, k, v, do, dk, dv)
         shifted = torch.empty_like(lse) if hopper_dkdv and opts.get("alibi") else None  # its ALiBi's lse, shifted
         _preprocess_kernel[(triton.cdiv(q_len, BLOCK), batch * n_q_heads)](
@@ -171,7 +175,7 @@ class TritonAttention(torch.autograd.Function):
                 TensorDescriptor.from_tensor(q, row_tile), k, v, TensorDescriptor.from_tensor(do, row_tile), lse, delta,
                 doc_arg, dk, dv, selected, width, *k.stride()[:3], *common, **flags, **_launch(dkdv))
         with torch.cuda.stream(side):
-            if (hopper or words is not None) and gluon_dq and not gluon_dq.refusal(q, k, v, do, dq):  # Hopper's
+            if (unselected or words is not None) and gluon_dq and not gluon_dq.refusal(q, k, v, do, dq):  # Hopper's
                 gluon_dq.launch_dq(q, k, v, do, lse, delta, dq, **plain, selection=words)
             else:
                 _dq_kernel[(triton.cdiv(q_len * n_q_heads // n_kv_heads, dq_tiles.rows if dq_tiles else BLOCK),

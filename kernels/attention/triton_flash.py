@@ -12,8 +12,8 @@ so one kernel covers them all and skips whole key blocks outside [min lo, max hi
 Score functions (tanh soft-capping, ALiBi) are compile-time switches applied to every visible score.
 A selection (DSA's top-k keys a query, a byte a key) is one more: it masks every tile,
 inside the interval. triton_token_sparse.py runs it where the selection is dense enough and the
-Gluon forward (a bit a key, gluon_selection.py) cannot run the tensors (off Hopper), and every
-backward of a selection reads its bytes (triton_attention_backward.py).
+Gluon kernels (a bit a key, gluon_selection.py) cannot run the tensors (off Hopper), where the
+Triton backward kernels read its bytes too (triton_attention_backward.py).
 
 Grouped KV heads (GQA/MQA): one program owns one KV head and a block of the rows of its query-head
 group, rows laid out (group head, query position). At prefill a block lies inside one query head; at
