@@ -38,38 +38,38 @@ def selection_words(selection):
     the bits alone: for self-attention, a selection inside the causal keys, as DSA's indexer makes it). Packed on the
     selection's device in blocks of rows of at most 256 MiB of padded bytes (the words are an eighth of that): at
     llama-3-8b-s32k a sequence's selection is 1 GiB, its words 128 MiB."""
-    _check(selection)
-    batch, q_len, kv_len = selection.shape
-    tiles = -(-kv_len // TILE_KEYS.value)
-    words = torch.empty(batch, q_len, tiles * WORDS.value * 4, dtype=torch.uint8, device=selection.device)
-    rows = max(1, _BLOCK_BYTES // (tiles * TILE_KEYS.value))
-    for b in range(batch):
-        for first in range(0, q_len, rows):
-            last = min(first + rows, q_len)
-            padded = torch.zeros(last - first, tiles * TILE_KEYS.value, dtype=torch.bool, device=selection.device)
-            padded[:, :kv_len] = selection[b, first:last]
-            padded.tril_(diagonal=kv_len - q_len + first)
-            words[b, first:last] = _packed(padded.view(torch.uint8), TILE_KEYS.value).flatten(1)
-    return words.view(torch.int32)
+    return _words(selection, transposed=False).view(torch.int32)
 
 
 def key_words(selection):
     """The selection as the Gluon dK/dV kernel reads it: (B, Skv, ceil(Sq / 64) x 4) int16, for each key each block
     of 64 queries as four 16-bit words, query 8 i + 2 q + b of the block at bit 2 i + b of word q (the selection
     transposed, the packing `selection_words`'), every query before the key's position cleared. Packed in blocks of
-    keys of at most 256 MiB (a transposed copy)."""
+    keys of at most 256 MiB, as `selection_words`' rows."""
+    return _words(selection, transposed=True).view(torch.int16)
+
+
+def _words(selection, transposed):
+    """The packed bytes of each row (each key, transposed) of the selection, in blocks of lines of _BLOCK_BYTES
+    padded bytes, each block's causal bound cleared in place."""
     _check(selection)
     batch, q_len, kv_len = selection.shape
-    blocks = -(-q_len // QUERY_BLOCK.value)
-    words = torch.empty(batch, kv_len, blocks * WORDS.value * 2, dtype=torch.uint8, device=selection.device)
-    keys = max(1, _BLOCK_BYTES // (blocks * QUERY_BLOCK.value))
+    lines, columns, width = (kv_len, q_len, QUERY_BLOCK.value) if transposed else (q_len, kv_len, TILE_KEYS.value)
+    tiles = -(-columns // width)
+    words = torch.empty(batch, lines, tiles * WORDS.value * width // 32, dtype=torch.uint8, device=selection.device)
+    step = max(1, _BLOCK_BYTES // (tiles * width))
     for b in range(batch):
-        for first in range(0, kv_len, keys):
-            last = min(first + keys, kv_len)
-            padded = torch.zeros(last - first, blocks * QUERY_BLOCK.value, dtype=torch.bool, device=selection.device)
-            padded[:, :q_len] = selection[b, :, first:last].tril(diagonal=kv_len - q_len - first).T
-            words[b, first:last] = _packed(padded.view(torch.uint8), QUERY_BLOCK.value).flatten(1)
-    return words.view(torch.int16)
+        for first in range(0, lines, step):
+            last = min(first + step, lines)
+            padded = torch.zeros(last - first, tiles * width, dtype=torch.bool, device=selection.device)
+            if transposed:  # key first + j keeps the queries i with first + j <= i + kv_len - q_len
+                padded[:, :columns] = selection[b, :, first:last].T
+                padded.triu_(diagonal=first - (kv_len - q_len))
+            else:  # row first + i keeps the keys j <= first + i + kv_len - q_len
+                padded[:, :columns] = selection[b, first:last]
+                padded.tril_(diagonal=kv_len - q_len + first)
+            words[b, first:last] = _packed(padded.view(torch.uint8), width).flatten(1)
+    return words
 
 
 def _check(selection):

@@ -194,9 +194,10 @@ def prepare(variant, problem):
     share = selected_share(variant.topk_tokens, q_len, k.shape[2])
     if q.requires_grad:
         call = trainable(q, k, problem.v, problem.selection)
-        gluon = masked_kernel(q, k, problem.v) is GLUON_MASKED  # the Gluon kernels run its backward too
-        call.backend = (f"{masked_kernel(q, k, problem.v).name} and our {'Gluon' if gluon else 'Triton'} backward, the "
-                        f"selection ({share:.2f} of the causal pairs) masking tiles")
+        masked = masked_kernel(q, k, problem.v)
+        backward = "Gluon" if masked is GLUON_MASKED else "Triton"  # the Gluon kernels run its backward too
+        call.backend = (f"{masked.name} and our {backward} backward, the selection ({share:.2f} of the causal pairs) "
+                        f"masking tiles")
         return call
     masked = masked_kernel(q, k, problem.v)
     if q_len >= MASKED_ROWS and share >= masked.dense_from:
